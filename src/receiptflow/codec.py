@@ -1,0 +1,208 @@
+"""Avro codec: the versioned schemas in ``schemas/`` and the Confluent wire format.
+
+Every Kafka value this project writes is ``0x00`` (magic byte) + a 4-byte big-endian schema id +
+the Avro binary body (fastavro ``schemaless_writer``), the framing Confluent's serializers use, so a
+schema registry and registry-aware consumers plug in without a format change.
+
+Schema ids come from a :class:`SchemaIdResolver`. Without a registry, :class:`RepoSchemaIds` reads
+``schemas/ids.json``: every ``(subject, version)`` kept in the repo has a fixed, never-reused id. A
+reader always decodes with the *newest* version of the writer's subject as the reader schema
+(Avro schema resolution), so consumers keep working while producers still write older versions.
+
+fastavro is the hot path here; the Apache reference implementation (avro-python3) is used only in
+the interoperability tests.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Protocol
+
+import fastavro
+from fastavro.types import Schema
+
+from .errors import DecodeError, SchemaError
+
+MAGIC = 0
+_HEADER = struct.Struct(">bI")
+HEADER_SIZE = _HEADER.size
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One ``.avsc`` file of one subject."""
+
+    schema_id: int
+    subject: str
+    version: int
+    path: str
+    raw: Mapping[str, Any]
+
+    @cached_property
+    def parsed(self) -> Schema:
+        # _write_hint=False keeps the parsed form usable as both writer and reader schema.
+        return fastavro.parse_schema(dict(self.raw), _write_hint=False)
+
+
+class SchemaIdResolver(Protocol):
+    """Where schema ids come from: the repo's ``ids.json`` or a schema registry."""
+
+    def id_for(self, subject: str, version: int) -> int: ...
+
+
+class SchemaCatalog:
+    """Every schema version kept in a schemas directory, indexed by id and by subject."""
+
+    def __init__(self, versions: Iterable[SchemaVersion]) -> None:
+        self._by_id: dict[int, SchemaVersion] = {}
+        self._by_subject: dict[str, list[SchemaVersion]] = {}
+        for v in versions:
+            if v.schema_id in self._by_id:
+                raise SchemaError(f"schema id {v.schema_id} is used twice ({v.path})")
+            self._by_id[v.schema_id] = v
+            self._by_subject.setdefault(v.subject, []).append(v)
+        for subject, vs in self._by_subject.items():
+            vs.sort(key=lambda x: x.version)
+            numbers = [x.version for x in vs]
+            if numbers != list(range(1, len(vs) + 1)):
+                raise SchemaError(f"subject {subject!r} has versions {numbers}, expected 1..{len(vs)}")
+
+    @classmethod
+    def from_dir(cls, directory: Path) -> SchemaCatalog:
+        """Load ``ids.json`` and the ``.avsc`` files it names from a directory."""
+        ids_file = directory / "ids.json"
+        try:
+            index = json.loads(ids_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SchemaError(f"cannot read {ids_file}: {exc}") from exc
+        versions = []
+        for entry in index["schemas"]:
+            path = directory / entry["file"]
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise SchemaError(f"cannot read schema {path}: {exc}") from exc
+            versions.append(SchemaVersion(entry["id"], entry["subject"], entry["version"], entry["file"], raw))
+        catalog = cls(versions)
+        for v in versions:
+            try:
+                _ = v.parsed
+            except Exception as exc:  # fastavro raises several unrelated types for a bad schema
+                raise SchemaError(f"{v.path}: not a valid Avro schema: {exc}") from exc
+        return catalog
+
+    @classmethod
+    def bundled(cls) -> SchemaCatalog:
+        """The schemas shipped with the package (``schemas/`` of the repo)."""
+        return cls.from_dir(Path(str(resources.files("receiptflow.schemas"))))
+
+    def subjects(self) -> list[str]:
+        return sorted(self._by_subject)
+
+    def versions(self, subject: str) -> list[SchemaVersion]:
+        try:
+            return list(self._by_subject[subject])
+        except KeyError as exc:
+            raise SchemaError(f"unknown subject {subject!r}") from exc
+
+    def latest(self, subject: str) -> SchemaVersion:
+        return self.versions(subject)[-1]
+
+    def by_id(self, schema_id: int) -> SchemaVersion:
+        try:
+            return self._by_id[schema_id]
+        except KeyError as exc:
+            raise DecodeError("unknown_schema_id", f"no schema with id {schema_id}") from exc
+
+
+class RepoSchemaIds:
+    """Schema ids as fixed in ``schemas/ids.json`` (no registry needed)."""
+
+    def __init__(self, catalog: SchemaCatalog) -> None:
+        self._catalog = catalog
+
+    def id_for(self, subject: str, version: int) -> int:
+        for v in self._catalog.versions(subject):
+            if v.version == version:
+                return v.schema_id
+        raise SchemaError(f"subject {subject!r} has no version {version}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    subject: str
+    writer_version: int
+    value: dict[str, Any]
+
+
+class Codec:
+    """Encode and decode framed Avro records of the catalogue's subjects."""
+
+    def __init__(self, catalog: SchemaCatalog | None = None, ids: SchemaIdResolver | None = None) -> None:
+        self.catalog = catalog or SchemaCatalog.bundled()
+        ids = ids or RepoSchemaIds(self.catalog)
+        # Writers always write the newest version of a subject.
+        self._writers: dict[str, tuple[bytes, Schema]] = {}
+        for subject in self.catalog.subjects():
+            latest = self.catalog.latest(subject)
+            self._writers[subject] = (_HEADER.pack(MAGIC, ids.id_for(subject, latest.version)), latest.parsed)
+        # Decoding state per schema id: (subject, version, writer schema, reader schema or None when equal).
+        self._readers: dict[int, tuple[str, int, Schema, Schema | None]] = {}
+
+    def encode(self, subject: str, record: Mapping[str, Any]) -> bytes:
+        try:
+            header, schema = self._writers[subject]
+        except KeyError as exc:
+            raise SchemaError(f"unknown subject {subject!r}") from exc
+        buf = io.BytesIO()
+        buf.write(header)
+        try:
+            fastavro.schemaless_writer(buf, schema, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"record does not fit schema {subject!r}: {exc}") from exc
+        return buf.getvalue()
+
+    def _reader(self, schema_id: int) -> tuple[str, int, Schema, Schema | None]:
+        entry = self._readers.get(schema_id)
+        if entry is None:
+            writer = self.catalog.by_id(schema_id)
+            latest = self.catalog.latest(writer.subject)
+            reader = None if latest.schema_id == writer.schema_id else latest.parsed
+            entry = (writer.subject, writer.version, writer.parsed, reader)
+            self._readers[schema_id] = entry
+        return entry
+
+    def decode(self, data: bytes | None, expect: str | None = None) -> Decoded:
+        """Decode a framed record; ``expect`` rejects records of another subject."""
+        if data is None:
+            raise DecodeError("undecodable", "record has no value (tombstone)")
+        if len(data) < HEADER_SIZE or data[0] != MAGIC:
+            raise DecodeError("undecodable", "not Confluent-framed Avro (bad magic byte or too short)")
+        _, schema_id = _HEADER.unpack_from(data)
+        subject, version, writer, reader = self._reader(schema_id)
+        if expect is not None and subject != expect:
+            raise DecodeError("wrong_subject", f"expected a {expect!r} record, got {subject!r}")
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_SIZE)
+        try:
+            value = fastavro.schemaless_reader(buf, writer, reader)
+        except Exception as exc:  # truncated or garbage bodies raise EOFError, ValueError, IndexError...
+            raise DecodeError("undecodable", f"cannot decode {subject!r} body: {exc}") from exc
+        if buf.tell() != len(data):
+            raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the record")
+        if not isinstance(value, dict):
+            raise DecodeError("undecodable", "record body is not an Avro record")
+        return Decoded(subject, version, value)
+
+
+def schema_id_of(data: bytes) -> int:
+    if len(data) < HEADER_SIZE or data[0] != MAGIC:
+        raise DecodeError("undecodable", "not Confluent-framed Avro")
+    return int(_HEADER.unpack_from(data)[1])

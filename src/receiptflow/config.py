@@ -1,0 +1,171 @@
+"""Configuration: the one place that reads the environment.
+
+Every setting comes from a ``RECEIPTFLOW_``-prefixed environment variable (or a ``.env`` file in the
+working directory); every other module receives a :class:`Settings` object and never looks at
+``os.environ`` itself. Secrets are ``SecretStr`` and are never printed: :meth:`Settings.describe`
+renders the endpoints a long-running command uses with credentials masked.
+
+Kafka security is a pass-through to librdkafka property names (``security.protocol``,
+``sasl.mechanism``, ``ssl.ca.location`` ...), so a real cluster's settings can be copied over as
+they are; :meth:`Settings.kafka_config` builds the dict for confluent-kafka clients and
+:mod:`receiptflow.processors.app` translates the same settings for faust (aiokafka).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+DEFAULT_DATA_DIR = Path(".receiptflow")
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***`` (user names are kept, they help debugging)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Settings(BaseSettings):
+    """All receiptflow settings; see the configuration table in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECEIPTFLOW_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka -------------------------------------------------------------------------------
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap.servers")
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra librdkafka properties as a JSON object, passed to every confluent-kafka client",
+    )
+    topic_prefix: str = Field(default="", description="prefix for every topic name (one cluster, many envs)")
+    topic_partitions: int = Field(default=6, ge=1, description="partitions for topics that this project creates")
+    topic_replication_factor: int = Field(default=1, ge=1, description="replication factor when creating topics")
+
+    # --- Stores ------------------------------------------------------------------------------
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="profile store")
+    redis_password: SecretStr | None = Field(default=None, description="overrides a password in redis_url")
+    warehouse_url: str | None = Field(
+        default=None,
+        description="duckdb:///path/file.duckdb (default: under data_dir) or postgresql://user@host:port/db",
+    )
+    warehouse_password: SecretStr | None = Field(default=None, description="password for a PostgreSQL warehouse")
+
+    # --- Local files and ports -----------------------------------------------------------------
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="embedded broker log, Redis dump, DuckDB file")
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "receiptflow",
+        description="downloaded Kafka jars (shared by every data dir)",
+    )
+    policy_file: Path | None = Field(default=None, description="granularity policy (default: the shipped one)")
+    metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus exporter port (0: off)")
+    schema_registry_url: str | None = Field(
+        default=None, description="Confluent-compatible schema registry; unset: ids from schemas/ in the repo"
+    )
+    java_home: Path | None = Field(default=None, description="JDK for the embedded broker (default: java on PATH)")
+    kafka_heap: str = Field(default="768m", description="-Xmx of the embedded broker")
+
+    @field_validator("kafka_extra", mode="before")
+    @classmethod
+    def _parse_extra(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def resolved_warehouse_url(self) -> str:
+        """The warehouse URL, defaulting to a DuckDB file under ``data_dir``."""
+        if self.warehouse_url:
+            return self.warehouse_url
+        return f"duckdb:///{(self.data_dir / 'warehouse.duckdb').resolve()}"
+
+    def kafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka properties for a confluent-kafka client, security included."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            conf["ssl.ca.location"] = self.kafka_ssl_ca_location
+        if self.kafka_ssl_certificate_location:
+            conf["ssl.certificate.location"] = self.kafka_ssl_certificate_location
+        if self.kafka_ssl_key_location:
+            conf["ssl.key.location"] = self.kafka_ssl_key_location
+        if self.kafka_ssl_key_password is not None:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        conf.update(self.kafka_extra)
+        conf.update(overrides)
+        return conf
+
+    def redis_connection_url(self) -> str:
+        """The Redis URL with ``redis_password`` applied (for clients; never print it)."""
+        if self.redis_password is None:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{parts.username or ''}:{self.redis_password.get_secret_value()}@{host}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def warehouse_connection_url(self) -> str:
+        """The warehouse URL with ``warehouse_password`` applied (for clients; never print it)."""
+        url = self.resolved_warehouse_url
+        if self.warehouse_password is None or not url.startswith("postgres"):
+            return url
+        parts = urlsplit(url)
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{parts.username or ''}:{self.warehouse_password.get_secret_value()}@{host}"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def describe(self) -> dict[str, str]:
+        """What a long-running command prints about where it connects: endpoints only, no secret."""
+        security: str = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            security += f"/{self.kafka_sasl_mechanism}"
+        return {
+            "kafka": f"{self.bootstrap_servers} ({security})",
+            "redis": redact_url(self.redis_url),
+            "warehouse": redact_url(self.resolved_warehouse_url),
+            "data_dir": str(self.data_dir),
+        }
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, with explicit overrides (used by the CLI and tests)."""
+    return Settings(**overrides)

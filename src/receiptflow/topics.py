@@ -1,0 +1,166 @@
+"""Topic catalogue: every Kafka topic of the project, its key, schema and configuration, in one place.
+
+``receiptflow topics create`` provisions these idempotently against any Kafka cluster: topics that
+exist are left alone (their partition count is reported if it differs), missing ones are created.
+
+Keys: checkouts and every customer-linked output are keyed by loyalty card id, so one customer's
+receipts stay in order on one partition and the consent table (keyed by card as well) is
+co-partitioned with purchases. Anonymous receipts are keyed by store id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from .config import Settings
+from .errors import BrokerError
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    subject: str
+    key: str
+    description: str
+    config: dict[str, str] = field(default_factory=dict)
+    partitions: int | None = None  # None: the cluster-wide setting (Settings.topic_partitions)
+
+
+# Logical names; the real topic name is Settings.topic_prefix + name (see TopicNames).
+CHECKOUTS = "checkouts"
+CONSENTS = "consents"
+PURCHASES_CUSTOMER = "purchases.customer"
+PURCHASES_MARKETING = "purchases.marketing"
+PURCHASES_ANALYTICS = "purchases.analytics"
+CHECKOUTS_DLQ = "checkouts.dlq"
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    TopicSpec(
+        CHECKOUTS,
+        "checkout",
+        "card_id (store_id when anonymous)",
+        "Raw checkouts from registers and partners; at-least-once from the register outboxes.",
+        {"retention.ms": str(14 * DAY_MS), "min.insync.replicas": "1"},
+    ),
+    TopicSpec(
+        CONSENTS,
+        "consent_change",
+        "card_id",
+        "Consent state per card (full state, latest wins); compacted, so the newest state is kept forever.",
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60 * 1000)},
+    ),
+    TopicSpec(
+        PURCHASES_CUSTOMER,
+        "purchase",
+        "card_id (store_id when anonymous)",
+        "Validated purchases truncated to the chain's granularity at event time; feeds profiles and the warehouse.",
+        {"retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        PURCHASES_MARKETING,
+        "purchase",
+        "card_id",
+        "Purchases of cards whose consent allows marketing use; group level unless product data consent.",
+        {"retention.ms": str(30 * DAY_MS)},
+    ),
+    TopicSpec(
+        PURCHASES_ANALYTICS,
+        "purchase",
+        "store_id",
+        "Anonymous line-level data: no card id, no register id, event time rounded to the hour.",
+        {"retention.ms": str(90 * DAY_MS)},
+    ),
+    TopicSpec(
+        CHECKOUTS_DLQ,
+        "dead_letter",
+        "original key",
+        "Rejected input with the original bytes, the reason and the source topic/partition/offset.",
+        {"retention.ms": str(90 * DAY_MS)},
+        partitions=1,
+    ),
+)
+
+
+def spec(name: str) -> TopicSpec:
+    for s in CATALOGUE:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+class TopicNames:
+    """Physical topic names for one deployment (applies ``Settings.topic_prefix``)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.checkouts = prefix + CHECKOUTS
+        self.consents = prefix + CONSENTS
+        self.purchases_customer = prefix + PURCHASES_CUSTOMER
+        self.purchases_marketing = prefix + PURCHASES_MARKETING
+        self.purchases_analytics = prefix + PURCHASES_ANALYTICS
+        self.checkouts_dlq = prefix + CHECKOUTS_DLQ
+
+    def physical(self, logical: str) -> str:
+        return self.prefix + logical
+
+    def logical(self, physical: str) -> str:
+        return physical[len(self.prefix) :] if physical.startswith(self.prefix) else physical
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionResult:
+    created: list[str]
+    existing: list[str]
+    warnings: list[str]
+
+
+def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, timeout: float = 30.0) -> ProvisionResult:
+    """Create the missing topics; leave existing ones alone. Safe to run any number of times."""
+    admin = AdminClient(settings.kafka_config())
+    names = TopicNames(settings.topic_prefix)
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+    created: list[str] = []
+    existing: list[str] = []
+    warnings: list[str] = []
+    wanted: list[NewTopic] = []
+    for s in specs:
+        physical = names.physical(s.name)
+        partitions = s.partitions or settings.topic_partitions
+        if physical in metadata.topics:
+            existing.append(physical)
+            have = len(metadata.topics[physical].partitions)
+            if have != partitions:
+                warnings.append(f"{physical} has {have} partitions, the catalogue says {partitions}")
+            continue
+        wanted.append(
+            NewTopic(
+                physical,
+                num_partitions=partitions,
+                replication_factor=settings.topic_replication_factor,
+                config=dict(s.config),
+            )
+        )
+    if wanted:
+        futures = admin.create_topics(wanted, operation_timeout=timeout, request_timeout=timeout)
+        for name, fut in futures.items():
+            try:
+                fut.result()
+                created.append(name)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                # Another process may have created it between list_topics and create_topics.
+                if getattr(err, "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                    existing.append(name)
+                else:
+                    raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+    return ProvisionResult(sorted(created), sorted(existing), warnings)
