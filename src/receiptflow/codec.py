@@ -35,7 +35,7 @@ _HEADER = struct.Struct(">bI")
 HEADER_SIZE = _HEADER.size
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: cached_property needs the instance __dict__
 class SchemaVersion:
     """One ``.avsc`` file of one subject."""
 

@@ -1,0 +1,47 @@
+# receiptflow: the two commands a newcomer needs are `make demo` and `make test`.
+# Each installs what it needs first (OS packages when missing and permitted, the virtualenv, the
+# Apache Kafka jars from Maven Central) and assumes nothing else.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck unit integration bench clean stack-down
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+	bash deploy/setup-system.sh
+	$(BIN)/receiptflow stack fetch
+
+demo: setup
+	$(BIN)/receiptflow demo
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: setup lint typecheck
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+stack-down: $(VENV)/.installed
+	$(BIN)/receiptflow stack down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,133 @@
+"""The processor's pure core: validate a checkout and route it to the output topics.
+
+``validate`` raises :class:`~receiptflow.errors.ValidationError` with a reason code the dead-letter
+topic records; ``route`` turns a valid checkout, the policy decision and the consent state into the
+records for ``purchases.customer``, ``purchases.marketing`` and ``purchases.analytics``. Nothing here
+touches Kafka, Redis or the clock: ``now`` is an argument, so the same input always gives the same
+output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from ..errors import ValidationError
+from ..models import Checkout, ConsentState, Granularity, Purchase
+from .policy import Decision, Policy, truncate
+
+# A single receipt above this is a data error, not a sale (100 000 EUR).
+MAX_TOTAL_CENTS = 10_000_000
+MAX_LINES = 2_000
+MAX_FUTURE = timedelta(minutes=10)  # register clocks drift; more than this is a broken clock
+EARLIEST_EVENT = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+# No consent record: nothing may be used for marketing (privacy-safe default).
+DEFAULT_CONSENT = ConsentState(product_data_marketing=False, electronic_marketing=False, known=False)
+
+
+def validate(c: Checkout, now: datetime) -> None:
+    """Raise ValidationError(reason, message, field) for a checkout that must not be accepted."""
+    for name in ("receipt_id", "chain", "store_id", "register_id"):
+        if not getattr(c, name).strip():
+            raise ValidationError("missing_id", f"{name} is empty", name)
+    if c.card_id is not None and not c.card_id.strip():
+        raise ValidationError("missing_id", "card_id is an empty string (use null for anonymous)", "card_id")
+    if not _CURRENCY.match(c.currency):
+        raise ValidationError("schema", f"currency {c.currency!r} is not an ISO 4217 code", "currency")
+    if c.total_cents < 0:
+        raise ValidationError("negative_amount", f"total_cents is {c.total_cents}", "total_cents")
+    if c.total_cents > MAX_TOTAL_CENTS:
+        raise ValidationError("absurd_amount", f"total_cents {c.total_cents} exceeds {MAX_TOTAL_CENTS}", "total_cents")
+    if c.event_time > now + MAX_FUTURE:
+        raise ValidationError(
+            "future_event_time", f"event_time {c.event_time.isoformat()} is after {now.isoformat()}", "event_time"
+        )
+    if c.event_time < EARLIEST_EVENT:
+        raise ValidationError("absurd_event_time", f"event_time {c.event_time.isoformat()} is too old", "event_time")
+    if len(c.lines) > MAX_LINES:
+        raise ValidationError("absurd_amount", f"{len(c.lines)} lines on one receipt", "lines")
+    seen: set[int] = set()
+    line_sum = 0
+    for i, line in enumerate(c.lines):
+        where = f"lines[{i}]"
+        if line.line_no in seen:
+            raise ValidationError("duplicate_line", f"line_no {line.line_no} appears twice", f"{where}.line_no")
+        seen.add(line.line_no)
+        if not line.sku.strip() or not line.product_group.strip():
+            raise ValidationError("missing_id", "sku and product_group must not be empty", where)
+        if line.amount_cents < 0 or line.unit_price_cents < 0:
+            raise ValidationError("negative_amount", f"line {line.line_no} has a negative amount", where)
+        if line.amount_cents > MAX_TOTAL_CENTS:
+            raise ValidationError("absurd_amount", f"line {line.line_no} amount {line.amount_cents}", where)
+        if not line.quantity > 0 or line.quantity > 100_000:
+            raise ValidationError("absurd_amount", f"line {line.line_no} quantity {line.quantity}", where)
+        line_sum += line.amount_cents
+    if c.lines and line_sum != c.total_cents:
+        raise ValidationError(
+            "totals_mismatch", f"lines add up to {line_sum} cents, total_cents is {c.total_cents}", "total_cents"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What one valid checkout becomes; None means: nothing for that topic."""
+
+    customer: Purchase
+    marketing: Purchase | None
+    analytics: Purchase | None
+
+
+def _round_to_hour(ts: datetime) -> datetime:
+    return ts.replace(minute=0, second=0, microsecond=0)
+
+
+def route(c: Checkout, decision: Decision, consent: ConsentState, now: datetime) -> Routed:
+    """Apply the policy level and consent to a valid checkout."""
+    granularity, items, groups = truncate(c, decision.level)
+    customer = Purchase(
+        receipt_id=c.receipt_id,
+        chain=c.chain,
+        store_id=c.store_id,
+        register_id=c.register_id,
+        card_id=c.card_id,
+        event_time=c.event_time,
+        payment_method=str(c.payment_method),
+        currency=c.currency,
+        total_cents=c.total_cents,
+        granularity=granularity,
+        items=items,
+        groups=groups,
+        policy_version=decision.version_id,
+        consent=consent,
+        processed_at=now,
+    )
+    marketing: Purchase | None = None
+    if c.card_id is not None and (consent.product_data_marketing or consent.electronic_marketing):
+        # Without product-data consent, marketing sees product groups at most.
+        level = decision.level if consent.product_data_marketing else decision.level.coarsest(Granularity.PRODUCT_GROUP)
+        m_gran, m_items, m_groups = truncate(c, level)
+        marketing = replace(customer, granularity=m_gran, items=m_items, groups=m_groups)
+    analytics: Purchase | None = None
+    if c.lines:
+        # Anonymous line-level data: no card, no register, time rounded to the hour.
+        a_gran, a_items, a_groups = truncate(c, Granularity.ITEM)
+        analytics = replace(
+            customer,
+            card_id=None,
+            register_id=None,
+            event_time=_round_to_hour(c.event_time),
+            granularity=a_gran,
+            items=a_items,
+            groups=a_groups,
+            consent=DEFAULT_CONSENT,
+        )
+    return Routed(customer, marketing, analytics)
+
+
+def process(c: Checkout, policy: Policy, consent: ConsentState | None, now: datetime) -> Routed:
+    """validate + policy decision + route; raises ValidationError for invalid input."""
+    validate(c, now)
+    return route(c, policy.version_at(c.chain, c.event_time), consent or DEFAULT_CONSENT, now)

@@ -1,0 +1,117 @@
+"""Register client: validates checkouts against the Avro contract and sends them to Kafka.
+
+An idempotent librdkafka producer (``enable.idempotence``, ``acks=all``) keyed by loyalty card id
+(store id for anonymous receipts), so one customer's receipts stay in order on one partition.
+Every send has a delivery report; :meth:`RegisterClient.flush` returns how many the broker
+acknowledged and how many failed, and acknowledged receipt ids are kept for callers that need
+them (the outbox deletes only those).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from ..codec import Codec
+from ..config import Settings
+from ..errors import BrokerError, SchemaError, ValidationError
+from ..metrics import Metrics
+from ..models import Checkout, ConsentChange
+from ..topics import TopicNames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryStats:
+    acked: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def checkout_key(c: Checkout) -> bytes:
+    return (c.card_id or c.store_id).encode()
+
+
+class RegisterClient:
+    """Sends checkouts and consent changes; one instance per register process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        codec: Codec | None = None,
+        metrics: Metrics | None = None,
+        **producer_overrides: Any,
+    ) -> None:
+        self.names = TopicNames(settings.topic_prefix)
+        self.codec = codec or Codec()
+        self.metrics = metrics or Metrics()
+        self.stats = DeliveryStats()
+        conf = settings.kafka_config(
+            **{
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "client.id": "receiptflow-register",
+                **producer_overrides,
+            }
+        )
+        try:
+            self._producer = Producer(conf)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot create producer: {exc}") from exc
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        topic = msg.topic() or "?"
+        if err is not None:
+            self.stats.failed += 1
+            self.stats.errors.append(str(err))
+            self.metrics.produce_errors_total.labels(topic).inc()
+            log.error("delivery to %s failed: %s", topic, err)
+            return
+        self.stats.acked += 1
+        self.metrics.produced_total.labels(topic).inc()
+
+    def encode_checkout(self, c: Checkout) -> bytes:
+        """Avro-encode; a record the schema does not accept raises ValidationError naming the problem."""
+        try:
+            return self.codec.encode("checkout", c.to_avro())
+        except SchemaError as exc:
+            raise ValidationError("schema", str(exc)) from exc
+
+    def send(self, c: Checkout) -> None:
+        self._produce(self.names.checkouts, checkout_key(c), self.encode_checkout(c))
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Send pre-encoded bytes (used to inject bad input in tests and the simulator)."""
+        self._produce(topic, key, value)
+
+    def send_consent(self, change: ConsentChange) -> None:
+        try:
+            value = self.codec.encode("consent_change", change.to_avro())
+        except SchemaError as exc:
+            raise ValidationError("schema", str(exc)) from exc
+        self._produce(self.names.consents, change.card_id.encode(), value)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports to make room instead of dropping.
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise BrokerError(f"produce to {topic} failed: {exc}") from exc
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> DeliveryStats:
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise BrokerError(f"{remaining} records not acknowledged within {timeout}s")
+        return self.stats

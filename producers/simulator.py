@@ -1,0 +1,230 @@
+"""A seeded simulator of Finnish retail chains, stores, households with loyalty cards and checkouts.
+
+Same seed and start time → the same events, byte for byte. Every event the simulator emits is also
+recorded in a :class:`GroundTruth` (per card: receipts and spend; per chain: receipts and sums) so
+tests and the demo can check the pipeline's results exactly.
+
+Chains and what their baskets look like: S Group (Prisma, S-market, Sokos, Emotion, Alepa, ABC,
+Kodin Terra), K Group (K-Citymarket, K-Supermarket, K-Market), Lähikauppa (Valintatalo, Siwa,
+Euromarket) and partner fuel stations (Teboil, Neste), which hand over receipt totals only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from ..models import Checkout, CheckoutLine, PaymentMethod
+from .catalogue import Product, load_catalogue
+
+HELSINKI = ZoneInfo("Europe/Helsinki")
+
+GROCERY = (
+    "dairy", "bread", "meat", "fish", "vegetables", "fruit", "pet_food", "baby_products",
+    "alcohol", "snacks", "household", "drinks", "dry_goods", "frozen", "personal_care",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ChainType:
+    groups: tuple[str, ...]
+    basket: tuple[int, int]  # min, max lines
+    lines_on_receipt: bool = True
+
+
+HYPERMARKET = ChainType((*GROCERY, "clothing", "home_goods", "cosmetics", "garden"), (5, 30))
+SUPERMARKET = ChainType(GROCERY, (3, 18))
+NEIGHBOURHOOD = ChainType(GROCERY, (1, 8))
+DEPARTMENT = ChainType(("clothing", "cosmetics", "home_textiles", "home_goods"), (1, 4))
+HOME_GARDEN = ChainType(("garden", "hardware", "home_goods", "home_textiles", "household"), (1, 6))
+SERVICE_STATION = ChainType(("fuel", "car_care", "snacks", "drinks", "bread"), (1, 4))
+PARTNER_FUEL = ChainType(("fuel", "car_care", "snacks", "drinks"), (1, 3), lines_on_receipt=False)
+
+# chain code -> (loyalty programme, chain type, relative number of stores)
+CHAINS: dict[str, tuple[str, ChainType, int]] = {
+    "PRISMA": ("S", HYPERMARKET, 3),
+    "S_MARKET": ("S", SUPERMARKET, 8),
+    "SOKOS": ("S", DEPARTMENT, 1),
+    "EMOTION": ("S", DEPARTMENT, 1),
+    "ALEPA": ("S", NEIGHBOURHOOD, 5),
+    "ABC": ("S", SERVICE_STATION, 3),
+    "KODIN_TERRA": ("S", HOME_GARDEN, 1),
+    "K_CITYMARKET": ("K", HYPERMARKET, 3),
+    "K_SUPERMARKET": ("K", SUPERMARKET, 6),
+    "K_MARKET": ("K", NEIGHBOURHOOD, 9),
+    "VALINTATALO": ("L", NEIGHBOURHOOD, 2),
+    "SIWA": ("L", NEIGHBOURHOOD, 3),
+    "EUROMARKET": ("L", NEIGHBOURHOOD, 1),
+    "TEBOIL": ("P", PARTNER_FUEL, 2),
+    "NESTE": ("P", PARTNER_FUEL, 3),
+}
+
+PAYMENT_WEIGHTS = (
+    (PaymentMethod.CARD, 78),
+    (PaymentMethod.MOBILE, 12),
+    (PaymentMethod.CASH, 8),
+    (PaymentMethod.GIFT_CARD, 2),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    store_id: str
+    chain: str
+    registers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    card_id: str
+    household_id: str
+    programme: str  # "S" or "K": the card in their wallet they use most
+    anonymous_share: float  # probability they do not show their card
+
+
+@dataclass
+class GroundTruth:
+    """What the simulator sent, for exact end-to-end checks."""
+
+    receipts: int = 0
+    anonymous: int = 0
+    spend_cents: int = 0
+    per_card: dict[str, list[int]] = field(default_factory=dict)  # card -> [receipts, spend cents]
+    per_chain: dict[str, list[int]] = field(default_factory=dict)  # chain -> [receipts, spend cents]
+
+    def add(self, c: Checkout) -> None:
+        self.receipts += 1
+        self.spend_cents += c.total_cents
+        chain = self.per_chain.setdefault(c.chain, [0, 0])
+        chain[0] += 1
+        chain[1] += c.total_cents
+        if c.card_id is None:
+            self.anonymous += 1
+        else:
+            card = self.per_card.setdefault(c.card_id, [0, 0])
+            card[0] += 1
+            card[1] += c.total_cents
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "receipts": self.receipts,
+            "anonymous": self.anonymous,
+            "spend_cents": self.spend_cents,
+            "per_card": {k: {"receipts": v[0], "spend_cents": v[1]} for k, v in sorted(self.per_card.items())},
+            "per_chain": {k: {"receipts": v[0], "spend_cents": v[1]} for k, v in sorted(self.per_chain.items())},
+        }
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _luhn_complete(body: str) -> str:
+    """Append a Luhn check digit, as payment and loyalty card numbers carry."""
+    total = 0
+    for i, d in enumerate(reversed(body)):
+        n = int(d)
+        if i % 2 == 0:
+            n *= 2
+            if n > 9:
+                n -= 9
+        total += n
+    return body + str((10 - total % 10) % 10)
+
+
+class Simulator:
+    """Deterministic generator of stores, customers and checkouts."""
+
+    def __init__(self, seed: int, stores: int = 20, customers: int = 200) -> None:
+        self.rng = random.Random(seed)
+        self.catalogue = load_catalogue()
+        self._by_group: dict[str, list[Product]] = {}
+        for p in self.catalogue:
+            self._by_group.setdefault(p.product_group, []).append(p)
+        self.stores = self._make_stores(stores)
+        self.customers = self._make_customers(customers)
+        self._receipt_seq: dict[str, int] = {}
+        self.truth = GroundTruth()
+
+    def _make_stores(self, n: int) -> list[Store]:
+        weights = [w for _, _, w in CHAINS.values()]
+        chains = list(CHAINS)
+        stores = []
+        # Every chain gets at least one store when n allows, the rest by chain size.
+        picks = chains[:n] + self.rng.choices(chains, weights=weights, k=max(0, n - len(chains)))
+        counters: dict[str, int] = {}
+        for chain in picks:
+            counters[chain] = counters.get(chain, 0) + 1
+            ctype = CHAINS[chain][1]
+            registers = {HYPERMARKET: 20, SUPERMARKET: 8, DEPARTMENT: 10}.get(ctype, 3)
+            stores.append(Store(f"{chain}-{counters[chain]:04d}", chain, registers))
+        return stores
+
+    def _make_customers(self, n: int) -> list[Customer]:
+        customers: list[Customer] = []
+        household = 0
+        while len(customers) < n:
+            household += 1
+            size = self.rng.choices((1, 2, 3, 4), weights=(40, 35, 15, 10))[0]
+            programme = self.rng.choice("SK")
+            for _ in range(min(size, n - len(customers))):
+                # S Group cards start 6390..., K Group Plussa cards 2710...: recognisable in the data.
+                prefix = "6390" if programme == "S" else "2710"
+                body = prefix + f"{self.rng.randrange(10**11):011d}"
+                customers.append(
+                    Customer(_luhn_complete(body), f"H{household:07d}", programme, self.rng.choice((0.05, 0.1, 0.3)))
+                )
+        return customers
+
+    def _basket(self, ctype: ChainType) -> tuple[CheckoutLine, ...]:
+        n = self.rng.randint(*ctype.basket)
+        lines = []
+        for i in range(n):
+            group = self.rng.choice([g for g in ctype.groups if g in self._by_group])
+            product = self.rng.choice(self._by_group[group])
+            if product.unit == "pcs":
+                qty = float(self.rng.choices((1, 2, 3, 4), weights=(70, 20, 7, 3))[0])
+            else:
+                qty = round(self.rng.uniform(0.2, 40.0 if product.unit == "l" else 2.0), 3)
+            amount = round(qty * product.price_cents)
+            lines.append(CheckoutLine(i + 1, product.sku, product.product_group, qty, product.price_cents, amount))
+        return tuple(lines)
+
+    def checkout(self, event_time: datetime) -> Checkout:
+        store = self.rng.choice(self.stores)
+        programme, ctype, _ = CHAINS[store.chain]
+        customer = self.rng.choice(self.customers)
+        # A card of the other programme is not accepted; partners accept S Group and K Group cards.
+        accepts = programme in ("P", "L") or customer.programme == programme
+        card = customer.card_id if accepts and self.rng.random() >= customer.anonymous_share else None
+        lines = self._basket(ctype)
+        total = sum(line.amount_cents for line in lines)
+        register = self.rng.randint(1, store.registers)
+        seq = self._receipt_seq.get(store.store_id, 0) + 1
+        self._receipt_seq[store.store_id] = seq
+        method = self.rng.choices([m for m, _ in PAYMENT_WEIGHTS], weights=[w for _, w in PAYMENT_WEIGHTS])[0]
+        local = event_time.astimezone(HELSINKI)
+        c = Checkout(
+            # Like a printed receipt number: store, register, local time, running number.
+            receipt_id=f"{store.store_id}-{register:02d}-{local:%Y%m%d%H%M%S}-{seq:06d}",
+            chain=store.chain,
+            store_id=store.store_id,
+            register_id=f"{register:02d}",
+            card_id=card,
+            event_time=local,
+            payment_method=method,
+            total_cents=total,
+            lines=lines if ctype.lines_on_receipt else (),
+        )
+        self.truth.add(c)
+        return c
+
+    def stream(self, count: int, start: datetime, rate: float) -> Iterator[Checkout]:
+        """``count`` checkouts with event times ``start + i / rate`` seconds (plus jitter)."""
+        for i in range(count):
+            jitter = self.rng.random() / rate
+            yield self.checkout(start + timedelta(seconds=i / rate + jitter))

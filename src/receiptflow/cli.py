@@ -1,0 +1,335 @@
+"""The ``receiptflow`` command line: one console script, one subcommand per job.
+
+Subcommands only parse arguments, build a :class:`~receiptflow.config.Settings`, call the module that
+does the work and print; long-running ones first print which broker, Redis and warehouse they use
+(never a secret). Exit codes: 0 success, 1 the job failed or rejected input, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .config import Settings, load_settings
+from .errors import ReceiptflowError, ValidationError
+
+console = Console(stderr=False, highlight=False)
+err_console = Console(stderr=True, highlight=False)
+log = logging.getLogger("receiptflow")
+
+
+def _print_endpoints(settings: Settings, what: str) -> None:
+    d = settings.describe()
+    err_console.print(
+        f"[bold]{what}[/bold] kafka={d['kafka']} redis={d['redis']} warehouse={d['warehouse']} data_dir={d['data_dir']}"
+    )
+
+
+# --- stack -------------------------------------------------------------------------------------
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from .stack import Stack
+
+    stack = Stack(settings)
+    if args.action == "up":
+        _print_endpoints(settings, "stack up:")
+        statuses = stack.up(with_postgres=args.with_postgres)
+    elif args.action == "down":
+        statuses = stack.down()
+    else:
+        statuses = stack.status()
+    table = Table("component", "state", "pid", "endpoint")
+    for s in statuses:
+        table.add_row(s.name, s.state, str(s.pid or "-"), s.endpoint)
+    console.print(table)
+    return 0
+
+
+# --- topics ------------------------------------------------------------------------------------
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from .topics import CATALOGUE, TopicNames, create_topics
+
+    if args.action == "list":
+        names = TopicNames(settings.topic_prefix)
+        table = Table("topic", "schema", "key", "config", "purpose")
+        for s in CATALOGUE:
+            cfg = ", ".join(f"{k}={v}" for k, v in s.config.items())
+            table.add_row(names.physical(s.name), s.subject, s.key, cfg, s.description)
+        console.print(table)
+        return 0
+    _print_endpoints(settings, "topics create:")
+    result = create_topics(settings)
+    for name in result.created:
+        console.print(f"created  {name}")
+    for name in result.existing:
+        console.print(f"exists   {name}")
+    for w in result.warnings:
+        err_console.print(f"[yellow]warning[/yellow] {w}")
+    return 0
+
+
+# --- schemas -----------------------------------------------------------------------------------
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from importlib import resources
+
+    from .schemacheck import check_backward
+
+    directory = Path(args.dir) if args.dir else Path(str(resources.files("receiptflow.schemas")))
+    problems = check_backward(directory)
+    for p in problems:
+        err_console.print(f"[red]incompatible[/red] {p}")
+    if problems:
+        return 1
+    console.print(f"schemas in {directory}: every subject's newest version reads all older versions")
+    return 0
+
+
+# --- policy ------------------------------------------------------------------------------------
+def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.policy import load_policy
+
+    policy = load_policy(settings.policy_file)
+    day = date.fromisoformat(args.at) if args.at else datetime.now(UTC).date()
+    table = Table("chain", "group", "level", "version", title=f"granularity in force on {day.isoformat()}")
+    for row in policy.describe_at(day):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"unknown chains: {policy.default_level.value.lower()}")
+    return 0
+
+
+# --- produce -----------------------------------------------------------------------------------
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.core import validate
+    from .producers.client import RegisterClient
+    from .producers.jsonl import parse_lines
+
+    _print_endpoints(settings, "produce:")
+    stream = sys.stdin if args.file in (None, "-") else open(args.file, encoding="utf-8")  # noqa: SIM115
+    client = RegisterClient(settings)
+    rejected = 0
+    sent = 0
+    now = datetime.now(UTC)
+    with stream:
+        for lineno, item in parse_lines(stream, args.kind):
+            if isinstance(item, ValidationError):
+                rejected += 1
+                err_console.print(f"line {lineno}: rejected: {item}")
+                continue
+            try:
+                if args.kind == "checkout":
+                    validate(item, now)  # type: ignore[arg-type]
+                    client.send(item)  # type: ignore[arg-type]
+                else:
+                    client.send_consent(item)  # type: ignore[arg-type]
+                sent += 1
+            except ValidationError as exc:
+                rejected += 1
+                err_console.print(f"line {lineno}: rejected: {exc}")
+    stats = client.flush()
+    console.print(f"sent {sent}, acknowledged {stats.acked}, failed {stats.failed}, rejected {rejected}")
+    return 1 if rejected or stats.failed else 0
+
+
+# --- process / sink ----------------------------------------------------------------------------
+def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    from .metrics import Metrics, serve
+    from .processors.app import create_app, run_worker
+
+    _print_endpoints(settings, "processor:")
+    metrics = Metrics()
+    serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port)
+    app = create_app(settings, metrics=metrics)
+    run_worker(app, loglevel=args.loglevel)
+    return 0
+
+
+def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from .metrics import Metrics, serve
+    from .sinks import open_sink, run_sink
+
+    _print_endpoints(settings, "warehouse sink:")
+    metrics = Metrics()
+    serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sink = open_sink(settings)
+    try:
+        stats = run_sink(settings, sink, stop=stop, metrics=metrics, idle_exit_after=args.idle_exit)
+    finally:
+        sink.close()
+    console.print(f"sink stopped: {stats}")
+    return 0
+
+
+# --- simulate ----------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from .producers.run import simulate
+
+    _print_endpoints(settings, "simulate:")
+    truth = simulate(
+        settings,
+        stores=args.stores,
+        customers=args.customers,
+        rate=args.rate,
+        duration=args.duration,
+        seed=args.seed,
+        console=err_console,
+    )
+    if args.truth:
+        truth.write(Path(args.truth))
+    console.print(f"sent {truth.receipts} checkouts ({truth.anonymous} anonymous), {truth.spend_cents} cents")
+    return 0
+
+
+# --- consume -----------------------------------------------------------------------------------
+def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
+    from .consume import consume_json
+
+    count = 0
+    for line in consume_json(settings, args.topic, from_beginning=args.from_beginning, max_records=args.max):
+        console.print(line, markup=False, soft_wrap=True)
+        count += 1
+    err_console.print(f"{count} records")
+    return 0
+
+
+# --- profile -----------------------------------------------------------------------------------
+def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.profiles import RedisProfileStore
+
+    profile = RedisProfileStore.from_url(settings.redis_connection_url()).get(args.card)
+    if profile is None:
+        err_console.print(f"no profile for card {args.card}")
+        return 1
+    doc: dict[str, Any] = {
+        "card_id": profile.card_id,
+        "visits": profile.visits,
+        "spend_cents": profile.spend_cents,
+        "first_purchase": _ms_iso(profile.first_ms),
+        "last_purchase": _ms_iso(profile.last_ms),
+        "product_groups_cents": dict(sorted(profile.groups.items())),
+    }
+    console.print_json(json.dumps(doc)) if args.json else console.print(doc)
+    return 0
+
+
+def _ms_iso(ms: int | None) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+# --- demo --------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from .demo import run_demo
+
+    return run_demo(
+        settings, duration=args.duration, rate=args.rate, seed=args.seed, stores=args.stores, customers=args.customers
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="receiptflow", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"receiptflow {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("stack", help="start, stop or inspect the embedded Kafka + Redis (+ PostgreSQL)")
+    s.add_argument("action", choices=("up", "down", "status"))
+    s.add_argument("--with-postgres", action="store_true", help="also start a local PostgreSQL server")
+    s.set_defaults(func=cmd_stack)
+
+    s = sub.add_parser("topics", help="list the topic catalogue or create the topics (idempotent)")
+    s.add_argument("action", choices=("create", "list"))
+    s.set_defaults(func=cmd_topics)
+
+    s = sub.add_parser("schemas", help="check that the Avro contract is backward compatible")
+    s.add_argument("action", choices=("check",))
+    s.add_argument("dir", nargs="?", help="schemas directory (default: the bundled contract)")
+    s.set_defaults(func=cmd_schemas)
+
+    s = sub.add_parser("policy", help="show the granularity policy in force")
+    s.add_argument("action", choices=("show",))
+    s.add_argument("--at", help="date (YYYY-MM-DD), default today")
+    s.set_defaults(func=cmd_policy)
+
+    s = sub.add_parser("produce", help="publish checkouts (or consent changes) from a JSON Lines file")
+    s.add_argument("file", nargs="?", help="file, or - / nothing for standard input")
+    s.add_argument("--kind", choices=("checkout", "consent"), default="checkout")
+    s.set_defaults(func=cmd_produce)
+
+    s = sub.add_parser("process", help="run the stream processor (faust worker) until stopped")
+    s.add_argument("--loglevel", default="warning")
+    s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
+    s.set_defaults(func=cmd_process)
+
+    s = sub.add_parser("sink", help="run the warehouse sink until stopped")
+    s.add_argument("action", choices=("run",))
+    s.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
+    s.set_defaults(func=cmd_sink)
+
+    s = sub.add_parser("simulate", help="send simulated checkouts from a seeded fleet of registers")
+    s.add_argument("--stores", type=int, default=20)
+    s.add_argument("--customers", type=int, default=200)
+    s.add_argument("--rate", type=float, default=50.0, help="checkouts per second")
+    s.add_argument("--duration", type=float, default=60.0, help="seconds")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--truth", help="write the ground-truth JSON here")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("consume", help="print a topic's records as decoded JSON lines (read-committed)")
+    s.add_argument("topic")
+    s.add_argument("--from-beginning", action="store_true")
+    s.add_argument("--max", type=int, default=None)
+    s.set_defaults(func=cmd_consume)
+
+    s = sub.add_parser("profile", help="show a card's profile from Redis")
+    s.add_argument("card")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser(
+        "demo", help="the main job on the embedded stack: registers → Kafka → processor → Redis + warehouse"
+    )
+    s.add_argument("--duration", type=float, default=60.0, help="seconds of simulated traffic (default 60)")
+    s.add_argument("--rate", type=float, default=50.0, help="checkouts per second (default 50)")
+    s.add_argument("--seed", type=int, default=2010)
+    s.add_argument("--stores", type=int, default=30)
+    s.add_argument("--customers", type=int, default=300)
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings()
+        code: int = args.func(args, settings)
+        return code
+    except ReceiptflowError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

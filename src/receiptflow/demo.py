@@ -1,0 +1,223 @@
+"""``receiptflow demo``: the main job on the embedded default, end to end, with a summary that adds up.
+
+Brings the stack up (Kafka, Redis; the DuckDB file lives under the data dir), provisions the topics,
+starts the faust processor as a worker process and the warehouse sink in this process, lets a
+seeded fleet of registers sell for ``duration`` seconds, waits until every acknowledged checkout has
+reached Redis and the warehouse, and prints the counts of each stage side by side.
+
+Every figure is a difference between before and after this run, so a demo run on a data dir that
+already holds earlier runs still has to add up. The stack is left running so the data can be
+looked at afterwards (the summary says how); ``receiptflow stack down`` stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings
+from .errors import StackError
+from .metrics import Metrics
+from .processors.profiles import RedisProfileStore
+from .producers.run import simulate
+from .topics import TopicNames, create_topics
+
+console = Console(highlight=False)
+
+
+def end_offsets(settings: Settings, topic: str) -> int:
+    """Sum of the log-end offsets of a topic's partitions (records written, for non-transactional writers)."""
+    consumer = Consumer(settings.kafka_config(**{"group.id": "receiptflow-demo-offsets", "enable.auto.commit": False}))
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        total = 0
+        for p in md.topics[topic].partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high
+        return total
+    finally:
+        consumer.close()
+
+
+@dataclass
+class Snapshot:
+    checkouts: int
+    customer: int
+    dlq: int
+    profiles: int
+    visits: int
+    spend: int
+    receipts: int
+    receipts_cents: int
+
+
+def _warehouse(sink: Any) -> tuple[int, int]:
+    from .sinks import warehouse_counts
+
+    counts = warehouse_counts(sink)
+    return int(counts["receipts"]), int(counts["total_cents"])
+
+
+def _snapshot(settings: Settings, store: RedisProfileStore, sink: Any) -> Snapshot:
+    names = TopicNames(settings.topic_prefix)
+    profiles, visits, spend = store.totals()
+    receipts, cents = _warehouse(sink)
+    return Snapshot(
+        end_offsets(settings, names.checkouts),
+        end_offsets(settings, names.purchases_customer),
+        end_offsets(settings, names.checkouts_dlq),
+        profiles,
+        visits,
+        spend,
+        receipts,
+        cents,
+    )
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    duration: float = 60.0,
+    rate: float = 50.0,
+    seed: int = 2010,
+    stores: int = 30,
+    customers: int = 300,
+    settle_timeout: float = 180.0,
+) -> int:
+    from .sinks import open_sink, run_sink
+    from .stack import Stack
+
+    d = settings.describe()
+    console.print(f"[bold]receiptflow demo[/bold]  kafka={d['kafka']}  redis={d['redis']}  warehouse={d['warehouse']}")
+    with console.status("starting the embedded stack (first run downloads the Kafka jars)..."):
+        for s in Stack(settings).up():
+            console.print(f"  {s.name:<10} {s.state:<9} {s.endpoint}")
+    create_topics(settings)
+
+    metrics = Metrics()
+    store = RedisProfileStore.from_url(settings.redis_connection_url())
+    sink = open_sink(settings)
+    before = _snapshot(settings, store, sink)
+
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    proc_log = open(logs / "processor.log", "ab")  # noqa: SIM115 - closed in finally
+    processor = subprocess.Popen(
+        [sys.executable, "-m", "receiptflow", "process", "--metrics-port", "0", "--loglevel", "warning"],
+        stdout=proc_log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+    )
+    stop = threading.Event()
+    sink_error: list[BaseException] = []
+
+    def sink_main() -> None:
+        try:
+            run_sink(settings, sink, stop=stop, metrics=metrics)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+            sink_error.append(exc)
+
+    sink_thread = threading.Thread(target=sink_main, name="warehouse-sink", daemon=True)
+    sink_thread.start()
+    try:
+        console.print(f"registers selling for {duration:.0f} s at {rate:.0f} checkouts/s (seed {seed})")
+        truth = simulate(
+            settings,
+            stores=stores,
+            customers=customers,
+            rate=rate,
+            duration=duration,
+            seed=seed,
+            console=console,
+            start=datetime.now(UTC),
+        )
+        carded = truth.receipts - truth.anonymous
+        carded_spend = sum(v[1] for v in truth.per_card.values())
+        deadline = time.monotonic() + settle_timeout
+        with console.status("waiting for the processor, profiles and warehouse to catch up...") as status:
+            while True:
+                if processor.poll() is not None:
+                    raise StackError(f"the processor exited with {processor.returncode}; see {logs / 'processor.log'}")
+                if sink_error:
+                    raise sink_error[0]
+                _, visits, _ = store.totals()
+                rows = metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": "receipts"}) or 0
+                done_visits = visits - before.visits
+                status.update(
+                    f"profiles {done_visits}/{carded} visits, warehouse {int(rows)}/{truth.receipts} receipts"
+                )
+                if visits - before.visits >= carded and rows >= truth.receipts:
+                    break
+                if time.monotonic() > deadline:
+                    console.print("[red]timed out waiting for the pipeline to catch up[/red]")
+                    break
+                time.sleep(0.5)
+    finally:
+        stop.set()
+        sink_thread.join(timeout=30)
+        processor.terminate()
+        try:
+            processor.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            processor.kill()
+            processor.wait()
+        proc_log.close()
+
+    after = _snapshot(settings, store, sink)
+    sink.close()
+    return _summary(settings, truth, carded, carded_spend, before=before, after=after)
+
+
+def _summary(
+    settings: Settings, truth: Any, carded: int, carded_spend: int, *, before: Snapshot, after: Snapshot
+) -> int:
+    sent = after.checkouts - before.checkouts
+    processed = after.customer - before.customer
+    rejected = after.dlq - before.dlq
+    visits = after.visits - before.visits
+    spend = after.spend - before.spend
+    rows = after.receipts - before.receipts
+    cents = after.receipts_cents - before.receipts_cents
+    checks = [
+        ("checkouts acknowledged by Kafka", truth.receipts, sent),
+        ("purchases.customer records", truth.receipts, processed),
+        ("dead letters", 0, rejected),
+        ("visits added to Redis profiles", carded, visits),
+        ("spend added to Redis profiles (cents)", carded_spend, spend),
+        ("receipts added to the warehouse", truth.receipts, rows),
+        ("warehouse total (cents)", truth.spend_cents, cents),
+    ]
+    table = Table("stage", "expected (simulator)", "observed", "ok", title="end-to-end summary of this run")
+    ok = True
+    for name, expected, observed in checks:
+        good = expected == observed
+        ok &= good
+        table.add_row(name, str(expected), str(observed), "yes" if good else "[red]NO[/red]")
+    console.print(table)
+    console.print(
+        f"{truth.receipts} checkouts from {len(truth.per_chain)} chains, {truth.anonymous} without a card; "
+        f"{after.profiles} profiles in Redis in total"
+    )
+    names = TopicNames(settings.topic_prefix)
+    card = next(iter(sorted(truth.per_card)), None)
+    console.print("\n[bold]Look at the data next[/bold]")
+    console.print(f"  receiptflow consume {names.purchases_customer} --from-beginning --max 5")
+    if card:
+        console.print(f"  receiptflow profile {card}")
+    console.print(
+        f"  duckdb {settings.resolved_warehouse_url.removeprefix('duckdb:///')}  (SELECT * FROM receipts LIMIT 5)"
+    )
+    console.print("  receiptflow stack status | receiptflow stack down")
+    if not ok:
+        console.print("[red]the counts do not agree[/red]")
+    return 0 if ok else 1

@@ -1,0 +1,109 @@
+"""Processor core: validation reasons and routing (no finer data than allowed, totals kept)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from receiptflow.errors import ValidationError
+from receiptflow.models import Checkout, CheckoutLine, ConsentState, Granularity
+from receiptflow.processors.core import DEFAULT_CONSENT, process, validate
+from receiptflow.processors.policy import load_policy
+
+from .strategies import NOW, checkouts
+
+POLICY = load_policy()
+consents = st.builds(ConsentState, st.booleans(), st.booleans(), st.booleans())
+
+
+def _valid() -> Checkout:
+    lines = (
+        CheckoutLine(1, "6410100000000", "dairy", 2.0, 109, 218),
+        CheckoutLine(2, "6410103779194", "meat", 1.0, 500, 500),
+    )
+    return Checkout("r-1", "PRISMA", "PRISMA-0001", "01", "6390000000001", NOW - timedelta(hours=1), "CARD", 718, lines)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "field"),
+    [
+        ({"receipt_id": " "}, "missing_id", "receipt_id"),
+        ({"store_id": ""}, "missing_id", "store_id"),
+        ({"card_id": ""}, "missing_id", "card_id"),
+        ({"total_cents": 700}, "totals_mismatch", "total_cents"),
+        ({"total_cents": -5, "lines": ()}, "negative_amount", "total_cents"),
+        ({"total_cents": 10_000_001, "lines": ()}, "absurd_amount", "total_cents"),
+        ({"event_time": NOW + timedelta(hours=2)}, "future_event_time", "event_time"),
+        ({"currency": "euro"}, "schema", "currency"),
+    ],
+)
+def test_each_kind_of_bad_input_has_its_reason(change: dict, reason: str, field: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValidationError) as info:
+        validate(replace(_valid(), **change), NOW)
+    assert info.value.reason == reason
+    assert info.value.field == field
+
+
+def test_negative_line_and_duplicate_line_numbers() -> None:
+    c = _valid()
+    neg = replace(c, lines=(replace(c.lines[0], amount_cents=-218), c.lines[1]), total_cents=282)
+    with pytest.raises(ValidationError) as info:
+        validate(neg, NOW)
+    assert info.value.reason == "negative_amount"
+    dup = replace(c, lines=(c.lines[0], replace(c.lines[1], line_no=1)))
+    with pytest.raises(ValidationError) as info:
+        validate(dup, NOW)
+    assert info.value.reason == "duplicate_line"
+
+
+def test_small_clock_skew_is_accepted() -> None:
+    validate(replace(_valid(), event_time=NOW + timedelta(minutes=5)), NOW)
+
+
+def test_prisma_customer_record_is_product_group_level() -> None:
+    routed = process(_valid(), POLICY, None, NOW)
+    assert routed.customer.granularity is Granularity.PRODUCT_GROUP
+    assert routed.customer.items == ()
+    assert {g.product_group: g.amount_cents for g in routed.customer.groups} == {"dairy": 218, "meat": 500}
+    assert routed.customer.policy_version == "prisma-pg-2010"
+    assert routed.customer.consent == DEFAULT_CONSENT
+    assert routed.marketing is None  # no consent record: nothing for marketing
+
+
+@given(checkouts(), st.one_of(st.none(), consents))
+def test_no_output_is_finer_than_allowed(c: Checkout, consent: ConsentState | None) -> None:
+    routed = process(c, POLICY, consent, NOW)
+    allowed = POLICY.version_at(c.chain, c.event_time).level
+    cust = routed.customer
+    assert cust.granularity.rank >= allowed.rank
+    assert cust.total_cents == c.total_cents
+    if cust.granularity is not Granularity.ITEM:
+        assert cust.items == ()
+    if cust.granularity is Granularity.RECEIPT:
+        assert cust.groups == ()
+    effective = consent or DEFAULT_CONSENT
+    if routed.marketing is not None:
+        m = routed.marketing
+        assert c.card_id is not None
+        assert effective.product_data_marketing or effective.electronic_marketing
+        assert m.granularity.rank >= allowed.rank
+        if not effective.product_data_marketing:
+            assert m.items == ()
+            assert m.granularity.rank >= Granularity.PRODUCT_GROUP.rank
+    else:
+        assert c.card_id is None or not (effective.product_data_marketing or effective.electronic_marketing)
+    if routed.analytics is not None:
+        a = routed.analytics
+        assert a.card_id is None
+        assert a.register_id is None
+        assert a.event_time.minute == 0 and a.event_time.second == 0
+        assert sum(i.amount_cents for i in a.items) == c.total_cents
+
+
+@given(checkouts(), st.one_of(st.none(), consents))
+def test_same_input_same_output(c: Checkout, consent: ConsentState | None) -> None:
+    assert process(c, POLICY, consent, NOW) == process(c, POLICY, consent, NOW)
