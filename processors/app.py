@@ -103,7 +103,7 @@ def _key(p: Purchase) -> bytes:
 def create_app(
     settings: Settings,
     *,
-    app_id: str = "receiptflow-processor",
+    app_id: str | None = None,
     policy: Policy | None = None,
     metrics: Metrics | None = None,
     profiles: RedisProfileStore | None = None,
@@ -117,7 +117,7 @@ def create_app(
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        app_id,
+        app_id or settings.processor_id,
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
         store="memory://",

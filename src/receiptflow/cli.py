@@ -40,7 +40,9 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from .stack import Stack
 
     stack = Stack(settings)
-    if args.action == "up":
+    if args.action == "fetch":
+        statuses = [stack.fetch()]
+    elif args.action == "up":
         _print_endpoints(settings, "stack up:")
         statuses = stack.up(with_postgres=args.with_postgres)
     elif args.action == "down":
@@ -247,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("stack", help="start, stop or inspect the embedded Kafka + Redis (+ PostgreSQL)")
-    s.add_argument("action", choices=("up", "down", "status"))
+    s.add_argument("action", choices=("up", "down", "status", "fetch"))
     s.add_argument("--with-postgres", action="store_true", help="also start a local PostgreSQL server")
     s.set_defaults(func=cmd_stack)
 

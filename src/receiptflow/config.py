@@ -64,6 +64,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="extra librdkafka properties as a JSON object, passed to every confluent-kafka client",
     )
+    processor_id: str = Field(
+        default="receiptflow-processor", description="faust app id = consumer group of the stream processor"
+    )
     topic_prefix: str = Field(default="", description="prefix for every topic name (one cluster, many envs)")
     topic_partitions: int = Field(default=6, ge=1, description="partitions for topics that this project creates")
     topic_replication_factor: int = Field(default=1, ge=1, description="replication factor when creating topics")
@@ -89,6 +92,9 @@ class Settings(BaseSettings):
         default=None, description="Confluent-compatible schema registry; unset: ids from schemas/ in the repo"
     )
     java_home: Path | None = Field(default=None, description="JDK for the embedded broker (default: java on PATH)")
+    kafka_controller_port: int | None = Field(
+        default=None, description="KRaft controller port of the embedded broker (default: broker port + 1)"
+    )
     kafka_heap: str = Field(default="768m", description="-Xmx of the embedded broker")
 
     @field_validator("kafka_extra", mode="before")

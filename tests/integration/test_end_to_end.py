@@ -1,0 +1,138 @@
+"""One receipt travels the whole way: Avro → Kafka → faust processor → Redis profile → warehouse row.
+
+Real parts only: the session's Kafka broker and Redis server, a DuckDB file, and the processor
+running as its own worker process (``python -m receiptflow process``), as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from receiptflow.config import Settings
+from receiptflow.consume import consume_json
+from receiptflow.metrics import Metrics
+from receiptflow.processors.profiles import RedisProfileStore
+from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.simulator import Simulator
+from receiptflow.sinks import open_sink, run_sink, warehouse_counts
+from receiptflow.topics import TopicNames, create_topics
+
+N = 600
+
+
+@pytest.fixture
+def e2e_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    redis.Redis.from_url(redis_url).flushdb()
+    return Settings(
+        bootstrap_servers=kafka_bootstrap,
+        redis_url=redis_url,
+        data_dir=tmp_path / "data",
+        topic_prefix=f"e2e-{run}.",
+        topic_partitions=3,
+        processor_id=f"e2e-processor-{run}",
+        metrics_port=0,
+    )
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env.update(
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        RECEIPTFLOW_REDIS_URL=settings.redis_url,
+        RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
+        RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
+        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
+        RECEIPTFLOW_METRICS_PORT="0",
+    )
+    return env
+
+
+@pytest.fixture
+def processor(e2e_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    create_topics(e2e_settings)
+    e2e_settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(e2e_settings.data_dir / "processor.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "receiptflow", "process"], env=_env(e2e_settings), stdout=log, stderr=subprocess.STDOUT
+    )
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def _wait(predicate, timeout: float, proc: subprocess.Popen[bytes], log: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            pytest.fail(f"processor exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out; processor log tail:\n{log.read_text()[-3000:]}")
+        time.sleep(0.25)
+
+
+def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processor: subprocess.Popen[bytes]) -> None:
+    sim = Simulator(seed=42, stores=25, customers=80)
+    client = RegisterClient(e2e_settings)
+    for checkout in sim.stream(N, datetime.now(UTC), rate=1000):
+        client.send(checkout)
+    # Bad input travels too, and must end in the dead-letter topic with its reason.
+    names = TopicNames(e2e_settings.topic_prefix)
+    client.send_raw(names.checkouts, b"garbage-key", b"not avro at all")
+    stats = client.flush()
+    assert (stats.acked, stats.failed) == (N + 1, 0)
+
+    truth = sim.truth
+    store = RedisProfileStore.from_url(e2e_settings.redis_url)
+    carded = truth.receipts - truth.anonymous
+    log = e2e_settings.data_dir / "processor.log"
+    _wait(lambda: store.totals()[1] >= carded, 120, processor, log)
+
+    # Every card's profile equals the simulator's ground truth exactly.
+    assert store.totals() == (len(truth.per_card), carded, sum(v[1] for v in truth.per_card.values()))
+    for card, (receipts, spend) in truth.per_card.items():
+        profile = store.get(card)
+        assert profile is not None, card
+        assert (profile.visits, profile.spend_cents) == (receipts, spend), card
+
+    # The warehouse sink, reading purchases.customer, ends with exactly N receipt rows.
+    sink = open_sink(e2e_settings)
+    stop = threading.Event()
+    metrics = Metrics()
+    thread = threading.Thread(target=run_sink, args=(e2e_settings, sink), kwargs={"stop": stop, "metrics": metrics})
+    thread.start()
+    deadline = time.monotonic() + 60
+    while (metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": "receipts"}) or 0) < N:
+        assert time.monotonic() < deadline, "warehouse did not receive every receipt"
+        assert thread.is_alive(), "sink stopped early"
+        time.sleep(0.2)
+    stop.set()
+    thread.join(30)
+    counts = warehouse_counts(sink)
+    sink.close()
+    assert counts["receipts"] == N
+    assert counts["total_cents"] == truth.spend_cents
+    assert {c: (v["receipts"], v["total_cents"]) for c, v in counts["per_chain"].items()} == {
+        c: (v[0], v[1]) for c, v in truth.per_chain.items()
+    }
+
+    dead = [line for line in consume_json(e2e_settings, names.checkouts_dlq, max_records=10, idle=3)]
+    assert len(dead) == 1
+    assert '"reason": "undecodable"' in dead[0]
