@@ -75,7 +75,10 @@ def run_sink(
     stats = SinkStats()
     stop = stop or threading.Event()
 
+    assigned_at: list[float] = []
+
     def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned_at.append(time.monotonic())
         stored = sink.committed_offsets(topic)
         for tp in partitions:
             tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
@@ -113,7 +116,9 @@ def run_sink(
                     ) from exc
                 batch.append(SinkRecord(Purchase.from_avro(value), topic, m.partition() or 0, m.offset() or 0))
             if not batch:
-                if idle_exit_after is not None and time.monotonic() - idle_since >= idle_exit_after:
+                # Idle time counts from the (latest) assignment: joining the group is not idleness.
+                start = max(idle_since, assigned_at[-1]) if assigned_at else None
+                if idle_exit_after is not None and start is not None and time.monotonic() - start >= idle_exit_after:
                     break
                 continue
             idle_since = time.monotonic()

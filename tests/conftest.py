@@ -29,7 +29,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     counts = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
     for outcome in counts:
         for report in terminalreporter.stats.get(outcome, []):
-            if "integration" in getattr(report, "keywords", {}) and getattr(report, "when", "call") in ("call", "setup"):
+            if "integration" in getattr(report, "keywords", {}) and getattr(report, "when", "call") in (
+                "call",
+                "setup",
+            ):
                 if outcome == "passed" and report.when != "call":
                     continue
                 counts[outcome] += 1

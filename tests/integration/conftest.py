@@ -33,7 +33,7 @@ def _docker() -> Any | None:
         client = docker.from_env(timeout=3)
         client.ping()
         return client
-    except Exception:  # noqa: BLE001 - no engine: fall through to local processes
+    except Exception:
         return None
 
 
@@ -71,7 +71,7 @@ def kafka_bootstrap(stack_settings: Settings) -> Iterator[str]:
     broker = EmbeddedKafka(stack_settings)
     try:
         broker.up()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"no Kafka broker for the integration tests: {exc}")
     BACKENDS["kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
     yield broker.endpoint
@@ -96,7 +96,7 @@ def redis_url(stack_settings: Settings) -> Iterator[str]:
     server = EmbeddedRedis(stack_settings)
     try:
         server.up()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"no Redis for the integration tests: {exc}")
     version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout.split()
     v = next((w.split("=")[1] for w in version if w.startswith("v=")), "?")
@@ -126,7 +126,7 @@ def postgres_url(stack_settings: Settings, tmp_path_factory: pytest.TempPathFact
     server = EmbeddedPostgres(stack_settings, port=free_port(), pgdata=pgdata)
     try:
         server.up()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"no PostgreSQL for the integration tests: {exc}")
     import psycopg  # noqa: PLC0415
 

@@ -1,0 +1,111 @@
+"""Sink rows and the DuckDB sink on a real file: idempotent writes, offsets with rows, migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from receiptflow.config import Settings
+from receiptflow.errors import ConfigError
+from receiptflow.models import Granularity, Purchase
+from receiptflow.processors.core import process
+from receiptflow.processors.policy import load_policy
+from receiptflow.producers.simulator import Simulator
+from receiptflow.sinks import DuckDBSink, SinkRecord, open_sink, to_rows, warehouse_counts
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+
+
+def _records(n: int, seed: int = 5, topic: str = "purchases.customer") -> list[SinkRecord]:
+    sim = Simulator(seed, stores=30, customers=50)
+    policy = load_policy()
+    out = []
+    for i, c in enumerate(sim.stream(n, datetime(2026, 11, 20, tzinfo=UTC), rate=1)):
+        out.append(SinkRecord(process(c, policy, None, NOW).customer, topic, i % 3, i // 3))
+    return out
+
+
+def test_rows_follow_granularity() -> None:
+    recs = _records(200)
+    rows = to_rows(recs)
+    assert len(rows.receipts) == 200
+    by_id = {r.purchase.receipt_id: r.purchase for r in recs}
+    item_receipts = {row[0] for row in rows.items}
+    group_receipts = {row[0] for row in rows.groups}
+    for rid, p in by_id.items():
+        assert (rid in item_receipts) == (p.granularity is Granularity.ITEM and bool(p.items))
+        if p.granularity is Granularity.RECEIPT:
+            assert rid not in group_receipts
+
+
+def test_duplicates_inside_a_batch_are_folded() -> None:
+    recs = _records(10)
+    assert len(to_rows(recs + recs[:4]).receipts) == 10
+
+
+def _sink(path: Path) -> DuckDBSink:
+    sink = DuckDBSink(path)
+    sink.setup()
+    return sink
+
+
+def test_write_twice_gives_no_duplicates_and_offsets_round_trip(tmp_path: Path) -> None:
+    recs = _records(300)
+    sink = _sink(tmp_path / "w.duckdb")
+    sink.write(recs)
+    first = sink.flush()
+    assert first.receipts == 300
+    sink.write(recs)
+    again = sink.flush()
+    assert again.receipts == 0 and again.items == 0 and again.groups == 0
+    counts = warehouse_counts(sink)
+    assert counts["receipts"] == 300
+    assert counts["total_cents"] == sum(r.purchase.total_cents for r in recs)
+    assert sink.committed_offsets("purchases.customer") == {0: 100, 1: 100, 2: 100}
+    assert sink.committed_offsets("other") == {}
+    sink.close()
+
+
+def test_rollback_drops_rows_and_offsets_together(tmp_path: Path) -> None:
+    recs = _records(50)
+    sink = _sink(tmp_path / "w.duckdb")
+    sink.write(recs[:20])
+    sink.flush()
+    sink.write(recs[20:])
+    sink.rollback()
+    assert warehouse_counts(sink)["receipts"] == 20
+    assert sum(sink.committed_offsets("purchases.customer").values()) == 20
+    sink.close()
+
+
+def test_reopen_keeps_data_and_applies_migrations_once(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    sink = _sink(path)
+    sink.write(_records(5))
+    sink.flush()
+    sink.close()
+    sink = _sink(path)
+    assert sink.query("SELECT count(*) FROM schema_migrations") == [(1,)]
+    assert warehouse_counts(sink)["receipts"] == 5
+    sink.close()
+
+
+def test_purchase_lineage_is_stored(tmp_path: Path) -> None:
+    recs = _records(30)
+    sink = _sink(tmp_path / "w.duckdb")
+    sink.write(recs)
+    sink.flush()
+    p: Purchase = recs[0].purchase
+    row = sink.query(
+        "SELECT policy_version, granularity, consent_known, event_local_date FROM receipts WHERE receipt_id = ?",
+        [p.receipt_id],
+    )
+    assert row == [(p.policy_version, str(p.granularity), False, p.event_time.date())]
+    sink.close()
+
+
+def test_unsupported_url_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="mysql"):
+        open_sink(Settings(warehouse_url="mysql://x/y", data_dir=tmp_path))
