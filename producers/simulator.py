@@ -81,10 +81,16 @@ class Store:
 
 @dataclass(frozen=True, slots=True)
 class Customer:
-    card_id: str
     household_id: str
-    programme: str  # "S" or "K": the card in their wallet they use most
-    anonymous_share: float  # probability they do not show their card
+    cards: tuple[tuple[str, str], ...]  # (programme "S" or "K", card id): many Finns carry both
+    anonymous_share: float  # probability they do not show a card
+
+    def card_for(self, programme: str) -> str | None:
+        """The card shown at a chain of ``programme``; partners and Lähikauppa take either."""
+        held = dict(self.cards)
+        if programme in ("P", "L"):
+            return held.get("S") or held.get("K")
+        return held.get(programme)
 
 
 @dataclass
@@ -170,14 +176,15 @@ class Simulator:
         while len(customers) < n:
             household += 1
             size = self.rng.choices((1, 2, 3, 4), weights=(40, 35, 15, 10))[0]
-            programme = self.rng.choice("SK")
+            # Household members share the household's programmes (co-owner cards).
+            programmes = [p for p, share in (("S", 0.85), ("K", 0.65)) if self.rng.random() < share] or ["S"]
             for _ in range(min(size, n - len(customers))):
-                # S Group cards start 6390..., K Group Plussa cards 2710...: recognisable in the data.
-                prefix = "6390" if programme == "S" else "2710"
-                body = prefix + f"{self.rng.randrange(10**11):011d}"
-                customers.append(
-                    Customer(_luhn_complete(body), f"H{household:07d}", programme, self.rng.choice((0.05, 0.1, 0.3)))
-                )
+                cards = []
+                for programme in programmes:
+                    # S Group cards start 6390..., K Group Plussa cards 2710...: recognisable in the data.
+                    prefix = "6390" if programme == "S" else "2710"
+                    cards.append((programme, _luhn_complete(prefix + f"{self.rng.randrange(10**11):011d}")))
+                customers.append(Customer(f"H{household:07d}", tuple(cards), self.rng.choice((0.03, 0.08, 0.2))))
         return customers
 
     def _basket(self, ctype: ChainType) -> tuple[CheckoutLine, ...]:
@@ -198,9 +205,8 @@ class Simulator:
         store = self.rng.choice(self.stores)
         programme, ctype, _ = CHAINS[store.chain]
         customer = self.rng.choice(self.customers)
-        # A card of the other programme is not accepted; partners accept S Group and K Group cards.
-        accepts = programme in ("P", "L") or customer.programme == programme
-        card = customer.card_id if accepts and self.rng.random() >= customer.anonymous_share else None
+        held = customer.card_for(programme)
+        card = held if held is not None and self.rng.random() >= customer.anonymous_share else None
         lines = self._basket(ctype)
         total = sum(line.amount_cents for line in lines)
         register = self.rng.randint(1, store.registers)

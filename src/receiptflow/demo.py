@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
 from .config import Settings
-from .errors import StackError
+from .errors import BrokerError, StackError
 from .metrics import Metrics
 from .processors.profiles import RedisProfileStore
 from .producers.run import simulate
@@ -38,13 +38,23 @@ console = Console(highlight=False)
 def end_offsets(settings: Settings, topic: str) -> int:
     """Sum of the log-end offsets of a topic's partitions (records written, for non-transactional writers)."""
     consumer = Consumer(settings.kafka_config(**{"group.id": "receiptflow-demo-offsets", "enable.auto.commit": False}))
+    deadline = time.monotonic() + 30
     try:
-        md = consumer.list_topics(topic, timeout=10)
-        total = 0
-        for p in md.topics[topic].partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high
-        return total
+        while True:
+            try:
+                md = consumer.list_topics(topic, timeout=10)
+                total = 0
+                for p in md.topics[topic].partitions:
+                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                    total += high
+                return total
+            except KafkaException as exc:
+                # A just-created partition can answer "not leader" for a moment after its metadata
+                # already names a leader: retry retriable errors until the deadline.
+                err = exc.args[0] if exc.args else None
+                if not (err is not None and err.retriable()) or time.monotonic() > deadline:
+                    raise BrokerError(f"cannot read the end offsets of {topic}: {exc}") from exc
+                time.sleep(0.2)
     finally:
         consumer.close()
 
@@ -214,9 +224,14 @@ def _summary(
     console.print(f"  receiptflow consume {names.purchases_customer} --from-beginning --max 5")
     if card:
         console.print(f"  receiptflow profile {card}")
-    console.print(
-        f"  duckdb {settings.resolved_warehouse_url.removeprefix('duckdb:///')}  (SELECT * FROM receipts LIMIT 5)"
-    )
+    url = settings.resolved_warehouse_url
+    if url.startswith("duckdb:///"):
+        path = url.removeprefix("duckdb:///")
+        query = "SELECT chain, count(*), sum(total_cents) FROM receipts GROUP BY chain"
+        console.print(
+            f"  python -c \"import duckdb; print(duckdb.connect('{path}', read_only=True).sql('{query}'))\"",
+            markup=False,
+        )
     console.print("  receiptflow stack status | receiptflow stack down")
     if not ok:
         console.print("[red]the counts do not agree[/red]")

@@ -10,6 +10,7 @@ co-partitioned with purchases. Anonymous receipts are keyed by store id.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -163,4 +164,25 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, ti
                     existing.append(name)
                 else:
                     raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+    if created:
+        _wait_for_leaders(admin, created, timeout)
     return ProvisionResult(sorted(created), sorted(existing), warnings)
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """Return once every partition of ``topics`` has a leader: a created topic is not usable before."""
+    deadline = time.monotonic() + timeout
+    while True:
+        md = admin.list_topics(timeout=timeout)
+        ready = all(
+            t in md.topics
+            and md.topics[t].error is None
+            and md.topics[t].partitions
+            and all(p.leader >= 0 for p in md.topics[t].partitions.values())
+            for t in topics
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"created topics have no partition leaders after {timeout:.0f}s: {topics}")
+        time.sleep(0.1)

@@ -90,6 +90,7 @@ def test_acknowledged_records_survive_broker_sigkill(own_stack: Stack) -> None:
         producer.poll(0)
     assert producer.flush(30) == 0
     assert (len(acked), failed) == (n, [])
+    del producer, admin  # no client keeps reconnecting to the killed broker
 
     pid = own_stack.kafka.pid()
     assert pid is not None

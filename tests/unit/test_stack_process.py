@@ -12,7 +12,7 @@ import pytest
 from receiptflow.config import Settings
 from receiptflow.errors import PortInUseError, ReadinessTimeoutError, StackError
 from receiptflow.stack import EmbeddedRedis, free_port, wait_until
-from receiptflow.stack.process import ensure_port_free, owned_pid, port_open, stop_pid
+from receiptflow.stack.process import cmdline, ensure_port_free, owned_pid, port_open, stop_pid
 
 
 def test_free_port_is_free_and_listener_is_detected() -> None:
@@ -54,6 +54,8 @@ def test_owned_pid_checks_command_line_and_removes_stale_files(tmp_path: Path) -
     try:
         pid_file = tmp_path / "x.pid"
         pid_file.write_text(str(proc.pid))
+        # Right after fork the child still shows our command line until it execs.
+        wait_until(lambda: "marker-xyz" in cmdline(proc.pid), 10, "child exec", interval=0.01)
         assert owned_pid(pid_file, ["marker-xyz"]) == proc.pid
         assert owned_pid(pid_file, ["something-else"]) is None
         assert not pid_file.exists()

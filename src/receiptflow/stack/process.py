@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,8 +30,32 @@ class ComponentStatus:
     endpoint: str
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it)."""
+    """A port nothing listens on right now, chosen *below* the kernel's ephemeral range.
+
+    A server port inside the ephemeral range can be taken by a client's outgoing connection, and a
+    client that keeps reconnecting to a stopped server on such a port can even connect to itself
+    (TCP simultaneous open), which then blocks the server from binding its port again on restart.
+    """
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    if low > 12000:
+        for _ in range(200):
+            port = rng.randrange(10000, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
