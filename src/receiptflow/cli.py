@@ -164,7 +164,9 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 
     _print_endpoints(settings, "warehouse sink:")
     metrics = Metrics()
-    serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port)
+    # The processor serves on metrics_port; the sink on the next port, so both run on one host.
+    default_port = settings.metrics_port + 1 if settings.metrics_port else 0
+    serve(metrics, default_port if args.metrics_port is None else args.metrics_port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from receiptflow.config import Settings
-from receiptflow.errors import PortInUseError, ReadinessTimeoutError, StackError
+from receiptflow.errors import DependencyMissingError, PortInUseError, ReadinessTimeoutError, StackError
 from receiptflow.stack import EmbeddedRedis, free_port, wait_until
+from receiptflow.stack.kafka import java_binary
 from receiptflow.stack.process import cmdline, ensure_port_free, owned_pid, port_open, stop_pid
 
 
@@ -74,3 +75,8 @@ def test_redis_port_taken_by_a_non_redis_program(tmp_path: Path) -> None:
         server = EmbeddedRedis(Settings(redis_url=f"redis://127.0.0.1:{port}/0", data_dir=tmp_path), ready_timeout=2)
         with pytest.raises(PortInUseError, match=str(port)):
             server.up()
+
+
+def test_missing_java_is_a_clear_dependency_error(tmp_path: Path) -> None:
+    with pytest.raises(DependencyMissingError, match="RECEIPTFLOW_JAVA_HOME"):
+        java_binary(Settings(java_home=tmp_path / "no-jdk", data_dir=tmp_path))
