@@ -1,50 +1,136 @@
 """Session-scoped real servers for the integration tests: Kafka, Redis, PostgreSQL.
 
-Each fixture takes, in order: an explicit URL (``RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS``,
-``RECEIPTFLOW_TEST_REDIS_URL``, ``RECEIPTFLOW_TEST_POSTGRES_URL``); a testcontainers container when
-a Docker engine answers; otherwise a real local process on free ports, started by the same code as
-``receiptflow stack`` under a session temp dir and stopped at the end. A server that cannot be had
-fails the tests that need it; nothing is skipped or mocked.
+Each of ``kafka_bootstrap`` (``host:port``), ``redis_url`` and ``postgres_url``
+(``postgresql://user@127.0.0.1:port/receiptflow``) takes, in this order:
+
+1. an explicit endpoint: ``RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS``, ``RECEIPTFLOW_TEST_REDIS_URL``,
+   ``RECEIPTFLOW_TEST_POSTGRES_URL`` (checked to answer);
+2. a testcontainers container when a Docker engine answers a ping (``RECEIPTFLOW_TEST_NO_DOCKER=1``
+   skips this step); without an engine this falls through at once;
+3. a real local process started by the same code as ``receiptflow stack`` (Apache Kafka from the
+   Maven jars in the normal cache dir, ``redis-server``, PostgreSQL's ``postgres``) on free ports
+   under a session temp dir, stopped when the session ends.
+
+A server that cannot be had fails the tests that need it (``pytest.fail``): nothing is skipped or
+mocked. What was used is recorded in ``tests/conftest.py``'s ``BACKENDS`` for the closing summary.
+
+``make_settings`` builds :class:`~receiptflow.config.Settings` pointing at the session servers with a
+per-test data dir, topic prefix and processor id (tests share the broker, never their topics);
+``settings`` is one such object. ``own_stack`` is a broker and Redis of a test's own, for tests that
+stop, kill or restart servers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
-from collections.abc import Iterator
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import redis
 
-from receiptflow.config import Settings
-from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, free_port, kafka_version
+from receiptflow.config import Settings, redact_url
+from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, Stack, free_port, kafka_version
+from receiptflow.stack.kafka import broker_answers
+from receiptflow.stack.process import is_local, wait_until
 
 from ..conftest import BACKENDS
 
+MakeSettings = Callable[..., Settings]
 
-def _docker() -> Any | None:
-    """A Docker client when an engine answers (quickly), else None."""
-    if not (os.environ.get("DOCKER_HOST") or Path("/var/run/docker.sock").exists()):
-        return None
+
+# --- Docker (testcontainers) --------------------------------------------------------------------------
+@cache
+def _docker_engine() -> bool:
+    """True when a Docker engine answers a ping; decided once per session, quickly when there is none."""
+    if os.environ.get("RECEIPTFLOW_TEST_NO_DOCKER") == "1":
+        return False
     try:
-        import docker  # noqa: PLC0415 - optional path
+        import docker  # type: ignore[import-untyped]  # noqa: PLC0415 - only needed on this path
 
         client = docker.from_env(timeout=3)
-        client.ping()
-        return client
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
     except Exception:
-        return None
+        return False
 
 
+def _docker_host() -> str:
+    """The address published container ports are reached at ("127.0.0.1" for a local engine)."""
+    from testcontainers.core.docker_client import DockerClient  # noqa: PLC0415
+
+    host = str(DockerClient().host())
+    return "127.0.0.1" if host == "localhost" or is_local(host) else host
+
+
+def _start_container(image: str, container_port: int, host_port: int, env: dict[str, str]) -> Any:
+    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+
+    container = DockerContainer(image)
+    for key, value in env.items():
+        container.with_env(key, value)
+    if _docker_host() == "127.0.0.1":
+        # docker-py takes (address, port): publish on loopback only, never on every interface.
+        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
+    else:
+        container.with_bind_ports(container_port, host_port)
+    return container.start()
+
+
+def _kafka_container() -> tuple[Any, str]:
+    # The advertised listener must be the address clients use, so container and host ports are equal.
+    host, port = _docker_host(), free_port()
+    env = {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://localhost:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_NUM_PARTITIONS": "3",
+    }
+    container = _start_container(f"apache/kafka:{kafka_version()}", port, port, env)
+    return container, f"{host}:{port}"
+
+
+def _stop_container(container: Any) -> None:
+    if container is None:
+        return
+    try:
+        container.stop()
+    except Exception as exc:  # a failed cleanup must not hide the test results
+        warnings.warn(f"could not remove container: {exc}", stacklevel=1)
+
+
+# --- the session servers -------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for the session's locally started servers (free ports, a session data dir)."""
-    kafka_port = free_port()
-    controller = free_port()
+    """Settings for the session's locally started servers: free ports, a session data dir.
+
+    ``cache_dir`` stays the default (``~/.cache/receiptflow``), so the Kafka jars are downloaded once
+    per machine, not once per session.
+    """
     return Settings(
-        bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        kafka_controller_port=controller,
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
         data_dir=tmp_path_factory.mktemp("stack"),
         topic_partitions=3,
@@ -55,97 +141,159 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_settings: Settings) -> Iterator[str]:
+    """``host:port`` of a real Kafka broker for the whole session."""
     given = os.environ.get("RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS")
     if given:
-        BACKENDS["kafka"] = f"{given} (given)"
+        try:
+            wait_until(lambda: broker_answers(given), 30, 0.5, what=f"Kafka at {given}")
+        except Exception as exc:
+            pytest.fail(f"RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS={given} does not answer: {exc}")
+        BACKENDS["Kafka"] = f"{given} (given)"
         yield given
         return
-    if _docker() is not None:
-        from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
-
-        with KafkaContainer(f"apache/kafka:{kafka_version()}").with_kraft() as kafka:
-            url = kafka.get_bootstrap_server()
-            BACKENDS["kafka"] = f"{url} (testcontainers apache/kafka:{kafka_version()})"
-            yield url
+    if _docker_engine():
+        container = None
+        try:
+            container, bootstrap = _kafka_container()
+            wait_until(lambda: broker_answers(bootstrap), 120, 0.5, what=f"Kafka container at {bootstrap}")
+        except Exception as exc:
+            _stop_container(container)
+            pytest.fail(f"no Kafka broker for the integration tests (testcontainers): {exc}")
+        BACKENDS["Kafka"] = f"{bootstrap} (testcontainers apache/kafka:{kafka_version()} KRaft)"
+        yield bootstrap
+        _stop_container(container)
         return
     broker = EmbeddedKafka(stack_settings)
     try:
         broker.up()
     except Exception as exc:
-        pytest.fail(f"no Kafka broker for the integration tests: {exc}")
-    BACKENDS["kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
+        with contextlib.suppress(Exception):
+            broker.down()
+        pytest.fail(f"no Kafka broker for the integration tests (embedded): {exc}")
+    BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
     yield broker.endpoint
     broker.down()
 
 
+def _redis_version(url: str) -> str:
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        info = client.info("server")
+        return str(info.get("redis_version", "?")) if isinstance(info, dict) else "?"
+    finally:
+        client.close()
+
+
+def _redis_pings(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url(stack_settings: Settings) -> Iterator[str]:
+    """``redis://host:port/0`` of a real Redis server for the whole session."""
     given = os.environ.get("RECEIPTFLOW_TEST_REDIS_URL")
     if given:
-        BACKENDS["redis"] = f"{given} (given)"
+        try:
+            wait_until(lambda: _redis_pings(given), 15, 0.2, what=f"Redis at {given}")
+        except Exception as exc:
+            pytest.fail(f"RECEIPTFLOW_TEST_REDIS_URL does not answer: {exc}")
+        BACKENDS["Redis"] = f"{redact_url(given)} (given, redis {_redis_version(given)})"
         yield given
         return
-    if _docker() is not None:
-        from testcontainers.redis import RedisContainer  # noqa: PLC0415
-
-        with RedisContainer("redis:7") as r:
-            url = f"redis://{r.get_container_host_ip()}:{r.get_exposed_port(6379)}/0"
-            BACKENDS["redis"] = f"{url} (testcontainers redis:7)"
-            yield url
+    if _docker_engine():
+        container = None
+        try:
+            host, port = _docker_host(), free_port()
+            container = _start_container("redis:7", 6379, port, {})
+            url = f"redis://{host}:{port}/0"
+            wait_until(lambda: _redis_pings(url), 60, 0.2, what=f"Redis container at {url}")
+        except Exception as exc:
+            _stop_container(container)
+            pytest.fail(f"no Redis for the integration tests (testcontainers): {exc}")
+        BACKENDS["Redis"] = f"{host}:{port} (testcontainers redis:7, redis {_redis_version(url)})"
+        yield url
+        _stop_container(container)
         return
     server = EmbeddedRedis(stack_settings)
     try:
         server.up()
     except Exception as exc:
-        pytest.fail(f"no Redis for the integration tests: {exc}")
-    version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False).stdout.split()
-    v = next((w.split("=")[1] for w in version if w.startswith("v=")), "?")
-    BACKENDS["redis"] = f"{server.endpoint} (redis-server {v})"
+        with contextlib.suppress(Exception):
+            server.down()
+        pytest.fail(f"no Redis for the integration tests (embedded): {exc}")
+    BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'})"
     yield stack_settings.redis_url
     server.down()
 
 
+def _postgres_version(url: str) -> str:
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "?"
+
+
+def _postgres_connects(url: str) -> bool:
+    with psycopg.connect(url, connect_timeout=2) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
 @pytest.fixture(scope="session")
-def postgres_url(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url(stack_settings: Settings) -> Iterator[str]:
+    """``postgresql://user@host:port/receiptflow`` of a real PostgreSQL server for the whole session."""
     given = os.environ.get("RECEIPTFLOW_TEST_POSTGRES_URL")
     if given:
-        BACKENDS["postgres"] = "given URL"
+        try:
+            wait_until(lambda: _postgres_connects(given), 15, 0.2, what="PostgreSQL at RECEIPTFLOW_TEST_POSTGRES_URL")
+        except Exception as exc:
+            pytest.fail(f"RECEIPTFLOW_TEST_POSTGRES_URL does not answer: {exc}")
+        BACKENDS["PostgreSQL"] = f"{redact_url(given)} (given, PostgreSQL {_postgres_version(given)})"
         yield given
         return
-    if _docker() is not None:
-        from testcontainers.postgres import PostgresContainer  # noqa: PLC0415
-
-        with PostgresContainer("postgres:15", driver=None) as pg:
-            BACKENDS["postgres"] = "testcontainers postgres:15"
-            yield pg.get_connection_url()
+    if _docker_engine():
+        container = None
+        try:
+            host, port = _docker_host(), free_port()
+            env = {"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_DB": "receiptflow"}
+            container = _start_container("postgres:15", 5432, port, env)
+            url = f"postgresql://postgres@{host}:{port}/receiptflow"
+            wait_until(lambda: _postgres_connects(url), 90, 0.3, what=f"PostgreSQL container at {host}:{port}")
+        except Exception as exc:
+            _stop_container(container)
+            pytest.fail(f"no PostgreSQL for the integration tests (testcontainers): {exc}")
+        BACKENDS["PostgreSQL"] = f"{host}:{port} (testcontainers postgres:15, PostgreSQL {_postgres_version(url)})"
+        yield url
+        _stop_container(container)
         return
-    import tempfile  # noqa: PLC0415
-
-    # PostgreSQL runs as the postgres user when we are root: its data dir must be reachable by it.
+    # As root the server runs as the postgres system user, which cannot reach a pytest temp dir
+    # (mode 0700): give the cluster a directory of its own under the system temp dir.
     pgdata = Path(tempfile.mkdtemp(prefix="receiptflow-test-pg-")) if os.geteuid() == 0 else None
     server = EmbeddedPostgres(stack_settings, port=free_port(), pgdata=pgdata)
     try:
         server.up()
     except Exception as exc:
-        pytest.fail(f"no PostgreSQL for the integration tests: {exc}")
-    import psycopg  # noqa: PLC0415
-
-    with psycopg.connect(server.url) as c:
-        row = c.execute("SHOW server_version").fetchone()
-    BACKENDS["postgres"] = f"{server.endpoint} (PostgreSQL {row[0] if row else '?'})"
+        with contextlib.suppress(Exception):
+            server.down()
+        if pgdata is not None:
+            shutil.rmtree(pgdata, ignore_errors=True)
+        pytest.fail(f"no PostgreSQL for the integration tests (embedded): {exc}")
+    BACKENDS["PostgreSQL"] = f"{server.endpoint} (PostgreSQL {server.server_version() or '?'})"
     yield server.url
     server.down()
     if pgdata is not None:
-        subprocess.run(["rm", "-rf", str(pgdata)], check=False)
+        shutil.rmtree(pgdata, ignore_errors=True)
 
 
+# --- per-test settings ---------------------------------------------------------------------------------
 @pytest.fixture
-def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Any:
-    """Settings pointing at the session servers, with a per-test data dir and topic prefix."""
+def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeSettings:
+    """A factory of Settings pointing at the session servers, with a per-test data dir and topic prefix."""
 
     def make(**overrides: Any) -> Settings:
-        import uuid  # noqa: PLC0415
-
         run = uuid.uuid4().hex[:8]
         base: dict[str, Any] = {
             "bootstrap_servers": kafka_bootstrap,
@@ -160,3 +308,26 @@ def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Any:
         return Settings(**base)
 
     return make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings) -> Settings:
+    """Settings pointing at the session servers (own data dir and topic prefix)."""
+    return make_settings()
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A broker and Redis of this test's own (free ports, own data dir), for tests that stop or kill them."""
+    stack_settings = Settings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        data_dir=tmp_path / "own-stack",
+        kafka_heap="512m",
+        topic_partitions=3,
+        metrics_port=0,
+    )
+    stack = Stack(stack_settings)
+    yield stack
+    stack.down()

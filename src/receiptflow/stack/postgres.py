@@ -1,22 +1,35 @@
-"""A local PostgreSQL server (Debian's ``postgresql`` binaries) for tests and ``stack up --with-postgres``.
+"""A local PostgreSQL server for the integration tests and ``receiptflow stack up --with-postgres``.
 
-The cluster is created with ``initdb`` (trust authentication on loopback only: it is a local
-development and test server) and started with ``postgres`` listening on 127.0.0.1 and a Unix
-socket inside its own directory. PostgreSQL refuses to run as root, so when we are root the
-server runs as the ``postgres`` system user (created by the Debian package) and its data directory
-lives in ``/var/tmp/receiptflow-postgres/<id>``, a place that user can reach (a data dir under
-``/root`` or a pytest temp dir is not traversable for it).
+It uses the distribution's server binaries (Debian package ``postgresql``: ``/usr/lib/postgresql/<N>/bin``,
+the newest version found, else ``postgres`` on PATH). The cluster is created once with ``initdb``
+(locale C, UTF-8, *trust* authentication: a local development and test server that only listens on
+127.0.0.1 and on a Unix socket inside its own data directory) and started with ``postgres``
+directly (no ``pg_ctl``), detached, its output in ``<data dir>/logs/postgres.log`` and its PID in
+``<data dir>/run/postgres.pid``. Readiness is a successful psycopg connection; the database
+``receiptflow`` is created if missing. The URL is ``postgresql://postgres@127.0.0.1:<port>/receiptflow``.
+
+**Running as root.** PostgreSQL refuses to run as root. When our effective uid is 0, ``initdb`` and
+``postgres`` run as an unprivileged system user -- ``postgres``, which the Debian package creates;
+if it is missing, a ``receiptflow-pg`` system user is created with ``useradd`` -- by passing its
+uid/gid to :class:`subprocess.Popen` (no ``su``/``runuser`` needed), and the cluster directory is
+chowned to that user. That user must be able to traverse to the cluster directory; a data dir under
+``/root`` or a pytest temp dir (mode 0700) is not reachable for it, so in that case the cluster
+lives in ``/var/tmp/receiptflow-postgres/<hash of the data dir>`` instead of ``<data dir>/postgres``
+(the test fixtures pass a directory of their own). Once created, a cluster is always used where
+it is, so the choice never flips between runs. The PID file and log stay under the data dir.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 import pwd
 import shutil
+import signal
+import stat
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,79 +39,152 @@ from ..config import Settings
 from ..errors import DependencyMissingError, PortInUseError, StackError
 from .process import ComponentStatus, owned_pid, port_open, spawn, stop_pid, tail, wait_until
 
+log = logging.getLogger(__name__)
+
 DATABASE = "receiptflow"
+ROLE = "postgres"
+FALLBACK_SYSTEM_USER = "receiptflow-pg"
+ROOT_CLUSTERS = Path("/var/tmp/receiptflow-postgres")  # noqa: S108 - root-owned parent, one dir per data dir
+INSTALL_HINT = "PostgreSQL server binaries not found: apt-get install postgresql (make setup does it)"
+_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; the socket file name adds ".s.PGSQL.<port>"
 
 
 def pg_bindir() -> Path:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True)
-    for c in candidates:
-        if (Path(c) / "postgres").exists():
-            return Path(c)
+    """The folder with ``initdb`` and ``postgres``: the newest ``/usr/lib/postgresql/<N>/bin``, else PATH."""
+
+    def major(path: str) -> int:
+        name = Path(path).parent.name
+        return int(name) if name.isdigit() else 0
+
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True):
+        if (Path(candidate) / "postgres").is_file() and (Path(candidate) / "initdb").is_file():
+            return Path(candidate)
     found = shutil.which("postgres")
     if found:
-        return Path(found).resolve().parent
-    raise DependencyMissingError(
-        "PostgreSQL server binaries not found: apt-get install postgresql (make setup does it)"
-    )
+        bindir = Path(found).resolve().parent
+        if (bindir / "initdb").is_file():
+            return bindir
+    raise DependencyMissingError(INSTALL_HINT)
 
 
-def _demote(user: str) -> tuple[Callable[[], None] | None, int, int]:
-    if os.geteuid() != 0:
-        return None, os.getuid(), os.getgid()
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError as exc:
+def system_user(create: bool = False) -> pwd.struct_passwd | None:
+    """The unprivileged user the server runs as when we are root; created only when ``create``."""
+    for name in (ROLE, FALLBACK_SYSTEM_USER):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    if not create:
+        return None
+    useradd = shutil.which("useradd")
+    if useradd is None:
         raise DependencyMissingError(
-            f"running as root needs the {user!r} system user (apt-get install postgresql)"
-        ) from exc
+            "PostgreSQL cannot run as root and there is no 'postgres' system user: apt-get install postgresql"
+        )
+    log.warning("creating system user %s to run PostgreSQL (it refuses to run as root)", FALLBACK_SYSTEM_USER)
+    done = subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", FALLBACK_SYSTEM_USER],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise StackError(f"could not create system user {FALLBACK_SYSTEM_USER}: {done.stderr.strip()}")
+    return pwd.getpwnam(FALLBACK_SYSTEM_USER)
 
-    def demote() -> None:
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
 
-    return demote, pw.pw_uid, pw.pw_gid
+def traversable(path: Path, user: pwd.struct_passwd | None) -> bool:
+    """True when ``user`` (None: a user without any group of ours) may search every directory up to ``path``."""
+    uid = user.pw_uid if user is not None else -1
+    groups = {user.pw_gid, *os.getgrouplist(user.pw_name, user.pw_gid)} if user is not None else set()
+    for parent in reversed(path.parents):
+        try:
+            st = parent.stat()
+        except FileNotFoundError:
+            return True  # from here on the folders are ours to create (mode 0755 under a usual umask)
+        except OSError:
+            return False
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
 
 
 class EmbeddedPostgres:
+    """Create, start, stop and inspect a local PostgreSQL cluster for one data dir."""
+
     name = "postgres"
 
-    def __init__(self, settings: Settings, port: int | None = None, pgdata: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, port: int | None = None, pgdata: Path | None = None, ready_timeout: float = 60.0
+    ) -> None:
         self.settings = settings
         url = settings.warehouse_url or ""
         parsed = urlsplit(url) if url.startswith("postgres") else None
         self.host = "127.0.0.1"
-        self.port = port or (parsed.port if parsed and parsed.port else 5432)
-        self.run_dir = settings.data_dir.resolve() / "run"
-        self.pid_file = self.run_dir / "postgres.pid"
-        if pgdata is None:
-            if os.geteuid() == 0:
-                key = hashlib.sha1(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]  # noqa: S324 - a name
-                pgdata = Path("/var/tmp/receiptflow-postgres") / key  # noqa: S108 - fixed, root-owned parent, per-data-dir name
-            else:
-                pgdata = settings.data_dir.resolve() / "postgres"
-        self.pgdata = pgdata
-        self.user = "postgres"
+        self.port = port or (parsed.port if parsed is not None and parsed.port else 5432)
+        data_dir = settings.data_dir.expanduser().resolve()
+        self.pid_file = data_dir / "run" / "postgres.pid"
+        self.log_file = data_dir / "logs" / "postgres.log"
+        self._as_root = os.geteuid() == 0
+        # Only looked up here (status and down must not create users); up() creates it if missing.
+        self._run_as = system_user() if self._as_root else None
+        self.pgdata = (pgdata or self._default_cluster_dir(data_dir)).resolve()
+        self.ready_timeout = ready_timeout
+
+    def _default_cluster_dir(self, data_dir: Path) -> Path:
+        # The choice must be stable from one run to the next (the PID check and the data depend on
+        # it): an existing cluster wins; otherwise <data dir>/postgres unless, as root, the server's
+        # user could not reach it.
+        inside = data_dir / "postgres"
+        outside = ROOT_CLUSTERS / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+        for candidate in (inside, outside):
+            if (candidate / "PG_VERSION").exists():
+                return candidate
+        if self._as_root and not traversable(inside, self._run_as):
+            return outside
+        return inside
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{DATABASE}"
+        """The DSN of the ``receiptflow`` database (no password: trust authentication)."""
+        return f"postgresql://{ROLE}@{self.host}:{self.port}/{DATABASE}"
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def _markers(self) -> list[str]:
+        return ["postgres", f"-D {self.pgdata} "]
+
     def pid(self) -> int | None:
-        return owned_pid(self.pid_file, ["postgres", str(self.pgdata)])
+        """The postmaster PID of this cluster when it runs (a stale PID file is removed)."""
+        return owned_pid(self.pid_file, self._markers())
 
     def _connect_ok(self, dbname: str) -> bool:
         try:
-            with psycopg.connect(
-                host=self.host, port=self.port, user=self.user, dbname=dbname, connect_timeout=2
-            ) as conn:
+            with psycopg.connect(host=self.host, port=self.port, user=ROLE, dbname=dbname, connect_timeout=2) as conn:
                 conn.execute("SELECT 1")
-            return True
         except psycopg.Error:
             return False
+        return True
+
+    def ready(self) -> bool:
+        """True when the ``receiptflow`` database accepts a connection."""
+        return self._connect_ok(DATABASE)
+
+    def server_version(self) -> str | None:
+        try:
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                row = conn.execute("SHOW server_version").fetchone()
+        except psycopg.Error:
+            return None
+        return str(row[0]).split()[0] if row else None
 
     def status(self) -> ComponentStatus:
         pid = self.pid()
@@ -108,30 +194,76 @@ class EmbeddedPostgres:
             return ComponentStatus(self.name, "external", None, self.endpoint)
         return ComponentStatus(self.name, "stopped", None, self.url)
 
-    def up(self, timeout: float = 60.0) -> ComponentStatus:
-        pid = self.pid()
-        if pid is not None:
-            wait_until(lambda: self._connect_ok(DATABASE), timeout, "PostgreSQL")
-            return ComponentStatus(self.name, "running", pid, self.url)
-        if port_open(self.host, self.port):
-            raise PortInUseError(f"port {self.endpoint} for PostgreSQL is taken by another program")
-        bindir = pg_bindir()
-        demote, uid, gid = _demote(self.user)
+    def _ids(self) -> tuple[int | None, int | None]:
+        return (self._run_as.pw_uid, self._run_as.pw_gid) if self._run_as is not None else (None, None)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "LC_")) and k != "LANG"}
+        env["LC_ALL"] = "C"  # the cluster uses locale C; a locale missing on a minimal machine only warns
+        if self._run_as is not None:
+            env["HOME"] = self._run_as.pw_dir
+            env["USER"] = env["LOGNAME"] = self._run_as.pw_name
+        return env
+
+    def _initdb(self, bindir: Path) -> None:
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        os.chown(self.pgdata, uid, gid)
+        if self._as_root and not traversable(self.pgdata, self._run_as):
+            raise StackError(
+                f"the PostgreSQL user {self._run_as.pw_name if self._run_as else '?'} cannot reach {self.pgdata} "
+                "(a parent folder is not searchable for it); use a data dir outside /root, or a umask of 022"
+            )
+        uid, gid = self._ids()
+        if uid is not None and gid is not None:
+            os.chown(self.pgdata, uid, gid)
         self.pgdata.chmod(0o700)
-        if not (self.pgdata / "PG_VERSION").exists():
+        if (self.pgdata / "PG_VERSION").exists():
+            return  # created before: keep the data
+        log.info("creating PostgreSQL cluster in %s", self.pgdata)
+        argv = [
+            str(bindir / "initdb"),
+            "-D",
+            str(self.pgdata),
+            "-U",
+            ROLE,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ]
+        try:
             done = subprocess.run(
-                [str(bindir / "initdb"), "-D", str(self.pgdata), "-A", "trust", "-U", self.user, "-E", "UTF8"],
+                argv,
                 capture_output=True,
                 text=True,
                 check=False,
-                preexec_fn=demote,
-                cwd="/",
+                env=self._env(),
+                cwd=self.pgdata,
+                user=uid,
+                group=gid,
+                extra_groups=[] if uid is not None else None,
+                timeout=300,
             )
-            if done.returncode != 0:
-                raise StackError(f"initdb failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-        log = self.pgdata / "server.log"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise StackError(f"initdb failed: {exc}") from exc
+        if done.returncode != 0:
+            raise StackError(f"initdb failed (exit {done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def up(self) -> ComponentStatus:
+        """Create the cluster if needed, start it unless it runs, and create the ``receiptflow`` database."""
+        pid = self.pid()
+        if pid is not None:
+            wait_until(self.ready, self.ready_timeout, 0.2, what=f"PostgreSQL {self.endpoint} (pid {pid})")
+            return ComponentStatus(self.name, "running", pid, self.url)
+        if port_open(self.host, self.port):
+            if self.ready():
+                log.info("a PostgreSQL server already accepts %s: using it", self.url)
+                return ComponentStatus(self.name, "external", None, self.endpoint)
+            raise PortInUseError(f"port {self.endpoint} (PostgreSQL) is taken by another program")
+        bindir = pg_bindir()
+        if self._as_root and self._run_as is None:
+            self._run_as = system_user(create=True)
+        self._initdb(bindir)
+        socket_dir = str(self.pgdata) if len(str(self.pgdata)) <= _SOCKET_PATH_MAX - 20 else ""
         argv = [
             str(bindir / "postgres"),
             "-D",
@@ -141,29 +273,44 @@ class EmbeddedPostgres:
             "-c",
             f"listen_addresses={self.host}",
             "-c",
-            f"unix_socket_directories={self.pgdata}",
-            "-c",
-            "fsync=on",
+            f"unix_socket_directories={socket_dir}",
             "-c",
             "max_connections=50",
         ]
-        # The log file must be writable by the server's user, so it lives in its data dir.
-        proc = spawn(argv, log, self.pid_file, preexec_fn=demote, cwd="/")
-        wait_until(
-            lambda: self._connect_ok("postgres"),
-            timeout,
-            "PostgreSQL",
-            alive=lambda: proc.poll() is None,
-            details=lambda: tail(log),
-        )
-        with psycopg.connect(host=self.host, port=self.port, user=self.user, dbname="postgres", autocommit=True) as c:
-            if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
-                c.execute(f'CREATE DATABASE "{DATABASE}"')
+        uid, gid = self._ids()
+        proc = spawn(argv, self.log_file, self.pid_file, env=self._env(), cwd=self.pgdata, user=uid, group=gid)
+        try:
+            wait_until(
+                lambda: self._connect_ok("postgres"),
+                self.ready_timeout,
+                0.1,
+                what=f"PostgreSQL {self.endpoint} (pid {proc.pid})",
+                alive=lambda: proc.poll() is None,
+                details=lambda: tail(self.log_file),
+            )
+            self._create_database()
+        except StackError:
+            stop_pid(proc.pid, timeout=15, sig=signal.SIGINT)
+            self.pid_file.unlink(missing_ok=True)
+            raise
+        log.info("PostgreSQL ready at %s (pid %d)", self.endpoint, proc.pid)
         return ComponentStatus(self.name, "running", proc.pid, self.url)
 
-    def down(self) -> ComponentStatus:
+    def _create_database(self) -> None:
+        try:
+            with psycopg.connect(
+                host=self.host, port=self.port, user=ROLE, dbname="postgres", autocommit=True, connect_timeout=5
+            ) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
+                    conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        except psycopg.Error as exc:
+            raise StackError(f"could not create database {DATABASE!r}: {exc}") from exc
+
+    def down(self, timeout: float = 60.0) -> ComponentStatus:
+        """Stop the cluster: SIGINT is PostgreSQL's *fast* shutdown (open sessions are ended)."""
         pid = self.pid()
         if pid is not None:
-            stop_pid(pid, timeout=60)
+            log.info("stopping PostgreSQL (pid %d)", pid)
+            stop_pid(pid, timeout=timeout, sig=signal.SIGINT)
         self.pid_file.unlink(missing_ok=True)
-        return ComponentStatus(self.name, "stopped", None, self.url)
+        return self.status()  # "stopped", or "external" for a server we never started

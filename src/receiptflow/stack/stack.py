@@ -1,55 +1,81 @@
-"""The embedded stack as one unit: ``receiptflow stack up|down|status|fetch``.
+"""The embedded stack as one unit: what ``receiptflow stack up|down|status|fetch`` does.
 
-``up`` starts what is missing (Kafka, Redis, optionally PostgreSQL) and leaves running or external
-servers alone, so it is harmless to run twice; ``down`` stops only the servers this data dir
-started and leaves no process behind. The DuckDB warehouse needs no server: its file lives under the
-data dir and is created by the sink.
+``up`` starts what is missing -- the Kafka broker, Redis and, on request, PostgreSQL -- and leaves
+alone a server of ours that already runs and answers, as well as an external server that answers at
+the configured endpoint; so it is harmless to run twice. ``down`` stops only the servers this data
+dir started (SIGTERM, a bounded wait, then SIGKILL), removes their PID files and leaves no process
+behind; external servers are never touched. ``status`` says per component whether it is running
+(ours, with its PID), external or stopped. The DuckDB warehouse needs no server: ``up`` makes sure
+its folder exists and reports the file.
+
+Nothing here prints; the CLI renders the returned :class:`~receiptflow.stack.process.ComponentStatus` list.
 """
 
 from __future__ import annotations
 
+import logging
+
 from ..config import Settings
-from .kafka import EmbeddedKafka, resolve_jars
+from ..errors import StackError
+from .duckdb import DuckDBFile
+from .kafka import EmbeddedKafka, jars_complete, kafka_version, libs_dir, resolve_jars
 from .postgres import EmbeddedPostgres
 from .process import ComponentStatus
 from .redis import EmbeddedRedis
 
+log = logging.getLogger(__name__)
+
 
 class Stack:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.kafka = EmbeddedKafka(settings)
-        self.redis = EmbeddedRedis(settings)
-        self.postgres = EmbeddedPostgres(settings)
+    """The embedded Kafka broker, Redis, optional PostgreSQL and the DuckDB file of one data dir."""
 
-    def _duckdb(self) -> ComponentStatus:
-        url = self.settings.resolved_warehouse_url
-        if url.startswith("duckdb:///"):
-            path = url.removeprefix("duckdb:///")
-            return ComponentStatus("duckdb", "file", None, path)
-        return ComponentStatus("warehouse", "external", None, url.split("@")[-1])
+    def __init__(self, settings: Settings, ready_timeout: float = 60.0) -> None:
+        self.settings = settings
+        self.kafka = EmbeddedKafka(settings, ready_timeout=ready_timeout)
+        self.redis = EmbeddedRedis(settings, ready_timeout=min(ready_timeout, 30.0))
+        self.postgres = EmbeddedPostgres(settings, ready_timeout=ready_timeout)
+        self.duckdb = DuckDBFile(settings)
 
     def fetch(self) -> ComponentStatus:
+        """Download the Kafka jars (once per machine) without starting anything."""
         libs = resolve_jars(self.settings)
-        return ComponentStatus("kafka-jars", "cached", None, str(libs))
+        return ComponentStatus("kafka-jars", "cached", None, str(libs), f"Apache Kafka {kafka_version()}")
 
     def up(self, with_postgres: bool = False) -> list[ComponentStatus]:
+        """Start whatever is not running yet and wait until each answers; idempotent."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         out = [self.kafka.up(), self.redis.up()]
         if with_postgres:
             out.append(self.postgres.up())
-        out.append(self._duckdb())
+        out.append(self.duckdb.up())
         return out
 
     def down(self) -> list[ComponentStatus]:
-        out = [self.redis.down(), self.kafka.down()]
-        if self.postgres.pid() is not None:
-            out.append(self.postgres.down())
+        """Stop every server this data dir started; a failure to stop one does not spare the others."""
+        out: list[ComponentStatus] = []
+        errors: list[str] = []
+        components: list[EmbeddedRedis | EmbeddedKafka | EmbeddedPostgres] = [self.redis, self.kafka]
+        if self.postgres.pid() is not None:  # optional: only reported when this data dir started it
+            components.append(self.postgres)
+        for component in components:
+            try:
+                out.append(component.down())
+            except StackError as exc:
+                log.error("stopping %s failed: %s", component.name, exc)
+                errors.append(f"{component.name}: {exc}")
+        if errors:
+            raise StackError("could not stop every server: " + "; ".join(errors))
         return out
 
     def status(self) -> list[ComponentStatus]:
+        """Per component: running (ours, with PID), external, stopped; PostgreSQL only when it runs."""
         out = [self.kafka.status(), self.redis.status()]
-        if self.postgres.pid() is not None:
-            out.append(self.postgres.status())
-        out.append(self._duckdb())
+        postgres = self.postgres.status()
+        if postgres.state == "running":
+            out.append(postgres)
+        out.append(self.duckdb.status())
         return out
+
+    def jars_cached(self) -> bool:
+        """True when the Kafka jars are on disk (``up`` will not need Maven or the network)."""
+        return jars_complete(libs_dir(self.settings), kafka_version())
