@@ -1,11 +1,17 @@
-"""Warehouse sinks: DuckDB (embedded default) and PostgreSQL, behind one setup/write/flush interface."""
+"""Warehouse sinks: DuckDB (embedded default) and PostgreSQL behind one setup/write/flush interface.
 
-from .base import Sink, SinkRecord, WriteResult, to_rows, warehouse_counts
+``open_sink(settings)`` picks the implementation from the warehouse URL, ``run_sink`` is the
+Kafka consume loop that stores offsets with the rows (exactly-once effect), ``warehouse_counts``
+summarises what a warehouse holds.
+"""
+
+from .base import DEFAULT_GROUP, Sink, SinkRecord, WriteResult, to_rows, warehouse_counts
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 from .runner import SinkStats, open_sink, run_sink
 
 __all__ = [
+    "DEFAULT_GROUP",
     "DuckDBSink",
     "PostgresSink",
     "Sink",

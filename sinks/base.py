@@ -1,59 +1,113 @@
-"""The sink interface shared by every warehouse, and the rows a purchase becomes.
+"""The sink interface shared by every warehouse, the rows a purchase becomes, and the migrations.
 
-A sink is used in a loop of ``write(batch)`` then ``flush()``: ``write`` stages the rows and the
-Kafka positions of the batch inside an open transaction, ``flush`` commits both at once. Because
-the consumed offsets live in the warehouse, in the same transaction as the rows they produced, a
-crash at any point either keeps a whole batch (rows and offsets) or none of it; on restart the
-runner resumes from the warehouse's offsets. Rows are additionally inserted with
-``ON CONFLICT DO NOTHING`` on their natural keys (receipt id, line number / product group), so a
-replay from older offsets cannot duplicate anything.
+A sink is used in a loop of ``write(batch)`` then ``flush()`` (the shape of quixstreams' ``BaseSink``):
+``write`` stages the rows *and* the Kafka positions of the batch inside an open transaction, ``flush``
+commits both at once. Because the consumed offsets live in the warehouse, in the same transaction as
+the rows they produced, a crash at any point keeps either a whole batch (rows and offsets) or none
+of it; on partition assignment the runner resumes from the warehouse's offsets
+(:meth:`Sink.committed_offsets`). Rows are additionally inserted with ``ON CONFLICT DO NOTHING`` on
+their natural keys (receipt id; receipt id + line number; receipt id + product group), so a replay
+from older offsets — another consumer group, a zombie consumer after a rebalance, an operator
+rewinding — cannot duplicate anything.
 
-Migrations are plain SQL files in ``sinks/migrations`` numbered ``NNNN_name.sql``, applied in order
-at ``setup()`` and recorded in ``schema_migrations``; ``{double}`` is the one dialect difference.
+Migrations are plain SQL files in ``sinks/migrations`` named ``NNNN_name.sql``, applied in order by
+``setup()`` and recorded with a checksum in ``schema_migrations``. The dialects differ in a few type
+names only; a file writes ``{double}`` and :data:`DIALECTS` fills it in. A statement must not
+contain a semicolon (files are split on them), and an applied file must never change: ``setup()``
+refuses to run against a warehouse whose recorded checksum differs (add a new migration instead).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
+from ..errors import WarehouseError
 from ..models import Granularity, Purchase
 
-RECEIPT_COLUMNS = (
-    "receipt_id",
-    "chain",
-    "store_id",
-    "card_id",
-    "event_time",
-    "event_local_date",
-    "payment_method",
-    "currency",
-    "total_cents",
-    "granularity",
-    "item_count",
-    "policy_version",
-    "consent_product_data_marketing",
-    "consent_electronic_marketing",
-    "consent_known",
-    "processed_at",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-)
-ITEM_COLUMNS = ("receipt_id", "line_no", "sku", "product_group", "quantity", "unit_price_cents", "amount_cents")
-GROUP_COLUMNS = ("receipt_id", "product_group", "quantity", "amount_cents", "lines")
-TABLE_KEYS = {
-    "receipts": ("receipt_id",),
-    "receipt_items": ("receipt_id", "line_no"),
-    "receipt_groups": ("receipt_id", "product_group"),
+DEFAULT_GROUP = "receiptflow-warehouse"
+
+Dialect = Literal["duckdb", "postgres"]
+
+# Placeholders a migration may use, per dialect.
+DIALECTS: dict[Dialect, dict[str, str]] = {
+    "duckdb": {"double": "DOUBLE"},
+    "postgres": {"double": "DOUBLE PRECISION"},
 }
 
 
 @dataclass(frozen=True, slots=True)
+class Table:
+    """A table the sink writes: its columns in row order and its natural key."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+
+RECEIPTS = Table(
+    "receipts",
+    (
+        "receipt_id",
+        "chain",
+        "store_id",
+        "card_id",
+        "event_time",
+        "event_local_date",
+        "payment_method",
+        "currency",
+        "total_cents",
+        "granularity",
+        "item_count",
+        "policy_version",
+        "consent_product_data_marketing",
+        "consent_electronic_marketing",
+        "consent_known",
+        "processed_at",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+    ),
+    ("receipt_id",),
+)
+RECEIPT_ITEMS = Table(
+    "receipt_items",
+    ("receipt_id", "line_no", "sku", "product_group", "quantity", "unit_price_cents", "amount_cents"),
+    ("receipt_id", "line_no"),
+)
+RECEIPT_GROUPS = Table(
+    "receipt_groups",
+    ("receipt_id", "product_group", "quantity", "amount_cents", "lines"),
+    ("receipt_id", "product_group"),
+)
+TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS)
+
+# Kept for callers that want the bare column lists.
+RECEIPT_COLUMNS = RECEIPTS.columns
+ITEM_COLUMNS = RECEIPT_ITEMS.columns
+GROUP_COLUMNS = RECEIPT_GROUPS.columns
+TABLE_KEYS = {t.name: t.key for t in TABLES}
+
+# Offsets upsert, shared by both dialects apart from the parameter style. greatest() keeps the stored
+# position monotonic: a zombie consumer that still finishes a batch of a partition after a rebalance
+# handed it to someone else must not move the position backwards.
+OFFSETS_UPSERT = (
+    "INSERT INTO sink_offsets (consumer, topic, kafka_partition, next_offset) VALUES ({p}, {p}, {p}, {p}) "
+    "ON CONFLICT (consumer, topic, kafka_partition) DO UPDATE SET "
+    "next_offset = greatest(sink_offsets.next_offset, excluded.next_offset)"
+)
+OFFSETS_SELECT = "SELECT kafka_partition, next_offset FROM sink_offsets WHERE consumer = {p} AND topic = {p}"
+
+
+@dataclass(frozen=True, slots=True)
 class SinkRecord:
+    """A decoded purchase and where it was read: the offset becomes the stored position."""
+
     purchase: Purchase
     topic: str
     partition: int
@@ -66,14 +120,29 @@ class Rows:
     items: list[tuple[Any, ...]]
     groups: list[tuple[Any, ...]]
 
+    def by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
+        return [(RECEIPTS, self.receipts), (RECEIPT_ITEMS, self.items), (RECEIPT_GROUPS, self.groups)]
+
+
+def item_count(p: Purchase) -> int:
+    """Receipt lines the record carries or summarises; 0 when the policy kept no line information."""
+    if p.granularity is Granularity.ITEM:
+        return len(p.items)
+    if p.granularity is Granularity.PRODUCT_GROUP:
+        return sum(g.lines for g in p.groups)
+    return 0
+
 
 def to_rows(batch: Sequence[SinkRecord]) -> Rows:
-    """Purchases → table rows (pure). Items only at ITEM granularity, as the policy allowed."""
+    """Purchases → table rows (pure). Items only at ITEM granularity, groups at ITEM and PRODUCT_GROUP.
+
+    Rows follow the column order of :data:`RECEIPTS`, :data:`RECEIPT_ITEMS`, :data:`RECEIPT_GROUPS`.
+    """
     rows = Rows([], [], [])
     seen: set[str] = set()
     for r in batch:
         p = r.purchase
-        # A redelivered receipt inside one batch: keep the first, like the key would across batches.
+        # A redelivered receipt inside one batch: keep the first, as the primary key does across batches.
         if p.receipt_id in seen:
             continue
         seen.add(p.receipt_id)
@@ -84,12 +153,12 @@ def to_rows(batch: Sequence[SinkRecord]) -> Rows:
                 p.store_id,
                 p.card_id,
                 p.event_time,
-                p.event_time.date(),  # local date of the register: what daily reports group by
+                p.event_time.date(),  # the register's local date: what daily store reports group by
                 p.payment_method,
                 p.currency,
                 p.total_cents,
                 str(p.granularity),
-                len(p.items),
+                item_count(p),
                 p.policy_version,
                 p.consent.product_data_marketing,
                 p.consent.electronic_marketing,
@@ -100,66 +169,143 @@ def to_rows(batch: Sequence[SinkRecord]) -> Rows:
                 r.offset,
             )
         )
+        # The processor already truncated the record to its granularity; checking it again here keeps
+        # a processor bug from putting finer data into the warehouse than the policy allowed.
         if p.granularity is Granularity.ITEM:
-            for i in p.items:
-                rows.items.append(
-                    (p.receipt_id, i.line_no, i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents)
-                )
+            rows.items.extend(
+                (p.receipt_id, i.line_no, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
+                for i in p.items
+            )
         if p.granularity is not Granularity.RECEIPT:
-            for g in p.groups:
-                rows.groups.append((p.receipt_id, g.product_group, g.quantity, g.amount_cents, g.lines))
+            rows.groups.extend(
+                (p.receipt_id, g.product_group, float(g.quantity), g.amount_cents, g.lines) for g in p.groups
+            )
     return rows
 
 
-def next_offsets(batch: Sequence[SinkRecord]) -> dict[tuple[str, int], int]:
-    """(topic, partition) → the offset to resume from after this batch."""
+def next_offsets(batch: Sequence[SinkRecord]) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset to resume from) after this batch, sorted.
+
+    Sorted so that two writers upserting the same partitions lock the rows in the same order.
+    """
     out: dict[tuple[str, int], int] = {}
     for r in batch:
         key = (r.topic, r.partition)
         out[key] = max(out.get(key, 0), r.offset + 1)
-    return out
+    return [(t, p, o) for (t, p), o in sorted(out.items())]
 
 
-def migrations(double: str) -> list[tuple[int, str, str]]:
-    """(version, name, sql) of every migration, in order, for a dialect's double type."""
+# --- migrations ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    checksum: str  # sha256 of the file as written (before placeholders), the same for every dialect
+    statements: tuple[str, ...]
+
+
+def migrations(dialect: Dialect) -> list[Migration]:
+    """Every migration in ``sinks/migrations``, in order, rendered for ``dialect``."""
     folder = resources.files("receiptflow.sinks").joinpath("migrations")
-    out = []
+    found: list[Migration] = []
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            out.append((version, entry.name, entry.read_text(encoding="utf-8").replace("{double}", double)))
-    return out
+        if not entry.name.endswith(".sql"):
+            continue
+        head = entry.name.split("_", 1)[0]
+        if not head.isdigit():
+            raise WarehouseError(f"migration file {entry.name!r} does not start with a version number")
+        text = entry.read_text(encoding="utf-8")
+        rendered = text
+        # Plain replacement, not str.format: SQL may contain braces of its own (struct or JSON literals).
+        for name, value in DIALECTS[dialect].items():
+            rendered = rendered.replace("{" + name + "}", value)
+        checksum = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        found.append(Migration(int(head), entry.name, checksum, tuple(split_sql(rendered))))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise WarehouseError(f"migration versions must be 1..n without gaps or repeats, found {versions}")
+    return found
 
 
 def split_sql(script: str) -> list[str]:
-    """Statements of a migration file (no semicolons inside statements in our migrations)."""
+    """Statements of a migration file: ``--`` comment lines dropped, split on ``;``."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+@dataclass(frozen=True, slots=True)
+class MigrationPlan:
+    pending: list[Migration]  # not applied yet, in order
+    unrecorded: list[Migration]  # applied before checksums were kept: record theirs now
+
+
+def plan_migrations(dialect: Dialect, applied: Mapping[int, str | None]) -> MigrationPlan:
+    """What ``setup()`` must do, given ``applied`` (version → recorded checksum); raises if a file was edited."""
+    plan = MigrationPlan([], [])
+    for m in migrations(dialect):
+        if m.version not in applied:
+            plan.pending.append(m)
+            continue
+        recorded = applied[m.version]
+        if recorded is None:
+            plan.unrecorded.append(m)
+        elif recorded != m.checksum:
+            raise WarehouseError(
+                f"migration {m.name} was changed after it was applied to this warehouse; "
+                "put schema changes in a new migration file"
+            )
+    unknown = sorted(set(applied) - {m.version for m in migrations(dialect)})
+    if unknown:
+        raise WarehouseError(f"the warehouse has migrations {unknown} this code does not know: is it older?")
+    return plan
+
+
+SCHEMA_MIGRATIONS_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+    "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)",
+    # Warehouses created before checksums were recorded get the column; their NULLs are filled in.
+    "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum TEXT",
+)
+
+
+# --- the interface ---------------------------------------------------------------------------------
 @dataclass
 class WriteResult:
+    """Rows actually inserted (conflicts on the natural keys are not counted)."""
+
     receipts: int = 0
     items: int = 0
     groups: int = 0
 
+    def add(self, table: str, n: int) -> None:
+        if table == RECEIPTS.name:
+            self.receipts += n
+        elif table == RECEIPT_ITEMS.name:
+            self.items += n
+        elif table == RECEIPT_GROUPS.name:
+            self.groups += n
+
 
 class Sink(abc.ABC):
-    """setup / write(batch) / flush, plus the stored offsets and a few read helpers."""
+    """``setup`` / ``write(batch)`` / ``flush``, the stored offsets, and a read helper.
 
-    consumer: str
+    ``group_id`` names whose positions :meth:`committed_offsets` returns and ``write`` stores: the
+    Kafka consumer group of the runner. A sink instance is used from one thread at a time.
+    """
+
+    group_id: str
 
     @abc.abstractmethod
     def setup(self) -> None:
-        """Connect and apply pending migrations."""
+        """Connect and apply pending migrations (idempotent)."""
 
     @abc.abstractmethod
     def write(self, batch: Sequence[SinkRecord]) -> None:
-        """Stage a batch's rows and offsets in the open transaction."""
+        """Stage a batch's rows and next offsets in the open transaction (opened if needed)."""
 
     @abc.abstractmethod
     def flush(self) -> WriteResult:
-        """Commit what was written since the last flush; returns the rows actually inserted."""
+        """Commit what was written since the last flush, rows and offsets together."""
 
     @abc.abstractmethod
     def rollback(self) -> None:
@@ -167,22 +313,35 @@ class Sink(abc.ABC):
 
     @abc.abstractmethod
     def committed_offsets(self, topic: str) -> dict[int, int]:
-        """partition → next offset to read, as committed with the rows."""
+        """partition → next offset to read, as committed together with the rows."""
 
     @abc.abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read query (outside any open write transaction)."""
+        """Run a read query. Outside a write it sees committed data; inside one, also the staged rows."""
 
     @abc.abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Drop anything not flushed and disconnect (idempotent)."""
+
+    def __enter__(self) -> Sink:
+        self.setup()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def warehouse_counts(sink: Sink) -> dict[str, Any]:
-    """Receipts, their total, and both per chain: what the demo and the tests compare with the truth."""
+    """Receipts and their total cents, overall and per chain: what the demo and tests compare with the truth.
+
+    ``{"receipts": n, "total_cents": c, "per_chain": {chain: {"receipts": n, "total_cents": c}}}``
+    """
     total = sink.query("SELECT count(*), coalesce(sum(total_cents), 0) FROM receipts")[0]
     per_chain = sink.query("SELECT chain, count(*), sum(total_cents) FROM receipts GROUP BY chain ORDER BY chain")
     return {
         "receipts": int(total[0]),
         "total_cents": int(total[1]),
-        "per_chain": {c: {"receipts": int(n), "total_cents": int(s)} for c, n, s in per_chain},
+        "per_chain": {str(c): {"receipts": int(n), "total_cents": int(s)} for c, n, s in per_chain},
     }

@@ -1,14 +1,24 @@
-"""DuckDB warehouse sink: the embedded default, one file under the data dir.
+"""DuckDB warehouse sink: the embedded default, one file (``duckdb:///abs/path.duckdb``).
 
-Bulk path: multi-row ``INSERT ... VALUES`` statements of a few hundred rows each with
-``ON CONFLICT DO NOTHING`` (no pyarrow/pandas needed), inside one transaction per batch together
-with the offset upsert. DuckDB allows one writing process per file: the sink owns the file while it
-runs.
+Bulk path: each table's rows of a batch go in as *one* statement whose parameters are whole
+columns, ``INSERT INTO t SELECT unnest(?::VARCHAR[]), unnest(?::BIGINT[]), ... ON CONFLICT DO
+NOTHING``; DuckDB zips the unnested lists back into rows. No pyarrow, pandas or numpy is needed.
+Measured on ~1000-receipt batches (19 columns, file-backed, one transaction per batch), this path
+ran at about 49,000 rows/s against 3,400 rows/s for multi-row ``VALUES`` statements (the previous
+path), 7,700 for a CSV temp file read by ``read_csv``, 1,100 for ``executemany`` into a TEMP staging
+table and 270 for ``executemany`` straight into the table: DuckDB binds parameters per row and
+plans every statement, so per-row work dominates everything except the columnar form.
+
+The list casts use the column types DuckDB reports for the tables after migrations, so a later
+migration that adds or retypes a column needs no change here beyond the row builder in ``base``.
+
+DuckDB allows one writing process per file: the sink owns the file while it is open.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,69 +27,100 @@ import duckdb
 
 from ..errors import WarehouseError
 from .base import (
-    GROUP_COLUMNS,
-    ITEM_COLUMNS,
-    RECEIPT_COLUMNS,
+    DEFAULT_GROUP,
+    OFFSETS_SELECT,
+    OFFSETS_UPSERT,
+    SCHEMA_MIGRATIONS_DDL,
+    TABLES,
     Sink,
     SinkRecord,
+    Table,
     WriteResult,
-    migrations,
     next_offsets,
-    split_sql,
+    plan_migrations,
     to_rows,
 )
 
-CHUNK = 200  # rows per INSERT statement: large enough to amortise parsing, small enough to plan fast
+log = logging.getLogger(__name__)
 
 
 class DuckDBSink(Sink):
-    def __init__(self, path: Path, consumer: str = "receiptflow-warehouse") -> None:
-        self.path = path
-        self.consumer = consumer
+    """Warehouse tables in a DuckDB file; see the module docstring for the bulk path."""
+
+    def __init__(self, path: Path | str, group_id: str = DEFAULT_GROUP) -> None:
+        self.path = Path(path)
+        self.group_id = group_id
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._insert_sql: dict[str, str] = {}
         self._pending = WriteResult()
         self._in_tx = False
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            raise WarehouseError("DuckDB sink used before setup()")
+            raise WarehouseError("DuckDB sink used before setup() or after close()")
         return self._con
 
     def setup(self) -> None:
+        if self._con is not None:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(str(self.path))
-            self.con.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                "applied_at TIMESTAMPTZ NOT NULL DEFAULT current_timestamp)"
-            )
-            done = {row[0] for row in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
-            for version, name, sql in migrations("DOUBLE"):
-                if version in done:
-                    continue
-                self.con.execute("BEGIN")
-                for statement in split_sql(sql):
-                    self.con.execute(statement)
-                self.con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [version, name])
-                self.con.execute("COMMIT")
-        except duckdb.Error as exc:
+            self._migrate()
+            self._insert_sql = {t.name: self._columnar_insert(t) for t in TABLES}
+        except (duckdb.Error, OSError) as exc:
+            self.close()
             raise WarehouseError(f"cannot open DuckDB warehouse {self.path}: {exc}") from exc
+        except WarehouseError:
+            self.close()
+            raise
 
-    def _insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> int:
-        inserted = 0
-        row_sql = "(" + ", ".join("?" for _ in columns) + ")"
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            sql = (
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                + ", ".join(row_sql for _ in chunk)
-                + " ON CONFLICT DO NOTHING"
-            )
-            params = [v for row in chunk for v in row]
-            result = self.con.execute(sql, params).fetchone()
-            inserted += int(result[0]) if result else 0
-        return inserted
+    def _migrate(self) -> None:
+        con = self.con
+        for ddl in SCHEMA_MIGRATIONS_DDL:
+            con.execute(ddl)
+        applied = {int(v): c for v, c in con.execute("SELECT version, checksum FROM schema_migrations").fetchall()}
+        plan = plan_migrations("duckdb", applied)
+        for m in plan.pending:
+            # DuckDB runs DDL transactionally: a failing migration leaves no half-applied schema.
+            con.execute("BEGIN")
+            try:
+                for statement in m.statements:
+                    con.execute(statement)
+                con.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
+                    [m.version, m.name, m.checksum],
+                )
+                con.execute("COMMIT")
+            except duckdb.Error:
+                con.execute("ROLLBACK")
+                raise
+            log.info("DuckDB warehouse %s: applied migration %s", self.path, m.name)
+        for m in plan.unrecorded:
+            con.execute("UPDATE schema_migrations SET checksum = ? WHERE version = ?", [m.checksum, m.version])
+
+    def _columnar_insert(self, table: Table) -> str:
+        types = dict(
+            self.con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = ?",
+                [table.name],
+            ).fetchall()
+        )
+        missing = [c for c in table.columns if c not in types]
+        if missing:
+            raise WarehouseError(f"table {table.name} lacks columns {missing}: migrations out of step with the code")
+        select = ", ".join(f"unnest(CAST(? AS {types[c]}[]))" for c in table.columns)
+        return f"INSERT INTO {table.name} ({', '.join(table.columns)}) SELECT {select} ON CONFLICT DO NOTHING"
+
+    def _insert(self, table: Table, rows: list[tuple[Any, ...]]) -> int:
+        if not rows:
+            return 0
+        columns = [list(col) for col in zip(*rows, strict=True)]
+        result = self.con.execute(self._insert_sql[table.name], columns).fetchone()
+        # DuckDB reports the rows actually inserted; conflicting ones are not counted.
+        return int(result[0]) if result else 0
 
     def write(self, batch: Sequence[SinkRecord]) -> None:
         if not batch:
@@ -89,19 +130,14 @@ class DuckDBSink(Sink):
             if not self._in_tx:
                 self.con.execute("BEGIN")
                 self._in_tx = True
-            self._pending.receipts += self._insert("receipts", RECEIPT_COLUMNS, rows.receipts)
-            self._pending.items += self._insert("receipt_items", ITEM_COLUMNS, rows.items)
-            self._pending.groups += self._insert("receipt_groups", GROUP_COLUMNS, rows.groups)
-            for (topic, partition), offset in next_offsets(batch).items():
-                self.con.execute(
-                    "INSERT INTO sink_offsets (consumer, topic, kafka_partition, next_offset) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (consumer, topic, kafka_partition) DO UPDATE SET "
-                    "next_offset = greatest(sink_offsets.next_offset, excluded.next_offset)",
-                    [self.consumer, topic, partition, offset],
-                )
+            for table, table_rows in rows.by_table():
+                self._pending.add(table.name, self._insert(table, table_rows))
+            self.con.executemany(
+                OFFSETS_UPSERT.format(p="?"), [[self.group_id, t, p, o] for t, p, o in next_offsets(batch)]
+            )
         except duckdb.Error as exc:
             self.rollback()
-            raise WarehouseError(f"DuckDB write failed: {exc}") from exc
+            raise WarehouseError(f"DuckDB write to {self.path} failed: {exc}") from exc
 
     def flush(self) -> WriteResult:
         result, self._pending = self._pending, WriteResult()
@@ -110,7 +146,7 @@ class DuckDBSink(Sink):
                 self.con.execute("COMMIT")
             except duckdb.Error as exc:
                 self.rollback()
-                raise WarehouseError(f"DuckDB commit failed: {exc}") from exc
+                raise WarehouseError(f"DuckDB commit to {self.path} failed: {exc}") from exc
             finally:
                 self._in_tx = False
         return result
@@ -119,22 +155,19 @@ class DuckDBSink(Sink):
         self._pending = WriteResult()
         if self._in_tx:
             self._in_tx = False
-            # The transaction may already have been aborted by the failed statement.
+            # A failed statement may already have aborted the transaction; ROLLBACK then has nothing to do.
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
-        rows = self.con.execute(
-            "SELECT kafka_partition, next_offset FROM sink_offsets WHERE consumer = ? AND topic = ?",
-            [self.consumer, topic],
-        ).fetchall()
+        rows = self.query(OFFSETS_SELECT.format(p="?"), [self.group_id, topic])
         return {int(p): int(o) for p, o in rows}
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return list(self.con.execute(sql, list(params)).fetchall())
         except duckdb.Error as exc:
-            raise WarehouseError(f"DuckDB query failed: {exc}") from exc
+            raise WarehouseError(f"DuckDB query on {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
         if self._con is not None:

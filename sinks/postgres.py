@@ -1,11 +1,18 @@
-"""PostgreSQL warehouse sink: the server option.
+"""PostgreSQL warehouse sink (psycopg 3): the server option, ``postgresql://user@host:port/db``.
 
-Bulk path: ``COPY`` into temporary staging tables, then ``INSERT ... SELECT ... ON CONFLICT DO
-NOTHING`` into the real tables, in one transaction per batch together with the offset upsert.
+Bulk path: binary ``COPY`` of each table's rows into a session-private TEMP staging table, then
+``INSERT ... SELECT DISTINCT ON (key) ... ON CONFLICT DO NOTHING`` into the real table, all in one
+transaction per batch together with the offset upsert. COPY avoids a round trip or a bound
+statement per row; the staging step is what lets ``ON CONFLICT`` (which COPY lacks) make replays
+harmless. ``DISTINCT ON ... ORDER BY key`` also means concurrent sinks lock keys in the same order.
+
+Migrations run under a transaction-scoped advisory lock, so several sinks starting at once apply
+each migration exactly once.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,71 +20,115 @@ import psycopg
 
 from ..errors import WarehouseError
 from .base import (
-    GROUP_COLUMNS,
-    ITEM_COLUMNS,
-    RECEIPT_COLUMNS,
-    TABLE_KEYS,
+    DEFAULT_GROUP,
+    OFFSETS_SELECT,
+    OFFSETS_UPSERT,
+    SCHEMA_MIGRATIONS_DDL,
+    TABLES,
     Sink,
     SinkRecord,
+    Table,
     WriteResult,
-    migrations,
     next_offsets,
-    split_sql,
+    plan_migrations,
     to_rows,
 )
 
+log = logging.getLogger(__name__)
+
+# Arbitrary but fixed: the advisory lock key every receiptflow sink takes while migrating.
+_MIGRATION_LOCK = 20100501
+
 
 class PostgresSink(Sink):
-    def __init__(self, url: str, consumer: str = "receiptflow-warehouse") -> None:
-        self.url = url
-        self.consumer = consumer
+    """Warehouse tables in PostgreSQL; see the module docstring for the bulk path."""
+
+    def __init__(self, url: str, group_id: str = DEFAULT_GROUP) -> None:
+        self.url = url  # may carry a password (Settings.warehouse_connection_url): never log it
+        self.group_id = group_id
         self._conn: psycopg.Connection[Any] | None = None
+        self._type_oids: dict[str, list[int]] = {}
         self._pending = WriteResult()
+        self._in_tx = False
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None:
-            raise WarehouseError("PostgreSQL sink used before setup()")
+            raise WarehouseError("PostgreSQL sink used before setup() or after close()")
         return self._conn
 
     def setup(self) -> None:
+        if self._conn is not None:
+            return
         try:
-            self._conn = psycopg.connect(self.url, autocommit=False)
-            with self.conn.transaction():
-                # One sink at a time applies migrations.
-                self.conn.execute("SELECT pg_advisory_xact_lock(20100501)")
-                self.conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                    "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                )
-                done = {r[0] for r in self.conn.execute("SELECT version FROM schema_migrations").fetchall()}
-                for version, name, sql in migrations("DOUBLE PRECISION"):
-                    if version in done:
-                        continue
-                    for statement in split_sql(sql):
-                        self.conn.execute(statement)
-                    self.conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
-            self.conn.commit()
+            self._conn = psycopg.connect(self.url, autocommit=False, application_name="receiptflow-sink")
+            self._migrate()
+            self._prepare_staging()
         except psycopg.Error as exc:
+            self.close()
             raise WarehouseError(f"cannot open PostgreSQL warehouse: {exc}") from exc
+        except WarehouseError:
+            self.close()
+            raise
 
-    def _copy_insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> int:
+    def _migrate(self) -> None:
+        conn = self.conn
+        with conn.transaction():
+            # First thing in the transaction: even CREATE TABLE IF NOT EXISTS races with a concurrent one.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            for ddl in SCHEMA_MIGRATIONS_DDL:
+                conn.execute(ddl)
+            rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+            plan = plan_migrations("postgres", {int(v): c for v, c in rows})
+            for m in plan.pending:
+                for statement in m.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (m.version, m.name, m.checksum),
+                )
+                log.info("PostgreSQL warehouse: applied migration %s", m.name)
+            for m in plan.unrecorded:
+                conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s", (m.checksum, m.version))
+        conn.commit()
+
+    def _prepare_staging(self) -> None:
+        conn = self.conn
+        for table in TABLES:
+            # TEMP: private to this session, no WAL, gone when the connection closes.
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table.name} (LIKE {table.name} INCLUDING DEFAULTS)")
+            rows = conn.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table.name,),
+            ).fetchall()
+            oids = {str(name): int(oid) for name, oid in rows}
+            missing = [c for c in table.columns if c not in oids]
+            if missing:
+                raise WarehouseError(
+                    f"table {table.name} lacks columns {missing}: migrations out of step with the code"
+                )
+            # Binary COPY needs the exact column types up front.
+            self._type_oids[table.name] = [oids[c] for c in table.columns]
+        conn.commit()
+
+    def _copy_insert(self, table: Table, rows: list[tuple[Any, ...]]) -> int:
         if not rows:
             return 0
-        stage = f"stage_{table}"
-        cols = ", ".join(columns)
-        self.conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
+        stage = f"stage_{table.name}"
+        cols = ", ".join(table.columns)
+        keys = ", ".join(table.key)
         with self.conn.cursor() as cur:
-            with cur.copy(f"COPY {stage} ({cols}) FROM STDIN") as copy:
+            with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(self._type_oids[table.name])
                 for row in rows:
                     copy.write_row(row)
-            keys = ", ".join(TABLE_KEYS[table])
             cur.execute(
-                f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} ON CONFLICT DO NOTHING"
+                f"INSERT INTO {table.name} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} "
+                f"ORDER BY {keys} ON CONFLICT DO NOTHING"
             )
             inserted = cur.rowcount
+            # Empty the stage for the next write of this transaction (rolled back with it on failure).
             cur.execute(f"TRUNCATE {stage}")
         return max(inserted, 0)
 
@@ -86,15 +137,12 @@ class PostgresSink(Sink):
             return
         rows = to_rows(batch)
         try:
-            self._pending.receipts += self._copy_insert("receipts", RECEIPT_COLUMNS, rows.receipts)
-            self._pending.items += self._copy_insert("receipt_items", ITEM_COLUMNS, rows.items)
-            self._pending.groups += self._copy_insert("receipt_groups", GROUP_COLUMNS, rows.groups)
+            self._in_tx = True  # psycopg opened a transaction with the first statement
+            for table, table_rows in rows.by_table():
+                self._pending.add(table.name, self._copy_insert(table, table_rows))
             with self.conn.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO sink_offsets (consumer, topic, kafka_partition, next_offset) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (consumer, topic, kafka_partition) DO UPDATE SET "
-                    "next_offset = greatest(sink_offsets.next_offset, excluded.next_offset)",
-                    [(self.consumer, t, p, o) for (t, p), o in next_offsets(batch).items()],
+                    OFFSETS_UPSERT.format(p="%s"), [(self.group_id, t, p, o) for t, p, o in next_offsets(batch)]
                 )
         except psycopg.Error as exc:
             self.rollback()
@@ -107,18 +155,21 @@ class PostgresSink(Sink):
         except psycopg.Error as exc:
             self.rollback()
             raise WarehouseError(f"PostgreSQL commit failed: {exc}") from exc
+        finally:
+            self._in_tx = False
         return result
 
     def rollback(self) -> None:
         self._pending = WriteResult()
+        self._in_tx = False
         if self._conn is not None and not self._conn.closed:
-            self._conn.rollback()
+            try:
+                self._conn.rollback()
+            except psycopg.Error as exc:  # a broken connection: nothing left to roll back
+                log.warning("PostgreSQL rollback failed: %s", exc)
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
-        rows = self.query(
-            "SELECT kafka_partition, next_offset FROM sink_offsets WHERE consumer = %s AND topic = %s",
-            (self.consumer, topic),
-        )
+        rows = self.query(OFFSETS_SELECT.format(p="%s"), (self.group_id, topic))
         return {int(p): int(o) for p, o in rows}
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -126,7 +177,9 @@ class PostgresSink(Sink):
             with self.conn.cursor() as cur:
                 cur.execute(sql, params)
                 out = list(cur.fetchall())
-            self.conn.commit()
+            if not self._in_tx:
+                # End the read-only transaction: an idle session must not hold a snapshot open.
+                self.conn.commit()
             return out
         except psycopg.Error as exc:
             self.rollback()

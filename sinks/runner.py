@@ -2,14 +2,18 @@
 
 A confluent-kafka consumer (read-committed, no auto-commit) reads ``purchases.customer`` in batches
 of up to ``batch_size`` records or ``batch_timeout`` seconds. Each batch is decoded, written and
-flushed (rows and offsets in one warehouse transaction). On every partition assignment the
-consumer is positioned at the offsets the warehouse committed, so a crash at any point neither
-loses nor duplicates a row. Offsets are also committed to Kafka afterwards, asynchronously, for lag
-monitoring only: the warehouse's copy is the truth.
+flushed — rows and next offsets in one warehouse transaction. On every partition assignment the
+consumer is positioned at the offsets the warehouse committed (the beginning of a partition the
+warehouse has never seen), so a crash at any point neither loses nor duplicates a row, whatever
+Kafka's own committed offsets say. Offsets are also committed to Kafka afterwards, asynchronously,
+for lag monitoring only (``kafka-consumer-groups --describe`` keeps working): the warehouse's copy
+is the truth.
 
-A record that does not decode as a purchase stops the sink with :class:`WarehouseError`: this topic
-is written only by the processor through the codec, so such a record is a bug to look at, not
-input to skip (the processor's dead-letter topic is where bad input goes).
+A record that does not decode as a purchase stops the sink with :class:`WarehouseError`, after the
+good records before it in the batch are written: the stored offset then points exactly at the bad
+record, and the error log names its topic, partition and offset. This topic is written only by the
+processor through the codec, so such a record is a bug to look at, not input to skip; skipping it
+would silently lose a receipt (bad *input* goes to the processor's dead-letter topic instead).
 """
 
 from __future__ import annotations
@@ -17,44 +21,69 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from ..codec import Codec
 from ..config import Settings
-from ..errors import ConfigError, DecodeError, WarehouseError
+from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
 from ..models import Purchase
 from ..topics import TopicNames
-from .base import Sink, SinkRecord
+from .base import DEFAULT_GROUP, Sink, SinkRecord, WriteResult
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 
 log = logging.getLogger(__name__)
 
+STAGE = "warehouse"  # label value of the shared batch/duplicate metrics
 
-def open_sink(settings: Settings, consumer: str = "receiptflow-warehouse") -> Sink:
-    """The sink for ``RECEIPTFLOW_WAREHOUSE_URL`` (set up and ready to write)."""
+
+def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP) -> Sink:
+    """The sink for ``settings.resolved_warehouse_url``, set up (connected, migrated) and ready to write.
+
+    ``duckdb:///abs/path.duckdb`` → :class:`DuckDBSink`; ``postgresql://`` or ``postgres://`` →
+    :class:`PostgresSink` (with ``warehouse_password`` applied). Anything else is a :class:`ConfigError`.
+    """
     url = settings.warehouse_connection_url()
+    scheme = settings.resolved_warehouse_url.split(":", 1)[0]
     sink: Sink
-    if url.startswith("duckdb:///"):
-        sink = DuckDBSink(Path(url.removeprefix("duckdb:///")), consumer)
-    elif url.startswith(("postgresql://", "postgres://")):
-        sink = PostgresSink(url, consumer)
+    if scheme == "duckdb":
+        sink = DuckDBSink(duckdb_path(url), group_id)
+    elif scheme in ("postgresql", "postgres"):
+        sink = PostgresSink(url, group_id)
     else:
-        raise ConfigError(f"unsupported warehouse URL scheme: {settings.resolved_warehouse_url.split(':', 1)[0]}")
+        raise ConfigError(
+            f"unsupported warehouse URL scheme {scheme!r}: use duckdb:///abs/path.duckdb or postgresql://user@host/db"
+        )
     sink.setup()
     return sink
 
 
+def duckdb_path(url: str) -> Path:
+    """``duckdb:///abs/path.duckdb`` → ``/abs/path.duckdb``.
+
+    The path after ``duckdb://`` is always absolute; extra leading slashes are tolerated because
+    ``Settings.resolved_warehouse_url`` writes ``duckdb:///`` + an absolute path (four slashes).
+    """
+    if not url.startswith("duckdb:///") or not url.removeprefix("duckdb:///").strip("/"):
+        raise ConfigError(f"a DuckDB warehouse URL is duckdb:///abs/path.duckdb, got {url!r}")
+    return Path("/" + url.removeprefix("duckdb:///").lstrip("/"))
+
+
 @dataclass
 class SinkStats:
+    """What one ``run_sink`` call did."""
+
     batches: int = 0
-    records: int = 0
-    receipts_inserted: int = 0
+    records: int = 0  # records read and written (redeliveries included)
+    receipts_inserted: int = 0  # new receipts; records - receipts_inserted were already there
+    items_inserted: int = 0
+    groups_inserted: int = 0
 
 
 def run_sink(
@@ -62,96 +91,176 @@ def run_sink(
     sink: Sink,
     *,
     topic: str | None = None,
+    group_id: str | None = None,
     batch_size: int = 1000,
     batch_timeout: float = 1.0,
     stop: threading.Event | None = None,
     idle_exit_after: float | None = None,
     metrics: Metrics | None = None,
 ) -> SinkStats:
-    """Consume until ``stop`` is set (or ``idle_exit_after`` seconds without records)."""
+    """Consume ``topic`` (default: ``purchases.customer``) into ``sink`` until ``stop`` is set.
+
+    ``group_id`` is the Kafka consumer group, which is also the key of the offsets stored in the
+    warehouse; it defaults to ``sink.group_id`` (``receiptflow-warehouse`` unless the sink was opened
+    with another) and must equal it, since the sink stores offsets under its own name.
+    ``idle_exit_after``: also return after that many seconds without a record, counted from the
+    latest partition assignment (joining the group is not idleness). The caller owns ``sink`` and
+    closes it. Raises :class:`WarehouseError` on a warehouse failure or an undecodable record and
+    :class:`BrokerError` on a Kafka failure; what was flushed before stays, and a restart resumes
+    right after it.
+    """
+    if group_id is not None and group_id != sink.group_id:
+        raise ConfigError(
+            f"run_sink(group_id={group_id!r}) but the sink stores offsets as {sink.group_id!r}: "
+            "open the sink with the same group id"
+        )
+    group = sink.group_id
     topic = topic or TopicNames(settings.topic_prefix).purchases_customer
     metrics = metrics or Metrics()
+    stop = stop or threading.Event()
     codec = Codec()
     stats = SinkStats()
-    stop = stop or threading.Event()
 
-    assigned_at: list[float] = []
-
-    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        assigned_at.append(time.monotonic())
-        stored = sink.committed_offsets(topic)
-        for tp in partitions:
-            tp.offset = stored.get(tp.partition, OFFSET_BEGINNING)
-        consumer.assign(partitions)
-
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": sink.consumer,
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "client.id": "receiptflow-warehouse-sink",
-            }
-        )
+    conf = settings.kafka_config(
+        **{
+            "group.id": group,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",  # never write rows of an aborted producer transaction
+            "auto.offset.reset": "earliest",
+            "client.id": f"receiptflow-sink-{group}",
+        }
     )
-    consumer.subscribe([topic], on_assign=on_assign)
+    assigned_at: list[float] = []
+    try:
+        consumer = Consumer(conf)
+    except KafkaException as exc:  # e.g. an invalid librdkafka property in kafka_extra
+        raise BrokerError(f"cannot create the sink consumer: {exc}") from exc
     idle_since = time.monotonic()
     try:
+        consumer.subscribe([topic], on_assign=_on_assign(sink, assigned_at, incremental=_is_incremental(conf)))
         while not stop.is_set():
             messages = consumer.consume(batch_size, timeout=batch_timeout)
-            batch: list[SinkRecord] = []
-            for m in messages:
-                err = m.error()
-                if err is not None:
-                    if err.retriable() or not err.fatal():
-                        log.warning("consumer: %s", err)
-                        continue
-                    raise WarehouseError(f"consumer failed: {err}")
-                try:
-                    value = codec.decode(m.value(), expect="purchase").value
-                except DecodeError as exc:
-                    raise WarehouseError(
-                        f"undecodable record at {m.topic()}[{m.partition()}]@{m.offset()}: {exc}"
-                    ) from exc
-                batch.append(SinkRecord(Purchase.from_avro(value), topic, m.partition() or 0, m.offset() or 0))
-            if not batch:
-                # Idle time counts from the (latest) assignment: joining the group is not idleness.
-                start = max(idle_since, assigned_at[-1]) if assigned_at else None
-                if idle_exit_after is not None and start is not None and time.monotonic() - start >= idle_exit_after:
+            batch, bad = _decode(codec, messages)
+            if batch:
+                idle_since = time.monotonic()
+                _write(sink, batch, topic, metrics, stats)
+                _commit_for_lag(consumer, batch)
+                _report_lag(consumer, group, topic, metrics)
+            if bad is not None:
+                raise bad
+            if not batch and idle_exit_after is not None and assigned_at:
+                start = max(idle_since, assigned_at[-1])
+                if time.monotonic() - start >= idle_exit_after:
+                    log.info("sink idle for %.1fs, exiting: %s", idle_exit_after, stats)
                     break
-                continue
-            idle_since = time.monotonic()
-            started = time.perf_counter()
-            sink.write(batch)
-            result = sink.flush()
-            stats.batches += 1
-            stats.records += len(batch)
-            stats.receipts_inserted += result.receipts
-            metrics.consumed_total.labels(topic).inc(len(batch))
-            metrics.warehouse_rows_total.labels("receipts").inc(result.receipts)
-            metrics.warehouse_rows_total.labels("receipt_items").inc(result.items)
-            metrics.warehouse_rows_total.labels("receipt_groups").inc(result.groups)
-            duplicates = len(batch) - result.receipts
-            if duplicates:
-                metrics.duplicates_total.labels("warehouse").inc(duplicates)
-            metrics.batch_size.labels("warehouse").observe(len(batch))
-            metrics.batch_seconds.labels("warehouse").observe(time.perf_counter() - started)
-            _commit_for_lag(consumer, messages)
     except KafkaException as exc:
-        raise WarehouseError(f"sink consumer failed: {exc}") from exc
+        raise BrokerError(f"sink consumer failed: {exc}") from exc
     finally:
         consumer.close()
     return stats
 
 
-def _commit_for_lag(consumer: Consumer, messages: list[Any]) -> None:
-    last: dict[tuple[str, int], int] = {}
+def _is_incremental(conf: dict[str, Any]) -> bool:
+    """Whether assignments arrive incrementally (cooperative assignor or the KIP-848 protocol)."""
+    strategy = str(conf.get("partition.assignment.strategy", ""))
+    return "cooperative" in strategy or str(conf.get("group.protocol", "")).lower() == "consumer"
+
+
+def _on_assign(
+    sink: Sink, assigned_at: list[float], *, incremental: bool
+) -> Callable[[Consumer, list[TopicPartition]], None]:
+    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned_at.append(time.monotonic())
+        stored: dict[str, dict[int, int]] = {}
+        for tp in partitions:
+            if tp.topic not in stored:
+                stored[tp.topic] = sink.committed_offsets(tp.topic)
+            tp.offset = stored[tp.topic].get(tp.partition, OFFSET_BEGINNING)
+        log.info(
+            "sink assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{_fmt_offset(tp.offset)}" for tp in partitions)
+        )
+        # Assigning here (rather than leaving it to the client) is what makes the positions stick.
+        if incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+    return on_assign
+
+
+def _fmt_offset(offset: int) -> str:
+    return "beginning" if offset == OFFSET_BEGINNING else str(offset)
+
+
+def _decode(codec: Codec, messages: list[Message]) -> tuple[list[SinkRecord], WarehouseError | None]:
+    """The batch's purchases up to the first undecodable record, and the error for that record, if any."""
+    batch: list[SinkRecord] = []
     for m in messages:
-        if m.error() is None:
-            last[(m.topic(), m.partition())] = m.offset() + 1
-    if last:
+        err = m.error()
+        if err is not None:
+            if err.fatal():
+                raise BrokerError(f"sink consumer failed: {err}")
+            # Transient broker/network conditions, reported as events; librdkafka retries by itself.
+            log.warning("sink consumer: %s", err)
+            continue
+        where = f"{m.topic()}[{m.partition()}]@{m.offset()}"
         try:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in last.items()], asynchronous=True)
-        except KafkaException as exc:  # lag reporting only; the warehouse holds the real offsets
-            log.debug("offset commit for lag failed: %s", exc)
+            value = codec.decode(m.value(), expect="purchase").value
+            purchase = Purchase.from_avro(value)
+        except (ValidationError, KeyError, ValueError, TypeError) as exc:
+            log.error("undecodable record on the warehouse topic at %s, stopping the sink: %s", where, exc)
+            error = WarehouseError(
+                f"undecodable record at {where}: {exc}; the records before it are stored, "
+                "the sink resumes at this offset once the cause is fixed"
+            )
+            error.__cause__ = exc
+            return batch, error
+        batch.append(SinkRecord(purchase, str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)))
+    return batch, None
+
+
+def _write(sink: Sink, batch: list[SinkRecord], topic: str, metrics: Metrics, stats: SinkStats) -> None:
+    started = time.perf_counter()
+    sink.write(batch)
+    result: WriteResult = sink.flush()
+    stats.batches += 1
+    stats.records += len(batch)
+    stats.receipts_inserted += result.receipts
+    stats.items_inserted += result.items
+    stats.groups_inserted += result.groups
+    metrics.consumed_total.labels(topic).inc(len(batch))
+    metrics.warehouse_rows_total.labels("receipts").inc(result.receipts)
+    metrics.warehouse_rows_total.labels("receipt_items").inc(result.items)
+    metrics.warehouse_rows_total.labels("receipt_groups").inc(result.groups)
+    duplicates = len(batch) - result.receipts
+    if duplicates:
+        metrics.duplicates_total.labels(STAGE).inc(duplicates)
+    metrics.batch_size.labels(STAGE).observe(len(batch))
+    metrics.batch_seconds.labels(STAGE).observe(time.perf_counter() - started)
+
+
+def _commit_for_lag(consumer: Consumer, batch: list[SinkRecord]) -> None:
+    """Mirror the stored positions to Kafka so standard lag tools see the sink (not used to resume)."""
+    last: dict[tuple[str, int], int] = {}
+    for r in batch:
+        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), 0), r.offset + 1)
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in last.items()], asynchronous=True)
+    except KafkaException as exc:
+        log.debug("offset commit for lag reporting failed: %s", exc)
+
+
+def _report_lag(consumer: Consumer, group: str, topic: str, metrics: Metrics) -> None:
+    """Records behind the log end over the assigned partitions, from the last fetch (no broker call)."""
+    lag = 0
+    try:
+        for tp in consumer.position(consumer.assignment()):
+            if tp.offset < 0:
+                continue
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                lag += max(high - tp.offset, 0)
+    except KafkaException as exc:
+        log.debug("lag not available: %s", exc)
+        return
+    metrics.consumer_lag.labels(group, topic).set(lag)

@@ -1,94 +1,266 @@
-"""Warehouse sink against the real broker, real DuckDB and the real PostgreSQL server.
+"""The warehouse sink end to end: a real broker, a real DuckDB file and a real PostgreSQL server.
 
-Purchases are produced to a fresh topic; the sink consumes them into each warehouse; counts and
-sums per chain must equal what was sent, and running the sink again (a replay from the stored
-offsets, and one from the beginning with a new consumer name) changes nothing.
+Purchases are produced (encoded with the codec) to a fresh topic; ``run_sink`` consumes them into
+each warehouse. Counts and per-chain sums must equal what was committed to Kafka — an aborted
+producer transaction must not show up — and running the sink again, after a crash, or replaying the
+whole topic under another consumer group must change nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
-from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import PostgresSink, open_sink, run_sink, warehouse_counts
-from receiptflow.topics import create_topics
+from receiptflow.errors import WarehouseError
+from receiptflow.metrics import Metrics
+from receiptflow.models import Purchase
+from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkRecord, WriteResult, open_sink, run_sink, warehouse_counts
+from receiptflow.topics import TopicNames, create_topics
 
-N = 1500
+from ..unit.sinks.test_contract import expected_counts, purchases, table_count
+
+MakeSettings = Callable[..., Settings]
 
 
-def _produce(settings: Settings, n: int) -> dict[str, tuple[int, int]]:
-    sim = Simulator(21, stores=30, customers=120)
-    policy = load_policy()
-    codec = Codec()
-    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
-    now = datetime.now(UTC)
-    failures: list[Any] = []
-    for c in sim.stream(n, datetime(2026, 11, 1, tzinfo=UTC), rate=0.5):
-        p = process(c, policy, None, now).customer
-        producer.produce(
-            settings.topic_prefix + "purchases.customer",
-            key=(p.card_id or p.store_id).encode(),
-            value=codec.encode("purchase", p.to_avro()),
-            on_delivery=lambda err, _m: failures.append(err) if err else None,
-        )
-        producer.poll(0)
-    assert producer.flush(30) == 0 and failures == []
-    return {chain: (v[0], v[1]) for chain, v in sim.truth.per_chain.items()}
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server; its URL."""
+    name = f"rf_sink_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(postgres_url)
+    yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
-def warehouse_settings(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], tmp_path: Path
-) -> Settings:
-    if request.param == "duckdb":
-        return make_settings(warehouse_url=f"duckdb:///{tmp_path / 'dw.duckdb'}")
-    url = request.getfixturevalue("postgres_url")
-    settings = make_settings(warehouse_url=url)
-    sink = PostgresSink(url)
-    sink.setup()
-    # The session's PostgreSQL is shared: start every test from empty tables.
-    sink.conn.execute("TRUNCATE receipts, receipt_items, receipt_groups, sink_offsets")
-    sink.conn.commit()
-    sink.close()
-    return settings
+def settings(request: pytest.FixtureRequest, make_settings: MakeSettings, tmp_path: Path) -> Settings:
+    """Settings on the session broker (fresh topic prefix) with an empty warehouse of each kind."""
+    duckdb_url = f"duckdb:///{tmp_path / 'dw.duckdb'}"
+    url = duckdb_url if request.param == "duckdb" else request.getfixturevalue("pg_database")
+    s = make_settings(warehouse_url=url)
+    create_topics(s)
+    return s
 
 
-def test_sink_matches_what_was_sent_and_replays_change_nothing(warehouse_settings: Settings) -> None:
-    create_topics(warehouse_settings)
-    truth = _produce(warehouse_settings, N)
+@pytest.fixture
+def duckdb_settings(make_settings: MakeSettings, tmp_path: Path) -> Settings:
+    """For runner behaviour that does not depend on the warehouse kind."""
+    s = make_settings(warehouse_url=f"duckdb:///{tmp_path / 'dw.duckdb'}")
+    create_topics(s)
+    return s
 
-    sink = open_sink(warehouse_settings)
-    stats = run_sink(warehouse_settings, sink, batch_size=500, idle_exit_after=3)
-    counts = warehouse_counts(sink)
-    assert stats.records == N
-    assert counts["receipts"] == N
-    assert {c: (v["receipts"], v["total_cents"]) for c, v in counts["per_chain"].items()} == truth
-    items = sink.query("SELECT count(*) FROM receipt_items")[0][0]
-    groups = sink.query("SELECT count(*) FROM receipt_groups")[0][0]
-    assert items > 0 and groups > 0
-    sink.close()
 
-    # Restart: resumes from the warehouse's offsets, nothing new to read.
-    sink = open_sink(warehouse_settings)
-    again = run_sink(warehouse_settings, sink, idle_exit_after=2)
-    assert again.records == 0
-    sink.close()
+def _topic(settings: Settings) -> str:
+    return TopicNames(settings.topic_prefix).purchases_customer
 
-    # A full replay under another consumer name re-reads everything and inserts nothing.
-    sink = open_sink(warehouse_settings, consumer="replay-test")
-    replay = run_sink(warehouse_settings, sink, idle_exit_after=3)
-    assert replay.records == N and replay.receipts_inserted == 0
-    after = warehouse_counts(sink)
-    assert after == counts
-    assert sink.query("SELECT count(*) FROM receipt_items")[0][0] == items
-    sink.close()
+
+def _produce(settings: Settings, ps: Sequence[Purchase], *, abort: bool = False) -> None:
+    """Send ``ps`` in one producer transaction, committed (or aborted) as a whole."""
+    codec = Codec()
+    producer = Producer(settings.kafka_config(**{"transactional.id": f"sink-test-{uuid.uuid4().hex}"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for p in ps:
+        producer.produce(
+            _topic(settings), key=(p.card_id or p.store_id).encode(), value=codec.encode("purchase", p.to_avro())
+        )
+        producer.poll(0)
+    if abort:
+        producer.flush(30)
+        producer.abort_transaction(30)
+    else:
+        producer.commit_transaction(30)
+
+
+def _produce_raw(settings: Settings, values: Sequence[bytes], partition: int = 0) -> None:
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
+    for v in values:
+        producer.produce(_topic(settings), value=v, partition=partition)
+    assert producer.flush(30) == 0
+
+
+def _sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def _kafka_committed(settings: Settings, group: str, partitions: int = 3) -> dict[int, int]:
+    c = Consumer(settings.kafka_config(**{"group.id": group}))
+    try:
+        tps = c.committed([TopicPartition(_topic(settings), p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+    finally:
+        c.close()
+
+
+def test_sink_stores_what_was_committed_and_replays_change_nothing(settings: Settings) -> None:
+    sent = purchases(1500, seed=21)
+    _produce(settings, sent[:1000])
+    _produce(settings, purchases(200, seed=99), abort=True)  # must never reach the warehouse
+    _produce(settings, sent[1000:])
+    records = [SinkRecord(p, _topic(settings), 0, 0) for p in sent]
+    want = expected_counts(records)
+
+    metrics = Metrics()
+    with open_sink(settings) as sink:
+        stats = run_sink(settings, sink, batch_size=500, idle_exit_after=3, metrics=metrics)
+        assert stats.records == 1500 and stats.receipts_inserted == 1500
+        counts = warehouse_counts(sink)
+        assert counts == want
+        items, groups = table_count(sink, "receipt_items"), table_count(sink, "receipt_groups")
+        assert (stats.items_inserted, stats.groups_inserted) == (items, groups)
+        assert items > 0 and groups > 0
+        stored = sink.committed_offsets(_topic(settings))
+    assert _sample(metrics, "receiptflow_warehouse_rows_total", table="receipts") == 1500
+    assert _sample(metrics, "receiptflow_consumed_total", topic=_topic(settings)) == 1500
+    # The copy of the positions in Kafka (for lag tools) matches the warehouse's.
+    assert _kafka_committed(settings, DEFAULT_GROUP) == stored
+
+    # Restart: resumes from the warehouse's offsets; nothing new to read.
+    with open_sink(settings) as sink:
+        again = run_sink(settings, sink, idle_exit_after=2)
+        assert again.records == 0
+        assert warehouse_counts(sink) == counts
+
+    # A full replay under another consumer group re-reads everything and inserts nothing.
+    metrics = Metrics()
+    with open_sink(settings, group_id="replay-test") as sink:
+        replay = run_sink(settings, sink, idle_exit_after=3, metrics=metrics)
+        assert replay.records == 1500 and replay.receipts_inserted == 0
+        assert (replay.items_inserted, replay.groups_inserted) == (0, 0)
+        assert warehouse_counts(sink) == counts
+        assert (table_count(sink, "receipt_items"), table_count(sink, "receipt_groups")) == (items, groups)
+        assert sink.committed_offsets(_topic(settings)) == stored
+    assert _sample(metrics, "receiptflow_duplicates_total", stage="warehouse") == 1500
+
+
+class CrashingSink(Sink):
+    """Delegates to a real sink and dies at the n-th flush, before or after the warehouse commit."""
+
+    def __init__(self, inner: Sink, crash_at_flush: int, after_commit: bool) -> None:
+        self.inner = inner
+        self.group_id = inner.group_id
+        self.crash_at_flush = crash_at_flush
+        self.after_commit = after_commit
+        self.flushes = 0
+        self.inserted = 0
+
+    def setup(self) -> None:
+        self.inner.setup()
+
+    def write(self, batch: Sequence[SinkRecord]) -> None:
+        self.inner.write(batch)
+
+    def flush(self) -> WriteResult:
+        self.flushes += 1
+        if self.flushes == self.crash_at_flush and not self.after_commit:
+            self.inner.rollback()
+            raise WarehouseError("simulated crash before the warehouse commit")
+        result = self.inner.flush()
+        self.inserted += result.receipts
+        if self.flushes == self.crash_at_flush:
+            raise WarehouseError("simulated crash after the warehouse commit, before the Kafka commit")
+        return result
+
+    def rollback(self) -> None:
+        self.inner.rollback()
+
+    def committed_offsets(self, topic: str) -> dict[int, int]:
+        return self.inner.committed_offsets(topic)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.inner.query(sql, params)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("after_commit", [False, True], ids=["before-commit", "after-commit"])
+def test_a_crash_between_batches_loses_and_duplicates_nothing(settings: Settings, after_commit: bool) -> None:
+    sent = purchases(900, seed=7)
+    _produce(settings, sent)
+    want = expected_counts([SinkRecord(p, "", 0, 0) for p in sent])
+
+    crashing = CrashingSink(open_sink(settings), crash_at_flush=3, after_commit=after_commit)
+    with pytest.raises(WarehouseError, match="simulated crash"):
+        run_sink(settings, crashing, batch_size=100, idle_exit_after=3)
+    kept = warehouse_counts(crashing)["receipts"]
+    assert kept == crashing.inserted and 0 < kept < 900
+    crashing.close()
+
+    with open_sink(settings) as sink:
+        resumed = run_sink(settings, sink, batch_size=100, idle_exit_after=3)
+        # Exactly the records the warehouse did not have are read again: none lost, none re-read.
+        assert resumed.records == 900 - kept
+        assert resumed.receipts_inserted == 900 - kept
+        assert warehouse_counts(sink) == want
+
+
+def test_an_undecodable_record_stops_the_sink_at_its_offset(duckdb_settings: Settings) -> None:
+    settings = duckdb_settings
+    codec = Codec()
+    good = [codec.encode("purchase", p.to_avro()) for p in purchases(10, seed=3)]
+    _produce_raw(settings, [*good[:5], b"\x00\x00\x00\x00\x63not avro at all", *good[5:]], partition=1)
+    topic = _topic(settings)
+
+    for _ in range(2):  # and again after a restart: the sink neither skips nor loses anything
+        with open_sink(settings) as sink:
+            with pytest.raises(WarehouseError, match=rf"undecodable record at {topic}\[1\]@5"):
+                run_sink(settings, sink, idle_exit_after=3)
+            assert warehouse_counts(sink)["receipts"] == 5
+            assert sink.committed_offsets(topic) == {1: 5}
+
+
+def test_kafka_committed_offsets_are_not_used_to_resume(duckdb_settings: Settings) -> None:
+    settings = duckdb_settings
+    sent = purchases(60, seed=11)
+    _produce(settings, sent)
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    # Someone moved the group's Kafka offsets to the end; the warehouse has nothing yet.
+    c = Consumer(settings.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
+    ends = []
+    for p in range(3):
+        _low, high = c.get_watermark_offsets(TopicPartition(_topic(settings), p), timeout=10)
+        ends.append(TopicPartition(_topic(settings), p, high))
+    c.commit(offsets=ends, asynchronous=False)
+    c.close()
+
+    with open_sink(settings, group_id=group) as sink:
+        stats = run_sink(settings, sink, group_id=group, idle_exit_after=3)
+        assert stats.records == 60
+        assert warehouse_counts(sink)["receipts"] == 60
+
+
+def test_stop_event_ends_the_loop(duckdb_settings: Settings) -> None:
+    settings = duckdb_settings
+    _produce(settings, purchases(20, seed=13))
+    stop = threading.Event()
+    metrics = Metrics()
+    result: list[Any] = []
+    with open_sink(settings) as sink:
+        t = threading.Thread(
+            target=lambda: result.append(run_sink(settings, sink, stop=stop, batch_timeout=0.2, metrics=metrics))
+        )
+        t.start()
+        # Watch the metrics, not the sink: the loop thread owns the warehouse connection.
+        deadline = time.monotonic() + 60
+        while _sample(metrics, "receiptflow_warehouse_rows_total", table="receipts") < 20:
+            assert time.monotonic() < deadline and t.is_alive()
+            time.sleep(0.1)
+        stop.set()
+        t.join(30)
+        assert not t.is_alive()
+        assert result and result[0].records == 20
+        assert warehouse_counts(sink)["receipts"] == 20

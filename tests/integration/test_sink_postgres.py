@@ -1,0 +1,125 @@
+"""The PostgreSQL sink against a real server: the shared sink contract plus PostgreSQL specifics.
+
+Every test gets a database of its own on the session's server (created and dropped here), so each
+starts from an empty warehouse and the migrations run from scratch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from receiptflow.sinks import DEFAULT_GROUP, PostgresSink, Sink, WriteResult, warehouse_counts
+from receiptflow.sinks.base import migrations
+
+from ..unit.sinks.test_contract import TOPIC, OpenSink, SinkContract, records
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server; its URL."""
+    name = f"rf_sink_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(postgres_url)
+    yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class TestPostgresSink(SinkContract):
+    @pytest.fixture
+    def open_sink(self, pg_database: str) -> Iterator[OpenSink]:
+        opened: list[Sink] = []
+
+        def make(group_id: str = DEFAULT_GROUP) -> Sink:
+            sink = PostgresSink(pg_database, group_id)
+            sink.setup()
+            opened.append(sink)
+            return sink
+
+        yield make
+        for s in opened:
+            s.close()
+
+    def execute(self, sink: Sink, sql: str) -> None:
+        assert isinstance(sink, PostgresSink)
+        sink.conn.execute(sql)
+        sink.conn.commit()
+
+
+def test_concurrent_setups_apply_each_migration_once(pg_database: str) -> None:
+    errors: list[BaseException] = []
+    sinks = [PostgresSink(pg_database) for _ in range(4)]
+
+    def start(s: PostgresSink) -> None:
+        try:
+            s.setup()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in sinks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert errors == []
+        rows = sinks[0].query("SELECT version FROM schema_migrations ORDER BY version")
+        assert rows == [(m.version,) for m in migrations("postgres")]
+    finally:
+        for s in sinks:
+            s.close()
+
+
+def test_two_sinks_writing_the_same_records_store_them_once(pg_database: str) -> None:
+    # A zombie and its successor after a rebalance: both write the same partition's records at once.
+    recs = records(400, partitions=1)
+    a, b = PostgresSink(pg_database), PostgresSink(pg_database)
+    a.setup()
+    b.setup()
+    b_result: list[WriteResult] = []
+    b_errors: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            b.write(recs[100:])  # waits for a's uncommitted keys, then skips them
+            b_result.append(b.flush())
+        except BaseException as exc:
+            b_errors.append(exc)
+
+    try:
+        a.write(recs[:300])
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        ra = a.flush()
+        t.join(60)
+        assert not t.is_alive() and b_errors == []
+        assert ra.receipts + b_result[0].receipts == 400
+        assert warehouse_counts(a)["receipts"] == 400
+        assert a.committed_offsets(TOPIC) == {0: 400}
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_read_does_not_leave_the_session_idle_in_transaction(pg_database: str) -> None:
+    sink = PostgresSink(pg_database)
+    sink.setup()
+    try:
+        sink.committed_offsets(TOPIC)
+        with psycopg.connect(pg_database, autocommit=True) as other:
+            states = other.execute(
+                "SELECT state FROM pg_stat_activity "
+                "WHERE application_name = 'receiptflow-sink' AND datname = current_database()"
+            ).fetchall()
+        assert states == [("idle",)]
+    finally:
+        sink.close()

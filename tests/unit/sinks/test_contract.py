@@ -1,0 +1,258 @@
+"""The behaviour every warehouse sink must have, written once and run against each implementation.
+
+:class:`SinkContract` is not collected here (no ``Test`` prefix); ``test_duckdb.py`` runs it
+on a DuckDB file and ``tests/integration/test_sink_postgres.py`` on a real PostgreSQL server. A
+subclass provides the ``open_sink`` fixture: a callable that opens (and sets up) a new sink on the
+same warehouse each time it is called, so reopening is part of what is tested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from receiptflow.errors import WarehouseError
+from receiptflow.models import Granularity, Purchase
+from receiptflow.processors.core import process
+from receiptflow.processors.policy import load_policy
+from receiptflow.producers.simulator import Simulator
+from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkRecord, to_rows, warehouse_counts
+from receiptflow.sinks.base import migrations
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+TOPIC = "purchases.customer"
+
+OpenSink = Callable[..., Sink]
+
+
+def purchases(n: int, seed: int = 5) -> list[Purchase]:
+    """``n`` valid purchases of every chain and granularity, as the processor emits them."""
+    sim = Simulator(seed, stores=30, customers=50)
+    policy = load_policy()
+    return [process(c, policy, None, NOW).customer for c in sim.stream(n, datetime(2026, 11, 20, tzinfo=UTC), rate=1)]
+
+
+def records(n: int, seed: int = 5, topic: str = TOPIC, partitions: int = 3) -> list[SinkRecord]:
+    """Purchases spread round-robin over ``partitions`` with consecutive offsets per partition."""
+    return [SinkRecord(p, topic, i % partitions, i // partitions) for i, p in enumerate(purchases(n, seed))]
+
+
+def expected_counts(recs: Sequence[SinkRecord]) -> dict[str, Any]:
+    unique = {r.purchase.receipt_id: r.purchase for r in recs}.values()
+    n: Counter[str] = Counter()
+    cents: Counter[str] = Counter()
+    for p in unique:
+        n[p.chain] += 1
+        cents[p.chain] += p.total_cents
+    return {
+        "receipts": len(unique),
+        "total_cents": sum(cents.values()),
+        "per_chain": {c: {"receipts": n[c], "total_cents": cents[c]} for c in sorted(n)},
+    }
+
+
+def table_count(sink: Sink, table: str) -> int:
+    return int(sink.query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+class SinkContract:
+    """Write/flush/offsets/migrations behaviour shared by every sink."""
+
+    @pytest.fixture
+    def open_sink(self) -> OpenSink:  # pragma: no cover - overridden by every subclass
+        raise NotImplementedError
+
+    def test_write_twice_inserts_once(self, open_sink: OpenSink) -> None:
+        recs = records(300)
+        rows = to_rows(recs)
+        sink = open_sink()
+        sink.write(recs)
+        first = sink.flush()
+        assert (first.receipts, first.items, first.groups) == (300, len(rows.items), len(rows.groups))
+        assert rows.items and rows.groups, "the sample must exercise both detail tables"
+        sink.write(recs)
+        again = sink.flush()
+        assert (again.receipts, again.items, again.groups) == (0, 0, 0)
+        assert warehouse_counts(sink) == expected_counts(recs)
+        assert table_count(sink, "receipt_items") == len(rows.items)
+        assert table_count(sink, "receipt_groups") == len(rows.groups)
+
+    def test_duplicates_inside_one_batch(self, open_sink: OpenSink) -> None:
+        recs = records(40)
+        sink = open_sink()
+        # A redelivery inside the batch (the same receipt at a later offset).
+        redelivered = [dataclasses.replace(r, offset=r.offset + 1000) for r in recs[:10]]
+        sink.write(recs + redelivered)
+        assert sink.flush().receipts == 40
+        assert warehouse_counts(sink)["receipts"] == 40
+
+    def test_offsets_round_trip_per_group_and_topic(self, open_sink: OpenSink) -> None:
+        sink = open_sink()
+        sink.write(records(300))
+        sink.flush()
+        assert sink.committed_offsets(TOPIC) == {0: 100, 1: 100, 2: 100}
+        assert sink.committed_offsets("other.topic") == {}
+        assert open_sink(group_id="someone-else").committed_offsets(TOPIC) == {}
+        assert open_sink().committed_offsets(TOPIC) == {0: 100, 1: 100, 2: 100}
+
+    def test_offsets_never_move_backwards(self, open_sink: OpenSink) -> None:
+        recs = records(60, partitions=1)
+        sink = open_sink()
+        sink.write(recs[30:])
+        sink.flush()
+        sink.write(recs[:30])  # a zombie finishing an old batch after a rebalance
+        sink.flush()
+        assert sink.committed_offsets(TOPIC) == {0: 60}
+        assert warehouse_counts(sink)["receipts"] == 60
+
+    def test_several_writes_commit_in_one_flush(self, open_sink: OpenSink) -> None:
+        recs = records(90)
+        sink = open_sink()
+        sink.write(recs[:45])
+        sink.write(recs[45:])
+        result = sink.flush()
+        assert result.receipts == 90
+        assert warehouse_counts(sink) == expected_counts(recs)
+        assert sink.committed_offsets(TOPIC) == {0: 30, 1: 30, 2: 30}
+
+    def test_rollback_drops_rows_and_offsets_together(self, open_sink: OpenSink) -> None:
+        recs = records(50, partitions=1)
+        sink = open_sink()
+        sink.write(recs[:20])
+        sink.flush()
+        sink.write(recs[20:])
+        sink.rollback()
+        assert warehouse_counts(sink)["receipts"] == 20
+        assert sink.committed_offsets(TOPIC) == {0: 20}
+        # Nothing pending survives into the next flush.
+        assert sink.flush().receipts == 0
+        assert open_sink().committed_offsets(TOPIC) == {0: 20}
+
+    def test_close_without_flush_keeps_nothing(self, open_sink: OpenSink) -> None:
+        recs = records(30, partitions=1)
+        sink = open_sink()
+        sink.write(recs)
+        sink.close()
+        again = open_sink()
+        assert warehouse_counts(again)["receipts"] == 0
+        assert again.committed_offsets(TOPIC) == {}
+
+    def test_failed_write_rolls_back_and_the_sink_stays_usable(self, open_sink: OpenSink) -> None:
+        recs = records(20, partitions=1)
+        sink = open_sink()
+        sink.write(recs[:10])
+        sink.flush()
+        broken = dataclasses.replace(recs[10], purchase=dataclasses.replace(recs[10].purchase, chain=None))  # type: ignore[arg-type]
+        sink.write(recs[11:15])
+        with pytest.raises(WarehouseError):
+            sink.write([broken])  # NOT NULL violation: the whole open transaction is dropped
+        assert sink.flush().receipts == 0
+        assert warehouse_counts(sink)["receipts"] == 10
+        assert sink.committed_offsets(TOPIC) == {0: 10}
+        sink.write(recs[10:])
+        sink.flush()
+        assert warehouse_counts(sink) == expected_counts(recs)
+
+    def test_empty_batch_is_a_no_op(self, open_sink: OpenSink) -> None:
+        sink = open_sink()
+        sink.write([])
+        assert sink.flush().receipts == 0
+        assert sink.committed_offsets(TOPIC) == {}
+
+    def test_migrations_apply_once_and_reopen_keeps_data(self, open_sink: OpenSink) -> None:
+        sink = open_sink()
+        sink.write(records(5))
+        sink.flush()
+        sink.setup()  # setting up an open sink again is harmless
+        sink.close()
+        sink.close()
+        for _ in range(2):
+            sink = open_sink()
+            rows = sink.query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            assert rows == [(m.version, m.name, m.checksum) for m in migrations("duckdb")]
+            assert warehouse_counts(sink)["receipts"] == 5
+
+    def test_an_edited_migration_is_refused(self, open_sink: OpenSink) -> None:
+        sink = open_sink()
+        sink.write(records(3))
+        sink.flush()
+        self.execute(sink, "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+        sink.close()
+        with pytest.raises(WarehouseError, match="changed after it was applied"):
+            open_sink()
+
+    def test_old_warehouses_get_their_checksums_recorded(self, open_sink: OpenSink) -> None:
+        sink = open_sink()
+        self.execute(sink, "UPDATE schema_migrations SET checksum = NULL")
+        sink.close()
+        sink = open_sink()
+        assert sink.query("SELECT checksum FROM schema_migrations WHERE version = 1") == [
+            (migrations("duckdb")[0].checksum,)
+        ]
+
+    def test_values_are_stored_as_given(self, open_sink: OpenSink) -> None:
+        recs = records(120)
+        rows = to_rows(recs)
+        sink = open_sink()
+        sink.write(recs)
+        sink.flush()
+        stored = sink.query(
+            "SELECT receipt_id, chain, store_id, card_id, event_time, event_local_date, payment_method, currency, "
+            "total_cents, granularity, item_count, policy_version, consent_product_data_marketing, "
+            "consent_electronic_marketing, consent_known, processed_at, source_topic, source_partition, "
+            "source_offset FROM receipts ORDER BY receipt_id"
+        )
+        assert stored == sorted(rows.receipts)  # datetimes compare as instants, whatever the zone
+        items = sink.query(
+            "SELECT receipt_id, line_no, sku, product_group, quantity, unit_price_cents, amount_cents "
+            "FROM receipt_items ORDER BY receipt_id, line_no"
+        )
+        assert items == sorted(rows.items)
+        groups = sink.query(
+            "SELECT receipt_id, product_group, quantity, amount_cents, lines FROM receipt_groups "
+            "ORDER BY receipt_id, product_group"
+        )
+        assert groups == sorted(rows.groups)
+        # The local date is the register's, not UTC's.
+        by_id = {r.purchase.receipt_id: r.purchase for r in recs}
+        assert all(row[5] == by_id[row[0]].event_time.date() for row in stored)
+
+    def test_detail_rows_follow_granularity(self, open_sink: OpenSink) -> None:
+        recs = records(200)
+        sink = open_sink()
+        sink.write(recs)
+        sink.flush()
+        levels = {str(g): n for g, n in sink.query("SELECT granularity, count(*) FROM receipts GROUP BY 1")}
+        assert set(levels) == {str(g) for g in Granularity}, "the sample must cover every granularity"
+        with_items = dict(
+            sink.query(
+                "SELECT r.granularity, count(DISTINCT i.receipt_id) FROM receipts r "
+                "JOIN receipt_items i USING (receipt_id) GROUP BY 1"
+            )
+        )
+        with_groups = dict(
+            sink.query(
+                "SELECT r.granularity, count(DISTINCT g.receipt_id) FROM receipts r "
+                "JOIN receipt_groups g USING (receipt_id) GROUP BY 1"
+            )
+        )
+        assert set(with_items) == {"ITEM"}
+        assert set(with_groups) == {"ITEM", "PRODUCT_GROUP"}
+
+    def test_query_errors_are_warehouse_errors(self, open_sink: OpenSink) -> None:
+        sink = open_sink()
+        with pytest.raises(WarehouseError):
+            sink.query("SELECT no_such_column FROM receipts")
+        assert warehouse_counts(sink)["receipts"] == 0  # and the sink still works
+
+    def test_default_group(self, open_sink: OpenSink) -> None:
+        assert open_sink().group_id == DEFAULT_GROUP
+
+    # A hook: how to run a write statement outside the sink's interface (to simulate old warehouses).
+    def execute(self, sink: Sink, sql: str) -> None:  # pragma: no cover - overridden by every subclass
+        raise NotImplementedError

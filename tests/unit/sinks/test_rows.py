@@ -1,0 +1,183 @@
+"""Pure parts of the sinks: purchase → rows, resume offsets, migration files, URL → sink choice."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from receiptflow.config import Settings
+from receiptflow.errors import BrokerError, ConfigError, WarehouseError
+from receiptflow.models import Granularity
+from receiptflow.sinks import DuckDBSink, open_sink, run_sink, to_rows
+from receiptflow.sinks.base import (
+    RECEIPT_GROUPS,
+    RECEIPT_ITEMS,
+    RECEIPTS,
+    SinkRecord,
+    item_count,
+    migrations,
+    next_offsets,
+    plan_migrations,
+    split_sql,
+)
+from receiptflow.sinks.runner import duckdb_path
+
+from .test_contract import purchases, records
+
+
+def test_rows_have_the_table_columns_in_order() -> None:
+    recs = records(100)
+    rows = to_rows(recs)
+    assert {len(r) for r in rows.receipts} == {len(RECEIPTS.columns)}
+    assert {len(r) for r in rows.items} == {len(RECEIPT_ITEMS.columns)}
+    assert {len(r) for r in rows.groups} == {len(RECEIPT_GROUPS.columns)}
+    first, p = rows.receipts[0], recs[0].purchase
+    named = dict(zip(RECEIPTS.columns, first, strict=True))
+    assert named["receipt_id"] == p.receipt_id
+    assert named["event_time"] == p.event_time
+    assert named["event_local_date"] == p.event_time.date()
+    assert named["granularity"] == str(p.granularity)
+    assert named["total_cents"] == p.total_cents
+    assert (named["source_topic"], named["source_partition"], named["source_offset"]) == ("purchases.customer", 0, 0)
+    assert (named["consent_product_data_marketing"], named["consent_electronic_marketing"], named["consent_known"]) == (
+        p.consent.product_data_marketing,
+        p.consent.electronic_marketing,
+        p.consent.known,
+    )
+
+
+def test_detail_rows_follow_granularity() -> None:
+    recs = records(300)
+    rows = to_rows(recs)
+    item_ids = {r[0] for r in rows.items}
+    group_ids = {r[0] for r in rows.groups}
+    seen = set()
+    for r in recs:
+        p = r.purchase
+        seen.add(p.granularity)
+        assert (p.receipt_id in item_ids) == (p.granularity is Granularity.ITEM and bool(p.items))
+        assert (p.receipt_id in group_ids) == (p.granularity is not Granularity.RECEIPT and bool(p.groups))
+    assert seen == set(Granularity)
+
+
+def test_a_receipt_level_record_never_yields_detail_even_if_it_carries_some() -> None:
+    # Defence in depth: the processor truncates, but a bug there must not leak lines into the warehouse.
+    p = next(p for p in purchases(100) if p.granularity is Granularity.ITEM and p.items)
+    leaky = dataclasses.replace(p, granularity=Granularity.RECEIPT)
+    rows = to_rows([SinkRecord(leaky, "t", 0, 0)])
+    assert rows.items == [] and rows.groups == []
+    grouped = to_rows([SinkRecord(dataclasses.replace(p, granularity=Granularity.PRODUCT_GROUP), "t", 0, 0)])
+    assert grouped.items == [] and len(grouped.groups) == len(p.groups)
+
+
+def test_item_count_per_granularity() -> None:
+    ps = purchases(300)
+    for p in ps:
+        if p.granularity is Granularity.ITEM:
+            assert item_count(p) == len(p.items)
+        elif p.granularity is Granularity.PRODUCT_GROUP:
+            assert item_count(p) == sum(g.lines for g in p.groups) > 0
+        else:
+            assert item_count(p) == 0
+
+
+def test_duplicates_inside_a_batch_keep_the_first() -> None:
+    recs = records(10)
+    later = [dataclasses.replace(r, offset=r.offset + 100) for r in recs[:4]]
+    rows = to_rows(recs + later)
+    assert len(rows.receipts) == 10
+    assert [r[-1] for r in rows.receipts] == [r.offset for r in recs]
+
+
+def test_next_offsets_are_one_past_the_highest_per_partition_and_sorted() -> None:
+    recs = records(10, partitions=3)
+    shuffled = [*reversed(recs), dataclasses.replace(recs[0], topic="a.topic", offset=41)]
+    assert next_offsets(shuffled) == [("a.topic", 0, 42), ("purchases.customer", 0, 4), ("purchases.customer", 1, 3),
+                                      ("purchases.customer", 2, 3)]  # fmt: skip
+    assert next_offsets([]) == []
+
+
+def test_migrations_are_numbered_and_rendered_per_dialect() -> None:
+    duck, pg = migrations("duckdb"), migrations("postgres")
+    assert [m.version for m in duck] == list(range(1, len(duck) + 1))
+    assert [(m.name, m.checksum) for m in duck] == [(m.name, m.checksum) for m in pg]
+    assert all("{" not in s for m in duck + pg for s in m.statements)
+    first = " ".join(duck[0].statements)
+    assert "DOUBLE NOT NULL" in first and "DOUBLE PRECISION" in " ".join(pg[0].statements)
+    tables = {s.split()[5] for s in duck[0].statements if s.startswith("CREATE TABLE")}
+    assert tables == {"receipts", "receipt_items", "receipt_groups", "sink_offsets"}
+
+
+def test_split_sql_drops_comments_and_blank_statements() -> None:
+    script = "-- a comment; with a semicolon\nCREATE TABLE a (x INT);\n\n  ;\nCREATE TABLE b (y INT)\n"
+    assert split_sql(script) == ["CREATE TABLE a (x INT)", "CREATE TABLE b (y INT)"]
+
+
+def test_migration_plan() -> None:
+    ms = migrations("duckdb")
+    fresh = plan_migrations("duckdb", {})
+    assert fresh.pending == ms and fresh.unrecorded == []
+    done = plan_migrations("duckdb", {m.version: m.checksum for m in ms})
+    assert done.pending == [] and done.unrecorded == []
+    legacy = plan_migrations("duckdb", {m.version: None for m in ms})
+    assert legacy.pending == [] and legacy.unrecorded == ms
+    with pytest.raises(WarehouseError, match="changed after it was applied"):
+        plan_migrations("duckdb", {1: "0" * 64})
+    with pytest.raises(WarehouseError, match="does not know"):
+        plan_migrations("duckdb", {m.version: m.checksum for m in ms} | {999: "x"})
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://x/y", "sqlite:///tmp/x.db", "duckdb:relative.duckdb", "duckdb://host/x", "duckdb:///"]
+)
+def test_unsupported_warehouse_urls_are_config_errors(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError):
+        open_sink(Settings(warehouse_url=url, data_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("duckdb:///srv/dw/w.duckdb", "/srv/dw/w.duckdb"),
+        ("duckdb:////srv/dw/w.duckdb", "/srv/dw/w.duckdb"),  # what Settings.resolved_warehouse_url writes
+    ],
+)
+def test_duckdb_urls_name_absolute_paths(url: str, path: str) -> None:
+    assert duckdb_path(url) == Path(path)
+
+
+def test_duckdb_url_selects_the_duckdb_sink(tmp_path: Path) -> None:
+    path = tmp_path / "x" / "dw.duckdb"
+    sink = open_sink(Settings(warehouse_url=f"duckdb:///{path}"), group_id="g1")
+    try:
+        assert isinstance(sink, DuckDBSink)
+        assert sink.path == path and sink.group_id == "g1"
+    finally:
+        sink.close()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgres_urls_select_the_postgres_sink(tmp_path: Path, scheme: str) -> None:
+    # Nothing listens on port 1: the PostgreSQL sink is chosen and its connection failure is wrapped,
+    # without the password it was given.
+    settings = Settings(
+        warehouse_url=f"{scheme}://rf@127.0.0.1:1/dw", warehouse_password=SecretStr("s3cret"), data_dir=tmp_path
+    )
+    with pytest.raises(WarehouseError, match="cannot open PostgreSQL warehouse") as info:
+        open_sink(settings)
+    assert "s3cret" not in str(info.value)
+
+
+def test_run_sink_refuses_a_group_other_than_the_sinks(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    with open_sink(settings) as sink, pytest.raises(ConfigError, match="same group id"):
+        run_sink(settings, sink, group_id="another-group")
+
+
+def test_a_bad_kafka_property_is_a_broker_error(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, kafka_extra={"no.such.property": "1"})
+    with open_sink(settings) as sink, pytest.raises(BrokerError, match="cannot create the sink consumer"):
+        run_sink(settings, sink, idle_exit_after=0.1)
