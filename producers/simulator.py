@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ..models import Checkout, CheckoutLine, PaymentMethod
+from ..models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
 from .catalogue import Product, load_catalogue
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
@@ -102,6 +102,10 @@ class GroundTruth:
     spend_cents: int = 0
     per_card: dict[str, list[int]] = field(default_factory=dict)  # card -> [receipts, spend cents]
     per_chain: dict[str, list[int]] = field(default_factory=dict)  # chain -> [receipts, spend cents]
+    duplicates: list[str] = field(default_factory=list)  # receipt ids delivered a second time
+    bad: list[dict[str, str]] = field(default_factory=list)  # {"label", "reason"} of each injected bad event
+    consents: list[dict[str, object]] = field(default_factory=list)  # every consent change sent
+    out_of_order: int = 0  # checkouts sent after later ones
 
     def add(self, c: Checkout) -> None:
         self.receipts += 1
@@ -123,6 +127,10 @@ class GroundTruth:
             "spend_cents": self.spend_cents,
             "per_card": {k: {"receipts": v[0], "spend_cents": v[1]} for k, v in sorted(self.per_card.items())},
             "per_chain": {k: {"receipts": v[0], "spend_cents": v[1]} for k, v in sorted(self.per_chain.items())},
+            "duplicates": self.duplicates,
+            "bad": self.bad,
+            "consents": self.consents,
+            "out_of_order": self.out_of_order,
         }
 
     def write(self, path: Path) -> None:
@@ -202,7 +210,13 @@ class Simulator:
         return tuple(lines)
 
     def checkout(self, event_time: datetime) -> Checkout:
-        store = self.rng.choice(self.stores)
+        """A valid checkout, recorded in the ground truth."""
+        c = self._make(event_time)
+        self.truth.add(c)
+        return c
+
+    def _make(self, event_time: datetime, store: Store | None = None) -> Checkout:
+        store = store or self.rng.choice(self.stores)
         programme, ctype, _ = CHAINS[store.chain]
         customer = self.rng.choice(self.customers)
         held = customer.card_for(programme)
@@ -226,7 +240,6 @@ class Simulator:
             total_cents=total,
             lines=lines if ctype.lines_on_receipt else (),
         )
-        self.truth.add(c)
         return c
 
     def stream(self, count: int, start: datetime, rate: float) -> Iterator[Checkout]:
@@ -234,3 +247,140 @@ class Simulator:
         for i in range(count):
             jitter = self.rng.random() / rate
             yield self.checkout(start + timedelta(seconds=i / rate + jitter))
+
+
+# --- traffic with faults, as registers really produce it ---------------------------------------
+
+# Relative checkout volume per local hour: a morning bump, a lunch bump and the after-work peak.
+HOURLY_PROFILE = (0, 0, 0, 0, 0, 0, 1, 3, 4, 4, 5, 6, 7, 6, 5, 6, 9, 11, 10, 7, 5, 3, 2, 1)
+# Service stations and fuel partners are open round the clock; everyone else 7-23.
+ALWAYS_OPEN = {SERVICE_STATION, PARTNER_FUEL}
+
+
+def is_open(chain: str, local_hour: int) -> bool:
+    return CHAINS[chain][1] in ALWAYS_OPEN or 7 <= local_hour < 23
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """One record a register sends: a checkout, a repeated delivery, a consent change or bad bytes."""
+
+    kind: str  # checkout | duplicate | consent | bad
+    checkout: Checkout | None = None
+    consent: ConsentChange | None = None
+    raw: bytes | None = None  # bad: the bytes to send as they are
+    label: str = ""
+    reason: str = ""
+
+
+BAD_KINDS = ("undecodable", "totals_mismatch", "negative_amount", "missing_id", "future_event_time")
+
+
+class Traffic:
+    """Checkouts with injected duplicates, bad input, consent changes and out-of-order delivery."""
+
+    def __init__(
+        self,
+        sim: Simulator,
+        encode_checkout: Callable[[Checkout], bytes],
+        *,
+        dup_rate: float = 0.0,
+        bad_rate: float = 0.0,
+        consent_change_rate: float = 0.0,
+        out_of_order_rate: float = 0.0,
+    ) -> None:
+        self.sim = sim
+        self.rng = random.Random(sim.rng.random())
+        self.encode = encode_checkout
+        self.dup_rate = dup_rate
+        self.bad_rate = bad_rate
+        self.consent_change_rate = consent_change_rate
+        self.out_of_order_rate = out_of_order_rate
+        self._sent: list[Checkout] = []
+        self._held: list[tuple[int, Checkout]] = []
+        self._bad_seq = 0
+
+    def initial_consents(self, at: datetime) -> Iterator[Emission]:
+        """Every card's consent as given at sign-up: about a third allow product data for marketing."""
+        for customer in self.sim.customers:
+            for _, card in customer.cards:
+                yield self._consent(card, at, self.rng.random() < 0.35, self.rng.random() < 0.55, "signup")
+
+    def _consent(self, card: str, at: datetime, product: bool, electronic: bool, source: str) -> Emission:
+        change = ConsentChange(card, at.astimezone(HELSINKI), product, electronic, source)
+        self.sim.truth.consents.append(
+            {"card_id": card, "event_time": change.event_time.isoformat(), "product_data_marketing": product,
+             "electronic_marketing": electronic, "source": source}
+        )  # fmt: skip
+        return Emission("consent", consent=change, label=f"consent:{card}")
+
+    def _bad(self, at: datetime) -> Emission:
+        kind = self.rng.choice(BAD_KINDS)
+        self._bad_seq += 1
+        label = f"bad-{self._bad_seq:06d}"
+        base = self.sim._make(at)
+        if kind == "undecodable":
+            raw = b"\x00\x00\x00\x00\x01" + bytes(self.rng.randrange(256) for _ in range(12))
+        else:
+            if kind == "totals_mismatch":
+                base = replace(base, total_cents=base.total_cents + 1 + self.rng.randrange(500))
+            elif kind == "negative_amount":
+                base = replace(base, lines=(), total_cents=-1 - self.rng.randrange(10_000))
+            elif kind == "missing_id":
+                base = replace(base, receipt_id="")
+            else:
+                base = replace(base, event_time=at + timedelta(days=2))
+            raw = self.encode(base)
+        self.sim.truth.bad.append({"label": label, "reason": kind})
+        return Emission("bad", raw=raw, label=label, reason=kind)
+
+    def emissions(self, count: int, start: datetime, rate: float) -> Iterator[Emission]:
+        """``count`` valid checkouts (plus injected extras) with event times ``start + i / rate``."""
+        for i, c in enumerate(self.sim.stream(count, start, rate)):
+            at = c.event_time
+            r = self.rng.random()
+            if r < self.bad_rate:
+                yield self._bad(at)
+            if self.rng.random() < self.consent_change_rate and self.sim.customers:
+                customer = self.rng.choice(self.sim.customers)
+                _, card = self.rng.choice(customer.cards)
+                yield self._consent(card, at, self.rng.random() < 0.5, self.rng.random() < 0.5, "app")
+            if self.rng.random() < self.out_of_order_rate:
+                # Held back: delivered a few sales later, after receipts with later event times.
+                self._held.append((i + self.rng.randint(1, 20), c))
+                self.sim.truth.out_of_order += 1
+            else:
+                yield from self._deliver(c)
+            for due in [h for h in self._held if h[0] <= i]:
+                self._held.remove(due)
+                yield from self._deliver(due[1])
+        for _, c in self._held:
+            yield from self._deliver(c)
+        self._held.clear()
+
+    def _deliver(self, c: Checkout) -> Iterator[Emission]:
+        yield Emission("checkout", checkout=c, label=c.receipt_id)
+        self._sent.append(c)
+        if self.rng.random() < self.dup_rate:
+            # A retried delivery of a sale sent a little earlier (same receipt, same bytes).
+            again = self._sent[-1 - self.rng.randrange(min(len(self._sent), 50))]
+            self.sim.truth.duplicates.append(again.receipt_id)
+            yield Emission("duplicate", checkout=again, label=again.receipt_id)
+
+
+def day_of_checkouts(sim: Simulator, count: int, day: datetime) -> list[Checkout]:
+    """``count`` checkouts spread over one local day by the hourly profile, only in open stores."""
+    weights = list(HOURLY_PROFILE)
+    local_midnight = day.astimezone(HELSINKI).replace(hour=0, minute=0, second=0, microsecond=0)
+    times = sorted(
+        local_midnight
+        + timedelta(hours=sim.rng.choices(range(24), weights=weights)[0], seconds=sim.rng.random() * 3600)
+        for _ in range(count)
+    )
+    out = []
+    for t in times:
+        open_stores = [s for s in sim.stores if is_open(s.chain, t.hour)]
+        c = sim._make(t, sim.rng.choice(open_stores))
+        sim.truth.add(c)
+        out.append(c)
+    return out

@@ -192,11 +192,39 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         duration=args.duration,
         seed=args.seed,
         console=err_console,
+        dup_rate=args.dup_rate,
+        bad_rate=args.bad_rate,
+        consent_change_rate=args.consent_change_rate,
+        out_of_order_rate=args.out_of_order_rate,
+        outbox_path=Path(args.outbox) if args.outbox else None,
     )
     if args.truth:
         truth.write(Path(args.truth))
-    console.print(f"sent {truth.receipts} checkouts ({truth.anonymous} anonymous), {truth.spend_cents} cents")
+    console.print(
+        f"sent {truth.receipts} checkouts ({truth.anonymous} anonymous, {truth.spend_cents} cents), "
+        f"{len(truth.duplicates)} repeated deliveries, {len(truth.bad)} bad events, "
+        f"{len(truth.consents)} consent changes, {truth.out_of_order} out of order"
+    )
     return 0
+
+
+# --- outbox ------------------------------------------------------------------------------------
+def cmd_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    from .producers.outbox import Outbox
+
+    outbox = Outbox(Path(args.path), settings)
+    try:
+        if args.action == "drain":
+            _print_endpoints(settings, "outbox drain:")
+            outbox.start()
+            drained = outbox.drain(args.timeout)
+            outbox.stop()
+            console.print(f"sent {outbox.acked}, still pending {outbox.pending()}")
+            return 0 if drained else 1
+        console.print(f"{args.path}: {outbox.pending()} pending, {outbox.bytes_pending} bytes")
+        return 0
+    finally:
+        outbox.close()
 
 
 # --- consume -----------------------------------------------------------------------------------
@@ -291,8 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=50.0, help="checkouts per second")
     s.add_argument("--duration", type=float, default=60.0, help="seconds")
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--dup-rate", type=float, default=0.0, help="share of sales delivered twice")
+    s.add_argument("--bad-rate", type=float, default=0.0, help="share of sales followed by a bad event")
+    s.add_argument("--consent-change-rate", type=float, default=0.0, help="consent changes per sale")
+    s.add_argument("--out-of-order-rate", type=float, default=0.0, help="share of sales delivered late")
+    s.add_argument("--outbox", help="outbox file (default: under the data dir)")
     s.add_argument("--truth", help="write the ground-truth JSON here")
     s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("outbox", help="inspect or drain a register outbox file")
+    s.add_argument("action", choices=("status", "drain"))
+    s.add_argument("path")
+    s.add_argument("--timeout", type=float, default=120.0)
+    s.set_defaults(func=cmd_outbox)
 
     s = sub.add_parser("consume", help="print a topic's records as decoded JSON lines (read-committed)")
     s.add_argument("topic")

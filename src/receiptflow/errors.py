@@ -15,6 +15,7 @@ importing librdkafka, redis-py or psycopg types::
     │   ├── PortInUseError          a port we must bind is taken by something else
     │   └── ReadinessTimeoutError   a started process did not become ready in time
     ├── BrokerError                 Kafka refused or failed an operation (admin, produce, commit)
+    ├── OutboxFullError             a register's outbox has spent its disk budget
     ├── ProfileStoreError           Redis failed
     └── WarehouseError              DuckDB / PostgreSQL failed
 """
@@ -70,6 +71,10 @@ class ReadinessTimeoutError(StackError):
 
 class BrokerError(ReceiptflowError):
     """Kafka refused or failed an operation."""
+
+
+class OutboxFullError(ReceiptflowError):
+    """A register's outbox has spent its disk budget (the broker has been unreachable too long)."""
 
 
 class ProfileStoreError(ReceiptflowError):

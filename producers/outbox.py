@@ -1,0 +1,284 @@
+"""Durable store-and-forward outbox for a register: a sale is on disk before it is "accepted".
+
+``accept`` validates and Avro-encodes a checkout and commits it to a local SQLite database (WAL
+journal, ``synchronous=FULL``: the commit is on disk when ``accept`` returns, so neither a crash of
+the register process nor a power cut loses an accepted sale). A background sender drains the
+database to Kafka in batches through an idempotent librdkafka producer and deletes a row only after
+the broker acknowledged it (``acks=all``). While the broker is unreachable the register keeps
+accepting, bounded by a disk budget (``OutboxFullError`` when it is spent); after an outage or a
+restart — including a SIGKILL — whatever was not acknowledged is sent again.
+
+Delivery is therefore at-least-once: a row acknowledged but not yet deleted when the process dies
+is sent twice. Downstream applies each receipt id once.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from ..codec import Codec
+from ..config import Settings
+from ..errors import BrokerError, OutboxFullError, SchemaError, ValidationError
+from ..metrics import Metrics
+from ..models import Checkout, ConsentChange
+from ..topics import TopicNames
+from .client import checkout_key
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    receipt_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    key BLOB,
+    value BLOB NOT NULL,
+    accepted_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    seq: int
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class Outbox:
+    """One register's outbox: ``accept`` on the selling thread, ``start`` a sender thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        settings: Settings,
+        *,
+        max_bytes: int = 256 * 1024 * 1024,
+        batch_size: int = 1000,
+        max_in_flight: int = 20_000,
+        codec: Codec | None = None,
+        metrics: Metrics | None = None,
+        **producer_overrides: object,
+    ) -> None:
+        self.path = path
+        self.settings = settings
+        self.names = TopicNames(settings.topic_prefix)
+        self.max_bytes = max_bytes
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.codec = codec or Codec()
+        self.metrics = metrics or Metrics()
+        self._producer_overrides = producer_overrides
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._connect(shared=True)
+        self._db_lock = threading.Lock()
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT coalesce(sum(length(value)), 0) FROM outbox").fetchone()
+        self._bytes = int(row[0])
+        self._bytes_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.acked = 0
+        self.failed_deliveries = 0
+
+    def _connect(self, *, shared: bool = False) -> sqlite3.Connection:
+        # The selling-side connection may be used from any thread a register sells on (guarded by
+        # ``_db_lock``); the sender thread opens its own.
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=not shared)
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk before accept() returns, even across a power cut.
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    # --- the selling side ----------------------------------------------------------------------
+    def _encode(self, c: Checkout) -> tuple[str, bytes, bytes]:
+        try:
+            return c.receipt_id, checkout_key(c), self.codec.encode("checkout", c.to_avro())
+        except SchemaError as exc:
+            raise ValidationError("schema", str(exc)) from exc
+
+    def accept(self, checkout: Checkout) -> None:
+        """Durably queue one checkout; raises ValidationError or OutboxFullError, never loses it silently."""
+        self.accept_many([checkout])
+
+    def accept_many(self, checkouts: Sequence[Checkout]) -> None:
+        """Durably queue several checkouts in one transaction (one disk sync for the group)."""
+        rows = [self._encode(c) for c in checkouts]
+        self._insert((rid, self.names.checkouts, key, value) for rid, key, value in rows)
+
+    def accept_raw(self, topic: str, key: bytes | None, value: bytes, label: str) -> None:
+        """Queue pre-encoded bytes as they are (the simulator's injected bad input uses this)."""
+        self._insert([(label, topic, key, value)])
+
+    def accept_consent(self, change: ConsentChange) -> None:
+        try:
+            value = self.codec.encode("consent_change", change.to_avro())
+        except SchemaError as exc:
+            raise ValidationError("schema", str(exc)) from exc
+        self._insert([(f"consent:{change.card_id}", self.names.consents, change.card_id.encode(), value)])
+
+    def _insert(self, rows: Iterable[tuple[str, str, bytes | None, bytes]]) -> None:
+        now = time.time()
+        batch = [(rid, topic, key, value, now) for rid, topic, key, value in rows]
+        size = sum(len(r[3]) for r in batch)
+        with self._bytes_lock:
+            if self._bytes + size > self.max_bytes:
+                self.metrics.rejected_input_total.labels("outbox_full").inc(len(batch))
+                raise OutboxFullError(
+                    f"outbox {self.path} holds {self._bytes} bytes; {size} more would exceed its budget of "
+                    f"{self.max_bytes} bytes (is the broker reachable?)"
+                )
+            self._bytes += size
+        with self._db_lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO outbox (receipt_id, topic, key, value, accepted_at) VALUES (?, ?, ?, ?, ?)", batch
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with self._bytes_lock:
+                    self._bytes -= size
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise BrokerError(f"outbox {self.path} cannot store the sale: {exc}") from exc
+
+    def pending(self) -> int:
+        with self._db_lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    @property
+    def bytes_pending(self) -> int:
+        return self._bytes
+
+    # --- the sending side ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"outbox-sender:{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_timeout: float = 0.0) -> bool:
+        """Stop the sender, first waiting up to ``drain_timeout`` s for the outbox to empty."""
+        drained = self.drain(drain_timeout) if drain_timeout > 0 else self.pending() == 0
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+        return drained
+
+    def drain(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.pending() > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def close(self) -> None:
+        self.stop()
+        with self._db_lock:
+            self._db.close()
+
+    def _run(self) -> None:
+        db = self._connect()
+        producer = Producer(
+            self.settings.kafka_config(
+                **{
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "client.id": f"receiptflow-outbox-{self.path.stem}",
+                    **self._producer_overrides,
+                }
+            )
+        )
+        in_flight: set[int] = set()
+        done: list[int] = []
+        retry: list[int] = []
+        lock = threading.Lock()
+
+        def delivered(seq: int) -> Callable[[KafkaError | None, Message], None]:
+            def report(err: KafkaError | None, msg: Message) -> None:
+                with lock:
+                    if err is None:
+                        done.append(seq)
+                    else:
+                        retry.append(seq)
+                if err is None:
+                    self.metrics.produced_total.labels(msg.topic() or "?").inc()
+                else:
+                    self.failed_deliveries += 1
+                    self.metrics.produce_errors_total.labels(msg.topic() or "?").inc()
+                    log.warning("outbox delivery failed, will resend: %s", err)
+
+            return report
+
+        last_seq = 0
+        try:
+            while not self._stop.is_set():
+                producer.poll(0.05)
+                with lock:
+                    acked, done[:] = list(done), []
+                    failed, retry[:] = list(retry), []
+                if acked:
+                    self._delete(db, acked)
+                    in_flight.difference_update(acked)
+                if failed:
+                    in_flight.difference_update(failed)
+                    # Resend from the oldest failed row on the next pass.
+                    last_seq = min(last_seq, min(failed) - 1)
+                room = self.max_in_flight - len(in_flight)
+                if room <= 0:
+                    continue
+                rows = db.execute(
+                    "SELECT seq, topic, key, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last_seq, min(room, self.batch_size)),
+                ).fetchall()
+                for seq, topic, key, value in rows:
+                    last_seq = max(last_seq, seq)
+                    if seq in in_flight:
+                        continue
+                    try:
+                        producer.produce(topic, value=value, key=key, on_delivery=delivered(seq))
+                    except BufferError:
+                        last_seq = seq - 1  # local queue full: try this row again next pass
+                        break
+                    except KafkaException as exc:
+                        log.error("outbox produce failed: %s", exc)
+                        last_seq = seq - 1
+                        break
+                    in_flight.add(seq)
+            # Orderly stop: give in-flight records a moment to be acknowledged so they are deleted.
+            producer.flush(5)
+            with lock:
+                acked = list(done)
+            if acked:
+                self._delete(db, acked)
+        finally:
+            db.close()
+
+    def _delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
+        sizes = 0
+        db.execute("BEGIN IMMEDIATE")
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            row = db.execute(f"SELECT coalesce(sum(length(value)), 0) FROM outbox WHERE seq IN ({marks})", chunk)
+            sizes += int(row.fetchone()[0])
+            db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", chunk)
+        db.execute("COMMIT")
+        with self._bytes_lock:
+            self._bytes -= sizes
+        self.acked += len(seqs)
