@@ -1,18 +1,15 @@
-"""The stream-processing application (faust-streaming): agents that decode, call the core, send, count.
+"""The faust-streaming application: the profile agent.
 
-Two agents, each consuming in batches (``stream.take_events``) so per-event overhead stays out of
-the hot path:
+``purchases.customer`` → Redis profiles (``processors.profiles``), consumed in batches
+(``stream.take_events``) so per-event overhead stays out of the hot path. The effect is applied
+once per receipt id by the Redis script (its seen-set), so faust's at-least-once commit (offsets
+after the batch is handled) is enough here: a redelivered batch changes nothing.
 
-* ``checkouts`` → validate, apply the granularity policy and consent (``processors.core``) →
-  ``purchases.customer`` / ``purchases.marketing`` / ``purchases.analytics``; invalid input →
-  ``checkouts.dlq`` with the original bytes, the reason and its source partition and offset.
-* ``purchases.customer`` → Redis profiles (``processors.profiles``), applied once per receipt id.
+Routing checkouts to the purchase topics is *not* a faust agent: it needs exactly-once output on
+Kafka, which ``processors.router`` gets from Kafka transactions directly (see its docstring).
 
-Delivery here is at-least-once (faust commits offsets after the batch is handled); duplicates are
-made harmless downstream by keying every effect on the receipt id (the profile script's seen-set,
-the warehouse's primary keys).
-
-``create_app(settings)`` builds the app; ``receiptflow process`` runs it as a faust worker.
+``create_app(settings)`` builds the app; ``receiptflow process`` runs it as a faust worker next to
+the router.
 """
 
 from __future__ import annotations
@@ -22,21 +19,19 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 from faust.worker import Worker
 
 from ..codec import Codec
 from ..config import Settings
-from ..errors import ProfileStoreError, ValidationError
+from ..errors import ProfileStoreError
 from ..metrics import Metrics
-from ..models import Checkout, Purchase
+from ..models import Purchase
 from ..topics import TopicNames
-from .core import process
-from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
 from .profiles import RedisProfileStore
 
 log = logging.getLogger(__name__)
@@ -75,49 +70,48 @@ def faust_credentials(settings: Settings) -> Any:
     )
 
 
-def dead_letter(
-    codec: Codec, exc: ValidationError, event: EventT[bytes], now: datetime, processor: str = "processor"
-) -> bytes:
-    msg = event.message
-    return codec.encode(
-        "dead_letter",
-        {
-            "reason": exc.reason,
-            "message": exc.message,
-            "field": exc.field,
-            "source_topic": msg.topic,
-            "source_partition": msg.partition,
-            "source_offset": msg.offset,
-            "original_key": msg.key,
-            "original_value": msg.value,
-            "failed_at": now,
-            "processor": processor,
-        },
-    )
+class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # faust reads read-committed only under its own exactly_once mode, which we do not use; the
+        # router's aborted transactions must stay invisible to profiles all the same. aiokafka reads
+        # this attribute when the consumer starts (its Fetcher is built in start()).
+        consumer._isolation_level = "read_committed"
+        return consumer
 
 
-def _key(p: Purchase) -> bytes:
-    return (p.card_id or p.store_id).encode()
+class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ReadCommittedTransport(faust_aiokafka.Transport):
+    Consumer = _ReadCommittedConsumer
+
+
+class ProfilesApp(faust.App):
+    """A faust App whose consumers read only committed records."""
+
+    def _new_transport(self) -> Any:
+        return _ReadCommittedTransport(self.conf.broker_consumer, self)
 
 
 def create_app(
     settings: Settings,
     *,
     app_id: str | None = None,
-    policy: Policy | None = None,
     metrics: Metrics | None = None,
     profiles: RedisProfileStore | None = None,
 ) -> faust.App:
     """Build the faust app with its topics and agents (nothing connects until the worker starts)."""
     names = TopicNames(settings.topic_prefix)
     codec = Codec()
-    policy = policy or load_policy(settings.policy_file)
     metrics = metrics or Metrics()
     store = profiles or RedisProfileStore.from_url(settings.redis_connection_url())
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        app_id or settings.processor_id,
+    app = ProfilesApp(
+        app_id or f"{settings.processor_id}-profiles",
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
         store="memory://",
@@ -135,50 +129,7 @@ def create_app(
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, internal=False, allow_empty=True)
 
-    checkouts = topic(names.checkouts)
     customer = topic(names.purchases_customer)
-    marketing = topic(names.purchases_marketing)
-    analytics = topic(names.purchases_analytics)
-    dlq = topic(names.checkouts_dlq)
-
-    @app.agent(checkouts)
-    async def process_checkouts(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream):
-            started = time.perf_counter()
-            now = datetime.now(UTC)
-            metrics.consumed_total.labels(names.checkouts).inc(len(events))
-            for event in events:
-                try:
-                    decoded = codec.decode(event.message.value, expect="checkout")
-                    checkout = Checkout.from_avro(decoded.value)
-                    routed = process(checkout, policy, None, now)
-                except ValidationError as exc:
-                    metrics.dead_letters_total.labels(exc.reason).inc()
-                    log.warning(
-                        "rejected %s[%s]@%s: %s",
-                        event.message.topic,
-                        event.message.partition,
-                        event.message.offset,
-                        exc,
-                    )
-                    await dlq.send(key=event.message.key, value=dead_letter(codec, exc, event, now))
-                    continue
-                if routed.customer.policy_version == UNKNOWN_CHAIN_VERSION:
-                    metrics.unknown_chain_total.labels(checkout.chain).inc()
-                    log.warning("unknown chain %r: applied the strictest level", checkout.chain)
-                key = _key(routed.customer)
-                await customer.send(key=key, value=codec.encode("purchase", routed.customer.to_avro()))
-                metrics.routed_total.labels(names.purchases_customer).inc()
-                if routed.marketing is not None:
-                    await marketing.send(key=key, value=codec.encode("purchase", routed.marketing.to_avro()))
-                    metrics.routed_total.labels(names.purchases_marketing).inc()
-                if routed.analytics is not None:
-                    a_key = routed.analytics.store_id.encode()
-                    await analytics.send(key=a_key, value=codec.encode("purchase", routed.analytics.to_avro()))
-                    metrics.routed_total.labels(names.purchases_analytics).inc()
-                metrics.processed_total.labels(checkout.chain).inc()
-            metrics.batch_size.labels("processor").observe(len(events))
-            metrics.batch_seconds.labels("processor").observe(time.perf_counter() - started)
 
     @app.agent(customer)
     async def update_profiles(stream: faust.StreamT[bytes]) -> None:
@@ -186,8 +137,8 @@ def create_app(
             started = time.perf_counter()
             batch: list[Purchase] = []
             for event in events:
-                # This topic is written only by the agent above, through the codec: a record that
-                # does not decode is a bug, and crashing the agent (faust restarts it) is louder than
+                # This topic is written only by the router, through the codec: a record that does
+                # not decode is a bug, and crashing the agent (faust restarts it) is louder than
                 # skipping it.
                 batch.append(Purchase.from_avro(codec.decode(event.message.value, expect="purchase").value))
             await _apply_profiles(store, batch, metrics)

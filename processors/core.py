@@ -131,3 +131,29 @@ def process(c: Checkout, policy: Policy, consent: ConsentState | None, now: date
     """validate + policy decision + route; raises ValidationError for invalid input."""
     validate(c, now)
     return route(c, policy.version_at(c.chain, c.event_time), consent or DEFAULT_CONSENT, now)
+
+
+def dead_letter_record(
+    exc: ValidationError,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    now: datetime,
+    processor: str,
+) -> dict[str, object]:
+    """The ``dead_letter`` record for rejected input: the original bytes, why, and where they came from."""
+    return {
+        "reason": exc.reason,
+        "message": exc.message,
+        "field": exc.field,
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
+        "original_key": key,
+        "original_value": value,
+        "failed_at": now,
+        "processor": processor,
+    }

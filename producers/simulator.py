@@ -323,6 +323,8 @@ class Traffic:
             raw = b"\x00\x00\x00\x00\x01" + bytes(self.rng.randrange(256) for _ in range(12))
         else:
             if kind == "totals_mismatch":
+                while not base.lines:  # partners send totals only: nothing to disagree with
+                    base = self.sim._make(at)
                 base = replace(base, total_cents=base.total_cents + 1 + self.rng.randrange(500))
             elif kind == "negative_amount":
                 base = replace(base, lines=(), total_cents=-1 - self.rng.randrange(10_000))

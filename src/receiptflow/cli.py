@@ -144,14 +144,51 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- process / sink ----------------------------------------------------------------------------
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+    import signal
+    import threading
+
     from .metrics import Metrics, serve
     from .processors.app import create_app, run_worker
+    from .processors.router import Router
 
-    _print_endpoints(settings, "processor:")
+    if args.instance is not None:
+        settings = settings.model_copy(update={"processor_instance": args.instance})
+    _print_endpoints(settings, f"processor ({args.role}, instance {settings.processor_instance}):")
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = Metrics()
     serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port)
-    app = create_app(settings, metrics=metrics)
-    run_worker(app, loglevel=args.loglevel)
+    if args.role == "profiles":
+        run_worker(create_app(settings, metrics=metrics), loglevel=args.loglevel)
+        return 0
+    stop = threading.Event()
+    router = Router(settings, metrics=metrics)
+    if args.role == "router":
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        router.run(stop)
+        return 0
+    # Both: the router on a thread, the faust worker (which owns the event loop) on the main thread.
+    failure: list[BaseException] = []
+
+    def route() -> None:
+        try:
+            router.run(stop)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            failure.append(exc)
+            os.kill(os.getpid(), signal.SIGTERM)  # stop the faust worker too: fail as one process
+
+    thread = threading.Thread(target=route, name="router", daemon=True)
+    thread.start()
+    try:
+        run_worker(create_app(settings, metrics=metrics), loglevel=args.loglevel)
+    except SystemExit:
+        pass
+    finally:
+        stop.set()
+        thread.join(60)
+    if failure:
+        raise failure[0]
     return 0
 
 
@@ -239,6 +276,37 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- dlq ---------------------------------------------------------------------------------------
+def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from collections import Counter
+
+    from .dlq import iter_dead_letters, replay
+
+    if args.action == "list":
+        reasons: Counter[str] = Counter()
+        for d in iter_dead_letters(settings, from_offset=args.from_offset, reason=args.reason):
+            reasons[d.reason] += 1
+            if args.max is None or sum(reasons.values()) <= args.max:
+                where = f"{d.source_topic}[{d.source_partition}]@{d.source_offset}"
+                field = f" ({d.field})" if d.field else ""
+                console.print(f"{d.offset:>8}  {d.reason:<18} {where:<28} {d.message}{field}", markup=False)
+        summary = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) or "none"
+        err_console.print(f"{sum(reasons.values())} dead letters ({summary})")
+        return 0
+    _print_endpoints(settings, "dlq replay:")
+    with err_console.status("replaying...") as status:
+        result = replay(
+            settings,
+            from_offset=args.from_offset,
+            reason=args.reason,
+            to_topic=args.to_topic,
+            progress=lambda n: status.update(f"replayed {n}"),
+        )
+    last = "" if result.last_offset is None else f"; next time start at --from-offset {result.last_offset + 1}"
+    console.print(f"replayed {result.replayed} dead letters ({result.skipped_empty} without a value){last}")
+    return 0
+
+
 # --- profile -----------------------------------------------------------------------------------
 def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     from .processors.profiles import RedisProfileStore
@@ -302,7 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=("checkout", "consent"), default="checkout")
     s.set_defaults(func=cmd_produce)
 
-    s = sub.add_parser("process", help="run the stream processor (faust worker) until stopped")
+    s = sub.add_parser("process", help="run the stream processor until stopped")
+    s.add_argument(
+        "--role",
+        choices=("all", "router", "profiles"),
+        default="all",
+        help="router: checkouts -> purchase topics (exactly-once); profiles: faust agent -> Redis; all: both",
+    )
+    s.add_argument("--instance", help="stable worker name (RECEIPTFLOW_PROCESSOR_INSTANCE)")
     s.add_argument("--loglevel", default="warning")
     s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
     s.set_defaults(func=cmd_process)
@@ -332,6 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path")
     s.add_argument("--timeout", type=float, default=120.0)
     s.set_defaults(func=cmd_outbox)
+
+    s = sub.add_parser("dlq", help="list dead letters, or replay them to their source topic after a fix")
+    s.add_argument("action", choices=("list", "replay"))
+    s.add_argument("--reason", help="only dead letters of this reason code")
+    s.add_argument("--from-offset", type=int, default=0, help="dead-letter topic offset to start at")
+    s.add_argument("--max", type=int, default=None, help="list: print at most this many")
+    s.add_argument("--to-topic", help="replay: send here instead of each record's source topic")
+    s.set_defaults(func=cmd_dlq)
 
     s = sub.add_parser("consume", help="print a topic's records as decoded JSON lines (read-committed)")
     s.add_argument("topic")

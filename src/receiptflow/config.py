@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     processor_id: str = Field(
         default="receiptflow-processor", description="faust app id = consumer group of the stream processor"
     )
+    processor_instance: str = Field(
+        default="0",
+        description="this worker's stable name within the processor group (transactional.id suffix); "
+        "unique per concurrently running worker, the same across its restarts",
+    )
+    processor_batch_max: int = Field(default=2000, ge=1, description="records per processor transaction at most")
+    processor_dedup_days: int = Field(
+        default=14, ge=1, description="how long (event time) a receipt id is remembered to drop duplicates"
+    )
+    default_product_data_marketing: bool = Field(
+        default=False, description="consent assumed for a card with no consent record: product data for marketing"
+    )
+    default_electronic_marketing: bool = Field(
+        default=False, description="consent assumed for a card with no consent record: e-mail/SMS marketing"
+    )
     topic_prefix: str = Field(default="", description="prefix for every topic name (one cluster, many envs)")
     topic_partitions: int = Field(default=6, ge=1, description="partitions for topics that this project creates")
     topic_replication_factor: int = Field(default=1, ge=1, description="replication factor when creating topics")

@@ -47,6 +47,21 @@ class Metrics:
         self.unknown_chain_total = Counter(
             "receiptflow_unknown_chain_total", "Checkouts of chains the policy does not know.", ["chain"], registry=r
         )
+        self.consent_changes_total = Counter(
+            "receiptflow_consent_changes_total", "Consent changes applied to the processor's state.", registry=r
+        )
+        self.transactions_total = Counter(
+            "receiptflow_transactions_total",
+            "Processor transactions by outcome (committed, aborted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.state_restore_seconds = Histogram(
+            "receiptflow_state_restore_seconds",
+            "Time to rebuild dedup and consent state for newly assigned partitions.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "receiptflow_batch_seconds", "Time to process one batch.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
         )

@@ -41,6 +41,7 @@ PURCHASES_CUSTOMER = "purchases.customer"
 PURCHASES_MARKETING = "purchases.marketing"
 PURCHASES_ANALYTICS = "purchases.analytics"
 CHECKOUTS_DLQ = "checkouts.dlq"
+RECEIPTS_SEEN = "processor.receipts-seen"
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -86,6 +87,14 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         {"retention.ms": str(90 * DAY_MS)},
         partitions=1,
     ),
+    TopicSpec(
+        RECEIPTS_SEEN,
+        "(none: value is the event time, 8-byte big-endian ms)",
+        "receipt_id",
+        "The processor's dedup changelog, written in the same transaction as its outputs, to the partition "
+        "of the checkout it records; internal, read back when a worker is assigned that partition.",
+        {"cleanup.policy": "compact,delete", "retention.ms": str(14 * DAY_MS)},
+    ),
 )
 
 
@@ -107,6 +116,7 @@ class TopicNames:
         self.purchases_marketing = prefix + PURCHASES_MARKETING
         self.purchases_analytics = prefix + PURCHASES_ANALYTICS
         self.checkouts_dlq = prefix + CHECKOUTS_DLQ
+        self.receipts_seen = prefix + RECEIPTS_SEEN
 
     def physical(self, logical: str) -> str:
         return self.prefix + logical

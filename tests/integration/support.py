@@ -23,6 +23,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
+    if settings.policy_file is not None:
+        env["RECEIPTFLOW_POLICY_FILE"] = str(settings.policy_file)
     if settings.warehouse_url:
         env["RECEIPTFLOW_WAREHOUSE_URL"] = settings.warehouse_url
     return env

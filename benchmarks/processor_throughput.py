@@ -1,0 +1,257 @@
+"""Processor throughput: the exactly-once router next to a raw passthrough and a naive faust agent, same run.
+
+All three read the same preloaded simulated checkouts from the same broker and write to their own
+output topics:
+
+* ``raw consume→produce``  confluent-kafka consumer → producer, bytes copied unchanged, no
+                           transactions, no decoding: the ceiling the client and broker allow;
+* ``router (exactly-once)`` ``receiptflow process --role router``: decode, validate, policy, consent,
+                           dedup, encode three outputs, one Kafka transaction per batch;
+* ``naive faust agent``    a faust-streaming agent doing the same core work one event at a time
+                           with ``await topic.send`` per output (faust's idiomatic shape).
+
+Each runs in its own process and is timed from its first output record to its last, so start-up
+and group joins are not counted. Usage:
+``python benchmarks/processor_throughput.py [--receipts N] [--bootstrap HOST:PORT]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import faust
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from receiptflow.codec import Codec
+from receiptflow.config import Settings
+from receiptflow.models import Checkout
+from receiptflow.processors.app import faust_broker_url, run_worker
+from receiptflow.processors.core import process
+from receiptflow.processors.policy import load_policy
+from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.simulator import Simulator
+from receiptflow.stack import Stack
+from receiptflow.stack.process import free_port
+from receiptflow.topics import TopicNames, create_topics
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env.update(
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
+        RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
+        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
+        RECEIPTFLOW_METRICS_PORT="0",
+    )
+    return env
+
+
+def _records(settings: Settings, topic: str) -> int:
+    c = Consumer(settings.kafka_config(**{"group.id": f"bench-peek-{uuid.uuid4().hex[:6]}"}))
+    try:
+        total = 0
+        for p in range(settings.topic_partitions):
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        c.close()
+
+
+def _time_until(settings: Settings, topic: str, target: int, alive: Callable[[], bool], timeout: float = 600) -> float:
+    """Seconds from the first record in ``topic`` to ``target`` records."""
+    deadline = time.monotonic() + timeout
+    first_at: float | None = None
+    first_count = 0
+    while True:
+        n = _records(settings, topic)
+        now = time.monotonic()
+        if n and first_at is None:
+            first_at, first_count = now, n
+        if n >= target:
+            assert first_at is not None
+            # Scale to the whole run: the records already there at the first look took time too.
+            return (now - first_at) * target / max(1, target - first_count)
+        if now > deadline or not alive():
+            raise SystemExit(f"{topic}: {n} of {target} records (process alive: {alive()})")
+        time.sleep(0.05)
+
+
+def raw_passthrough(settings: Settings, source: str, target: str, count: int) -> float:
+    """Timed inside the loop: from the first record consumed to the last one acknowledged."""
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": f"bench-raw-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
+    )
+    producer = Producer(settings.kafka_config(**{"linger.ms": 5, "compression.type": "lz4"}))
+    consumer.subscribe([source])
+    done = 0
+    started: float | None = None
+    deadline = time.monotonic() + 300
+    while done < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"raw passthrough: {done} of {count} after 300 s")
+        for m in consumer.consume(2000, timeout=0.5):
+            if m.error() is not None:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            while True:
+                try:
+                    producer.produce(target, value=m.value(), key=m.key())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            done += 1
+        producer.poll(0)
+    producer.flush(60)
+    assert started is not None
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def router(settings: Settings, count: int) -> float:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "receiptflow", "process", "--role", "router"],
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return _time_until(
+            settings, TopicNames(settings.topic_prefix).purchases_customer, count, lambda: proc.poll() is None
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def naive_faust(settings: Settings, count: int) -> float:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--faust-worker"],
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return _time_until(
+            settings, TopicNames(settings.topic_prefix).purchases_customer, count, lambda: proc.poll() is None
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def faust_worker() -> None:
+    """The naive per-event faust agent (run in its own process by ``naive_faust``)."""
+    settings = Settings()
+    names = TopicNames(settings.topic_prefix)
+    codec = Codec()
+    policy = load_policy()
+    app = faust.App(
+        f"{settings.processor_id}-naive",
+        broker=faust_broker_url(settings),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=str(settings.data_dir / "faust-naive"),
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, allow_empty=True)
+
+    source, customer = topic(names.checkouts), topic(names.purchases_customer)
+    marketing, analytics = topic(names.purchases_marketing), topic(names.purchases_analytics)
+
+    @app.agent(source)
+    async def route(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            c = Checkout.from_avro(codec.decode(event.message.value, expect="checkout").value)
+            routed = process(c, policy, None, datetime.now(UTC))
+            key = (c.card_id or c.store_id).encode()
+            await customer.send(key=key, value=codec.encode("purchase", routed.customer.to_avro()))
+            if routed.marketing is not None:
+                await marketing.send(key=key, value=codec.encode("purchase", routed.marketing.to_avro()))
+            if routed.analytics is not None:
+                await analytics.send(key=key, value=codec.encode("purchase", routed.analytics.to_avro()))
+
+    run_worker(app)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--receipts", type=int, default=30_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--bootstrap", help="use this broker instead of starting an embedded one")
+    parser.add_argument("--faust-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.faust_worker:
+        sys.argv = [sys.argv[0], "worker"]
+        faust_worker()
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="receiptflow-bench-") as tmp:
+        data = Path(tmp)
+        stack: Stack | None = None
+        base = {"data_dir": data, "metrics_port": 0, "topic_partitions": args.partitions}
+        if args.bootstrap:
+            settings = Settings(bootstrap_servers=args.bootstrap, **base)
+        else:
+            settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(), **base)
+            stack = Stack(settings)
+            stack.kafka.up()
+        try:
+            receipts = list(
+                Simulator(42, stores=50, customers=3000).stream(
+                    args.receipts, datetime.now(UTC) - timedelta(hours=2), rate=10.0
+                )
+            )
+            results: list[tuple[str, float]] = []
+
+            def fresh(name: str) -> Settings:
+                s = settings.model_copy(
+                    update={"topic_prefix": f"bench-{name}-{uuid.uuid4().hex[:6]}.", "processor_id": f"bench-{name}"}
+                )
+                create_topics(s)
+                client = RegisterClient(s)
+                for c in receipts:
+                    client.send(c)
+                client.flush(120)
+                return s
+
+            s = fresh("raw")
+            names = TopicNames(s.topic_prefix)
+            results.append(
+                ("raw consume→produce", raw_passthrough(s, names.checkouts, names.purchases_analytics, len(receipts)))
+            )
+            results.append(("router (exactly-once)", router(fresh("router"), len(receipts))))
+            results.append(("naive faust agent", naive_faust(fresh("faust"), len(receipts))))
+
+            lines = sum(len(c.lines) for c in receipts) / len(receipts)
+            print(f"{len(receipts)} receipts ({lines:.1f} lines each), {args.partitions} partitions, one worker each")
+            print(f"\n{'path':<26}{'receipts/s':>12}{'vs router':>11}{'seconds':>10}")
+            router_rate = len(receipts) / results[1][1]
+            for name, elapsed in results:
+                rate = len(receipts) / elapsed
+                print(f"{name:<26}{rate:>12,.0f}{rate / router_rate:>10.2f}x{elapsed:>10.2f}")
+        finally:
+            if stack is not None:
+                stack.down()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

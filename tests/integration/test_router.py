@@ -1,0 +1,323 @@
+"""The exactly-once router on the real broker: kills, duplicates, bad input, policy changes, consent, two workers.
+
+The router runs as its own process (``python -m receiptflow process --role router``), as in
+production; traffic comes from the seeded simulator through the register client; the outputs are
+read back with read-committed consumers, as a downstream team would.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from receiptflow.codec import Codec
+from receiptflow.config import Settings
+from receiptflow.models import Checkout, ConsentChange, Granularity, Purchase
+from receiptflow.processors.policy import load_policy
+from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.simulator import CHAINS, Emission, GroundTruth, Simulator, Traffic
+from receiptflow.topics import TopicNames, create_topics
+
+from .support import env_for, read_all
+
+CODEC = Codec()
+
+
+def _traffic(seed: int, count: int, start: datetime, rate: float, **rates: float) -> tuple[GroundTruth, list[Emission]]:
+    sim = Simulator(seed, stores=30, customers=300)
+    traffic = Traffic(sim, lambda c: CODEC.encode("checkout", c.to_avro()), **rates)
+    emissions = list(traffic.initial_consents(start - timedelta(days=1)))
+    emissions += traffic.emissions(count, start, rate)
+    return sim.truth, emissions
+
+
+def _send(settings: Settings, emissions: list[Emission]) -> None:
+    client = RegisterClient(settings)
+    checkouts = TopicNames(settings.topic_prefix).checkouts
+    for e in emissions:
+        if e.checkout is not None:
+            client.send(e.checkout)
+        elif e.consent is not None:
+            client.send_consent(e.consent)
+        else:
+            assert e.raw is not None
+            client.send_raw(checkouts, e.label.encode(), e.raw)
+    stats = client.flush(60)
+    assert stats.failed == 0
+
+
+@contextmanager
+def _router(settings: Settings, instance: str = "0", **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(settings.data_dir / f"router-{instance}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance],
+        env={**env_for(settings), **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def _lag(settings: Settings) -> int:
+    """Records of checkouts and consents not yet committed by the router's group."""
+    names = TopicNames(settings.topic_prefix)
+    c = Consumer(settings.kafka_config(**{"group.id": settings.processor_id, "enable.auto.commit": False}))
+    try:
+        tps = [
+            TopicPartition(t, p) for t in (names.checkouts, names.consents) for p in range(settings.topic_partitions)
+        ]
+        lag = 0
+        for tp in c.committed(tps, timeout=30):
+            _, high = c.get_watermark_offsets(tp, timeout=30)
+            lag += high - max(tp.offset, 0)
+        return lag
+    finally:
+        c.close()
+
+
+def _wait_caught_up(settings: Settings, procs: list[subprocess.Popen[bytes]], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while (lag := _lag(settings)) > 0:
+        for p in procs:
+            assert p.poll() is None, f"router exited with {p.returncode}; see {settings.data_dir}"
+        assert time.monotonic() < deadline, f"router still {lag} records behind after {timeout}s"
+        time.sleep(0.5)
+
+
+def _purchases(settings: Settings, topic: str) -> list[Purchase]:
+    return [Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value) for m in read_all(settings, topic)]
+
+
+def _uncommitted_count(settings: Settings, topic: str) -> int:
+    """Records in ``topic`` including those of aborted transactions (read_uncommitted)."""
+    c = Consumer(settings.kafka_config(**{"group.id": f"peek-{uuid.uuid4().hex[:6]}"}))
+    try:
+        total = 0
+        for p in range(settings.topic_partitions):
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            total += high - low
+        return total
+    finally:
+        c.close()
+
+
+def _valid_checkouts(emissions: list[Emission]) -> dict[str, Checkout]:
+    return {e.checkout.receipt_id: e.checkout for e in emissions if e.kind == "checkout" and e.checkout}
+
+
+def test_sigkilled_five_times_with_duplicates_every_receipt_once_on_every_topic(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    create_topics(settings)
+    names = TopicNames(settings.topic_prefix)
+    truth, emissions = _traffic(
+        11, 5000, datetime.now(UTC) - timedelta(hours=3), 0.5, dup_rate=0.1, bad_rate=0.03, consent_change_rate=0.02
+    )
+    valid = _valid_checkouts(emissions)
+    assert len(truth.duplicates) > 200 and len(truth.bad) > 50
+    _send(settings, emissions)
+
+    # Small transactions so that a kill lands inside one; five kills at random points of the run.
+    rng = random.Random(5)
+    env = {"RECEIPTFLOW_PROCESSOR_BATCH_MAX": "10"}
+    kills = 0
+    while kills < 5:
+        with _router(settings, **env) as proc:
+            time.sleep(rng.uniform(2.0, 4.0))
+            assert proc.poll() is None, f"router died on its own; see {settings.data_dir}"
+            proc.kill()
+            proc.wait()
+            kills += 1
+        assert _lag(settings) > 0, "the run finished before the fifth kill: nothing left to test"
+    with _router(settings, **env) as proc:
+        _wait_caught_up(settings, [proc])
+
+    customer = Counter(p.receipt_id for p in _purchases(settings, names.purchases_customer))
+    assert set(customer) == set(valid), "every valid receipt, nothing else"
+    assert max(customer.values()) == 1, [r for r, n in customer.items() if n > 1][:5]
+    analytics = Counter(p.receipt_id for p in _purchases(settings, names.purchases_analytics))
+    assert set(analytics) == {r for r, c in valid.items() if c.lines} and max(analytics.values()) == 1
+    marketing = Counter(p.receipt_id for p in _purchases(settings, names.purchases_marketing))
+    assert marketing and set(marketing) <= set(valid) and max(marketing.values()) == 1
+
+    dead = [CODEC.decode(m.value(), expect="dead_letter").value for m in read_all(settings, names.checkouts_dlq)]
+    assert Counter(d["reason"] for d in dead) == Counter(b["reason"] for b in truth.bad)
+    assert {d["original_key"].decode() for d in dead} == {b["label"] for b in truth.bad}
+    assert all(d["source_topic"] == names.checkouts and d["original_value"] for d in dead)
+    # The kills cut transactions: records of aborted ones are in the log but no reader saw them.
+    assert _uncommitted_count(settings, names.purchases_customer) > sum(customer.values())
+
+
+def _policy_with_change(path: Path, change: date) -> None:
+    lines = ['default_level = "receipt"']
+    for i, chain in enumerate(sorted(CHAINS)):
+        later = ("receipt", "product_group")[i % 2]
+        lines += [
+            f"[chains.{chain}]",
+            "versions = [",
+            f'  {{ id = "{chain.lower()}-item", from = 2000-01-01, level = "item" }},',
+            f'  {{ id = "{chain.lower()}-{later}", from = {change.isoformat()}, level = "{later}" }},',
+            "]",
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _consent_at(changes: list[ConsentChange], at: datetime | None) -> tuple[bool, bool] | None:
+    """(product data, e-marketing) in force at ``at`` (None: the newest); simultaneous changes: the stricter."""
+    before = [c for c in changes if at is None or c.event_time <= at]
+    if not before:
+        return None
+    newest = max(c.event_time for c in before)
+    tied = [c for c in before if c.event_time == newest]
+    return all(c.product_data_marketing for c in tied), all(c.electronic_marketing for c in tied)
+
+
+def test_policy_change_mid_run_and_consent_flips_are_respected_on_every_topic(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Two local days of receipts; the policy of every chain changes at midnight between them.
+    start = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    change = (start + timedelta(days=1)).date()
+    policy_file = tmp_path / "policy.toml"
+    _policy_with_change(policy_file, change)
+    settings = make_settings(policy_file=policy_file)
+    create_topics(settings)
+    names = TopicNames(settings.topic_prefix)
+    truth, emissions = _traffic(23, 2000, start, 2000 / (40 * 3600), consent_change_rate=0.1)
+    consents = [e for e in emissions if e.kind == "consent"]
+    checkouts = [e for e in emissions if e.kind == "checkout"]
+    assert len(consents) > len(truth.per_card)  # sign-up consents plus flips during the run
+
+    with _router(settings) as proc:
+        # Consents first and processed, so "consent at processing time" is each card's final state.
+        _send(settings, consents)
+        _wait_caught_up(settings, [proc])
+        _send(settings, checkouts)
+        _wait_caught_up(settings, [proc])
+
+    policy = load_policy(policy_file)
+    valid = _valid_checkouts(emissions)
+    customer = _purchases(settings, names.purchases_customer)
+    assert {p.receipt_id for p in customer} == set(valid)
+    versions: Counter[Granularity] = Counter()
+    for p in customer:
+        decision = policy.version_at(p.chain, p.event_time)
+        versions[decision.level] += 1
+        assert p.policy_version == decision.version_id
+        assert p.granularity == decision.level
+        if decision.level != Granularity.ITEM:
+            assert not p.items
+        if decision.level == Granularity.RECEIPT:
+            assert not p.groups
+        assert p.total_cents == valid[p.receipt_id].total_cents
+    assert all(versions[level] > 100 for level in Granularity), versions
+
+    history: dict[str, list[ConsentChange]] = {}
+    for e in consents:
+        assert e.consent is not None
+        # As the router sees it: through the contract, whose times have millisecond resolution.
+        change = ConsentChange.from_avro(CODEC.decode(CODEC.encode("consent_change", e.consent.to_avro())).value)
+        history.setdefault(change.card_id, []).append(change)
+    marketing = _purchases(settings, names.purchases_marketing)
+    assert marketing
+    for p in marketing:
+        assert p.card_id is not None
+        final = _consent_at(history[p.card_id], None)
+        at_event = _consent_at(history[p.card_id], p.event_time)
+        assert final is not None and at_event is not None, "no consent at the time of the purchase"
+        product = final[0] and at_event[0]
+        electronic = final[1] and at_event[1]
+        assert product or electronic, (p, history[p.card_id])
+        assert p.consent.product_data_marketing == product and p.consent.electronic_marketing == electronic
+        if not product:
+            assert p.granularity != Granularity.ITEM and not p.items, "product lines without product-data consent"
+    marketed = {p.receipt_id for p in marketing}
+    for rid, sold in valid.items():
+        if sold.card_id is None or rid in marketed:
+            continue
+        c = Checkout.from_avro(CODEC.decode(CODEC.encode("checkout", sold.to_avro())).value)
+        final = _consent_at(history[sold.card_id], None)
+        at_event = _consent_at(history[sold.card_id], c.event_time)
+        allowed = (
+            final is not None and at_event is not None and ((final[0] and at_event[0]) or (final[1] and at_event[1]))
+        )
+        assert not allowed, f"{rid} was allowed to reach marketing but did not"
+
+    for p in _purchases(settings, names.purchases_analytics):
+        assert p.card_id is None and p.register_id is None
+        assert p.event_time.minute == 0 and p.event_time.second == 0
+        assert p.granularity == Granularity.ITEM and p.items
+
+
+def test_two_workers_give_the_same_outputs_as_one(make_settings: Callable[..., Settings]) -> None:
+    start = datetime.now(UTC) - timedelta(hours=3)
+    _, emissions = _traffic(31, 2500, start, 0.25, dup_rate=0.1, bad_rate=0.02, consent_change_rate=0.05)
+    consents = [e for e in emissions if e.kind == "consent"]
+    rest = [e for e in emissions if e.kind != "consent"]
+
+    def outputs(settings: Settings) -> dict[str, dict[str, tuple[object, ...]]]:
+        names = TopicNames(settings.topic_prefix)
+        out: dict[str, dict[str, tuple[object, ...]]] = {}
+        for topic in (names.purchases_customer, names.purchases_marketing, names.purchases_analytics):
+            seen: dict[str, tuple[object, ...]] = {}
+            for p in _purchases(settings, topic):
+                assert p.receipt_id not in seen
+                seen[p.receipt_id] = (p.granularity, p.items, p.groups, p.total_cents, p.consent, p.policy_version)
+            out[TopicNames(settings.topic_prefix).logical(topic)] = seen
+        dead = read_all(settings, names.checkouts_dlq)
+        out["dlq"] = {str(i): (k,) for i, k in enumerate(sorted(m.key() or b"" for m in dead))}
+        return out
+
+    one = make_settings(topic_partitions=4)
+    create_topics(one)
+    with _router(one) as proc:
+        _send(one, consents)
+        _wait_caught_up(one, [proc])
+        _send(one, rest)
+        _wait_caught_up(one, [proc])
+
+    two = make_settings(topic_partitions=4)
+    create_topics(two)
+    with _router(two, "0") as a, _router(two, "1") as b:
+        _send(two, consents)
+        _wait_caught_up(two, [a, b])
+        _send(two, rest)
+        _wait_caught_up(two, [a, b])
+        owners = _assignments(two)
+    # Both workers share the partitions, and each gets the same numbers of checkouts and consents.
+    assert len(owners) == 2 and all(owners.values()), owners
+    for owned in owners.values():
+        numbers = {t: {p for topic, p in owned if topic == t} for t in {t for t, _ in owned}}
+        assert len(numbers) == 2 and len(set(map(frozenset, numbers.values()))) == 1, owned
+    assert outputs(one) == outputs(two)
+
+
+def _assignments(settings: Settings) -> dict[str, set[tuple[str, int]]]:
+    """The router group's members and the partitions each owns, as the broker describes them."""
+    admin = AdminClient(settings.kafka_config())
+    desc = admin.describe_consumer_groups([settings.processor_id])[settings.processor_id].result(timeout=30)
+    return {m.client_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in desc.members}

@@ -1,0 +1,154 @@
+"""Consent histories and the privacy guarantee of routing, over generated receipts, policies and histories.
+
+The expectations here are computed by brute force from the raw inputs (the list of changes, the list
+of policy versions), independently of ``ConsentHistory`` and ``Policy.version_at``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from receiptflow.models import Checkout, ConsentChange, ConsentState, Granularity
+from receiptflow.processors.consent import MAX_CHANGES_PER_CARD, ConsentHistory, effective_consent
+from receiptflow.processors.core import DEFAULT_CONSENT, route
+from receiptflow.processors.policy import Policy, parse_policy
+
+from .strategies import NOW, checkouts
+
+CARD = "6390000000001"
+LEVELS = {"item": Granularity.ITEM, "product_group": Granularity.PRODUCT_GROUP, "receipt": Granularity.RECEIPT}
+CHAINS = ["SOKOS", "PRISMA", "K_MARKET", "SIWA", "NESTE"]
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> tuple[dict[str, list[tuple[date, str]]], Policy]:
+    """A random policy document (some chains left out) and the parsed Policy."""
+    raw: dict[str, list[tuple[date, str]]] = {}
+    for chain in draw(st.lists(st.sampled_from(CHAINS), unique=True)):
+        days = draw(st.lists(st.dates(date(2000, 1, 1), date(2027, 1, 1)), min_size=1, max_size=4, unique=True))
+        raw[chain] = [(d, draw(st.sampled_from(sorted(LEVELS)))) for d in sorted(days)]
+    doc = {
+        "default_level": "receipt",
+        "chains": {
+            c: {"versions": [{"id": f"{c}-{i}", "from": d, "level": lvl} for i, (d, lvl) in enumerate(vs)]}
+            for c, vs in raw.items()
+        },
+    }
+    return raw, parse_policy(doc)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[ConsentChange]:
+    times = st.datetimes(datetime(2006, 1, 1), datetime(2026, 11, 24), timezones=st.just(UTC))
+    return [
+        ConsentChange(CARD, draw(times), draw(st.booleans()), draw(st.booleans()))
+        for _ in range(draw(st.integers(0, 6)))
+    ]
+
+
+def _allowed_level(raw: dict[str, list[tuple[date, str]]], c: Checkout) -> Granularity:
+    versions = raw.get(c.chain)
+    if versions is None:
+        return Granularity.RECEIPT
+    in_force = [lvl for d, lvl in versions if d <= c.event_time.date()]
+    return LEVELS[in_force[-1]] if in_force else Granularity.RECEIPT
+
+
+def _state_at(changes: list[ConsentChange], when: datetime | None) -> tuple[bool, bool] | None:
+    eligible = [c for c in changes if when is None or c.event_time <= when]
+    if not eligible:
+        return None
+    newest = max(c.event_time for c in eligible)
+    # Ties in event time: the more restrictive combination wins, as it must.
+    tied = [c for c in eligible if c.event_time == newest]
+    return all(c.product_data_marketing for c in tied), all(c.electronic_marketing for c in tied)
+
+
+def _history(changes: list[ConsentChange]) -> ConsentHistory:
+    h = ConsentHistory()
+    for change in changes:
+        h = h.with_change(change)
+    return h
+
+
+@given(checkouts(chains=CHAINS), policies(), histories())
+def test_no_topic_ever_carries_finer_data_than_policy_and_consent_allow(
+    c: Checkout, policy: tuple[dict[str, list[tuple[date, str]]], Policy], changes: list[ConsentChange]
+) -> None:
+    raw, parsed = policy
+    c = Checkout(**{**{f: getattr(c, f) for f in c.__dataclass_fields__}, "card_id": CARD})
+    consent = effective_consent(_history(changes), c.event_time, DEFAULT_CONSENT)
+    routed = route(c, parsed.version_at(c.chain, c.event_time), consent, NOW)
+    allowed = _allowed_level(raw, c)
+
+    for out in (routed.customer, routed.marketing):
+        if out is None:
+            continue
+        assert out.granularity.rank >= allowed.rank
+        assert out.total_cents == c.total_cents
+        if out.granularity is not Granularity.ITEM:
+            assert out.items == ()
+        if out.granularity is Granularity.RECEIPT:
+            assert out.groups == ()
+        assert sum(i.amount_cents for i in out.items) in (0, c.total_cents)
+        assert sum(g.amount_cents for g in out.groups) in (0, c.total_cents)
+
+    at_event, latest = _state_at(changes, c.event_time), _state_at(changes, None)
+    product = bool(at_event and latest and at_event[0] and latest[0])
+    electronic = bool(at_event and latest and at_event[1] and latest[1])
+    if product or electronic:
+        assert routed.marketing is not None
+        assert routed.marketing.consent.product_data_marketing == product
+        assert routed.marketing.consent.electronic_marketing == electronic
+        if not product:
+            assert routed.marketing.items == ()
+            assert routed.marketing.granularity.rank >= Granularity.PRODUCT_GROUP.rank
+    else:
+        assert routed.marketing is None
+
+    if routed.analytics is not None:
+        assert routed.analytics.card_id is None and routed.analytics.register_id is None
+        assert routed.analytics.event_time.minute == 0
+
+
+@given(histories(), st.randoms())
+def test_history_does_not_depend_on_arrival_order_or_repeats(changes: list[ConsentChange], rnd) -> None:  # type: ignore[no-untyped-def]
+    shuffled = changes + changes[: len(changes) // 2]
+    rnd.shuffle(shuffled)
+    assert _history(shuffled) == _history(changes)
+
+
+@given(histories(), st.datetimes(datetime(2006, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC)))
+def test_effective_consent_is_never_looser_than_either_moment(changes: list[ConsentChange], when: datetime) -> None:
+    got = effective_consent(_history(changes), when, DEFAULT_CONSENT)
+    for state in (_history(changes).at(when), _history(changes).latest()):
+        reference = state or DEFAULT_CONSENT
+        assert got.product_data_marketing <= reference.product_data_marketing
+        assert got.electronic_marketing <= reference.electronic_marketing
+
+
+def test_no_record_gets_the_configured_default() -> None:
+    lenient = ConsentState(True, False, known=False)
+    assert effective_consent(None, NOW, lenient) == lenient
+    assert effective_consent(ConsentHistory(), NOW, DEFAULT_CONSENT) == DEFAULT_CONSENT
+
+
+def test_withdrawal_applies_to_older_receipts_and_consent_never_reaches_back() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    given_ = ConsentChange(CARD, t, True, True)
+    withdrawn = ConsentChange(CARD, t + timedelta(days=10), False, False)
+    h = _history([given_, withdrawn])
+    assert effective_consent(h, t + timedelta(days=1), DEFAULT_CONSENT).product_data_marketing is False
+    later = _history([ConsentChange(CARD, t + timedelta(days=10), True, True)])
+    assert effective_consent(later, t + timedelta(days=1), DEFAULT_CONSENT) == DEFAULT_CONSENT
+    assert effective_consent(later, t + timedelta(days=11), DEFAULT_CONSENT) == ConsentState(True, True, True)
+
+
+def test_history_is_bounded() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    h = _history([ConsentChange(CARD, t + timedelta(hours=i), i % 2 == 0, True) for i in range(100)])
+    assert len(h.changes) == MAX_CHANGES_PER_CARD
+    assert h.changes[-1].event_time == t + timedelta(hours=99)
