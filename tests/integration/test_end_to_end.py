@@ -1,4 +1,4 @@
-"""One receipt travels the whole way: Avro → Kafka → faust processor → Redis profile → warehouse row.
+"""One receipt travels the whole way: Avro → Kafka → router → faust profile agent → Redis → warehouse row.
 
 Real parts only: the session's Kafka broker and Redis server, a DuckDB file, and the processor
 running as its own worker process (``python -m receiptflow process``), as in production.
