@@ -84,7 +84,17 @@ def _router(settings: Settings, instance: str = "0", **env: str) -> Iterator[sub
 def _lag(settings: Settings) -> int:
     """Records of checkouts and consents not yet committed by the router's group."""
     names = TopicNames(settings.topic_prefix)
-    c = Consumer(settings.kafka_config(**{"group.id": settings.processor_id, "enable.auto.commit": False}))
+    # read_uncommitted: a read-committed consumer asks for *stable* offsets and would wait for the
+    # open transaction of a just-killed router to be aborted; the last committed offsets are enough here.
+    c = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": settings.processor_id,
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",
+            }
+        )
+    )
     try:
         tps = [
             TopicPartition(t, p) for t in (names.checkouts, names.consents) for p in range(settings.topic_partitions)
