@@ -123,6 +123,7 @@ class Router:
         self.state: dict[int, PartitionState] = {}
         self.transactional_id = f"{settings.processor_id}-{settings.processor_instance}"
         self._last_prune = time.monotonic()
+        self._assigned_at = 0.0
         self._consumer = Consumer(
             settings.kafka_config(
                 **{
@@ -174,11 +175,20 @@ class Router:
                 }
             )
         )
+        states = {p: PartitionState() for p in numbers}
+        # Every partition in one pass (one fetch session) rather than one after another.
+        wanted = [TopicPartition(self.names.receipts_seen, p, OFFSET_BEGINNING) for p in numbers]
+        stops: dict[tuple[str, int], int] = {}
+        for p in numbers:
+            upto = committed.get((self.names.consents, p), OFFSET_INVALID)
+            if upto > 0:
+                wanted.append(TopicPartition(self.names.consents, p, OFFSET_BEGINNING))
+                stops[(self.names.consents, p)] = upto
         try:
-            for p in numbers:
-                state = PartitionState()
-                for msg in _read_to_end(reader, TopicPartition(self.names.receipts_seen, p, OFFSET_BEGINNING)):
-                    key, value = msg.key(), msg.value()
+            for msg in _read_partitions(reader, wanted, stops):
+                state = states[msg.partition() or 0]
+                key, value = msg.key(), msg.value()
+                if msg.topic() == self.names.receipts_seen:
                     if key is None:
                         continue
                     if value is None:
@@ -187,24 +197,28 @@ class Router:
                     at = _MS.unpack(value)[0] if len(value) == _MS.size else horizon
                     if at >= horizon:
                         state.seen[key.decode()] = at
-                upto = committed.get((self.names.consents, p), OFFSET_INVALID)
-                if upto > 0:
-                    tp = TopicPartition(self.names.consents, p, OFFSET_BEGINNING)
-                    for msg in _read_to_end(reader, tp, stop_before=upto):
-                        change = self._consent_change(msg)
-                        if change is not None:
-                            history = state.consent.get(change.card_id, ConsentHistory())
-                            state.consent[change.card_id] = history.with_change(change)
-                self.state[p] = state
-                log.info(
-                    "%s: partition %d restored: %d receipt ids, %d cards with consent",
-                    self.name,
-                    p,
-                    len(state.seen),
-                    len(state.consent),
-                )
+                    continue
+                try:
+                    change = self._consent_change(msg)
+                except ValidationError:
+                    continue  # it went to the dead-letter topic when it was first processed
+                if change is not None:
+                    history = state.consent.get(change.card_id, ConsentHistory())
+                    state.consent[change.card_id] = history.with_change(change)
+                elif key is not None:
+                    state.consent.pop(key.decode(), None)
         finally:
             reader.close()
+        for p, state in states.items():
+            self.state[p] = state
+            log.info(
+                "%s: partition %d restored: %d receipt ids, %d cards with consent",
+                self.name,
+                p,
+                len(state.seen),
+                len(state.consent),
+            )
+        self._assigned_at = time.monotonic()
         self.metrics.state_restore_seconds.observe(time.perf_counter() - started)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -240,7 +254,8 @@ class Router:
             while not stop.is_set():
                 msgs = self._consumer.consume(self.settings.processor_batch_max, timeout=0.5)
                 if not msgs:
-                    # Idle time counts once partitions are assigned: joining the group is not idleness.
+                    # Idle time counts once partitions are assigned and restored: joining is not idleness.
+                    idle_since = max(idle_since, self._assigned_at)
                     if not self.state:
                         idle_since = time.monotonic()
                     elif max_idle is not None and time.monotonic() - idle_since > max_idle:
@@ -427,31 +442,37 @@ def _key(p: Purchase) -> bytes:
     return (p.card_id or p.store_id).encode()
 
 
-def _read_to_end(reader: Consumer, tp: TopicPartition, stop_before: int | None = None) -> Iterable[Message]:
-    """Records of one partition from ``tp.offset`` to its (read-committed) end, or before ``stop_before``."""
-    reader.assign([tp])
+def _read_partitions(
+    reader: Consumer, partitions: list[TopicPartition], stops: dict[tuple[str, int], int]
+) -> Iterable[Message]:
+    """Records of ``partitions`` from their given offsets to their (read-committed) ends, or before ``stops``."""
+    if not partitions:
+        return
+    pending = {(tp.topic, tp.partition) for tp in partitions}
+    reader.assign(partitions)
+    deadline = time.monotonic() + 300
     try:
-        low, high = reader.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=30)
-        if high <= low:
-            return
-        deadline = time.monotonic() + 300
-        while True:
+        while pending:
             batch = reader.consume(5000, timeout=1.0)
-            if not batch:
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"restore of {tp.topic}[{tp.partition}] did not reach the end in 300 s")
-                continue
+            if not batch and time.monotonic() > deadline:
+                raise BrokerError(f"state restore did not reach the end of {sorted(pending)} in 300 s")
             for msg in batch:
+                where = (msg.topic() or "", msg.partition() or 0)
+                if where not in pending:
+                    continue
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        return
-                    raise BrokerError(f"restore of {tp.topic}[{tp.partition}] failed: {err}")
+                        pending.discard(where)
+                        continue
+                    raise BrokerError(f"state restore of {where[0]}[{where[1]}] failed: {err}")
                 offset = msg.offset() or 0
-                if stop_before is not None and offset >= stop_before:
-                    return
+                stop = stops.get(where)
+                if stop is not None and offset >= stop:
+                    pending.discard(where)
+                    continue
                 yield msg
-                if stop_before is not None and offset + 1 >= stop_before:
-                    return
+                if stop is not None and offset + 1 >= stop:
+                    pending.discard(where)
     finally:
         reader.unassign()
