@@ -10,12 +10,12 @@ output.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..errors import ValidationError
-from ..models import Checkout, ConsentState, Granularity, Purchase
-from .policy import Decision, Policy, truncate
+from ..models import Checkout, CheckoutLine, ConsentState, Granularity, GroupTotal, Purchase
+from .policy import Decision, Policy, group_totals, truncate
 
 # A single receipt above this is a data error, not a sale (100 000 EUR).
 MAX_TOTAL_CENTS = 10_000_000
@@ -85,8 +85,13 @@ def _round_to_hour(ts: datetime) -> datetime:
 
 
 def route(c: Checkout, decision: Decision, consent: ConsentState, now: datetime) -> Routed:
-    """Apply the policy level and consent to a valid checkout."""
-    granularity, items, groups = truncate(c, decision.level)
+    """Apply the policy level and consent to a valid checkout.
+
+    When the marketing record would equal the customer record, ``marketing is customer`` (the same
+    object): callers may then encode it once.
+    """
+    groups = group_totals(c.lines) if c.lines else ()
+    granularity, items, cgroups = truncate(c, decision.level, groups)
     customer = Purchase(
         receipt_id=c.receipt_id,
         chain=c.chain,
@@ -99,7 +104,7 @@ def route(c: Checkout, decision: Decision, consent: ConsentState, now: datetime)
         total_cents=c.total_cents,
         granularity=granularity,
         items=items,
-        groups=groups,
+        groups=cgroups,
         policy_version=decision.version_id,
         consent=consent,
         processed_at=now,
@@ -108,23 +113,55 @@ def route(c: Checkout, decision: Decision, consent: ConsentState, now: datetime)
     if c.card_id is not None and (consent.product_data_marketing or consent.electronic_marketing):
         # Without product-data consent, marketing sees product groups at most.
         level = decision.level if consent.product_data_marketing else decision.level.coarsest(Granularity.PRODUCT_GROUP)
-        m_gran, m_items, m_groups = truncate(c, level)
-        marketing = replace(customer, granularity=m_gran, items=m_items, groups=m_groups)
+        if level is decision.level:
+            marketing = customer
+        else:
+            m_gran, m_items, m_groups = truncate(c, level, groups)
+            marketing = _with_detail(customer, m_gran, m_items, m_groups)
     analytics: Purchase | None = None
     if c.lines:
         # Anonymous line-level data: no card, no register, time rounded to the hour.
-        a_gran, a_items, a_groups = truncate(c, Granularity.ITEM)
-        analytics = replace(
-            customer,
-            card_id=None,
+        analytics = Purchase(
+            receipt_id=c.receipt_id,
+            chain=c.chain,
+            store_id=c.store_id,
             register_id=None,
+            card_id=None,
             event_time=_round_to_hour(c.event_time),
-            granularity=a_gran,
-            items=a_items,
-            groups=a_groups,
+            payment_method=customer.payment_method,
+            currency=c.currency,
+            total_cents=c.total_cents,
+            granularity=Granularity.ITEM,
+            items=c.lines,
+            groups=groups,
+            policy_version=decision.version_id,
             consent=DEFAULT_CONSENT,
+            processed_at=now,
         )
     return Routed(customer, marketing, analytics)
+
+
+def _with_detail(
+    p: Purchase, granularity: Granularity, items: tuple[CheckoutLine, ...], groups: tuple[GroupTotal, ...]
+) -> Purchase:
+    # The same copy as dataclasses.replace, without its per-call field introspection (hot path).
+    return Purchase(
+        receipt_id=p.receipt_id,
+        chain=p.chain,
+        store_id=p.store_id,
+        register_id=p.register_id,
+        card_id=p.card_id,
+        event_time=p.event_time,
+        payment_method=p.payment_method,
+        currency=p.currency,
+        total_cents=p.total_cents,
+        granularity=granularity,
+        items=items,
+        groups=groups,
+        policy_version=p.policy_version,
+        consent=p.consent,
+        processed_at=p.processed_at,
+    )
 
 
 def process(c: Checkout, policy: Policy, consent: ConsentState | None, now: datetime) -> Routed:

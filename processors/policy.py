@@ -133,19 +133,28 @@ def group_totals(lines: Iterable[CheckoutLine]) -> tuple[GroupTotal, ...]:
     """Aggregate lines by product group (quantity and amount), sorted by group name."""
     acc: dict[str, list[Any]] = {}
     for line in lines:
-        a = acc.setdefault(line.product_group, [0.0, 0, 0])
-        a[0] += line.quantity
-        a[1] += line.amount_cents
-        a[2] += 1
-    return tuple(GroupTotal(g, q, amount, n) for g, (q, amount, n) in sorted(acc.items()))
+        a = acc.get(line.product_group)
+        if a is None:
+            acc[line.product_group] = [line.quantity, line.amount_cents, 1]
+        else:
+            a[0] += line.quantity
+            a[1] += line.amount_cents
+            a[2] += 1
+    return tuple([GroupTotal(g, float(q), amount, n) for g, (q, amount, n) in sorted(acc.items())])
 
 
 def truncate(
-    checkout: Checkout, level: Granularity
+    checkout: Checkout, level: Granularity, groups: tuple[GroupTotal, ...] | None = None
 ) -> tuple[Granularity, tuple[CheckoutLine, ...], tuple[GroupTotal, ...]]:
-    """Cut a checkout down to ``level``: (granularity, items, groups). Totals are untouched."""
+    """Cut a checkout down to ``level``: (granularity, items, groups). Totals are untouched.
+
+    ``groups`` may pass ``group_totals(checkout.lines)`` already computed (a receipt is truncated
+    to up to three levels, one per output topic; the aggregation is the costly part).
+    """
+    if level is Granularity.RECEIPT:
+        return Granularity.RECEIPT, (), ()
+    if groups is None:
+        groups = group_totals(checkout.lines)
     if level is Granularity.ITEM:
-        return level, checkout.lines, group_totals(checkout.lines)
-    if level is Granularity.PRODUCT_GROUP:
-        return level, (), group_totals(checkout.lines)
-    return Granularity.RECEIPT, (), ()
+        return level, checkout.lines, groups
+    return level, (), groups

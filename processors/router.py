@@ -31,9 +31,11 @@ import logging
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -82,6 +84,13 @@ class _Staged:
     seen: dict[tuple[int, str], int] = field(default_factory=dict)
     consent: dict[tuple[int, str], ConsentHistory] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Counted once the transaction commits (an aborted batch is processed again).
+    consumed: Counter[str] = field(default_factory=Counter)  # topic -> records
+    routed: Counter[str] = field(default_factory=Counter)  # output topic -> records
+    processed: Counter[str] = field(default_factory=Counter)  # chain -> receipts routed
+    dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> records
+    duplicates: int = 0
+    consent_changes: int = 0
 
 
 @dataclass
@@ -306,6 +315,7 @@ class Router:
                     continue
                 topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
                 staged.offsets[(topic, partition)] = offset + 1
+                staged.consumed[topic] += 1
                 if topic == self.names.consents:
                     self._handle_consent(msg, partition, staged, now)
                 else:
@@ -320,13 +330,32 @@ class Router:
             self.state.setdefault(p, PartitionState()).seen[rid] = at
         for (p, card), history in staged.consent.items():
             self.state.setdefault(p, PartitionState()).consent[card] = history
-        self.stats.batches += 1
-        self.stats.consumed += len(msgs)
-        self.metrics.transactions_total.labels("committed").inc()
-        for topic in {t for t, _ in staged.offsets}:
-            self.metrics.consumed_total.labels(topic).inc(sum(1 for m in msgs if m.topic() == topic))
+        self._count(staged, len(msgs))
         self.metrics.batch_size.labels("router").observe(len(msgs))
         self.metrics.batch_seconds.labels("router").observe(time.perf_counter() - started)
+
+    def _count(self, staged: _Staged, consumed: int) -> None:
+        """Stats and metrics of a committed transaction (per batch: per-record label lookups cost)."""
+        m, st = self.metrics, self.stats
+        st.batches += 1
+        st.consumed += consumed
+        st.routed += sum(staged.processed.values())
+        st.duplicates += staged.duplicates
+        st.dead_letters += sum(staged.dead_letters.values())
+        st.consent_changes += staged.consent_changes
+        m.transactions_total.labels("committed").inc()
+        for topic, n in staged.consumed.items():
+            m.consumed_total.labels(topic).inc(n)
+        for topic, n in staged.routed.items():
+            m.routed_total.labels(topic).inc(n)
+        for chain, n in staged.processed.items():
+            m.processed_total.labels(chain).inc(n)
+        for reason, n in staged.dead_letters.items():
+            m.dead_letters_total.labels(reason).inc(n)
+        if staged.duplicates:
+            m.duplicates_total.labels("router").inc(staged.duplicates)
+        if staged.consent_changes:
+            m.consent_changes_total.inc(staged.consent_changes)
 
     def _abort(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -357,7 +386,7 @@ class Router:
             except BufferError:
                 self._producer.poll(0.05)
 
-    def _dead_letter(self, exc: ValidationError, msg: Message, now: datetime) -> None:
+    def _dead_letter(self, exc: ValidationError, msg: Message, staged: _Staged, now: datetime) -> None:
         record = dead_letter_record(
             exc,
             topic=msg.topic() or "",
@@ -369,8 +398,7 @@ class Router:
             processor=self.transactional_id,
         )
         self._produce(self.names.checkouts_dlq, msg.key(), self.codec.encode("dead_letter", record))
-        self.stats.dead_letters += 1
-        self.metrics.dead_letters_total.labels(exc.reason).inc()
+        staged.dead_letters[exc.reason] += 1
         log.warning("rejected %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
 
     def _consent_change(self, msg: Message) -> ConsentChange | None:
@@ -389,7 +417,7 @@ class Router:
         try:
             change = self._consent_change(msg)
         except ValidationError as exc:
-            self._dead_letter(exc, msg, now)
+            self._dead_letter(exc, msg, staged, now)
             return
         if change is None:
             key = msg.key()
@@ -398,21 +426,19 @@ class Router:
             return
         history = self._history(partition, change.card_id, staged) or ConsentHistory()
         staged.consent[(partition, change.card_id)] = history.with_change(change)
-        self.stats.consent_changes += 1
-        self.metrics.consent_changes_total.inc()
+        staged.consent_changes += 1
 
     def _handle_checkout(self, msg: Message, partition: int, staged: _Staged, now: datetime) -> None:
         try:
             checkout = Checkout.from_avro(self.codec.decode(msg.value(), expect="checkout").value)
             validate(checkout, now)
         except ValidationError as exc:
-            self._dead_letter(exc, msg, now)
+            self._dead_letter(exc, msg, staged, now)
             return
         rid = checkout.receipt_id
         state = self.state.get(partition)
         if (partition, rid) in staged.seen or (state is not None and rid in state.seen):
-            self.stats.duplicates += 1
-            self.metrics.duplicates_total.labels("router").inc()
+            staged.duplicates += 1
             return
         decision = self.policy.version_at(checkout.chain, checkout.event_time)
         if decision.version_id == UNKNOWN_CHAIN_VERSION:
@@ -422,20 +448,25 @@ class Router:
         consent = effective_consent(history, checkout.event_time, self.default_consent)
         routed = route(checkout, decision, consent, now)
         key = _key(routed.customer)
-        self._send(self.names.purchases_customer, key, routed.customer)
-        if routed.marketing is not None:
-            self._send(self.names.purchases_marketing, key, routed.marketing)
+        shared: dict[int, list[dict[str, Any]]] = {}  # item/group lists converted once per receipt
+        customer = self.codec.encode("purchase", routed.customer.to_avro(shared))
+        self._send(self.names.purchases_customer, key, customer, staged)
+        if routed.marketing is routed.customer:
+            self._send(self.names.purchases_marketing, key, customer, staged)  # the same record: encoded once
+        elif routed.marketing is not None:
+            value = self.codec.encode("purchase", routed.marketing.to_avro(shared))
+            self._send(self.names.purchases_marketing, key, value, staged)
         if routed.analytics is not None:
-            self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), routed.analytics)
+            value = self.codec.encode("purchase", routed.analytics.to_avro(shared))
+            self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), value, staged)
         at = _ms(checkout.event_time)
         self._produce(self.names.receipts_seen, rid.encode(), _MS.pack(at), partition=partition)
         staged.seen[(partition, rid)] = at
-        self.stats.routed += 1
-        self.metrics.processed_total.labels(checkout.chain).inc()
+        staged.processed[checkout.chain] += 1
 
-    def _send(self, topic: str, key: bytes, purchase: Purchase) -> None:
-        self._produce(topic, key, self.codec.encode("purchase", purchase.to_avro()))
-        self.metrics.routed_total.labels(topic).inc()
+    def _send(self, topic: str, key: bytes, value: bytes, staged: _Staged) -> None:
+        self._produce(topic, key, value)
+        staged.routed[topic] += 1
 
 
 def _key(p: Purchase) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ValidationError
 
@@ -51,9 +51,16 @@ def to_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
+_ZONES: dict[int, timezone] = {}
+
+
 def local_time(ts_utc: datetime, offset_minutes: int) -> datetime:
     """The event time as the register saw it (aware, with its own offset)."""
-    return ts_utc.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    zone = _ZONES.get(offset_minutes)
+    if zone is None:
+        # A handful of offsets ever occur; building the timezone object per record is measurable.
+        zone = _ZONES[offset_minutes] = timezone(timedelta(minutes=offset_minutes))
+    return ts_utc.astimezone(zone)
 
 
 def offset_minutes_of(ts: datetime) -> int:
@@ -153,7 +160,7 @@ class Checkout:
             payment_method=PaymentMethod(d["payment_method"]),
             currency=d.get("currency", "EUR"),
             total_cents=d["total_cents"],
-            lines=tuple(CheckoutLine.from_avro(x) for x in d.get("lines", ())),
+            lines=tuple([CheckoutLine.from_avro(x) for x in d.get("lines", ())]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -301,7 +308,18 @@ class Purchase:
     consent: ConsentState
     processed_at: datetime
 
-    def to_avro(self) -> dict[str, Any]:
+    def to_avro(self, shared: dict[int, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """The Avro dict; ``shared`` memoises the item and group lists of records built from one receipt.
+
+        The records a receipt is routed to share the same ``items`` and ``groups`` tuples; pass one
+        dict to their ``to_avro`` calls (and drop it with them) to convert those lists once.
+        """
+        if shared is None:
+            items = [i.to_avro() for i in self.items]
+            groups = [g.to_avro() for g in self.groups]
+        else:
+            items = _avro_list(shared, self.items)
+            groups = _avro_list(shared, self.groups)
         return {
             "receipt_id": self.receipt_id,
             "chain": self.chain,
@@ -314,8 +332,8 @@ class Purchase:
             "currency": self.currency,
             "total_cents": self.total_cents,
             "granularity": str(self.granularity),
-            "items": [i.to_avro() for i in self.items],
-            "groups": [g.to_avro() for g in self.groups],
+            "items": items,
+            "groups": groups,
             "policy_version": self.policy_version,
             "consent": self.consent.to_avro(),
             "processed_at": to_utc(self.processed_at),
@@ -344,6 +362,18 @@ class Purchase:
             consent=ConsentState(c["product_data_marketing"], c["electronic_marketing"], c["known"]),
             processed_at=d["processed_at"],
         )
+
+
+class _ToAvro(Protocol):
+    def to_avro(self) -> dict[str, Any]: ...
+
+
+def _avro_list(shared: dict[int, list[dict[str, Any]]], values: tuple[_ToAvro, ...]) -> list[dict[str, Any]]:
+    # Keyed by identity: valid while the tuples are alive, i.e. for the records of one receipt.
+    out = shared.get(id(values))
+    if out is None:
+        out = shared[id(values)] = [v.to_avro() for v in values]
+    return out
 
 
 def _req(d: dict[str, Any], name: str, typ: type | tuple[type, ...], prefix: str = "") -> Any:

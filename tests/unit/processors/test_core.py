@@ -107,3 +107,29 @@ def test_no_output_is_finer_than_allowed(c: Checkout, consent: ConsentState | No
 @given(checkouts(), st.one_of(st.none(), consents))
 def test_same_input_same_output(c: Checkout, consent: ConsentState | None) -> None:
     assert process(c, POLICY, consent, NOW) == process(c, POLICY, consent, NOW)
+
+
+@given(checkouts(), st.one_of(st.none(), consents))
+def test_marketing_shares_the_customer_record_only_when_equal(c: Checkout, consent: ConsentState | None) -> None:
+    # The router encodes a shared record once; that is only right when the two records are equal.
+    routed = process(c, POLICY, consent, NOW)
+    m = routed.marketing
+    if m is None:
+        return
+    same_detail = (m.granularity, m.items, m.groups) == (
+        routed.customer.granularity,
+        routed.customer.items,
+        routed.customer.groups,
+    )
+    assert (m is routed.customer) == same_detail
+    if m is not routed.customer:
+        assert m.granularity.rank > routed.customer.granularity.rank
+
+
+@given(checkouts(), st.one_of(st.none(), consents))
+def test_shared_avro_conversion_equals_separate_conversion(c: Checkout, consent: ConsentState | None) -> None:
+    routed = process(c, POLICY, consent, NOW)
+    shared: dict[int, list[dict[str, object]]] = {}
+    for p in (routed.customer, routed.marketing, routed.analytics):
+        if p is not None:
+            assert p.to_avro(shared) == p.to_avro()
