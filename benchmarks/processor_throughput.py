@@ -1,12 +1,13 @@
 """Processor throughput: the exactly-once router next to a raw passthrough and a naive faust agent, same run.
 
-All three read the same preloaded simulated checkouts from the same broker and write to their own
-output topics:
+All read the same simulated checkouts from the same broker and write to their own output topics:
 
 * ``raw consume→produce``  confluent-kafka consumer → producer, bytes copied unchanged, no
                            transactions, no decoding: the ceiling the client and broker allow;
 * ``router (exactly-once)`` ``receiptflow process --role router``: decode, validate, policy, consent,
                            dedup, encode three outputs, one Kafka transaction per batch;
+* ``router, 2 workers``    two such processes in one consumer group (partitions split between them;
+                           the topics are filled once both hold partitions);
 * ``naive faust agent``    a faust-streaming agent doing the same core work one event at a time
                            with ``await topic.send`` per output (faust's idiomatic shape).
 
@@ -29,7 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import faust
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
@@ -121,20 +123,51 @@ def raw_passthrough(settings: Settings, source: str, target: str, count: int) ->
     return elapsed
 
 
-def router(settings: Settings, count: int) -> float:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "receiptflow", "process", "--role", "router"],
-        env=_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def router(settings: Settings, count: int, workers: int = 1, load: Callable[[], None] | None = None) -> float:
+    """``workers`` router processes in one consumer group (one transactional id each).
+
+    With several workers the topics start empty and ``load`` fills them once every worker holds
+    partitions: otherwise the first worker to join routes alone until the others arrive.
+    """
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", str(i)],
+            env=_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(workers)
+    ]
     try:
+        if load is not None:
+            _wait_for_members(settings, workers)
+            load()
         return _time_until(
-            settings, TopicNames(settings.topic_prefix).purchases_customer, count, lambda: proc.poll() is None
+            settings,
+            TopicNames(settings.topic_prefix).purchases_customer,
+            count,
+            lambda: all(p.poll() is None for p in procs),
         )
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+
+
+def _wait_for_members(settings: Settings, workers: int, timeout: float = 120) -> None:
+    """Block until the group has ``workers`` members with partitions, so the timing starts balanced."""
+    admin = AdminClient(settings.kafka_config())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            desc = admin.describe_consumer_groups([settings.processor_id])[settings.processor_id].result(10)
+        except KafkaException:
+            desc = None
+        if desc is not None and sum(1 for m in desc.members if m.assignment.topic_partitions) >= workers:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"router group did not reach {workers} members with partitions in {timeout:.0f} s")
 
 
 def naive_faust(settings: Settings, count: int) -> float:
@@ -221,16 +254,20 @@ def main() -> int:
             )
             results: list[tuple[str, float]] = []
 
-            def fresh(name: str) -> Settings:
+            def fresh(name: str, load: bool = True) -> Settings:
                 s = settings.model_copy(
                     update={"topic_prefix": f"bench-{name}-{uuid.uuid4().hex[:6]}.", "processor_id": f"bench-{name}"}
                 )
                 create_topics(s)
+                if load:
+                    send(s)
+                return s
+
+            def send(s: Settings) -> None:
                 client = RegisterClient(s)
                 for c in receipts:
                     client.send(c)
                 client.flush(120)
-                return s
 
             s = fresh("raw")
             names = TopicNames(s.topic_prefix)
@@ -238,10 +275,15 @@ def main() -> int:
                 ("raw consume→produce", raw_passthrough(s, names.checkouts, names.purchases_analytics, len(receipts)))
             )
             results.append(("router (exactly-once)", router(fresh("router"), len(receipts))))
+            s2 = fresh("router2", load=False)
+            results.append(("router, 2 workers", router(s2, len(receipts), workers=2, load=lambda: send(s2))))
             results.append(("naive faust agent", naive_faust(fresh("faust"), len(receipts))))
 
             lines = sum(len(c.lines) for c in receipts) / len(receipts)
-            print(f"{len(receipts)} receipts ({lines:.1f} lines each), {args.partitions} partitions, one worker each")
+            print(
+                f"{len(receipts)} receipts ({lines:.1f} lines each), {args.partitions} partitions,"
+                f" {os.cpu_count()} cores shared with the broker"
+            )
             print(f"\n{'path':<26}{'receipts/s':>12}{'vs router':>11}{'seconds':>10}")
             router_rate = len(receipts) / results[1][1]
             for name, elapsed in results:
