@@ -55,7 +55,7 @@ def test_dead_letters_are_listed_and_replayed_after_a_fix(make_settings: Callabl
         result = replay(settings, reason="future_event_time")
         assert result.replayed == 5
         fixed = Router(settings, name="router-2", clock=lambda: datetime.now(UTC) + timedelta(hours=2))
-        fixed.run(max_idle=10)
+        fixed.run(max_idle=3)
 
     customer = [
         Purchase.from_avro(codec.decode(m.value(), expect="purchase").value).receipt_id
