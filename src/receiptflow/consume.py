@@ -33,26 +33,39 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def reader(settings: Settings, purpose: str, **extra: Any) -> Consumer:
+    """A read-committed consumer in a throw-away group that commits nothing and reports partition ends."""
+    return Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": f"receiptflow-{purpose}-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                **extra,
+            }
+        )
+    )
+
+
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    """The partition numbers of an existing topic; BrokerError when it does not exist."""
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read metadata of {topic!r}: {exc}") from exc
+    if topic not in md.topics or md.topics[topic].error is not None:
+        raise BrokerError(f"topic {topic!r} does not exist")
+    return sorted(md.topics[topic].partitions)
+
+
 def consume_json(
     settings: Settings, topic: str, *, from_beginning: bool = True, max_records: int | None = None, idle: float = 5.0
 ) -> Iterator[str]:
     codec = Codec()
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"receiptflow-consume-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest" if from_beginning else "latest",
-                "enable.partition.eof": True,
-            }
-        )
-    )
+    consumer = reader(settings, "consume", **{"auto.offset.reset": "earliest" if from_beginning else "latest"})
     try:
-        md = consumer.list_topics(topic, timeout=10)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            raise BrokerError(f"topic {topic!r} does not exist")
-        partitions = len(md.topics[topic].partitions)
+        partitions = len(partitions_of(consumer, topic))
         consumer.subscribe([topic])
         at_eof: set[int] = set()
         count = 0

@@ -10,15 +10,15 @@ dead-letter topic again, with a new offset.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from .codec import Codec
 from .config import Settings
+from .consume import partitions_of, reader
 from .errors import BrokerError
 from .topics import TopicNames
 
@@ -58,21 +58,9 @@ def iter_dead_letters(
     """Dead letters from ``from_offset`` to the end of the topic (read-committed), optionally of one reason."""
     topic = TopicNames(settings.topic_prefix).checkouts_dlq
     codec = Codec()
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"receiptflow-dlq-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
-    )
+    consumer = reader(settings, "dlq")
     try:
-        md = consumer.list_topics(topic, timeout=10)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            raise BrokerError(f"topic {topic!r} does not exist")
-        partitions = list(md.topics[topic].partitions)
+        partitions = partitions_of(consumer, topic)
         consumer.assign([TopicPartition(topic, p, from_offset) for p in partitions])
         at_end: set[int] = set()
         while len(at_end) < len(partitions):
