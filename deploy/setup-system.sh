@@ -3,6 +3,7 @@
 #   redis-server (Debian package)          the profile store for the embedded stack and the tests
 #   postgresql (Debian package)            the server-option warehouse, for the integration tests
 #   openjdk-17-jre-headless, maven         the Apache Kafka broker and the resolution of its jars
+#   prometheus (Debian package)            the Prometheus server and promtool, for the tests of deploy/prometheus
 # It installs only with permission: as root, or with password-less sudo, and never when
 # RECEIPTFLOW_NO_SYSTEM_INSTALL=1. Otherwise it names what is missing and exits non-zero.
 set -euo pipefail
@@ -14,6 +15,7 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v postg
 fi
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -157,7 +157,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     _print_endpoints(settings, f"processor ({args.role}, instance {settings.processor_instance}):")
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = Metrics()
-    serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port)
+    serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port, settings.metrics_addr)
     if args.role == "profiles":
         run_worker(create_app(settings, metrics=metrics), loglevel=args.loglevel)
         return 0
@@ -203,7 +203,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     metrics = Metrics()
     # The processor serves on metrics_port; the sink on the next port, so both run on one host.
     default_port = settings.metrics_port + 1 if settings.metrics_port else 0
-    serve(metrics, default_port if args.metrics_port is None else args.metrics_port)
+    serve(metrics, default_port if args.metrics_port is None else args.metrics_port, settings.metrics_addr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     )
     policy_file: Path | None = Field(default=None, description="granularity policy (default: the shipped one)")
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="Prometheus exporter port (0: off)")
+    metrics_addr: str = Field(
+        default="127.0.0.1", description="address the exporter binds (0.0.0.0 for a Prometheus on another host)"
+    )
     schema_registry_url: str | None = Field(
         default=None, description="Confluent-compatible schema registry; unset: ids from schemas/ in the repo"
     )
