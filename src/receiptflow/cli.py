@@ -56,6 +56,29 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from .stack.kafka import KafkaCluster
+
+    cluster = KafkaCluster(settings, nodes=args.nodes)
+    if args.action == "up":
+        statuses = cluster.up()
+    elif args.action == "down":
+        statuses = cluster.down()
+    else:
+        statuses = cluster.status()
+    table = Table("node", "state", "pid", "endpoint")
+    for s in statuses:
+        table.add_row(s.name, s.state, str(s.pid or "-"), s.endpoint)
+    console.print(table)
+    if args.action == "up":
+        console.print(
+            f"bootstrap servers: {cluster.bootstrap_servers} (replication factor {cluster.replication}, "
+            "min.insync.replicas 2): export RECEIPTFLOW_BOOTSTRAP_SERVERS and "
+            f"RECEIPTFLOW_TOPIC_REPLICATION_FACTOR={cluster.replication}"
+        )
+    return 0
+
+
 # --- topics ------------------------------------------------------------------------------------
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     from .topics import CATALOGUE, TopicNames, create_topics
@@ -350,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("action", choices=("up", "down", "status", "fetch"))
     s.add_argument("--with-postgres", action="store_true", help="also start a local PostgreSQL server")
     s.set_defaults(func=cmd_stack)
+
+    s = sub.add_parser(
+        "cluster", help="a local multi-node Kafka cluster (replication, failover) on ports from the bootstrap port"
+    )
+    s.add_argument("action", choices=("up", "down", "status"))
+    s.add_argument("--nodes", type=int, default=3, help="number of nodes (broker + controller each), at least 2")
+    s.set_defaults(func=cmd_cluster)
 
     s = sub.add_parser("topics", help="list the topic catalogue or create the topics (idempotent)")
     s.add_argument("action", choices=("create", "list"))

@@ -23,6 +23,10 @@ The broker runs as ``java -cp 'libs/*' kafka.Kafka server.properties`` on the ma
 or ``RECEIPTFLOW_JAVA_HOME``, detached; it is ready when an AdminClient metadata request answers.
 An endpoint that already answers as a Kafka broker is used as it is ("external"); one taken by a
 program that does not speak Kafka is a :class:`~receiptflow.errors.PortInUseError`.
+
+:class:`KafkaCluster` runs several such nodes as one KRaft cluster (``receiptflow cluster up``), with
+replicated internal topics, for trying replication and the loss of a broker locally; layout
+``kafka-cluster/node-<id>/...`` and ``run/kafka-node-<id>.pid``.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -239,6 +245,23 @@ def parse_bootstrap(bootstrap_servers: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _random_cluster_id(java: str, classpath: str, env: dict[str, str], java_opts: Sequence[str] = ()) -> str:
+    """A new KRaft cluster id from the broker's own StorageTool."""
+    done = subprocess.run(
+        [java, *java_opts, "-cp", classpath, STORAGE_TOOL, "random-uuid"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+    )
+    lines = done.stdout.strip().splitlines()
+    cluster_id = lines[-1].strip() if done.returncode == 0 and lines else ""
+    if not cluster_id:
+        raise StackError(f"kafka StorageTool random-uuid failed: {done.stdout[-1000:]}{done.stderr[-2000:]}")
+    return cluster_id
+
+
 class _QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """librdkafka logs every refused connection as an error; while probing that is expected."""
 
@@ -266,21 +289,39 @@ def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
     return bool(metadata.brokers)
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterNode:
+    """One node of a multi-node KRaft cluster: its id, its ports and the quorum it belongs to."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    voters: str  # controller.quorum.voters of the whole cluster
+    replication: int  # replication factor of the internal topics (and the default for new topics)
+    cluster_id: str
+
+
 class EmbeddedKafka:
-    """Start, stop and inspect the single-node KRaft broker of one data dir."""
+    """Start, stop and inspect the single-node KRaft broker of one data dir (or one node of a cluster)."""
 
     name = "kafka"
 
-    def __init__(self, settings: Settings, ready_timeout: float = 60.0) -> None:
+    def __init__(self, settings: Settings, ready_timeout: float = 60.0, node: ClusterNode | None = None) -> None:
         self.settings = settings
+        self.node = node
         self.host, self.port = parse_bootstrap(settings.bootstrap_servers)
         self.controller_port = settings.kafka_controller_port or self.port + 1
         data_dir = settings.data_dir.expanduser().resolve()
         self.home = data_dir / "kafka"
+        self.pid_file = data_dir / "run" / "kafka.pid"
+        if node is not None:
+            self.port, self.controller_port = node.port, node.controller_port
+            self.home = data_dir / "kafka-cluster" / f"node-{node.node_id}"
+            self.pid_file = data_dir / "run" / f"kafka-node-{node.node_id}.pid"
+            self.name = f"kafka-{node.node_id}"
         self.data = self.home / "data"
         self.logs = self.home / "logs"
         self.config_file = self.home / "server.properties"
-        self.pid_file = data_dir / "run" / "kafka.pid"
         self.ready_timeout = ready_timeout
 
     @property
@@ -325,7 +366,7 @@ class EmbeddedKafka:
 
     def properties(self) -> dict[str, str]:
         """The broker configuration written to ``server.properties``."""
-        return {
+        props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
@@ -356,6 +397,25 @@ class EmbeddedKafka:
             # No log.flush.* settings on purpose: like a production broker, records reach the disk on
             # the OS's schedule; an acknowledged record is in the page cache and survives a SIGKILL.
         }
+        if self.node is not None:
+            rf = str(self.node.replication)
+            # With replicas to spare, an acknowledged record is on two nodes before the producer hears
+            # so (acks=all): losing one node loses nothing and blocks nothing.
+            min_isr = str(min(2, self.node.replication))
+            props.update(
+                {
+                    "node.id": str(self.node.node_id),
+                    "controller.quorum.voters": self.node.voters,
+                    "default.replication.factor": rf,
+                    "min.insync.replicas": min_isr,
+                    "offsets.topic.replication.factor": rf,
+                    "transaction.state.log.replication.factor": rf,
+                    "transaction.state.log.min.isr": min_isr,
+                    "share.coordinator.state.topic.replication.factor": rf,
+                    "share.coordinator.state.topic.min.isr": min_isr,
+                }
+            )
+        return props
 
     def _write_config(self) -> None:
         self.data.mkdir(parents=True, exist_ok=True)
@@ -376,18 +436,10 @@ class EmbeddedKafka:
         cp = f"{libs}/*"
         java_opts = [f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}"]
         try:
-            uuid = subprocess.run(
-                [java, *java_opts, "-cp", cp, STORAGE_TOOL, "random-uuid"],
-                capture_output=True,
-                text=True,
-                check=False,
-                env=self._env(),
-                timeout=120,
+            # Every node of a cluster is formatted with the cluster's one id.
+            cluster_id = (
+                self.node.cluster_id if self.node is not None else _random_cluster_id(java, cp, self._env(), java_opts)
             )
-            lines = uuid.stdout.strip().splitlines()
-            cluster_id = lines[-1].strip() if uuid.returncode == 0 and lines else ""
-            if not cluster_id:
-                raise StackError(f"kafka StorageTool random-uuid failed: {uuid.stdout[-1000:]}{uuid.stderr[-2000:]}")
             log.info("formatting Kafka storage %s (cluster id %s)", self.data, cluster_id)
             done = subprocess.run(
                 [java, *java_opts, "-cp", cp, STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.config_file)],
@@ -404,6 +456,19 @@ class EmbeddedKafka:
 
     def up(self) -> ComponentStatus:
         """Start the broker unless ours already runs or an external broker answers; wait until it answers."""
+        started = self.start()
+        if isinstance(started, ComponentStatus):
+            return started
+        self.wait_started(started)
+        what = f"Apache Kafka {kafka_version()} KRaft"
+        return ComponentStatus(self.name, "running", started.pid, self.endpoint, what)
+
+    def start(self) -> ComponentStatus | subprocess.Popen[bytes]:
+        """Launch the broker without waiting for it (a cluster node answers only once a quorum runs).
+
+        Returns the status when nothing had to be started (ours already runs, or an external broker
+        answers), else the new process for :meth:`wait_started`.
+        """
         pid = self.pid()
         if pid is not None:
             self._wait_ready(None, pid)
@@ -445,7 +510,10 @@ class EmbeddedKafka:
             MAIN_CLASS,
             str(self.config_file),
         ]
-        proc = spawn(argv, self.logs / "stdout.log", self.pid_file, env=self._env(), cwd=self.home)
+        return spawn(argv, self.logs / "stdout.log", self.pid_file, env=self._env(), cwd=self.home)
+
+    def wait_started(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait until a broker launched by :meth:`start` answers; stop it when it never does."""
         try:
             self._wait_ready(proc, proc.pid)
         except StackError:
@@ -454,7 +522,6 @@ class EmbeddedKafka:
             self.pid_file.unlink(missing_ok=True)
             raise
         log.info("Kafka broker ready at %s (pid %d)", self.endpoint, proc.pid)
-        return ComponentStatus(self.name, "running", proc.pid, self.endpoint, f"Apache Kafka {kafka_version()} KRaft")
 
     def down(self, timeout: float = 60.0) -> ComponentStatus:
         """Stop this data dir's broker (SIGTERM: a controlled shutdown; SIGKILL after ``timeout``)."""
@@ -473,3 +540,89 @@ class EmbeddedKafka:
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: gone(pid), 30, 0.05, what=f"exit of killed broker {pid}")
         return pid
+
+
+class KafkaCluster:
+    """A local multi-node KRaft cluster (every node broker + controller) from the same jars.
+
+    For trying the project against replication, leader changes and the loss of a node before a real
+    cluster is at hand: ``nodes`` nodes on consecutive port pairs from the bootstrap port, internal
+    topics and new topics replicated ``min(nodes, 3)`` times with ``min.insync.replicas`` 2, so one
+    node can be lost without losing an acknowledged record or stopping writes. The cluster id is
+    kept under ``<data dir>/kafka-cluster`` so the nodes keep their data across restarts.
+    """
+
+    def __init__(self, settings: Settings, nodes: int = 3, ready_timeout: float = 120.0) -> None:
+        if nodes < 2:
+            raise StackError("a cluster has at least 2 nodes (the single-node broker is EmbeddedKafka)")
+        self.settings = settings
+        host, base = parse_bootstrap(settings.bootstrap_servers)
+        self.host = host
+        self.ports = [(base + 2 * i, base + 2 * i + 1) for i in range(nodes)]
+        self.home = settings.data_dir.expanduser().resolve() / "kafka-cluster"
+        self.ready_timeout = ready_timeout
+        self._nodes: list[EmbeddedKafka] | None = None
+        self.replication = min(nodes, 3)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(f"{self.host}:{port}" for port, _ in self.ports)
+
+    def _cluster_id(self, create: bool = False) -> str:
+        """The cluster's id, made on the first ``up`` ("" before that: status and down need none)."""
+        id_file = self.home / "cluster.id"
+        if id_file.is_file():
+            return id_file.read_text(encoding="utf-8").strip()
+        if not create:
+            return ""
+        java = java_binary(self.settings)
+        cluster_id = _random_cluster_id(java, f"{resolve_jars(self.settings)}/*", dict(os.environ))
+        self.home.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(cluster_id + "\n", encoding="utf-8")
+        return cluster_id
+
+    @property
+    def nodes(self) -> list[EmbeddedKafka]:
+        if self._nodes is None:
+            voters = ",".join(f"{i + 1}@{self.host}:{cport}" for i, (_, cport) in enumerate(self.ports))
+            cluster_id = self._cluster_id()
+            self._nodes = [
+                EmbeddedKafka(
+                    self.settings,
+                    ready_timeout=self.ready_timeout,
+                    node=ClusterNode(i + 1, port, cport, voters, self.replication, cluster_id),
+                )
+                for i, (port, cport) in enumerate(self.ports)
+            ]
+        return self._nodes
+
+    def up(self) -> list[ComponentStatus]:
+        """Start every node that is not running, then wait until each answers (they need a quorum)."""
+        if not self._cluster_id():
+            self._cluster_id(create=True)
+            self._nodes = None  # built before the id existed
+        launched = [(node, node.start()) for node in self.nodes]
+        for node, started in launched:
+            if not isinstance(started, ComponentStatus):
+                node.wait_started(started)
+        return self.status()
+
+    def start_node(self, node_id: int) -> ComponentStatus:
+        """Start one node again (after :meth:`kill_node` or ``down``); waits until it answers."""
+        return self.nodes[node_id - 1].up()
+
+    def kill_node(self, node_id: int) -> int:
+        """SIGKILL one node (no clean shutdown). Returns its PID."""
+        return self.nodes[node_id - 1].kill()
+
+    def down(self, timeout: float = 30.0) -> list[ComponentStatus]:
+        """Stop every node of ours at once (SIGTERM, then SIGKILL after ``timeout``).
+
+        At once, because one after the other the last nodes lose their controller quorum and their
+        controlled shutdown waits for a controller that is gone.
+        """
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            return list(pool.map(lambda node: node.down(timeout), self.nodes))
+
+    def status(self) -> list[ComponentStatus]:
+        return [node.status() for node in self.nodes]
