@@ -244,6 +244,68 @@ class SinkContract:
         assert set(with_items) == {"ITEM"}
         assert set(with_groups) == {"ITEM", "PRODUCT_GROUP"}
 
+    def test_analyst_views_equal_sums_over_the_purchases(self, open_sink: OpenSink) -> None:
+        # The expectation is computed here from the purchases themselves, not from the tables.
+        recs = records(400, seed=17)
+        ps = [r.purchase for r in recs]
+        sink = open_sink()
+        sink.write(recs)
+        sink.flush()
+
+        daily: dict[tuple[Any, ...], list[int]] = {}
+        for p in ps:
+            d = daily.setdefault((p.event_time.date(), p.chain, p.store_id), [0, 0, 0, 0])
+            d[0] += 1
+            d[1] += p.total_cents
+            d[2] += p.card_id is not None
+            d[3] += p.total_cents if p.card_id is not None else 0
+        rows = sink.query(
+            "SELECT sales_date, chain, store_id, receipts, sales_cents, card_receipts, card_sales_cents "
+            "FROM daily_sales"
+        )
+        assert {(d, c, s): [int(x) for x in rest] for d, c, s, *rest in rows} == daily
+
+        mix: dict[tuple[str, str], int] = Counter()
+        for p in ps:
+            if p.granularity is not Granularity.RECEIPT:
+                for g in p.groups:
+                    mix[(p.chain, g.product_group)] += g.amount_cents
+        chain_total: Counter[str] = Counter()
+        for (chain, _), cents in mix.items():
+            chain_total[chain] += cents
+        rows = sink.query("SELECT chain, product_group, amount_cents, share_of_chain FROM product_group_mix")
+        assert {(c, g): int(a) for c, g, a, _ in rows} == mix
+        for c, _group, a, share in rows:
+            assert share == pytest.approx(int(a) / chain_total[c])
+        # Receipt-level chains keep no groups, so they are not in the mix at all.
+        receipt_only = {p.chain for p in ps} - {p.chain for p in ps if p.granularity is not Granularity.RECEIPT}
+        assert receipt_only and not receipt_only & {c for c, _ in mix}
+
+        basket: dict[tuple[str, Any], list[int]] = {}
+        for p in ps:
+            b = basket.setdefault((p.chain, p.event_time.date()), [0, 0, 0, 0])
+            lines = len(p.items) if p.granularity is Granularity.ITEM else sum(g.lines for g in p.groups)
+            b[0] += 1
+            b[1] += p.total_cents
+            b[2] += lines > 0
+            b[3] += lines
+        rows = sink.query(
+            "SELECT chain, sales_date, receipts, avg_basket_cents, receipts_with_lines, avg_lines FROM basket_size"
+        )
+        assert len(rows) == len(basket)
+        for chain, day, n, avg_cents, with_lines, avg_lines in rows:
+            want = basket[(chain, day)]
+            assert (int(n), int(with_lines)) == (want[0], want[2])
+            assert avg_cents == pytest.approx(want[1] / want[0])
+            assert avg_lines == (pytest.approx(want[3] / want[2]) if want[2] else None)
+
+        rows = sink.query("SELECT chain, sales_date, card_receipt_share, card_sales_share FROM card_share")
+        for chain, day, by_receipts, by_money in rows:
+            day_ps = [p for p in ps if p.chain == chain and p.event_time.date() == day]
+            carded = [p for p in day_ps if p.card_id is not None]
+            assert by_receipts == pytest.approx(len(carded) / len(day_ps))
+            assert by_money == pytest.approx(sum(p.total_cents for p in carded) / sum(p.total_cents for p in day_ps))
+
     def test_query_errors_are_warehouse_errors(self, open_sink: OpenSink) -> None:
         sink = open_sink()
         with pytest.raises(WarehouseError):

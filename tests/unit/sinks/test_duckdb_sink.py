@@ -14,6 +14,7 @@ from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DuckDBSink, SinkRecord, open_sink, to_rows, warehouse_counts
+from receiptflow.sinks.base import migrations
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -87,7 +88,7 @@ def test_reopen_keeps_data_and_applies_migrations_once(tmp_path: Path) -> None:
     sink.flush()
     sink.close()
     sink = _sink(path)
-    assert sink.query("SELECT count(*) FROM schema_migrations") == [(1,)]
+    assert sink.query("SELECT count(*) FROM schema_migrations") == [(len(migrations("duckdb")),)]
     assert warehouse_counts(sink)["receipts"] == 5
     sink.close()
 
