@@ -128,6 +128,10 @@ def run_sink(
             "isolation.level": "read_committed",  # never write rows of an aborted producer transaction
             "auto.offset.reset": "earliest",
             "client.id": f"receiptflow-sink-{group}",
+            # A crashed sink's partitions go to its restarted self (or another sink) after this long;
+            # the default 45 s would stall the warehouse that long after every crash.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
         }
     )
     assigned_at: list[float] = []
@@ -140,7 +144,7 @@ def run_sink(
         consumer.subscribe([topic], on_assign=_on_assign(sink, assigned_at, incremental=_is_incremental(conf)))
         while not stop.is_set():
             messages = consumer.consume(batch_size, timeout=batch_timeout)
-            batch, bad = _decode(codec, messages)
+            batch, bad = decode_batch(codec, messages)
             if batch:
                 idle_since = time.monotonic()
                 _write(sink, batch, topic, metrics, stats)
@@ -192,7 +196,7 @@ def _fmt_offset(offset: int) -> str:
     return "beginning" if offset == OFFSET_BEGINNING else str(offset)
 
 
-def _decode(codec: Codec, messages: list[Message]) -> tuple[list[SinkRecord], WarehouseError | None]:
+def decode_batch(codec: Codec, messages: list[Message]) -> tuple[list[SinkRecord], WarehouseError | None]:
     """The batch's purchases up to the first undecodable record, and the error for that record, if any."""
     batch: list[SinkRecord] = []
     for m in messages:

@@ -227,15 +227,57 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     # The processor serves on metrics_port; the sink on the next port, so both run on one host.
     default_port = settings.metrics_port + 1 if settings.metrics_port else 0
     serve(metrics, default_port if args.metrics_port is None else args.metrics_port, settings.metrics_addr)
+    if args.action == "replay":
+        return _sink_replay(args, settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     sink = open_sink(settings)
     try:
-        stats = run_sink(settings, sink, stop=stop, metrics=metrics, idle_exit_after=args.idle_exit)
+        stats = run_sink(
+            settings,
+            sink,
+            stop=stop,
+            metrics=metrics,
+            idle_exit_after=args.idle_exit,
+            batch_size=settings.sink_batch_max,
+            batch_timeout=settings.sink_batch_seconds,
+        )
     finally:
         sink.close()
     console.print(f"sink stopped: {stats}")
+    return 0
+
+
+def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .models import parse_time
+    from .sinks import DEFAULT_GROUP, open_sink
+    from .sinks.replay import replay, replay_group
+
+    if args.from_time is None and not args.from_beginning:
+        err_console.print("sink replay needs --from-time TIME or --from-beginning")
+        return 2
+    from_time = parse_time(args.from_time, "--from-time") if args.from_time is not None else None
+    sink = open_sink(settings, group_id=replay_group(DEFAULT_GROUP))
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=err_console) as bar:
+            task = bar.add_task("replay", total=None)
+            stats = replay(
+                settings,
+                sink,
+                from_time=from_time,
+                batch_size=settings.sink_batch_max,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        sink.close()
+    console.print(
+        f"replayed {stats.records} records: {stats.receipts_inserted} receipts, {stats.items_inserted} item rows "
+        f"and {stats.groups_inserted} group rows were missing and are now stored"
+    )
     return 0
 
 
@@ -412,8 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
     s.set_defaults(func=cmd_process)
 
-    s = sub.add_parser("sink", help="run the warehouse sink until stopped")
-    s.add_argument("action", choices=("run",))
+    s = sub.add_parser("sink", help="run the warehouse sink until stopped, or replay a topic into the warehouse")
+    s.add_argument("action", choices=("run", "replay"))
+    s.add_argument("--from-time", help="replay: from the first record at or after this ISO-8601 time (with zone)")
+    s.add_argument("--from-beginning", action="store_true", help="replay: the whole retained topic")
     s.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
     s.set_defaults(func=cmd_sink)

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
         "unique per concurrently running worker, the same across its restarts",
     )
     processor_batch_max: int = Field(default=2000, ge=1, description="records per processor transaction at most")
+    sink_batch_max: int = Field(default=1000, ge=1, le=100_000, description="records per warehouse transaction at most")
+    sink_batch_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="how long the sink waits to fill a batch before writing what it has"
+    )
     processor_dedup_days: int = Field(
         default=14, ge=1, description="how long (event time) a receipt id is remembered to drop duplicates"
     )

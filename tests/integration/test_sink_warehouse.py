@@ -3,19 +3,25 @@
 Purchases are produced (encoded with the codec) to a fresh topic; ``run_sink`` consumes them into
 each warehouse. Counts and per-chain sums must equal what was committed to Kafka — an aborted
 producer transaction must not show up — and running the sink again, after a crash, or replaying the
-whole topic under another consumer group must change nothing.
+whole topic under another consumer group must change nothing. ``receiptflow sink run`` is also
+SIGKILLed mid-batch five times, and ``receiptflow sink replay`` restores rows that went missing.
 """
 
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import duckdb
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -25,10 +31,21 @@ from receiptflow.config import Settings
 from receiptflow.errors import WarehouseError
 from receiptflow.metrics import Metrics
 from receiptflow.models import Purchase
-from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkRecord, WriteResult, open_sink, run_sink, warehouse_counts
+from receiptflow.sinks import (
+    DEFAULT_GROUP,
+    Sink,
+    SinkRecord,
+    WriteResult,
+    open_sink,
+    run_sink,
+    to_rows,
+    warehouse_counts,
+)
+from receiptflow.sinks.runner import duckdb_path
 from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.sinks.test_contract import expected_counts, purchases, table_count
+from .support import env_for, read_all
 
 MakeSettings = Callable[..., Settings]
 
@@ -264,3 +281,156 @@ def test_stop_event_ends_the_loop(duckdb_settings: Settings) -> None:
         assert not t.is_alive()
         assert result and result[0].records == 20
         assert warehouse_counts(sink)["receipts"] == 20
+
+
+def _sink_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = env_for(settings)
+    env.update(extra)
+    return env
+
+
+def _end_offsets(settings: Settings) -> dict[int, int]:
+    """Per partition, the offset after its last record (transaction markers are not records)."""
+    ends: dict[int, int] = {}
+    for m in read_all(settings, _topic(settings)):
+        ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+    return ends
+
+
+def _tables(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the three purchase tables, sorted: what "the same tables" means."""
+    with open_sink(settings) as sink:
+        return {
+            t: sorted(sink.query(f"SELECT * FROM {t}"), key=repr)
+            for t in ("receipts", "receipt_items", "receipt_groups")
+        }
+
+
+def _delete_receipts(settings: Settings, receipt_ids: list[str]) -> None:
+    """Rows lost outside the sink (an older backup restored, a hand-made DELETE)."""
+    url = settings.resolved_warehouse_url
+    statements = [
+        f"DELETE FROM {t} WHERE receipt_id = ANY(%s)" for t in ("receipt_items", "receipt_groups", "receipts")
+    ]
+    if url.startswith("duckdb:"):
+        con = duckdb.connect(str(duckdb_path(url)))
+        try:
+            for s in statements:
+                con.execute(s.replace("ANY(%s)", "ANY(?)"), [receipt_ids])
+        finally:
+            con.close()
+    else:
+        with psycopg.connect(settings.warehouse_connection_url(), autocommit=True) as con:
+            for s in statements:
+                con.execute(s, [receipt_ids])
+
+
+def test_sink_sigkilled_five_times_mid_batch_loses_and_duplicates_nothing(settings: Settings) -> None:
+    sent = purchases(6000, seed=41)
+    _produce(settings, sent)
+    # Small, quick batches: each kill lands among many short warehouse transactions.
+    env = _sink_env(settings, RECEIPTFLOW_SINK_BATCH_MAX="20", RECEIPTFLOW_SINK_BATCH_SECONDS="0.2")
+    rng = random.Random(8)
+    progress = []
+    for _ in range(5):
+        before = sum(_kafka_committed(settings, DEFAULT_GROUP).values())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "receiptflow", "sink", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 90
+            # Wait until it writes (its lag-reporting commit to Kafka moves), then kill it at a random moment.
+            while sum(_kafka_committed(settings, DEFAULT_GROUP).values()) <= before:
+                assert proc.poll() is None, "the sink exited by itself"
+                assert time.monotonic() < deadline, "the sink made no progress"
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.02, 0.25))
+        finally:
+            proc.kill()
+            proc.wait(30)
+        progress.append(sum(_kafka_committed(settings, DEFAULT_GROUP).values()))
+    assert progress[-1] < len(sent), "the kills should land before the end of the topic"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "sink", "run", "--idle-exit", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    recs = [SinkRecord(p, _topic(settings), 0, 0) for p in sent]
+    rows = to_rows(recs)
+    with open_sink(settings) as sink:
+        assert warehouse_counts(sink) == expected_counts(recs)
+        assert table_count(sink, "receipt_items") == len(rows.items)
+        assert table_count(sink, "receipt_groups") == len(rows.groups)
+        assert sink.committed_offsets(_topic(settings)) == _end_offsets(settings)
+
+
+def _replay(settings: Settings, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "sink", "replay", *args],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_replay_restores_missing_rows_and_twice_gives_the_same_tables(settings: Settings) -> None:
+    early = purchases(500, seed=51)
+    # Receipt ids encode store, register and time, so two simulated runs can share a few.
+    late = [p for p in purchases(450, seed=52) if p.receipt_id not in {e.receipt_id for e in early}][:400]
+    assert len(late) == 400
+    _produce(settings, early)
+    time.sleep(1.0)  # Kafka record timestamps: everything of `late` is after `middle`
+    middle = datetime.now(UTC)
+    time.sleep(0.1)
+    _produce(settings, late)
+    with open_sink(settings) as sink:
+        run_sink(settings, sink, idle_exit_after=3)
+    full = _tables(settings)
+    assert len(full["receipts"]) == 900
+
+    lost = [p.receipt_id for p in late[::3]] + [p.receipt_id for p in early[::7]]
+    _delete_receipts(settings, lost)
+    assert len(_tables(settings)["receipts"]) == 900 - len(lost)
+
+    # From the time in the middle: only `late` is read, so only its lost receipts come back.
+    out = _replay(settings, "--from-time", middle.isoformat())
+    assert f"replayed {len(late)} records: {len(late[::3])} receipts" in out
+    restored = _tables(settings)
+    assert len(restored["receipts"]) == 900 - len(early[::7])
+
+    # From the beginning, twice: everything is back, and the second run changes nothing.
+    first = _replay(settings, "--from-beginning")
+    assert f"replayed 900 records: {len(early[::7])} receipts" in first
+    assert _tables(settings) == full
+    second = _replay(settings, "--from-beginning")
+    assert "replayed 900 records: 0 receipts, 0 item rows and 0 group rows" in second
+    assert _tables(settings) == full
+    # The live sink's stored positions were not touched by the replays.
+    with open_sink(settings) as sink:
+        assert sink.committed_offsets(_topic(settings)) == _end_offsets(settings)
+
+
+def test_replay_needs_a_starting_point(settings: Settings) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "sink", "replay"],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--from-time TIME or --from-beginning" in done.stderr
