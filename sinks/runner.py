@@ -97,6 +97,7 @@ def run_sink(
     stop: threading.Event | None = None,
     idle_exit_after: float | None = None,
     metrics: Metrics | None = None,
+    codec: Codec | None = None,
 ) -> SinkStats:
     """Consume ``topic`` (default: ``purchases.customer``) into ``sink`` until ``stop`` is set.
 
@@ -118,7 +119,7 @@ def run_sink(
     topic = topic or TopicNames(settings.topic_prefix).purchases_customer
     metrics = metrics or Metrics()
     stop = stop or threading.Event()
-    codec = Codec()
+    codec = codec or Codec()
     stats = SinkStats()
 
     conf = settings.kafka_config(

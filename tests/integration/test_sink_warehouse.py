@@ -9,7 +9,9 @@ SIGKILLed mid-batch five times, and ``receiptflow sink replay`` restores rows th
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 import subprocess
 import sys
 import threading
@@ -17,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,7 +29,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from receiptflow.codec import Codec
+from receiptflow.codec import Codec, SchemaCatalog, schema_id_of
 from receiptflow.config import Settings
 from receiptflow.errors import WarehouseError
 from receiptflow.metrics import Metrics
@@ -434,3 +437,42 @@ def test_replay_needs_a_starting_point(settings: Settings) -> None:
     )
     assert done.returncode == 2
     assert "--from-time TIME or --from-beginning" in done.stderr
+
+
+def _schemas_with_purchase_v2(folder: Path) -> Codec:
+    """The bundled contract plus purchase v2: v1 and one new optional field (what a producer team adds)."""
+    shutil.copytree(Path(str(resources.files("receiptflow.schemas"))), folder)
+    v1 = json.loads((folder / "purchase" / "v1.avsc").read_text(encoding="utf-8"))
+    field = {"name": "loyalty_points", "type": ["null", "long"], "default": None, "doc": "points earned"}
+    v2 = {**v1, "fields": [*v1["fields"], field]}
+    (folder / "purchase" / "v2.avsc").write_text(json.dumps(v2), encoding="utf-8")
+    ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+    ids["schemas"].append({"id": 99, "subject": "purchase", "version": 2, "file": "purchase/v2.avsc"})
+    (folder / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
+    return Codec(SchemaCatalog.from_dir(folder))
+
+
+def test_a_new_optional_field_does_not_stop_the_sink(duckdb_settings: Settings, tmp_path: Path) -> None:
+    settings = duckdb_settings
+    new = _schemas_with_purchase_v2(tmp_path / "schemas")
+    old = Codec()
+    ps = purchases(300, seed=61)
+    # Producers still on v1 and producers already on v2 write to the same topic.
+    values = [old.encode("purchase", p.to_avro()) for p in ps[:150]]
+    values += [new.encode("purchase", {**p.to_avro(), "loyalty_points": 7}) for p in ps[150:]]
+    assert schema_id_of(values[0]) == 3 and schema_id_of(values[-1]) == 99
+    _produce_raw(settings, values)
+
+    # A migration adds a column for the new field; the sink names the columns it inserts, so the
+    # extra column (null until the row builder fills it) does not disturb it.
+    with open_sink(settings):
+        pass
+    con = duckdb.connect(str(duckdb_path(settings.resolved_warehouse_url)))
+    con.execute("ALTER TABLE receipts ADD COLUMN loyalty_points BIGINT")
+    con.close()
+
+    with open_sink(settings) as sink:
+        stats = run_sink(settings, sink, codec=new, idle_exit_after=3)
+        assert stats.records == 300 and stats.receipts_inserted == 300
+        assert warehouse_counts(sink) == expected_counts([SinkRecord(p, "", 0, 0) for p in ps])
+        assert sink.query("SELECT count(*) FROM receipts WHERE loyalty_points IS NULL") == [(300,)]
