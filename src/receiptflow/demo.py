@@ -267,7 +267,7 @@ def _summary(
     url = settings.resolved_warehouse_url
     if url.startswith("duckdb:///"):
         path = url.removeprefix("duckdb:///")
-        query = "SELECT chain, count(*), sum(total_cents) FROM receipts GROUP BY chain"
+        query = "SELECT * FROM product_group_mix ORDER BY chain, amount_cents DESC"
         console.print(
             f"  python -c \"import duckdb; print(duckdb.connect('{path}', read_only=True).sql('{query}'))\"",
             markup=False,
