@@ -5,13 +5,14 @@ Kafka consume loop that stores offsets with the rows (exactly-once effect), ``wa
 summarises what a warehouse holds.
 """
 
-from .base import DEFAULT_GROUP, Sink, SinkRecord, WriteResult, to_rows, warehouse_counts
+from .base import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, WriteResult, to_rows, warehouse_counts
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 from .runner import SinkStats, open_sink, run_sink
 
 __all__ = [
     "DEFAULT_GROUP",
+    "ConsentRecord",
     "DuckDBSink",
     "PostgresSink",
     "Sink",

@@ -22,13 +22,13 @@ from __future__ import annotations
 import abc
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from types import TracebackType
 from typing import Any, Literal
 
 from ..errors import WarehouseError
-from ..models import Granularity, Purchase
+from ..models import ConsentChange, Granularity, Purchase
 
 DEFAULT_GROUP = "receiptflow-warehouse"
 
@@ -85,7 +85,40 @@ RECEIPT_GROUPS = Table(
     ("receipt_id", "product_group", "quantity", "amount_cents", "lines"),
     ("receipt_id", "product_group"),
 )
-TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS)
+ANALYTICS_LINES = Table(
+    "analytics_lines",
+    (
+        "receipt_id",
+        "line_no",
+        "chain",
+        "store_id",
+        "event_hour",
+        "payment_method",
+        "sku",
+        "product_group",
+        "quantity",
+        "unit_price_cents",
+        "amount_cents",
+        "policy_version",
+    ),
+    ("receipt_id", "line_no"),
+)
+CONSENT_CHANGES = Table(
+    "consent_changes",
+    (
+        "card_id",
+        "changed_at",
+        "product_data_marketing",
+        "electronic_marketing",
+        "source",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+    ),
+    # The compacted topic's positions identify a change: replays and other groups see the same ones.
+    ("source_topic", "source_partition", "source_offset"),
+)
+TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, ANALYTICS_LINES, CONSENT_CHANGES)
 
 # Kept for callers that want the bare column lists.
 RECEIPT_COLUMNS = RECEIPTS.columns
@@ -106,12 +139,30 @@ OFFSETS_SELECT = "SELECT kafka_partition, next_offset FROM sink_offsets WHERE co
 
 @dataclass(frozen=True, slots=True)
 class SinkRecord:
-    """A decoded purchase and where it was read: the offset becomes the stored position."""
+    """A decoded purchase and where it was read: the offset becomes the stored position.
+
+    ``kind`` says which purchases topic it came from: ``customer`` (receipts and their allowed
+    detail) or ``analytics`` (anonymous lines).
+    """
 
     purchase: Purchase
     topic: str
     partition: int
     offset: int
+    kind: Literal["customer", "analytics"] = "customer"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """A decoded consent change and where it was read (for the consent audit table)."""
+
+    change: ConsentChange
+    topic: str
+    partition: int
+    offset: int
+
+
+AnyRecord = SinkRecord | ConsentRecord
 
 
 @dataclass
@@ -119,9 +170,17 @@ class Rows:
     receipts: list[tuple[Any, ...]]
     items: list[tuple[Any, ...]]
     groups: list[tuple[Any, ...]]
+    analytics: list[tuple[Any, ...]] = field(default_factory=list)
+    consents: list[tuple[Any, ...]] = field(default_factory=list)
 
     def by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
-        return [(RECEIPTS, self.receipts), (RECEIPT_ITEMS, self.items), (RECEIPT_GROUPS, self.groups)]
+        return [
+            (RECEIPTS, self.receipts),
+            (RECEIPT_ITEMS, self.items),
+            (RECEIPT_GROUPS, self.groups),
+            (ANALYTICS_LINES, self.analytics),
+            (CONSENT_CHANGES, self.consents),
+        ]
 
 
 def item_count(p: Purchase) -> int:
@@ -133,15 +192,34 @@ def item_count(p: Purchase) -> int:
     return 0
 
 
-def to_rows(batch: Sequence[SinkRecord]) -> Rows:
-    """Purchases → table rows (pure). Items only at ITEM granularity, groups at ITEM and PRODUCT_GROUP.
+def to_rows(batch: Sequence[AnyRecord]) -> Rows:
+    """Records → table rows (pure). Items only at ITEM granularity, groups at ITEM and PRODUCT_GROUP;
+    analytics records become anonymous lines, consent records audit rows.
 
-    Rows follow the column order of :data:`RECEIPTS`, :data:`RECEIPT_ITEMS`, :data:`RECEIPT_GROUPS`.
+    Rows follow the column order of the :class:`Table` definitions above.
     """
     rows = Rows([], [], [])
     seen: set[str] = set()
     for r in batch:
+        if isinstance(r, ConsentRecord):
+            c = r.change
+            rows.consents.append(
+                (
+                    c.card_id,
+                    c.event_time,
+                    c.product_data_marketing,
+                    c.electronic_marketing,
+                    c.source,
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                )
+            )
+            continue
         p = r.purchase
+        if r.kind == "analytics":
+            rows.analytics.extend(_analytics_rows(p))
+            continue
         # A redelivered receipt inside one batch: keep the first, as the primary key does across batches.
         if p.receipt_id in seen:
             continue
@@ -183,7 +261,31 @@ def to_rows(batch: Sequence[SinkRecord]) -> Rows:
     return rows
 
 
-def next_offsets(batch: Sequence[SinkRecord]) -> list[tuple[str, int, int]]:
+def _analytics_rows(p: Purchase) -> list[tuple[Any, ...]]:
+    # The analytics topic is anonymous by construction; a card or register here is a processor bug,
+    # and the warehouse must not become the place where it leaks.
+    if p.card_id is not None or p.register_id is not None:
+        raise WarehouseError(f"analytics record {p.receipt_id} carries a card or register id: refusing to store it")
+    return [
+        (
+            p.receipt_id,
+            i.line_no,
+            p.chain,
+            p.store_id,
+            p.event_time,
+            p.payment_method,
+            i.sku,
+            i.product_group,
+            float(i.quantity),
+            i.unit_price_cents,
+            i.amount_cents,
+            p.policy_version,
+        )
+        for i in p.items
+    ]
+
+
+def next_offsets(batch: Sequence[AnyRecord]) -> list[tuple[str, int, int]]:
     """(topic, partition, offset to resume from) after this batch, sorted.
 
     Sorted so that two writers upserting the same partitions lock the rows in the same order.
@@ -276,6 +378,8 @@ class WriteResult:
     receipts: int = 0
     items: int = 0
     groups: int = 0
+    analytics_lines: int = 0
+    consent_changes: int = 0
 
     def add(self, table: str, n: int) -> None:
         if table == RECEIPTS.name:
@@ -284,6 +388,10 @@ class WriteResult:
             self.items += n
         elif table == RECEIPT_GROUPS.name:
             self.groups += n
+        elif table == ANALYTICS_LINES.name:
+            self.analytics_lines += n
+        elif table == CONSENT_CHANGES.name:
+            self.consent_changes += n
 
 
 class Sink(abc.ABC):
@@ -300,7 +408,7 @@ class Sink(abc.ABC):
         """Connect and apply pending migrations (idempotent)."""
 
     @abc.abstractmethod
-    def write(self, batch: Sequence[SinkRecord]) -> None:
+    def write(self, batch: Sequence[AnyRecord]) -> None:
         """Stage a batch's rows and next offsets in the open transaction (opened if needed)."""
 
     @abc.abstractmethod

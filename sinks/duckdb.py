@@ -32,8 +32,8 @@ from .base import (
     OFFSETS_UPSERT,
     SCHEMA_MIGRATIONS_DDL,
     TABLES,
+    AnyRecord,
     Sink,
-    SinkRecord,
     Table,
     WriteResult,
     next_offsets,
@@ -122,7 +122,7 @@ class DuckDBSink(Sink):
         # DuckDB reports the rows actually inserted; conflicting ones are not counted.
         return int(result[0]) if result else 0
 
-    def write(self, batch: Sequence[SinkRecord]) -> None:
+    def write(self, batch: Sequence[AnyRecord]) -> None:
         if not batch:
             return
         rows = to_rows(batch)

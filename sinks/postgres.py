@@ -25,8 +25,8 @@ from .base import (
     OFFSETS_UPSERT,
     SCHEMA_MIGRATIONS_DDL,
     TABLES,
+    AnyRecord,
     Sink,
-    SinkRecord,
     Table,
     WriteResult,
     next_offsets,
@@ -132,7 +132,7 @@ class PostgresSink(Sink):
             cur.execute(f"TRUNCATE {stage}")
         return max(inserted, 0)
 
-    def write(self, batch: Sequence[SinkRecord]) -> None:
+    def write(self, batch: Sequence[AnyRecord]) -> None:
         if not batch:
             return
         rows = to_rows(batch)

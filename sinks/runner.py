@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
@@ -32,9 +33,9 @@ from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
-from ..models import Purchase
+from ..models import ConsentChange, Purchase
 from ..topics import TopicNames
-from .base import DEFAULT_GROUP, Sink, SinkRecord, WriteResult
+from .base import DEFAULT_GROUP, AnyRecord, ConsentRecord, Sink, SinkRecord, WriteResult
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 
@@ -81,9 +82,11 @@ class SinkStats:
 
     batches: int = 0
     records: int = 0  # records read and written (redeliveries included)
-    receipts_inserted: int = 0  # new receipts; records - receipts_inserted were already there
+    receipts_inserted: int = 0  # new receipts; the other customer records were already there
     items_inserted: int = 0
     groups_inserted: int = 0
+    analytics_lines_inserted: int = 0
+    consent_changes_inserted: int = 0
 
 
 def run_sink(
@@ -99,7 +102,10 @@ def run_sink(
     metrics: Metrics | None = None,
     codec: Codec | None = None,
 ) -> SinkStats:
-    """Consume ``topic`` (default: ``purchases.customer``) into ``sink`` until ``stop`` is set.
+    """Consume the purchases and consents topics (or only ``topic``) into ``sink`` until ``stop`` is set.
+
+    ``purchases.customer`` fills the receipt tables, ``purchases.analytics`` the anonymous lines and
+    ``consents`` the consent audit.
 
     ``group_id`` is the Kafka consumer group, which is also the key of the offsets stored in the
     warehouse; it defaults to ``sink.group_id`` (``receiptflow-warehouse`` unless the sink was opened
@@ -116,7 +122,8 @@ def run_sink(
             "open the sink with the same group id"
         )
     group = sink.group_id
-    topic = topic or TopicNames(settings.topic_prefix).purchases_customer
+    names = TopicNames(settings.topic_prefix)
+    topics = [topic] if topic else [names.purchases_customer, names.purchases_analytics, names.consents]
     metrics = metrics or Metrics()
     stop = stop or threading.Event()
     codec = codec or Codec()
@@ -142,15 +149,15 @@ def run_sink(
         raise BrokerError(f"cannot create the sink consumer: {exc}") from exc
     idle_since = time.monotonic()
     try:
-        consumer.subscribe([topic], on_assign=_on_assign(sink, assigned_at, incremental=_is_incremental(conf)))
+        consumer.subscribe(topics, on_assign=_on_assign(sink, assigned_at, incremental=_is_incremental(conf)))
         while not stop.is_set():
             messages = consumer.consume(batch_size, timeout=batch_timeout)
-            batch, bad = decode_batch(codec, messages)
+            batch, bad = decode_batch(codec, messages, names)
             if batch:
                 idle_since = time.monotonic()
-                _write(sink, batch, topic, metrics, stats)
+                _write(sink, batch, metrics, stats)
                 _commit_for_lag(consumer, batch)
-                _report_lag(consumer, group, topic, metrics)
+                _report_lag(consumer, group, metrics)
             if bad is not None:
                 raise bad
             if not batch and idle_exit_after is not None and assigned_at:
@@ -197,9 +204,15 @@ def _fmt_offset(offset: int) -> str:
     return "beginning" if offset == OFFSET_BEGINNING else str(offset)
 
 
-def decode_batch(codec: Codec, messages: list[Message]) -> tuple[list[SinkRecord], WarehouseError | None]:
-    """The batch's purchases up to the first undecodable record, and the error for that record, if any."""
-    batch: list[SinkRecord] = []
+def decode_batch(
+    codec: Codec, messages: list[Message], names: TopicNames | None = None
+) -> tuple[list[AnyRecord], WarehouseError | None]:
+    """The batch's records up to the first undecodable one, and the error for that record, if any.
+
+    With ``names``, records of the consents topic are consent changes and records of the analytics
+    topic anonymous purchases; everything else is a customer purchase.
+    """
+    batch: list[AnyRecord] = []
     for m in messages:
         err = m.error()
         if err is not None:
@@ -209,9 +222,18 @@ def decode_batch(codec: Codec, messages: list[Message]) -> tuple[list[SinkRecord
             log.warning("sink consumer: %s", err)
             continue
         where = f"{m.topic()}[{m.partition()}]@{m.offset()}"
+        topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
         try:
-            value = codec.decode(m.value(), expect="purchase").value
-            purchase = Purchase.from_avro(value)
+            if names is not None and topic == names.consents:
+                if m.value() is None:
+                    # A tombstone: the card was erased. Its audit rows go with `receiptflow erase`;
+                    # there is no change to record.
+                    log.info("consent tombstone at %s (erased card): nothing to audit", where)
+                    continue
+                change = ConsentChange.from_avro(codec.decode(m.value(), expect="consent_change").value)
+                batch.append(ConsentRecord(change, topic, partition, offset))
+                continue
+            purchase = Purchase.from_avro(codec.decode(m.value(), expect="purchase").value)
         except (ValidationError, KeyError, ValueError, TypeError) as exc:
             log.error("undecodable record on the warehouse topic at %s, stopping the sink: %s", where, exc)
             error = WarehouseError(
@@ -220,11 +242,14 @@ def decode_batch(codec: Codec, messages: list[Message]) -> tuple[list[SinkRecord
             )
             error.__cause__ = exc
             return batch, error
-        batch.append(SinkRecord(purchase, str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)))
+        kind: Literal["customer", "analytics"] = (
+            "analytics" if names is not None and topic == names.purchases_analytics else "customer"
+        )
+        batch.append(SinkRecord(purchase, topic, partition, offset, kind))
     return batch, None
 
 
-def _write(sink: Sink, batch: list[SinkRecord], topic: str, metrics: Metrics, stats: SinkStats) -> None:
+def _write(sink: Sink, batch: list[AnyRecord], metrics: Metrics, stats: SinkStats) -> None:
     started = time.perf_counter()
     sink.write(batch)
     result: WriteResult = sink.flush()
@@ -233,18 +258,24 @@ def _write(sink: Sink, batch: list[SinkRecord], topic: str, metrics: Metrics, st
     stats.receipts_inserted += result.receipts
     stats.items_inserted += result.items
     stats.groups_inserted += result.groups
-    metrics.consumed_total.labels(topic).inc(len(batch))
+    stats.analytics_lines_inserted += result.analytics_lines
+    stats.consent_changes_inserted += result.consent_changes
+    for topic, n in Counter(r.topic for r in batch).items():
+        metrics.consumed_total.labels(topic).inc(n)
     metrics.warehouse_rows_total.labels("receipts").inc(result.receipts)
     metrics.warehouse_rows_total.labels("receipt_items").inc(result.items)
     metrics.warehouse_rows_total.labels("receipt_groups").inc(result.groups)
-    duplicates = len(batch) - result.receipts
+    metrics.warehouse_rows_total.labels("analytics_lines").inc(result.analytics_lines)
+    metrics.warehouse_rows_total.labels("consent_changes").inc(result.consent_changes)
+    customer = sum(1 for r in batch if isinstance(r, SinkRecord) and r.kind == "customer")
+    duplicates = customer - result.receipts
     if duplicates:
         metrics.duplicates_total.labels(STAGE).inc(duplicates)
     metrics.batch_size.labels(STAGE).observe(len(batch))
     metrics.batch_seconds.labels(STAGE).observe(time.perf_counter() - started)
 
 
-def _commit_for_lag(consumer: Consumer, batch: list[SinkRecord]) -> None:
+def _commit_for_lag(consumer: Consumer, batch: list[AnyRecord]) -> None:
     """Mirror the stored positions to Kafka so standard lag tools see the sink (not used to resume)."""
     last: dict[tuple[str, int], int] = {}
     for r in batch:
@@ -255,17 +286,18 @@ def _commit_for_lag(consumer: Consumer, batch: list[SinkRecord]) -> None:
         log.debug("offset commit for lag reporting failed: %s", exc)
 
 
-def _report_lag(consumer: Consumer, group: str, topic: str, metrics: Metrics) -> None:
-    """Records behind the log end over the assigned partitions, from the last fetch (no broker call)."""
-    lag = 0
+def _report_lag(consumer: Consumer, group: str, metrics: Metrics) -> None:
+    """Records behind the log end per topic over the assigned partitions, from the last fetch (no broker call)."""
+    lag: Counter[str] = Counter()
     try:
         for tp in consumer.position(consumer.assignment()):
             if tp.offset < 0:
                 continue
             _low, high = consumer.get_watermark_offsets(tp, cached=True)
             if high >= 0:
-                lag += max(high - tp.offset, 0)
+                lag[tp.topic] += max(high - tp.offset, 0)
     except KafkaException as exc:
         log.debug("lag not available: %s", exc)
         return
-    metrics.consumer_lag.labels(group, topic).set(lag)
+    for topic, n in lag.items():
+        metrics.consumer_lag.labels(group, topic).set(n)

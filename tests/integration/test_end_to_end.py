@@ -22,6 +22,7 @@ import redis
 from receiptflow.config import Settings
 from receiptflow.consume import consume_json
 from receiptflow.metrics import Metrics
+from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
@@ -91,13 +92,20 @@ def _wait(predicate, timeout: float, proc: subprocess.Popen[bytes], log: Path) -
 def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processor: subprocess.Popen[bytes]) -> None:
     sim = Simulator(seed=42, stores=25, customers=80)
     client = RegisterClient(e2e_settings)
-    for checkout in sim.stream(N, datetime.now(UTC), rate=1000):
+    checkouts = list(sim.stream(N, datetime.now(UTC), rate=1000))
+    for checkout in checkouts:
         client.send(checkout)
+    consents = [
+        ConsentChange(card, datetime.now(UTC), product_data_marketing=i % 2 == 0, electronic_marketing=True)
+        for i, card in enumerate(sorted(sim.truth.per_card)[:3])
+    ]
+    for change in consents:
+        client.send_consent(change)
     # Bad input travels too, and must end in the dead-letter topic with its reason.
     names = TopicNames(e2e_settings.topic_prefix)
     client.send_raw(names.checkouts, b"garbage-key", b"not avro at all")
     stats = client.flush()
-    assert (stats.acked, stats.failed) == (N + 1, 0)
+    assert (stats.acked, stats.failed) == (N + 1 + len(consents), 0)
 
     truth = sim.truth
     store = RedisProfileStore.from_url(e2e_settings.redis_url)
@@ -118,15 +126,34 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
     metrics = Metrics()
     thread = threading.Thread(target=run_sink, args=(e2e_settings, sink), kwargs={"stop": stop, "metrics": metrics})
     thread.start()
+    lines = sum(len(c.lines) for c in checkouts)
+
+    def rows(table: str) -> float:
+        return metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": table}) or 0
+
     deadline = time.monotonic() + 60
-    while (metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": "receipts"}) or 0) < N:
-        assert time.monotonic() < deadline, "warehouse did not receive every receipt"
+    while rows("receipts") < N or rows("analytics_lines") < lines or rows("consent_changes") < len(consents):
+        assert time.monotonic() < deadline, "warehouse did not receive every receipt, line and consent change"
         assert thread.is_alive(), "sink stopped early"
         time.sleep(0.2)
     stop.set()
     thread.join(30)
     counts = warehouse_counts(sink)
+    analytics = sink.query("SELECT chain, count(*), sum(amount_cents) FROM analytics_lines GROUP BY chain")
+    columns_sql = "SELECT column_name FROM information_schema.columns WHERE table_name = 'analytics_lines'"
+    analytics_columns = {r[0] for r in sink.query(columns_sql)}
+    audit = sink.query("SELECT card_id, product_data_marketing, electronic_marketing FROM consent_changes ORDER BY 1")
     sink.close()
+    # The anonymous lines: every line of every receipt, per chain, with the same money.
+    want: dict[str, list[int]] = {}
+    for c in checkouts:
+        if c.lines:
+            w = want.setdefault(c.chain, [0, 0])
+            w[0] += len(c.lines)
+            w[1] += c.total_cents
+    assert {chain: [int(n), int(cents)] for chain, n, cents in analytics} == want
+    assert analytics_columns and not analytics_columns & {"card_id", "register_id"}
+    assert audit == sorted((c.card_id, c.product_data_marketing, c.electronic_marketing) for c in consents)
     assert counts["receipts"] == N
     assert counts["total_cents"] == truth.spend_cents
     assert {c: (v["receipts"], v["total_cents"]) for c, v in counts["per_chain"].items()} == {

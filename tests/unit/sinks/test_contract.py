@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from receiptflow.errors import WarehouseError
-from receiptflow.models import Granularity, Purchase
+from receiptflow.models import ConsentChange, Granularity, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
 from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkRecord, to_rows, warehouse_counts
+from receiptflow.sinks import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, to_rows, warehouse_counts
 from receiptflow.sinks.base import migrations
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -40,6 +40,25 @@ def purchases(n: int, seed: int = 5) -> list[Purchase]:
 def records(n: int, seed: int = 5, topic: str = TOPIC, partitions: int = 3) -> list[SinkRecord]:
     """Purchases spread round-robin over ``partitions`` with consecutive offsets per partition."""
     return [SinkRecord(p, topic, i % partitions, i // partitions) for i, p in enumerate(purchases(n, seed))]
+
+
+def analytics_records(n: int, seed: int = 5) -> list[SinkRecord]:
+    """The anonymous records the processor sends to purchases.analytics for ``n`` checkouts."""
+    sim = Simulator(seed, stores=30, customers=50)
+    policy = load_policy()
+    out = []
+    for i, c in enumerate(sim.stream(n, datetime(2026, 11, 20, tzinfo=UTC), rate=1)):
+        anonymous = process(c, policy, None, NOW).analytics
+        if anonymous is not None:
+            out.append(SinkRecord(anonymous, "purchases.analytics", i % 3, i // 3, "analytics"))
+    return out
+
+
+def consent_records(n: int) -> list[ConsentRecord]:
+    return [
+        ConsentRecord(ConsentChange(f"card-{i % 7}", NOW, i % 2 == 0, i % 3 == 0, "app"), "consents", i % 3, i // 3)
+        for i in range(n)
+    ]
 
 
 def expected_counts(recs: Sequence[SinkRecord]) -> dict[str, Any]:
@@ -305,6 +324,21 @@ class SinkContract:
             carded = [p for p in day_ps if p.card_id is not None]
             assert by_receipts == pytest.approx(len(carded) / len(day_ps))
             assert by_money == pytest.approx(sum(p.total_cents for p in carded) / sum(p.total_cents for p in day_ps))
+
+    def test_analytics_lines_and_consent_changes_are_stored_once(self, open_sink: OpenSink) -> None:
+        anonymous, consents = analytics_records(150, seed=29), consent_records(40)
+        lines = sum(len(r.purchase.items) for r in anonymous)
+        assert lines > 0
+        sink = open_sink()
+        for _ in range(2):  # the second time is a redelivery: nothing new
+            sink.write([*anonymous, *consents, *records(20)])
+            sink.flush()
+        assert table_count(sink, "analytics_lines") == lines
+        assert table_count(sink, "consent_changes") == 40
+        assert table_count(sink, "receipts") == 20  # analytics records are not receipts of a customer
+        cents = sink.query("SELECT sum(amount_cents) FROM analytics_lines")[0][0]
+        assert int(cents) == sum(r.purchase.total_cents for r in anonymous)
+        assert sink.committed_offsets("consents") == {0: 14, 1: 13, 2: 13}
 
     def test_query_errors_are_warehouse_errors(self, open_sink: OpenSink) -> None:
         sink = open_sink()

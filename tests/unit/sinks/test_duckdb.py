@@ -87,7 +87,8 @@ def test_batch_of_a_thousand_goes_in_as_one_statement_per_table(tmp_path: Path, 
     real = sink._insert
 
     def spy(table: Any, rows: list[tuple[Any, ...]]) -> int:
-        statements.append(table.name)
+        if rows:  # tables without rows in the batch get no statement
+            statements.append(table.name)
         return real(table, rows)
 
     monkeypatch.setattr(sink, "_insert", spy)

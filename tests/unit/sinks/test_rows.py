@@ -25,7 +25,7 @@ from receiptflow.sinks.base import (
 )
 from receiptflow.sinks.runner import duckdb_path
 
-from .test_contract import purchases, records
+from .test_contract import analytics_records, purchases, records
 
 
 def test_rows_have_the_table_columns_in_order() -> None:
@@ -181,3 +181,11 @@ def test_a_bad_kafka_property_is_a_broker_error(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, kafka_extra={"no.such.property": "1"})
     with open_sink(settings) as sink, pytest.raises(BrokerError, match="cannot create the sink consumer"):
         run_sink(settings, sink, idle_exit_after=0.1)
+
+
+def test_an_analytics_record_with_a_card_id_is_refused() -> None:
+    anonymous = analytics_records(20)[0]
+    leaky = dataclasses.replace(anonymous, purchase=dataclasses.replace(anonymous.purchase, card_id="2710000000001"))
+    with pytest.raises(WarehouseError, match="carries a card or register id"):
+        to_rows([leaky])
+    assert len(to_rows([anonymous]).analytics) == len(anonymous.purchase.items)
