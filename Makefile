@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit integration bench clean stack-down
+.PHONY: setup demo test test-failover lint typecheck unit integration bench clean stack-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ typecheck: $(VENV)/.installed
 
 test: setup lint typecheck
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-failover: setup
+	$(BIN)/pytest -m failover tests/integration/test_cluster.py $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
