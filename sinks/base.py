@@ -23,12 +23,16 @@ import abc
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 from ..errors import WarehouseError
 from ..models import ConsentChange, Granularity, Purchase
+from ..processors.policy import Policy
 
 DEFAULT_GROUP = "receiptflow-warehouse"
 
@@ -135,6 +139,21 @@ OFFSETS_UPSERT = (
     "next_offset = greatest(sink_offsets.next_offset, excluded.next_offset)"
 )
 OFFSETS_SELECT = "SELECT kafka_partition, next_offset FROM sink_offsets WHERE consumer = {p} AND topic = {p}"
+
+# The chain dimension from the policy file. An upsert, not delete + insert: two sinks starting at once
+# both write the same rows without a key conflict, and a chain the policy dropped keeps its row (its
+# receipts still refer to it).
+CHAINS_UPSERT = (
+    "INSERT INTO dim_chains (chain, chain_group, current_level, current_policy_version, updated_at) "
+    "VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (chain) DO UPDATE SET chain_group = excluded.chain_group, "
+    "current_level = excluded.current_level, current_policy_version = excluded.current_policy_version, "
+    "updated_at = excluded.updated_at"
+)
+
+
+def chain_dimension_rows(policy: Policy, now: datetime) -> list[tuple[str, str, str, str, datetime]]:
+    """Rows of ``dim_chains`` (pure): chain, group, level and policy version in force on ``now``'s date."""
+    return [(chain, group, level, version, now) for chain, group, level, version in policy.describe_at(now.date())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,11 +325,11 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def migrations(dialect: Dialect) -> list[Migration]:
-    """Every migration in ``sinks/migrations``, in order, rendered for ``dialect``."""
-    folder = resources.files("receiptflow.sinks").joinpath("migrations")
+def migrations(dialect: Dialect, folder: Path | None = None) -> list[Migration]:
+    """Every migration in ``folder`` (default: the shipped ``sinks/migrations``), in order, rendered for ``dialect``."""
+    source: Path | Traversable = folder if folder is not None else resources.files("receiptflow.sinks") / "migrations"
     found: list[Migration] = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+    for entry in sorted(source.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
         head = entry.name.split("_", 1)[0]
@@ -341,10 +360,11 @@ class MigrationPlan:
     unrecorded: list[Migration]  # applied before checksums were kept: record theirs now
 
 
-def plan_migrations(dialect: Dialect, applied: Mapping[int, str | None]) -> MigrationPlan:
+def plan_migrations(dialect: Dialect, applied: Mapping[int, str | None], folder: Path | None = None) -> MigrationPlan:
     """What ``setup()`` must do, given ``applied`` (version → recorded checksum); raises if a file was edited."""
     plan = MigrationPlan([], [])
-    for m in migrations(dialect):
+    known = migrations(dialect, folder)
+    for m in known:
         if m.version not in applied:
             plan.pending.append(m)
             continue
@@ -356,7 +376,7 @@ def plan_migrations(dialect: Dialect, applied: Mapping[int, str | None]) -> Migr
                 f"migration {m.name} was changed after it was applied to this warehouse; "
                 "put schema changes in a new migration file"
             )
-    unknown = sorted(set(applied) - {m.version for m in migrations(dialect)})
+    unknown = sorted(set(applied) - {m.version for m in known})
     if unknown:
         raise WarehouseError(f"the warehouse has migrations {unknown} this code does not know: is it older?")
     return plan
@@ -418,6 +438,13 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def rollback(self) -> None:
         """Drop what was written since the last flush."""
+
+    @abc.abstractmethod
+    def sync_chains(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+        """Upsert the chain dimension (:func:`chain_dimension_rows`) in a transaction of its own.
+
+        Not inside a write: call it between flushes (``open_sink`` does, right after ``setup``).
+        """
 
     @abc.abstractmethod
     def committed_offsets(self, topic: str) -> dict[int, int]:

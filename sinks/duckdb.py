@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import duckdb
 
 from ..errors import WarehouseError
 from .base import (
+    CHAINS_UPSERT,
     DEFAULT_GROUP,
     OFFSETS_SELECT,
     OFFSETS_UPSERT,
@@ -47,9 +49,10 @@ log = logging.getLogger(__name__)
 class DuckDBSink(Sink):
     """Warehouse tables in a DuckDB file; see the module docstring for the bulk path."""
 
-    def __init__(self, path: Path | str, group_id: str = DEFAULT_GROUP) -> None:
+    def __init__(self, path: Path | str, group_id: str = DEFAULT_GROUP, migrations_dir: Path | None = None) -> None:
         self.path = Path(path)
         self.group_id = group_id
+        self.migrations_dir = migrations_dir  # None: the shipped migrations
         self._con: duckdb.DuckDBPyConnection | None = None
         self._insert_sql: dict[str, str] = {}
         self._pending = WriteResult()
@@ -81,7 +84,7 @@ class DuckDBSink(Sink):
         for ddl in SCHEMA_MIGRATIONS_DDL:
             con.execute(ddl)
         applied = {int(v): c for v, c in con.execute("SELECT version, checksum FROM schema_migrations").fetchall()}
-        plan = plan_migrations("duckdb", applied)
+        plan = plan_migrations("duckdb", applied, self.migrations_dir)
         for m in plan.pending:
             # DuckDB runs DDL transactionally: a failing migration leaves no half-applied schema.
             con.execute("BEGIN")
@@ -158,6 +161,18 @@ class DuckDBSink(Sink):
             # A failed statement may already have aborted the transaction; ROLLBACK then has nothing to do.
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
+
+    def sync_chains(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+        if self._in_tx:
+            raise WarehouseError("sync_chains() inside an unflushed write: flush or roll back first")
+        try:
+            self.con.execute("BEGIN")
+            self.con.executemany(CHAINS_UPSERT.format(p="?"), [list(r) for r in rows])
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise WarehouseError(f"DuckDB chain dimension update on {self.path} failed: {exc}") from exc
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         rows = self.query(OFFSETS_SELECT.format(p="?"), [self.group_id, topic])

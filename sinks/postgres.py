@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from ..errors import WarehouseError
 from .base import (
+    CHAINS_UPSERT,
     DEFAULT_GROUP,
     OFFSETS_SELECT,
     OFFSETS_UPSERT,
@@ -43,9 +46,10 @@ _MIGRATION_LOCK = 20100501
 class PostgresSink(Sink):
     """Warehouse tables in PostgreSQL; see the module docstring for the bulk path."""
 
-    def __init__(self, url: str, group_id: str = DEFAULT_GROUP) -> None:
+    def __init__(self, url: str, group_id: str = DEFAULT_GROUP, migrations_dir: Path | None = None) -> None:
         self.url = url  # may carry a password (Settings.warehouse_connection_url): never log it
         self.group_id = group_id
+        self.migrations_dir = migrations_dir  # None: the shipped migrations
         self._conn: psycopg.Connection[Any] | None = None
         self._type_oids: dict[str, list[int]] = {}
         self._pending = WriteResult()
@@ -79,7 +83,7 @@ class PostgresSink(Sink):
             for ddl in SCHEMA_MIGRATIONS_DDL:
                 conn.execute(ddl)
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
-            plan = plan_migrations("postgres", {int(v): c for v, c in rows})
+            plan = plan_migrations("postgres", {int(v): c for v, c in rows}, self.migrations_dir)
             for m in plan.pending:
                 for statement in m.statements:
                     conn.execute(statement)
@@ -167,6 +171,18 @@ class PostgresSink(Sink):
                 self._conn.rollback()
             except psycopg.Error as exc:  # a broken connection: nothing left to roll back
                 log.warning("PostgreSQL rollback failed: %s", exc)
+
+    def sync_chains(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+        if self._in_tx:
+            raise WarehouseError("sync_chains() inside an unflushed write: flush or roll back first")
+        try:
+            with self.conn.cursor() as cur:
+                # Sorted by chain (as the policy lists them), so concurrent starts lock rows in one order.
+                cur.executemany(CHAINS_UPSERT.format(p="%s"), list(rows))
+            self.conn.commit()
+        except psycopg.Error as exc:
+            self.rollback()
+            raise WarehouseError(f"PostgreSQL chain dimension update failed: {exc}") from exc
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         rows = self.query(OFFSETS_SELECT.format(p="%s"), (self.group_id, topic))

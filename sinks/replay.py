@@ -1,12 +1,13 @@
-"""Replay a purchases topic into the warehouse from a point in time (``receiptflow sink replay``).
+"""Replay the sink's topics into the warehouse from a point in time (``receiptflow sink replay``).
 
-For when the warehouse lacks rows the topic still holds: restored from an older backup, a date
-range deleted by hand, a new warehouse next to the old one. The replay reads ``purchases.customer``
-(read-committed) from the first record at or after ``from_time`` -- or from the beginning -- up to
-the end each partition had when the replay started, and writes through the same sink code as the
-live path. Rows are inserted with ``ON CONFLICT DO NOTHING`` on their natural keys, so whatever the
-warehouse already holds is left as it is: a replay can be repeated, or overlap the live sink on
-PostgreSQL, without duplicating anything.
+For when the warehouse lacks rows the topics still hold: restored from an older backup, a date
+range deleted by hand, a new warehouse next to the old one. The replay reads the live sink's topics
+-- ``purchases.customer``, ``purchases.analytics`` and ``consents`` (read-committed), or the ones
+named -- from the first record at or after ``from_time``, or from the beginning, up to the end each
+partition had when the replay started, and writes through the same sink code as the live path.
+Rows are inserted with ``ON CONFLICT DO NOTHING`` on their natural keys, so whatever the warehouse
+already holds is left as it is: a replay can be repeated, or overlap the live sink on PostgreSQL,
+without duplicating anything.
 
 Its positions are stored under its own consumer name (``<group>-replay``), never under the live
 sink's: a replay from a later time must not move the live sink past records it has not written.
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from ..codec import Codec
 from ..config import Settings
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (records done, records in all)
 
+TopicPartitionKey = tuple[str, int]
+
 
 @dataclass
 class ReplayStats:
@@ -41,10 +44,25 @@ class ReplayStats:
     receipts_inserted: int = 0  # of which new to the warehouse
     items_inserted: int = 0
     groups_inserted: int = 0
+    analytics_lines_inserted: int = 0
+    consent_changes_inserted: int = 0
+
+    def add(self, result: WriteResult) -> None:
+        self.receipts_inserted += result.receipts
+        self.items_inserted += result.items
+        self.groups_inserted += result.groups
+        self.analytics_lines_inserted += result.analytics_lines
+        self.consent_changes_inserted += result.consent_changes
 
 
 def replay_group(live_group: str) -> str:
     return f"{live_group}-replay"
+
+
+def sink_topics(settings: Settings) -> list[str]:
+    """The topics the live sink reads, in the order a replay reports them."""
+    names = TopicNames(settings.topic_prefix)
+    return [names.purchases_customer, names.purchases_analytics, names.consents]
 
 
 def replay(
@@ -52,93 +70,121 @@ def replay(
     sink: Sink,
     *,
     from_time: datetime | None = None,
-    topic: str | None = None,
+    topics: Sequence[str] | None = None,
     batch_size: int = 2000,
     progress: Progress | None = None,
 ) -> ReplayStats:
-    """Write ``topic`` (default ``purchases.customer``) from ``from_time`` (None: the beginning) into ``sink``.
+    """Write ``topics`` (default: the live sink's three) from ``from_time`` (None: the beginning) into ``sink``.
 
     ``sink`` must have been opened with :func:`replay_group` as its group id. Raises
     :class:`~receiptflow.errors.WarehouseError` on a warehouse failure or an undecodable record
     (the records before it are stored) and :class:`~receiptflow.errors.BrokerError` on a Kafka failure.
     """
-    topic = topic or TopicNames(settings.topic_prefix).purchases_customer
+    topics = list(topics or sink_topics(settings))
+    names = TopicNames(settings.topic_prefix)
     codec = Codec()
     stats = ReplayStats()
-    consumer = Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": f"{sink.group_id}-{uuid.uuid4().hex[:8]}",  # never commits; the name is for logs
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,
-            }
-        )
-    )
     try:
-        starts, ends = _bounds(consumer, topic, from_time)
-        todo = {p for p in starts if starts[p] < ends[p]}
-        total = sum(ends[p] - starts[p] for p in todo)
+        consumer = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": f"{sink.group_id}-{uuid.uuid4().hex[:8]}",  # never commits; the name is for logs
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                    "enable.partition.eof": True,
+                }
+            )
+        )
+    except KafkaException as exc:
+        raise BrokerError(f"cannot create the replay consumer: {exc}") from exc
+    try:
+        starts: dict[TopicPartitionKey, int] = {}
+        ends: dict[TopicPartitionKey, int] = {}
+        for topic in topics:
+            s, e = _bounds(consumer, topic, from_time)
+            starts.update(s)
+            ends.update(e)
+        todo = {tp for tp in starts if starts[tp] < ends[tp]}
+        total = sum(ends[tp] - starts[tp] for tp in todo)
         if progress is not None:
             progress(0, total)
         if not todo:
             return stats
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(todo)])
+        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in sorted(todo)])
         done = 0
         while todo:
-            messages = consumer.consume(batch_size, timeout=1.0)
-            wanted = []
-            for m in messages:
-                err = m.error()
-                p = m.partition() or 0
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        todo.discard(p)
-                        continue
-                    if err.fatal():
-                        raise BrokerError(f"replay consumer failed: {err}")
-                    log.warning("replay consumer: %s", err)
-                    continue
-                if p not in todo or (m.offset() or 0) >= ends[p]:
-                    continue  # past the end the partition had when the replay started
-                wanted.append(m)
-                if (m.offset() or 0) + 1 >= ends[p]:
-                    todo.discard(p)
-            batch, bad = decode_batch(codec, wanted)
+            wanted = _within_bounds(consumer.consume(batch_size, timeout=1.0), todo, ends)
+            batch, bad = decode_batch(codec, wanted, names)
             if batch:
                 sink.write(batch)
-                result: WriteResult = sink.flush()
+                stats.add(sink.flush())
                 stats.records += len(batch)
-                stats.receipts_inserted += result.receipts
-                stats.items_inserted += result.items
-                stats.groups_inserted += result.groups
-                done += len(batch)
-                if progress is not None:
-                    progress(done, total)
+            # Progress in offsets, not records: transaction markers and aborted records take offsets too,
+            # and the bar must reach its total.
+            done = total - sum(ends[tp] - _position(consumer, tp, starts) for tp in todo)
+            if progress is not None:
+                progress(done if todo else total, total)
             if bad is not None:
                 raise bad
     except KafkaException as exc:
-        raise BrokerError(f"replay of {topic} failed: {exc}") from exc
+        raise BrokerError(f"replay of {', '.join(topics)} failed: {exc}") from exc
     finally:
         consumer.close()
     return stats
 
 
-def _bounds(consumer: Consumer, topic: str, from_time: datetime | None) -> tuple[dict[int, int], dict[int, int]]:
+def _within_bounds(
+    messages: list[Message], todo: set[TopicPartitionKey], ends: dict[TopicPartitionKey, int]
+) -> list[Message]:
+    """The records before each partition's end; partitions that reached their end leave ``todo``."""
+    wanted = []
+    for m in messages:
+        err = m.error()
+        key = (str(m.topic()), m.partition() or 0)
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                todo.discard(key)
+                continue
+            if err.fatal():
+                raise BrokerError(f"replay consumer failed: {err}")
+            log.warning("replay consumer: %s", err)
+            continue
+        offset = m.offset() or 0
+        if key not in todo or offset >= ends[key]:
+            # Written after the replay started: the live sink's business. The partition is done, also
+            # when its last offset before the end was a transaction marker that is never delivered.
+            todo.discard(key)
+            continue
+        wanted.append(m)
+        if offset + 1 >= ends[key]:
+            todo.discard(key)
+    return wanted
+
+
+def _position(consumer: Consumer, tp: TopicPartitionKey, starts: dict[TopicPartitionKey, int]) -> int:
+    """Where the consumer is in a partition (its start until the first fetch)."""
+    [pos] = consumer.position([TopicPartition(tp[0], tp[1])])
+    return pos.offset if pos.offset >= 0 else starts[tp]
+
+
+def _bounds(
+    consumer: Consumer, topic: str, from_time: datetime | None
+) -> tuple[dict[TopicPartitionKey, int], dict[TopicPartitionKey, int]]:
     """Per partition: the first offset to replay and the end (exclusive) at the start of the replay."""
     md = consumer.list_topics(topic, timeout=10)
     if topic not in md.topics or md.topics[topic].error is not None:
         raise BrokerError(f"topic {topic!r} does not exist")
     partitions = sorted(md.topics[topic].partitions)
-    starts: dict[int, int] = {}
-    ends: dict[int, int] = {}
+    starts: dict[TopicPartitionKey, int] = {}
+    ends: dict[TopicPartitionKey, int] = {}
     for p in partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        starts[p], ends[p] = low, high
+        starts[(topic, p)], ends[(topic, p)] = low, high
     if from_time is not None:
         ms = int(from_time.timestamp() * 1000)
         found = consumer.offsets_for_times([TopicPartition(topic, p, ms) for p in partitions], timeout=10)
         for tp in found:
+            key = (topic, tp.partition)
             # -1: no record at or after the time in this partition.
-            starts[tp.partition] = ends[tp.partition] if tp.offset < 0 else max(tp.offset, starts[tp.partition])
+            starts[key] = ends[key] if tp.offset < 0 else max(tp.offset, starts[key])
     return starts, ends

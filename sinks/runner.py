@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +35,9 @@ from ..config import Settings
 from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
+from ..processors.policy import load_policy
 from ..topics import TopicNames
-from .base import DEFAULT_GROUP, AnyRecord, ConsentRecord, Sink, SinkRecord, WriteResult
+from .base import DEFAULT_GROUP, AnyRecord, ConsentRecord, Sink, SinkRecord, WriteResult, chain_dimension_rows
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 
@@ -44,24 +46,32 @@ log = logging.getLogger(__name__)
 STAGE = "warehouse"  # label value of the shared batch/duplicate metrics
 
 
-def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP) -> Sink:
-    """The sink for ``settings.resolved_warehouse_url``, set up (connected, migrated) and ready to write.
+def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP, migrations_dir: Path | None = None) -> Sink:
+    """The sink for ``settings.resolved_warehouse_url``, set up (connected, migrated, the chain
+    dimension written from the policy file) and ready to write.
 
     ``duckdb:///abs/path.duckdb`` → :class:`DuckDBSink`; ``postgresql://`` or ``postgres://`` →
     :class:`PostgresSink` (with ``warehouse_password`` applied). Anything else is a :class:`ConfigError`.
+    ``migrations_dir`` replaces the shipped migrations (the shipped files plus new ones, in tests).
     """
     url = settings.warehouse_connection_url()
     scheme = settings.resolved_warehouse_url.split(":", 1)[0]
     sink: Sink
     if scheme == "duckdb":
-        sink = DuckDBSink(duckdb_path(url), group_id)
+        sink = DuckDBSink(duckdb_path(url), group_id, migrations_dir)
     elif scheme in ("postgresql", "postgres"):
-        sink = PostgresSink(url, group_id)
+        sink = PostgresSink(url, group_id, migrations_dir)
     else:
         raise ConfigError(
             f"unsupported warehouse URL scheme {scheme!r}: use duckdb:///abs/path.duckdb or postgresql://user@host/db"
         )
     sink.setup()
+    try:
+        # The chain dimension follows the policy file the sink runs with (groups, level in force today).
+        sink.sync_chains(chain_dimension_rows(load_policy(settings.policy_file), datetime.now(UTC)))
+    except BaseException:
+        sink.close()
+        raise
     return sink
 
 
@@ -142,6 +152,10 @@ def run_sink(
             "heartbeat.interval.ms": 1_000,
         }
     )
+    if settings.sink_instance:
+        # Static membership: a sink restarted under the same name takes its partitions back at once
+        # (no rebalance, no wait for the session timeout); where it resumes is still the warehouse's call.
+        conf["group.instance.id"] = f"{group}-{settings.sink_instance}"
     assigned_at: list[float] = []
     try:
         consumer = Consumer(conf)

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(
         default=1.0, gt=0, le=60, description="how long the sink waits to fill a batch before writing what it has"
     )
+    sink_instance: str | None = Field(
+        default=None,
+        description="this sink's stable name in its consumer group (Kafka static membership): a restarted sink "
+        "gets its partitions back at once instead of after the session timeout; unique per running sink",
+    )
     processor_dedup_days: int = Field(
         default=14, ge=1, description="how long (event time) a receipt id is remembered to drop duplicates"
     )
@@ -98,6 +103,19 @@ class Settings(BaseSettings):
         description="duckdb:///path/file.duckdb (default: under data_dir) or postgresql://user@host:port/db",
     )
     warehouse_password: SecretStr | None = Field(default=None, description="password for a PostgreSQL warehouse")
+
+    # --- Profiles ----------------------------------------------------------------------------
+    profile_dedup_days: int = Field(
+        default=35,
+        ge=1,
+        description="how long (event time, behind a card's newest receipt) the profile store remembers a receipt id; "
+        "older receipts are refused as too late",
+    )
+    points_file: Path | None = Field(default=None, description="points per euro per chain (default: the shipped one)")
+    households_file: Path | None = Field(default=None, description="CSV card_id,household_id: household membership")
+    erasure_salt: SecretStr | None = Field(
+        default=None, description="key of the hashes in the erased-cards record (set it in production)"
+    )
 
     # --- Local files and ports -----------------------------------------------------------------
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="embedded broker log, Redis dump, DuckDB file")

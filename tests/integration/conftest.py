@@ -331,3 +331,17 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
     stack = Stack(stack_settings)
     yield stack
     stack.down()
+
+
+@pytest.fixture
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server (dropped afterwards); its URL."""
+    from urllib.parse import urlsplit, urlunsplit  # noqa: PLC0415 - only the warehouse tests need it
+
+    name = f"rf_sink_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(postgres_url)
+    yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

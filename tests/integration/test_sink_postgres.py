@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -19,18 +17,6 @@ from receiptflow.sinks import DEFAULT_GROUP, PostgresSink, Sink, WriteResult, wa
 from receiptflow.sinks.base import migrations
 
 from ..unit.sinks.test_contract import TOPIC, OpenSink, SinkContract, records
-
-
-@pytest.fixture
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh, empty database on the session's server; its URL."""
-    name = f"rf_sink_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    parts = urlsplit(postgres_url)
-    yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 class TestPostgresSink(SinkContract):

@@ -10,19 +10,18 @@ SIGKILLed mid-batch five times, and ``receiptflow sink replay`` restores rows th
 from __future__ import annotations
 
 import json
-import random
+import re
 import shutil
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import psycopg
@@ -33,7 +32,10 @@ from receiptflow.codec import Codec, SchemaCatalog, schema_id_of
 from receiptflow.config import Settings
 from receiptflow.errors import WarehouseError
 from receiptflow.metrics import Metrics
-from receiptflow.models import Purchase
+from receiptflow.models import ConsentChange, Purchase
+from receiptflow.processors.core import Routed, process
+from receiptflow.processors.policy import load_policy
+from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import (
     DEFAULT_GROUP,
     Sink,
@@ -41,28 +43,16 @@ from receiptflow.sinks import (
     WriteResult,
     open_sink,
     run_sink,
-    to_rows,
     warehouse_counts,
 )
+from receiptflow.sinks.base import migrations
 from receiptflow.sinks.runner import duckdb_path
 from receiptflow.topics import TopicNames, create_topics
 
-from ..unit.sinks.test_contract import expected_counts, purchases, table_count
+from ..unit.sinks.test_contract import NOW, expected_counts, purchases, table_count
 from .support import env_for, read_all
 
 MakeSettings = Callable[..., Settings]
-
-
-@pytest.fixture
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """A fresh, empty database on the session's PostgreSQL server; its URL."""
-    name = f"rf_sink_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    parts = urlsplit(postgres_url)
-    yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -197,6 +187,9 @@ class CrashingSink(Sink):
     def rollback(self) -> None:
         self.inner.rollback()
 
+    def sync_chains(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+        self.inner.sync_chains(rows)
+
     def committed_offsets(self, topic: str) -> dict[int, int]:
         return self.inner.committed_offsets(topic)
 
@@ -286,12 +279,6 @@ def test_stop_event_ends_the_loop(duckdb_settings: Settings) -> None:
         assert warehouse_counts(sink)["receipts"] == 20
 
 
-def _sink_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = env_for(settings)
-    env.update(extra)
-    return env
-
-
 def _end_offsets(settings: Settings) -> dict[int, int]:
     """Per partition, the offset after its last record (transaction markers are not records)."""
     ends: dict[int, int] = {}
@@ -300,80 +287,74 @@ def _end_offsets(settings: Settings) -> dict[int, int]:
     return ends
 
 
+REPLAYED_TABLES = ("receipts", "receipt_items", "receipt_groups", "analytics_lines", "consent_changes")
+
+
 def _tables(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the three purchase tables, sorted: what "the same tables" means."""
+    """Every row of the tables the sink fills, sorted: what "the same tables" means."""
     with open_sink(settings) as sink:
-        return {
-            t: sorted(sink.query(f"SELECT * FROM {t}"), key=repr)
-            for t in ("receipts", "receipt_items", "receipt_groups")
-        }
+        return {t: sorted(sink.query(f"SELECT * FROM {t}"), key=repr) for t in REPLAYED_TABLES}
 
 
-def _delete_receipts(settings: Settings, receipt_ids: list[str]) -> None:
-    """Rows lost outside the sink (an older backup restored, a hand-made DELETE)."""
+def _delete(settings: Settings, receipt_ids: list[str]) -> None:
+    """Rows lost outside the sink (an older backup restored, a hand-made DELETE): these receipts with
+    their detail and anonymous lines, and the whole consent audit."""
     url = settings.resolved_warehouse_url
-    statements = [
-        f"DELETE FROM {t} WHERE receipt_id = ANY(%s)" for t in ("receipt_items", "receipt_groups", "receipts")
-    ]
+    tables = ("receipt_items", "receipt_groups", "analytics_lines", "receipts")
+    statements = [f"DELETE FROM {t} WHERE receipt_id = ANY(%s)" for t in tables]
     if url.startswith("duckdb:"):
         con = duckdb.connect(str(duckdb_path(url)))
         try:
             for s in statements:
                 con.execute(s.replace("ANY(%s)", "ANY(?)"), [receipt_ids])
+            con.execute("DELETE FROM consent_changes")
         finally:
             con.close()
     else:
         with psycopg.connect(settings.warehouse_connection_url(), autocommit=True) as con:
             for s in statements:
                 con.execute(s, [receipt_ids])
+            con.execute("DELETE FROM consent_changes")
 
 
-def test_sink_sigkilled_five_times_mid_batch_loses_and_duplicates_nothing(settings: Settings) -> None:
-    sent = purchases(6000, seed=41)
-    _produce(settings, sent)
-    # Small, quick batches: each kill lands among many short warehouse transactions.
-    env = _sink_env(settings, RECEIPTFLOW_SINK_BATCH_MAX="20", RECEIPTFLOW_SINK_BATCH_SECONDS="0.2")
-    rng = random.Random(8)
-    progress = []
-    for _ in range(5):
-        before = sum(_kafka_committed(settings, DEFAULT_GROUP).values())
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "receiptflow", "sink", "run"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+def _routed(n: int, seed: int) -> list[Routed]:
+    """What the processor's core makes of ``n`` simulated checkouts (customer and anonymous records)."""
+    sim = Simulator(seed, stores=30, customers=50)
+    policy = load_policy()
+    start = datetime(2026, 11, 20, tzinfo=UTC)
+    return [process(c, policy, None, NOW) for c in sim.stream(n, start, rate=1)]
+
+
+def _produce_routed(settings: Settings, routed: Sequence[Routed], consents: Sequence[ConsentChange]) -> None:
+    """The three sink topics as the router and the registers fill them, in one producer transaction."""
+    codec = Codec()
+    names = TopicNames(settings.topic_prefix)
+    producer = Producer(settings.kafka_config(**{"transactional.id": f"sink-test-{uuid.uuid4().hex}"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for r in routed:
+        c = r.customer
+        producer.produce(
+            names.purchases_customer,
+            key=(c.card_id or c.store_id).encode(),
+            value=codec.encode("purchase", c.to_avro()),
         )
-        try:
-            deadline = time.monotonic() + 90
-            # Wait until it writes (its lag-reporting commit to Kafka moves), then kill it at a random moment.
-            while sum(_kafka_committed(settings, DEFAULT_GROUP).values()) <= before:
-                assert proc.poll() is None, "the sink exited by itself"
-                assert time.monotonic() < deadline, "the sink made no progress"
-                time.sleep(0.05)
-            time.sleep(rng.uniform(0.02, 0.25))
-        finally:
-            proc.kill()
-            proc.wait(30)
-        progress.append(sum(_kafka_committed(settings, DEFAULT_GROUP).values()))
-    assert progress[-1] < len(sent), "the kills should land before the end of the topic"
+        if r.analytics is not None:
+            a = r.analytics
+            producer.produce(
+                names.purchases_analytics, key=a.store_id.encode(), value=codec.encode("purchase", a.to_avro())
+            )
+    for change in consents:
+        producer.produce(
+            names.consents, key=change.card_id.encode(), value=codec.encode("consent_change", change.to_avro())
+        )
+    producer.commit_transaction(30)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "receiptflow", "sink", "run", "--idle-exit", "3"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
 
-    recs = [SinkRecord(p, _topic(settings), 0, 0) for p in sent]
-    rows = to_rows(recs)
-    with open_sink(settings) as sink:
-        assert warehouse_counts(sink) == expected_counts(recs)
-        assert table_count(sink, "receipt_items") == len(rows.items)
-        assert table_count(sink, "receipt_groups") == len(rows.groups)
-        assert sink.committed_offsets(_topic(settings)) == _end_offsets(settings)
+_REPLAYED = re.compile(
+    r"replayed (\d+) records: (\d+) receipts, (\d+) item rows, (\d+) group rows, (\d+) analytics lines "
+    r"and (\d+) consent changes were missing"
+)
 
 
 def _replay(settings: Settings, *args: str) -> str:
@@ -386,44 +367,85 @@ def _replay(settings: Settings, *args: str) -> str:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    return " ".join(done.stdout.split())  # the console wraps long lines at its width
 
 
 def test_replay_restores_missing_rows_and_twice_gives_the_same_tables(settings: Settings) -> None:
-    early = purchases(500, seed=51)
+    early = _routed(500, seed=51)
     # Receipt ids encode store, register and time, so two simulated runs can share a few.
-    late = [p for p in purchases(450, seed=52) if p.receipt_id not in {e.receipt_id for e in early}][:400]
+    early_ids = {r.customer.receipt_id for r in early}
+    late = [r for r in _routed(450, seed=52) if r.customer.receipt_id not in early_ids][:400]
     assert len(late) == 400
-    _produce(settings, early)
+    cards = sorted({r.customer.card_id for r in early + late if r.customer.card_id})
+    early_consents = [ConsentChange(card, NOW, True, False, "app") for card in cards[:12]]
+    late_consents = [ConsentChange(card, NOW, False, True, "store") for card in cards[:7]]
+    _produce_routed(settings, early, early_consents)
     time.sleep(1.0)  # Kafka record timestamps: everything of `late` is after `middle`
     middle = datetime.now(UTC)
     time.sleep(0.1)
-    _produce(settings, late)
+    _produce_routed(settings, late, late_consents)
     with open_sink(settings) as sink:
         run_sink(settings, sink, idle_exit_after=3)
     full = _tables(settings)
     assert len(full["receipts"]) == 900
+    assert len(full["consent_changes"]) == len(early_consents) + len(late_consents)
+    anonymous = [r.analytics for r in early + late if r.analytics is not None]
+    assert len(full["analytics_lines"]) == sum(len(a.items) for a in anonymous) > 0
 
-    lost = [p.receipt_id for p in late[::3]] + [p.receipt_id for p in early[::7]]
-    _delete_receipts(settings, lost)
+    lost = [r.customer.receipt_id for r in late[::3]] + [r.customer.receipt_id for r in early[::7]]
+    _delete(settings, lost)
     assert len(_tables(settings)["receipts"]) == 900 - len(lost)
 
-    # From the time in the middle: only `late` is read, so only its lost receipts come back.
-    out = _replay(settings, "--from-time", middle.isoformat())
-    assert f"replayed {len(late)} records: {len(late[::3])} receipts" in out
+    def lines_of(rs: Sequence[Routed]) -> int:
+        return sum(len(r.analytics.items) for r in rs if r.analytics is not None)
+
+    def records_of(rs: Sequence[Routed], consents: Sequence[ConsentChange]) -> int:
+        return 2 * len(rs) - sum(r.analytics is None for r in rs) + len(consents)
+
+    # From the time in the middle: only `late` is read, so only its lost rows come back.
+    counts = _REPLAYED.search(_replay(settings, "--from-time", middle.isoformat()))
+    assert counts is not None
+    records, receipts, _items, _groups, lines, consents = map(int, counts.groups())
+    assert (records, receipts) == (records_of(late, late_consents), len(late[::3]))
+    assert (lines, consents) == (lines_of(late[::3]), len(late_consents))
     restored = _tables(settings)
     assert len(restored["receipts"]) == 900 - len(early[::7])
+    assert len(restored["consent_changes"]) == len(late_consents)
 
     # From the beginning, twice: everything is back, and the second run changes nothing.
-    first = _replay(settings, "--from-beginning")
-    assert f"replayed 900 records: {len(early[::7])} receipts" in first
+    counts = _REPLAYED.search(_replay(settings, "--from-beginning"))
+    assert counts is not None
+    assert int(counts[1]) == records_of(early + late, early_consents + late_consents)
+    assert (int(counts[2]), int(counts[5]), int(counts[6])) == (
+        len(early[::7]),
+        lines_of(early[::7]),
+        len(early_consents),
+    )
     assert _tables(settings) == full
-    second = _replay(settings, "--from-beginning")
-    assert "replayed 900 records: 0 receipts, 0 item rows and 0 group rows" in second
+    counts = _REPLAYED.search(_replay(settings, "--from-beginning"))
+    assert counts is not None and [int(x) for x in counts.groups()[1:]] == [0, 0, 0, 0, 0]
     assert _tables(settings) == full
     # The live sink's stored positions were not touched by the replays.
     with open_sink(settings) as sink:
         assert sink.committed_offsets(_topic(settings)) == _end_offsets(settings)
+
+    # --topic limits a replay to one of the sink's topics; another name is refused.
+    _delete(settings, lost)
+    consents_topic = TopicNames(settings.topic_prefix).consents
+    counts = _REPLAYED.search(_replay(settings, "--from-beginning", "--topic", consents_topic))
+    assert counts is not None
+    n = len(early_consents) + len(late_consents)
+    assert [int(x) for x in counts.groups()] == [n, 0, 0, 0, 0, n]
+    assert len(_tables(settings)["receipts"]) == 900 - len(lost)
+    refused = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "sink", "replay", "--from-beginning", "--topic", "checkouts"],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "not checkouts" in refused.stderr
 
 
 def test_replay_needs_a_starting_point(settings: Settings) -> None:
@@ -452,27 +474,49 @@ def _schemas_with_purchase_v2(folder: Path) -> Codec:
     return Codec(SchemaCatalog.from_dir(folder))
 
 
-def test_a_new_optional_field_does_not_stop_the_sink(duckdb_settings: Settings, tmp_path: Path) -> None:
-    settings = duckdb_settings
+def _migrations_with_a_new_column(folder: Path) -> tuple[Path, str]:
+    """The shipped migrations plus the next one, adding a column for the new field; (folder, file name)."""
+    folder.mkdir()
+    shipped = migrations("duckdb")
+    for entry in resources.files("receiptflow.sinks").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            (folder / entry.name).write_text(entry.read_text(encoding="utf-8"), encoding="utf-8")
+    name = f"{len(shipped) + 1:04d}_receipts_loyalty_points.sql"
+    (folder / name).write_text(
+        "-- purchase v2 carries loyalty points: a column for them (null until the row builder fills it).\n"
+        "ALTER TABLE receipts ADD COLUMN loyalty_points BIGINT;\n",
+        encoding="utf-8",
+    )
+    return folder, name
+
+
+def test_a_new_optional_field_does_not_stop_the_sink(settings: Settings, tmp_path: Path) -> None:
     new = _schemas_with_purchase_v2(tmp_path / "schemas")
     old = Codec()
-    ps = purchases(300, seed=61)
+    ps = purchases(350, seed=61)
     # Producers still on v1 and producers already on v2 write to the same topic.
     values = [old.encode("purchase", p.to_avro()) for p in ps[:150]]
-    values += [new.encode("purchase", {**p.to_avro(), "loyalty_points": 7}) for p in ps[150:]]
+    values += [new.encode("purchase", {**p.to_avro(), "loyalty_points": 7}) for p in ps[150:300]]
     assert schema_id_of(values[0]) == 3 and schema_id_of(values[-1]) == 99
     _produce_raw(settings, values)
 
-    # A migration adds a column for the new field; the sink names the columns it inserts, so the
-    # extra column (null until the row builder fills it) does not disturb it.
-    with open_sink(settings):
-        pass
-    con = duckdb.connect(str(duckdb_path(settings.resolved_warehouse_url)))
-    con.execute("ALTER TABLE receipts ADD COLUMN loyalty_points BIGINT")
-    con.close()
-
+    # The sink that knows the v2 schema stores both before the warehouse has a column for the field.
     with open_sink(settings) as sink:
         stats = run_sink(settings, sink, codec=new, idle_exit_after=3)
         assert stats.records == 300 and stats.receipts_inserted == 300
+
+    # Adding the column is a migration: the next file, applied when the sink starts; the sink names the
+    # columns it inserts, so the extra column does not disturb it.
+    folder, name = _migrations_with_a_new_column(tmp_path / "migrations")
+    _produce_raw(settings, [new.encode("purchase", {**p.to_avro(), "loyalty_points": 3}) for p in ps[300:]])
+    with open_sink(settings, migrations_dir=folder) as sink:
+        version = len(migrations("duckdb")) + 1
+        assert sink.query(f"SELECT name FROM schema_migrations WHERE version = {version}") == [(name,)]
+        stats = run_sink(settings, sink, codec=new, idle_exit_after=3)
+        assert stats.records == 50 and stats.receipts_inserted == 50
         assert warehouse_counts(sink) == expected_counts([SinkRecord(p, "", 0, 0) for p in ps])
-        assert sink.query("SELECT count(*) FROM receipts WHERE loyalty_points IS NULL") == [(300,)]
+        assert sink.query("SELECT count(*) FROM receipts WHERE loyalty_points IS NULL") == [(350,)]
+    # Started again without the new file (an older build): refused rather than run against a schema
+    # it does not know.
+    with pytest.raises(WarehouseError, match="does not know"):
+        open_sink(settings)

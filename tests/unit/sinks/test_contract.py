@@ -22,7 +22,7 @@ from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, to_rows, warehouse_counts
-from receiptflow.sinks.base import migrations
+from receiptflow.sinks.base import chain_dimension_rows, migrations
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPIC = "purchases.customer"
@@ -339,6 +339,48 @@ class SinkContract:
         cents = sink.query("SELECT sum(amount_cents) FROM analytics_lines")[0][0]
         assert int(cents) == sum(r.purchase.total_cents for r in anonymous)
         assert sink.committed_offsets("consents") == {0: 14, 1: 13, 2: 13}
+
+    def test_chain_dimension_follows_the_policy_and_the_views_join_it(self, open_sink: OpenSink) -> None:
+        policy = load_policy()
+        recs = records(300, seed=37)
+        sink = open_sink()
+        sink.sync_chains(chain_dimension_rows(policy, NOW))
+        sink.write(recs)
+        sink.flush()
+        # Upserted again with a renamed group (a policy edit): updated in place, not duplicated.
+        renamed = [
+            (c, "S-ryhmä" if g == "S Group" else g, lvl, v, t) for c, g, lvl, v, t in chain_dimension_rows(policy, NOW)
+        ]
+        sink.sync_chains(renamed)
+        assert table_count(sink, "dim_chains") == len(policy.chains)
+
+        sold: Counter[str] = Counter(r.purchase.chain for r in recs)
+        stores: dict[str, set[str]] = {}
+        for r in recs:
+            stores.setdefault(r.purchase.chain, set()).add(r.purchase.store_id)
+        rows = sink.query("SELECT chain, chain_group, current_level, stores, receipts FROM chains")
+        got = {c: (g, lvl, int(n_stores), int(n)) for c, g, lvl, n_stores, n in rows}
+        want = {}
+        for chain, cp in policy.chains.items():
+            group = "S-ryhmä" if cp.group == "S Group" else cp.group
+            level = policy.version_at(chain, NOW).level.value.lower()
+            want[chain] = (group, level, len(stores.get(chain, ())), sold[chain])
+        assert got == want
+        store_rows = sink.query("SELECT store_id, chain, chain_group, receipts FROM stores")
+        assert {s for s, *_ in store_rows} == {r.purchase.store_id for r in recs}
+        for store_id, chain, group, n in store_rows:
+            assert store_id in stores[chain]
+            assert group == want[chain][0]
+            assert int(n) == sum(1 for r in recs if r.purchase.store_id == store_id)
+
+    def test_sales_of_a_chain_the_policy_does_not_know_still_show(self, open_sink: OpenSink) -> None:
+        recs = records(20, partitions=1)
+        odd = dataclasses.replace(recs[0], purchase=dataclasses.replace(recs[0].purchase, chain="NEW_CHAIN"))
+        sink = open_sink()
+        sink.sync_chains(chain_dimension_rows(load_policy(), NOW))
+        sink.write([odd])
+        sink.flush()
+        assert sink.query("SELECT chain_group, receipts FROM chains WHERE chain = 'NEW_CHAIN'") == [(None, 1)]
 
     def test_query_errors_are_warehouse_errors(self, open_sink: OpenSink) -> None:
         sink = open_sink()

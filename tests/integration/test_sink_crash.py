@@ -1,0 +1,384 @@
+"""The warehouse sink SIGKILLed five times in the middle of batches: no gap, no duplicate, equal to the truth.
+
+Simulated traffic (the seeded simulator: every chain, cards and anonymous sales, 5 % redelivered
+sales and consent changes) goes through the processor's core (``processors.core.process``, what the
+router runs per checkout) onto ``purchases.customer``, ``purchases.analytics`` and ``consents`` in
+Kafka transactions, redeliveries included. ``receiptflow sink run`` then runs as its own process in
+small batches and is SIGKILLed five times:
+
+* three times by itself at a chosen point of a chosen batch -- after the first table's rows of the
+  batch are in the open transaction, after all rows and positions are staged but before COMMIT, and
+  right after COMMIT before the positions are mirrored to Kafka (so the child reports how it died);
+* twice from outside at a random moment while it writes.
+
+After every kill the warehouse must hold exactly the records before the positions it stored, on all
+three topics (a whole batch or none of it). After a last run to the end of the topics the tables
+must equal the simulator's ground truth: receipts and money per chain, item and group rows as the
+policy allowed them, every anonymous line, every consent change once. Runs on DuckDB and on the
+real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from receiptflow.codec import Codec
+from receiptflow.config import Settings
+from receiptflow.models import ConsentChange, Granularity, Purchase
+from receiptflow.processors.core import process
+from receiptflow.processors.policy import load_policy
+from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
+from receiptflow.sinks import DEFAULT_GROUP, open_sink, warehouse_counts
+from receiptflow.topics import TopicNames, create_topics
+
+from .support import env_for, read_all
+
+MakeSettings = Callable[..., Settings]
+CODEC = Codec()
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+START = datetime(2026, 11, 20, 6, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[2]
+
+# The child: the real `receiptflow sink run`, with the sink classes wrapped so that the process
+# SIGKILLs itself at one point of the n-th batch. Nothing else of the sink or runner changes.
+CHILD = r"""
+import os, signal, sys
+from receiptflow import cli
+from receiptflow.sinks import DuckDBSink, PostgresSink
+
+point, at_batch = sys.argv[1], int(sys.argv[2])
+seen = {"writes": 0, "flushes": 0}
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def wrap(cls, insert_name):
+    insert, write, flush = getattr(cls, insert_name), cls.write, cls.flush
+
+    def counted_write(self, batch):
+        seen["writes"] += 1
+        write(self, batch)
+
+    def insert_then_maybe_die(self, table, rows):
+        n = insert(self, table, rows)
+        if point == "mid-write" and rows and seen["writes"] == at_batch:
+            die()  # this table's rows are in the open transaction, the rest of the batch is not
+        return n
+
+    def flush_around(self):
+        seen["flushes"] += 1
+        if point == "before-commit" and seen["flushes"] == at_batch:
+            die()  # rows and positions staged, COMMIT not sent
+        result = flush(self)
+        if point == "after-commit" and seen["flushes"] == at_batch:
+            die()  # committed in the warehouse, positions not yet mirrored to Kafka
+        return result
+
+    cls.write, cls.flush = counted_write, flush_around
+    setattr(cls, insert_name, insert_then_maybe_die)
+
+wrap(DuckDBSink, "_insert")
+wrap(PostgresSink, "_copy_insert")
+sys.exit(cli.main(["sink", "run"]))
+"""
+
+
+@dataclass
+class Sent:
+    """What went onto the three topics, and what the warehouse must end up holding."""
+
+    truth: GroundTruth
+    checkouts: list[Any] = field(default_factory=list)  # distinct sales, in order
+    consents: list[ConsentChange] = field(default_factory=list)
+    redelivered: int = 0
+
+
+def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
+    sim = Simulator(seed, stores=30, customers=80)
+    traffic = Traffic(sim, lambda c: CODEC.encode("checkout", c.to_avro()), dup_rate=0.05, consent_change_rate=0.05)
+    policy = load_policy()
+    names = TopicNames(settings.topic_prefix)
+    sent = Sent(sim.truth)
+    producer = Producer(settings.kafka_config(**{"transactional.id": f"crash-test-{uuid.uuid4().hex}"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i, e in enumerate(traffic.emissions(n, START, rate=0.5)):
+        if i and i % 500 == 0:  # several transactions: commit markers in the partitions too
+            producer.commit_transaction(30)
+            producer.begin_transaction()
+        if e.consent is not None:
+            sent.consents.append(e.consent)
+            value = CODEC.encode("consent_change", e.consent.to_avro())
+            producer.produce(names.consents, key=e.consent.card_id.encode(), value=value)
+        elif e.checkout is not None:
+            if e.kind == "duplicate":
+                sent.redelivered += 1
+            else:
+                sent.checkouts.append(e.checkout)
+            routed = process(e.checkout, policy, None, NOW)
+            c = routed.customer
+            key = (c.card_id or c.store_id).encode()
+            producer.produce(names.purchases_customer, key=key, value=CODEC.encode("purchase", c.to_avro()))
+            if routed.analytics is not None:
+                a = routed.analytics
+                producer.produce(
+                    names.purchases_analytics, key=a.store_id.encode(), value=CODEC.encode("purchase", a.to_avro())
+                )
+        producer.poll(0)
+    producer.commit_transaction(30)
+    assert sent.redelivered > 0 and sent.consents, "the traffic must exercise redeliveries and consent changes"
+    return sent
+
+
+@dataclass
+class TopicLog:
+    """The keys every record of the three topics stores, by (topic, partition, offset)."""
+
+    customer: list[tuple[int, int, str]]  # partition, offset, receipt id
+    analytics: list[tuple[int, int, list[tuple[str, int]]]]  # partition, offset, (receipt id, line no)s
+    consents: list[tuple[int, int]]  # partition, offset
+    ends: dict[str, dict[int, int]]  # topic -> partition -> offset after its last record
+
+
+def _topic_log(settings: Settings) -> TopicLog:
+    names = TopicNames(settings.topic_prefix)
+    log = TopicLog([], [], [], {})
+    for topic in (names.purchases_customer, names.purchases_analytics, names.consents):
+        ends: dict[int, int] = {}
+        for m in read_all(settings, topic):
+            p, o = m.partition(), m.offset()
+            ends[p] = max(ends.get(p, 0), o + 1)
+            if topic == names.consents:
+                log.consents.append((p, o))
+                continue
+            purchase = Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value)
+            if topic == names.purchases_customer:
+                log.customer.append((p, o, purchase.receipt_id))
+            else:
+                log.analytics.append((p, o, [(purchase.receipt_id, i.line_no) for i in purchase.items]))
+        log.ends[topic] = ends
+    return log
+
+
+def _warehouse_matches_its_positions(settings: Settings, log: TopicLog) -> dict[str, dict[int, int]]:
+    """Assert the warehouse holds exactly the records before its stored positions; return the positions."""
+    names = TopicNames(settings.topic_prefix)
+    with open_sink(settings) as sink:
+        stored = {
+            t: sink.committed_offsets(t) for t in (names.purchases_customer, names.purchases_analytics, names.consents)
+        }
+        receipts = [r for (r,) in sink.query("SELECT receipt_id FROM receipts")]
+        lines = [(r, int(n)) for r, n in sink.query("SELECT receipt_id, line_no FROM analytics_lines")]
+        consents = [
+            (int(p), int(o)) for p, o in sink.query("SELECT source_partition, source_offset FROM consent_changes")
+        ]
+
+    def below(topic: str, p: int, o: int) -> bool:
+        return o < stored[topic].get(p, 0)
+
+    want_receipts = {r for p, o, r in log.customer if below(names.purchases_customer, p, o)}
+    want_lines = {k for p, o, keys in log.analytics if below(names.purchases_analytics, p, o) for k in keys}
+    want_consents = {(p, o) for p, o in log.consents if below(names.consents, p, o)}
+    assert len(receipts) == len(set(receipts)) and set(receipts) == want_receipts
+    assert len(lines) == len(set(lines)) and set(lines) == want_lines
+    assert len(consents) == len(set(consents)) and set(consents) == want_consents
+    return stored
+
+
+def _kafka_committed(settings: Settings, stored: dict[str, dict[int, int]]) -> dict[str, dict[int, int]]:
+    """The sink group's positions as mirrored to Kafka (for lag tools), for the partitions in ``stored``."""
+    c = Consumer(settings.kafka_config(**{"group.id": DEFAULT_GROUP}))
+    try:
+        tps = [TopicPartition(t, p) for t, parts in stored.items() for p in parts]
+        out: dict[str, dict[int, int]] = {}
+        for tp in c.committed(tps, timeout=10):
+            if tp.offset >= 0:
+                out.setdefault(tp.topic, {})[tp.partition] = tp.offset
+        return out
+    finally:
+        c.close()
+
+
+def _total(positions: dict[str, dict[int, int]]) -> int:
+    return sum(sum(parts.values()) for parts in positions.values())
+
+
+def _kill_from_outside(env: dict[str, str], settings: Settings, before: int, rng: random.Random) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "receiptflow", "sink", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        # Wait until it writes (its mirrored positions in Kafka move), then kill it at a random moment.
+        while _total(_kafka_committed_all(settings)) <= before:
+            assert proc.poll() is None, "the sink exited by itself"
+            assert time.monotonic() < deadline, "the sink made no progress"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.3))
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _kafka_committed_all(settings: Settings) -> dict[str, dict[int, int]]:
+    names = TopicNames(settings.topic_prefix)
+    every = {
+        t: dict.fromkeys(range(settings.topic_partitions), 0)
+        for t in (names.purchases_customer, names.purchases_analytics, names.consents)
+    }
+    return _kafka_committed(settings, every)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def crash_settings(request: pytest.FixtureRequest, make_settings: MakeSettings, tmp_path: Path) -> Settings:
+    url = f"duckdb:///{tmp_path / 'dw.duckdb'}" if request.param == "duckdb" else request.getfixturevalue("pg_database")
+    s = make_settings(warehouse_url=url)
+    create_topics(s)
+    return s
+
+
+def test_sink_sigkilled_five_times_mid_batch_ends_equal_to_the_ground_truth(crash_settings: Settings) -> None:
+    settings = crash_settings
+    sent = _send_traffic(settings, 1500, seed=77)
+    log = _topic_log(settings)
+    records = len(log.customer) + len(log.analytics) + len(log.consents)
+    env = env_for(settings)
+    # Small batches; a stable member name so that each restart takes the partitions back at once.
+    env.update(
+        RECEIPTFLOW_SINK_BATCH_MAX="50",
+        RECEIPTFLOW_SINK_BATCH_SECONDS="0.2",
+        RECEIPTFLOW_SINK_INSTANCE=f"crash-{uuid.uuid4().hex[:6]}",
+    )
+    rng = random.Random(8)
+    rounds = ["mid-write", "before-commit", "after-commit", "outside", "outside"]
+    positions = 0
+    for point in rounds:
+        if point == "outside":
+            _kill_from_outside(env, settings, _total(_kafka_committed_all(settings)), rng)
+        else:
+            at_batch = rng.randint(2, 5)
+            child = subprocess.run(
+                [sys.executable, "-c", CHILD, point, str(at_batch)],
+                env=env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=180,
+            )
+            assert child.returncode == -signal.SIGKILL, (
+                f"{point}: exited with {child.returncode}: {child.stderr[-2000:]}"
+            )
+        stored = _warehouse_matches_its_positions(settings, log)
+        assert _total(stored) >= positions, "stored positions never move backwards"
+        positions = _total(stored)
+        if point == "after-commit":
+            # The batch it died after is in the warehouse but its positions never reached Kafka: the
+            # restart must (and does) resume from the warehouse's positions, not from Kafka's.
+            assert _total(stored) > _total(_kafka_committed(settings, stored))
+    assert 0 < positions < records, "the kills should land between the start and the end of the topics"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "sink", "run", "--idle-exit", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    stored = _warehouse_matches_its_positions(settings, log)
+    assert stored == log.ends
+    _assert_equal_to_the_truth(settings, sent)
+
+
+def _millis(t: datetime) -> datetime:
+    """The instant at the precision the consent schema carries (timestamp-millis)."""
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
+    """Every table against what the simulator sent, computed here from the checkouts and the policy."""
+    policy = load_policy()
+    items: dict[str, list[int]] = {}
+    groups: dict[str, list[int]] = {}
+    analytics: dict[str, list[int]] = {}
+    for c in sent.checkouts:
+        level = policy.version_at(c.chain, c.event_time).level
+        if level is Granularity.ITEM:
+            it = items.setdefault(c.chain, [0, 0])
+            it[0] += len(c.lines)
+            it[1] += sum(line.amount_cents for line in c.lines)
+        if level is not Granularity.RECEIPT and c.lines:
+            g = groups.setdefault(c.chain, [0, 0])
+            g[0] += len({line.product_group for line in c.lines})
+            g[1] += sum(line.amount_cents for line in c.lines)
+        if c.lines:
+            a = analytics.setdefault(c.chain, [0, 0])
+            a[0] += len(c.lines)
+            a[1] += sum(line.amount_cents for line in c.lines)
+    truth_chains = {chain: (n, cents) for chain, (n, cents) in sent.truth.per_chain.items()}
+    consents = Counter(
+        (c["card_id"], _millis(datetime.fromisoformat(str(c["event_time"]))), c["product_data_marketing"],
+         c["electronic_marketing"], c["source"])
+        for c in sent.truth.consents
+    )  # fmt: skip
+
+    def per_chain(sink: Any, sql: str) -> dict[str, list[int]]:
+        return {str(chain): [int(n), int(cents)] for chain, n, cents in sink.query(sql)}
+
+    with open_sink(settings) as sink:
+        counts = warehouse_counts(sink)
+        assert counts["receipts"] == sent.truth.receipts == len(sent.checkouts)
+        assert counts["total_cents"] == sent.truth.spend_cents
+        assert {c: (v["receipts"], v["total_cents"]) for c, v in counts["per_chain"].items()} == truth_chains
+        assert sink.query("SELECT count(*) FROM receipts WHERE card_id IS NULL") == [(sent.truth.anonymous,)]
+        assert per_chain(
+            sink,
+            "SELECT r.chain, count(*), sum(i.amount_cents) FROM receipt_items i JOIN receipts r USING (receipt_id) "
+            "GROUP BY r.chain",
+        ) == {c: v for c, v in items.items() if v[0]}
+        assert (
+            per_chain(
+                sink,
+                "SELECT r.chain, count(*), sum(g.amount_cents) FROM receipt_groups g "
+                "JOIN receipts r USING (receipt_id) GROUP BY r.chain",
+            )
+            == groups
+        )
+        assert (
+            per_chain(sink, "SELECT chain, count(*), sum(amount_cents) FROM analytics_lines GROUP BY chain")
+            == analytics
+        )
+        stored_consents = Counter(
+            (card, _millis(at), bool(p), bool(e), source)
+            for card, at, p, e, source in sink.query(
+                "SELECT card_id, changed_at, product_data_marketing, electronic_marketing, source FROM consent_changes"
+            )
+        )
+        assert stored_consents == consents
+        # The first view an analyst opens agrees with the truth too.
+        assert {
+            str(c): (int(n), int(cents))
+            for c, n, cents in sink.query(
+                "SELECT chain, sum(receipts), sum(sales_cents) FROM daily_sales GROUP BY chain"
+            )
+        } == truth_chains
