@@ -1,9 +1,13 @@
-"""The faust-streaming application: the profile agent.
+"""The faust-streaming application: the profile agents.
 
 ``purchases.customer`` → Redis profiles (``processors.profiles``), consumed in batches
 (``stream.take_events``) so per-event overhead stays out of the hot path. The effect is applied
 once per receipt id by the Redis script (its seen-set), so faust's at-least-once commit (offsets
 after the batch is handled) is enough here: a redelivered batch changes nothing.
+
+``consents`` → the same profiles: the newest consent state per card is recorded, and a withdrawal of
+product-data consent deletes the product-derived fields at once (the script is idempotent and
+ignores changes older than the one recorded, so replaying the compacted topic is harmless).
 
 Routing checkouts to the purchase topics is *not* a faust agent: it needs exactly-once output on
 Kafka, which ``processors.router`` gets from Kafka transactions directly (see its docstring).
@@ -15,11 +19,12 @@ the router.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -30,14 +35,16 @@ from ..codec import Codec
 from ..config import Settings
 from ..errors import ProfileStoreError
 from ..metrics import Metrics
-from ..models import Purchase
+from ..models import ConsentChange, Purchase
 from ..topics import TopicNames
 from .profiles import RedisProfileStore
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.5  # seconds: latency bound when traffic is light
+CONSENT_WITHIN = 0.1  # seconds: consent withdrawal must show in the profile within one second
 
 
 def faust_broker_url(settings: Settings) -> str:
@@ -107,7 +114,7 @@ def create_app(
     names = TopicNames(settings.topic_prefix)
     codec = Codec()
     metrics = metrics or Metrics()
-    store = profiles or RedisProfileStore.from_url(settings.redis_connection_url())
+    store = profiles or RedisProfileStore.from_settings(settings)
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = ProfilesApp(
@@ -144,6 +151,20 @@ def create_app(
             await _apply_profiles(store, batch, metrics)
             metrics.batch_seconds.labels("profiles").observe(time.perf_counter() - started)
 
+    consents = topic(names.consents)
+
+    @app.agent(consents)
+    async def apply_consents(stream: faust.StreamT[bytes]) -> None:
+        # Batches here are short-waited: a withdrawal must reach the profile within a second.
+        async for events in cast(faust.Stream[bytes], stream).take_events(BATCH_MAX, within=CONSENT_WITHIN):
+            changes = [
+                ConsentChange.from_avro(codec.decode(e.message.value, expect="consent_change").value)
+                for e in events
+                if e.message.value is not None  # a tombstone of an erased card: nothing to record
+            ]
+            await _retry(functools.partial(store.apply_consents, changes), "consent batch")
+            metrics.profile_consent_changes_total.inc(len(changes))
+
     return app
 
 
@@ -153,21 +174,27 @@ def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[byte
     return cast(faust.Stream[bytes], stream).take_events(BATCH_MAX, within=BATCH_WITHIN)
 
 
-async def _apply_profiles(store: RedisProfileStore, batch: Sequence[Purchase], metrics: Metrics) -> None:
+async def _retry(call: Callable[[], _T], what: str) -> _T:
     attempt = 0
     while True:
         try:
-            applied = store.apply(batch)
-            break
+            return call()
         except ProfileStoreError as exc:
-            # Redis briefly unavailable: retry with backoff instead of acking unapplied purchases.
+            # Redis briefly unavailable: retry with backoff instead of acking unapplied records.
             attempt += 1
-            log.warning("profile batch failed (attempt %d): %s", attempt, exc)
+            log.warning("%s failed (attempt %d): %s", what, attempt, exc)
             await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
-    metrics.profile_updates_total.inc(applied)
-    duplicates = sum(1 for p in batch if p.card_id is not None) - applied
-    if duplicates:
-        metrics.duplicates_total.labels("profiles").inc(duplicates)
+
+
+async def _apply_profiles(store: RedisProfileStore, batch: Sequence[Purchase], metrics: Metrics) -> None:
+    result = await _retry(functools.partial(store.apply_all, batch), "profile batch")
+    metrics.profile_updates_total.inc(result.applied)
+    if result.duplicates:
+        metrics.duplicates_total.labels("profiles").inc(result.duplicates)
+    if result.late:
+        metrics.profile_late_total.inc(result.late)
+    if result.erased:
+        metrics.profile_erased_total.inc(result.erased)
 
 
 def run_worker(app: faust.App, loglevel: str = "warning") -> None:

@@ -1,29 +1,61 @@
 """Customer profiles: the pure fold ``update(profile, purchase) -> profile`` and its Redis form.
 
 The fold is the definition of what a profile is; :class:`RedisProfileStore` applies exactly the same
-increments in Redis. Each purchase is applied atomically by a Lua script that first records the
-receipt id in the card's ``seen`` set and does nothing when it was already there, so a receipt
-delivered many times (at-least-once upstream, a crash between write and commit, a replay) counts
-once. A batch of purchases is one pipelined round trip.
+increments (``profile_rules.delta``) in Redis. Each purchase is applied by one Lua script that checks
+and records the receipt id and updates the profile atomically, so a receipt delivered many times
+(at-least-once upstream, a crash between write and commit, a replay) counts once. A batch is one
+pipelined round trip.
+
+What a profile holds per card:
+
+* lifetime visits, spend, first and last purchase; day buckets (the receipt's local date) of visits
+  and spend for the last 365 days behind the card's newest day, so the 30/90/365-day windows are
+  exact for any reading day and out-of-order receipts land in their own day;
+* loyalty points (per chain rate, partners included);
+* product-derived fields, built only from purchases processed under product-data consent and
+  deleted when that consent is withdrawn: product-group amounts (the mix), affinities (newest
+  purchase of pet food / baby products / alcohol), nutrition and climate counters from item lines;
+* the newest consent state seen on the ``consents`` topic, and the bounded dedup set.
+
+Order: receipts are folded in any order with the same result, except a receipt whose event time
+is more than ``Rules.dedup_ms`` behind the card's newest receipt: its id can no longer be checked,
+so it is refused (counted as late) rather than risk counting it twice.
 
 Keys (the ``{card}`` hash tag keeps one card's keys on one Redis Cluster slot):
-``rf:{card}:p``    hash: visits, spend_cents, first_ms, last_ms, g:<product group> amount cents
-``rf:{card}:seen`` sorted set: receipt id scored by event time in ms
+``rf:{card}:p``    hash, short field names (see ``_FIELD_DOC`` below)
+``rf:{card}:seen`` sorted set: 12-character receipt key scored by event time in ms
+``rf:erased``      set of salted hashes of erased cards (no card id is kept)
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
+from enum import IntEnum
 from types import MappingProxyType
 from typing import Any
 
 import redis
 
+from ..config import Settings
 from ..errors import ProfileStoreError
-from ..models import Purchase
+from ..models import ConsentChange, Purchase
+from .profile_rules import NUTRIENTS, Delta, Rules, default_rules, delta, epoch_day, load_rules
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
+_NO_DAYS: Mapping[int, tuple[int, int]] = MappingProxyType({})
+WINDOWS = (30, 90, 365)
+# Packs a day bucket's visits and cents into one integer field (HINCRBY-able): visits * 1e12 + cents.
+# A card spends far less than 1e12 cents a day, and the product stays below 2**53 (exact in Lua).
+_DAY_PACK = 10**12
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentMark:
+    product_data: bool
+    event_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,62 +65,256 @@ class Profile:
     spend_cents: int = 0
     first_ms: int | None = None
     last_ms: int | None = None
+    days: Mapping[int, tuple[int, int]] = field(default_factory=lambda: _NO_DAYS)  # day -> (visits, cents)
+    points: int = 0
     groups: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
-    receipts: frozenset[str] = frozenset()
+    affinity: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # pet/baby/alcohol -> newest ms
+    nutrition: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # profile_rules.NUTRIENTS
+    salt_by_group: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # mg
+    sugar_by_group: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # mg
+    consent: ConsentMark | None = None
+    seen: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # receipt key -> event ms
+
+    def has_product_data(self) -> bool:
+        return bool(self.groups or self.affinity or self.nutrition or self.salt_by_group or self.sugar_by_group)
+
+    def product_allowed(self) -> bool:
+        """False once the newest consent seen withdrew product data."""
+        return self.consent is None or self.consent.product_data
 
 
-def event_ms(p: Purchase) -> int:
-    return int(p.event_time.timestamp() * 1000)
+class Outcome(IntEnum):
+    """What applying one purchase did (the Redis script returns the same codes)."""
+
+    DUPLICATE = 0
+    APPLIED = 1
+    LATE = 2  # older than the dedup horizon behind the card's newest receipt: refused
+    ERASED = 3  # the card was erased: nothing is stored about it again
 
 
-def update(profile: Profile, purchase: Purchase) -> Profile:
+def _added(a: Mapping[str, int], b: Mapping[str, int]) -> Mapping[str, int]:
+    if not b:
+        return a
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return MappingProxyType(out)
+
+
+def apply_delta(profile: Profile, d: Delta, rules: Rules) -> tuple[Profile, Outcome]:
+    """Fold one purchase's increments into a profile (pure); the outcome says whether it counted."""
+    if profile.last_ms is not None and d.event_ms < profile.last_ms - rules.dedup_ms:
+        return profile, Outcome.LATE
+    if d.receipt_key in profile.seen:
+        return profile, Outcome.DUPLICATE
+    last = d.event_ms if profile.last_ms is None else max(profile.last_ms, d.event_ms)
+    days = profile.days
+    if d.day in days:
+        v, c = days[d.day]
+        days = MappingProxyType({**days, d.day: (v + 1, c + d.cents)})
+    else:
+        newest = max([d.day, *days])
+        if d.day > newest - rules.keep_days:
+            kept = {k: x for k, x in days.items() if k > newest - rules.keep_days}
+            kept[d.day] = (1, d.cents)
+            days = MappingProxyType(kept)
+    seen = {k: ms for k, ms in profile.seen.items() if ms >= last - rules.dedup_ms}
+    seen[d.receipt_key] = d.event_ms
+    out = replace(
+        profile,
+        visits=profile.visits + 1,
+        spend_cents=profile.spend_cents + d.cents,
+        first_ms=d.event_ms if profile.first_ms is None else min(profile.first_ms, d.event_ms),
+        last_ms=last,
+        days=days,
+        points=profile.points + d.points,
+        seen=MappingProxyType(seen),
+    )
+    if d.consented and profile.product_allowed():
+        affinity = dict(out.affinity)
+        for kind, ms in d.affinity.items():
+            affinity[kind] = max(ms, affinity.get(kind, ms))
+        out = replace(
+            out,
+            groups=_added(out.groups, d.groups),
+            affinity=MappingProxyType(affinity),
+            nutrition=_added(out.nutrition, d.nutrition),
+            salt_by_group=_added(out.salt_by_group, d.salt_by_group),
+            sugar_by_group=_added(out.sugar_by_group, d.sugar_by_group),
+        )
+    return out, Outcome.APPLIED
+
+
+def update(profile: Profile, purchase: Purchase, rules: Rules | None = None) -> Profile:
     """Fold one purchase into a profile; a receipt already folded in changes nothing."""
     if purchase.card_id != profile.card_id:
         raise ValueError(f"purchase of card {purchase.card_id!r} folded into profile {profile.card_id!r}")
-    if purchase.receipt_id in profile.receipts:
-        return profile
-    ms = event_ms(purchase)
-    groups = dict(profile.groups)
-    for g in purchase.groups:
-        groups[g.product_group] = groups.get(g.product_group, 0) + g.amount_cents
-    return Profile(
-        card_id=profile.card_id,
-        visits=profile.visits + 1,
-        spend_cents=profile.spend_cents + purchase.total_cents,
-        first_ms=ms if profile.first_ms is None else min(profile.first_ms, ms),
-        last_ms=ms if profile.last_ms is None else max(profile.last_ms, ms),
-        groups=MappingProxyType(groups),
-        receipts=profile.receipts | {purchase.receipt_id},
+    rules = rules or default_rules()
+    return apply_delta(profile, delta(purchase, rules), rules)[0]
+
+
+def without_product_data(profile: Profile) -> Profile:
+    return replace(
+        profile, groups=_EMPTY, affinity=_EMPTY, nutrition=_EMPTY, salt_by_group=_EMPTY, sugar_by_group=_EMPTY
     )
 
 
-def fold(purchases: Iterable[Purchase]) -> dict[str, Profile]:
+def apply_consent(profile: Profile, change: ConsentChange) -> Profile:
+    """Record the newest consent; withdrawing product-data consent deletes every product-derived field.
+
+    An older change than the one recorded changes nothing (the compacted topic is replayed on
+    restarts); two changes at the same time count as the stricter one.
+    """
+    ms = int(change.event_time.timestamp() * 1000)
+    old = profile.consent
+    if old is not None and (old.event_ms > ms or (old.event_ms == ms and not old.product_data)):
+        return profile
+    out = replace(profile, consent=ConsentMark(change.product_data_marketing, ms))
+    return out if change.product_data_marketing else without_product_data(out)
+
+
+def fold(purchases: Iterable[Purchase], rules: Rules | None = None) -> dict[str, Profile]:
     """All profiles from a sequence of purchases (anonymous ones are skipped)."""
+    rules = rules or default_rules()
     out: dict[str, Profile] = {}
     for p in purchases:
         if p.card_id is None:
             continue
-        out[p.card_id] = update(out.get(p.card_id) or Profile(p.card_id), p)
+        out[p.card_id] = apply_delta(out.get(p.card_id) or Profile(p.card_id), delta(p, rules), rules)[0]
     return out
 
 
-# KEYS: profile hash, seen zset. ARGV: receipt id, event ms, spend cents, then group/amount pairs.
+def windows(profile: Profile, today: date) -> dict[int, tuple[int, int]]:
+    """(visits, cents) in the last 30, 90 and 365 days up to and including ``today``."""
+    t = epoch_day(today)
+    out = {}
+    for n in WINDOWS:
+        inside = [vc for d, vc in profile.days.items() if t - n < d <= t]
+        out[n] = (sum(v for v, _ in inside), sum(c for _, c in inside))
+    return out
+
+
+# --- the Redis representation -----------------------------------------------------------------
+_FIELD_DOC = """
+v, s, f, l   lifetime visits, spend cents, first and last event ms
+pt           points
+d<base36 day> one day bucket: visits * 1e12 + cents
+c, ct        newest consent seen: product data "1"/"0" and its event ms
+sv, sd, sn, sm  segment model version, month, visits class, money class (``segments run``)
+P...         product-derived (deleted on withdrawal): Pg:<group> cents, Pa:<kind> newest ms,
+             Pn<code> nutrition counter, Ps:<group> salt mg, Pu:<group> sugar mg, Psg grocery segment
+"""
+_NUTRIENT_FIELD = {
+    "item_cents": "Pnc",
+    "co2e_g": "Pno",
+    "domestic_cents": "Pnd",
+    "food_g": "Pnw",
+    "salt_mg": "Pns",
+    "sugar_mg": "Pnu",
+    "energy_kcal": "Pne",
+    "vegfruit_g": "Pnv",
+}
+_FIELD_NUTRIENT = {v: k for k, v in _NUTRIENT_FIELD.items()}
+assert set(_NUTRIENT_FIELD) == set(NUTRIENTS)
+
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(n: int) -> str:
+    if n <= 0:
+        return "0" if n == 0 else "-" + _base36(-n)
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = _B36[r] + out
+    return out
+
+
+def day_field(day: int) -> str:
+    return "d" + _base36(day)
+
+
+# KEYS: profile hash, seen zset, erased set.
+# ARGV: 1 receipt key, 2 event ms, 3 day field, 4 day, 5 packed day increment, 6 cents, 7 points,
+#       8 dedup ms, 9 keep days, 10 consented 0/1, 11 erased-card hash, 12 number of add pairs,
+#       then add pairs (field, increment), then max pairs (field, ms).
 _APPLY_LUA = """
-if redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1]) == 0 then
-  return 0
-end
+local h, seen = KEYS[1], KEYS[2]
+if redis.call('SISMEMBER', KEYS[3], ARGV[11]) == 1 then return 3 end
 local ms = tonumber(ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'visits', 1)
-redis.call('HINCRBY', KEYS[1], 'spend_cents', ARGV[3])
-local first = redis.call('HGET', KEYS[1], 'first_ms')
-if (not first) or tonumber(first) > ms then redis.call('HSET', KEYS[1], 'first_ms', ARGV[2]) end
-local last = redis.call('HGET', KEYS[1], 'last_ms')
-if (not last) or tonumber(last) < ms then redis.call('HSET', KEYS[1], 'last_ms', ARGV[2]) end
-for i = 4, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], 'g:' .. ARGV[i], ARGV[i + 1])
+local horizon = tonumber(ARGV[8])
+local lastv = redis.call('HGET', h, 'l')
+local last = lastv and tonumber(lastv)
+if last and ms < last - horizon then return 2 end
+if redis.call('ZADD', seen, 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', h, 'v', 1)
+redis.call('HINCRBY', h, 's', ARGV[6])
+if ARGV[7] ~= '0' then redis.call('HINCRBY', h, 'pt', ARGV[7]) end
+local first = redis.call('HGET', h, 'f')
+if (not first) or tonumber(first) > ms then redis.call('HSET', h, 'f', ARGV[2]) end
+if (not last) or last < ms then
+  redis.call('HSET', h, 'l', ARGV[2])
+  last = ms
+end
+local dayf, day, keep = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[9])
+if redis.call('HEXISTS', h, dayf) == 1 then
+  redis.call('HINCRBY', h, dayf, ARGV[5])
+else
+  -- A new bucket: find the newest day, drop buckets that fell out of the longest window.
+  local newest, buckets = day, {}
+  for _, k in ipairs(redis.call('HKEYS', h)) do
+    if string.byte(k, 1) == 100 then
+      local d = tonumber(string.sub(k, 2), 36)
+      buckets[#buckets + 1] = {k, d}
+      if d > newest then newest = d end
+    end
+  end
+  if day > newest - keep then
+    redis.call('HSET', h, dayf, ARGV[5])
+    for _, kd in ipairs(buckets) do
+      if kd[2] <= newest - keep then redis.call('HDEL', h, kd[1]) end
+    end
+  end
+end
+redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', last - horizon))
+if ARGV[10] == '1' and redis.call('HGET', h, 'c') ~= '0' then
+  local i = 13
+  for _ = 1, tonumber(ARGV[12]) do
+    redis.call('HINCRBY', h, ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+  while i <= #ARGV do
+    local cur = redis.call('HGET', h, ARGV[i])
+    if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then redis.call('HSET', h, ARGV[i], ARGV[i + 1]) end
+    i = i + 2
+  end
 end
 return 1
 """
+
+# KEYS: profile hash, erased set. ARGV: event ms, product data "1"/"0", erased-card hash.
+_CONSENT_LUA = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 3 end
+local ct = redis.call('HGET', KEYS[1], 'ct')
+if ct then
+  local old = tonumber(ct)
+  local ms = tonumber(ARGV[1])
+  if old > ms or (old == ms and redis.call('HGET', KEYS[1], 'c') == '0') then return 0 end
+end
+redis.call('HSET', KEYS[1], 'c', ARGV[2], 'ct', ARGV[1])
+if ARGV[2] == '0' then
+  for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.byte(k, 1) == 80 then redis.call('HDEL', KEYS[1], k) end
+  end
+end
+return 1
+"""
+
+# Segment fields written by ``segments run``; the grocery segment is product-derived ("P...").
+SEGMENT_FIELDS = {"model": "sv", "month": "sd", "visits_class": "sn", "money_class": "sm", "grocery_segment": "Psg"}
+
+ERASED_KEY = "rf:erased"
+DEFAULT_ERASURE_SALT = b"receiptflow-erasure-v1"
 
 
 def profile_key(card_id: str) -> str:
@@ -99,60 +325,200 @@ def seen_key(card_id: str) -> str:
     return f"rf:{{{card_id}}}:seen"
 
 
-class RedisProfileStore:
-    """Applies purchases to profiles in Redis, once per receipt id, one round trip per batch."""
+def erased_hash(card_id: str, salt: bytes) -> str:
+    """What the erased-cards record keeps: a keyed hash, from which the card id cannot be read back."""
+    return hashlib.blake2b(card_id.encode(), key=salt[:64], digest_size=16).hexdigest()
 
-    def __init__(self, client: redis.Redis) -> None:
+
+def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:
+    """The Lua script's ARGV for one delta (see ``_APPLY_LUA``)."""
+    adds: list[Any] = []
+    for g, cents in d.groups.items():
+        adds += ["Pg:" + g, cents]
+    for n, value in d.nutrition.items():
+        adds += [_NUTRIENT_FIELD[n], value]
+    for g, mg in d.salt_by_group.items():
+        adds += ["Ps:" + g, mg]
+    for g, mg in d.sugar_by_group.items():
+        adds += ["Pu:" + g, mg]
+    args: list[Any] = [
+        d.receipt_key,
+        d.event_ms,
+        day_field(d.day),
+        d.day,
+        _DAY_PACK + d.cents,
+        d.cents,
+        d.points,
+        rules.dedup_ms,
+        rules.keep_days,
+        1 if d.consented else 0,
+        erased,
+        len(adds) // 2,
+        *adds,
+    ]
+    for kind, ms in d.affinity.items():
+        args += ["Pa:" + kind, ms]
+    return args
+
+
+def decode_profile(card_id: str, h: Mapping[str, str], seen: Iterable[tuple[str, float]]) -> Profile:
+    """A :class:`Profile` from its Redis hash and dedup set."""
+    days: dict[int, tuple[int, int]] = {}
+    groups: dict[str, int] = {}
+    affinity: dict[str, int] = {}
+    nutrition: dict[str, int] = {}
+    salt: dict[str, int] = {}
+    sugar: dict[str, int] = {}
+    for k, v in h.items():
+        if k.startswith("d"):
+            days[int(k[1:], 36)] = divmod(int(v), _DAY_PACK)
+        elif k.startswith("Pg:"):
+            groups[k[3:]] = int(v)
+        elif k.startswith("Pa:"):
+            affinity[k[3:]] = int(v)
+        elif k.startswith("Ps:"):
+            salt[k[3:]] = int(v)
+        elif k.startswith("Pu:"):
+            sugar[k[3:]] = int(v)
+        elif k in _FIELD_NUTRIENT:
+            nutrition[_FIELD_NUTRIENT[k]] = int(v)
+    consent = ConsentMark(h["c"] == "1", int(h["ct"])) if "c" in h and "ct" in h else None
+    return Profile(
+        card_id=card_id,
+        visits=int(h.get("v", 0)),
+        spend_cents=int(h.get("s", 0)),
+        first_ms=int(h["f"]) if "f" in h else None,
+        last_ms=int(h["l"]) if "l" in h else None,
+        days=MappingProxyType(days),
+        points=int(h.get("pt", 0)),
+        groups=MappingProxyType(groups),
+        affinity=MappingProxyType(affinity),
+        nutrition=MappingProxyType(nutrition),
+        salt_by_group=MappingProxyType(salt),
+        sugar_by_group=MappingProxyType(sugar),
+        consent=consent,
+        seen=MappingProxyType({m: int(score) for m, score in seen}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int = 0
+    duplicates: int = 0
+    late: int = 0
+    erased: int = 0
+
+
+class RedisProfileStore:
+    """Applies purchases and consent changes to profiles in Redis: once per receipt, one round trip per batch."""
+
+    def __init__(self, client: redis.Redis, rules: Rules | None = None, erasure_salt: bytes | None = None) -> None:
         self._r = client
+        self.rules = rules or default_rules()
+        self.salt = erasure_salt or DEFAULT_ERASURE_SALT
         try:
             self._apply = client.register_script(_APPLY_LUA)
+            self._consent = client.register_script(_CONSENT_LUA)
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot register profile script: {exc}") from exc
 
     @classmethod
-    def from_url(cls, url: str) -> RedisProfileStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True))
+    def from_url(cls, url: str, rules: Rules | None = None, erasure_salt: bytes | None = None) -> RedisProfileStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), rules, erasure_salt)
 
-    def apply(self, purchases: Sequence[Purchase]) -> int:
-        """Apply a batch; returns how many were new (the rest were already applied)."""
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisProfileStore:
+        rules = load_rules(settings.points_file, settings.profile_dedup_days)
+        salt = settings.erasure_salt.get_secret_value().encode() if settings.erasure_salt is not None else None
+        return cls.from_url(settings.redis_connection_url(), rules, salt)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._r
+
+    def erased_hash(self, card_id: str) -> str:
+        return erased_hash(card_id, self.salt)
+
+    def apply_all(self, purchases: Sequence[Purchase]) -> ApplyResult:
+        """Apply a batch in one pipelined round trip; counts what each purchase did."""
         pipe = self._r.pipeline(transaction=False)
         n = 0
         for p in purchases:
             if p.card_id is None:
                 continue
-            args: list[Any] = [p.receipt_id, event_ms(p), p.total_cents]
-            for g in p.groups:
-                args += [g.product_group, g.amount_cents]
-            self._apply(keys=[profile_key(p.card_id), seen_key(p.card_id)], args=args, client=pipe)
+            args = delta_args(delta(p, self.rules), self.rules, self.erased_hash(p.card_id))
+            self._apply(keys=[profile_key(p.card_id), seen_key(p.card_id), ERASED_KEY], args=args, client=pipe)
             n += 1
         if not n:
-            return 0
+            return ApplyResult()
         try:
-            results = pipe.execute()
+            results = [int(x) for x in pipe.execute()]
         except redis.RedisError as exc:
             raise ProfileStoreError(f"profile batch failed: {exc}") from exc
-        return sum(int(x) for x in results)
+        return ApplyResult(
+            applied=results.count(Outcome.APPLIED),
+            duplicates=results.count(Outcome.DUPLICATE),
+            late=results.count(Outcome.LATE),
+            erased=results.count(Outcome.ERASED),
+        )
+
+    def apply(self, purchases: Sequence[Purchase]) -> int:
+        """Apply a batch; returns how many were new (the rest were duplicates, late or erased)."""
+        return self.apply_all(purchases).applied
+
+    def apply_consents(self, changes: Sequence[ConsentChange]) -> int:
+        """Record consent changes (one round trip); returns how many changed a profile."""
+        if not changes:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        for c in changes:
+            ms = int(c.event_time.timestamp() * 1000)
+            args = [ms, "1" if c.product_data_marketing else "0", self.erased_hash(c.card_id)]
+            self._consent(keys=[profile_key(c.card_id), ERASED_KEY], args=args, client=pipe)
+        try:
+            return sum(1 for x in pipe.execute() if int(x) == 1)
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"consent batch failed: {exc}") from exc
 
     def get(self, card_id: str) -> Profile | None:
         try:
-            h: dict[str, str] = self._r.hgetall(profile_key(card_id))  # type: ignore[assignment]
-            receipts: list[str] = self._r.zrange(seen_key(card_id), 0, -1)  # type: ignore[assignment]
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hgetall(profile_key(card_id))
+            pipe.zrange(seen_key(card_id), 0, -1, withscores=True)
+            h, seen = pipe.execute()
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot read profile: {exc}") from exc
         if not h:
             return None
-        return Profile(
-            card_id=card_id,
-            visits=int(h.get("visits", 0)),
-            spend_cents=int(h.get("spend_cents", 0)),
-            first_ms=int(h["first_ms"]) if "first_ms" in h else None,
-            last_ms=int(h["last_ms"]) if "last_ms" in h else None,
-            groups=MappingProxyType({k[2:]: int(v) for k, v in h.items() if k.startswith("g:")}),
-            receipts=frozenset(receipts),
-        )
+        return decode_profile(card_id, h, seen)
+
+    def get_many(self, card_ids: Sequence[str]) -> dict[str, Profile]:
+        """Profiles of many cards in one round trip (cards without one are left out)."""
+        pipe = self._r.pipeline(transaction=False)
+        for c in card_ids:
+            pipe.hgetall(profile_key(c))
+            pipe.zrange(seen_key(c), 0, -1, withscores=True)
+        try:
+            rows = pipe.execute() if card_ids else []
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot read profiles: {exc}") from exc
+        out = {}
+        for i, c in enumerate(card_ids):
+            h, seen = rows[2 * i], rows[2 * i + 1]
+            if h:
+                out[c] = decode_profile(c, h, seen)
+        return out
+
+    def segments(self, card_id: str) -> dict[str, str]:
+        """The card's segments as ``segments run`` stored them (empty when never run)."""
+        try:
+            values = self._r.hmget(profile_key(card_id), list(SEGMENT_FIELDS.values()))
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot read segments: {exc}") from exc
+        return {name: str(v) for name, v in zip(SEGMENT_FIELDS, values, strict=True) if v is not None}
 
     def card_ids(self) -> list[str]:
-        """Every card with a profile (SCAN, never KEYS)."""
+        """Every card with a profile hash (SCAN, never KEYS)."""
         out = []
         try:
             for key in self._r.scan_iter(match="rf:{*}:p", count=1000):
@@ -162,15 +528,27 @@ class RedisProfileStore:
         return sorted(out)
 
     def totals(self) -> tuple[int, int, int]:
-        """(profiles, visits, spend cents) over every profile — for the demo summary and checks."""
+        """(profiles with a purchase, visits, spend cents) over every profile — for the demo summary and checks."""
         cards = self.card_ids()
         pipe = self._r.pipeline(transaction=False)
         for c in cards:
-            pipe.hmget(profile_key(c), "visits", "spend_cents")
+            pipe.hmget(profile_key(c), "v", "s")
         try:
             rows = pipe.execute() if cards else []
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot read profiles: {exc}") from exc
-        visits = sum(int(v or 0) for v, _ in rows)
+        # A card known only from a consent change has a hash but no purchase yet.
+        visits = [int(v or 0) for v, _ in rows]
         spend = sum(int(s or 0) for _, s in rows)
-        return len(cards), visits, spend
+        return sum(1 for v in visits if v), sum(visits), spend
+
+    def memory_bytes(self, card_id: str) -> int:
+        """Bytes Redis uses for the card's keys (MEMORY USAGE, all samples)."""
+        try:
+            total = 0
+            for key in (profile_key(card_id), seen_key(card_id)):
+                used = self._r.memory_usage(key, samples=0)
+                total += int(used or 0)
+            return total
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot measure profile memory: {exc}") from exc

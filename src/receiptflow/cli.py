@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -254,14 +253,20 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     from .models import parse_time
     from .sinks import DEFAULT_GROUP, open_sink
-    from .sinks.replay import replay, replay_group
+    from .sinks.replay import replay, replay_group, sink_topics
 
     if args.from_time is None and not args.from_beginning:
         err_console.print("sink replay needs --from-time TIME or --from-beginning")
         return 2
     from_time = parse_time(args.from_time, "--from-time") if args.from_time is not None else None
+    known = sink_topics(settings)
+    unknown = [t for t in args.topic or () if t not in known]
+    if unknown:
+        err_console.print(f"sink replay reads {', '.join(known)}; not {', '.join(unknown)}")
+        return 2
     sink = open_sink(settings, group_id=replay_group(DEFAULT_GROUP))
-    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    # Offsets of the replayed topics, so the bar moves with what is read, including transaction markers.
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("offsets"), TimeRemainingColumn())
     try:
         with Progress(*columns, console=err_console) as bar:
             task = bar.add_task("replay", total=None)
@@ -269,14 +274,16 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
                 settings,
                 sink,
                 from_time=from_time,
+                topics=args.topic or None,
                 batch_size=settings.sink_batch_max,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:
         sink.close()
     console.print(
-        f"replayed {stats.records} records: {stats.receipts_inserted} receipts, {stats.items_inserted} item rows "
-        f"and {stats.groups_inserted} group rows were missing and are now stored"
+        f"replayed {stats.records} records: {stats.receipts_inserted} receipts, {stats.items_inserted} item rows, "
+        f"{stats.groups_inserted} group rows, {stats.analytics_lines_inserted} analytics lines and "
+        f"{stats.consent_changes_inserted} consent changes were missing and are now stored"
     )
     return 0
 
@@ -374,26 +381,48 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- profile -----------------------------------------------------------------------------------
 def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.households import load_households, members
+    from .processors.profile_views import render
     from .processors.profiles import RedisProfileStore
 
-    profile = RedisProfileStore.from_url(settings.redis_connection_url()).get(args.card)
+    store = RedisProfileStore.from_settings(settings)
+    profile = store.get(args.card)
     if profile is None:
         err_console.print(f"no profile for card {args.card}")
         return 1
-    doc: dict[str, Any] = {
-        "card_id": profile.card_id,
-        "visits": profile.visits,
-        "spend_cents": profile.spend_cents,
-        "first_purchase": _ms_iso(profile.first_ms),
-        "last_purchase": _ms_iso(profile.last_ms),
-        "product_groups_cents": dict(sorted(profile.groups.items())),
-    }
+    household: dict[str, int] | None = None
+    if settings.households_file is not None and args.view != "marketing":
+        cards = members(load_households(settings.households_file), args.card)
+        household = {c: p.points for c, p in store.get_many(cards).items()}
+    segments = store.segments(args.card)
+    doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
     console.print_json(json.dumps(doc)) if args.json else console.print(doc)
     return 0
 
 
-def _ms_iso(ms: int | None) -> str | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+# --- subject access and erasure -----------------------------------------------------------------
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.subject import export_card
+
+    doc = export_card(settings, args.card)
+    console.print_json(json.dumps(doc, default=str))
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.subject import erase_card
+
+    if not args.yes:
+        err_console.print(f"erase deletes everything held about card {args.card}; repeat with --yes to proceed")
+        return 2
+    _print_endpoints(settings, "erase:")
+    e = erase_card(settings, args.card)
+    rows = ", ".join(f"{t} {n}" for t, n in sorted(e.warehouse_rows.items()))
+    console.print(
+        f"erased: {e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
+        f"audit entry {e.audit_id} (subject {e.subject})"
+    )
+    return 0
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -457,7 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sink", help="run the warehouse sink until stopped, or replay a topic into the warehouse")
     s.add_argument("action", choices=("run", "replay"))
     s.add_argument("--from-time", help="replay: from the first record at or after this ISO-8601 time (with zone)")
-    s.add_argument("--from-beginning", action="store_true", help="replay: the whole retained topic")
+    s.add_argument("--from-beginning", action="store_true", help="replay: the whole retained topics")
+    s.add_argument(
+        "--topic",
+        action="append",
+        help="replay: only this topic (repeatable; default: purchases.customer, purchases.analytics and consents)",
+    )
     s.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
     s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
     s.set_defaults(func=cmd_sink)
@@ -496,10 +530,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max", type=int, default=None)
     s.set_defaults(func=cmd_consume)
 
-    s = sub.add_parser("profile", help="show a card's profile from Redis")
+    s = sub.add_parser("profile", help="show a card's profile from Redis, as one role sees it")
     s.add_argument("card")
+    s.add_argument(
+        "--view",
+        choices=("customer", "marketing", "full"),
+        default="customer",
+        help="customer: the card holder's own view; marketing: only what consent allows; full: everything",
+    )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("export", help="subject access: everything held about a card, as JSON")
+    s.add_argument("card")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("erase", help="erase a card from Redis and the warehouse, tombstone it, audit the erasure")
+    s.add_argument("card")
+    s.add_argument("--yes", action="store_true", help="really erase")
+    s.set_defaults(func=cmd_erase)
 
     s = sub.add_parser(
         "demo", help="the main job on the embedded stack: registers → Kafka → processor → Redis + warehouse"

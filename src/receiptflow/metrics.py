@@ -76,6 +76,17 @@ class Metrics:
         self.profile_updates_total = Counter(
             "receiptflow_profile_updates_total", "Purchases applied to Redis profiles.", registry=r
         )
+        self.profile_late_total = Counter(
+            "receiptflow_profile_late_total",
+            "Purchases refused by the profile store: older than the dedup horizon behind the card's newest receipt.",
+            registry=r,
+        )
+        self.profile_erased_total = Counter(
+            "receiptflow_profile_erased_total", "Purchases or consent changes of erased cards ignored.", registry=r
+        )
+        self.profile_consent_changes_total = Counter(
+            "receiptflow_profile_consent_changes_total", "Consent changes recorded in profiles.", registry=r
+        )
         # Warehouse
         self.warehouse_rows_total = Counter(
             "receiptflow_warehouse_rows_total", "Rows written to the warehouse.", ["table"], registry=r

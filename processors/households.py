@@ -1,0 +1,50 @@
+"""Household membership: which loyalty cards belong to one household (co-owner cards).
+
+The loyalty programme's customer register knows households; here membership is a CSV file
+``card_id,household_id`` (``RECEIPTFLOW_HOUSEHOLDS_FILE``). The simulator's customer model carries the
+same thing (``Customer.household_id``), so :func:`from_customers` writes the file for simulated traffic.
+A household's points are its members' points added up at read time, so each card's profile stays
+one Redis key and one purchase updates one card atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from ..errors import ConfigError
+from ..producers.simulator import Customer
+
+
+def load_households(path: Path) -> Mapping[str, str]:
+    """card id -> household id from a ``card_id,household_id`` CSV."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise ConfigError(f"cannot read households file {path}: {exc}") from exc
+    if rows and not {"card_id", "household_id"} <= set(rows[0]):
+        raise ConfigError(f"households file {path}: the header must be card_id,household_id")
+    return MappingProxyType({r["card_id"]: r["household_id"] for r in rows})
+
+
+def from_customers(customers: Iterable[Customer]) -> dict[str, str]:
+    return {card: c.household_id for c in customers for _, card in c.cards}
+
+
+def write_households(path: Path, membership: Mapping[str, str]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(("card_id", "household_id"))
+        for card, household in sorted(membership.items()):
+            w.writerow((card, household))
+
+
+def members(membership: Mapping[str, str], card_id: str) -> list[str]:
+    """The cards of ``card_id``'s household (itself included); just itself when it has none."""
+    household = membership.get(card_id)
+    if household is None:
+        return [card_id]
+    return sorted(c for c, h in membership.items() if h == household)

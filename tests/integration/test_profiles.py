@@ -1,0 +1,345 @@
+"""Profiles on real servers: the Redis script equals the pure fold; the faust agents on the real broker
+apply duplicated, shuffled traffic exactly once and withdraw product data within a second.
+
+The property test drives the session's Redis directly with hypothesis-drawn purchases and consent
+changes and compares every profile read back with the pure fold of the same sequence. The other
+tests run the profile worker as its own process (``python -m receiptflow process --role profiles``)
+against the session's Kafka broker, as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Producer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from receiptflow.codec import Codec
+from receiptflow.config import Settings
+from receiptflow.models import ConsentChange, ConsentState, Purchase
+from receiptflow.processors.core import process
+from receiptflow.processors.policy import load_policy
+from receiptflow.processors.profile_rules import Rules, delta, load_rules
+from receiptflow.processors.profiles import (
+    ERASED_KEY,
+    Profile,
+    RedisProfileStore,
+    apply_consent,
+    apply_delta,
+    fold,
+    profile_key,
+    seen_key,
+)
+from receiptflow.processors.subject import audit_log
+from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.simulator import Simulator
+from receiptflow.sinks import open_sink, run_sink
+from receiptflow.topics import TopicNames, create_topics
+
+from ..unit.processors.profile_strategies import CARDS, purchase_lists
+from .support import env_for, read_all
+
+CODEC = Codec()
+POLICY = load_policy()
+SHIPPED = load_rules()
+WIDE = replace(SHIPPED, dedup_ms=30 * 365 * 86_400_000)
+
+
+# --- the Redis script equals the pure fold ---------------------------------------------------------
+@st.composite
+def event_sequences(draw: st.DrawFn, span_days: int) -> list[Purchase | ConsentChange]:
+    purchases = draw(purchase_lists(span_days=span_days))
+    events: list[Purchase | ConsentChange] = (
+        list(purchases + draw(st.lists(st.sampled_from(purchases)))) if purchases else []
+    )
+    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
+    for _ in range(draw(st.integers(0, 4))):
+        back = timedelta(seconds=draw(st.integers(0, span_days * 86_400)))
+        change = ConsentChange(draw(st.sampled_from(CARDS)), now - back, draw(st.booleans()), True)
+        events.insert(draw(st.integers(0, len(events))), change)
+    return draw(st.permutations(events))
+
+
+def _fold_events(events: list[Purchase | ConsentChange], rules: Rules) -> dict[str, Profile]:
+    out: dict[str, Profile] = {}
+    for e in events:
+        assert e.card_id is not None
+        prof = out.get(e.card_id) or Profile(e.card_id)
+        if isinstance(e, ConsentChange):
+            out[e.card_id] = apply_consent(prof, e)
+        else:
+            out[e.card_id] = apply_delta(prof, delta(e, rules), rules)[0]
+    return out
+
+
+@pytest.mark.parametrize(("rules", "span_days"), [(WIDE, 20 * 365), (SHIPPED, 2 * 365)], ids=["wide", "shipped"])
+def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_days: int) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisProfileStore(client, rules)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(event_sequences(span_days), st.randoms())
+    def check(events: list[Purchase | ConsentChange], rnd: random.Random) -> None:
+        client.delete(*[k for c in CARDS for k in (profile_key(c), seen_key(c))])
+        # Same order on both sides, cut into pipelined batches of random size.
+        i = 0
+        while i < len(events):
+            if isinstance(events[i], ConsentChange):
+                store.apply_consents([events[i]])  # type: ignore[list-item]
+                i += 1
+                continue
+            j = i
+            while j < len(events) and j - i < rnd.randint(1, 8) and isinstance(events[j], Purchase):
+                j += 1
+            store.apply([e for e in events[i:j] if isinstance(e, Purchase)])
+            i = j
+        expected = _fold_events(events, rules)
+        assert store.get_many(CARDS) == expected
+
+    check()
+
+
+# --- the profile worker on the real broker -----------------------------------------------------------
+@dataclass
+class ProfileWorker:
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    log: Path
+    store: RedisProfileStore
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.proc.poll() is not None:
+                pytest.fail(f"profile worker exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out waiting for {what}; worker log tail:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.02)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "receiptflow", *args],
+            env=env_for(self.settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProfileWorker]:
+    run = uuid.uuid4().hex[:8]
+    data = tmp_path_factory.mktemp("profiles")
+    s = Settings(
+        bootstrap_servers=kafka_bootstrap,
+        redis_url=redis_url,
+        data_dir=data / "data",
+        warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
+        topic_prefix=f"prof-{run}.",
+        topic_partitions=3,
+        processor_id=f"prof-{run}",
+        metrics_port=0,
+    )
+    create_topics(s)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    log = s.data_dir / "profiles.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "receiptflow", "process", "--role", "profiles"],
+            env=env_for(s),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    yield ProfileWorker(s, proc, log, RedisProfileStore.from_settings(s))
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def send_purchases(settings: Settings, purchases: list[Purchase]) -> None:
+    """Publish purchases to ``purchases.customer`` keyed as the router keys them."""
+    topic = TopicNames(settings.topic_prefix).purchases_customer
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "linger.ms": 5}))
+    for p in purchases:
+        producer.produce(topic, key=(p.card_id or p.store_id).encode(), value=CODEC.encode("purchase", p.to_avro()))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def simulated_purchases(seed: int, count: int, span: timedelta) -> tuple[Simulator, list[Purchase]]:
+    """Simulator checkouts over ``span`` up to now, routed by the pure core; a third with product consent."""
+    sim = Simulator(seed, stores=30, customers=150)
+    now = datetime.now(UTC)
+    rate = count / span.total_seconds()
+    out = []
+    for c in sim.stream(count, now - span - timedelta(minutes=5), rate):
+        consent = ConsentState(int(c.card_id[-3:]) % 3 == 0, True, True) if c.card_id else None
+        out.append(process(c, POLICY, consent, now).customer)
+    return sim, out
+
+
+def test_duplicated_and_shuffled_traffic_equals_the_ground_truth(worker: ProfileWorker) -> None:
+    # Four weeks of traffic: within the dedup horizon, so any delivery order must give the same profiles.
+    sim, purchases = simulated_purchases(seed=7707, count=1500, span=timedelta(days=28))
+    rnd = random.Random(7707)
+    deliveries = purchases + [p for p in purchases if rnd.random() < 0.10]
+    rnd.shuffle(deliveries)
+    assert len(deliveries) > len(purchases) * 1.05
+    cards = sorted(sim.truth.per_card)
+    worker.store.client.delete(*[k for c in cards for k in (profile_key(c), seen_key(c))])
+
+    send_purchases(worker.settings, deliveries)
+    carded = sum(v[0] for v in sim.truth.per_card.values())
+    worker.wait(
+        lambda: sum(p.visits for p in worker.store.get_many(cards).values()) >= carded, 120, "every visit in Redis"
+    )
+    time.sleep(1.0)  # anything still in flight (a duplicate counted twice) would show now
+
+    profiles = worker.store.get_many(cards)
+    assert {c: (p.visits, p.spend_cents) for c, p in profiles.items()} == {
+        c: (v[0], v[1]) for c, v in sim.truth.per_card.items()
+    }
+    # The live path is the pure fold, field for field (mix, nutrition, buckets, points, dedup set).
+    assert profiles == fold(purchases, worker.store.rules)
+    assert any(p.nutrition for p in profiles.values()) and any(p.groups for p in profiles.values())
+
+
+def _view(worker: ProfileWorker, card: str, view: str) -> dict[str, Any]:
+    result = worker.cli("profile", card, "--view", view, "--json")
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def test_consent_withdrawal_removes_product_data_within_a_second(worker: ProfileWorker) -> None:
+    sim, purchases = simulated_purchases(seed=8808, count=200, span=timedelta(days=3))
+    card = next(c for c in sim.truth.per_card if any(p.card_id == c and p.items for p in purchases))
+    mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
+    worker.store.client.delete(profile_key(card), seen_key(card))
+    worker.store.client.srem(ERASED_KEY, worker.store.erased_hash(card))
+    send_purchases(worker.settings, mine)
+    worker.wait(lambda: (p := worker.store.get(card)) is not None and p.visits == len(mine), 60, "the card's purchases")
+    before = worker.store.get(card)
+    assert before is not None and before.nutrition and before.groups
+    marketing = _view(worker, card, "marketing")
+    assert marketing["product_data_consent"] is True and marketing["product_group_mix"]
+
+    client = RegisterClient(worker.settings)
+    client.send_consent(ConsentChange(card, datetime.now(UTC), False, True, "app"))
+    client.flush()
+    acked = time.monotonic()
+    worker.wait(lambda: not worker.store.get(card).has_product_data(), 5, "product data to be deleted")  # type: ignore[union-attr]
+    elapsed = time.monotonic() - acked
+    assert elapsed < 1.0, f"product-derived fields were still there {elapsed:.2f}s after the consent event"
+
+    after = worker.store.get(card)
+    assert after is not None
+    assert (after.visits, after.spend_cents, after.points) == (before.visits, before.spend_cents, before.points)
+    raw = worker.store.client.hgetall(profile_key(card))
+    assert not [k for k in raw if str(k).startswith("P")]
+    marketing = _view(worker, card, "marketing")
+    assert marketing["product_data_consent"] is False
+    assert not {"product_group_mix", "affinities"} & set(marketing)
+    assert "grocery_segment" not in marketing["classes"]
+    customer = _view(worker, card, "customer")
+    assert customer["nutrition_and_climate"] == {} and customer["product_group_mix"] == {}
+
+
+def _drained(worker: ProfileWorker, tag: str) -> Callable[[], bool]:
+    """Send a marker behind everything already on each partition of both topics; the predicate is
+    true once every marker is in Redis, i.e. the worker has consumed all that was sent before it."""
+    names = TopicNames(worker.settings.topic_prefix)
+    producer = Producer(worker.settings.kafka_config())
+    markers = []
+    purchase = simulated_purchases(seed=1, count=40, span=timedelta(hours=1))[1]
+    template = next(p for p in purchase if p.card_id is not None)
+    parts = producer.list_topics(timeout=10).topics
+    for partition in parts[names.purchases_customer].partitions:
+        card = f"marker-{tag}-p{partition}"
+        p = replace(template, card_id=card, receipt_id=f"marker-{tag}-{partition}")
+        producer.produce(names.purchases_customer, CODEC.encode("purchase", p.to_avro()), card.encode(), partition)
+        markers.append((card, "visits"))
+    for partition in parts[names.consents].partitions:
+        card = f"marker-{tag}-c{partition}"
+        change = ConsentChange(card, datetime.now(UTC), True, True, "app")
+        producer.produce(names.consents, CODEC.encode("consent_change", change.to_avro()), card.encode(), partition)
+        markers.append((card, "consent"))
+    assert producer.flush(30) == 0
+
+    def done() -> bool:
+        got = worker.store.get_many([c for c, _ in markers])
+        return all(c in got and (got[c].visits if kind == "visits" else got[c].consent) for c, kind in markers)
+
+    return done
+
+
+def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: ProfileWorker) -> None:
+    sim, purchases = simulated_purchases(seed=9909, count=300, span=timedelta(days=5))
+    card = max(sim.truth.per_card, key=lambda c: sim.truth.per_card[c][0])
+    mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
+    change = ConsentChange(card, datetime.now(UTC), True, True, "app")
+    store = worker.store
+    store.client.delete(profile_key(card), seen_key(card))
+    store.client.srem(ERASED_KEY, store.erased_hash(card))
+    send_purchases(worker.settings, mine)
+    client = RegisterClient(worker.settings)
+    client.send_consent(change)
+    client.flush()
+    worker.wait(lambda: (p := store.get(card)) is not None and p.visits == len(mine), 60, "the card's profile")
+    # The warehouse sink loads the topics (and stops when idle), so the card has rows there too.
+    sink = open_sink(worker.settings)
+    try:
+        run_sink(worker.settings, sink, idle_exit_after=3.0)
+    finally:
+        sink.close()
+
+    first = json.loads(worker.cli("export", card).stdout)
+    assert first["held"] is True
+    assert first["profile"]["visits"] == len(mine)
+    assert sorted(r["receipt_id"] for r in first["warehouse"]["receipts"]) == sorted(p.receipt_id for p in mine)
+    assert len(first["warehouse"]["receipt_items"]) == sum(len(p.items) for p in mine)
+    assert [c["product_data_marketing"] for c in first["consent_history"]] == [True]
+
+    erased = worker.cli("erase", card, "--yes")
+    assert erased.returncode == 0, erased.stderr
+    second = json.loads(worker.cli("export", card).stdout)
+    assert second["held"] is False
+    assert second["profile"] is None and second["consent_history"] == []
+    assert all(rows == [] for rows in second["warehouse"].values())
+
+    audit = [e for e in audit_log(worker.settings) if e["subject"] == store.erased_hash(card)]
+    assert len(audit) == 1
+    assert "receipts=" + str(len(mine)) in audit[0]["warehouse_rows"]
+    assert not any(card in value for entry in audit_log(worker.settings) for value in entry.values())
+    tombstones = [
+        m
+        for m in read_all(worker.settings, TopicNames(worker.settings.topic_prefix).consents)
+        if m.key() == card.encode()
+    ]
+    assert tombstones and tombstones[-1].value() is None
+
+    # Replay the old events: the live path must not bring the card back.
+    send_purchases(worker.settings, mine)
+    client.send_consent(change)
+    client.flush()
+    worker.wait(_drained(worker, uuid.uuid4().hex[:6]), 60, "the replay to be consumed")
+    assert store.get(card) is None
+    assert store.client.exists(profile_key(card), seen_key(card)) == 0
+    assert json.loads(worker.cli("export", card).stdout)["held"] is False
