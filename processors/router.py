@@ -35,7 +35,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -56,6 +55,7 @@ from ..models import Checkout, ConsentChange, ConsentState, Purchase
 from ..topics import TopicNames
 from .consent import ConsentHistory, effective_consent
 from .core import dead_letter_record, route, validate
+from .encoding import PurchaseEncoder
 from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ class Router:
         self.policy = policy or load_policy(settings.policy_file)
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
+        self.encoder = PurchaseEncoder(self.codec)
         self.clock = clock
         self.name = name
         self.default_consent = ConsentState(
@@ -430,7 +431,8 @@ class Router:
 
     def _handle_checkout(self, msg: Message, partition: int, staged: _Staged, now: datetime) -> None:
         try:
-            checkout = Checkout.from_avro(self.codec.decode(msg.value(), expect="checkout").value)
+            decoded, lines_raw = self.codec.decode_checkout(msg.value())
+            checkout = Checkout.from_avro(decoded.value)
             validate(checkout, now)
         except ValidationError as exc:
             self._dead_letter(exc, msg, staged, now)
@@ -448,16 +450,17 @@ class Router:
         consent = effective_consent(history, checkout.event_time, self.default_consent)
         routed = route(checkout, decision, consent, now)
         key = _key(routed.customer)
-        shared: dict[int, list[dict[str, Any]]] = {}  # item/group lists converted once per receipt
-        customer = self.codec.encode("purchase", routed.customer.to_avro(shared))
+        # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
+        enc = self.encoder.receipt(checkout.lines, lines_raw)
+        customer = enc.encode(routed.customer)
         self._send(self.names.purchases_customer, key, customer, staged)
         if routed.marketing is routed.customer:
             self._send(self.names.purchases_marketing, key, customer, staged)  # the same record: encoded once
         elif routed.marketing is not None:
-            value = self.codec.encode("purchase", routed.marketing.to_avro(shared))
+            value = enc.encode(routed.marketing)
             self._send(self.names.purchases_marketing, key, value, staged)
         if routed.analytics is not None:
-            value = self.codec.encode("purchase", routed.analytics.to_avro(shared))
+            value = enc.encode(routed.analytics)
             self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), value, staged)
         at = _ms(checkout.event_time)
         self._produce(self.names.receipts_seen, rid.encode(), _MS.pack(at), partition=partition)

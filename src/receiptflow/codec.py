@@ -11,6 +11,13 @@ reader always decodes with the *newest* version of the writer's subject as the r
 
 fastavro is the hot path here; the Apache reference implementation (avro-python3) is used only in
 the interoperability tests.
+
+Splicing. Avro binary is the plain concatenation of a record's field encodings, so a record can be
+written in parts. The router uses that: a checkout's ``lines`` array (its last field) is laid out
+exactly like a purchase's ``items``, so :meth:`Codec.decode_checkout` also hands back the encoded
+bytes of that array, and :class:`PurchaseLayout` writes a purchase as head + those bytes + groups +
+tail without encoding the lines again. Both are offered only when the schemas in hand allow it
+(checked field by field); otherwise the callers take the ordinary path.
 """
 
 from __future__ import annotations
@@ -161,6 +168,80 @@ class Codec:
             self._writers[subject] = (_HEADER.pack(MAGIC, ids.id_for(subject, latest.version)), latest.fast)
         # Decoding state per schema id: (subject, version, writer schema, reader schema or None when equal).
         self._readers: dict[int, tuple[str, int, Schema, Schema | None]] = {}
+        self._splits: dict[int, _LinesSplit | None] = {}
+        self._layout = self._purchase_layout()
+
+    def _purchase_layout(self) -> PurchaseLayout | None:
+        if "purchase" not in self._writers:
+            return None
+        raw = self.catalog.latest("purchase").raw
+        names = [f["name"] for f in raw["fields"]]
+        if (
+            "items" not in names
+            or names.index("items") + 1 >= len(names)
+            or names[names.index("items") + 1] != "groups"
+        ):
+            return None
+        return PurchaseLayout(self._writers["purchase"][0], raw, names.index("items"))
+
+    @property
+    def purchase_layout(self) -> PurchaseLayout | None:
+        """The split writer of purchases, when the newest purchase schema has ``items`` then ``groups``."""
+        return self._layout
+
+    def _lines_split(self, schema_id: int) -> _LinesSplit | None:
+        if schema_id in self._splits:
+            return self._splits[schema_id]
+        split = None
+        subject, version, _, reader = self._reader(schema_id)
+        raw = self.catalog.by_id(schema_id).raw
+        last = raw["fields"][-1] if raw.get("fields") else None
+        if (
+            subject == "checkout"
+            and reader is None  # no schema resolution: the writer's layout is what the reader gets
+            and self._layout is not None
+            and last is not None
+            and last["name"] == "lines"
+            and isinstance(last["type"], dict)
+            and isinstance(last["type"].get("items"), dict)
+            and _fields(last["type"]["items"]) == _fields(self._layout.items_type["items"])
+        ):
+            base = {k: v for k, v in raw.items() if k not in ("fields", "doc")}
+            split = _LinesSplit(
+                subject,
+                version,
+                fastavro.parse_schema({**base, "name": "CheckoutHead", "fields": list(raw["fields"][:-1])}),
+                fastavro.parse_schema(last["type"]),
+            )
+        self._splits[schema_id] = split
+        return split
+
+    def decode_checkout(self, data: bytes | None) -> tuple[Decoded, bytes | None]:
+        """Decode a checkout, with the encoded bytes of its ``lines`` array when a purchase can reuse them.
+
+        The second item is ``None`` when the writer schema does not allow it (then decoding is the
+        ordinary :meth:`decode`); errors are the same as :meth:`decode` raises.
+        """
+        if data is None or len(data) < HEADER_SIZE or data[0] != MAGIC:
+            return self.decode(data, expect="checkout"), None
+        _, schema_id = _HEADER.unpack_from(data)
+        try:
+            split = self._lines_split(schema_id)
+        except DecodeError:
+            split = None
+        if split is None:
+            return self.decode(data, expect="checkout"), None
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_SIZE)
+        try:
+            value: Any = fastavro.schemaless_reader(buf, split.head, None)
+            start = buf.tell()
+            value["lines"] = fastavro.schemaless_reader(buf, split.lines, None)
+        except Exception as exc:  # the same failures as decode(): truncated or garbage bodies
+            raise DecodeError("undecodable", f"cannot decode 'checkout' body: {exc}") from exc
+        if buf.tell() != len(data):
+            raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the record")
+        return Decoded(split.subject, split.version, value), data[start:]
 
     def encode(self, subject: str, record: Mapping[str, Any]) -> bytes:
         try:
@@ -208,6 +289,68 @@ class Codec:
         if not isinstance(value, dict):
             raise DecodeError("undecodable", "record body is not an Avro record")
         return Decoded(subject, version, value)
+
+
+def _shape(schema: Any) -> Any:
+    """A schema without its docs, defaults and namespaces: what decides the binary layout."""
+    if isinstance(schema, dict):
+        return {k: _shape(v) for k, v in schema.items() if k not in ("doc", "default", "namespace", "aliases")}
+    if isinstance(schema, list):
+        return [_shape(v) for v in schema]
+    return schema
+
+
+def _fields(record: Mapping[str, Any]) -> list[Any]:
+    return [_shape({"name": f["name"], "type": f["type"]}) for f in record["fields"]]
+
+
+@dataclass(frozen=True)
+class _LinesSplit:
+    """How to decode one checkout writer schema in two parts: the fields before ``lines``, then ``lines``."""
+
+    subject: str
+    version: int
+    head: Schema
+    lines: Schema
+
+
+class PurchaseLayout:
+    """Writes the newest ``purchase`` schema in parts: head fields, items, groups, tail fields.
+
+    ``items`` and ``groups`` arrive already encoded (an empty array is ``EMPTY_ARRAY``); the result is
+    byte for byte what ``Codec.encode("purchase", ...)`` writes for the same record.
+    """
+
+    EMPTY_ARRAY = b"\x00"
+
+    def __init__(self, header: bytes, raw: Mapping[str, Any], items_at: int) -> None:
+        fields = list(raw["fields"])
+        base = {k: v for k, v in raw.items() if k not in ("fields", "doc")}
+        self.header = header
+        self.items_type = fields[items_at]["type"]
+        self._head = fastavro.parse_schema({**base, "name": "PurchaseHead", "fields": fields[:items_at]})
+        self._groups = fastavro.parse_schema(fields[items_at + 1]["type"])
+        self._tail = fastavro.parse_schema({**base, "name": "PurchaseTail", "fields": fields[items_at + 2 :]})
+
+    def _write(self, schema: Schema, value: Any, what: str) -> bytes:
+        buf = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buf, schema, value)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"purchase {what} does not fit schema 'purchase': {exc}") from exc
+        return buf.getvalue()
+
+    def head(self, record: Mapping[str, Any]) -> bytes:
+        return self._write(self._head, record, "head")
+
+    def groups(self, groups: list[dict[str, Any]]) -> bytes:
+        return self._write(self._groups, groups, "groups") if groups else self.EMPTY_ARRAY
+
+    def tail(self, record: Mapping[str, Any]) -> bytes:
+        return self._write(self._tail, record, "tail")
+
+    def join(self, head: bytes, items: bytes, groups: bytes, tail: bytes) -> bytes:
+        return b"".join((self.header, head, items, groups, tail))
 
 
 def schema_id_of(data: bytes) -> int:

@@ -320,6 +320,10 @@ class Purchase:
         else:
             items = _avro_list(shared, self.items)
             groups = _avro_list(shared, self.groups)
+        return {**self.head_avro(), "items": items, "groups": groups, **self.tail_avro()}
+
+    def head_avro(self) -> dict[str, Any]:
+        """The fields before ``items`` (the router writes head, items, groups and tail separately)."""
         return {
             "receipt_id": self.receipt_id,
             "chain": self.chain,
@@ -332,8 +336,11 @@ class Purchase:
             "currency": self.currency,
             "total_cents": self.total_cents,
             "granularity": str(self.granularity),
-            "items": items,
-            "groups": groups,
+        }
+
+    def tail_avro(self) -> dict[str, Any]:
+        """The fields after ``groups``: the lineage."""
+        return {
             "policy_version": self.policy_version,
             "consent": self.consent.to_avro(),
             "processed_at": to_utc(self.processed_at),
