@@ -6,6 +6,9 @@ All read the same simulated checkouts from the same broker and write to their ow
                            transactions, no decoding: the ceiling the client and broker allow;
 * ``router (exactly-once)`` ``receiptflow process --role router``: decode, validate, policy, consent,
                            dedup, encode three outputs, one Kafka transaction per batch;
+* ``single-output loop``   decode, validate, truncate, encode one record, produce (no consent, no
+                           dedup, no transactions): the shape of the hand-written loop the
+                           15k receipts/s target came from;
 * ``router, 2 workers``    two such processes in one consumer group (partitions split between them;
                            the topics are filled once both hold partitions);
 * ``naive faust agent``    a faust-streaming agent doing the same core work one event at a time
@@ -111,6 +114,51 @@ def raw_passthrough(settings: Settings, source: str, target: str, count: int) ->
             while True:
                 try:
                     producer.produce(target, value=m.value(), key=m.key())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            done += 1
+        producer.poll(0)
+    producer.flush(60)
+    assert started is not None
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed
+
+
+def single_output(settings: Settings, count: int) -> float:
+    """A hand-written single-output loop, timed like ``raw_passthrough``.
+
+    decode → validate → policy truncation → encode the customer record → produce, one output topic,
+    no consent state, no dedup, no transactions: the shape of the ~15k receipts/s figure the target
+    was set from (which also wrote to Redis, not done here), for comparison with the router's
+    three outputs in Kafka transactions.
+    """
+    names = TopicNames(settings.topic_prefix)
+    codec, policy = Codec(), load_policy()
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": f"bench-one-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
+    )
+    producer = Producer(settings.kafka_config(**{"linger.ms": 100, "compression.type": "lz4"}))
+    consumer.subscribe([names.checkouts])
+    done = 0
+    started: float | None = None
+    deadline = time.monotonic() + 300
+    while done < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"single output: {done} of {count} after 300 s")
+        now = datetime.now(UTC)
+        for m in consumer.consume(2000, timeout=0.5):
+            if m.error() is not None:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            c = Checkout.from_avro(codec.decode(m.value(), expect="checkout").value)
+            routed = process(c, policy, None, now)
+            value = codec.encode("purchase", routed.customer.to_avro())
+            while True:
+                try:
+                    producer.produce(names.purchases_customer, value=value, key=m.key())
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -275,6 +323,7 @@ def main() -> int:
                 ("raw consume→produce", raw_passthrough(s, names.checkouts, names.purchases_analytics, len(receipts)))
             )
             results.append(("router (exactly-once)", router(fresh("router"), len(receipts))))
+            results.append(("single-output loop", single_output(fresh("one"), len(receipts))))
             s2 = fresh("router2", load=False)
             results.append(("router, 2 workers", router(s2, len(receipts), workers=2, load=lambda: send(s2))))
             results.append(("naive faust agent", naive_faust(fresh("faust"), len(receipts))))

@@ -155,7 +155,11 @@ class Router:
                 **{
                     "transactional.id": self.transactional_id,
                     "client.id": self.transactional_id,
-                    "linger.ms": 5,
+                    # Records wait for their batch; commit_transaction flushes at once regardless of
+                    # linger, so this costs no latency. A long linger means fewer, larger produce
+                    # requests and far fewer wake-ups of librdkafka's threads: measured 20-70 % more
+                    # receipts/s than 5 ms on a 2-core machine (benchmarks/processor_throughput.py).
+                    "linger.ms": 100,
                     "compression.type": "lz4",
                     # An open transaction of a crashed worker blocks read-committed readers until the
                     # worker restarts (and fences it) or this timeout aborts it.
