@@ -47,9 +47,11 @@ from .profile_rules import NUTRIENTS, Delta, Rules, default_rules, delta, epoch_
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 _NO_DAYS: Mapping[int, tuple[int, int]] = MappingProxyType({})
 WINDOWS = (30, 90, 365)
-# Packs a day bucket's visits and cents into one integer field (HINCRBY-able): visits * 1e12 + cents.
-# A card spends far less than 1e12 cents a day, and the product stays below 2**53 (exact in Lua).
-_DAY_PACK = 10**12
+# Day buckets are stored seven to a hash field (one field per week since 1970-01-01, the day's slot
+# inside it), so a year of daily visits stays far below the 128 fields of Redis's compact listpack
+# encoding; a week's text (``week_text``, base 36) stays under the 64-byte limit of a listpack value
+# (seven days of up to 35 visits and 600,000 euros each).
+WEEK_DAYS = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +200,8 @@ def windows(profile: Profile, today: date) -> dict[int, tuple[int, int]]:
 _FIELD_DOC = """
 v, s, f, l   lifetime visits, spend cents, first and last event ms
 pt           points
-d<base36 day> one day bucket: visits * 1e12 + cents
+w<base36 week> seven day buckets (week = epoch day // 7): slots joined by ",", trailing empty
+             ones left out; a slot is <cents> for one visit or <visits>:<cents>, base 36
 c, ct        newest consent seen: product data "1"/"0" and its event ms
 sv, sd, sn, sm  segment model version, month, visits class, money class (``segments run``)
 P...         product-derived (deleted on withdrawal): Pg:<group> cents, Pa:<kind> newest ms,
@@ -230,15 +233,75 @@ def _base36(n: int) -> str:
     return out
 
 
-def day_field(day: int) -> str:
-    return "d" + _base36(day)
+def week_field(day: int) -> str:
+    """The hash field holding ``day``'s bucket (with the other days of its week)."""
+    return "w" + _base36(day // WEEK_DAYS)
+
+
+def week_text(slots: Mapping[int, tuple[int, int]]) -> str:
+    """A week field's value from slot (0-6) → (visits, cents): what the Lua script writes."""
+    parts = [""] * WEEK_DAYS
+    for i, (v, c) in slots.items():
+        parts[i] = _base36(c) if v == 1 else f"{_base36(v)}:{_base36(c)}"
+    return ",".join(parts).rstrip(",")
+
+
+def week_days(field_name: str, text: str) -> dict[int, tuple[int, int]]:
+    """Day → (visits, cents) of one week field (the inverse of ``week_text``)."""
+    base = int(field_name[1:], 36) * WEEK_DAYS
+    out = {}
+    for i, part in enumerate(text.split(",")):
+        if not part:
+            continue
+        v, _, c = part.rpartition(":")
+        out[base + i] = (int(v, 36) if v else 1, int(c, 36))
+    return out
 
 
 # KEYS: profile hash, seen zset, erased set.
-# ARGV: 1 receipt key, 2 event ms, 3 day field, 4 day, 5 packed day increment, 6 cents, 7 points,
+# ARGV: 1 receipt key, 2 event ms, 3 week field, 4 day, 5 day's slot in the week, 6 cents, 7 points,
 #       8 dedup ms, 9 keep days, 10 consented 0/1, 11 erased-card hash, 12 number of add pairs,
 #       then add pairs (field, increment), then max pairs (field, ms).
 _APPLY_LUA = """
+-- Day buckets, seven to a field (see _FIELD_DOC): slots joined by ',', trailing empty ones left out;
+-- a slot is '<cents>' for one visit or '<visits>:<cents>', both in base 36.
+local function b36(n)
+  if n == 0 then return '0' end
+  local out = ''
+  while n > 0 do
+    local r = n % 36
+    out = string.sub('0123456789abcdefghijklmnopqrstuvwxyz', r + 1, r + 1) .. out
+    n = (n - r) / 36
+  end
+  return out
+end
+local function week_slots(text)
+  local out = {'', '', '', '', '', '', ''}
+  if text then
+    local i = 1
+    for part in string.gmatch(text .. ',', '([^,]*),') do
+      out[i] = part
+      i = i + 1
+    end
+  end
+  return out
+end
+local function slot_parse(s)
+  local colon = string.find(s, ':', 1, true)
+  if colon then return tonumber(string.sub(s, 1, colon - 1), 36), tonumber(string.sub(s, colon + 1), 36) end
+  return 1, tonumber(s, 36)
+end
+local function slot_text(v, c)
+  if v == 1 then return b36(c) end
+  return b36(v) .. ':' .. b36(c)
+end
+local function week_text(slots)
+  local last = 0
+  for i = 1, 7 do
+    if slots[i] ~= '' then last = i end
+  end
+  return table.concat(slots, ',', 1, last)
+end
 local h, seen = KEYS[1], KEYS[2]
 if redis.call('SISMEMBER', KEYS[3], ARGV[11]) == 1 then return 3 end
 local ms = tonumber(ARGV[2])
@@ -256,23 +319,59 @@ if (not last) or last < ms then
   redis.call('HSET', h, 'l', ARGV[2])
   last = ms
 end
-local dayf, day, keep = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[9])
-if redis.call('HEXISTS', h, dayf) == 1 then
-  redis.call('HINCRBY', h, dayf, ARGV[5])
+local wf, day, keep = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[9])
+local slot = tonumber(ARGV[5]) + 1
+local cur = redis.call('HGET', h, wf)
+local mine = week_slots(cur)
+if mine[slot] ~= '' then
+  local v, c = slot_parse(mine[slot])
+  mine[slot] = slot_text(v + 1, c + tonumber(ARGV[6]))
+  redis.call('HSET', h, wf, week_text(mine))
 else
-  -- A new bucket: find the newest day, drop buckets that fell out of the longest window.
-  local newest, buckets = day, {}
+  -- A new day bucket: find the newest day, drop buckets that fell out of the longest window.
+  local weeks, top = {}, nil
   for _, k in ipairs(redis.call('HKEYS', h)) do
-    if string.byte(k, 1) == 100 then
-      local d = tonumber(string.sub(k, 2), 36)
-      buckets[#buckets + 1] = {k, d}
-      if d > newest then newest = d end
+    if string.byte(k, 1) == 119 and k ~= wf then
+      local w = tonumber(string.sub(k, 2), 36)
+      weeks[#weeks + 1] = {k, w}
+      if (not top) or w > top[2] then top = {k, w} end
     end
   end
-  if day > newest - keep then
-    redis.call('HSET', h, dayf, ARGV[5])
-    for _, kd in ipairs(buckets) do
-      if kd[2] <= newest - keep then redis.call('HDEL', h, kd[1]) end
+  local newest = day
+  for i = 7, 1, -1 do
+    if mine[i] ~= '' then
+      newest = math.max(newest, day - slot + i)
+      break
+    end
+  end
+  if top and top[2] * 7 + 6 > newest then
+    local ts = week_slots(redis.call('HGET', h, top[1]))
+    for i = 7, 1, -1 do
+      if ts[i] ~= '' then
+        newest = math.max(newest, top[2] * 7 + i - 1)
+        break
+      end
+    end
+  end
+  local cutoff = newest - keep
+  if day > cutoff then
+    mine[slot] = slot_text(1, tonumber(ARGV[6]))
+    local base = day - slot + 1
+    for i = 1, 7 do
+      if base + i - 1 <= cutoff then mine[i] = '' end
+    end
+    redis.call('HSET', h, wf, week_text(mine))
+    for _, kw in ipairs(weeks) do
+      if kw[2] * 7 + 6 <= cutoff then
+        redis.call('HDEL', h, kw[1])
+      elseif kw[2] * 7 <= cutoff then
+        local ws = week_slots(redis.call('HGET', h, kw[1]))
+        for i = 1, 7 do
+          if kw[2] * 7 + i - 1 <= cutoff then ws[i] = '' end
+        end
+        local text = week_text(ws)
+        if text == '' then redis.call('HDEL', h, kw[1]) else redis.call('HSET', h, kw[1], text) end
+      end
     end
   end
 end
@@ -330,6 +429,16 @@ def erased_hash(card_id: str, salt: bytes) -> str:
     return hashlib.blake2b(card_id.encode(), key=salt[:64], digest_size=16).hexdigest()
 
 
+def erasure_salt(settings: Settings) -> bytes:
+    """The key of the erased-cards hashes: ``RECEIPTFLOW_ERASURE_SALT``, else the built-in one.
+
+    Redis and the warehouse must hash with the same key, or an erased card is not recognised.
+    """
+    if settings.erasure_salt is None:
+        return DEFAULT_ERASURE_SALT
+    return settings.erasure_salt.get_secret_value().encode()
+
+
 def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:
     """The Lua script's ARGV for one delta (see ``_APPLY_LUA``)."""
     adds: list[Any] = []
@@ -344,9 +453,9 @@ def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:
     args: list[Any] = [
         d.receipt_key,
         d.event_ms,
-        day_field(d.day),
+        week_field(d.day),
         d.day,
-        _DAY_PACK + d.cents,
+        d.day % WEEK_DAYS,
         d.cents,
         d.points,
         rules.dedup_ms,
@@ -370,8 +479,8 @@ def decode_profile(card_id: str, h: Mapping[str, str], seen: Iterable[tuple[str,
     salt: dict[str, int] = {}
     sugar: dict[str, int] = {}
     for k, v in h.items():
-        if k.startswith("d"):
-            days[int(k[1:], 36)] = divmod(int(v), _DAY_PACK)
+        if k.startswith("w"):
+            days.update(week_days(k, v))
         elif k.startswith("Pg:"):
             groups[k[3:]] = int(v)
         elif k.startswith("Pa:"):
@@ -429,8 +538,7 @@ class RedisProfileStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisProfileStore:
         rules = load_rules(settings.points_file, settings.profile_dedup_days)
-        salt = settings.erasure_salt.get_secret_value().encode() if settings.erasure_salt is not None else None
-        return cls.from_url(settings.redis_connection_url(), rules, salt)
+        return cls.from_url(settings.redis_connection_url(), rules, erasure_salt(settings))
 
     @property
     def client(self) -> redis.Redis:
@@ -480,12 +588,16 @@ class RedisProfileStore:
         except redis.RedisError as exc:
             raise ProfileStoreError(f"consent batch failed: {exc}") from exc
 
-    def get(self, card_id: str) -> Profile | None:
+    def get(self, card_id: str, with_seen: bool = True) -> Profile | None:
+        """The card's profile; ``with_seen=False`` reads only the profile hash (its ``seen`` is then
+        empty), which is all a read-only role such as the marketing reader may read."""
         try:
             pipe = self._r.pipeline(transaction=False)
             pipe.hgetall(profile_key(card_id))
-            pipe.zrange(seen_key(card_id), 0, -1, withscores=True)
-            h, seen = pipe.execute()
+            if with_seen:
+                pipe.zrange(seen_key(card_id), 0, -1, withscores=True)
+            h, *rest = pipe.execute()
+            seen = rest[0] if rest else []
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot read profile: {exc}") from exc
         if not h:

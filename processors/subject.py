@@ -9,13 +9,16 @@ warehouse rows (receipts, their items and groups).
 1. Redis, in one transaction: the card's salted hash joins the erased-cards record (``rf:erased``,
    no card id kept) and its profile keys are deleted. The live profile scripts check that record,
    so a replayed old purchase or consent change never brings the card back.
-2. The warehouse rows (``sinks.subject``).
+2. The warehouse, in one transaction (``sinks.subject``): the salted hash joins the warehouse's
+   ``erased_cards`` and the card's rows are deleted. The sink leaves out rows of the cards listed
+   there, so neither the live sink nor ``sink replay`` of a retained topic stores them again.
 3. A tombstone (null value) for the card's key on the compacted ``consents`` topic, so compaction
    drops its consent history and the router forgets it on its next restore.
 4. An audit entry on the Redis stream ``rf:audit:erasures``: when, the salted hash and how much was
    deleted where — never the card id.
 
-Purchase topics are not compacted; their records of the card expire with the topics' retention.
+Purchase topics are not compacted; their records of the card expire with the topics' retention
+(until then both record checks keep them out of the profile store and the warehouse).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def erase_card(settings: Settings, card_id: str, now: datetime | None = None) ->
         raise ProfileStoreError(f"cannot erase profile: {exc}") from exc
     sink = open_sink(settings)
     try:
-        rows = delete_card(sink, card_id)
+        rows = delete_card(sink, card_id, subject, at)
     finally:
         sink.close()
     tombstones = _tombstone(settings, card_id)

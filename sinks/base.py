@@ -33,6 +33,7 @@ from typing import Any, Literal
 from ..errors import WarehouseError
 from ..models import ConsentChange, Granularity, Purchase
 from ..processors.policy import Policy
+from ..processors.profiles import DEFAULT_ERASURE_SALT, erased_hash
 
 DEFAULT_GROUP = "receiptflow-warehouse"
 
@@ -123,6 +124,8 @@ CONSENT_CHANGES = Table(
     ("source_topic", "source_partition", "source_offset"),
 )
 TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, ANALYTICS_LINES, CONSENT_CHANGES)
+# Tables whose rows belong to a card: their inserts leave out the rows of erased cards.
+CARD_TABLES = frozenset(t.name for t in (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES))
 
 # Kept for callers that want the bare column lists.
 RECEIPT_COLUMNS = RECEIPTS.columns
@@ -191,6 +194,8 @@ class Rows:
     groups: list[tuple[Any, ...]]
     analytics: list[tuple[Any, ...]] = field(default_factory=list)
     consents: list[tuple[Any, ...]] = field(default_factory=list)
+    # Per table of CARD_TABLES, the card each row belongs to (None: anonymous), parallel to its rows.
+    cards: dict[str, list[str | None]] = field(default_factory=lambda: {name: [] for name in sorted(CARD_TABLES)})
 
     def by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
         return [
@@ -234,6 +239,7 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
                     r.offset,
                 )
             )
+            rows.cards[CONSENT_CHANGES.name].append(c.card_id)
             continue
         p = r.purchase
         if r.kind == "analytics":
@@ -266,6 +272,7 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
                 r.offset,
             )
         )
+        rows.cards[RECEIPTS.name].append(p.card_id)
         # The processor already truncated the record to its granularity; checking it again here keeps
         # a processor bug from putting finer data into the warehouse than the policy allowed.
         if p.granularity is Granularity.ITEM:
@@ -273,10 +280,12 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
                 (p.receipt_id, i.line_no, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
                 for i in p.items
             )
+            rows.cards[RECEIPT_ITEMS.name].extend([p.card_id] * len(p.items))
         if p.granularity is not Granularity.RECEIPT:
             rows.groups.extend(
                 (p.receipt_id, g.product_group, float(g.quantity), g.amount_cents, g.lines) for g in p.groups
             )
+            rows.cards[RECEIPT_GROUPS.name].extend([p.card_id] * len(p.groups))
     return rows
 
 
@@ -302,6 +311,30 @@ def _analytics_rows(p: Purchase) -> list[tuple[Any, ...]]:
         )
         for i in p.items
     ]
+
+
+class CardHasher:
+    """Salted hashes of card ids as the erased-cards record keeps them, cached (a batch repeats cards)."""
+
+    def __init__(self, salt: bytes | None = None) -> None:
+        self.salt = salt or DEFAULT_ERASURE_SALT
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, card_id: str) -> str:
+        found = self._cache.get(card_id)
+        if found is None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            found = self._cache[card_id] = erased_hash(card_id, self.salt)
+        return found
+
+    def column(self, cards: Sequence[str | None]) -> list[str | None]:
+        """The hash column of a table's rows (None for anonymous rows)."""
+        return [None if c is None else self(c) for c in cards]
+
+
+# The erased-cards record: erasure adds a hash with its rows' deletes, in one transaction.
+ERASED_INSERT = "INSERT INTO erased_cards (card_hash, erased_at) VALUES ({p}, {p}) ON CONFLICT (card_hash) DO NOTHING"
 
 
 def next_offsets(batch: Sequence[AnyRecord]) -> list[tuple[str, int, int]]:
@@ -422,6 +455,7 @@ class Sink(abc.ABC):
     """
 
     group_id: str
+    card_hash: CardHasher  # card id → the salted hash ``erased_cards`` keeps
 
     @abc.abstractmethod
     def setup(self) -> None:
@@ -453,6 +487,13 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query. Outside a write it sees committed data; inside one, also the staged rows."""
+
+    @abc.abstractmethod
+    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Run ``statements`` in one transaction of their own (all or nothing); the rows each returned.
+
+        Not inside a write: call it between flushes.
+        """
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -9,6 +9,10 @@ path), 7,700 for a CSV temp file read by ``read_csv``, 1,100 for ``executemany``
 table and 270 for ``executemany`` straight into the table: DuckDB binds parameters per row and
 plans every statement, so per-row work dominates everything except the columnar form.
 
+Rows of a card (receipts, their items and groups, consent changes) carry one more list, the card's
+salted hash, and the insert keeps only those whose hash is not in ``erased_cards`` (an anti-join in
+the same statement), so an erased card is never stored again, from the live topics or a replay.
+
 The list casts use the column types DuckDB reports for the tables after migrations, so a later
 migration that adds or retypes a column needs no change here beyond the row builder in ``base``.
 
@@ -28,6 +32,7 @@ import duckdb
 
 from ..errors import WarehouseError
 from .base import (
+    CARD_TABLES,
     CHAINS_UPSERT,
     DEFAULT_GROUP,
     OFFSETS_SELECT,
@@ -35,6 +40,7 @@ from .base import (
     SCHEMA_MIGRATIONS_DDL,
     TABLES,
     AnyRecord,
+    CardHasher,
     Sink,
     Table,
     WriteResult,
@@ -49,10 +55,17 @@ log = logging.getLogger(__name__)
 class DuckDBSink(Sink):
     """Warehouse tables in a DuckDB file; see the module docstring for the bulk path."""
 
-    def __init__(self, path: Path | str, group_id: str = DEFAULT_GROUP, migrations_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        group_id: str = DEFAULT_GROUP,
+        migrations_dir: Path | None = None,
+        erasure_salt: bytes | None = None,
+    ) -> None:
         self.path = Path(path)
         self.group_id = group_id
         self.migrations_dir = migrations_dir  # None: the shipped migrations
+        self.card_hash = CardHasher(erasure_salt)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._insert_sql: dict[str, str] = {}
         self._pending = WriteResult()
@@ -114,13 +127,26 @@ class DuckDBSink(Sink):
         missing = [c for c in table.columns if c not in types]
         if missing:
             raise WarehouseError(f"table {table.name} lacks columns {missing}: migrations out of step with the code")
-        select = ", ".join(f"unnest(CAST(? AS {types[c]}[]))" for c in table.columns)
-        return f"INSERT INTO {table.name} ({', '.join(table.columns)}) SELECT {select} ON CONFLICT DO NOTHING"
+        cols = ", ".join(table.columns)
+        if table.name not in CARD_TABLES:
+            select = ", ".join(f"unnest(CAST(? AS {types[c]}[]))" for c in table.columns)
+            return f"INSERT INTO {table.name} ({cols}) SELECT {select} ON CONFLICT DO NOTHING"
+        select = ", ".join(f"unnest(CAST(? AS {types[c]}[])) AS {c}" for c in table.columns)
+        return (
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM "
+            f"(SELECT {select}, unnest(CAST(? AS VARCHAR[])) AS erased_check) AS s "
+            "WHERE NOT EXISTS (SELECT 1 FROM erased_cards AS e WHERE e.card_hash = s.erased_check) "
+            "ON CONFLICT DO NOTHING"
+        )
 
-    def _insert(self, table: Table, rows: list[tuple[Any, ...]]) -> int:
+    def _insert(self, table: Table, rows: list[tuple[Any, ...]], cards: list[str | None] | None) -> int:
         if not rows:
             return 0
         columns = [list(col) for col in zip(*rows, strict=True)]
+        if table.name in CARD_TABLES:
+            if cards is None or len(cards) != len(rows):
+                raise WarehouseError(f"rows of {table.name} without their cards: a row builder bug")
+            columns.append(self.card_hash.column(cards))
         result = self.con.execute(self._insert_sql[table.name], columns).fetchone()
         # DuckDB reports the rows actually inserted; conflicting ones are not counted.
         return int(result[0]) if result else 0
@@ -134,7 +160,7 @@ class DuckDBSink(Sink):
                 self.con.execute("BEGIN")
                 self._in_tx = True
             for table, table_rows in rows.by_table():
-                self._pending.add(table.name, self._insert(table, table_rows))
+                self._pending.add(table.name, self._insert(table, table_rows, rows.cards.get(table.name)))
             self.con.executemany(
                 OFFSETS_UPSERT.format(p="?"), [[self.group_id, t, p, o] for t, p, o in next_offsets(batch)]
             )
@@ -173,6 +199,22 @@ class DuckDBSink(Sink):
             with contextlib.suppress(duckdb.Error):
                 self.con.execute("ROLLBACK")
             raise WarehouseError(f"DuckDB chain dimension update on {self.path} failed: {exc}") from exc
+
+    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        if self._in_tx:
+            raise WarehouseError("transaction() inside an unflushed write: flush or roll back first")
+        out: list[list[tuple[Any, ...]]] = []
+        try:
+            self.con.execute("BEGIN")
+            for sql, params in statements:
+                cur = self.con.execute(sql, list(params))
+                out.append(list(cur.fetchall()) if cur.description else [])
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise WarehouseError(f"DuckDB transaction on {self.path} failed: {exc}") from exc
+        return out
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         rows = self.query(OFFSETS_SELECT.format(p="?"), [self.group_id, topic])

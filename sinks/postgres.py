@@ -6,6 +6,13 @@ transaction per batch together with the offset upsert. COPY avoids a round trip 
 statement per row; the staging step is what lets ``ON CONFLICT`` (which COPY lacks) make replays
 harmless. ``DISTINCT ON ... ORDER BY key`` also means concurrent sinks lock keys in the same order.
 
+Rows of a card (receipts, their items and groups, consent changes) are staged with the card's salted
+hash in one more column, and the insert leaves out those whose hash is in ``erased_cards`` (an
+anti-join in the same ``INSERT ... SELECT``), so an erased card is never stored again, from the live
+topics or a replay. Every batch transaction holds a shared advisory lock that erasure takes
+exclusively: an erasure waits for the batches in flight and the batches after it see its hash, so
+no row of the card can be committed around it.
+
 Migrations run under a transaction-scoped advisory lock, so several sinks starting at once apply
 each migration exactly once.
 """
@@ -22,6 +29,7 @@ import psycopg
 
 from ..errors import WarehouseError
 from .base import (
+    CARD_TABLES,
     CHAINS_UPSERT,
     DEFAULT_GROUP,
     OFFSETS_SELECT,
@@ -29,6 +37,7 @@ from .base import (
     SCHEMA_MIGRATIONS_DDL,
     TABLES,
     AnyRecord,
+    CardHasher,
     Sink,
     Table,
     WriteResult,
@@ -41,15 +50,25 @@ log = logging.getLogger(__name__)
 
 # Arbitrary but fixed: the advisory lock key every receiptflow sink takes while migrating.
 _MIGRATION_LOCK = 20100501
+# Shared by every batch transaction, exclusive for an erasure (``sinks.subject``).
+ERASURE_LOCK = 20100502
+_TEXT_OID = 25
 
 
 class PostgresSink(Sink):
     """Warehouse tables in PostgreSQL; see the module docstring for the bulk path."""
 
-    def __init__(self, url: str, group_id: str = DEFAULT_GROUP, migrations_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        group_id: str = DEFAULT_GROUP,
+        migrations_dir: Path | None = None,
+        erasure_salt: bytes | None = None,
+    ) -> None:
         self.url = url  # may carry a password (Settings.warehouse_connection_url): never log it
         self.group_id = group_id
         self.migrations_dir = migrations_dir  # None: the shipped migrations
+        self.card_hash = CardHasher(erasure_salt)
         self._conn: psycopg.Connection[Any] | None = None
         self._type_oids: dict[str, list[int]] = {}
         self._pending = WriteResult()
@@ -101,6 +120,8 @@ class PostgresSink(Sink):
         for table in TABLES:
             # TEMP: private to this session, no WAL, gone when the connection closes.
             conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table.name} (LIKE {table.name} INCLUDING DEFAULTS)")
+            if table.name in CARD_TABLES:
+                conn.execute(f"ALTER TABLE stage_{table.name} ADD COLUMN IF NOT EXISTS erased_check TEXT")
             rows = conn.execute(
                 "SELECT attname, atttypid::int FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
@@ -114,22 +135,31 @@ class PostgresSink(Sink):
                 )
             # Binary COPY needs the exact column types up front.
             self._type_oids[table.name] = [oids[c] for c in table.columns]
+            if table.name in CARD_TABLES:
+                self._type_oids[table.name].append(_TEXT_OID)
         conn.commit()
 
-    def _copy_insert(self, table: Table, rows: list[tuple[Any, ...]]) -> int:
+    def _copy_insert(self, table: Table, rows: list[tuple[Any, ...]], cards: list[str | None] | None) -> int:
         if not rows:
             return 0
         stage = f"stage_{table.name}"
         cols = ", ".join(table.columns)
         keys = ", ".join(table.key)
+        staged, erased = cols, ""
+        if table.name in CARD_TABLES:
+            if cards is None or len(cards) != len(rows):
+                raise WarehouseError(f"rows of {table.name} without their cards: a row builder bug")
+            rows = [(*row, h) for row, h in zip(rows, self.card_hash.column(cards), strict=True)]
+            staged = cols + ", erased_check"
+            erased = "WHERE NOT EXISTS (SELECT 1 FROM erased_cards AS e WHERE e.card_hash = s.erased_check) "
         with self.conn.cursor() as cur:
-            with cur.copy(f"COPY {stage} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+            with cur.copy(f"COPY {stage} ({staged}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(self._type_oids[table.name])
                 for row in rows:
                     copy.write_row(row)
             cur.execute(
-                f"INSERT INTO {table.name} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} "
-                f"ORDER BY {keys} ON CONFLICT DO NOTHING"
+                f"INSERT INTO {table.name} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} AS s "
+                f"{erased}ORDER BY {keys} ON CONFLICT DO NOTHING"
             )
             inserted = cur.rowcount
             # Empty the stage for the next write of this transaction (rolled back with it on failure).
@@ -141,9 +171,12 @@ class PostgresSink(Sink):
             return
         rows = to_rows(batch)
         try:
+            if not self._in_tx:
+                # Held until the batch commits: an erasure (exclusive) waits for it, or it for the erasure.
+                self.conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ERASURE_LOCK,))
             self._in_tx = True  # psycopg opened a transaction with the first statement
             for table, table_rows in rows.by_table():
-                self._pending.add(table.name, self._copy_insert(table, table_rows))
+                self._pending.add(table.name, self._copy_insert(table, table_rows, rows.cards.get(table.name)))
             with self.conn.cursor() as cur:
                 cur.executemany(
                     OFFSETS_UPSERT.format(p="%s"), [(self.group_id, t, p, o) for t, p, o in next_offsets(batch)]
@@ -183,6 +216,21 @@ class PostgresSink(Sink):
         except psycopg.Error as exc:
             self.rollback()
             raise WarehouseError(f"PostgreSQL chain dimension update failed: {exc}") from exc
+
+    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        if self._in_tx:
+            raise WarehouseError("transaction() inside an unflushed write: flush or roll back first")
+        out: list[list[tuple[Any, ...]]] = []
+        try:
+            with self.conn.cursor() as cur:
+                for sql, params in statements:
+                    cur.execute(sql, params)
+                    out.append(list(cur.fetchall()) if cur.description else [])
+            self.conn.commit()
+        except psycopg.Error as exc:
+            self.rollback()
+            raise WarehouseError(f"PostgreSQL transaction failed: {exc}") from exc
+        return out
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         rows = self.query(OFFSETS_SELECT.format(p="%s"), (self.group_id, topic))

@@ -36,6 +36,7 @@ from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
 from ..processors.policy import load_policy
+from ..processors.profiles import erasure_salt
 from ..topics import TopicNames
 from .base import DEFAULT_GROUP, AnyRecord, ConsentRecord, Sink, SinkRecord, WriteResult, chain_dimension_rows
 from .duckdb import DuckDBSink
@@ -56,11 +57,12 @@ def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP, migrations_dir:
     """
     url = settings.warehouse_connection_url()
     scheme = settings.resolved_warehouse_url.split(":", 1)[0]
+    salt = erasure_salt(settings)  # the erased-cards hashes are keyed as in the profile store
     sink: Sink
     if scheme == "duckdb":
-        sink = DuckDBSink(duckdb_path(url), group_id, migrations_dir)
+        sink = DuckDBSink(duckdb_path(url), group_id, migrations_dir, salt)
     elif scheme in ("postgresql", "postgres"):
-        sink = PostgresSink(url, group_id, migrations_dir)
+        sink = PostgresSink(url, group_id, migrations_dir, salt)
     else:
         raise ConfigError(
             f"unsupported warehouse URL scheme {scheme!r}: use duckdb:///abs/path.duckdb or postgresql://user@host/db"

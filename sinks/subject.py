@@ -1,18 +1,21 @@
 """Subject access and erasure in the warehouse: every row held about one card, and deleting them.
 
-Works on an open :class:`~receiptflow.sinks.base.Sink` through its ``query`` (the sink's own
-connection, so DuckDB's single-writer file and PostgreSQL credentials are handled as the sink
-handles them). Deletes use ``RETURNING`` so both engines report what went; item and group rows go
-before their receipts, so an erasure interrupted half-way is finished by running it again.
+Works on an open :class:`~receiptflow.sinks.base.Sink` through its ``query`` and ``transaction``
+(the sink's own connection, so DuckDB's single-writer file and PostgreSQL credentials are handled as
+the sink handles them). An erasure is one transaction: the card's salted hash joins ``erased_cards``
+(migration 0005; no card id kept), whose rows the sinks never store again, and the card's rows are
+deleted. Deletes use ``RETURNING`` so both engines report what went; item and group rows go before
+their receipts. On PostgreSQL the transaction first takes the erasure lock exclusively, so it waits
+for sink batches in flight (they hold it shared) and the batches after it see the hash.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
-from .base import Sink
-from .postgres import PostgresSink
+from .base import ERASED_INSERT, Sink
+from .postgres import ERASURE_LOCK, PostgresSink
 
 # Tables with rows linked to a card: (table, columns exported, how a row belongs to the card).
 _CARD_ROWS = (
@@ -54,12 +57,23 @@ def export_rows(sink: Sink, card_id: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def delete_card(sink: Sink, card_id: str) -> dict[str, int]:
-    """Delete every warehouse row about ``card_id``; returns rows deleted per table."""
+def delete_card(sink: Sink, card_id: str, card_hash: str, at: datetime | None = None) -> dict[str, int]:
+    """Record ``card_hash`` as erased and delete every warehouse row about ``card_id``, in one
+    transaction; returns rows deleted per table."""
     p = _placeholder(sink)
-    deleted: dict[str, int] = {}
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    if isinstance(sink, PostgresSink):
+        statements.append(("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,)))
+    statements.append((ERASED_INSERT.format(p=p), (card_hash, at or datetime.now(UTC))))
     # Children first: their membership is found through the receipts still present.
-    for table, where in (*_CARD_ROWS[1:3], _CARD_ROWS[0], _CARD_ROWS[3]):
-        rows = sink.query(f"DELETE FROM {table} WHERE {where.format(p=p)} RETURNING 1", (card_id,))
-        deleted[table] = len(rows)
-    return deleted
+    tables = (*_CARD_ROWS[1:3], _CARD_ROWS[0], _CARD_ROWS[3])
+    for table, where in tables:
+        statements.append((f"DELETE FROM {table} WHERE {where.format(p=p)} RETURNING 1", (card_id,)))
+    results = sink.transaction(statements)[-len(tables) :]
+    return {table: len(rows) for (table, _), rows in zip(tables, results, strict=True)}
+
+
+def is_erased(sink: Sink, card_hash: str) -> bool:
+    """Whether the warehouse's erased-cards record holds ``card_hash``."""
+    p = _placeholder(sink)
+    return bool(sink.query(f"SELECT 1 FROM erased_cards WHERE card_hash = {p}", (card_hash,)))

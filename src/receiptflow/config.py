@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # --- Stores ------------------------------------------------------------------------------
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="profile store")
     redis_password: SecretStr | None = Field(default=None, description="overrides a password in redis_url")
+    redis_acl_file: Path | None = Field(
+        default=None,
+        description="ACL file (users and password hashes, deploy/redis) the embedded redis-server loads",
+    )
     warehouse_url: str | None = Field(
         default=None,
         description="duckdb:///path/file.duckdb (default: under data_dir) or postgresql://user@host:port/db",
@@ -113,6 +117,9 @@ class Settings(BaseSettings):
     )
     points_file: Path | None = Field(default=None, description="points per euro per chain (default: the shipped one)")
     households_file: Path | None = Field(default=None, description="CSV card_id,household_id: household membership")
+    segments_file: Path | None = Field(
+        default=None, description="segment model of `segments run`: archetypes, class bounds (default: the shipped one)"
+    )
     erasure_salt: SecretStr | None = Field(
         default=None, description="key of the hashes in the erased-cards record (set it in production)"
     )

@@ -85,7 +85,12 @@ def _fold_events(events: list[Purchase | ConsentChange], rules: Rules) -> dict[s
     return out
 
 
-@pytest.mark.parametrize(("rules", "span_days"), [(WIDE, 20 * 365), (SHIPPED, 2 * 365)], ids=["wide", "shipped"])
+@pytest.mark.parametrize(
+    ("rules", "span_days"),
+    # The short window puts many buckets at its edge: days dropped inside a week field and whole fields.
+    [(WIDE, 20 * 365), (SHIPPED, 2 * 365), (replace(WIDE, keep_days=5), 30)],
+    ids=["wide", "shipped", "short-window"],
+)
 def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_days: int) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     store = RedisProfileStore(client, rules)
@@ -110,6 +115,26 @@ def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_d
         assert store.get_many(CARDS) == expected
 
     check()
+
+
+@pytest.mark.parametrize("keep_days", [5, 12])
+def test_day_buckets_at_the_edge_of_a_short_window_equal_the_fold(redis_url: str, keep_days: int) -> None:
+    # Two months of a fleet's traffic folded with a window of a few days, so that buckets fall out of
+    # it all the time: single days inside a week field, whole week fields, in shuffled order.
+    rules = replace(WIDE, keep_days=keep_days)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = RedisProfileStore(client, rules)
+    _, purchases = simulated_purchases(seed=4404, count=3000, span=timedelta(days=60))
+    cards = sorted({p.card_id for p in purchases if p.card_id is not None})
+    rnd = random.Random(keep_days)
+    for _ in range(3):
+        client.delete(*[k for c in cards for k in (profile_key(c), seen_key(c))])
+        rnd.shuffle(purchases)
+        for i in range(0, len(purchases), 500):
+            store.apply(purchases[i : i + 500])
+        assert store.get_many(cards) == fold(purchases, rules)
+        assert any(len(p.days) > 1 for p in store.get_many(cards).values())
+    client.delete(*[k for c in cards for k in (profile_key(c), seen_key(c))])
 
 
 # --- the profile worker on the real broker -----------------------------------------------------------
@@ -343,3 +368,32 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     assert store.get(card) is None
     assert store.client.exists(profile_key(card), seen_key(card)) == 0
     assert json.loads(worker.cli("export", card).stdout)["held"] is False
+
+    # Nor the warehouse: the live sink reads the re-sent records, and a replay of the retained topics
+    # from the beginning reads the card's original ones again; neither stores a row of the card.
+    sink = open_sink(worker.settings)
+    try:
+        stats = run_sink(worker.settings, sink, idle_exit_after=3.0)
+        assert stats.records >= len(mine) + 1
+        # New rows: only the drain markers, one purchase and one consent change per partition.
+        markers = worker.settings.topic_partitions
+        assert (stats.receipts_inserted, stats.consent_changes_inserted) == (markers, markers)
+        assert sink.query("SELECT card_hash FROM erased_cards") == [(store.erased_hash(card),)]
+    finally:
+        sink.close()
+    replayed = worker.cli("sink", "replay", "--from-beginning")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed" in replayed.stdout and " 0 receipts" in replayed.stdout
+    third = json.loads(worker.cli("export", card).stdout)
+    assert third["held"] is False
+    assert all(rows == [] for rows in third["warehouse"].values()) and third["consent_history"] == []
+    sink = open_sink(worker.settings)
+    try:
+        # Other cards' rows (the drain markers at least) are stored: only the erased card is left out.
+        stored = {str(r) for (r,) in sink.query("SELECT receipt_id FROM receipts")}
+        assert any(r.startswith("marker-") for r in stored)
+        assert card not in {c for (c,) in sink.query("SELECT card_id FROM receipts")}
+        assert stored.isdisjoint(p.receipt_id for p in mine)
+    finally:
+        sink.close()
+    assert len([e for e in audit_log(worker.settings) if e["subject"] == store.erased_hash(card)]) == 1

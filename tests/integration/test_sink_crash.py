@@ -73,8 +73,8 @@ def wrap(cls, insert_name):
         seen["writes"] += 1
         write(self, batch)
 
-    def insert_then_maybe_die(self, table, rows):
-        n = insert(self, table, rows)
+    def insert_then_maybe_die(self, table, rows, *more):
+        n = insert(self, table, rows, *more)
         if point == "mid-write" and rows and seen["writes"] == at_batch:
             die()  # this table's rows are in the open transaction, the rest of the batch is not
         return n

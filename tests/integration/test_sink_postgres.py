@@ -15,6 +15,7 @@ import pytest
 
 from receiptflow.sinks import DEFAULT_GROUP, PostgresSink, Sink, WriteResult, warehouse_counts
 from receiptflow.sinks.base import migrations
+from receiptflow.sinks.subject import delete_card
 
 from ..unit.sinks.test_contract import TOPIC, OpenSink, SinkContract, records
 
@@ -94,6 +95,43 @@ def test_two_sinks_writing_the_same_records_store_them_once(pg_database: str) ->
     finally:
         a.close()
         b.close()
+
+
+def test_an_erasure_waits_for_the_batch_in_flight_and_the_next_batch_skips_the_card(pg_database: str) -> None:
+    recs = records(300, partitions=1)
+    card = next(r.purchase.card_id for r in recs if r.purchase.card_id is not None)
+    mine = [r for r in recs if r.purchase.card_id == card]
+    sink, eraser = PostgresSink(pg_database), PostgresSink(pg_database)
+    sink.setup()
+    eraser.setup()
+    deleted: list[dict[str, int]] = []
+    errors: list[BaseException] = []
+
+    def erase() -> None:
+        try:
+            deleted.append(delete_card(eraser, card, eraser.card_hash(card)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        sink.write(recs[:200])  # not committed yet: the erasure must not delete around it
+        t = threading.Thread(target=erase)
+        t.start()
+        time.sleep(0.5)
+        assert t.is_alive() and not deleted, "the erasure did not wait for the batch in flight"
+        sink.flush()
+        t.join(60)
+        assert not t.is_alive() and errors == []
+        assert deleted[0]["receipts"] == sum(1 for r in recs[:200] if r.purchase.card_id == card) > 0
+        # The next batch (and a replay of the first) leaves the card out, the offsets move on.
+        sink.write(recs)
+        sink.flush()
+        assert card not in {c for (c,) in sink.query("SELECT card_id FROM receipts")}
+        assert warehouse_counts(sink)["receipts"] == len(recs) - len(mine)
+        assert sink.committed_offsets(TOPIC) == {0: 300}
+    finally:
+        sink.close()
+        eraser.close()
 
 
 def test_a_read_does_not_leave_the_session_idle_in_transaction(pg_database: str) -> None:

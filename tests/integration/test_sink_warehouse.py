@@ -196,6 +196,9 @@ class CrashingSink(Sink):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.inner.query(sql, params)
 
+    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        return self.inner.transaction(statements)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -8,6 +8,11 @@ survive a restart of the stack), log file ``<data dir>/redis/redis.log``, PID fi
 ``<data dir>/run/redis.pid``. It runs in the foreground of a detached session (``daemonize no``:
 we detach it ourselves, so the PID we record is the server's).
 
+With ``RECEIPTFLOW_REDIS_ACL_FILE`` the server loads that ACL file (``aclfile``: the users of
+``deploy/redis/users.acl`` with their password hashes) instead of a ``requirepass``; the URL then
+names one of its users (``redis://profile-writer@host:port/0``) and ``RECEIPTFLOW_REDIS_PASSWORD``
+holds that user's password.
+
 Redis rewrites its process title, so the config path disappears from its command line; a PID is
 recognised as ours by ``redis-server`` in the command line *and* its working directory being our
 ``<data dir>/redis`` (Redis changes into its ``dir`` at start).
@@ -70,6 +75,7 @@ class EmbeddedRedis:
         self.config_file = self.home / "redis.conf"
         self.log_file = self.home / "redis.log"
         self.pid_file = data_dir / "run" / "redis.pid"
+        self.acl_file = settings.redis_acl_file.expanduser().resolve() if settings.redis_acl_file else None
         self.ready_timeout = ready_timeout
 
     @property
@@ -132,7 +138,11 @@ class EmbeddedRedis:
             "appendfsync everysec",
             'save ""',
         ]
-        if self._password:
+        if self.acl_file is not None:
+            # Users, their rights and password hashes (the default user may be off: then nothing
+            # runs without AUTH).
+            lines.append(f'aclfile "{self.acl_file}"')
+        elif self._password:
             # The URL carries a password, so clients will AUTH: a server without one would refuse that.
             lines.append(f'requirepass "{self._password}"')
         return "\n".join(lines) + "\n"
@@ -154,6 +164,8 @@ class EmbeddedRedis:
         if not is_local(self.host):
             raise StackError(f"no Redis answers at {self.endpoint}, and an embedded one only runs on 127.0.0.1")
         binary = redis_binary()
+        if self.acl_file is not None and not self.acl_file.is_file():
+            raise StackError(f"Redis ACL file {self.acl_file} does not exist")
         self.home.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self._config())
         self.config_file.chmod(0o600)  # it may hold the password

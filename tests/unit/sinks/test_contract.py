@@ -23,6 +23,7 @@ from receiptflow.processors.policy import load_policy
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, to_rows, warehouse_counts
 from receiptflow.sinks.base import chain_dimension_rows, migrations
+from receiptflow.sinks.subject import delete_card, is_erased
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPIC = "purchases.customer"
@@ -339,6 +340,43 @@ class SinkContract:
         cents = sink.query("SELECT sum(amount_cents) FROM analytics_lines")[0][0]
         assert int(cents) == sum(r.purchase.total_cents for r in anonymous)
         assert sink.committed_offsets("consents") == {0: 14, 1: 13, 2: 13}
+
+    def test_an_erased_card_is_not_stored_again(self, open_sink: OpenSink) -> None:
+        recs = records(300, seed=41)
+        cards = Counter(r.purchase.card_id for r in recs if r.purchase.card_id is not None)
+        card = max(cards, key=lambda c: cards[c])
+        mine = [r for r in recs if r.purchase.card_id == card]
+        items = sum(len(r.purchase.items) for r in mine if r.purchase.granularity is Granularity.ITEM)
+        consent = ConsentRecord(ConsentChange(card, NOW, True, True, "app"), "consents", 0, 0)
+        others = [ConsentRecord(ConsentChange("someone-else", NOW, True, True, "app"), "consents", 0, 1)]
+        sink = open_sink()
+        sink.write([*recs[:150], consent])
+        sink.flush()
+        deleted = delete_card(sink, card, sink.card_hash(card))
+        assert deleted["receipts"] == sum(1 for r in recs[:150] if r.purchase.card_id == card) > 0
+        assert deleted["consent_changes"] == 1
+        hashed = sink.card_hash(card)
+        assert is_erased(sink, hashed) and not is_erased(sink, card)
+        assert [r[0] for r in sink.query("SELECT card_hash FROM erased_cards")] == [hashed]  # no card id
+
+        # The whole topic again (a replay) and the rest: every row but the erased card's is stored.
+        sink.write([*recs, consent, *others])
+        result = sink.flush()
+        kept = [r for r in recs if r.purchase.card_id != card]
+        assert result.receipts == len(kept) - (150 - deleted["receipts"])
+        assert warehouse_counts(sink) == expected_counts(kept)
+        assert table_count(sink, "consent_changes") == 1
+        assert card not in {r[0] for r in sink.query("SELECT card_id FROM receipts")}
+        assert card not in {r[0] for r in sink.query("SELECT card_id FROM consent_changes")}
+        for table in ("receipt_items", "receipt_groups"):
+            orphans = f"SELECT count(*) FROM {table} WHERE receipt_id NOT IN (SELECT receipt_id FROM receipts)"
+            assert sink.query(orphans) == [(0,)]
+        assert items > 0 and table_count(sink, "receipt_items") == sum(
+            len(r.purchase.items) for r in kept if r.purchase.granularity is Granularity.ITEM
+        )
+        # The positions moved past the erased card's records all the same.
+        assert sink.committed_offsets(TOPIC) == {0: 100, 1: 100, 2: 100}
+        assert sink.committed_offsets("consents") == {0: 2}
 
     def test_chain_dimension_follows_the_policy_and_the_views_join_it(self, open_sink: OpenSink) -> None:
         policy = load_policy()

@@ -86,10 +86,10 @@ def test_batch_of_a_thousand_goes_in_as_one_statement_per_table(tmp_path: Path, 
     statements: list[str] = []
     real = sink._insert
 
-    def spy(table: Any, rows: list[tuple[Any, ...]]) -> int:
+    def spy(table: Any, rows: list[tuple[Any, ...]], cards: list[str | None] | None) -> int:
         if rows:  # tables without rows in the batch get no statement
             statements.append(table.name)
-        return real(table, rows)
+        return real(table, rows, cards)
 
     monkeypatch.setattr(sink, "_insert", spy)
     recs = records(1000)
