@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +22,9 @@ from rich.table import Table
 from . import __version__
 from .config import Settings, load_settings
 from .errors import ReceiptflowError, ValidationError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -386,7 +390,9 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     from .processors.profiles import RedisProfileStore
 
     store = RedisProfileStore.from_settings(settings)
-    profile = store.get(args.card)
+    # Only the full view shows the dedup set: the others read the profile hash alone, so they work
+    # with the marketing reader's credentials (deploy/redis/users.acl).
+    profile = store.get(args.card, with_seen=args.view == "full")
     if profile is None:
         err_console.print(f"no profile for card {args.card}")
         return 1
@@ -397,6 +403,76 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     segments = store.segments(args.card)
     doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
     console.print_json(json.dumps(doc)) if args.json else console.print(doc)
+    return 0
+
+
+# --- profiles rebuild / segments ---------------------------------------------------------------
+def _progress_bar(what: str, unit: str) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeRemainingColumn())
+    return Progress(*columns, console=err_console)
+
+
+def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.profile_rebuild import rebuild
+    from .processors.profiles import RedisProfileStore
+    from .sinks import open_sink
+
+    if args.redis_url is not None:
+        settings = settings.model_copy(update={"redis_url": args.redis_url})
+    _print_endpoints(settings, "profiles rebuild:")
+    store = RedisProfileStore.from_settings(settings)
+    sink = open_sink(settings)
+    try:
+        with _progress_bar("rebuild", "purchases and consent changes") as bar:
+            task = bar.add_task("rebuild", total=None)
+            stats = rebuild(
+                sink,
+                store,
+                cards_per_batch=args.cards_per_batch,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        sink.close()
+    console.print(
+        f"rebuilt {stats.cards} profiles: {stats.purchases} purchases and {stats.consent_changes} consent changes "
+        f"applied in {stats.round_trips} round trips; {stats.erased} purchases of erased cards left out"
+    )
+    return 0
+
+
+def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.profiles import RedisProfileStore
+    from .processors.segments import load_model, month_bounds, run_segments
+    from .sinks import open_sink
+
+    month_bounds(args.month)  # a usage error before anything connects
+    model = load_model(settings.segments_file)
+    _print_endpoints(settings, f"segments run ({args.month}, model {model.version}):")
+    store = RedisProfileStore.from_settings(settings)
+    sink = open_sink(settings)
+    try:
+        with _progress_bar("segments", "cards") as bar:
+            task = bar.add_task("segments", total=None)
+            run = run_segments(
+                sink,
+                store,
+                args.month,
+                model,
+                default_product_data=settings.default_product_data_marketing,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        sink.close()
+    table = Table("grocery segment", "cards", title=f"{run.month}: {run.cards} active cards, model {run.model}")
+    for name, n in sorted(run.per_segment.items()):
+        table.add_row("none (no product-data consent or no grocery spend)" if name == "-" else name, str(n))
+    console.print(table)
+    console.print(
+        f"stored in {run.stored + run.stored_without_segment} profiles ({run.stored} with a grocery segment); "
+        f"{run.no_profile} cards without a profile and {run.erased} erased cards skipped"
+    )
     return 0
 
 
@@ -540,6 +616,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_profile)
+
+    s = sub.add_parser("profiles", help="rebuild every customer profile from the warehouse")
+    s.add_argument("action", choices=("rebuild",))
+    s.add_argument("--redis-url", help="rebuild into this Redis instead of RECEIPTFLOW_REDIS_URL")
+    s.add_argument("--cards-per-batch", type=int, default=500, help="cards read from the warehouse at a time")
+    s.set_defaults(func=cmd_profiles)
+
+    s = sub.add_parser("segments", help="assign a month's active cards to segments and store them in the profiles")
+    s.add_argument("action", choices=("run",))
+    s.add_argument("--month", required=True, help="YYYY-MM (receipts by the register's local date)")
+    s.set_defaults(func=cmd_segments)
 
     s = sub.add_parser("export", help="subject access: everything held about a card, as JSON")
     s.add_argument("card")

@@ -87,6 +87,15 @@ class Metrics:
         self.profile_consent_changes_total = Counter(
             "receiptflow_profile_consent_changes_total", "Consent changes recorded in profiles.", registry=r
         )
+        self.profile_rebuild_cards_total = Counter(
+            "receiptflow_profile_rebuild_cards_total", "Cards whose profile was rebuilt from the warehouse.", registry=r
+        )
+        self.segments_assigned_total = Counter(
+            "receiptflow_segments_assigned_total",
+            "Cards assigned by a segments run, per grocery segment ('-': none, for lack of consent or grocery data).",
+            ["segment"],
+            registry=r,
+        )
         # Warehouse
         self.warehouse_rows_total = Counter(
             "receiptflow_warehouse_rows_total", "Rows written to the warehouse.", ["table"], registry=r

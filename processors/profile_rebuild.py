@@ -1,0 +1,334 @@
+"""Rebuild every customer profile from the warehouse (``receiptflow profiles rebuild``).
+
+For when Redis was lost, a profile rule changed (points per chain, a catalogue fact) or a new Redis
+is to be filled beside the old one. The warehouse keeps what the live path used: each customer
+receipt as the policy allowed it (items, group totals), the consent state it was routed under
+(``consent_product_data_marketing``), its event time and local date, and the audit of consent
+changes. From those rows :func:`purchase_from_rows` rebuilds the very :class:`Purchase` the profile
+agent received (its :func:`~receiptflow.processors.profile_rules.delta` is the same, field for
+field), and the rebuild writes through :func:`apply_events`: the profile store's own scripts with
+the live arguments, in pipelined batches. Rebuild and live path share every rule, so they cannot
+drift apart.
+
+**Order and consent.** Each card's purchases and consent changes are applied in event-time order
+(a consent change before a purchase of the same millisecond). That is what the live path converges
+to: a purchase routed under product-data consent adds product data unless a withdrawal with a later
+event time exists (live: it is deleted when the withdrawal is recorded, or refused when the
+withdrawal was recorded first) or an earlier withdrawal is the newest consent change before it
+(live: refused, the card's recorded consent is "no"). Two differences remain, both about races the
+live path resolves by processing order:
+
+* a purchase made before a withdrawal but routed only after a later re-grant: live adds its product
+  data (the recorded consent allows it again when it arrives), the rebuild does not (the withdrawal
+  deleted everything before it) — the stricter reading;
+* a purchase made after a re-grant that the profile agent applied before it recorded the re-grant:
+  live drops its product data, the rebuild keeps it.
+
+Receipts more than ``RECEIPTFLOW_PROFILE_DEDUP_DAYS`` older than the card's newest one, which the
+live path refuses as too late, count in a rebuild (it applies them in order). The dedup set ends up
+the same as live: the receipts of the last ``dedup`` days behind the card's newest.
+
+**Where it writes.** By default into the configured Redis: each card's keys are deleted and rebuilt
+in one pipeline (segment fields go with them: run ``segments run`` afterwards); stop the profile
+agent meanwhile, or rebuild into another Redis (``--redis-url``) and switch. Erased cards stay
+erased: the scripts check the erased-cards record of the Redis written to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from typing import Any
+
+import redis
+
+from ..errors import ProfileStoreError
+from ..metrics import Metrics
+from ..models import CheckoutLine, ConsentChange, ConsentState, Granularity, GroupTotal, Purchase
+from ..sinks.base import Sink
+from ..sinks.postgres import PostgresSink
+from .profile_rules import Rules, delta, event_ms
+from .profiles import (
+    _APPLY_LUA,
+    _CONSENT_LUA,
+    ERASED_KEY,
+    ApplyResult,
+    Outcome,
+    Profile,
+    RedisProfileStore,
+    apply_consent,
+    apply_delta,
+    delta_args,
+    profile_key,
+    seen_key,
+)
+
+Progress = Callable[[int, int], None]  # (events done, events in all)
+Event = Purchase | ConsentChange
+
+_RECEIPT_COLUMNS = (
+    "receipt_id, chain, store_id, card_id, event_time, event_local_date, payment_method, currency, total_cents, "
+    "granularity, policy_version, consent_product_data_marketing, consent_electronic_marketing, consent_known, "
+    "processed_at"
+)
+
+
+def event_time_at(instant: datetime, local_date: date) -> datetime:
+    """``instant`` in a fixed zone in which its date is ``local_date`` (the register's day).
+
+    The warehouse keeps the instant and the register's local date, not its UTC offset; a profile
+    uses exactly those two (the event ms and the day bucket), so any zone that gives the same date
+    gives the same profile. UTC when it does, else the smallest shift that does.
+    """
+    utc = instant.astimezone(UTC)
+    if utc.date() == local_date:
+        return utc
+    if local_date > utc.date():
+        shift = datetime.combine(local_date, time(0), UTC) - utc
+    else:
+        shift = datetime.combine(local_date, time(23, 59, 59, 999_999), UTC) - utc
+    if not timedelta(hours=-24) < shift < timedelta(hours=24):
+        raise ValueError(f"local date {local_date} is not within a day of {utc.isoformat()}")
+    return utc.astimezone(timezone(shift))
+
+
+def purchase_from_rows(
+    receipt: Sequence[Any], items: Iterable[Sequence[Any]], groups: Iterable[Sequence[Any]]
+) -> Purchase:
+    """The customer purchase a warehouse receipt row (``_RECEIPT_COLUMNS``) and its item and group rows
+    (``line_no, sku, product_group, quantity, unit_price_cents, amount_cents`` and ``product_group,
+    quantity, amount_cents, lines``) were written from. Not kept in the warehouse, and not used by
+    a profile: the register id."""
+    (rid, chain, store, card, at, local, method, currency, total, gran, version, pdm, em, known, processed) = receipt
+    return Purchase(
+        receipt_id=str(rid),
+        chain=str(chain),
+        store_id=str(store),
+        register_id=None,
+        card_id=None if card is None else str(card),
+        event_time=event_time_at(at, local),
+        payment_method=str(method),
+        currency=str(currency),
+        total_cents=int(total),
+        granularity=Granularity(gran),
+        items=tuple(
+            CheckoutLine(int(n), str(sku), str(g), float(q), int(unit), int(amount))
+            for n, sku, g, q, unit, amount in sorted(items, key=lambda r: int(r[0]))
+        ),
+        groups=tuple(GroupTotal(str(g), float(q), int(amount), int(lines)) for g, q, amount, lines in groups),
+        policy_version=str(version),
+        consent=ConsentState(bool(pdm), bool(em), bool(known)),
+        processed_at=processed,
+    )
+
+
+def consent_from_row(row: Sequence[Any]) -> ConsentChange:
+    card, at, pdm, em, source = row
+    return ConsentChange(str(card), at, bool(pdm), bool(em), str(source))
+
+
+def _event_order(e: Event) -> tuple[int, int, str]:
+    if isinstance(e, ConsentChange):
+        # Of two changes at the same time the stricter one wins (apply_consent); order them so.
+        return int(e.event_time.timestamp() * 1000), 0, "1" if e.product_data_marketing else "0"
+    return event_ms(e), 1, e.receipt_id
+
+
+def in_event_order(events: Iterable[Event]) -> list[Event]:
+    """Purchases and consent changes in the order a rebuild applies them (see the module docstring)."""
+    return sorted(events, key=_event_order)
+
+
+def rebuild_fold(events: Iterable[Event], rules: Rules) -> dict[str, Profile]:
+    """The profiles a rebuild writes, as the pure fold (what the Redis path is tested against)."""
+    out: dict[str, Profile] = {}
+    for e in in_event_order(events):
+        if e.card_id is None:
+            continue
+        prof = out.get(e.card_id) or Profile(e.card_id)
+        if isinstance(e, ConsentChange):
+            out[e.card_id] = apply_consent(prof, e)
+        else:
+            out[e.card_id] = apply_delta(prof, delta(e, rules), rules)[0]
+    return out
+
+
+# --- writing: the live scripts, in one pipeline --------------------------------------------------
+def apply_events(
+    store: RedisProfileStore, events: Sequence[Event], reset: Sequence[str] = ()
+) -> tuple[ApplyResult, int]:
+    """Apply purchases and consent changes in the order given, in one pipelined round trip.
+
+    The store's own scripts with the arguments :meth:`RedisProfileStore.apply_all` and
+    :meth:`RedisProfileStore.apply_consents` give them (``delta_args``, the erased-card hash), so a
+    profile rebuilt from the warehouse is written exactly as the live path writes it. ``reset``
+    cards' keys are deleted first, in the same pipeline. Returns the purchases' outcomes and how many
+    consent changes changed a profile.
+    """
+    client = store.client
+    # The store's scripts themselves (same text, same SHA), queued here so that purchases and consent
+    # changes share one pipeline in event order; the store's batch calls each run a pipeline of one kind.
+    apply_script = client.register_script(_APPLY_LUA)
+    consent_script = client.register_script(_CONSENT_LUA)
+    pipe = client.pipeline(transaction=False)
+    for card in reset:
+        pipe.delete(profile_key(card), seen_key(card))
+    is_purchase: list[bool] = []
+    for e in events:
+        if e.card_id is None:
+            continue
+        erased = store.erased_hash(e.card_id)
+        if isinstance(e, ConsentChange):
+            ms = int(e.event_time.timestamp() * 1000)
+            args: list[Any] = [ms, "1" if e.product_data_marketing else "0", erased]
+            consent_script(keys=[profile_key(e.card_id), ERASED_KEY], args=args, client=pipe)
+            is_purchase.append(False)
+        else:
+            args = delta_args(delta(e, store.rules), store.rules, erased)
+            keys = [profile_key(e.card_id), seen_key(e.card_id), ERASED_KEY]
+            apply_script(keys=keys, args=args, client=pipe)
+            is_purchase.append(True)
+    if not is_purchase and not reset:
+        return ApplyResult(), 0
+    try:
+        results = [int(x) for x in pipe.execute()[len(reset) :]]
+    except redis.RedisError as exc:
+        raise ProfileStoreError(f"profile rebuild batch failed: {exc}") from exc
+    bought = [r for r, p in zip(results, is_purchase, strict=True) if p]
+    consents = sum(1 for r, p in zip(results, is_purchase, strict=True) if not p and r == 1)
+    outcome = ApplyResult(
+        applied=bought.count(Outcome.APPLIED),
+        duplicates=bought.count(Outcome.DUPLICATE),
+        late=bought.count(Outcome.LATE),
+        erased=bought.count(Outcome.ERASED),
+    )
+    return outcome, consents
+
+
+# --- reading the warehouse -----------------------------------------------------------------------
+def _p(sink: Sink) -> str:
+    return "%s" if isinstance(sink, PostgresSink) else "?"
+
+
+def card_pages(sink: Sink, page: int) -> Iterator[list[str]]:
+    """Every card with a receipt or a consent change, sorted, ``page`` at a time (keyset pagination)."""
+    p = _p(sink)
+    after = ""
+    while True:
+        rows = sink.query(
+            f"SELECT card_id FROM (SELECT card_id FROM receipts WHERE card_id IS NOT NULL AND card_id > {p} "
+            f"UNION SELECT card_id FROM consent_changes WHERE card_id > {p}) AS c ORDER BY card_id LIMIT {int(page)}",
+            (after, after),
+        )
+        if not rows:
+            return
+        cards = [str(r[0]) for r in rows]
+        yield cards
+        after = cards[-1]
+
+
+def read_events(sink: Sink, first: str, last: str) -> dict[str, list[Event]]:
+    """Purchases and consent changes of the cards ``first`` .. ``last`` (inclusive), per card, unordered."""
+    p = _p(sink)
+    where = f"r.card_id >= {p} AND r.card_id <= {p}"
+    receipts = sink.query(f"SELECT {_RECEIPT_COLUMNS} FROM receipts AS r WHERE {where}", (first, last))
+    items: dict[str, list[tuple[Any, ...]]] = {}
+    for row in sink.query(
+        "SELECT i.receipt_id, i.line_no, i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents "
+        f"FROM receipt_items AS i JOIN receipts AS r ON r.receipt_id = i.receipt_id WHERE {where}",
+        (first, last),
+    ):
+        items.setdefault(str(row[0]), []).append(row[1:])
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for row in sink.query(
+        "SELECT g.receipt_id, g.product_group, g.quantity, g.amount_cents, g.lines "
+        f"FROM receipt_groups AS g JOIN receipts AS r ON r.receipt_id = g.receipt_id WHERE {where} "
+        "ORDER BY g.receipt_id, g.product_group",
+        (first, last),
+    ):
+        groups.setdefault(str(row[0]), []).append(row[1:])
+    out: dict[str, list[Event]] = {}
+    for row in receipts:
+        rid = str(row[0])
+        purchase = purchase_from_rows(row, items.get(rid, ()), groups.get(rid, ()))
+        assert purchase.card_id is not None
+        out.setdefault(purchase.card_id, []).append(purchase)
+    for row in sink.query(
+        "SELECT card_id, changed_at, product_data_marketing, electronic_marketing, source FROM consent_changes "
+        f"WHERE card_id >= {p} AND card_id <= {p}",
+        (first, last),
+    ):
+        change = consent_from_row(row)
+        out.setdefault(change.card_id, []).append(change)
+    return out
+
+
+def count_events(sink: Sink) -> int:
+    """Purchases with a card plus consent changes: the total a rebuild's progress counts towards."""
+    (receipts,) = sink.query("SELECT count(*) FROM receipts WHERE card_id IS NOT NULL")[0]
+    (changes,) = sink.query("SELECT count(*) FROM consent_changes")[0]
+    return int(receipts) + int(changes)
+
+
+# --- the rebuild -----------------------------------------------------------------------------------
+@dataclass
+class RebuildStats:
+    cards: int = 0
+    purchases: int = 0  # applied
+    consent_changes: int = 0  # recorded (an older change than one already recorded changes nothing)
+    erased: int = 0  # purchases of erased cards, not applied
+    duplicates: int = 0  # should stay 0: the warehouse holds each receipt once
+    late: int = 0  # should stay 0: the rebuild applies each card's receipts in order
+    round_trips: int = 0
+
+
+def rebuild(
+    sink: Sink,
+    store: RedisProfileStore,
+    *,
+    cards_per_batch: int = 500,
+    events_per_round_trip: int = 5000,
+    progress: Progress | None = None,
+    metrics: Metrics | None = None,
+) -> RebuildStats:
+    """Rebuild every profile the warehouse ``sink`` knows into ``store`` (see the module docstring).
+
+    Cards are read ``cards_per_batch`` at a time; their keys are reset and their events applied in
+    pipelines of about ``events_per_round_trip`` scripts (a card's events never span two pipelines
+    out of order: pipelines of one connection run in sequence).
+    """
+    stats = RebuildStats()
+    total = count_events(sink)
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    for cards in card_pages(sink, cards_per_batch):
+        per_card = read_events(sink, cards[0], cards[-1])
+        queue: list[Event] = []
+        reset: list[str] = []
+        for card in cards:
+            reset.append(card)
+            queue.extend(in_event_order(per_card.get(card, ())))
+            if len(queue) >= events_per_round_trip:
+                _flush(store, queue, reset, stats)
+                queue, reset = [], []
+        if queue or reset:
+            _flush(store, queue, reset, stats)
+        stats.cards += len(cards)
+        done += sum(len(v) for v in per_card.values())
+        if metrics is not None:
+            metrics.profile_rebuild_cards_total.inc(len(cards))
+        if progress is not None:
+            progress(done, max(total, done))
+    return stats
+
+
+def _flush(store: RedisProfileStore, queue: list[Event], reset: list[str], stats: RebuildStats) -> None:
+    result, consents = apply_events(store, queue, reset=reset)
+    stats.round_trips += 1
+    stats.purchases += result.applied
+    stats.duplicates += result.duplicates
+    stats.late += result.late
+    stats.erased += result.erased
+    stats.consent_changes += consents
