@@ -50,8 +50,8 @@ from ..sinks.base import Sink
 from ..sinks.postgres import PostgresSink
 from .profile_rules import Rules, delta, event_ms
 from .profiles import (
-    _APPLY_LUA,
-    _CONSENT_LUA,
+    APPLY_LUA,
+    CONSENT_LUA,
     ERASED_KEY,
     ApplyResult,
     Outcome,
@@ -169,8 +169,8 @@ def apply_events(
     client = store.client
     # The store's scripts themselves (same text, same SHA), queued here so that purchases and consent
     # changes share one pipeline in event order; the store's batch calls each run a pipeline of one kind.
-    apply_script = client.register_script(_APPLY_LUA)
-    consent_script = client.register_script(_CONSENT_LUA)
+    apply_script = client.register_script(APPLY_LUA)
+    consent_script = client.register_script(CONSENT_LUA)
     pipe = client.pipeline(transaction=False)
     for card in reset:
         pipe.delete(profile_key(card), seen_key(card))

@@ -262,7 +262,7 @@ def week_days(field_name: str, text: str) -> dict[int, tuple[int, int]]:
 # ARGV: 1 receipt key, 2 event ms, 3 week field, 4 day, 5 day's slot in the week, 6 cents, 7 points,
 #       8 dedup ms, 9 keep days, 10 consented 0/1, 11 erased-card hash, 12 number of add pairs,
 #       then add pairs (field, increment), then max pairs (field, ms).
-_APPLY_LUA = """
+APPLY_LUA = """
 -- Day buckets, seven to a field (see _FIELD_DOC): slots joined by ',', trailing empty ones left out;
 -- a slot is '<cents>' for one visit or '<visits>:<cents>', both in base 36.
 local function b36(n)
@@ -392,7 +392,7 @@ return 1
 """
 
 # KEYS: profile hash, erased set. ARGV: event ms, product data "1"/"0", erased-card hash.
-_CONSENT_LUA = """
+CONSENT_LUA = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 3 end
 local ct = redis.call('HGET', KEYS[1], 'ct')
 if ct then
@@ -440,7 +440,7 @@ def erasure_salt(settings: Settings) -> bytes:
 
 
 def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:
-    """The Lua script's ARGV for one delta (see ``_APPLY_LUA``)."""
+    """The Lua script's ARGV for one delta (see ``APPLY_LUA``)."""
     adds: list[Any] = []
     for g, cents in d.groups.items():
         adds += ["Pg:" + g, cents]
@@ -526,8 +526,8 @@ class RedisProfileStore:
         self.rules = rules or default_rules()
         self.salt = erasure_salt or DEFAULT_ERASURE_SALT
         try:
-            self._apply = client.register_script(_APPLY_LUA)
-            self._consent = client.register_script(_CONSENT_LUA)
+            self._apply = client.register_script(APPLY_LUA)
+            self._consent = client.register_script(CONSENT_LUA)
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot register profile script: {exc}") from exc
 
