@@ -170,6 +170,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- process / sink ----------------------------------------------------------------------------
 def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    import faulthandler
     import os
     import signal
     import threading
@@ -182,6 +183,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"processor_instance": args.instance})
     _print_endpoints(settings, f"processor ({args.role}, instance {settings.processor_instance}):")
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     metrics = Metrics()
     serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port, settings.metrics_addr)
     if args.role == "profiles":
