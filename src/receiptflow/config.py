@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -187,24 +187,14 @@ class Settings(BaseSettings):
         """The Redis URL with ``redis_password`` applied (for clients; never print it)."""
         if self.redis_password is None:
             return self.redis_url
-        parts = urlsplit(self.redis_url)
-        host = parts.hostname or "127.0.0.1"
-        netloc = f"{parts.username or ''}:{self.redis_password.get_secret_value()}@{host}"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return _with_password(self.redis_url, self.redis_password)
 
     def warehouse_connection_url(self) -> str:
         """The warehouse URL with ``warehouse_password`` applied (for clients; never print it)."""
         url = self.resolved_warehouse_url
         if self.warehouse_password is None or not url.startswith("postgres"):
             return url
-        parts = urlsplit(url)
-        host = parts.hostname or "127.0.0.1"
-        netloc = f"{parts.username or ''}:{self.warehouse_password.get_secret_value()}@{host}"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return _with_password(url, self.warehouse_password)
 
     def describe(self) -> dict[str, str]:
         """What a long-running command prints about where it connects: endpoints only, no secret."""
@@ -222,3 +212,12 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment, with explicit overrides (used by the CLI and tests)."""
     return Settings(**overrides)
+
+
+def _with_password(url: str, password: SecretStr) -> str:
+    """``url`` with ``password`` in its user info, percent-encoded (a password may hold ``@ / : #``)."""
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]  # as written, still percent-encoded
+    host = parts.netloc.rpartition("@")[2] or "127.0.0.1"  # keeps the port and IPv6 brackets
+    netloc = f"{user}:{quote(password.get_secret_value(), safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
+from redis.connection import parse_url
 
 from receiptflow.config import Settings, redact_url
 
@@ -50,6 +52,21 @@ def test_password_settings_override_urls() -> None:
     assert s.redis_connection_url() == "redis://:pw1@cache:6379/0"
     assert s.warehouse_connection_url() == "postgresql://rf:pw2@db:5432/dw"
     assert "pw" not in str(s.describe())
+
+
+@pytest.mark.parametrize("password", ["p@ss/w:rd#1?", "%41 spaces & ünïcode"])
+def test_passwords_with_url_characters_reach_the_clients_intact(password: str) -> None:
+    s = Settings(
+        redis_url="redis://profile-writer@[::1]:6379/2",
+        redis_password=password,
+        warehouse_url="postgresql://rf@db:5432/dw",
+        warehouse_password=password,
+    )
+    redis_kwargs = parse_url(s.redis_connection_url())
+    assert (redis_kwargs["username"], redis_kwargs["password"]) == ("profile-writer", password)
+    assert (redis_kwargs["host"], redis_kwargs["port"], redis_kwargs["db"]) == ("::1", 6379, 2)
+    pg = conninfo_to_dict(s.warehouse_connection_url())
+    assert (pg["user"], pg["password"], pg["host"], pg["dbname"]) == ("rf", password, "db", "dw")
 
 
 def test_redact_url() -> None:
