@@ -9,8 +9,10 @@ the number of restarts is part of the report.
 
 Not in the default run (``make test-failover`` runs it): in one of six runs the router stopped
 polling for 300 s after the coordinator it used was killed -- its state restore waited for the end
-of a partition that a read-committed reader did not reach -- and the run missed its deadline. That
-is a defect of the router under failover, open until fixed; the test stays as its reproducer.
+of a partition that a read-committed reader did not reach -- and the run missed its deadline; in a
+later series one run of nineteen stalled with the router's producer fatally fenced. That is a
+defect of the router under failover, open until fixed; the test stays as its reproducer and prints
+the router's thread stacks when it misses its deadline.
 """
 
 from __future__ import annotations
