@@ -100,9 +100,13 @@ def _wait(predicate: object, timeout: float, proc: subprocess.Popen[bytes], log:
 def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     run = uuid.uuid4().hex[:8]
     data = tmp_path_factory.mktemp("rebuild")
+    # A Redis database of its own: the store's totals below count every profile in the database,
+    # and other tests of the session write profiles into the default one.
+    live_url = _other_db(redis_url, 6)
+    redis.Redis.from_url(live_url).flushdb()
     settings = Settings(
         bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
+        redis_url=live_url,
         data_dir=data / "data",
         warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
         topic_prefix=f"rebuild-{run}.",
