@@ -27,7 +27,9 @@ Everything decided about a record is decided by the pure core (``core.validate``
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import struct
 import threading
 import time
@@ -57,10 +59,13 @@ from .consent import ConsentHistory, effective_consent
 from .core import dead_letter_record, route, validate
 from .encoding import PurchaseEncoder
 from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
+from .watchdog import CallWatchdog
 
 log = logging.getLogger(__name__)
 
 _MS = struct.Struct(">q")
+# Exit status of a worker that ended itself because a client call hung (EX_SOFTWARE).
+HUNG_EXIT_CODE = 70
 # How often in-memory dedup entries older than the dedup window are dropped.
 _PRUNE_EVERY = 600.0
 
@@ -116,6 +121,7 @@ class Router:
         codec: Codec | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         name: str = "router",
+        on_hang: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
@@ -123,6 +129,8 @@ class Router:
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
         self.encoder = PurchaseEncoder(self.codec)
+        # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
+        self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock
         self.name = name
         self.default_consent = ConsentState(
@@ -173,10 +181,9 @@ class Router:
         """Rebuild dedup and consent state for newly assigned partition numbers."""
         started = time.perf_counter()
         numbers = sorted({tp.partition for tp in partitions})
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in self._consumer.committed([TopicPartition(self.names.consents, p) for p in numbers], timeout=30)
-        }
+        with self.watchdog.call("consumer.committed (state restore)", 30):
+            positions = self._consumer.committed([TopicPartition(self.names.consents, p) for p in numbers], timeout=30)
+        committed = {(tp.topic, tp.partition): tp.offset for tp in positions}
         horizon = _ms(self.clock() - self.dedup_window)
         reader = Consumer(
             self.settings.kafka_config(
@@ -256,8 +263,10 @@ class Router:
         """Route until ``stop`` is set (or, with ``max_idle``, until nothing arrived for that long)."""
         stop = stop or threading.Event()
         self._check_copartitioned()
+        self.watchdog.start()
         try:
-            self._producer.init_transactions(60)
+            with self.watchdog.call("init_transactions", 60):
+                self._producer.init_transactions(60)
         except KafkaException as exc:
             raise BrokerError(f"cannot initialise transactions as {self.transactional_id!r}: {exc}") from exc
         self._consumer.subscribe(
@@ -280,6 +289,7 @@ class Router:
                 if time.monotonic() - self._last_prune > _PRUNE_EVERY:
                     self._prune()
         finally:
+            self.watchdog.stop()
             self.close()
         return self.stats
 
@@ -296,6 +306,14 @@ class Router:
             counts[t] = len(md.topics[t].partitions)
         if len(set(counts.values())) != 1:
             raise ConfigError(f"{', '.join(topics)} must have the same number of partitions (co-partitioned): {counts}")
+
+    def _exit_hung(self, message: str) -> None:
+        """The default reaction to a hung call: stacks to stderr, then exit at once (like a SIGKILL)."""
+        log.critical(
+            "%s: %s; exiting so that a restarted worker aborts the open transaction and takes over", self.name, message
+        )
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(HUNG_EXIT_CODE)
 
     def close(self) -> None:
         try:
@@ -326,8 +344,10 @@ class Router:
                 else:
                     self._handle_checkout(msg, partition, staged, now)
             offsets = [TopicPartition(t, p, o) for (t, p), o in staged.offsets.items()]
-            self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
-            self._producer.commit_transaction(60)
+            with self.watchdog.call("send_offsets_to_transaction", 30):
+                self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
+            with self.watchdog.call("commit_transaction", 60):
+                self._producer.commit_transaction(60)
         except KafkaException as exc:
             self._abort(exc)
             return
@@ -370,12 +390,15 @@ class Router:
         self.stats.aborted += 1
         self.metrics.transactions_total.labels("aborted").inc()
         try:
-            self._producer.abort_transaction(60)
+            with self.watchdog.call("abort_transaction", 60):
+                self._producer.abort_transaction(60)
         except KafkaException as abort_exc:
             raise BrokerError(f"cannot abort transaction: {abort_exc}") from abort_exc
         # Staged state is dropped with the transaction; consumption restarts at what was committed.
         assignment = self._consumer.assignment()
-        for tp in self._consumer.committed(assignment, timeout=30):
+        with self.watchdog.call("consumer.committed (rewind)", 30):
+            positions = self._consumer.committed(assignment, timeout=30)
+        for tp in positions:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
