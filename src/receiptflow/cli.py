@@ -182,7 +182,10 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     if args.instance is not None:
         settings = settings.model_copy(update={"processor_instance": args.instance})
     _print_endpoints(settings, f"processor ({args.role}, instance {settings.processor_instance}):")
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # main() configured logging already (WARNING unless -v): --loglevel must replace that.
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     metrics = Metrics()
