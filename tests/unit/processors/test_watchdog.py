@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
+from receiptflow.processors.router import HUNG_EXIT_CODE
 from receiptflow.processors.watchdog import CallWatchdog
 
 
@@ -83,3 +86,28 @@ def test_the_thread_leaves_quick_calls_alone(timeout: float) -> None:
     finally:
         dog.stop()
     assert hangs == []
+
+
+def test_the_router_ends_a_hung_worker_at_once_with_its_stacks() -> None:
+    # The router's own reaction, in a child process: it must exit (status 70), not hang or raise,
+    # and leave the stacks and the reason on stderr for whoever restarts it.
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from receiptflow.config import Settings\n"
+            "from receiptflow.processors.router import Router\n"
+            "router = Router(Settings(bootstrap_servers='127.0.0.1:1', metrics_port=0))\n"
+            # A call whose deadline (its timeout plus the grace) is already past.
+            "with router.watchdog.call('send_offsets_to_transaction', -router.watchdog.grace - 1):\n"
+            "    router.watchdog.check()\n"
+            "raise SystemExit('the watchdog did not end the worker')\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == HUNG_EXIT_CODE, child.stderr[-2000:]
+    assert "send_offsets_to_transaction has not returned" in child.stderr
+    assert "most recent call first" in child.stderr and "in _exit_hung" in child.stderr
