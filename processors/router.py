@@ -33,6 +33,7 @@ import os
 import struct
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -64,6 +65,12 @@ from .watchdog import CallWatchdog
 log = logging.getLogger(__name__)
 
 _MS = struct.Struct(">q")
+_SEEN_ENTRY = struct.Struct(">qH")  # event time (ms), length of the receipt id in bytes
+# Header marking a dedup changelog record that holds the receipt ids of one transaction for one
+# partition (the older format, still read, is one record per receipt id: key = id, value = ms).
+SEEN_BATCH_HEADER = ("receiptflow-seen", b"batch-v1")
+# Receipt ids per batch record: keeps a record far below the broker's 1 MB default message limit.
+_SEEN_PER_RECORD = 10_000
 # Exit status of a worker that ended itself because a client call hung (EX_SOFTWARE).
 HUNG_EXIT_CODE = 70
 # How often in-memory dedup entries older than the dedup window are dropped.
@@ -210,6 +217,11 @@ class Router:
                 state = states[msg.partition() or 0]
                 key, value = msg.key(), msg.value()
                 if msg.topic() == self.names.receipts_seen:
+                    if value is not None and SEEN_BATCH_HEADER in (msg.headers() or ()):
+                        for rid, at in unpack_seen(value):
+                            if at >= horizon:
+                                state.seen[rid] = at
+                        continue
                     if key is None:
                         continue
                     if value is None:
@@ -343,6 +355,7 @@ class Router:
                     self._handle_consent(msg, partition, staged, now)
                 else:
                     self._handle_checkout(msg, partition, staged, now)
+            self._write_seen(staged)
             offsets = [TopicPartition(t, p, o) for (t, p), o in staged.offsets.items()]
             with self.watchdog.call("send_offsets_to_transaction", 30):
                 self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
@@ -358,6 +371,22 @@ class Router:
         self._count(staged, len(msgs))
         self.metrics.batch_size.labels("router").observe(len(msgs))
         self.metrics.batch_seconds.labels("router").observe(time.perf_counter() - started)
+
+    def _write_seen(self, staged: _Staged) -> None:
+        """The transaction's receipt ids, one changelog record per partition (not one per receipt).
+
+        Written inside the transaction, to the partition of the checkouts they came from, so the
+        worker that is assigned that partition next reads exactly what was committed.
+        """
+        by_partition: dict[int, list[tuple[str, int]]] = {}
+        for (p, rid), at in staged.seen.items():
+            by_partition.setdefault(p, []).append((rid, at))
+        for p, entries in by_partition.items():
+            for i in range(0, len(entries), _SEEN_PER_RECORD):
+                # A key of its own: the topic is compacted, and no batch may replace another.
+                key = f"{self.transactional_id}:{uuid.uuid4().hex}".encode()
+                value = pack_seen(entries[i : i + _SEEN_PER_RECORD])
+                self._produce(self.names.receipts_seen, key, value, partition=p, headers=[SEEN_BATCH_HEADER])
 
     def _count(self, staged: _Staged, consumed: int) -> None:
         """Stats and metrics of a committed transaction (per batch: per-record label lookups cost)."""
@@ -403,13 +432,22 @@ class Router:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
     # --- per record ----------------------------------------------------------------------------
-    def _produce(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
         while True:
             try:
                 if partition is None:
                     self._producer.produce(topic, value=value, key=key)
-                else:
+                elif headers is None:
                     self._producer.produce(topic, value=value, key=key, partition=partition)
+                else:
+                    self._producer.produce(topic, value=value, key=key, partition=partition, headers=headers)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -490,13 +528,38 @@ class Router:
             value = enc.encode(routed.analytics)
             self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), value, staged)
         at = _ms(checkout.event_time)
-        self._produce(self.names.receipts_seen, rid.encode(), _MS.pack(at), partition=partition)
-        staged.seen[(partition, rid)] = at
+        staged.seen[(partition, rid)] = at  # to the changelog at the end of the transaction
         staged.processed[checkout.chain] += 1
 
     def _send(self, topic: str, key: bytes, value: bytes, staged: _Staged) -> None:
         self._produce(topic, key, value)
         staged.routed[topic] += 1
+
+
+def pack_seen(entries: Iterable[tuple[str, int]]) -> bytes:
+    """Receipt ids with their event times (ms), as one dedup changelog value."""
+    out = bytearray()
+    for rid, at in entries:
+        raw = rid.encode()
+        out += _SEEN_ENTRY.pack(at, len(raw))
+        out += raw
+    return bytes(out)
+
+
+def unpack_seen(value: bytes) -> list[tuple[str, int]]:
+    """The inverse of :func:`pack_seen`; raises ``ValueError`` on a truncated value."""
+    entries = []
+    at_byte, end = 0, len(value)
+    while at_byte < end:
+        if at_byte + _SEEN_ENTRY.size > end:
+            raise ValueError("truncated dedup changelog entry")
+        at, size = _SEEN_ENTRY.unpack_from(value, at_byte)
+        at_byte += _SEEN_ENTRY.size
+        if at_byte + size > end:
+            raise ValueError("truncated receipt id in dedup changelog entry")
+        entries.append((value[at_byte : at_byte + size].decode(), at))
+        at_byte += size
+    return entries
 
 
 def _key(p: Purchase) -> bytes:

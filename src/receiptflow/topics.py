@@ -89,10 +89,11 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         RECEIPTS_SEEN,
-        "(none: value is the event time, 8-byte big-endian ms)",
-        "receipt_id",
-        "The processor's dedup changelog, written in the same transaction as its outputs, to the partition "
-        "of the checkout it records; internal, read back when a worker is assigned that partition.",
+        "(none: packed receipt ids with their event times, header receiptflow-seen: batch-v1)",
+        "unique per record (transactional id and a random part)",
+        "The processor's dedup changelog: per transaction and partition one record of the receipt ids it "
+        "routed, written in the same transaction as its outputs, to the partition of those checkouts; "
+        "internal, read back when a worker is assigned that partition.",
         {"cleanup.policy": "compact,delete", "retention.ms": str(14 * DAY_MS)},
     ),
 )
