@@ -73,6 +73,8 @@ SEEN_BATCH_HEADER = ("receiptflow-seen", b"batch-v1")
 _SEEN_PER_RECORD = 10_000
 # Exit status of a worker that ended itself because a client call hung (EX_SOFTWARE).
 HUNG_EXIT_CODE = 70
+# A state restore that reads nothing for this long fails the worker (see _read_partitions).
+_RESTORE_STALL_SECONDS = 90.0
 # How often in-memory dedup entries older than the dedup window are dropped.
 _PRUNE_EVERY = 600.0
 
@@ -574,12 +576,19 @@ def _read_partitions(
         return
     pending = {(tp.topic, tp.partition) for tp in partitions}
     reader.assign(partitions)
-    deadline = time.monotonic() + 300
+    # A stall, not a long read, ends the restore: a large changelog may take minutes, but nothing at
+    # all for this long (longer than an open transaction can hold the read-committed end back
+    # before the broker aborts it) means the worker should fail and be restarted.
+    deadline = time.monotonic() + _RESTORE_STALL_SECONDS
     try:
         while pending:
             batch = reader.consume(5000, timeout=1.0)
-            if not batch and time.monotonic() > deadline:
-                raise BrokerError(f"state restore did not reach the end of {sorted(pending)} in 300 s")
+            if batch:
+                deadline = time.monotonic() + _RESTORE_STALL_SECONDS
+            elif time.monotonic() > deadline:
+                raise BrokerError(
+                    f"state restore got nothing for {_RESTORE_STALL_SECONDS:.0f} s before the end of {sorted(pending)}"
+                )
             for msg in batch:
                 where = (msg.topic() or "", msg.partition() or 0)
                 if where not in pending:
