@@ -421,6 +421,7 @@ def _progress_bar(what: str, unit: str) -> Progress:
 
 
 def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
+    from .metrics import Metrics, write_textfile
     from .processors.profile_rebuild import rebuild
     from .processors.profiles import RedisProfileStore
     from .sinks import open_sink
@@ -428,6 +429,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis_url": args.redis_url})
     _print_endpoints(settings, "profiles rebuild:")
+    metrics = Metrics()
     store = RedisProfileStore.from_settings(settings)
     sink = open_sink(settings)
     try:
@@ -438,9 +440,12 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
                 store,
                 cards_per_batch=args.cards_per_batch,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                metrics=metrics,
             )
     finally:
         sink.close()
+    if settings.metrics_textfile is not None:
+        write_textfile(metrics, settings.metrics_textfile)
     console.print(
         f"rebuilt {stats.cards} profiles: {stats.purchases} purchases and {stats.consent_changes} consent changes "
         f"applied in {stats.round_trips} round trips; {stats.erased} purchases of erased cards left out"
@@ -449,6 +454,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
+    from .metrics import Metrics, write_textfile
     from .processors.profiles import RedisProfileStore
     from .processors.segments import load_model, month_bounds, run_segments
     from .sinks import open_sink
@@ -456,6 +462,7 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     month_bounds(args.month)  # a usage error before anything connects
     model = load_model(settings.segments_file)
     _print_endpoints(settings, f"segments run ({args.month}, model {model.version}):")
+    metrics = Metrics()
     store = RedisProfileStore.from_settings(settings)
     sink = open_sink(settings)
     try:
@@ -468,9 +475,12 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
                 model,
                 default_product_data=settings.default_product_data_marketing,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                metrics=metrics,
             )
     finally:
         sink.close()
+    if settings.metrics_textfile is not None:
+        write_textfile(metrics, settings.metrics_textfile)
     table = Table("grocery segment", "cards", title=f"{run.month}: {run.cards} active cards, model {run.model}")
     for name, n in sorted(run.per_segment.items()):
         table.add_row("none (no product-data consent or no grocery spend)" if name == "-" else name, str(n))

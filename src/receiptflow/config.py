@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     metrics_addr: str = Field(
         default="127.0.0.1", description="address the exporter binds (0.0.0.0 for a Prometheus on another host)"
     )
+    metrics_textfile: Path | None = Field(
+        default=None,
+        description="batch commands (profiles rebuild, segments run) write their metrics here when they finish, "
+        "in the Prometheus text format, for node_exporter's textfile collector",
+    )
     schema_registry_url: str | None = Field(
         default=None, description="Confluent-compatible schema registry; unset: ids from schemas/ in the repo"
     )

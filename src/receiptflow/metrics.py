@@ -7,7 +7,9 @@ Prometheus conventions: ``receiptflow_`` prefix, ``_total`` for counters, ``_sec
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, write_to_textfile
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -103,6 +105,16 @@ class Metrics:
         self.consumer_lag = Gauge(
             "receiptflow_consumer_lag", "Records behind the log end, per topic.", ["group", "topic"], registry=r
         )
+
+
+def write_textfile(metrics: Metrics, path: Path) -> None:
+    """The registry in the Prometheus text format, replacing ``path`` atomically.
+
+    For batch commands, which end before any scrape: node_exporter's textfile collector (or any
+    scraper of a file) picks the figures up from there.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), metrics.registry)
 
 
 def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:

@@ -27,6 +27,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         env["RECEIPTFLOW_POLICY_FILE"] = str(settings.policy_file)
     if settings.warehouse_url:
         env["RECEIPTFLOW_WAREHOUSE_URL"] = settings.warehouse_url
+    if settings.metrics_textfile is not None:
+        env["RECEIPTFLOW_METRICS_TEXTFILE"] = str(settings.metrics_textfile)
     return env
 
 

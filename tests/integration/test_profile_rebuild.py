@@ -220,10 +220,16 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
 
     target = _other_db(pipeline.settings.redis_url, 7)
     redis.Redis.from_url(target).flushdb()
-    result = pipeline.cli("profiles", "rebuild", "--redis-url", target, "--cards-per-batch", "50")
+    textfile = pipeline.settings.data_dir / "metrics" / "rebuild.prom"
+    with_textfile = pipeline.settings.model_copy(update={"metrics_textfile": textfile})
+    result = pipeline.cli(
+        "profiles", "rebuild", "--redis-url", target, "--cards-per-batch", "50", settings=with_textfile
+    )
     assert result.returncode == 0, result.stderr
     assert f"rebuilt {len(pipeline.cards)} profiles" in result.stdout
     assert "purchases and consent changes" in result.stderr, result.stderr  # the progress display
+    # A batch command leaves its metrics for a textfile collector, since nothing scrapes it live.
+    assert f"receiptflow_profile_rebuild_cards_total {float(len(pipeline.cards))}" in textfile.read_text()
     rebuilt = RedisProfileStore.from_url(target).get_many(pipeline.cards)
     _assert_equal_profiles(rebuilt, live)
 
@@ -299,9 +305,17 @@ def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) ->
     assert all(stored[c] == {} for c in pipeline.cards if c not in want)
     assert len({a.grocery_segment for a in want.values()} - {None}) >= 3
 
-    second = pipeline.cli("segments", "run", "--month", str(month))
+    textfile = pipeline.settings.data_dir / "metrics" / "segments.prom"
+    with_textfile = pipeline.settings.model_copy(update={"metrics_textfile": textfile})
+    second = pipeline.cli("segments", "run", "--month", str(month), settings=with_textfile)
     assert second.returncode == 0, second.stderr
     assert _stored_segments(pipeline) == stored
+    exported = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in textfile.read_text().splitlines()
+        if line.startswith("receiptflow_segments_assigned_total{")
+    }
+    assert sum(exported.values()) == len(want)
 
     # Subject access shows them; the marketing view only while consent allows the grocery segment.
     card = sorted(with_segment)[0]
