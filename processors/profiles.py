@@ -604,21 +604,27 @@ class RedisProfileStore:
             return None
         return decode_profile(card_id, h, seen)
 
-    def get_many(self, card_ids: Sequence[str]) -> dict[str, Profile]:
-        """Profiles of many cards in one round trip (cards without one are left out)."""
+    def get_many(self, card_ids: Sequence[str], *, with_seen: bool = True) -> dict[str, Profile]:
+        """Profiles of many cards in one round trip (cards without one are left out).
+
+        ``with_seen=False`` leaves the dedup sets out (empty ``seen``): all a view needs, and all the
+        marketing reader's Redis user may read.
+        """
         pipe = self._r.pipeline(transaction=False)
         for c in card_ids:
             pipe.hgetall(profile_key(c))
-            pipe.zrange(seen_key(c), 0, -1, withscores=True)
+            if with_seen:
+                pipe.zrange(seen_key(c), 0, -1, withscores=True)
         try:
             rows = pipe.execute() if card_ids else []
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot read profiles: {exc}") from exc
         out = {}
+        step = 2 if with_seen else 1
         for i, c in enumerate(card_ids):
-            h, seen = rows[2 * i], rows[2 * i + 1]
+            h = rows[step * i]
             if h:
-                out[c] = decode_profile(c, h, seen)
+                out[c] = decode_profile(c, h, rows[step * i + 1] if with_seen else ())
         return out
 
     def segments(self, card_id: str) -> dict[str, str]:

@@ -405,7 +405,7 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     household: dict[str, int] | None = None
     if settings.households_file is not None and args.view != "marketing":
         cards = members(load_households(settings.households_file), args.card)
-        household = {c: p.points for c, p in store.get_many(cards).items()}
+        household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
     segments = store.segments(args.card)
     doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
     console.print_json(json.dumps(doc)) if args.json else console.print(doc)

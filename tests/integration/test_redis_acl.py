@@ -153,6 +153,25 @@ def test_the_roles(acl_redis: AclRedis, make_settings: MakeSettings, tmp_path: P
     assert doc["card_id"] == other
     assert doc == json.loads(json.dumps(render(expected[other], "marketing", datetime.now(UTC))))
 
+    # The customer view with a household reads the members' profile hashes, not their dedup sets,
+    # so the reader's login serves it too.
+    households = tmp_path / "households.csv"
+    households.write_text(f"card_id,household_id\n{other},h1\n{others[1]},h1\n")
+    own = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "profile", other, "--view", "customer", "--json"],
+        env={
+            **env_for(reader_settings),
+            "RECEIPTFLOW_REDIS_PASSWORD": acl_redis.reader_password,
+            "RECEIPTFLOW_HOUSEHOLDS_FILE": str(households),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert own.returncode == 0, own.stderr
+    assert json.loads(own.stdout)["household"]["points"] == expected[other].points + expected[others[1]].points
+
     # ... and nothing else: no write, not the dedup set, the erased-cards record or the audit stream.
     r = acl_redis.client("marketing-reader", acl_redis.reader_password)
     w = acl_redis.client("profile-writer", acl_redis.writer_password)
