@@ -57,9 +57,8 @@ from .profiles import (
     Outcome,
     Profile,
     RedisProfileStore,
-    apply_consent,
-    apply_delta,
     delta_args,
+    fold,
     profile_key,
     seen_key,
 )
@@ -142,16 +141,7 @@ def in_event_order(events: Iterable[Event]) -> list[Event]:
 
 def rebuild_fold(events: Iterable[Event], rules: Rules) -> dict[str, Profile]:
     """The profiles a rebuild writes, as the pure fold (what the Redis path is tested against)."""
-    out: dict[str, Profile] = {}
-    for e in in_event_order(events):
-        if e.card_id is None:
-            continue
-        prof = out.get(e.card_id) or Profile(e.card_id)
-        if isinstance(e, ConsentChange):
-            out[e.card_id] = apply_consent(prof, e)
-        else:
-            out[e.card_id] = apply_delta(prof, delta(e, rules), rules)[0]
-    return out
+    return fold(in_event_order(events), rules)
 
 
 # --- writing: the live scripts, in one pipeline --------------------------------------------------

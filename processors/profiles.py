@@ -175,14 +175,21 @@ def apply_consent(profile: Profile, change: ConsentChange) -> Profile:
     return out if change.product_data_marketing else without_product_data(out)
 
 
-def fold(purchases: Iterable[Purchase], rules: Rules | None = None) -> dict[str, Profile]:
-    """All profiles from a sequence of purchases (anonymous ones are skipped)."""
+def fold(events: Iterable[Purchase | ConsentChange], rules: Rules | None = None) -> dict[str, Profile]:
+    """All profiles from purchases (and consent changes), applied in the order given.
+
+    Anonymous purchases are skipped.
+    """
     rules = rules or default_rules()
     out: dict[str, Profile] = {}
-    for p in purchases:
-        if p.card_id is None:
+    for e in events:
+        if e.card_id is None:
             continue
-        out[p.card_id] = apply_delta(out.get(p.card_id) or Profile(p.card_id), delta(p, rules), rules)[0]
+        prof = out.get(e.card_id) or Profile(e.card_id)
+        if isinstance(e, ConsentChange):
+            out[e.card_id] = apply_consent(prof, e)
+        else:
+            out[e.card_id] = apply_delta(prof, delta(e, rules), rules)[0]
     return out
 
 

@@ -32,13 +32,10 @@ from receiptflow.config import Settings
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
-from receiptflow.processors.profile_rules import Rules, delta, load_rules
+from receiptflow.processors.profile_rules import Rules, load_rules
 from receiptflow.processors.profiles import (
     ERASED_KEY,
-    Profile,
     RedisProfileStore,
-    apply_consent,
-    apply_delta,
     fold,
     profile_key,
     seen_key,
@@ -73,18 +70,6 @@ def event_sequences(draw: st.DrawFn, span_days: int) -> list[Purchase | ConsentC
     return draw(st.permutations(events))
 
 
-def _fold_events(events: list[Purchase | ConsentChange], rules: Rules) -> dict[str, Profile]:
-    out: dict[str, Profile] = {}
-    for e in events:
-        assert e.card_id is not None
-        prof = out.get(e.card_id) or Profile(e.card_id)
-        if isinstance(e, ConsentChange):
-            out[e.card_id] = apply_consent(prof, e)
-        else:
-            out[e.card_id] = apply_delta(prof, delta(e, rules), rules)[0]
-    return out
-
-
 @pytest.mark.parametrize(
     ("rules", "span_days"),
     # The short window puts many buckets at its edge: days dropped inside a week field and whole fields.
@@ -111,7 +96,7 @@ def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_d
                 j += 1
             store.apply([e for e in events[i:j] if isinstance(e, Purchase)])
             i = j
-        expected = _fold_events(events, rules)
+        expected = fold(events, rules)
         assert store.get_many(CARDS) == expected
 
     check()
