@@ -11,10 +11,11 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -25,6 +26,8 @@ from .errors import ReceiptflowError, ValidationError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+
+T = TypeVar("T")
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -420,25 +423,25 @@ def _progress_bar(what: str, unit: str) -> Progress:
     return Progress(*columns, console=err_console)
 
 
-def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
+def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., T]) -> T:
+    """Run a batch job over the warehouse and the profile store, with a progress bar on stderr.
+
+    ``job(sink, store, progress=..., metrics=...)``; the job's metrics go to
+    ``RECEIPTFLOW_METRICS_TEXTFILE`` when it is set, since nothing scrapes a batch command live.
+    """
     from .metrics import Metrics, write_textfile
-    from .processors.profile_rebuild import rebuild
     from .processors.profiles import RedisProfileStore
     from .sinks import open_sink
 
-    if args.redis_url is not None:
-        settings = settings.model_copy(update={"redis_url": args.redis_url})
-    _print_endpoints(settings, "profiles rebuild:")
     metrics = Metrics()
     store = RedisProfileStore.from_settings(settings)
     sink = open_sink(settings)
     try:
-        with _progress_bar("rebuild", "purchases and consent changes") as bar:
-            task = bar.add_task("rebuild", total=None)
-            stats = rebuild(
+        with _progress_bar(what, unit) as bar:
+            task = bar.add_task(what, total=None)
+            result = job(
                 sink,
                 store,
-                cards_per_batch=args.cards_per_batch,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 metrics=metrics,
             )
@@ -446,6 +449,21 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
         sink.close()
     if settings.metrics_textfile is not None:
         write_textfile(metrics, settings.metrics_textfile)
+    return result
+
+
+def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
+    from .processors.profile_rebuild import rebuild
+
+    if args.redis_url is not None:
+        settings = settings.model_copy(update={"redis_url": args.redis_url})
+    _print_endpoints(settings, "profiles rebuild:")
+    stats = _profile_batch(
+        settings,
+        "rebuild",
+        "purchases and consent changes",
+        partial(rebuild, cards_per_batch=args.cards_per_batch),
+    )
     console.print(
         f"rebuilt {stats.cards} profiles: {stats.purchases} purchases and {stats.consent_changes} consent changes "
         f"applied in {stats.round_trips} round trips; {stats.erased} purchases of erased cards left out"
@@ -454,33 +472,22 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
-    from .metrics import Metrics, write_textfile
-    from .processors.profiles import RedisProfileStore
     from .processors.segments import load_model, month_bounds, run_segments
-    from .sinks import open_sink
 
     month_bounds(args.month)  # a usage error before anything connects
     model = load_model(settings.segments_file)
     _print_endpoints(settings, f"segments run ({args.month}, model {model.version}):")
-    metrics = Metrics()
-    store = RedisProfileStore.from_settings(settings)
-    sink = open_sink(settings)
-    try:
-        with _progress_bar("segments", "cards") as bar:
-            task = bar.add_task("segments", total=None)
-            run = run_segments(
-                sink,
-                store,
-                args.month,
-                model,
-                default_product_data=settings.default_product_data_marketing,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                metrics=metrics,
-            )
-    finally:
-        sink.close()
-    if settings.metrics_textfile is not None:
-        write_textfile(metrics, settings.metrics_textfile)
+    run = _profile_batch(
+        settings,
+        "segments",
+        "cards",
+        partial(
+            run_segments,
+            month=args.month,
+            model=model,
+            default_product_data=settings.default_product_data_marketing,
+        ),
+    )
     table = Table("grocery segment", "cards", title=f"{run.month}: {run.cards} active cards, model {run.model}")
     for name, n in sorted(run.per_segment.items()):
         table.add_row("none (no product-data consent or no grocery spend)" if name == "-" else name, str(n))
