@@ -97,27 +97,40 @@ def _time_until(settings: Settings, topic: str, target: int, alive: Callable[[],
         time.sleep(0.05)
 
 
-def raw_passthrough(settings: Settings, source: str, target: str, count: int) -> float:
-    """Timed inside the loop: from the first record consumed to the last one acknowledged."""
+def _timed_loop(
+    settings: Settings,
+    source: str,
+    target: str,
+    count: int,
+    label: str,
+    linger_ms: int,
+    transform: Callable[[bytes, datetime], bytes] | None = None,
+) -> float:
+    """Consume ``source`` and produce to ``target`` (``transform``-ed, or the bytes as they are).
+
+    Timed inside the loop: from the first record consumed to the last one acknowledged.
+    """
     consumer = Consumer(
-        settings.kafka_config(**{"group.id": f"bench-raw-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
+        settings.kafka_config(**{"group.id": f"bench-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
     )
-    producer = Producer(settings.kafka_config(**{"linger.ms": 5, "compression.type": "lz4"}))
+    producer = Producer(settings.kafka_config(**{"linger.ms": linger_ms, "compression.type": "lz4"}))
     consumer.subscribe([source])
     done = 0
     started: float | None = None
     deadline = time.monotonic() + 300
     while done < count:
         if time.monotonic() > deadline:
-            raise SystemExit(f"raw passthrough: {done} of {count} after 300 s")
+            raise SystemExit(f"{label}: {done} of {count} after 300 s")
+        now = datetime.now(UTC)
         for m in consumer.consume(2000, timeout=0.5):
             if m.error() is not None:
                 continue
             if started is None:
                 started = time.perf_counter()
+            value = m.value() if transform is None else transform(m.value(), now)
             while True:
                 try:
-                    producer.produce(target, value=m.value(), key=m.key())
+                    producer.produce(target, value=value, key=m.key())
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -128,6 +141,11 @@ def raw_passthrough(settings: Settings, source: str, target: str, count: int) ->
     elapsed = time.perf_counter() - started
     consumer.close()
     return elapsed
+
+
+def raw_passthrough(settings: Settings, source: str, target: str, count: int) -> float:
+    """Bytes copied unchanged: the ceiling the client and broker allow."""
+    return _timed_loop(settings, source, target, count, "raw passthrough", linger_ms=5)
 
 
 def single_output(settings: Settings, count: int) -> float:
@@ -140,39 +158,14 @@ def single_output(settings: Settings, count: int) -> float:
     """
     names = TopicNames(settings.topic_prefix)
     codec, policy = Codec(), load_policy()
-    consumer = Consumer(
-        settings.kafka_config(**{"group.id": f"bench-one-{uuid.uuid4().hex[:6]}", "auto.offset.reset": "earliest"})
+
+    def customer_record(value: bytes, now: datetime) -> bytes:
+        c = Checkout.from_avro(codec.decode(value, expect="checkout").value)
+        return codec.encode("purchase", process(c, policy, None, now).customer.to_avro())
+
+    return _timed_loop(
+        settings, names.checkouts, names.purchases_customer, count, "single output", 100, customer_record
     )
-    producer = Producer(settings.kafka_config(**{"linger.ms": 100, "compression.type": "lz4"}))
-    consumer.subscribe([names.checkouts])
-    done = 0
-    started: float | None = None
-    deadline = time.monotonic() + 300
-    while done < count:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"single output: {done} of {count} after 300 s")
-        now = datetime.now(UTC)
-        for m in consumer.consume(2000, timeout=0.5):
-            if m.error() is not None:
-                continue
-            if started is None:
-                started = time.perf_counter()
-            c = Checkout.from_avro(codec.decode(m.value(), expect="checkout").value)
-            routed = process(c, policy, None, now)
-            value = codec.encode("purchase", routed.customer.to_avro())
-            while True:
-                try:
-                    producer.produce(names.purchases_customer, value=value, key=m.key())
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            done += 1
-        producer.poll(0)
-    producer.flush(60)
-    assert started is not None
-    elapsed = time.perf_counter() - started
-    consumer.close()
-    return elapsed
 
 
 def router(settings: Settings, count: int, workers: int = 1, load: Callable[[], None] | None = None) -> float:
