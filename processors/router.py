@@ -71,6 +71,8 @@ _SEEN_ENTRY = struct.Struct(">qH")  # event time (ms), length of the receipt id 
 SEEN_BATCH_HEADER = ("receiptflow-seen", b"batch-v1")
 # Receipt ids per batch record: keeps a record far below the broker's 1 MB default message limit.
 _SEEN_PER_RECORD = 10_000
+# librdkafka's RD_KAFKA_PARTITION_UA: the partitioner picks the partition (by key).
+_ANY_PARTITION = -1
 # Exit status of a worker that ended itself because a client call hung (EX_SOFTWARE).
 HUNG_EXIT_CODE = 70
 # A state restore that reads nothing for this long fails the worker (see _read_partitions).
@@ -442,14 +444,10 @@ class Router:
         partition: int | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
+        at = _ANY_PARTITION if partition is None else partition
         while True:
             try:
-                if partition is None:
-                    self._producer.produce(topic, value=value, key=key)
-                elif headers is None:
-                    self._producer.produce(topic, value=value, key=key, partition=partition)
-                else:
-                    self._producer.produce(topic, value=value, key=key, partition=partition, headers=headers)
+                self._producer.produce(topic, value=value, key=key, partition=at, headers=headers)
                 return
             except BufferError:
                 self._producer.poll(0.05)
