@@ -42,6 +42,7 @@ import redis
 from ..config import Settings
 from ..errors import ProfileStoreError
 from ..models import ConsentChange, Purchase
+from ..secrets import install_secret
 from .profile_rules import NUTRIENTS, Delta, Rules, default_rules, delta, epoch_day, load_rules
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
@@ -437,13 +438,12 @@ def erased_hash(card_id: str, salt: bytes) -> str:
 
 
 def erasure_salt(settings: Settings) -> bytes:
-    """The key of the erased-cards hashes: ``RECEIPTFLOW_ERASURE_SALT``, else the built-in one.
+    """The key of the erased-cards hashes: ``RECEIPTFLOW_ERASURE_SALT``, else this install's generated one.
 
-    Redis and the warehouse must hash with the same key, or an erased card is not recognised.
+    Redis and the warehouse must hash with the same key, or an erased card is not recognised; a
+    production install without the setting is refused (see :mod:`receiptflow.secrets`).
     """
-    if settings.erasure_salt is None:
-        return DEFAULT_ERASURE_SALT
-    return settings.erasure_salt.get_secret_value().encode()
+    return install_secret(settings, "erasure_salt")
 
 
 def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:

@@ -121,7 +121,19 @@ class Settings(BaseSettings):
         default=None, description="segment model of `segments run`: archetypes, class bounds (default: the shipped one)"
     )
     erasure_salt: SecretStr | None = Field(
-        default=None, description="key of the hashes in the erased-cards record (set it in production)"
+        default=None,
+        description="key of the hashes in the erased-cards record; required in production, "
+        "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    analytics_key: SecretStr | None = Field(
+        default=None,
+        description="key of the basket pseudonyms on the anonymous analytics data; required in production, "
+        "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    deployment: Literal["auto", "embedded", "production"] = Field(
+        default="auto",
+        description="production refuses built-in or generated secrets; auto: production when any "
+        "bootstrap server is not on this machine",
     )
 
     # --- Local files and ports -----------------------------------------------------------------
@@ -163,6 +175,14 @@ class Settings(BaseSettings):
         if self.warehouse_url:
             return self.warehouse_url
         return f"duckdb:///{(self.data_dir / 'warehouse.duckdb').resolve()}"
+
+    @property
+    def is_production(self) -> bool:
+        """Whether this is a production install (secrets must be given, never generated)."""
+        if self.deployment != "auto":
+            return self.deployment == "production"
+        hosts = [server.strip().rpartition(":")[0].strip("[]") for server in self.bootstrap_servers.split(",")]
+        return any(host not in ("localhost", "::1") and not host.startswith("127.") for host in hosts if host)
 
     def kafka_config(self, **overrides: Any) -> dict[str, Any]:
         """librdkafka properties for a confluent-kafka client, security included."""

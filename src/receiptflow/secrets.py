@@ -1,0 +1,87 @@
+"""Install secrets: the keys that pseudonymise card ids and baskets, and where they come from.
+
+Two keys turn identifiers into values that cannot be linked back without the key:
+
+* ``erasure_salt`` keys the hashes of erased cards (the erased-cards record keeps no card id);
+* ``analytics_key`` keys the basket pseudonyms on the anonymous analytics data.
+
+A production install (:attr:`Settings.is_production`) must be given each key in its environment
+(``RECEIPTFLOW_ERASURE_SALT``, ``RECEIPTFLOW_ANALYTICS_KEY``): a key written in the source, or one
+generated on a single machine, would either be known to everybody or differ between the machines
+that must agree, so :func:`install_secret` refuses with :class:`ConfigError`. The embedded stack
+generates each key once per install, 32 random bytes, kept in ``data_dir/secrets/<name>`` readable by
+its owner only (directory 0700, file 0600), so every process of that install agrees on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+from .config import Settings
+from .errors import ConfigError
+
+SECRETS_DIR = "secrets"
+_ENV_NAMES = {"erasure_salt": "RECEIPTFLOW_ERASURE_SALT", "analytics_key": "RECEIPTFLOW_ANALYTICS_KEY"}
+
+
+def secret_path(settings: Settings, name: str) -> Path:
+    """Where the embedded install keeps the generated secret ``name``."""
+    return settings.data_dir.resolve() / SECRETS_DIR / name
+
+
+def install_secret(settings: Settings, name: str) -> bytes:
+    """The secret ``name`` ("erasure_salt" or "analytics_key"): from the settings, else generated per install.
+
+    Raises ConfigError on a production install that was not given it.
+    """
+    if name not in _ENV_NAMES:
+        raise ValueError(f"unknown install secret {name!r}")
+    given = settings.erasure_salt if name == "erasure_salt" else settings.analytics_key
+    if given is not None:
+        value = given.get_secret_value()
+        if len(value) < 16:
+            raise ConfigError(f"{_ENV_NAMES[name]} is too short: use at least 16 random characters")
+        return value.encode()
+    if settings.is_production:
+        raise ConfigError(
+            f"{_ENV_NAMES[name]} is not set: a production install needs its own secret "
+            f"(generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    return _generated(secret_path(settings, name))
+
+
+def _generated(path: Path) -> bytes:
+    """Read the secret at ``path``, creating it (0600, in a 0700 directory) if it does not exist."""
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        path.parent.chmod(0o700)
+    value = secrets.token_hex(32).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(value + b"\n")
+    try:
+        # link() fails if another process created it first: then both use that one.
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
+    return value
+
+
+def erasure_salt(settings: Settings) -> bytes:
+    """The key of the erased-cards hashes; Redis, the warehouse and the erasure topic share it."""
+    return install_secret(settings, "erasure_salt")
+
+
+def analytics_key(settings: Settings) -> bytes:
+    """The key of the basket pseudonyms on the analytics data; only the processor needs it."""
+    return install_secret(settings, "analytics_key")
