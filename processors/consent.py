@@ -4,12 +4,16 @@ Pure functions on frozen values; no Kafka, no clock. A ``ConsentChange`` carries
 consent state as of its event time, so a card's history is the list of those states ordered by
 event time. For a receipt the processor takes the **more restrictive** of
 
-* the consent in force at the receipt's event time (the newest change at or before it), and
+* the consent in force at the receipt's event time (the newest change before it; a change at exactly
+  that instant counts only where it is stricter), and
 * the consent in force at processing time (the newest change known at all),
 
 so withdrawing consent stops marketing use of older receipts processed later, and consent given
-after a purchase never reaches back to it. Where either is unknown the configured default applies
-(privacy-safe: nothing for marketing). The consents topic is compacted, so after compaction only a
+after a purchase never reaches back to it. On a tie -- a change at the very instant of the purchase,
+or two changes at one instant -- the stricter reading wins, whatever order they arrived in. Where
+either is unknown the configured default applies (privacy-safe: nothing for marketing). The
+router applies a card's consent changes and checkouts in the order they were written (see
+:mod:`receiptflow.processors.merge`). The consents topic is compacted, so after compaction only a
 card's newest state survives a restart; the rule then falls back to that state and the default,
 which can only be stricter, never looser.
 """
@@ -60,14 +64,26 @@ class ConsentHistory:
         combination, so the answer does not depend on the order they arrived in.
         """
         eligible = [rec for rec in self.changes if rec.event_time <= when]
-        if not eligible:
-            return None
-        newest = eligible[-1].event_time
-        states = [rec.state() for rec in eligible if rec.event_time == newest]
-        return reduce(most_restrictive, states)
+        return self._combined(eligible[-1].event_time) if eligible else None
+
+    def for_purchase(self, when: datetime, default: ConsentState) -> ConsentState:
+        """The state a purchase made at ``when`` was made under.
+
+        The newest change strictly before ``when`` (``default`` without one); a change at exactly
+        ``when`` is a tie between "before" and "after" the purchase, so it counts only as far as it
+        is stricter: a withdrawal at that instant applies, a grant does not yet.
+        """
+        before = [rec for rec in self.changes if rec.event_time < when]
+        state = self._combined(before[-1].event_time) if before else default
+        at_instant = self._combined(when)
+        return state if at_instant is None else most_restrictive(state, at_instant)
 
     def latest(self) -> ConsentState | None:
-        return self.at(self.changes[-1].event_time) if self.changes else None
+        return self._combined(self.changes[-1].event_time) if self.changes else None
+
+    def _combined(self, instant: datetime) -> ConsentState | None:
+        states = [rec.state() for rec in self.changes if rec.event_time == instant]
+        return reduce(most_restrictive, states) if states else None
 
 
 def most_restrictive(a: ConsentState, b: ConsentState) -> ConsentState:
@@ -82,6 +98,6 @@ def effective_consent(history: ConsentHistory | None, event_time: datetime, defa
     """The consent a receipt made at ``event_time`` is processed under (see the module docstring)."""
     if history is None or not history.changes:
         return default
-    at_event = history.at(event_time) or default
+    at_event = history.for_purchase(event_time, default)
     at_processing = history.latest() or default
     return most_restrictive(at_event, at_processing)

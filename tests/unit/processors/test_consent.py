@@ -67,6 +67,19 @@ def _state_at(changes: list[ConsentChange], when: datetime | None) -> tuple[bool
     return all(c.product_data_marketing for c in tied), all(c.electronic_marketing for c in tied)
 
 
+def _purchase_state(changes: list[ConsentChange], when: datetime) -> tuple[bool, bool] | None:
+    """In force for a purchase at ``when``: the state just before it, narrowed by any change at that instant."""
+    before = _state_at([c for c in changes if c.event_time < when], None)
+    tied = [c for c in changes if c.event_time == when]
+    if not tied:
+        return before
+    prior = before or (False, False)  # no record before: the privacy-safe default
+    return (
+        prior[0] and all(c.product_data_marketing for c in tied),
+        prior[1] and all(c.electronic_marketing for c in tied),
+    )
+
+
 def _history(changes: list[ConsentChange]) -> ConsentHistory:
     h = ConsentHistory()
     for change in changes:
@@ -74,12 +87,17 @@ def _history(changes: list[ConsentChange]) -> ConsentHistory:
     return h
 
 
-@given(checkouts(chains=CHAINS), policies(), histories())
+@given(checkouts(chains=CHAINS), policies(), histories(), st.lists(st.tuples(st.booleans(), st.booleans()), max_size=2))
 def test_no_topic_ever_carries_finer_data_than_policy_and_consent_allow(
-    c: Checkout, policy: tuple[dict[str, list[tuple[date, str]]], Policy], changes: list[ConsentChange]
+    c: Checkout,
+    policy: tuple[dict[str, list[tuple[date, str]]], Policy],
+    changes: list[ConsentChange],
+    at_purchase: list[tuple[bool, bool]],
 ) -> None:
     raw, parsed = policy
     c = Checkout(**{**{f: getattr(c, f) for f in c.__dataclass_fields__}, "card_id": CARD})
+    # Changes at the very instant of the purchase: the ties the stricter reading must win.
+    changes = changes + [ConsentChange(CARD, c.event_time, p, e) for p, e in at_purchase]
     consent = effective_consent(_history(changes), c.event_time, DEFAULT_CONSENT)
     routed = route(c, parsed.version_at(c.chain, c.event_time), consent, NOW)
     allowed = _allowed_level(raw, c)
@@ -96,7 +114,7 @@ def test_no_topic_ever_carries_finer_data_than_policy_and_consent_allow(
         assert sum(i.amount_cents for i in out.items) in (0, c.total_cents)
         assert sum(g.amount_cents for g in out.groups) in (0, c.total_cents)
 
-    at_event, latest = _state_at(changes, c.event_time), _state_at(changes, None)
+    at_event, latest = _purchase_state(changes, c.event_time), _state_at(changes, None)
     product = bool(at_event and latest and at_event[0] and latest[0])
     electronic = bool(at_event and latest and at_event[1] and latest[1])
     if product or electronic:
@@ -152,3 +170,38 @@ def test_history_is_bounded() -> None:
     h = _history([ConsentChange(CARD, t + timedelta(hours=i), i % 2 == 0, True) for i in range(100)])
     assert len(h.changes) == MAX_CHANGES_PER_CARD
     assert h.changes[-1].event_time == t + timedelta(hours=99)
+
+
+def test_a_change_at_the_purchase_instant_counts_only_when_it_is_stricter() -> None:
+    t = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    # A grant at exactly the purchase instant is not yet in force for that purchase...
+    granted_at_t = _history([ConsentChange(CARD, t, True, True)])
+    assert effective_consent(granted_at_t, t, DEFAULT_CONSENT) == DEFAULT_CONSENT
+    # ...nor does it widen a narrower grant in force just before it.
+    widened = _history([ConsentChange(CARD, t - timedelta(days=1), False, True), ConsentChange(CARD, t, True, True)])
+    assert effective_consent(widened, t, DEFAULT_CONSENT) == ConsentState(False, True, True)
+    # A withdrawal at exactly the purchase instant applies to it.
+    withdrawn_at_t = _history(
+        [ConsentChange(CARD, t - timedelta(days=1), True, True), ConsentChange(CARD, t, False, True)]
+    )
+    assert effective_consent(withdrawn_at_t, t, DEFAULT_CONSENT) == ConsentState(False, True, True)
+    # A moment later the grant is in force.
+    assert effective_consent(granted_at_t, t + timedelta(microseconds=1), DEFAULT_CONSENT) == ConsentState(
+        True, True, True
+    )
+
+
+@given(histories(), st.data())
+def test_ties_with_the_purchase_instant_resolve_to_the_stricter_side(
+    changes: list[ConsentChange], data: st.DataObject
+) -> None:
+    """Whatever happens at the purchase instant, the answer is no looser than just before or just at it."""
+    when = data.draw(st.sampled_from([c.event_time for c in changes])) if changes else NOW
+    got = effective_consent(_history(changes), when, DEFAULT_CONSENT)
+    before = _state_at([c for c in changes if c.event_time < when], None)
+    at = _state_at(changes, when)
+    latest = _state_at(changes, None)
+    for state in (before, at, latest):
+        product, electronic = state if state is not None else (False, False)
+        assert got.product_data_marketing <= product
+        assert got.electronic_marketing <= electronic
