@@ -74,7 +74,7 @@ class ConsentHistory:
         is stricter: a withdrawal at that instant applies, a grant does not yet.
         """
         before = [rec for rec in self.changes if rec.event_time < when]
-        state = self._combined(before[-1].event_time) if before else default
+        state = (self._combined(before[-1].event_time) if before else None) or default
         at_instant = self._combined(when)
         return state if at_instant is None else most_restrictive(state, at_instant)
 

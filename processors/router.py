@@ -19,7 +19,12 @@ the guarantees Kafka itself gives (KIP-98 transactions, KIP-447 group-fenced off
   same transaction, to the partition of the checkout, and read back when a worker is assigned that
   partition — after a crash or a rebalance the new owner knows exactly what was committed;
 * consent state per card is rebuilt on assignment from the compacted ``consents`` topic up to the
-  group's committed offset, then kept current by the stream itself.
+  group's committed offset, then kept current by the stream itself;
+* consent changes and checkouts are applied in the order they were written, not in the order the
+  fetches happened to bring them: records wait in a :class:`~receiptflow.processors.merge.TimeOrderedMerge`
+  until the other input of their partition is read to its end (or ``processor_order_wait_ms`` has
+  passed), so a withdrawal written before a checkout applies to it after a restart, a rebalance or
+  under lag. Only released records are processed, and only their offsets are committed.
 
 Everything decided about a record is decided by the pure core (``core.validate``/``core.route``,
 ``consent.effective_consent``); this module decodes, calls it, produces, commits and counts.
@@ -59,6 +64,7 @@ from ..topics import TopicNames
 from .consent import ConsentHistory, effective_consent
 from .core import dead_letter_record, route, validate
 from .encoding import PurchaseEncoder
+from .merge import TimeOrderedMerge
 from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
 from .watchdog import CallWatchdog
 
@@ -153,6 +159,14 @@ class Router:
         self.transactional_id = f"{settings.processor_id}-{settings.processor_instance}"
         self._last_prune = time.monotonic()
         self._assigned_at = 0.0
+        # Consents first: on equal timestamps a consent change is applied before a checkout (stricter).
+        self._merge: TimeOrderedMerge[Message] = TimeOrderedMerge(
+            [self.names.consents, self.names.checkouts], max_wait=settings.processor_order_wait_ms / 1000
+        )
+        # Where consumption of each assigned partition started: its position until a record is read.
+        self._start_offsets: dict[tuple[str, int], int] = {}
+        self._paused: set[tuple[str, int]] = set()
+        self._last_delivery = time.monotonic()  # when consume() last returned a record
         self._consumer = Consumer(
             settings.kafka_config(
                 **{
@@ -192,9 +206,11 @@ class Router:
         """Rebuild dedup and consent state for newly assigned partition numbers."""
         started = time.perf_counter()
         numbers = sorted({tp.partition for tp in partitions})
+        inputs = [TopicPartition(t, p) for t in (self.names.consents, self.names.checkouts) for p in numbers]
         with self.watchdog.call("consumer.committed (state restore)", 30):
-            positions = self._consumer.committed([TopicPartition(self.names.consents, p) for p in numbers], timeout=30)
+            positions = self._consumer.committed(inputs, timeout=30)
         committed = {(tp.topic, tp.partition): tp.offset for tp in positions}
+        self._start_offsets.update(committed)
         horizon = _ms(self.clock() - self.dedup_window)
         reader = Consumer(
             self.settings.kafka_config(
@@ -265,8 +281,19 @@ class Router:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), i.e. between transactions: nothing is half-written here.
         log.info("%s: revoked %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
-        for p in {tp.partition for tp in partitions}:
+        numbers = {tp.partition for tp in partitions}
+        for p in numbers:
             self.state.pop(p, None)
+        # Buffered records of revoked partitions were never committed: their next owner reads them.
+        self._merge.drop(numbers)
+        # A pause outlives the assignment in librdkafka: lift ours, or a partition assigned back to
+        # this worker would never be fetched again.
+        paused = [tp for tp in partitions if (tp.topic, tp.partition) in self._paused]
+        if paused:
+            consumer.resume([TopicPartition(tp.topic, tp.partition) for tp in paused])
+        for tp in partitions:
+            self._start_offsets.pop((tp.topic, tp.partition), None)
+            self._paused.discard((tp.topic, tp.partition))
 
     def _prune(self) -> None:
         horizon = _ms(self.clock() - self.dedup_window)
@@ -289,10 +316,21 @@ class Router:
             [self.names.checkouts, self.names.consents], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         idle_since = time.monotonic()
+        batch_max = self.settings.processor_batch_max
         try:
             while not stop.is_set():
-                msgs = self._consumer.consume(self.settings.processor_batch_max, timeout=0.5)
-                if not msgs:
+                waiting = self._merge.pending() > 0
+                msgs = self._consumer.consume(batch_max, timeout=0.1 if waiting else 0.5)
+                if self._buffer(msgs):
+                    self._last_delivery = time.monotonic()
+                ready = self._merge.release(
+                    time.monotonic(), self._caught_up_now(), limit=batch_max, last_delivery=self._last_delivery
+                )
+                self._flow_control()
+                if not ready:
+                    if msgs or self._merge.pending():
+                        idle_since = time.monotonic()  # records are arriving or waiting for their turn
+                        continue
                     # Idle time counts once partitions are assigned and restored: joining is not idleness.
                     idle_since = max(idle_since, self._assigned_at)
                     if not self.state:
@@ -301,13 +339,77 @@ class Router:
                         break
                     continue
                 idle_since = time.monotonic()
-                self._transaction(msgs)
+                self._transaction(ready)
                 if time.monotonic() - self._last_prune > _PRUNE_EVERY:
                     self._prune()
         finally:
             self.watchdog.stop()
             self.close()
         return self.stats
+
+    # --- time order across the inputs ------------------------------------------------------------
+    def _buffer(self, msgs: list[Message]) -> int:
+        """Hand consumed records to the merge (returns how many); errors are dealt with here, never buffered."""
+        added = 0
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise BrokerError(f"consume failed: {err}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    # Transient (broker restarting, connection lost): librdkafka retries by itself.
+                    log.warning("%s: consumer: %s", self.name, err)
+                continue
+            _kind, timestamp = msg.timestamp()
+            self._merge.add(msg.topic() or "", msg.partition() or 0, timestamp, msg)
+            added += 1
+        return added
+
+    def _caught_up_now(self) -> Callable[[str, int], bool | None]:
+        """Whether an input partition is read to its (read-committed) end, asked once per release."""
+        answers: dict[tuple[str, int], bool | None] = {}
+
+        def caught_up(topic: str, partition: int) -> bool | None:
+            key = (topic, partition)
+            if key not in answers:
+                answers[key] = self._caught_up(topic, partition)
+            return answers[key]
+
+        return caught_up
+
+    def _caught_up(self, topic: str, partition: int) -> bool | None:
+        """True: read to its end; False: records on the broker not delivered yet; None: not known."""
+        tp = TopicPartition(topic, partition)
+        try:
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            position = self._consumer.position([tp])[0].offset
+        except KafkaException:
+            return None  # unknown: wait (bounded by processor_order_wait_ms)
+        if position < 0:
+            # Nothing read from it since the assignment: it starts at the committed offset, or at the
+            # beginning of what the partition still holds.
+            position = self._start_offsets.get((topic, partition), OFFSET_INVALID)
+            if position < 0:
+                position = low
+        # The cached end comes from the latest fetch response (the last stable offset for this
+        # read-committed consumer); unknown (negative) until the first fetch answers.
+        if high < 0:
+            return None
+        return position >= high
+
+    def _flow_control(self) -> None:
+        """Pause inputs with many records waiting (the other input is behind), resume them once drained."""
+        limit = 4 * self.settings.processor_batch_max
+        for key in list(self._paused):
+            if self._merge.buffered(*key) < self.settings.processor_batch_max:
+                self._consumer.resume([TopicPartition(*key)])
+                self._paused.discard(key)
+        for topic in (self.names.consents, self.names.checkouts):
+            for partition in self.state:
+                key = (topic, partition)
+                if key not in self._paused and self._merge.buffered(topic, partition) > limit:
+                    self._consumer.pause([TopicPartition(topic, partition)])
+                    self._paused.add(key)
 
     def _check_copartitioned(self) -> None:
         topics = (self.names.checkouts, self.names.consents, self.names.receipts_seen)
@@ -344,14 +446,7 @@ class Router:
         now = self.clock()
         self._producer.begin_transaction()
         try:
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise BrokerError(f"consume failed: {err}")
-                    # Transient (broker restarting, connection lost): librdkafka retries by itself.
-                    log.warning("%s: consumer: %s", self.name, err)
-                    continue
+            for msg in msgs:  # released by the merge: records, never errors
                 topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
                 staged.offsets[(topic, partition)] = offset + 1
                 staged.consumed[topic] += 1
@@ -427,7 +522,12 @@ class Router:
                 self._producer.abort_transaction(60)
         except KafkaException as abort_exc:
             raise BrokerError(f"cannot abort transaction: {abort_exc}") from abort_exc
-        # Staged state is dropped with the transaction; consumption restarts at what was committed.
+        # Staged state is dropped with the transaction; consumption restarts at what was committed,
+        # so whatever waited in the merge is read again.
+        self._merge.clear()
+        if self._paused:
+            self._consumer.resume([TopicPartition(t, p) for t, p in self._paused])
+            self._paused.clear()
         assignment = self._consumer.assignment()
         with self.watchdog.call("consumer.committed (rewind)", 30):
             positions = self._consumer.committed(assignment, timeout=30)

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
         description="this sink's stable name in its consumer group (Kafka static membership): a restarted sink "
         "gets its partitions back at once instead of after the session timeout; unique per running sink",
     )
+    processor_order_wait_ms: int = Field(
+        default=2000,
+        ge=0,
+        le=600_000,
+        description="how long the router holds a partition's records for its other input (consents or "
+        "checkouts) that is not read to its end, to apply both in the order they were written",
+    )
     processor_dedup_days: int = Field(
         default=14, ge=1, description="how long (event time) a receipt id is remembered to drop duplicates"
     )

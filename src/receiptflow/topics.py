@@ -49,14 +49,20 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "checkout",
         "card_id (store_id when anonymous)",
         "Raw checkouts from registers and partners; at-least-once from the register outboxes.",
-        {"retention.ms": str(14 * DAY_MS), "min.insync.replicas": "1"},
+        # The broker stamps append time: the router orders checkouts and consent changes by it, so
+        # a register's clock cannot put a receipt before a withdrawal written earlier.
+        {"retention.ms": str(14 * DAY_MS), "min.insync.replicas": "1", "message.timestamp.type": "LogAppendTime"},
     ),
     TopicSpec(
         CONSENTS,
         "consent_change",
         "card_id",
         "Consent state per card (full state, latest wins); compacted, so the newest state is kept forever.",
-        {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60 * 1000)},
+        {
+            "cleanup.policy": "compact",
+            "min.compaction.lag.ms": str(60 * 1000),
+            "message.timestamp.type": "LogAppendTime",
+        },
     ),
     TopicSpec(
         PURCHASES_CUSTOMER,

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from receiptflow.codec import Codec
@@ -63,7 +63,7 @@ def _router(settings: Settings, instance: str = "0", **env: str) -> Iterator[sub
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = open(settings.data_dir / f"router-{instance}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance],
+        [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance, "--loglevel", "info"],
         env={**env_for(settings), **env},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -83,6 +83,19 @@ def _router(settings: Settings, instance: str = "0", **env: str) -> Iterator[sub
 
 def _lag(settings: Settings) -> int:
     """Records of checkouts and consents not yet committed by the router's group."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return _lag_once(settings)
+        except KafkaException:
+            # A broker that has just started may not have loaded the group coordinator yet
+            # (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): ask again.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _lag_once(settings: Settings) -> int:
     names = TopicNames(settings.topic_prefix)
     # read_uncommitted: a read-committed consumer asks for *stable* offsets and would wait for the
     # open transaction of a just-killed router to be aborted; the last committed offsets are enough here.
