@@ -219,6 +219,18 @@ def _consent_at(changes: list[ConsentChange], at: datetime | None) -> tuple[bool
     return all(c.product_data_marketing for c in tied), all(c.electronic_marketing for c in tied)
 
 
+def _consent_for_purchase(changes: list[ConsentChange], at: datetime) -> tuple[bool, bool] | None:
+    """What a purchase at ``at`` was made under: the state just before it, narrowed by changes at that instant."""
+    prior = _consent_at([c for c in changes if c.event_time < at], None)
+    tied = [c for c in changes if c.event_time == at]
+    if prior is None or not tied:
+        return prior
+    return (
+        prior[0] and all(c.product_data_marketing for c in tied),
+        prior[1] and all(c.electronic_marketing for c in tied),
+    )
+
+
 def test_policy_change_mid_run_and_consent_flips_are_respected_on_every_topic(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
@@ -270,7 +282,7 @@ def test_policy_change_mid_run_and_consent_flips_are_respected_on_every_topic(
     for p in marketing:
         assert p.card_id is not None
         final = _consent_at(history[p.card_id], None)
-        at_event = _consent_at(history[p.card_id], p.event_time)
+        at_event = _consent_for_purchase(history[p.card_id], p.event_time)
         assert final is not None and at_event is not None, "no consent at the time of the purchase"
         product = final[0] and at_event[0]
         electronic = final[1] and at_event[1]
@@ -284,7 +296,7 @@ def test_policy_change_mid_run_and_consent_flips_are_respected_on_every_topic(
             continue
         c = Checkout.from_avro(CODEC.decode(CODEC.encode("checkout", sold.to_avro())).value)
         final = _consent_at(history[sold.card_id], None)
-        at_event = _consent_at(history[sold.card_id], c.event_time)
+        at_event = _consent_for_purchase(history[sold.card_id], c.event_time)
         allowed = (
             final is not None and at_event is not None and ((final[0] and at_event[0]) or (final[1] and at_event[1]))
         )
