@@ -62,7 +62,7 @@ from ..metrics import Metrics
 from ..models import Checkout, ConsentChange, ConsentState, Purchase
 from ..topics import TopicNames
 from .consent import ConsentHistory, effective_consent
-from .core import dead_letter_record, route, validate
+from .core import dead_letter_record, route, validate, validate_consent
 from .encoding import PurchaseEncoder
 from .merge import TimeOrderedMerge
 from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
@@ -570,7 +570,9 @@ class Router:
     def _consent_change(self, msg: Message) -> ConsentChange | None:
         if msg.value() is None:  # tombstone: the card was erased; its history goes with it
             return None
-        return ConsentChange.from_avro(self.codec.decode(msg.value(), expect="consent_change").value)
+        change = ConsentChange.from_avro(self.codec.decode(msg.value(), expect="consent_change").value)
+        validate_consent(change)
+        return change
 
     def _history(self, partition: int, card: str, staged: _Staged) -> ConsentHistory | None:
         staged_history = staged.consent.get((partition, card))

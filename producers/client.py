@@ -30,6 +30,8 @@ class DeliveryStats:
     acked: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # (tag given to send, error) for every failed delivery that had a tag, e.g. an input line number.
+    failed_tags: list[tuple[object, str]] = field(default_factory=list)
 
 
 def checkout_key(c: Checkout) -> bytes:
@@ -66,11 +68,13 @@ class RegisterClient:
         except KafkaException as exc:
             raise BrokerError(f"cannot create producer: {exc}") from exc
 
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+    def _delivered(self, err: KafkaError | None, msg: Message, tag: object = None) -> None:
         topic = msg.topic() or "?"
         if err is not None:
             self.stats.failed += 1
             self.stats.errors.append(str(err))
+            if tag is not None:
+                self.stats.failed_tags.append((tag, str(err)))
             self.metrics.produce_errors_total.labels(topic).inc()
             log.error("delivery to %s failed: %s", topic, err)
             return
@@ -84,29 +88,37 @@ class RegisterClient:
         except SchemaError as exc:
             raise ValidationError("schema", str(exc)) from exc
 
-    def send(self, c: Checkout) -> None:
-        self._produce(self.names.checkouts, checkout_key(c), self.encode_checkout(c))
+    def send(self, c: Checkout, tag: object = None) -> None:
+        """Send ``c``; ``tag`` (e.g. an input line number) names it in :attr:`DeliveryStats.failed_tags`."""
+        self._produce(self.names.checkouts, checkout_key(c), self.encode_checkout(c), tag)
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send pre-encoded bytes (used to inject bad input in tests and the simulator)."""
         self._produce(topic, key, value)
 
-    def send_consent(self, change: ConsentChange) -> None:
+    def send_consent(self, change: ConsentChange, tag: object = None) -> None:
         try:
             value = self.codec.encode("consent_change", change.to_avro())
         except SchemaError as exc:
             raise ValidationError("schema", str(exc)) from exc
-        self._produce(self.names.consents, change.card_id.encode(), value)
+        self._produce(self.names.consents, change.card_id.encode(), value, tag)
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def _produce(self, topic: str, key: bytes | None, value: bytes, tag: object = None) -> None:
+        report = self._delivered if tag is None else (lambda err, msg: self._delivered(err, msg, tag))
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+                self._producer.produce(topic, value=value, key=key, on_delivery=report)
                 break
             except BufferError:
                 # Local queue full: serve delivery reports to make room instead of dropping.
                 self._producer.poll(0.1)
             except KafkaException as exc:
+                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                if err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    # This record, not the connection: the caller reports it and goes on.
+                    raise ValidationError(
+                        "too_large", f"{len(value):,} bytes exceed the producer's message limit"
+                    ) from exc
                 raise BrokerError(f"produce to {topic} failed: {exc}") from exc
         self._producer.poll(0)
 

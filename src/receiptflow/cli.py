@@ -17,12 +17,14 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from pydantic import ValidationError as PydanticValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
 from .config import Settings, load_settings
-from .errors import ReceiptflowError, ValidationError
+from .errors import ConfigError, ReceiptflowError, UsageError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -140,35 +142,28 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- produce -----------------------------------------------------------------------------------
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.core import validate
     from .producers.client import RegisterClient
-    from .producers.jsonl import parse_lines
+    from .producers.ingest import ingest
 
+    source = None if args.file in (None, "-") else Path(args.file)
+    if source is not None and not source.is_file():
+        what = "is a directory" if source.is_dir() else "does not exist"
+        raise UsageError(f"{source} {what}: give a JSON Lines file, or - for standard input")
     _print_endpoints(settings, "produce:")
-    stream = sys.stdin if args.file in (None, "-") else open(args.file, encoding="utf-8")  # noqa: SIM115
     client = RegisterClient(settings)
-    rejected = 0
-    sent = 0
-    now = datetime.now(UTC)
+    try:
+        stream = sys.stdin.buffer if source is None else source.open("rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
     with stream:
-        for lineno, item in parse_lines(stream, args.kind):
-            if isinstance(item, ValidationError):
-                rejected += 1
-                err_console.print(f"line {lineno}: rejected: {item}")
-                continue
-            try:
-                if args.kind == "checkout":
-                    validate(item, now)  # type: ignore[arg-type]
-                    client.send(item)  # type: ignore[arg-type]
-                else:
-                    client.send_consent(item)  # type: ignore[arg-type]
-                sent += 1
-            except ValidationError as exc:
-                rejected += 1
-                err_console.print(f"line {lineno}: rejected: {exc}")
-    stats = client.flush()
-    console.print(f"sent {sent}, acknowledged {stats.acked}, failed {stats.failed}, rejected {rejected}")
-    return 1 if rejected or stats.failed else 0
+        report = ingest(stream, args.kind, client, datetime.now(UTC))
+    for note in sorted(report.rejected + report.failed + report.warnings, key=lambda n: n.lineno):
+        label = "warning" if note.reason == "unknown_fields" else f"rejected ({note.reason})"
+        err_console.print(f"line {note.lineno}: {label}: {note.message}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"sent {report.sent}, acknowledged {report.acked}, failed {len(report.failed)}, rejected {len(report.rejected)}"
+    )
+    return 0 if report.ok else 1
 
 
 # --- process / sink ----------------------------------------------------------------------------
@@ -537,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="receiptflow", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--version", action="version", version=f"receiptflow {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("stack", help="start, stop or inspect the embedded Kafka + Redis (+ PostgreSQL)")
@@ -680,14 +676,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        settings = load_settings()
+        try:
+            settings = load_settings()
+        except PydanticValidationError as exc:
+            raise ConfigError(_settings_problem(exc)) from exc
         code: int = args.func(args, settings)
         return code
-    except ReceiptflowError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, UsageError | ConfigError):
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 2
+        if isinstance(exc, ReceiptflowError):
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 1
+        # A defect of ours: one line for the person, the traceback only on request.
+        err_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} "
+            "(run again with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+
+
+def _settings_problem(exc: PydanticValidationError) -> str:
+    """One line naming each bad RECEIPTFLOW_ variable and what is wrong with it."""
+    parts = []
+    for error in exc.errors():
+        name = "RECEIPTFLOW_" + "_".join(str(p) for p in error["loc"]).upper()
+        parts.append(f"{name}: {error['msg']}")
+    return "; ".join(parts) + " (fix the environment or .env)"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ importing librdkafka, redis-py or psycopg types::
 
     ReceiptflowError
     ├── ConfigError                 a setting is missing or inconsistent
+    ├── UsageError                  a command was given an argument it cannot use (exit status 2)
     ├── SchemaError                 an .avsc file, schema id or compatibility problem
     │   └── IncompatibleSchemaError a new schema cannot read data written with an older version
     ├── ValidationError             an event breaks the contract (field, reason); goes to the DLQ
@@ -29,6 +30,10 @@ class ReceiptflowError(Exception):
 
 class ConfigError(ReceiptflowError):
     """A setting is missing or inconsistent."""
+
+
+class UsageError(ReceiptflowError):
+    """A command was given an argument it cannot use: a missing file, a value out of range."""
 
 
 class SchemaError(ReceiptflowError):

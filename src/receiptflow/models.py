@@ -208,7 +208,7 @@ class Checkout:
                 card_id=card,
                 event_time=parse_time(_req(d, "event_time", str), "event_time"),
                 payment_method=payment,
-                currency=d.get("currency", "EUR"),
+                currency=_req(d, "currency", str) if d.get("currency") is not None else "EUR",
                 total_cents=_req(d, "total_cents", int),
                 lines=tuple(lines),
             )

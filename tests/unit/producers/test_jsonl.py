@@ -66,3 +66,22 @@ def test_consent_lines() -> None:
     out = list(parse_lines([json.dumps(good), json.dumps(bad)], "consent"))
     assert isinstance(out[0][1], ConsentChange)
     assert isinstance(out[1][1], ValidationError) and out[1][1].field == "electronic_marketing"
+
+
+def test_a_wrongly_typed_currency_is_a_bad_line_not_a_crash() -> None:
+    (lineno, item), = parse_lines([json.dumps({**GOOD, "currency": 978})], "checkout")
+    assert lineno == 1 and isinstance(item, ValidationError) and item.field == "currency"
+
+
+def test_strings_are_normalised_to_nfc_and_unknown_fields_are_reported() -> None:
+    import unicodedata
+
+    from receiptflow.producers.jsonl import parse_document
+
+    doc = {**GOOD, "store_id": unicodedata.normalize("NFD", "Kärkkäinen-1"), "loyalty_tier": "gold"}
+    parsed = parse_document(json.dumps(doc), "checkout")
+    assert isinstance(parsed.record, Checkout)
+    assert parsed.record.store_id == unicodedata.normalize("NFC", "Kärkkäinen-1")
+    assert parsed.unknown_fields == ("loyalty_tier",)
+    line_doc = {**GOOD, "lines": [{**GOOD["lines"][0], "colour": "red"}]}  # type: ignore[index]
+    assert parse_document(json.dumps(line_doc), "checkout").unknown_fields == ("lines[0].colour",)
