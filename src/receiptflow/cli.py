@@ -364,7 +364,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "list":
         reasons: Counter[str] = Counter()
-        for d in iter_dead_letters(settings, from_offset=args.from_offset, reason=args.reason):
+        for d in iter_dead_letters(settings, from_offset=args.from_offset or 0, reason=args.reason):
             reasons[d.reason] += 1
             if args.max is None or sum(reasons.values()) <= args.max:
                 where = f"{d.source_topic}[{d.source_partition}]@{d.source_offset}"
@@ -382,8 +382,17 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
             to_topic=args.to_topic,
             progress=lambda n: status.update(f"replayed {n}"),
         )
-    last = "" if result.last_offset is None else f"; next time start at --from-offset {result.last_offset + 1}"
-    console.print(f"replayed {result.replayed} dead letters ({result.skipped_empty} without a value){last}")
+    repeats = (
+        f"; skipped {result.skipped_repeats} that an earlier replay already sent and were rejected again "
+        "(fix their cause, or replay them on purpose with --from-offset)"
+        if result.skipped_repeats
+        else ""
+    )
+    console.print(
+        f"replayed {result.replayed} dead letters from offset {result.started_at} "
+        f"({result.skipped_empty} without a value){repeats}",
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -614,7 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("dlq", help="list dead letters, or replay them to their source topic after a fix")
     s.add_argument("action", choices=("list", "replay"))
     s.add_argument("--reason", help="only dead letters of this reason code")
-    s.add_argument("--from-offset", type=int, default=0, help="dead-letter topic offset to start at")
+    s.add_argument(
+        "--from-offset",
+        type=int,
+        default=None,
+        help="dead-letter topic offset to start at (list default: 0; replay default: where the last replay stopped)",
+    )
     s.add_argument("--max", type=int, default=None, help="list: print at most this many")
     s.add_argument("--to-topic", help="replay: send here instead of each record's source topic")
     s.set_defaults(func=cmd_dlq)

@@ -3,18 +3,23 @@
 ``checkouts.dlq`` holds one ``dead_letter`` record per rejected input: the reason code, a message,
 the culprit field, the original key and bytes and where they came from (topic, partition, offset).
 ``replay`` sends the original bytes, unchanged and with their original key, back to their source
-topic (or another one) so that a fixed processor sees them again. Replaying is safe to repeat:
-the router drops a receipt id it has already routed, and input that is still bad lands in the
-dead-letter topic again, with a new offset.
+topic (or another one) so that a fixed processor sees them again. It replays only the dead letters
+that existed when it started (the topic's end offsets, taken first), so a processor that rejects
+them again while the replay runs does not feed the replay its own output. Each replay remembers
+where it stopped (the committed offset of a consumer group of its own, per reason), and the next one
+starts there and skips letters whose bytes an earlier replay already sent (rejected again: the cause
+is not fixed yet), so running it twice is harmless. ``--from-offset`` starts elsewhere on purpose;
+the router drops a receipt id it has already routed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from .codec import Codec
 from .config import Settings
@@ -53,16 +58,26 @@ class DeadLetter:
 
 
 def iter_dead_letters(
-    settings: Settings, *, from_offset: int = 0, reason: str | None = None, idle: float = 5.0
+    settings: Settings,
+    *,
+    from_offset: int = 0,
+    reason: str | None = None,
+    idle: float = 5.0,
+    until: Mapping[int, int] | None = None,
 ) -> Iterator[DeadLetter]:
-    """Dead letters from ``from_offset`` to the end of the topic (read-committed), optionally of one reason."""
+    """Dead letters from ``from_offset`` to the end of the topic (read-committed), optionally of one reason.
+
+    With ``until`` (partition -> end offset), each partition is read only up to that offset.
+    """
     topic = TopicNames(settings.topic_prefix).checkouts_dlq
     codec = Codec()
     consumer = reader(settings, "dlq")
     try:
         partitions = partitions_of(consumer, topic)
-        consumer.assign([TopicPartition(topic, p, from_offset) for p in partitions])
         at_end: set[int] = set()
+        if until is not None:
+            at_end = {p for p in partitions if until.get(p, 0) <= from_offset}
+        consumer.assign([TopicPartition(topic, p, from_offset) for p in partitions if p not in at_end])
         while len(at_end) < len(partitions):
             msg = consumer.poll(idle)
             if msg is None:
@@ -73,9 +88,15 @@ def iter_dead_letters(
                     at_end.add(msg.partition() or 0)
                     continue
                 raise BrokerError(f"reading {topic} failed: {err}")
-            letter = DeadLetter.from_record(msg.offset() or 0, codec.decode(msg.value(), expect="dead_letter").value)
+            offset, partition = msg.offset() or 0, msg.partition() or 0
+            if until is not None and offset >= until.get(partition, 0):
+                at_end.add(partition)
+                continue
+            letter = DeadLetter.from_record(offset, codec.decode(msg.value(), expect="dead_letter").value)
             if reason is None or letter.reason == reason:
                 yield letter
+            if until is not None and offset + 1 >= until.get(partition, 0):
+                at_end.add(partition)
     except KafkaException as exc:
         raise BrokerError(f"reading {topic} failed: {exc}") from exc
     finally:
@@ -87,17 +108,67 @@ class ReplayResult:
     replayed: int
     skipped_empty: int
     last_offset: int | None
+    skipped_repeats: int = 0  # letters whose bytes an earlier replay already sent (rejected again)
+    started_at: int = 0
+
+
+def _digest(letter: DeadLetter) -> bytes:
+    return hashlib.blake2b(
+        (letter.original_key or b"") + b"\x00" + (letter.original_value or b""), digest_size=16
+    ).digest()
+
+
+def _replay_group(settings: Settings, reason: str | None) -> str:
+    return f"{settings.topic_prefix}receiptflow-dlq-replay-{reason or 'all'}"
 
 
 def replay(
     settings: Settings,
     *,
-    from_offset: int = 0,
+    from_offset: int | None = None,
     reason: str | None = None,
     to_topic: str | None = None,
     progress: Any = None,
 ) -> ReplayResult:
-    """Send dead letters' original bytes back to their source topic (or ``to_topic``); waits for acks."""
+    """Send dead letters' original bytes back to their source topic (or ``to_topic``); waits for acks.
+
+    Only the letters present when it starts; from ``from_offset``, else from where the last replay of
+    this reason stopped (see the module docstring).
+    """
+    topic = TopicNames(settings.topic_prefix).checkouts_dlq
+    positions = Consumer(
+        settings.kafka_config(**{"group.id": _replay_group(settings, reason), "enable.auto.commit": False})
+    )
+    try:
+        try:
+            partitions = partitions_of(positions, topic)
+            ends = {p: positions.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[1] for p in partitions}
+            committed = positions.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot read the positions of {topic}: {exc}") from exc
+        stored = [tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0]
+        start = from_offset if from_offset is not None else (min(stored) if stored else 0)
+        # What earlier replays sent: letters before the start whose bytes come back are rejected again.
+        earlier = {_digest(d) for d in iter_dead_letters(settings, reason=reason, until={p: start for p in ends})}
+        result = _send_letters(settings, start, reason, to_topic, progress, ends, earlier)
+        try:
+            positions.commit(offsets=[TopicPartition(topic, p, end) for p, end in ends.items()], asynchronous=False)
+        except KafkaException as exc:
+            raise BrokerError(f"replayed, but could not record where it stopped: {exc}") from exc
+        return result
+    finally:
+        positions.close()
+
+
+def _send_letters(
+    settings: Settings,
+    start: int,
+    reason: str | None,
+    to_topic: str | None,
+    progress: Any,
+    ends: Mapping[int, int],
+    earlier: set[bytes],
+) -> ReplayResult:
     producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
     failures: list[str] = []
 
@@ -105,17 +176,22 @@ def replay(
         if err is not None:
             failures.append(str(err))
 
-    replayed = skipped = 0
+    replayed = skipped = repeats = 0
     last: int | None = None
-    for letter in iter_dead_letters(settings, from_offset=from_offset, reason=reason):
+    for letter in iter_dead_letters(settings, from_offset=start, reason=reason, until=ends):
         last = letter.offset
         if letter.original_value is None:
             skipped += 1  # a tombstone has nothing to replay
             continue
-        topic = to_topic or letter.source_topic
+        digest = _digest(letter)
+        if digest in earlier:
+            repeats += 1
+            continue
+        earlier.add(digest)  # the same bytes twice in the topic are sent once
+        target = to_topic or letter.source_topic
         while True:
             try:
-                producer.produce(topic, value=letter.original_value, key=letter.original_key, on_delivery=report)
+                producer.produce(target, value=letter.original_value, key=letter.original_key, on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -126,4 +202,4 @@ def replay(
     remaining = producer.flush(60)
     if remaining or failures:
         raise BrokerError(f"replay: {remaining} not acknowledged, {len(failures)} failed: {failures[:3]}")
-    return ReplayResult(replayed, skipped, last)
+    return ReplayResult(replayed, skipped, last, repeats, start)

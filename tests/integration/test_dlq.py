@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -50,10 +52,11 @@ def test_dead_letters_are_listed_and_replayed_after_a_fix(make_settings: Callabl
     assert f"{names.checkouts}[" in listed.stdout and "is after" in listed.stdout
 
     # The fix: processing now happens when those receipts are no longer in the future (here: a
-    # processor clock two hours on). Replaying twice must not route anything twice.
-    for _ in range(2):
-        result = replay(settings, reason="future_event_time")
-        assert result.replayed == 5
+    # processor clock two hours on). A second replay starts where the first stopped: nothing to send.
+    # Replaying the same letters again on purpose (--from-offset 0) must not route anything twice.
+    for from_offset, sent in ((None, 5), (None, 0), (0, 5)):
+        result = replay(settings, reason="future_event_time", from_offset=from_offset)
+        assert (result.replayed, result.skipped_repeats) == (sent, 0)
         fixed = Router(settings, name="router-2", clock=lambda: datetime.now(UTC) + timedelta(hours=2))
         fixed.run(max_idle=3)
 
@@ -64,3 +67,47 @@ def test_dead_letters_are_listed_and_replayed_after_a_fix(make_settings: Callabl
     assert sorted(customer) == sorted([c.receipt_id for c in sales] + [c.receipt_id for c in fast])
     # The still-bad record stays in the dead-letter topic; nothing new was rejected.
     assert len(list(iter_dead_letters(settings))) == 6
+
+
+def test_replay_sends_only_what_was_there_and_twice_is_harmless(make_settings: Callable[..., Settings]) -> None:
+    """Issue 15: with the processor running, a replay of 3 letters reported 9 and left 12 in the DLQ."""
+    settings = make_settings()
+    create_topics(settings)
+    now = datetime.now(UTC)
+    sales = list(Simulator(5, stores=5, customers=20).stream(3, now - timedelta(hours=1), rate=0.02))
+    client = RegisterClient(settings)
+    for i, c in enumerate(sales):
+        client.send(replace(c, receipt_id=f"MISMATCH-{i}", total_cents=c.total_cents + 1))
+    client.flush()
+
+    stop = threading.Event()
+    router = Router(settings, name="router-live")
+    worker = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        _wait_for_letters(settings, 3)
+        for expected_replayed, expected_repeats, letters_after in ((3, 0, 6), (0, 3, 6)):
+            done = subprocess.run(
+                [sys.executable, "-m", "receiptflow", "dlq", "replay", "--reason", "totals_mismatch"],
+                env=env_for(settings),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            assert f"replayed {expected_replayed} dead letters" in done.stdout, done.stdout
+            if expected_repeats:
+                assert f"skipped {expected_repeats} that an earlier replay already sent" in done.stdout
+            _wait_for_letters(settings, letters_after)
+            time.sleep(3)  # nothing more arrives: the replay did not feed on its own output
+            assert len(list(iter_dead_letters(settings))) == letters_after
+    finally:
+        stop.set()
+        worker.join(60)
+
+
+def _wait_for_letters(settings: Settings, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (found := len(list(iter_dead_letters(settings, idle=1)))) < count:
+        assert time.monotonic() < deadline, f"{found} dead letters, expected {count}"
+        time.sleep(0.5)
