@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -131,7 +132,7 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     from .processors.policy import load_policy
 
     policy = load_policy(settings.policy_file)
-    day = date.fromisoformat(args.at) if args.at else datetime.now(UTC).date()
+    day = args.at or datetime.now(UTC).date()
     table = Table("chain", "group", "level", "version", title=f"granularity in force on {day.isoformat()}")
     for row in policy.describe_at(day):
         table.add_row(*row)
@@ -327,9 +328,18 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- outbox ------------------------------------------------------------------------------------
 def cmd_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlite3
+
     from .producers.outbox import Outbox
 
-    outbox = Outbox(Path(args.path), settings)
+    path = Path(args.path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise UsageError(f"{path} {what}: give the path of a register's outbox file")
+    try:
+        outbox = Outbox(path, settings)
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"{path} is not a register outbox ({exc})") from exc
     try:
         if args.action == "drain":
             _print_endpoints(settings, "outbox drain:")
@@ -537,6 +547,34 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     )
 
 
+# --- argument types: a bad value is argparse's one-line usage error (exit 2), never a traceback ----
+def _number(kind: Callable[[str], float], low: float | None, high: float | None, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if math.isnan(value) or (low is not None and value < low) or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 1, None, "a whole number of at least 1")
+non_negative_int = _number(int, 0, None, "a whole number of at least 0")
+positive_float = _number(float, 1e-9, None, "a number above 0")
+fraction = _number(float, 0.0, 1.0, "a share between 0 and 1")
+
+
+def iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date: use YYYY-MM-DD, e.g. 2026-12-24") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="receiptflow", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--version", action="version", version=f"receiptflow {__version__}")
@@ -567,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("policy", help="show the granularity policy in force")
     s.add_argument("action", choices=("show",))
-    s.add_argument("--at", help="date (YYYY-MM-DD), default today")
+    s.add_argument("--at", type=iso_date, help="date (YYYY-MM-DD), default today")
     s.set_defaults(func=cmd_policy)
 
     s = sub.add_parser("produce", help="publish checkouts (or consent changes) from a JSON Lines file")
@@ -596,20 +634,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="replay: only this topic (repeatable; default: purchases.customer, purchases.analytics and consents)",
     )
-    s.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    s.add_argument("--idle-exit", type=positive_float, default=None, help="exit after this many idle seconds")
     s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
     s.set_defaults(func=cmd_sink)
 
     s = sub.add_parser("simulate", help="send simulated checkouts from a seeded fleet of registers")
-    s.add_argument("--stores", type=int, default=20)
-    s.add_argument("--customers", type=int, default=200)
-    s.add_argument("--rate", type=float, default=50.0, help="checkouts per second")
-    s.add_argument("--duration", type=float, default=60.0, help="seconds")
+    s.add_argument("--stores", type=positive_int, default=20)
+    s.add_argument("--customers", type=positive_int, default=200)
+    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second")
+    s.add_argument("--duration", type=positive_float, default=60.0, help="seconds")
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--dup-rate", type=float, default=0.0, help="share of sales delivered twice")
-    s.add_argument("--bad-rate", type=float, default=0.0, help="share of sales followed by a bad event")
-    s.add_argument("--consent-change-rate", type=float, default=0.0, help="consent changes per sale")
-    s.add_argument("--out-of-order-rate", type=float, default=0.0, help="share of sales delivered late")
+    s.add_argument("--dup-rate", type=fraction, default=0.0, help="share of sales delivered twice")
+    s.add_argument("--bad-rate", type=fraction, default=0.0, help="share of sales followed by a bad event")
+    s.add_argument("--consent-change-rate", type=fraction, default=0.0, help="consent changes per sale")
+    s.add_argument("--out-of-order-rate", type=fraction, default=0.0, help="share of sales delivered late")
     s.add_argument("--outbox", help="outbox file (default: under the data dir)")
     s.add_argument("--truth", help="write the ground-truth JSON here")
     s.set_defaults(func=cmd_simulate)
@@ -617,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("outbox", help="inspect or drain a register outbox file")
     s.add_argument("action", choices=("status", "drain"))
     s.add_argument("path")
-    s.add_argument("--timeout", type=float, default=120.0)
+    s.add_argument("--timeout", type=positive_float, default=120.0)
     s.set_defaults(func=cmd_outbox)
 
     s = sub.add_parser("dlq", help="list dead letters, or replay them to their source topic after a fix")
@@ -629,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dead-letter topic offset to start at (list default: 0; replay default: where the last replay stopped)",
     )
-    s.add_argument("--max", type=int, default=None, help="list: print at most this many")
+    s.add_argument("--max", type=non_negative_int, default=None, help="list: print at most this many")
     s.add_argument("--to-topic", help="replay: send here instead of each record's source topic")
     s.set_defaults(func=cmd_dlq)
 
@@ -673,11 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "demo", help="the main job on the embedded stack: registers → Kafka → processor → Redis + warehouse"
     )
-    s.add_argument("--duration", type=float, default=60.0, help="seconds of simulated traffic (default 60)")
-    s.add_argument("--rate", type=float, default=50.0, help="checkouts per second (default 50)")
+    s.add_argument("--duration", type=positive_float, default=60.0, help="seconds of simulated traffic (default 60)")
+    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second (default 50)")
     s.add_argument("--seed", type=int, default=2010)
-    s.add_argument("--stores", type=int, default=30)
-    s.add_argument("--customers", type=int, default=300)
+    s.add_argument("--stores", type=positive_int, default=30)
+    s.add_argument("--customers", type=positive_int, default=300)
     s.set_defaults(func=cmd_demo)
     return p
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from receiptflow import cli
 from receiptflow.cli import main
 
 
@@ -38,14 +39,45 @@ def test_invalid_settings_name_the_variable(
 def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import receiptflow.cli as cli
-
     def broken(*_args: object) -> int:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(cli, "load_settings", lambda: broken())
+    monkeypatch.setattr(cli, "load_settings", broken)
     code, out = _run(capsys, "policy", "show")
     assert code == 1 and "internal error: ZeroDivisionError" in out and "--debug" in out
     assert "Traceback" not in out
     with pytest.raises(ZeroDivisionError):
         main(["--debug", "policy", "show"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--rate", "0"],
+        ["simulate", "--rate", "-5"],
+        ["simulate", "--stores", "0"],
+        ["simulate", "--customers", "0"],
+        ["simulate", "--dup-rate", "2"],
+        ["simulate", "--rate", "nan"],
+        ["policy", "show", "--at", "tomorrow"],
+        ["dlq", "list", "--max", "-1"],
+    ],
+)
+def test_bad_arguments_are_a_usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "error: argument" in err and "Traceback" not in err
+
+
+def test_outbox_commands_never_create_or_misread_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "nope.sqlite3"
+    for action in ("status", "drain"):
+        code, out = _run(capsys, "outbox", action, str(missing))
+        assert code == 2 and "does not exist" in out
+        assert not missing.exists()
+    junk = tmp_path / "notes.txt"
+    junk.write_text("this is not a database, just words " * 100)
+    code, out = _run(capsys, "outbox", "status", str(junk))
+    assert code == 2 and "is not a register outbox" in out and "Traceback" not in out
