@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime

@@ -63,7 +63,8 @@ def _router(settings: Settings, instance: str = "0", **env: str) -> Iterator[sub
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = open(settings.data_dir / f"router-{instance}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance, "--loglevel", "info"],
+        [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance]
+        + ["--loglevel", "info"],
         env={**env_for(settings), **env},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 from receiptflow.errors import ValidationError
 from receiptflow.models import Checkout, ConsentChange
-from receiptflow.producers.jsonl import parse_lines
+from receiptflow.producers.jsonl import parse_document, parse_lines
 
 GOOD = {
     "receipt_id": "r1",
@@ -69,15 +70,11 @@ def test_consent_lines() -> None:
 
 
 def test_a_wrongly_typed_currency_is_a_bad_line_not_a_crash() -> None:
-    (lineno, item), = parse_lines([json.dumps({**GOOD, "currency": 978})], "checkout")
+    ((lineno, item),) = parse_lines([json.dumps({**GOOD, "currency": 978})], "checkout")
     assert lineno == 1 and isinstance(item, ValidationError) and item.field == "currency"
 
 
 def test_strings_are_normalised_to_nfc_and_unknown_fields_are_reported() -> None:
-    import unicodedata
-
-    from receiptflow.producers.jsonl import parse_document
-
     doc = {**GOOD, "store_id": unicodedata.normalize("NFD", "Kärkkäinen-1"), "loyalty_tier": "gold"}
     parsed = parse_document(json.dumps(doc), "checkout")
     assert isinstance(parsed.record, Checkout)
