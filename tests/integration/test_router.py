@@ -33,6 +33,7 @@ from receiptflow.topics import TopicNames, create_topics
 from .support import env_for, read_all
 
 CODEC = Codec()
+LOG_INFO = ("--loglevel", "info")  # the router's assignments and restores in its log file
 
 
 def _traffic(seed: int, count: int, start: datetime, rate: float, **rates: float) -> tuple[GroundTruth, list[Emission]]:
@@ -63,8 +64,7 @@ def _router(settings: Settings, instance: str = "0", **env: str) -> Iterator[sub
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = open(settings.data_dir / f"router-{instance}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance]
-        + ["--loglevel", "info"],
+        [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance, *LOG_INFO],
         env={**env_for(settings), **env},
         stdout=log,
         stderr=subprocess.STDOUT,
