@@ -63,7 +63,8 @@ class PostgresSink(Sink):
         url: str,
         group_id: str = DEFAULT_GROUP,
         migrations_dir: Path | None = None,
-        erasure_salt: bytes | None = None,
+        *,
+        erasure_salt: bytes,
     ) -> None:
         self.url = url  # may carry a password (Settings.warehouse_connection_url): never log it
         self.group_id = group_id

@@ -78,7 +78,7 @@ def event_sequences(draw: st.DrawFn, span_days: int) -> list[Purchase | ConsentC
 )
 def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_days: int) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = RedisProfileStore(client, rules)
+    store = RedisProfileStore(client, rules, erasure_salt=b"test-erasure-salt-0123456789")
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(event_sequences(span_days), st.randoms())
@@ -108,7 +108,7 @@ def test_day_buckets_at_the_edge_of_a_short_window_equal_the_fold(redis_url: str
     # it all the time: single days inside a week field, whole week fields, in shuffled order.
     rules = replace(WIDE, keep_days=keep_days)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = RedisProfileStore(client, rules)
+    store = RedisProfileStore(client, rules, erasure_salt=b"test-erasure-salt-0123456789")
     _, purchases = simulated_purchases(seed=4404, count=3000, span=timedelta(days=60))
     cards = sorted({p.card_id for p in purchases if p.card_id is not None})
     rnd = random.Random(keep_days)

@@ -225,5 +225,5 @@ def test_a_client_that_does_not_authenticate_is_refused(acl_redis: AclRedis) -> 
     with pytest.raises(redis.exceptions.AuthenticationError):
         acl_redis.client("profile-writer", acl_redis.reader_password).ping()
     with pytest.raises(ProfileStoreError):
-        RedisProfileStore.from_url(acl_redis.url()).apply(_purchases(5))
+        RedisProfileStore.from_url(acl_redis.url(), erasure_salt=b"test-erasure-salt-0123456789").apply(_purchases(5))
     assert acl_redis.client("profile-writer", acl_redis.writer_password).ping()

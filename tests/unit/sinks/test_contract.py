@@ -27,6 +27,8 @@ from receiptflow.sinks.subject import delete_card, is_erased
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPIC = "purchases.customer"
+# The erasure salt the sinks under test hash card ids with (a real install generates its own).
+SALT = b"test-erasure-salt-0123456789"
 
 OpenSink = Callable[..., Sink]
 
