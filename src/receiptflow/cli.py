@@ -517,9 +517,11 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     _print_endpoints(settings, "erase:")
     e = erase_card(settings, args.card)
     rows = ", ".join(f"{t} {n}" for t, n in sorted(e.warehouse_rows.items()))
+    resumed = f"completed the erasure recorded at {e.at.isoformat()}; " if e.resumed else ""
     console.print(
-        f"erased: {e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
-        f"audit entry {e.audit_id} (subject {e.subject})"
+        f"erased: {resumed}{e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
+        f"{len(e.audit_ids)} audit entries up to {e.audit_id} (subject {e.subject}); "
+        "`receiptflow export` says until when topics may still hold its records"
     )
     return 0
 
@@ -655,7 +657,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("card")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("erase", help="erase a card from Redis and the warehouse, tombstone it, audit the erasure")
+    s = sub.add_parser(
+        "erase",
+        help="erase a card: record it on the erased-cards topic, then Redis, the warehouse and its consents; "
+        "audited per step, refused before any change when a store is unavailable, resumable",
+    )
     s.add_argument("card")
     s.add_argument("--yes", action="store_true", help="really erase")
     s.set_defaults(func=cmd_erase)

@@ -218,3 +218,27 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
         if time.monotonic() > deadline:
             raise BrokerError(f"created topics have no partition leaders after {timeout:.0f}s: {topics}")
         time.sleep(0.1)
+
+
+def describe_topic_configs(
+    settings: Settings, topics: Iterable[str], timeout: float = 15.0
+) -> dict[str, dict[str, str]]:
+    """Effective configuration (broker defaults included) of each of ``topics`` that exists."""
+    from confluent_kafka.admin._config import ConfigResource  # noqa: PLC0415 - only export needs it
+    from confluent_kafka.admin._resource import ResourceType  # noqa: PLC0415
+
+    admin = AdminClient(settings.kafka_config())
+    wanted = list(topics)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+        resources = [ConfigResource(ResourceType.TOPIC, t) for t in wanted if t in existing]
+        if not resources:
+            return {}
+        futures = admin.describe_configs(resources, request_timeout=timeout)
+        out: dict[str, dict[str, str]] = {}
+        for resource, fut in futures.items():
+            entries = fut.result()
+            out[resource.name] = {name: str(e.value) for name, e in entries.items() if e.value is not None}
+        return out
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read the topic configuration from {settings.bootstrap_servers}: {exc}") from exc
