@@ -24,7 +24,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 
 from .config import Settings
 from .errors import BrokerError
@@ -114,7 +114,7 @@ class ErasureReader:
                 )
             ends: dict[int, int] = {}
             for p in sorted(meta.partitions):
-                low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+                low, high = self._watermarks(p, timeout)
                 if high > low:
                     ends[p] = high
             self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)])
@@ -136,6 +136,18 @@ class ErasureReader:
         except KafkaException as exc:
             raise BrokerError(f"cannot read {self.topic}: {exc}") from exc
 
+    def _watermarks(self, partition: int, timeout: float) -> tuple[int, int]:
+        # A topic created a moment ago may not have a leader known to this client yet: retry a while.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
+                return int(low), int(high)
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
     def poll(self) -> dict[str, datetime]:
         """Records that arrived since the last call; never waits (what the last fetch brought)."""
         if not self._assigned:
@@ -150,8 +162,9 @@ class ErasureReader:
         for m in batch:
             err = m.error()
             if err is not None:
-                if err.fatal() or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                if err.fatal():
                     raise BrokerError(f"erased-cards reader failed: {err}")
+                # Transient (a topic created a moment ago, a leader moving): librdkafka retries.
                 log.warning("erased-cards reader: %s", err)
                 continue
             found = decode_erasure(m.key(), m.value(), m.timestamp()[1])
