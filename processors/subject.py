@@ -52,7 +52,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from ..config import Settings
-from ..erasures import erased_at, record_erasure
+from ..erasures import erased_at, erased_cards, record_erasure
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
 from ..sinks import Sink, open_sink
 from ..sinks.subject import delete_card, export_rows
@@ -337,13 +337,19 @@ def erase_card(settings: Settings, card_id: str, now: datetime | None = None) ->
         for step in plan.steps:
             try:
                 detail = actions[step]()
-                ids.append(_audit(store, subject, plan, run, step, detail))
             except ReceiptflowError as exc:
                 if step == "record":
-                    raise type(exc)(f"erase failed before changing anything: {_first_line(exc)}") from exc
+                    raise BrokerError(f"erase failed before changing anything: {_first_line(exc)}") from exc
                 raise ErasureIncompleteError(
                     f"erasure stopped at step '{step}': {_first_line(exc)}. The card is recorded as erased, so "
                     "no store takes it in again; fix the cause and run erase again for this card to complete it"
+                ) from exc
+            try:
+                ids.append(_audit(store, subject, plan, run, step, detail))
+            except ReceiptflowError as exc:
+                raise ErasureIncompleteError(
+                    f"erasure step '{step}' was done but its audit entry could not be written: {_first_line(exc)}. "
+                    "The card is recorded as erased; run erase again for this card to complete and audit it"
                 ) from exc
     finally:
         sink.close()
@@ -382,6 +388,19 @@ def audit_log(settings: Settings) -> list[dict[str, str]]:
     except redis.RedisError as exc:
         raise ProfileStoreError(f"cannot read the erasure audit log: {exc}") from exc
     return [{"id": str(i), **{str(k): str(v) for k, v in fields.items()}} for i, fields in entries]  # type: ignore[union-attr]
+
+
+def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> int:
+    """Copy every hash on the erased-cards topic into ``store``'s ``rf:erased`` (what the profile
+    scripts check), so a profile store that never saw an erasure — a new Redis that ``profiles
+    rebuild`` fills — keeps those cards out as well. Returns how many hashes were new to it."""
+    hashes = sorted(erased_cards(settings))
+    if not hashes:
+        return 0
+    try:
+        return int(store.client.sadd(ERASED_KEY, *hashes))
+    except redis.RedisError as exc:
+        raise ProfileStoreError(f"cannot record the erased cards in the profile store: {exc}") from exc
 
 
 def is_erased(settings: Settings, card_id: str) -> bool:

@@ -458,6 +458,11 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis_url": args.redis_url})
     _print_endpoints(settings, "profiles rebuild:")
+    from .processors.profiles import RedisProfileStore
+    from .processors.subject import record_erased_in_profiles
+
+    # Before any profile is written: the target may be a new Redis that never saw an erasure.
+    record_erased_in_profiles(settings, RedisProfileStore.from_settings(settings))
     stats = _profile_batch(
         settings,
         "rebuild",

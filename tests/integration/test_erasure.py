@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import receiptflow.processors.subject as subject_module
@@ -182,6 +183,15 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
     assert _warehouse_rows(before, card)["receipts"] == len(mine)
     _load(before)
     assert _warehouse_rows(before, card) == {"receipts": 0, "receipt_items": 0, "consent_changes": 0}
+
+    # A profile store that never saw the erasure (a new Redis that `profiles rebuild` fills) gets the
+    # erased-cards record first, so the live scripts keep the card out there as well.
+    parts = urlsplit(settings.redis_url)
+    target = urlunsplit((parts.scheme, parts.netloc, "/11", parts.query, parts.fragment))
+    redis.Redis.from_url(target).flushdb()
+    rebuilt = _cli(settings, "profiles", "rebuild", "--redis-url", target)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert redis.Redis.from_url(target).sismember(ERASED_KEY, erasure.subject)
 
     # Export: nothing in any store, but the topics still hold the card, until their retention.
     doc = export_card(settings, card)
