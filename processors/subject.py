@@ -42,7 +42,7 @@ each topic's retention (until then the erased-cards records keep them out of eve
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -52,7 +52,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from ..config import Settings
-from ..erasures import erased_at, erased_cards, record_erasure
+from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
 from ..sinks import Sink, open_sink
 from ..sinks.subject import delete_card, export_rows
@@ -388,6 +388,45 @@ def audit_log(settings: Settings) -> list[dict[str, str]]:
     except redis.RedisError as exc:
         raise ProfileStoreError(f"cannot read the erasure audit log: {exc}") from exc
     return [{"id": str(i), **{str(k): str(v) for k, v in fields.items()}} for i, fields in entries]  # type: ignore[union-attr]
+
+
+def missing_from_topic(
+    on_topic: Mapping[str, datetime],
+    in_profiles: Iterable[str],
+    in_warehouse: Iterable[tuple[str, datetime | None]],
+    now: datetime,
+) -> dict[str, datetime]:
+    """Hashes the stores record as erased that the erased-cards topic lacks, with their erasure time
+    (the warehouse's when it has one, else ``now``; the earliest when both have it) (pure)."""
+    found: dict[str, datetime] = {str(h): now for h in in_profiles}
+    for h, at in in_warehouse:
+        when = now if at is None else (at if at.tzinfo is not None else at.replace(tzinfo=UTC))
+        found[str(h)] = min(when, found.get(str(h), when))
+    return {h: at for h, at in found.items() if h not in on_topic}
+
+
+def record_existing(settings: Settings, now: datetime | None = None) -> int:
+    """Put on the erased-cards topic every card the stores record as erased but the topic lacks —
+    cards erased before the topic existed — so every warehouse keeps them out too. Checks the stores
+    first as ``erase`` does; one audit entry per card. Returns how many were recorded."""
+    store, sink = _preflight(settings)
+    try:
+        try:
+            in_profiles = [str(h) for h in store.client.smembers(ERASED_KEY)]
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot read the erased-cards record: {exc}") from exc
+        in_warehouse = [(str(h), at) for h, at in sink.query("SELECT card_hash, erased_at FROM erased_cards")]
+    finally:
+        sink.close()
+    missing = missing_from_topic(erased_cards(settings), in_profiles, in_warehouse, now or datetime.now(UTC))
+    if not missing:
+        return 0
+    record_erasures(settings, missing)
+    run = uuid.uuid4().hex[:12]
+    for subject, at in sorted(missing.items()):
+        plan = ErasurePlan(at, False, ("record",))
+        _audit(store, subject, plan, run, "record", "recorded from the stores (erased before the topic existed)")
+    return len(missing)
 
 
 def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> int:

@@ -514,8 +514,19 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.subject import erase_card
+    from .processors.subject import erase_card, record_existing
 
+    if args.record_existing:
+        if args.card is not None:
+            err_console.print("erase --record-existing takes no card")
+            return 2
+        _print_endpoints(settings, "erase --record-existing:")
+        n = record_existing(settings)
+        console.print(f"recorded {n} earlier erasure(s) on the erased-cards topic")
+        return 0
+    if args.card is None:
+        err_console.print("erase needs a CARD (or --record-existing)")
+        return 2
     if not args.yes:
         err_console.print(f"erase deletes everything held about card {args.card}; repeat with --yes to proceed")
         return 2
@@ -667,8 +678,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="erase a card: record it on the erased-cards topic, then Redis, the warehouse and its consents; "
         "audited per step, refused before any change when a store is unavailable, resumable",
     )
-    s.add_argument("card")
+    s.add_argument("card", nargs="?")
     s.add_argument("--yes", action="store_true", help="really erase")
+    s.add_argument(
+        "--record-existing",
+        action="store_true",
+        help="put cards erased before the erased-cards topic existed (in Redis or the warehouse) on it",
+    )
     s.set_defaults(func=cmd_erase)
 
     s = sub.add_parser(

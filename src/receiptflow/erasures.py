@@ -22,6 +22,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
@@ -63,8 +64,13 @@ def decode_erasure(key: bytes | None, value: bytes | None, timestamp_ms: int) ->
 
 def record_erasure(settings: Settings, subject: str, at: datetime, timeout: float = 30.0) -> None:
     """Write the erased-cards record of ``subject`` and wait until every in-sync replica has it."""
+    record_erasures(settings, {subject: at}, timeout)
+
+
+def record_erasures(settings: Settings, erased: Mapping[str, datetime], timeout: float = 30.0) -> None:
+    """Write the erased-cards records of ``erased`` (salted hash → erased at) and wait for all of them."""
     topic = TopicNames(settings.topic_prefix).consents_erased
-    key, value = encode_erasure(subject, at)
+    records = [encode_erasure(subject, at) for subject, at in sorted(erased.items())]
     failed: list[str] = []
 
     def report(err: object, _msg: object) -> None:
@@ -73,7 +79,9 @@ def record_erasure(settings: Settings, subject: str, at: datetime, timeout: floa
 
     try:
         producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
-        producer.produce(topic, key=key, value=value, on_delivery=report)
+        for key, value in records:
+            producer.produce(topic, key=key, value=value, on_delivery=report)
+            producer.poll(0)
         if producer.flush(timeout) or failed:
             raise BrokerError(f"the erased-cards record on {topic} was not acknowledged: {failed or 'timeout'}")
     except KafkaException as exc:

@@ -7,6 +7,7 @@
 * A warehouse that becomes unreachable after the topic record leaves the card erased for every
   reader; running ``erase`` again completes it, with an audit entry per step.
 * ``export`` of an erased card lists the topics that may still hold it, with their retention.
+* ``erase --record-existing`` puts cards erased before the topic existed on it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from receiptflow.processors.subject import STEPS, audit_log, erase_card, export_
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, Sink, open_sink, run_sink
+from receiptflow.sinks.subject import delete_card
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import env_for, read_all
@@ -341,3 +343,29 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     records = read_all(settings, TopicNames(settings.topic_prefix).consents_erased)
     assert [m.key() for m in records] == [subject.encode()]  # recorded once, by the first run
     assert export_card(settings, card)["erasure"]["complete"] is True
+
+
+# --- cards erased before the topic existed --------------------------------------------------------
+def test_earlier_erasures_are_put_on_the_topic(settings: Settings) -> None:
+    create_topics(settings)
+    store = RedisProfileStore.from_settings(settings)
+    in_redis, in_warehouse = _card(), _card()
+    earlier = datetime.now(UTC) - timedelta(days=30)
+    # As the erase of an earlier version left them: in rf:erased, or in the warehouse's erased_cards.
+    store.client.sadd(ERASED_KEY, store.erased_hash(in_redis))
+    sink = open_sink(settings)
+    try:
+        delete_card(sink, in_warehouse, sink.card_hash(in_warehouse), earlier)
+    finally:
+        sink.close()
+    assert erased_cards(settings) == {}
+
+    done = _cli(settings, "erase", "--record-existing")
+    assert done.returncode == 0, done.stderr
+    assert "recorded 2 earlier erasure(s)" in done.stdout
+    on_topic = erased_cards(settings)
+    assert set(on_topic) == {store.erased_hash(in_redis), store.erased_hash(in_warehouse)}
+    assert on_topic[store.erased_hash(in_warehouse)] == earlier
+    assert [e["step"] for e in _subject_audit(settings, store.erased_hash(in_warehouse))] == ["record"]
+    again = _cli(settings, "erase", "--record-existing")
+    assert again.returncode == 0 and "recorded 0 earlier" in again.stdout

@@ -10,7 +10,7 @@ import redis
 
 from receiptflow.erasures import decode_erasure, encode_erasure
 from receiptflow.processors.profiles import RedisProfileStore
-from receiptflow.processors.subject import STEPS, plan_erasure, steps_done, topic_retention
+from receiptflow.processors.subject import STEPS, missing_from_topic, plan_erasure, steps_done, topic_retention
 from receiptflow.sinks.base import CardHasher
 
 NOW = datetime(2026, 12, 1, 15, tzinfo=UTC)
@@ -100,3 +100,21 @@ def test_no_hasher_or_store_works_without_the_installs_salt() -> None:
         RedisProfileStore(redis.Redis(), erasure_salt=b"")
     # Different installs, different hashes: nothing links a hash to a card without the salt.
     assert CardHasher(b"a" * 32)("2710000000001") != CardHasher(b"b" * 32)("2710000000001")
+
+
+def test_earlier_erasures_missing_from_the_topic_keep_the_warehouse_time() -> None:
+    earlier = NOW - timedelta(days=40)
+    naive = datetime(2026, 10, 1, 8)  # a warehouse that returns timestamps without a zone: UTC
+    missing = missing_from_topic(
+        {"on-topic": earlier},
+        ["on-topic", "redis-only", "both"],
+        [("both", earlier), ("warehouse-only", naive), ("no-time", None)],
+        NOW,
+    )
+    assert missing == {
+        "redis-only": NOW,
+        "both": earlier,
+        "warehouse-only": naive.replace(tzinfo=UTC),
+        "no-time": NOW,
+    }
+    assert missing_from_topic({"a": NOW}, ["a"], [("a", earlier)], NOW) == {}
