@@ -37,6 +37,10 @@ the durable fact that the card is erased is the topic record.
 Records of the card on the purchase topics and ``checkouts`` are not compacted: they expire with
 each topic's retention (until then the erased-cards records keep them out of every store), and
 ``export`` says until when.
+
+``record_erased_in_profiles`` copies the topic into a profile store's ``rf:erased`` (``profiles
+rebuild`` calls it before writing into a Redis that may never have seen an erasure), and
+``record_existing`` (``erase --record-existing``) puts cards erased before the topic existed on it.
 """
 
 from __future__ import annotations
