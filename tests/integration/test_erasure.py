@@ -8,6 +8,7 @@
   reader; running ``erase`` again completes it, with an audit entry per step.
 * ``export`` of an erased card lists the topics that may still hold it, with their retention.
 * ``erase --record-existing`` puts cards erased before the topic existed on it.
+* ``erase`` refuses before any change when Redis or Kafka do not answer or the topics are missing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import receiptflow.processors.subject as subject_module
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.erasures import erased_at, erased_cards
-from receiptflow.errors import ErasureIncompleteError
+from receiptflow.errors import BrokerError, ErasureIncompleteError, ProfileStoreError
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
@@ -41,6 +42,7 @@ from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, Sink, open_sink, run_sink
 from receiptflow.sinks.subject import delete_card
+from receiptflow.stack import free_port
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import env_for, read_all
@@ -369,3 +371,24 @@ def test_earlier_erasures_are_put_on_the_topic(settings: Settings) -> None:
     assert [e["step"] for e in _subject_audit(settings, store.erased_hash(in_warehouse))] == ["record"]
     again = _cli(settings, "erase", "--record-existing")
     assert again.returncode == 0 and "recorded 0 earlier" in again.stdout
+
+
+# --- an unreachable store ---------------------------------------------------------------------------
+def test_erase_refuses_before_any_change_when_redis_or_kafka_do_not_answer(
+    settings: Settings, make_settings: MakeSettings
+) -> None:
+    create_topics(settings)
+    card = _card()
+    subject = RedisProfileStore.from_settings(settings).erased_hash(card)
+    no_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with pytest.raises(ProfileStoreError, match="erase refused, nothing changed: Redis does not answer"):
+        erase_card(no_redis, card)
+    no_kafka = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    with pytest.raises(BrokerError, match=r"erase refused, nothing changed: Kafka at .* does not answer"):
+        erase_card(no_kafka, card)
+    no_topic = make_settings(data_dir=settings.data_dir)  # another prefix: its topics were never created
+    with pytest.raises(BrokerError, match=r"erase refused, nothing changed: topics .* do not exist"):
+        erase_card(no_topic, card)
+    # Nothing was recorded anywhere.
+    assert subject not in erased_cards(settings)
+    assert _subject_audit(settings, subject) == []
