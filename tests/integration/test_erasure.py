@@ -348,7 +348,12 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
 
 
 # --- cards erased before the topic existed --------------------------------------------------------
-def test_earlier_erasures_are_put_on_the_topic(settings: Settings) -> None:
+def test_earlier_erasures_are_put_on_the_topic(make_settings: MakeSettings, redis_url: str) -> None:
+    # A Redis database of its own: the session's default one holds other tests' erased-cards records.
+    parts = urlsplit(redis_url)
+    own = urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment))
+    redis.Redis.from_url(own).flushdb()
+    settings = make_settings(redis_url=own)
     create_topics(settings)
     store = RedisProfileStore.from_settings(settings)
     in_redis, in_warehouse = _card(), _card()
