@@ -21,6 +21,7 @@ Without ``--redis`` a redis-server is started on a free port in a temporary data
 from __future__ import annotations
 
 import argparse
+import secrets
 import tempfile
 import time
 from dataclasses import replace
@@ -95,11 +96,12 @@ def main() -> int:
             url = f"redis://127.0.0.1:{free_port()}/0"
             server = EmbeddedRedis(Settings(redis_url=url, data_dir=Path(tmp), metrics_port=0))
             server.up()
-        sink = DuckDBSink(Path(tmp) / "warehouse.duckdb")
+        salt = secrets.token_bytes(32)  # a benchmark of its own: no install secret to share
+        sink = DuckDBSink(Path(tmp) / "warehouse.duckdb", erasure_salt=salt)
         sink.setup()
         try:
             records = fill_warehouse(sink, args.customers, args.receipts, args.seed)
-            store = RedisProfileStore.from_url(url)
+            store = RedisProfileStore.from_url(url, erasure_salt=salt)
             client = redis.Redis.from_url(url)
 
             client.flushdb()

@@ -23,6 +23,7 @@ afterwards.
 from __future__ import annotations
 
 import argparse
+import secrets
 import statistics
 import tempfile
 import time
@@ -91,7 +92,7 @@ def main() -> int:
             server.up()
         try:
             client = redis.Redis.from_url(url, decode_responses=True)
-            store = RedisProfileStore(client)
+            store = RedisProfileStore(client, erasure_salt=secrets.token_bytes(32))
             ps = purchases(args.cards, args.receipts, seed=42)
             cards = sorted({p.card_id for p in ps if p.card_id is not None})
             print(f"{len(ps)} carded purchases of {len(cards)} cards over 365 days, Redis {url}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import tempfile
 import time
 import uuid
@@ -77,7 +78,7 @@ def duckdb_schema(path: Path) -> duckdb.DuckDBPyConnection:
 
 
 def duckdb_sink(path: Path, parts: list[Sequence[SinkRecord]]) -> float:
-    sink = DuckDBSink(path)
+    sink = DuckDBSink(path, erasure_salt=secrets.token_bytes(32))
     sink.setup()
 
     def run() -> None:
@@ -158,7 +159,7 @@ def postgres_schema(url: str) -> psycopg.Connection[Any]:
 
 
 def postgres_sink(url: str, parts: list[Sequence[SinkRecord]]) -> float:
-    sink = PostgresSink(url)
+    sink = PostgresSink(url, erasure_salt=secrets.token_bytes(32))
     sink.setup()
 
     def run() -> None:

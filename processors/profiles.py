@@ -421,7 +421,6 @@ return 1
 SEGMENT_FIELDS = {"model": "sv", "month": "sd", "visits_class": "sn", "money_class": "sm", "grocery_segment": "Psg"}
 
 ERASED_KEY = "rf:erased"
-DEFAULT_ERASURE_SALT = b"receiptflow-erasure-v1"
 
 
 def profile_key(card_id: str) -> str:
@@ -528,10 +527,12 @@ class ApplyResult:
 class RedisProfileStore:
     """Applies purchases and consent changes to profiles in Redis: once per receipt, one round trip per batch."""
 
-    def __init__(self, client: redis.Redis, rules: Rules | None = None, erasure_salt: bytes | None = None) -> None:
+    def __init__(self, client: redis.Redis, rules: Rules | None = None, *, erasure_salt: bytes) -> None:
+        if not erasure_salt:
+            raise ValueError("RedisProfileStore needs the install's erasure salt")
         self._r = client
         self.rules = rules or default_rules()
-        self.salt = erasure_salt or DEFAULT_ERASURE_SALT
+        self.salt = erasure_salt  # the install's (receiptflow.secrets): never one written in the source
         try:
             self._apply = client.register_script(APPLY_LUA)
             self._consent = client.register_script(CONSENT_LUA)
@@ -539,13 +540,13 @@ class RedisProfileStore:
             raise ProfileStoreError(f"cannot register profile script: {exc}") from exc
 
     @classmethod
-    def from_url(cls, url: str, rules: Rules | None = None, erasure_salt: bytes | None = None) -> RedisProfileStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True), rules, erasure_salt)
+    def from_url(cls, url: str, rules: Rules | None = None, *, erasure_salt: bytes) -> RedisProfileStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True), rules, erasure_salt=erasure_salt)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisProfileStore:
         rules = load_rules(settings.points_file, settings.profile_dedup_days)
-        return cls.from_url(settings.redis_connection_url(), rules, erasure_salt(settings))
+        return cls.from_url(settings.redis_connection_url(), rules, erasure_salt=erasure_salt(settings))
 
     @property
     def client(self) -> redis.Redis:

@@ -1,50 +1,169 @@
 """Subject access and erasure for one loyalty card: ``receiptflow export`` and ``receiptflow erase``.
 
 ``export_card`` gathers everything held about a card: the Redis profile (full view, segments), its
-consent history (the warehouse's consent audit and the newest state in the profile) and the
-warehouse rows (receipts, their items and groups).
+consent history (the warehouse's consent audit and the newest state in the profile), the warehouse
+rows (receipts, their items and groups) and, because Kafka topics are append-only logs that no
+erasure can edit, which topics may still hold its records, with their retention as the broker
+reports it and the time until which records may remain (:func:`topic_retention`). For an erased
+card it also says when it was erased and which erasure steps are done. ``held`` is true while any
+store holds something or any of those topics may still hold records of the card.
 
-``erase_card`` removes it, in an order that keeps the card erased whatever happens next:
+``erase_card`` removes it. It either completes everywhere or changes nothing, and it can be resumed:
 
-1. Redis, in one transaction: the card's salted hash joins the erased-cards record (``rf:erased``,
-   no card id kept) and its profile keys are deleted. The live profile scripts check that record,
-   so a replayed old purchase or consent change never brings the card back.
-2. The warehouse, in one transaction (``sinks.subject``): the salted hash joins the warehouse's
-   ``erased_cards`` and the card's rows are deleted. The sink leaves out rows of the cards listed
-   there, so neither the live sink nor ``sink replay`` of a retained topic stores them again.
-3. A tombstone (null value) for the card's key on the compacted ``consents`` topic, so compaction
-   drops its consent history and the router forgets it on its next restore.
-4. An audit entry on the Redis stream ``rf:audit:erasures``: when, the salted hash and how much was
-   deleted where — never the card id.
+0. **Checks, changing nothing.** Redis answers, the broker answers and has the erased-cards and
+   consents topics, the warehouse opens (DuckDB allows one writing process per file: while
+   ``sink run`` holds it, erase refuses and says to stop the sink; PostgreSQL: the connection). The
+   warehouse stays open until the end, so no sink can take the DuckDB file in between.
+1. ``record``: the card's salted hash goes to the erased-cards topic (``consents.erased``, acks=all,
+   idempotent producer; :mod:`receiptflow.erasures`). From here on every reader keeps the card out:
+   the sinks and replays of every warehouse, whatever happens to the steps after.
+2. ``profile``: in one Redis transaction the hash joins ``rf:erased`` (which the live profile
+   scripts check, so a replayed purchase or consent change never brings the card back) and the
+   card's profile keys are deleted.
+3. ``warehouse``: in one transaction (``sinks.subject.delete_card``) the hash joins the warehouse's
+   ``erased_cards`` and the card's rows are deleted (on PostgreSQL under the erasure lock, so batches
+   in flight finish first and later ones see the hash).
+4. ``consents``: a tombstone (null value) for the card's key on the compacted ``consents`` topic, so
+   compaction drops its consent history and the router forgets it on its next restore.
 
-Purchase topics are not compacted; their records of the card expire with the topics' retention
-(until then both record checks keep them out of the profile store and the warehouse).
+After each step an audit entry goes to the Redis stream ``rf:audit:erasures``: the step, when, the
+salted hash, the run it belongs to and what it did — never the card id. Every step is idempotent, so
+a run that stops after step 1 (a store became unreachable) leaves the card erased for every reader,
+says so, and running ``erase`` again does every step again and completes it (:func:`plan_erasure`
+decides, from the erased-cards topic, whether a run resumes an earlier erasure and which time it
+records). The audit stream lives with the profiles in Redis (append-only, persisted with its AOF);
+the durable fact that the card is erased is the topic record.
+
+Records of the card on the purchase topics and ``checkouts`` are not compacted: they expire with
+each topic's retention (until then the erased-cards records keep them out of every store), and
+``export`` says until when.
+
+``record_erased_in_profiles`` copies the topic into a profile store's ``rf:erased`` (``profiles
+rebuild`` calls it before writing into a Redis that may never have seen an erasure), and
+``record_existing`` (``erase --record-existing``) puts cards erased before the topic existed on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 
 from ..config import Settings
-from ..errors import BrokerError, ProfileStoreError
-from ..sinks import open_sink
+from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
+from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
+from ..sinks import Sink, open_sink
 from ..sinks.subject import delete_card, export_rows
-from ..topics import TopicNames
+from ..topics import CARD_LINKED, TopicNames, describe_topic_configs
 from .profile_views import render
 from .profiles import ERASED_KEY, RedisProfileStore, profile_key, seen_key
 
 AUDIT_STREAM = "rf:audit:erasures"
 
+# The erasure's steps, in the order they run (see the module docstring for why this order).
+STEPS = ("record", "profile", "warehouse", "consents")
 
+# Kafka's "no limit" for a *.lag.ms setting (Long.MAX_VALUE).
+_NO_LIMIT_MS = 9_223_372_036_854_775_807
+_DEFAULT_SEGMENT_MS = 7 * 24 * 3600 * 1000
+_DEFAULT_DELETE_RETENTION_MS = 24 * 3600 * 1000
+
+
+# --- pure logic ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ErasurePlan:
+    """What one ``erase`` run does: the time it records and whether the topic record must be written."""
+
+    erased_at: datetime  # the first erasure's time when resuming, else now
+    resumed: bool  # the card was already on the erased-cards topic
+    steps: tuple[str, ...]  # steps to run, in order
+
+
+def plan_erasure(recorded_at: datetime | None, now: datetime) -> ErasurePlan:
+    """The steps of an ``erase`` run, given when the erased-cards topic recorded the card (None: never).
+
+    Every store step runs on every run, also when an earlier run did it: each is idempotent, and a
+    card can have come back in the meantime where nothing checks the record (a consent change sent
+    after the erasure needs a new tombstone), so doing a step again is the stricter reading. Only the
+    topic record is not written again; its time stays the first erasure's.
+    """
+    if recorded_at is None:
+        return ErasurePlan(now, False, STEPS)
+    return ErasurePlan(recorded_at, True, STEPS[1:])
+
+
+def steps_done(entries: Sequence[Mapping[str, str]], subject: str) -> dict[str, str]:
+    """Per step, the time of its newest audit entry for ``subject`` (entries oldest first)."""
+    done: dict[str, str] = {}
+    for e in entries:
+        if e.get("subject") == subject and e.get("step") in STEPS:
+            done[e["step"]] = e.get("at", "")
+    return done
+
+
+def topic_retention(topic: str, config: Mapping[str, str], since: datetime, *, erased: bool) -> dict[str, Any]:
+    """How long ``topic`` (its effective ``config``) may keep records of a card written up to ``since``.
+
+    ``since`` is the erasure time for an erased card, else now. Kafka deletes whole log segments, so
+    a record may outlive ``retention.ms`` by up to ``segment.ms`` (a segment is rolled at the latest
+    then, and deleted once its newest record is older than the retention). On a compacted topic the
+    records of a key before its tombstone become eligible for compaction ``max.compaction.lag.ms``
+    after it (when that is set), and the tombstone itself — whose key is the card id — is kept
+    ``delete.retention.ms`` after that; without an erasure, compaction keeps the card's newest record
+    for ever. ``may_hold_until`` is None when no time bound exists.
+    """
+    policy = {p.strip() for p in config.get("cleanup.policy", "delete").split(",") if p.strip()}
+    segment = int(config.get("segment.ms", _DEFAULT_SEGMENT_MS))
+    retention = int(config.get("retention.ms", -1))
+    max_lag = int(config.get("max.compaction.lag.ms", _NO_LIMIT_MS))
+    delete_retention = int(config.get("delete.retention.ms", _DEFAULT_DELETE_RETENTION_MS))
+    by_retention: datetime | None = None
+    by_compaction: datetime | None = None
+    why: list[str] = []
+    if "delete" in policy:
+        if retention >= 0:
+            by_retention = since + timedelta(milliseconds=retention + segment)
+            why.append("deleted at the latest retention.ms + segment.ms after it was written")
+        else:
+            why.append("retention.ms is -1: kept until deleted by hand")
+    if "compact" in policy:
+        if not erased:
+            why.append("compacted: the card's newest record is kept until it is erased")
+        elif max_lag < _NO_LIMIT_MS:
+            by_compaction = since + timedelta(milliseconds=max_lag + delete_retention)
+            why.append(
+                "compacted after the tombstone within max.compaction.lag.ms; the tombstone (the card id as "
+                "key) is kept delete.retention.ms more"
+            )
+        else:
+            why.append("compacted after the tombstone, but max.compaction.lag.ms sets no time bound")
+    # Either mechanism removes the records: the first bound that exists ends them.
+    bounds = [b for b in (by_retention, by_compaction) if b is not None]
+    until = min(bounds) if bounds else None
+    return {
+        "topic": topic,
+        "cleanup_policy": ",".join(sorted(policy)),
+        "retention_ms": retention if "delete" in policy else None,
+        "segment_ms": segment,
+        "max_compaction_lag_ms": max_lag if "compact" in policy and max_lag < _NO_LIMIT_MS else None,
+        "written_up_to": since.isoformat(),
+        "may_hold_until": None if until is None else until.isoformat(),
+        "why": "; ".join(why),
+    }
+
+
+# --- export --------------------------------------------------------------------------------------
 def export_card(settings: Settings, card_id: str, now: datetime | None = None) -> dict[str, Any]:
-    """Everything held about ``card_id`` as one JSON-ready document (``held`` False when nothing is)."""
+    """Everything held about ``card_id`` as one JSON-ready document (see the module docstring)."""
+    now = now or datetime.now(UTC)
     store = RedisProfileStore.from_settings(settings)
+    subject = store.erased_hash(card_id)
     profile = store.get(card_id)
     sink = open_sink(settings)
     try:
@@ -52,32 +171,67 @@ def export_card(settings: Settings, card_id: str, now: datetime | None = None) -
     finally:
         sink.close()
     consents = rows.pop("consent_changes")
+    when = erased_at(settings, subject)
+    names = TopicNames(settings.topic_prefix)
+    physical = [names.physical(t) for t in CARD_LINKED]
+    configs = describe_topic_configs(settings, physical)
+    topics = [topic_retention(t, configs[t], when or now, erased=when is not None) for t in physical if t in configs]
     doc: dict[str, Any] = {
         "card_id": card_id,
-        "exported_at": (now or datetime.now(UTC)).isoformat(),
+        "exported_at": now.isoformat(),
         "profile": None,
         "consent_history": consents,
         "warehouse": rows,
+        "erasure": None,
+        "topics": topics,
     }
     if profile is not None:
-        doc["profile"] = render(profile, "full", now or datetime.now(UTC), segments=store.segments(card_id))
-    doc["held"] = profile is not None or bool(consents) or any(rows.values())
+        doc["profile"] = render(profile, "full", now, segments=store.segments(card_id))
+    if when is not None:
+        done = steps_done(audit_log(settings), subject)
+        doc["erasure"] = {
+            "erased_at": when.isoformat(),
+            "subject": subject,
+            "steps_done": done,
+            "complete": all(s in done for s in STEPS),
+        }
+    held_in = [
+        name for name, present in (("profile", profile is not None), ("consent_history", bool(consents))) if present
+    ]
+    held_in += [f"warehouse.{t}" for t, r in rows.items() if r]
+    # Topics can only be said to hold the card once it is known somewhere (a store, or erased): a
+    # card never seen has nothing to bound.
+    if held_in or when is not None:
+        held_in += [
+            f"topic:{t['topic']}"
+            for t in topics
+            if t["may_hold_until"] is None or datetime.fromisoformat(t["may_hold_until"]) > now
+        ]
+    doc["held_in"] = held_in
+    doc["held"] = bool(held_in)
     return doc
 
 
+# --- erase ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Erasure:
-    subject: str  # the salted hash: what the audit log and the erased-cards record keep
-    at: datetime
+    subject: str  # the salted hash: what the audit log and the erased-cards records keep
+    at: datetime  # when the card was (first) erased
     redis_keys: int
     warehouse_rows: Mapping[str, int]
     tombstones: int
-    audit_id: str
+    audit_id: str  # the last audit entry of this run
+    resumed: bool = False  # an earlier run had recorded the erasure
+    audit_ids: tuple[str, ...] = field(default=())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _tombstone(settings: Settings, card_id: str) -> int:
     topic = TopicNames(settings.topic_prefix).consents
-    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
     failed: list[str] = []
 
     def report(err: object, _msg: object) -> None:
@@ -85,6 +239,7 @@ def _tombstone(settings: Settings, card_id: str) -> int:
             failed.append(str(err))
 
     try:
+        producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
         producer.produce(topic, key=card_id.encode(), value=None, on_delivery=report)
         if producer.flush(30) or failed:
             raise BrokerError(f"tombstone for {topic} not acknowledged: {failed or 'timeout'}")
@@ -93,40 +248,144 @@ def _tombstone(settings: Settings, card_id: str) -> int:
     return 1
 
 
-def erase_card(settings: Settings, card_id: str, now: datetime | None = None) -> Erasure:
-    """Erase ``card_id`` everywhere (see the module docstring for the order and why)."""
-    at = now or datetime.now(UTC)
-    store = RedisProfileStore.from_settings(settings)
-    subject = store.erased_hash(card_id)
+def _check_kafka(settings: Settings) -> None:
+    names = TopicNames(settings.topic_prefix)
     try:
-        pipe = store.client.pipeline(transaction=True)
-        pipe.sadd(ERASED_KEY, subject)
-        pipe.delete(profile_key(card_id), seen_key(card_id))
-        _, removed = pipe.execute()
+        topics = AdminClient(settings.kafka_config()).list_topics(timeout=10).topics
+    except KafkaException as exc:
+        raise BrokerError(
+            f"erase refused, nothing changed: Kafka at {settings.bootstrap_servers} does not answer "
+            f"({_first_line(exc)}); start it and run erase again"
+        ) from exc
+    missing = [t for t in (names.consents_erased, names.consents) if t not in topics]
+    if missing:
+        raise BrokerError(
+            f"erase refused, nothing changed: topics {', '.join(missing)} do not exist; "
+            "run `receiptflow topics create`, then erase again"
+        )
+
+
+def _open_warehouse(settings: Settings) -> Sink:
+    try:
+        return open_sink(settings)
+    except WarehouseError as exc:
+        what = _first_line(exc)
+        if settings.resolved_warehouse_url.startswith("duckdb") and "lock" in str(exc).lower():
+            raise WarehouseError(
+                "erase refused, nothing changed: the DuckDB warehouse is in use by another process "
+                "(a running `receiptflow sink run`?); stop the sink, run erase again, then start the sink"
+            ) from exc
+        raise WarehouseError(
+            f"erase refused, nothing changed: the warehouse cannot be opened ({what}); fix that and run erase again"
+        ) from exc
+
+
+def _preflight(settings: Settings) -> tuple[RedisProfileStore, Sink]:
+    """Everything erase needs, checked before anything is changed; the warehouse is returned open."""
+    store = RedisProfileStore.from_settings(settings)  # ConfigError without the install's salt
+    try:
+        store.client.ping()
     except redis.RedisError as exc:
-        raise ProfileStoreError(f"cannot erase profile: {exc}") from exc
-    sink = open_sink(settings)
+        raise ProfileStoreError(
+            f"erase refused, nothing changed: Redis does not answer ({_first_line(exc)}); start it and run erase again"
+        ) from exc
+    _check_kafka(settings)
+    return store, _open_warehouse(settings)
+
+
+def erase_card(settings: Settings, card_id: str, now: datetime | None = None) -> Erasure:
+    """Erase ``card_id`` everywhere (see the module docstring for the steps, their order and why).
+
+    Raises before changing anything when a store is unreachable or the warehouse is locked, and
+    :class:`ErasureIncompleteError` when a step after the topic record fails (run it again).
+    """
+    store, sink = _preflight(settings)
     try:
-        rows = delete_card(sink, card_id, subject, at)
+        subject = store.erased_hash(card_id)
+        plan = plan_erasure(erased_at(settings, subject), now or datetime.now(UTC))
+        run = uuid.uuid4().hex[:12]
+        counts: dict[str, Any] = {"redis_keys": 0, "rows": {}, "tombstones": 0}
+        ids: list[str] = []
+
+        def profile() -> str:
+            try:
+                pipe = store.client.pipeline(transaction=True)
+                pipe.sadd(ERASED_KEY, subject)
+                pipe.delete(profile_key(card_id), seen_key(card_id))
+                _, removed = pipe.execute()
+            except redis.RedisError as exc:
+                raise ProfileStoreError(f"cannot erase the profile: {exc}") from exc
+            counts["redis_keys"] = int(removed)
+            return f"redis_keys={int(removed)}"
+
+        def warehouse() -> str:
+            counts["rows"] = delete_card(sink, card_id, subject, plan.erased_at)
+            return ",".join(f"{t}={n}" for t, n in sorted(counts["rows"].items()))
+
+        def consents() -> str:
+            counts["tombstones"] = _tombstone(settings, card_id)
+            return f"tombstones={counts['tombstones']}"
+
+        def record() -> str:
+            record_erasure(settings, subject, plan.erased_at)
+            return "recorded"
+
+        actions: dict[str, Callable[[], str]] = {
+            "record": record,
+            "profile": profile,
+            "warehouse": warehouse,
+            "consents": consents,
+        }
+        if plan.resumed:
+            ids.append(_audit(store, subject, plan, run, "record", "already recorded"))
+        for step in plan.steps:
+            try:
+                detail = actions[step]()
+            except ReceiptflowError as exc:
+                if step == "record":
+                    raise BrokerError(f"erase failed before changing anything: {_first_line(exc)}") from exc
+                raise ErasureIncompleteError(
+                    f"erasure stopped at step '{step}': {_first_line(exc)}. The card is recorded as erased, so "
+                    "no store takes it in again; fix the cause and run erase again for this card to complete it"
+                ) from exc
+            try:
+                ids.append(_audit(store, subject, plan, run, step, detail))
+            except ReceiptflowError as exc:
+                raise ErasureIncompleteError(
+                    f"erasure step '{step}' was done but its audit entry could not be written: {_first_line(exc)}. "
+                    "The card is recorded as erased; run erase again for this card to complete and audit it"
+                ) from exc
     finally:
         sink.close()
-    tombstones = _tombstone(settings, card_id)
+    return Erasure(
+        subject,
+        plan.erased_at,
+        counts["redis_keys"],
+        counts["rows"],
+        counts["tombstones"],
+        ids[-1],
+        plan.resumed,
+        tuple(ids),
+    )
+
+
+def _audit(store: RedisProfileStore, subject: str, plan: ErasurePlan, run: str, step: str, detail: str) -> str:
     entry = {
-        "at": at.isoformat(),
+        "at": datetime.now(UTC).isoformat(),
+        "erased_at": plan.erased_at.isoformat(),
         "subject": subject,
-        "redis_keys": str(removed),
-        "warehouse_rows": ",".join(f"{t}={n}" for t, n in sorted(rows.items())),
-        "tombstones": str(tombstones),
+        "run": run,
+        "step": step,
+        "detail": detail,
     }
     try:
-        audit_id = str(store.client.xadd(AUDIT_STREAM, entry))  # type: ignore[arg-type]
+        return str(store.client.xadd(AUDIT_STREAM, entry))  # type: ignore[arg-type]
     except redis.RedisError as exc:
         raise ProfileStoreError(f"cannot write the erasure audit entry: {exc}") from exc
-    return Erasure(subject, at, int(removed), rows, tombstones, audit_id)
 
 
 def audit_log(settings: Settings) -> list[dict[str, str]]:
-    """Every erasure recorded, oldest first."""
+    """Every erasure step recorded, oldest first."""
     store = RedisProfileStore.from_settings(settings)
     try:
         entries = store.client.xrange(AUDIT_STREAM)
@@ -135,7 +394,60 @@ def audit_log(settings: Settings) -> list[dict[str, str]]:
     return [{"id": str(i), **{str(k): str(v) for k, v in fields.items()}} for i, fields in entries]  # type: ignore[union-attr]
 
 
+def missing_from_topic(
+    on_topic: Mapping[str, datetime],
+    in_profiles: Iterable[str],
+    in_warehouse: Iterable[tuple[str, datetime | None]],
+    now: datetime,
+) -> dict[str, datetime]:
+    """Hashes the stores record as erased that the erased-cards topic lacks, with their erasure time
+    (the warehouse's when it has one, else ``now``; the earliest when both have it) (pure)."""
+    found: dict[str, datetime] = {str(h): now for h in in_profiles}
+    for h, at in in_warehouse:
+        when = now if at is None else (at if at.tzinfo is not None else at.replace(tzinfo=UTC))
+        found[str(h)] = min(when, found.get(str(h), when))
+    return {h: at for h, at in found.items() if h not in on_topic}
+
+
+def record_existing(settings: Settings, now: datetime | None = None) -> int:
+    """Put on the erased-cards topic every card the stores record as erased but the topic lacks —
+    cards erased before the topic existed — so every warehouse keeps them out too. Checks the stores
+    first as ``erase`` does; one audit entry per card. Returns how many were recorded."""
+    store, sink = _preflight(settings)
+    try:
+        try:
+            in_profiles = [str(h) for h in store.client.smembers(ERASED_KEY)]
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot read the erased-cards record: {exc}") from exc
+        in_warehouse = [(str(h), at) for h, at in sink.query("SELECT card_hash, erased_at FROM erased_cards")]
+    finally:
+        sink.close()
+    missing = missing_from_topic(erased_cards(settings), in_profiles, in_warehouse, now or datetime.now(UTC))
+    if not missing:
+        return 0
+    record_erasures(settings, missing)
+    run = uuid.uuid4().hex[:12]
+    for subject, at in sorted(missing.items()):
+        plan = ErasurePlan(at, False, ("record",))
+        _audit(store, subject, plan, run, "record", "recorded from the stores (erased before the topic existed)")
+    return len(missing)
+
+
+def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> int:
+    """Copy every hash on the erased-cards topic into ``store``'s ``rf:erased`` (what the profile
+    scripts check), so a profile store that never saw an erasure — a new Redis that ``profiles
+    rebuild`` fills — keeps those cards out as well. Returns how many hashes were new to it."""
+    hashes = sorted(erased_cards(settings))
+    if not hashes:
+        return 0
+    try:
+        return int(store.client.sadd(ERASED_KEY, *hashes))
+    except redis.RedisError as exc:
+        raise ProfileStoreError(f"cannot record the erased cards in the profile store: {exc}") from exc
+
+
 def is_erased(settings: Settings, card_id: str) -> bool:
+    """Whether the profile store's erased-cards record holds ``card_id``'s hash."""
     store = RedisProfileStore.from_settings(settings)
     try:
         return bool(store.client.sismember(ERASED_KEY, store.erased_hash(card_id)))

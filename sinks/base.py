@@ -33,7 +33,7 @@ from typing import Any, Literal
 from ..errors import WarehouseError
 from ..models import ConsentChange, Granularity, Purchase
 from ..processors.policy import Policy
-from ..processors.profiles import DEFAULT_ERASURE_SALT, erased_hash
+from ..processors.profiles import erased_hash
 
 DEFAULT_GROUP = "receiptflow-warehouse"
 
@@ -314,10 +314,16 @@ def _analytics_rows(p: Purchase) -> list[tuple[Any, ...]]:
 
 
 class CardHasher:
-    """Salted hashes of card ids as the erased-cards record keeps them, cached (a batch repeats cards)."""
+    """Salted hashes of card ids as the erased-cards record keeps them, cached (a batch repeats cards).
 
-    def __init__(self, salt: bytes | None = None) -> None:
-        self.salt = salt or DEFAULT_ERASURE_SALT
+    The salt is the install's (:func:`receiptflow.secrets.erasure_salt`): there is no built-in one,
+    since a hash keyed with a salt written in the source links straight back to the card.
+    """
+
+    def __init__(self, salt: bytes) -> None:
+        if not salt:
+            raise ValueError("CardHasher needs the install's erasure salt")
+        self.salt = salt
         self._cache: dict[str, str] = {}
 
     def __call__(self, card_id: str) -> str:

@@ -60,7 +60,8 @@ class DuckDBSink(Sink):
         path: Path | str,
         group_id: str = DEFAULT_GROUP,
         migrations_dir: Path | None = None,
-        erasure_salt: bytes | None = None,
+        *,
+        erasure_salt: bytes,
     ) -> None:
         self.path = Path(path)
         self.group_id = group_id

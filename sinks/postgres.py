@@ -9,9 +9,10 @@ harmless. ``DISTINCT ON ... ORDER BY key`` also means concurrent sinks lock keys
 Rows of a card (receipts, their items and groups, consent changes) are staged with the card's salted
 hash in one more column, and the insert leaves out those whose hash is in ``erased_cards`` (an
 anti-join in the same ``INSERT ... SELECT``), so an erased card is never stored again, from the live
-topics or a replay. Every batch transaction holds a shared advisory lock that erasure takes
-exclusively: an erasure waits for the batches in flight and the batches after it see its hash, so
-no row of the card can be committed around it.
+topics or a replay. Every batch transaction holds a shared advisory lock that erasure — and a sink
+recording hashes newly read from the erased-cards topic — takes exclusively: it waits for the
+batches in flight and the batches after it see the hash, so no row of the card can be committed
+around it (``sinks.subject`` gives the whole argument).
 
 Migrations run under a transaction-scoped advisory lock, so several sinks starting at once apply
 each migration exactly once.
@@ -63,7 +64,8 @@ class PostgresSink(Sink):
         url: str,
         group_id: str = DEFAULT_GROUP,
         migrations_dir: Path | None = None,
-        erasure_salt: bytes | None = None,
+        *,
+        erasure_salt: bytes,
     ) -> None:
         self.url = url  # may carry a password (Settings.warehouse_connection_url): never log it
         self.group_id = group_id

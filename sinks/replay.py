@@ -12,6 +12,10 @@ without duplicating anything.
 Its positions are stored under its own consumer name (``<group>-replay``), never under the live
 sink's: a replay from a later time must not move the live sink past records it has not written.
 DuckDB allows one writing process per file, so on DuckDB stop the live sink first.
+
+Erased cards: before its first row the replay reads the erased-cards topic to its end into the
+warehouse (``runner.follow_erasures``), and it polls that topic before every batch, as the live sink
+does: a replay into a new warehouse never stores a card erased before or during it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from ..codec import Codec
 from ..config import Settings
+from ..erasures import ErasureReader
 from ..errors import BrokerError
 from ..topics import TopicNames
 from .base import Sink, WriteResult
-from .runner import decode_batch
+from .runner import decode_batch, follow_erasures
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,12 @@ def replay(
     names = TopicNames(settings.topic_prefix)
     codec = Codec()
     stats = ReplayStats()
+    erasures = ErasureReader(settings)
+    try:
+        follow_erasures(sink, erasures.read_to_end())
+    except BaseException:
+        erasures.close()
+        raise
     try:
         consumer = Consumer(
             settings.kafka_config(
@@ -96,6 +107,7 @@ def replay(
             )
         )
     except KafkaException as exc:
+        erasures.close()
         raise BrokerError(f"cannot create the replay consumer: {exc}") from exc
     try:
         starts: dict[TopicPartitionKey, int] = {}
@@ -115,6 +127,7 @@ def replay(
         while todo:
             wanted = _within_bounds(consumer.consume(batch_size, timeout=1.0), todo, ends)
             batch, bad = decode_batch(codec, wanted, names)
+            follow_erasures(sink, erasures.poll())
             if batch:
                 sink.write(batch)
                 stats.add(sink.flush())
@@ -130,6 +143,7 @@ def replay(
         raise BrokerError(f"replay of {', '.join(topics)} failed: {exc}") from exc
     finally:
         consumer.close()
+        erasures.close()
     return stats
 
 

@@ -9,6 +9,13 @@ Kafka's own committed offsets say. Offsets are also committed to Kafka afterward
 for lag monitoring only (``kafka-consumer-groups --describe`` keeps working): the warehouse's copy
 is the truth.
 
+Erased cards: before it subscribes, the loop reads the erased-cards topic (``consents.erased``, see
+:mod:`receiptflow.erasures`) to its end and brings the warehouse in step with it
+(:func:`~receiptflow.sinks.subject.record_erased`); then, on every turn of the loop, it takes what
+arrived there since (a non-blocking poll of an assigned reader) before it writes the next batch. So
+whichever warehouse the sink writes, the card's rows are left out or deleted (``sinks.subject``
+explains why none survives a race with ``erase``).
+
 A record that does not decode as a purchase stops the sink with :class:`WarehouseError`, after the
 good records before it in the batch are written: the stored offset then points exactly at the bad
 record, and the error log names its topic, partition and offset. This topic is written only by the
@@ -32,6 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from ..codec import Codec
 from ..config import Settings
+from ..erasures import ErasureReader
 from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
@@ -41,6 +49,7 @@ from ..topics import TopicNames
 from .base import DEFAULT_GROUP, AnyRecord, ConsentRecord, Sink, SinkRecord, WriteResult, chain_dimension_rows
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
+from .subject import record_erased
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +69,9 @@ def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP, migrations_dir:
     salt = erasure_salt(settings)  # the erased-cards hashes are keyed as in the profile store
     sink: Sink
     if scheme == "duckdb":
-        sink = DuckDBSink(duckdb_path(url), group_id, migrations_dir, salt)
+        sink = DuckDBSink(duckdb_path(url), group_id, migrations_dir, erasure_salt=salt)
     elif scheme in ("postgresql", "postgres"):
-        sink = PostgresSink(url, group_id, migrations_dir, salt)
+        sink = PostgresSink(url, group_id, migrations_dir, erasure_salt=salt)
     else:
         raise ConfigError(
             f"unsupported warehouse URL scheme {scheme!r}: use duckdb:///abs/path.duckdb or postgresql://user@host/db"
@@ -163,10 +172,18 @@ def run_sink(
         consumer = Consumer(conf)
     except KafkaException as exc:  # e.g. an invalid librdkafka property in kafka_extra
         raise BrokerError(f"cannot create the sink consumer: {exc}") from exc
+    try:
+        erasures = ErasureReader(settings)
+    except BaseException:
+        consumer.close()
+        raise
     idle_since = time.monotonic()
     try:
+        # Before the first row: this warehouse may never have seen an erasure (a new one, a backup).
+        follow_erasures(sink, erasures.read_to_end())
         consumer.subscribe(topics, on_assign=_on_assign(sink, assigned_at, incremental=_is_incremental(conf)))
         while not stop.is_set():
+            follow_erasures(sink, erasures.poll())
             messages = consumer.consume(batch_size, timeout=batch_timeout)
             batch, bad = decode_batch(codec, messages, names)
             if batch:
@@ -185,7 +202,20 @@ def run_sink(
         raise BrokerError(f"sink consumer failed: {exc}") from exc
     finally:
         consumer.close()
+        erasures.close()
     return stats
+
+
+def follow_erasures(sink: Sink, erased: dict[str, datetime]) -> None:
+    """Record newly read erasures in the warehouse and delete what it held of those cards."""
+    if not erased:
+        return
+    deleted = record_erased(sink, erased)
+    log.info(
+        "erased-cards record: %d card(s) recorded in the warehouse%s",
+        len(erased),
+        "; deleted " + ", ".join(f"{t} {n}" for t, n in sorted(deleted.items())) if deleted else "",
+    )
 
 
 def _is_incremental(conf: dict[str, Any]) -> bool:

@@ -472,6 +472,11 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis_url": args.redis_url})
     _print_endpoints(settings, "profiles rebuild:")
+    from .processors.profiles import RedisProfileStore
+    from .processors.subject import record_erased_in_profiles
+
+    # Before any profile is written: the target may be a new Redis that never saw an erasure.
+    record_erased_in_profiles(settings, RedisProfileStore.from_settings(settings))
     stats = _profile_batch(
         settings,
         "rebuild",
@@ -523,17 +528,30 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.subject import erase_card
+    from .processors.subject import erase_card, record_existing
 
+    if args.record_existing:
+        if args.card is not None:
+            err_console.print("erase --record-existing takes no card")
+            return 2
+        _print_endpoints(settings, "erase --record-existing:")
+        n = record_existing(settings)
+        console.print(f"recorded {n} earlier erasure(s) on the erased-cards topic")
+        return 0
+    if args.card is None:
+        err_console.print("erase needs a CARD (or --record-existing)")
+        return 2
     if not args.yes:
         err_console.print(f"erase deletes everything held about card {args.card}; repeat with --yes to proceed")
         return 2
     _print_endpoints(settings, "erase:")
     e = erase_card(settings, args.card)
     rows = ", ".join(f"{t} {n}" for t, n in sorted(e.warehouse_rows.items()))
+    resumed = f"completed the erasure recorded at {e.at.isoformat()}; " if e.resumed else ""
     console.print(
-        f"erased: {e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
-        f"audit entry {e.audit_id} (subject {e.subject})"
+        f"erased: {resumed}{e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
+        f"{len(e.audit_ids)} audit entries up to {e.audit_id} (subject {e.subject}); "
+        "`receiptflow export` says until when topics may still hold its records"
     )
     return 0
 
@@ -703,9 +721,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("card")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("erase", help="erase a card from Redis and the warehouse, tombstone it, audit the erasure")
-    s.add_argument("card")
+    s = sub.add_parser(
+        "erase",
+        help="erase a card: record it on the erased-cards topic, then Redis, the warehouse and its consents; "
+        "audited per step, refused before any change when a store is unavailable, resumable",
+    )
+    s.add_argument("card", nargs="?")
     s.add_argument("--yes", action="store_true", help="really erase")
+    s.add_argument(
+        "--record-existing",
+        action="store_true",
+        help="put cards erased before the erased-cards topic existed (in Redis or the warehouse) on it",
+    )
     s.set_defaults(func=cmd_erase)
 
     s = sub.add_parser(

@@ -18,7 +18,8 @@ importing librdkafka, redis-py or psycopg types::
     ├── BrokerError                 Kafka refused or failed an operation (admin, produce, commit)
     ├── OutboxFullError             a register's outbox has spent its disk budget
     ├── ProfileStoreError           Redis failed
-    └── WarehouseError              DuckDB / PostgreSQL failed
+    ├── WarehouseError              DuckDB / PostgreSQL failed
+    └── ErasureIncompleteError      an erasure stopped after recording the card as erased: run it again
 """
 
 from __future__ import annotations
@@ -88,3 +89,7 @@ class ProfileStoreError(ReceiptflowError):
 
 class WarehouseError(ReceiptflowError):
     """The warehouse (DuckDB or PostgreSQL) failed."""
+
+
+class ErasureIncompleteError(ReceiptflowError):
+    """An erasure stopped after the card was recorded as erased; running it again completes it."""

@@ -42,6 +42,7 @@ PURCHASES_MARKETING = "purchases.marketing"
 PURCHASES_ANALYTICS = "purchases.analytics"
 CHECKOUTS_DLQ = "checkouts.dlq"
 RECEIPTS_SEEN = "processor.receipts-seen"
+CONSENTS_ERASED = "consents.erased"
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -58,9 +59,11 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "consent_change",
         "card_id",
         "Consent state per card (full state, latest wins); compacted, so the newest state is kept forever.",
+        # max.compaction.lag.ms bounds how long an erased card's older consent states outlive its tombstone.
         {
             "cleanup.policy": "compact",
             "min.compaction.lag.ms": str(60 * 1000),
+            "max.compaction.lag.ms": str(7 * DAY_MS),
             "message.timestamp.type": "LogAppendTime",
         },
     ),
@@ -102,7 +105,21 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "internal, read back when a worker is assigned that partition.",
         {"cleanup.policy": "compact,delete", "retention.ms": str(14 * DAY_MS)},
     ),
+    TopicSpec(
+        CONSENTS_ERASED,
+        '(none: JSON {"erased_at": ISO-8601 time})',
+        "salted hash of the card id (RECEIPTFLOW_ERASURE_SALT); never the card id",
+        "The erased-cards record: one record per erased card, written first by `receiptflow erase`, never "
+        "tombstoned; every sink and replay reads it to its end before writing and keeps its cards out "
+        "of any warehouse.",
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60 * 1000)},
+        partitions=1,
+    ),
 )
+
+# Topics whose records carry a card id (key or value): what `export` reports and `erase` cannot delete
+# (append-only logs); their records of a card expire with the topic's retention or compaction.
+CARD_LINKED: tuple[str, ...] = (CHECKOUTS, CONSENTS, PURCHASES_CUSTOMER, PURCHASES_MARKETING, CHECKOUTS_DLQ)
 
 
 def spec(name: str) -> TopicSpec:
@@ -124,6 +141,7 @@ class TopicNames:
         self.purchases_analytics = prefix + PURCHASES_ANALYTICS
         self.checkouts_dlq = prefix + CHECKOUTS_DLQ
         self.receipts_seen = prefix + RECEIPTS_SEEN
+        self.consents_erased = prefix + CONSENTS_ERASED
 
     def physical(self, logical: str) -> str:
         return self.prefix + logical
@@ -203,3 +221,27 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
         if time.monotonic() > deadline:
             raise BrokerError(f"created topics have no partition leaders after {timeout:.0f}s: {topics}")
         time.sleep(0.1)
+
+
+def describe_topic_configs(
+    settings: Settings, topics: Iterable[str], timeout: float = 15.0
+) -> dict[str, dict[str, str]]:
+    """Effective configuration (broker defaults included) of each of ``topics`` that exists."""
+    from confluent_kafka.admin._config import ConfigResource  # noqa: PLC0415 - only export needs it
+    from confluent_kafka.admin._resource import ResourceType  # noqa: PLC0415
+
+    admin = AdminClient(settings.kafka_config())
+    wanted = list(topics)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+        resources = [ConfigResource(ResourceType.TOPIC, t) for t in wanted if t in existing]
+        if not resources:
+            return {}
+        futures = admin.describe_configs(resources, request_timeout=timeout)
+        out: dict[str, dict[str, str]] = {}
+        for resource, fut in futures.items():
+            entries = fut.result()
+            out[resource.name] = {name: str(e.value) for name, e in entries.items() if e.value is not None}
+        return out
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read the topic configuration from {settings.bootstrap_servers}: {exc}") from exc

@@ -108,7 +108,7 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
     assert (stats.acked, stats.failed) == (N + 1 + len(consents), 0)
 
     truth = sim.truth
-    store = RedisProfileStore.from_url(e2e_settings.redis_url)
+    store = RedisProfileStore.from_settings(e2e_settings)
     carded = truth.receipts - truth.anonymous
     log = e2e_settings.data_dir / "processor.log"
     _wait(lambda: store.totals()[1] >= carded, 120, processor, log)

@@ -195,7 +195,7 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
 def _empty_store_at(redis_url: str, db: int) -> RedisProfileStore:
     url = _other_db(redis_url, db)
     redis.Redis.from_url(url).flushdb()
-    return RedisProfileStore.from_url(url)
+    return RedisProfileStore.from_url(url, erasure_salt=b"test-erasure-salt-0123456789")
 
 
 def _empty_store(pipeline: Pipeline, db: int) -> RedisProfileStore:
@@ -230,7 +230,7 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
     assert "purchases and consent changes" in result.stderr, result.stderr  # the progress display
     # A batch command leaves its metrics for a textfile collector, since nothing scrapes it live.
     assert f"receiptflow_profile_rebuild_cards_total {float(len(pipeline.cards))}" in textfile.read_text()
-    rebuilt = RedisProfileStore.from_url(target).get_many(pipeline.cards)
+    rebuilt = RedisProfileStore.from_url(target, erasure_salt=b"test-erasure-salt-0123456789").get_many(pipeline.cards)
     _assert_equal_profiles(rebuilt, live)
 
 

@@ -17,7 +17,7 @@ from receiptflow.sinks import DEFAULT_GROUP, PostgresSink, Sink, WriteResult, wa
 from receiptflow.sinks.base import migrations
 from receiptflow.sinks.subject import delete_card
 
-from ..unit.sinks.test_contract import TOPIC, OpenSink, SinkContract, records
+from ..unit.sinks.test_contract import SALT, TOPIC, OpenSink, SinkContract, records
 
 
 class TestPostgresSink(SinkContract):
@@ -26,7 +26,7 @@ class TestPostgresSink(SinkContract):
         opened: list[Sink] = []
 
         def make(group_id: str = DEFAULT_GROUP) -> Sink:
-            sink = PostgresSink(pg_database, group_id)
+            sink = PostgresSink(pg_database, group_id, erasure_salt=SALT)
             sink.setup()
             opened.append(sink)
             return sink
@@ -43,7 +43,7 @@ class TestPostgresSink(SinkContract):
 
 def test_concurrent_setups_apply_each_migration_once(pg_database: str) -> None:
     errors: list[BaseException] = []
-    sinks = [PostgresSink(pg_database) for _ in range(4)]
+    sinks = [PostgresSink(pg_database, erasure_salt=SALT) for _ in range(4)]
 
     def start(s: PostgresSink) -> None:
         try:
@@ -68,7 +68,7 @@ def test_concurrent_setups_apply_each_migration_once(pg_database: str) -> None:
 def test_two_sinks_writing_the_same_records_store_them_once(pg_database: str) -> None:
     # A zombie and its successor after a rebalance: both write the same partition's records at once.
     recs = records(400, partitions=1)
-    a, b = PostgresSink(pg_database), PostgresSink(pg_database)
+    a, b = PostgresSink(pg_database, erasure_salt=SALT), PostgresSink(pg_database, erasure_salt=SALT)
     a.setup()
     b.setup()
     b_result: list[WriteResult] = []
@@ -101,7 +101,7 @@ def test_an_erasure_waits_for_the_batch_in_flight_and_the_next_batch_skips_the_c
     recs = records(300, partitions=1)
     card = next(r.purchase.card_id for r in recs if r.purchase.card_id is not None)
     mine = [r for r in recs if r.purchase.card_id == card]
-    sink, eraser = PostgresSink(pg_database), PostgresSink(pg_database)
+    sink, eraser = PostgresSink(pg_database, erasure_salt=SALT), PostgresSink(pg_database, erasure_salt=SALT)
     sink.setup()
     eraser.setup()
     deleted: list[dict[str, int]] = []
@@ -135,7 +135,7 @@ def test_an_erasure_waits_for_the_batch_in_flight_and_the_next_batch_skips_the_c
 
 
 def test_a_read_does_not_leave_the_session_idle_in_transaction(pg_database: str) -> None:
-    sink = PostgresSink(pg_database)
+    sink = PostgresSink(pg_database, erasure_salt=SALT)
     sink.setup()
     try:
         sink.committed_offsets(TOPIC)

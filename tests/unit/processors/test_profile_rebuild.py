@@ -129,7 +129,7 @@ def test_read_events_returns_what_the_sink_wrote(tmp_path: Path) -> None:
         records.append(SinkRecord(p, "purchases.customer", 0, i))
     changes = [ConsentChange(card, NOW - timedelta(days=5), False, True) for card in sorted(sim.truth.per_card)[:5]]
     records += [ConsentRecord(c, "consents", 0, i) for i, c in enumerate(changes)]
-    sink = DuckDBSink(tmp_path / "w.duckdb")
+    sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=b"test-erasure-salt-0123456789")
     sink.setup()
     try:
         sink.write(records)

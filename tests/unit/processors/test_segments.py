@@ -177,7 +177,7 @@ def test_read_month_counts_the_month_and_respects_consent(tmp_path: Path) -> Non
         ConsentChange(regranted, mid + timedelta(days=2), True, True),
     ]
     records += [ConsentRecord(c, "consents", 0, i) for i, c in enumerate(changes)]
-    sink = DuckDBSink(tmp_path / "w.duckdb")
+    sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=b"test-erasure-salt-0123456789")
     sink.setup()
     try:
         sink.write(records)

@@ -23,10 +23,12 @@ from receiptflow.processors.policy import load_policy
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, to_rows, warehouse_counts
 from receiptflow.sinks.base import chain_dimension_rows, migrations
-from receiptflow.sinks.subject import delete_card, is_erased
+from receiptflow.sinks.subject import delete_card, is_erased, record_erased
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPIC = "purchases.customer"
+# The erasure salt the sinks under test hash card ids with (a real install generates its own).
+SALT = b"test-erasure-salt-0123456789"
 
 OpenSink = Callable[..., Sink]
 
@@ -377,6 +379,35 @@ class SinkContract:
         # The positions moved past the erased card's records all the same.
         assert sink.committed_offsets(TOPIC) == {0: 100, 1: 100, 2: 100}
         assert sink.committed_offsets("consents") == {0: 2}
+
+    def test_erasures_from_the_topic_delete_held_rows_and_keep_the_card_out(self, open_sink: OpenSink) -> None:
+        # A warehouse that stored a card before it learnt of its erasure (a second warehouse, a backup).
+        recs = records(300, seed=43)
+        cards = Counter(r.purchase.card_id for r in recs if r.purchase.card_id is not None)
+        card, other = (c for c, _ in cards.most_common(2))
+        consent = ConsentRecord(ConsentChange(card, NOW, True, True, "app"), "consents", 0, 0)
+        sink = open_sink()
+        sink.write([*recs[:200], consent])
+        sink.flush()
+        held = sum(1 for r in recs[:200] if r.purchase.card_id == card)
+        assert held > 0
+        before = warehouse_counts(sink)["receipts"]
+
+        erased = {sink.card_hash(card): NOW, "0" * 32: NOW}  # a hash of a card this warehouse never saw
+        deleted = record_erased(sink, erased)
+        assert deleted["receipts"] == held and deleted["consent_changes"] == 1
+        assert warehouse_counts(sink)["receipts"] == before - held
+        assert sorted(r[0] for r in sink.query("SELECT card_hash FROM erased_cards")) == sorted(erased)
+        assert other in {r[0] for r in sink.query("SELECT card_id FROM receipts")}
+        for table in ("receipt_items", "receipt_groups"):
+            orphans = f"SELECT count(*) FROM {table} WHERE receipt_id NOT IN (SELECT receipt_id FROM receipts)"
+            assert sink.query(orphans) == [(0,)]
+        # Again (a sink restarting): nothing left to delete. The rest of the topic: the card stays out.
+        assert record_erased(sink, erased) == {}
+        sink.write(recs)
+        sink.flush()
+        assert card not in {r[0] for r in sink.query("SELECT card_id FROM receipts")}
+        assert warehouse_counts(sink) == expected_counts([r for r in recs if r.purchase.card_id != card])
 
     def test_chain_dimension_follows_the_policy_and_the_views_join_it(self, open_sink: OpenSink) -> None:
         policy = load_policy()

@@ -16,7 +16,7 @@ from receiptflow.errors import WarehouseError
 from receiptflow.sinks import DEFAULT_GROUP, DuckDBSink, Sink, open_sink, warehouse_counts
 from receiptflow.sinks.base import migrations
 
-from .test_contract import OpenSink, SinkContract, records
+from .test_contract import SALT, OpenSink, SinkContract, records
 
 
 class TestDuckDBSink(SinkContract):
@@ -29,7 +29,7 @@ class TestDuckDBSink(SinkContract):
             # as a restarted sink process would have.
             for s in opened:
                 s.close()
-            sink = DuckDBSink(tmp_path / "dw" / "warehouse.duckdb", group_id)
+            sink = DuckDBSink(tmp_path / "dw" / "warehouse.duckdb", group_id, erasure_salt=SALT)
             sink.setup()
             opened.append(sink)
             return sink
@@ -58,14 +58,14 @@ def test_open_sink_uses_the_default_file_under_the_data_dir(tmp_path: Path) -> N
 
 def test_a_second_writer_on_the_same_file_is_a_warehouse_error(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
-    first = DuckDBSink(path)
+    first = DuckDBSink(path, erasure_salt=SALT)
     first.setup()
     try:
         # Another process holding the file: DuckDB's file lock refuses a second one.
         code = (
             "from receiptflow.sinks import DuckDBSink\n"
             "from receiptflow.errors import WarehouseError\n"
-            f"s = DuckDBSink({str(path)!r})\n"
+            f"s = DuckDBSink({str(path)!r}, erasure_salt={SALT!r})\n"
             "try:\n    s.setup()\nexcept WarehouseError as e:\n    print('refused:', e)\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
@@ -75,13 +75,13 @@ def test_a_second_writer_on_the_same_file_is_a_warehouse_error(tmp_path: Path) -
 
 
 def test_use_before_setup_is_a_warehouse_error(tmp_path: Path) -> None:
-    sink = DuckDBSink(tmp_path / "w.duckdb")
+    sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=SALT)
     with pytest.raises(WarehouseError, match="before setup"):
         sink.committed_offsets("t")
 
 
 def test_batch_of_a_thousand_goes_in_as_one_statement_per_table(tmp_path: Path, monkeypatch: Any) -> None:
-    sink = DuckDBSink(tmp_path / "w.duckdb")
+    sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=SALT)
     sink.setup()
     statements: list[str] = []
     real = sink._insert
@@ -115,7 +115,7 @@ def test_a_warehouse_from_before_checksums_opens_and_keeps_its_data(tmp_path: Pa
     con.execute("INSERT INTO sink_offsets VALUES (?, 'purchases.customer', 0, 42)", [DEFAULT_GROUP])
     con.close()
 
-    with DuckDBSink(path) as sink:
+    with DuckDBSink(path, erasure_salt=SALT) as sink:
         assert sink.committed_offsets("purchases.customer") == {0: 42}
         rows = sink.query("SELECT version, checksum FROM schema_migrations ORDER BY version")
         # The old migration gets its checksum recorded; the later ones are applied on top.

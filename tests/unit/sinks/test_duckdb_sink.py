@@ -47,7 +47,7 @@ def test_duplicates_inside_a_batch_are_folded() -> None:
 
 
 def _sink(path: Path) -> DuckDBSink:
-    sink = DuckDBSink(path)
+    sink = DuckDBSink(path, erasure_salt=b"test-erasure-salt-0123456789")
     sink.setup()
     return sink
 
