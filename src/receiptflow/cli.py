@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .config import Settings, load_settings
+from .config import KAFKA_LOGGER, Settings, load_settings
 from .errors import ConfigError, ReceiptflowError, UsageError
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- topics ------------------------------------------------------------------------------------
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from .topics import CATALOGUE, TopicNames, create_topics
+    from .topics import CATALOGUE, TopicNames, create_topics, require_broker
 
     if args.action == "list":
         names = TopicNames(settings.topic_prefix)
@@ -101,6 +101,7 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         console.print(table)
         return 0
     _print_endpoints(settings, "topics create:")
+    require_broker(settings)
     result = create_topics(settings)
     for name in result.created:
         console.print(f"created  {name}")
@@ -145,12 +146,14 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from .producers.client import RegisterClient
     from .producers.ingest import ingest
+    from .topics import require_broker
 
     source = None if args.file in (None, "-") else Path(args.file)
     if source is not None and not source.is_file():
         what = "is a directory" if source.is_dir() else "does not exist"
         raise UsageError(f"{source} {what}: give a JSON Lines file, or - for standard input")
     _print_endpoints(settings, "produce:")
+    require_broker(settings)
     client = RegisterClient(settings)
     try:
         stream = sys.stdin.buffer if source is None else source.open("rb")
@@ -181,6 +184,9 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     if args.instance is not None:
         settings = settings.model_copy(update={"processor_instance": args.instance})
     _print_endpoints(settings, f"processor ({args.role}, instance {settings.processor_instance}):")
+    from .topics import require_broker
+
+    require_broker(settings)
     # main() configured logging already (WARNING unless -v): --loglevel must replace that.
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -231,6 +237,9 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     from .sinks import open_sink, run_sink
 
     _print_endpoints(settings, "warehouse sink:")
+    from .topics import require_broker
+
+    require_broker(settings)
     metrics = Metrics()
     # The processor serves on metrics_port; the sink on the next port, so both run on one host.
     default_port = settings.metrics_port + 1 if settings.metrics_port else 0
@@ -357,7 +366,9 @@ def cmd_outbox(args: argparse.Namespace, settings: Settings) -> int:
 # --- consume -----------------------------------------------------------------------------------
 def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     from .consume import consume_json
+    from .topics import require_broker
 
+    require_broker(settings)
     count = 0
     for line in consume_json(settings, args.topic, from_beginning=args.from_beginning, max_records=args.max):
         console.print(line, markup=False, soft_wrap=True)
@@ -371,7 +382,9 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from collections import Counter
 
     from .dlq import iter_dead_letters, replay
+    from .topics import require_broker
 
+    require_broker(settings)
     if args.action == "list":
         reasons: Counter[str] = Counter()
         for d in iter_dead_letters(settings, from_offset=args.from_offset or 0, reason=args.reason):
@@ -754,6 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # librdkafka reports every failed connection attempt; the commands say what is wrong themselves.
+    KAFKA_LOGGER.setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     try:
         try:
             settings = load_settings()

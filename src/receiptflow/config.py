@@ -14,6 +14,7 @@ they are; :meth:`Settings.kafka_config` builds the dict for confluent-kafka clie
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -24,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 DEFAULT_DATA_DIR = Path(".receiptflow")
+KAFKA_LOGGER = logging.getLogger("receiptflow.librdkafka")
 
 
 def redact_url(url: str) -> str:
@@ -213,6 +215,9 @@ class Settings(BaseSettings):
             conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
         conf.update(self.kafka_extra)
         conf.update(overrides)
+        # librdkafka's own log lines go through Python logging (quiet unless asked for with -v),
+        # never raw to stderr: a broker that is down is reported once, by the command, in one line.
+        conf.setdefault("logger", KAFKA_LOGGER)
         return conf
 
     def redis_connection_url(self) -> str:

@@ -245,3 +245,20 @@ def describe_topic_configs(
         return out
     except KafkaException as exc:
         raise BrokerError(f"cannot read the topic configuration from {settings.bootstrap_servers}: {exc}") from exc
+
+
+BROKER_CHECK_SECONDS = 10.0
+
+
+def require_broker(settings: Settings, timeout: float = BROKER_CHECK_SECONDS) -> None:
+    """Raise BrokerError within ``timeout`` s, naming the servers and how to start them, if Kafka does not answer."""
+    admin = AdminClient(settings.kafka_config())
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        hint = (
+            "start the embedded stack with `.venv/bin/receiptflow stack up` (or `make demo`)"
+            if not settings.is_production
+            else "check the cluster, RECEIPTFLOW_BOOTSTRAP_SERVERS and the Kafka security settings"
+        )
+        raise BrokerError(f"Kafka at {settings.bootstrap_servers} does not answer ({timeout:.0f} s): {hint}") from exc

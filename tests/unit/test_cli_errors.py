@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from receiptflow import cli
 from receiptflow.cli import main
+from receiptflow.stack import free_port
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -81,3 +86,33 @@ def test_outbox_commands_never_create_or_misread_a_file(capsys: pytest.CaptureFi
     junk.write_text("this is not a database, just words " * 100)
     code, out = _run(capsys, "outbox", "status", str(junk))
     assert code == 2 and "is not a register outbox" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["topics", "create"], ["consume", "checkouts"], ["dlq", "list"], ["produce", "-"], ["sink", "run"]],
+)
+def test_with_the_broker_down_the_error_is_quick_one_line_and_says_what_to_do(argv: list[str], tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env.update(
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # nothing listens there
+        RECEIPTFLOW_DATA_DIR=str(tmp_path),
+        RECEIPTFLOW_METRICS_PORT="0",
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", *argv],
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 1
+    assert took < 15, f"{argv}: the error came after {took:.0f} s"
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert env["RECEIPTFLOW_BOOTSTRAP_SERVERS"] in errors[0] and "receiptflow stack up" in errors[0]
+    assert "%3|" not in done.stderr and "Traceback" not in done.stderr
