@@ -64,9 +64,18 @@ def event_sequences(draw: st.DrawFn, span_days: int) -> list[Purchase | ConsentC
     )
     now = datetime(2026, 11, 24, 12, tzinfo=UTC)
     for _ in range(draw(st.integers(0, 4))):
+        if purchases and draw(st.booleans()):
+            # At exactly a purchase's instant, of its card: the tie goes to the stricter side. Often
+            # with a withdrawal just before it, where a grant at the instant must not count.
+            tied = draw(st.sampled_from(purchases))
+            card = tied.card_id or CARDS[0]
+            events.append(ConsentChange(card, tied.event_time, draw(st.booleans()), True))
+            if draw(st.booleans()):
+                events.append(ConsentChange(card, tied.event_time - timedelta(seconds=1), False, True))
+            continue
         back = timedelta(seconds=draw(st.integers(0, span_days * 86_400)))
-        change = ConsentChange(draw(st.sampled_from(CARDS)), now - back, draw(st.booleans()), True)
-        events.insert(draw(st.integers(0, len(events))), change)
+        events.append(ConsentChange(draw(st.sampled_from(CARDS)), now - back, draw(st.booleans()), True))
+    # Both sides apply the same order, any order.
     return draw(st.permutations(events))
 
 
