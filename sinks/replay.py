@@ -12,6 +12,8 @@ without duplicating anything.
 Its positions are stored under its own consumer name (``<group>-replay``), never under the live
 sink's: a replay from a later time must not move the live sink past records it has not written.
 DuckDB allows one writing process per file, so on DuckDB stop the live sink first.
+
+A consent record that does not decode is skipped with a warning: the live readers dead-lettered it.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.dlq import DeadLetter, iter_dead_letters
+from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
@@ -279,6 +281,65 @@ def test_consent_withdrawal_removes_product_data_within_a_second(worker: Profile
     assert "grocery_segment" not in marketing["classes"]
     customer = _view(worker, card, "customer")
     assert customer["nutrition_and_climate"] == {} and customer["product_group_mix"] == {}
+
+
+def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_it_applied(
+    worker: ProfileWorker,
+) -> None:
+    sim, purchases = simulated_purchases(seed=6606, count=200, span=timedelta(days=3))
+    card = next(c for c in sim.truth.per_card if any(p.card_id == c and p.items for p in purchases))
+    mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
+    store = worker.store
+    store.client.delete(profile_key(card), seen_key(card))
+    send_purchases(worker.settings, mine)
+    worker.wait(lambda: (p := store.get(card)) is not None and p.visits == len(mine), 60, "the card's purchases")
+    assert store.get(card).has_product_data()  # type: ignore[union-attr]
+
+    # On one partition of `consents`: a consent change in JSON instead of Avro, then a withdrawal.
+    names = TopicNames(worker.settings.topic_prefix)
+    bad = json.dumps({"card_id": card, "product_data_marketing": True}).encode()
+    withdrawal = ConsentChange(card, datetime.now(UTC), False, True, "app")
+    offsets: list[int] = []
+    producer = Producer(worker.settings.kafka_config(**{"enable.idempotence": True}))
+    for value in (bad, CODEC.encode("consent_change", withdrawal.to_avro())):
+        producer.produce(
+            names.consents, value, card.encode(), 1, on_delivery=lambda err, msg: offsets.append(msg.offset())
+        )
+    assert producer.flush(30) == 0 and len(offsets) == 2
+    acked = time.monotonic()
+    worker.wait(lambda: not store.get(card).has_product_data(), 5, "the withdrawal behind the bad record")  # type: ignore[union-attr]
+    elapsed = time.monotonic() - acked
+    assert elapsed < 1.0, f"product-derived fields were still there {elapsed:.2f}s after the withdrawal"
+    assert worker.proc.poll() is None
+
+    def dead_letters() -> list[DeadLetter]:
+        return [d for d in iter_dead_letters(worker.settings, idle=1.0) if d.original_value == bad]
+
+    deadline = time.monotonic() + 30
+    while not (letters := dead_letters()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [(d.processor, d.reason, d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
+        (f"{worker.settings.processor_id}-profiles", "undecodable", names.consents, 1, offsets[0])
+    ]
+    assert letters[0].original_key == card.encode() and letters[0].message
+
+    # The warehouse sink reads the same partition: it dead-letters the bad record too, stores the
+    # withdrawal in its consent audit, and keeps running; started again, it does not re-read it.
+    metrics = Metrics()
+    with open_sink(worker.settings) as sink:
+        stats = run_sink(worker.settings, sink, topic=names.consents, idle_exit_after=3, metrics=metrics)
+        assert stats.consent_changes_inserted >= 1
+        audit = sink.query(
+            "SELECT product_data_marketing, source_offset FROM consent_changes WHERE card_id = ?", (card,)
+        )
+        assert (False, offsets[1]) in [(bool(a), int(b)) for a, b in audit]
+        assert sink.committed_offsets(names.consents)[1] > offsets[1]
+    assert metrics.registry.get_sample_value("receiptflow_dead_letters_total", {"reason": "undecodable"}) == 1.0
+    with open_sink(worker.settings) as sink:
+        again = run_sink(worker.settings, sink, topic=names.consents, idle_exit_after=2)
+    assert again.records == 0
+    by_sink = [d for d in dead_letters() if d.processor.startswith("receiptflow-sink-")]
+    assert [(d.reason, d.source_partition, d.source_offset) for d in by_sink] == [("undecodable", 1, offsets[0])]
 
 
 def _drained(worker: ProfileWorker, tag: str) -> Callable[[], bool]:
