@@ -42,6 +42,7 @@ import redis
 from ..config import Settings
 from ..errors import ProfileStoreError
 from ..models import ConsentChange, Purchase
+from ..redis_auth import RedisRole, connection_url
 from ..secrets import install_secret
 from .profile_rules import NUTRIENTS, Delta, Rules, default_rules, delta, epoch_day, load_rules
 
@@ -609,9 +610,10 @@ class RedisProfileStore:
         return cls(redis.Redis.from_url(url, decode_responses=True), rules, erasure_salt)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RedisProfileStore:
+    def from_settings(cls, settings: Settings, role: RedisRole = RedisRole.WRITER) -> RedisProfileStore:
+        """The store as ``role`` sees it (its Redis user: see :mod:`receiptflow.redis_auth`)."""
         rules = load_rules(settings.points_file, settings.profile_dedup_days)
-        return cls.from_url(settings.redis_connection_url(), rules, erasure_salt(settings))
+        return cls.from_url(connection_url(settings, role), rules, erasure_salt(settings))
 
     @property
     def client(self) -> redis.Redis:

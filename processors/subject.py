@@ -33,6 +33,7 @@ from confluent_kafka import KafkaException, Producer
 
 from ..config import Settings
 from ..errors import BrokerError, ProfileStoreError
+from ..redis_auth import RedisRole
 from ..sinks import open_sink
 from ..sinks.subject import delete_card, export_rows
 from ..topics import TopicNames
@@ -44,7 +45,7 @@ AUDIT_STREAM = "rf:audit:erasures"
 
 def export_card(settings: Settings, card_id: str, now: datetime | None = None) -> dict[str, Any]:
     """Everything held about ``card_id`` as one JSON-ready document (``held`` False when nothing is)."""
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     profile = store.get(card_id)
     sink = open_sink(settings)
     try:
@@ -96,7 +97,7 @@ def _tombstone(settings: Settings, card_id: str) -> int:
 def erase_card(settings: Settings, card_id: str, now: datetime | None = None) -> Erasure:
     """Erase ``card_id`` everywhere (see the module docstring for the order and why)."""
     at = now or datetime.now(UTC)
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     subject = store.erased_hash(card_id)
     try:
         pipe = store.client.pipeline(transaction=True)
@@ -127,7 +128,7 @@ def erase_card(settings: Settings, card_id: str, now: datetime | None = None) ->
 
 def audit_log(settings: Settings) -> list[dict[str, str]]:
     """Every erasure recorded, oldest first."""
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     try:
         entries = store.client.xrange(AUDIT_STREAM)
     except redis.RedisError as exc:
@@ -136,7 +137,7 @@ def audit_log(settings: Settings) -> list[dict[str, str]]:
 
 
 def is_erased(settings: Settings, card_id: str) -> bool:
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     try:
         return bool(store.client.sismember(ERASED_KEY, store.erased_hash(card_id)))
     except redis.RedisError as exc:

@@ -155,7 +155,7 @@ def run_demo(
     create_topics(settings)
 
     metrics = Metrics()
-    store = RedisProfileStore.from_url(settings.redis_connection_url())
+    store = RedisProfileStore.from_settings(settings)  # the profile writer
     sink = open_sink(settings)
     before = _snapshot(settings, store, sink)
 

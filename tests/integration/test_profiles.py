@@ -45,10 +45,12 @@ from receiptflow.processors.profiles import (
 from receiptflow.processors.subject import audit_log
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
+from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import open_sink, run_sink
 from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.processors.profile_strategies import CARDS, purchase_lists
+from .conftest import RedisServer
 from .support import env_for, read_all
 
 CODEC = Codec()
@@ -87,8 +89,9 @@ def event_sequences(draw: st.DrawFn, span_days: int) -> list[Purchase | ConsentC
     [(WIDE, 20 * 365), (SHIPPED, 2 * 365), (replace(WIDE, keep_days=5), 30)],
     ids=["wide", "shipped", "short-window"],
 )
-def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_days: int) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def test_redis_profiles_equal_the_pure_fold(redis_server: RedisServer, rules: Rules, span_days: int) -> None:
+    # As the profile agent runs: the profile writer's login.
+    client = redis.Redis.from_url(redis_server.role_url(RedisRole.WRITER), decode_responses=True)
     store = RedisProfileStore(client, rules)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -114,11 +117,11 @@ def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_d
 
 
 @pytest.mark.parametrize("keep_days", [5, 12])
-def test_day_buckets_at_the_edge_of_a_short_window_equal_the_fold(redis_url: str, keep_days: int) -> None:
+def test_day_buckets_at_the_edge_of_a_short_window_equal_the_fold(redis_server: RedisServer, keep_days: int) -> None:
     # Two months of a fleet's traffic folded with a window of a few days, so that buckets fall out of
     # it all the time: single days inside a week field, whole week fields, in shuffled order.
     rules = replace(WIDE, keep_days=keep_days)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis.Redis.from_url(redis_server.role_url(RedisRole.WRITER), decode_responses=True)
     store = RedisProfileStore(client, rules)
     _, purchases = simulated_purchases(seed=4404, count=3000, span=timedelta(days=60))
     cards = sorted({p.card_id for p in purchases if p.card_id is not None})
@@ -140,6 +143,15 @@ class ProfileWorker:
     proc: subprocess.Popen[bytes]
     log: Path
     store: RedisProfileStore
+    admin_url: str
+
+    def unerase(self, card: str) -> None:
+        """Take ``card`` off the erased-cards record (test setup: no role may do that)."""
+        admin = redis.Redis.from_url(self.admin_url)
+        try:
+            admin.srem(ERASED_KEY, self.store.erased_hash(card))
+        finally:
+            admin.close()
 
     def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -162,12 +174,15 @@ class ProfileWorker:
 
 
 @pytest.fixture(scope="module")
-def worker(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProfileWorker]:
+def worker(
+    kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProfileWorker]:
     run = uuid.uuid4().hex[:8]
     data = tmp_path_factory.mktemp("profiles")
     s = Settings(
+        **redis_server.role_settings(),
         bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
+        redis_url=redis_server.url,
         data_dir=data / "data",
         warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
         topic_prefix=f"prof-{run}.",
@@ -185,7 +200,7 @@ def worker(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPa
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    yield ProfileWorker(s, proc, log, RedisProfileStore.from_settings(s))
+    yield ProfileWorker(s, proc, log, RedisProfileStore.from_settings(s), redis_server.admin_url)
     proc.terminate()
     try:
         proc.wait(timeout=30)
@@ -254,7 +269,7 @@ def test_consent_withdrawal_removes_product_data_within_a_second(worker: Profile
     card = next(c for c in sim.truth.per_card if any(p.card_id == c and p.items for p in purchases))
     mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
     worker.store.client.delete(profile_key(card), seen_key(card))
-    worker.store.client.srem(ERASED_KEY, worker.store.erased_hash(card))
+    worker.unerase(card)
     send_purchases(worker.settings, mine)
     worker.wait(lambda: (p := worker.store.get(card)) is not None and p.visits == len(mine), 60, "the card's purchases")
     before = worker.store.get(card)
@@ -377,7 +392,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     change = ConsentChange(card, datetime.now(UTC), True, True, "app")
     store = worker.store
     store.client.delete(profile_key(card), seen_key(card))
-    store.client.srem(ERASED_KEY, store.erased_hash(card))
+    worker.unerase(card)
     send_purchases(worker.settings, mine)
     client = RegisterClient(worker.settings)
     client.send_consent(change)
