@@ -38,7 +38,7 @@ from redis.retry import Retry
 
 from ..config import Settings
 from ..errors import DependencyMissingError, PortInUseError, StackError
-from ..redis_auth import RedisRole, connection_url, embedded_acl, role_password
+from ..redis_auth import TEMPLATE_USERS, RedisRole, connection_url, embedded_acl, role_password, with_credentials
 from .process import ComponentStatus, is_local, owned_pid, port_open, spawn, stop_pid, tail, wait_until
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,10 @@ class EmbeddedRedis:
     def _probe_url(self) -> str:
         # The admin user exists only on a server that loads the ACL rendered here, with this
         # install's admin password; otherwise the profile writer can PING too.
-        admin = self.given_acl_file is None and role_password(self.settings, RedisRole.ADMIN) is not None
-        return connection_url(self.settings, RedisRole.ADMIN if admin else RedisRole.WRITER)
+        admin = role_password(self.settings, RedisRole.ADMIN) if self.given_acl_file is None else None
+        if admin is not None:
+            return with_credentials(self.settings.redis_url, TEMPLATE_USERS[RedisRole.ADMIN], admin)
+        return connection_url(self.settings, RedisRole.WRITER)
 
     def _client(self) -> redis.Redis:
         # A probe: one attempt with short timeouts (the caller polls), no client-side retries.
