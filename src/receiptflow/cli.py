@@ -59,7 +59,8 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     for s in statuses:
         table.add_row(s.name, s.state, str(s.pid or "-"), s.endpoint)
     console.print(table)
-    if args.action == "up" and any(s.name == "redis" and s.state == "running" for s in statuses):
+    ours = any(s.name == "redis" and s.state == "running" for s in statuses)
+    if args.action == "up" and ours and settings.redis_acl_file is None:
         secrets = settings.data_dir.resolve() / "secrets"
         console.print(
             f"redis: ACL users on, default user off; role passwords in {secrets}/redis-<user> (owner only)",
