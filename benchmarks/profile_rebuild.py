@@ -37,6 +37,7 @@ from receiptflow.processors.policy import load_policy
 from receiptflow.processors.profile_rebuild import apply_events, card_pages, in_event_order, read_events, rebuild
 from receiptflow.processors.profiles import RedisProfileStore
 from receiptflow.producers.simulator import Simulator
+from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.sinks import ConsentRecord, DuckDBSink, SinkRecord
 from receiptflow.stack import EmbeddedRedis
 from receiptflow.stack.process import free_port
@@ -91,18 +92,21 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server: EmbeddedRedis | None = None
-        url = args.redis
+        url = admin_url = args.redis
         if url is None:
-            url = f"redis://127.0.0.1:{free_port()}/0"
-            server = EmbeddedRedis(Settings(redis_url=url, data_dir=Path(tmp), metrics_port=0))
+            settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=Path(tmp), metrics_port=0)
+            server = EmbeddedRedis(settings)
             server.up()
+            # Rebuilt as `profiles rebuild` runs, with the writer's login; flushed by the administrator.
+            url = connection_url(settings, RedisRole.WRITER)
+            admin_url = connection_url(settings, RedisRole.ADMIN)
         salt = secrets.token_bytes(32)  # a benchmark of its own: no install secret to share
         sink = DuckDBSink(Path(tmp) / "warehouse.duckdb", erasure_salt=salt)
         sink.setup()
         try:
             records = fill_warehouse(sink, args.customers, args.receipts, args.seed)
             store = RedisProfileStore.from_url(url, erasure_salt=salt)
-            client = redis.Redis.from_url(url)
+            client = redis.Redis.from_url(admin_url)
 
             client.flushdb()
             started = time.perf_counter()

@@ -34,12 +34,13 @@ from pathlib import Path
 
 import redis
 
-from receiptflow.config import Settings
+from receiptflow.config import Settings, redact_url
 from receiptflow.models import ConsentState, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
 from receiptflow.processors.profiles import RedisProfileStore, fold
 from receiptflow.producers.simulator import Simulator
+from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.stack import EmbeddedRedis
 from receiptflow.stack.process import free_port
 
@@ -85,17 +86,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="receiptflow-bench-") as tmp:
         server: EmbeddedRedis | None = None
         if args.redis:
-            url = args.redis
+            url = admin_url = args.redis
         else:
-            url = f"redis://127.0.0.1:{free_port()}/0"
-            server = EmbeddedRedis(Settings(redis_url=url, data_dir=Path(tmp), metrics_port=0))
+            settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=Path(tmp), metrics_port=0)
+            server = EmbeddedRedis(settings)
             server.up()
+            # The store as the profile agent runs it; flushing and INFO as the administrator.
+            url = connection_url(settings, RedisRole.WRITER)
+            admin_url = connection_url(settings, RedisRole.ADMIN)
         try:
             client = redis.Redis.from_url(url, decode_responses=True)
+            admin = redis.Redis.from_url(admin_url, decode_responses=True)
             store = RedisProfileStore(client, erasure_salt=secrets.token_bytes(32))
             ps = purchases(args.cards, args.receipts, seed=42)
             cards = sorted({p.card_id for p in ps if p.card_id is not None})
-            print(f"{len(ps)} carded purchases of {len(cards)} cards over 365 days, Redis {url}")
+            print(f"{len(ps)} carded purchases of {len(cards)} cards over 365 days, Redis {redact_url(url)}")
 
             runs: list[tuple[str, int, Callable[[], float]]] = [
                 (
@@ -110,7 +115,7 @@ def main() -> int:
             for name, n, run in runs:
                 rates = []
                 for _ in range(args.repeat):
-                    client.flushdb()
+                    admin.flushdb()
                     rates.append(n / run())
                 results.append((name, statistics.median(rates)))
             # The last run left the full year in Redis: a redelivery of everything must change nothing.
@@ -128,10 +133,10 @@ def main() -> int:
                 print(f"{name:<36}{rate:>12,.0f}{rate / base:>12.1f}x")
 
             sizes = [store.memory_bytes(c) for c in cards]
-            client.flushdb()
-            empty = int(client.info("memory")["used_memory"])
+            admin.flushdb()
+            empty = int(admin.info("memory")["used_memory"])
             batched(store, ps, 1000)
-            used = int(client.info("memory")["used_memory"]) - empty
+            used = int(admin.info("memory")["used_memory"]) - empty
             fields = statistics.mean(int(client.hlen(f"rf:{{{c}}}:p")) for c in cards[:500])
             print("\nRedis bytes per active card (MEMORY USAGE of hash + dedup set):")
             print(

@@ -7,7 +7,11 @@ after the batch is handled) is enough here: a redelivered batch changes nothing.
 
 ``consents`` → the same profiles: the newest consent state per card is recorded, and a withdrawal of
 product-data consent deletes the product-derived fields at once (the script is idempotent and
-ignores changes older than the one recorded, so replaying the compacted topic is harmless).
+ignores changes older than the one recorded, so replaying the compacted topic is harmless). This
+topic is input from outside: a record that does not decode is dead-lettered with its reason and
+position (``receiptflow.dlq``) and the valid changes of the same batch are applied all the same,
+so a malformed record can neither stop the agent nor take a withdrawal down with it. Both happen
+before the batch's offsets can be committed; a failing Redis or broker is retried, never skipped.
 
 Routing checkouts to the purchase topics is *not* a faust agent: it needs exactly-once output on
 Kafka, which ``processors.router`` gets from Kafka transactions directly (see its docstring).
@@ -33,7 +37,8 @@ from faust.worker import Worker
 
 from ..codec import Codec
 from ..config import Settings
-from ..errors import ProfileStoreError
+from ..dlq import DeadLetterProducer, Rejected, decode_consent
+from ..errors import BrokerError, ProfileStoreError, ValidationError
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
 from ..topics import TopicNames
@@ -117,8 +122,10 @@ def create_app(
     store = profiles or RedisProfileStore.from_settings(settings)
 
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app_name = app_id or f"{settings.processor_id}-profiles"
+    dead_letters = DeadLetterProducer(settings, app_name, codec=codec, metrics=metrics)
     app = ProfilesApp(
-        app_id or f"{settings.processor_id}-profiles",
+        app_name,
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
         store="memory://",
@@ -157,15 +164,30 @@ def create_app(
     async def apply_consents(stream: faust.StreamT[bytes]) -> None:
         # Batches here are short-waited: a withdrawal must reach the profile within a second.
         async for events in cast(faust.Stream[bytes], stream).take_events(BATCH_MAX, within=CONSENT_WITHIN):
-            changes = [
-                ConsentChange.from_avro(codec.decode(e.message.value, expect="consent_change").value)
-                for e in events
-                if e.message.value is not None  # a tombstone of an erased card: nothing to record
-            ]
+            changes, rejected = decode_consents(codec, [e.message for e in events])
+            # The valid changes first: a withdrawal must not wait for the dead-letter topic.
             await _retry(functools.partial(store.apply_consents, changes), "consent batch")
             metrics.profile_consent_changes_total.inc(len(changes))
+            if rejected:
+                await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
 
     return app
+
+
+def decode_consents(codec: Codec, messages: Sequence[Any]) -> tuple[list[ConsentChange], list[Rejected]]:
+    """The consent changes of a batch of ``consents`` records (faust messages), and the records that
+    do not decode, to be dead-lettered. Tombstones (erased cards) are neither."""
+    changes: list[ConsentChange] = []
+    rejected: list[Rejected] = []
+    for m in messages:
+        try:
+            change = decode_consent(codec, m.value)
+        except ValidationError as exc:
+            rejected.append(Rejected(exc, str(m.topic), int(m.partition), int(m.offset), m.key, m.value))
+            continue
+        if change is not None:
+            changes.append(change)
+    return changes, rejected
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
@@ -179,8 +201,8 @@ async def _retry(call: Callable[[], _T], what: str) -> _T:
     while True:
         try:
             return call()
-        except ProfileStoreError as exc:
-            # Redis briefly unavailable: retry with backoff instead of acking unapplied records.
+        except (ProfileStoreError, BrokerError) as exc:
+            # Redis or the broker briefly unavailable: retry with backoff instead of acking unapplied records.
             attempt += 1
             log.warning("%s failed (attempt %d): %s", what, attempt, exc)
             await asyncio.sleep(min(0.1 * 2**attempt, 5.0))

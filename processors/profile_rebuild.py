@@ -11,18 +11,17 @@ the live arguments, in pipelined batches. Rebuild and live path share every rule
 drift apart.
 
 **Order and consent.** Each card's purchases and consent changes are applied in event-time order
-(a consent change before a purchase of the same millisecond). That is what the live path converges
-to: a purchase routed under product-data consent adds product data unless a withdrawal with a later
-event time exists (live: it is deleted when the withdrawal is recorded, or refused when the
-withdrawal was recorded first) or an earlier withdrawal is the newest consent change before it
-(live: refused, the card's recorded consent is "no"). Two differences remain, both about races the
-live path resolves by processing order:
-
-* a purchase made before a withdrawal but routed only after a later re-grant: live adds its product
-  data (the recorded consent allows it again when it arrives), the rebuild does not (the withdrawal
-  deleted everything before it) — the stricter reading;
-* a purchase made after a re-grant that the profile agent applied before it recorded the re-grant:
-  live drops its product data, the rebuild keeps it.
+(a consent change before a purchase of the same millisecond; it counts for that purchase only when
+it is stricter: a withdrawal at the purchase instant applies, a grant at it does not, which is what
+the live path gives in either processing order, see ``Profile.product_allowed_at``). That is what
+the live path converges to: a purchase routed under product-data consent adds product data unless
+a withdrawal at or after its event time exists (live: it is deleted when the withdrawal is
+recorded, or refused when the withdrawal was recorded first, even after a later re-grant) or the
+newest withdrawal before it was not followed by a grant strictly before it (live: refused). One
+difference remains, a race the live path resolves by processing order: a purchase made after a
+re-grant that the profile agent applied before it recorded the withdrawal the re-grant followed:
+live drops its product data (the withdrawal deletes everything when it is recorded), the rebuild
+keeps it — live is the stricter reading.
 
 Receipts more than ``RECEIPTFLOW_PROFILE_DEDUP_DAYS`` older than the card's newest one, which the
 live path refuses as too late, count in a rebuild (it applies them in order). The dedup set ends up

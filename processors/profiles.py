@@ -42,6 +42,7 @@ import redis
 from ..config import Settings
 from ..errors import ProfileStoreError
 from ..models import ConsentChange, Purchase
+from ..redis_auth import RedisRole, connection_url
 from ..secrets import install_secret
 from .profile_rules import NUTRIENTS, Delta, Rules, default_rules, delta, epoch_day, load_rules
 
@@ -57,8 +58,20 @@ WEEK_DAYS = 7
 
 @dataclass(frozen=True, slots=True)
 class ConsentMark:
+    """The newest consent change recorded for a card, with what purchases made before it are held to.
+
+    ``withdrawn_ms`` is the event time of the newest withdrawal of product-data consent recorded,
+    ``regranted_ms`` that of the first grant recorded after it (None when none). A purchase at ``t``
+    may add product data only when no withdrawal at or after ``t`` is known and, after the newest
+    one, a grant strictly before ``t`` is: a change counts at its own instant only when it is
+    stricter, so a grant at exactly the purchase time does not grant for that purchase, and a
+    withdrawal at that time does apply (see :meth:`Profile.product_allowed_at`).
+    """
+
     product_data: bool
     event_ms: int
+    withdrawn_ms: int | None = None
+    regranted_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +97,23 @@ class Profile:
     def product_allowed(self) -> bool:
         """False once the newest consent seen withdrew product data."""
         return self.consent is None or self.consent.product_data
+
+    def product_allowed_at(self, event_ms: int) -> bool:
+        """Whether a purchase made at ``event_ms`` (routed under product-data consent) may add product data.
+
+        Not when the newest consent seen withdrew it, nor when a withdrawal at or after the purchase
+        instant is known (it deletes that data in any case), nor when the grant that followed the
+        newest withdrawal is not strictly before the purchase: ties go to the stricter side, so the
+        result is the same whichever of the purchase and the changes is processed first.
+        """
+        c = self.consent
+        if c is None:
+            return True
+        if not c.product_data:
+            return False
+        if c.withdrawn_ms is None:
+            return True
+        return c.withdrawn_ms < event_ms and c.regranted_ms is not None and c.regranted_ms < event_ms
 
 
 class Outcome(IntEnum):
@@ -133,7 +163,7 @@ def apply_delta(profile: Profile, d: Delta, rules: Rules) -> tuple[Profile, Outc
         points=profile.points + d.points,
         seen=MappingProxyType(seen),
     )
-    if d.consented and profile.product_allowed():
+    if d.consented and profile.product_allowed_at(d.event_ms):
         affinity = dict(out.affinity)
         for kind, ms in d.affinity.items():
             affinity[kind] = max(ms, affinity.get(kind, ms))
@@ -166,13 +196,22 @@ def apply_consent(profile: Profile, change: ConsentChange) -> Profile:
     """Record the newest consent; withdrawing product-data consent deletes every product-derived field.
 
     An older change than the one recorded changes nothing (the compacted topic is replayed on
-    restarts); two changes at the same time count as the stricter one.
+    restarts); two changes at the same time count as the stricter one. The newest withdrawal and
+    the first grant after it are kept with the mark, for purchases made before the change.
     """
     ms = int(change.event_time.timestamp() * 1000)
     old = profile.consent
     if old is not None and (old.event_ms > ms or (old.event_ms == ms and not old.product_data)):
         return profile
-    out = replace(profile, consent=ConsentMark(change.product_data_marketing, ms))
+    if not change.product_data_marketing:
+        mark = ConsentMark(False, ms, withdrawn_ms=ms)
+    else:
+        withdrawn = None if old is None else old.withdrawn_ms
+        regranted = None if old is None else old.regranted_ms
+        if withdrawn is not None and regranted is None:
+            regranted = ms  # the first grant after the newest withdrawal
+        mark = ConsentMark(True, ms, withdrawn, regranted)
+    out = replace(profile, consent=mark)
     return out if change.product_data_marketing else without_product_data(out)
 
 
@@ -211,6 +250,7 @@ pt           points
 w<base36 week> seven day buckets (week = epoch day // 7): slots joined by ",", trailing empty
              ones left out; a slot is <cents> for one visit or <visits>:<cents>, base 36
 c, ct        newest consent seen: product data "1"/"0" and its event ms
+cw, cg       event ms of the newest withdrawal seen and of the first grant after it
 sv, sd, sn, sm  segment model version, month, visits class, money class (``segments run``)
 P...         product-derived (deleted on withdrawal): Pg:<group> cents, Pa:<kind> newest ms,
              Pn<code> nutrition counter, Ps:<group> salt mg, Pu:<group> sugar mg, Psg grocery segment
@@ -384,7 +424,19 @@ else
   end
 end
 redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. string.format('%d', last - horizon))
-if ARGV[10] == '1' and redis.call('HGET', h, 'c') ~= '0' then
+-- Product data only under consent (Profile.product_allowed_at): not after a withdrawal, not when one
+-- at or after this purchase's instant is known, and not unless the grant that followed the newest
+-- withdrawal is strictly before it (a tie goes to the stricter side).
+local allowed = ARGV[10] == '1'
+if allowed then
+  local c = redis.call('HMGET', h, 'c', 'cw', 'cg')
+  if c[1] == '0' then
+    allowed = false
+  elseif c[2] and (tonumber(c[2]) >= ms or (not c[3]) or tonumber(c[3]) >= ms) then
+    allowed = false
+  end
+end
+if allowed then
   local i = 13
   for _ = 1, tonumber(ARGV[12]) do
     redis.call('HINCRBY', h, ARGV[i], ARGV[i + 1])
@@ -402,13 +454,20 @@ return 1
 # KEYS: profile hash, erased set. ARGV: event ms, product data "1"/"0", erased-card hash.
 CONSENT_LUA = """
 if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return 3 end
-local ct = redis.call('HGET', KEYS[1], 'ct')
-if ct then
-  local old = tonumber(ct)
+local old = redis.call('HMGET', KEYS[1], 'c', 'ct', 'cw', 'cg')
+if old[2] then
+  local at = tonumber(old[2])
   local ms = tonumber(ARGV[1])
-  if old > ms or (old == ms and redis.call('HGET', KEYS[1], 'c') == '0') then return 0 end
+  if at > ms or (at == ms and old[1] == '0') then return 0 end
 end
 redis.call('HSET', KEYS[1], 'c', ARGV[2], 'ct', ARGV[1])
+-- The newest withdrawal and the first grant after it (ConsentMark.withdrawn_ms / regranted_ms).
+if ARGV[2] == '0' then
+  redis.call('HSET', KEYS[1], 'cw', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'cg')
+elseif old[3] and not old[4] then
+  redis.call('HSET', KEYS[1], 'cg', ARGV[1])
+end
 if ARGV[2] == '0' then
   for _, k in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.byte(k, 1) == 80 then redis.call('HDEL', KEYS[1], k) end
@@ -497,7 +556,15 @@ def decode_profile(card_id: str, h: Mapping[str, str], seen: Iterable[tuple[str,
             sugar[k[3:]] = int(v)
         elif k in _FIELD_NUTRIENT:
             nutrition[_FIELD_NUTRIENT[k]] = int(v)
-    consent = ConsentMark(h["c"] == "1", int(h["ct"])) if "c" in h and "ct" in h else None
+    consent = None
+    if "c" in h and "ct" in h:
+        withdrawn, regranted = h.get("cw"), h.get("cg")
+        consent = ConsentMark(
+            h["c"] == "1",
+            int(h["ct"]),
+            None if withdrawn is None else int(withdrawn),
+            None if regranted is None else int(regranted),
+        )
     return Profile(
         card_id=card_id,
         visits=int(h.get("v", 0)),
@@ -544,9 +611,10 @@ class RedisProfileStore:
         return cls(redis.Redis.from_url(url, decode_responses=True), rules, erasure_salt=erasure_salt)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RedisProfileStore:
+    def from_settings(cls, settings: Settings, role: RedisRole = RedisRole.WRITER) -> RedisProfileStore:
+        """The store as ``role`` sees it (its Redis user: see :mod:`receiptflow.redis_auth`)."""
         rules = load_rules(settings.points_file, settings.profile_dedup_days)
-        return cls.from_url(settings.redis_connection_url(), rules, erasure_salt=erasure_salt(settings))
+        return cls.from_url(connection_url(settings, role), rules, erasure_salt=erasure_salt(settings))
 
     @property
     def client(self) -> redis.Redis:

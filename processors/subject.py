@@ -58,6 +58,7 @@ from confluent_kafka.admin import AdminClient
 from ..config import Settings
 from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
+from ..redis_auth import RedisRole
 from ..sinks import Sink, open_sink
 from ..sinks.subject import delete_card, export_rows
 from ..topics import CARD_LINKED, TopicNames, describe_topic_configs
@@ -162,7 +163,7 @@ def topic_retention(topic: str, config: Mapping[str, str], since: datetime, *, e
 def export_card(settings: Settings, card_id: str, now: datetime | None = None) -> dict[str, Any]:
     """Everything held about ``card_id`` as one JSON-ready document (see the module docstring)."""
     now = now or datetime.now(UTC)
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     subject = store.erased_hash(card_id)
     profile = store.get(card_id)
     sink = open_sink(settings)
@@ -282,7 +283,7 @@ def _open_warehouse(settings: Settings) -> Sink:
 
 def _preflight(settings: Settings) -> tuple[RedisProfileStore, Sink]:
     """Everything erase needs, checked before anything is changed; the warehouse is returned open."""
-    store = RedisProfileStore.from_settings(settings)  # ConfigError without the install's salt
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)  # ConfigError without the install's salt
     try:
         store.client.ping()
     except redis.RedisError as exc:
@@ -386,7 +387,7 @@ def _audit(store: RedisProfileStore, subject: str, plan: ErasurePlan, run: str, 
 
 def audit_log(settings: Settings) -> list[dict[str, str]]:
     """Every erasure step recorded, oldest first."""
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     try:
         entries = store.client.xrange(AUDIT_STREAM)
     except redis.RedisError as exc:
@@ -448,7 +449,7 @@ def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> i
 
 def is_erased(settings: Settings, card_id: str) -> bool:
     """Whether the profile store's erased-cards record holds ``card_id``'s hash."""
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     try:
         return bool(store.client.sismember(ERASED_KEY, store.erased_hash(card_id)))
     except redis.RedisError as exc:

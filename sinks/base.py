@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ..errors import WarehouseError
+from ..errors import ValidationError, WarehouseError
 from ..models import ConsentChange, Granularity, Purchase
 from ..processors.policy import Policy
 from ..processors.profiles import erased_hash
@@ -184,7 +184,20 @@ class ConsentRecord:
     offset: int
 
 
-AnyRecord = SinkRecord | ConsentRecord
+@dataclass(frozen=True, slots=True)
+class SkippedRecord:
+    """A record that could not be decoded and went to the dead-letter topic instead: it has no rows,
+    but its offset is stored like any other, so the sink does not read it again."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: ValidationError
+    key: bytes | None = None
+    value: bytes | None = None
+
+
+AnyRecord = SinkRecord | ConsentRecord | SkippedRecord
 
 
 @dataclass
@@ -225,6 +238,8 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
     rows = Rows([], [], [])
     seen: set[str] = set()
     for r in batch:
+        if isinstance(r, SkippedRecord):
+            continue
         if isinstance(r, ConsentRecord):
             c = r.change
             rows.consents.append(

@@ -16,6 +16,8 @@ DuckDB allows one writing process per file, so on DuckDB stop the live sink firs
 Erased cards: before its first row the replay reads the erased-cards topic to its end into the
 warehouse (``runner.follow_erasures``), and it polls that topic before every batch, as the live sink
 does: a replay into a new warehouse never stores a card erased before or during it.
+
+A consent record that does not decode is skipped with a warning: the live readers dead-lettered it.
 """
 
 from __future__ import annotations

@@ -16,11 +16,18 @@ arrived there since (a non-blocking poll of an assigned reader) before it writes
 whichever warehouse the sink writes, the card's rows are left out or deleted (``sinks.subject``
 explains why none survives a race with ``erase``).
 
-A record that does not decode as a purchase stops the sink with :class:`WarehouseError`, after the
-good records before it in the batch are written: the stored offset then points exactly at the bad
-record, and the error log names its topic, partition and offset. This topic is written only by the
-processor through the codec, so such a record is a bug to look at, not input to skip; skipping it
-would silently lose a receipt (bad *input* goes to the processor's dead-letter topic instead).
+
+A record on a purchases topic that does not decode stops the sink with :class:`WarehouseError`,
+after the good records before it in the batch are written: the stored offset then points exactly
+at the bad record, and the error log names its topic, partition and offset. Those topics are
+written only by the processor through the codec, so such a record is a bug to look at, not input
+to skip; skipping it would silently lose a receipt.
+
+``consents`` is input from outside (registers, the customer app): a record there that does not
+decode is dead-lettered (``checkouts.dlq``, with its reason and source position; counted in
+``receiptflow_dead_letters_total``) and skipped, and the valid changes around it are stored. The
+dead letter is acknowledged before the batch that stores the offset past it commits; a crash in
+between dead-letters it once more on restart (same source position; see :mod:`receiptflow.dlq`).
 """
 
 from __future__ import annotations
@@ -39,14 +46,24 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from ..codec import Codec
 from ..config import Settings
+from ..dlq import DeadLetterProducer, Rejected, decode_consent
 from ..erasures import ErasureReader
 from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
-from ..models import ConsentChange, Purchase
+from ..models import Purchase
 from ..processors.policy import load_policy
 from ..processors.profiles import erasure_salt
 from ..topics import TopicNames
-from .base import DEFAULT_GROUP, AnyRecord, ConsentRecord, Sink, SinkRecord, WriteResult, chain_dimension_rows
+from .base import (
+    DEFAULT_GROUP,
+    AnyRecord,
+    ConsentRecord,
+    Sink,
+    SinkRecord,
+    SkippedRecord,
+    WriteResult,
+    chain_dimension_rows,
+)
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 from .subject import record_erased
@@ -178,6 +195,7 @@ def run_sink(
         consumer.close()
         raise
     idle_since = time.monotonic()
+    dead_letters = DeadLetterProducer(settings, f"receiptflow-sink-{group}", codec=codec, metrics=metrics)
     try:
         # Before the first row: this warehouse may never have seen an erasure (a new one, a backup).
         follow_erasures(sink, erasures.read_to_end())
@@ -188,6 +206,14 @@ def run_sink(
             batch, bad = decode_batch(codec, messages, names)
             if batch:
                 idle_since = time.monotonic()
+                # Dead letters first: the batch then stores the offsets past them (see the docstring).
+                dead_letters.send(
+                    [
+                        Rejected(r.error, r.topic, r.partition, r.offset, r.key, r.value)
+                        for r in batch
+                        if isinstance(r, SkippedRecord)
+                    ]
+                )
                 _write(sink, batch, metrics, stats)
                 _commit_for_lag(consumer, batch)
                 _report_lag(consumer, group, metrics)
@@ -203,6 +229,7 @@ def run_sink(
     finally:
         consumer.close()
         erasures.close()
+        dead_letters.close()
     return stats
 
 
@@ -253,10 +280,11 @@ def _fmt_offset(offset: int) -> str:
 def decode_batch(
     codec: Codec, messages: list[Message], names: TopicNames | None = None
 ) -> tuple[list[AnyRecord], WarehouseError | None]:
-    """The batch's records up to the first undecodable one, and the error for that record, if any.
+    """The batch's records up to the first undecodable purchase, and the error for that record, if any.
 
     With ``names``, records of the consents topic are consent changes and records of the analytics
-    topic anonymous purchases; everything else is a customer purchase.
+    topic anonymous purchases; everything else is a customer purchase. A consent record that does
+    not decode becomes a :class:`SkippedRecord` (for the caller to dead-letter) and decoding goes on.
     """
     batch: list[AnyRecord] = []
     for m in messages:
@@ -276,7 +304,13 @@ def decode_batch(
                     # there is no change to record.
                     log.info("consent tombstone at %s (erased card): nothing to audit", where)
                     continue
-                change = ConsentChange.from_avro(codec.decode(m.value(), expect="consent_change").value)
+                try:
+                    change = decode_consent(codec, m.value())
+                except ValidationError as exc:
+                    log.warning("undecodable consent record at %s, skipped: %s", where, exc)
+                    batch.append(SkippedRecord(topic, partition, offset, exc, m.key(), m.value()))
+                    continue
+                assert change is not None  # tombstones were handled above
                 batch.append(ConsentRecord(change, topic, partition, offset))
                 continue
             purchase = Purchase.from_avro(codec.decode(m.value(), expect="purchase").value)

@@ -2,11 +2,12 @@
 # Renders users.acl (the roles, committed without any password) into a file redis-server loads with
 # `aclfile`: each role is switched on with the SHA-256 of its password, so the output holds hashes only.
 #
-#   PROFILE_WRITER_PASSWORD=... MARKETING_READER_PASSWORD=... \
+#   PROFILE_WRITER_PASSWORD=... MARKETING_READER_PASSWORD=... SUPPORT_PASSWORD=... [ADMIN_PASSWORD=...] \
 #     deploy/redis/set-passwords.sh [users.acl] > /etc/redis/users.acl
 #
 # A role whose password variable is unset or empty stays off. The default user stays off: a client
-# that does not authenticate (a register, say) cannot run any command.
+# that does not authenticate (a register, say) cannot run any command. The embedded stack renders
+# the same file itself, with passwords generated per install (receiptflow.redis_auth).
 set -eu
 src=${1:-$(dirname "$0")/users.acl}
 [ -r "$src" ] || { echo "cannot read $src" >&2; exit 2; }
@@ -17,10 +18,13 @@ hash() {
 }
 
 script=""
-if [ -n "${PROFILE_WRITER_PASSWORD:-}" ]; then
-    script="$script;s/^user profile-writer off resetpass /user profile-writer on resetpass #$(hash "$PROFILE_WRITER_PASSWORD") /"
-fi
-if [ -n "${MARKETING_READER_PASSWORD:-}" ]; then
-    script="$script;s/^user marketing-reader off resetpass /user marketing-reader on resetpass #$(hash "$MARKETING_READER_PASSWORD") /"
-fi
+on() {  # on USER PASSWORD
+    if [ -n "$2" ]; then
+        script="$script;s/^user $1 off resetpass /user $1 on resetpass #$(hash "$2") /"
+    fi
+}
+on profile-writer "${PROFILE_WRITER_PASSWORD:-}"
+on marketing-reader "${MARKETING_READER_PASSWORD:-}"
+on support "${SUPPORT_PASSWORD:-}"
+on admin "${ADMIN_PASSWORD:-}"
 sed -e "${script#;}" "$src"

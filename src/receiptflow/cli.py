@@ -62,6 +62,13 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     for s in statuses:
         table.add_row(s.name, s.state, str(s.pid or "-"), s.endpoint)
     console.print(table)
+    ours = any(s.name == "redis" and s.state == "running" for s in statuses)
+    if args.action == "up" and ours and settings.redis_acl_file is None:
+        secrets = settings.data_dir.resolve() / "secrets"
+        console.print(
+            f"redis: ACL users on, default user off; role passwords in {secrets}/redis-<user> (owner only)",
+            markup=False,
+        )
     return 0
 
 
@@ -424,10 +431,12 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     from .processors.households import load_households, members
     from .processors.profile_views import render
     from .processors.profiles import RedisProfileStore
+    from .redis_auth import RedisRole
 
-    store = RedisProfileStore.from_settings(settings)
-    # Only the full view shows the dedup set: the others read the profile hash alone, so they work
-    # with the marketing reader's credentials (deploy/redis/users.acl).
+    # Only the full view shows the dedup set (support's login); the others read profile hashes
+    # alone, all the marketing reader may read (deploy/redis/users.acl).
+    role = RedisRole.SUPPORT if args.view == "full" else RedisRole.MARKETING
+    store = RedisProfileStore.from_settings(settings, role)
     profile = store.get(args.card, with_seen=args.view == "full")
     if profile is None:
         err_console.print(f"no profile for card {args.card}")

@@ -106,10 +106,27 @@ class Settings(BaseSettings):
 
     # --- Stores ------------------------------------------------------------------------------
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="profile store")
-    redis_password: SecretStr | None = Field(default=None, description="overrides a password in redis_url")
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="overrides a password in redis_url; that login serves every role without a password of its own",
+    )
     redis_acl_file: Path | None = Field(
         default=None,
-        description="ACL file (users and password hashes, deploy/redis) the embedded redis-server loads",
+        description="ACL file (users and password hashes, deploy/redis) the embedded redis-server loads "
+        "instead of the one it renders with the generated role passwords",
+    )
+    # One login per role (receiptflow.redis_auth); the embedded stack generates the passwords.
+    redis_writer_user: str = Field(default="profile-writer", description="Redis user of the profile writer role")
+    redis_writer_password: SecretStr | None = Field(
+        default=None, description="password of the profile writer role (agent, rebuild, segments)"
+    )
+    redis_marketing_user: str = Field(default="marketing-reader", description="Redis user of the marketing role")
+    redis_marketing_password: SecretStr | None = Field(
+        default=None, description="password of the marketing reader role (profile --view marketing|customer)"
+    )
+    redis_support_user: str = Field(default="support", description="Redis user of the support/DPO role")
+    redis_support_password: SecretStr | None = Field(
+        default=None, description="password of the support/DPO role (export, erase, profile --view full)"
     )
     warehouse_url: str | None = Field(
         default=None,

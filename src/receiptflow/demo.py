@@ -155,7 +155,7 @@ def run_demo(
     create_topics(settings)
 
     metrics = Metrics()
-    store = RedisProfileStore.from_settings(settings)
+    store = RedisProfileStore.from_settings(settings)  # the profile writer
     sink = open_sink(settings)
     before = _snapshot(settings, store, sink)
 

@@ -10,13 +10,24 @@ where it stopped (the committed offset of a consumer group of its own, per reaso
 starts there and skips letters whose bytes an earlier replay already sent (rejected again: the cause
 is not fixed yet), so running it twice is harmless. ``--from-offset`` starts elsewhere on purpose;
 the router drops a receipt id it has already routed.
+
+Rejecting: :func:`decode_consent` is how every reader of ``consents`` (router, profile agent, sink)
+reads a record, and :class:`DeadLetterProducer` how the profile agent and the sink reject one they
+cannot decode, before they go on with the next. A dead letter is written before the reader's
+position moves past its record (the agent's offset commit, the sink's offsets in the warehouse),
+with an idempotent producer and the record's own key: a crash in between writes it again on the
+next start, so the dead-letter topic holds every rejected record at least once; a repeat has the
+same source topic, partition and offset and is harmless (its replay is rejected again, or applied
+once more by the idempotent consent readers after a fix).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -24,8 +35,13 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from .codec import Codec
 from .config import Settings
 from .consume import partitions_of, reader
-from .errors import BrokerError
+from .errors import BrokerError, DecodeError, ValidationError
+from .metrics import Metrics
+from .models import ConsentChange
+from .processors.core import dead_letter_record
 from .topics import TopicNames
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +219,100 @@ def _send_letters(
     if remaining or failures:
         raise BrokerError(f"replay: {remaining} not acknowledged, {len(failures)} failed: {failures[:3]}")
     return ReplayResult(replayed, skipped, last, repeats, start)
+
+
+# --- rejecting input -----------------------------------------------------------------------------
+def decode_consent(codec: Codec, value: bytes | None) -> ConsentChange | None:
+    """A ``consents`` record's change; None for a tombstone (an erased card's key).
+
+    Raises :class:`ValidationError` (a :class:`DecodeError`) when the bytes are not a framed
+    ``consent_change`` record: the caller dead-letters it.
+    """
+    if value is None:
+        return None
+    decoded = codec.decode(value, expect="consent_change")
+    try:
+        return ConsentChange.from_avro(decoded.value)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError("undecodable", f"not a consent change: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record a reader could not use, where it was read, and why."""
+
+    error: ValidationError
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class DeadLetterProducer:
+    """Writes rejected records to the dead-letter topic and waits until the broker has them.
+
+    ``processor`` names the rejecting component in each dead letter. The Kafka producer is created
+    on first use (an app that never rejects anything opens no connection for it).
+    """
+
+    def __init__(
+        self, settings: Settings, processor: str, *, codec: Codec | None = None, metrics: Metrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.processor = processor
+        self.topic = TopicNames(settings.topic_prefix).checkouts_dlq
+        self.codec = codec or Codec()
+        self.metrics = metrics
+        self._producer: Producer | None = None
+
+    def send(self, rejected: list[Rejected], timeout: float = 30.0) -> None:
+        """Dead-letter ``rejected``; returns once every one is acknowledged, else raises BrokerError."""
+        if not rejected:
+            return
+        if self._producer is None:
+            try:
+                self._producer = Producer(
+                    self.settings.kafka_config(
+                        **{"enable.idempotence": True, "acks": "all", "client.id": f"{self.processor}-dlq"}
+                    )
+                )
+            except KafkaException as exc:
+                raise BrokerError(f"cannot create the dead-letter producer: {exc}") from exc
+        failures: list[str] = []
+
+        def report(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        now = datetime.now(UTC)
+        try:
+            for r in rejected:
+                record = dead_letter_record(
+                    r.error,
+                    topic=r.topic,
+                    partition=r.partition,
+                    offset=r.offset,
+                    key=r.key,
+                    value=r.value,
+                    now=now,
+                    processor=self.processor,
+                )
+                # The original key, as the router does: a repeat after a crash lands beside the first.
+                self._producer.produce(
+                    self.topic, key=r.key, value=self.codec.encode("dead_letter", record), on_delivery=report
+                )
+            remaining = self._producer.flush(timeout)
+        except (KafkaException, BufferError) as exc:
+            raise BrokerError(f"cannot write to {self.topic}: {exc}") from exc
+        if remaining or failures:
+            raise BrokerError(f"{self.topic}: {remaining} dead letters not acknowledged, failures: {failures[:3]}")
+        for r in rejected:
+            log.warning("dead-lettered %s[%d]@%d (%s): %s", r.topic, r.partition, r.offset, self.processor, r.error)
+            if self.metrics is not None:
+                self.metrics.dead_letters_total.labels(r.error.reason).inc()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None

@@ -10,7 +10,8 @@ A production install (:attr:`Settings.is_production`) must be given each key in 
 generated on a single machine, would either be known to everybody or differ between the machines
 that must agree, so :func:`install_secret` refuses with :class:`ConfigError`. The embedded stack
 generates each key once per install, 32 random bytes, kept in ``data_dir/secrets/<name>`` readable by
-its owner only (directory 0700, file 0600), so every process of that install agrees on it.
+its owner only (directory 0700, file 0600), so every process of that install agrees on it. The
+embedded Redis's role passwords are generated the same way (:mod:`receiptflow.redis_auth`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ def install_secret(settings: Settings, name: str) -> bytes:
             f"(generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
         )
     return _generated(secret_path(settings, name))
+
+
+def generated_secret(settings: Settings, name: str) -> bytes:
+    """The embedded install's generated secret ``name``, created (0600, in a 0700 directory) if missing.
+
+    No setting is consulted: for secrets the caller resolves itself (the Redis role passwords).
+    """
+    return _generated(secret_path(settings, name))
+
+
+def read_generated_secret(settings: Settings, name: str) -> bytes | None:
+    """The embedded install's generated secret ``name`` if it exists; never creates it."""
+    try:
+        return secret_path(settings, name).read_bytes().strip()
+    except FileNotFoundError:
+        return None
 
 
 def _generated(path: Path) -> bytes:

@@ -14,6 +14,11 @@ Each of ``kafka_bootstrap`` (``host:port``), ``redis_url`` and ``postgres_url``
 A server that cannot be had fails the tests that need it (``pytest.fail``): nothing is skipped or
 mocked. What was used is recorded in ``tests/conftest.py``'s ``BACKENDS`` for the closing summary.
 
+The embedded Redis runs as ``receiptflow stack`` runs it: ACL users on, ``default`` off, passwords
+generated per install (the session's data dir). ``redis_server`` says how each role logs in:
+``make_settings`` gives every test's settings the role passwords (as production passes them, in
+the settings), and ``redis_server.admin_url`` is for test setup and cleanup only.
+
 ``make_settings`` builds :class:`~receiptflow.config.Settings` pointing at the session servers with a
 per-test data dir, topic prefix and processor id (tests share the broker, never their topics);
 ``settings`` is one such object. ``own_stack`` is a broker and Redis of a test's own, for tests that
@@ -29,15 +34,19 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 import redis
+from pydantic import SecretStr
 
 from receiptflow.config import Settings, redact_url
+from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, role_password, with_credentials
 from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, Stack, free_port, kafka_version
 from receiptflow.stack.kafka import broker_answers
 from receiptflow.stack.process import is_local, wait_until
@@ -192,9 +201,36 @@ def _redis_pings(url: str) -> bool:
         client.close()
 
 
+@dataclass(frozen=True)
+class RedisServer:
+    """The session's Redis: where it is, and how each role logs in."""
+
+    url: str  # redis://host:port/0, no credentials
+    passwords: dict[RedisRole, str] = field(default_factory=dict)  # empty: a server without ACL users
+    admin_url: str = ""  # a login that may do anything: test setup and cleanup only
+
+    def role_settings(self) -> dict[str, Any]:
+        """Settings keyword arguments with the role passwords (``redis_writer_password`` ...)."""
+        return {
+            f"redis_{r.value}_password": SecretStr(p) for r, p in self.passwords.items() if r is not RedisRole.ADMIN
+        }
+
+    def role_url(self, role: RedisRole, db: int | None = None) -> str:
+        """The URL ``role`` connects with, to database ``db`` (default: the session's)."""
+        url = self.admin_url if role is RedisRole.ADMIN else self.url
+        if role is not RedisRole.ADMIN and role in self.passwords:
+            url = with_credentials(url, TEMPLATE_USERS[role], self.passwords[role])
+        return url if db is None else _with_db(url, db)
+
+
+def _with_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
 @pytest.fixture(scope="session")
-def redis_url(stack_settings: Settings) -> Iterator[str]:
-    """``redis://host:port/0`` of a real Redis server for the whole session."""
+def redis_server(stack_settings: Settings) -> Iterator[RedisServer]:
+    """A real Redis server for the whole session, with its role logins."""
     given = os.environ.get("RECEIPTFLOW_TEST_REDIS_URL")
     if given:
         try:
@@ -202,7 +238,7 @@ def redis_url(stack_settings: Settings) -> Iterator[str]:
         except Exception as exc:
             pytest.fail(f"RECEIPTFLOW_TEST_REDIS_URL does not answer: {exc}")
         BACKENDS["Redis"] = f"{redact_url(given)} (given, redis {_redis_version(given)})"
-        yield given
+        yield RedisServer(given, admin_url=given)
         return
     if _docker_engine():
         container = None
@@ -215,7 +251,7 @@ def redis_url(stack_settings: Settings) -> Iterator[str]:
             _stop_container(container)
             pytest.fail(f"no Redis for the integration tests (testcontainers): {exc}")
         BACKENDS["Redis"] = f"{host}:{port} (testcontainers redis:7, redis {_redis_version(url)})"
-        yield url
+        yield RedisServer(url, admin_url=url)
         _stop_container(container)
         return
     server = EmbeddedRedis(stack_settings)
@@ -225,9 +261,16 @@ def redis_url(stack_settings: Settings) -> Iterator[str]:
         with contextlib.suppress(Exception):
             server.down()
         pytest.fail(f"no Redis for the integration tests (embedded): {exc}")
-    BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'})"
-    yield stack_settings.redis_url
+    BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'}, ACL users)"
+    passwords = {r: p for r in RedisRole if (p := role_password(stack_settings, r)) is not None}
+    yield RedisServer(stack_settings.redis_url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
     server.down()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://host:port/0`` of the session's Redis (no credentials: see ``redis_server``)."""
+    return redis_server.url
 
 
 def _postgres_version(url: str) -> str:
@@ -290,14 +333,15 @@ def postgres_url(stack_settings: Settings) -> Iterator[str]:
 
 # --- per-test settings ---------------------------------------------------------------------------------
 @pytest.fixture
-def make_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> MakeSettings:
+def make_settings(kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path) -> MakeSettings:
     """A factory of Settings pointing at the session servers, with a per-test data dir and topic prefix."""
 
     def make(**overrides: Any) -> Settings:
         run = uuid.uuid4().hex[:8]
         base: dict[str, Any] = {
+            **redis_server.role_settings(),
             "bootstrap_servers": kafka_bootstrap,
-            "redis_url": redis_url,
+            "redis_url": redis_server.url,
             "data_dir": tmp_path / "data",
             "topic_prefix": f"t-{run}.",
             "topic_partitions": 3,

@@ -23,6 +23,10 @@ def env_for(settings: Settings) -> dict[str, str]:
         RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
+    for role in ("writer", "marketing", "support"):
+        password = getattr(settings, f"redis_{role}_password")
+        if password is not None:
+            env[f"RECEIPTFLOW_REDIS_{role.upper()}_PASSWORD"] = password.get_secret_value()
     if settings.policy_file is not None:
         env["RECEIPTFLOW_POLICY_FILE"] = str(settings.policy_file)
     if settings.warehouse_url:

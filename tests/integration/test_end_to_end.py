@@ -6,7 +6,6 @@ running as its own worker process (``python -m receiptflow process``), as in pro
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -29,16 +28,20 @@ from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import open_sink, run_sink, warehouse_counts
 from receiptflow.topics import TopicNames, create_topics
 
+from .conftest import RedisServer
+from .support import env_for
+
 N = 600
 
 
 @pytest.fixture
-def e2e_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Settings:
+def e2e_settings(kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path) -> Settings:
     run = uuid.uuid4().hex[:8]
-    redis.Redis.from_url(redis_url).flushdb()
+    redis.Redis.from_url(redis_server.admin_url).flushdb()
     return Settings(
+        **redis_server.role_settings(),
         bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
+        redis_url=redis_server.url,
         data_dir=tmp_path / "data",
         topic_prefix=f"e2e-{run}.",
         topic_partitions=3,
@@ -48,7 +51,7 @@ def e2e_settings(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> Settin
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env = env_for(settings)  # the role passwords among them
     env.update(
         RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
         RECEIPTFLOW_REDIS_URL=settings.redis_url,

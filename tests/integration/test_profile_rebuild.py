@@ -42,9 +42,11 @@ from receiptflow.processors.profiles import (
 from receiptflow.processors.segments import assign, load_model, read_month, store_segments
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
+from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, run_sink, warehouse_counts
 from receiptflow.topics import create_topics
 
+from .conftest import RedisServer
 from .support import env_for
 
 SALES = 1500
@@ -58,6 +60,7 @@ class Pipeline:
     store: RedisProfileStore
     cards: list[str]  # every card with a purchase or a consent change
     live: dict[str, Profile]
+    server: RedisServer
 
     def cli(self, *args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -68,6 +71,9 @@ class Pipeline:
             timeout=300,
             check=False,
         )
+
+
+SALT = b"test-erasure-salt-0123456789"  # the install secret of these stores
 
 
 def _other_db(url: str, db: int) -> str:
@@ -97,16 +103,18 @@ def _wait(predicate: object, timeout: float, proc: subprocess.Popen[bytes], log:
 
 
 @pytest.fixture(scope="module")
-def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(
+    kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
     run = uuid.uuid4().hex[:8]
     data = tmp_path_factory.mktemp("rebuild")
     # A Redis database of its own: the store's totals below count every profile in the database,
     # and other tests of the session write profiles into the default one.
-    live_url = _other_db(redis_url, 6)
-    redis.Redis.from_url(live_url).flushdb()
+    _flush(redis_server, 6)
     settings = Settings(
+        **redis_server.role_settings(),
         bootstrap_servers=kafka_bootstrap,
-        redis_url=live_url,
+        redis_url=_other_db(redis_server.url, 6),
         data_dir=data / "data",
         warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
         topic_prefix=f"rebuild-{run}.",
@@ -189,17 +197,26 @@ def pipeline(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.Temp
     assert {c: (p.visits, p.spend_cents) for c, p in live.items() if p.visits} == {
         c: (v[0], v[1]) for c, v in truth.per_card.items()
     }
-    yield Pipeline(settings, truth, store, cards, live)
+    yield Pipeline(settings, truth, store, cards, live, redis_server)
 
 
-def _empty_store_at(redis_url: str, db: int) -> RedisProfileStore:
-    url = _other_db(redis_url, db)
-    redis.Redis.from_url(url).flushdb()
-    return RedisProfileStore.from_url(url, erasure_salt=b"test-erasure-salt-0123456789")
+def _flush(server: RedisServer, db: int) -> None:
+    """Empty database ``db`` (test setup: an administrator's job, no role may)."""
+    admin = redis.Redis.from_url(server.role_url(RedisRole.ADMIN, db))
+    try:
+        admin.flushdb()
+    finally:
+        admin.close()
+
+
+def _empty_store_at(server: RedisServer, db: int) -> RedisProfileStore:
+    """An empty database ``db``, written as the profile writer."""
+    _flush(server, db)
+    return RedisProfileStore.from_url(server.role_url(RedisRole.WRITER, db), erasure_salt=SALT)
 
 
 def _empty_store(pipeline: Pipeline, db: int) -> RedisProfileStore:
-    return _empty_store_at(pipeline.settings.redis_url, db)
+    return _empty_store_at(pipeline.server, db)
 
 
 def _assert_equal_profiles(rebuilt: dict[str, Profile], live: dict[str, Profile]) -> None:
@@ -219,7 +236,7 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
     assert any(not p.visits for p in live.values())  # known only from a consent change
 
     target = _other_db(pipeline.settings.redis_url, 7)
-    redis.Redis.from_url(target).flushdb()
+    _flush(pipeline.server, 7)
     textfile = pipeline.settings.data_dir / "metrics" / "rebuild.prom"
     with_textfile = pipeline.settings.model_copy(update={"metrics_textfile": textfile})
     result = pipeline.cli(
@@ -230,7 +247,9 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
     assert "purchases and consent changes" in result.stderr, result.stderr  # the progress display
     # A batch command leaves its metrics for a textfile collector, since nothing scrapes it live.
     assert f"receiptflow_profile_rebuild_cards_total {float(len(pipeline.cards))}" in textfile.read_text()
-    rebuilt = RedisProfileStore.from_url(target, erasure_salt=b"test-erasure-salt-0123456789").get_many(pipeline.cards)
+    rebuilt = RedisProfileStore.from_url(pipeline.server.role_url(RedisRole.WRITER, 7), erasure_salt=SALT).get_many(
+        pipeline.cards
+    )
     _assert_equal_profiles(rebuilt, live)
 
 
@@ -325,12 +344,15 @@ def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) ->
     assert marketing["classes"]["grocery_segment"] == stored[card]["grocery_segment"]
 
 
-def test_the_segment_script_checks_consent_erasure_and_the_profile_in_redis(redis_url: str) -> None:
-    store = _empty_store_at(redis_url, 10)
+def test_the_segment_script_checks_consent_erasure_and_the_profile_in_redis(redis_server: RedisServer) -> None:
+    store = _empty_store_at(redis_server, 10)
     allowed, withdrawn, erased, unknown = "6390000000101", "6390000000102", "6390000000103", "6390000000104"
     for card, product in ((allowed, True), (withdrawn, False), (erased, True)):
         store.apply_consents([ConsentChange(card, datetime(2026, 11, 1, tzinfo=UTC), product, True)])
-    store.client.sadd(ERASED_KEY, store.erased_hash(erased))
+    # Erased as `erase` does it, with the support login (the writer may only read the record).
+    RedisProfileStore.from_url(redis_server.role_url(RedisRole.SUPPORT, 10), erasure_salt=SALT).client.sadd(
+        ERASED_KEY, store.erased_hash(erased)
+    )
     values = {"model": "archetypes-v1", "month": "2026-11", "visits_class": "regular", "money_class": "50_150"}
     rows = [(c, {**values, "grocery_segment": "seafood"}) for c in (allowed, withdrawn, erased, unknown)]
     counts = store_segments(store, rows)

@@ -29,6 +29,8 @@ from hypothesis import strategies as st
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.dlq import DeadLetter, iter_dead_letters
+from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
@@ -43,10 +45,12 @@ from receiptflow.processors.profiles import (
 from receiptflow.processors.subject import audit_log
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
+from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import open_sink, run_sink
 from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.processors.profile_strategies import CARDS, purchase_lists
+from .conftest import RedisServer
 from .support import env_for, read_all
 
 CODEC = Codec()
@@ -64,9 +68,18 @@ def event_sequences(draw: st.DrawFn, span_days: int) -> list[Purchase | ConsentC
     )
     now = datetime(2026, 11, 24, 12, tzinfo=UTC)
     for _ in range(draw(st.integers(0, 4))):
+        if purchases and draw(st.booleans()):
+            # At exactly a purchase's instant, of its card: the tie goes to the stricter side. Often
+            # with a withdrawal just before it, where a grant at the instant must not count.
+            tied = draw(st.sampled_from(purchases))
+            card = tied.card_id or CARDS[0]
+            events.append(ConsentChange(card, tied.event_time, draw(st.booleans()), True))
+            if draw(st.booleans()):
+                events.append(ConsentChange(card, tied.event_time - timedelta(seconds=1), False, True))
+            continue
         back = timedelta(seconds=draw(st.integers(0, span_days * 86_400)))
-        change = ConsentChange(draw(st.sampled_from(CARDS)), now - back, draw(st.booleans()), True)
-        events.insert(draw(st.integers(0, len(events))), change)
+        events.append(ConsentChange(draw(st.sampled_from(CARDS)), now - back, draw(st.booleans()), True))
+    # Both sides apply the same order, any order.
     return draw(st.permutations(events))
 
 
@@ -76,8 +89,9 @@ def event_sequences(draw: st.DrawFn, span_days: int) -> list[Purchase | ConsentC
     [(WIDE, 20 * 365), (SHIPPED, 2 * 365), (replace(WIDE, keep_days=5), 30)],
     ids=["wide", "shipped", "short-window"],
 )
-def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_days: int) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+def test_redis_profiles_equal_the_pure_fold(redis_server: RedisServer, rules: Rules, span_days: int) -> None:
+    # As the profile agent runs: the profile writer's login.
+    client = redis.Redis.from_url(redis_server.role_url(RedisRole.WRITER), decode_responses=True)
     store = RedisProfileStore(client, rules, erasure_salt=b"test-erasure-salt-0123456789")
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -103,11 +117,11 @@ def test_redis_profiles_equal_the_pure_fold(redis_url: str, rules: Rules, span_d
 
 
 @pytest.mark.parametrize("keep_days", [5, 12])
-def test_day_buckets_at_the_edge_of_a_short_window_equal_the_fold(redis_url: str, keep_days: int) -> None:
+def test_day_buckets_at_the_edge_of_a_short_window_equal_the_fold(redis_server: RedisServer, keep_days: int) -> None:
     # Two months of a fleet's traffic folded with a window of a few days, so that buckets fall out of
     # it all the time: single days inside a week field, whole week fields, in shuffled order.
     rules = replace(WIDE, keep_days=keep_days)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis.Redis.from_url(redis_server.role_url(RedisRole.WRITER), decode_responses=True)
     store = RedisProfileStore(client, rules, erasure_salt=b"test-erasure-salt-0123456789")
     _, purchases = simulated_purchases(seed=4404, count=3000, span=timedelta(days=60))
     cards = sorted({p.card_id for p in purchases if p.card_id is not None})
@@ -129,6 +143,15 @@ class ProfileWorker:
     proc: subprocess.Popen[bytes]
     log: Path
     store: RedisProfileStore
+    admin_url: str
+
+    def unerase(self, card: str) -> None:
+        """Take ``card`` off the erased-cards record (test setup: no role may do that)."""
+        admin = redis.Redis.from_url(self.admin_url)
+        try:
+            admin.srem(ERASED_KEY, self.store.erased_hash(card))
+        finally:
+            admin.close()
 
     def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -151,12 +174,15 @@ class ProfileWorker:
 
 
 @pytest.fixture(scope="module")
-def worker(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProfileWorker]:
+def worker(
+    kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProfileWorker]:
     run = uuid.uuid4().hex[:8]
     data = tmp_path_factory.mktemp("profiles")
     s = Settings(
+        **redis_server.role_settings(),
         bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_url,
+        redis_url=redis_server.url,
         data_dir=data / "data",
         warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
         topic_prefix=f"prof-{run}.",
@@ -174,7 +200,7 @@ def worker(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPa
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    yield ProfileWorker(s, proc, log, RedisProfileStore.from_settings(s))
+    yield ProfileWorker(s, proc, log, RedisProfileStore.from_settings(s), redis_server.admin_url)
     proc.terminate()
     try:
         proc.wait(timeout=30)
@@ -243,7 +269,7 @@ def test_consent_withdrawal_removes_product_data_within_a_second(worker: Profile
     card = next(c for c in sim.truth.per_card if any(p.card_id == c and p.items for p in purchases))
     mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
     worker.store.client.delete(profile_key(card), seen_key(card))
-    worker.store.client.srem(ERASED_KEY, worker.store.erased_hash(card))
+    worker.unerase(card)
     send_purchases(worker.settings, mine)
     worker.wait(lambda: (p := worker.store.get(card)) is not None and p.visits == len(mine), 60, "the card's purchases")
     before = worker.store.get(card)
@@ -270,6 +296,65 @@ def test_consent_withdrawal_removes_product_data_within_a_second(worker: Profile
     assert "grocery_segment" not in marketing["classes"]
     customer = _view(worker, card, "customer")
     assert customer["nutrition_and_climate"] == {} and customer["product_group_mix"] == {}
+
+
+def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_it_applied(
+    worker: ProfileWorker,
+) -> None:
+    sim, purchases = simulated_purchases(seed=6606, count=200, span=timedelta(days=3))
+    card = next(c for c in sim.truth.per_card if any(p.card_id == c and p.items for p in purchases))
+    mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
+    store = worker.store
+    store.client.delete(profile_key(card), seen_key(card))
+    send_purchases(worker.settings, mine)
+    worker.wait(lambda: (p := store.get(card)) is not None and p.visits == len(mine), 60, "the card's purchases")
+    assert store.get(card).has_product_data()  # type: ignore[union-attr]
+
+    # On one partition of `consents`: a consent change in JSON instead of Avro, then a withdrawal.
+    names = TopicNames(worker.settings.topic_prefix)
+    bad = json.dumps({"card_id": card, "product_data_marketing": True}).encode()
+    withdrawal = ConsentChange(card, datetime.now(UTC), False, True, "app")
+    offsets: list[int] = []
+    producer = Producer(worker.settings.kafka_config(**{"enable.idempotence": True}))
+    for value in (bad, CODEC.encode("consent_change", withdrawal.to_avro())):
+        producer.produce(
+            names.consents, value, card.encode(), 1, on_delivery=lambda err, msg: offsets.append(msg.offset())
+        )
+    assert producer.flush(30) == 0 and len(offsets) == 2
+    acked = time.monotonic()
+    worker.wait(lambda: not store.get(card).has_product_data(), 5, "the withdrawal behind the bad record")  # type: ignore[union-attr]
+    elapsed = time.monotonic() - acked
+    assert elapsed < 1.0, f"product-derived fields were still there {elapsed:.2f}s after the withdrawal"
+    assert worker.proc.poll() is None
+
+    def dead_letters() -> list[DeadLetter]:
+        return [d for d in iter_dead_letters(worker.settings, idle=1.0) if d.original_value == bad]
+
+    deadline = time.monotonic() + 30
+    while not (letters := dead_letters()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [(d.processor, d.reason, d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
+        (f"{worker.settings.processor_id}-profiles", "undecodable", names.consents, 1, offsets[0])
+    ]
+    assert letters[0].original_key == card.encode() and letters[0].message
+
+    # The warehouse sink reads the same partition: it dead-letters the bad record too, stores the
+    # withdrawal in its consent audit, and keeps running; started again, it does not re-read it.
+    metrics = Metrics()
+    with open_sink(worker.settings) as sink:
+        stats = run_sink(worker.settings, sink, topic=names.consents, idle_exit_after=3, metrics=metrics)
+        assert stats.consent_changes_inserted >= 1
+        audit = sink.query(
+            "SELECT product_data_marketing, source_offset FROM consent_changes WHERE card_id = ?", (card,)
+        )
+        assert (False, offsets[1]) in [(bool(a), int(b)) for a, b in audit]
+        assert sink.committed_offsets(names.consents)[1] > offsets[1]
+    assert metrics.registry.get_sample_value("receiptflow_dead_letters_total", {"reason": "undecodable"}) == 1.0
+    with open_sink(worker.settings) as sink:
+        again = run_sink(worker.settings, sink, topic=names.consents, idle_exit_after=2)
+    assert again.records == 0
+    by_sink = [d for d in dead_letters() if d.processor.startswith("receiptflow-sink-")]
+    assert [(d.reason, d.source_partition, d.source_offset) for d in by_sink] == [("undecodable", 1, offsets[0])]
 
 
 def _drained(worker: ProfileWorker, tag: str) -> Callable[[], bool]:
@@ -307,7 +392,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     change = ConsentChange(card, datetime.now(UTC), True, True, "app")
     store = worker.store
     store.client.delete(profile_key(card), seen_key(card))
-    store.client.srem(ERASED_KEY, store.erased_hash(card))
+    worker.unerase(card)
     send_purchases(worker.settings, mine)
     client = RegisterClient(worker.settings)
     client.send_consent(change)

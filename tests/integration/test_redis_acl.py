@@ -1,17 +1,21 @@
-"""The Redis roles of ``deploy/redis`` on a real redis-server started with that ACL file.
+"""The Redis roles on a real redis-server, as the embedded stack starts it by default.
 
-``deploy/redis/set-passwords.sh`` renders the committed ``users.acl`` with passwords made up here, the
-embedded Redis (``RECEIPTFLOW_REDIS_ACL_FILE``) loads it, and each role is used through the project's
-own code: the profile writer applies purchases and consent changes (the Lua scripts) and erases a
-card; the marketing reader reads a profile, also through ``receiptflow profile --view marketing``,
-and is refused everything else; a client that does not authenticate (a register) can run nothing.
+``EmbeddedRedis`` with nothing configured renders ``deploy/redis/users.acl`` with passwords generated
+for the install (kept in the data dir, owner-only) and switches the ``default`` user off. Each role
+is then used through the project's own code, with nothing but the data dir to find its password:
+the profile writer applies purchases and consent changes (the Lua scripts) but cannot take a card
+off the erased-cards record; the support role erases a card (record, keys, audit stream); the
+marketing reader reads a profile hash, also through ``receiptflow profile --view marketing``, and is
+refused everything else; a client that does not authenticate can run nothing. The production path
+(``deploy/redis/set-passwords.sh`` and per-role password settings) renders the same file: see
+``tests/unit/test_deploy.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import secrets
+import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from pydantic import SecretStr
 
 from receiptflow.config import Settings
 from receiptflow.errors import ProfileStoreError
@@ -32,6 +35,7 @@ from receiptflow.processors.profile_views import render
 from receiptflow.processors.profiles import ERASED_KEY, RedisProfileStore, fold, profile_key, seen_key
 from receiptflow.processors.subject import AUDIT_STREAM, audit_log, erase_card, is_erased
 from receiptflow.producers.simulator import Simulator
+from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, role_password
 from receiptflow.stack import EmbeddedRedis
 from receiptflow.stack.process import free_port
 from receiptflow.topics import create_topics
@@ -39,63 +43,75 @@ from receiptflow.topics import create_topics
 from .conftest import MakeSettings
 from .support import env_for
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "redis"
-
 
 @dataclass
-class AclRedis:
-    host: str
-    port: int
-    acl_file: Path
-    writer_password: str
-    reader_password: str
+class Embedded:
+    settings: Settings  # the install: its URL (no credentials) and data dir, nothing else
 
-    def url(self, user: str | None = None) -> str:
-        return f"redis://{user + '@' if user else ''}{self.host}:{self.port}/0"
+    def client(self, role: RedisRole | None = None) -> redis.Redis:
+        url = self.settings.redis_url if role is None else connection_url(self.settings, role)
+        return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
-    def client(self, user: str | None = None, password: str | None = None) -> redis.Redis:
-        return redis.Redis(
-            host=self.host, port=self.port, username=user, password=password, decode_responses=True, socket_timeout=5
-        )
+    def password(self, role: RedisRole) -> str:
+        password = role_password(self.settings, role)
+        assert password is not None
+        return password
 
 
 @pytest.fixture(scope="module")
-def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     tmp = tmp_path_factory.mktemp("redis-acl")
-    writer, reader = secrets.token_hex(16), secrets.token_hex(16)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PROFILE_WRITER_PASSWORD": writer}
-    env["MARKETING_READER_PASSWORD"] = reader
-    rendered = subprocess.run(
-        ["sh", str(DEPLOY / "set-passwords.sh")], env=env, capture_output=True, text=True, timeout=30, check=True
-    ).stdout
-    assert writer not in rendered and reader not in rendered  # hashes only
-    acl_file = tmp / "users.acl"
-    acl_file.write_text(rendered)
-    port = free_port()
-    server = EmbeddedRedis(
-        Settings(
-            redis_url=f"redis://profile-writer@127.0.0.1:{port}/0",
-            redis_password=SecretStr(writer),
-            redis_acl_file=acl_file,
-            data_dir=tmp / "data",
-            metrics_port=0,
-        )
+    settings = Settings(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        bootstrap_servers="127.0.0.1:9092",  # an embedded install
+        data_dir=tmp / "data",
+        metrics_port=0,
     )
+    server = EmbeddedRedis(settings)
     assert server.up().state == "running"
     try:
-        yield AclRedis("127.0.0.1", port, acl_file, writer, reader)
+        yield Embedded(settings)
     finally:
         server.down()
 
 
-def test_the_committed_acl_file_holds_no_password_and_switches_the_default_user_off() -> None:
-    lines = (DEPLOY / "users.acl").read_text(encoding="utf-8").splitlines()
-    users = {line.split()[1]: line.split()[2:] for line in lines if line.strip()}
-    assert set(users) == {"default", "profile-writer", "marketing-reader"}
-    for rules in users.values():
-        assert "off" in rules and "on" not in rules and "nopass" not in rules
-        assert not [r for r in rules if r.startswith((">", "#"))], "a password or hash is committed"
-    assert "-@all" in users["default"] and not [r for r in users["default"] if r.startswith(("+", "~", "%"))]
+def test_an_unauthenticated_client_is_refused_and_passwords_are_the_owners_only(embedded: Embedded) -> None:
+    # A bare PING on the wire, as any local process could send it.
+    host, port = embedded.settings.redis_url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(b"PING\r\n")
+        assert raw.recv(200).startswith(b"-NOAUTH")
+        raw.sendall(b"SREM rf:erased x\r\n")
+        assert raw.recv(200).startswith(b"-NOAUTH")
+    anonymous = embedded.client()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.ping()
+    # The default user is off: no password opens it; a role's password opens no other role.
+    for user, password in [
+        ("default", embedded.password(RedisRole.ADMIN)),
+        ("profile-writer", embedded.password(RedisRole.MARKETING)),
+        ("admin", ""),
+    ]:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host=host, port=int(port), username=user, password=password, socket_timeout=5).ping()
+    with pytest.raises(ProfileStoreError):
+        RedisProfileStore.from_url(embedded.settings.redis_url, erasure_salt=b"test-erasure-salt-0123456789").apply(
+            _purchases(5)
+        )
+
+    data = embedded.settings.data_dir
+    assert stat.S_IMODE((data / "secrets").stat().st_mode) == 0o700
+    for role, user in TEMPLATE_USERS.items():
+        file = data / "secrets" / f"redis-{user}"
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+        assert embedded.client(role).ping(), role
+    # The server's ACL and config hold hashes only, readable by the owner only, next to the AOF.
+    acl = (data / "redis" / "users.acl").read_text()
+    assert not [r for r in RedisRole if embedded.password(r) in acl]
+    assert "user default off" in acl
+    for path in (data / "redis" / "users.acl", data / "redis" / "redis.conf"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((data / "redis").stat().st_mode) == 0o700
 
 
 def _purchases(n: int) -> list[Purchase]:
@@ -109,21 +125,22 @@ def _purchases(n: int) -> list[Purchase]:
     return out
 
 
-def test_the_roles(acl_redis: AclRedis, make_settings: MakeSettings, tmp_path: Path) -> None:
-    writer_settings = make_settings(
-        redis_url=acl_redis.url("profile-writer"),
-        redis_password=acl_redis.writer_password,
+def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Path) -> None:
+    # Every process of the install finds its role's password in the data dir, nothing else given.
+    settings = make_settings(
+        redis_url=embedded.settings.redis_url,
+        data_dir=embedded.settings.data_dir,
+        redis_writer_password=None,
+        redis_marketing_password=None,
+        redis_support_password=None,
         warehouse_url=f"duckdb:///{tmp_path / 'warehouse.duckdb'}",
-    )
-    reader_settings = make_settings(
-        redis_url=acl_redis.url("marketing-reader"), redis_password=acl_redis.reader_password
     )
 
     # The writer: purchases and consent changes through the store's scripts, exactly as the agents do.
     purchases = _purchases(300)
     card = max({p.card_id for p in purchases}, key=lambda c: sum(p.card_id == c for p in purchases))
     assert card is not None
-    writer = RedisProfileStore.from_settings(writer_settings)
+    writer = RedisProfileStore.from_settings(settings)
     assert writer.apply_all(purchases).applied == len(purchases)
     assert writer.apply_all(purchases[:50]).duplicates == 50
     withdrawn = ConsentChange(card, datetime.now(UTC), False, True, "app")
@@ -135,14 +152,16 @@ def test_the_roles(acl_redis: AclRedis, make_settings: MakeSettings, tmp_path: P
     assert writer.get_many(others) == {c: expected[c] for c in others}
     assert writer.totals()[1] == len(purchases)
 
-    # The reader: the profile hash, and the marketing view of the CLI with its own credentials.
-    reader = RedisProfileStore.from_settings(reader_settings)
+    # The marketing reader: the profile hash, and the marketing view of the CLI.
+    reader = RedisProfileStore.from_settings(settings, RedisRole.MARKETING)
     other = others[0]
     assert reader.get(other, with_seen=False) == replace(expected[other], seen={})
     assert reader.segments(other) == {}
+    env = env_for(settings)
+    assert not [k for k in env if k.startswith("RECEIPTFLOW_REDIS_") and k.endswith("_PASSWORD")]
     shown = subprocess.run(
         [sys.executable, "-m", "receiptflow", "profile", other, "--view", "marketing", "--json"],
-        env={**env_for(reader_settings), "RECEIPTFLOW_REDIS_PASSWORD": acl_redis.reader_password},
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -159,11 +178,7 @@ def test_the_roles(acl_redis: AclRedis, make_settings: MakeSettings, tmp_path: P
     households.write_text(f"card_id,household_id\n{other},h1\n{others[1]},h1\n")
     own = subprocess.run(
         [sys.executable, "-m", "receiptflow", "profile", other, "--view", "customer", "--json"],
-        env={
-            **env_for(reader_settings),
-            "RECEIPTFLOW_REDIS_PASSWORD": acl_redis.reader_password,
-            "RECEIPTFLOW_HOUSEHOLDS_FILE": str(households),
-        },
+        env={**env, "RECEIPTFLOW_HOUSEHOLDS_FILE": str(households)},
         capture_output=True,
         text=True,
         timeout=60,
@@ -173,23 +188,29 @@ def test_the_roles(acl_redis: AclRedis, make_settings: MakeSettings, tmp_path: P
     assert json.loads(own.stdout)["household"]["points"] == expected[other].points + expected[others[1]].points
 
     # ... and nothing else: no write, not the dedup set, the erased-cards record or the audit stream.
-    r = acl_redis.client("marketing-reader", acl_redis.reader_password)
-    w = acl_redis.client("profile-writer", acl_redis.writer_password)
-    w.hset("rf:other:p", "v", "1")  # a hash outside the profile keys
-    w.xadd(AUDIT_STREAM, {"probe": "1"})
-    w.sadd(ERASED_KEY, "probe")
+    r = embedded.client(RedisRole.MARKETING)
+    support = embedded.client(RedisRole.SUPPORT)
+    support.hset("rf:other:p", "v", "1")  # a hash outside the profile keys
+    support.xadd(AUDIT_STREAM, {"probe": "1"})
+    support.sadd(ERASED_KEY, "probe")
     refused: list[tuple[object, ...]] = [
         ("HSET", profile_key(other), "v", "0"),
         ("DEL", profile_key(other)),
         ("ZRANGE", seen_key(other), 0, -1),
+        ("ZADD", seen_key(other), 1, "x"),
         ("SMEMBERS", ERASED_KEY),
         ("SISMEMBER", ERASED_KEY, "probe"),
+        ("SREM", ERASED_KEY, "probe"),
         ("XRANGE", AUDIT_STREAM, "-", "+"),
+        ("XADD", AUDIT_STREAM, "*", "k", "v"),
         ("HGETALL", "rf:other:p"),
+        ("SET", "x", "1"),
+        ("EVAL", "return 1", 0),
         ("KEYS", "*"),
         ("SCAN", 0),
         ("FLUSHDB",),
         ("ACL", "LIST"),
+        ("CONFIG", "GET", "*"),
     ]
     for command in refused:
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -197,35 +218,44 @@ def test_the_roles(acl_redis: AclRedis, make_settings: MakeSettings, tmp_path: P
     with pytest.raises(ProfileStoreError, match="permission"):
         reader.apply(purchases[:1])
     with pytest.raises(ProfileStoreError, match="permission"):
+        reader.apply_consents([withdrawn])
+    with pytest.raises(ProfileStoreError, match="permission"):
         reader.get(other)  # with the dedup set
-    assert w.hget(profile_key(other), "v") == str(expected[other].visits)
+    assert r.hget(profile_key(other), "v") == str(expected[other].visits)
 
-    # The writer has no administration either, and no keys outside the profile store's.
-    for command in [("FLUSHALL",), ("KEYS", "*"), ("CONFIG", "GET", "*"), ("SET", "x", "1")]:
+    # The writer checks the erased-cards record but cannot change it, nor touch the audit stream,
+    # keys outside the card keys, or administration.
+    w = embedded.client(RedisRole.WRITER)
+    assert w.sismember(ERASED_KEY, "probe") == 1
+    for command in [
+        ("SREM", ERASED_KEY, "probe"),
+        ("SADD", ERASED_KEY, "x"),
+        ("DEL", ERASED_KEY),
+        ("XADD", AUDIT_STREAM, "*", "k", "v"),
+        ("XRANGE", AUDIT_STREAM, "-", "+"),
+        ("HGETALL", "rf:other:p"),
+        ("EVAL", f"return redis.call('SREM', '{ERASED_KEY}', 'probe')", 0),
+        ("FLUSHALL",),
+        ("KEYS", "*"),
+        ("CONFIG", "GET", "*"),
+        ("SET", "x", "1"),
+    ]:
         with pytest.raises(redis.exceptions.NoPermissionError):
             w.execute_command(*command)  # type: ignore[no-untyped-call]
+    # Not even through a script of its own: the script's commands are checked against its rights.
+    sha = w.script_load("return redis.call('SREM', KEYS[3], 'probe')")
+    with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission|access"):
+        w.evalsha(sha, 3, profile_key(other), seen_key(other), ERASED_KEY)
+    assert support.sismember(ERASED_KEY, "probe") == 1
+    support.srem(ERASED_KEY, "probe")
 
-    # Erasure runs with the writer's credentials (Redis part: MULTI/EXEC, the record, the audit stream).
-    w.srem(ERASED_KEY, "probe")
-    create_topics(writer_settings)
-    erasure = erase_card(writer_settings, other)
-    assert erasure.redis_keys == 2 and is_erased(writer_settings, other)
+    # Erasure runs with the support login (Redis part: MULTI/EXEC, the record, the audit stream), and
+    # the writer's replay of the card's purchases does not bring it back.
+    create_topics(settings)
+    erasure = erase_card(settings, other)
+    assert erasure.redis_keys == 2 and is_erased(settings, other)
     assert writer.get(other) is None and writer.apply(purchases) == 0
-    audit = [e for e in audit_log(writer_settings) if "subject" in e]
+    assert writer.apply_consents([ConsentChange(other, datetime.now(UTC), True, True, "app")]) == 0
+    audit = [e for e in audit_log(settings) if "subject" in e]
     assert {e["subject"] for e in audit} == {erasure.subject}  # one entry per step, all of this card
     assert [e["step"] for e in audit] == ["record", "profile", "warehouse", "consents"]
-
-
-def test_a_client_that_does_not_authenticate_is_refused(acl_redis: AclRedis) -> None:
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        acl_redis.client().ping()
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        acl_redis.client().get("rf:erased")
-    # The default user is off: no password opens it; a wrong password does not open a role.
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        acl_redis.client("default", acl_redis.writer_password).ping()
-    with pytest.raises(redis.exceptions.AuthenticationError):
-        acl_redis.client("profile-writer", acl_redis.reader_password).ping()
-    with pytest.raises(ProfileStoreError):
-        RedisProfileStore.from_url(acl_redis.url(), erasure_salt=b"test-erasure-salt-0123456789").apply(_purchases(5))
-    assert acl_redis.client("profile-writer", acl_redis.writer_password).ping()

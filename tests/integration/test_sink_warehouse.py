@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from receiptflow.codec import Codec, SchemaCatalog, schema_id_of
 from receiptflow.config import Settings
+from receiptflow.dlq import DeadLetter, iter_dead_letters
 from receiptflow.errors import WarehouseError
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, Purchase
@@ -46,6 +47,7 @@ from receiptflow.sinks import (
     warehouse_counts,
 )
 from receiptflow.sinks.base import migrations
+from receiptflow.sinks.replay import replay, replay_group
 from receiptflow.sinks.runner import duckdb_path
 from receiptflow.topics import TopicNames, create_topics
 
@@ -237,6 +239,47 @@ def test_an_undecodable_record_stops_the_sink_at_its_offset(duckdb_settings: Set
                 run_sink(settings, sink, idle_exit_after=3)
             assert warehouse_counts(sink)["receipts"] == 5
             assert sink.committed_offsets(topic) == {1: 5}
+
+
+def test_an_undecodable_consent_record_is_dead_lettered_once_and_the_changes_around_it_stored(
+    duckdb_settings: Settings,
+) -> None:
+    settings = duckdb_settings
+    codec = Codec()
+    topic = TopicNames(settings.topic_prefix).consents
+    card = "6390000000042"
+    changes = [ConsentChange(card, NOW, True, True, "app"), ConsentChange(card, NOW, False, True, "store")]
+    bad = b"\x00\x00\x00\x00\x63not avro at all"
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
+    for value in (
+        codec.encode("consent_change", changes[0].to_avro()),
+        bad,
+        codec.encode("consent_change", changes[1].to_avro()),
+    ):
+        producer.produce(topic, key=card.encode(), value=value, partition=2)
+    assert producer.flush(30) == 0
+
+    def letters() -> list[DeadLetter]:
+        return list(iter_dead_letters(settings, idle=1.0))
+
+    for run in range(2):  # and again after a restart: the stored offset is past the bad record
+        metrics = Metrics()
+        with open_sink(settings) as sink:
+            stats = run_sink(settings, sink, idle_exit_after=2, metrics=metrics)
+            audit = sink.query("SELECT source_offset FROM consent_changes WHERE card_id = ? ORDER BY 1", (card,))
+            assert [int(o) for (o,) in audit] == [0, 2]
+            assert sink.committed_offsets(topic)[2] == 3
+        assert stats.consent_changes_inserted == (2 if run == 0 else 0)
+        assert _sample(metrics, "receiptflow_dead_letters_total", reason="unknown_schema_id") == (1 if run == 0 else 0)
+        assert [
+            (d.reason, d.source_topic, d.source_partition, d.source_offset, d.original_value) for d in letters()
+        ] == [("unknown_schema_id", topic, 2, 1, bad)]
+        assert letters()[0].processor == f"receiptflow-sink-{DEFAULT_GROUP}"
+
+    # A replay of the topic skips it (the live readers dead-lettered it) instead of failing on it.
+    with open_sink(settings, group_id=replay_group(DEFAULT_GROUP)) as sink:
+        replayed = replay(settings, sink, topics=[topic])
+    assert replayed.records == 3 and len(letters()) == 1
 
 
 def test_kafka_committed_offsets_are_not_used_to_resume(duckdb_settings: Settings) -> None:

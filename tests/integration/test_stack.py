@@ -17,8 +17,11 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from receiptflow.config import Settings
+from receiptflow.redis_auth import RedisRole
 from receiptflow.stack import ComponentStatus, EmbeddedRedis, Stack
 from receiptflow.stack.process import cmdline, is_alive, iter_pids, process_cwd
+
+from .conftest import RedisServer
 
 
 def _processes_of(data_dir: Path) -> list[int]:
@@ -144,12 +147,14 @@ def test_acknowledged_records_survive_a_broker_sigkill(own_stack: Stack) -> None
     assert seen == set(acked)
 
 
-def test_a_redis_that_already_answers_is_used_as_external(redis_url: str, tmp_path: Path) -> None:
-    server = EmbeddedRedis(Settings(redis_url=redis_url, data_dir=tmp_path / "data"))
+def test_a_redis_that_already_answers_is_used_as_external(redis_server: RedisServer, tmp_path: Path) -> None:
+    # Answering means answering the profile writer's login (given, as production gives it).
+    settings = Settings(**redis_server.role_settings(), redis_url=redis_server.url, data_dir=tmp_path / "data")
+    server = EmbeddedRedis(settings)
     assert server.up().state == "external"
     assert server.status().state == "external"
     assert server.down().state == "external"  # never signalled: we did not start it
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_server.role_url(RedisRole.WRITER))
     try:
         assert client.ping()
     finally:

@@ -3,13 +3,17 @@ setting is documented in the README."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+import subprocess
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from receiptflow.config import Settings
 from receiptflow.metrics import Metrics
+from receiptflow.redis_auth import TEMPLATE_USERS, acl_template, render_acl
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -49,3 +53,37 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [name for name in Settings.model_fields if f"`RECEIPTFLOW_{name.upper()}`" not in readme]
     assert not missing, f"settings without a README row: {missing}"
+
+
+def test_the_deploy_script_renders_the_acl_the_embedded_stack_loads() -> None:
+    # Production renders users.acl with set-passwords.sh; the embedded stack with render_acl: the
+    # same roles, switched on with the SHA-256 of the same passwords, so the tests of one hold for both.
+    passwords = {
+        "PROFILE_WRITER_PASSWORD": "w-" + "1" * 30,
+        "MARKETING_READER_PASSWORD": "m-" + "2" * 30,
+        "SUPPORT_PASSWORD": "s-" + "3" * 30,
+        "ADMIN_PASSWORD": "a-" + "4" * 30,
+    }
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **passwords}
+    script = ROOT / "deploy" / "redis" / "set-passwords.sh"
+    rendered = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30, check=True)
+    users = dict(zip(("profile-writer", "marketing-reader", "support", "admin"), passwords.values(), strict=True))
+    expected = render_acl(acl_template(), {u: (u, hashlib.sha256(p.encode()).hexdigest()) for u, p in users.items()})
+    assert rendered.stdout == expected
+    assert not [p for p in passwords.values() if p in rendered.stdout]
+    # Without passwords every role stays off, as committed.
+    bare = subprocess.run(["sh", str(script)], env={"PATH": env["PATH"]}, capture_output=True, text=True, check=True)
+    assert bare.stdout == acl_template()
+
+
+def test_the_committed_acl_holds_no_password_and_switches_every_user_off() -> None:
+    lines = (ROOT / "deploy" / "redis" / "users.acl").read_text(encoding="utf-8").splitlines()
+    users = {line.split()[1]: line.split()[2:] for line in lines if line.strip()}
+    assert set(users) == {"default", *TEMPLATE_USERS.values()}
+    for rules in users.values():
+        assert "off" in rules and "on" not in rules and "nopass" not in rules
+        assert not [r for r in rules if r.startswith((">", "#"))], "a password or hash is committed"
+    assert "-@all" in users["default"] and not [r for r in users["default"] if r.startswith(("+", "~", "%"))]
+    # The marketing reader reads profile hashes only; the writer only reads the erased-cards record.
+    assert [r for r in users["marketing-reader"] if "~" in r] == ["%R~rf:{*}:p"]
+    assert "%R~rf:erased" in users["profile-writer"] and "~rf:*" not in users["profile-writer"]

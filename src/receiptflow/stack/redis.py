@@ -8,10 +8,14 @@ survive a restart of the stack), log file ``<data dir>/redis/redis.log``, PID fi
 ``<data dir>/run/redis.pid``. It runs in the foreground of a detached session (``daemonize no``:
 we detach it ourselves, so the PID we record is the server's).
 
-With ``RECEIPTFLOW_REDIS_ACL_FILE`` the server loads that ACL file (``aclfile``: the users of
-``deploy/redis/users.acl`` with their password hashes) instead of a ``requirepass``; the URL then
-names one of its users (``redis://profile-writer@host:port/0``) and ``RECEIPTFLOW_REDIS_PASSWORD``
-holds that user's password.
+The server always runs with ACL users and the ``default`` user off, so a client that does not
+authenticate can run no command: on every start it loads ``<data dir>/redis/users.acl`` (0600),
+rendered from ``deploy/redis/users.acl`` with each role's password as a SHA-256 hash — the role
+passwords given in the settings, else the ones generated for this install under
+``<data dir>/secrets`` (see :mod:`receiptflow.redis_auth`). With ``RECEIPTFLOW_REDIS_ACL_FILE`` it
+loads that file instead (users and hashes of the operator's own). ``<data dir>/redis`` (AOF, logs,
+config) is readable by its owner only. The stack's own checks connect as ``admin`` when this
+install has its password, else as the profile writer.
 
 Redis rewrites its process title, so the config path disappears from its command line; a PID is
 recognised as ours by ``redis-server`` in the command line *and* its working directory being our
@@ -20,11 +24,13 @@ recognised as ours by ``redis-server`` in the command line *and* its working dir
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -32,6 +38,7 @@ from redis.retry import Retry
 
 from ..config import Settings
 from ..errors import DependencyMissingError, PortInUseError, StackError
+from ..redis_auth import TEMPLATE_USERS, RedisRole, connection_url, embedded_acl, role_password, with_credentials
 from .process import ComponentStatus, is_local, owned_pid, port_open, spawn, stop_pid, tail, wait_until
 
 log = logging.getLogger(__name__)
@@ -68,14 +75,13 @@ class EmbeddedRedis:
         parts = urlsplit(settings.redis_url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
-        password = settings.redis_password.get_secret_value() if settings.redis_password else parts.password
-        self._password = unquote(password) if password else None
         data_dir = settings.data_dir.expanduser().resolve()
         self.home = data_dir / "redis"
         self.config_file = self.home / "redis.conf"
         self.log_file = self.home / "redis.log"
         self.pid_file = data_dir / "run" / "redis.pid"
-        self.acl_file = settings.redis_acl_file.expanduser().resolve() if settings.redis_acl_file else None
+        self.given_acl_file = settings.redis_acl_file.expanduser().resolve() if settings.redis_acl_file else None
+        self.acl_file = self.given_acl_file or self.home / "users.acl"
         self.ready_timeout = ready_timeout
 
     @property
@@ -86,10 +92,18 @@ class EmbeddedRedis:
         """The PID of this data dir's redis-server when it runs (a stale PID file is removed)."""
         return owned_pid(self.pid_file, ["redis-server"], cwd=self.home)
 
+    def _probe_url(self) -> str:
+        # The admin user exists only on a server that loads the ACL rendered here, with this
+        # install's admin password; otherwise the profile writer can PING too.
+        admin = role_password(self.settings, RedisRole.ADMIN) if self.given_acl_file is None else None
+        if admin is not None:
+            return with_credentials(self.settings.redis_url, TEMPLATE_USERS[RedisRole.ADMIN], admin)
+        return connection_url(self.settings, RedisRole.WRITER)
+
     def _client(self) -> redis.Redis:
         # A probe: one attempt with short timeouts (the caller polls), no client-side retries.
         return redis.Redis.from_url(
-            self.settings.redis_connection_url(),
+            self._probe_url(),
             socket_timeout=1,
             socket_connect_timeout=1,
             retry=Retry(NoBackoff(), 0),
@@ -138,13 +152,8 @@ class EmbeddedRedis:
             "appendfsync everysec",
             'save ""',
         ]
-        if self.acl_file is not None:
-            # Users, their rights and password hashes (the default user may be off: then nothing
-            # runs without AUTH).
-            lines.append(f'aclfile "{self.acl_file}"')
-        elif self._password:
-            # The URL carries a password, so clients will AUTH: a server without one would refuse that.
-            lines.append(f'requirepass "{self._password}"')
+        # Users, their rights and password hashes; the default user is off, so nothing runs without AUTH.
+        lines.append(f'aclfile "{self.acl_file}"')
         return "\n".join(lines) + "\n"
 
     def up(self) -> ComponentStatus:
@@ -164,11 +173,15 @@ class EmbeddedRedis:
         if not is_local(self.host):
             raise StackError(f"no Redis answers at {self.endpoint}, and an embedded one only runs on 127.0.0.1")
         binary = redis_binary()
-        if self.acl_file is not None and not self.acl_file.is_file():
-            raise StackError(f"Redis ACL file {self.acl_file} does not exist")
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self._config())
-        self.config_file.chmod(0o600)  # it may hold the password
+        if self.given_acl_file is not None and not self.given_acl_file.is_file():
+            raise StackError(f"Redis ACL file {self.given_acl_file} does not exist")
+        # The AOF holds every profile: the directory is its owner's only, whatever the umask.
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with contextlib.suppress(OSError):
+            self.home.chmod(0o700)
+        if self.given_acl_file is None:
+            _write_private(self.acl_file, embedded_acl(self.settings))
+        _write_private(self.config_file, self._config())
         proc = spawn([binary, str(self.config_file)], self.home / "stdout.log", self.pid_file, cwd=self.home)
         try:
             wait_until(
@@ -194,3 +207,12 @@ class EmbeddedRedis:
             stop_pid(pid, timeout=timeout)
         self.pid_file.unlink(missing_ok=True)
         return self.status()  # "stopped", or "external" for a server we never started
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (0600 from the start, not chmod-ed after writing)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receiptflow.models import CheckoutLine, ConsentChange, Granularity, Purchase
+from receiptflow.models import CheckoutLine, ConsentChange, ConsentState, Granularity, Purchase
 from receiptflow.processors.profile_rules import (
     AFFINITY_GROUPS,
     delta,
@@ -187,7 +187,10 @@ def test_withdrawal_removes_product_fields_and_stops_new_ones() -> None:
     stale = apply_consent(later, ConsentChange(prof.card_id, NOW - timedelta(days=3), True, True))
     assert stale == later
     regranted = apply_consent(later, ConsentChange(prof.card_id, NOW, True, True))
-    assert update(regranted, _purchase("r-3", NOW), RULES).has_product_data()
+    # A grant at exactly the purchase instant does not grant for that purchase (the stricter side
+    # of the tie); a purchase one millisecond later is under the grant.
+    assert not update(regranted, _purchase("r-3", NOW), RULES).has_product_data()
+    assert update(regranted, _purchase("r-4", NOW + timedelta(milliseconds=1)), RULES).has_product_data()
 
 
 def test_simultaneous_consent_changes_count_as_the_stricter_one() -> None:
@@ -208,3 +211,55 @@ def test_update_is_pure(days_back: list[int]) -> None:
         out = update(out, _purchase(f"r-{i}", NOW - timedelta(days=d)), RULES)
     assert p == Profile("6390000000001")
     assert out.visits == len(days_back) - sum(1 for i, d in enumerate(days_back) if d > min(days_back[:i] or [d]) + 35)
+
+
+@given(
+    st.sampled_from([None, True, False]),
+    st.lists(st.booleans(), max_size=4),
+    st.booleans(),
+    st.integers(0, 4),
+    st.integers(1, 3600),
+)
+def test_a_consent_change_at_the_purchase_instant_counts_only_if_stricter_in_any_processing_order(
+    prior: bool | None, at_instant: list[bool], routed_with_consent: bool, position: int, prior_back_s: int
+) -> None:
+    # A card's consent changes reach the profile in their topic order; the purchase made at the very
+    # instant of some of them can be processed before, between or after them.
+    purchase = replace(_purchase("r-tie", NOW), consent=ConsentState(routed_with_consent, True, True))
+    card = purchase.card_id or ""
+    changes = [ConsentChange(card, NOW, allowed, True) for allowed in at_instant]
+    if prior is not None:
+        changes.insert(0, ConsentChange(card, NOW - timedelta(seconds=prior_back_s), prior, True))
+    events: list[Purchase | ConsentChange] = list(changes)
+    events.insert(min(position, len(events)), purchase)
+    profile = fold(events, RULES)[card]
+    # The state at the instant: the one before it, tightened (never loosened) by the changes at it.
+    expected = routed_with_consent and prior is not False and all(at_instant)
+    assert profile.has_product_data() == expected
+    assert profile.visits == 1
+
+
+@given(st.lists(st.tuples(st.integers(-2, 2), st.booleans()), min_size=1, max_size=6), st.randoms())
+def test_a_purchase_among_ordered_consent_changes_is_never_looser_than_the_state_at_its_instant(
+    changes_ms: list[tuple[int, bool]], rnd: random.Random
+) -> None:
+    # Consent changes near the purchase instant (before, at, after it), in topic (time) order; the
+    # purchase, routed under consent, processed anywhere among them.
+    purchase = _purchase("r-near", NOW)
+    card = purchase.card_id or ""
+    ordered = sorted(changes_ms, key=lambda c: c[0])
+    changes = [ConsentChange(card, NOW + timedelta(milliseconds=ms), allowed, True) for ms, allowed in ordered]
+    newest_before = max((ms for ms, _ in ordered if ms < 0), default=None)
+    # The state at the instant: the newest changes before it (simultaneous ones: their stricter
+    # combination), tightened by the changes at it; a later withdrawal deletes what was derived.
+    allowed_at = all(allowed for ms, allowed in ordered if ms in (newest_before, 0))
+    kept = allowed_at and all(allowed for ms, allowed in ordered if ms > 0)
+
+    events: list[Purchase | ConsentChange] = list(changes)
+    events.insert(rnd.randint(0, len(events)), purchase)
+    profile = fold(events, RULES)[card]
+    assert profile.visits == 1
+    if profile.has_product_data():
+        assert kept
+    # Processed after every change (as a rebuild applies them), exactly the state at its instant.
+    assert fold([*changes, purchase], RULES)[card].has_product_data() == kept

@@ -1,0 +1,68 @@
+"""Reading ``consents`` as every reader does: a change, a tombstone, or a record to dead-letter."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+
+from receiptflow.codec import Codec
+from receiptflow.dlq import decode_consent
+from receiptflow.errors import ValidationError
+from receiptflow.models import ConsentChange
+from receiptflow.processors.app import decode_consents
+
+CODEC = Codec()
+CHANGE = ConsentChange("6390000000001", datetime(2026, 5, 1, 12, tzinfo=UTC), False, True, "app")
+
+
+def test_a_consent_change_decodes_and_a_tombstone_is_none() -> None:
+    assert decode_consent(CODEC, CODEC.encode("consent_change", CHANGE.to_avro())) == CHANGE
+    assert decode_consent(CODEC, None) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (json.dumps({"card_id": "6390000000001", "product_data_marketing": True}).encode(), "undecodable"),
+        (b"\x00\x00\x00\x00\x63not avro at all", "unknown_schema_id"),
+        (CODEC.encode("consent_change", CHANGE.to_avro())[:-3], "undecodable"),
+    ],
+    ids=["json", "unknown-schema", "truncated"],
+)
+def test_what_cannot_be_decoded_is_a_validation_error_with_its_reason(value: bytes, reason: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        decode_consent(CODEC, value)
+    assert caught.value.reason == reason
+
+
+def test_a_record_of_another_subject_is_rejected() -> None:
+    dead = {
+        "reason": "x",
+        "message": "y",
+        "field": None,
+        "source_topic": "consents",
+        "source_partition": 0,
+        "source_offset": 1,
+        "original_key": None,
+        "original_value": None,
+        "failed_at": datetime(2026, 5, 1, tzinfo=UTC),
+        "processor": "p",
+    }
+    with pytest.raises(ValidationError) as caught:
+        decode_consent(CODEC, CODEC.encode("dead_letter", dead))
+    assert caught.value.reason == "wrong_subject"
+
+
+def test_the_profile_agent_keeps_the_valid_changes_of_a_batch_and_rejects_the_bad_ones() -> None:
+    def message(offset: int, value: bytes | None) -> SimpleNamespace:
+        return SimpleNamespace(topic="consents", partition=2, offset=offset, key=b"6390000000001", value=value)
+
+    good = CODEC.encode("consent_change", CHANGE.to_avro())
+    changes, rejected = decode_consents(CODEC, [message(7, b"garbage"), message(8, good), message(9, None)])
+    assert changes == [CHANGE]
+    assert [(r.topic, r.partition, r.offset, r.value, r.error.reason) for r in rejected] == [
+        ("consents", 2, 7, b"garbage", "undecodable")
+    ]
