@@ -38,7 +38,7 @@ from .consume import partitions_of, reader
 from .errors import BrokerError, DecodeError, ValidationError
 from .metrics import Metrics
 from .models import ConsentChange
-from .processors.core import dead_letter_record
+from .processors.core import dead_letter_record, validate_consent
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -225,16 +225,18 @@ def _send_letters(
 def decode_consent(codec: Codec, value: bytes | None) -> ConsentChange | None:
     """A ``consents`` record's change; None for a tombstone (an erased card's key).
 
-    Raises :class:`ValidationError` (a :class:`DecodeError`) when the bytes are not a framed
-    ``consent_change`` record: the caller dead-letters it.
+    Raises :class:`ValidationError` (a :class:`DecodeError` when the bytes are not a framed
+    ``consent_change`` record) for a record the caller must dead-letter.
     """
     if value is None:
         return None
     decoded = codec.decode(value, expect="consent_change")
     try:
-        return ConsentChange.from_avro(decoded.value)
+        change = ConsentChange.from_avro(decoded.value)
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError("undecodable", f"not a consent change: {exc}") from exc
+    validate_consent(change)  # e.g. a card id with invisible characters: a second card that looks the same
+    return change
 
 
 @dataclass(frozen=True, slots=True)
