@@ -1,7 +1,7 @@
 """Encoding the purchases routed from one checkout, without encoding the same lines twice.
 
 A receipt routed at item level carries the checkout's lines unchanged on ``purchases.customer``
-(and often ``purchases.marketing``) and always on ``purchases.analytics``. Those lines are already
+(and often ``purchases.marketing``). Those lines are already
 Avro-encoded in the checkout, in the same layout, so :class:`PurchaseEncoder` writes a purchase as
 head + the checkout's own line bytes + groups (encoded once per receipt) + tail (the lineage, the
 same for most records of a batch, so remembered). The result is byte for byte what the ordinary

@@ -55,11 +55,13 @@ from ..config import Settings
 from ..errors import BrokerError, ConfigError, ValidationError
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange, ConsentState, Purchase
+from ..secrets import analytics_key
 from ..topics import TopicNames
 from .consent import ConsentHistory, effective_consent
 from .core import dead_letter_record, route, validate
 from .encoding import PurchaseEncoder
 from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
+from .pseudonym import BasketPseudonymiser
 from .watchdog import CallWatchdog
 
 log = logging.getLogger(__name__)
@@ -133,8 +135,11 @@ class Router:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         name: str = "router",
         on_hang: Callable[[str], None] | None = None,
+        baskets: BasketPseudonymiser | None = None,
     ) -> None:
         self.settings = settings
+        # The analytics key stays in this process: only the router makes basket pseudonyms.
+        self.baskets = baskets or BasketPseudonymiser(analytics_key(settings))
         self.names = TopicNames(settings.topic_prefix)
         self.policy = policy or load_policy(settings.policy_file)
         self.metrics = metrics or Metrics()
@@ -513,7 +518,7 @@ class Router:
             log.warning("unknown chain %r: applied the strictest level", checkout.chain)
         history = self._history(partition, checkout.card_id, staged) if checkout.card_id else None
         consent = effective_consent(history, checkout.event_time, self.default_consent)
-        routed = route(checkout, decision, consent, now)
+        routed = route(checkout, decision, consent, now, self.baskets)
         key = _key(routed.customer)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
@@ -525,7 +530,7 @@ class Router:
             value = enc.encode(routed.marketing)
             self._send(self.names.purchases_marketing, key, value, staged)
         if routed.analytics is not None:
-            value = enc.encode(routed.analytics)
+            value = self.codec.encode("analytics_basket", routed.analytics.to_avro())
             self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), value, staged)
         at = _ms(checkout.event_time)
         staged.seen[(partition, rid)] = at  # to the changelog at the end of the transaction
