@@ -32,6 +32,7 @@ from redis.retry import Retry
 
 from ..config import Settings
 from ..errors import DependencyMissingError, PortInUseError, StackError
+from ..files import private_dir
 from .process import ComponentStatus, is_local, owned_pid, port_open, spawn, stop_pid, tail, wait_until
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ class EmbeddedRedis:
         binary = redis_binary()
         if self.acl_file is not None and not self.acl_file.is_file():
             raise StackError(f"Redis ACL file {self.acl_file} does not exist")
-        self.home.mkdir(parents=True, exist_ok=True)
+        # The AOF holds card ids and profiles: the directory it lives in is the owner's only.
+        private_dir(self.home)
         self.config_file.write_text(self._config())
         self.config_file.chmod(0o600)  # it may hold the password
         proc = spawn([binary, str(self.config_file)], self.home / "stdout.log", self.pid_file, cwd=self.home)
