@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from ..errors import ValidationError
 from ..models import (
@@ -101,8 +102,8 @@ def _round_to_hour(ts: datetime) -> datetime:
     return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _line_order(line: BasketLine) -> tuple[str, str, int, float, int]:
-    return (line.product_group, line.sku, line.amount_cents, line.quantity, line.unit_price_cents)
+# The canonical order of a basket's lines (a C-level key: this runs for every line of every receipt).
+_LINE_ORDER = attrgetter("product_group", "sku", "amount_cents", "quantity", "unit_price_cents")
 
 
 def analytics_basket(c: Checkout, baskets: BasketPseudonymiser) -> AnalyticsBasket:
@@ -113,10 +114,10 @@ def analytics_basket(c: Checkout, baskets: BasketPseudonymiser) -> AnalyticsBask
     """
     period = key_period(c.event_time)
     lines = tuple(
-        sorted(
-            (BasketLine(i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents) for i in c.lines),
-            key=_line_order,
-        )
+        [
+            BasketLine(i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents)
+            for i in sorted(c.lines, key=_LINE_ORDER)
+        ]
     )
     return AnalyticsBasket(
         basket_id=baskets.basket_id(c.receipt_id, period),

@@ -26,7 +26,8 @@ MIN_KEY_BYTES = 16
 
 def key_period(event_time: datetime) -> str:
     """The rotation period of a sale: its month in UTC, ``YYYY-MM``."""
-    return event_time.astimezone(UTC).strftime("%Y-%m")
+    utc = event_time.astimezone(UTC)
+    return f"{utc.year:04d}-{utc.month:02d}"  # strftime costs several times more, per receipt
 
 
 @dataclass(frozen=True)
