@@ -6,16 +6,19 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Message
 from pydantic import SecretStr
 
+from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.errors import BrokerError, ConfigError, WarehouseError
-from receiptflow.models import Granularity
+from receiptflow.models import ConsentChange, Granularity
 from receiptflow.sinks import DuckDBSink, open_sink, run_sink, to_rows
 from receiptflow.sinks.base import (
     RECEIPT_GROUPS,
     RECEIPT_ITEMS,
     RECEIPTS,
+    BasketRecord,
     SinkRecord,
     item_count,
     migrations,
@@ -23,7 +26,8 @@ from receiptflow.sinks.base import (
     plan_migrations,
     split_sql,
 )
-from receiptflow.sinks.runner import duckdb_path
+from receiptflow.sinks.runner import decode_batch, duckdb_path
+from receiptflow.topics import TopicNames
 
 from .test_contract import analytics_records, purchases, records
 
@@ -212,3 +216,36 @@ def test_an_analytics_basket_that_is_not_anonymous_is_refused() -> None:
     exact = dataclasses.replace(anonymous.basket, event_hour=anonymous.basket.event_hour.replace(minute=7))
     with pytest.raises(WarehouseError, match="exact time"):
         to_rows([dataclasses.replace(anonymous, basket=exact)])
+
+
+def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_receipt_id() -> None:
+    codec = Codec()
+    names = TopicNames("")
+    basket = analytics_records(5)[0].basket
+    legacy = purchases(5)[0]  # what the analytics topic carried before basket pseudonyms: a receipt id
+    messages = [
+        Message(
+            topic=names.purchases_analytics, partition=0, offset=0, value=codec.encode("purchase", legacy.to_avro())
+        ),
+        Message(
+            topic=names.purchases_analytics,
+            partition=0,
+            offset=1,
+            value=codec.encode("analytics_basket", basket.to_avro()),
+        ),
+    ]
+    batch, error = decode_batch(codec, messages, names)
+    assert error is None
+    assert [type(r).__name__ for r in batch] == ["BasketRecord"]  # the legacy record is skipped
+    assert isinstance(batch[0], BasketRecord) and batch[0].basket == basket and batch[0].offset == 1
+    assert not any(legacy.receipt_id in str(v) for row in to_rows(batch).baskets for v in row)
+    # Its position is stored with the analytics rows, not with the card-linked ones.
+    assert next_offsets(batch) == []
+    assert next_offsets(batch, analytics=True) == [(names.purchases_analytics, 0, 2)]
+    # Anything else on the analytics topic stops the sink at that record.
+    change = ConsentChange("2710000000001", basket.event_hour, True, True)
+    odd = Message(
+        topic=names.purchases_analytics, partition=0, offset=2, value=codec.encode("consent_change", change.to_avro())
+    )
+    batch, error = decode_batch(codec, [odd], names)
+    assert batch == [] and error is not None and "analytics_basket" in str(error)
