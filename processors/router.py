@@ -59,7 +59,7 @@ from ..secrets import analytics_key
 from ..topics import TopicNames
 from .consent import ConsentHistory, effective_consent
 from .core import dead_letter_record, route, validate
-from .encoding import PurchaseEncoder
+from .encoding import BasketEncoder, PurchaseEncoder
 from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
 from .pseudonym import BasketPseudonymiser
 from .watchdog import CallWatchdog
@@ -145,6 +145,7 @@ class Router:
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
         self.encoder = PurchaseEncoder(self.codec)
+        self.basket_encoder = BasketEncoder(self.codec)
         # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
         self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock
@@ -530,7 +531,7 @@ class Router:
             value = enc.encode(routed.marketing)
             self._send(self.names.purchases_marketing, key, value, staged)
         if routed.analytics is not None:
-            value = self.codec.encode("analytics_basket", routed.analytics.to_avro())
+            value = self.basket_encoder.encode(routed.analytics)
             self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), value, staged)
         at = _ms(checkout.event_time)
         staged.seen[(partition, rid)] = at  # to the changelog at the end of the transaction

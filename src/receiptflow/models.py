@@ -412,6 +412,10 @@ class AnalyticsBasket:
     lines: tuple[BasketLine, ...]
 
     def to_avro(self) -> dict[str, Any]:
+        return {**self.head_avro(), "lines": [line.to_avro() for line in self.lines]}
+
+    def head_avro(self) -> dict[str, Any]:
+        """The fields before ``lines`` (the router writes the head and each line separately)."""
         return {
             "basket_id": self.basket_id,
             "key_period": self.key_period,
@@ -422,7 +426,6 @@ class AnalyticsBasket:
             "payment_method": self.payment_method,
             "currency": self.currency,
             "total_cents": self.total_cents,
-            "lines": [line.to_avro() for line in self.lines],
         }
 
     @classmethod
