@@ -18,7 +18,8 @@ in ``analytics.sink_offsets``, in the same transaction as everything else); the 
 roles that may read them are made by the migrations (0006, 0009).
 
 Migrations run under a transaction-scoped advisory lock, so several sinks starting at once apply
-each migration exactly once.
+each migration exactly once. They need the owner; against a migrated warehouse a login with only
+the ``receiptflow_sink`` role's rights starts and writes.
 """
 
 from __future__ import annotations
@@ -105,8 +106,15 @@ class PostgresSink(Sink):
         with conn.transaction():
             # First thing in the transaction: even CREATE TABLE IF NOT EXISTS races with a concurrent one.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            for ddl in SCHEMA_MIGRATIONS_DDL:
-                conn.execute(ddl)
+            # The bookkeeping DDL only when needed: a sink that logs in as a member of
+            # receiptflow_sink (no CREATE, not the owner) starts against a migrated warehouse.
+            ready = conn.execute(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') "
+                "AND attname = 'checksum' AND NOT attisdropped"
+            ).fetchone()
+            if ready is None:
+                for ddl in SCHEMA_MIGRATIONS_DDL:
+                    conn.execute(ddl)
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
             plan = plan_migrations("postgres", {int(v): c for v, c in rows}, self.migrations_dir)
             for m in plan.pending:

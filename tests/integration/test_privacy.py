@@ -37,6 +37,7 @@ from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import Sink, open_sink, run_sink
 from receiptflow.sinks.base import ANALYTICS_TABLES, CARD_TABLES
 from receiptflow.sinks.duckdb import DuckDBSink
+from receiptflow.sinks.postgres import PostgresSink
 from receiptflow.sinks.runner import duckdb_path
 from receiptflow.topics import TopicNames, create_topics
 
@@ -277,3 +278,33 @@ def test_postgres_roles_see_only_their_store(traffic: Settings, pg_database: str
         with psycopg.connect(pg_database, autocommit=True) as admin:
             admin.execute(f"DROP ROLE IF EXISTS {analyst}")
             admin.execute(f"DROP ROLE IF EXISTS {marketer}")
+
+
+def test_the_sink_writer_role_inserts_and_nothing_more(pg_database: str) -> None:
+    from ..unit.sinks.test_contract import analytics_records, records  # noqa: PLC0415 - shared builders
+
+    with PostgresSink(pg_database):
+        pass  # the owner migrates (creating the schemas and roles) once
+    role = f"sink_{uuid.uuid4().hex[:8]}"
+    url = _login(pg_database, role, "receiptflow_sink")
+    try:
+        with PostgresSink(url) as sink:
+            sink.write([*records(40), *analytics_records(40)])
+            result = sink.flush()
+            assert (result.receipts, result.baskets) == (40, len(analytics_records(40)))
+            assert sink.committed_offsets("purchases.analytics")
+        with psycopg.connect(url, autocommit=True) as con:
+            for sql in (
+                "DELETE FROM receipts",
+                "UPDATE receipts SET card_id = NULL",
+                "DELETE FROM analytics.baskets",
+                "SELECT * FROM card_pseudonym_key",
+                "SELECT * FROM pseudonymous.card_months",
+                "CREATE TABLE stolen (x INT)",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                    con.execute(sql)
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE IF EXISTS {role}")
