@@ -46,8 +46,10 @@ from receiptflow.models import Checkout
 from receiptflow.processors.app import faust_broker_url, run_worker
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
+from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
+from receiptflow.secrets import analytics_key
 from receiptflow.stack import Stack
 from receiptflow.stack.process import free_port
 from receiptflow.topics import TopicNames, create_topics
@@ -251,6 +253,7 @@ def faust_worker() -> None:
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, allow_empty=True)
 
+    baskets = BasketPseudonymiser(analytics_key(settings))
     source, customer = topic(names.checkouts), topic(names.purchases_customer)
     marketing, analytics = topic(names.purchases_marketing), topic(names.purchases_analytics)
 
@@ -258,13 +261,13 @@ def faust_worker() -> None:
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             c = Checkout.from_avro(codec.decode(event.message.value, expect="checkout").value)
-            routed = process(c, policy, None, datetime.now(UTC))
+            routed = process(c, policy, None, datetime.now(UTC), baskets)
             key = (c.card_id or c.store_id).encode()
             await customer.send(key=key, value=codec.encode("purchase", routed.customer.to_avro()))
             if routed.marketing is not None:
                 await marketing.send(key=key, value=codec.encode("purchase", routed.marketing.to_avro()))
             if routed.analytics is not None:
-                await analytics.send(key=key, value=codec.encode("purchase", routed.analytics.to_avro()))
+                await analytics.send(key=key, value=codec.encode("analytics_basket", routed.analytics.to_avro()))
 
     run_worker(app)
 

@@ -5,6 +5,12 @@ topic records; ``route`` turns a valid checkout, the policy decision and the con
 records for ``purchases.customer``, ``purchases.marketing`` and ``purchases.analytics``. Nothing here
 touches Kafka, Redis or the clock: ``now`` is an argument, so the same input always gives the same
 output.
+
+The analytics record is an :class:`~receiptflow.models.AnalyticsBasket`, not a purchase: it must not
+be joinable to the card-linked records of the same receipt, so it carries no receipt, register or
+card id, no processing time, no policy lineage and no exact event time. Its basket id comes from the
+:class:`~receiptflow.processors.pseudonym.BasketPseudonymiser` the caller passes in (the key is read
+by the caller; without one no analytics record is made).
 """
 
 from __future__ import annotations
@@ -12,11 +18,24 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from ..errors import ValidationError
-from ..models import Checkout, CheckoutLine, ConsentChange, ConsentState, Granularity, GroupTotal, Purchase
+from ..models import (
+    AnalyticsBasket,
+    BasketLine,
+    Checkout,
+    CheckoutLine,
+    ConsentChange,
+    ConsentState,
+    Granularity,
+    GroupTotal,
+    Purchase,
+    offset_minutes_of,
+)
 from .policy import Decision, Policy, group_totals, truncate
+from .pseudonym import BasketPseudonymiser, key_period
 
 # A single receipt above this is a data error, not a sale (100 000 EUR).
 MAX_TOTAL_CENTS = 10_000_000
@@ -117,18 +136,56 @@ class Routed:
 
     customer: Purchase
     marketing: Purchase | None
-    analytics: Purchase | None
+    analytics: AnalyticsBasket | None
 
 
 def _round_to_hour(ts: datetime) -> datetime:
-    return ts.replace(minute=0, second=0, microsecond=0)
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def route(c: Checkout, decision: Decision, consent: ConsentState, now: datetime) -> Routed:
+# The canonical order of a basket's lines (a C-level key: this runs for every line of every receipt).
+_LINE_ORDER = attrgetter("product_group", "sku", "amount_cents", "quantity", "unit_price_cents")
+
+
+def analytics_basket(c: Checkout, baskets: BasketPseudonymiser) -> AnalyticsBasket:
+    """The anonymous analytics record of a valid checkout with lines.
+
+    The lines are sorted into a canonical order: the register's line numbers and scanning order are
+    facts of the receipt that the card-linked items keep, so the basket does not.
+    """
+    period = key_period(c.event_time)
+    lines = tuple(
+        [
+            BasketLine(i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents)
+            for i in sorted(c.lines, key=_LINE_ORDER)
+        ]
+    )
+    return AnalyticsBasket(
+        basket_id=baskets.basket_id(c.receipt_id, period),
+        key_period=period,
+        chain=c.chain,
+        store_id=c.store_id,
+        event_hour=_round_to_hour(c.event_time),
+        event_tz_offset_minutes=offset_minutes_of(c.event_time),
+        payment_method=str(c.payment_method),
+        currency=c.currency,
+        total_cents=c.total_cents,
+        lines=lines,
+    )
+
+
+def route(
+    c: Checkout,
+    decision: Decision,
+    consent: ConsentState,
+    now: datetime,
+    baskets: BasketPseudonymiser | None = None,
+) -> Routed:
     """Apply the policy level and consent to a valid checkout.
 
     When the marketing record would equal the customer record, ``marketing is customer`` (the same
-    object): callers may then encode it once.
+    object): callers may then encode it once. The analytics record needs ``baskets`` (the keyed
+    pseudonymiser); without it, or for a checkout without lines, ``analytics`` is None.
     """
     groups = group_totals(c.lines) if c.lines else ()
     granularity, items, cgroups = truncate(c, decision.level, groups)
@@ -158,26 +215,8 @@ def route(c: Checkout, decision: Decision, consent: ConsentState, now: datetime)
         else:
             m_gran, m_items, m_groups = truncate(c, level, groups)
             marketing = _with_detail(customer, m_gran, m_items, m_groups)
-    analytics: Purchase | None = None
-    if c.lines:
-        # Anonymous line-level data: no card, no register, time rounded to the hour.
-        analytics = Purchase(
-            receipt_id=c.receipt_id,
-            chain=c.chain,
-            store_id=c.store_id,
-            register_id=None,
-            card_id=None,
-            event_time=_round_to_hour(c.event_time),
-            payment_method=customer.payment_method,
-            currency=c.currency,
-            total_cents=c.total_cents,
-            granularity=Granularity.ITEM,
-            items=c.lines,
-            groups=groups,
-            policy_version=decision.version_id,
-            consent=DEFAULT_CONSENT,
-            processed_at=now,
-        )
+    # Anonymous line-level data: no card, no register, no receipt id, the hour of the sale only.
+    analytics = analytics_basket(c, baskets) if c.lines and baskets is not None else None
     return Routed(customer, marketing, analytics)
 
 
@@ -204,10 +243,16 @@ def _with_detail(
     )
 
 
-def process(c: Checkout, policy: Policy, consent: ConsentState | None, now: datetime) -> Routed:
+def process(
+    c: Checkout,
+    policy: Policy,
+    consent: ConsentState | None,
+    now: datetime,
+    baskets: BasketPseudonymiser | None = None,
+) -> Routed:
     """validate + policy decision + route; raises ValidationError for invalid input."""
     validate(c, now)
-    return route(c, policy.version_at(c.chain, c.event_time), consent or DEFAULT_CONSENT, now)
+    return route(c, policy.version_at(c.chain, c.event_time), consent or DEFAULT_CONSENT, now, baskets)
 
 
 def dead_letter_record(

@@ -1,23 +1,29 @@
 """Encoding the purchases routed from one checkout, without encoding the same lines twice.
 
 A receipt routed at item level carries the checkout's lines unchanged on ``purchases.customer``
-(and often ``purchases.marketing``) and always on ``purchases.analytics``. Those lines are already
+(and often ``purchases.marketing``). Those lines are already
 Avro-encoded in the checkout, in the same layout, so :class:`PurchaseEncoder` writes a purchase as
 head + the checkout's own line bytes + groups (encoded once per receipt) + tail (the lineage, the
 same for most records of a batch, so remembered). The result is byte for byte what the ordinary
 ``Codec.encode`` writes; when the schemas do not allow splicing, or a record's items are not the
 checkout's lines, it falls back to that ordinary path.
+
+The analytics basket of a receipt has lines of another layout (no line number, another order), so
+:class:`BasketEncoder` writes its head and then each line, remembering the bytes of lines it has
+seen: the same product at the same price and quantity recurs across receipts all the time.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..codec import Codec, PurchaseLayout
-from ..models import CheckoutLine, Purchase
+from ..codec import BasketLayout, Codec, PurchaseLayout
+from ..models import AnalyticsBasket, CheckoutLine, Purchase
 
 # Lineage tails seen recently; bounded because processed_at changes with every batch.
 _TAILS_MAX = 256
+# Encoded basket lines remembered (a few MB at most); the memo starts over when full.
+_LINES_MAX = 50_000
 
 
 class PurchaseEncoder:
@@ -62,3 +68,28 @@ class _Receipt:
         if groups is None:
             groups = self._groups[id(p.groups)] = layout.groups([g.to_avro() for g in p.groups])
         return layout.join(layout.head(p.head_avro()), items, groups, self._enc.tail(p))
+
+
+class BasketEncoder:
+    """Encodes analytics baskets: the head with fastavro, each distinct line once while remembered."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self.layout: BasketLayout | None = codec.basket_layout
+        self._lines: dict[tuple[str, str, float, int, int], bytes] = {}
+
+    def encode(self, b: AnalyticsBasket) -> bytes:
+        layout = self.layout
+        if layout is None:
+            return self.codec.encode("analytics_basket", b.to_avro())
+        memo = self._lines
+        parts = []
+        for line in b.lines:
+            key = (line.sku, line.product_group, line.quantity, line.unit_price_cents, line.amount_cents)
+            raw = memo.get(key)
+            if raw is None:
+                if len(memo) >= _LINES_MAX:
+                    memo.clear()
+                raw = memo[key] = layout.line(line.to_avro())
+            parts.append(raw)
+        return layout.join(layout.head(b.head_avro()), parts)

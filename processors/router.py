@@ -60,12 +60,14 @@ from ..config import Settings
 from ..errors import BrokerError, ConfigError, ValidationError
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange, ConsentState, Purchase
+from ..secrets import analytics_key
 from ..topics import TopicNames
 from .consent import ConsentHistory, effective_consent
 from .core import dead_letter_record, route, validate, validate_consent
-from .encoding import PurchaseEncoder
+from .encoding import BasketEncoder, PurchaseEncoder
 from .merge import TimeOrderedMerge
 from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
+from .pseudonym import BasketPseudonymiser
 from .watchdog import CallWatchdog
 
 log = logging.getLogger(__name__)
@@ -139,13 +141,17 @@ class Router:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         name: str = "router",
         on_hang: Callable[[str], None] | None = None,
+        baskets: BasketPseudonymiser | None = None,
     ) -> None:
         self.settings = settings
+        # The analytics key stays in this process: only the router makes basket pseudonyms.
+        self.baskets = baskets or BasketPseudonymiser(analytics_key(settings))
         self.names = TopicNames(settings.topic_prefix)
         self.policy = policy or load_policy(settings.policy_file)
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
         self.encoder = PurchaseEncoder(self.codec)
+        self.basket_encoder = BasketEncoder(self.codec)
         # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
         self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock
@@ -615,7 +621,7 @@ class Router:
             log.warning("unknown chain %r: applied the strictest level", checkout.chain)
         history = self._history(partition, checkout.card_id, staged) if checkout.card_id else None
         consent = effective_consent(history, checkout.event_time, self.default_consent)
-        routed = route(checkout, decision, consent, now)
+        routed = route(checkout, decision, consent, now, self.baskets)
         key = _key(routed.customer)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
@@ -627,7 +633,7 @@ class Router:
             value = enc.encode(routed.marketing)
             self._send(self.names.purchases_marketing, key, value, staged)
         if routed.analytics is not None:
-            value = enc.encode(routed.analytics)
+            value = self.basket_encoder.encode(routed.analytics)
             self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), value, staged)
         at = _ms(checkout.event_time)
         staged.seen[(partition, rid)] = at  # to the changelog at the end of the transaction

@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError, OutboxFullError, SchemaError, ValidationError
+from ..files import create_owner_only, private_dir
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
 from ..topics import TopicNames
@@ -78,7 +79,11 @@ class Outbox:
         self.codec = codec or Codec()
         self.metrics = metrics or Metrics()
         self._producer_overrides = producer_overrides
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            private_dir(path.parent)
+        # Sales carry card ids: the file is the owner's only, and SQLite gives its WAL and shared
+        # memory files the database file's mode.
+        create_owner_only(path)
         self._db = self._connect(shared=True)
         self._db_lock = threading.Lock()
         self._db.executescript(_SCHEMA)

@@ -10,11 +10,22 @@ their natural keys (receipt id; receipt id + line number; receipt id + product g
 from older offsets — another consumer group, a zombie consumer after a rebalance, an operator
 rewinding — cannot duplicate anything.
 
+Anonymous analytics live apart from the card-linked tables: in the ``analytics`` schema on
+PostgreSQL and in a DuckDB file of their own attached as ``analytics`` (see ``sinks.duckdb``), with
+the positions of ``purchases.analytics`` in ``analytics.sink_offsets`` beside them. Their rows are
+baskets under a keyed pseudonym (``analytics.baskets``, ``analytics.basket_lines``): nothing in them
+equals a receipt id, register, card or exact time of the card-linked tables.
+
 Migrations are plain SQL files in ``sinks/migrations`` named ``NNNN_name.sql``, applied in order by
 ``setup()`` and recorded with a checksum in ``schema_migrations``. The dialects differ in a few type
-names only; a file writes ``{double}`` and :data:`DIALECTS` fills it in. A statement must not
-contain a semicolon (files are split on them), and an applied file must never change: ``setup()``
-refuses to run against a warehouse whose recorded checksum differs (add a new migration instead).
+names only; a file writes ``{double}`` and :data:`DIALECTS` fills it in, and ``{in_analytics}``
+before a table of the analytics store that a view of that store reads (``analytics.`` on
+PostgreSQL; nothing on DuckDB, whose views resolve names in their own database file, so the file
+works when opened on its own). A file whose first line is ``-- dialects: postgres`` (or ``duckdb``)
+runs on that dialect only; elsewhere it is recorded as applied with no statements. A statement
+must not contain a semicolon outside a dollar-quoted ``$$`` block (files are split on them), and an
+applied file must never change: ``setup()`` refuses to run against a warehouse whose recorded
+checksum differs (add a new migration instead).
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import abc
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -31,7 +42,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ..errors import ValidationError, WarehouseError
-from ..models import ConsentChange, Granularity, Purchase
+from ..models import AnalyticsBasket, ConsentChange, Granularity, Purchase
 from ..processors.policy import Policy
 from ..processors.profiles import erased_hash
 
@@ -41,9 +52,11 @@ Dialect = Literal["duckdb", "postgres"]
 
 # Placeholders a migration may use, per dialect.
 DIALECTS: dict[Dialect, dict[str, str]] = {
-    "duckdb": {"double": "DOUBLE"},
-    "postgres": {"double": "DOUBLE PRECISION"},
+    "duckdb": {"double": "DOUBLE", "in_analytics": ""},
+    "postgres": {"double": "DOUBLE PRECISION", "in_analytics": "analytics."},
 }
+# The schema (PostgreSQL) or attached database (DuckDB) of the anonymous analytics store.
+ANALYTICS_SCHEMA = "analytics"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,23 +103,29 @@ RECEIPT_GROUPS = Table(
     ("receipt_id", "product_group", "quantity", "amount_cents", "lines"),
     ("receipt_id", "product_group"),
 )
-ANALYTICS_LINES = Table(
-    "analytics_lines",
+# The anonymous analytics store: one row per basket and per line, no column of a receipt, card or
+# register. The basket id is the processor's keyed pseudonym; ``local_hour`` is the store's wall
+# clock hour (a TIMESTAMP without zone) for daily and hourly views in local time.
+BASKETS = Table(
+    "analytics.baskets",
     (
-        "receipt_id",
-        "line_no",
+        "basket_id",
+        "key_period",
         "chain",
         "store_id",
         "event_hour",
+        "local_hour",
         "payment_method",
-        "sku",
-        "product_group",
-        "quantity",
-        "unit_price_cents",
-        "amount_cents",
-        "policy_version",
+        "currency",
+        "total_cents",
+        "line_count",
     ),
-    ("receipt_id", "line_no"),
+    ("basket_id",),
+)
+BASKET_LINES = Table(
+    "analytics.basket_lines",
+    ("basket_id", "line_seq", "sku", "product_group", "quantity", "unit_price_cents", "amount_cents"),
+    ("basket_id", "line_seq"),
 )
 CONSENT_CHANGES = Table(
     "consent_changes",
@@ -123,7 +142,9 @@ CONSENT_CHANGES = Table(
     # The compacted topic's positions identify a change: replays and other groups see the same ones.
     ("source_topic", "source_partition", "source_offset"),
 )
-TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, ANALYTICS_LINES, CONSENT_CHANGES)
+TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES, BASKETS, BASKET_LINES)
+# Tables of the anonymous analytics store (written with their own offsets, see ANALYTICS_OFFSETS_UPSERT).
+ANALYTICS_TABLES = frozenset(t.name for t in (BASKETS, BASKET_LINES))
 # Tables whose rows belong to a card: their inserts leave out the rows of erased cards.
 CARD_TABLES = frozenset(t.name for t in (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES))
 
@@ -142,6 +163,10 @@ OFFSETS_UPSERT = (
     "next_offset = greatest(sink_offsets.next_offset, excluded.next_offset)"
 )
 OFFSETS_SELECT = "SELECT kafka_partition, next_offset FROM sink_offsets WHERE consumer = {p} AND topic = {p}"
+# The positions of purchases.analytics live in the analytics store, committed with its rows: on DuckDB
+# that is another database file, which one transaction cannot write together with the main one.
+ANALYTICS_OFFSETS_UPSERT = OFFSETS_UPSERT.replace("INTO sink_offsets", "INTO analytics.sink_offsets", 1)
+ANALYTICS_OFFSETS_SELECT = OFFSETS_SELECT.replace("FROM sink_offsets", "FROM analytics.sink_offsets", 1)
 
 # The chain dimension from the policy file. An upsert, not delete + insert: two sinks starting at once
 # both write the same rows without a key conflict, and a chain the policy dropped keeps its row (its
@@ -161,17 +186,22 @@ def chain_dimension_rows(policy: Policy, now: datetime) -> list[tuple[str, str, 
 
 @dataclass(frozen=True, slots=True)
 class SinkRecord:
-    """A decoded purchase and where it was read: the offset becomes the stored position.
-
-    ``kind`` says which purchases topic it came from: ``customer`` (receipts and their allowed
-    detail) or ``analytics`` (anonymous lines).
-    """
+    """A decoded ``purchases.customer`` record and where it was read: the offset becomes the stored position."""
 
     purchase: Purchase
     topic: str
     partition: int
     offset: int
-    kind: Literal["customer", "analytics"] = "customer"
+
+
+@dataclass(frozen=True, slots=True)
+class BasketRecord:
+    """A decoded ``purchases.analytics`` record (an anonymous basket) and where it was read."""
+
+    basket: AnalyticsBasket
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +227,7 @@ class SkippedRecord:
     value: bytes | None = None
 
 
-AnyRecord = SinkRecord | ConsentRecord | SkippedRecord
+AnyRecord = SinkRecord | ConsentRecord | BasketRecord | SkippedRecord
 
 
 @dataclass
@@ -205,19 +235,24 @@ class Rows:
     receipts: list[tuple[Any, ...]]
     items: list[tuple[Any, ...]]
     groups: list[tuple[Any, ...]]
-    analytics: list[tuple[Any, ...]] = field(default_factory=list)
     consents: list[tuple[Any, ...]] = field(default_factory=list)
+    baskets: list[tuple[Any, ...]] = field(default_factory=list)
+    basket_lines: list[tuple[Any, ...]] = field(default_factory=list)
     # Per table of CARD_TABLES, the card each row belongs to (None: anonymous), parallel to its rows.
     cards: dict[str, list[str | None]] = field(default_factory=lambda: {name: [] for name in sorted(CARD_TABLES)})
 
     def by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
+        """The card-linked store's tables and their rows."""
         return [
             (RECEIPTS, self.receipts),
             (RECEIPT_ITEMS, self.items),
             (RECEIPT_GROUPS, self.groups),
-            (ANALYTICS_LINES, self.analytics),
             (CONSENT_CHANGES, self.consents),
         ]
+
+    def analytics_by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
+        """The anonymous analytics store's tables and their rows."""
+        return [(BASKETS, self.baskets), (BASKET_LINES, self.basket_lines)]
 
 
 def item_count(p: Purchase) -> int:
@@ -231,7 +266,7 @@ def item_count(p: Purchase) -> int:
 
 def to_rows(batch: Sequence[AnyRecord]) -> Rows:
     """Records → table rows (pure). Items only at ITEM granularity, groups at ITEM and PRODUCT_GROUP;
-    analytics records become anonymous lines, consent records audit rows.
+    analytics baskets become anonymous basket and line rows, consent records audit rows.
 
     Rows follow the column order of the :class:`Table` definitions above.
     """
@@ -256,10 +291,10 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
             )
             rows.cards[CONSENT_CHANGES.name].append(c.card_id)
             continue
-        p = r.purchase
-        if r.kind == "analytics":
-            rows.analytics.extend(_analytics_rows(p))
+        if isinstance(r, BasketRecord):
+            _add_basket(rows, r.basket)
             continue
+        p = r.purchase
         # A redelivered receipt inside one batch: keep the first, as the primary key does across batches.
         if p.receipt_id in seen:
             continue
@@ -304,28 +339,33 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
     return rows
 
 
-def _analytics_rows(p: Purchase) -> list[tuple[Any, ...]]:
-    # The analytics topic is anonymous by construction; a card or register here is a processor bug,
-    # and the warehouse must not become the place where it leaks.
-    if p.card_id is not None or p.register_id is not None:
-        raise WarehouseError(f"analytics record {p.receipt_id} carries a card or register id: refusing to store it")
-    return [
+def _add_basket(rows: Rows, b: AnalyticsBasket) -> None:
+    # The analytics topic is anonymous by construction; a basket that does not look like a pseudonym
+    # (a receipt id, a card) or has an exact time is a processor bug, and the warehouse must not
+    # become the place where it leaks.
+    if len(b.basket_id) != 32 or any(ch not in "0123456789abcdef" for ch in b.basket_id):
+        raise WarehouseError("analytics basket whose id is not a basket pseudonym: refusing to store it")
+    if b.event_hour.minute or b.event_hour.second or b.event_hour.microsecond:
+        raise WarehouseError(f"analytics basket {b.basket_id} has an exact time, not an hour: refusing to store it")
+    local = b.event_hour.astimezone(UTC) + timedelta(minutes=b.event_tz_offset_minutes)
+    rows.baskets.append(
         (
-            p.receipt_id,
-            i.line_no,
-            p.chain,
-            p.store_id,
-            p.event_time,
-            p.payment_method,
-            i.sku,
-            i.product_group,
-            float(i.quantity),
-            i.unit_price_cents,
-            i.amount_cents,
-            p.policy_version,
+            b.basket_id,
+            b.key_period,
+            b.chain,
+            b.store_id,
+            b.event_hour,
+            local.replace(tzinfo=None),
+            b.payment_method,
+            b.currency,
+            b.total_cents,
+            len(b.lines),
         )
-        for i in p.items
-    ]
+    )
+    rows.basket_lines.extend(
+        (b.basket_id, seq, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
+        for seq, i in enumerate(b.lines, start=1)
+    )
 
 
 class CardHasher:
@@ -358,13 +398,16 @@ class CardHasher:
 ERASED_INSERT = "INSERT INTO erased_cards (card_hash, erased_at) VALUES ({p}, {p}) ON CONFLICT (card_hash) DO NOTHING"
 
 
-def next_offsets(batch: Sequence[AnyRecord]) -> list[tuple[str, int, int]]:
-    """(topic, partition, offset to resume from) after this batch, sorted.
+def next_offsets(batch: Sequence[AnyRecord], analytics: bool = False) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset to resume from) after this batch, sorted: of the analytics baskets
+    with ``analytics``, else of every other record.
 
     Sorted so that two writers upserting the same partitions lock the rows in the same order.
     """
     out: dict[tuple[str, int], int] = {}
     for r in batch:
+        if isinstance(r, BasketRecord) != analytics:
+            continue
         key = (r.topic, r.partition)
         out[key] = max(out.get(key, 0), r.offset + 1)
     return [(t, p, o) for (t, p), o in sorted(out.items())]
@@ -390,6 +433,14 @@ def migrations(dialect: Dialect, folder: Path | None = None) -> list[Migration]:
         if not head.isdigit():
             raise WarehouseError(f"migration file {entry.name!r} does not start with a version number")
         text = entry.read_text(encoding="utf-8")
+        first = text.split("\n", 1)[0].strip()
+        if (
+            first.startswith("-- dialects:")
+            and dialect not in first.removeprefix("-- dialects:").replace(",", " ").split()
+        ):
+            # Recorded as applied (with its checksum) so that version numbers stay the same everywhere.
+            found.append(Migration(int(head), entry.name, hashlib.sha256(text.encode("utf-8")).hexdigest(), ()))
+            continue
         rendered = text
         # Plain replacement, not str.format: SQL may contain braces of its own (struct or JSON literals).
         for name, value in DIALECTS[dialect].items():
@@ -403,9 +454,21 @@ def migrations(dialect: Dialect, folder: Path | None = None) -> list[Migration]:
 
 
 def split_sql(script: str) -> list[str]:
-    """Statements of a migration file: ``--`` comment lines dropped, split on ``;``."""
+    """Statements of a migration file: ``--`` comment lines dropped, split on ``;`` outside ``$$`` blocks."""
     lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    statements, current = [], []
+    # Even parts are outside dollar quotes (a PL/pgSQL body is one odd part, semicolons and all).
+    for i, part in enumerate("\n".join(lines).split("$$")):
+        if i % 2:
+            current.append("$$" + part + "$$")
+            continue
+        pieces = part.split(";")
+        current.append(pieces[0])
+        for piece in pieces[1:]:
+            statements.append("".join(current))
+            current = [piece]
+    statements.append("".join(current))
+    return [s.strip() for s in statements if s.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,8 +515,9 @@ class WriteResult:
     receipts: int = 0
     items: int = 0
     groups: int = 0
-    analytics_lines: int = 0
+    analytics_lines: int = 0  # lines of analytics baskets
     consent_changes: int = 0
+    baskets: int = 0
 
     def add(self, table: str, n: int) -> None:
         if table == RECEIPTS.name:
@@ -462,8 +526,10 @@ class WriteResult:
             self.items += n
         elif table == RECEIPT_GROUPS.name:
             self.groups += n
-        elif table == ANALYTICS_LINES.name:
+        elif table == BASKET_LINES.name:
             self.analytics_lines += n
+        elif table == BASKETS.name:
+            self.baskets += n
         elif table == CONSENT_CHANGES.name:
             self.consent_changes += n
 

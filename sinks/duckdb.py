@@ -1,4 +1,14 @@
-"""DuckDB warehouse sink: the embedded default, one file (``duckdb:///abs/path.duckdb``).
+"""DuckDB warehouse sink: the embedded default, a file (``duckdb:///abs/path.duckdb``) and its analytics file.
+
+Two database files. The warehouse file holds the card-linked tables and the sink's bookkeeping; the
+anonymous analytics (``analytics.baskets``, ``analytics.basket_lines`` and the views on them) are in
+a file of their own beside it, ``<name>-analytics.duckdb``, attached as ``analytics``. That file holds
+no card-linked table and can be handed to an analyst as it is. A DuckDB transaction writes one
+database file, so the analytics rows are written at ``flush`` in a transaction of their own, together
+with the positions of ``purchases.analytics`` (``analytics.sink_offsets``), right after the main
+transaction commits: each file keeps its rows and its positions together, and a crash between the
+two commits only makes the analytics side read its last batch again (inserts ignore what is there).
+Both files (and their WAL) are made readable by their owner only.
 
 Bulk path: each table's rows of a batch go in as *one* statement whose parameters are whole
 columns, ``INSERT INTO t SELECT unnest(?::VARCHAR[]), unnest(?::BIGINT[]), ... ON CONFLICT DO
@@ -31,7 +41,11 @@ from typing import Any
 import duckdb
 
 from ..errors import WarehouseError
+from ..files import owner_only
 from .base import (
+    ANALYTICS_OFFSETS_SELECT,
+    ANALYTICS_OFFSETS_UPSERT,
+    ANALYTICS_SCHEMA,
     CARD_TABLES,
     CHAINS_UPSERT,
     DEFAULT_GROUP,
@@ -40,6 +54,7 @@ from .base import (
     SCHEMA_MIGRATIONS_DDL,
     TABLES,
     AnyRecord,
+    BasketRecord,
     CardHasher,
     Sink,
     Table,
@@ -52,6 +67,11 @@ from .base import (
 log = logging.getLogger(__name__)
 
 
+def analytics_path_for(path: Path) -> Path:
+    """The analytics file beside a warehouse file: ``warehouse.duckdb`` → ``warehouse-analytics.duckdb``."""
+    return path.with_name(f"{path.stem}-analytics.duckdb")
+
+
 class DuckDBSink(Sink):
     """Warehouse tables in a DuckDB file; see the module docstring for the bulk path."""
 
@@ -62,8 +82,10 @@ class DuckDBSink(Sink):
         migrations_dir: Path | None = None,
         *,
         erasure_salt: bytes,
+        analytics_path: Path | str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.analytics_path = Path(analytics_path) if analytics_path is not None else analytics_path_for(self.path)
         self.group_id = group_id
         self.migrations_dir = migrations_dir  # None: the shipped migrations
         self.card_hash = CardHasher(erasure_salt)
@@ -71,6 +93,7 @@ class DuckDBSink(Sink):
         self._insert_sql: dict[str, str] = {}
         self._pending = WriteResult()
         self._in_tx = False
+        self._baskets: list[AnyRecord] = []  # written at flush, in the analytics file's own transaction
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -82,9 +105,14 @@ class DuckDBSink(Sink):
         if self._con is not None:
             return
         try:
+            if self.analytics_path.resolve() == self.path.resolve():
+                raise WarehouseError(f"the analytics file must not be the warehouse file {self.path}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.analytics_path.parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(str(self.path))
+            self._con.execute(f"ATTACH '{_quoted(self.analytics_path)}' AS {ANALYTICS_SCHEMA}")
             self._migrate()
+            self._restrict()
             self._insert_sql = {t.name: self._columnar_insert(t) for t in TABLES}
         except (duckdb.Error, OSError) as exc:
             self.close()
@@ -100,11 +128,18 @@ class DuckDBSink(Sink):
         applied = {int(v): c for v, c in con.execute("SELECT version, checksum FROM schema_migrations").fetchall()}
         plan = plan_migrations("duckdb", applied, self.migrations_dir)
         for m in plan.pending:
-            # DuckDB runs DDL transactionally: a failing migration leaves no half-applied schema.
+            # DuckDB runs DDL transactionally: a failing migration leaves no half-applied schema. A
+            # migration of the analytics file is recorded (in the main file) in a transaction of its
+            # own, since one transaction writes one file; its statements are idempotent, so a crash
+            # between the two only runs them again.
+            apart = any(f"{ANALYTICS_SCHEMA}." in s for s in m.statements)
             con.execute("BEGIN")
             try:
                 for statement in m.statements:
                     con.execute(statement)
+                if apart:
+                    con.execute("COMMIT")
+                    con.execute("BEGIN")
                 con.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
                     [m.version, m.name, m.checksum],
@@ -117,14 +152,11 @@ class DuckDBSink(Sink):
         for m in plan.unrecorded:
             con.execute("UPDATE schema_migrations SET checksum = ? WHERE version = ?", [m.checksum, m.version])
 
+    def _restrict(self) -> None:
+        owner_only(self.path, _wal(self.path), self.analytics_path, _wal(self.analytics_path))
+
     def _columnar_insert(self, table: Table) -> str:
-        types = dict(
-            self.con.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = ?",
-                [table.name],
-            ).fetchall()
-        )
+        types = {str(r[0]): str(r[1]) for r in self.con.execute(f"DESCRIBE {table.name}").fetchall()}
         missing = [c for c in table.columns if c not in types]
         if missing:
             raise WarehouseError(f"table {table.name} lacks columns {missing}: migrations out of step with the code")
@@ -155,6 +187,13 @@ class DuckDBSink(Sink):
     def write(self, batch: Sequence[AnyRecord]) -> None:
         if not batch:
             return
+        baskets = [r for r in batch if isinstance(r, BasketRecord)]
+        if baskets:
+            to_rows(baskets)  # refuses a basket that is not anonymous now, not at flush
+            self._baskets.extend(baskets)
+            batch = [r for r in batch if not isinstance(r, BasketRecord)]
+            if not batch:
+                return
         rows = to_rows(batch)
         try:
             if not self._in_tx:
@@ -179,10 +218,31 @@ class DuckDBSink(Sink):
                 raise WarehouseError(f"DuckDB commit to {self.path} failed: {exc}") from exc
             finally:
                 self._in_tx = False
+        if self._baskets:
+            baskets, self._baskets = self._baskets, []
+            self._write_analytics(baskets, result)
+        self._restrict()  # a new WAL file is created with the umask's mode
         return result
+
+    def _write_analytics(self, batch: list[AnyRecord], result: WriteResult) -> None:
+        rows = to_rows(batch)
+        try:
+            self.con.execute("BEGIN")
+            for table, table_rows in rows.analytics_by_table():
+                result.add(table.name, self._insert(table, table_rows, None))
+            self.con.executemany(
+                ANALYTICS_OFFSETS_UPSERT.format(p="?"),
+                [[self.group_id, t, p, o] for t, p, o in next_offsets(batch, analytics=True)],
+            )
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                self.con.execute("ROLLBACK")
+            raise WarehouseError(f"DuckDB write to {self.analytics_path} failed: {exc}") from exc
 
     def rollback(self) -> None:
         self._pending = WriteResult()
+        self._baskets = []
         if self._in_tx:
             self._in_tx = False
             # A failed statement may already have aborted the transaction; ROLLBACK then has nothing to do.
@@ -218,7 +278,9 @@ class DuckDBSink(Sink):
         return out
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
+        # A topic's positions are in the file its rows are in: the analytics topic's in the analytics file.
         rows = self.query(OFFSETS_SELECT.format(p="?"), [self.group_id, topic])
+        rows += self.query(ANALYTICS_OFFSETS_SELECT.format(p="?"), [self.group_id, topic])
         return {int(p): int(o) for p, o in rows}
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -232,3 +294,11 @@ class DuckDBSink(Sink):
             self.rollback()
             self._con.close()
             self._con = None
+
+
+def _wal(path: Path) -> Path:
+    return path.with_name(path.name + ".wal")
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")

@@ -14,8 +14,13 @@ recording hashes newly read from the erased-cards topic — takes exclusively: i
 batches in flight and the batches after it see the hash, so no row of the card can be committed
 around it (``sinks.subject`` gives the whole argument).
 
+The anonymous analytics go to the ``analytics`` schema (with the positions of ``purchases.analytics``
+in ``analytics.sink_offsets``, in the same transaction as everything else); the schemas and the
+roles that may read them are made by the migrations (0006, 0009).
+
 Migrations run under a transaction-scoped advisory lock, so several sinks starting at once apply
-each migration exactly once.
+each migration exactly once. They need the owner; against a migrated warehouse a login with only
+the ``receiptflow_sink`` role's rights starts and writes.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import psycopg
 
 from ..errors import WarehouseError
 from .base import (
+    ANALYTICS_OFFSETS_SELECT,
+    ANALYTICS_OFFSETS_UPSERT,
     CARD_TABLES,
     CHAINS_UPSERT,
     DEFAULT_GROUP,
@@ -101,8 +108,15 @@ class PostgresSink(Sink):
         with conn.transaction():
             # First thing in the transaction: even CREATE TABLE IF NOT EXISTS races with a concurrent one.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            for ddl in SCHEMA_MIGRATIONS_DDL:
-                conn.execute(ddl)
+            # The bookkeeping DDL only when needed: a sink that logs in as a member of
+            # receiptflow_sink (no CREATE, not the owner) starts against a migrated warehouse.
+            ready = conn.execute(
+                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') "
+                "AND attname = 'checksum' AND NOT attisdropped"
+            ).fetchone()
+            if ready is None:
+                for ddl in SCHEMA_MIGRATIONS_DDL:
+                    conn.execute(ddl)
             rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
             plan = plan_migrations("postgres", {int(v): c for v, c in rows}, self.migrations_dir)
             for m in plan.pending:
@@ -121,9 +135,10 @@ class PostgresSink(Sink):
         conn = self.conn
         for table in TABLES:
             # TEMP: private to this session, no WAL, gone when the connection closes.
-            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS stage_{table.name} (LIKE {table.name} INCLUDING DEFAULTS)")
+            stage = _stage(table)
+            conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table.name} INCLUDING DEFAULTS)")
             if table.name in CARD_TABLES:
-                conn.execute(f"ALTER TABLE stage_{table.name} ADD COLUMN IF NOT EXISTS erased_check TEXT")
+                conn.execute(f"ALTER TABLE {stage} ADD COLUMN IF NOT EXISTS erased_check TEXT")
             rows = conn.execute(
                 "SELECT attname, atttypid::int FROM pg_attribute "
                 "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
@@ -144,7 +159,7 @@ class PostgresSink(Sink):
     def _copy_insert(self, table: Table, rows: list[tuple[Any, ...]], cards: list[str | None] | None) -> int:
         if not rows:
             return 0
-        stage = f"stage_{table.name}"
+        stage = _stage(table)
         cols = ", ".join(table.columns)
         keys = ", ".join(table.key)
         staged, erased = cols, ""
@@ -179,9 +194,15 @@ class PostgresSink(Sink):
             self._in_tx = True  # psycopg opened a transaction with the first statement
             for table, table_rows in rows.by_table():
                 self._pending.add(table.name, self._copy_insert(table, table_rows, rows.cards.get(table.name)))
+            for table, table_rows in rows.analytics_by_table():
+                self._pending.add(table.name, self._copy_insert(table, table_rows, None))
             with self.conn.cursor() as cur:
                 cur.executemany(
                     OFFSETS_UPSERT.format(p="%s"), [(self.group_id, t, p, o) for t, p, o in next_offsets(batch)]
+                )
+                cur.executemany(
+                    ANALYTICS_OFFSETS_UPSERT.format(p="%s"),
+                    [(self.group_id, t, p, o) for t, p, o in next_offsets(batch, analytics=True)],
                 )
         except psycopg.Error as exc:
             self.rollback()
@@ -236,6 +257,7 @@ class PostgresSink(Sink):
 
     def committed_offsets(self, topic: str) -> dict[int, int]:
         rows = self.query(OFFSETS_SELECT.format(p="%s"), (self.group_id, topic))
+        rows += self.query(ANALYTICS_OFFSETS_SELECT.format(p="%s"), (self.group_id, topic))
         return {int(p): int(o) for p, o in rows}
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -256,3 +278,8 @@ class PostgresSink(Sink):
             self.rollback()
             self._conn.close()
             self._conn = None
+
+
+def _stage(table: Table) -> str:
+    """The session's staging table of ``table`` (``analytics.baskets`` → ``stage_analytics_baskets``)."""
+    return "stage_" + table.name.replace(".", "_")

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
@@ -50,13 +50,14 @@ from ..dlq import DeadLetterProducer, Rejected, decode_consent
 from ..erasures import ErasureReader
 from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
-from ..models import Purchase
+from ..models import AnalyticsBasket, Purchase
 from ..processors.policy import load_policy
 from ..processors.profiles import erasure_salt
 from ..topics import TopicNames
 from .base import (
     DEFAULT_GROUP,
     AnyRecord,
+    BasketRecord,
     ConsentRecord,
     Sink,
     SinkRecord,
@@ -125,6 +126,7 @@ class SinkStats:
     groups_inserted: int = 0
     analytics_lines_inserted: int = 0
     consent_changes_inserted: int = 0
+    baskets_inserted: int = 0
 
 
 def run_sink(
@@ -142,8 +144,8 @@ def run_sink(
 ) -> SinkStats:
     """Consume the purchases and consents topics (or only ``topic``) into ``sink`` until ``stop`` is set.
 
-    ``purchases.customer`` fills the receipt tables, ``purchases.analytics`` the anonymous lines and
-    ``consents`` the consent audit.
+    ``purchases.customer`` fills the receipt tables, ``purchases.analytics`` the anonymous baskets
+    (the analytics store) and ``consents`` the consent audit.
 
     ``group_id`` is the Kafka consumer group, which is also the key of the offsets stored in the
     warehouse; it defaults to ``sink.group_id`` (``receiptflow-warehouse`` unless the sink was opened
@@ -283,7 +285,9 @@ def decode_batch(
     """The batch's records up to the first undecodable purchase, and the error for that record, if any.
 
     With ``names``, records of the consents topic are consent changes and records of the analytics
-    topic anonymous purchases; everything else is a customer purchase. A consent record that does
+    topic anonymous baskets; everything else is a customer purchase. A ``purchase`` record on the
+    analytics topic was written before the analytics had basket pseudonyms: it carries the receipt
+    id, so it is skipped (logged), never stored. A consent record that does
     not decode becomes a :class:`SkippedRecord` (for the caller to dead-letter) and decoding goes on.
     """
     batch: list[AnyRecord] = []
@@ -313,6 +317,19 @@ def decode_batch(
                 assert change is not None  # tombstones were handled above
                 batch.append(ConsentRecord(change, topic, partition, offset))
                 continue
+            if names is not None and topic == names.purchases_analytics:
+                decoded = codec.decode(m.value())
+                if decoded.subject == "purchase":
+                    log.warning(
+                        "analytics record with a receipt id at %s (written by an older processor): skipped", where
+                    )
+                    continue
+                if decoded.subject != "analytics_basket":
+                    raise ValidationError(
+                        "wrong_subject", f"expected an 'analytics_basket' record, got {decoded.subject!r}"
+                    )
+                batch.append(BasketRecord(AnalyticsBasket.from_avro(decoded.value), topic, partition, offset))
+                continue
             purchase = Purchase.from_avro(codec.decode(m.value(), expect="purchase").value)
         except (ValidationError, KeyError, ValueError, TypeError) as exc:
             log.error("undecodable record on the warehouse topic at %s, stopping the sink: %s", where, exc)
@@ -322,10 +339,7 @@ def decode_batch(
             )
             error.__cause__ = exc
             return batch, error
-        kind: Literal["customer", "analytics"] = (
-            "analytics" if names is not None and topic == names.purchases_analytics else "customer"
-        )
-        batch.append(SinkRecord(purchase, topic, partition, offset, kind))
+        batch.append(SinkRecord(purchase, topic, partition, offset))
     return batch, None
 
 
@@ -339,15 +353,17 @@ def _write(sink: Sink, batch: list[AnyRecord], metrics: Metrics, stats: SinkStat
     stats.items_inserted += result.items
     stats.groups_inserted += result.groups
     stats.analytics_lines_inserted += result.analytics_lines
+    stats.baskets_inserted += result.baskets
     stats.consent_changes_inserted += result.consent_changes
     for topic, n in Counter(r.topic for r in batch).items():
         metrics.consumed_total.labels(topic).inc(n)
     metrics.warehouse_rows_total.labels("receipts").inc(result.receipts)
     metrics.warehouse_rows_total.labels("receipt_items").inc(result.items)
     metrics.warehouse_rows_total.labels("receipt_groups").inc(result.groups)
-    metrics.warehouse_rows_total.labels("analytics_lines").inc(result.analytics_lines)
+    metrics.warehouse_rows_total.labels("analytics.baskets").inc(result.baskets)
+    metrics.warehouse_rows_total.labels("analytics.basket_lines").inc(result.analytics_lines)
     metrics.warehouse_rows_total.labels("consent_changes").inc(result.consent_changes)
-    customer = sum(1 for r in batch if isinstance(r, SinkRecord) and r.kind == "customer")
+    customer = sum(1 for r in batch if isinstance(r, SinkRecord))
     duplicates = customer - result.receipts
     if duplicates:
         metrics.duplicates_total.labels(STAGE).inc(duplicates)

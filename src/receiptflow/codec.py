@@ -170,6 +170,21 @@ class Codec:
         self._readers: dict[int, tuple[str, int, Schema, Schema | None]] = {}
         self._splits: dict[int, _LinesSplit | None] = {}
         self._layout = self._purchase_layout()
+        self._basket_layout = self._make_basket_layout()
+
+    def _make_basket_layout(self) -> BasketLayout | None:
+        if "analytics_basket" not in self._writers:
+            return None
+        raw = self.catalog.latest("analytics_basket").raw
+        last = raw["fields"][-1] if raw.get("fields") else None
+        if last is None or last["name"] != "lines" or not isinstance(last["type"], dict):
+            return None
+        return BasketLayout(self._writers["analytics_basket"][0], raw)
+
+    @property
+    def basket_layout(self) -> BasketLayout | None:
+        """The split writer of analytics baskets, when the newest basket schema ends with ``lines``."""
+        return self._basket_layout
 
     def _purchase_layout(self) -> PurchaseLayout | None:
         if "purchase" not in self._writers:
@@ -351,6 +366,51 @@ class PurchaseLayout:
 
     def join(self, head: bytes, items: bytes, groups: bytes, tail: bytes) -> bytes:
         return b"".join((self.header, head, items, groups, tail))
+
+
+class BasketLayout:
+    """Writes the newest ``analytics_basket`` schema in parts: the head fields, then each line.
+
+    A line is encoded on its own (:meth:`line`), so a caller may remember the bytes of lines it sees
+    again; :meth:`join` frames them as the one-block array fastavro writes. The result is byte for
+    byte what ``Codec.encode("analytics_basket", ...)`` writes for the same record.
+    """
+
+    def __init__(self, header: bytes, raw: Mapping[str, Any]) -> None:
+        fields = list(raw["fields"])
+        base = {k: v for k, v in raw.items() if k not in ("fields", "doc")}
+        self.header = header
+        self._head = fastavro.parse_schema({**base, "name": "AnalyticsBasketHead", "fields": fields[:-1]})
+        self._line = fastavro.parse_schema(fields[-1]["type"]["items"])
+
+    def _write(self, schema: Schema, value: Any, what: str) -> bytes:
+        buf = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buf, schema, value)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SchemaError(f"basket {what} does not fit schema 'analytics_basket': {exc}") from exc
+        return buf.getvalue()
+
+    def head(self, record: Mapping[str, Any]) -> bytes:
+        return self._write(self._head, record, "head")
+
+    def line(self, record: Mapping[str, Any]) -> bytes:
+        return self._write(self._line, record, "line")
+
+    def join(self, head: bytes, lines: list[bytes]) -> bytes:
+        if not lines:
+            return b"".join((self.header, head, PurchaseLayout.EMPTY_ARRAY))
+        # One block: its item count (a zigzag varint, positive here), the items, then the end marker.
+        return b"".join((self.header, head, _varint(len(lines) << 1), *lines, PurchaseLayout.EMPTY_ARRAY))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def schema_id_of(data: bytes) -> int:

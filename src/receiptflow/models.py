@@ -371,6 +371,82 @@ class Purchase:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class BasketLine:
+    """A line of an analytics basket: what was sold, without the register's line number."""
+
+    sku: str
+    product_group: str
+    quantity: float
+    unit_price_cents: int
+    amount_cents: int
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "product_group": self.product_group,
+            "quantity": self.quantity,
+            "unit_price_cents": self.unit_price_cents,
+            "amount_cents": self.amount_cents,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsBasket:
+    """The anonymous analytics record of one checkout (``purchases.analytics``).
+
+    No receipt, register or card id: ``basket_id`` is a keyed pseudonym of the receipt id
+    (:mod:`receiptflow.processors.pseudonym`), made under the key of ``key_period``; ``event_hour`` is
+    the start of the hour of the sale in UTC.
+    """
+
+    basket_id: str
+    key_period: str
+    chain: str
+    store_id: str
+    event_hour: datetime
+    event_tz_offset_minutes: int
+    payment_method: str
+    currency: str
+    total_cents: int
+    lines: tuple[BasketLine, ...]
+
+    def to_avro(self) -> dict[str, Any]:
+        return {**self.head_avro(), "lines": [line.to_avro() for line in self.lines]}
+
+    def head_avro(self) -> dict[str, Any]:
+        """The fields before ``lines`` (the router writes the head and each line separately)."""
+        return {
+            "basket_id": self.basket_id,
+            "key_period": self.key_period,
+            "chain": self.chain,
+            "store_id": self.store_id,
+            "event_hour": to_utc(self.event_hour),
+            "event_tz_offset_minutes": self.event_tz_offset_minutes,
+            "payment_method": self.payment_method,
+            "currency": self.currency,
+            "total_cents": self.total_cents,
+        }
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> AnalyticsBasket:
+        return cls(
+            basket_id=d["basket_id"],
+            key_period=d["key_period"],
+            chain=d["chain"],
+            store_id=d["store_id"],
+            event_hour=d["event_hour"],
+            event_tz_offset_minutes=d.get("event_tz_offset_minutes", 0),
+            payment_method=d["payment_method"],
+            currency=d["currency"],
+            total_cents=d["total_cents"],
+            lines=tuple(
+                BasketLine(x["sku"], x["product_group"], x["quantity"], x["unit_price_cents"], x["amount_cents"])
+                for x in d.get("lines", ())
+            ),
+        )
+
+
 class _ToAvro(Protocol):
     def to_avro(self) -> dict[str, Any]: ...
 
@@ -402,6 +478,8 @@ def _tname(typ: type | tuple[type, ...]) -> str:
 
 
 __all__ = [
+    "AnalyticsBasket",
+    "BasketLine",
     "Checkout",
     "CheckoutLine",
     "ConsentChange",

@@ -32,8 +32,10 @@ from confluent_kafka.admin import AdminClient
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import Purchase
+from receiptflow.processors.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Emission, Simulator, Traffic
+from receiptflow.secrets import analytics_key
 from receiptflow.stack.kafka import KafkaCluster
 from receiptflow.topics import TopicNames, create_topics
 
@@ -182,15 +184,23 @@ def test_losing_a_broker_loses_and_duplicates_nothing(cluster: KafkaCluster, tmp
 
     expected = {e.checkout.receipt_id for e in emissions if e.checkout is not None}
     assert len(sim.truth.duplicates) > 100  # the run did deliver duplicates
-    for topic in (names.purchases_customer, names.purchases_analytics):
-        seen = Counter(
-            Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value).receipt_id
-            for m in read_all(settings, topic)
-        )
-        assert [rid for rid, n in seen.items() if n > 1] == [], f"{topic}: duplicates"
-        if topic == names.purchases_customer:
-            assert set(seen) == expected
-        else:
-            with_lines = {e.checkout.receipt_id for e in emissions if e.checkout is not None and e.checkout.lines}
-            assert set(seen) == with_lines
+    customer = Counter(
+        Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value).receipt_id
+        for m in read_all(settings, names.purchases_customer)
+    )
+    assert [rid for rid, n in customer.items() if n > 1] == [], "purchases.customer: duplicates"
+    assert set(customer) == expected
+    # The analytics baskets carry no receipt id: their pseudonyms under this install's key instead.
+    pseudonyms = BasketPseudonymiser(analytics_key(settings))
+    baskets = Counter(
+        CODEC.decode(m.value(), expect="analytics_basket").value["basket_id"]
+        for m in read_all(settings, names.purchases_analytics)
+    )
+    assert [b for b, n in baskets.items() if n > 1] == [], "purchases.analytics: duplicates"
+    with_lines = {
+        pseudonyms.basket_id(e.checkout.receipt_id, key_period(e.checkout.event_time))
+        for e in emissions
+        if e.checkout is not None and e.checkout.lines
+    }
+    assert set(baskets) == with_lines
     print(f"killed node {victim}; router restarts: {restarts}")

@@ -135,15 +135,18 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
         return metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": table}) or 0
 
     deadline = time.monotonic() + 60
-    while rows("receipts") < N or rows("analytics_lines") < lines or rows("consent_changes") < len(consents):
+    while rows("receipts") < N or rows("analytics.basket_lines") < lines or rows("consent_changes") < len(consents):
         assert time.monotonic() < deadline, "warehouse did not receive every receipt, line and consent change"
         assert thread.is_alive(), "sink stopped early"
         time.sleep(0.2)
     stop.set()
     thread.join(30)
     counts = warehouse_counts(sink)
-    analytics = sink.query("SELECT chain, count(*), sum(amount_cents) FROM analytics_lines GROUP BY chain")
-    columns_sql = "SELECT column_name FROM information_schema.columns WHERE table_name = 'analytics_lines'"
+    analytics = sink.query(
+        "SELECT b.chain, count(*), sum(l.amount_cents) FROM analytics.basket_lines AS l "
+        "JOIN analytics.baskets AS b USING (basket_id) GROUP BY b.chain"
+    )
+    columns_sql = "SELECT column_name FROM information_schema.columns WHERE table_name IN ('baskets', 'basket_lines')"
     analytics_columns = {r[0] for r in sink.query(columns_sql)}
     audit = sink.query("SELECT card_id, product_data_marketing, electronic_marketing FROM consent_changes ORDER BY 1")
     sink.close()
@@ -155,7 +158,7 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
             w[0] += len(c.lines)
             w[1] += c.total_cents
     assert {chain: [int(n), int(cents)] for chain, n, cents in analytics} == want
-    assert analytics_columns and not analytics_columns & {"card_id", "register_id"}
+    assert analytics_columns and not analytics_columns & {"card_id", "register_id", "receipt_id", "line_no"}
     assert audit == sorted((c.card_id, c.product_data_marketing, c.electronic_marketing) for c in consents)
     assert counts["receipts"] == N
     assert counts["total_cents"] == truth.spend_cents

@@ -24,10 +24,12 @@ from confluent_kafka.admin import AdminClient
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.models import Checkout, ConsentChange, Granularity, Purchase
+from receiptflow.models import AnalyticsBasket, Checkout, ConsentChange, Granularity, Purchase
 from receiptflow.processors.policy import load_policy
+from receiptflow.processors.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import CHAINS, Emission, GroundTruth, Simulator, Traffic
+from receiptflow.secrets import analytics_key
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import env_for, read_all
@@ -135,6 +137,17 @@ def _purchases(settings: Settings, topic: str) -> list[Purchase]:
     return [Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value) for m in read_all(settings, topic)]
 
 
+def _baskets(settings: Settings) -> list[AnalyticsBasket]:
+    topic = TopicNames(settings.topic_prefix).purchases_analytics
+    values = (CODEC.decode(m.value(), expect="analytics_basket").value for m in read_all(settings, topic))
+    return [AnalyticsBasket.from_avro(v) for v in values]
+
+
+def _basket_id(settings: Settings, c: Checkout) -> str:
+    """The basket id the router makes for ``c`` with this install's analytics key."""
+    return BasketPseudonymiser(analytics_key(settings)).basket_id(c.receipt_id, key_period(c.event_time))
+
+
 def _uncommitted_count(settings: Settings, topic: str) -> int:
     """Records in ``topic`` including those of aborted transactions (read_uncommitted)."""
     c = Consumer(settings.kafka_config(**{"group.id": f"peek-{uuid.uuid4().hex[:6]}"}))
@@ -183,8 +196,9 @@ def test_sigkilled_five_times_with_duplicates_every_receipt_once_on_every_topic(
     customer = Counter(p.receipt_id for p in _purchases(settings, names.purchases_customer))
     assert set(customer) == set(valid), "every valid receipt, nothing else"
     assert max(customer.values()) == 1, [r for r, n in customer.items() if n > 1][:5]
-    analytics = Counter(p.receipt_id for p in _purchases(settings, names.purchases_analytics))
-    assert set(analytics) == {r for r, c in valid.items() if c.lines} and max(analytics.values()) == 1
+    analytics = Counter(b.basket_id for b in _baskets(settings))
+    assert set(analytics) == {_basket_id(settings, c) for c in valid.values() if c.lines}
+    assert max(analytics.values()) == 1
     marketing = Counter(p.receipt_id for p in _purchases(settings, names.purchases_marketing))
     assert marketing and set(marketing) <= set(valid) and max(marketing.values()) == 1
 
@@ -303,10 +317,10 @@ def test_policy_change_mid_run_and_consent_flips_are_respected_on_every_topic(
         )
         assert not allowed, f"{rid} was allowed to reach marketing but did not"
 
-    for p in _purchases(settings, names.purchases_analytics):
-        assert p.card_id is None and p.register_id is None
-        assert p.event_time.minute == 0 and p.event_time.second == 0
-        assert p.granularity == Granularity.ITEM and p.items
+    receipt_ids = {e.checkout.receipt_id for e in emissions if e.checkout is not None}
+    for b in _baskets(settings):
+        assert b.basket_id not in receipt_ids and not any(r in b.basket_id for r in receipt_ids)
+        assert b.event_hour.minute == 0 and b.event_hour.second == 0 and b.lines
 
 
 def test_two_workers_give_the_same_outputs_as_one(make_settings: Callable[..., Settings]) -> None:
@@ -318,12 +332,18 @@ def test_two_workers_give_the_same_outputs_as_one(make_settings: Callable[..., S
     def outputs(settings: Settings) -> dict[str, dict[str, tuple[object, ...]]]:
         names = TopicNames(settings.topic_prefix)
         out: dict[str, dict[str, tuple[object, ...]]] = {}
-        for topic in (names.purchases_customer, names.purchases_marketing, names.purchases_analytics):
+        for topic in (names.purchases_customer, names.purchases_marketing):
             seen: dict[str, tuple[object, ...]] = {}
             for p in _purchases(settings, topic):
                 assert p.receipt_id not in seen
                 seen[p.receipt_id] = (p.granularity, p.items, p.groups, p.total_cents, p.consent, p.policy_version)
             out[TopicNames(settings.topic_prefix).logical(topic)] = seen
+        # Both runs share the data dir, so the install's analytics key and the basket ids are the same.
+        baskets: dict[str, tuple[object, ...]] = {}
+        for b in _baskets(settings):
+            assert b.basket_id not in baskets
+            baskets[b.basket_id] = (b.store_id, b.event_hour, b.lines, b.total_cents)
+        out["analytics"] = baskets
         dead = read_all(settings, names.checkouts_dlq)
         out["dlq"] = {str(i): (k,) for i, k in enumerate(sorted(m.key() or b"" for m in dead))}
         return out

@@ -38,9 +38,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.models import ConsentChange, Granularity, Purchase
+from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
+from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, warehouse_counts
 from receiptflow.topics import TopicNames, create_topics
@@ -50,6 +51,7 @@ from .support import env_for, read_all
 MakeSettings = Callable[..., Settings]
 CODEC = Codec()
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+BASKETS = BasketPseudonymiser(b"crash-test-analytics-key")
 START = datetime(2026, 11, 20, 6, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -129,15 +131,14 @@ def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
                 sent.redelivered += 1
             else:
                 sent.checkouts.append(e.checkout)
-            routed = process(e.checkout, policy, None, NOW)
+            routed = process(e.checkout, policy, None, NOW, BASKETS)
             c = routed.customer
             key = (c.card_id or c.store_id).encode()
             producer.produce(names.purchases_customer, key=key, value=CODEC.encode("purchase", c.to_avro()))
             if routed.analytics is not None:
                 a = routed.analytics
-                producer.produce(
-                    names.purchases_analytics, key=a.store_id.encode(), value=CODEC.encode("purchase", a.to_avro())
-                )
+                value = CODEC.encode("analytics_basket", a.to_avro())
+                producer.produce(names.purchases_analytics, key=a.store_id.encode(), value=value)
         producer.poll(0)
     producer.commit_transaction(30)
     assert sent.redelivered > 0 and sent.consents, "the traffic must exercise redeliveries and consent changes"
@@ -149,7 +150,7 @@ class TopicLog:
     """The keys every record of the three topics stores, by (topic, partition, offset)."""
 
     customer: list[tuple[int, int, str]]  # partition, offset, receipt id
-    analytics: list[tuple[int, int, list[tuple[str, int]]]]  # partition, offset, (receipt id, line no)s
+    analytics: list[tuple[int, int, list[tuple[str, int]]]]  # partition, offset, (basket id, line seq)s
     consents: list[tuple[int, int]]  # partition, offset
     ends: dict[str, dict[int, int]]  # topic -> partition -> offset after its last record
 
@@ -165,11 +166,12 @@ def _topic_log(settings: Settings) -> TopicLog:
             if topic == names.consents:
                 log.consents.append((p, o))
                 continue
-            purchase = Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value)
             if topic == names.purchases_customer:
+                purchase = Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value)
                 log.customer.append((p, o, purchase.receipt_id))
             else:
-                log.analytics.append((p, o, [(purchase.receipt_id, i.line_no) for i in purchase.items]))
+                basket = AnalyticsBasket.from_avro(CODEC.decode(m.value(), expect="analytics_basket").value)
+                log.analytics.append((p, o, [(basket.basket_id, seq) for seq in range(1, len(basket.lines) + 1)]))
         log.ends[topic] = ends
     return log
 
@@ -182,7 +184,7 @@ def _warehouse_matches_its_positions(settings: Settings, log: TopicLog) -> dict[
             t: sink.committed_offsets(t) for t in (names.purchases_customer, names.purchases_analytics, names.consents)
         }
         receipts = [r for (r,) in sink.query("SELECT receipt_id FROM receipts")]
-        lines = [(r, int(n)) for r, n in sink.query("SELECT receipt_id, line_no FROM analytics_lines")]
+        lines = [(b, int(n)) for b, n in sink.query("SELECT basket_id, line_seq FROM analytics.basket_lines")]
         consents = [
             (int(p), int(o)) for p, o in sink.query("SELECT source_partition, source_offset FROM consent_changes")
         ]
@@ -365,7 +367,11 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
             == groups
         )
         assert (
-            per_chain(sink, "SELECT chain, count(*), sum(amount_cents) FROM analytics_lines GROUP BY chain")
+            per_chain(
+                sink,
+                "SELECT b.chain, count(*), sum(l.amount_cents) FROM analytics.basket_lines l "
+                "JOIN analytics.baskets b USING (basket_id) GROUP BY b.chain",
+            )
             == analytics
         )
         stored_consents = Counter(

@@ -36,6 +36,7 @@ from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, Purchase
 from receiptflow.processors.core import Routed, process
 from receiptflow.processors.policy import load_policy
+from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import (
     DEFAULT_GROUP,
@@ -47,6 +48,7 @@ from receiptflow.sinks import (
     warehouse_counts,
 )
 from receiptflow.sinks.base import migrations
+from receiptflow.sinks.duckdb import analytics_path_for
 from receiptflow.sinks.replay import replay, replay_group
 from receiptflow.sinks.runner import duckdb_path
 from receiptflow.topics import TopicNames, create_topics
@@ -333,7 +335,14 @@ def _end_offsets(settings: Settings) -> dict[int, int]:
     return ends
 
 
-REPLAYED_TABLES = ("receipts", "receipt_items", "receipt_groups", "analytics_lines", "consent_changes")
+REPLAYED_TABLES = (
+    "receipts",
+    "receipt_items",
+    "receipt_groups",
+    "analytics.baskets",
+    "analytics.basket_lines",
+    "consent_changes",
+)
 
 
 def _tables(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
@@ -342,24 +351,31 @@ def _tables(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
         return {t: sorted(sink.query(f"SELECT * FROM {t}"), key=repr) for t in REPLAYED_TABLES}
 
 
-def _delete(settings: Settings, receipt_ids: list[str]) -> None:
+def _delete(settings: Settings, lost: Sequence[Routed]) -> None:
     """Rows lost outside the sink (an older backup restored, a hand-made DELETE): these receipts with
-    their detail and anonymous lines, and the whole consent audit."""
+    their detail and their anonymous baskets, and the whole consent audit."""
     url = settings.resolved_warehouse_url
-    tables = ("receipt_items", "receipt_groups", "analytics_lines", "receipts")
-    statements = [f"DELETE FROM {t} WHERE receipt_id = ANY(%s)" for t in tables]
+    receipt_ids = [r.customer.receipt_id for r in lost]
+    basket_ids = [r.analytics.basket_id for r in lost if r.analytics is not None]
+    tables = ("receipt_items", "receipt_groups", "receipts")
+    statements = [(f"DELETE FROM {t} WHERE receipt_id = ANY(%s)", receipt_ids) for t in tables]
+    statements += [
+        (f"DELETE FROM analytics.{t} WHERE basket_id = ANY(%s)", basket_ids) for t in ("basket_lines", "baskets")
+    ]
     if url.startswith("duckdb:"):
-        con = duckdb.connect(str(duckdb_path(url)))
+        path = duckdb_path(url)
+        con = duckdb.connect(str(path))
         try:
-            for s in statements:
-                con.execute(s.replace("ANY(%s)", "ANY(?)"), [receipt_ids])
+            con.execute(f"ATTACH '{analytics_path_for(path)}' AS analytics")
+            for s, ids in statements:
+                con.execute(s.replace("ANY(%s)", "ANY(?)"), [ids])
             con.execute("DELETE FROM consent_changes")
         finally:
             con.close()
     else:
         with psycopg.connect(settings.warehouse_connection_url(), autocommit=True) as con:
-            for s in statements:
-                con.execute(s, [receipt_ids])
+            for s, ids in statements:
+                con.execute(s, [ids])
             con.execute("DELETE FROM consent_changes")
 
 
@@ -368,7 +384,8 @@ def _routed(n: int, seed: int) -> list[Routed]:
     sim = Simulator(seed, stores=30, customers=50)
     policy = load_policy()
     start = datetime(2026, 11, 20, tzinfo=UTC)
-    return [process(c, policy, None, NOW) for c in sim.stream(n, start, rate=1)]
+    baskets = BasketPseudonymiser(b"sink-test-analytics-key")
+    return [process(c, policy, None, NOW, baskets) for c in sim.stream(n, start, rate=1)]
 
 
 def _produce_routed(settings: Settings, routed: Sequence[Routed], consents: Sequence[ConsentChange]) -> None:
@@ -388,7 +405,7 @@ def _produce_routed(settings: Settings, routed: Sequence[Routed], consents: Sequ
         if r.analytics is not None:
             a = r.analytics
             producer.produce(
-                names.purchases_analytics, key=a.store_id.encode(), value=codec.encode("purchase", a.to_avro())
+                names.purchases_analytics, key=a.store_id.encode(), value=codec.encode("analytics_basket", a.to_avro())
             )
     for change in consents:
         producer.produce(
@@ -436,14 +453,15 @@ def test_replay_restores_missing_rows_and_twice_gives_the_same_tables(settings: 
     assert len(full["receipts"]) == 900
     assert len(full["consent_changes"]) == len(early_consents) + len(late_consents)
     anonymous = [r.analytics for r in early + late if r.analytics is not None]
-    assert len(full["analytics_lines"]) == sum(len(a.items) for a in anonymous) > 0
+    assert len(full["analytics.baskets"]) == len(anonymous)
+    assert len(full["analytics.basket_lines"]) == sum(len(a.lines) for a in anonymous) > 0
 
-    lost = [r.customer.receipt_id for r in late[::3]] + [r.customer.receipt_id for r in early[::7]]
+    lost = [*late[::3], *early[::7]]
     _delete(settings, lost)
     assert len(_tables(settings)["receipts"]) == 900 - len(lost)
 
     def lines_of(rs: Sequence[Routed]) -> int:
-        return sum(len(r.analytics.items) for r in rs if r.analytics is not None)
+        return sum(len(r.analytics.lines) for r in rs if r.analytics is not None)
 
     def records_of(rs: Sequence[Routed], consents: Sequence[ConsentChange]) -> int:
         return 2 * len(rs) - sum(r.analytics is None for r in rs) + len(consents)

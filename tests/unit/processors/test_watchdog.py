@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -88,7 +89,7 @@ def test_the_thread_leaves_quick_calls_alone(timeout: float) -> None:
     assert hangs == []
 
 
-def test_the_router_ends_a_hung_worker_at_once_with_its_stacks() -> None:
+def test_the_router_ends_a_hung_worker_at_once_with_its_stacks(tmp_path: Path) -> None:
     # The router's own reaction, in a child process: it must exit (status 70), not hang or raise,
     # and leave the stacks and the reason on stderr for whoever restarts it.
     child = subprocess.run(
@@ -107,6 +108,7 @@ def test_the_router_ends_a_hung_worker_at_once_with_its_stacks() -> None:
         text=True,
         timeout=60,
         check=False,
+        cwd=tmp_path,  # the default data dir is relative: the router's generated analytics key goes there
     )
     assert child.returncode == HUNG_EXIT_CODE, child.stderr[-2000:]
     assert "send_offsets_to_transaction has not returned" in child.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,3 +66,19 @@ def test_schema_violation_is_rejected_before_it_is_stored(tmp_path: Path) -> Non
     assert info.value.reason == "schema"
     assert box.pending() == 0
     box.close()
+
+
+def test_the_outbox_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # the usual umask: files 0644 unless created otherwise
+    try:
+        path = tmp_path / "outbox" / "register.sqlite3"
+        box = Outbox(path, _settings(tmp_path))
+        box.accept_many(list(Simulator(2, stores=3, customers=5).stream(10, START, rate=1)))
+        files = sorted(path.parent.iterdir())
+        box.close()
+    finally:
+        os.umask(old)
+    # The database, its WAL and shared-memory files (SQLite gives them the database file's mode).
+    assert {f.name for f in files} >= {"register.sqlite3", "register.sqlite3-wal"}
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files if f.exists()), files
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

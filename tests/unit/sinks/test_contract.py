@@ -20,9 +20,10 @@ from receiptflow.errors import WarehouseError
 from receiptflow.models import ConsentChange, Granularity, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
+from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, to_rows, warehouse_counts
-from receiptflow.sinks.base import chain_dimension_rows, migrations
+from receiptflow.sinks.base import BasketRecord, chain_dimension_rows, migrations
 from receiptflow.sinks.subject import delete_card, is_erased, record_erased
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
@@ -31,6 +32,7 @@ TOPIC = "purchases.customer"
 SALT = b"test-erasure-salt-0123456789"
 
 OpenSink = Callable[..., Sink]
+BASKETS = BasketPseudonymiser(b"contract-test-analytics-key")
 
 
 def purchases(n: int, seed: int = 5) -> list[Purchase]:
@@ -45,15 +47,15 @@ def records(n: int, seed: int = 5, topic: str = TOPIC, partitions: int = 3) -> l
     return [SinkRecord(p, topic, i % partitions, i // partitions) for i, p in enumerate(purchases(n, seed))]
 
 
-def analytics_records(n: int, seed: int = 5) -> list[SinkRecord]:
-    """The anonymous records the processor sends to purchases.analytics for ``n`` checkouts."""
+def analytics_records(n: int, seed: int = 5) -> list[BasketRecord]:
+    """The anonymous baskets the processor sends to purchases.analytics for ``n`` checkouts."""
     sim = Simulator(seed, stores=30, customers=50)
     policy = load_policy()
     out = []
     for i, c in enumerate(sim.stream(n, datetime(2026, 11, 20, tzinfo=UTC), rate=1)):
-        anonymous = process(c, policy, None, NOW).analytics
+        anonymous = process(c, policy, None, NOW, BASKETS).analytics
         if anonymous is not None:
-            out.append(SinkRecord(anonymous, "purchases.analytics", i % 3, i // 3, "analytics"))
+            out.append(BasketRecord(anonymous, "purchases.analytics", i % 3, i // 3))
     return out
 
 
@@ -328,20 +330,62 @@ class SinkContract:
             assert by_receipts == pytest.approx(len(carded) / len(day_ps))
             assert by_money == pytest.approx(sum(p.total_cents for p in carded) / sum(p.total_cents for p in day_ps))
 
-    def test_analytics_lines_and_consent_changes_are_stored_once(self, open_sink: OpenSink) -> None:
+    def test_analytics_baskets_and_consent_changes_are_stored_once(self, open_sink: OpenSink) -> None:
         anonymous, consents = analytics_records(150, seed=29), consent_records(40)
-        lines = sum(len(r.purchase.items) for r in anonymous)
+        lines = sum(len(r.basket.lines) for r in anonymous)
         assert lines > 0
         sink = open_sink()
         for _ in range(2):  # the second time is a redelivery: nothing new
             sink.write([*anonymous, *consents, *records(20)])
-            sink.flush()
-        assert table_count(sink, "analytics_lines") == lines
+            result = sink.flush()
+        assert (result.baskets, result.analytics_lines) == (0, 0)
+        assert table_count(sink, "analytics.baskets") == len(anonymous)
+        assert table_count(sink, "analytics.basket_lines") == lines
         assert table_count(sink, "consent_changes") == 40
         assert table_count(sink, "receipts") == 20  # analytics records are not receipts of a customer
-        cents = sink.query("SELECT sum(amount_cents) FROM analytics_lines")[0][0]
-        assert int(cents) == sum(r.purchase.total_cents for r in anonymous)
+        cents = sink.query("SELECT sum(amount_cents) FROM analytics.basket_lines")[0][0]
+        assert int(cents) == sum(r.basket.total_cents for r in anonymous)
+        total = sink.query("SELECT sum(total_cents), sum(line_count) FROM analytics.baskets")[0]
+        assert (int(total[0]), int(total[1])) == (int(cents), lines)
         assert sink.committed_offsets("consents") == {0: 14, 1: 13, 2: 13}
+        last = {p: max(r.offset for r in anonymous if r.partition == p) + 1 for p in {r.partition for r in anonymous}}
+        assert sink.committed_offsets("purchases.analytics") == last
+        # Reopened, the positions of both stores are still there (each committed with its rows).
+        sink.close()
+        again = open_sink()
+        assert again.committed_offsets("purchases.analytics") == last
+        assert again.committed_offsets(TOPIC) == {0: 7, 1: 7, 2: 6}
+
+    def test_analyst_views_read_the_anonymous_store(self, open_sink: OpenSink) -> None:
+        anonymous = analytics_records(400, seed=31)
+        # Three baskets of a quiet hour of one store: a cell below the minimum.
+        quiet = [
+            dataclasses.replace(
+                r,
+                offset=1000 + i,
+                basket=dataclasses.replace(
+                    anonymous[0].basket,
+                    basket_id=f"{i:032x}",
+                    event_hour=anonymous[0].basket.event_hour.replace(hour=3),
+                ),
+            )
+            for i, r in enumerate(anonymous[:3])
+        ]
+        anonymous += quiet
+        sink = open_sink()
+        sink.write(anonymous)
+        sink.flush()
+        daily = sink.query("SELECT sum(baskets), sum(sales_cents) FROM analytics.daily_sales")[0]
+        assert (int(daily[0]), int(daily[1])) == (len(anonymous), sum(r.basket.total_cents for r in anonymous))
+        mix = sink.query("SELECT chain, sum(share_of_chain) FROM analytics.product_group_mix GROUP BY chain")
+        assert mix and all(share == pytest.approx(1.0) for _, share in mix)
+        # A store's local hour is its UTC hour shifted by the store's offset: the same cells.
+        cells = Counter((r.basket.store_id, r.basket.event_hour, r.basket.event_tz_offset_minutes) for r in anonymous)
+        assert max(cells.values()) >= 5 and min(cells.values()) < 5  # both kinds of cell are there
+        shown = sink.query("SELECT store_id, baskets FROM analytics.store_hour_sales")
+        # Only cells with at least 5 baskets are shown, and those with all their baskets.
+        assert all(int(n) >= 5 for _, n in shown)
+        assert sum(int(n) for _, n in shown) == sum(n for n in cells.values() if n >= 5)
 
     def test_an_erased_card_is_not_stored_again(self, open_sink: OpenSink) -> None:
         recs = records(300, seed=41)

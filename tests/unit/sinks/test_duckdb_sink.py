@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from receiptflow.config import Settings
-from receiptflow.errors import ConfigError
+from receiptflow.errors import ConfigError, WarehouseError
 from receiptflow.models import Granularity, Purchase
 from receiptflow.processors.core import process
 from receiptflow.processors.policy import load_policy
@@ -110,3 +113,50 @@ def test_purchase_lineage_is_stored(tmp_path: Path) -> None:
 def test_unsupported_url_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mysql"):
         open_sink(Settings(warehouse_url="mysql://x/y", data_dir=tmp_path))
+
+
+def test_the_analytics_file_is_separate_owner_only_and_card_free(tmp_path: Path) -> None:
+    from .test_contract import analytics_records  # noqa: PLC0415 - the contract's basket builder
+
+    path = tmp_path / "warehouse.duckdb"
+    old = os.umask(0o022)
+    try:
+        with DuckDBSink(path, erasure_salt=b"test-erasure-salt-0123456789") as sink:
+            baskets = analytics_records(50)
+            sink.write([*_records(50), *baskets])
+            sink.flush()
+            cards = {c for (c,) in sink.query("SELECT card_id FROM receipts WHERE card_id IS NOT NULL")}
+            analytics = sink.analytics_path
+    finally:
+        os.umask(old)
+    assert analytics == tmp_path / "warehouse-analytics.duckdb" and cards
+    for f in tmp_path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    con = duckdb.connect(str(analytics), read_only=True)
+    try:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert {"baskets", "basket_lines", "sink_offsets"} <= tables
+        assert not tables & {"receipts", "receipt_items", "receipt_groups", "consent_changes", "erased_cards"}
+        values = {
+            str(v)
+            for table in ("baskets", "basket_lines")
+            for row in con.execute(f"SELECT * FROM {table}").fetchall()
+            for v in row
+        }
+        assert values and not values & cards
+        assert con.execute("SELECT sum(baskets) FROM daily_sales").fetchone() == (len(baskets),)
+    finally:
+        con.close()
+    # The main file holds no basket: the analytics are only in their own file.
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert "receipts" in tables and not tables & {"baskets", "basket_lines", "analytics_lines"}
+    finally:
+        con.close()
+
+
+def test_the_analytics_file_must_not_be_the_warehouse_file(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with pytest.raises(WarehouseError, match="must not be the warehouse file"):
+        DuckDBSink(path, analytics_path=path, erasure_salt=b"test-erasure-salt-0123456789").setup()

@@ -6,16 +6,19 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Message
 from pydantic import SecretStr
 
+from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.errors import BrokerError, ConfigError, WarehouseError
-from receiptflow.models import Granularity
+from receiptflow.models import ConsentChange, Granularity
 from receiptflow.sinks import DuckDBSink, open_sink, run_sink, to_rows
 from receiptflow.sinks.base import (
     RECEIPT_GROUPS,
     RECEIPT_ITEMS,
     RECEIPTS,
+    BasketRecord,
     SinkRecord,
     item_count,
     migrations,
@@ -23,7 +26,8 @@ from receiptflow.sinks.base import (
     plan_migrations,
     split_sql,
 )
-from receiptflow.sinks.runner import duckdb_path
+from receiptflow.sinks.runner import decode_batch, duckdb_path
+from receiptflow.topics import TopicNames
 
 from .test_contract import analytics_records, purchases, records
 
@@ -105,10 +109,27 @@ def test_migrations_are_numbered_and_rendered_per_dialect() -> None:
     assert [m.version for m in duck] == list(range(1, len(duck) + 1))
     assert [(m.name, m.checksum) for m in duck] == [(m.name, m.checksum) for m in pg]
     assert all("{" not in s for m in duck + pg for s in m.statements)
+    # Roles and grants are PostgreSQL's: on DuckDB those files are recorded with no statements.
+    only_pg = {m.name for m in pg if m.statements} - {m.name for m in duck if m.statements}
+    assert only_pg == {"0006_roles_and_schemas.sql", "0009_role_grants.sql"}
+    views = " ".join(s for m in duck + pg if m.name == "0007_analytics_baskets.sql" for s in m.statements)
+    assert "FROM baskets" in views and "FROM analytics.baskets" in views
     first = " ".join(duck[0].statements)
     assert "DOUBLE NOT NULL" in first and "DOUBLE PRECISION" in " ".join(pg[0].statements)
     tables = {s.split()[5] for s in duck[0].statements if s.startswith("CREATE TABLE")}
     assert tables == {"receipts", "receipt_items", "receipt_groups", "sink_offsets"}
+
+
+def test_split_sql_keeps_dollar_quoted_blocks_whole() -> None:
+    script = (
+        "CREATE SCHEMA a;\nDO $$\nBEGIN\n    CREATE ROLE r;\nEXCEPTION WHEN duplicate_object THEN NULL;\nEND\n$$;\n"
+        "SELECT 1"
+    )
+    assert split_sql(script) == [
+        "CREATE SCHEMA a",
+        "DO $$\nBEGIN\n    CREATE ROLE r;\nEXCEPTION WHEN duplicate_object THEN NULL;\nEND\n$$",
+        "SELECT 1",
+    ]
 
 
 def test_split_sql_drops_comments_and_blank_statements() -> None:
@@ -183,9 +204,48 @@ def test_a_bad_kafka_property_is_a_broker_error(tmp_path: Path) -> None:
         run_sink(settings, sink, idle_exit_after=0.1)
 
 
-def test_an_analytics_record_with_a_card_id_is_refused() -> None:
+def test_an_analytics_basket_that_is_not_anonymous_is_refused() -> None:
     anonymous = analytics_records(20)[0]
-    leaky = dataclasses.replace(anonymous, purchase=dataclasses.replace(anonymous.purchase, card_id="2710000000001"))
-    with pytest.raises(WarehouseError, match="carries a card or register id"):
-        to_rows([leaky])
-    assert len(to_rows([anonymous]).analytics) == len(anonymous.purchase.items)
+    rows = to_rows([anonymous])
+    assert (len(rows.baskets), len(rows.basket_lines)) == (1, len(anonymous.basket.lines))
+    assert [line[1] for line in rows.basket_lines] == list(range(1, len(anonymous.basket.lines) + 1))
+    assert not rows.receipts and not rows.items  # a basket is not a receipt of a customer
+    by_receipt = dataclasses.replace(anonymous.basket, basket_id="S-PRISMA-0042-7-000123")
+    with pytest.raises(WarehouseError, match="not a basket pseudonym"):
+        to_rows([dataclasses.replace(anonymous, basket=by_receipt)])
+    exact = dataclasses.replace(anonymous.basket, event_hour=anonymous.basket.event_hour.replace(minute=7))
+    with pytest.raises(WarehouseError, match="exact time"):
+        to_rows([dataclasses.replace(anonymous, basket=exact)])
+
+
+def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_receipt_id() -> None:
+    codec = Codec()
+    names = TopicNames("")
+    basket = analytics_records(5)[0].basket
+    legacy = purchases(5)[0]  # what the analytics topic carried before basket pseudonyms: a receipt id
+    messages = [
+        Message(
+            topic=names.purchases_analytics, partition=0, offset=0, value=codec.encode("purchase", legacy.to_avro())
+        ),
+        Message(
+            topic=names.purchases_analytics,
+            partition=0,
+            offset=1,
+            value=codec.encode("analytics_basket", basket.to_avro()),
+        ),
+    ]
+    batch, error = decode_batch(codec, messages, names)
+    assert error is None
+    assert [type(r).__name__ for r in batch] == ["BasketRecord"]  # the legacy record is skipped
+    assert isinstance(batch[0], BasketRecord) and batch[0].basket == basket and batch[0].offset == 1
+    assert not any(legacy.receipt_id in str(v) for row in to_rows(batch).baskets for v in row)
+    # Its position is stored with the analytics rows, not with the card-linked ones.
+    assert next_offsets(batch) == []
+    assert next_offsets(batch, analytics=True) == [(names.purchases_analytics, 0, 2)]
+    # Anything else on the analytics topic stops the sink at that record.
+    change = ConsentChange("2710000000001", basket.event_hour, True, True)
+    odd = Message(
+        topic=names.purchases_analytics, partition=0, offset=2, value=codec.encode("consent_change", change.to_avro())
+    )
+    batch, error = decode_batch(codec, [odd], names)
+    assert batch == [] and error is not None and "analytics_basket" in str(error)
