@@ -23,6 +23,24 @@ from ..topics import TopicNames
 from .outbox import Outbox
 from .simulator import GroundTruth, Simulator, Traffic
 
+# Waiting for the outbox to empty stops early when the broker has taken nothing for this long.
+DRAIN_STALL_SECONDS = 15.0
+
+
+def _drain(outbox: Outbox, timeout: float) -> bool:
+    """Wait for the outbox to empty: at most ``timeout`` s, and at most DRAIN_STALL_SECONDS without progress."""
+    deadline = time.monotonic() + timeout
+    last, progress_at = outbox.pending(), time.monotonic()
+    while last > 0:
+        now = time.monotonic()
+        if now > deadline or now - progress_at > DRAIN_STALL_SECONDS:
+            return False
+        time.sleep(0.1)
+        pending = outbox.pending()
+        if pending < last:
+            last, progress_at = pending, time.monotonic()
+    return True
+
 
 def simulate(
     settings: Settings,
@@ -95,8 +113,13 @@ def simulate(
                     outbox.accept_consent(e.consent)
                 elif e.raw is not None:
                     outbox.accept_raw(names.checkouts, e.label.encode(), e.raw, e.label)
-        if not outbox.drain(drain_timeout):
-            raise BrokerError(f"{outbox.pending()} sales still in the outbox after {drain_timeout:.0f}s")
+        if not _drain(outbox, drain_timeout):
+            path = outbox.path
+            raise BrokerError(
+                f"Kafka at {settings.bootstrap_servers} is not taking records: {outbox.pending()} records are kept "
+                f"in the outbox {path} and nothing is lost; send them once it answers with "
+                f"`.venv/bin/receiptflow outbox drain {path}`"
+            )
     finally:
         outbox.close()
     return sim.truth

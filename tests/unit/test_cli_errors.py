@@ -116,3 +116,38 @@ def test_with_the_broker_down_the_error_is_quick_one_line_and_says_what_to_do(ar
     assert len(errors) == 1, done.stderr
     assert env["RECEIPTFLOW_BOOTSTRAP_SERVERS"] in errors[0] and "receiptflow stack up" in errors[0]
     assert "%3|" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_simulate_with_the_broker_down_keeps_the_sales_and_says_where(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env.update(
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        RECEIPTFLOW_DATA_DIR=str(tmp_path),
+        RECEIPTFLOW_METRICS_PORT="0",
+    )
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "simulate", "--duration", "1", "--rate", "5", "--customers", "3"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1 and time.monotonic() - started < 60
+    outbox = tmp_path / "outbox" / "simulator-1.sqlite3"
+    error = next(line for line in done.stderr.splitlines() if line.startswith("error:"))
+    assert f"kept in the outbox {outbox}" in error and f"receiptflow outbox drain {outbox}" in error
+    assert "Traceback" not in done.stderr and "%3|" not in done.stderr
+    kept = int(error.split(" records are kept")[0].rsplit(" ", 1)[1])
+    assert kept >= 5 + 3  # five sales and three sign-up consents at least
+    # What it says is kept is there.
+    status = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "outbox", "status", str(outbox)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status.returncode == 0 and f"{outbox}: {kept} pending" in status.stdout.replace("\n", ""), status.stdout
