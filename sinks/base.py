@@ -214,10 +214,36 @@ class ConsentRecord:
     offset: int
 
 
+_INT32 = 2**31 - 1
+_INT64 = 2**63 - 1
+
+
+def warehouse_problem(p: Purchase) -> str | None:
+    """Why ``p`` cannot be stored (a value past its column's type), or None.
+
+    The processor validates every checkout, so this only catches records written before a
+    validation rule existed, or by something else: they are dead-lettered, never allowed to fail a
+    batch on every restart.
+    """
+    if len(p.items) > _INT32 or len(p.groups) > _INT32:
+        return "too many lines"
+    if abs(p.total_cents) > _INT64:
+        return f"total_cents {p.total_cents} does not fit a BIGINT"
+    for item in p.items:
+        if not -_INT32 - 1 <= item.line_no <= _INT32:
+            return f"line_no {item.line_no} does not fit an INTEGER"
+        if abs(item.amount_cents) > _INT64 or abs(item.unit_price_cents) > _INT64:
+            return f"line {item.line_no}: an amount does not fit a BIGINT"
+    for g in p.groups:
+        if abs(g.amount_cents) > _INT64 or not 0 <= g.lines <= _INT32:
+            return f"group {g.product_group!r}: a value does not fit its column"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class SkippedRecord:
-    """A record that could not be decoded and went to the dead-letter topic instead: it has no rows,
-    but its offset is stored like any other, so the sink does not read it again."""
+    """A record that could not be decoded or stored and went to the dead-letter topic instead: it has
+    no rows, but its offset is stored like any other, so the sink does not read it again."""
 
     topic: str
     partition: int

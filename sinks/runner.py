@@ -17,17 +17,15 @@ whichever warehouse the sink writes, the card's rows are left out or deleted (``
 explains why none survives a race with ``erase``).
 
 
-A record on a purchases topic that does not decode stops the sink with :class:`WarehouseError`,
-after the good records before it in the batch are written: the stored offset then points exactly
-at the bad record, and the error log names its topic, partition and offset. Those topics are
-written only by the processor through the codec, so such a record is a bug to look at, not input
-to skip; skipping it would silently lose a receipt.
-
-``consents`` is input from outside (registers, the customer app): a record there that does not
-decode is dead-lettered (``checkouts.dlq``, with its reason and source position; counted in
-``receiptflow_dead_letters_total``) and skipped, and the valid changes around it are stored. The
-dead letter is acknowledged before the batch that stores the offset past it commits; a crash in
-between dead-letters it once more on restart (same source position; see :mod:`receiptflow.dlq`).
+No single record stops the sink. A record it cannot use -- one that does not decode (``consents``
+is input from outside: registers, the customer app), or a purchase with a value past its column's
+type (written before a validation rule existed; :func:`~receiptflow.sinks.base.warehouse_problem`)
+-- is dead-lettered (``checkouts.dlq``, with its reason and source position; counted in
+``receiptflow_dead_letters_total``) and skipped, and the records around it are stored. Nothing is
+lost silently: the dead letter keeps the original bytes, and ``dlq replay --to-topic`` sends them
+back after a fix. The dead letter is acknowledged before the batch that stores the offset past it
+commits; a crash in between dead-letters it once more on restart (same source position; see
+:mod:`receiptflow.dlq`).
 """
 
 from __future__ import annotations
@@ -64,6 +62,7 @@ from .base import (
     SkippedRecord,
     WriteResult,
     chain_dimension_rows,
+    warehouse_problem,
 )
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
@@ -282,7 +281,10 @@ def _fmt_offset(offset: int) -> str:
 def decode_batch(
     codec: Codec, messages: list[Message], names: TopicNames | None = None
 ) -> tuple[list[AnyRecord], WarehouseError | None]:
-    """The batch's records up to the first undecodable purchase, and the error for that record, if any.
+    """The batch's records; a record the warehouse cannot use is a :class:`SkippedRecord` to dead-letter.
+
+    (The second value, an error that stops the sink, is kept for callers and is always None now: no
+    single record stops the sink.)
 
     With ``names``, records of the consents topic are consent changes and records of the analytics
     topic anonymous baskets; everything else is a customer purchase. A ``purchase`` record on the
@@ -332,13 +334,16 @@ def decode_batch(
                 continue
             purchase = Purchase.from_avro(codec.decode(m.value(), expect="purchase").value)
         except (ValidationError, KeyError, ValueError, TypeError) as exc:
-            log.error("undecodable record on the warehouse topic at %s, stopping the sink: %s", where, exc)
-            error = WarehouseError(
-                f"undecodable record at {where}: {exc}; the records before it are stored, "
-                "the sink resumes at this offset once the cause is fixed"
-            )
-            error.__cause__ = exc
-            return batch, error
+            rejected = exc if isinstance(exc, ValidationError) else ValidationError("undecodable", str(exc))
+            log.error("undecodable record at %s, dead-lettered: %s", where, rejected)
+            batch.append(SkippedRecord(topic, partition, offset, rejected, m.key(), m.value()))
+            continue
+        problem = warehouse_problem(purchase)
+        if problem is not None:
+            log.error("record at %s cannot be stored, dead-lettered: %s", where, problem)
+            rejected = ValidationError("out_of_range", problem)
+            batch.append(SkippedRecord(topic, partition, offset, rejected, m.key(), m.value()))
+            continue
         batch.append(SinkRecord(purchase, topic, partition, offset))
     return batch, None
 

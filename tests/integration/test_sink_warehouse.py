@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -228,19 +229,35 @@ def test_a_crash_between_batches_loses_and_duplicates_nothing(settings: Settings
         assert warehouse_counts(sink) == want
 
 
-def test_an_undecodable_record_stops_the_sink_at_its_offset(duckdb_settings: Settings) -> None:
+def test_a_record_the_warehouse_cannot_use_is_dead_lettered_and_the_sink_goes_on(duckdb_settings: Settings) -> None:
+    """Issue 15: non-Avro bytes, or a line number past the INTEGER column, stopped the sink on every restart."""
     settings = duckdb_settings
     codec = Codec()
-    good = [codec.encode("purchase", p.to_avro()) for p in purchases(10, seed=3)]
-    _produce_raw(settings, [*good[:5], b"\x00\x00\x00\x00\x63not avro at all", *good[5:]], partition=1)
+    ps = purchases(10, seed=3)
+    good = [codec.encode("purchase", p.to_avro()) for p in ps]
+    with_items = next(p for p in purchases(40, seed=4) if p.items)
+    huge_line_no = replace(with_items, items=(replace(with_items.items[0], line_no=2**40), *with_items.items[1:]))
+    _produce_raw(
+        settings,
+        [
+            *good[:5],
+            b"\x00\x00\x00\x00\x63not avro at all",
+            codec.encode("purchase", huge_line_no.to_avro()),
+            *good[5:],
+        ],
+        partition=1,
+    )
     topic = _topic(settings)
+    names = TopicNames(settings.topic_prefix)
 
-    for _ in range(2):  # and again after a restart: the sink neither skips nor loses anything
+    for _ in range(2):  # and again after a restart: nothing is read, stored or dead-lettered twice
         with open_sink(settings) as sink:
-            with pytest.raises(WarehouseError, match=rf"undecodable record at {topic}\[1\]@5"):
-                run_sink(settings, sink, idle_exit_after=3)
-            assert warehouse_counts(sink)["receipts"] == 5
-            assert sink.committed_offsets(topic) == {1: 5}
+            run_sink(settings, sink, idle_exit_after=3)
+            assert warehouse_counts(sink)["receipts"] == 10
+            assert sink.committed_offsets(topic) == {1: 12}
+    letters = [codec.decode(m.value(), expect="dead_letter").value for m in read_all(settings, names.checkouts_dlq)]
+    assert sorted((d["source_offset"], d["reason"]) for d in letters) == [(5, "unknown_schema_id"), (6, "out_of_range")]
+    assert all(d["source_topic"] == topic and d["source_partition"] == 1 for d in letters)
 
 
 def test_an_undecodable_consent_record_is_dead_lettered_once_and_the_changes_around_it_stored(
