@@ -40,11 +40,13 @@ from receiptflow.processors.profiles import ERASED_KEY, RedisProfileStore, profi
 from receiptflow.processors.subject import STEPS, audit_log, erase_card, export_card, steps_done
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
+from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import DEFAULT_GROUP, Sink, open_sink, run_sink
 from receiptflow.sinks.subject import delete_card
 from receiptflow.stack import free_port
 from receiptflow.topics import TopicNames, create_topics
 
+from .conftest import RedisServer
 from .support import env_for, read_all
 
 MakeSettings = Callable[..., Settings]
@@ -150,7 +152,7 @@ def _subject_audit(settings: Settings, subject: str) -> list[dict[str, str]]:
 
 # --- a replay into a fresh PostgreSQL ---------------------------------------------------------------
 def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
-    make_settings: MakeSettings, new_database: Callable[[], str]
+    make_settings: MakeSettings, new_database: Callable[[], str], redis_server: RedisServer
 ) -> None:
     settings = make_settings(warehouse_url=new_database())
     create_topics(settings)
@@ -190,9 +192,8 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
 
     # A profile store that never saw the erasure (a new Redis that `profiles rebuild` fills) gets the
     # erased-cards record first, so the live scripts keep the card out there as well.
-    parts = urlsplit(settings.redis_url)
-    target = urlunsplit((parts.scheme, parts.netloc, "/11", parts.query, parts.fragment))
-    redis.Redis.from_url(target).flushdb()
+    redis.Redis.from_url(redis_server.role_url(RedisRole.ADMIN, 11)).flushdb()
+    target = redis_server.role_url(RedisRole.WRITER, 11)
     rebuilt = _cli(settings, "profiles", "rebuild", "--redis-url", target)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert redis.Redis.from_url(target).sismember(ERASED_KEY, erasure.subject)
@@ -348,14 +349,14 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
 
 
 # --- cards erased before the topic existed --------------------------------------------------------
-def test_earlier_erasures_are_put_on_the_topic(make_settings: MakeSettings, redis_url: str) -> None:
+def test_earlier_erasures_are_put_on_the_topic(make_settings: MakeSettings, redis_server: RedisServer) -> None:
     # A Redis database of its own: the session's default one holds other tests' erased-cards records.
-    parts = urlsplit(redis_url)
-    own = urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment))
-    redis.Redis.from_url(own).flushdb()
-    settings = make_settings(redis_url=own)
+    redis.Redis.from_url(redis_server.role_url(RedisRole.ADMIN, 12)).flushdb()
+    parts = urlsplit(redis_server.url)
+    settings = make_settings(redis_url=urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment)))
     create_topics(settings)
-    store = RedisProfileStore.from_settings(settings)
+    # As an earlier `erase` did it: with the login that may write the erased-cards record.
+    store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     in_redis, in_warehouse = _card(), _card()
     earlier = datetime.now(UTC) - timedelta(days=30)
     # As the erase of an earlier version left them: in rf:erased, or in the warehouse's erased_cards.
