@@ -158,10 +158,10 @@ def test_produce_reports_each_bad_line_and_sends_the_good_ones(
     )
     assert done.returncode == 1
     out = done.stdout + done.stderr
-    assert "line 2: rejected: malformed_json" in out
-    assert "line 3: rejected: missing_field" in out and "store_id" in out
-    assert "line 5: rejected: negative_amount" in out
-    assert "line 6: rejected: totals_mismatch" in out
+    assert "line 2: rejected (malformed_json)" in out
+    assert "line 3: rejected (missing_field)" in out and "store_id" in out
+    assert "line 5: rejected (negative_amount)" in out
+    assert "line 6: rejected (totals_mismatch)" in out
     assert "sent 3, acknowledged 3, failed 0, rejected 4" in " ".join(out.split())
     arrived = _receipt_ids(settings, TopicNames(settings.topic_prefix).checkouts)
     assert set(arrived) == {c.receipt_id for c in good}
