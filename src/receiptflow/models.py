@@ -58,9 +58,17 @@ def local_time(ts_utc: datetime, offset_minutes: int) -> datetime:
     """The event time as the register saw it (aware, with its own offset)."""
     zone = _ZONES.get(offset_minutes)
     if zone is None:
+        # Real offsets lie within ±18 h; anything else is a broken register, not a time zone.
+        if not -18 * 60 <= offset_minutes <= 18 * 60:
+            raise ValidationError(
+                "out_of_range", f"UTC offset of {offset_minutes} minutes is not a time zone", "event_tz_offset_minutes"
+            )
         # A handful of offsets ever occur; building the timezone object per record is measurable.
         zone = _ZONES[offset_minutes] = timezone(timedelta(minutes=offset_minutes))
-    return ts_utc.astimezone(zone)
+    try:
+        return ts_utc.astimezone(zone)
+    except OverflowError as exc:  # an instant at the very edge of the calendar
+        raise ValidationError("out_of_range", f"event time {ts_utc!r} is out of range", "event_time") from exc
 
 
 def offset_minutes_of(ts: datetime) -> int:
