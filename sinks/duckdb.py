@@ -116,6 +116,12 @@ class DuckDBSink(Sink):
             self._insert_sql = {t.name: self._columnar_insert(t) for t in TABLES}
         except (duckdb.Error, OSError) as exc:
             self.close()
+            if "lock" in str(exc).lower():
+                raise WarehouseError(
+                    f"the DuckDB warehouse {self.path} is in use by another process (a running `receiptflow sink "
+                    "run`?): DuckDB has one writer at a time; stop that process first, or use a PostgreSQL warehouse "
+                    "for work beside a running sink"
+                ) from exc
             raise WarehouseError(f"cannot open DuckDB warehouse {self.path}: {exc}") from exc
         except WarehouseError:
             self.close()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, write_to_textfile
 
+from .errors import ConfigError
+
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -118,6 +120,12 @@ def write_textfile(metrics: Metrics, path: Path) -> None:
 
 
 def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``addr:port`` (no-op when port is 0)."""
+    """Expose ``/metrics`` on ``addr:port`` (no-op when port is 0); ConfigError when the port is taken."""
     if port:
-        start_http_server(port, addr=addr, registry=metrics.registry)
+        try:
+            start_http_server(port, addr=addr, registry=metrics.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics port {addr}:{port} is in use (another receiptflow process?): give this one another "
+                "with --metrics-port N or RECEIPTFLOW_METRICS_PORT (0 turns its exporter off)"
+            ) from exc

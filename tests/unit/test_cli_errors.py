@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,9 @@ import pytest
 
 from receiptflow import cli
 from receiptflow.cli import main
+from receiptflow.errors import ConfigError, WarehouseError
+from receiptflow.metrics import Metrics, serve
+from receiptflow.sinks.duckdb import DuckDBSink
 from receiptflow.stack import free_port
 
 
@@ -151,3 +155,38 @@ def test_simulate_with_the_broker_down_keeps_the_sales_and_says_where(tmp_path: 
         check=False,
     )
     assert status.returncode == 0 and f"{outbox}: {kept} pending" in status.stdout.replace("\n", ""), status.stdout
+
+
+def test_a_metrics_port_in_use_is_a_clear_error() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=rf"metrics port 127.0.0.1:{port} is in use .* --metrics-port"):
+            serve(Metrics(), port)
+    finally:
+        taken.close()
+
+
+HOLD_DUCKDB = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+
+
+def test_a_duckdb_warehouse_held_by_another_process_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(WarehouseError, match=r"in use by another process .* stop that process first"):
+            DuckDBSink(path, erasure_salt=b"test-erasure-salt-0123456789").setup()
+    finally:
+        holder.kill()
+        holder.wait()
