@@ -149,13 +149,12 @@ def create_app(
     async def update_profiles(stream: faust.StreamT[bytes]) -> None:
         async for events in _batches(stream):
             started = time.perf_counter()
-            batch: list[Purchase] = []
-            for event in events:
-                # This topic is written only by the router, through the codec: a record that does
-                # not decode is a bug, and crashing the agent (faust restarts it) is louder than
-                # skipping it.
-                batch.append(Purchase.from_avro(codec.decode(event.message.value, expect="purchase").value))
+            batch, rejected = decode_purchases(codec, [e.message for e in events])
             await _apply_profiles(store, batch, metrics)
+            if rejected:
+                # No record stops the agent: one it cannot read goes to the dead-letter topic with
+                # its reason (restarting would only read it again, for ever).
+                await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
             metrics.batch_seconds.labels("profiles").observe(time.perf_counter() - started)
 
     consents = topic(names.consents)
@@ -188,6 +187,21 @@ def decode_consents(codec: Codec, messages: Sequence[Any]) -> tuple[list[Consent
         if change is not None:
             changes.append(change)
     return changes, rejected
+
+
+def decode_purchases(codec: Codec, messages: Sequence[Any]) -> tuple[list[Purchase], list[Rejected]]:
+    """The purchases of a batch, and the records that are not purchases (to dead-letter)."""
+    purchases: list[Purchase] = []
+    rejected: list[Rejected] = []
+    for m in messages:
+        try:
+            purchases.append(Purchase.from_avro(codec.decode(m.value, expect="purchase").value))
+        except ValidationError as exc:
+            rejected.append(Rejected(exc, str(m.topic), int(m.partition), int(m.offset), m.key, m.value))
+        except (KeyError, TypeError, ValueError) as exc:
+            error = ValidationError("undecodable", f"not a purchase: {exc}")
+            rejected.append(Rejected(error, str(m.topic), int(m.partition), int(m.offset), m.key, m.value))
+    return purchases, rejected
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:

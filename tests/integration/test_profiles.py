@@ -472,3 +472,33 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     finally:
         sink.close()
     assert len([e for e in audit_log(worker.settings) if e["subject"] == store.erased_hash(card)]) == len(audit)
+
+
+def test_a_record_on_the_purchases_topic_that_is_not_a_purchase_is_dead_lettered_and_the_agent_goes_on(
+    worker: ProfileWorker,
+) -> None:
+    """Issue 15: the agent crashed on such a record, and faust's restart read it again, for ever."""
+    sim, purchases = simulated_purchases(seed=6607, count=200, span=timedelta(days=3))
+    card = next(iter(sim.truth.per_card))
+    mine = [p for p in purchases if p.card_id == card]
+    store = worker.store
+    store.client.delete(profile_key(card), seen_key(card))
+    names = TopicNames(worker.settings.topic_prefix)
+    junk = b"\x00\x00\x00\x00\x03" + b"\xff" * 12  # framed as a purchase, but no purchase body
+    offsets: list[int] = []
+    producer = Producer(worker.settings.kafka_config(**{"enable.idempotence": True}))
+    producer.produce(
+        names.purchases_customer, junk, card.encode(), 2, on_delivery=lambda e, m: offsets.append(m.offset())
+    )
+    assert producer.flush(30) == 0
+    send_purchases(worker.settings, mine)  # behind it, on every partition
+    worker.wait(lambda: (p := store.get(card)) is not None and p.visits == len(mine), 60, "the purchases behind it")
+    assert worker.proc.poll() is None
+
+    deadline = time.monotonic() + 30
+    while not (letters := [d for d in iter_dead_letters(worker.settings, idle=1.0) if d.original_value == junk]):
+        assert time.monotonic() < deadline, "no dead letter for the record"
+        time.sleep(0.2)
+    assert [(d.processor, d.reason, d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
+        (f"{worker.settings.processor_id}-profiles", "undecodable", names.purchases_customer, 2, offsets[0])
+    ]
