@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from .config import KAFKA_LOGGER, Settings, load_settings
+from .config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from .errors import ConfigError, ReceiptflowError, UsageError
 
 if TYPE_CHECKING:
@@ -494,6 +494,9 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis_url": args.redis_url})
     _print_endpoints(settings, "profiles rebuild:")
+    from .topics import require_broker
+
+    require_broker(settings)  # it reads the erased-cards topic first
     from .processors.profiles import RedisProfileStore
     from .processors.subject import record_erased_in_profiles
 
@@ -543,7 +546,9 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
 # --- subject access and erasure -----------------------------------------------------------------
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from .processors.subject import export_card
+    from .topics import require_broker
 
+    require_broker(settings)  # the export says what the topics still hold
     doc = export_card(settings, args.card)
     console.print_json(json.dumps(doc, default=str))
     return 0
@@ -778,6 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # librdkafka reports every failed connection attempt; the commands say what is wrong themselves.
     KAFKA_LOGGER.setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    settings: Settings | None = None
     try:
         try:
             settings = load_settings()
@@ -794,7 +800,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             return 2
         if isinstance(exc, ReceiptflowError):
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            message = str(exc) + _server_hint(exc, settings)
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
             return 1
         # A defect of ours: one line for the person, the traceback only on request.
         err_console.print(
@@ -804,6 +811,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 1
+
+
+def _server_hint(exc: BaseException, settings: Settings | None) -> str:
+    """What to do when the error comes from a server that does not answer (empty when it does not)."""
+    cause = exc.__cause__
+    local = settings is None or not settings.is_production
+    start = "start the embedded stack with `.venv/bin/receiptflow stack up`" if local else "check that it is up"
+    if type(cause).__module__.startswith("redis") and "Connection" in type(cause).__name__:
+        where = redact_url(settings.redis_url) if settings is not None else "Redis"
+        return f" -- Redis at {where} does not answer: {start}, or set RECEIPTFLOW_REDIS_URL"
+    if type(cause).__module__.startswith("psycopg") and "OperationalError" in type(cause).__name__:
+        where = redact_url(settings.resolved_warehouse_url) if settings is not None else "PostgreSQL"
+        return f" -- the warehouse at {where} does not answer: {start}, or set RECEIPTFLOW_WAREHOUSE_URL"
+    return ""
 
 
 def _settings_problem(exc: PydanticValidationError) -> str:

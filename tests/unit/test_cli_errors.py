@@ -190,3 +190,13 @@ def test_a_duckdb_warehouse_held_by_another_process_is_named_as_such(tmp_path: P
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_with_redis_down_the_error_says_where_and_what_to_do(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", str(tmp_path))
+    code, out = _run(capsys, "profile", "6390000000001")
+    assert code == 1 and len(out.strip().splitlines()) == 1
+    assert "does not answer: start the embedded stack with `.venv/bin/receiptflow stack up`" in out
