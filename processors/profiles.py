@@ -623,6 +623,16 @@ class RedisProfileStore:
     def erased_hash(self, card_id: str) -> str:
         return erased_hash(card_id, self.salt)
 
+    def record_erased(self, hashes: Iterable[str]) -> int:
+        """Add salted hashes to the erased-cards record (only ever added: the stricter direction)."""
+        found = sorted(hashes)
+        if not found:
+            return 0
+        try:
+            return int(self._r.sadd(ERASED_KEY, *found))
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot record the erased cards in the profile store: {exc}") from exc
+
     def apply_all(self, purchases: Sequence[Purchase]) -> ApplyResult:
         """Apply a batch in one pipelined round trip; counts what each purchase did."""
         pipe = self._r.pipeline(transaction=False)
