@@ -231,6 +231,8 @@ class Outbox:
             return report
 
         last_seq = 0
+        # A consent change in flight: nothing accepted after it is produced until the broker has it.
+        barrier: int | None = None
         try:
             while not self._stop.is_set():
                 producer.poll(0.05)
@@ -244,6 +246,9 @@ class Outbox:
                     in_flight.difference_update(failed)
                     # Resend from the oldest failed row on the next pass.
                     last_seq = min(last_seq, min(failed) - 1)
+                if barrier is not None and barrier in in_flight:
+                    continue
+                barrier = None
                 room = self.max_in_flight - len(in_flight)
                 if room <= 0:
                     continue
@@ -265,6 +270,13 @@ class Outbox:
                         last_seq = seq - 1
                         break
                     in_flight.add(seq)
+                    if topic == self.names.consents:
+                        # Kafka orders records within a partition only: a checkout sent after this
+                        # change could be appended before it (after an outage the backlog goes out
+                        # in per-partition batches), and the router, which applies the two topics in
+                        # append order, would route it under the consent the change replaced.
+                        barrier = seq
+                        break
             # Orderly stop: give in-flight records a moment to be acknowledged so they are deleted.
             producer.flush(5)
             with lock:
