@@ -265,7 +265,9 @@ def _decoded(change: ConsentChange) -> ConsentChange:
 
 
 @pytest.mark.chaos
-def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(own_stack: Stack, tmp_path: Path) -> None:
+def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
+    own_stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run_started = time.monotonic()
     base = own_stack.settings
     own_stack.up()
@@ -565,9 +567,10 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(own_stac
         f"marketing {len(marketed)}; lost = {sum(lost.values())}, double-counted = {sum(double.values())}, "
         f"leaked = {sum(leaked.values())}"
     )
-    print("\n" + summary)
-    for line in [*dlq_problems, *evidence[:25]]:
-        print("  " + line)
+    with capsys.disabled():  # on the terminal in any run, not only with -s
+        print("\n" + summary)
+        for line in [*dlq_problems, *evidence[:25]]:
+            print("  " + line)
     assert kills >= MIN_KILLS
     assert outage["accepted"] > 300 and outage["pending_after"] > outage["pending_before"], outage
     assert not +lost and not +double, (dict(+lost), dict(+double))
@@ -577,3 +580,51 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(own_stac
     consents = [e.consent for e in [*plan.signups, *plan.sales] if e.consent is not None]
     _assert_equal_to_the_truth(settings, Sent(truth, list(valid.values()), consents, len(truth.duplicates)))
     assert marketed, "consent flips and sign-ups must let some receipts reach marketing"
+
+
+def test_after_a_broker_outage_consent_changes_are_appended_before_the_sales_accepted_after_them(
+    own_stack: Stack, tmp_path: Path
+) -> None:
+    # What the fault run found: the router applies consents and checkouts in the order the broker
+    # appended them, so the outbox must not let a sale overtake a consent change accepted before it.
+    own_stack.kafka.up()
+    settings = own_stack.settings.model_copy(update={"topic_prefix": "order."})
+    create_topics(settings)
+    names = TopicNames(settings.topic_prefix)
+    outbox = Outbox(tmp_path / "register.sqlite3", settings, codec=CODEC)
+    outbox.start()
+    sim = Simulator(SEED, stores=20, customers=60)
+    traffic = Traffic(sim, lambda c: CODEC.encode("checkout", c.to_avro()), consent_change_rate=0.2)
+    accepted: list[tuple[str, str]] = []  # ("consent", card@ms) or ("checkout", receipt id), in order
+    try:
+        own_stack.kafka.kill()
+        for e in traffic.emissions(1500, datetime.now(UTC) - timedelta(hours=2), rate=0.5):
+            if e.consent is not None:
+                outbox.accept_consent(e.consent)
+                accepted.append(("consent", f"{e.consent.card_id}@{_decoded(e.consent).event_time.isoformat()}"))
+            elif e.checkout is not None:
+                outbox.accept(e.checkout)
+                accepted.append(("checkout", e.checkout.receipt_id))
+        own_stack.kafka.up()
+        assert outbox.drain(120), f"{outbox.pending()} records still in the outbox"
+    finally:
+        outbox.close()
+    appended: dict[tuple[str, str], tuple[int, int]] = {}  # -> (partition, append time ms)
+    for m in read_all(settings, names.consents):
+        c = ConsentChange.from_avro(CODEC.decode(m.value(), expect="consent_change").value)
+        appended[("consent", f"{c.card_id}@{c.event_time.isoformat()}")] = (m.partition(), m.timestamp()[1])
+    for m in read_all(settings, names.checkouts):
+        rid = Checkout.from_avro(CODEC.decode(m.value(), expect="checkout").value).receipt_id
+        appended.setdefault(("checkout", rid), (m.partition(), m.timestamp()[1]))
+    newest_consent: dict[int, tuple[int, str]] = {}  # partition -> (latest append time, change) so far
+    overtaken = []
+    for item in accepted:
+        partition, at = appended[item]
+        if item[0] == "consent":
+            newest_consent[partition] = max(newest_consent.get(partition, (0, "")), (at, item[1]))
+        elif partition in newest_consent and at < newest_consent[partition][0]:
+            overtaken.append(
+                f"{item[1]} appended {newest_consent[partition][0] - at} ms before {newest_consent[partition][1]}"
+            )
+    assert sum(1 for kind, _ in accepted if kind == "consent") > 200
+    assert not overtaken, f"{len(overtaken)} sales overtook a consent change accepted before them: {overtaken[:5]}"
