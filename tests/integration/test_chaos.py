@@ -72,7 +72,7 @@ REDIS_KILL_AT, REDIS_DOWN = 12.0, 8.0  # seconds after the start of selling; sec
 BROKER_KILL_AT, BROKER_DOWN = 35.0, 30.0
 CORRUPT_CONSENT_EVERY = 100  # 1 % of the records on `consents`
 RUN_DEADLINE = 600.0  # the whole run, chaos and catching up, in seconds
-ROLES = ("router", "profiles", "sink")
+RESTART_DELAY = 1.0  # as a service manager waits before a restart: no hot loop while a server is down
 CORRUPT_CONSENTS = (
     b'{"card_id": "6390000000000000", "product_data_marketing": true}',  # JSON, not Avro
     b"\x00\x00\x00\x00\x02" + b"\xff" * 11,  # a framed-looking record that does not decode
@@ -92,6 +92,7 @@ class Worker:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     out: IO[bytes] | None = None
+    exited_at: float | None = None  # when the supervisor saw it dead
 
 
 @dataclass
@@ -129,8 +130,13 @@ class Supervisor:
                 for role, w in self.workers.items():
                     if w.proc is None or role in self.paused or w.proc.poll() is None:
                         continue
-                    if w.proc.pid not in self.killed:
-                        self.exits[f"{role}:{w.proc.returncode}"] += 1
+                    if w.exited_at is None:
+                        w.exited_at = time.monotonic()
+                        if w.proc.pid not in self.killed:
+                            self.exits[f"{role}:{w.proc.returncode}"] += 1
+                    if time.monotonic() - w.exited_at < RESTART_DELAY:
+                        continue
+                    w.exited_at = None
                     self._start(w)
                     self.restarts[role] += 1
 
