@@ -69,7 +69,7 @@ def test_a_second_writer_on_the_same_file_is_a_warehouse_error(tmp_path: Path) -
             "try:\n    s.setup()\nexcept WarehouseError as e:\n    print('refused:', e)\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-        assert out.stdout.startswith("refused: cannot open DuckDB warehouse"), out
+        assert out.stdout.startswith(f"refused: the DuckDB warehouse {path} is in use by another process"), out
     finally:
         first.close()
 
