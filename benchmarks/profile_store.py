@@ -36,8 +36,8 @@ import redis
 
 from receiptflow.config import Settings, redact_url
 from receiptflow.models import ConsentState, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
 from receiptflow.processors.profiles import RedisProfileStore, fold
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole, connection_url

@@ -34,9 +34,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..catalogue import load_catalogue
 from ..errors import ConfigError
 from ..models import Purchase
-from ..producers.catalogue import load_catalogue
 
 # Product groups whose purchase marks an affinity (ads for pet food or diapers only reach buyers).
 AFFINITY_GROUPS: Mapping[str, str] = MappingProxyType(

@@ -29,7 +29,6 @@ Keys (the ``{card}`` hash tag keeps one card's keys on one Redis Cluster slot):
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -39,11 +38,12 @@ from typing import Any
 
 import redis
 
+from ..card_hash import erased_hash
 from ..config import Settings
 from ..errors import ProfileStoreError
 from ..models import ConsentChange, Purchase
 from ..redis_auth import RedisRole, connection_url
-from ..secrets import install_secret
+from ..secrets import erasure_salt
 from .profile_rules import NUTRIENTS, Delta, Rules, default_rules, delta, epoch_day, load_rules
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
@@ -488,20 +488,6 @@ def profile_key(card_id: str) -> str:
 
 def seen_key(card_id: str) -> str:
     return f"rf:{{{card_id}}}:seen"
-
-
-def erased_hash(card_id: str, salt: bytes) -> str:
-    """What the erased-cards record keeps: a keyed hash, from which the card id cannot be read back."""
-    return hashlib.blake2b(card_id.encode(), key=salt[:64], digest_size=16).hexdigest()
-
-
-def erasure_salt(settings: Settings) -> bytes:
-    """The key of the erased-cards hashes: ``RECEIPTFLOW_ERASURE_SALT``, else this install's generated one.
-
-    Redis and the warehouse must hash with the same key, or an erased card is not recognised; a
-    production install without the setting is refused (see :mod:`receiptflow.secrets`).
-    """
-    return install_secret(settings, "erasure_salt")
 
 
 def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:

@@ -137,7 +137,7 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- policy ------------------------------------------------------------------------------------
 def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.policy import load_policy
+    from .policy import load_policy
 
     policy = load_policy(settings.policy_file)
     day = args.at or datetime.now(UTC).date()
@@ -489,7 +489,7 @@ def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., 
 
 
 def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.profile_rebuild import rebuild
+    from .jobs.profile_rebuild import rebuild
 
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis_url": args.redis_url})
@@ -497,8 +497,8 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     from .topics import require_broker
 
     require_broker(settings)  # it reads the erased-cards topic first
+    from .jobs.subject import record_erased_in_profiles
     from .processors.profiles import RedisProfileStore
-    from .processors.subject import record_erased_in_profiles
 
     # Before any profile is written: the target may be a new Redis that never saw an erasure.
     record_erased_in_profiles(settings, RedisProfileStore.from_settings(settings))
@@ -516,7 +516,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.segments import load_model, month_bounds, run_segments
+    from .jobs.segments import load_model, month_bounds, run_segments
 
     month_bounds(args.month)  # a usage error before anything connects
     model = load_model(settings.segments_file)
@@ -545,7 +545,7 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
 
 # --- subject access and erasure -----------------------------------------------------------------
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.subject import export_card
+    from .jobs.subject import export_card
     from .topics import require_broker
 
     require_broker(settings)  # the export says what the topics still hold
@@ -555,7 +555,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
-    from .processors.subject import erase_card, record_existing
+    from .jobs.subject import erase_card, record_existing
 
     if args.record_existing:
         if args.card is not None:

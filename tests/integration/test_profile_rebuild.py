@@ -28,9 +28,10 @@ import redis
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.jobs.profile_rebuild import rebuild
+from receiptflow.jobs.segments import assign, load_model, read_month, store_segments
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profile_rebuild import rebuild
 from receiptflow.processors.profiles import (
     ERASED_KEY,
     SEGMENT_FIELDS,
@@ -39,7 +40,6 @@ from receiptflow.processors.profiles import (
     profile_key,
     seen_key,
 )
-from receiptflow.processors.segments import assign, load_model, read_month, store_segments
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
 from receiptflow.redis_auth import RedisRole

@@ -30,10 +30,11 @@ from hypothesis import strategies as st
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq import DeadLetter, iter_dead_letters
+from receiptflow.jobs.subject import audit_log
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
 from receiptflow.processors.profile_rules import Rules, load_rules
 from receiptflow.processors.profiles import (
     ERASED_KEY,
@@ -42,7 +43,6 @@ from receiptflow.processors.profiles import (
     profile_key,
     seen_key,
 )
-from receiptflow.processors.subject import audit_log
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole

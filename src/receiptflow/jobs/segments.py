@@ -40,9 +40,9 @@ import redis
 
 from ..errors import ConfigError, ProfileStoreError
 from ..metrics import Metrics
+from ..processors.profiles import ERASED_KEY, SEGMENT_FIELDS, RedisProfileStore, profile_key
 from ..sinks.base import Sink
 from ..sinks.postgres import PostgresSink
-from .profiles import ERASED_KEY, SEGMENT_FIELDS, RedisProfileStore, profile_key
 
 
 @dataclass(frozen=True, slots=True)

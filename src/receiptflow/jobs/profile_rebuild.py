@@ -45,10 +45,8 @@ import redis
 from ..errors import ProfileStoreError
 from ..metrics import Metrics
 from ..models import CheckoutLine, ConsentChange, ConsentState, Granularity, GroupTotal, Purchase
-from ..sinks.base import Sink
-from ..sinks.postgres import PostgresSink
-from .profile_rules import Rules, delta, event_ms
-from .profiles import (
+from ..processors.profile_rules import Rules, delta, event_ms
+from ..processors.profiles import (
     APPLY_LUA,
     CONSENT_LUA,
     ERASED_KEY,
@@ -61,6 +59,8 @@ from .profiles import (
     profile_key,
     seen_key,
 )
+from ..sinks.base import Sink
+from ..sinks.postgres import PostgresSink
 
 Progress = Callable[[int, int], None]  # (events done, events in all)
 Event = Purchase | ConsentChange
