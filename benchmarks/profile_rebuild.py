@@ -35,7 +35,7 @@ from receiptflow.jobs.profile_rebuild import apply_events, card_pages, in_event_
 from receiptflow.models import ConsentChange, ConsentState
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.profiles import RedisProfileStore
+from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.sinks import ConsentRecord, DuckDBSink, SinkRecord

@@ -3,7 +3,7 @@
 :func:`delta` turns a :class:`~receiptflow.models.Purchase` into a :class:`Delta` of whole-number
 increments (visits, spend, the day bucket, points, product-group amounts, affinities, nutrition,
 kg CO2e, domestic share). The pure fold (``profiles.update``) and the Redis script
-(``profiles.RedisProfileStore``) both apply exactly these numbers, so they cannot drift apart:
+(``profile_store.RedisProfileStore``) both apply exactly these numbers, so they cannot drift apart:
 every rounding happens here, once, per receipt line.
 
 Where the facts come from:

@@ -429,8 +429,8 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 # --- profile -----------------------------------------------------------------------------------
 def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     from .processors.households import load_households, members
+    from .processors.profile_store import RedisProfileStore
     from .processors.profile_views import render
-    from .processors.profiles import RedisProfileStore
     from .redis_auth import RedisRole
 
     # Only the full view shows the dedup set (support's login); the others read profile hashes
@@ -466,7 +466,7 @@ def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., 
     ``RECEIPTFLOW_METRICS_TEXTFILE`` when it is set, since nothing scrapes a batch command live.
     """
     from .metrics import Metrics, write_textfile
-    from .processors.profiles import RedisProfileStore
+    from .processors.profile_store import RedisProfileStore
     from .sinks import open_sink
 
     metrics = Metrics()
@@ -498,7 +498,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
     require_broker(settings)  # it reads the erased-cards topic first
     from .jobs.subject import record_erased_in_profiles
-    from .processors.profiles import RedisProfileStore
+    from .processors.profile_store import RedisProfileStore
 
     # Before any profile is written: the target may be a new Redis that never saw an erasure.
     record_erased_in_profiles(settings, RedisProfileStore.from_settings(settings))

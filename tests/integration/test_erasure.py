@@ -37,7 +37,8 @@ from receiptflow.jobs.subject import STEPS, audit_log, erase_card, export_card, 
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.profiles import ERASED_KEY, RedisProfileStore, profile_key, seen_key
+from receiptflow.processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole

@@ -40,7 +40,8 @@ import redis
 
 from ..errors import ConfigError, ProfileStoreError
 from ..metrics import Metrics
-from ..processors.profiles import ERASED_KEY, SEGMENT_FIELDS, RedisProfileStore, profile_key
+from ..processors.profile_keys import ERASED_KEY, SEGMENT_FIELDS, profile_key
+from ..processors.profile_store import RedisProfileStore
 from ..sinks.base import Sink
 from ..sinks.postgres import PostgresSink
 
