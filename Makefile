@@ -19,6 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 	bash deploy/setup-system.sh
+	bash deploy/k8s/install-kustomize.sh $(BIN)
 	$(BIN)/receiptflow stack fetch
 
 demo: setup

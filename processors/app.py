@@ -38,6 +38,7 @@ from faust.worker import Worker
 from ..codec import Codec
 from ..config import Settings
 from ..dlq import DeadLetterProducer, Rejected, decode_consent
+from ..erasures import ErasureReader
 from ..errors import BrokerError, ProfileStoreError, ValidationError
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
@@ -50,6 +51,7 @@ _T = TypeVar("_T")
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.5  # seconds: latency bound when traffic is light
 CONSENT_WITHIN = 0.1  # seconds: consent withdrawal must show in the profile within one second
+ERASURE_POLL_SECONDS = 1.0  # how often the agent looks for new records on the erased-cards topic
 
 
 def faust_broker_url(settings: Settings) -> str:
@@ -169,6 +171,23 @@ def create_app(
             metrics.profile_consent_changes_total.inc(len(changes))
             if rejected:
                 await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
+
+    @app.task  # type: ignore[untyped-decorator]  # faust's decorator is not annotated
+    async def follow_erasures() -> None:
+        # The erased-cards topic is the record every store follows: a profile store that never saw
+        # an erasure (a new Redis, a restored backup) learns it here before it could keep a profile.
+        reader = ErasureReader(settings)
+        loop = asyncio.get_running_loop()
+        try:
+            erased = await loop.run_in_executor(None, reader.read_to_end)
+            while True:
+                if erased:
+                    added = await _retry(functools.partial(store.record_erased, erased), "erased-cards record")
+                    log.info("erased-cards record: %d card(s), %d new to this profile store", len(erased), added)
+                await asyncio.sleep(ERASURE_POLL_SECONDS)
+                erased = await loop.run_in_executor(None, reader.poll)
+        finally:
+            reader.close()
 
     return app
 

@@ -10,7 +10,7 @@ receipt id and updates the profile atomically, so a receipt delivered many times
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -66,6 +66,16 @@ class RedisProfileStore:
 
     def erased_hash(self, card_id: str) -> str:
         return erased_hash(card_id, self.salt)
+
+    def record_erased(self, hashes: Iterable[str]) -> int:
+        """Add salted hashes to the erased-cards record (only ever added: the stricter direction)."""
+        found = sorted(hashes)
+        if not found:
+            return 0
+        try:
+            return int(self._r.sadd(ERASED_KEY, *found))
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot record the erased cards in the profile store: {exc}") from exc
 
     def apply_events(
         self,

@@ -10,6 +10,7 @@ co-partitioned with purchases. Anonymous receipts are keyed by store id.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -252,13 +253,27 @@ BROKER_CHECK_SECONDS = 10.0
 
 def require_broker(settings: Settings, timeout: float = BROKER_CHECK_SECONDS) -> None:
     """Raise BrokerError within ``timeout`` s, naming the servers and how to start them, if Kafka does not answer."""
+    hint = (
+        "start the embedded stack with `.venv/bin/receiptflow stack up` (or `make demo`)"
+        if not settings.is_production
+        else "check the cluster, RECEIPTFLOW_BOOTSTRAP_SERVERS and the Kafka security settings"
+    )
+    # Nothing listening at any bootstrap address is known at once; librdkafka would retry until the timeout.
+    if not any(_accepts_connections(server) for server in settings.bootstrap_servers.split(",") if server.strip()):
+        raise BrokerError(
+            f"Kafka at {settings.bootstrap_servers} does not answer (no server accepts a connection there): {hint}"
+        )
     admin = AdminClient(settings.kafka_config())
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        hint = (
-            "start the embedded stack with `.venv/bin/receiptflow stack up` (or `make demo`)"
-            if not settings.is_production
-            else "check the cluster, RECEIPTFLOW_BOOTSTRAP_SERVERS and the Kafka security settings"
-        )
         raise BrokerError(f"Kafka at {settings.bootstrap_servers} does not answer ({timeout:.0f} s): {hint}") from exc
+
+
+def _accepts_connections(server: str, timeout: float = 3.0) -> bool:
+    host, _, port = server.strip().rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 import receiptflow.jobs.subject as subject_module
 from receiptflow.codec import Codec
@@ -238,6 +238,8 @@ def _sink_has_written(settings: Settings) -> bool:
     try:
         found = consumer.committed([TopicPartition(topic, p) for p in range(settings.topic_partitions)], timeout=10)
         return any(tp.offset >= 0 for tp in found)
+    except KafkaException:  # a broker just started may not have its group coordinator yet: ask again
+        return False
     finally:
         consumer.close()
 

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq import DeadLetter, iter_dead_letters
+from receiptflow.erasures import record_erasure
 from receiptflow.jobs.subject import audit_log
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
@@ -498,3 +499,28 @@ def test_a_record_on_the_purchases_topic_that_is_not_a_purchase_is_dead_lettered
     assert [(d.processor, d.reason, d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
         (f"{worker.settings.processor_id}-profiles", "undecodable", names.purchases_customer, 2, offsets[0])
     ]
+
+
+def test_the_agent_follows_the_erased_cards_topic_into_its_store(worker: ProfileWorker) -> None:
+    """A card erased on the topic is kept out of a profile store that never saw the erasure."""
+    sim, purchases = simulated_purchases(seed=6608, count=120, span=timedelta(days=2))
+    card = next(iter(sim.truth.per_card))
+    mine = [p for p in purchases if p.card_id == card]
+    store = worker.store
+    subject = store.erased_hash(card)
+    worker.unerase(card)
+    store.client.delete(profile_key(card), seen_key(card))
+    record_erasure(worker.settings, subject, datetime.now(UTC))  # as `erase` records it, first of all
+    worker.wait(lambda: bool(store.client.sismember(ERASED_KEY, subject)), 10, "the erasure in the profile store")
+    marker = next(p for p in purchases if p.card_id not in (None, card))
+    worker.unerase(str(marker.card_id))
+    store.client.delete(profile_key(str(marker.card_id)), seen_key(str(marker.card_id)))
+    # The card's purchases, then another card's under the same key (so on the same partition, behind
+    # them): once that one shows in its profile, the agent has read the erased card's purchases.
+    topic = TopicNames(worker.settings.topic_prefix).purchases_customer
+    producer = Producer(worker.settings.kafka_config(**{"enable.idempotence": True}))
+    for p in [*mine, marker]:
+        producer.produce(topic, key=card.encode(), value=CODEC.encode("purchase", p.to_avro()))
+    assert producer.flush(30) == 0
+    worker.wait(lambda: store.get(str(marker.card_id)) is not None, 60, "a purchase sent behind the card's")
+    assert store.get(card) is None

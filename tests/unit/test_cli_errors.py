@@ -94,7 +94,15 @@ def test_outbox_commands_never_create_or_misread_a_file(capsys: pytest.CaptureFi
 
 @pytest.mark.parametrize(
     "argv",
-    [["topics", "create"], ["consume", "checkouts"], ["dlq", "list"], ["produce", "-"], ["sink", "run"]],
+    [
+        ["topics", "create"],
+        ["consume", "checkouts"],
+        ["dlq", "list"],
+        ["produce", "-"],
+        ["sink", "run", "--idle-exit", "5"],
+        ["process", "--role", "router"],
+        ["process", "--role", "profiles"],
+    ],
 )
 def test_with_the_broker_down_the_error_is_quick_one_line_and_says_what_to_do(argv: list[str], tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}

@@ -272,7 +272,8 @@ def _open_warehouse(settings: Settings) -> Sink:
         return open_sink(settings)
     except WarehouseError as exc:
         what = _first_line(exc)
-        if settings.resolved_warehouse_url.startswith("duckdb") and "lock" in str(exc).lower():
+        held = "lock" in f"{exc} {exc.__cause__}".lower() or "in use by another process" in str(exc)
+        if settings.resolved_warehouse_url.startswith("duckdb") and held:
             raise WarehouseError(
                 "erase refused, nothing changed: the DuckDB warehouse is in use by another process "
                 "(a running `receiptflow sink run`?); stop the sink, run erase again, then start the sink"
@@ -439,13 +440,7 @@ def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> i
     """Copy every hash on the erased-cards topic into ``store``'s ``rf:erased`` (what the profile
     scripts check), so a profile store that never saw an erasure — a new Redis that ``profiles
     rebuild`` fills — keeps those cards out as well. Returns how many hashes were new to it."""
-    hashes = sorted(erased_cards(settings))
-    if not hashes:
-        return 0
-    try:
-        return int(store.client.sadd(ERASED_KEY, *hashes))
-    except redis.RedisError as exc:
-        raise ProfileStoreError(f"cannot record the erased cards in the profile store: {exc}") from exc
+    return store.record_erased(erased_cards(settings))
 
 
 def is_erased(settings: Settings, card_id: str) -> bool:

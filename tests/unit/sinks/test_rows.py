@@ -20,6 +20,7 @@ from receiptflow.sinks.base import (
     RECEIPTS,
     BasketRecord,
     SinkRecord,
+    SkippedRecord,
     item_count,
     migrations,
     next_offsets,
@@ -242,10 +243,12 @@ def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_re
     # Its position is stored with the analytics rows, not with the card-linked ones.
     assert next_offsets(batch) == []
     assert next_offsets(batch, analytics=True) == [(names.purchases_analytics, 0, 2)]
-    # Anything else on the analytics topic stops the sink at that record.
+    # Anything else on the analytics topic is dead-lettered with its reason; no record stops the sink.
     change = ConsentChange("2710000000001", basket.event_hour, True, True)
     odd = Message(
         topic=names.purchases_analytics, partition=0, offset=2, value=codec.encode("consent_change", change.to_avro())
     )
     batch, error = decode_batch(codec, [odd], names)
-    assert batch == [] and error is not None and "analytics_basket" in str(error)
+    assert error is None and len(batch) == 1 and isinstance(batch[0], SkippedRecord)
+    assert batch[0].error.reason == "wrong_subject" and "analytics_basket" in str(batch[0].error)
+    assert to_rows(batch).baskets == [] and to_rows(batch).receipts == []
