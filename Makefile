@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-failover fuzz lint typecheck unit integration bench clean stack-down
+.PHONY: setup demo test test-failover chaos fuzz lint typecheck unit integration bench clean stack-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: setup lint typecheck
 
 test-failover: setup
 	$(BIN)/pytest -m failover tests/integration/test_cluster.py $(PYTEST_ARGS)
+
+# The fault run: kills and outages under simulated traffic; -s shows its summary line of counts.
+chaos: setup
+	$(BIN)/pytest -m chaos -s -q tests/integration/test_chaos.py $(PYTEST_ARGS)
 
 # 100,000 inputs per fuzz target (the ordinary test run tries 1,500 of each).
 fuzz: $(VENV)/.installed

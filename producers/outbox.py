@@ -231,6 +231,9 @@ class Outbox:
             return report
 
         last_seq = 0
+        # Consent changes in flight: nothing but consent changes accepted after them is produced
+        # until the broker has them (see below).
+        consents_in_flight: set[int] = set()
         try:
             while not self._stop.is_set():
                 producer.poll(0.05)
@@ -244,6 +247,7 @@ class Outbox:
                     in_flight.difference_update(failed)
                     # Resend from the oldest failed row on the next pass.
                     last_seq = min(last_seq, min(failed) - 1)
+                consents_in_flight &= in_flight
                 room = self.max_in_flight - len(in_flight)
                 if room <= 0:
                     continue
@@ -252,6 +256,8 @@ class Outbox:
                     (last_seq, min(room, self.batch_size)),
                 ).fetchall()
                 for seq, topic, key, value in rows:
+                    if consents_in_flight and topic != self.names.consents and seq not in in_flight:
+                        break  # after the consent changes before it are acknowledged
                     last_seq = max(last_seq, seq)
                     if seq in in_flight:
                         continue
@@ -265,6 +271,12 @@ class Outbox:
                         last_seq = seq - 1
                         break
                     in_flight.add(seq)
+                    if topic == self.names.consents:
+                        # Kafka orders records within a partition only: a checkout sent after this
+                        # change could be appended before it (after an outage the backlog goes out
+                        # in per-partition batches), and the router, which applies the two topics in
+                        # append order, would route it under the consent the change replaced.
+                        consents_in_flight.add(seq)
             # Orderly stop: give in-flight records a moment to be acknowledged so they are deleted.
             producer.flush(5)
             with lock:
