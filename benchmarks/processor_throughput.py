@@ -43,9 +43,9 @@ from confluent_kafka.admin import AdminClient
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import Checkout
+from receiptflow.policy import load_policy
 from receiptflow.processors.app import faust_broker_url, run_worker
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
 from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator

@@ -26,10 +26,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from math import comb
 
+from receiptflow.jobs.segments import CardMonth, assign, load_model
 from receiptflow.models import ConsentState
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
-from receiptflow.processors.segments import CardMonth, assign, load_model
 from receiptflow.producers.simulator import Simulator
 
 Vector = tuple[float, ...]

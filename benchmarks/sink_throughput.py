@@ -34,8 +34,8 @@ import duckdb
 import psycopg
 
 from receiptflow.config import Settings
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DuckDBSink, PostgresSink, SinkRecord, to_rows
 from receiptflow.sinks.base import TABLES, Rows, migrations

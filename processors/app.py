@@ -43,7 +43,7 @@ from ..errors import BrokerError, ProfileStoreError, ValidationError
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
 from ..topics import TopicNames
-from .profiles import RedisProfileStore
+from .profile_store import RedisProfileStore
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

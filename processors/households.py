@@ -2,7 +2,8 @@
 
 The loyalty programme's customer register knows households; here membership is a CSV file
 ``card_id,household_id`` (``RECEIPTFLOW_HOUSEHOLDS_FILE``). The simulator's customer model carries the
-same thing (``Customer.household_id``), so :func:`from_customers` writes the file for simulated traffic.
+same thing (``Customer.household_id``); :func:`receiptflow.producers.simulator.households_of` gives the
+membership of simulated traffic, which :func:`write_households` writes.
 A household's points are its members' points added up at read time, so each card's profile stays
 one Redis key and one purchase updates one card atomically.
 """
@@ -10,12 +11,11 @@ one Redis key and one purchase updates one card atomically.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from ..errors import ConfigError
-from ..producers.simulator import Customer
 
 
 def load_households(path: Path) -> Mapping[str, str]:
@@ -28,10 +28,6 @@ def load_households(path: Path) -> Mapping[str, str]:
     if rows and not {"card_id", "household_id"} <= set(rows[0]):
         raise ConfigError(f"households file {path}: the header must be card_id,household_id")
     return MappingProxyType({r["card_id"]: r["household_id"] for r in rows})
-
-
-def from_customers(customers: Iterable[Customer]) -> dict[str, str]:
-    return {card: c.household_id for c in customers for _, card in c.cards}
 
 
 def write_households(path: Path, membership: Mapping[str, str]) -> None:

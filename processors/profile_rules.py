@@ -3,7 +3,7 @@
 :func:`delta` turns a :class:`~receiptflow.models.Purchase` into a :class:`Delta` of whole-number
 increments (visits, spend, the day bucket, points, product-group amounts, affinities, nutrition,
 kg CO2e, domestic share). The pure fold (``profiles.update``) and the Redis script
-(``profiles.RedisProfileStore``) both apply exactly these numbers, so they cannot drift apart:
+(``profile_store.RedisProfileStore``) both apply exactly these numbers, so they cannot drift apart:
 every rounding happens here, once, per receipt line.
 
 Where the facts come from:
@@ -34,9 +34,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..catalogue import load_catalogue
 from ..errors import ConfigError
 from ..models import Purchase
-from ..producers.catalogue import load_catalogue
 
 # Product groups whose purchase marks an affinity (ads for pet food or diapers only reach buyers).
 AFFINITY_GROUPS: Mapping[str, str] = MappingProxyType(

@@ -60,13 +60,14 @@ from ..config import Settings
 from ..errors import BrokerError, ConfigError, ValidationError
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange, ConsentState, Purchase
+from ..policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
 from ..secrets import analytics_key
 from ..topics import TopicNames
+from ..validation import dead_letter_record, validate, validate_consent
 from .consent import ConsentHistory, effective_consent
-from .core import dead_letter_record, route, validate, validate_consent
+from .core import route
 from .encoding import BasketEncoder, PurchaseEncoder
 from .merge import TimeOrderedMerge
-from .policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
 from .pseudonym import BasketPseudonymiser
 from .watchdog import CallWatchdog
 

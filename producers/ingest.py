@@ -15,7 +15,7 @@ from datetime import datetime
 
 from ..errors import ValidationError
 from ..models import Checkout, ConsentChange
-from ..processors.core import validate, validate_consent
+from ..validation import validate, validate_consent
 from .client import RegisterClient
 from .jsonl import Kind, parse_document
 

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError
 from ..metrics import Metrics
+from ..progress import progress_bar
 from ..topics import TopicNames
 from .outbox import Outbox
 from .simulator import GroundTruth, Simulator, Traffic
@@ -88,14 +88,7 @@ def simulate(
                 assert e.consent is not None
                 outbox.accept_consent(e.consent)
         begin = time.monotonic()
-        with Progress(
-            TextColumn("registers"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("checkouts"),
-            TimeRemainingColumn(),
-            console=console,
-        ) as progress:
+        with progress_bar("registers", "checkouts", console) as progress:
             task = progress.add_task("sell", total=total)
             sold = 0
             for e in traffic.emissions(total, t0, rate):

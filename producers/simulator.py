@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from ..catalogue import Product, load_catalogue
 from ..models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
-from .catalogue import Product, load_catalogue
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 
@@ -91,6 +91,11 @@ class Customer:
         if programme in ("P", "L"):
             return held.get("S") or held.get("K")
         return held.get(programme)
+
+
+def households_of(customers: Iterable[Customer]) -> dict[str, str]:
+    """card id -> household id of simulated customers (what ``processors.households`` reads from a file)."""
+    return {card: c.household_id for c in customers for _, card in c.cards}
 
 
 @dataclass

@@ -3,6 +3,16 @@
 ``open_sink(settings)`` picks the implementation from the warehouse URL, ``run_sink`` is the
 Kafka consume loop that stores offsets with the rows (exactly-once effect), ``warehouse_counts``
 summarises what a warehouse holds.
+
+A layer above the shared core: it never imports ``receiptflow.producers`` or
+``receiptflow.processors`` (``tests/unit/test_layers.py`` holds that).
+
+This folder is the package ``receiptflow.sinks``: ``src/receiptflow/sinks`` is a link to it, and it
+is only ever imported under that name (``import receiptflow.sinks...``). That is why its modules can
+write ``from ..config import Settings``: ``..`` is ``receiptflow``. Imported as a top-level package
+from the repository root (``python -c "import sinks.base"``) the same line fails with
+"attempted relative import beyond top-level package"; install the project (``make setup``) and import
+``receiptflow.sinks`` instead.
 """
 
 from .base import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, WriteResult, to_rows, warehouse_counts

@@ -41,10 +41,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from ..card_hash import CardHasher
 from ..errors import ValidationError, WarehouseError
 from ..models import AnalyticsBasket, ConsentChange, Granularity, Purchase
-from ..processors.policy import Policy
-from ..processors.profiles import erased_hash
+from ..policy import Policy
 
 DEFAULT_GROUP = "receiptflow-warehouse"
 
@@ -392,32 +392,6 @@ def _add_basket(rows: Rows, b: AnalyticsBasket) -> None:
         (b.basket_id, seq, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
         for seq, i in enumerate(b.lines, start=1)
     )
-
-
-class CardHasher:
-    """Salted hashes of card ids as the erased-cards record keeps them, cached (a batch repeats cards).
-
-    The salt is the install's (:func:`receiptflow.secrets.erasure_salt`): there is no built-in one,
-    since a hash keyed with a salt written in the source links straight back to the card.
-    """
-
-    def __init__(self, salt: bytes) -> None:
-        if not salt:
-            raise ValueError("CardHasher needs the install's erasure salt")
-        self.salt = salt
-        self._cache: dict[str, str] = {}
-
-    def __call__(self, card_id: str) -> str:
-        found = self._cache.get(card_id)
-        if found is None:
-            if len(self._cache) > 100_000:
-                self._cache.clear()
-            found = self._cache[card_id] = erased_hash(card_id, self.salt)
-        return found
-
-    def column(self, cards: Sequence[str | None]) -> list[str | None]:
-        """The hash column of a table's rows (None for anonymous rows)."""
-        return [None if c is None else self(c) for c in cards]
 
 
 # The erased-cards record: erasure adds a hash with its rows' deletes, in one transaction.

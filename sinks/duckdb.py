@@ -40,6 +40,7 @@ from typing import Any
 
 import duckdb
 
+from ..card_hash import CardHasher
 from ..errors import WarehouseError
 from ..files import owner_only
 from .base import (
@@ -55,7 +56,6 @@ from .base import (
     TABLES,
     AnyRecord,
     BasketRecord,
-    CardHasher,
     Sink,
     Table,
     WriteResult,

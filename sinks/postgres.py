@@ -33,6 +33,7 @@ from typing import Any
 
 import psycopg
 
+from ..card_hash import CardHasher
 from ..errors import WarehouseError
 from .base import (
     ANALYTICS_OFFSETS_SELECT,
@@ -45,7 +46,6 @@ from .base import (
     SCHEMA_MIGRATIONS_DDL,
     TABLES,
     AnyRecord,
-    CardHasher,
     Sink,
     Table,
     WriteResult,

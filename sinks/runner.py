@@ -49,8 +49,8 @@ from ..erasures import ErasureReader
 from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
 from ..metrics import Metrics
 from ..models import AnalyticsBasket, Purchase
-from ..processors.policy import load_policy
-from ..processors.profiles import erasure_salt
+from ..policy import load_policy
+from ..secrets import erasure_salt
 from ..topics import TopicNames
 from .base import (
     DEFAULT_GROUP,

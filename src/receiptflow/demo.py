@@ -29,7 +29,7 @@ from rich.table import Table
 from .config import Settings
 from .errors import BrokerError, StackError
 from .metrics import Metrics
-from .processors.profiles import RedisProfileStore
+from .processors.profile_store import RedisProfileStore
 from .producers.run import simulate
 from .topics import TopicNames, create_topics
 

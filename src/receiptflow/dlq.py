@@ -38,8 +38,8 @@ from .consume import partitions_of, reader
 from .errors import BrokerError, DecodeError, ValidationError
 from .metrics import Metrics
 from .models import ConsentChange
-from .processors.core import dead_letter_record, validate_consent
 from .topics import TopicNames
+from .validation import dead_letter_record, validate_consent
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from receiptflow.config import Settings
 from receiptflow.consume import consume_json
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profiles import RedisProfileStore
+from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import open_sink, run_sink, warehouse_counts

@@ -28,16 +28,17 @@ import pytest
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-import receiptflow.processors.subject as subject_module
+import receiptflow.jobs.subject as subject_module
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.erasures import erased_at, erased_cards
 from receiptflow.errors import BrokerError, ErasureIncompleteError, ProfileStoreError
+from receiptflow.jobs.subject import STEPS, audit_log, erase_card, export_card, steps_done
 from receiptflow.models import ConsentChange, ConsentState, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
-from receiptflow.processors.profiles import ERASED_KEY, RedisProfileStore, profile_key, seen_key
-from receiptflow.processors.subject import STEPS, audit_log, erase_card, export_card, steps_done
+from receiptflow.processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole

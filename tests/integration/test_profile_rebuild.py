@@ -28,18 +28,13 @@ import redis
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.jobs.profile_rebuild import rebuild
+from receiptflow.jobs.segments import assign, load_model, read_month, store_segments
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profile_rebuild import rebuild
-from receiptflow.processors.profiles import (
-    ERASED_KEY,
-    SEGMENT_FIELDS,
-    Profile,
-    RedisProfileStore,
-    profile_key,
-    seen_key,
-)
-from receiptflow.processors.segments import assign, load_model, read_month, store_segments
+from receiptflow.processors.profile_keys import ERASED_KEY, SEGMENT_FIELDS, profile_key, seen_key
+from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles import Profile
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
 from receiptflow.redis_auth import RedisRole

@@ -31,19 +31,15 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq import DeadLetter, iter_dead_letters
 from receiptflow.erasures import record_erasure
+from receiptflow.jobs.subject import audit_log
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
+from receiptflow.processors.profile_keys import ERASED_KEY, profile_key, seen_key
 from receiptflow.processors.profile_rules import Rules, load_rules
-from receiptflow.processors.profiles import (
-    ERASED_KEY,
-    RedisProfileStore,
-    fold,
-    profile_key,
-    seen_key,
-)
-from receiptflow.processors.subject import audit_log
+from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles import fold
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole

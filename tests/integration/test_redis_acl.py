@@ -28,12 +28,14 @@ import redis
 
 from receiptflow.config import Settings
 from receiptflow.errors import ProfileStoreError
+from receiptflow.jobs.subject import AUDIT_STREAM, audit_log, erase_card, is_erased
 from receiptflow.models import ConsentChange, ConsentState, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
+from receiptflow.processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profile_views import render
-from receiptflow.processors.profiles import ERASED_KEY, RedisProfileStore, fold, profile_key, seen_key
-from receiptflow.processors.subject import AUDIT_STREAM, audit_log, erase_card, is_erased
+from receiptflow.processors.profiles import fold
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, role_password
 from receiptflow.stack import EmbeddedRedis

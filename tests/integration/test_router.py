@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, Checkout, ConsentChange, Granularity, Purchase
-from receiptflow.processors.policy import load_policy
+from receiptflow.policy import load_policy
 from receiptflow.processors.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import CHAINS, Emission, GroundTruth, Simulator, Traffic

@@ -39,8 +39,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
 from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, warehouse_counts

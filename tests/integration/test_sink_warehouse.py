@@ -35,8 +35,8 @@ from receiptflow.dlq import DeadLetter, iter_dead_letters
 from receiptflow.errors import WarehouseError
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import Routed, process
-from receiptflow.processors.policy import load_policy
 from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import (

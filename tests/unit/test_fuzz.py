@@ -26,8 +26,8 @@ from receiptflow.codec import Codec
 from receiptflow.dlq import decode_consent
 from receiptflow.errors import ValidationError
 from receiptflow.models import Checkout, ConsentChange
-from receiptflow.processors.core import validate
 from receiptflow.producers.jsonl import parse_document
+from receiptflow.validation import validate
 
 from .processors.strategies import NOW, checkouts
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 from hypothesis import strategies as st
 
 from receiptflow.models import Checkout, ConsentState, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
 
 from .strategies import NOW, checkouts
 

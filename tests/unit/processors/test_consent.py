@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from receiptflow.models import Checkout, ConsentChange, ConsentState, Granularity
+from receiptflow.policy import Policy, parse_policy
 from receiptflow.processors.consent import MAX_CHANGES_PER_CARD, ConsentHistory, effective_consent
 from receiptflow.processors.core import DEFAULT_CONSENT, route
-from receiptflow.processors.policy import Policy, parse_policy
 
 from .strategies import NOW, checkouts
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from receiptflow.errors import ValidationError
 from receiptflow.models import Checkout, CheckoutLine, ConsentState, Granularity
-from receiptflow.processors.core import DEFAULT_CONSENT, process, validate
-from receiptflow.processors.policy import load_policy
+from receiptflow.policy import load_policy
+from receiptflow.processors.core import DEFAULT_CONSENT, process
 from receiptflow.processors.pseudonym import BasketPseudonymiser
+from receiptflow.validation import validate
 
 from .strategies import NOW, checkouts
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from receiptflow.codec import HEADER_SIZE, Codec, SchemaCatalog, SchemaVersion
 from receiptflow.models import Checkout, CheckoutLine, ConsentState, PaymentMethod
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import analytics_basket, route
 from receiptflow.processors.encoding import BasketEncoder, PurchaseEncoder
-from receiptflow.processors.policy import load_policy
 from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import Simulator
 

@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
+from receiptflow.policy import parse_policy
 from receiptflow.processors.consent import ConsentHistory, effective_consent
 from receiptflow.processors.core import DEFAULT_CONSENT, route
 from receiptflow.processors.merge import BEHIND_WAIT_FACTOR, TimeOrderedMerge
-from receiptflow.processors.policy import parse_policy
 
 from .strategies import NOW
 

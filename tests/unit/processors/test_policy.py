@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from receiptflow.errors import ConfigError
 from receiptflow.models import Granularity
-from receiptflow.processors.policy import UNKNOWN_CHAIN_VERSION, load_policy, parse_policy, truncate
+from receiptflow.policy import UNKNOWN_CHAIN_VERSION, load_policy, parse_policy, truncate
 
 from .strategies import checkouts
 

@@ -13,10 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiptflow.models import ConsentChange, ConsentState, Purchase
-from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
-from receiptflow.processors.profile_rebuild import (
+from receiptflow.jobs.profile_rebuild import (
     _RECEIPT_COLUMNS,
     card_pages,
     count_events,
@@ -26,6 +23,9 @@ from receiptflow.processors.profile_rebuild import (
     read_events,
     rebuild_fold,
 )
+from receiptflow.models import ConsentChange, ConsentState, Purchase
+from receiptflow.policy import load_policy
+from receiptflow.processors.core import process
 from receiptflow.processors.profile_rules import delta, load_rules
 from receiptflow.processors.profiles import fold
 from receiptflow.producers.simulator import Simulator

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiptflow.processors.profiles import WEEK_DAYS, decode_profile, week_days, week_field, week_text
+from receiptflow.processors.profile_keys import WEEK_DAYS, decode_profile, week_days, week_field, week_text
 
 DAYS = st.integers(0, 40_000)  # epoch days up to the year 2079
 BUCKETS = st.tuples(st.integers(1, 35), st.integers(0, 36**5 - 1))  # visits, cents (< 600,000 € a day)

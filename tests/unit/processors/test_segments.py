@@ -12,10 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from receiptflow.errors import ConfigError
-from receiptflow.models import ConsentChange, ConsentState
-from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
-from receiptflow.processors.segments import (
+from receiptflow.jobs.segments import (
     CardMonth,
     assign,
     assign_one,
@@ -26,6 +23,9 @@ from receiptflow.processors.segments import (
     parse_model,
     read_month,
 )
+from receiptflow.models import ConsentChange, ConsentState
+from receiptflow.policy import load_policy
+from receiptflow.processors.core import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import ConsentRecord, DuckDBSink, SinkRecord
 

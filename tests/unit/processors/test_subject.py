@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
+from receiptflow.card_hash import CardHasher
 from receiptflow.erasures import decode_erasure, encode_erasure
-from receiptflow.processors.profiles import RedisProfileStore
-from receiptflow.processors.subject import STEPS, missing_from_topic, plan_erasure, steps_done, topic_retention
-from receiptflow.sinks.base import CardHasher
+from receiptflow.jobs.subject import STEPS, missing_from_topic, plan_erasure, steps_done, topic_retention
+from receiptflow.processors.profile_store import RedisProfileStore
 
 NOW = datetime(2026, 12, 1, 15, tzinfo=UTC)
 DAY_MS = 86_400_000

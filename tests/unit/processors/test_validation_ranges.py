@@ -11,7 +11,7 @@ import pytest
 
 from receiptflow.errors import ValidationError
 from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
-from receiptflow.processors.core import MAX_STRING_CHARS, validate, validate_consent
+from receiptflow.validation import MAX_STRING_CHARS, validate, validate_consent
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 LINE = CheckoutLine(1, "6410100000000", "dairy", 2.0, 109, 218)

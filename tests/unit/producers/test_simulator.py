@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from receiptflow.catalogue import is_valid_ean13, load_catalogue
 from receiptflow.codec import Codec
-from receiptflow.processors.core import validate
-from receiptflow.producers.catalogue import is_valid_ean13, load_catalogue
 from receiptflow.producers.simulator import CHAINS, Simulator
+from receiptflow.validation import validate
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 

@@ -18,8 +18,8 @@ import pytest
 
 from receiptflow.errors import WarehouseError
 from receiptflow.models import ConsentChange, Granularity, Purchase
+from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.policy import load_policy
 from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, to_rows, warehouse_counts

@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..models import Checkout, CheckoutLine, Granularity, GroupTotal
+from .errors import ConfigError
+from .models import Checkout, CheckoutLine, Granularity, GroupTotal
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,10 @@ import redis
 
 from ..errors import ConfigError, ProfileStoreError
 from ..metrics import Metrics
+from ..processors.profile_keys import ERASED_KEY, SEGMENT_FIELDS, profile_key
+from ..processors.profile_store import RedisProfileStore
 from ..sinks.base import Sink
 from ..sinks.postgres import PostgresSink
-from .profiles import ERASED_KEY, SEGMENT_FIELDS, RedisProfileStore, profile_key
 
 
 @dataclass(frozen=True, slots=True)

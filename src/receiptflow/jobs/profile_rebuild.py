@@ -40,27 +40,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
-import redis
-
-from ..errors import ProfileStoreError
 from ..metrics import Metrics
 from ..models import CheckoutLine, ConsentChange, ConsentState, Granularity, GroupTotal, Purchase
+from ..processors.profile_rules import Rules, event_ms
+from ..processors.profile_store import ApplyResult, RedisProfileStore
+from ..processors.profiles import Profile, fold
 from ..sinks.base import Sink
 from ..sinks.postgres import PostgresSink
-from .profile_rules import Rules, delta, event_ms
-from .profiles import (
-    APPLY_LUA,
-    CONSENT_LUA,
-    ERASED_KEY,
-    ApplyResult,
-    Outcome,
-    Profile,
-    RedisProfileStore,
-    delta_args,
-    fold,
-    profile_key,
-    seen_key,
-)
 
 Progress = Callable[[int, int], None]  # (events done, events in all)
 Event = Purchase | ConsentChange
@@ -149,50 +135,12 @@ def apply_events(
 ) -> tuple[ApplyResult, int]:
     """Apply purchases and consent changes in the order given, in one pipelined round trip.
 
-    The store's own scripts with the arguments :meth:`RedisProfileStore.apply_all` and
-    :meth:`RedisProfileStore.apply_consents` give them (``delta_args``, the erased-card hash), so a
-    profile rebuilt from the warehouse is written exactly as the live path writes it. ``reset``
-    cards' keys are deleted first, in the same pipeline. Returns the purchases' outcomes and how many
-    consent changes changed a profile.
+    The store's own write path (:meth:`RedisProfileStore.apply_events`, the one the live agent
+    uses), so a profile rebuilt from the warehouse is written exactly as the live path writes it.
+    ``reset`` cards' keys are deleted first, in the same pipeline. Returns the purchases' outcomes and
+    how many consent changes changed a profile.
     """
-    client = store.client
-    # The store's scripts themselves (same text, same SHA), queued here so that purchases and consent
-    # changes share one pipeline in event order; the store's batch calls each run a pipeline of one kind.
-    apply_script = client.register_script(APPLY_LUA)
-    consent_script = client.register_script(CONSENT_LUA)
-    pipe = client.pipeline(transaction=False)
-    for card in reset:
-        pipe.delete(profile_key(card), seen_key(card))
-    is_purchase: list[bool] = []
-    for e in events:
-        if e.card_id is None:
-            continue
-        erased = store.erased_hash(e.card_id)
-        if isinstance(e, ConsentChange):
-            ms = int(e.event_time.timestamp() * 1000)
-            args: list[Any] = [ms, "1" if e.product_data_marketing else "0", erased]
-            consent_script(keys=[profile_key(e.card_id), ERASED_KEY], args=args, client=pipe)
-            is_purchase.append(False)
-        else:
-            args = delta_args(delta(e, store.rules), store.rules, erased)
-            keys = [profile_key(e.card_id), seen_key(e.card_id), ERASED_KEY]
-            apply_script(keys=keys, args=args, client=pipe)
-            is_purchase.append(True)
-    if not is_purchase and not reset:
-        return ApplyResult(), 0
-    try:
-        results = [int(x) for x in pipe.execute()[len(reset) :]]
-    except redis.RedisError as exc:
-        raise ProfileStoreError(f"profile rebuild batch failed: {exc}") from exc
-    bought = [r for r, p in zip(results, is_purchase, strict=True) if p]
-    consents = sum(1 for r, p in zip(results, is_purchase, strict=True) if not p and r == 1)
-    outcome = ApplyResult(
-        applied=bought.count(Outcome.APPLIED),
-        duplicates=bought.count(Outcome.DUPLICATE),
-        late=bought.count(Outcome.LATE),
-        erased=bought.count(Outcome.ERASED),
-    )
-    return outcome, consents
+    return store.apply_events(events, reset, what="profile rebuild batch")
 
 
 # --- reading the warehouse -----------------------------------------------------------------------

@@ -58,12 +58,13 @@ from confluent_kafka.admin import AdminClient
 from ..config import Settings
 from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
+from ..processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from ..processors.profile_store import RedisProfileStore
+from ..processors.profile_views import render
 from ..redis_auth import RedisRole
 from ..sinks import Sink, open_sink
 from ..sinks.subject import delete_card, export_rows
 from ..topics import CARD_LINKED, TopicNames, describe_topic_configs
-from .profile_views import render
-from .profiles import ERASED_KEY, RedisProfileStore, profile_key, seen_key
 
 AUDIT_STREAM = "rf:audit:erasures"
 

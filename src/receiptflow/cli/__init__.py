@@ -1,0 +1,126 @@
+"""The ``receiptflow`` command line: one console script, one subcommand per job.
+
+Subcommands only parse arguments, build a :class:`~receiptflow.config.Settings`, call the module that
+does the work and print; long-running ones first print which broker, Redis and warehouse they use
+(never a secret). Exit codes: 0 success, 1 the job failed or rejected input, 2 usage errors.
+
+One module per command group, each holding its commands' arguments (``add_<command>``) next to
+their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
+(topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
+:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments)
+and :mod:`.privacy` (export, erase); :mod:`.common` holds the consoles and argument types. Handlers
+import their work lazily, so ``receiptflow --help`` stays fast. This module builds the parser in
+the order ``--help`` lists the commands and turns errors into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError as PydanticValidationError
+from rich.markup import escape
+
+from .. import __version__
+from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
+from ..errors import ConfigError, ReceiptflowError, UsageError
+from . import contract, privacy, process, produce, profile_commands, read, servers, sink
+from .common import err_console
+
+__all__ = ["build_parser", "load_settings", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="receiptflow", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"receiptflow {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    servers.add_stack(sub)
+    servers.add_cluster(sub)
+    contract.add_topics(sub)
+    contract.add_schemas(sub)
+    contract.add_policy(sub)
+    produce.add_produce(sub)
+    process.add_process(sub)
+    sink.add_sink(sub)
+    produce.add_simulate(sub)
+    produce.add_outbox(sub)
+    read.add_dlq(sub)
+    read.add_consume(sub)
+    profile_commands.add_profile(sub)
+    profile_commands.add_profiles(sub)
+    profile_commands.add_segments(sub)
+    privacy.add_export(sub)
+    privacy.add_erase(sub)
+    servers.add_demo(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # librdkafka reports every failed connection attempt; the commands say what is wrong themselves.
+    KAFKA_LOGGER.setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    settings: Settings | None = None
+    try:
+        try:
+            settings = load_settings()
+        except PydanticValidationError as exc:
+            raise ConfigError(_settings_problem(exc)) from exc
+        code: int = args.func(args, settings)
+        return code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, UsageError | ConfigError):
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 2
+        if isinstance(exc, ReceiptflowError):
+            message = str(exc) + _server_hint(exc, settings)
+            err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+            return 1
+        # A defect of ours: one line for the person, the traceback only on request.
+        err_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} "
+            "(run again with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+
+
+def _server_hint(exc: BaseException, settings: Settings | None) -> str:
+    """What to do when the error comes from a server that does not answer (empty when it does not)."""
+    cause = exc.__cause__
+    local = settings is None or not settings.is_production
+    start = "start the embedded stack with `.venv/bin/receiptflow stack up`" if local else "check that it is up"
+    if type(cause).__module__.startswith("redis") and "Connection" in type(cause).__name__:
+        where = redact_url(settings.redis_url) if settings is not None else "Redis"
+        return f" -- Redis at {where} does not answer: {start}, or set RECEIPTFLOW_REDIS_URL"
+    if type(cause).__module__.startswith("psycopg") and "OperationalError" in type(cause).__name__:
+        where = redact_url(settings.resolved_warehouse_url) if settings is not None else "PostgreSQL"
+        return f" -- the warehouse at {where} does not answer: {start}, or set RECEIPTFLOW_WAREHOUSE_URL"
+    return ""
+
+
+def _settings_problem(exc: PydanticValidationError) -> str:
+    """One line naming each bad RECEIPTFLOW_ variable and what is wrong with it."""
+    parts = []
+    for error in exc.errors():
+        name = "RECEIPTFLOW_" + "_".join(str(p) for p in error["loc"]).upper()
+        parts.append(f"{name}: {error['msg']}")
+    return "; ".join(parts) + " (fix the environment or .env)"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The stream processor: ``process`` (the router, the profile agent, or both).
+
+Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from .common import print_endpoints
+
+if TYPE_CHECKING:
+    from .common import Subparsers
+
+
+def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
+    import faulthandler
+    import signal
+    import threading
+
+    from ..metrics import Metrics, serve
+    from ..processors.app import create_app, run_worker
+    from ..processors.router import Router
+    from ..processors.supervise import run_router, run_router_and_agent
+
+    if args.instance is not None:
+        settings = settings.model_copy(update={"processor_instance": args.instance})
+    print_endpoints(settings, f"processor ({args.role}, instance {settings.processor_instance}):")
+    from ..topics import require_broker
+
+    require_broker(settings)
+    # main() configured logging already (WARNING unless -v): --loglevel must replace that.
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker waits.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    metrics = Metrics()
+    serve(metrics, settings.metrics_port if args.metrics_port is None else args.metrics_port, settings.metrics_addr)
+    if args.role == "profiles":
+        run_worker(create_app(settings, metrics=metrics), loglevel=args.loglevel)
+        return 0
+    stop = threading.Event()
+    router = Router(settings, metrics=metrics)
+    if args.role == "router":
+        run_router(router, stop)
+        return 0
+    # Both: the router on a thread, the faust worker (which owns the event loop) on the main thread.
+    run_router_and_agent(
+        router, stop, lambda: run_worker(create_app(settings, metrics=metrics), loglevel=args.loglevel)
+    )
+    return 0
+
+
+def add_process(sub: Subparsers) -> None:
+    s = sub.add_parser("process", help="run the stream processor until stopped")
+    s.add_argument(
+        "--role",
+        choices=("all", "router", "profiles"),
+        default="all",
+        help="router: checkouts -> purchase topics (exactly-once); profiles: faust agent -> Redis; all: both",
+    )
+    s.add_argument("--instance", help="stable worker name (RECEIPTFLOW_PROCESSOR_INSTANCE)")
+    s.add_argument("--loglevel", default="warning")
+    s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
+    s.set_defaults(func=cmd_process)

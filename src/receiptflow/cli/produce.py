@@ -1,0 +1,132 @@
+"""Producing: ``produce`` (JSON Lines), ``simulate`` (the seeded fleet) and ``outbox``.
+
+Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from ..errors import UsageError
+from .common import console, err_console, fraction, positive_float, positive_int, print_endpoints
+
+if TYPE_CHECKING:
+    from .common import Subparsers
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from ..producers.client import RegisterClient
+    from ..producers.ingest import ingest
+    from ..topics import require_broker
+
+    source = None if args.file in (None, "-") else Path(args.file)
+    if source is not None and not source.is_file():
+        what = "is a directory" if source.is_dir() else "does not exist"
+        raise UsageError(f"{source} {what}: give a JSON Lines file, or - for standard input")
+    print_endpoints(settings, "produce:")
+    require_broker(settings)
+    client = RegisterClient(settings)
+    try:
+        stream = sys.stdin.buffer if source is None else source.open("rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+    with stream:
+        report = ingest(stream, args.kind, client, datetime.now(UTC))
+    for note in sorted(report.rejected + report.failed + report.warnings, key=lambda n: n.lineno):
+        label = "warning" if note.reason == "unknown_fields" else f"rejected ({note.reason})"
+        err_console.print(f"line {note.lineno}: {label}: {note.message}", markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"sent {report.sent}, acknowledged {report.acked}, failed {len(report.failed)}, rejected {len(report.rejected)}"
+    )
+    return 0 if report.ok else 1
+
+
+def add_produce(sub: Subparsers) -> None:
+    s = sub.add_parser("produce", help="publish checkouts (or consent changes) from a JSON Lines file")
+    s.add_argument("file", nargs="?", help="file, or - / nothing for standard input")
+    s.add_argument("--kind", choices=("checkout", "consent"), default="checkout")
+    s.set_defaults(func=cmd_produce)
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from ..producers.run import simulate
+
+    print_endpoints(settings, "simulate:")
+    truth = simulate(
+        settings,
+        stores=args.stores,
+        customers=args.customers,
+        rate=args.rate,
+        duration=args.duration,
+        seed=args.seed,
+        console=err_console,
+        dup_rate=args.dup_rate,
+        bad_rate=args.bad_rate,
+        consent_change_rate=args.consent_change_rate,
+        out_of_order_rate=args.out_of_order_rate,
+        outbox_path=Path(args.outbox) if args.outbox else None,
+    )
+    if args.truth:
+        truth.write(Path(args.truth))
+    console.print(
+        f"sent {truth.receipts} checkouts ({truth.anonymous} anonymous, {truth.spend_cents} cents), "
+        f"{len(truth.duplicates)} repeated deliveries, {len(truth.bad)} bad events, "
+        f"{len(truth.consents)} consent changes, {truth.out_of_order} out of order"
+    )
+    return 0
+
+
+def add_simulate(sub: Subparsers) -> None:
+    s = sub.add_parser("simulate", help="send simulated checkouts from a seeded fleet of registers")
+    s.add_argument("--stores", type=positive_int, default=20)
+    s.add_argument("--customers", type=positive_int, default=200)
+    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second")
+    s.add_argument("--duration", type=positive_float, default=60.0, help="seconds")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--dup-rate", type=fraction, default=0.0, help="share of sales delivered twice")
+    s.add_argument("--bad-rate", type=fraction, default=0.0, help="share of sales followed by a bad event")
+    s.add_argument("--consent-change-rate", type=fraction, default=0.0, help="consent changes per sale")
+    s.add_argument("--out-of-order-rate", type=fraction, default=0.0, help="share of sales delivered late")
+    s.add_argument("--outbox", help="outbox file (default: under the data dir)")
+    s.add_argument("--truth", help="write the ground-truth JSON here")
+    s.set_defaults(func=cmd_simulate)
+
+
+def cmd_outbox(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlite3
+
+    from ..producers.outbox import Outbox
+
+    path = Path(args.path)
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise UsageError(f"{path} {what}: give the path of a register's outbox file")
+    try:
+        outbox = Outbox(path, settings)
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"{path} is not a register outbox ({exc})") from exc
+    try:
+        if args.action == "drain":
+            print_endpoints(settings, "outbox drain:")
+            outbox.start()
+            drained = outbox.drain(args.timeout)
+            outbox.stop()
+            console.print(f"sent {outbox.acked}, still pending {outbox.pending()}")
+            return 0 if drained else 1
+        console.print(f"{args.path}: {outbox.pending()} pending, {outbox.bytes_pending} bytes")
+        return 0
+    finally:
+        outbox.close()
+
+
+def add_outbox(sub: Subparsers) -> None:
+    s = sub.add_parser("outbox", help="inspect or drain a register outbox file")
+    s.add_argument("action", choices=("status", "drain"))
+    s.add_argument("path")
+    s.add_argument("--timeout", type=positive_float, default=120.0)
+    s.set_defaults(func=cmd_outbox)

@@ -1,0 +1,160 @@
+"""Profiles: ``profile`` (one card, as a role sees it), ``profiles rebuild`` and ``segments run``.
+
+Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
+
+from rich.table import Table
+
+from ..config import Settings
+from ..progress import progress_bar
+from .common import console, err_console, print_endpoints
+
+if TYPE_CHECKING:
+    from .common import Subparsers
+
+T = TypeVar("T")
+
+
+def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
+    from ..processors.households import load_households, members
+    from ..processors.profile_store import RedisProfileStore
+    from ..processors.profile_views import render
+    from ..redis_auth import RedisRole
+
+    # Only the full view shows the dedup set (support's login); the others read profile hashes
+    # alone, all the marketing reader may read (deploy/redis/users.acl).
+    role = RedisRole.SUPPORT if args.view == "full" else RedisRole.MARKETING
+    store = RedisProfileStore.from_settings(settings, role)
+    profile = store.get(args.card, with_seen=args.view == "full")
+    if profile is None:
+        err_console.print(f"no profile for card {args.card}")
+        return 1
+    household: dict[str, int] | None = None
+    if settings.households_file is not None and args.view != "marketing":
+        cards = members(load_households(settings.households_file), args.card)
+        household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
+    segments = store.segments(args.card)
+    doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
+    console.print_json(json.dumps(doc)) if args.json else console.print(doc)
+    return 0
+
+
+def add_profile(sub: Subparsers) -> None:
+    s = sub.add_parser("profile", help="show a card's profile from Redis, as one role sees it")
+    s.add_argument("card")
+    s.add_argument(
+        "--view",
+        choices=("customer", "marketing", "full"),
+        default="customer",
+        help="customer: the card holder's own view; marketing: only what consent allows; full: everything",
+    )
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_profile)
+
+
+def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., T]) -> T:
+    """Run a batch job over the warehouse and the profile store, with a progress bar on stderr.
+
+    ``job(sink, store, progress=..., metrics=...)``; the job's metrics go to
+    ``RECEIPTFLOW_METRICS_TEXTFILE`` when it is set, since nothing scrapes a batch command live.
+    """
+    from ..metrics import Metrics, write_textfile
+    from ..processors.profile_store import RedisProfileStore
+    from ..sinks import open_sink
+
+    metrics = Metrics()
+    store = RedisProfileStore.from_settings(settings)
+    sink = open_sink(settings)
+    try:
+        with progress_bar(what, unit, err_console) as bar:
+            task = bar.add_task(what, total=None)
+            result = job(
+                sink,
+                store,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                metrics=metrics,
+            )
+    finally:
+        sink.close()
+    if settings.metrics_textfile is not None:
+        write_textfile(metrics, settings.metrics_textfile)
+    return result
+
+
+def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
+    from ..jobs.profile_rebuild import rebuild
+
+    if args.redis_url is not None:
+        settings = settings.model_copy(update={"redis_url": args.redis_url})
+    print_endpoints(settings, "profiles rebuild:")
+    from ..topics import require_broker
+
+    require_broker(settings)  # it reads the erased-cards topic first
+    from ..jobs.subject import record_erased_in_profiles
+    from ..processors.profile_store import RedisProfileStore
+
+    # Before any profile is written: the target may be a new Redis that never saw an erasure.
+    record_erased_in_profiles(settings, RedisProfileStore.from_settings(settings))
+    stats = _profile_batch(
+        settings,
+        "rebuild",
+        "purchases and consent changes",
+        partial(rebuild, cards_per_batch=args.cards_per_batch),
+    )
+    console.print(
+        f"rebuilt {stats.cards} profiles: {stats.purchases} purchases and {stats.consent_changes} consent changes "
+        f"applied in {stats.round_trips} round trips; {stats.erased} purchases of erased cards left out"
+    )
+    return 0
+
+
+def add_profiles(sub: Subparsers) -> None:
+    s = sub.add_parser("profiles", help="rebuild every customer profile from the warehouse")
+    s.add_argument("action", choices=("rebuild",))
+    s.add_argument("--redis-url", help="rebuild into this Redis instead of RECEIPTFLOW_REDIS_URL")
+    s.add_argument("--cards-per-batch", type=int, default=500, help="cards read from the warehouse at a time")
+    s.set_defaults(func=cmd_profiles)
+
+
+def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
+    from ..jobs.segments import load_model, month_bounds, run_segments
+
+    month_bounds(args.month)  # a usage error before anything connects
+    model = load_model(settings.segments_file)
+    print_endpoints(settings, f"segments run ({args.month}, model {model.version}):")
+    run = _profile_batch(
+        settings,
+        "segments",
+        "cards",
+        partial(
+            run_segments,
+            month=args.month,
+            model=model,
+            default_product_data=settings.default_product_data_marketing,
+        ),
+    )
+    table = Table("grocery segment", "cards", title=f"{run.month}: {run.cards} active cards, model {run.model}")
+    for name, n in sorted(run.per_segment.items()):
+        table.add_row("none (no product-data consent or no grocery spend)" if name == "-" else name, str(n))
+    console.print(table)
+    console.print(
+        f"stored in {run.stored + run.stored_without_segment} profiles ({run.stored} with a grocery segment); "
+        f"{run.no_profile} cards without a profile and {run.erased} erased cards skipped"
+    )
+    return 0
+
+
+def add_segments(sub: Subparsers) -> None:
+    s = sub.add_parser("segments", help="assign a month's active cards to segments and store them in the profiles")
+    s.add_argument("action", choices=("run",))
+    s.add_argument("--month", required=True, help="YYYY-MM (receipts by the register's local date)")
+    s.set_defaults(func=cmd_segments)

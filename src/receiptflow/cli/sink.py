@@ -1,0 +1,105 @@
+"""The warehouse sink: ``sink run`` and ``sink replay``.
+
+Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from ..progress import progress_bar
+from .common import console, err_console, positive_float, print_endpoints
+
+if TYPE_CHECKING:
+    from .common import Subparsers
+
+
+def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from ..metrics import Metrics, serve
+    from ..sinks import open_sink, run_sink
+
+    print_endpoints(settings, "warehouse sink:")
+    from ..topics import require_broker
+
+    require_broker(settings)
+    metrics = Metrics()
+    # The processor serves on metrics_port; the sink on the next port, so both run on one host.
+    default_port = settings.metrics_port + 1 if settings.metrics_port else 0
+    serve(metrics, default_port if args.metrics_port is None else args.metrics_port, settings.metrics_addr)
+    if args.action == "replay":
+        return _sink_replay(args, settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    sink = open_sink(settings)
+    try:
+        stats = run_sink(
+            settings,
+            sink,
+            stop=stop,
+            metrics=metrics,
+            idle_exit_after=args.idle_exit,
+            batch_size=settings.sink_batch_max,
+            batch_timeout=settings.sink_batch_seconds,
+        )
+    finally:
+        sink.close()
+    console.print(f"sink stopped: {stats}")
+    return 0
+
+
+def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from ..models import parse_time
+    from ..sinks import DEFAULT_GROUP, open_sink
+    from ..sinks.replay import replay, replay_group, sink_topics
+
+    if args.from_time is None and not args.from_beginning:
+        err_console.print("sink replay needs --from-time TIME or --from-beginning")
+        return 2
+    from_time = parse_time(args.from_time, "--from-time") if args.from_time is not None else None
+    known = sink_topics(settings)
+    unknown = [t for t in args.topic or () if t not in known]
+    if unknown:
+        err_console.print(f"sink replay reads {', '.join(known)}; not {', '.join(unknown)}")
+        return 2
+    sink = open_sink(settings, group_id=replay_group(DEFAULT_GROUP))
+    # Offsets of the replayed topics, so the bar moves with what is read, including transaction markers.
+    try:
+        with progress_bar("replay", "offsets", err_console) as bar:
+            task = bar.add_task("replay", total=None)
+            stats = replay(
+                settings,
+                sink,
+                from_time=from_time,
+                topics=args.topic or None,
+                batch_size=settings.sink_batch_max,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        sink.close()
+    console.print(
+        f"replayed {stats.records} records: {stats.receipts_inserted} receipts, {stats.items_inserted} item rows, "
+        f"{stats.groups_inserted} group rows, {stats.analytics_lines_inserted} analytics lines and "
+        f"{stats.consent_changes_inserted} consent changes were missing and are now stored"
+    )
+    return 0
+
+
+def add_sink(sub: Subparsers) -> None:
+    s = sub.add_parser("sink", help="run the warehouse sink until stopped, or replay a topic into the warehouse")
+    s.add_argument("action", choices=("run", "replay"))
+    s.add_argument("--from-time", help="replay: from the first record at or after this ISO-8601 time (with zone)")
+    s.add_argument("--from-beginning", action="store_true", help="replay: the whole retained topics")
+    s.add_argument(
+        "--topic",
+        action="append",
+        help="replay: only this topic (repeatable; default: purchases.customer, purchases.analytics and consents)",
+    )
+    s.add_argument("--idle-exit", type=positive_float, default=None, help="exit after this many idle seconds")
+    s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
+    s.set_defaults(func=cmd_sink)
