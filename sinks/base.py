@@ -45,6 +45,7 @@ from ..card_hash import CardHasher
 from ..errors import ValidationError, WarehouseError
 from ..models import AnalyticsBasket, ConsentChange, Granularity, Purchase
 from ..policy import Policy
+from ..validation import MAX_INT32
 
 DEFAULT_GROUP = "receiptflow-warehouse"
 
@@ -214,8 +215,7 @@ class ConsentRecord:
     offset: int
 
 
-_INT32 = 2**31 - 1
-_INT64 = 2**63 - 1
+_INT64 = 2**63 - 1  # BIGINT; INTEGER columns hold the contract's 32-bit ints (MAXMAX_INT32)
 
 
 def warehouse_problem(p: Purchase) -> str | None:
@@ -225,17 +225,17 @@ def warehouse_problem(p: Purchase) -> str | None:
     validation rule existed, or by something else: they are dead-lettered, never allowed to fail a
     batch on every restart.
     """
-    if len(p.items) > _INT32 or len(p.groups) > _INT32:
+    if len(p.items) > MAX_INT32 or len(p.groups) > MAX_INT32:
         return "too many lines"
     if abs(p.total_cents) > _INT64:
         return f"total_cents {p.total_cents} does not fit a BIGINT"
     for item in p.items:
-        if not -_INT32 - 1 <= item.line_no <= _INT32:
+        if not -MAX_INT32 - 1 <= item.line_no <= MAX_INT32:
             return f"line_no {item.line_no} does not fit an INTEGER"
         if abs(item.amount_cents) > _INT64 or abs(item.unit_price_cents) > _INT64:
             return f"line {item.line_no}: an amount does not fit a BIGINT"
     for g in p.groups:
-        if abs(g.amount_cents) > _INT64 or not 0 <= g.lines <= _INT32:
+        if abs(g.amount_cents) > _INT64 or not 0 <= g.lines <= MAX_INT32:
             return f"group {g.product_group!r}: a value does not fit its column"
     return None
 
