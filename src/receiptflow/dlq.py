@@ -164,9 +164,7 @@ def replay(
             raise BrokerError(f"cannot read the positions of {topic}: {exc}") from exc
         stored = [tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0]
         start = from_offset if from_offset is not None else (min(stored) if stored else 0)
-        # What earlier replays sent: letters before the start whose bytes come back are rejected again.
-        earlier = {_digest(d) for d in iter_dead_letters(settings, reason=reason, until={p: start for p in ends})}
-        result = _send_letters(settings, start, reason, to_topic, progress, ends, earlier)
+        result = _send_letters(settings, start, reason, to_topic, progress, ends)
         try:
             positions.commit(offsets=[TopicPartition(topic, p, end) for p, end in ends.items()], asynchronous=False)
         except KafkaException as exc:
@@ -183,7 +181,6 @@ def _send_letters(
     to_topic: str | None,
     progress: Any,
     ends: Mapping[int, int],
-    earlier: set[bytes],
 ) -> ReplayResult:
     producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
     failures: list[str] = []
@@ -194,7 +191,13 @@ def _send_letters(
 
     replayed = skipped = repeats = 0
     last: int | None = None
-    for letter in iter_dead_letters(settings, from_offset=start, reason=reason, until=ends):
+    # One pass from the beginning: the letters before ``start`` are what earlier replays sent (their
+    # bytes coming back means rejected again); those from ``start`` on are this replay's.
+    earlier: set[bytes] = set()
+    for letter in iter_dead_letters(settings, reason=reason, until=ends):
+        if letter.offset < start:
+            earlier.add(_digest(letter))
+            continue
         last = letter.offset
         if letter.original_value is None:
             skipped += 1  # a tombstone has nothing to replay
