@@ -92,6 +92,17 @@ def test_outbox_commands_never_create_or_misread_a_file(capsys: pytest.CaptureFi
     assert code == 2 and "is not a register outbox" in out and "Traceback" not in out
 
 
+def _without_kafka(data_dir: Path) -> dict[str, str]:
+    """A child's environment whose bootstrap address has nothing listening."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env.update(
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        RECEIPTFLOW_DATA_DIR=str(data_dir),
+        RECEIPTFLOW_METRICS_PORT="0",
+    )
+    return env
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -105,12 +116,7 @@ def test_outbox_commands_never_create_or_misread_a_file(capsys: pytest.CaptureFi
     ],
 )
 def test_with_the_broker_down_the_error_is_quick_one_line_and_says_what_to_do(argv: list[str], tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
-    env.update(
-        RECEIPTFLOW_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",  # nothing listens there
-        RECEIPTFLOW_DATA_DIR=str(tmp_path),
-        RECEIPTFLOW_METRICS_PORT="0",
-    )
+    env = _without_kafka(tmp_path)
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "receiptflow", *argv],
@@ -131,12 +137,7 @@ def test_with_the_broker_down_the_error_is_quick_one_line_and_says_what_to_do(ar
 
 
 def test_simulate_with_the_broker_down_keeps_the_sales_and_says_where(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
-    env.update(
-        RECEIPTFLOW_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
-        RECEIPTFLOW_DATA_DIR=str(tmp_path),
-        RECEIPTFLOW_METRICS_PORT="0",
-    )
+    env = _without_kafka(tmp_path)
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "receiptflow", "simulate", "--duration", "1", "--rate", "5", "--customers", "3"],
