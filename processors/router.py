@@ -41,7 +41,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -49,7 +48,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, KafkaE
 
 from ..codec import Codec
 from ..config import Settings
-from ..errors import BrokerError, ConfigError
+from ..errors import BrokerError
 from ..metrics import Metrics
 from ..models import ConsentState
 from ..policy import Policy, load_policy
@@ -58,8 +57,8 @@ from ..topics import TopicNames
 from .merge import TimeOrderedMerge
 from .pseudonym import BasketPseudonymiser
 from .route_step import RouteStep
-from .router_clients import RouterClients, kafka_clients
-from .router_state import SEEN_BATCH_HEADER, PartitionState, Staged, ms, restore, seen_records
+from .router_clients import RouterClients, check_copartitioned, kafka_clients
+from .router_state import SEEN_BATCH_HEADER, PartitionState, RouterStats, Staged, ms, restore, seen_records
 from .watchdog import CallWatchdog
 
 log = logging.getLogger(__name__)
@@ -70,17 +69,6 @@ _ANY_PARTITION = -1
 HUNG_EXIT_CODE = 70
 # How often in-memory dedup entries older than the dedup window are dropped.
 _PRUNE_EVERY = 600.0
-
-
-@dataclass
-class RouterStats:
-    batches: int = 0
-    consumed: int = 0
-    routed: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    consent_changes: int = 0
-    aborted: int = 0
 
 
 class Router:
@@ -195,7 +183,7 @@ class Router:
     def run(self, stop: threading.Event | None = None, max_idle: float | None = None) -> RouterStats:
         """Route until ``stop`` is set (or, with ``max_idle``, until nothing arrived for that long)."""
         stop = stop or threading.Event()
-        self._check_copartitioned()
+        check_copartitioned(self._consumer, (self.names.checkouts, self.names.consents, self.names.receipts_seen))
         self.watchdog.start()
         try:
             with self.watchdog.call("init_transactions", 60):
@@ -301,20 +289,6 @@ class Router:
                     self._consumer.pause([TopicPartition(topic, partition)])
                     self._paused.add(key)
 
-    def _check_copartitioned(self) -> None:
-        topics = (self.names.checkouts, self.names.consents, self.names.receipts_seen)
-        try:
-            md = self._consumer.list_topics(timeout=30)
-        except KafkaException as exc:
-            raise BrokerError(f"cannot read topic metadata: {exc}") from exc
-        counts = {}
-        for t in topics:
-            if t not in md.topics or md.topics[t].error is not None:
-                raise BrokerError(f"topic {t!r} does not exist (run `receiptflow topics create`)")
-            counts[t] = len(md.topics[t].partitions)
-        if len(set(counts.values())) != 1:
-            raise ConfigError(f"{', '.join(topics)} must have the same number of partitions (co-partitioned): {counts}")
-
     def _exit_hung(self, message: str) -> None:
         """The default reaction to a hung call: stacks to stderr, then exit at once (like a SIGKILL)."""
         log.critical(
@@ -359,32 +333,9 @@ class Router:
             self._abort(exc)
             return
         staged.commit_into(self.state)
-        self._count(staged, len(msgs))
+        staged.report(self.stats, self.metrics, len(msgs))
         self.metrics.batch_size.labels("router").observe(len(msgs))
         self.metrics.batch_seconds.labels("router").observe(time.perf_counter() - started)
-
-    def _count(self, staged: Staged, consumed: int) -> None:
-        """Stats and metrics of a committed transaction (per batch: per-record label lookups cost)."""
-        m, st = self.metrics, self.stats
-        st.batches += 1
-        st.consumed += consumed
-        st.routed += sum(staged.processed.values())
-        st.duplicates += staged.duplicates
-        st.dead_letters += sum(staged.dead_letters.values())
-        st.consent_changes += staged.consent_changes
-        m.transactions_total.labels("committed").inc()
-        for topic, n in staged.consumed.items():
-            m.consumed_total.labels(topic).inc(n)
-        for topic, n in staged.routed.items():
-            m.routed_total.labels(topic).inc(n)
-        for chain, n in staged.processed.items():
-            m.processed_total.labels(chain).inc(n)
-        for reason, n in staged.dead_letters.items():
-            m.dead_letters_total.labels(reason).inc(n)
-        if staged.duplicates:
-            m.duplicates_total.labels("router").inc(staged.duplicates)
-        if staged.consent_changes:
-            m.consent_changes_total.inc(staged.consent_changes)
 
     def _abort(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None

@@ -2,7 +2,8 @@
 
 :class:`~receiptflow.processors.router.Router` is given its clients (:class:`RouterClients`): the
 group consumer of the inputs, the transactional producer and a way to open the reader of a state
-restore. :func:`kafka_clients` builds them on confluent-kafka (librdkafka) from the settings; tests
+restore. :func:`check_copartitioned` checks the topics' metadata before it starts.
+:func:`kafka_clients` builds them on confluent-kafka (librdkafka) from the settings; tests
 pass in-memory stand-ins with the same methods, so the loop runs without a broker.
 """
 
@@ -12,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from ..config import Settings
+from ..errors import BrokerError, ConfigError
 from ..kafka_read import AssignableConsumer
 
 Rebalance = Callable[[Any, list[TopicPartition]], None]
@@ -93,6 +95,21 @@ class RouterClients:
     consumer: GroupConsumer
     producer: TransactionalProducer
     restore_reader: Callable[[], RestoreReader]  # a new reader for each state restore
+
+
+def check_copartitioned(consumer: GroupConsumer, topics: tuple[str, ...]) -> None:
+    """BrokerError unless every topic exists; ConfigError unless they have the same number of partitions."""
+    try:
+        md = consumer.list_topics(timeout=30)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read topic metadata: {exc}") from exc
+    counts = {}
+    for t in topics:
+        if t not in md.topics or md.topics[t].error is not None:
+            raise BrokerError(f"topic {t!r} does not exist (run `receiptflow topics create`)")
+        counts[t] = len(md.topics[t].partitions)
+    if len(set(counts.values())) != 1:
+        raise ConfigError(f"{', '.join(topics)} must have the same number of partitions (co-partitioned): {counts}")
 
 
 def kafka_clients(settings: Settings, transactional_id: str) -> RouterClients:

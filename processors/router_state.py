@@ -2,7 +2,7 @@
 
 A worker keeps, per partition number, the receipt ids it has routed (dedup) and each card's consent
 history. Changes made by the open transaction are staged apart (:class:`Staged`) and merged into the
-state only once the transaction commits.
+state, and counted in the worker's stats and metrics, only once the transaction commits.
 
 Receipt ids reach the compacted changelog ``processor.receipts-seen`` in the transaction that routed
 them, one record per transaction and partition (:func:`seen_records`, packed by :func:`pack_seen`),
@@ -24,6 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Message, TopicPart
 
 from ..errors import ValidationError
 from ..kafka_read import AssignableConsumer, ReadToEnd
+from ..metrics import Metrics
 from ..models import ConsentChange
 from ..topics import TopicNames
 from .consent import ConsentHistory
@@ -52,6 +53,19 @@ class PartitionState:
 
 
 @dataclass
+class RouterStats:
+    """What a worker has done, counted per committed transaction."""
+
+    batches: int = 0
+    consumed: int = 0
+    routed: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    consent_changes: int = 0
+    aborted: int = 0
+
+
+@dataclass
 class Staged:
     """Changes made by the open transaction; merged into the state only after it commits."""
 
@@ -77,6 +91,29 @@ class Staged:
     def is_duplicate(self, state: Mapping[int, PartitionState], partition: int, receipt_id: str) -> bool:
         committed = state.get(partition)
         return (partition, receipt_id) in self.seen or (committed is not None and receipt_id in committed.seen)
+
+    def report(self, stats: RouterStats, metrics: Metrics, consumed: int) -> None:
+        """Add a committed transaction to the stats and metrics (per batch: per-record label lookups cost)."""
+        m, st = metrics, stats
+        st.batches += 1
+        st.consumed += consumed
+        st.routed += sum(self.processed.values())
+        st.duplicates += self.duplicates
+        st.dead_letters += sum(self.dead_letters.values())
+        st.consent_changes += self.consent_changes
+        m.transactions_total.labels("committed").inc()
+        for topic, n in self.consumed.items():
+            m.consumed_total.labels(topic).inc(n)
+        for topic, n in self.routed.items():
+            m.routed_total.labels(topic).inc(n)
+        for chain, n in self.processed.items():
+            m.processed_total.labels(chain).inc(n)
+        for reason, n in self.dead_letters.items():
+            m.dead_letters_total.labels(reason).inc(n)
+        if self.duplicates:
+            m.duplicates_total.labels("router").inc(self.duplicates)
+        if self.consent_changes:
+            m.consent_changes_total.inc(self.consent_changes)
 
     def commit_into(self, state: dict[int, PartitionState]) -> None:
         """Merge the staged receipt ids and consent histories into ``state`` (the transaction committed)."""

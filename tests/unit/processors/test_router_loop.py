@@ -10,6 +10,7 @@ import pytest
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.errors import BrokerError, ConfigError
 from receiptflow.metrics import Metrics
 from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
 from receiptflow.processors.pseudonym import BasketPseudonymiser
@@ -156,3 +157,12 @@ def test_a_consent_change_written_before_a_checkout_applies_to_it(broker: Memory
     assert stats.consent_changes == 1 and stats.routed == 1
     assert _receipts(broker, NAMES.purchases_customer) == ["r-1"]
     assert broker.records(NAMES.purchases_marketing) == []
+
+
+def test_inputs_that_are_not_co_partitioned_stop_the_worker_before_it_starts(tmp_path: Path) -> None:
+    uneven = MemoryBroker({NAMES.checkouts: 2, NAMES.consents: 3, NAMES.receipts_seen: 2})
+    with pytest.raises(ConfigError, match="co-partitioned"):
+        _router(uneven, tmp_path).run(max_idle=0.1)
+    missing = MemoryBroker({NAMES.checkouts: 2, NAMES.consents: 2})
+    with pytest.raises(BrokerError, match="receiptflow topics create"):
+        _router(missing, tmp_path).run(max_idle=0.1)
