@@ -26,8 +26,11 @@ the guarantees Kafka itself gives (KIP-98 transactions, KIP-447 group-fenced off
   passed), so a withdrawal written before a checkout applies to it after a restart, a rebalance or
   under lag. Only released records are processed, and only their offsets are committed.
 
-Everything decided about a record is decided by the pure core (``core.validate``/``core.route``,
-``consent.effective_consent``); this module decodes, calls it, produces, commits and counts.
+Everything decided about a record is decided without I/O by :mod:`.route_step` (on the pure core:
+``validation``, ``core.route``, ``consent.effective_consent``); the state and its changelog format are
+in :mod:`.router_state`. This module is the loop: it consumes, calls the step, produces, commits and
+counts, on the clients it is given (:mod:`.router_clients` builds the real ones), so tests can run it
+on in-memory stand-ins.
 """
 
 from __future__ import annotations
@@ -35,102 +38,44 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import struct
 import threading
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    OFFSET_INVALID,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, KafkaException, Message, TopicPartition
 
 from ..codec import Codec
 from ..config import Settings
-from ..errors import BrokerError, ConfigError, ValidationError
+from ..errors import BrokerError
 from ..metrics import Metrics
-from ..models import Checkout, ConsentChange, ConsentState, Purchase
-from ..policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
+from ..models import ConsentState
+from ..policy import Policy, load_policy
 from ..secrets import analytics_key
 from ..topics import TopicNames
-from ..validation import dead_letter_record, validate, validate_consent
-from .consent import ConsentHistory, effective_consent
-from .core import route
-from .encoding import BasketEncoder, PurchaseEncoder
 from .merge import TimeOrderedMerge
 from .pseudonym import BasketPseudonymiser
+from .route_step import RouteStep
+from .router_clients import RouterClients, check_copartitioned, kafka_clients
+from .router_state import SEEN_BATCH_HEADER, PartitionState, RouterStats, Staged, ms, restore, seen_records
 from .watchdog import CallWatchdog
 
 log = logging.getLogger(__name__)
 
-_MS = struct.Struct(">q")
-_SEEN_ENTRY = struct.Struct(">qH")  # event time (ms), length of the receipt id in bytes
-# Header marking a dedup changelog record that holds the receipt ids of one transaction for one
-# partition (the older format, still read, is one record per receipt id: key = id, value = ms).
-SEEN_BATCH_HEADER = ("receiptflow-seen", b"batch-v1")
-# Receipt ids per batch record: keeps a record far below the broker's 1 MB default message limit.
-_SEEN_PER_RECORD = 10_000
 # librdkafka's RD_KAFKA_PARTITION_UA: the partitioner picks the partition (by key).
 _ANY_PARTITION = -1
 # Exit status of a worker that ended itself because a client call hung (EX_SOFTWARE).
 HUNG_EXIT_CODE = 70
-# A state restore that reads nothing for this long fails the worker (see _read_partitions).
-_RESTORE_STALL_SECONDS = 90.0
 # How often in-memory dedup entries older than the dedup window are dropped.
 _PRUNE_EVERY = 600.0
 
 
-def _ms(ts: datetime) -> int:
-    return int(ts.timestamp() * 1000)
-
-
-@dataclass
-class PartitionState:
-    """What a worker knows about one partition number: receipt ids seen and consent histories."""
-
-    seen: dict[str, int] = field(default_factory=dict)  # receipt id -> event time (ms)
-    consent: dict[str, ConsentHistory] = field(default_factory=dict)  # card id -> history
-
-
-@dataclass
-class _Staged:
-    """Changes made by the open transaction; merged into the state only after it commits."""
-
-    seen: dict[tuple[int, str], int] = field(default_factory=dict)
-    consent: dict[tuple[int, str], ConsentHistory] = field(default_factory=dict)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    # Counted once the transaction commits (an aborted batch is processed again).
-    consumed: Counter[str] = field(default_factory=Counter)  # topic -> records
-    routed: Counter[str] = field(default_factory=Counter)  # output topic -> records
-    processed: Counter[str] = field(default_factory=Counter)  # chain -> receipts routed
-    dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> records
-    duplicates: int = 0
-    consent_changes: int = 0
-
-
-@dataclass
-class RouterStats:
-    batches: int = 0
-    consumed: int = 0
-    routed: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    consent_changes: int = 0
-    aborted: int = 0
-
-
 class Router:
-    """One worker of the exactly-once router. ``run(stop)`` blocks until ``stop`` is set."""
+    """One worker of the exactly-once router. ``run(stop)`` blocks until ``stop`` is set.
+
+    ``clients``: the Kafka clients to use; by default the real ones (:func:`.router_clients.kafka_clients`).
+    """
 
     def __init__(
         self,
@@ -143,27 +88,28 @@ class Router:
         name: str = "router",
         on_hang: Callable[[str], None] | None = None,
         baskets: BasketPseudonymiser | None = None,
+        clients: RouterClients | None = None,
     ) -> None:
         self.settings = settings
-        # The analytics key stays in this process: only the router makes basket pseudonyms.
-        self.baskets = baskets or BasketPseudonymiser(analytics_key(settings))
         self.names = TopicNames(settings.topic_prefix)
-        self.policy = policy or load_policy(settings.policy_file)
         self.metrics = metrics or Metrics()
-        self.codec = codec or Codec()
-        self.encoder = PurchaseEncoder(self.codec)
-        self.basket_encoder = BasketEncoder(self.codec)
         # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
         self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock
         self.name = name
-        self.default_consent = ConsentState(
-            settings.default_product_data_marketing, settings.default_electronic_marketing, known=False
-        )
         self.dedup_window = timedelta(days=settings.processor_dedup_days)
         self.stats = RouterStats()
         self.state: dict[int, PartitionState] = {}
         self.transactional_id = f"{settings.processor_id}-{settings.processor_instance}"
+        self.step = RouteStep(
+            self.names,
+            policy or load_policy(settings.policy_file),
+            codec or Codec(),
+            # The analytics key stays in this process: only the router makes basket pseudonyms.
+            baskets or BasketPseudonymiser(analytics_key(settings)),
+            ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
+            self.transactional_id,
+        )
         self._last_prune = time.monotonic()
         self._assigned_at = 0.0
         # Consents first: on equal timestamps a consent change is applied before a checkout (stricter).
@@ -174,39 +120,9 @@ class Router:
         self._start_offsets: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
         self._last_delivery = time.monotonic()  # when consume() last returned a record
-        self._consumer = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": settings.processor_id,
-                    "client.id": f"{self.transactional_id}-consumer",
-                    "isolation.level": "read_committed",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "auto.offset.reset": "earliest",
-                    # Range keeps partition p of checkouts and of consents on the same worker.
-                    "partition.assignment.strategy": "range",
-                    "session.timeout.ms": 10_000,
-                    "heartbeat.interval.ms": 1_000,
-                }
-            )
-        )
-        self._producer = Producer(
-            settings.kafka_config(
-                **{
-                    "transactional.id": self.transactional_id,
-                    "client.id": self.transactional_id,
-                    # Records wait for their batch; commit_transaction flushes at once regardless of
-                    # linger, so this costs no latency. A long linger means fewer, larger produce
-                    # requests and far fewer wake-ups of librdkafka's threads: measured 20-70 % more
-                    # receipts/s than 5 ms on a 2-core machine (benchmarks/processor_throughput.py).
-                    "linger.ms": 100,
-                    "compression.type": "lz4",
-                    # An open transaction of a crashed worker blocks read-committed readers until the
-                    # worker restarts (and fences it) or this timeout aborts it.
-                    "transaction.timeout.ms": 30_000,
-                }
-            )
-        )
+        self._clients = clients or kafka_clients(settings, self.transactional_id)
+        self._consumer = self._clients.consumer
+        self._producer = self._clients.producer
 
     # --- state ---------------------------------------------------------------------------------
     def _restore(self, partitions: list[TopicPartition]) -> None:
@@ -218,55 +134,10 @@ class Router:
             positions = self._consumer.committed(inputs, timeout=30)
         committed = {(tp.topic, tp.partition): tp.offset for tp in positions}
         self._start_offsets.update(committed)
-        horizon = _ms(self.clock() - self.dedup_window)
-        reader = Consumer(
-            self.settings.kafka_config(
-                **{
-                    "group.id": f"{self.settings.processor_id}-restore",
-                    "client.id": f"{self.transactional_id}-restore",
-                    "isolation.level": "read_committed",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                }
-            )
-        )
-        states = {p: PartitionState() for p in numbers}
-        # Every partition in one pass (one fetch session) rather than one after another.
-        wanted = [TopicPartition(self.names.receipts_seen, p, OFFSET_BEGINNING) for p in numbers]
-        stops: dict[tuple[str, int], int] = {}
-        for p in numbers:
-            upto = committed.get((self.names.consents, p), OFFSET_INVALID)
-            if upto > 0:
-                wanted.append(TopicPartition(self.names.consents, p, OFFSET_BEGINNING))
-                stops[(self.names.consents, p)] = upto
+        horizon = ms(self.clock() - self.dedup_window)
+        reader = self._clients.restore_reader()
         try:
-            for msg in _read_partitions(reader, wanted, stops):
-                state = states[msg.partition() or 0]
-                key, value = msg.key(), msg.value()
-                if msg.topic() == self.names.receipts_seen:
-                    if value is not None and SEEN_BATCH_HEADER in (msg.headers() or ()):
-                        for rid, at in unpack_seen(value):
-                            if at >= horizon:
-                                state.seen[rid] = at
-                        continue
-                    if key is None:
-                        continue
-                    if value is None:
-                        state.seen.pop(key.decode(), None)
-                        continue
-                    at = _MS.unpack(value)[0] if len(value) == _MS.size else horizon
-                    if at >= horizon:
-                        state.seen[key.decode()] = at
-                    continue
-                try:
-                    change = self._consent_change(msg)
-                except ValidationError:
-                    continue  # it went to the dead-letter topic when it was first processed
-                if change is not None:
-                    history = state.consent.get(change.card_id, ConsentHistory())
-                    state.consent[change.card_id] = history.with_change(change)
-                elif key is not None:
-                    state.consent.pop(key.decode(), None)
+            states = restore(reader, self.names, numbers, committed, horizon, self.step.consent_change)
         finally:
             reader.close()
         for p, state in states.items():
@@ -281,11 +152,11 @@ class Router:
         self._assigned_at = time.monotonic()
         self.metrics.state_restore_seconds.observe(time.perf_counter() - started)
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
         self._restore(partitions)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), i.e. between transactions: nothing is half-written here.
         log.info("%s: revoked %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
         numbers = {tp.partition for tp in partitions}
@@ -303,7 +174,7 @@ class Router:
             self._paused.discard((tp.topic, tp.partition))
 
     def _prune(self) -> None:
-        horizon = _ms(self.clock() - self.dedup_window)
+        horizon = ms(self.clock() - self.dedup_window)
         for state in self.state.values():
             state.seen = {rid: at for rid, at in state.seen.items() if at >= horizon}
         self._last_prune = time.monotonic()
@@ -312,7 +183,7 @@ class Router:
     def run(self, stop: threading.Event | None = None, max_idle: float | None = None) -> RouterStats:
         """Route until ``stop`` is set (or, with ``max_idle``, until nothing arrived for that long)."""
         stop = stop or threading.Event()
-        self._check_copartitioned()
+        check_copartitioned(self._consumer, (self.names.checkouts, self.names.consents, self.names.receipts_seen))
         self.watchdog.start()
         try:
             with self.watchdog.call("init_transactions", 60):
@@ -418,20 +289,6 @@ class Router:
                     self._consumer.pause([TopicPartition(topic, partition)])
                     self._paused.add(key)
 
-    def _check_copartitioned(self) -> None:
-        topics = (self.names.checkouts, self.names.consents, self.names.receipts_seen)
-        try:
-            md = self._consumer.list_topics(timeout=30)
-        except KafkaException as exc:
-            raise BrokerError(f"cannot read topic metadata: {exc}") from exc
-        counts = {}
-        for t in topics:
-            if t not in md.topics or md.topics[t].error is not None:
-                raise BrokerError(f"topic {t!r} does not exist (run `receiptflow topics create`)")
-            counts[t] = len(md.topics[t].partitions)
-        if len(set(counts.values())) != 1:
-            raise ConfigError(f"{', '.join(topics)} must have the same number of partitions (co-partitioned): {counts}")
-
     def _exit_hung(self, message: str) -> None:
         """The default reaction to a hung call: stacks to stderr, then exit at once (like a SIGKILL)."""
         log.critical(
@@ -449,7 +306,7 @@ class Router:
 
     def _transaction(self, msgs: list[Message]) -> None:
         started = time.perf_counter()
-        staged = _Staged()
+        staged = Staged()
         now = self.clock()
         self._producer.begin_transaction()
         try:
@@ -457,11 +314,16 @@ class Router:
                 topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
                 staged.offsets[(topic, partition)] = offset + 1
                 staged.consumed[topic] += 1
-                if topic == self.names.consents:
-                    self._handle_consent(msg, partition, staged, now)
-                else:
-                    self._handle_checkout(msg, partition, staged, now)
-            self._write_seen(staged)
+                result = self.step.step(msg, self.state, staged, now)
+                for out in result.outputs:
+                    self._produce(out.topic, out.key, out.value)
+                if result.unknown_chain is not None:
+                    self.metrics.unknown_chain_total.labels(result.unknown_chain).inc()
+                    log.warning("unknown chain %r: applied the strictest level", result.unknown_chain)
+                if result.rejected is not None:
+                    log.warning("rejected %s[%s]@%s: %s", topic, partition, offset, result.rejected)
+            for p, key, value in seen_records(staged, self.transactional_id):
+                self._produce(self.names.receipts_seen, key, value, partition=p, headers=[SEEN_BATCH_HEADER])
             offsets = [TopicPartition(t, p, o) for (t, p), o in staged.offsets.items()]
             with self.watchdog.call("send_offsets_to_transaction", 30):
                 self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
@@ -470,52 +332,10 @@ class Router:
         except KafkaException as exc:
             self._abort(exc)
             return
-        for (p, rid), at in staged.seen.items():
-            self.state.setdefault(p, PartitionState()).seen[rid] = at
-        for (p, card), history in staged.consent.items():
-            self.state.setdefault(p, PartitionState()).consent[card] = history
-        self._count(staged, len(msgs))
+        staged.commit_into(self.state)
+        staged.report(self.stats, self.metrics, len(msgs))
         self.metrics.batch_size.labels("router").observe(len(msgs))
         self.metrics.batch_seconds.labels("router").observe(time.perf_counter() - started)
-
-    def _write_seen(self, staged: _Staged) -> None:
-        """The transaction's receipt ids, one changelog record per partition (not one per receipt).
-
-        Written inside the transaction, to the partition of the checkouts they came from, so the
-        worker that is assigned that partition next reads exactly what was committed.
-        """
-        by_partition: dict[int, list[tuple[str, int]]] = {}
-        for (p, rid), at in staged.seen.items():
-            by_partition.setdefault(p, []).append((rid, at))
-        for p, entries in by_partition.items():
-            for i in range(0, len(entries), _SEEN_PER_RECORD):
-                # A key of its own: the topic is compacted, and no batch may replace another.
-                key = f"{self.transactional_id}:{uuid.uuid4().hex}".encode()
-                value = pack_seen(entries[i : i + _SEEN_PER_RECORD])
-                self._produce(self.names.receipts_seen, key, value, partition=p, headers=[SEEN_BATCH_HEADER])
-
-    def _count(self, staged: _Staged, consumed: int) -> None:
-        """Stats and metrics of a committed transaction (per batch: per-record label lookups cost)."""
-        m, st = self.metrics, self.stats
-        st.batches += 1
-        st.consumed += consumed
-        st.routed += sum(staged.processed.values())
-        st.duplicates += staged.duplicates
-        st.dead_letters += sum(staged.dead_letters.values())
-        st.consent_changes += staged.consent_changes
-        m.transactions_total.labels("committed").inc()
-        for topic, n in staged.consumed.items():
-            m.consumed_total.labels(topic).inc(n)
-        for topic, n in staged.routed.items():
-            m.routed_total.labels(topic).inc(n)
-        for chain, n in staged.processed.items():
-            m.processed_total.labels(chain).inc(n)
-        for reason, n in staged.dead_letters.items():
-            m.dead_letters_total.labels(reason).inc(n)
-        if staged.duplicates:
-            m.duplicates_total.labels("router").inc(staged.duplicates)
-        if staged.consent_changes:
-            m.consent_changes_total.inc(staged.consent_changes)
 
     def _abort(self, exc: KafkaException) -> None:
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -542,7 +362,6 @@ class Router:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
-    # --- per record ----------------------------------------------------------------------------
     def _produce(
         self,
         topic: str,
@@ -558,161 +377,3 @@ class Router:
                 return
             except BufferError:
                 self._producer.poll(0.05)
-
-    def _dead_letter(self, exc: ValidationError, msg: Message, staged: _Staged, now: datetime) -> None:
-        record = dead_letter_record(
-            exc,
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            key=msg.key(),
-            value=msg.value(),
-            now=now,
-            processor=self.transactional_id,
-        )
-        self._produce(self.names.checkouts_dlq, msg.key(), self.codec.encode("dead_letter", record))
-        staged.dead_letters[exc.reason] += 1
-        log.warning("rejected %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
-
-    def _consent_change(self, msg: Message) -> ConsentChange | None:
-        if msg.value() is None:  # tombstone: the card was erased; its history goes with it
-            return None
-        change = ConsentChange.from_avro(self.codec.decode(msg.value(), expect="consent_change").value)
-        validate_consent(change)
-        return change
-
-    def _history(self, partition: int, card: str, staged: _Staged) -> ConsentHistory | None:
-        staged_history = staged.consent.get((partition, card))
-        if staged_history is not None:
-            return staged_history
-        state = self.state.get(partition)
-        return state.consent.get(card) if state is not None else None
-
-    def _handle_consent(self, msg: Message, partition: int, staged: _Staged, now: datetime) -> None:
-        try:
-            change = self._consent_change(msg)
-        except ValidationError as exc:
-            self._dead_letter(exc, msg, staged, now)
-            return
-        if change is None:
-            key = msg.key()
-            if key is not None:
-                staged.consent[(partition, key.decode())] = ConsentHistory()
-            return
-        history = self._history(partition, change.card_id, staged) or ConsentHistory()
-        staged.consent[(partition, change.card_id)] = history.with_change(change)
-        staged.consent_changes += 1
-
-    def _handle_checkout(self, msg: Message, partition: int, staged: _Staged, now: datetime) -> None:
-        try:
-            decoded, lines_raw = self.codec.decode_checkout(msg.value())
-            checkout = Checkout.from_avro(decoded.value)
-            validate(checkout, now)
-        except ValidationError as exc:
-            self._dead_letter(exc, msg, staged, now)
-            return
-        rid = checkout.receipt_id
-        state = self.state.get(partition)
-        if (partition, rid) in staged.seen or (state is not None and rid in state.seen):
-            staged.duplicates += 1
-            return
-        decision = self.policy.version_at(checkout.chain, checkout.event_time)
-        if decision.version_id == UNKNOWN_CHAIN_VERSION:
-            self.metrics.unknown_chain_total.labels(checkout.chain).inc()
-            log.warning("unknown chain %r: applied the strictest level", checkout.chain)
-        history = self._history(partition, checkout.card_id, staged) if checkout.card_id else None
-        consent = effective_consent(history, checkout.event_time, self.default_consent)
-        routed = route(checkout, decision, consent, now, self.baskets)
-        key = _key(routed.customer)
-        # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
-        enc = self.encoder.receipt(checkout.lines, lines_raw)
-        customer = enc.encode(routed.customer)
-        self._send(self.names.purchases_customer, key, customer, staged)
-        if routed.marketing is routed.customer:
-            self._send(self.names.purchases_marketing, key, customer, staged)  # the same record: encoded once
-        elif routed.marketing is not None:
-            value = enc.encode(routed.marketing)
-            self._send(self.names.purchases_marketing, key, value, staged)
-        if routed.analytics is not None:
-            value = self.basket_encoder.encode(routed.analytics)
-            self._send(self.names.purchases_analytics, routed.analytics.store_id.encode(), value, staged)
-        at = _ms(checkout.event_time)
-        staged.seen[(partition, rid)] = at  # to the changelog at the end of the transaction
-        staged.processed[checkout.chain] += 1
-
-    def _send(self, topic: str, key: bytes, value: bytes, staged: _Staged) -> None:
-        self._produce(topic, key, value)
-        staged.routed[topic] += 1
-
-
-def pack_seen(entries: Iterable[tuple[str, int]]) -> bytes:
-    """Receipt ids with their event times (ms), as one dedup changelog value."""
-    out = bytearray()
-    for rid, at in entries:
-        raw = rid.encode()
-        out += _SEEN_ENTRY.pack(at, len(raw))
-        out += raw
-    return bytes(out)
-
-
-def unpack_seen(value: bytes) -> list[tuple[str, int]]:
-    """The inverse of :func:`pack_seen`; raises ``ValueError`` on a truncated value."""
-    entries = []
-    at_byte, end = 0, len(value)
-    while at_byte < end:
-        if at_byte + _SEEN_ENTRY.size > end:
-            raise ValueError("truncated dedup changelog entry")
-        at, size = _SEEN_ENTRY.unpack_from(value, at_byte)
-        at_byte += _SEEN_ENTRY.size
-        if at_byte + size > end:
-            raise ValueError("truncated receipt id in dedup changelog entry")
-        entries.append((value[at_byte : at_byte + size].decode(), at))
-        at_byte += size
-    return entries
-
-
-def _key(p: Purchase) -> bytes:
-    return (p.card_id or p.store_id).encode()
-
-
-def _read_partitions(
-    reader: Consumer, partitions: list[TopicPartition], stops: dict[tuple[str, int], int]
-) -> Iterable[Message]:
-    """Records of ``partitions`` from their given offsets to their (read-committed) ends, or before ``stops``."""
-    if not partitions:
-        return
-    pending = {(tp.topic, tp.partition) for tp in partitions}
-    reader.assign(partitions)
-    # A stall, not a long read, ends the restore: a large changelog may take minutes, but nothing at
-    # all for this long (longer than an open transaction can hold the read-committed end back
-    # before the broker aborts it) means the worker should fail and be restarted.
-    deadline = time.monotonic() + _RESTORE_STALL_SECONDS
-    try:
-        while pending:
-            batch = reader.consume(5000, timeout=1.0)
-            if batch:
-                deadline = time.monotonic() + _RESTORE_STALL_SECONDS
-            elif time.monotonic() > deadline:
-                raise BrokerError(
-                    f"state restore got nothing for {_RESTORE_STALL_SECONDS:.0f} s before the end of {sorted(pending)}"
-                )
-            for msg in batch:
-                where = (msg.topic() or "", msg.partition() or 0)
-                if where not in pending:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(where)
-                        continue
-                    raise BrokerError(f"state restore of {where[0]}[{where[1]}] failed: {err}")
-                offset = msg.offset() or 0
-                stop = stops.get(where)
-                if stop is not None and offset >= stop:
-                    pending.discard(where)
-                    continue
-                yield msg
-                if stop is not None and offset + 1 >= stop:
-                    pending.discard(where)
-    finally:
-        reader.unassign()

@@ -28,12 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from ..codec import Codec
 from ..config import Settings
 from ..erasures import ErasureReader
 from ..errors import BrokerError
+from ..kafka_read import ReadToEnd
 from ..topics import TopicNames
 from .base import Sink, WriteResult
 from .runner import decode_batch, follow_erasures
@@ -124,10 +125,16 @@ def replay(
             progress(0, total)
         if not todo:
             return stats
-        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in sorted(todo)])
+        reading = ReadToEnd(
+            consumer,
+            [TopicPartition(t, p, starts[(t, p)]) for t, p in sorted(todo)],
+            what="replay consumer",
+            stops=ends,  # what was written after the replay started is the live sink's business
+            skip_transient=True,
+        )
+        todo = reading.pending
         done = 0
-        while todo:
-            wanted = _within_bounds(consumer.consume(batch_size, timeout=1.0), todo, ends)
+        for wanted in reading.batches(batch_size, 1.0):
             batch, bad = decode_batch(codec, wanted, names)
             follow_erasures(sink, erasures.poll())
             if batch:
@@ -147,34 +154,6 @@ def replay(
         consumer.close()
         erasures.close()
     return stats
-
-
-def _within_bounds(
-    messages: list[Message], todo: set[TopicPartitionKey], ends: dict[TopicPartitionKey, int]
-) -> list[Message]:
-    """The records before each partition's end; partitions that reached their end leave ``todo``."""
-    wanted = []
-    for m in messages:
-        err = m.error()
-        key = (str(m.topic()), m.partition() or 0)
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                todo.discard(key)
-                continue
-            if err.fatal():
-                raise BrokerError(f"replay consumer failed: {err}")
-            log.warning("replay consumer: %s", err)
-            continue
-        offset = m.offset() or 0
-        if key not in todo or offset >= ends[key]:
-            # Written after the replay started: the live sink's business. The partition is done, also
-            # when its last offset before the end was a transaction marker that is never delivered.
-            todo.discard(key)
-            continue
-        wanted.append(m)
-        if offset + 1 >= ends[key]:
-            todo.discard(key)
-    return wanted
 
 
 def _position(consumer: Consumer, tp: TopicPartitionKey, starts: dict[TopicPartitionKey, int]) -> int:

@@ -12,13 +12,15 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from .codec import Codec
 from .config import Settings
 from .errors import BrokerError, DecodeError
+from .kafka_read import ReadToEnd
 
 
 def _jsonable(value: Any) -> Any:
@@ -63,25 +65,14 @@ def consume_json(
     settings: Settings, topic: str, *, from_beginning: bool = True, max_records: int | None = None, idle: float = 5.0
 ) -> Iterator[str]:
     codec = Codec()
-    consumer = reader(settings, "consume", **{"auto.offset.reset": "earliest" if from_beginning else "latest"})
+    consumer = reader(settings, "consume")
     try:
-        partitions = len(partitions_of(consumer, topic))
-        consumer.subscribe([topic])
-        at_eof: set[int] = set()
-        count = 0
-        while max_records is None or count < max_records:
-            msg = consumer.poll(idle)
-            if msg is None:
-                break
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    at_eof.add(msg.partition() or 0)
-                    if len(at_eof) >= partitions:
-                        break
-                    continue
-                raise BrokerError(f"consume failed: {err}")
-            at_eof.discard(msg.partition() or 0)
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        partitions = [TopicPartition(topic, p, start) for p in partitions_of(consumer, topic)]
+        # One record per call, as it is printed; nothing for ``idle`` seconds ends the read early.
+        records = ReadToEnd(consumer, partitions, what="consume", stop_when_idle=True).records(1, idle)
+        # islice stops after ``max_records`` without asking for one more.
+        for msg in islice(records, None if max_records is None else max(max_records, 0)):
             try:
                 decoded = codec.decode(msg.value())
                 doc: dict[str, Any] = {"_schema": decoded.subject, **_jsonable(decoded.value)}
@@ -90,7 +81,6 @@ def consume_json(
             key = msg.key()
             doc = {"_partition": msg.partition(), "_offset": msg.offset(), "_key": key.decode() if key else None, **doc}
             yield json.dumps(doc, ensure_ascii=False, sort_keys=False)
-            count += 1
     except KafkaException as exc:
         raise BrokerError(f"consume failed: {exc}") from exc
     finally:

@@ -36,6 +36,7 @@ from .codec import Codec
 from .config import Settings
 from .consume import partitions_of, reader
 from .errors import BrokerError, DecodeError, ValidationError
+from .kafka_read import ReadToEnd
 from .metrics import Metrics
 from .models import ConsentChange
 from .topics import TopicNames
@@ -90,29 +91,18 @@ def iter_dead_letters(
     consumer = reader(settings, "dlq")
     try:
         partitions = partitions_of(consumer, topic)
-        at_end: set[int] = set()
-        if until is not None:
-            at_end = {p for p in partitions if until.get(p, 0) <= from_offset}
-        consumer.assign([TopicPartition(topic, p, from_offset) for p in partitions if p not in at_end])
-        while len(at_end) < len(partitions):
-            msg = consumer.poll(idle)
-            if msg is None:
-                break
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition() or 0)
-                    continue
-                raise BrokerError(f"reading {topic} failed: {err}")
-            offset, partition = msg.offset() or 0, msg.partition() or 0
-            if until is not None and offset >= until.get(partition, 0):
-                at_end.add(partition)
-                continue
-            letter = DeadLetter.from_record(offset, codec.decode(msg.value(), expect="dead_letter").value)
+        stops = None if until is None else {(topic, p): until.get(p, 0) for p in partitions}
+        # A partition whose end is not past ``from_offset`` has nothing to read.
+        wanted = [
+            TopicPartition(topic, p, from_offset)
+            for p in partitions
+            if stops is None or stops[(topic, p)] > from_offset
+        ]
+        letters = ReadToEnd(consumer, wanted, what=f"reading {topic}", stops=stops, stop_when_idle=True)
+        for msg in letters.records(1, idle):
+            letter = DeadLetter.from_record(msg.offset() or 0, codec.decode(msg.value(), expect="dead_letter").value)
             if reason is None or letter.reason == reason:
                 yield letter
-            if until is not None and offset + 1 >= until.get(partition, 0):
-                at_end.add(partition)
     except KafkaException as exc:
         raise BrokerError(f"reading {topic} failed: {exc}") from exc
     finally:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from receiptflow.processors.router import pack_seen, unpack_seen
+from receiptflow.processors.router_state import pack_seen, unpack_seen
 
 entries = st.lists(
     st.tuples(st.text(min_size=1, max_size=60), st.integers(-(2**63), 2**63 - 1)),

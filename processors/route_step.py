@@ -1,0 +1,173 @@
+"""What the router does with one input record, without any I/O: the records to write and the state to stage.
+
+:meth:`RouteStep.step` takes a ``checkouts`` or ``consents`` record as read (undecoded), the
+committed partition state, the open transaction's :class:`~receiptflow.processors.router_state.Staged`
+changes and ``now``. It returns the records to produce (:class:`Output`: routed purchases or a dead
+letter) and records in ``staged`` what the transaction changes: receipt ids seen, consent histories and
+the counts reported once it commits. It sends, commits and logs nothing; the loop
+(:mod:`receiptflow.processors.router`) does. Everything decided about a record is decided by the pure
+core (``validation``, ``core.route``, ``consent.effective_consent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ..codec import Codec
+from ..errors import ValidationError
+from ..models import Checkout, ConsentChange, ConsentState, Purchase
+from ..policy import UNKNOWN_CHAIN_VERSION, Policy
+from ..topics import TopicNames
+from ..validation import dead_letter_record, validate, validate_consent
+from .consent import ConsentHistory, effective_consent
+from .core import route
+from .encoding import BasketEncoder, PurchaseEncoder
+from .pseudonym import BasketPseudonymiser
+from .router_state import PartitionState, Staged, ms
+
+
+class InputRecord(Protocol):
+    """The parts of a consumed record the step reads (``confluent_kafka.Message`` has them)."""
+
+    def topic(self) -> str | None: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce in the open transaction; the partitioner places it by its key."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class StepResult:
+    outputs: list[Output] = field(default_factory=list)
+    rejected: ValidationError | None = None  # why the record went to the dead-letter topic
+    unknown_chain: str | None = None  # a checkout of a chain the policy does not know
+
+
+class RouteStep:
+    """The per-record decisions of one router worker (its configuration; no state of its own)."""
+
+    def __init__(
+        self,
+        names: TopicNames,
+        policy: Policy,
+        codec: Codec,
+        baskets: BasketPseudonymiser,
+        default_consent: ConsentState,
+        processor: str,
+    ) -> None:
+        self.names = names
+        self.policy = policy
+        self.codec = codec
+        self.baskets = baskets
+        self.default_consent = default_consent
+        self.processor = processor  # names the worker in its dead letters
+        self.encoder = PurchaseEncoder(codec)
+        self.basket_encoder = BasketEncoder(codec)
+
+    def step(self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime) -> StepResult:
+        """The records ``msg`` makes; what it changes is recorded in ``staged``."""
+        if msg.topic() == self.names.consents:
+            return self.consent(msg, state, staged, now)
+        return self.checkout(msg, state, staged, now)
+
+    def consent_change(self, msg: InputRecord) -> ConsentChange | None:
+        """The change a ``consents`` record holds; None for a tombstone; ValidationError when unusable."""
+        value = msg.value()
+        if value is None:  # tombstone: the card was erased; its history goes with it
+            return None
+        change = ConsentChange.from_avro(self.codec.decode(value, expect="consent_change").value)
+        validate_consent(change)
+        return change
+
+    def consent(
+        self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+    ) -> StepResult:
+        partition = msg.partition() or 0
+        try:
+            change = self.consent_change(msg)
+        except ValidationError as exc:
+            return self.dead_letter(exc, msg, staged, now)
+        if change is None:
+            key = msg.key()
+            if key is not None:
+                staged.consent[(partition, key.decode())] = ConsentHistory()
+            return StepResult()
+        history = staged.history(state, partition, change.card_id) or ConsentHistory()
+        staged.consent[(partition, change.card_id)] = history.with_change(change)
+        staged.consent_changes += 1
+        return StepResult()
+
+    def checkout(
+        self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+    ) -> StepResult:
+        partition = msg.partition() or 0
+        try:
+            decoded, lines_raw = self.codec.decode_checkout(msg.value())
+            checkout = Checkout.from_avro(decoded.value)
+            validate(checkout, now)
+        except ValidationError as exc:
+            return self.dead_letter(exc, msg, staged, now)
+        rid = checkout.receipt_id
+        if staged.is_duplicate(state, partition, rid):
+            staged.duplicates += 1
+            return StepResult()
+        result = StepResult()
+        decision = self.policy.version_at(checkout.chain, checkout.event_time)
+        if decision.version_id == UNKNOWN_CHAIN_VERSION:
+            result.unknown_chain = checkout.chain
+        history = staged.history(state, partition, checkout.card_id) if checkout.card_id else None
+        consent = effective_consent(history, checkout.event_time, self.default_consent)
+        routed = route(checkout, decision, consent, now, self.baskets)
+        key = _key(routed.customer)
+        # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
+        enc = self.encoder.receipt(checkout.lines, lines_raw)
+        customer = enc.encode(routed.customer)
+        out = result.outputs
+        out.append(Output(self.names.purchases_customer, key, customer))
+        if routed.marketing is routed.customer:
+            out.append(Output(self.names.purchases_marketing, key, customer))  # the same record: encoded once
+        elif routed.marketing is not None:
+            out.append(Output(self.names.purchases_marketing, key, enc.encode(routed.marketing)))
+        if routed.analytics is not None:
+            value = self.basket_encoder.encode(routed.analytics)
+            out.append(Output(self.names.purchases_analytics, routed.analytics.store_id.encode(), value))
+        for o in out:
+            staged.routed[o.topic] += 1
+        staged.seen[(partition, rid)] = ms(checkout.event_time)  # to the changelog at the end of the transaction
+        staged.processed[checkout.chain] += 1
+        return result
+
+    def dead_letter(self, exc: ValidationError, msg: InputRecord, staged: Staged, now: datetime) -> StepResult:
+        record = dead_letter_record(
+            exc,
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=msg.key(),
+            value=msg.value(),
+            now=now,
+            processor=self.processor,
+        )
+        staged.dead_letters[exc.reason] += 1
+        output = Output(self.names.checkouts_dlq, msg.key(), self.codec.encode("dead_letter", record))
+        return StepResult([output], rejected=exc)
+
+
+def _key(p: Purchase) -> bytes:
+    return (p.card_id or p.store_id).encode()

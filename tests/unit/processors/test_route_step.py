@@ -1,0 +1,204 @@
+"""The router's per-record step without a broker: what a checkout or consent record becomes and what it stages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from confluent_kafka import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from receiptflow.codec import Codec
+from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
+from receiptflow.policy import load_policy
+from receiptflow.processors.consent import ConsentHistory
+from receiptflow.processors.core import DEFAULT_CONSENT
+from receiptflow.processors.pseudonym import BasketPseudonymiser
+from receiptflow.processors.route_step import RouteStep
+from receiptflow.processors.router_state import PartitionState, Staged
+from receiptflow.topics import TopicNames
+
+from .strategies import NOW, checkouts
+
+pytestmark = pytest.mark.unit
+
+NAMES = TopicNames("")
+CODEC = Codec()
+STEP = RouteStep(
+    NAMES, load_policy(), CODEC, BasketPseudonymiser(b"route-step-test-analytics-key"), DEFAULT_CONSENT, "router-test-0"
+)
+CARD = "6390000000001"
+
+
+def _checkout(receipt: str = "r-1", chain: str = "SOKOS", **change: Any) -> Checkout:
+    lines = (
+        CheckoutLine(1, "6410100000000", "dairy", 2.0, 109, 218),
+        CheckoutLine(2, "6410103779194", "meat", 1.0, 500, 500),
+    )
+    fields: dict[str, Any] = {
+        "receipt_id": receipt,
+        "chain": chain,
+        "store_id": f"{chain}-0001",
+        "register_id": "01",
+        "card_id": CARD,
+        "event_time": NOW - timedelta(hours=1),
+        "payment_method": PaymentMethod("CARD"),
+        "total_cents": 718,
+        "lines": lines,
+    } | change
+    return Checkout(**fields)
+
+
+def _msg(topic: str, value: bytes | None, key: bytes | None = None, partition: int = 0, offset: int = 0) -> Message:
+    return Message(topic=topic, partition=partition, offset=offset, key=key, value=value)
+
+
+def _checkout_msg(c: Checkout, offset: int = 0) -> Message:
+    key = (c.card_id or c.store_id).encode()
+    return _msg(NAMES.checkouts, CODEC.encode("checkout", c.to_avro()), key, offset=offset)
+
+
+def _consent_msg(pdm: bool, em: bool, at_hours_ago: float, card: str = CARD) -> Message:
+    change = ConsentChange(card, NOW - timedelta(hours=at_hours_ago), pdm, em)
+    return _msg(NAMES.consents, CODEC.encode("consent_change", change.to_avro()), card.encode())
+
+
+def _by_topic(outputs: list[Any]) -> dict[str, Any]:
+    found = {o.topic: o for o in outputs}
+    assert len(found) == len(outputs), "one record per topic"
+    return found
+
+
+def test_a_checkout_without_consent_goes_to_customer_and_analytics_only() -> None:
+    staged = Staged()
+    result = STEP.step(_checkout_msg(_checkout()), {}, staged, NOW)
+    out = _by_topic(result.outputs)
+    assert set(out) == {NAMES.purchases_customer, NAMES.purchases_analytics}
+    customer = CODEC.decode(out[NAMES.purchases_customer].value, expect="purchase").value
+    assert out[NAMES.purchases_customer].key == CARD.encode()
+    assert customer["granularity"] == "ITEM" and customer["policy_version"] == "sokos-item-2010"
+    assert customer["consent"] == {"product_data_marketing": False, "electronic_marketing": False, "known": False}
+    assert out[NAMES.purchases_analytics].key == b"SOKOS-0001"
+    assert staged.seen == {(0, "r-1"): int((NOW - timedelta(hours=1)).timestamp() * 1000)}
+    assert staged.processed == {"SOKOS": 1}
+    assert staged.routed == {NAMES.purchases_customer: 1, NAMES.purchases_analytics: 1}
+    assert result.rejected is None and result.unknown_chain is None
+
+
+def test_the_policy_level_of_the_chain_is_applied() -> None:
+    result = STEP.step(_checkout_msg(_checkout(chain="PRISMA")), {}, Staged(), NOW)
+    customer = CODEC.decode(_by_topic(result.outputs)[NAMES.purchases_customer].value, expect="purchase").value
+    assert customer["granularity"] == "PRODUCT_GROUP" and customer["items"] == []
+    assert {g["product_group"]: g["amount_cents"] for g in customer["groups"]} == {"dairy": 218, "meat": 500}
+
+
+def test_full_consent_sends_the_same_record_to_marketing() -> None:
+    staged = Staged()
+    assert STEP.step(_consent_msg(True, True, at_hours_ago=5), {}, staged, NOW).outputs == []
+    assert staged.consent_changes == 1
+    out = _by_topic(STEP.step(_checkout_msg(_checkout()), {}, staged, NOW).outputs)
+    assert out[NAMES.purchases_marketing].value == out[NAMES.purchases_customer].value
+    assert out[NAMES.purchases_marketing].key == CARD.encode()
+
+
+def test_marketing_without_product_data_consent_gets_product_groups_only() -> None:
+    staged = Staged()
+    STEP.step(_consent_msg(False, True, at_hours_ago=5), {}, staged, NOW)
+    out = _by_topic(STEP.step(_checkout_msg(_checkout()), {}, staged, NOW).outputs)
+    marketing = CODEC.decode(out[NAMES.purchases_marketing].value, expect="purchase").value
+    assert marketing["granularity"] == "PRODUCT_GROUP" and marketing["items"] == []
+    customer = CODEC.decode(out[NAMES.purchases_customer].value, expect="purchase").value
+    assert customer["granularity"] == "ITEM" and len(customer["items"]) == 2
+
+
+def test_committed_consent_applies_and_a_staged_withdrawal_overrides_it() -> None:
+    granted = ConsentHistory().with_change(ConsentChange(CARD, NOW - timedelta(hours=9), True, True))
+    state = {0: PartitionState(consent={CARD: granted})}
+    out = _by_topic(STEP.step(_checkout_msg(_checkout("r-1")), state, Staged(), NOW).outputs)
+    assert NAMES.purchases_marketing in out
+    staged = Staged()
+    STEP.step(_consent_msg(False, False, at_hours_ago=3), state, staged, NOW)
+    out = _by_topic(STEP.step(_checkout_msg(_checkout("r-2")), state, staged, NOW).outputs)
+    assert NAMES.purchases_marketing not in out
+    assert state[0].consent[CARD] == granted  # the committed state is not touched by the step
+
+
+def test_a_tombstone_erases_the_cards_history_in_the_transaction() -> None:
+    granted = ConsentHistory().with_change(ConsentChange(CARD, NOW - timedelta(hours=9), True, True))
+    state = {0: PartitionState(consent={CARD: granted})}
+    staged = Staged()
+    assert STEP.step(_msg(NAMES.consents, None, CARD.encode()), state, staged, NOW).outputs == []
+    assert staged.consent == {(0, CARD): ConsentHistory()} and staged.consent_changes == 0
+    out = _by_topic(STEP.step(_checkout_msg(_checkout()), state, staged, NOW).outputs)
+    assert NAMES.purchases_marketing not in out
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (CODEC.encode("checkout", _checkout(event_time=NOW + timedelta(hours=2)).to_avro()), "future_event_time"),
+        (CODEC.encode("checkout", _checkout(total_cents=1).to_avro()), "totals_mismatch"),
+        (b"not avro at all", "undecodable"),
+        (None, "undecodable"),
+    ],
+)
+def test_a_bad_checkout_becomes_a_dead_letter_with_its_reason(value: bytes | None, reason: str) -> None:
+    staged = Staged()
+    result = STEP.step(_msg(NAMES.checkouts, value, b"card-key", partition=0, offset=41), {}, staged, NOW)
+    [letter] = result.outputs
+    assert letter.topic == NAMES.checkouts_dlq and letter.key == b"card-key"
+    record = CODEC.decode(letter.value, expect="dead_letter").value
+    assert record["reason"] == reason
+    assert (record["source_topic"], record["source_partition"], record["source_offset"]) == (NAMES.checkouts, 0, 41)
+    assert record["original_value"] == value and record["processor"] == "router-test-0"
+    assert result.rejected is not None and result.rejected.reason == reason
+    assert staged.dead_letters == {reason: 1} and staged.seen == {} and staged.processed == {}
+
+
+def test_a_bad_consent_change_becomes_a_dead_letter() -> None:
+    staged = Staged()
+    bad = CODEC.encode("consent_change", ConsentChange("card\u200b1", NOW, True, True).to_avro())
+    result = STEP.step(_msg(NAMES.consents, bad, b"card\xe2\x80\x8b1"), {}, staged, NOW)
+    [letter] = result.outputs
+    assert letter.topic == NAMES.checkouts_dlq
+    assert CODEC.decode(letter.value, expect="dead_letter").value["source_topic"] == NAMES.consents
+    assert staged.consent == {} and staged.consent_changes == 0 and sum(staged.dead_letters.values()) == 1
+
+
+def test_a_duplicate_is_dropped_whether_staged_or_committed() -> None:
+    staged = Staged()
+    assert STEP.step(_checkout_msg(_checkout("r-1")), {}, staged, NOW).outputs
+    assert STEP.step(_checkout_msg(_checkout("r-1"), offset=1), {}, staged, NOW).outputs == []
+    assert staged.duplicates == 1 and staged.processed == {"SOKOS": 1}
+    committed = {0: PartitionState(seen={"r-9": 1})}
+    assert STEP.step(_checkout_msg(_checkout("r-9")), committed, staged, NOW).outputs == []
+    assert staged.duplicates == 2 and staged.routed[NAMES.purchases_customer] == 1
+
+
+def test_an_unknown_chain_is_routed_at_the_strictest_level_and_reported() -> None:
+    result = STEP.step(_checkout_msg(_checkout(chain="NEW_CHAIN")), {}, Staged(), NOW)
+    assert result.unknown_chain == "NEW_CHAIN"
+    customer = CODEC.decode(_by_topic(result.outputs)[NAMES.purchases_customer].value, expect="purchase").value
+    assert customer["granularity"] == "RECEIPT"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(checkouts(), min_size=1, max_size=12), st.data())
+def test_every_record_is_routed_once_dropped_as_a_duplicate_or_dead_lettered(
+    distinct: list[Checkout], data: st.DataObject
+) -> None:
+    # Each checkout sent one to three times, in any order: the upstream outbox is at-least-once.
+    sent = data.draw(st.permutations([c for c in distinct for _ in range(data.draw(st.integers(1, 3)))]))
+    staged = Staged()
+    customer_ids = []
+    for offset, c in enumerate(sent):
+        result = STEP.step(_checkout_msg(c, offset), {}, staged, NOW)
+        for o in result.outputs:
+            if o.topic == NAMES.purchases_customer:
+                customer_ids.append(CODEC.decode(o.value, expect="purchase").value["receipt_id"])
+    processed = sum(staged.processed.values())
+    assert processed + staged.duplicates + sum(staged.dead_letters.values()) == len(sent)
+    assert len(customer_ids) == len(set(customer_ids)) == processed
+    assert {rid for _, rid in staged.seen} == set(customer_ids)
