@@ -68,7 +68,7 @@ def test_delta_args_follow_the_named_positions() -> None:
         groups={"dairy": 1000},
         affinity={"pet": 1_700_000_000_000},
     )
-    args = delta_args(d, rules, "hash")
+    args = delta_args(d, rules)
     at = {a: args[a - 1] for a in ApplyArg if a < ApplyArg.PAIRS_FROM}
     assert at == {
         ApplyArg.RECEIPT_KEY: "abcdefghijkl",
@@ -81,7 +81,6 @@ def test_delta_args_follow_the_named_positions() -> None:
         ApplyArg.DEDUP_MS: rules.dedup_ms,
         ApplyArg.KEEP_DAYS: rules.keep_days,
         ApplyArg.CONSENTED: 1,
-        ApplyArg.ERASED_HASH: "hash",
         ApplyArg.ADD_PAIRS: 1,
     }
     assert args[ApplyArg.PAIRS_FROM - 1 :] == ["Pg:dairy", 1000, "Pa:pet", 1_700_000_000_000]
@@ -89,8 +88,7 @@ def test_delta_args_follow_the_named_positions() -> None:
 
 def test_consent_args_follow_the_named_positions() -> None:
     change = ConsentChange("2710000000001", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), False, True)
-    args = consent_args(change, "hash")
+    args = consent_args(change)
     assert args[ConsentArg.EVENT_MS - 1] == int(change.event_time.timestamp() * 1000)
     assert args[ConsentArg.PRODUCT_DATA - 1] == "0"
-    assert args[ConsentArg.ERASED_HASH - 1] == "hash"
     assert len(args) == len(ConsentArg)
