@@ -5,8 +5,9 @@ for the install (kept in the data dir, owner-only) and switches the ``default`` 
 is then used through the project's own code, with nothing but the data dir to find its password:
 the profile writer applies purchases and consent changes (the Lua scripts) and may mark a card
 erased, but cannot take a card off the erased-cards record nor delete its erased marker; the
-support role erases a card (record, keys, audit stream); the marketing reader reads a profile hash,
-also through ``receiptflow profile --view marketing``, and is refused everything else; a client that does not authenticate can run nothing. The production path
+support role erases a card (marker, keys, record, audit stream); the marketing reader reads a
+profile hash, also through ``receiptflow profile --view marketing``, and is refused everything else;
+a client that does not authenticate can run nothing. The production path
 (``deploy/redis/set-passwords.sh`` and per-role password settings) renders the same file: see
 ``tests/unit/test_deploy.py``.
 """
