@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from ..card_hash import CardHasher
 from ..config import Settings
@@ -44,6 +44,10 @@ from .profiles import Outcome, Profile
 # One Redis, or a Redis Cluster: both take the same commands here (every multi-key command names
 # keys of one card, so of one slot).
 RedisClient = redis.Redis | RedisCluster
+
+# What a failing Redis raises: a cluster client's own errors (no node answers, no slot map) are
+# not RedisErrors.
+_REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 # Keys per pipelined round trip when walking every profile (totals): bounded memory on a large store.
 _SCAN_BATCH = 1000
@@ -99,7 +103,7 @@ class RedisProfileStore:
                 erasure_salt=erasure_salt(settings),
                 cluster=settings.redis_cluster,
             )
-        except redis.RedisError as exc:  # a cluster client asks for the slot map when it is built
+        except _REDIS_ERRORS as exc:  # a cluster client asks for the slot map when it is built
             raise ProfileStoreError(f"cannot connect to the Redis Cluster: {exc}") from exc
 
     @property
@@ -150,7 +154,7 @@ class RedisProfileStore:
                 self._load_scripts()
                 for i, r in zip(missing, self._pipeline([commands[i] for i in missing]), strict=True):
                     results[i] = r
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise ProfileStoreError(f"{what} failed: {exc}") from exc
         error = next((r for r in results if isinstance(r, Exception)), None)
         if error is not None:
@@ -272,7 +276,7 @@ class RedisProfileStore:
         """The card's segments as ``segments run`` stored them (empty when never run)."""
         try:
             values = self._r.hmget(self.keys_for(card_id).profile, list(SEGMENT_FIELDS.values()))
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise ProfileStoreError(f"cannot read segments: {exc}") from exc
         return {name: str(v) for name, v in zip(SEGMENT_FIELDS, values, strict=True) if v is not None}
 
@@ -282,7 +286,7 @@ class RedisProfileStore:
         try:
             for key in self._r.scan_iter(match=PROFILE_PATTERN, count=1000):
                 yield str(key)
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise ProfileStoreError(f"cannot list profiles: {exc}") from exc
 
     def totals(self) -> tuple[int, int, int]:
@@ -311,13 +315,13 @@ class RedisProfileStore:
         keys = self.keys_for(card_id)
         try:
             return sum(int(self._r.memory_usage(k, samples=0) or 0) for k in (*keys.data, keys.erased))
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise ProfileStoreError(f"cannot measure profile memory: {exc}") from exc
 
     def _read(self, commands: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
         try:
             rows = self._pipeline(commands) if commands else []
-        except redis.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             raise ProfileStoreError(f"{what}: {exc}") from exc
         error = next((r for r in rows if isinstance(r, Exception)), None)
         if error is not None:
