@@ -119,7 +119,8 @@ class LocalRedisCluster:
             raise StackError("the local Redis Cluster is not running")
         return f"redis://{self.nodes[0].endpoint}/0"
 
-    def _admin_url(self, node: ClusterNode) -> str:
+    def admin_url(self, node: ClusterNode) -> str:
+        """The administrator's URL of one node (test setup and maintenance only; never print it)."""
         password = role_password(self.settings, RedisRole.ADMIN)
         if password is None:
             raise StackError("no admin password for the local Redis Cluster")
@@ -128,7 +129,7 @@ class LocalRedisCluster:
     def _node_client(self, node: ClusterNode) -> redis.Redis:
         # A probe of one node (not a cluster client): one attempt, short timeouts; the caller polls.
         return redis.Redis.from_url(
-            self._admin_url(node),
+            self.admin_url(node),
             socket_timeout=2,
             socket_connect_timeout=1,
             retry=Retry(NoBackoff(), 0),

@@ -8,9 +8,13 @@ from enum import IntEnum
 from importlib import resources
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.crc import key_slot
 
+from receiptflow.card_hash import CardHasher
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profile_keys import WEEK_DAYS, week_field
+from receiptflow.processors.profile_keys import ERASED_KEY, WEEK_DAYS, card_keys, week_field
 from receiptflow.processors.profile_rules import Delta, default_rules
 from receiptflow.processors.profile_scripts import (
     APPLY_LUA,
@@ -92,3 +96,15 @@ def test_consent_args_follow_the_named_positions() -> None:
     assert args[ConsentArg.EVENT_MS - 1] == int(change.event_time.timestamp() * 1000)
     assert args[ConsentArg.PRODUCT_DATA - 1] == "0"
     assert len(args) == len(ConsentArg)
+
+
+@given(st.text(alphabet="0123456789", min_size=8, max_size=19))
+def test_a_cards_keys_share_one_cluster_slot_and_carry_no_card_id(card: str) -> None:
+    # What a script names must be one slot (a Redis Cluster refuses CROSSSLOT calls): the card's
+    # keys, tagged by its salted hash, never the global erased-cards list.
+    subject = CardHasher(b"unit-test-salt-0123456789")(card)
+    keys = card_keys(subject)
+    assert len(subject) == 32
+    assert {key_slot(k.encode()) for k in (keys.profile, keys.seen, keys.erased)} == {key_slot(subject.encode())}
+    assert [card in k for k in (keys.profile, keys.seen, keys.erased)] == [False, False, False]
+    assert ERASED_KEY not in (keys.profile, keys.seen, keys.erased) and keys.data == (keys.profile, keys.seen)
