@@ -49,8 +49,10 @@ RedisClient = redis.Redis | RedisCluster
 # not RedisErrors.
 _REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
-# Keys per pipelined round trip when walking every profile (totals): bounded memory on a large store.
+# Keys per pipelined round trip when walking every profile (totals), and erased cards per round trip
+# when recording them: bounded memory on a large store.
 _SCAN_BATCH = 1000
+_ERASED_BATCH = 5000
 
 
 def redis_client(url: str, *, cluster: bool = False) -> RedisClient:
@@ -179,15 +181,16 @@ class RedisProfileStore:
         times = erased if isinstance(erased, Mapping) else dict.fromkeys(erased)
         now = int(time.time() * 1000)
         found = sorted(times)
-        commands: list[tuple[Any, ...]] = []
-        for subject in found:
-            at = times[subject]
-            commands.append(("SETNX", card_keys(subject).erased, now if at is None else int(at.timestamp() * 1000)))
-            commands.append(("SADD", ERASED_KEY, subject))
-        if not commands:
-            return 0
-        results = self._run(commands, "recording the erased cards in the profile store")
-        return sum(int(r) for r in results[::2])
+        added = 0
+        for start in range(0, len(found), _ERASED_BATCH):  # the whole topic, on a new store
+            commands: list[tuple[Any, ...]] = []
+            for subject in found[start : start + _ERASED_BATCH]:
+                at = times[subject]
+                ms = now if at is None else int(at.timestamp() * 1000)
+                commands += [("SETNX", card_keys(subject).erased, ms), ("SADD", ERASED_KEY, subject)]
+            results = self._run(commands, "recording the erased cards in the profile store")
+            added += sum(int(r) for r in results[::2])
+        return added
 
     def apply_events(
         self,
