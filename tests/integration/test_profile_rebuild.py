@@ -68,7 +68,7 @@ class Pipeline:
         )
 
 
-SALT = b"test-erasure-salt-0123456789"  # the install secret of these stores
+SALT = b"test-erasure-salt-0123456789"  # the salt of the stores these tests write in-process
 
 
 def _other_db(url: str, db: int) -> str:
@@ -242,9 +242,10 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
     assert "purchases and consent changes" in result.stderr, result.stderr  # the progress display
     # A batch command leaves its metrics for a textfile collector, since nothing scrapes it live.
     assert f"receiptflow_profile_rebuild_cards_total {float(len(pipeline.cards))}" in textfile.read_text()
-    rebuilt = RedisProfileStore.from_url(pipeline.server.role_url(RedisRole.WRITER, 7), erasure_salt=SALT).get_many(
-        pipeline.cards
-    )
+    # Keys are named by the cards' salted hashes: read with the install's salt, as the CLI wrote them.
+    rebuilt = RedisProfileStore.from_url(
+        pipeline.server.role_url(RedisRole.WRITER, 7), erasure_salt=pipeline.store.salt
+    ).get_many(pipeline.cards)
     _assert_equal_profiles(rebuilt, live)
 
 
