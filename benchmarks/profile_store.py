@@ -138,7 +138,7 @@ def main() -> int:
             empty = int(admin.info("memory")["used_memory"])
             batched(store, ps, 1000)
             used = int(admin.info("memory")["used_memory"]) - empty
-            fields = statistics.mean(int(client.hlen(f"rf:{{{c}}}:p")) for c in cards[:500])
+            fields = statistics.mean(int(client.hlen(store.keys_for(c).profile)) for c in cards[:500])
             print("\nRedis bytes per active card (MEMORY USAGE of hash + dedup set):")
             print(
                 f"  mean {statistics.mean(sizes):,.0f}, median {statistics.median(sizes):,.0f}, "

@@ -5,7 +5,10 @@ The loyalty programme's customer register knows households; here membership is a
 same thing (``Customer.household_id``); :func:`receiptflow.producers.simulator.households_of` gives the
 membership of simulated traffic, which :func:`write_households` writes.
 A household's points are its members' points added up at read time, so each card's profile stays
-one Redis key and one purchase updates one card atomically.
+one Redis key and one purchase updates one card atomically, in the card's own Redis Cluster slot.
+Reading a household is a pipeline of per-member reads (one round trip per master holding a member on
+a cluster): each member's hash is read whole, the sum is not one atomic snapshot — enough for a
+points display, not for spending household points (see docs/profiles.md, "Redis Cluster").
 """
 
 from __future__ import annotations

@@ -1,9 +1,16 @@
 """How a profile is kept in Redis: the keys, the hash's short field names and the week text.
 
-Keys (the ``{card}`` hash tag keeps one card's keys on one Redis Cluster slot):
-``rf:{card}:p``    hash, short field names (see ``_FIELD_DOC`` below)
-``rf:{card}:seen`` sorted set: 12-character receipt key scored by event time in ms
-``rf:erased``      set of salted hashes of erased cards (no card id is kept)
+Keys are named by the card's *subject*, its salted hash (:func:`receiptflow.card_hash.erased_hash`,
+32 hex characters), never by the card id: the ``{subject}`` hash tag keeps one card's keys on one
+Redis Cluster slot, so every profile script touches a single slot, and key names carry no card id.
+
+``rf:{subject}:p``    hash, short field names (see ``_FIELD_DOC`` below)
+``rf:{subject}:seen`` sorted set: 12-character receipt key scored by event time in ms
+``rf:{subject}:x``    the card's erased marker: a string, the erasure time in ms; the scripts check it
+``rf:erased``         set of the subjects of erased cards: the audit list, never read on the hot path
+
+:func:`card_keys` names one card's keys; the profile store (:mod:`.profile_store`) computes the
+subject with its cached hasher.
 
 :func:`decode_profile` reads a hash back into the :class:`~.profiles.Profile` of the pure fold; the
 Lua scripts (:mod:`.profile_scripts`) write it.
@@ -12,6 +19,7 @@ Lua scripts (:mod:`.profile_scripts`) write it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from .profile_rules import NUTRIENTS
@@ -90,15 +98,47 @@ def week_days(field_name: str, text: str) -> dict[int, tuple[int, int]]:
 # Segment fields written by ``segments run``; the grocery segment is product-derived ("P...").
 SEGMENT_FIELDS = {"model": "sv", "month": "sd", "visits_class": "sn", "money_class": "sm", "grocery_segment": "Psg"}
 
+# The subjects of every erased card: the audit list (``erase --record-existing`` reads it). The
+# scripts check the per-card marker instead, which sits in the card's own slot.
 ERASED_KEY = "rf:erased"
 
+# SCAN patterns of every card's profile hash (for totals over all profiles, never on the hot path).
+PROFILE_PATTERN = "rf:{*}:p"
 
-def profile_key(card_id: str) -> str:
-    return f"rf:{{{card_id}}}:p"
+
+def profile_key(subject: str) -> str:
+    """The profile hash of the card whose salted hash is ``subject``."""
+    return f"rf:{{{subject}}}:p"
 
 
-def seen_key(card_id: str) -> str:
-    return f"rf:{{{card_id}}}:seen"
+def seen_key(subject: str) -> str:
+    """The dedup set of the card whose salted hash is ``subject``."""
+    return f"rf:{{{subject}}}:seen"
+
+
+def erased_marker_key(subject: str) -> str:
+    """The erased marker of the card whose salted hash is ``subject`` (in the card's slot)."""
+    return f"rf:{{{subject}}}:x"
+
+
+@dataclass(frozen=True, slots=True)
+class CardKeys:
+    """One card's keys, all in the slot of its hash tag (the card's salted hash)."""
+
+    subject: str
+    profile: str
+    seen: str
+    erased: str
+
+    @property
+    def data(self) -> tuple[str, str]:
+        """The keys that hold the card's data (what an erasure or a rebuild deletes)."""
+        return (self.profile, self.seen)
+
+
+def card_keys(subject: str) -> CardKeys:
+    """The keys of the card whose salted hash is ``subject``."""
+    return CardKeys(subject, profile_key(subject), seen_key(subject), erased_marker_key(subject))
 
 
 def decode_profile(card_id: str, h: Mapping[str, str], seen: Iterable[tuple[str, float]]) -> Profile:

@@ -1,7 +1,8 @@
 """The profile store's Lua scripts: loaded from the package's ``lua/`` files, with named positions.
 
 ``profile_apply.lua`` applies one purchase, ``profile_consent.lua`` records one consent change; both
-check the erased-cards set first. Each file names its KEYS and ARGV positions in its first lines, with
+check the card's erased marker first. Every key a script names is one card's (:func:`.profile_keys.card_keys`),
+so a script touches one Redis Cluster slot. Each file names its KEYS and ARGV positions in its first lines, with
 the same names as the enums here (a unit test holds the two to each other), and the argument lists
 below are built in that order. The store (:mod:`.profile_store`) and the profile rebuild run these
 very scripts through :meth:`~.profile_store.RedisProfileStore.apply_events`.
@@ -31,7 +32,7 @@ class ApplyKey(IntEnum):
 
     PROFILE = 1
     SEEN = 2
-    ERASED = 3
+    ERASED = 3  # the card's erased marker, rf:{subject}:x
 
 
 class ApplyArg(IntEnum):
@@ -47,16 +48,15 @@ class ApplyArg(IntEnum):
     DEDUP_MS = 8
     KEEP_DAYS = 9
     CONSENTED = 10
-    ERASED_HASH = 11
-    ADD_PAIRS = 12
-    PAIRS_FROM = 13
+    ADD_PAIRS = 11
+    PAIRS_FROM = 12
 
 
 class ConsentKey(IntEnum):
     """KEYS positions of ``profile_consent.lua``."""
 
     PROFILE = 1
-    ERASED = 2
+    ERASED = 2  # the card's erased marker
 
 
 class ConsentArg(IntEnum):
@@ -64,10 +64,9 @@ class ConsentArg(IntEnum):
 
     EVENT_MS = 1
     PRODUCT_DATA = 2
-    ERASED_HASH = 3
 
 
-def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:
+def delta_args(d: Delta, rules: Rules) -> list[Any]:
     """The ARGV of ``profile_apply.lua`` for one delta, in :class:`ApplyArg` order."""
     adds: list[Any] = []
     for g, cents in d.groups.items():
@@ -89,7 +88,6 @@ def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:
         rules.dedup_ms,
         rules.keep_days,
         1 if d.consented else 0,
-        erased,
         len(adds) // 2,
         *adds,
     ]
@@ -98,7 +96,7 @@ def delta_args(d: Delta, rules: Rules, erased: str) -> list[Any]:
     return args
 
 
-def consent_args(change: ConsentChange, erased: str) -> list[Any]:
+def consent_args(change: ConsentChange) -> list[Any]:
     """The ARGV of ``profile_consent.lua`` for one consent change, in :class:`ConsentArg` order."""
     ms = int(change.event_time.timestamp() * 1000)
-    return [ms, "1" if change.product_data_marketing else "0", erased]
+    return [ms, "1" if change.product_data_marketing else "0"]

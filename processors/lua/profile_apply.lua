@@ -1,11 +1,11 @@
 -- Apply one purchase to a card's profile (receiptflow.processors.profile_store).
 -- Named positions: the same names as profile_scripts.ApplyKey / ApplyArg in Python.
--- KEYS: profile hash, seen zset, erased set.
+-- KEYS: profile hash, seen zset, the card's erased marker (all three in the card's slot).
 -- ARGV: receipt key, event ms, week field, day, day's slot in the week, cents, points, dedup ms,
---       keep days, consented 0/1, erased-card hash, number of add pairs, then from PAIRS_FROM the
---       add pairs (field, increment), then max pairs (field, ms).
+--       keep days, consented 0/1, number of add pairs, then from PAIRS_FROM the add pairs
+--       (field, increment), then max pairs (field, ms).
 local PROFILE, SEEN, ERASED = 1, 2, 3
-local RECEIPT_KEY, EVENT_MS, WEEK_FIELD, DAY, WEEK_SLOT, CENTS, POINTS, DEDUP_MS, KEEP_DAYS, CONSENTED, ERASED_HASH, ADD_PAIRS, PAIRS_FROM = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
+local RECEIPT_KEY, EVENT_MS, WEEK_FIELD, DAY, WEEK_SLOT, CENTS, POINTS, DEDUP_MS, KEEP_DAYS, CONSENTED, ADD_PAIRS, PAIRS_FROM = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 -- Day buckets, seven to a field (see _FIELD_DOC): slots joined by ',', trailing empty ones left out;
 -- a slot is '<cents>' for one visit or '<visits>:<cents>', both in base 36.
 local function b36(n)
@@ -46,7 +46,7 @@ local function week_text(slots)
   return table.concat(slots, ',', 1, last)
 end
 local h, seen = KEYS[PROFILE], KEYS[SEEN]
-if redis.call('SISMEMBER', KEYS[ERASED], ARGV[ERASED_HASH]) == 1 then return 3 end
+if redis.call('EXISTS', KEYS[ERASED]) == 1 then return 3 end
 local ms = tonumber(ARGV[EVENT_MS])
 local horizon = tonumber(ARGV[DEDUP_MS])
 local lastv = redis.call('HGET', h, 'l')

@@ -1,9 +1,10 @@
 -- Record one consent change on a card's profile (receiptflow.processors.profile_store).
 -- Named positions: the same names as profile_scripts.ConsentKey / ConsentArg in Python.
--- KEYS: profile hash, erased set. ARGV: event ms, product data "1"/"0", erased-card hash.
+-- KEYS: profile hash, the card's erased marker (both in the card's slot).
+-- ARGV: event ms, product data "1"/"0".
 local PROFILE, ERASED = 1, 2
-local EVENT_MS, PRODUCT_DATA, ERASED_HASH = 1, 2, 3
-if redis.call('SISMEMBER', KEYS[ERASED], ARGV[ERASED_HASH]) == 1 then return 3 end
+local EVENT_MS, PRODUCT_DATA = 1, 2
+if redis.call('EXISTS', KEYS[ERASED]) == 1 then return 3 end
 local old = redis.call('HMGET', KEYS[PROFILE], 'c', 'ct', 'cw', 'cg')
 if old[2] then
   local at = tonumber(old[2])

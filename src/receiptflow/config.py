@@ -106,6 +106,11 @@ class Settings(BaseSettings):
 
     # --- Stores ------------------------------------------------------------------------------
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="profile store")
+    redis_cluster: bool = Field(
+        default=False,
+        description="redis_url is one node of a Redis Cluster: the profile store uses a cluster client "
+        "(each card's keys share one hash slot)",
+    )
     redis_password: SecretStr | None = Field(
         default=None,
         description="overrides a password in redis_url; that login serves every role without a password of its own",

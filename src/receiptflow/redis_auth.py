@@ -4,12 +4,13 @@ ACL the embedded server loads.
 Four roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
 
 * ``writer`` (``profile-writer``): the profile agent, ``profiles rebuild``, ``segments run``, the
-  demo. Profile hashes and dedup sets (``rf:{card}:*``) through the profile scripts; the
-  erased-cards record read-only (the scripts check it, but cannot take a card off it), no audit
-  stream, no administration.
+  demo. Profile hashes and dedup sets (``rf:{hash}:p``, ``rf:{hash}:seen``) through the profile
+  scripts; the cards' erased markers (``rf:{hash}:x``) read and created (``SETNX``) only, the
+  erased-cards list ``rf:erased`` added to (``SADD``) only: it may mark a card erased, never undo it;
+  no audit stream, no administration.
 * ``marketing`` (``marketing-reader``): ``profile --view marketing`` (and ``--view customer``, which
-  reads nothing else): ``HGET*`` on profile hashes only. Not the dedup sets, the erased-cards
-  record or the audit stream; no write, no scan, no script.
+  reads nothing else): ``HGET*`` on profile hashes only. Not the dedup sets, the erased markers
+  and record or the audit stream; no write, no scan, no script.
 * ``support`` (``support``): the data-protection jobs, ``export``, ``erase`` and ``profile --view
   full``: reads and deletes a card's keys, adds to the erased-cards record, writes and reads the
   erasure audit stream. Kept apart from the writer so that the credentials every stream worker

@@ -33,6 +33,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         env["RECEIPTFLOW_WAREHOUSE_URL"] = settings.warehouse_url
     if settings.metrics_textfile is not None:
         env["RECEIPTFLOW_METRICS_TEXTFILE"] = str(settings.metrics_textfile)
+    if settings.redis_cluster:
+        env["RECEIPTFLOW_REDIS_CLUSTER"] = "true"
     return env
 
 

@@ -37,7 +37,7 @@ from receiptflow.jobs.subject import STEPS, audit_log, erase_card, export_card, 
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from receiptflow.processors.profile_keys import ERASED_KEY, card_keys
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
@@ -197,7 +197,9 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
     target = redis_server.role_url(RedisRole.WRITER, 11)
     rebuilt = _cli(settings, "profiles", "rebuild", "--redis-url", target)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    assert redis.Redis.from_url(target).sismember(ERASED_KEY, erasure.subject)
+    # The card's marker (which the scripts check) from the topic's hash alone, and the audit list.
+    assert redis.Redis.from_url(target).exists(card_keys(erasure.subject).erased)
+    assert redis.Redis.from_url(redis_server.role_url(RedisRole.ADMIN, 11)).sismember(ERASED_KEY, erasure.subject)
 
     # Export: nothing in any store, but the topics still hold the card, until their retention.
     doc = export_card(settings, card)
@@ -278,8 +280,8 @@ def test_erase_while_the_duckdb_sink_runs_refuses_before_changing_anything(setti
         assert "stop the sink, run erase again" in message
         assert "Traceback" not in refused.stderr
         # Nothing anywhere: the profile is whole, no record on the topic, no audit entry.
-        assert store.get(card) is not None and store.client.exists(seen_key(card)) == 1
-        assert not store.client.sismember(ERASED_KEY, subject)
+        assert store.get(card) is not None and store.client.exists(store.keys_for(card).seen) == 1
+        assert not store.client.exists(store.keys_for(card).erased)
         assert subject not in erased_cards(settings)
         assert _subject_audit(settings, subject) == []
     finally:
@@ -291,7 +293,7 @@ def test_erase_while_the_duckdb_sink_runs_refuses_before_changing_anything(setti
     # The sink stopped: the erasure goes through, every step audited.
     done = _cli(settings, "erase", card, "--yes")
     assert done.returncode == 0, done.stderr
-    assert store.get(card) is None and store.client.sismember(ERASED_KEY, subject)
+    assert store.get(card) is None and store.client.exists(store.keys_for(card).erased)
     assert erased_at(settings, subject) is not None
     assert _warehouse_rows(settings, card) == {"receipts": 0, "receipt_items": 0, "consent_changes": 0}
     assert [e["step"] for e in _subject_audit(settings, subject)] == list(STEPS)
@@ -330,7 +332,7 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     # Half way, but erased for every reader: the topic has it, Redis too; the warehouse still has rows.
     first = erased_at(settings, subject)
     assert first is not None
-    assert store.get(card) is None and store.client.exists(profile_key(card)) == 0
+    assert store.get(card) is None and store.client.exists(store.keys_for(card).profile) == 0
     assert _warehouse_rows(settings, card)["receipts"] == len(mine)
     assert [e["step"] for e in _subject_audit(settings, subject)] == ["record", "profile"]
     assert export_card(settings, card)["erasure"]["complete"] is False

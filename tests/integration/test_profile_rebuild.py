@@ -32,7 +32,7 @@ from receiptflow.jobs.profile_rebuild import rebuild
 from receiptflow.jobs.segments import assign, load_model, read_month, store_segments
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profile_keys import ERASED_KEY, SEGMENT_FIELDS, profile_key, seen_key
+from receiptflow.processors.profile_keys import SEGMENT_FIELDS
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profiles import Profile
 from receiptflow.producers.client import RegisterClient
@@ -68,7 +68,7 @@ class Pipeline:
         )
 
 
-SALT = b"test-erasure-salt-0123456789"  # the install secret of these stores
+SALT = b"test-erasure-salt-0123456789"  # the salt of the stores these tests write in-process
 
 
 def _other_db(url: str, db: int) -> str:
@@ -130,7 +130,7 @@ def pipeline(
     )
     store = RedisProfileStore.from_settings(settings)
     every_card = sorted({card for c in sim.customers for _, card in c.cards})
-    store.client.delete(*[k for card in every_card for k in (profile_key(card), seen_key(card))])
+    store.client.delete(*[k for card in every_card for k in store.keys_for(card).data])
 
     log = settings.data_dir / "processor.log"
     with log.open("wb") as out:
@@ -242,9 +242,10 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
     assert "purchases and consent changes" in result.stderr, result.stderr  # the progress display
     # A batch command leaves its metrics for a textfile collector, since nothing scrapes it live.
     assert f"receiptflow_profile_rebuild_cards_total {float(len(pipeline.cards))}" in textfile.read_text()
-    rebuilt = RedisProfileStore.from_url(pipeline.server.role_url(RedisRole.WRITER, 7), erasure_salt=SALT).get_many(
-        pipeline.cards
-    )
+    # Keys are named by the cards' salted hashes: read with the install's salt, as the CLI wrote them.
+    rebuilt = RedisProfileStore.from_url(
+        pipeline.server.role_url(RedisRole.WRITER, 7), erasure_salt=pipeline.store.salt
+    ).get_many(pipeline.cards)
     _assert_equal_profiles(rebuilt, live)
 
 
@@ -257,7 +258,7 @@ def test_rebuild_batches_and_a_second_rebuild_resets_what_it_rebuilds(pipeline: 
         first = rebuild(sink, target, metrics=metrics)
         elapsed = time.perf_counter() - started
         # Stale data in the target is replaced, not added to: the rebuild resets each card it writes.
-        target.client.hset(profile_key(pipeline.cards[0]), "v", 999)
+        target.client.hset(target.keys_for(pipeline.cards[0]).profile, "v", 999)
         second = rebuild(sink, target, cards_per_batch=40, events_per_round_trip=300)
     finally:
         sink.close()
@@ -313,7 +314,8 @@ def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) ->
     # A card whose profile says product data may not be used holds no grocery segment.
     for card, profile in pipeline.store.get_many(sorted(want)).items():
         if profile.consent is not None and not profile.consent.product_data:
-            assert SEGMENT_FIELDS["grocery_segment"] not in pipeline.store.client.hkeys(profile_key(card))
+            stored_fields = pipeline.store.client.hkeys(pipeline.store.keys_for(card).profile)
+            assert SEGMENT_FIELDS["grocery_segment"] not in stored_fields
             assert card not in with_segment
     # Cards not active in the month are left alone.
     assert all(stored[c] == {} for c in pipeline.cards if c not in want)
@@ -344,17 +346,16 @@ def test_the_segment_script_checks_consent_erasure_and_the_profile_in_redis(redi
     allowed, withdrawn, erased, unknown = "6390000000101", "6390000000102", "6390000000103", "6390000000104"
     for card, product in ((allowed, True), (withdrawn, False), (erased, True)):
         store.apply_consents([ConsentChange(card, datetime(2026, 11, 1, tzinfo=UTC), product, True)])
-    # Erased as `erase` does it, with the support login (the writer may only read the record).
-    RedisProfileStore.from_url(redis_server.role_url(RedisRole.SUPPORT, 10), erasure_salt=SALT).client.sadd(
-        ERASED_KEY, store.erased_hash(erased)
-    )
+    # Erased with the support login: the card's marker (which the script checks) and the audit list.
+    support = RedisProfileStore.from_url(redis_server.role_url(RedisRole.SUPPORT, 10), erasure_salt=SALT)
+    assert support.record_erased([store.erased_hash(erased)]) == 1
     values = {"model": "archetypes-v1", "month": "2026-11", "visits_class": "regular", "money_class": "50_150"}
     rows = [(c, {**values, "grocery_segment": "seafood"}) for c in (allowed, withdrawn, erased, unknown)]
     counts = store_segments(store, rows)
     assert counts == {"no_profile": 1, "stored": 1, "stored_without_segment": 1, "erased": 1}
     assert store.segments(allowed) == rows[0][1]
     assert store.segments(withdrawn) == values  # the recorded consent says no: no grocery segment
-    assert store.client.exists(profile_key(unknown)) == 0
+    assert store.client.exists(store.keys_for(unknown).profile) == 0
     # A later run without a grocery segment removes the stored one.
     assert store_segments(store, [(allowed, values)])["stored_without_segment"] == 1
     assert store.segments(allowed) == values

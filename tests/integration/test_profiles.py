@@ -36,7 +36,7 @@ from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from receiptflow.processors.profile_keys import ERASED_KEY
 from receiptflow.processors.profile_rules import Rules, load_rules
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profiles import fold
@@ -94,7 +94,7 @@ def test_redis_profiles_equal_the_pure_fold(redis_server: RedisServer, rules: Ru
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(event_sequences(span_days), st.randoms())
     def check(events: list[Purchase | ConsentChange], rnd: random.Random) -> None:
-        client.delete(*[k for c in CARDS for k in (profile_key(c), seen_key(c))])
+        client.delete(*[k for c in CARDS for k in store.keys_for(c).data])
         # Same order on both sides, cut into pipelined batches of random size.
         i = 0
         while i < len(events):
@@ -124,13 +124,13 @@ def test_day_buckets_at_the_edge_of_a_short_window_equal_the_fold(redis_server: 
     cards = sorted({p.card_id for p in purchases if p.card_id is not None})
     rnd = random.Random(keep_days)
     for _ in range(3):
-        client.delete(*[k for c in cards for k in (profile_key(c), seen_key(c))])
+        client.delete(*[k for c in cards for k in store.keys_for(c).data])
         rnd.shuffle(purchases)
         for i in range(0, len(purchases), 500):
             store.apply(purchases[i : i + 500])
         assert store.get_many(cards) == fold(purchases, rules)
         assert any(len(p.days) > 1 for p in store.get_many(cards).values())
-    client.delete(*[k for c in cards for k in (profile_key(c), seen_key(c))])
+    client.delete(*[k for c in cards for k in store.keys_for(c).data])
 
 
 # --- the profile worker on the real broker -----------------------------------------------------------
@@ -147,6 +147,7 @@ class ProfileWorker:
         admin = redis.Redis.from_url(self.admin_url)
         try:
             admin.srem(ERASED_KEY, self.store.erased_hash(card))
+            admin.delete(self.store.keys_for(card).erased)
         finally:
             admin.close()
 
@@ -236,7 +237,7 @@ def test_duplicated_and_shuffled_traffic_equals_the_ground_truth(worker: Profile
     rnd.shuffle(deliveries)
     assert len(deliveries) > len(purchases) * 1.05
     cards = sorted(sim.truth.per_card)
-    worker.store.client.delete(*[k for c in cards for k in (profile_key(c), seen_key(c))])
+    worker.store.client.delete(*[k for c in cards for k in worker.store.keys_for(c).data])
 
     send_purchases(worker.settings, deliveries)
     carded = sum(v[0] for v in sim.truth.per_card.values())
@@ -265,7 +266,7 @@ def test_consent_withdrawal_removes_product_data_within_a_second(worker: Profile
     sim, purchases = simulated_purchases(seed=8808, count=200, span=timedelta(days=3))
     card = next(c for c in sim.truth.per_card if any(p.card_id == c and p.items for p in purchases))
     mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
-    worker.store.client.delete(profile_key(card), seen_key(card))
+    worker.store.client.delete(*worker.store.keys_for(card).data)
     worker.unerase(card)
     send_purchases(worker.settings, mine)
     worker.wait(lambda: (p := worker.store.get(card)) is not None and p.visits == len(mine), 60, "the card's purchases")
@@ -285,7 +286,7 @@ def test_consent_withdrawal_removes_product_data_within_a_second(worker: Profile
     after = worker.store.get(card)
     assert after is not None
     assert (after.visits, after.spend_cents, after.points) == (before.visits, before.spend_cents, before.points)
-    raw = worker.store.client.hgetall(profile_key(card))
+    raw = worker.store.client.hgetall(worker.store.keys_for(card).profile)
     assert not [k for k in raw if str(k).startswith("P")]
     marketing = _view(worker, card, "marketing")
     assert marketing["product_data_consent"] is False
@@ -302,7 +303,7 @@ def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_i
     card = next(c for c in sim.truth.per_card if any(p.card_id == c and p.items for p in purchases))
     mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
     store = worker.store
-    store.client.delete(profile_key(card), seen_key(card))
+    store.client.delete(*store.keys_for(card).data)
     send_purchases(worker.settings, mine)
     worker.wait(lambda: (p := store.get(card)) is not None and p.visits == len(mine), 60, "the card's purchases")
     assert store.get(card).has_product_data()  # type: ignore[union-attr]
@@ -388,7 +389,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id == card]
     change = ConsentChange(card, datetime.now(UTC), True, True, "app")
     store = worker.store
-    store.client.delete(profile_key(card), seen_key(card))
+    store.client.delete(*store.keys_for(card).data)
     worker.unerase(card)
     send_purchases(worker.settings, mine)
     client = RegisterClient(worker.settings)
@@ -438,7 +439,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     client.flush()
     worker.wait(_drained(worker, uuid.uuid4().hex[:6]), 60, "the replay to be consumed")
     assert store.get(card) is None
-    assert store.client.exists(profile_key(card), seen_key(card)) == 0
+    assert store.client.exists(*store.keys_for(card).data) == 0
     assert json.loads(worker.cli("export", card).stdout)["profile"] is None
 
     # Nor the warehouse: the live sink reads the re-sent records, and a replay of the retained topics
@@ -479,7 +480,7 @@ def test_a_record_on_the_purchases_topic_that_is_not_a_purchase_is_dead_lettered
     card = next(iter(sim.truth.per_card))
     mine = [p for p in purchases if p.card_id == card]
     store = worker.store
-    store.client.delete(profile_key(card), seen_key(card))
+    store.client.delete(*store.keys_for(card).data)
     names = TopicNames(worker.settings.topic_prefix)
     junk = b"\x00\x00\x00\x00\x03" + b"\xff" * 12  # framed as a purchase, but no purchase body
     offsets: list[int] = []
@@ -509,12 +510,13 @@ def test_the_agent_follows_the_erased_cards_topic_into_its_store(worker: Profile
     store = worker.store
     subject = store.erased_hash(card)
     worker.unerase(card)
-    store.client.delete(profile_key(card), seen_key(card))
+    store.client.delete(*store.keys_for(card).data)
     record_erasure(worker.settings, subject, datetime.now(UTC))  # as `erase` records it, first of all
-    worker.wait(lambda: bool(store.client.sismember(ERASED_KEY, subject)), 10, "the erasure in the profile store")
+    # The agent knows the topic's hash alone: it sets the card's marker (what the scripts check).
+    worker.wait(lambda: bool(store.client.exists(store.keys_for(card).erased)), 10, "the erasure in the profile store")
     marker = next(p for p in purchases if p.card_id not in (None, card))
     worker.unerase(str(marker.card_id))
-    store.client.delete(profile_key(str(marker.card_id)), seen_key(str(marker.card_id)))
+    store.client.delete(*store.keys_for(str(marker.card_id)).data)
     # The card's purchases, then another card's under the same key (so on the same partition, behind
     # them): once that one shows in its profile, the agent has read the erased card's purchases.
     topic = TopicNames(worker.settings.topic_prefix).purchases_customer

@@ -3,10 +3,11 @@
 ``EmbeddedRedis`` with nothing configured renders ``deploy/redis/users.acl`` with passwords generated
 for the install (kept in the data dir, owner-only) and switches the ``default`` user off. Each role
 is then used through the project's own code, with nothing but the data dir to find its password:
-the profile writer applies purchases and consent changes (the Lua scripts) but cannot take a card
-off the erased-cards record; the support role erases a card (record, keys, audit stream); the
-marketing reader reads a profile hash, also through ``receiptflow profile --view marketing``, and is
-refused everything else; a client that does not authenticate can run nothing. The production path
+the profile writer applies purchases and consent changes (the Lua scripts) and may mark a card
+erased, but cannot take a card off the erased-cards record nor delete its erased marker; the
+support role erases a card (marker, keys, record, audit stream); the marketing reader reads a
+profile hash, also through ``receiptflow profile --view marketing``, and is refused everything else;
+a client that does not authenticate can run nothing. The production path
 (``deploy/redis/set-passwords.sh`` and per-role password settings) renders the same file: see
 ``tests/unit/test_deploy.py``.
 """
@@ -32,7 +33,7 @@ from receiptflow.jobs.subject import AUDIT_STREAM, audit_log, erase_card, is_era
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
-from receiptflow.processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from receiptflow.processors.profile_keys import ERASED_KEY, card_keys
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profile_views import render
 from receiptflow.processors.profiles import fold
@@ -189,17 +190,20 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
     assert own.returncode == 0, own.stderr
     assert json.loads(own.stdout)["household"]["points"] == expected[other].points + expected[others[1]].points
 
-    # ... and nothing else: no write, not the dedup set, the erased-cards record or the audit stream.
+    # ... and nothing else: no write, not the dedup set, the erased markers and record or the audit stream.
+    keys = writer.keys_for(other)
     r = embedded.client(RedisRole.MARKETING)
     support = embedded.client(RedisRole.SUPPORT)
     support.hset("rf:other:p", "v", "1")  # a hash outside the profile keys
     support.xadd(AUDIT_STREAM, {"probe": "1"})
     support.sadd(ERASED_KEY, "probe")
     refused: list[tuple[object, ...]] = [
-        ("HSET", profile_key(other), "v", "0"),
-        ("DEL", profile_key(other)),
-        ("ZRANGE", seen_key(other), 0, -1),
-        ("ZADD", seen_key(other), 1, "x"),
+        ("HSET", keys.profile, "v", "0"),
+        ("DEL", keys.profile),
+        ("ZRANGE", keys.seen, 0, -1),
+        ("ZADD", keys.seen, 1, "x"),
+        ("EXISTS", keys.erased),
+        ("SETNX", keys.erased, "1"),
         ("SMEMBERS", ERASED_KEY),
         ("SISMEMBER", ERASED_KEY, "probe"),
         ("SREM", ERASED_KEY, "probe"),
@@ -223,16 +227,28 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
         reader.apply_consents([withdrawn])
     with pytest.raises(ProfileStoreError, match="permission"):
         reader.get(other)  # with the dedup set
-    assert r.hget(profile_key(other), "v") == str(expected[other].visits)
+    assert r.hget(keys.profile, "v") == str(expected[other].visits)
+    assert other not in " ".join(embedded.client(RedisRole.ADMIN).keys("rf:*")), "a key name carries a card id"
 
-    # The writer checks the erased-cards record and may add to it (the stricter direction: `profiles
-    # rebuild` copies the erased-cards topic into a new store), but never take a card off it, nor
-    # touch the audit stream, keys outside the card keys, or administration.
+    # The writer reads erased markers (the scripts check them) and may create one and add to the
+    # erased-cards list (the stricter direction: `profiles rebuild` copies the erased-cards topic into
+    # a new store), but never delete or expire a marker, take a card off the list or read it, nor touch
+    # the audit stream, keys outside the card keys, or administration.
     w = embedded.client(RedisRole.WRITER)
-    assert w.sismember(ERASED_KEY, "probe") == 1
+    probe = card_keys("0" * 32)
+    assert w.setnx(probe.erased, 1) == 1 and w.exists(probe.erased) == 1 and w.get(probe.erased) == "1"
+    assert w.setnx(probe.erased, 2) == 0
     assert w.sadd(ERASED_KEY, "added-by-the-writer") == 1
     support.srem(ERASED_KEY, "added-by-the-writer")
     for command in [
+        ("DEL", probe.erased),
+        ("UNLINK", probe.erased),
+        ("GETDEL", probe.erased),
+        ("SET", probe.erased, "1", "PX", "1"),
+        ("PEXPIRE", probe.erased, "1"),
+        ("RENAME", probe.erased, probe.profile),
+        ("RENAME", probe.profile, probe.erased),
+        ("SISMEMBER", ERASED_KEY, "probe"),
         ("SREM", ERASED_KEY, "probe"),
         ("DEL", ERASED_KEY),
         ("XADD", AUDIT_STREAM, "*", "k", "v"),
@@ -249,15 +265,20 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
     # Not even through a script of its own: the script's commands are checked against its rights.
     sha = w.script_load("return redis.call('SREM', KEYS[3], 'probe')")
     with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission|access"):
-        w.evalsha(sha, 3, profile_key(other), seen_key(other), ERASED_KEY)
-    assert support.sismember(ERASED_KEY, "probe") == 1
+        w.evalsha(sha, 3, keys.profile, keys.seen, ERASED_KEY)
+    sha = w.script_load("return redis.call('DEL', KEYS[3])")
+    with pytest.raises(redis.exceptions.ResponseError, match=r"(?i)permission|access"):
+        w.evalsha(sha, 3, probe.profile, probe.seen, probe.erased)
+    assert support.sismember(ERASED_KEY, "probe") == 1 and support.exists(probe.erased) == 1
     support.srem(ERASED_KEY, "probe")
+    support.delete(probe.erased)
 
     # Erasure runs with the support login (Redis part: MULTI/EXEC, the record, the audit stream), and
     # the writer's replay of the card's purchases does not bring it back.
     create_topics(settings)
     erasure = erase_card(settings, other)
     assert erasure.redis_keys == 2 and is_erased(settings, other)
+    assert support.exists(keys.erased) == 1 and support.sismember(ERASED_KEY, erasure.subject) == 1
     assert writer.get(other) is None and writer.apply(purchases) == 0
     assert writer.apply_consents([ConsentChange(other, datetime.now(UTC), True, True, "app")]) == 0
     audit = [e for e in audit_log(settings) if "subject" in e]

@@ -84,6 +84,11 @@ def test_the_committed_acl_holds_no_password_and_switches_every_user_off() -> No
         assert "off" in rules and "on" not in rules and "nopass" not in rules
         assert not [r for r in rules if r.startswith((">", "#"))], "a password or hash is committed"
     assert "-@all" in users["default"] and not [r for r in users["default"] if r.startswith(("+", "~", "%"))]
-    # The marketing reader reads profile hashes only; the writer only reads the erased-cards record.
+    # The marketing reader reads profile hashes only; the writer reads the erased markers (the scripts
+    # check them) but may only create them, and may only add to the erased-cards list.
     assert [r for r in users["marketing-reader"] if "~" in r] == ["%R~rf:{*}:p"]
-    assert "%R~rf:erased" in users["profile-writer"] and "~rf:*" not in users["profile-writer"]
+    writer = users["profile-writer"]
+    assert (
+        "%R~rf:{*}:x" in writer and "~rf:*" not in writer and "~rf:{*}:*" not in writer[: writer.index("-@dangerous")]
+    )
+    assert "(~rf:{*}:x" in writer and "(~rf:erased" in writer

@@ -38,8 +38,10 @@ def test_render_switches_on_only_the_named_users_with_their_hash_and_keeps_the_r
     rendered = render_acl(template, {"profile-writer": ("pw-user", "ab" * 32)})
     lines = dict(zip(template.splitlines(), rendered.splitlines(), strict=True))
     writer = next(r for t, r in lines.items() if t.startswith("user profile-writer "))
-    assert writer.startswith(f"user pw-user on resetpass #{'ab' * 32} resetkeys ~rf:{{*}}:* %R~rf:erased")
-    assert writer.endswith("(~rf:{*}:* ~rf:erased resetchannels -@all +evalsha) (~rf:erased resetchannels -@all +sadd)")
+    assert writer.startswith(
+        f"user pw-user on resetpass #{'ab' * 32} resetkeys ~rf:{{*}}:p ~rf:{{*}}:seen %R~rf:{{*}}:x"
+    )
+    assert writer.endswith("(~rf:{*}:x resetchannels -@all +setnx) (~rf:erased resetchannels -@all +sadd)")
     others = [r for t, r in lines.items() if not t.startswith("user profile-writer ")]
     assert others == [t for t in lines if not t.startswith("user profile-writer ")]  # still off
     with pytest.raises(ConfigError):

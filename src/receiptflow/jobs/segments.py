@@ -36,11 +36,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import redis
-
-from ..errors import ConfigError, ProfileStoreError
+from ..errors import ConfigError
 from ..metrics import Metrics
-from ..processors.profile_keys import ERASED_KEY, SEGMENT_FIELDS, profile_key
+from ..processors.profile_keys import SEGMENT_FIELDS
 from ..processors.profile_store import RedisProfileStore
 from ..sinks.base import Sink
 from ..sinks.postgres import PostgresSink
@@ -249,19 +247,20 @@ def read_month(sink: Sink, month: str, default_product_data: bool = False) -> li
     return sorted(out, key=lambda m: m.card_id)
 
 
-# KEYS: profile hash, erased set. ARGV: 1 erased-card hash, 2 the product-derived field, 3 its value
-# ('' for none), then (field, value) pairs. A card without a profile is left alone (0), an erased one
-# too (3); the product-derived field is written only while the recorded consent (field ``c``) allows
-# it (1) and deleted otherwise (2), so a segment never outlives a withdrawal.
+# KEYS: profile hash, the card's erased marker (one card's keys: one cluster slot). ARGV: 1 the
+# product-derived field, 2 its value ('' for none), then (field, value) pairs. A card without a
+# profile is left alone (0), an erased one too (3); the product-derived field is written only while
+# the recorded consent (field ``c``) allows it (1) and deleted otherwise (2), so a segment never
+# outlives a withdrawal.
 _SEGMENTS_LUA = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 3 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'c') ~= '0' then
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'c') ~= '0' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   return 1
 end
-redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[1])
 return 2
 """
 _OUTCOMES = ("no_profile", "stored", "stored_without_segment", "erased")
@@ -274,19 +273,16 @@ def store_segments(store: RedisProfileStore, rows: Sequence[tuple[str, Mapping[s
     counts = dict.fromkeys(_OUTCOMES, 0)
     if not rows:
         return counts
-    script = store.client.register_script(_SEGMENTS_LUA)
-    pipe = store.client.pipeline(transaction=False)
     product = SEGMENT_FIELDS["grocery_segment"]
+    calls: list[tuple[tuple[str, str], list[Any]]] = []
     for card, values in rows:
-        args: list[Any] = [store.erased_hash(card), product, values.get("grocery_segment", "")]
+        args: list[Any] = [product, values.get("grocery_segment", "")]
         for name, value in sorted(values.items()):
             if name != "grocery_segment":
                 args += [SEGMENT_FIELDS[name], value]
-        script(keys=[profile_key(card), ERASED_KEY], args=args, client=pipe)
-    try:
-        results = [int(x) for x in pipe.execute()]
-    except redis.RedisError as exc:
-        raise ProfileStoreError(f"segment batch failed: {exc}") from exc
+        keys = store.keys_for(card)
+        calls.append(((keys.profile, keys.erased), args))
+    results = [int(x) for x in store.run_script(_SEGMENTS_LUA, calls, "segment batch")]
     for code, name in enumerate(_OUTCOMES):
         counts[name] = results.count(code)
     return counts

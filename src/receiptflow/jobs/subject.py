@@ -17,9 +17,9 @@ store holds something or any of those topics may still hold records of the card.
 1. ``record``: the card's salted hash goes to the erased-cards topic (``consents.erased``, acks=all,
    idempotent producer; :mod:`receiptflow.erasures`). From here on every reader keeps the card out:
    the sinks and replays of every warehouse, whatever happens to the steps after.
-2. ``profile``: in one Redis transaction the hash joins ``rf:erased`` (which the live profile
-   scripts check, so a replayed purchase or consent change never brings the card back) and the
-   card's profile keys are deleted.
+2. ``profile``: in one Redis transaction on the card's slot its erased marker ``rf:{hash}:x`` is set
+   (which the live profile scripts check, so a replayed purchase or consent change never brings the
+   card back) and the card's profile keys are deleted; then the hash joins the audit list ``rf:erased``.
 3. ``warehouse``: in one transaction (``sinks.subject.delete_card``) the hash joins the warehouse's
    ``erased_cards`` and the card's rows are deleted (on PostgreSQL under the erasure lock, so batches
    in flight finish first and later ones see the hash).
@@ -38,7 +38,7 @@ Records of the card on the purchase topics and ``checkouts`` are not compacted: 
 each topic's retention (until then the erased-cards records keep them out of every store), and
 ``export`` says until when.
 
-``record_erased_in_profiles`` copies the topic into a profile store's ``rf:erased`` (``profiles
+``record_erased_in_profiles`` copies the topic into a profile store's erased markers (``profiles
 rebuild`` calls it before writing into a Redis that may never have seen an erasure), and
 ``record_existing`` (``erase --record-existing``) puts cards erased before the topic existed on it.
 """
@@ -58,7 +58,7 @@ from confluent_kafka.admin import AdminClient
 from ..config import Settings
 from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
-from ..processors.profile_keys import ERASED_KEY, profile_key, seen_key
+from ..processors.profile_keys import ERASED_KEY
 from ..processors.profile_store import RedisProfileStore
 from ..processors.profile_views import render
 from ..redis_auth import RedisRole
@@ -311,11 +311,14 @@ def erase_card(settings: Settings, card_id: str, now: datetime | None = None) ->
         ids: list[str] = []
 
         def profile() -> str:
+            keys = store.keys_for(card_id)
             try:
+                # The marker and the deletion in one transaction: every key is in the card's slot.
                 pipe = store.client.pipeline(transaction=True)
-                pipe.sadd(ERASED_KEY, subject)
-                pipe.delete(profile_key(card_id), seen_key(card_id))
+                pipe.execute_command("SET", keys.erased, int(plan.erased_at.timestamp() * 1000), "NX")
+                pipe.execute_command("DEL", *keys.data)
                 _, removed = pipe.execute()
+                store.client.sadd(ERASED_KEY, subject)  # the audit list, in another slot
             except redis.RedisError as exc:
                 raise ProfileStoreError(f"cannot erase the profile: {exc}") from exc
             counts["redis_keys"] = int(removed)
@@ -437,16 +440,17 @@ def record_existing(settings: Settings, now: datetime | None = None) -> int:
 
 
 def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> int:
-    """Copy every hash on the erased-cards topic into ``store``'s ``rf:erased`` (what the profile
-    scripts check), so a profile store that never saw an erasure — a new Redis that ``profiles
-    rebuild`` fills — keeps those cards out as well. Returns how many hashes were new to it."""
+    """Copy every hash on the erased-cards topic into ``store``'s erased markers (what the profile
+    scripts check) and its ``rf:erased`` list, so a profile store that never saw an erasure — a new
+    Redis that ``profiles rebuild`` fills — keeps those cards out as well. Returns how many markers
+    were new to it."""
     return store.record_erased(erased_cards(settings))
 
 
 def is_erased(settings: Settings, card_id: str) -> bool:
-    """Whether the profile store's erased-cards record holds ``card_id``'s hash."""
+    """Whether the profile store has ``card_id``'s erased marker (what the profile scripts check)."""
     store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     try:
-        return bool(store.client.sismember(ERASED_KEY, store.erased_hash(card_id)))
+        return bool(store.client.exists(store.keys_for(card_id).erased))
     except redis.RedisError as exc:
         raise ProfileStoreError(f"cannot read the erased-cards record: {exc}") from exc

@@ -8,9 +8,13 @@ from enum import IntEnum
 from importlib import resources
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.crc import key_slot
 
+from receiptflow.card_hash import CardHasher
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profile_keys import WEEK_DAYS, week_field
+from receiptflow.processors.profile_keys import ERASED_KEY, WEEK_DAYS, card_keys, week_field
 from receiptflow.processors.profile_rules import Delta, default_rules
 from receiptflow.processors.profile_scripts import (
     APPLY_LUA,
@@ -68,7 +72,7 @@ def test_delta_args_follow_the_named_positions() -> None:
         groups={"dairy": 1000},
         affinity={"pet": 1_700_000_000_000},
     )
-    args = delta_args(d, rules, "hash")
+    args = delta_args(d, rules)
     at = {a: args[a - 1] for a in ApplyArg if a < ApplyArg.PAIRS_FROM}
     assert at == {
         ApplyArg.RECEIPT_KEY: "abcdefghijkl",
@@ -81,7 +85,6 @@ def test_delta_args_follow_the_named_positions() -> None:
         ApplyArg.DEDUP_MS: rules.dedup_ms,
         ApplyArg.KEEP_DAYS: rules.keep_days,
         ApplyArg.CONSENTED: 1,
-        ApplyArg.ERASED_HASH: "hash",
         ApplyArg.ADD_PAIRS: 1,
     }
     assert args[ApplyArg.PAIRS_FROM - 1 :] == ["Pg:dairy", 1000, "Pa:pet", 1_700_000_000_000]
@@ -89,8 +92,19 @@ def test_delta_args_follow_the_named_positions() -> None:
 
 def test_consent_args_follow_the_named_positions() -> None:
     change = ConsentChange("2710000000001", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), False, True)
-    args = consent_args(change, "hash")
+    args = consent_args(change)
     assert args[ConsentArg.EVENT_MS - 1] == int(change.event_time.timestamp() * 1000)
     assert args[ConsentArg.PRODUCT_DATA - 1] == "0"
-    assert args[ConsentArg.ERASED_HASH - 1] == "hash"
     assert len(args) == len(ConsentArg)
+
+
+@given(st.text(alphabet="0123456789", min_size=8, max_size=19))
+def test_a_cards_keys_share_one_cluster_slot_and_carry_no_card_id(card: str) -> None:
+    # What a script names must be one slot (a Redis Cluster refuses CROSSSLOT calls): the card's
+    # keys, tagged by its salted hash, never the global erased-cards list.
+    subject = CardHasher(b"unit-test-salt-0123456789")(card)
+    keys = card_keys(subject)
+    assert len(subject) == 32
+    assert {key_slot(k.encode()) for k in (keys.profile, keys.seen, keys.erased)} == {key_slot(subject.encode())}
+    assert [card in k for k in (keys.profile, keys.seen, keys.erased)] == [False, False, False]
+    assert ERASED_KEY not in (keys.profile, keys.seen, keys.erased) and keys.data == (keys.profile, keys.seen)
