@@ -34,10 +34,11 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -50,6 +51,7 @@ from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, ro
 from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, Stack, free_port, kafka_version
 from receiptflow.stack.kafka import broker_answers
 from receiptflow.stack.process import is_local, wait_until
+from receiptflow.stack.server import EmbeddedServer
 
 from ..conftest import BACKENDS
 
@@ -96,6 +98,110 @@ def _start_container(image: str, container_port: int, host_port: int, env: dict[
     return container.start()
 
 
+def _stop_container(container: Any) -> None:
+    if container is None:
+        return
+    try:
+        container.stop()
+    except Exception as exc:  # a failed cleanup must not hide the test results
+        warnings.warn(f"could not remove container: {exc}", stacklevel=1)
+
+
+# --- one way to find a server: given, container, embedded ------------------------------------------------
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the session's server of one kind comes from (see the module docstring for the order)."""
+
+    name: str  # the BACKENDS label and the name in messages: "Kafka", "Redis", "PostgreSQL"
+    env_var: str  # an endpoint given by the person running the tests
+    answers: Callable[[str], bool]  # a real probe of an endpoint; may raise (= not yet)
+    version: Callable[[str], str]  # "redis 7.0.15" for the summary, "" when not asked
+    image: str  # the testcontainers image
+    container: Callable[[], tuple[Any, str]]  # start a container: (container, its endpoint)
+    container_timeout: float
+
+
+def _session_server(
+    source: _Source, found: Callable[[str], T], embedded: Callable[[], AbstractContextManager[T]]
+) -> Iterator[T]:
+    """The body of a session server fixture: the given endpoint, else a container, else ``embedded()``.
+
+    ``found`` turns a given or container endpoint into what the fixture yields.
+    """
+    given = os.environ.get(source.env_var)
+    if given:
+        try:
+            wait_until(lambda: source.answers(given), 30, 0.2, what=f"{source.name} at {source.env_var}")
+        except Exception as exc:
+            pytest.fail(f"{source.env_var} does not answer: {exc}")
+        BACKENDS[source.name] = _described(source, given, "given")
+        yield found(given)
+        return
+    if _docker_engine():
+        container = None
+        try:
+            container, endpoint = source.container()
+            wait_until(
+                lambda: source.answers(endpoint),
+                source.container_timeout,
+                0.3,
+                what=f"{source.name} container at {redact_url(endpoint)}",
+            )
+        except Exception as exc:
+            _stop_container(container)
+            pytest.fail(f"no {source.name} for the integration tests (testcontainers): {exc}")
+        BACKENDS[source.name] = _described(source, endpoint, f"testcontainers {source.image}")
+        yield found(endpoint)
+        _stop_container(container)
+        return
+    with embedded() as value:
+        yield value
+
+
+def _described(source: _Source, endpoint: str, how: str) -> str:
+    version = source.version(endpoint)
+    return f"{redact_url(endpoint)} ({how}{', ' + version if version else ''})"
+
+
+@contextlib.contextmanager
+def _embedded(name: str, server: EmbeddedServer, cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Run ``server`` (the code of ``receiptflow stack``) for the ``with`` block; fail when it cannot start."""
+    try:
+        server.up()
+    except Exception as exc:
+        with contextlib.suppress(Exception):
+            server.down()
+        cleanup()
+        pytest.fail(f"no {name} for the integration tests (embedded): {exc}")
+    try:
+        yield
+    finally:
+        server.down()
+        cleanup()
+
+
+# --- the session servers -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the session's locally started servers: free ports, a session data dir.
+
+    ``cache_dir`` stays the default (``~/.cache/receiptflow``), so the Kafka jars are downloaded once
+    per machine, not once per session.
+    """
+    return Settings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        data_dir=tmp_path_factory.mktemp("stack"),
+        topic_partitions=3,
+        kafka_heap="512m",
+        metrics_port=0,
+    )
+
+
 def _kafka_container() -> tuple[Any, str]:
     # The advertised listener must be the address clients use, so container and host ports are equal.
     host, port = _docker_host(), free_port()
@@ -120,75 +226,34 @@ def _kafka_container() -> tuple[Any, str]:
     return container, f"{host}:{port}"
 
 
-def _stop_container(container: Any) -> None:
-    if container is None:
-        return
-    try:
-        container.stop()
-    except Exception as exc:  # a failed cleanup must not hide the test results
-        warnings.warn(f"could not remove container: {exc}", stacklevel=1)
-
-
-# --- the session servers -------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for the session's locally started servers: free ports, a session data dir.
-
-    ``cache_dir`` stays the default (``~/.cache/receiptflow``), so the Kafka jars are downloaded once
-    per machine, not once per session.
-    """
-    return Settings(
-        bootstrap_servers=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        data_dir=tmp_path_factory.mktemp("stack"),
-        topic_partitions=3,
-        kafka_heap="512m",
-        metrics_port=0,
-    )
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_settings: Settings) -> Iterator[str]:
     """``host:port`` of a real Kafka broker for the whole session."""
-    given = os.environ.get("RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS")
-    if given:
-        try:
-            wait_until(lambda: broker_answers(given), 30, 0.5, what=f"Kafka at {given}")
-        except Exception as exc:
-            pytest.fail(f"RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS={given} does not answer: {exc}")
-        BACKENDS["Kafka"] = f"{given} (given)"
-        yield given
-        return
-    if _docker_engine():
-        container = None
-        try:
-            container, bootstrap = _kafka_container()
-            wait_until(lambda: broker_answers(bootstrap), 120, 0.5, what=f"Kafka container at {bootstrap}")
-        except Exception as exc:
-            _stop_container(container)
-            pytest.fail(f"no Kafka broker for the integration tests (testcontainers): {exc}")
-        BACKENDS["Kafka"] = f"{bootstrap} (testcontainers apache/kafka:{kafka_version()} KRaft)"
-        yield bootstrap
-        _stop_container(container)
-        return
-    broker = EmbeddedKafka(stack_settings)
-    try:
-        broker.up()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            broker.down()
-        pytest.fail(f"no Kafka broker for the integration tests (embedded): {exc}")
-    BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
-    yield broker.endpoint
-    broker.down()
+    source = _Source(
+        "Kafka",
+        "RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS",
+        broker_answers,
+        lambda _: "",
+        f"apache/kafka:{kafka_version()}",
+        _kafka_container,
+        120,
+    )
+
+    @contextlib.contextmanager
+    def embedded() -> Iterator[str]:
+        broker = EmbeddedKafka(stack_settings)
+        with _embedded("Kafka broker", broker):
+            BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
+            yield broker.endpoint
+
+    yield from _session_server(source, lambda bootstrap: bootstrap, embedded)
 
 
 def _redis_version(url: str) -> str:
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
     try:
         info = client.info("server")
-        return str(info.get("redis_version", "?")) if isinstance(info, dict) else "?"
+        return "redis " + (str(info.get("redis_version", "?")) if isinstance(info, dict) else "?")
     finally:
         client.close()
 
@@ -199,6 +264,11 @@ def _redis_pings(url: str) -> bool:
         return bool(client.ping())
     finally:
         client.close()
+
+
+def _redis_container() -> tuple[Any, str]:
+    host, port = _docker_host(), free_port()
+    return _start_container("redis:7", 6379, port, {}), f"redis://{host}:{port}/0"
 
 
 @dataclass(frozen=True)
@@ -231,40 +301,19 @@ def _with_db(url: str, db: int) -> str:
 @pytest.fixture(scope="session")
 def redis_server(stack_settings: Settings) -> Iterator[RedisServer]:
     """A real Redis server for the whole session, with its role logins."""
-    given = os.environ.get("RECEIPTFLOW_TEST_REDIS_URL")
-    if given:
-        try:
-            wait_until(lambda: _redis_pings(given), 15, 0.2, what=f"Redis at {given}")
-        except Exception as exc:
-            pytest.fail(f"RECEIPTFLOW_TEST_REDIS_URL does not answer: {exc}")
-        BACKENDS["Redis"] = f"{redact_url(given)} (given, redis {_redis_version(given)})"
-        yield RedisServer(given, admin_url=given)
-        return
-    if _docker_engine():
-        container = None
-        try:
-            host, port = _docker_host(), free_port()
-            container = _start_container("redis:7", 6379, port, {})
-            url = f"redis://{host}:{port}/0"
-            wait_until(lambda: _redis_pings(url), 60, 0.2, what=f"Redis container at {url}")
-        except Exception as exc:
-            _stop_container(container)
-            pytest.fail(f"no Redis for the integration tests (testcontainers): {exc}")
-        BACKENDS["Redis"] = f"{host}:{port} (testcontainers redis:7, redis {_redis_version(url)})"
-        yield RedisServer(url, admin_url=url)
-        _stop_container(container)
-        return
-    server = EmbeddedRedis(stack_settings)
-    try:
-        server.up()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            server.down()
-        pytest.fail(f"no Redis for the integration tests (embedded): {exc}")
-    BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'}, ACL users)"
-    passwords = {r: p for r in RedisRole if (p := role_password(stack_settings, r)) is not None}
-    yield RedisServer(stack_settings.redis_url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
-    server.down()
+    source = _Source(
+        "Redis", "RECEIPTFLOW_TEST_REDIS_URL", _redis_pings, _redis_version, "redis:7", _redis_container, 60
+    )
+
+    @contextlib.contextmanager
+    def embedded() -> Iterator[RedisServer]:
+        server = EmbeddedRedis(stack_settings)
+        with _embedded("Redis", server):
+            BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'}, ACL users)"
+            passwords = {r: p for r in RedisRole if (p := role_password(stack_settings, r)) is not None}
+            yield RedisServer(stack_settings.redis_url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
+
+    yield from _session_server(source, lambda url: RedisServer(url, admin_url=url), embedded)
 
 
 @pytest.fixture(scope="session")
@@ -276,7 +325,7 @@ def redis_url(redis_server: RedisServer) -> str:
 def _postgres_version(url: str) -> str:
     with psycopg.connect(url, connect_timeout=5) as conn:
         row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]).split()[0] if row else "?"
+    return "PostgreSQL " + (str(row[0]).split()[0] if row else "?")
 
 
 def _postgres_connects(url: str) -> bool:
@@ -285,50 +334,41 @@ def _postgres_connects(url: str) -> bool:
     return True
 
 
+def _postgres_container() -> tuple[Any, str]:
+    host, port = _docker_host(), free_port()
+    env = {"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_DB": "receiptflow"}
+    return _start_container("postgres:15", 5432, port, env), f"postgresql://postgres@{host}:{port}/receiptflow"
+
+
 @pytest.fixture(scope="session")
 def postgres_url(stack_settings: Settings) -> Iterator[str]:
     """``postgresql://user@host:port/receiptflow`` of a real PostgreSQL server for the whole session."""
-    given = os.environ.get("RECEIPTFLOW_TEST_POSTGRES_URL")
-    if given:
-        try:
-            wait_until(lambda: _postgres_connects(given), 15, 0.2, what="PostgreSQL at RECEIPTFLOW_TEST_POSTGRES_URL")
-        except Exception as exc:
-            pytest.fail(f"RECEIPTFLOW_TEST_POSTGRES_URL does not answer: {exc}")
-        BACKENDS["PostgreSQL"] = f"{redact_url(given)} (given, PostgreSQL {_postgres_version(given)})"
-        yield given
-        return
-    if _docker_engine():
-        container = None
-        try:
-            host, port = _docker_host(), free_port()
-            env = {"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_DB": "receiptflow"}
-            container = _start_container("postgres:15", 5432, port, env)
-            url = f"postgresql://postgres@{host}:{port}/receiptflow"
-            wait_until(lambda: _postgres_connects(url), 90, 0.3, what=f"PostgreSQL container at {host}:{port}")
-        except Exception as exc:
-            _stop_container(container)
-            pytest.fail(f"no PostgreSQL for the integration tests (testcontainers): {exc}")
-        BACKENDS["PostgreSQL"] = f"{host}:{port} (testcontainers postgres:15, PostgreSQL {_postgres_version(url)})"
-        yield url
-        _stop_container(container)
-        return
-    # As root the server runs as the postgres system user, which cannot reach a pytest temp dir
-    # (mode 0700): give the cluster a directory of its own under the system temp dir.
-    pgdata = Path(tempfile.mkdtemp(prefix="receiptflow-test-pg-")) if os.geteuid() == 0 else None
-    server = EmbeddedPostgres(stack_settings, port=free_port(), pgdata=pgdata)
-    try:
-        server.up()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            server.down()
-        if pgdata is not None:
-            shutil.rmtree(pgdata, ignore_errors=True)
-        pytest.fail(f"no PostgreSQL for the integration tests (embedded): {exc}")
-    BACKENDS["PostgreSQL"] = f"{server.endpoint} (PostgreSQL {server.server_version() or '?'})"
-    yield server.url
-    server.down()
-    if pgdata is not None:
-        shutil.rmtree(pgdata, ignore_errors=True)
+    source = _Source(
+        "PostgreSQL",
+        "RECEIPTFLOW_TEST_POSTGRES_URL",
+        _postgres_connects,
+        _postgres_version,
+        "postgres:15",
+        _postgres_container,
+        90,
+    )
+
+    @contextlib.contextmanager
+    def embedded() -> Iterator[str]:
+        # As root the server runs as the postgres system user, which cannot reach a pytest temp dir
+        # (mode 0700): give the cluster a directory of its own under the system temp dir.
+        pgdata = Path(tempfile.mkdtemp(prefix="receiptflow-test-pg-")) if os.geteuid() == 0 else None
+        server = EmbeddedPostgres(stack_settings, port=free_port(), pgdata=pgdata)
+
+        def remove_pgdata() -> None:
+            if pgdata is not None:
+                shutil.rmtree(pgdata, ignore_errors=True)
+
+        with _embedded("PostgreSQL", server, remove_pgdata):
+            BACKENDS["PostgreSQL"] = f"{server.endpoint} (PostgreSQL {server.server_version() or '?'})"
+            yield server.url
+
+    yield from _session_server(source, lambda url: url, embedded)
 
 
 # --- per-test settings ---------------------------------------------------------------------------------
