@@ -443,7 +443,7 @@ def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> i
     return store.record_erased(erased_cards(settings))
 
 
-def is_erased(settings: Settings, card_id: str) -> bool:
+def erased_in_profiles(settings: Settings, card_id: str) -> bool:
     """Whether the profile store's erased-cards record holds ``card_id``'s hash."""
     store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     try:
