@@ -13,6 +13,7 @@ Each of ``kafka_bootstrap`` (``host:port``), ``redis_url`` and ``postgres_url``
 
 A server that cannot be had fails the tests that need it (``pytest.fail``): nothing is skipped or
 mocked. What was used is recorded in ``tests/conftest.py``'s ``BACKENDS`` for the closing summary.
+The order is written once, in ``backends.py``; each fixture here adds only its embedded server.
 
 The embedded Redis runs as ``receiptflow stack`` runs it: ACL users on, ``default`` off, passwords
 generated per install (the session's data dir). ``redis_server`` says how each role logs in:
@@ -32,155 +33,24 @@ import os
 import shutil
 import tempfile
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import redis
 from pydantic import SecretStr
 
-from receiptflow.config import Settings, redact_url
+from receiptflow.config import Settings
 from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, role_password, with_credentials
 from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, Stack, free_port, kafka_version
-from receiptflow.stack.kafka import broker_answers
-from receiptflow.stack.process import is_local, wait_until
-from receiptflow.stack.server import EmbeddedServer
 
 from ..conftest import BACKENDS
+from .backends import embedded_server, kafka_source, postgres_source, redis_source, session_server
 
 MakeSettings = Callable[..., Settings]
-
-
-# --- Docker (testcontainers) --------------------------------------------------------------------------
-@cache
-def _docker_engine() -> bool:
-    """True when a Docker engine answers a ping; decided once per session, quickly when there is none."""
-    if os.environ.get("RECEIPTFLOW_TEST_NO_DOCKER") == "1":
-        return False
-    try:
-        import docker  # type: ignore[import-untyped]  # noqa: PLC0415 - only needed on this path
-
-        client = docker.from_env(timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
-
-
-def _docker_host() -> str:
-    """The address published container ports are reached at ("127.0.0.1" for a local engine)."""
-    from testcontainers.core.docker_client import DockerClient  # noqa: PLC0415
-
-    host = str(DockerClient().host())
-    return "127.0.0.1" if host == "localhost" or is_local(host) else host
-
-
-def _start_container(image: str, container_port: int, host_port: int, env: dict[str, str]) -> Any:
-    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
-
-    container = DockerContainer(image)
-    for key, value in env.items():
-        container.with_env(key, value)
-    if _docker_host() == "127.0.0.1":
-        # docker-py takes (address, port): publish on loopback only, never on every interface.
-        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
-    else:
-        container.with_bind_ports(container_port, host_port)
-    return container.start()
-
-
-def _stop_container(container: Any) -> None:
-    if container is None:
-        return
-    try:
-        container.stop()
-    except Exception as exc:  # a failed cleanup must not hide the test results
-        warnings.warn(f"could not remove container: {exc}", stacklevel=1)
-
-
-# --- one way to find a server: given, container, embedded ------------------------------------------------
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class _Source:
-    """Where the session's server of one kind comes from (see the module docstring for the order)."""
-
-    name: str  # the BACKENDS label and the name in messages: "Kafka", "Redis", "PostgreSQL"
-    env_var: str  # an endpoint given by the person running the tests
-    answers: Callable[[str], bool]  # a real probe of an endpoint; may raise (= not yet)
-    version: Callable[[str], str]  # "redis 7.0.15" for the summary, "" when not asked
-    image: str  # the testcontainers image
-    container: Callable[[], tuple[Any, str]]  # start a container: (container, its endpoint)
-    container_timeout: float
-
-
-def _session_server(
-    source: _Source, found: Callable[[str], T], embedded: Callable[[], AbstractContextManager[T]]
-) -> Iterator[T]:
-    """The body of a session server fixture: the given endpoint, else a container, else ``embedded()``.
-
-    ``found`` turns a given or container endpoint into what the fixture yields.
-    """
-    given = os.environ.get(source.env_var)
-    if given:
-        try:
-            wait_until(lambda: source.answers(given), 30, 0.2, what=f"{source.name} at {source.env_var}")
-        except Exception as exc:
-            pytest.fail(f"{source.env_var} does not answer: {exc}")
-        BACKENDS[source.name] = _described(source, given, "given")
-        yield found(given)
-        return
-    if _docker_engine():
-        container = None
-        try:
-            container, endpoint = source.container()
-            wait_until(
-                lambda: source.answers(endpoint),
-                source.container_timeout,
-                0.3,
-                what=f"{source.name} container at {redact_url(endpoint)}",
-            )
-        except Exception as exc:
-            _stop_container(container)
-            pytest.fail(f"no {source.name} for the integration tests (testcontainers): {exc}")
-        BACKENDS[source.name] = _described(source, endpoint, f"testcontainers {source.image}")
-        yield found(endpoint)
-        _stop_container(container)
-        return
-    with embedded() as value:
-        yield value
-
-
-def _described(source: _Source, endpoint: str, how: str) -> str:
-    version = source.version(endpoint)
-    return f"{redact_url(endpoint)} ({how}{', ' + version if version else ''})"
-
-
-@contextlib.contextmanager
-def _embedded(name: str, server: EmbeddedServer, cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
-    """Run ``server`` (the code of ``receiptflow stack``) for the ``with`` block; fail when it cannot start."""
-    try:
-        server.up()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            server.down()
-        cleanup()
-        pytest.fail(f"no {name} for the integration tests (embedded): {exc}")
-    try:
-        yield
-    finally:
-        server.down()
-        cleanup()
 
 
 # --- the session servers -------------------------------------------------------------------------------
@@ -202,73 +72,19 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
-def _kafka_container() -> tuple[Any, str]:
-    # The advertised listener must be the address clients use, so container and host ports are equal.
-    host, port = _docker_host(), free_port()
-    env = {
-        "KAFKA_NODE_ID": "1",
-        "KAFKA_PROCESS_ROLES": "broker,controller",
-        "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://localhost:9093",
-        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
-        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
-        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
-        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
-        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
-        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
-        "KAFKA_NUM_PARTITIONS": "3",
-    }
-    container = _start_container(f"apache/kafka:{kafka_version()}", port, port, env)
-    return container, f"{host}:{port}"
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_settings: Settings) -> Iterator[str]:
     """``host:port`` of a real Kafka broker for the whole session."""
-    source = _Source(
-        "Kafka",
-        "RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS",
-        broker_answers,
-        lambda _: "",
-        f"apache/kafka:{kafka_version()}",
-        _kafka_container,
-        120,
-    )
+    source = kafka_source()
 
     @contextlib.contextmanager
     def embedded() -> Iterator[str]:
         broker = EmbeddedKafka(stack_settings)
-        with _embedded("Kafka broker", broker):
+        with embedded_server("Kafka broker", broker):
             BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
             yield broker.endpoint
 
-    yield from _session_server(source, lambda bootstrap: bootstrap, embedded)
-
-
-def _redis_version(url: str) -> str:
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        info = client.info("server")
-        return "redis " + (str(info.get("redis_version", "?")) if isinstance(info, dict) else "?")
-    finally:
-        client.close()
-
-
-def _redis_pings(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        return bool(client.ping())
-    finally:
-        client.close()
-
-
-def _redis_container() -> tuple[Any, str]:
-    host, port = _docker_host(), free_port()
-    return _start_container("redis:7", 6379, port, {}), f"redis://{host}:{port}/0"
+    yield from session_server(source, lambda bootstrap: bootstrap, embedded)
 
 
 @dataclass(frozen=True)
@@ -301,19 +117,17 @@ def _with_db(url: str, db: int) -> str:
 @pytest.fixture(scope="session")
 def redis_server(stack_settings: Settings) -> Iterator[RedisServer]:
     """A real Redis server for the whole session, with its role logins."""
-    source = _Source(
-        "Redis", "RECEIPTFLOW_TEST_REDIS_URL", _redis_pings, _redis_version, "redis:7", _redis_container, 60
-    )
+    source = redis_source()
 
     @contextlib.contextmanager
     def embedded() -> Iterator[RedisServer]:
         server = EmbeddedRedis(stack_settings)
-        with _embedded("Redis", server):
+        with embedded_server("Redis", server):
             BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'}, ACL users)"
             passwords = {r: p for r in RedisRole if (p := role_password(stack_settings, r)) is not None}
             yield RedisServer(stack_settings.redis_url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
 
-    yield from _session_server(source, lambda url: RedisServer(url, admin_url=url), embedded)
+    yield from session_server(source, lambda url: RedisServer(url, admin_url=url), embedded)
 
 
 @pytest.fixture(scope="session")
@@ -322,36 +136,10 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-def _postgres_version(url: str) -> str:
-    with psycopg.connect(url, connect_timeout=5) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return "PostgreSQL " + (str(row[0]).split()[0] if row else "?")
-
-
-def _postgres_connects(url: str) -> bool:
-    with psycopg.connect(url, connect_timeout=2) as conn:
-        conn.execute("SELECT 1")
-    return True
-
-
-def _postgres_container() -> tuple[Any, str]:
-    host, port = _docker_host(), free_port()
-    env = {"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_DB": "receiptflow"}
-    return _start_container("postgres:15", 5432, port, env), f"postgresql://postgres@{host}:{port}/receiptflow"
-
-
 @pytest.fixture(scope="session")
 def postgres_url(stack_settings: Settings) -> Iterator[str]:
     """``postgresql://user@host:port/receiptflow`` of a real PostgreSQL server for the whole session."""
-    source = _Source(
-        "PostgreSQL",
-        "RECEIPTFLOW_TEST_POSTGRES_URL",
-        _postgres_connects,
-        _postgres_version,
-        "postgres:15",
-        _postgres_container,
-        90,
-    )
+    source = postgres_source()
 
     @contextlib.contextmanager
     def embedded() -> Iterator[str]:
@@ -364,11 +152,11 @@ def postgres_url(stack_settings: Settings) -> Iterator[str]:
             if pgdata is not None:
                 shutil.rmtree(pgdata, ignore_errors=True)
 
-        with _embedded("PostgreSQL", server, remove_pgdata):
+        with embedded_server("PostgreSQL", server, remove_pgdata):
             BACKENDS["PostgreSQL"] = f"{server.endpoint} (PostgreSQL {server.server_version() or '?'})"
             yield server.url
 
-    yield from _session_server(source, lambda url: url, embedded)
+    yield from session_server(source, lambda url: url, embedded)
 
 
 # --- per-test settings ---------------------------------------------------------------------------------
