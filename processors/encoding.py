@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..codec import BasketLayout, Codec, PurchaseLayout
+from ..avro_splice import BasketLayout, PurchaseLayout
+from ..codec import Codec
 from ..models import AnalyticsBasket, CheckoutLine, Purchase
 
 # Lineage tails seen recently; bounded because processed_at changes with every batch.

@@ -73,7 +73,7 @@ def sink_topics(settings: Settings) -> list[str]:
     return [names.purchases_customer, names.purchases_analytics, names.consents]
 
 
-def replay(
+def replay_warehouse(
     settings: Settings,
     sink: Sink,
     *,

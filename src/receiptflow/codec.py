@@ -12,12 +12,8 @@ reader always decodes with the *newest* version of the writer's subject as the r
 fastavro is the hot path here; the Apache reference implementation (avro-python3) is used only in
 the interoperability tests.
 
-Splicing. Avro binary is the plain concatenation of a record's field encodings, so a record can be
-written in parts. The router uses that: a checkout's ``lines`` array (its last field) is laid out
-exactly like a purchase's ``items``, so :meth:`Codec.decode_checkout` also hands back the encoded
-bytes of that array, and :class:`PurchaseLayout` writes a purchase as head + those bytes + groups +
-tail without encoding the lines again. Both are offered only when the schemas in hand allow it
-(checked field by field); otherwise the callers take the ordinary path.
+Splicing (writing a record in parts, reusing bytes already encoded) is in :mod:`receiptflow.avro_splice`;
+:class:`Codec` offers it only where the schemas in hand allow it.
 """
 
 from __future__ import annotations
@@ -25,21 +21,23 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import fastavro
 from fastavro.types import Schema
 
+from .avro_splice import BasketLayout, LinesSplit, PurchaseLayout, basket_layout, lines_split, purchase_layout
 from .errors import DecodeError, SchemaError
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
 HEADER_SIZE = _HEADER.size
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)  # no slots: cached_property needs the instance __dict__
@@ -168,66 +166,33 @@ class Codec:
             self._writers[subject] = (_HEADER.pack(MAGIC, ids.id_for(subject, latest.version)), latest.fast)
         # Decoding state per schema id: (subject, version, writer schema, reader schema or None when equal).
         self._readers: dict[int, tuple[str, int, Schema, Schema | None]] = {}
-        self._splits: dict[int, _LinesSplit | None] = {}
-        self._layout = self._purchase_layout()
-        self._basket_layout = self._make_basket_layout()
+        self._splits: dict[int, LinesSplit | None] = {}
+        self._layout = self._split_writer("purchase", purchase_layout)
+        self._basket_layout = self._split_writer("analytics_basket", basket_layout)
 
-    def _make_basket_layout(self) -> BasketLayout | None:
-        if "analytics_basket" not in self._writers:
+    def _split_writer(self, subject: str, build: Callable[[bytes, Mapping[str, Any]], T | None]) -> T | None:
+        if subject not in self._writers:
             return None
-        raw = self.catalog.latest("analytics_basket").raw
-        last = raw["fields"][-1] if raw.get("fields") else None
-        if last is None or last["name"] != "lines" or not isinstance(last["type"], dict):
-            return None
-        return BasketLayout(self._writers["analytics_basket"][0], raw)
+        return build(self._writers[subject][0], self.catalog.latest(subject).raw)
 
     @property
     def basket_layout(self) -> BasketLayout | None:
         """The split writer of analytics baskets, when the newest basket schema ends with ``lines``."""
         return self._basket_layout
 
-    def _purchase_layout(self) -> PurchaseLayout | None:
-        if "purchase" not in self._writers:
-            return None
-        raw = self.catalog.latest("purchase").raw
-        names = [f["name"] for f in raw["fields"]]
-        if (
-            "items" not in names
-            or names.index("items") + 1 >= len(names)
-            or names[names.index("items") + 1] != "groups"
-        ):
-            return None
-        return PurchaseLayout(self._writers["purchase"][0], raw, names.index("items"))
-
     @property
     def purchase_layout(self) -> PurchaseLayout | None:
         """The split writer of purchases, when the newest purchase schema has ``items`` then ``groups``."""
         return self._layout
 
-    def _lines_split(self, schema_id: int) -> _LinesSplit | None:
+    def _lines_split(self, schema_id: int) -> LinesSplit | None:
         if schema_id in self._splits:
             return self._splits[schema_id]
         split = None
         subject, version, _, reader = self._reader(schema_id)
-        raw = self.catalog.by_id(schema_id).raw
-        last = raw["fields"][-1] if raw.get("fields") else None
-        if (
-            subject == "checkout"
-            and reader is None  # no schema resolution: the writer's layout is what the reader gets
-            and self._layout is not None
-            and last is not None
-            and last["name"] == "lines"
-            and isinstance(last["type"], dict)
-            and isinstance(last["type"].get("items"), dict)
-            and _fields(last["type"]["items"]) == _fields(self._layout.items_type["items"])
-        ):
-            base = {k: v for k, v in raw.items() if k not in ("fields", "doc")}
-            split = _LinesSplit(
-                subject,
-                version,
-                fastavro.parse_schema({**base, "name": "CheckoutHead", "fields": list(raw["fields"][:-1])}),
-                fastavro.parse_schema(last["type"]),
-            )
+        # Only without schema resolution: then the writer's layout is what the reader gets.
+        if subject == "checkout" and reader is None and self._layout is not None:
+            split = lines_split(subject, version, self.catalog.by_id(schema_id).raw, self._layout.items_type)
         self._splits[schema_id] = split
         return split
 
@@ -304,113 +269,6 @@ class Codec:
         if not isinstance(value, dict):
             raise DecodeError("undecodable", "record body is not an Avro record")
         return Decoded(subject, version, value)
-
-
-def _shape(schema: Any) -> Any:
-    """A schema without its docs, defaults and namespaces: what decides the binary layout."""
-    if isinstance(schema, dict):
-        return {k: _shape(v) for k, v in schema.items() if k not in ("doc", "default", "namespace", "aliases")}
-    if isinstance(schema, list):
-        return [_shape(v) for v in schema]
-    return schema
-
-
-def _fields(record: Mapping[str, Any]) -> list[Any]:
-    return [_shape({"name": f["name"], "type": f["type"]}) for f in record["fields"]]
-
-
-@dataclass(frozen=True)
-class _LinesSplit:
-    """How to decode one checkout writer schema in two parts: the fields before ``lines``, then ``lines``."""
-
-    subject: str
-    version: int
-    head: Schema
-    lines: Schema
-
-
-class PurchaseLayout:
-    """Writes the newest ``purchase`` schema in parts: head fields, items, groups, tail fields.
-
-    ``items`` and ``groups`` arrive already encoded (an empty array is ``EMPTY_ARRAY``); the result is
-    byte for byte what ``Codec.encode("purchase", ...)`` writes for the same record.
-    """
-
-    EMPTY_ARRAY = b"\x00"
-
-    def __init__(self, header: bytes, raw: Mapping[str, Any], items_at: int) -> None:
-        fields = list(raw["fields"])
-        base = {k: v for k, v in raw.items() if k not in ("fields", "doc")}
-        self.header = header
-        self.items_type = fields[items_at]["type"]
-        self._head = fastavro.parse_schema({**base, "name": "PurchaseHead", "fields": fields[:items_at]})
-        self._groups = fastavro.parse_schema(fields[items_at + 1]["type"])
-        self._tail = fastavro.parse_schema({**base, "name": "PurchaseTail", "fields": fields[items_at + 2 :]})
-
-    def _write(self, schema: Schema, value: Any, what: str) -> bytes:
-        buf = io.BytesIO()
-        try:
-            fastavro.schemaless_writer(buf, schema, value)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise SchemaError(f"purchase {what} does not fit schema 'purchase': {exc}") from exc
-        return buf.getvalue()
-
-    def head(self, record: Mapping[str, Any]) -> bytes:
-        return self._write(self._head, record, "head")
-
-    def groups(self, groups: list[dict[str, Any]]) -> bytes:
-        return self._write(self._groups, groups, "groups") if groups else self.EMPTY_ARRAY
-
-    def tail(self, record: Mapping[str, Any]) -> bytes:
-        return self._write(self._tail, record, "tail")
-
-    def join(self, head: bytes, items: bytes, groups: bytes, tail: bytes) -> bytes:
-        return b"".join((self.header, head, items, groups, tail))
-
-
-class BasketLayout:
-    """Writes the newest ``analytics_basket`` schema in parts: the head fields, then each line.
-
-    A line is encoded on its own (:meth:`line`), so a caller may remember the bytes of lines it sees
-    again; :meth:`join` frames them as the one-block array fastavro writes. The result is byte for
-    byte what ``Codec.encode("analytics_basket", ...)`` writes for the same record.
-    """
-
-    def __init__(self, header: bytes, raw: Mapping[str, Any]) -> None:
-        fields = list(raw["fields"])
-        base = {k: v for k, v in raw.items() if k not in ("fields", "doc")}
-        self.header = header
-        self._head = fastavro.parse_schema({**base, "name": "AnalyticsBasketHead", "fields": fields[:-1]})
-        self._line = fastavro.parse_schema(fields[-1]["type"]["items"])
-
-    def _write(self, schema: Schema, value: Any, what: str) -> bytes:
-        buf = io.BytesIO()
-        try:
-            fastavro.schemaless_writer(buf, schema, value)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise SchemaError(f"basket {what} does not fit schema 'analytics_basket': {exc}") from exc
-        return buf.getvalue()
-
-    def head(self, record: Mapping[str, Any]) -> bytes:
-        return self._write(self._head, record, "head")
-
-    def line(self, record: Mapping[str, Any]) -> bytes:
-        return self._write(self._line, record, "line")
-
-    def join(self, head: bytes, lines: list[bytes]) -> bytes:
-        if not lines:
-            return b"".join((self.header, head, PurchaseLayout.EMPTY_ARRAY))
-        # One block: its item count (a zigzag varint, positive here), the items, then the end marker.
-        return b"".join((self.header, head, _varint(len(lines) << 1), *lines, PurchaseLayout.EMPTY_ARRAY))
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def schema_id_of(data: bytes) -> int:

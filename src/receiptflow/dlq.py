@@ -2,7 +2,7 @@
 
 ``checkouts.dlq`` holds one ``dead_letter`` record per rejected input: the reason code, a message,
 the culprit field, the original key and bytes and where they came from (topic, partition, offset).
-``replay`` sends the original bytes, unchanged and with their original key, back to their source
+:func:`replay_letters` sends the original bytes, unchanged and with their original key, back to their source
 topic (or another one) so that a fixed processor sees them again. It replays only the dead letters
 that existed when it started (the topic's end offsets, taken first), so a processor that rejects
 them again while the replay runs does not feed the replay its own output. Each replay remembers
@@ -128,7 +128,7 @@ def _replay_group(settings: Settings, reason: str | None) -> str:
     return f"{settings.topic_prefix}receiptflow-dlq-replay-{reason or 'all'}"
 
 
-def replay(
+def replay_letters(
     settings: Settings,
     *,
     from_offset: int | None = None,

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from .errors import ConfigError
 
+PREFIX = "receiptflow_"  # every metric name starts with it
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -21,92 +22,73 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        counter, histogram = self._counter, self._histogram
         # Producers
-        self.produced_total = Counter(
-            "receiptflow_produced_total", "Records acknowledged by the broker.", ["topic"], registry=r
-        )
-        self.produce_errors_total = Counter(
-            "receiptflow_produce_errors_total", "Records the broker did not acknowledge.", ["topic"], registry=r
-        )
-        self.rejected_input_total = Counter(
-            "receiptflow_rejected_input_total", "Input rejected before sending, by reason.", ["reason"], registry=r
+        self.produced_total = counter("produced_total", "Records acknowledged by the broker.", "topic")
+        self.produce_errors_total = counter("produce_errors_total", "Records the broker did not acknowledge.", "topic")
+        self.rejected_input_total = counter(
+            "rejected_input_total", "Input rejected before sending, by reason.", "reason"
         )
         # Processor
-        self.consumed_total = Counter(
-            "receiptflow_consumed_total", "Records read by a processor.", ["topic"], registry=r
+        self.consumed_total = counter("consumed_total", "Records read by a processor.", "topic")
+        self.processed_total = counter("processed_total", "Valid checkouts processed and routed.", "chain")
+        self.routed_total = counter("routed_total", "Records written to an output topic.", "topic")
+        self.duplicates_total = counter(
+            "duplicates_total", "Deliveries dropped because the receipt id was seen.", "stage"
         )
-        self.processed_total = Counter(
-            "receiptflow_processed_total", "Valid checkouts processed and routed.", ["chain"], registry=r
+        self.dead_letters_total = counter("dead_letters_total", "Records sent to the dead-letter topic.", "reason")
+        self.unknown_chain_total = counter(
+            "unknown_chain_total", "Checkouts of chains the policy does not know.", "chain"
         )
-        self.routed_total = Counter(
-            "receiptflow_routed_total", "Records written to an output topic.", ["topic"], registry=r
+        self.consent_changes_total = counter(
+            "consent_changes_total", "Consent changes applied to the processor's state."
         )
-        self.duplicates_total = Counter(
-            "receiptflow_duplicates_total", "Deliveries dropped because the receipt id was seen.", ["stage"], registry=r
+        self.transactions_total = counter(
+            "transactions_total", "Processor transactions by outcome (committed, aborted).", "outcome"
         )
-        self.dead_letters_total = Counter(
-            "receiptflow_dead_letters_total", "Records sent to the dead-letter topic.", ["reason"], registry=r
+        self.state_restore_seconds = histogram(
+            "state_restore_seconds", "Time to rebuild dedup and consent state for newly assigned partitions."
         )
-        self.unknown_chain_total = Counter(
-            "receiptflow_unknown_chain_total", "Checkouts of chains the policy does not know.", ["chain"], registry=r
-        )
-        self.consent_changes_total = Counter(
-            "receiptflow_consent_changes_total", "Consent changes applied to the processor's state.", registry=r
-        )
-        self.transactions_total = Counter(
-            "receiptflow_transactions_total",
-            "Processor transactions by outcome (committed, aborted).",
-            ["outcome"],
-            registry=r,
-        )
-        self.state_restore_seconds = Histogram(
-            "receiptflow_state_restore_seconds",
-            "Time to rebuild dedup and consent state for newly assigned partitions.",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.batch_seconds = Histogram(
-            "receiptflow_batch_seconds", "Time to process one batch.", ["stage"], buckets=_LATENCY_BUCKETS, registry=r
-        )
-        self.batch_size = Histogram(
-            "receiptflow_batch_size",
-            "Records per processed batch.",
-            ["stage"],
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
-            registry=r,
+        self.batch_seconds = histogram("batch_seconds", "Time to process one batch.", "stage")
+        self.batch_size = histogram(
+            "batch_size", "Records per processed batch.", "stage", buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
         )
         # Profiles
-        self.profile_updates_total = Counter(
-            "receiptflow_profile_updates_total", "Purchases applied to Redis profiles.", registry=r
-        )
-        self.profile_late_total = Counter(
-            "receiptflow_profile_late_total",
+        self.profile_updates_total = counter("profile_updates_total", "Purchases applied to Redis profiles.")
+        self.profile_late_total = counter(
+            "profile_late_total",
             "Purchases refused by the profile store: older than the dedup horizon behind the card's newest receipt.",
-            registry=r,
         )
-        self.profile_erased_total = Counter(
-            "receiptflow_profile_erased_total", "Purchases or consent changes of erased cards ignored.", registry=r
+        self.profile_erased_total = counter(
+            "profile_erased_total", "Purchases or consent changes of erased cards ignored."
         )
-        self.profile_consent_changes_total = Counter(
-            "receiptflow_profile_consent_changes_total", "Consent changes recorded in profiles.", registry=r
+        self.profile_consent_changes_total = counter(
+            "profile_consent_changes_total", "Consent changes recorded in profiles."
         )
-        self.profile_rebuild_cards_total = Counter(
-            "receiptflow_profile_rebuild_cards_total", "Cards whose profile was rebuilt from the warehouse.", registry=r
+        self.profile_rebuild_cards_total = counter(
+            "profile_rebuild_cards_total", "Cards whose profile was rebuilt from the warehouse."
         )
-        self.segments_assigned_total = Counter(
-            "receiptflow_segments_assigned_total",
+        self.segments_assigned_total = counter(
+            "segments_assigned_total",
             "Cards assigned by a segments run, per grocery segment ('-': none, for lack of consent or grocery data).",
-            ["segment"],
-            registry=r,
+            "segment",
         )
         # Warehouse
-        self.warehouse_rows_total = Counter(
-            "receiptflow_warehouse_rows_total", "Rows written to the warehouse.", ["table"], registry=r
-        )
+        self.warehouse_rows_total = counter("warehouse_rows_total", "Rows written to the warehouse.", "table")
         self.consumer_lag = Gauge(
-            "receiptflow_consumer_lag", "Records behind the log end, per topic.", ["group", "topic"], registry=r
+            f"{PREFIX}consumer_lag",
+            "Records behind the log end, per topic.",
+            ["group", "topic"],
+            registry=self.registry,
         )
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(PREFIX + name, documentation, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, documentation: str, *labels: str, buckets: tuple[float, ...] = _LATENCY_BUCKETS
+    ) -> Histogram:
+        return Histogram(PREFIX + name, documentation, labels, buckets=buckets, registry=self.registry)
 
 
 def write_textfile(metrics: Metrics, path: Path) -> None:

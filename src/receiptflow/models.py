@@ -10,11 +10,14 @@ ISO-8601 strings with their UTC offset, money as integer cents.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Protocol
+from datetime import datetime
+from operator import itemgetter
+from typing import Any, ClassVar, Protocol, Self, cast
 
 from .errors import ValidationError
+from .field_values import local_time, offset_minutes_of, parse_time, required, to_utc
 
 
 class PaymentMethod(enum.StrEnum):
@@ -45,58 +48,37 @@ class Granularity(enum.StrEnum):
 _GRANULARITY_RANK = {Granularity.ITEM: 0, Granularity.PRODUCT_GROUP: 1, Granularity.RECEIPT: 2}
 
 
-def to_utc(ts: datetime) -> datetime:
-    if ts.tzinfo is None:
-        raise ValidationError("naive_time", f"time {ts.isoformat()} has no zone", "event_time")
-    return ts.astimezone(UTC)
+class _Fields:
+    """Avro conversion of a record whose Avro form is its fields as they are, in declaration order.
+
+    A subclass is a ``slots`` dataclass, so ``__slots__`` lists its fields in that order. Records with
+    nested records or times convert those fields themselves.
+    """
+
+    __slots__: ClassVar[tuple[str, ...]] = ()
+
+    def to_avro(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        make: Any = cls  # a dataclass: positional arguments in field order
+        return cast(Self, make(*_field_values(cls)(d)))
 
 
-_ZONES: dict[int, timezone] = {}
+_FIELD_VALUES: dict[type[_Fields], Callable[[Mapping[str, Any]], tuple[Any, ...]]] = {}
 
 
-def local_time(ts_utc: datetime, offset_minutes: int) -> datetime:
-    """The event time as the register saw it (aware, with its own offset)."""
-    zone = _ZONES.get(offset_minutes)
-    if zone is None:
-        # Real offsets lie within ±18 h; anything else is a broken register, not a time zone.
-        if not -18 * 60 <= offset_minutes <= 18 * 60:
-            raise ValidationError(
-                "out_of_range", f"UTC offset of {offset_minutes} minutes is not a time zone", "event_tz_offset_minutes"
-            )
-        # A handful of offsets ever occur; building the timezone object per record is measurable.
-        zone = _ZONES[offset_minutes] = timezone(timedelta(minutes=offset_minutes))
-    try:
-        return ts_utc.astimezone(zone)
-    except OverflowError as exc:  # an instant at the very edge of the calendar
-        raise ValidationError("out_of_range", f"event time {ts_utc!r} is out of range", "event_time") from exc
-
-
-def offset_minutes_of(ts: datetime) -> int:
-    off = ts.utcoffset()
-    if off is None:
-        raise ValidationError("naive_time", f"time {ts.isoformat()} has no zone", "event_time")
-    return int(off.total_seconds() // 60)
-
-
-def parse_time(value: Any, field_name: str) -> datetime:
-    """ISO-8601 with a zone (``2026-11-24T10:15:00+02:00`` or ``...Z``) → aware datetime."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValidationError("naive_time", "time has no zone", field_name)
-        return value
-    if not isinstance(value, str):
-        raise ValidationError("schema", f"expected an ISO-8601 string, got {type(value).__name__}", field_name)
-    try:
-        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValidationError("schema", f"not an ISO-8601 time: {value!r}", field_name) from exc
-    if ts.tzinfo is None:
-        raise ValidationError("naive_time", f"time {value!r} has no zone offset", field_name)
-    return ts
+def _field_values(cls: type[_Fields]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    # One C-level getter per class: faster than a literal constructor call with keywords.
+    getter = _FIELD_VALUES.get(cls)
+    if getter is None:
+        getter = _FIELD_VALUES[cls] = cast(Callable[[Mapping[str, Any]], tuple[Any, ...]], itemgetter(*cls.__slots__))
+    return getter
 
 
 @dataclass(frozen=True, slots=True)
-class CheckoutLine:
+class CheckoutLine(_Fields):
     line_no: int
     sku: str
     product_group: str
@@ -105,6 +87,8 @@ class CheckoutLine:
     amount_cents: int
 
     def to_avro(self) -> dict[str, Any]:
+        # Spelled out: every line of every checkout a register sends passes here, and the generic
+        # form costs three times as much.
         return {
             "line_no": self.line_no,
             "sku": self.sku,
@@ -113,17 +97,6 @@ class CheckoutLine:
             "unit_price_cents": self.unit_price_cents,
             "amount_cents": self.amount_cents,
         }
-
-    @classmethod
-    def from_avro(cls, d: dict[str, Any]) -> CheckoutLine:
-        return cls(
-            line_no=d["line_no"],
-            sku=d["sku"],
-            product_group=d["product_group"],
-            quantity=d["quantity"],
-            unit_price_cents=d["unit_price_cents"],
-            amount_cents=d["amount_cents"],
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,32 +115,17 @@ class Checkout:
     currency: str = "EUR"
 
     def to_avro(self) -> dict[str, Any]:
-        return {
-            "receipt_id": self.receipt_id,
-            "chain": self.chain,
-            "store_id": self.store_id,
-            "register_id": self.register_id,
-            "card_id": self.card_id,
-            "event_time": to_utc(self.event_time),
-            "event_tz_offset_minutes": offset_minutes_of(self.event_time),
-            "payment_method": str(self.payment_method),
-            "currency": self.currency,
-            "total_cents": self.total_cents,
-            "lines": [line.to_avro() for line in self.lines],
-        }
+        d = _sale_avro(self)
+        d["lines"] = [line.to_avro() for line in self.lines]
+        return d
 
     @classmethod
     def from_avro(cls, d: dict[str, Any]) -> Checkout:
         return cls(
-            receipt_id=d["receipt_id"],
-            chain=d["chain"],
-            store_id=d["store_id"],
+            **_sale_from_avro(d),
             register_id=d["register_id"],
-            card_id=d.get("card_id"),
-            event_time=local_time(d["event_time"], d.get("event_tz_offset_minutes", 0)),
             payment_method=PaymentMethod(d["payment_method"]),
             currency=d.get("currency", "EUR"),
-            total_cents=d["total_cents"],
             lines=tuple([CheckoutLine.from_avro(x) for x in d.get("lines", ())]),
         )
 
@@ -192,32 +150,32 @@ class Checkout:
                     raise ValidationError("schema", "a line must be an object", f"lines[{i}]")
                 lines.append(
                     CheckoutLine(
-                        line_no=_req(line, "line_no", int, f"lines[{i}]."),
-                        sku=_req(line, "sku", str, f"lines[{i}]."),
-                        product_group=_req(line, "product_group", str, f"lines[{i}]."),
-                        quantity=float(_req(line, "quantity", (int, float), f"lines[{i}].")),
-                        unit_price_cents=_req(line, "unit_price_cents", int, f"lines[{i}]."),
-                        amount_cents=_req(line, "amount_cents", int, f"lines[{i}]."),
+                        line_no=required(line, "line_no", int, f"lines[{i}]."),
+                        sku=required(line, "sku", str, f"lines[{i}]."),
+                        product_group=required(line, "product_group", str, f"lines[{i}]."),
+                        quantity=float(required(line, "quantity", (int, float), f"lines[{i}].")),
+                        unit_price_cents=required(line, "unit_price_cents", int, f"lines[{i}]."),
+                        amount_cents=required(line, "amount_cents", int, f"lines[{i}]."),
                     )
                 )
             card = d.get("card_id")
             if card is not None and not isinstance(card, str):
                 raise ValidationError("schema", "card_id must be a string or null", "card_id")
-            method = _req(d, "payment_method", str)
+            method = required(d, "payment_method", str)
             try:
                 payment = PaymentMethod(method)
             except ValueError as exc:
                 raise ValidationError("schema", f"unknown payment method {method!r}", "payment_method") from exc
             return cls(
-                receipt_id=_req(d, "receipt_id", str),
-                chain=_req(d, "chain", str),
-                store_id=_req(d, "store_id", str),
-                register_id=_req(d, "register_id", str),
+                receipt_id=required(d, "receipt_id", str),
+                chain=required(d, "chain", str),
+                store_id=required(d, "store_id", str),
+                register_id=required(d, "register_id", str),
                 card_id=card,
-                event_time=parse_time(_req(d, "event_time", str), "event_time"),
+                event_time=parse_time(required(d, "event_time", str), "event_time"),
                 payment_method=payment,
-                currency=_req(d, "currency", str) if d.get("currency") is not None else "EUR",
-                total_cents=_req(d, "total_cents", int),
+                currency=required(d, "currency", str) if d.get("currency") is not None else "EUR",
+                total_cents=required(d, "total_cents", int),
                 lines=tuple(lines),
             )
         except KeyError as exc:  # pragma: no cover - _req raises ValidationError first
@@ -225,7 +183,7 @@ class Checkout:
 
 
 @dataclass(frozen=True, slots=True)
-class ConsentChange:
+class ConsentChange(_Fields):
     """A customer's full consent state as of ``event_time``."""
 
     card_id: str
@@ -235,65 +193,34 @@ class ConsentChange:
     source: str = "app"
 
     def to_avro(self) -> dict[str, Any]:
-        return {
-            "card_id": self.card_id,
-            "event_time": to_utc(self.event_time),
-            "product_data_marketing": self.product_data_marketing,
-            "electronic_marketing": self.electronic_marketing,
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_avro(cls, d: dict[str, Any]) -> ConsentChange:
-        return cls(
-            card_id=d["card_id"],
-            event_time=d["event_time"],
-            product_data_marketing=d["product_data_marketing"],
-            electronic_marketing=d["electronic_marketing"],
-            source=d["source"],
-        )
+        return {**_Fields.to_avro(self), "event_time": to_utc(self.event_time)}
 
     @classmethod
     def from_json(cls, d: Any) -> ConsentChange:
         if not isinstance(d, dict):
             raise ValidationError("schema", "a consent change must be a JSON object")
         return cls(
-            card_id=_req(d, "card_id", str),
-            event_time=parse_time(_req(d, "event_time", str), "event_time"),
-            product_data_marketing=_req(d, "product_data_marketing", bool),
-            electronic_marketing=_req(d, "electronic_marketing", bool),
-            source=_req(d, "source", str),
+            card_id=required(d, "card_id", str),
+            event_time=parse_time(required(d, "event_time", str), "event_time"),
+            product_data_marketing=required(d, "product_data_marketing", bool),
+            electronic_marketing=required(d, "electronic_marketing", bool),
+            source=required(d, "source", str),
         )
 
 
 @dataclass(frozen=True, slots=True)
-class ConsentState:
+class ConsentState(_Fields):
     product_data_marketing: bool
     electronic_marketing: bool
     known: bool
 
-    def to_avro(self) -> dict[str, Any]:
-        return {
-            "product_data_marketing": self.product_data_marketing,
-            "electronic_marketing": self.electronic_marketing,
-            "known": self.known,
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class GroupTotal:
+class GroupTotal(_Fields):
     product_group: str
     quantity: float
     amount_cents: int
     lines: int
-
-    def to_avro(self) -> dict[str, Any]:
-        return {
-            "product_group": self.product_group,
-            "quantity": self.quantity,
-            "amount_cents": self.amount_cents,
-            "lines": self.lines,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,19 +259,9 @@ class Purchase:
 
     def head_avro(self) -> dict[str, Any]:
         """The fields before ``items`` (the router writes head, items, groups and tail separately)."""
-        return {
-            "receipt_id": self.receipt_id,
-            "chain": self.chain,
-            "store_id": self.store_id,
-            "register_id": self.register_id,
-            "card_id": self.card_id,
-            "event_time": to_utc(self.event_time),
-            "event_tz_offset_minutes": offset_minutes_of(self.event_time),
-            "payment_method": self.payment_method,
-            "currency": self.currency,
-            "total_cents": self.total_cents,
-            "granularity": str(self.granularity),
-        }
+        d = _sale_avro(self)
+        d["granularity"] = str(self.granularity)
+        return d
 
     def tail_avro(self) -> dict[str, Any]:
         """The fields after ``groups``: the lineage."""
@@ -356,31 +273,22 @@ class Purchase:
 
     @classmethod
     def from_avro(cls, d: dict[str, Any]) -> Purchase:
-        c = d["consent"]
         return cls(
-            receipt_id=d["receipt_id"],
-            chain=d["chain"],
-            store_id=d["store_id"],
+            **_sale_from_avro(d),
             register_id=d.get("register_id"),
-            card_id=d.get("card_id"),
-            event_time=local_time(d["event_time"], d.get("event_tz_offset_minutes", 0)),
             payment_method=d["payment_method"],
             currency=d["currency"],
-            total_cents=d["total_cents"],
             granularity=Granularity(d["granularity"]),
             items=tuple(CheckoutLine.from_avro(x) for x in d.get("items", ())),
-            groups=tuple(
-                GroupTotal(g["product_group"], g["quantity"], g["amount_cents"], g["lines"])
-                for g in d.get("groups", ())
-            ),
+            groups=tuple(GroupTotal.from_avro(g) for g in d.get("groups", ())),
             policy_version=d["policy_version"],
-            consent=ConsentState(c["product_data_marketing"], c["electronic_marketing"], c["known"]),
+            consent=ConsentState.from_avro(d["consent"]),
             processed_at=d["processed_at"],
         )
 
 
 @dataclass(frozen=True, slots=True)
-class BasketLine:
+class BasketLine(_Fields):
     """A line of an analytics basket: what was sold, without the register's line number."""
 
     sku: str
@@ -388,15 +296,6 @@ class BasketLine:
     quantity: float
     unit_price_cents: int
     amount_cents: int
-
-    def to_avro(self) -> dict[str, Any]:
-        return {
-            "sku": self.sku,
-            "product_group": self.product_group,
-            "quantity": self.quantity,
-            "unit_price_cents": self.unit_price_cents,
-            "amount_cents": self.amount_cents,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,11 +347,36 @@ class AnalyticsBasket:
             payment_method=d["payment_method"],
             currency=d["currency"],
             total_cents=d["total_cents"],
-            lines=tuple(
-                BasketLine(x["sku"], x["product_group"], x["quantity"], x["unit_price_cents"], x["amount_cents"])
-                for x in d.get("lines", ())
-            ),
+            lines=tuple(BasketLine.from_avro(x) for x in d.get("lines", ())),
         )
+
+
+def _sale_avro(sale: Checkout | Purchase) -> dict[str, Any]:
+    """The Avro fields a checkout and the purchases made from it share, in their schema order."""
+    return {
+        "receipt_id": sale.receipt_id,
+        "chain": sale.chain,
+        "store_id": sale.store_id,
+        "register_id": sale.register_id,
+        "card_id": sale.card_id,
+        "event_time": to_utc(sale.event_time),
+        "event_tz_offset_minutes": offset_minutes_of(sale.event_time),
+        "payment_method": str(sale.payment_method),
+        "currency": sale.currency,
+        "total_cents": sale.total_cents,
+    }
+
+
+def _sale_from_avro(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments a checkout and a purchase read alike from their Avro dicts."""
+    return {
+        "receipt_id": d["receipt_id"],
+        "chain": d["chain"],
+        "store_id": d["store_id"],
+        "card_id": d.get("card_id"),
+        "event_time": local_time(d["event_time"], d.get("event_tz_offset_minutes", 0)),
+        "total_cents": d["total_cents"],
+    }
 
 
 class _ToAvro(Protocol):
@@ -467,24 +391,6 @@ def _avro_list(shared: dict[int, list[dict[str, Any]]], values: tuple[_ToAvro, .
     return out
 
 
-def _req(d: dict[str, Any], name: str, typ: type | tuple[type, ...], prefix: str = "") -> Any:
-    if name not in d or d[name] is None:
-        raise ValidationError("missing_field", "required field is missing", prefix + name)
-    value = d[name]
-    # bool is an int in Python; an integer field must not accept true/false.
-    if isinstance(value, bool) and typ is not bool:
-        raise ValidationError("schema", f"expected {_tname(typ)}, got a boolean", prefix + name)
-    if not isinstance(value, typ):
-        raise ValidationError("schema", f"expected {_tname(typ)}, got {type(value).__name__}", prefix + name)
-    return value
-
-
-def _tname(typ: type | tuple[type, ...]) -> str:
-    if isinstance(typ, tuple):
-        return " or ".join(t.__name__ for t in typ)
-    return typ.__name__
-
-
 __all__ = [
     "AnalyticsBasket",
     "BasketLine",
@@ -496,5 +402,8 @@ __all__ = [
     "GroupTotal",
     "PaymentMethod",
     "Purchase",
+    "local_time",
+    "offset_minutes_of",
     "parse_time",
+    "to_utc",
 ]

@@ -13,6 +13,7 @@ Each of ``kafka_bootstrap`` (``host:port``), ``redis_url`` and ``postgres_url``
 
 A server that cannot be had fails the tests that need it (``pytest.fail``): nothing is skipped or
 mocked. What was used is recorded in ``tests/conftest.py``'s ``BACKENDS`` for the closing summary.
+The order is written once, in ``backends.py``; each fixture here adds only its embedded server.
 
 The embedded Redis runs as ``receiptflow stack`` runs it: ACL users on, ``default`` off, passwords
 generated per install (the session's data dir). ``redis_server`` says how each role logs in:
@@ -32,101 +33,24 @@ import os
 import shutil
 import tempfile
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-import redis
 from pydantic import SecretStr
 
-from receiptflow.config import Settings, redact_url
+from receiptflow.config import Settings
 from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, role_password, with_credentials
 from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, Stack, free_port, kafka_version
-from receiptflow.stack.kafka import broker_answers
-from receiptflow.stack.process import is_local, wait_until
 
 from ..conftest import BACKENDS
+from .backends import embedded_server, kafka_source, postgres_source, redis_source, session_server
 
 MakeSettings = Callable[..., Settings]
-
-
-# --- Docker (testcontainers) --------------------------------------------------------------------------
-@cache
-def _docker_engine() -> bool:
-    """True when a Docker engine answers a ping; decided once per session, quickly when there is none."""
-    if os.environ.get("RECEIPTFLOW_TEST_NO_DOCKER") == "1":
-        return False
-    try:
-        import docker  # type: ignore[import-untyped]  # noqa: PLC0415 - only needed on this path
-
-        client = docker.from_env(timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
-
-
-def _docker_host() -> str:
-    """The address published container ports are reached at ("127.0.0.1" for a local engine)."""
-    from testcontainers.core.docker_client import DockerClient  # noqa: PLC0415
-
-    host = str(DockerClient().host())
-    return "127.0.0.1" if host == "localhost" or is_local(host) else host
-
-
-def _start_container(image: str, container_port: int, host_port: int, env: dict[str, str]) -> Any:
-    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
-
-    container = DockerContainer(image)
-    for key, value in env.items():
-        container.with_env(key, value)
-    if _docker_host() == "127.0.0.1":
-        # docker-py takes (address, port): publish on loopback only, never on every interface.
-        container.ports[f"{container_port}/tcp"] = ("127.0.0.1", host_port)  # type: ignore[assignment]
-    else:
-        container.with_bind_ports(container_port, host_port)
-    return container.start()
-
-
-def _kafka_container() -> tuple[Any, str]:
-    # The advertised listener must be the address clients use, so container and host ports are equal.
-    host, port = _docker_host(), free_port()
-    env = {
-        "KAFKA_NODE_ID": "1",
-        "KAFKA_PROCESS_ROLES": "broker,controller",
-        "KAFKA_LISTENERS": f"PLAINTEXT://0.0.0.0:{port},CONTROLLER://localhost:9093",
-        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{host}:{port}",
-        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
-        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
-        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
-        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
-        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
-        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
-        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
-        "KAFKA_NUM_PARTITIONS": "3",
-    }
-    container = _start_container(f"apache/kafka:{kafka_version()}", port, port, env)
-    return container, f"{host}:{port}"
-
-
-def _stop_container(container: Any) -> None:
-    if container is None:
-        return
-    try:
-        container.stop()
-    except Exception as exc:  # a failed cleanup must not hide the test results
-        warnings.warn(f"could not remove container: {exc}", stacklevel=1)
 
 
 # --- the session servers -------------------------------------------------------------------------------
@@ -151,54 +75,16 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_settings: Settings) -> Iterator[str]:
     """``host:port`` of a real Kafka broker for the whole session."""
-    given = os.environ.get("RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS")
-    if given:
-        try:
-            wait_until(lambda: broker_answers(given), 30, 0.5, what=f"Kafka at {given}")
-        except Exception as exc:
-            pytest.fail(f"RECEIPTFLOW_TEST_BOOTSTRAP_SERVERS={given} does not answer: {exc}")
-        BACKENDS["Kafka"] = f"{given} (given)"
-        yield given
-        return
-    if _docker_engine():
-        container = None
-        try:
-            container, bootstrap = _kafka_container()
-            wait_until(lambda: broker_answers(bootstrap), 120, 0.5, what=f"Kafka container at {bootstrap}")
-        except Exception as exc:
-            _stop_container(container)
-            pytest.fail(f"no Kafka broker for the integration tests (testcontainers): {exc}")
-        BACKENDS["Kafka"] = f"{bootstrap} (testcontainers apache/kafka:{kafka_version()} KRaft)"
-        yield bootstrap
-        _stop_container(container)
-        return
-    broker = EmbeddedKafka(stack_settings)
-    try:
-        broker.up()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            broker.down()
-        pytest.fail(f"no Kafka broker for the integration tests (embedded): {exc}")
-    BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
-    yield broker.endpoint
-    broker.down()
+    source = kafka_source()
 
+    @contextlib.contextmanager
+    def embedded() -> Iterator[str]:
+        broker = EmbeddedKafka(stack_settings)
+        with embedded_server("Kafka broker", broker):
+            BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
+            yield broker.endpoint
 
-def _redis_version(url: str) -> str:
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        info = client.info("server")
-        return str(info.get("redis_version", "?")) if isinstance(info, dict) else "?"
-    finally:
-        client.close()
-
-
-def _redis_pings(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        return bool(client.ping())
-    finally:
-        client.close()
+    yield from session_server(source, lambda bootstrap: bootstrap, embedded)
 
 
 @dataclass(frozen=True)
@@ -231,40 +117,17 @@ def _with_db(url: str, db: int) -> str:
 @pytest.fixture(scope="session")
 def redis_server(stack_settings: Settings) -> Iterator[RedisServer]:
     """A real Redis server for the whole session, with its role logins."""
-    given = os.environ.get("RECEIPTFLOW_TEST_REDIS_URL")
-    if given:
-        try:
-            wait_until(lambda: _redis_pings(given), 15, 0.2, what=f"Redis at {given}")
-        except Exception as exc:
-            pytest.fail(f"RECEIPTFLOW_TEST_REDIS_URL does not answer: {exc}")
-        BACKENDS["Redis"] = f"{redact_url(given)} (given, redis {_redis_version(given)})"
-        yield RedisServer(given, admin_url=given)
-        return
-    if _docker_engine():
-        container = None
-        try:
-            host, port = _docker_host(), free_port()
-            container = _start_container("redis:7", 6379, port, {})
-            url = f"redis://{host}:{port}/0"
-            wait_until(lambda: _redis_pings(url), 60, 0.2, what=f"Redis container at {url}")
-        except Exception as exc:
-            _stop_container(container)
-            pytest.fail(f"no Redis for the integration tests (testcontainers): {exc}")
-        BACKENDS["Redis"] = f"{host}:{port} (testcontainers redis:7, redis {_redis_version(url)})"
-        yield RedisServer(url, admin_url=url)
-        _stop_container(container)
-        return
-    server = EmbeddedRedis(stack_settings)
-    try:
-        server.up()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            server.down()
-        pytest.fail(f"no Redis for the integration tests (embedded): {exc}")
-    BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'}, ACL users)"
-    passwords = {r: p for r in RedisRole if (p := role_password(stack_settings, r)) is not None}
-    yield RedisServer(stack_settings.redis_url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
-    server.down()
+    source = redis_source()
+
+    @contextlib.contextmanager
+    def embedded() -> Iterator[RedisServer]:
+        server = EmbeddedRedis(stack_settings)
+        with embedded_server("Redis", server):
+            BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'}, ACL users)"
+            passwords = {r: p for r in RedisRole if (p := role_password(stack_settings, r)) is not None}
+            yield RedisServer(stack_settings.redis_url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
+
+    yield from session_server(source, lambda url: RedisServer(url, admin_url=url), embedded)
 
 
 @pytest.fixture(scope="session")
@@ -273,62 +136,27 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-def _postgres_version(url: str) -> str:
-    with psycopg.connect(url, connect_timeout=5) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]).split()[0] if row else "?"
-
-
-def _postgres_connects(url: str) -> bool:
-    with psycopg.connect(url, connect_timeout=2) as conn:
-        conn.execute("SELECT 1")
-    return True
-
-
 @pytest.fixture(scope="session")
 def postgres_url(stack_settings: Settings) -> Iterator[str]:
     """``postgresql://user@host:port/receiptflow`` of a real PostgreSQL server for the whole session."""
-    given = os.environ.get("RECEIPTFLOW_TEST_POSTGRES_URL")
-    if given:
-        try:
-            wait_until(lambda: _postgres_connects(given), 15, 0.2, what="PostgreSQL at RECEIPTFLOW_TEST_POSTGRES_URL")
-        except Exception as exc:
-            pytest.fail(f"RECEIPTFLOW_TEST_POSTGRES_URL does not answer: {exc}")
-        BACKENDS["PostgreSQL"] = f"{redact_url(given)} (given, PostgreSQL {_postgres_version(given)})"
-        yield given
-        return
-    if _docker_engine():
-        container = None
-        try:
-            host, port = _docker_host(), free_port()
-            env = {"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_DB": "receiptflow"}
-            container = _start_container("postgres:15", 5432, port, env)
-            url = f"postgresql://postgres@{host}:{port}/receiptflow"
-            wait_until(lambda: _postgres_connects(url), 90, 0.3, what=f"PostgreSQL container at {host}:{port}")
-        except Exception as exc:
-            _stop_container(container)
-            pytest.fail(f"no PostgreSQL for the integration tests (testcontainers): {exc}")
-        BACKENDS["PostgreSQL"] = f"{host}:{port} (testcontainers postgres:15, PostgreSQL {_postgres_version(url)})"
-        yield url
-        _stop_container(container)
-        return
-    # As root the server runs as the postgres system user, which cannot reach a pytest temp dir
-    # (mode 0700): give the cluster a directory of its own under the system temp dir.
-    pgdata = Path(tempfile.mkdtemp(prefix="receiptflow-test-pg-")) if os.geteuid() == 0 else None
-    server = EmbeddedPostgres(stack_settings, port=free_port(), pgdata=pgdata)
-    try:
-        server.up()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            server.down()
-        if pgdata is not None:
-            shutil.rmtree(pgdata, ignore_errors=True)
-        pytest.fail(f"no PostgreSQL for the integration tests (embedded): {exc}")
-    BACKENDS["PostgreSQL"] = f"{server.endpoint} (PostgreSQL {server.server_version() or '?'})"
-    yield server.url
-    server.down()
-    if pgdata is not None:
-        shutil.rmtree(pgdata, ignore_errors=True)
+    source = postgres_source()
+
+    @contextlib.contextmanager
+    def embedded() -> Iterator[str]:
+        # As root the server runs as the postgres system user, which cannot reach a pytest temp dir
+        # (mode 0700): give the cluster a directory of its own under the system temp dir.
+        pgdata = Path(tempfile.mkdtemp(prefix="receiptflow-test-pg-")) if os.geteuid() == 0 else None
+        server = EmbeddedPostgres(stack_settings, port=free_port(), pgdata=pgdata)
+
+        def remove_pgdata() -> None:
+            if pgdata is not None:
+                shutil.rmtree(pgdata, ignore_errors=True)
+
+        with embedded_server("PostgreSQL", server, remove_pgdata):
+            BACKENDS["PostgreSQL"] = f"{server.endpoint} (PostgreSQL {server.server_version() or '?'})"
+            yield server.url
+
+    yield from session_server(source, lambda url: url, embedded)
 
 
 # --- per-test settings ---------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from receiptflow.processors.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Emission, Simulator, Traffic
 from receiptflow.secrets import analytics_key
-from receiptflow.stack.kafka import KafkaCluster
+from receiptflow.stack.kafka_cluster import KafkaCluster
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import env_for, read_all

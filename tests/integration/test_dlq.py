@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.dlq import iter_dead_letters, replay
+from receiptflow.dlq import iter_dead_letters, replay_letters
 from receiptflow.models import Purchase
 from receiptflow.processors.router import Router
 from receiptflow.producers.client import RegisterClient
@@ -55,7 +55,7 @@ def test_dead_letters_are_listed_and_replayed_after_a_fix(make_settings: Callabl
     # processor clock two hours on). A second replay starts where the first stopped: nothing to send.
     # Replaying the same letters again on purpose (--from-offset 0) must not route anything twice.
     for from_offset, sent in ((None, 5), (None, 0), (0, 5)):
-        result = replay(settings, reason="future_event_time", from_offset=from_offset)
+        result = replay_letters(settings, reason="future_event_time", from_offset=from_offset)
         assert (result.replayed, result.skipped_repeats) == (sent, 0)
         fixed = Router(settings, name="router-2", clock=lambda: datetime.now(UTC) + timedelta(hours=2))
         fixed.run(max_idle=3)

@@ -29,7 +29,7 @@ import redis
 
 from receiptflow.config import Settings
 from receiptflow.errors import ProfileStoreError
-from receiptflow.jobs.subject import AUDIT_STREAM, audit_log, erase_card, is_erased
+from receiptflow.jobs.subject import AUDIT_STREAM, audit_log, erase_card, erased_in_profiles
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
@@ -277,7 +277,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
     # the writer's replay of the card's purchases does not bring it back.
     create_topics(settings)
     erasure = erase_card(settings, other)
-    assert erasure.redis_keys == 2 and is_erased(settings, other)
+    assert erasure.redis_keys == 2 and erased_in_profiles(settings, other)
     assert support.exists(keys.erased) == 1 and support.sismember(ERASED_KEY, erasure.subject) == 1
     assert writer.get(other) is None and writer.apply(purchases) == 0
     assert writer.apply_consents([ConsentChange(other, datetime.now(UTC), True, True, "app")]) == 0

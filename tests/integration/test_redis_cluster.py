@@ -34,7 +34,7 @@ from receiptflow.config import Settings
 from receiptflow.erasures import record_erasure
 from receiptflow.jobs.profile_rebuild import rebuild
 from receiptflow.jobs.segments import store_segments
-from receiptflow.jobs.subject import erase_card, is_erased
+from receiptflow.jobs.subject import erase_card, erased_in_profiles
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.processors.profile_keys import ERASED_KEY
 from receiptflow.processors.profile_store import RedisProfileStore
@@ -262,7 +262,7 @@ def test_erasure_on_the_cluster(run: ClusterRun) -> None:
     send_purchases(run.settings, by_card[erased_by_job])
     run.wait(lambda: store.get(erased_by_job) is not None, 60, "the card to be erased")
     erasure = erase_card(run.settings, erased_by_job)
-    assert erasure.redis_keys == 2 and is_erased(run.settings, erased_by_job)
+    assert erasure.redis_keys == 2 and erased_in_profiles(run.settings, erased_by_job)
     assert store.get(erased_by_job) is None
     assert store.apply(by_card[erased_by_job]) == 0
     assert store.apply_consents([ConsentChange(erased_by_job, datetime.now(UTC), True, True, "app")]) == 0

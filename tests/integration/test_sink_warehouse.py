@@ -50,7 +50,7 @@ from receiptflow.sinks import (
 )
 from receiptflow.sinks.base import migrations
 from receiptflow.sinks.duckdb import analytics_path_for
-from receiptflow.sinks.replay import replay, replay_group
+from receiptflow.sinks.replay import replay_group, replay_warehouse
 from receiptflow.sinks.runner import duckdb_path
 from receiptflow.topics import TopicNames, create_topics
 
@@ -297,7 +297,7 @@ def test_an_undecodable_consent_record_is_dead_lettered_once_and_the_changes_aro
 
     # A replay of the topic skips it (the live readers dead-lettered it) instead of failing on it.
     with open_sink(settings, group_id=replay_group(DEFAULT_GROUP)) as sink:
-        replayed = replay(settings, sink, topics=[topic])
+        replayed = replay_warehouse(settings, sink, topics=[topic])
     assert replayed.records == 3 and len(letters()) == 1
 
 

@@ -19,7 +19,8 @@ import pytest
 from receiptflow.config import Settings
 from receiptflow.errors import DependencyMissingError, PortInUseError, ReadinessTimeoutError, StackError
 from receiptflow.stack import EmbeddedKafka, EmbeddedRedis, Stack, free_port, kafka_version, wait_until
-from receiptflow.stack.kafka import java_binary, parse_bootstrap, pom_path
+from receiptflow.stack.kafka import parse_bootstrap
+from receiptflow.stack.kafka_dist import java_binary, pom_path
 from receiptflow.stack.process import (
     cmdline,
     ensure_port_free,
@@ -257,7 +258,7 @@ def test_a_process_is_alive_until_its_last_thread_ends() -> None:
 
 
 def test_a_missing_pom_is_a_dependency_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import receiptflow.stack.kafka as kafka_module  # noqa: PLC0415
+    import receiptflow.stack.kafka_dist as kafka_module  # noqa: PLC0415
 
     class NoPackageData:
         @staticmethod

@@ -39,7 +39,7 @@ def add_consume(sub: Subparsers) -> None:
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from collections import Counter
 
-    from ..dlq import iter_dead_letters, replay
+    from ..dlq import iter_dead_letters, replay_letters
     from ..topics import require_broker
 
     require_broker(settings)
@@ -56,7 +56,7 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     print_endpoints(settings, "dlq replay:")
     with err_console.status("replaying...") as status:
-        result = replay(
+        result = replay_letters(
             settings,
             from_offset=args.from_offset,
             reason=args.reason,

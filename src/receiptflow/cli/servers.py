@@ -52,7 +52,7 @@ def add_stack(sub: Subparsers) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
-    from ..stack.kafka import KafkaCluster
+    from ..stack.kafka_cluster import KafkaCluster
 
     cluster = KafkaCluster(settings, nodes=args.nodes)
     if args.action == "up":

@@ -56,7 +56,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
 def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
     from ..models import parse_time
     from ..sinks import DEFAULT_GROUP, open_sink
-    from ..sinks.replay import replay, replay_group, sink_topics
+    from ..sinks.replay import replay_group, replay_warehouse, sink_topics
 
     if args.from_time is None and not args.from_beginning:
         err_console.print("sink replay needs --from-time TIME or --from-beginning")
@@ -72,7 +72,7 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with progress_bar("replay", "offsets", err_console) as bar:
             task = bar.add_task("replay", total=None)
-            stats = replay(
+            stats = replay_warehouse(
                 settings,
                 sink,
                 from_time=from_time,

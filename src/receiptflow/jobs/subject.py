@@ -447,7 +447,7 @@ def record_erased_in_profiles(settings: Settings, store: RedisProfileStore) -> i
     return store.record_erased(erased_cards(settings))
 
 
-def is_erased(settings: Settings, card_id: str) -> bool:
+def erased_in_profiles(settings: Settings, card_id: str) -> bool:
     """Whether the profile store has ``card_id``'s erased marker (what the profile scripts check)."""
     store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     try:

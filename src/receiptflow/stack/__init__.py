@@ -5,7 +5,8 @@ and the process helpers are public for tests that start, stop or kill one server
 """
 
 from .duckdb import DuckDBFile
-from .kafka import EmbeddedKafka, broker_answers, kafka_version, resolve_jars
+from .kafka import EmbeddedKafka, broker_answers
+from .kafka_dist import kafka_version, resolve_jars
 from .postgres import EmbeddedPostgres
 from .process import ComponentStatus, free_port, wait_until
 from .redis import EmbeddedRedis

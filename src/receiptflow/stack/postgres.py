@@ -36,8 +36,9 @@ from urllib.parse import urlsplit
 import psycopg
 
 from ..config import Settings
-from ..errors import DependencyMissingError, PortInUseError, StackError
-from .process import ComponentStatus, owned_pid, port_open, spawn, stop_pid, tail, wait_until
+from ..errors import DependencyMissingError, StackError
+from .process import spawn
+from .server import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,12 @@ def traversable(path: Path, user: pwd.struct_passwd | None) -> bool:
     return True
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """Create, start, stop and inspect a local PostgreSQL cluster for one data dir."""
 
     name = "postgres"
+    label = "PostgreSQL"
+    stop_signal = signal.SIGINT  # PostgreSQL's *fast* shutdown: open sessions are ended
 
     def __init__(
         self, settings: Settings, port: int | None = None, pgdata: Path | None = None, ready_timeout: float = 60.0
@@ -135,6 +138,7 @@ class EmbeddedPostgres:
         # Only looked up here (status and down must not create users); up() creates it if missing.
         self._run_as = system_user() if self._as_root else None
         self.pgdata = (pgdata or self._default_cluster_dir(data_dir)).resolve()
+        self.home = self.pgdata
         self.ready_timeout = ready_timeout
 
     def _default_cluster_dir(self, data_dir: Path) -> Path:
@@ -156,15 +160,11 @@ class EmbeddedPostgres:
         return f"postgresql://{ROLE}@{self.host}:{self.port}/{DATABASE}"
 
     @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
+    def address(self) -> str:
+        return self.url
 
     def _markers(self) -> list[str]:
         return ["postgres", f"-D {self.pgdata} "]
-
-    def pid(self) -> int | None:
-        """The postmaster PID of this cluster when it runs (a stale PID file is removed)."""
-        return owned_pid(self.pid_file, self._markers())
 
     def _connect_ok(self, dbname: str) -> bool:
         try:
@@ -185,14 +185,6 @@ class EmbeddedPostgres:
         except psycopg.Error:
             return None
         return str(row[0]).split()[0] if row else None
-
-    def status(self) -> ComponentStatus:
-        pid = self.pid()
-        if pid is not None:
-            return ComponentStatus(self.name, "running", pid, self.url)
-        if port_open(self.host, self.port):
-            return ComponentStatus(self.name, "external", None, self.endpoint)
-        return ComponentStatus(self.name, "stopped", None, self.url)
 
     def _ids(self) -> tuple[int | None, int | None]:
         return (self._run_as.pw_uid, self._run_as.pw_gid) if self._run_as is not None else (None, None)
@@ -248,17 +240,10 @@ class EmbeddedPostgres:
         if done.returncode != 0:
             raise StackError(f"initdb failed (exit {done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
-    def up(self) -> ComponentStatus:
-        """Create the cluster if needed, start it unless it runs, and create the ``receiptflow`` database."""
-        pid = self.pid()
-        if pid is not None:
-            wait_until(self.ready, self.ready_timeout, 0.2, what=f"PostgreSQL {self.endpoint} (pid {pid})")
-            return ComponentStatus(self.name, "running", pid, self.url)
-        if port_open(self.host, self.port):
-            if self.ready():
-                log.info("a PostgreSQL server already accepts %s: using it", self.url)
-                return ComponentStatus(self.name, "external", None, self.endpoint)
-            raise PortInUseError(f"port {self.endpoint} (PostgreSQL) is taken by another program")
+    def _ready_after_start(self) -> bool:
+        return self._connect_ok("postgres")  # the receiptflow database is created next
+
+    def _launch(self) -> subprocess.Popen[bytes]:
         bindir = pg_bindir()
         if self._as_root and self._run_as is None:
             self._run_as = system_user(create=True)
@@ -278,23 +263,10 @@ class EmbeddedPostgres:
             "max_connections=50",
         ]
         uid, gid = self._ids()
-        proc = spawn(argv, self.log_file, self.pid_file, env=self._env(), cwd=self.pgdata, user=uid, group=gid)
-        try:
-            wait_until(
-                lambda: self._connect_ok("postgres"),
-                self.ready_timeout,
-                0.1,
-                what=f"PostgreSQL {self.endpoint} (pid {proc.pid})",
-                alive=lambda: proc.poll() is None,
-                details=lambda: tail(self.log_file),
-            )
-            self._create_database()
-        except StackError:
-            stop_pid(proc.pid, timeout=15, sig=signal.SIGINT)
-            self.pid_file.unlink(missing_ok=True)
-            raise
-        log.info("PostgreSQL ready at %s (pid %d)", self.endpoint, proc.pid)
-        return ComponentStatus(self.name, "running", proc.pid, self.url)
+        return spawn(argv, self.log_file, self.pid_file, env=self._env(), cwd=self.pgdata, user=uid, group=gid)
+
+    def _after_start(self) -> None:
+        self._create_database()
 
     def _create_database(self) -> None:
         try:
@@ -305,12 +277,3 @@ class EmbeddedPostgres:
                     conn.execute(f'CREATE DATABASE "{DATABASE}"')
         except psycopg.Error as exc:
             raise StackError(f"could not create database {DATABASE!r}: {exc}") from exc
-
-    def down(self, timeout: float = 60.0) -> ComponentStatus:
-        """Stop the cluster: SIGINT is PostgreSQL's *fast* shutdown (open sessions are ended)."""
-        pid = self.pid()
-        if pid is not None:
-            log.info("stopping PostgreSQL (pid %d)", pid)
-            stop_pid(pid, timeout=timeout, sig=signal.SIGINT)
-        self.pid_file.unlink(missing_ok=True)
-        return self.status()  # "stopped", or "external" for a server we never started

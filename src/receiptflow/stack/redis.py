@@ -25,7 +25,6 @@ recognised as ours by ``redis-server`` in the command line *and* its working dir
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import subprocess
@@ -37,11 +36,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ..config import Settings
-from ..errors import DependencyMissingError, PortInUseError, StackError
+from ..errors import DependencyMissingError, StackError
 from ..redis_auth import TEMPLATE_USERS, RedisRole, connection_url, embedded_acl, role_password, with_credentials
-from .process import ComponentStatus, is_local, owned_pid, port_open, spawn, stop_pid, tail, wait_until
-
-log = logging.getLogger(__name__)
+from .process import spawn
+from .server import EmbeddedServer
 
 INSTALL_HINT = "redis-server is not installed: apt-get install redis-server (make setup does it)"
 
@@ -65,10 +63,13 @@ def redis_server_version(binary: str) -> str | None:
     return next((w.split("=", 1)[1] for w in out.split() if w.startswith("v=")), None)
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(EmbeddedServer):
     """Start, stop and inspect the Redis server of one data dir."""
 
     name = "redis"
+    label = "Redis"
+    stop_timeout = 30.0  # SIGTERM: Redis finishes the AOF first
+    abort_timeout = 10.0
 
     def __init__(self, settings: Settings, ready_timeout: float = 30.0) -> None:
         self.settings = settings
@@ -85,12 +86,14 @@ class EmbeddedRedis:
         self.ready_timeout = ready_timeout
 
     @property
-    def endpoint(self) -> str:
-        return f"{self.host}:{self.port}"
+    def stdout_file(self) -> Path:
+        return self.home / "stdout.log"
 
-    def pid(self) -> int | None:
-        """The PID of this data dir's redis-server when it runs (a stale PID file is removed)."""
-        return owned_pid(self.pid_file, ["redis-server"], cwd=self.home)
+    def _markers(self) -> list[str]:
+        return ["redis-server"]
+
+    def _cwd(self) -> Path:
+        return self.home  # Redis rewrites its process title but runs inside its dir
 
     def _probe_url(self) -> str:
         # The admin user exists only on a server that loads the ACL rendered here, with this
@@ -119,6 +122,9 @@ class EmbeddedRedis:
         finally:
             client.close()
 
+    def _answers(self) -> bool:
+        return self.ready()
+
     def server_version(self) -> str | None:
         """``redis_version`` as the server at the URL reports it."""
         client = self._client()
@@ -130,13 +136,11 @@ class EmbeddedRedis:
             client.close()
         return str(info.get("redis_version")) if isinstance(info, dict) else None
 
-    def status(self) -> ComponentStatus:
-        pid = self.pid()
-        if pid is not None:
-            return ComponentStatus(self.name, "running", pid, self.endpoint)
-        if self.ready():
-            return ComponentStatus(self.name, "external", None, self.endpoint)
-        return ComponentStatus(self.name, "stopped", None, self.endpoint)
+    def _port_taken(self) -> str:
+        return (
+            f"port {self.endpoint} (Redis) is taken by a program that does not answer Redis PING "
+            "(or wants another password); stop it or choose another RECEIPTFLOW_REDIS_URL port"
+        )
 
     def _config(self) -> str:
         lines = [
@@ -156,22 +160,7 @@ class EmbeddedRedis:
         lines.append(f'aclfile "{self.acl_file}"')
         return "\n".join(lines) + "\n"
 
-    def up(self) -> ComponentStatus:
-        """Start redis-server unless ours already runs or some Redis answers; wait for PING."""
-        pid = self.pid()
-        if pid is not None:
-            wait_until(self.ready, self.ready_timeout, 0.1, what=f"Redis {self.endpoint} (pid {pid})")
-            return ComponentStatus(self.name, "running", pid, self.endpoint)
-        if self.ready():
-            log.info("a Redis server already answers at %s: using it", self.endpoint)
-            return ComponentStatus(self.name, "external", None, self.endpoint)
-        if port_open(self.host, self.port):
-            raise PortInUseError(
-                f"port {self.endpoint} (Redis) is taken by a program that does not answer Redis PING "
-                "(or wants another password); stop it or choose another RECEIPTFLOW_REDIS_URL port"
-            )
-        if not is_local(self.host):
-            raise StackError(f"no Redis answers at {self.endpoint}, and an embedded one only runs on 127.0.0.1")
+    def _launch(self) -> subprocess.Popen[bytes]:
         binary = redis_binary()
         if self.given_acl_file is not None and not self.given_acl_file.is_file():
             raise StackError(f"Redis ACL file {self.given_acl_file} does not exist")
@@ -182,31 +171,7 @@ class EmbeddedRedis:
         if self.given_acl_file is None:
             _write_private(self.acl_file, embedded_acl(self.settings))
         _write_private(self.config_file, self._config())
-        proc = spawn([binary, str(self.config_file)], self.home / "stdout.log", self.pid_file, cwd=self.home)
-        try:
-            wait_until(
-                self.ready,
-                self.ready_timeout,
-                0.1,
-                what=f"Redis {self.endpoint} (pid {proc.pid})",
-                alive=lambda: proc.poll() is None,
-                details=lambda: tail(self.log_file) + tail(self.home / "stdout.log", 10),
-            )
-        except StackError:
-            stop_pid(proc.pid, timeout=10)
-            self.pid_file.unlink(missing_ok=True)
-            raise
-        log.info("Redis ready at %s (pid %d)", self.endpoint, proc.pid)
-        return ComponentStatus(self.name, "running", proc.pid, self.endpoint)
-
-    def down(self, timeout: float = 30.0) -> ComponentStatus:
-        """Stop this data dir's redis-server (SIGTERM: it finishes the AOF; SIGKILL after ``timeout``)."""
-        pid = self.pid()
-        if pid is not None:
-            log.info("stopping Redis (pid %d)", pid)
-            stop_pid(pid, timeout=timeout)
-        self.pid_file.unlink(missing_ok=True)
-        return self.status()  # "stopped", or "external" for a server we never started
+        return spawn([binary, str(self.config_file)], self.stdout_file, self.pid_file, cwd=self.home)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -18,10 +18,12 @@ import logging
 from ..config import Settings
 from ..errors import StackError
 from .duckdb import DuckDBFile
-from .kafka import EmbeddedKafka, jars_complete, kafka_version, libs_dir, resolve_jars
+from .kafka import EmbeddedKafka
+from .kafka_dist import jars_complete, kafka_version, libs_dir, resolve_jars
 from .postgres import EmbeddedPostgres
 from .process import ComponentStatus
 from .redis import EmbeddedRedis
+from .server import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class Stack:
         """Stop every server this data dir started; a failure to stop one does not spare the others."""
         out: list[ComponentStatus] = []
         errors: list[str] = []
-        components: list[EmbeddedRedis | EmbeddedKafka | EmbeddedPostgres] = [self.redis, self.kafka]
+        components: list[EmbeddedServer] = [self.redis, self.kafka]
         if self.postgres.pid() is not None:  # optional: only reported when this data dir started it
             components.append(self.postgres)
         for component in components:
