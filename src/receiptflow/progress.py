@@ -13,5 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 def progress_bar(what: str, unit: str, console: Console | None) -> Progress:
     """A bar labelled ``what`` that counts ``unit`` on ``console`` (None: rich's own); a context manager."""
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeRemainingColumn(elapsed_when_finished=True))
+    columns = (
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeRemainingColumn(elapsed_when_finished=True),
+    )
     return Progress(*columns, console=console)

@@ -33,8 +33,23 @@ from .common import err_console
 __all__ = ["build_parser", "load_settings", "main"]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default after its help, unless there is nothing to show (off, unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if unset or "%(default)" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="receiptflow", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="receiptflow",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"receiptflow {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
@@ -59,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     privacy.add_erase(sub)
     warehouse.add_sql(sub)
     servers.add_demo(sub)
+    # Each command's --help opens with the line the command list shows, and names its defaults.
+    for listed in sub._choices_actions:
+        parser = sub.choices[listed.dest]
+        parser.description = parser.description or listed.help
+        parser.formatter_class = HelpFormatter
     return p
 
 

@@ -44,7 +44,9 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_topics(sub: Subparsers) -> None:
     s = sub.add_parser("topics", help="list the topic catalogue or create the topics (idempotent)")
-    s.add_argument("action", choices=("create", "list"))
+    s.add_argument(
+        "action", choices=("create", "list"), help="create: make the missing topics; list: show the catalogue"
+    )
     s.set_defaults(func=cmd_topics)
 
 
@@ -65,7 +67,7 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_schemas(sub: Subparsers) -> None:
     s = sub.add_parser("schemas", help="check that the Avro contract is backward compatible")
-    s.add_argument("action", choices=("check",))
+    s.add_argument("action", choices=("check",), help="check: every newest version reads all older ones")
     s.add_argument("dir", nargs="?", help="schemas directory (default: the bundled contract)")
     s.set_defaults(func=cmd_schemas)
 
@@ -85,6 +87,6 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_policy(sub: Subparsers) -> None:
     s = sub.add_parser("policy", help="show the granularity policy in force")
-    s.add_argument("action", choices=("show",))
+    s.add_argument("action", choices=("show",), help="show: the level per chain and product group")
     s.add_argument("--at", type=iso_date, help="date (YYYY-MM-DD), default today")
     s.set_defaults(func=cmd_policy)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..config import Settings
 from ..progress import progress_bar
-from .common import console, err_console, print_endpoints
+from .common import console, err_console, print_endpoints, require_warehouse
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -50,14 +50,14 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_profile(sub: Subparsers) -> None:
     s = sub.add_parser("profile", help="show a card's profile from Redis, as one role sees it")
-    s.add_argument("card")
+    s.add_argument("card", help="the loyalty card id")
     s.add_argument(
         "--view",
         choices=("customer", "marketing", "full"),
         default="customer",
         help="customer: the card holder's own view; marketing: only what consent allows; full: everything",
     )
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the stored values as JSON (cents, UTC), for machines")
     s.set_defaults(func=cmd_profile)
 
 
@@ -96,6 +96,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis_url": args.redis_url})
     print_endpoints(settings, "profiles rebuild:")
+    require_warehouse(settings, "profiles rebuild")
     from ..topics import require_broker
 
     require_broker(settings)  # it reads the erased-cards topic first
@@ -119,7 +120,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_profiles(sub: Subparsers) -> None:
     s = sub.add_parser("profiles", help="rebuild every customer profile from the warehouse")
-    s.add_argument("action", choices=("rebuild",))
+    s.add_argument("action", choices=("rebuild",), help="rebuild: from the warehouse, with the live path's rules")
     s.add_argument("--redis-url", help="rebuild into this Redis instead of RECEIPTFLOW_REDIS_URL")
     s.add_argument("--cards-per-batch", type=int, default=500, help="cards read from the warehouse at a time")
     s.set_defaults(func=cmd_profiles)
@@ -131,6 +132,7 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     month_bounds(args.month)  # a usage error before anything connects
     model = load_model(settings.segments_file)
     print_endpoints(settings, f"segments run ({args.month}, model {model.version}):")
+    require_warehouse(settings, "segments run")
     run = _profile_batch(
         settings,
         "segments",
@@ -155,6 +157,6 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_segments(sub: Subparsers) -> None:
     s = sub.add_parser("segments", help="assign a month's active cards to segments and store them in the profiles")
-    s.add_argument("action", choices=("run",))
+    s.add_argument("action", choices=("run",), help="run: classify the month and store it in the profiles")
     s.add_argument("--month", required=True, help="YYYY-MM (receipts by the register's local date)")
     s.set_defaults(func=cmd_segments)

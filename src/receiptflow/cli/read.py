@@ -30,9 +30,9 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_consume(sub: Subparsers) -> None:
     s = sub.add_parser("consume", help="print a topic's records as decoded JSON lines (read-committed)")
-    s.add_argument("topic")
-    s.add_argument("--from-beginning", action="store_true")
-    s.add_argument("--max", type=int, default=None)
+    s.add_argument("topic", help="topic name, with RECEIPTFLOW_TOPIC_PREFIX if one is set")
+    s.add_argument("--from-beginning", action="store_true", help="read the retained records, not only new ones")
+    s.add_argument("--max", type=non_negative_int, default=None, help="stop after this many records")
     s.set_defaults(func=cmd_consume)
 
 
@@ -79,7 +79,9 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_dlq(sub: Subparsers) -> None:
     s = sub.add_parser("dlq", help="list dead letters, or replay them to their source topic after a fix")
-    s.add_argument("action", choices=("list", "replay"))
+    s.add_argument(
+        "action", choices=("list", "replay"), help="list: the letters and why; replay: send them back to their source"
+    )
     s.add_argument("--reason", help="only dead letters of this reason code")
     s.add_argument(
         "--from-offset",
