@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from rich.table import Table
 
 from ..config import Settings
+from ..humanize import DEFAULT_ZONE
 from ..progress import progress_bar
 from .common import console, err_console, print_endpoints, require_warehouse
 
@@ -44,7 +45,13 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
         household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
     segments = store.segments(args.card)
     doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
-    console.print_json(json.dumps(doc)) if args.json else console.print(doc)
+    if args.json:
+        console.print_json(json.dumps(doc))
+        return 0
+    from .show import document_table
+
+    shown = {k: v for k, v in doc.items() if k not in ("card_id", "view")}
+    console.print(document_table(shown, f"card {doc['card_id']}, {args.view} view (times in {DEFAULT_ZONE})"))
     return 0
 
 
