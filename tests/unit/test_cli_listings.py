@@ -10,11 +10,12 @@ import pytest
 from rich.console import Console
 
 from receiptflow.cli.contract import topics_lines
+from receiptflow.cli.produce import simulate_report
 from receiptflow.cli.read import print_dead_letters
 from receiptflow.config import Settings
 from receiptflow.dlq import DeadLetter
 from receiptflow.errors import ValidationError
-from receiptflow.producers.simulator import Simulator
+from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
 from receiptflow.topics import CATALOGUE, TopicNames
 from receiptflow.validation import validate
 
@@ -73,3 +74,17 @@ def test_a_future_receipt_is_compared_with_now_in_its_own_offset() -> None:
         validate(ahead, now)
     assert "is after 2026-12-01T20:31:05+02:00" in str(caught.value)
     assert "+00:00" not in str(caught.value)
+
+
+def test_simulate_reports_sign_ups_apart_from_consent_changes() -> None:
+    sim = Simulator(5, stores=3, customers=30)
+    traffic = Traffic(sim, lambda c: b"", consent_change_rate=0.2)
+    start = datetime(2026, 12, 1, 10, tzinfo=UTC)
+    emitted = list(traffic.initial_consents(start)) + list(traffic.emissions(200, start, 10.0))
+    changes = sum(1 for e in emitted if e.kind == "consent" and e.consent is not None and e.consent.source == "app")
+    truth: GroundTruth = sim.truth
+    signups = len(truth.consents) - changes
+    assert signups > 0 and changes > 0
+    report = simulate_report(truth)
+    assert f"{signups} consents given at sign-up and {changes} consent changes" in report
+    assert " €" in report and "cents" not in report
