@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from rich.table import Table
 
 from ..config import Settings
-from ..humanize import DEFAULT_ZONE
+from ..humanize import DEFAULT_ZONE, euros, percent
 from ..progress import progress_bar
 from .common import console, err_console, print_endpoints, require_warehouse
 
@@ -151,15 +151,53 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
             default_product_data=settings.default_product_data_marketing,
         ),
     )
-    table = Table("grocery segment", "cards", title=f"{run.month}: {run.cards} active cards, model {run.model}")
-    for name, n in sorted(run.per_segment.items()):
-        table.add_row("none (no product-data consent or no grocery spend)" if name == "-" else name, str(n))
-    console.print(table)
+    if run.cards == 0:
+        console.print(f"no receipts in {run.month}: {months_with_data(settings)}", soft_wrap=True)
+        return 0
+    console.print(f"{run.month}: {run.cards} active cards, model {run.model}")
+    visits = [
+        (f"{name} (from {low} receipts)", run.per_visits_class.get(name, 0)) for low, name in model.visits_classes
+    ]
+    money = [(f"{name} (from {euros(low)})", run.per_money_class.get(name, 0)) for low, name in model.money_classes]
+    segments = [
+        ("none (no product-data consent or no grocery spend)" if name == "-" else name, n)
+        for name, n in sorted(run.per_segment.items(), key=lambda kv: (kv[0] == "-", -kv[1], kv[0]))
+    ]
+    for title, rows in (("visits class", visits), ("money class", money), ("grocery segment", segments)):
+        console.print(bar_chart(title, rows, run.cards, console.width))
     console.print(
         f"stored in {run.stored + run.stored_without_segment} profiles ({run.stored} with a grocery segment); "
         f"{run.no_profile} cards without a profile and {run.erased} erased cards skipped"
     )
     return 0
+
+
+def bar_chart(title: str, rows: Sequence[tuple[str, int]], total: int, width: int) -> Table:
+    """Cards per class as bars scaled to the largest class, with count and share: a chart in the terminal."""
+    table = Table(title, "cards", "share", "", box=None, title_justify="left", pad_edge=False)
+    table.columns[0].no_wrap = True
+    longest = max([len(label) for label, _ in rows] + [len(title)])
+    room = max(width - longest - 20, 5)
+    top = max([n for _, n in rows] + [1])
+    for label, n in rows:
+        table.add_row(label, str(n), percent(n / total if total else 0.0, 0), "█" * round(room * n / top))
+    return table
+
+
+def months_with_data(settings: Settings) -> str:
+    """Which months the warehouse holds receipts for (by the register's local date), for an empty month."""
+    from ..sinks.query import query
+
+    found = query(
+        settings,
+        "SELECT CAST(EXTRACT(YEAR FROM event_local_date) AS INTEGER) AS y, "
+        "CAST(EXTRACT(MONTH FROM event_local_date) AS INTEGER) AS m, count(*) AS n "
+        "FROM receipts GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    if not found.rows:
+        return "the warehouse holds no receipts yet"
+    held = ", ".join(f"{y:04d}-{m:02d} ({n} receipts)" for y, m, n in found.rows)
+    return f"the warehouse holds receipts for {held}"
 
 
 def add_segments(sub: Subparsers) -> None:
