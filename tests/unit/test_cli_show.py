@@ -41,7 +41,7 @@ def test_the_customer_view_reads_in_euros_local_time_and_per_cents() -> None:
     assert rows["windows 30d"] == "visits: 3, 1,044.95 €"
     assert rows["product group mix"] == "dairy: 75.0 %, bread: 25.0 %"
     out = io.StringIO()
-    Console(file=out, width=100).print(document_table(doc, "card C-1"))
+    Console(file=out, width=100).print(document_table(doc))
     text = out.getvalue()
     assert "cents" not in text and "104495" not in text and "{" not in text and "+00:00" not in text
 

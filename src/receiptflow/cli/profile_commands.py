@@ -51,7 +51,8 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     from .show import document_table
 
     shown = {k: v for k, v in doc.items() if k not in ("card_id", "view")}
-    console.print(document_table(shown, f"card {doc['card_id']}, {args.view} view (times in {DEFAULT_ZONE})"))
+    console.print(f"card {doc['card_id']}, {args.view} view (times in {DEFAULT_ZONE})", markup=False)
+    console.print(document_table(shown))
     return 0
 
 

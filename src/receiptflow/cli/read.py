@@ -101,6 +101,8 @@ def dead_letter_row(d: DeadLetter) -> tuple[str, str, str, str, str]:
 def print_dead_letters(out: Console, letters: Sequence[DeadLetter]) -> None:
     """At a terminal a table that fits its width (the reason wraps); into a pipe one whole line per letter."""
     rows = [dead_letter_row(d) for d in letters]
+    if not rows:
+        return  # the count on stderr says "0 dead letters"
     if out.is_terminal:
         table = Table(*DLQ_HEADER)
         for column in table.columns[:3]:

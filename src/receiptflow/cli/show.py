@@ -85,8 +85,8 @@ def readable_rows(doc: Mapping[str, Any], prefix: str = "", unit: str = "") -> l
     return rows
 
 
-def document_table(doc: Mapping[str, Any], title: str) -> Table:
-    table = Table("", "", title=title, show_header=False, box=None, title_justify="left", pad_edge=False)
+def document_table(doc: Mapping[str, Any]) -> Table:
+    table = Table("", "", show_header=False, box=None, pad_edge=False)
     for name, text in readable_rows(doc):
         table.add_row(name, text)
     return table
