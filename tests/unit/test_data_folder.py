@@ -28,32 +28,51 @@ def test_the_data_dir_is_absolute_once_and_says_where_it_comes_from(
     assert given.data_dir == Path("/relative/data") and given.data_dir_origin == "set by RECEIPTFLOW_DATA_DIR"
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["export", "CARD-1"],
-        ["erase", "CARD-1", "--yes"],
-        ["sql", "SELECT count(*) FROM receipts"],
-        ["segments", "run", "--month", "2026-12"],
-        ["profiles", "rebuild"],
-    ],
-)
-def test_from_another_directory_a_reader_of_the_warehouse_refuses_and_creates_nothing(
-    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name in ("RECEIPTFLOW_DATA_DIR", "RECEIPTFLOW_WAREHOUSE_URL"):
+READERS = [
+    ["export", "CARD-1"],
+    ["erase", "CARD-1", "--yes"],
+    ["sql", "SELECT count(*) FROM receipts"],
+    ["segments", "run", "--month", "2026-12"],
+    ["profiles", "rebuild"],
+]
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Another working directory, no data folder setting, and no server listening."""
+    for name in ("RECEIPTFLOW_DATA_DIR", "RECEIPTFLOW_WAREHOUSE_URL", "RECEIPTFLOW_DEPLOYMENT"):
         monkeypatch.delenv(name, raising=False)
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
+    for role in ("WRITER", "MARKETING", "SUPPORT"):
+        monkeypatch.delenv(f"RECEIPTFLOW_REDIS_{role}_PASSWORD", raising=False)
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
     # Nothing listens here: the refusal must come before any server is asked.
     monkeypatch.setenv("RECEIPTFLOW_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", "redis://127.0.0.1:9/0")
+    return folder.resolve()
+
+
+@pytest.mark.parametrize("argv", [*READERS, ["profile", "CARD-1"]])
+def test_from_another_directory_a_command_of_the_install_refuses_and_creates_nothing(
+    argv: list[str], elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(argv)
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert code == 2
-    expected = elsewhere.resolve() / ".receiptflow" / "warehouse.duckdb"
-    message = " ".join(err.split())
-    assert f"no warehouse at {expected}" in message and "RECEIPTFLOW_DATA_DIR" in message, err
+    assert f"no data folder at {elsewhere / '.receiptflow'}" in err and "RECEIPTFLOW_DATA_DIR" in err, err
     assert "Traceback" not in err
+    assert not (elsewhere / ".receiptflow").exists()
+
+
+@pytest.mark.parametrize("argv", READERS)
+def test_a_data_folder_without_a_warehouse_is_refused_not_filled_with_an_empty_one(
+    argv: list[str], elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (elsewhere / ".receiptflow").mkdir()
+    code = main(argv)
+    err = " ".join(capsys.readouterr().err.split())
+    expected = elsewhere / ".receiptflow" / "warehouse.duckdb"
+    assert code == 2
+    assert f"no warehouse at {expected}" in err and "RECEIPTFLOW_DATA_DIR" in err, err
     assert not expected.exists()

@@ -126,6 +126,14 @@ def _server_hint(exc: BaseException, settings: Settings | None) -> str:
     cause = exc.__cause__
     local = settings is None or not settings.is_production
     start = "start the embedded stack with `.venv/bin/receiptflow stack up`" if local else "check that it is up"
+    if type(cause).__module__.startswith("redis") and type(cause).__name__ == "AuthenticationError":
+        # The usual reason on an embedded install: another data folder, whose role passwords Redis never saw.
+        secrets = settings.data_dir / "secrets" if settings is not None else "the data folder"
+        return (
+            f" -- Redis refused the login: the embedded stack keeps its role passwords in {secrets}; run from "
+            "the folder where `stack up` ran, set RECEIPTFLOW_DATA_DIR, or give the role's "
+            "RECEIPTFLOW_REDIS_<ROLE>_PASSWORD"
+        )
     if type(cause).__module__.startswith("redis") and "Connection" in type(cause).__name__:
         where = redact_url(settings.redis_url) if settings is not None else "Redis"
         return f" -- Redis at {where} does not answer: {start}, or set RECEIPTFLOW_REDIS_URL"

@@ -46,6 +46,20 @@ def duckdb_file(settings: Settings) -> Path | None:
     return duckdb_path(url) if url.startswith("duckdb:") else None
 
 
+def require_data_dir(settings: Settings, command: str) -> None:
+    """Refuse to start a local install's command in a data folder that does not exist.
+
+    The embedded stack's role passwords and install secrets live there; a new, empty folder would
+    get new ones that no server knows (a production install is given its secrets instead).
+    """
+    if settings.is_production or settings.data_dir.is_dir():
+        return
+    raise ConfigError(
+        f"{command}: no data folder at {settings.data_dir} ({settings.data_dir_origin}); it holds the embedded "
+        "stack's passwords and warehouse: run it from the folder where `stack up` ran, or set RECEIPTFLOW_DATA_DIR"
+    )
+
+
 def require_warehouse(settings: Settings, command: str) -> None:
     """Refuse to read a DuckDB warehouse that is not there: opening it would create an empty one.
 
@@ -55,6 +69,7 @@ def require_warehouse(settings: Settings, command: str) -> None:
     path = duckdb_file(settings)
     if path is None or path.exists():
         return
+    require_data_dir(settings, command)
     raise ConfigError(
         f"{command}: no warehouse at {path} (data dir {settings.data_dir}: {settings.data_dir_origin}); "
         "run it from the folder that holds the stack's data, or set RECEIPTFLOW_DATA_DIR"

@@ -17,7 +17,7 @@ from rich.table import Table
 from ..config import Settings
 from ..humanize import DEFAULT_ZONE, euros, percent
 from ..progress import progress_bar
-from .common import console, err_console, print_endpoints, require_warehouse
+from .common import console, err_console, print_endpoints, require_data_dir, require_warehouse
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -29,11 +29,13 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     from ..processors.households import load_households, members
     from ..processors.profile_store import RedisProfileStore
     from ..processors.profile_views import render
-    from ..redis_auth import RedisRole
+    from ..redis_auth import RedisRole, given_password
 
     # Only the full view shows the dedup set (support's login); the others read profile hashes
     # alone, all the marketing reader may read (deploy/redis/users.acl).
     role = RedisRole.SUPPORT if args.view == "full" else RedisRole.MARKETING
+    if given_password(settings, role) is None:
+        require_data_dir(settings, "profile")  # the generated role passwords are there
     store = RedisProfileStore.from_settings(settings, role)
     profile = store.get(args.card, with_seen=args.view == "full")
     if profile is None:
