@@ -90,7 +90,8 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     console.print(
         f"erased: {resumed}{e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
         f"{len(e.audit_ids)} audit entries up to {e.audit_id} (subject {e.subject}); "
-        "`receiptflow export` says until when topics may still hold its records"
+        f"`.venv/bin/receiptflow export {args.card}` says until when topics may still hold its records",
+        soft_wrap=True,
     )
     return 0
 

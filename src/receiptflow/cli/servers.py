@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..config import Settings
 from ..errors import StackError
-from .common import console, positive_float, positive_int, print_endpoints
+from .common import console, positive_float, positive_int, print_data_dir, print_endpoints
 
 if TYPE_CHECKING:
     from ..stack.kafka import KafkaCluster
@@ -29,8 +29,10 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         print_endpoints(settings, "stack up:")
         statuses = stack.up(with_postgres=args.with_postgres)
     elif args.action == "down":
+        print_data_dir(settings)
         statuses = stack.down()
     else:
+        print_data_dir(settings)
         statuses = stack.status()
     table = Table("component", "state", "pid", "endpoint")
     for s in statuses:
@@ -61,6 +63,7 @@ def add_stack(sub: Subparsers) -> None:
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from ..stack.kafka import KafkaCluster
 
+    print_data_dir(settings)
     cluster = KafkaCluster(settings, nodes=args.nodes)
     if args.action == "up":
         refuse_cluster_beside_a_broker(settings, cluster)
