@@ -67,11 +67,20 @@ def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     result = query(settings, args.statement, role=args.role)
     if args.json:
         for row in result.rows:
-            console.print(json.dumps(dict(zip(result.columns, row, strict=True)), default=str), markup=False)
+            console.print(json.dumps(dict(zip(result.columns, row, strict=True)), default=_plain), markup=False)
         return 0
     console.print(table_of(result.columns, result.rows))
     console.print(f"{len(result.rows)} rows", highlight=False)
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what the drivers return beyond JSON's types: numbers stay numbers, times ISO 8601."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def add_sql(sub: Subparsers) -> None:
