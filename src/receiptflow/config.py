@@ -168,7 +168,12 @@ class Settings(BaseSettings):
     )
 
     # --- Local files and ports -----------------------------------------------------------------
-    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="embedded broker log, Redis dump, DuckDB file")
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        validate_default=True,
+        description="embedded broker log, Redis dump, DuckDB file; relative to the working directory, "
+        "made absolute once when the settings are read",
+    )
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "receiptflow",
         description="downloaded Kafka jars (shared by every data dir)",
@@ -199,7 +204,21 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once, here: every command then names and uses the same folder, whatever it does
+        # with the working directory later, and a person sees which folder that is.
+        return value.expanduser().resolve()
+
     # ------------------------------------------------------------------------------------------
+    @property
+    def data_dir_origin(self) -> str:
+        """Where the data folder comes from, for messages: the setting, or the default it fell back to."""
+        if "data_dir" in self.model_fields_set:
+            return "set by RECEIPTFLOW_DATA_DIR"
+        return f"the default, {DEFAULT_DATA_DIR} in the working directory"
+
     @property
     def resolved_warehouse_url(self) -> str:
         """The warehouse URL, defaulting to a DuckDB file under ``data_dir``."""

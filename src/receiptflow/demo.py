@@ -14,12 +14,15 @@ looked at afterwards (the summary says how); ``receiptflow stack down`` stops it
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
@@ -28,6 +31,7 @@ from rich.table import Table
 
 from .config import Settings
 from .errors import BrokerError, StackError
+from .humanize import euros
 from .metrics import Metrics
 from .processors.profile_store import RedisProfileStore
 from .producers.run import simulate
@@ -238,41 +242,65 @@ def _summary(
     spend = after.spend - before.spend
     rows = after.receipts - before.receipts
     cents = after.receipts_cents - before.receipts_cents
-    checks = [
-        ("checkouts acknowledged by Kafka", truth.receipts, sent),
-        ("purchases.customer records", truth.receipts, processed),
-        ("dead letters", 0, rejected),
-        ("visits added to Redis profiles", carded, visits),
-        ("spend added to Redis profiles (cents)", carded_spend, spend),
-        ("receipts added to the warehouse", truth.receipts, rows),
-        ("warehouse total (cents)", truth.spend_cents, cents),
+    checks: list[tuple[str, int, int, Callable[[int], str]]] = [
+        ("checkouts acknowledged by Kafka", truth.receipts, sent, str),
+        ("purchases.customer records", truth.receipts, processed, str),
+        ("dead letters", 0, rejected, str),
+        ("visits added to Redis profiles", carded, visits, str),
+        ("spend added to Redis profiles", carded_spend, spend, euros),
+        ("receipts added to the warehouse", truth.receipts, rows, str),
+        ("warehouse total", truth.spend_cents, cents, euros),
     ]
     table = Table("stage", "expected (simulator)", "observed", "ok", title="end-to-end summary of this run")
     ok = True
-    for name, expected, observed in checks:
+    for name, expected, observed, show in checks:
         good = expected == observed
         ok &= good
-        table.add_row(name, str(expected), str(observed), "yes" if good else "[red]NO[/red]")
+        table.add_row(name, show(expected), show(observed), "yes" if good else "[red]NO[/red]")
     console.print(table)
     console.print(
         f"{truth.receipts} checkouts from {len(truth.per_chain)} chains, {truth.anonymous} without a card; "
         f"{after.profiles} profiles in Redis in total"
     )
-    names = TopicNames(settings.topic_prefix)
-    card = next(iter(sorted(truth.per_card)), None)
-    console.print("\n[bold]Look at the data next[/bold]")
-    console.print(f"  receiptflow consume {names.purchases_customer} --from-beginning --max 5")
-    if card:
-        console.print(f"  receiptflow profile {card}")
-    url = settings.resolved_warehouse_url
-    if url.startswith("duckdb:///"):
-        path = url.removeprefix("duckdb:///")
-        query = "SELECT * FROM product_group_mix ORDER BY chain, amount_cents DESC"
-        console.print(
-            f"  python -c \"import duckdb; print(duckdb.connect('{path}', read_only=True).sql('{query}'))\"",
-            markup=False,
-        )
-    console.print("  receiptflow stack status | receiptflow stack down")
+    console.print("\n[bold]Look at the data next[/bold] (from this folder, one command per line)")
+    for line in next_commands(settings, card=next(iter(sorted(truth.per_card)), None)):
+        # One line each, never wrapped: a person pastes them into a shell as they are.
+        console.print(f"  {line}", markup=False, soft_wrap=True)
     if not ok:
         console.print("[red]the counts do not agree[/red]")
     return 0 if ok else 1
+
+
+# What a person runs after the demo; every line is run as printed by tests/integration/test_printed_commands.py.
+NEXT_QUERY = (
+    "SELECT chain, product_group, amount_cents, share_of_chain "
+    "FROM analytics.product_group_mix ORDER BY chain, amount_cents DESC"
+)
+
+
+def own_command() -> str:
+    """How to call this installation's ``receiptflow`` from the working directory.
+
+    The console script sits beside the running interpreter (``.venv/bin``), which is seldom on
+    ``PATH``: a path relative to the working directory when it is below it, else an absolute one.
+    """
+    script = Path(sys.executable).parent / "receiptflow"
+    if not script.exists():
+        return f"{shlex.quote(sys.executable)} -m receiptflow"
+    try:
+        return shlex.quote(str(script.absolute().relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(script.absolute()))
+
+
+def next_commands(settings: Settings, *, card: str | None) -> list[str]:
+    """The follow-up commands the demo prints, each a complete shell command line."""
+    rf = own_command()
+    names = TopicNames(settings.topic_prefix)
+    lines = [f"{rf} consume {shlex.quote(names.purchases_customer)} --from-beginning --max 5"]
+    if card:
+        lines.append(f"{rf} profile {shlex.quote(card)}")
+    lines.append(f'{rf} sql "{NEXT_QUERY}"')
+    lines.append(f"{rf} stack status")
+    lines.append(f"{rf} stack down")
+    return lines

@@ -57,6 +57,7 @@ class DeadLetter:
     original_key: bytes | None
     original_value: bytes | None
     processor: str
+    failed_at: datetime | None = None  # when it was rejected (the record's failed_at)
 
     @classmethod
     def from_record(cls, offset: int, d: dict[str, Any]) -> DeadLetter:
@@ -71,6 +72,7 @@ class DeadLetter:
             original_key=d["original_key"],
             original_value=d["original_value"],
             processor=d["processor"],
+            failed_at=d.get("failed_at"),
         )
 
 

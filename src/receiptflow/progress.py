@@ -1,6 +1,7 @@
 """The one progress bar of the long commands (simulate, sink replay, profiles rebuild, segments run).
 
-Five columns: what runs, the bar, done/total, the unit counted, the time left. The simulator draws
+Five columns: what runs, the bar, done/total, the unit counted, the time left (once the work is done:
+the time it took, instead of a remaining ``0:00:00``). The simulator draws
 it too, so it sits in the shared core, below the producers and the command line.
 """
 
@@ -12,5 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 def progress_bar(what: str, unit: str, console: Console | None) -> Progress:
     """A bar labelled ``what`` that counts ``unit`` on ``console`` (None: rich's own); a context manager."""
-    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn(unit), TimeRemainingColumn())
+    columns = (
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeRemainingColumn(elapsed_when_finished=True),
+    )
     return Progress(*columns, console=console)

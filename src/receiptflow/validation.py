@@ -70,7 +70,11 @@ def validate(c: Checkout, now: datetime) -> None:
         raise ValidationError("absurd_amount", f"total_cents {c.total_cents} exceeds {MAX_TOTAL_CENTS}", "total_cents")
     if c.event_time > now + MAX_FUTURE:
         raise ValidationError(
-            "future_event_time", f"event_time {c.event_time.isoformat()} is after {now.isoformat()}", "event_time"
+            "future_event_time",
+            # Both times in the register's offset, so a person compares like with like.
+            f"event_time {c.event_time.isoformat()} is after {now.astimezone(c.event_time.tzinfo).isoformat()} "
+            f"(now, plus {MAX_FUTURE.seconds // 60} min of clock drift allowed)",
+            "event_time",
         )
     if c.event_time < EARLIEST_EVENT:
         raise ValidationError("absurd_event_time", f"event_time {c.event_time.isoformat()} is too old", "event_time")

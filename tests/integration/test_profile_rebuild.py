@@ -13,10 +13,12 @@ same on a second run.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -303,6 +305,15 @@ def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) ->
 
     first = pipeline.cli("segments", "run", "--month", str(month))
     assert first.returncode == 0, first.stderr
+    # The report charts the classes: each visits class with its count of cards.
+    report = " ".join(first.stdout.split())
+    assert f"{month}: {len(want)} active cards" in report and "visits class" in report and "money class" in report
+    for name, n in Counter(a.visits_class for a in want.values()).items():
+        assert re.search(rf"{name} \(from \d+ receipts\) {n} ", report), (name, n, report)
+    # A month without receipts says which months have them.
+    empty = pipeline.cli("segments", "run", "--month", "1999-01")
+    assert empty.returncode == 0, empty.stderr
+    assert "no receipts in 1999-01" in empty.stdout and f"holds receipts for {month} (" in empty.stdout
     stored = _stored_segments(pipeline)
     for card, a in want.items():
         got = stored[card]
@@ -337,6 +348,10 @@ def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) ->
     card = sorted(with_segment)[0]
     exported = json.loads(pipeline.cli("export", card).stdout)
     assert exported["profile"]["segments"] == stored[card]
+    summary = pipeline.cli("export", card).stderr
+    assert f"card {card}: profile" in summary and " €" in summary and ("EET" in summary or "EEST" in summary)
+    readable = pipeline.cli("profile", card)
+    assert readable.returncode == 0 and " €" in readable.stdout and "spend_cents" not in readable.stdout
     marketing = json.loads(pipeline.cli("profile", card, "--view", "marketing", "--json").stdout)
     assert marketing["classes"]["grocery_segment"] == stored[card]["grocery_segment"]
 

@@ -7,10 +7,11 @@ does the work and print; long-running ones first print which broker, Redis and w
 One module per command group, each holding its commands' arguments (``add_<command>``) next to
 their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
 (topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
-:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments)
-and :mod:`.privacy` (export, erase); :mod:`.common` holds the consoles and argument types. Handlers
-import their work lazily, so ``receiptflow --help`` stays fast. This module builds the parser in
-the order ``--help`` lists the commands and turns errors into one line and an exit code.
+:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments),
+:mod:`.privacy` (export, erase) and :mod:`.warehouse` (sql); :mod:`.common` holds the consoles and
+argument types. Handlers import their work lazily, so ``receiptflow --help`` stays fast. This
+module builds the parser in the order ``--help`` lists the commands and turns errors into one line
+and an exit code.
 """
 
 from __future__ import annotations
@@ -26,14 +27,29 @@ from rich.markup import escape
 from .. import __version__
 from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
-from . import contract, privacy, process, produce, profile_commands, read, servers, sink
+from . import contract, privacy, process, produce, profile_commands, read, servers, sink, warehouse
 from .common import err_console
 
 __all__ = ["build_parser", "load_settings", "main"]
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default after its help, unless there is nothing to show (off, unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if unset or "%(default)" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="receiptflow", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog="receiptflow",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"receiptflow {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
@@ -56,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     profile_commands.add_segments(sub)
     privacy.add_export(sub)
     privacy.add_erase(sub)
+    warehouse.add_sql(sub)
     servers.add_demo(sub)
+    # Each command's --help opens with the line the command list shows, and names its defaults.
+    for listed in sub._choices_actions:
+        parser = sub.choices[listed.dest]
+        parser.description = parser.description or listed.help
+        parser.formatter_class = HelpFormatter
     return p
 
 
@@ -104,6 +126,14 @@ def _server_hint(exc: BaseException, settings: Settings | None) -> str:
     cause = exc.__cause__
     local = settings is None or not settings.is_production
     start = "start the embedded stack with `.venv/bin/receiptflow stack up`" if local else "check that it is up"
+    if type(cause).__module__.startswith("redis") and type(cause).__name__ == "AuthenticationError":
+        # The usual reason on an embedded install: another data folder, whose role passwords Redis never saw.
+        secrets = settings.data_dir / "secrets" if settings is not None else "the data folder"
+        return (
+            f" -- Redis refused the login: the embedded stack keeps its role passwords in {secrets}; run from "
+            "the folder where `stack up` ran, set RECEIPTFLOW_DATA_DIR, or give the role's "
+            "RECEIPTFLOW_REDIS_<ROLE>_PASSWORD"
+        )
     if type(cause).__module__.startswith("redis") and "Connection" in type(cause).__name__:
         where = redact_url(settings.redis_url) if settings is not None else "Redis"
         return f" -- Redis at {where} does not answer: {start}, or set RECEIPTFLOW_REDIS_URL"

@@ -1,4 +1,4 @@
-"""What the command modules share: the consoles, the endpoint line and the argument types."""
+"""What the command modules share: the consoles, the endpoint and data-folder lines, the argument types."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from ..config import Settings
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -28,6 +30,49 @@ def print_endpoints(settings: Settings, what: str) -> None:
     d = settings.describe()
     err_console.print(
         f"[bold]{what}[/bold] kafka={d['kafka']} redis={d['redis']} warehouse={d['warehouse']} data_dir={d['data_dir']}"
+    )
+
+
+def print_data_dir(settings: Settings) -> None:
+    """One line on stderr naming the data folder a command uses (the one absolute path, see config)."""
+    err_console.print(f"data dir {settings.data_dir}", markup=False, highlight=False, soft_wrap=True)
+
+
+def duckdb_file(settings: Settings) -> Path | None:
+    """The DuckDB warehouse file, None when the warehouse is PostgreSQL."""
+    from ..sinks.runner import duckdb_path
+
+    url = settings.resolved_warehouse_url
+    return duckdb_path(url) if url.startswith("duckdb:") else None
+
+
+def require_data_dir(settings: Settings, command: str) -> None:
+    """Refuse to start a local install's command in a data folder that does not exist.
+
+    The embedded stack's role passwords and install secrets live there; a new, empty folder would
+    get new ones that no server knows (a production install is given its secrets instead).
+    """
+    if settings.is_production or settings.data_dir.is_dir():
+        return
+    raise ConfigError(
+        f"{command}: no data folder at {settings.data_dir} ({settings.data_dir_origin}); it holds the embedded "
+        "stack's passwords and warehouse: run it from the folder where `stack up` ran, or set RECEIPTFLOW_DATA_DIR"
+    )
+
+
+def require_warehouse(settings: Settings, command: str) -> None:
+    """Refuse to read a DuckDB warehouse that is not there: opening it would create an empty one.
+
+    Run from another directory, the default data folder is another folder, and an empty warehouse
+    would answer as if the card or the month held nothing.
+    """
+    path = duckdb_file(settings)
+    if path is None or path.exists():
+        return
+    require_data_dir(settings, command)
+    raise ConfigError(
+        f"{command}: no warehouse at {path} (data dir {settings.data_dir}: {settings.data_dir_origin}); "
+        "run it from the folder that holds the stack's data, or set RECEIPTFLOW_DATA_DIR"
     )
 
 

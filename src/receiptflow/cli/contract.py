@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from ..config import Settings
+from ..humanize import duration
 from .common import console, err_console, iso_date, print_endpoints
 
 if TYPE_CHECKING:
@@ -20,15 +21,11 @@ if TYPE_CHECKING:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from ..topics import CATALOGUE, TopicNames, create_topics, require_broker
+    from ..topics import create_topics, require_broker
 
     if args.action == "list":
-        names = TopicNames(settings.topic_prefix)
-        table = Table("topic", "schema", "key", "config", "purpose")
-        for s in CATALOGUE:
-            cfg = ", ".join(f"{k}={v}" for k, v in s.config.items())
-            table.add_row(names.physical(s.name), s.subject, s.key, cfg, s.description)
-        console.print(table)
+        for line in topics_lines(settings, console.width):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         return 0
     print_endpoints(settings, "topics create:")
     require_broker(settings)
@@ -42,9 +39,43 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def topics_lines(settings: Settings, width: int) -> list[str]:
+    """The catalogue for a person, ``width`` columns wide: a header, then per topic its whole name, how
+    long records are kept and the key on one line, and what it is for wrapped below."""
+    import textwrap
+
+    from ..topics import CATALOGUE, TopicNames
+
+    names = TopicNames(settings.topic_prefix)
+    rows = []
+    for spec in CATALOGUE:
+        config = dict(spec.config)
+        retention = config.pop("retention.ms", None)
+        compacted = "compact" in config.pop("cleanup.policy", "")
+        kept = ", ".join(
+            part
+            for part in (duration(int(retention) / 1000) if retention else "", "compacted" if compacted else "")
+            if part
+        )
+        extra = "".join(
+            f"; {k.removesuffix('.ms')} {duration(int(v) / 1000)}" if k.endswith(".ms") else f"; {k}={v}"
+            for k, v in config.items()
+        )
+        rows.append((names.physical(spec.name), kept, spec.key, f"{spec.description} (schema {spec.subject}{extra})"))
+    name_w = max(len("TOPIC"), *(len(r[0]) for r in rows))
+    kept_w = max(len("KEPT"), *(len(r[1]) for r in rows))
+    lines = [f"{'TOPIC':<{name_w}}  {'KEPT':<{kept_w}}  KEY"]
+    for name, kept, key, purpose in rows:
+        lines.append(f"{name:<{name_w}}  {kept:<{kept_w}}  {key}")
+        lines.extend(textwrap.wrap(purpose, max(width - 4, 20), initial_indent="    ", subsequent_indent="    "))
+    return lines
+
+
 def add_topics(sub: Subparsers) -> None:
     s = sub.add_parser("topics", help="list the topic catalogue or create the topics (idempotent)")
-    s.add_argument("action", choices=("create", "list"))
+    s.add_argument(
+        "action", choices=("create", "list"), help="create: make the missing topics; list: show the catalogue"
+    )
     s.set_defaults(func=cmd_topics)
 
 
@@ -65,7 +96,7 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_schemas(sub: Subparsers) -> None:
     s = sub.add_parser("schemas", help="check that the Avro contract is backward compatible")
-    s.add_argument("action", choices=("check",))
+    s.add_argument("action", choices=("check",), help="check: every newest version reads all older ones")
     s.add_argument("dir", nargs="?", help="schemas directory (default: the bundled contract)")
     s.set_defaults(func=cmd_schemas)
 
@@ -85,6 +116,6 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_policy(sub: Subparsers) -> None:
     s = sub.add_parser("policy", help="show the granularity policy in force")
-    s.add_argument("action", choices=("show",))
+    s.add_argument("action", choices=("show",), help="show: the level per chain and product group")
     s.add_argument("--at", type=iso_date, help="date (YYYY-MM-DD), default today")
     s.set_defaults(func=cmd_policy)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
-from .common import console, err_console, print_endpoints
+from ..humanize import euros, local_time
+from .common import console, err_console, print_data_dir, print_endpoints, require_warehouse
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -20,15 +22,46 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from ..jobs.subject import export_card
     from ..topics import require_broker
 
+    print_data_dir(settings)
+    require_warehouse(settings, "export")
     require_broker(settings)  # the export says what the topics still hold
     doc = export_card(settings, args.card)
     console.print_json(json.dumps(doc, default=str))
+    err_console.print(export_summary(doc), markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
+def export_summary(doc: Mapping[str, Any]) -> str:
+    """The export in one line for the person who asked: what is held, in euros and local time."""
+    parts: list[str] = []
+    profile = doc.get("profile")
+    if profile:
+        last = profile.get("last_purchase")
+        when = f", last {local_time(last)}" if last else ""
+        parts.append(f"profile {profile['visits']} visits, {euros(profile['spend_cents'])}{when}")
+    warehouse = doc.get("warehouse") or {}
+    receipts = warehouse.get("receipts") or []
+    if receipts:
+        total = sum(int(r.get("total_cents") or 0) for r in receipts)
+        parts.append(
+            f"warehouse {len(receipts)} receipts ({euros(total)}), {len(warehouse.get('receipt_items') or [])} lines"
+        )
+    consents = doc.get("consent_history") or []
+    if consents:
+        parts.append(f"{len(consents)} consent changes")
+    erasure = doc.get("erasure")
+    if erasure:
+        state = "complete" if erasure.get("complete") else "incomplete: run erase again"
+        parts.append(f"erased {local_time(erasure['erased_at'])} ({state})")
+    held = "; ".join(parts) if parts else "nothing held"
+    return f"card {doc['card_id']}: {held}"
+
+
 def add_export(sub: Subparsers) -> None:
-    s = sub.add_parser("export", help="subject access: everything held about a card, as JSON")
-    s.add_argument("card")
+    s = sub.add_parser(
+        "export", help="subject access: everything held about a card, as JSON (a one-line summary on stderr)"
+    )
+    s.add_argument("card", help="the loyalty card id")
     s.set_defaults(func=cmd_export)
 
 
@@ -50,13 +83,15 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
         err_console.print(f"erase deletes everything held about card {args.card}; repeat with --yes to proceed")
         return 2
     print_endpoints(settings, "erase:")
+    require_warehouse(settings, "erase")
     e = erase_card(settings, args.card)
     rows = ", ".join(f"{t} {n}" for t, n in sorted(e.warehouse_rows.items()))
-    resumed = f"completed the erasure recorded at {e.at.isoformat()}; " if e.resumed else ""
+    resumed = f"completed the erasure recorded at {local_time(e.at)}; " if e.resumed else ""
     console.print(
         f"erased: {resumed}{e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
         f"{len(e.audit_ids)} audit entries up to {e.audit_id} (subject {e.subject}); "
-        "`receiptflow export` says until when topics may still hold its records"
+        f"`.venv/bin/receiptflow export {args.card}` says until when topics may still hold its records",
+        soft_wrap=True,
     )
     return 0
 
@@ -67,7 +102,7 @@ def add_erase(sub: Subparsers) -> None:
         help="erase a card: record it on the erased-cards topic, then Redis, the warehouse and its consents; "
         "audited per step, refused before any change when a store is unavailable, resumable",
     )
-    s.add_argument("card", nargs="?")
+    s.add_argument("card", nargs="?", help="the loyalty card id")
     s.add_argument("--yes", action="store_true", help="really erase")
     s.add_argument(
         "--record-existing",

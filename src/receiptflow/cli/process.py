@@ -64,6 +64,6 @@ def add_process(sub: Subparsers) -> None:
         help="router: checkouts -> purchase topics (exactly-once); profiles: faust agent -> Redis; all: both",
     )
     s.add_argument("--instance", help="stable worker name (RECEIPTFLOW_PROCESSOR_INSTANCE)")
-    s.add_argument("--loglevel", default="warning")
+    s.add_argument("--loglevel", default="warning", help="debug, info, warning or error")
     s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
     s.set_defaults(func=cmd_process)

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import UsageError
+from ..humanize import euros
 from .common import console, err_console, fraction, positive_float, positive_int, print_endpoints
 
 if TYPE_CHECKING:
+    from ..producers.simulator import GroundTruth
     from .common import Subparsers
 
 
@@ -49,7 +51,7 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 def add_produce(sub: Subparsers) -> None:
     s = sub.add_parser("produce", help="publish checkouts (or consent changes) from a JSON Lines file")
     s.add_argument("file", nargs="?", help="file, or - / nothing for standard input")
-    s.add_argument("--kind", choices=("checkout", "consent"), default="checkout")
+    s.add_argument("--kind", choices=("checkout", "consent"), default="checkout", help="what each line holds")
     s.set_defaults(func=cmd_produce)
 
 
@@ -73,24 +75,36 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.truth:
         truth.write(Path(args.truth))
-    console.print(
-        f"sent {truth.receipts} checkouts ({truth.anonymous} anonymous, {truth.spend_cents} cents), "
-        f"{len(truth.duplicates)} repeated deliveries, {len(truth.bad)} bad events, "
-        f"{len(truth.consents)} consent changes, {truth.out_of_order} out of order"
-    )
+    console.print(simulate_report(truth), soft_wrap=True)
     return 0
+
+
+def simulate_report(truth: GroundTruth) -> str:
+    """What a simulation sent, in one line: sign-ups (every card's first consent) apart from later changes."""
+    signups = sum(1 for c in truth.consents if c.get("source") == "signup")
+    return (
+        f"sent {truth.receipts} checkouts ({truth.anonymous} anonymous, {euros(truth.spend_cents)}), "
+        f"{len(truth.duplicates)} repeated deliveries, {len(truth.bad)} bad events, "
+        f"{signups} consents given at sign-up and {len(truth.consents) - signups} consent changes, "
+        f"{truth.out_of_order} out of order"
+    )
 
 
 def add_simulate(sub: Subparsers) -> None:
     s = sub.add_parser("simulate", help="send simulated checkouts from a seeded fleet of registers")
-    s.add_argument("--stores", type=positive_int, default=20)
-    s.add_argument("--customers", type=positive_int, default=200)
+    s.add_argument("--stores", type=positive_int, default=20, help="stores selling")
+    s.add_argument("--customers", type=positive_int, default=200, help="card holders among the shoppers")
     s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second")
     s.add_argument("--duration", type=positive_float, default=60.0, help="seconds")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--seed", type=int, default=1, help="seed of the simulated fleet (same seed, same sales)")
     s.add_argument("--dup-rate", type=fraction, default=0.0, help="share of sales delivered twice")
     s.add_argument("--bad-rate", type=fraction, default=0.0, help="share of sales followed by a bad event")
-    s.add_argument("--consent-change-rate", type=fraction, default=0.0, help="consent changes per sale")
+    s.add_argument(
+        "--consent-change-rate",
+        type=fraction,
+        default=0.0,
+        help="consent changes per sale (every card also signs up with its first consent)",
+    )
     s.add_argument("--out-of-order-rate", type=fraction, default=0.0, help="share of sales delivered late")
     s.add_argument("--outbox", help="outbox file (default: under the data dir)")
     s.add_argument("--truth", help="write the ground-truth JSON here")
@@ -126,7 +140,9 @@ def cmd_outbox(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_outbox(sub: Subparsers) -> None:
     s = sub.add_parser("outbox", help="inspect or drain a register outbox file")
-    s.add_argument("action", choices=("status", "drain"))
-    s.add_argument("path")
-    s.add_argument("--timeout", type=positive_float, default=120.0)
+    s.add_argument(
+        "action", choices=("status", "drain"), help="status: what it still holds; drain: send it to Kafka now"
+    )
+    s.add_argument("path", help="the register's outbox file")
+    s.add_argument("--timeout", type=positive_float, default=120.0, help="drain: seconds to wait for Kafka")
     s.set_defaults(func=cmd_outbox)

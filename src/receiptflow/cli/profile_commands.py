@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, TypeVar
@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, TypeVar
 from rich.table import Table
 
 from ..config import Settings
+from ..humanize import DEFAULT_ZONE, euros, percent
 from ..progress import progress_bar
-from .common import console, err_console, print_endpoints
+from .common import console, err_console, print_endpoints, require_data_dir, require_warehouse
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -28,11 +29,13 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     from ..processors.households import load_households, members
     from ..processors.profile_store import RedisProfileStore
     from ..processors.profile_views import render
-    from ..redis_auth import RedisRole
+    from ..redis_auth import RedisRole, given_password
 
     # Only the full view shows the dedup set (support's login); the others read profile hashes
     # alone, all the marketing reader may read (deploy/redis/users.acl).
     role = RedisRole.SUPPORT if args.view == "full" else RedisRole.MARKETING
+    if given_password(settings, role) is None:
+        require_data_dir(settings, "profile")  # the generated role passwords are there
     store = RedisProfileStore.from_settings(settings, role)
     profile = store.get(args.card, with_seen=args.view == "full")
     if profile is None:
@@ -44,20 +47,27 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
         household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
     segments = store.segments(args.card)
     doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
-    console.print_json(json.dumps(doc)) if args.json else console.print(doc)
+    if args.json:
+        console.print_json(json.dumps(doc))
+        return 0
+    from .show import document_table
+
+    shown = {k: v for k, v in doc.items() if k not in ("card_id", "view")}
+    console.print(f"card {doc['card_id']}, {args.view} view (times in {DEFAULT_ZONE})", markup=False)
+    console.print(document_table(shown))
     return 0
 
 
 def add_profile(sub: Subparsers) -> None:
     s = sub.add_parser("profile", help="show a card's profile from Redis, as one role sees it")
-    s.add_argument("card")
+    s.add_argument("card", help="the loyalty card id")
     s.add_argument(
         "--view",
         choices=("customer", "marketing", "full"),
         default="customer",
         help="customer: the card holder's own view; marketing: only what consent allows; full: everything",
     )
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the stored values as JSON (cents, UTC), for machines")
     s.set_defaults(func=cmd_profile)
 
 
@@ -96,6 +106,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis_url": args.redis_url})
     print_endpoints(settings, "profiles rebuild:")
+    require_warehouse(settings, "profiles rebuild")
     from ..topics import require_broker
 
     require_broker(settings)  # it reads the erased-cards topic first
@@ -119,7 +130,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_profiles(sub: Subparsers) -> None:
     s = sub.add_parser("profiles", help="rebuild every customer profile from the warehouse")
-    s.add_argument("action", choices=("rebuild",))
+    s.add_argument("action", choices=("rebuild",), help="rebuild: from the warehouse, with the live path's rules")
     s.add_argument("--redis-url", help="rebuild into this Redis instead of RECEIPTFLOW_REDIS_URL")
     s.add_argument("--cards-per-batch", type=int, default=500, help="cards read from the warehouse at a time")
     s.set_defaults(func=cmd_profiles)
@@ -131,6 +142,7 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     month_bounds(args.month)  # a usage error before anything connects
     model = load_model(settings.segments_file)
     print_endpoints(settings, f"segments run ({args.month}, model {model.version}):")
+    require_warehouse(settings, "segments run")
     run = _profile_batch(
         settings,
         "segments",
@@ -142,10 +154,20 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
             default_product_data=settings.default_product_data_marketing,
         ),
     )
-    table = Table("grocery segment", "cards", title=f"{run.month}: {run.cards} active cards, model {run.model}")
-    for name, n in sorted(run.per_segment.items()):
-        table.add_row("none (no product-data consent or no grocery spend)" if name == "-" else name, str(n))
-    console.print(table)
+    if run.cards == 0:
+        console.print(f"no receipts in {run.month}: {months_with_data(settings)}", soft_wrap=True)
+        return 0
+    console.print(f"{run.month}: {run.cards} active cards, model {run.model}")
+    visits = [
+        (f"{name} (from {low} receipts)", run.per_visits_class.get(name, 0)) for low, name in model.visits_classes
+    ]
+    money = [(f"{name} (from {euros(low)})", run.per_money_class.get(name, 0)) for low, name in model.money_classes]
+    segments = [
+        ("none (no product-data consent or no grocery spend)" if name == "-" else name, n)
+        for name, n in sorted(run.per_segment.items(), key=lambda kv: (kv[0] == "-", -kv[1], kv[0]))
+    ]
+    for title, rows in (("visits class", visits), ("money class", money), ("grocery segment", segments)):
+        console.print(bar_chart(title, rows, run.cards, console.width))
     console.print(
         f"stored in {run.stored + run.stored_without_segment} profiles ({run.stored} with a grocery segment); "
         f"{run.no_profile} cards without a profile and {run.erased} erased cards skipped"
@@ -153,8 +175,36 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def bar_chart(title: str, rows: Sequence[tuple[str, int]], total: int, width: int) -> Table:
+    """Cards per class as bars scaled to the largest class, with count and share: a chart in the terminal."""
+    table = Table(title, "cards", "share", "", box=None, title_justify="left", pad_edge=False)
+    table.columns[0].no_wrap = True
+    longest = max([len(label) for label, _ in rows] + [len(title)])
+    room = max(width - longest - 20, 5)
+    top = max([n for _, n in rows] + [1])
+    for label, n in rows:
+        table.add_row(label, str(n), percent(n / total if total else 0.0, 0), "█" * round(room * n / top))
+    return table
+
+
+def months_with_data(settings: Settings) -> str:
+    """Which months the warehouse holds receipts for (by the register's local date), for an empty month."""
+    from ..sinks.query import query
+
+    found = query(
+        settings,
+        "SELECT CAST(EXTRACT(YEAR FROM event_local_date) AS INTEGER) AS y, "
+        "CAST(EXTRACT(MONTH FROM event_local_date) AS INTEGER) AS m, count(*) AS n "
+        "FROM receipts GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    if not found.rows:
+        return "the warehouse holds no receipts yet"
+    held = ", ".join(f"{y:04d}-{m:02d} ({n} receipts)" for y, m, n in found.rows)
+    return f"the warehouse holds receipts for {held}"
+
+
 def add_segments(sub: Subparsers) -> None:
     s = sub.add_parser("segments", help="assign a month's active cards to segments and store them in the profiles")
-    s.add_argument("action", choices=("run",))
+    s.add_argument("action", choices=("run",), help="run: classify the month and store it in the profiles")
     s.add_argument("--month", required=True, help="YYYY-MM (receipts by the register's local date)")
     s.set_defaults(func=cmd_segments)

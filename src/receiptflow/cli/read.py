@@ -6,12 +6,18 @@ Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<c
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rich.console import Console
+from rich.table import Table
+
 from ..config import Settings
+from ..humanize import local_time
 from .common import console, err_console, non_negative_int, print_endpoints
 
 if TYPE_CHECKING:
+    from ..dlq import DeadLetter
     from .common import Subparsers
 
 
@@ -30,9 +36,9 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_consume(sub: Subparsers) -> None:
     s = sub.add_parser("consume", help="print a topic's records as decoded JSON lines (read-committed)")
-    s.add_argument("topic")
-    s.add_argument("--from-beginning", action="store_true")
-    s.add_argument("--max", type=int, default=None)
+    s.add_argument("topic", help="topic name, with RECEIPTFLOW_TOPIC_PREFIX if one is set")
+    s.add_argument("--from-beginning", action="store_true", help="read the retained records, not only new ones")
+    s.add_argument("--max", type=non_negative_int, default=None, help="stop after this many records")
     s.set_defaults(func=cmd_consume)
 
 
@@ -45,12 +51,12 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     require_broker(settings)
     if args.action == "list":
         reasons: Counter[str] = Counter()
+        shown: list[DeadLetter] = []
         for d in iter_dead_letters(settings, from_offset=args.from_offset or 0, reason=args.reason):
             reasons[d.reason] += 1
-            if args.max is None or sum(reasons.values()) <= args.max:
-                where = f"{d.source_topic}[{d.source_partition}]@{d.source_offset}"
-                field = f" ({d.field})" if d.field else ""
-                console.print(f"{d.offset:>8}  {d.reason:<18} {where:<28} {d.message}{field}", markup=False)
+            if args.max is None or len(shown) < args.max:
+                shown.append(d)
+        print_dead_letters(console, shown)
         summary = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items())) or "none"
         err_console.print(f"{sum(reasons.values())} dead letters ({summary})")
         return 0
@@ -77,9 +83,47 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+DLQ_HEADER = ("offset", "rejected", "reason", "from", "why")
+
+
+def dead_letter_row(d: DeadLetter) -> tuple[str, str, str, str, str]:
+    field = f" ({d.field})" if d.field else ""
+    when = local_time(d.failed_at, seconds=False) if d.failed_at is not None else "-"
+    return (
+        str(d.offset),
+        when,
+        d.reason,
+        f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+        d.message + field,
+    )
+
+
+def print_dead_letters(out: Console, letters: Sequence[DeadLetter]) -> None:
+    """At a terminal a table that fits its width (the reason wraps); into a pipe one whole line per letter."""
+    rows = [dead_letter_row(d) for d in letters]
+    if not rows:
+        return  # the count on stderr says "0 dead letters"
+    if out.is_terminal:
+        table = Table(*DLQ_HEADER)
+        for column in table.columns[:3]:
+            column.no_wrap = True
+        for column in table.columns[3:]:
+            column.overflow = "fold"  # folds rather than being cut short
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+        return
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(DLQ_HEADER[:4])]
+    for row in [DLQ_HEADER, *rows]:
+        cells = [c.ljust(w) if i else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
+        out.print("  ".join([*cells, row[4]]), markup=False, highlight=False, soft_wrap=True)
+
+
 def add_dlq(sub: Subparsers) -> None:
     s = sub.add_parser("dlq", help="list dead letters, or replay them to their source topic after a fix")
-    s.add_argument("action", choices=("list", "replay"))
+    s.add_argument(
+        "action", choices=("list", "replay"), help="list: the letters and why; replay: send them back to their source"
+    )
     s.add_argument("--reason", help="only dead letters of this reason code")
     s.add_argument(
         "--from-offset",

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from ..config import Settings
-from .common import console, positive_float, positive_int, print_endpoints
+from ..errors import StackError
+from .common import console, positive_float, positive_int, print_data_dir, print_endpoints
 
 if TYPE_CHECKING:
+    from ..stack.kafka import KafkaCluster
     from .common import Subparsers
 
 
@@ -27,8 +29,10 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         print_endpoints(settings, "stack up:")
         statuses = stack.up(with_postgres=args.with_postgres)
     elif args.action == "down":
+        print_data_dir(settings)
         statuses = stack.down()
     else:
+        print_data_dir(settings)
         statuses = stack.status()
     table = Table("component", "state", "pid", "endpoint")
     for s in statuses:
@@ -46,7 +50,12 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_stack(sub: Subparsers) -> None:
     s = sub.add_parser("stack", help="start, stop or inspect the embedded Kafka + Redis (+ PostgreSQL)")
-    s.add_argument("action", choices=("up", "down", "status", "fetch"))
+    s.add_argument(
+        "action",
+        choices=("up", "down", "status", "fetch"),
+        help="up: start what is not running; down: stop what this data dir started; status: what runs; "
+        "fetch: only download the Kafka jars",
+    )
     s.add_argument("--with-postgres", action="store_true", help="also start a local PostgreSQL server")
     s.set_defaults(func=cmd_stack)
 
@@ -54,8 +63,10 @@ def add_stack(sub: Subparsers) -> None:
 def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     from ..stack.kafka_cluster import KafkaCluster
 
+    print_data_dir(settings)
     cluster = KafkaCluster(settings, nodes=args.nodes)
     if args.action == "up":
+        refuse_cluster_beside_a_broker(settings, cluster)
         statuses = cluster.up()
     elif args.action == "down":
         statuses = cluster.down()
@@ -74,11 +85,36 @@ def cmd_cluster(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def refuse_cluster_beside_a_broker(settings: Settings, cluster: KafkaCluster) -> None:
+    """Refuse ``cluster up`` while a broker that is not one of its nodes holds one of its ports.
+
+    The single-node stack's broker listens on the bootstrap port, node 1's port: the cluster would
+    take it for node 1 and start the other nodes as a second cluster (topics then fail with
+    INVALID_REPLICATION_FACTOR).
+    """
+    from ..stack.kafka import EmbeddedKafka
+
+    single = EmbeddedKafka(settings).status()
+    if single.state == "running":
+        raise StackError(
+            f"the single-node stack's broker runs at {single.endpoint} (pid {single.pid}, data dir "
+            f"{settings.data_dir}); a cluster beside it would be a second cluster: stop it first with "
+            "`.venv/bin/receiptflow stack down`, then run `cluster up`"
+        )
+    foreign = [s.endpoint for s in cluster.status() if s.state == "external"]
+    if foreign:
+        raise StackError(
+            f"a broker that is not a node of this cluster answers at {', '.join(foreign)}: stop it first "
+            "(`.venv/bin/receiptflow stack down` in its data dir), or choose other ports with "
+            "RECEIPTFLOW_BOOTSTRAP_SERVERS"
+        )
+
+
 def add_cluster(sub: Subparsers) -> None:
     s = sub.add_parser(
         "cluster", help="a local multi-node Kafka cluster (replication, failover) on ports from the bootstrap port"
     )
-    s.add_argument("action", choices=("up", "down", "status"))
+    s.add_argument("action", choices=("up", "down", "status"), help="start, stop or inspect the cluster's nodes")
     s.add_argument("--nodes", type=int, default=3, help="number of nodes (broker + controller each), at least 2")
     s.set_defaults(func=cmd_cluster)
 
@@ -95,9 +131,9 @@ def add_demo(sub: Subparsers) -> None:
     s = sub.add_parser(
         "demo", help="the main job on the embedded stack: registers → Kafka → processor → Redis + warehouse"
     )
-    s.add_argument("--duration", type=positive_float, default=60.0, help="seconds of simulated traffic (default 60)")
-    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second (default 50)")
-    s.add_argument("--seed", type=int, default=2010)
-    s.add_argument("--stores", type=positive_int, default=30)
-    s.add_argument("--customers", type=positive_int, default=300)
+    s.add_argument("--duration", type=positive_float, default=60.0, help="seconds of simulated traffic")
+    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second")
+    s.add_argument("--seed", type=int, default=2010, help="seed of the simulated fleet (same seed, same sales)")
+    s.add_argument("--stores", type=positive_int, default=30, help="stores selling")
+    s.add_argument("--customers", type=positive_int, default=300, help="card holders among the shoppers")
     s.set_defaults(func=cmd_demo)

@@ -27,12 +27,13 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     from ..topics import require_broker
 
     require_broker(settings)
+    if args.action == "replay":
+        # A batch with its own summary: no exporter, so it never fights a running `sink run` for its port.
+        return _sink_replay(args, settings)
     metrics = Metrics()
     # The processor serves on metrics_port; the sink on the next port, so both run on one host.
     default_port = settings.metrics_port + 1 if settings.metrics_port else 0
     serve(metrics, default_port if args.metrics_port is None else args.metrics_port, settings.metrics_addr)
-    if args.action == "replay":
-        return _sink_replay(args, settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -92,7 +93,9 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_sink(sub: Subparsers) -> None:
     s = sub.add_parser("sink", help="run the warehouse sink until stopped, or replay a topic into the warehouse")
-    s.add_argument("action", choices=("run", "replay"))
+    s.add_argument(
+        "action", choices=("run", "replay"), help="run: until stopped; replay: the retained topics, then exit"
+    )
     s.add_argument("--from-time", help="replay: from the first record at or after this ISO-8601 time (with zone)")
     s.add_argument("--from-beginning", action="store_true", help="replay: the whole retained topics")
     s.add_argument(
@@ -101,5 +104,10 @@ def add_sink(sub: Subparsers) -> None:
         help="replay: only this topic (repeatable; default: purchases.customer, purchases.analytics and consents)",
     )
     s.add_argument("--idle-exit", type=positive_float, default=None, help="exit after this many idle seconds")
-    s.add_argument("--metrics-port", type=int, default=None, help="override RECEIPTFLOW_METRICS_PORT")
+    s.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="run: serve /metrics here (default: RECEIPTFLOW_METRICS_PORT + 1; 0 turns it off); replay serves none",
+    )
     s.set_defaults(func=cmd_sink)

@@ -298,6 +298,8 @@ class SegmentRun:
     no_profile: int = 0
     erased: int = 0
     per_segment: dict[str, int] = field(default_factory=dict)  # assigned (before the Redis checks)
+    per_visits_class: dict[str, int] = field(default_factory=dict)  # assigned, for the report
+    per_money_class: dict[str, int] = field(default_factory=dict)
 
 
 def run_segments(
@@ -317,6 +319,8 @@ def run_segments(
     for a in assignments:
         key = a.grocery_segment or "-"
         run.per_segment[key] = run.per_segment.get(key, 0) + 1
+        run.per_visits_class[a.visits_class] = run.per_visits_class.get(a.visits_class, 0) + 1
+        run.per_money_class[a.money_class] = run.per_money_class.get(a.money_class, 0) + 1
     if progress is not None:
         progress(0, len(assignments))
     for i in range(0, len(assignments), batch):
