@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from receiptflow.config import Settings
-from receiptflow.stack.kafka import KafkaCluster, broker_answers
+from receiptflow.stack.kafka import broker_answers
+from receiptflow.stack.kafka_cluster import KafkaCluster
 
 pytestmark = pytest.mark.integration
 

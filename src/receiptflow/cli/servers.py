@@ -15,7 +15,7 @@ from ..errors import StackError
 from .common import console, positive_float, positive_int, print_data_dir, print_endpoints
 
 if TYPE_CHECKING:
-    from ..stack.kafka import KafkaCluster
+    from ..stack.kafka_cluster import KafkaCluster
     from .common import Subparsers
 
 
