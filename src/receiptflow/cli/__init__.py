@@ -7,8 +7,8 @@ does the work and print; long-running ones first print which broker, Redis and w
 One module per command group, each holding its commands' arguments (``add_<command>``) next to
 their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
 (topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
-:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments)
-and :mod:`.privacy` (export, erase); :mod:`.common` holds the consoles and argument types. Handlers
+:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments),
+:mod:`.privacy` (export, erase) and :mod:`.web` (the web page); :mod:`.common` holds the consoles and argument types. Handlers
 import their work lazily, so ``receiptflow --help`` stays fast. This module builds the parser in
 the order ``--help`` lists the commands and turns errors into one line and an exit code.
 """
@@ -26,7 +26,7 @@ from rich.markup import escape
 from .. import __version__
 from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
-from . import contract, privacy, process, produce, profile_commands, read, servers, sink
+from . import contract, privacy, process, produce, profile_commands, read, servers, sink, web
 from .common import err_console
 
 __all__ = ["build_parser", "load_settings", "main"]
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile_commands.add_segments(sub)
     privacy.add_export(sub)
     privacy.add_erase(sub)
+    web.add_web(sub)
     servers.add_demo(sub)
     return p
 
