@@ -8,9 +8,10 @@ One module per command group, each holding its commands' arguments (``add_<comma
 their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
 (topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
 :mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments),
-:mod:`.privacy` (export, erase) and :mod:`.web` (the web page); :mod:`.common` holds the consoles and argument types. Handlers
-import their work lazily, so ``receiptflow --help`` stays fast. This module builds the parser in
-the order ``--help`` lists the commands and turns errors into one line and an exit code.
+:mod:`.privacy` (export, erase) and :mod:`.web` (the web page); :mod:`.common` holds the consoles
+and argument types. Handlers import their work lazily, so ``receiptflow --help`` stays fast. This
+module builds the parser in the order ``--help`` lists the commands and turns errors into one line
+and an exit code.
 """
 
 from __future__ import annotations
