@@ -33,8 +33,9 @@ from .texts import t
 
 Handler = Callable[[Request], Awaitable[Response]]
 CUSTOMER_PAGES = ("purchases", "mix", "nutrition", "climate", "consents", "data", "erase")
-SIGNIN_LIMIT = 10  # attempts per client address ...
-SIGNIN_WINDOW = 60.0  # ... per this many seconds
+SIGNIN_LIMIT = 10  # sign-in attempts with a link that is not valid, per client address ...
+SIGNIN_WINDOW = 600.0  # ... per this many seconds
+REQUESTS_LIMIT = 120  # sign-in requests of any kind per client address per minute
 
 
 class Web:
@@ -46,11 +47,16 @@ class Web:
         self.links = Links(
             self.key, settings.web_link_minutes, UsedLinks(settings.data_dir.resolve() / "web" / "used-links")
         )
-        self.limiter = RateLimiter(SIGNIN_LIMIT, SIGNIN_WINDOW)
+        self.failures = RateLimiter(SIGNIN_LIMIT, SIGNIN_WINDOW)
+        self.requests = RateLimiter(REQUESTS_LIMIT, 60.0)
         self.backend = backend or Backend(settings)
         self.env = Environment(
             loader=PackageLoader("receiptflow.web", "templates"), autoescape=select_autoescape(default=True)
         )
+
+    def throttled(self, client: str) -> bool:
+        """Whether a sign-in request from ``client`` is refused now (it counts as one request)."""
+        return self.failures.full(client) or not self.requests.allow(client)
 
     def link(self, role: str, subject: str) -> str:
         """The sign-in URL for ``subject`` in ``role``, as people open it."""
@@ -156,23 +162,25 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
     async def signin_page(request: Request) -> Response:
         lang = _lang(request)
-        if not web.limiter.allow(_client(request)):
+        if web.throttled(_client(request)):
             return _message(web, request, 429, t("signin_title", lang), t("too_many", lang))
         token = request.path_params["token"]
         if web.links.check(token) is None:
+            web.failures.allow(_client(request))
             return _message(web, request, 400, t("signin_title", lang), t("signin_bad", lang))
         # A page with a button, not a sign-in on GET: a mail scanner that opens the link uses nothing up.
         return _render(web, request, "signin.html", token=token)
 
     async def signin(request: Request) -> Response:
         lang = _lang(request)
-        if not web.limiter.allow(_client(request)):
+        if web.throttled(_client(request)):
             return _message(web, request, 429, t("signin_title", lang), t("too_many", lang))
         form = await _form(request)
         if not csrf_ok(request.session.get("csrf"), form.get("csrf")):
             return _message(web, request, 403, t("forbidden", lang), t("csrf", lang))
         login = web.links.redeem(form.get("token", ""))
         if login is None:
+            web.failures.allow(_client(request))
             return _message(web, request, 400, t("signin_title", lang), t("signin_bad", lang))
         request.session.clear()  # a new session for the new login (no fixation)
         request.session.update(role=login.role, subject=login.subject, csrf=secrets.token_urlsafe(24))
@@ -213,14 +221,19 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             newest = None if facts is None else facts["consent"]
             email = newest["electronic_marketing"] if newest else settings.default_electronic_marketing
             product = profile.consent.product_data if profile.consent else settings.default_product_data_marketing
-            context.update(product=product, email=email, known=profile.consent is not None)
+            # Right after a change the stores may not have it yet: show what the broker acknowledged.
+            just_saved = request.session.pop("consents_saved", None)
+            if context["saved"] and isinstance(just_saved, list) and len(just_saved) == 2:
+                product, email = bool(just_saved[0]), bool(just_saved[1])
+            context.update(product=product, email=email, known=profile.consent is not None or context["saved"])
         elif name == "erase":
             context["step"] = request.query_params.get("step", "")
         return _render(web, request, f"{name}.html", **context)
 
     async def consents(request: Request, card: str) -> Response:
         form = request.state.form
-        web.backend.set_consents(card, form.get("product_data") == "on", form.get("email") == "on")
+        change = web.backend.set_consents(card, form.get("product_data") == "on", form.get("email") == "on")
+        request.session["consents_saved"] = [change.product_data_marketing, change.electronic_marketing]
         return RedirectResponse(f"/card/{quote(card, safe='')}/consents?saved=1", 303)
 
     async def download(request: Request, card: str) -> Response:

@@ -9,7 +9,8 @@
   through the audited full view only; a cashier or register login nothing that belongs to a card.
 * **CSRF**: each session has a random token; every form that changes something sends it back and
   the server compares it in constant time (:func:`csrf_ok`).
-* **Rate limits** (:class:`RateLimiter`): sign-in attempts per client address in a sliding window.
+* **Rate limits** (:class:`RateLimiter`): per client address in a sliding window, sign-in attempts
+  with a link that is not valid (guessing) and, more generously, sign-in requests of any kind.
 
 The session itself is Starlette's signed cookie (``SessionMiddleware``: itsdangerous, HttpOnly,
 SameSite=Lax, Secure when the page is served over HTTPS).
@@ -149,6 +150,13 @@ class RateLimiter:
         self.clock = clock
         self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+
+    def full(self, key: str) -> bool:
+        """Whether ``key`` is at its limit now (counts nothing)."""
+        with self._lock:
+            events = self._events.get(key)
+            now = self.clock()
+            return events is not None and sum(1 for e in events if e > now - self.window) >= self.limit
 
     def allow(self, key: str) -> bool:
         """Count one event for ``key``; False when it is over the limit (the event is not counted then)."""

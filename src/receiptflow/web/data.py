@@ -114,7 +114,8 @@ class Backend:
         return [{"id": str(i), **{str(k): str(v) for k, v in f.items()}} for i, f in entries]  # type: ignore[union-attr]
 
     def warehouse_facts(self, card: str, now: datetime | None = None) -> dict[str, Any] | None:
-        """Chains per window and the newest consent state from the warehouse; None when it cannot be opened."""
+        """Chains per window and the newest consent state from the warehouse; None when it cannot be opened
+        (a DuckDB file that a running sink holds, a PostgreSQL that does not answer)."""
         at = now or datetime.now(UTC)
         p = "%s" if self.settings.resolved_warehouse_url.startswith("postgres") else "?"
         try:
@@ -132,12 +133,10 @@ class Backend:
                 for chain, visits, cents in rows:
                     chains.setdefault(str(chain), {})[f"{n}d"] = {"visits": int(visits), "spend_cents": int(cents)}
             consent = sink.query(
-                "SELECT product_data_marketing, electronic_marketing, event_time FROM consent_changes "
-                f"WHERE card_id = {p} ORDER BY event_time DESC LIMIT 1",
+                "SELECT product_data_marketing, electronic_marketing, changed_at FROM consent_changes "
+                f"WHERE card_id = {p} ORDER BY changed_at DESC LIMIT 1",
                 (card,),
             )
-        except ReceiptflowError:
-            return None
         finally:
             sink.close()
         newest = None

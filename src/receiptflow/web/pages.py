@@ -122,9 +122,9 @@ def nutrition(view: Mapping[str, Any], lang: str) -> dict[str, Any]:
         ]
         # One scale for three units: each bar is the basket as a share of its recommendation (the mark at 100 %).
         bars = [
-            Bar(t("salt", lang), salt / salt_max, number(salt, lang, 2), 1.0),
-            Bar(t("sugar", lang), sugar / sugar_max, percent(sugar, lang, 1), 1.0),
-            Bar(t("vegfruit", lang), veg / veg_min, number(veg, lang, 1), 1.0),
+            Bar(t("salt_short", lang), salt / salt_max, number(salt, lang, 2), 1.0),
+            Bar(t("sugar_short", lang), sugar / sugar_max, percent(sugar, lang, 1), 1.0),
+            Bar(t("vegfruit_short", lang), veg / veg_min, number(veg, lang, 1), 1.0),
         ]
     return {
         "rows": rows,
@@ -142,6 +142,9 @@ def climate(view: Mapping[str, Any], lang: str) -> dict[str, Any]:
     domestic = n["domestic_share"]
     chart: Markup = bar_chart(
         t("chart_of", lang, what=t("domestic_share", lang)),
-        [Bar(t("domestic_share", lang), domestic, percent(domestic, lang, 1), None)],
+        [
+            Bar(t("domestic", lang), domestic, percent(domestic, lang, 1)),
+            Bar(t("other_origin", lang), 1 - domestic, percent(1 - domestic, lang, 1)),
+        ],
     )
     return {"co2e": number(n["kg_co2e_per_euro"], lang, 3), "domestic": percent(domestic, lang, 1), "chart": chart}

@@ -83,6 +83,13 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (Finnish, English)
     "salt": ("Suola, g / 1000 kcal", "Salt, g per 1000 kcal"),
     "sugar": ("Sokeri, osuus energiasta", "Sugar, share of energy"),
     "vegfruit": ("Kasvikset, hedelmät ja marjat, g / 1000 kcal", "Vegetables, fruit and berries, g per 1000 kcal"),
+    "salt_short": ("Suola", "Salt"),
+    "sugar_short": ("Sokeri", "Sugar"),
+    "vegfruit_short": ("Kasvikset ja hedelmät", "Vegetables and fruit"),
+    "chart_mark": (
+        "Pylväs on ostoskorisi suhteessa suositukseen; katkoviiva on suosituksen raja.",
+        "Each bar is your basket relative to the recommendation; the dashed line is the recommended limit.",
+    ),
     "at_most": ("enintään {v}", "at most {v}"),
     "at_least": ("vähintään {v}", "at least {v}"),
     "salt_sources": ("Mistä suola tuli", "Where the salt came from"),
@@ -95,6 +102,8 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (Finnish, English)
     ),
     "co2e_per_euro": ("Hiilijalanjälki, kg CO2e / €", "Carbon footprint, kg CO2e per €"),
     "domestic_share": ("Kotimaisten tuotteiden osuus", "Domestic share"),
+    "domestic": ("Kotimaiset", "Domestic"),
+    "other_origin": ("Muut tai tuntematon alkuperä", "Other or unknown origin"),
     "climate_over_time": (
         "Kehitystä ajan yli ei voi näyttää: profiili säilyttää vain kertyneet summat.",
         "No trend over time can be shown: the profile keeps running totals only.",
