@@ -263,7 +263,11 @@ def _summary(
     console.print("\n[bold]Look at the data next[/bold]")
     console.print(f"  receiptflow consume {names.purchases_customer} --from-beginning --max 5")
     if card:
+        from .web.app import Web
+
         console.print(f"  receiptflow profile {card}")
+        console.print(f"  receiptflow web, then open {Web(settings).link('customer', card)}", markup=False)
+        console.print(f"    (one-time, {settings.web_link_minutes} min; a new one: receiptflow web link {card})")
     url = settings.resolved_warehouse_url
     if url.startswith("duckdb:///"):
         path = url.removeprefix("duckdb:///")
