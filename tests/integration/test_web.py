@@ -85,6 +85,8 @@ class Site:
 def _env(settings: Settings) -> dict[str, str]:
     env = env_for(settings)
     env["RECEIPTFLOW_WEB_BASE_URL"] = settings.web_base_url
+    if settings.households_file is not None:
+        env["RECEIPTFLOW_HOUSEHOLDS_FILE"] = str(settings.households_file)
     return env
 
 
@@ -129,6 +131,13 @@ def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pyte
     # The cards with the most receipts that kept their item lines (chains that keep totals only have none).
     with_items = sorted(sim.truth.per_card, key=lambda c: -sum(1 for p in purchases if p.card_id == c and p.items))
     cards = {"main": with_items[0], "other": with_items[1], "erase": with_items[2]}
+    # One household; the third card does not share its points with it.
+    households = data / "households.csv"
+    households.write_text(
+        f"card_id,household_id,share_points\n{cards['main']},h1,yes\n{cards['other']},h1,\n{cards['erase']},h1,no\n",
+        encoding="utf-8",
+    )
+    s = s.model_copy(update={"households_file": households})
     mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id in cards.values()]
     store = RedisProfileStore.from_settings(s)
     store.client.delete(*[k for c in cards.values() for k in (profile_key(c), seen_key(c))])
@@ -232,6 +241,8 @@ def test_sign_in_by_link_and_the_figures_equal_the_customer_view(site: Site, pag
         assert row.locator(".spend").inner_text() == euros(cents, "en")
     assert view["visits"] > 0 and view["windows"]["90d"]["visits"] > 0
     assert page.inner_text("#points") == number(view["points"], "en")
+    assert set(view["household"]["members_points"]) == {card, site.cards["other"]}  # not the card that keeps its own
+    assert page.inner_text("#household-points") == number(view["household"]["points"], "en")
     assert page.locator("#chains tbody tr").count() >= 1
     assert page.locator("svg.chart").count() == 1
     shoot(page, "purchases")
