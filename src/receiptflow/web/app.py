@@ -197,7 +197,7 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         lang = _lang(request)
         name = request.path_params.get("page", "purchases")
         if name not in CUSTOMER_PAGES:
-            return _message(web, request, 404, t("forbidden", lang), t("forbidden_text", lang))
+            return _message(web, request, 404, t("not_found", lang), t("not_found", lang))
         page = web.backend.customer(card)
         context: dict[str, Any] = {"card": card, "page": name, "saved": request.query_params.get("saved") == "1"}
         if page is None:

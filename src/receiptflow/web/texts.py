@@ -47,9 +47,12 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (Finnish, English)
     "unavailable": ("Palvelu ei juuri nyt vastaa", "The service does not answer right now"),
     "nothing_held": ("Kortistasi ei ole tallessa tietoja.", "Nothing is held about your card."),
     "nothing_held_topics": (
-        "Tapahtumalokeissa voi vielä olla ostotapahtumia, kunnes niiden säilytysaika päättyy:",
-        "Event logs may still hold purchase records until their retention ends:",
+        "Järjestelmän tapahtumalokeissa voi vielä olla ostotapahtumiasi, kunnes niiden säilytysaika päättyy; "
+        "Tietoni-sivun lataus kertoo, mihin asti. Mikään tietovarasto ei ota niitä enää vastaan.",
+        "The system's event logs may still hold your purchase records until their retention ends; the "
+        "download on My data says until when. No store takes them in again.",
     ),
+    "not_found": ("Sivua ei ole", "No such page"),
     "visits": ("Käynnit", "Visits"),
     "spend": ("Ostot", "Spend"),
     "period": ("Ajanjakso", "Period"),

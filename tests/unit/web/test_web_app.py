@@ -198,3 +198,9 @@ def test_the_session_cookie_is_httponly_and_samesite(backend: MemoryBackend) -> 
     page = c.get(f"/signin/{token}")
     cookie = page.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_an_unknown_page_is_404(backend: MemoryBackend) -> None:
+    c = client(backend)
+    sign_in(c, "customer", "1001")
+    assert c.get("/card/1001/nothing-here").status_code == 404
