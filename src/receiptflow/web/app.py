@@ -203,7 +203,8 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         if page is None:
             if name in ("data", "erase", "consents"):
                 return _render(web, request, f"{name}.html", **context, view=None)
-            return _render(web, request, "nothing.html", **context)
+            erased = t("erased", lang) if request.session.pop("erased", False) else None
+            return _render(web, request, "nothing.html", **context, erased=erased)
         view, profile = page.view, page.profile
         context["view"] = view
         context["gap"] = pages.product_gap(profile, settings.default_product_data_marketing)
@@ -245,11 +246,11 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         )
 
     async def erase(request: Request, card: str) -> Response:
-        lang = _lang(request)
         if request.state.form.get("confirm") != "yes":
             return _render(web, request, "erase.html", 400, card=card, page="erase", step="confirm", must=True)
         web.backend.erase(card)
-        return _render(web, request, "nothing.html", card=card, page="purchases", erased=t("erased", lang))
+        request.session["erased"] = True  # the next page says so; a reload of it erases nothing again
+        return RedirectResponse(f"/card/{quote(card, safe='')}", 303)
 
     async def support(request: Request) -> Response:
         login = _login(request)

@@ -168,8 +168,9 @@ def test_erasure_needs_the_confirmation_then_nothing_is_held(backend: MemoryBack
     assert backend.erased == []
     done = c.post("/card/1001/erase", data={"csrf": csrf, "confirm": "yes"})
     assert done.status_code == 200 and "Nothing is held about your card." in done.text
-    assert backend.erased == ["1001"]
-    assert "Nothing is held" in c.get("/card/1001").text
+    assert backend.erased == ["1001"] and "Your data has been erased." in done.text
+    again = c.get("/card/1001").text
+    assert "Nothing is held" in again and "has been erased" not in again
 
 
 def test_sign_in_is_rate_limited(backend: MemoryBackend) -> None:
