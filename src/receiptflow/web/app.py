@@ -1,6 +1,7 @@
 """The Starlette application: routes, who may use each, and the pages they render.
 
-Every page is rendered on the server and works without JavaScript (the page has none). Routes
+Every page is rendered on the server and works without JavaScript (the page has none). The
+backend's calls block (Redis, Kafka, the warehouse), so they run in Starlette's thread pool. Routes
 under ``/card/{card}`` are the card holder's, and only theirs (:func:`auth.may_see_card`): no login
 gets 401, another card, a support or a cashier login 403. ``/support/card/{card}`` is support's
 full view, audited per look; a cashier or register login gets 403 there too. Every POST checks the
@@ -17,6 +18,7 @@ from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -198,7 +200,7 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         name = request.path_params.get("page", "purchases")
         if name not in CUSTOMER_PAGES:
             return _message(web, request, 404, t("not_found", lang), t("not_found", lang))
-        page = web.backend.customer(card)
+        page = await run_in_threadpool(web.backend.customer, card)
         context: dict[str, Any] = {"card": card, "page": name, "saved": request.query_params.get("saved") == "1"}
         if page is None:
             if name in ("data", "erase", "consents"):
@@ -209,7 +211,7 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         context["view"] = view
         context["gap"] = pages.product_gap(profile, settings.default_product_data_marketing)
         if name == "purchases":
-            facts = web.backend.warehouse_facts(card)
+            facts = await run_in_threadpool(web.backend.warehouse_facts, card)
             context["p"] = pages.purchases(view, profile, None if facts is None else facts["chains"], lang)
         elif name == "mix":
             context["p"] = pages.mix(view, lang)
@@ -218,7 +220,7 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         elif name == "climate":
             context["p"] = pages.climate(view, lang)
         elif name == "consents":
-            facts = web.backend.warehouse_facts(card)
+            facts = await run_in_threadpool(web.backend.warehouse_facts, card)
             newest = None if facts is None else facts["consent"]
             email = newest["electronic_marketing"] if newest else settings.default_electronic_marketing
             product = profile.consent.product_data if profile.consent else settings.default_product_data_marketing
@@ -233,12 +235,13 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
 
     async def consents(request: Request, card: str) -> Response:
         form = request.state.form
-        change = web.backend.set_consents(card, form.get("product_data") == "on", form.get("email") == "on")
+        product, email = form.get("product_data") == "on", form.get("email") == "on"
+        change = await run_in_threadpool(web.backend.set_consents, card, product, email)
         request.session["consents_saved"] = [change.product_data_marketing, change.electronic_marketing]
         return RedirectResponse(f"/card/{quote(card, safe='')}/consents?saved=1", 303)
 
     async def download(request: Request, card: str) -> Response:
-        doc = web.backend.export(card)
+        doc = await run_in_threadpool(web.backend.export, card)
         return Response(
             json.dumps(doc, default=str, indent=2, ensure_ascii=False),
             media_type="application/json",
@@ -248,7 +251,7 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     async def erase(request: Request, card: str) -> Response:
         if request.state.form.get("confirm") != "yes":
             return _render(web, request, "erase.html", 400, card=card, page="erase", step="confirm", must=True)
-        web.backend.erase(card)
+        await run_in_threadpool(web.backend.erase, card)
         request.session["erased"] = True  # the next page says so; a reload of it erases nothing again
         return RedirectResponse(f"/card/{quote(card, safe='')}", 303)
 
@@ -263,7 +266,7 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         if not card:
             return _render(web, request, "support.html", doc=None, card=None)
         try:
-            doc, audit_id = web.backend.support_look(card, login.subject)
+            doc, audit_id = await run_in_threadpool(web.backend.support_look, card, login.subject)
         except ReceiptflowError as exc:
             return _message(web, request, 503, t("unavailable", lang), str(exc).splitlines()[0])
         text = json.dumps(doc, indent=2, ensure_ascii=False, default=str) if doc is not None else None

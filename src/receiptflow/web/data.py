@@ -25,7 +25,7 @@ from typing import Any
 import redis
 
 from ..config import Settings
-from ..errors import ProfileStoreError, ReceiptflowError
+from ..errors import BrokerError, ProfileStoreError, ReceiptflowError
 from ..jobs.subject import erase_card, export_card
 from ..models import ConsentChange
 from ..processors.households import load_households, members
@@ -152,8 +152,11 @@ class Backend:
         validate_consent(change)
         if self._producer is None:
             self._producer = RegisterClient(self.settings)
+        failed = self._producer.stats.failed
         self._producer.send_consent(change)
-        self._producer.flush(10)
+        stats = self._producer.flush(10)
+        if stats.failed > failed:
+            raise BrokerError(f"the consent change was not accepted by Kafka: {stats.errors[-1]}; try again")
         return change
 
     def export(self, card: str) -> dict[str, Any]:
