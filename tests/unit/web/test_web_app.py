@@ -205,3 +205,14 @@ def test_an_unknown_page_is_404(backend: MemoryBackend) -> None:
     c = client(backend)
     sign_in(c, "customer", "1001")
     assert c.get("/card/1001/nothing-here").status_code == 404
+
+
+def test_pages_forbid_scripts_framing_and_referrers(backend: MemoryBackend) -> None:
+    c = client(backend)
+    token = c.app.state.web.links.make("customer", "1001")  # type: ignore[attr-defined]
+    page = c.get(f"/signin/{token}")
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none' covers scripts
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["referrer-policy"] == "no-referrer" and page.headers["cache-control"] == "no-store"
+    assert "<script" not in page.text
