@@ -21,6 +21,12 @@ setup: $(VENV)/.installed
 	bash deploy/setup-system.sh
 	bash deploy/k8s/install-kustomize.sh $(BIN)
 	$(BIN)/receiptflow stack fetch
+	$(MAKE) --no-print-directory tests/integration/browser/node_modules/.installed
+
+# axe-core (pinned in package.json and its lock) for the browser tests' accessibility check, from the npm registry.
+tests/integration/browser/node_modules/.installed: tests/integration/browser/package.json
+	npm ci --prefix tests/integration/browser --no-audit --no-fund --loglevel=error
+	touch $@
 
 demo: setup
 	$(BIN)/receiptflow demo

@@ -4,6 +4,8 @@
 #   postgresql (Debian package)            the server-option warehouse, for the integration tests
 #   openjdk-17-jre-headless, maven         the Apache Kafka broker and the resolution of its jars
 #   prometheus (Debian package)            the Prometheus server and promtool, for the tests of deploy/prometheus
+#   chromium, npm (Debian packages)        the browser the web page's tests drive (Playwright) and the
+#                                          client that installs axe-core for their accessibility check
 # It installs only with permission: as root, or with password-less sudo, and never when
 # RECEIPTFLOW_NO_SYSTEM_INSTALL=1. Otherwise it names what is missing and exits non-zero.
 set -euo pipefail
@@ -16,6 +18,8 @@ fi
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -9,6 +9,12 @@ one Redis key and one purchase updates one card atomically, in the card's own Re
 Reading a household is a pipeline of per-member reads (one round trip per master holding a member on
 a cluster): each member's hash is read whole, the sum is not one atomic snapshot — enough for a
 points display, not for spending household points (see docs/profiles.md, "Redis Cluster").
+
+Sharing is the household's choice, card by card: an optional ``share_points`` column (``yes``/``no``,
+``true``/``false``, ``1``/``0``; missing or empty means yes) marks a card whose holder does not let the
+household see its points. Such a card is left out of the household, both ways: its points are not
+added to the others' view, and its holder sees only its own card's points (the card holder's page and
+``profile --view customer`` alike).
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from types import MappingProxyType
 
 from ..errors import ConfigError
 
+_NO = frozenset({"no", "false", "0", "n"})
+
 
 def load_households(path: Path) -> Mapping[str, str]:
-    """card id -> household id from a ``card_id,household_id`` CSV."""
+    """card id -> household id from a ``card_id,household_id[,share_points]`` CSV, leaving out the cards
+    that do not share their points with the household."""
     try:
         with path.open(encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
@@ -30,7 +39,9 @@ def load_households(path: Path) -> Mapping[str, str]:
         raise ConfigError(f"cannot read households file {path}: {exc}") from exc
     if rows and not {"card_id", "household_id"} <= set(rows[0]):
         raise ConfigError(f"households file {path}: the header must be card_id,household_id")
-    return MappingProxyType({r["card_id"]: r["household_id"] for r in rows})
+    return MappingProxyType(
+        {r["card_id"]: r["household_id"] for r in rows if (r.get("share_points") or "yes").strip().lower() not in _NO}
+    )
 
 
 def write_households(path: Path, membership: Mapping[str, str]) -> None:

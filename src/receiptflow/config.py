@@ -188,6 +188,15 @@ class Settings(BaseSettings):
         description="batch commands (profiles rebuild, segments run) write their metrics here when they finish, "
         "in the Prometheus text format, for node_exporter's textfile collector",
     )
+    web_secret_key: SecretStr | None = Field(
+        default=None,
+        description="key that signs the web page's sign-in links and session cookies; required in production, "
+        "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    web_base_url: str = Field(
+        default="http://127.0.0.1:8080", description="the address people open the web page at (sign-in links)"
+    )
+    web_link_minutes: int = Field(default=15, ge=1, le=24 * 60, description="how long a sign-in link is valid")
     schema_registry_url: str | None = Field(
         default=None, description="Confluent-compatible schema registry; unset: ids from schemas/ in the repo"
     )

@@ -266,6 +266,18 @@ def _summary(
     for line in next_commands(settings, card=next(iter(sorted(truth.per_card)), None)):
         # One line each, never wrapped: a person pastes them into a shell as they are.
         console.print(f"  {line}", markup=False, soft_wrap=True)
+    card = next(iter(sorted(truth.per_card)), None)
+    if card:
+        from .web.app import Web
+
+        # The link is printed, not a command: it works once, for a few minutes, in a browser.
+        console.print(
+            f"\n[bold]The card holder's page[/bold]: serve it with the first line, then open the link"
+            f" (one-time, {settings.web_link_minutes} min; the last line prints a new one)"
+        )
+        console.print(f"  {own_command()} web", markup=False, soft_wrap=True)
+        console.print(f"  {Web(settings).link('customer', card)}", markup=False, soft_wrap=True)
+        console.print(f"  {own_command()} web link {shlex.quote(card)}", markup=False, soft_wrap=True)
     if not ok:
         console.print("[red]the counts do not agree[/red]")
     return 0 if ok else 1

@@ -6,7 +6,8 @@ From the bottom up:
    models, codec, topics, metrics, validation, policy, catalogue, card hashing, erasure record, …);
 2. ``producers``, ``processors`` and ``sinks``, which use the core and never import each other;
 3. ``jobs``: batch jobs that combine the layers below (profile rebuild, segments, subject export
-   and erasure);
+   and erasure); ``web``, the card holder's page, stands beside them: it may import the jobs as
+   well, and neither the jobs nor anything below imports it;
 4. the commands on top (``cli``, ``demo``, ``__main__``), which may import anything.
 
 The check reads every import statement of the package (lazy ones inside functions too) with
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.unit
 PACKAGE_DIR = Path(receiptflow.__file__).parent
 LAYERS = ("producers", "processors", "sinks")
 JOBS = "jobs"
+WEB = "web"
 TOP = ("cli", "demo", "__main__")
 
 
@@ -67,10 +69,10 @@ def _imports(module: str, path: Path) -> list[tuple[str, int]]:
 
 
 def _layer(module: str) -> str:
-    """The layer of a dotted name: a layer folder, ``jobs``, ``top`` or ``core``."""
+    """The layer of a dotted name: a layer folder, ``jobs``, ``web``, ``top`` or ``core``."""
     parts = module.split(".")
     first = parts[1] if len(parts) > 1 else ""
-    if first in LAYERS or first == JOBS:
+    if first in LAYERS or first in (JOBS, WEB):
         return first
     if first in TOP:
         return "top"
@@ -82,6 +84,8 @@ def _allowed(source: str, target: str) -> bool:
         return True
     if source == JOBS:
         return target in LAYERS
+    if source == WEB:
+        return target in LAYERS or target == JOBS
     return False
 
 
@@ -91,6 +95,7 @@ def test_modules_are_found() -> None:
         assert name in modules
     assert any(_layer(m) == "producers" for m in modules)
     assert any(_layer(m) == JOBS for m in modules)
+    assert any(_layer(m) == WEB for m in modules)
 
 
 def test_layers_import_one_way() -> None:
@@ -116,6 +121,12 @@ def test_layers_import_one_way() -> None:
         ("receiptflow.jobs.subject", "receiptflow.sinks.subject", True),
         ("receiptflow.processors.router", "receiptflow.validation", True),
         ("receiptflow.cli", "receiptflow.jobs.segments", True),
+        ("receiptflow.web.data", "receiptflow.jobs.subject", True),
+        ("receiptflow.web.data", "receiptflow.processors.profile_views", True),
+        ("receiptflow.jobs.subject", "receiptflow.web.data", False),
+        ("receiptflow.processors.app", "receiptflow.web.app", False),
+        ("receiptflow.config", "receiptflow.web.i18n", False),
+        ("receiptflow.cli.web", "receiptflow.web.app", True),
     ],
 )
 def test_the_rule(source: str, target: str, allowed: bool) -> None:

@@ -8,8 +8,9 @@ One module per command group, each holding its commands' arguments (``add_<comma
 their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
 (topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
 :mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments),
-:mod:`.privacy` (export, erase) and :mod:`.warehouse` (sql); :mod:`.common` holds the consoles and
-argument types. Handlers import their work lazily, so ``receiptflow --help`` stays fast. This
+:mod:`.privacy` (export, erase), :mod:`.warehouse` (sql) and :mod:`.web` (the web page); :mod:`.common`
+holds the consoles and argument types. Handlers import their work lazily, so ``receiptflow --help``
+stays fast. This
 module builds the parser in the order ``--help`` lists the commands and turns errors into one line
 and an exit code.
 """
@@ -27,7 +28,7 @@ from rich.markup import escape
 from .. import __version__
 from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
-from . import contract, privacy, process, produce, profile_commands, read, servers, sink, warehouse
+from . import contract, privacy, process, produce, profile_commands, read, servers, sink, warehouse, web
 from .common import err_console
 
 __all__ = ["build_parser", "load_settings", "main"]
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     privacy.add_export(sub)
     privacy.add_erase(sub)
     warehouse.add_sql(sub)
+    web.add_web(sub)
     servers.add_demo(sub)
     # Each command's --help opens with the line the command list shows, and names its defaults.
     for listed in sub._choices_actions:

@@ -1,0 +1,56 @@
+"""The web page: ``web serve`` (the default) and ``web link``.
+
+Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ..config import Settings
+from ..errors import UsageError
+from .common import console, err_console, print_endpoints
+
+if TYPE_CHECKING:
+    from .common import Subparsers
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "link":
+        return _link(args, settings)
+    import uvicorn
+
+    from ..web.app import build_app
+
+    print_endpoints(settings, "web:")
+    app = build_app(settings)
+    err_console.print(f"serving the page at http://{args.host}:{args.port}/ (sign-in links: {settings.web_base_url})")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
+    return 0
+
+
+def _link(args: argparse.Namespace, settings: Settings) -> int:
+    from ..web.app import Web
+
+    if args.subject is None:
+        raise UsageError("web link needs a CARD (or a staff login with --role support|cashier)")
+    url = Web(settings).link(args.role, args.subject)
+    console.print(url, soft_wrap=True, highlight=False, markup=False)
+    err_console.print(f"valid for {settings.web_link_minutes} minutes, once")
+    return 0
+
+
+def add_web(sub: Subparsers) -> None:
+    s = sub.add_parser("web", help="serve the card holder's web page, or print a one-time sign-in link for it")
+    s.add_argument("action", nargs="?", choices=("serve", "link"), default="serve")
+    s.add_argument("subject", nargs="?", metavar="CARD", help="web link: the card (or the staff login's name)")
+    s.add_argument(
+        "--role",
+        choices=("customer", "support", "cashier"),
+        default="customer",
+        help="web link: whom the link signs in (support and cashier links name a staff login)",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="web serve: address to listen on")
+    s.add_argument("--port", type=int, default=8080, help="web serve: port to listen on")
+    s.set_defaults(func=cmd_web)

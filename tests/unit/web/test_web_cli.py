@@ -1,0 +1,51 @@
+"""``receiptflow web link``: the printed URL signs in at a server of the same install; errors are one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from receiptflow.cli import main
+from receiptflow.config import Settings
+from receiptflow.web.app import Web
+from receiptflow.web.auth import Login
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in ("RECEIPTFLOW_WEB_SECRET_KEY", "RECEIPTFLOW_DEPLOYMENT", "RECEIPTFLOW_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECEIPTFLOW_WEB_BASE_URL", "http://shop.example:8080/")
+    return tmp_path / "data"
+
+
+def test_the_printed_link_signs_in_once_at_the_install_s_server(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["web", "link", "2710000000000001"]) == 0
+    url = capsys.readouterr().out.strip()
+    assert url.startswith("http://shop.example:8080/signin/")
+    server = Web(Settings(data_dir=env))  # the key generated for this install by the command above
+    token = url.rsplit("/", 1)[1]
+    assert server.links.redeem(token) == Login("customer", "2710000000000001")
+    assert server.links.redeem(token) is None
+    other_install = Web(Settings(data_dir=env.parent / "other"))
+    assert other_install.links.check(token) is None
+
+
+def test_a_staff_link_names_its_role(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["web", "link", "till-12", "--role", "cashier"]) == 0
+    token = capsys.readouterr().out.strip().rsplit("/", 1)[1]
+    assert Web(Settings(data_dir=env)).links.check(token) == Login("cashier", "till-12")
+
+
+def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert main(["web", "link"]) == 2
+    out = capsys.readouterr().err
+    assert "web link needs a CARD" in out and len(out.strip().splitlines()) == 1
+    monkeypatch.setenv("RECEIPTFLOW_DEPLOYMENT", "production")
+    assert main(["web", "link", "1001"]) == 2
+    out = capsys.readouterr().err
+    assert "RECEIPTFLOW_WEB_SECRET_KEY is not set" in out and "Traceback" not in out
