@@ -67,9 +67,11 @@ class Sink(abc.ABC):
         rows += db.query(db.sql(ANALYTICS_OFFSETS_SELECT), (self.group_id, topic))
         return {int(p): int(o) for p, o in rows}
 
-    @abc.abstractmethod
     def close(self) -> None:
         """Drop anything not flushed and disconnect (idempotent)."""
+        if self.warehouse.is_open:
+            self.rollback()
+            self.warehouse.close()
 
     def __enter__(self) -> Sink:
         self.setup()

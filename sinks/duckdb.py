@@ -259,11 +259,6 @@ class DuckDBSink(Sink):
             self._db.in_write = False
             self._db.abort()
 
-    def close(self) -> None:
-        if self._db.is_open:
-            self.rollback()
-            self._db.close()
-
 
 def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")

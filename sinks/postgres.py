@@ -251,11 +251,6 @@ class PostgresSink(Sink):
         self._db.in_write = False
         self._db.abort()
 
-    def close(self) -> None:
-        if self._db.is_open:
-            self.rollback()
-            self._db.close()
-
 
 def _stage(table: Table) -> str:
     """The session's staging table of ``table`` (``analytics.baskets`` → ``stage_analytics_baskets``)."""

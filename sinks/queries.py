@@ -77,6 +77,7 @@ class Warehouse(abc.ABC):
     migrations_ready: ClassVar[str | None] = None
     # Whether one transaction writes one database file only (DuckDB: the analytics store is another).
     one_file_per_transaction: ClassVar[bool] = False
+    errors: ClassVar[tuple[type[Exception], ...]] = ()  # the driver's errors, turned into WarehouseError
 
     def __init__(self, card_hash: CardHasher) -> None:
         self.card_hash = card_hash  # card id → the salted hash ``erased_cards`` keeps
@@ -128,7 +129,15 @@ class Warehouse(abc.ABC):
         return out
 
     # --- what a dialect provides ---------------------------------------------------------------------
-    errors: ClassVar[tuple[type[Exception], ...]] = ()  # the driver's errors
+
+    @property
+    @abc.abstractmethod
+    def is_open(self) -> bool:
+        """Whether the connection is open (between the sink's ``setup`` and ``close``)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Disconnect (idempotent)."""
 
     @abc.abstractmethod
     def execute(self, sql: str, params: Params = (), *, read_only: bool = False) -> list[tuple[Any, ...]]:
