@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from ..card_hash import CardHasher
 from ..errors import WarehouseError
-from .tables import Dialect
+from .tables import ANALYTICS_SCHEMA, Dialect
 
 Params = Sequence[Any]
 Statement = tuple[str, Params]
@@ -43,8 +43,8 @@ OFFSETS_UPSERT = (
 OFFSETS_SELECT = "SELECT kafka_partition, next_offset FROM sink_offsets WHERE consumer = {p} AND topic = {p}"
 # The positions of purchases.analytics live in the analytics store, committed with its rows: on DuckDB
 # that is another database file, which one transaction cannot write together with the main one.
-ANALYTICS_OFFSETS_UPSERT = OFFSETS_UPSERT.replace("INTO sink_offsets", "INTO analytics.sink_offsets", 1)
-ANALYTICS_OFFSETS_SELECT = OFFSETS_SELECT.replace("FROM sink_offsets", "FROM analytics.sink_offsets", 1)
+ANALYTICS_OFFSETS_UPSERT = OFFSETS_UPSERT.replace("INTO sink_offsets", f"INTO {ANALYTICS_SCHEMA}.sink_offsets", 1)
+ANALYTICS_OFFSETS_SELECT = OFFSETS_SELECT.replace("FROM sink_offsets", f"FROM {ANALYTICS_SCHEMA}.sink_offsets", 1)
 
 # The chain dimension from the policy file. An upsert, not delete + insert: two sinks starting at once
 # both write the same rows without a key conflict, and a chain the policy dropped keeps its row (its

@@ -152,9 +152,9 @@ def run_sink(
     with another) and must equal it, since the sink stores offsets under its own name.
     ``idle_exit_after``: also return after that many seconds without a record, counted from the
     latest partition assignment (joining the group is not idleness). The caller owns ``sink`` and
-    closes it. Raises :class:`WarehouseError` on a warehouse failure or an undecodable record and
-    :class:`BrokerError` on a Kafka failure; what was flushed before stays, and a restart resumes
-    right after it.
+    closes it. Raises :class:`WarehouseError` on a warehouse failure and :class:`BrokerError` on a
+    Kafka failure (a record that does not decode is dead-lettered, see the module docstring); what
+    was flushed before stays, and a restart resumes right after it.
     """
     if group_id is not None and group_id != sink.group_id:
         raise ConfigError(
