@@ -44,7 +44,7 @@ from ..errors import WarehouseError
 from ..files import owner_only
 from .base import Sink
 from .migrate import apply_migrations
-from .queries import ANALYTICS_OFFSETS_UPSERT, OFFSETS_UPSERT, Params, Warehouse
+from .queries import ANALYTICS_OFFSETS_UPSERT, OFFSETS_UPSERT, Connected, Params
 from .rows import AnyRecord, BasketRecord, next_offsets, to_rows
 from .tables import ANALYTICS_SCHEMA, CARD_TABLES, DEFAULT_GROUP, TABLES, RowCounts, Table
 
@@ -56,10 +56,11 @@ def analytics_path_for(path: Path) -> Path:
     return path.with_name(f"{path.stem}-analytics.duckdb")
 
 
-class DuckDBWarehouse(Warehouse):
+class DuckDBWarehouse(Connected[duckdb.DuckDBPyConnection]):
     """The DuckDB file's connection (the analytics file attached as ``analytics``), for reads and transactions."""
 
     dialect = "duckdb"
+    engine = "DuckDB"
     one_file_per_transaction = True
     errors = (duckdb.Error,)
 
@@ -67,27 +68,11 @@ class DuckDBWarehouse(Warehouse):
         super().__init__(card_hash)
         self.path = path
         self.analytics_path = analytics_path
-        self._con: duckdb.DuckDBPyConnection | None = None
-
-    @property
-    def con(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            raise WarehouseError("DuckDB sink used before setup() or after close()")
-        return self._con
-
-    @property
-    def is_open(self) -> bool:
-        return self._con is not None
 
     def open(self) -> None:
         """Connect to the warehouse file and attach the analytics file (driver errors unchanged)."""
         self._con = duckdb.connect(str(self.path))
         self._con.execute(f"ATTACH '{_quoted(self.analytics_path)}' AS {ANALYTICS_SCHEMA}")
-
-    def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
 
     def execute(self, sql: str, params: Params = (), *, read_only: bool = False) -> list[tuple[Any, ...]]:
         cur = self.con.execute(sql, list(params))

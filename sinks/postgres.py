@@ -37,7 +37,7 @@ from ..card_hash import CardHasher
 from ..errors import WarehouseError
 from .base import Sink
 from .migrate import apply_migrations
-from .queries import ANALYTICS_OFFSETS_UPSERT, ERASURE_LOCK, OFFSETS_UPSERT, Params, Statement, Warehouse
+from .queries import ANALYTICS_OFFSETS_UPSERT, ERASURE_LOCK, OFFSETS_UPSERT, Connected, Params, Statement
 from .rows import AnyRecord, next_offsets, to_rows
 from .tables import CARD_TABLES, DEFAULT_GROUP, TABLES, RowCounts, Table
 
@@ -46,10 +46,11 @@ log = logging.getLogger(__name__)
 _TEXT_OID = 25
 
 
-class PostgresWarehouse(Warehouse):
+class PostgresWarehouse(Connected[psycopg.Connection[Any]]):
     """The PostgreSQL connection, for reads (in read-only transactions outside a write) and transactions."""
 
     dialect = "postgres"
+    engine = "PostgreSQL"
     migration_lock = "SELECT pg_advisory_xact_lock(%s)"
     # The bookkeeping DDL only when needed: a sink that logs in as a member of receiptflow_sink (no
     # CREATE, not the owner) starts against a migrated warehouse.
@@ -63,32 +64,16 @@ class PostgresWarehouse(Warehouse):
         super().__init__(card_hash)
         self.url = url  # may carry a password (Settings.warehouse_connection_url): never log it
         self._on_failed_read = on_failed_read  # the sink's rollback: a failed read also ends its write
-        self._conn: psycopg.Connection[Any] | None = None
-
-    @property
-    def conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None:
-            raise WarehouseError("PostgreSQL sink used before setup() or after close()")
-        return self._conn
-
-    @property
-    def is_open(self) -> bool:
-        return self._conn is not None
 
     def open(self) -> None:
         """Connect (driver errors unchanged)."""
-        self._conn = psycopg.connect(self.url, autocommit=False, application_name="receiptflow-sink")
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._con = psycopg.connect(self.url, autocommit=False, application_name="receiptflow-sink")
 
     def erasure_lock(self) -> list[Statement]:
         return [("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,))]
 
     def execute(self, sql: str, params: Params = (), *, read_only: bool = False) -> list[tuple[Any, ...]]:
-        conn = self.conn
+        conn = self.con
         if read_only and conn.info.transaction_status == TransactionStatus.IDLE:
             conn.read_only = True  # BEGIN READ ONLY: a read outside a write cannot change anything
         with conn.cursor() as cur:
@@ -99,20 +84,20 @@ class PostgresWarehouse(Warehouse):
         pass  # psycopg opens a transaction with the first statement
 
     def commit(self) -> None:
-        self.conn.commit()
+        self.con.commit()
 
     def abort(self) -> None:
-        if self._conn is not None and not self._conn.closed:
+        if self._con is not None and not self._con.closed:
             try:
-                self._conn.rollback()
-                self._conn.read_only = False
+                self._con.rollback()
+                self._con.read_only = False
             except psycopg.Error as exc:  # a broken connection: nothing left to roll back
                 log.warning("PostgreSQL rollback failed: %s", exc)
 
     def _end_read(self) -> None:
         # End the read-only transaction: an idle session must not hold a snapshot open.
-        self.conn.commit()
-        self.conn.read_only = False
+        self.con.commit()
+        self.con.read_only = False
 
     def _query_failed(self) -> None:
         self._on_failed_read()
@@ -142,7 +127,7 @@ class PostgresSink(Sink):
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        return self._db.conn
+        return self._db.con
 
     def setup(self) -> None:
         if self._db.is_open:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from ..card_hash import CardHasher
 from ..errors import WarehouseError
@@ -170,6 +170,38 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def _failed(self, what: str, exc: Exception) -> WarehouseError:
         """The error to raise for a driver error during ``what``."""
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
+class Connected(Warehouse, Generic[C]):
+    """A warehouse over one driver connection ``C``, open between the sink's ``setup`` and ``close``."""
+
+    engine: ClassVar[str]  # for people: "DuckDB", "PostgreSQL"
+
+    def __init__(self, card_hash: CardHasher) -> None:
+        super().__init__(card_hash)
+        self._con: C | None = None
+
+    @property
+    def con(self) -> C:
+        if self._con is None:
+            raise WarehouseError(f"{self.engine} sink used before setup() or after close()")
+        return self._con
+
+    @property
+    def is_open(self) -> bool:
+        return self._con is not None
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
 
 def sync_chains(warehouse: Warehouse, rows: Sequence[tuple[Any, ...]]) -> None:
