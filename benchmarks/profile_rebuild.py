@@ -38,7 +38,7 @@ from receiptflow.processors.core import process
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole, connection_url
-from receiptflow.sinks import ConsentRecord, DuckDBSink, SinkRecord
+from receiptflow.sinks import DuckDBSink, SinkConsentRecord, SinkRecord
 from receiptflow.stack import EmbeddedRedis
 from receiptflow.stack.process import free_port
 
@@ -48,7 +48,7 @@ def fill_warehouse(sink: DuckDBSink, customers: int, receipts: int, seed: int) -
     policy = load_policy()
     now = datetime.now(UTC)
     start = now - timedelta(days=365)
-    batch: list[SinkRecord | ConsentRecord] = []
+    batch: list[SinkRecord | SinkConsentRecord] = []
     written = 0
     for i, c in enumerate(sim.stream(receipts, start, receipts / (365 * 86_400))):
         p = process(c, policy, None, now).customer
@@ -63,10 +63,12 @@ def fill_warehouse(sink: DuckDBSink, customers: int, receipts: int, seed: int) -
     cards = sorted(sim.truth.per_card)
     for i, card in enumerate(cards):
         if int(card[-3:]) % 3 == 0:
-            batch.append(ConsentRecord(ConsentChange(card, start - timedelta(days=1), True, True), "consents", 0, i))
+            batch.append(
+                SinkConsentRecord(ConsentChange(card, start - timedelta(days=1), True, True), "consents", 0, i)
+            )
             if i % 10 == 0:
                 change = ConsentChange(card, start + timedelta(days=180), False, True)
-                batch.append(ConsentRecord(change, "consents", 0, len(cards) + i))
+                batch.append(SinkConsentRecord(change, "consents", 0, len(cards) + i))
     sink.write(batch)
     sink.flush()
     return written + len(batch)
@@ -74,8 +76,8 @@ def fill_warehouse(sink: DuckDBSink, customers: int, receipts: int, seed: int) -
 
 def one_by_one(sink: DuckDBSink, store: RedisProfileStore) -> int:
     n = 0
-    for cards in card_pages(sink, 500):
-        per_card = read_events(sink, cards[0], cards[-1])
+    for cards in card_pages(sink.warehouse, 500):
+        per_card = read_events(sink.warehouse, cards[0], cards[-1])
         for card in cards:
             for e in in_event_order(per_card.get(card, ())):
                 apply_events(store, [e])
@@ -110,14 +112,14 @@ def main() -> int:
 
             client.flushdb()
             started = time.perf_counter()
-            stats = rebuild(sink, store)
+            stats = rebuild(sink.warehouse, store)
             pipelined = time.perf_counter() - started
             cards = [card for page in card_pages(sink, 500) for card in page]  # key names hold no card id
             rebuilt = store.get_many(cards)
 
             started = time.perf_counter()
-            for page in card_pages(sink, 500):
-                read_events(sink, page[0], page[-1])
+            for page in card_pages(sink.warehouse, 500):
+                read_events(sink.warehouse, page[0], page[-1])
             reading = time.perf_counter() - started
 
             client.flushdb()

@@ -38,7 +38,9 @@ from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DuckDBSink, PostgresSink, SinkRecord, to_rows
-from receiptflow.sinks.base import TABLES, Rows, migrations
+from receiptflow.sinks.migrate import migrations
+from receiptflow.sinks.rows import Rows
+from receiptflow.sinks.tables import TABLES
 from receiptflow.stack.postgres import EmbeddedPostgres
 from receiptflow.stack.process import free_port
 

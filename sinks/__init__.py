@@ -1,7 +1,8 @@
 """Warehouse sinks: DuckDB (embedded default) and PostgreSQL behind one setup/write/flush interface.
 
 ``open_sink(settings)`` picks the implementation from the warehouse URL, ``run_sink`` is the
-Kafka consume loop that stores offsets with the rows (exactly-once effect), ``warehouse_counts``
+Kafka consume loop that stores offsets with the rows (exactly-once effect). Reads go through the
+open sink's ``warehouse`` (``sinks.queries``, which knows the dialect); ``warehouse_counts``
 summarises what a warehouse holds.
 
 A layer above the shared core: it never imports ``receiptflow.producers`` or
@@ -15,20 +16,24 @@ from the repository root (``python -c "import sinks.base"``) the same line fails
 ``receiptflow.sinks`` instead.
 """
 
-from .base import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, WriteResult, to_rows, warehouse_counts
+from .base import Sink
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
+from .queries import Warehouse, warehouse_counts
+from .rows import SinkConsentRecord, SinkRecord, to_rows
 from .runner import SinkStats, open_sink, run_sink
+from .tables import DEFAULT_GROUP, RowCounts
 
 __all__ = [
     "DEFAULT_GROUP",
-    "ConsentRecord",
     "DuckDBSink",
     "PostgresSink",
+    "RowCounts",
     "Sink",
+    "SinkConsentRecord",
     "SinkRecord",
     "SinkStats",
-    "WriteResult",
+    "Warehouse",
     "open_sink",
     "run_sink",
     "to_rows",

@@ -24,7 +24,7 @@ salted hash, and the insert keeps only those whose hash is not in ``erased_cards
 the same statement), so an erased card is never stored again, from the live topics or a replay.
 
 The list casts use the column types DuckDB reports for the tables after migrations, so a later
-migration that adds or retypes a column needs no change here beyond the row builder in ``base``.
+migration that adds or retypes a column needs no change here beyond the row builder in ``rows``.
 
 DuckDB allows one writing process per file: the sink owns the file while it is open.
 """
@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,26 +42,11 @@ import duckdb
 from ..card_hash import CardHasher
 from ..errors import WarehouseError
 from ..files import owner_only
-from .base import (
-    ANALYTICS_OFFSETS_SELECT,
-    ANALYTICS_OFFSETS_UPSERT,
-    ANALYTICS_SCHEMA,
-    CARD_TABLES,
-    CHAINS_UPSERT,
-    DEFAULT_GROUP,
-    OFFSETS_SELECT,
-    OFFSETS_UPSERT,
-    SCHEMA_MIGRATIONS_DDL,
-    TABLES,
-    AnyRecord,
-    BasketRecord,
-    Sink,
-    Table,
-    WriteResult,
-    next_offsets,
-    plan_migrations,
-    to_rows,
-)
+from .base import Sink
+from .migrate import apply_migrations
+from .queries import ANALYTICS_OFFSETS_UPSERT, OFFSETS_UPSERT, Connected, Params
+from .rows import AnyRecord, BasketRecord, next_offsets, to_rows
+from .tables import ANALYTICS_SCHEMA, CARD_TABLES, DEFAULT_GROUP, TABLES, RowCounts, Table
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +54,49 @@ log = logging.getLogger(__name__)
 def analytics_path_for(path: Path) -> Path:
     """The analytics file beside a warehouse file: ``warehouse.duckdb`` → ``warehouse-analytics.duckdb``."""
     return path.with_name(f"{path.stem}-analytics.duckdb")
+
+
+class DuckDBWarehouse(Connected[duckdb.DuckDBPyConnection]):
+    """The DuckDB file's connection (the analytics file attached as ``analytics``), for reads and transactions."""
+
+    dialect = "duckdb"
+    engine = "DuckDB"
+    one_file_per_transaction = True
+    errors = (duckdb.Error,)
+
+    def __init__(self, path: Path, analytics_path: Path, card_hash: CardHasher) -> None:
+        super().__init__(card_hash)
+        self.path = path
+        self.analytics_path = analytics_path
+
+    def open(self) -> None:
+        """Connect to the warehouse file and attach the analytics file (driver errors unchanged)."""
+        self._con = duckdb.connect(str(self.path))
+        self._con.execute(f"ATTACH '{_quoted(self.analytics_path)}' AS {ANALYTICS_SCHEMA}")
+
+    def execute(self, sql: str, params: Params = (), *, read_only: bool = False) -> list[tuple[Any, ...]]:
+        cur = self.con.execute(sql, list(params))
+        return list(cur.fetchall()) if cur.description else []
+
+    def begin(self) -> None:
+        self.con.execute("BEGIN")
+
+    def commit(self) -> None:
+        self.con.execute("COMMIT")
+
+    def abort(self) -> None:
+        # A failed statement may already have aborted the transaction; ROLLBACK then has nothing to do.
+        with contextlib.suppress(duckdb.Error):
+            self.con.execute("ROLLBACK")
+
+    def _end_read(self) -> None:
+        pass  # DuckDB reads outside an explicit transaction commit by themselves
+
+    def _query_failed(self) -> None:
+        pass
+
+    def _failed(self, what: str, exc: Exception) -> WarehouseError:
+        return WarehouseError(f"DuckDB {what} on {self.path} failed: {exc}")
 
 
 class DuckDBSink(Sink):
@@ -89,29 +116,25 @@ class DuckDBSink(Sink):
         self.group_id = group_id
         self.migrations_dir = migrations_dir  # None: the shipped migrations
         self.card_hash = CardHasher(erasure_salt)
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self.warehouse = self._db = DuckDBWarehouse(self.path, self.analytics_path, self.card_hash)
         self._insert_sql: dict[str, str] = {}
-        self._pending = WriteResult()
-        self._in_tx = False
+        self._pending = RowCounts()
         self._baskets: list[AnyRecord] = []  # written at flush, in the analytics file's own transaction
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            raise WarehouseError("DuckDB sink used before setup() or after close()")
-        return self._con
+        return self._db.con
 
     def setup(self) -> None:
-        if self._con is not None:
+        if self._db.is_open:
             return
         try:
             if self.analytics_path.resolve() == self.path.resolve():
                 raise WarehouseError(f"the analytics file must not be the warehouse file {self.path}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.analytics_path.parent.mkdir(parents=True, exist_ok=True)
-            self._con = duckdb.connect(str(self.path))
-            self._con.execute(f"ATTACH '{_quoted(self.analytics_path)}' AS {ANALYTICS_SCHEMA}")
-            self._migrate()
+            self._db.open()
+            apply_migrations(self._db, f"DuckDB warehouse {self.path}", self.migrations_dir)
             self._restrict()
             self._insert_sql = {t.name: self._columnar_insert(t) for t in TABLES}
         except (duckdb.Error, OSError) as exc:
@@ -126,37 +149,6 @@ class DuckDBSink(Sink):
         except WarehouseError:
             self.close()
             raise
-
-    def _migrate(self) -> None:
-        con = self.con
-        for ddl in SCHEMA_MIGRATIONS_DDL:
-            con.execute(ddl)
-        applied = {int(v): c for v, c in con.execute("SELECT version, checksum FROM schema_migrations").fetchall()}
-        plan = plan_migrations("duckdb", applied, self.migrations_dir)
-        for m in plan.pending:
-            # DuckDB runs DDL transactionally: a failing migration leaves no half-applied schema. A
-            # migration of the analytics file is recorded (in the main file) in a transaction of its
-            # own, since one transaction writes one file; its statements are idempotent, so a crash
-            # between the two only runs them again.
-            apart = any(f"{ANALYTICS_SCHEMA}." in s for s in m.statements)
-            con.execute("BEGIN")
-            try:
-                for statement in m.statements:
-                    con.execute(statement)
-                if apart:
-                    con.execute("COMMIT")
-                    con.execute("BEGIN")
-                con.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (?, ?, ?)",
-                    [m.version, m.name, m.checksum],
-                )
-                con.execute("COMMIT")
-            except duckdb.Error:
-                con.execute("ROLLBACK")
-                raise
-            log.info("DuckDB warehouse %s: applied migration %s", self.path, m.name)
-        for m in plan.unrecorded:
-            con.execute("UPDATE schema_migrations SET checksum = ? WHERE version = ?", [m.checksum, m.version])
 
     def _restrict(self) -> None:
         owner_only(self.path, _wal(self.path), self.analytics_path, _wal(self.analytics_path))
@@ -202,104 +194,55 @@ class DuckDBSink(Sink):
                 return
         rows = to_rows(batch)
         try:
-            if not self._in_tx:
-                self.con.execute("BEGIN")
-                self._in_tx = True
+            if not self._db.in_write:
+                self._db.begin()
+                self._db.in_write = True
             for table, table_rows in rows.by_table():
                 self._pending.add(table.name, self._insert(table, table_rows, rows.cards.get(table.name)))
             self.con.executemany(
-                OFFSETS_UPSERT.format(p="?"), [[self.group_id, t, p, o] for t, p, o in next_offsets(batch)]
+                self._db.sql(OFFSETS_UPSERT), [[self.group_id, t, p, o] for t, p, o in next_offsets(batch)]
             )
         except duckdb.Error as exc:
             self.rollback()
             raise WarehouseError(f"DuckDB write to {self.path} failed: {exc}") from exc
 
-    def flush(self) -> WriteResult:
-        result, self._pending = self._pending, WriteResult()
-        if self._in_tx:
+    def flush(self) -> RowCounts:
+        result, self._pending = self._pending, RowCounts()
+        if self._db.in_write:
             try:
-                self.con.execute("COMMIT")
+                self._db.commit()
             except duckdb.Error as exc:
                 self.rollback()
                 raise WarehouseError(f"DuckDB commit to {self.path} failed: {exc}") from exc
             finally:
-                self._in_tx = False
+                self._db.in_write = False
         if self._baskets:
             baskets, self._baskets = self._baskets, []
             self._write_analytics(baskets, result)
         self._restrict()  # a new WAL file is created with the umask's mode
         return result
 
-    def _write_analytics(self, batch: list[AnyRecord], result: WriteResult) -> None:
+    def _write_analytics(self, batch: list[AnyRecord], result: RowCounts) -> None:
         rows = to_rows(batch)
         try:
-            self.con.execute("BEGIN")
+            self._db.begin()
             for table, table_rows in rows.analytics_by_table():
                 result.add(table.name, self._insert(table, table_rows, None))
             self.con.executemany(
-                ANALYTICS_OFFSETS_UPSERT.format(p="?"),
+                self._db.sql(ANALYTICS_OFFSETS_UPSERT),
                 [[self.group_id, t, p, o] for t, p, o in next_offsets(batch, analytics=True)],
             )
-            self.con.execute("COMMIT")
+            self._db.commit()
         except duckdb.Error as exc:
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute("ROLLBACK")
+            self._db.abort()
             raise WarehouseError(f"DuckDB write to {self.analytics_path} failed: {exc}") from exc
 
     def rollback(self) -> None:
-        self._pending = WriteResult()
+        self._pending = RowCounts()
         self._baskets = []
-        if self._in_tx:
-            self._in_tx = False
-            # A failed statement may already have aborted the transaction; ROLLBACK then has nothing to do.
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute("ROLLBACK")
-
-    def sync_chains(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
-        if self._in_tx:
-            raise WarehouseError("sync_chains() inside an unflushed write: flush or roll back first")
-        try:
-            self.con.execute("BEGIN")
-            self.con.executemany(CHAINS_UPSERT.format(p="?"), [list(r) for r in rows])
-            self.con.execute("COMMIT")
-        except duckdb.Error as exc:
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute("ROLLBACK")
-            raise WarehouseError(f"DuckDB chain dimension update on {self.path} failed: {exc}") from exc
-
-    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
-        if self._in_tx:
-            raise WarehouseError("transaction() inside an unflushed write: flush or roll back first")
-        out: list[list[tuple[Any, ...]]] = []
-        try:
-            self.con.execute("BEGIN")
-            for sql, params in statements:
-                cur = self.con.execute(sql, list(params))
-                out.append(list(cur.fetchall()) if cur.description else [])
-            self.con.execute("COMMIT")
-        except duckdb.Error as exc:
-            with contextlib.suppress(duckdb.Error):
-                self.con.execute("ROLLBACK")
-            raise WarehouseError(f"DuckDB transaction on {self.path} failed: {exc}") from exc
-        return out
-
-    def committed_offsets(self, topic: str) -> dict[int, int]:
-        # A topic's positions are in the file its rows are in: the analytics topic's in the analytics file.
-        rows = self.query(OFFSETS_SELECT.format(p="?"), [self.group_id, topic])
-        rows += self.query(ANALYTICS_OFFSETS_SELECT.format(p="?"), [self.group_id, topic])
-        return {int(p): int(o) for p, o in rows}
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return list(self.con.execute(sql, list(params)).fetchall())
-        except duckdb.Error as exc:
-            raise WarehouseError(f"DuckDB query on {self.path} failed: {exc}") from exc
-
-    def close(self) -> None:
-        if self._con is not None:
-            self.rollback()
-            self._con.close()
-            self._con = None
+        if self._db.in_write:
+            self._db.in_write = False
+            self._db.abort()
 
 
 def _wal(path: Path) -> Path:

@@ -12,55 +12,98 @@ anti-join in the same ``INSERT ... SELECT``), so an erased card is never stored 
 topics or a replay. Every batch transaction holds a shared advisory lock that erasure — and a sink
 recording hashes newly read from the erased-cards topic — takes exclusively: it waits for the
 batches in flight and the batches after it see the hash, so no row of the card can be committed
-around it (``sinks.subject`` gives the whole argument).
+around it (``sinks.card_rows`` gives the whole argument).
 
 The anonymous analytics go to the ``analytics`` schema (with the positions of ``purchases.analytics``
 in ``analytics.sink_offsets``, in the same transaction as everything else); the schemas and the
 roles that may read them are made by the migrations (0006, 0009).
 
-Migrations run under a transaction-scoped advisory lock, so several sinks starting at once apply
-each migration exactly once. They need the owner; against a migrated warehouse a login with only
-the ``receiptflow_sink`` role's rights starts and writes.
+Migrations (``sinks.migrate``) run under a transaction-scoped advisory lock, so several sinks
+starting at once apply each migration exactly once. They need the owner; against a migrated
+warehouse a login with only the ``receiptflow_sink`` role's rights starts and writes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from ..card_hash import CardHasher
 from ..errors import WarehouseError
-from .base import (
-    ANALYTICS_OFFSETS_SELECT,
-    ANALYTICS_OFFSETS_UPSERT,
-    CARD_TABLES,
-    CHAINS_UPSERT,
-    DEFAULT_GROUP,
-    OFFSETS_SELECT,
-    OFFSETS_UPSERT,
-    SCHEMA_MIGRATIONS_DDL,
-    TABLES,
-    AnyRecord,
-    Sink,
-    Table,
-    WriteResult,
-    next_offsets,
-    plan_migrations,
-    to_rows,
-)
+from .base import Sink
+from .migrate import apply_migrations
+from .queries import ANALYTICS_OFFSETS_UPSERT, ERASURE_LOCK, OFFSETS_UPSERT, Connected, Params, Statement
+from .rows import AnyRecord, next_offsets, to_rows
+from .tables import CARD_TABLES, DEFAULT_GROUP, TABLES, RowCounts, Table
 
 log = logging.getLogger(__name__)
 
-# Arbitrary but fixed: the advisory lock key every receiptflow sink takes while migrating.
-_MIGRATION_LOCK = 20100501
-# Shared by every batch transaction, exclusive for an erasure (``sinks.subject``).
-ERASURE_LOCK = 20100502
 _TEXT_OID = 25
+
+
+class PostgresWarehouse(Connected[psycopg.Connection[Any]]):
+    """The PostgreSQL connection, for reads (in read-only transactions outside a write) and transactions."""
+
+    dialect = "postgres"
+    engine = "PostgreSQL"
+    migration_lock = "SELECT pg_advisory_xact_lock(%s)"
+    # The bookkeeping DDL only when needed: a sink that logs in as a member of receiptflow_sink (no
+    # CREATE, not the owner) starts against a migrated warehouse.
+    migrations_ready = (
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') "
+        "AND attname = 'checksum' AND NOT attisdropped"
+    )
+    errors = (psycopg.Error,)
+
+    def __init__(self, url: str, card_hash: CardHasher, on_failed_read: Callable[[], None]) -> None:
+        super().__init__(card_hash)
+        self.url = url  # may carry a password (Settings.warehouse_connection_url): never log it
+        self._on_failed_read = on_failed_read  # the sink's rollback: a failed read also ends its write
+
+    def open(self) -> None:
+        """Connect (driver errors unchanged)."""
+        self._con = psycopg.connect(self.url, autocommit=False, application_name="receiptflow-sink")
+
+    def erasure_lock(self) -> list[Statement]:
+        return [("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,))]
+
+    def execute(self, sql: str, params: Params = (), *, read_only: bool = False) -> list[tuple[Any, ...]]:
+        conn = self.con
+        if read_only and conn.info.transaction_status == TransactionStatus.IDLE:
+            conn.read_only = True  # BEGIN READ ONLY: a read outside a write cannot change anything
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def begin(self) -> None:
+        pass  # psycopg opens a transaction with the first statement
+
+    def commit(self) -> None:
+        self.con.commit()
+
+    def abort(self) -> None:
+        if self._con is not None and not self._con.closed:
+            try:
+                self._con.rollback()
+                self._con.read_only = False
+            except psycopg.Error as exc:  # a broken connection: nothing left to roll back
+                log.warning("PostgreSQL rollback failed: %s", exc)
+
+    def _end_read(self) -> None:
+        # End the read-only transaction: an idle session must not hold a snapshot open.
+        self.con.commit()
+        self.con.read_only = False
+
+    def _query_failed(self) -> None:
+        self._on_failed_read()
+
+    def _failed(self, what: str, exc: Exception) -> WarehouseError:
+        return WarehouseError(f"PostgreSQL {what} failed: {exc}")
 
 
 class PostgresSink(Sink):
@@ -78,23 +121,20 @@ class PostgresSink(Sink):
         self.group_id = group_id
         self.migrations_dir = migrations_dir  # None: the shipped migrations
         self.card_hash = CardHasher(erasure_salt)
-        self._conn: psycopg.Connection[Any] | None = None
+        self.warehouse = self._db = PostgresWarehouse(url, self.card_hash, self.rollback)
         self._type_oids: dict[str, list[int]] = {}
-        self._pending = WriteResult()
-        self._in_tx = False
+        self._pending = RowCounts()
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        if self._conn is None:
-            raise WarehouseError("PostgreSQL sink used before setup() or after close()")
-        return self._conn
+        return self._db.con
 
     def setup(self) -> None:
-        if self._conn is not None:
+        if self._db.is_open:
             return
         try:
-            self._conn = psycopg.connect(self.url, autocommit=False, application_name="receiptflow-sink")
-            self._migrate()
+            self._db.open()
+            apply_migrations(self._db, "PostgreSQL warehouse", self.migrations_dir)
             self._prepare_staging()
         except psycopg.Error as exc:
             self.close()
@@ -102,34 +142,6 @@ class PostgresSink(Sink):
         except WarehouseError:
             self.close()
             raise
-
-    def _migrate(self) -> None:
-        conn = self.conn
-        with conn.transaction():
-            # First thing in the transaction: even CREATE TABLE IF NOT EXISTS races with a concurrent one.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            # The bookkeeping DDL only when needed: a sink that logs in as a member of
-            # receiptflow_sink (no CREATE, not the owner) starts against a migrated warehouse.
-            ready = conn.execute(
-                "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('schema_migrations') "
-                "AND attname = 'checksum' AND NOT attisdropped"
-            ).fetchone()
-            if ready is None:
-                for ddl in SCHEMA_MIGRATIONS_DDL:
-                    conn.execute(ddl)
-            rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
-            plan = plan_migrations("postgres", {int(v): c for v, c in rows}, self.migrations_dir)
-            for m in plan.pending:
-                for statement in m.statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (m.version, m.name, m.checksum),
-                )
-                log.info("PostgreSQL warehouse: applied migration %s", m.name)
-            for m in plan.unrecorded:
-                conn.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s", (m.checksum, m.version))
-        conn.commit()
 
     def _prepare_staging(self) -> None:
         conn = self.conn
@@ -188,96 +200,41 @@ class PostgresSink(Sink):
             return
         rows = to_rows(batch)
         try:
-            if not self._in_tx:
+            if not self._db.in_write:
                 # Held until the batch commits: an erasure (exclusive) waits for it, or it for the erasure.
                 self.conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ERASURE_LOCK,))
-            self._in_tx = True  # psycopg opened a transaction with the first statement
+            self._db.in_write = True  # psycopg opened a transaction with the first statement
             for table, table_rows in rows.by_table():
                 self._pending.add(table.name, self._copy_insert(table, table_rows, rows.cards.get(table.name)))
             for table, table_rows in rows.analytics_by_table():
                 self._pending.add(table.name, self._copy_insert(table, table_rows, None))
             with self.conn.cursor() as cur:
                 cur.executemany(
-                    OFFSETS_UPSERT.format(p="%s"), [(self.group_id, t, p, o) for t, p, o in next_offsets(batch)]
+                    self._db.sql(OFFSETS_UPSERT), [(self.group_id, t, p, o) for t, p, o in next_offsets(batch)]
                 )
                 cur.executemany(
-                    ANALYTICS_OFFSETS_UPSERT.format(p="%s"),
+                    self._db.sql(ANALYTICS_OFFSETS_UPSERT),
                     [(self.group_id, t, p, o) for t, p, o in next_offsets(batch, analytics=True)],
                 )
         except psycopg.Error as exc:
             self.rollback()
             raise WarehouseError(f"PostgreSQL write failed: {exc}") from exc
 
-    def flush(self) -> WriteResult:
-        result, self._pending = self._pending, WriteResult()
+    def flush(self) -> RowCounts:
+        result, self._pending = self._pending, RowCounts()
         try:
             self.conn.commit()
         except psycopg.Error as exc:
             self.rollback()
             raise WarehouseError(f"PostgreSQL commit failed: {exc}") from exc
         finally:
-            self._in_tx = False
+            self._db.in_write = False
         return result
 
     def rollback(self) -> None:
-        self._pending = WriteResult()
-        self._in_tx = False
-        if self._conn is not None and not self._conn.closed:
-            try:
-                self._conn.rollback()
-            except psycopg.Error as exc:  # a broken connection: nothing left to roll back
-                log.warning("PostgreSQL rollback failed: %s", exc)
-
-    def sync_chains(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
-        if self._in_tx:
-            raise WarehouseError("sync_chains() inside an unflushed write: flush or roll back first")
-        try:
-            with self.conn.cursor() as cur:
-                # Sorted by chain (as the policy lists them), so concurrent starts lock rows in one order.
-                cur.executemany(CHAINS_UPSERT.format(p="%s"), list(rows))
-            self.conn.commit()
-        except psycopg.Error as exc:
-            self.rollback()
-            raise WarehouseError(f"PostgreSQL chain dimension update failed: {exc}") from exc
-
-    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
-        if self._in_tx:
-            raise WarehouseError("transaction() inside an unflushed write: flush or roll back first")
-        out: list[list[tuple[Any, ...]]] = []
-        try:
-            with self.conn.cursor() as cur:
-                for sql, params in statements:
-                    cur.execute(sql, params)
-                    out.append(list(cur.fetchall()) if cur.description else [])
-            self.conn.commit()
-        except psycopg.Error as exc:
-            self.rollback()
-            raise WarehouseError(f"PostgreSQL transaction failed: {exc}") from exc
-        return out
-
-    def committed_offsets(self, topic: str) -> dict[int, int]:
-        rows = self.query(OFFSETS_SELECT.format(p="%s"), (self.group_id, topic))
-        rows += self.query(ANALYTICS_OFFSETS_SELECT.format(p="%s"), (self.group_id, topic))
-        return {int(p): int(o) for p, o in rows}
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            with self.conn.cursor() as cur:
-                cur.execute(sql, params)
-                out = list(cur.fetchall())
-            if not self._in_tx:
-                # End the read-only transaction: an idle session must not hold a snapshot open.
-                self.conn.commit()
-            return out
-        except psycopg.Error as exc:
-            self.rollback()
-            raise WarehouseError(f"PostgreSQL query failed: {exc}") from exc
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self.rollback()
-            self._conn.close()
-            self._conn = None
+        self._pending = RowCounts()
+        self._db.in_write = False
+        self._db.abort()
 
 
 def _stage(table: Table) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -36,31 +35,14 @@ from ..erasures import ErasureReader
 from ..errors import BrokerError
 from ..kafka_read import ReadToEnd
 from ..topics import TopicNames
-from .base import Sink, WriteResult
-from .runner import decode_batch, follow_erasures
+from .base import Sink
+from .runner import SinkStats, decode_batch, follow_erasures
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (records done, records in all)
 
 TopicPartitionKey = tuple[str, int]
-
-
-@dataclass
-class ReplayStats:
-    records: int = 0  # records read and written
-    receipts_inserted: int = 0  # of which new to the warehouse
-    items_inserted: int = 0
-    groups_inserted: int = 0
-    analytics_lines_inserted: int = 0
-    consent_changes_inserted: int = 0
-
-    def add(self, result: WriteResult) -> None:
-        self.receipts_inserted += result.receipts
-        self.items_inserted += result.items
-        self.groups_inserted += result.groups
-        self.analytics_lines_inserted += result.analytics_lines
-        self.consent_changes_inserted += result.consent_changes
 
 
 def replay_group(live_group: str) -> str:
@@ -81,7 +63,7 @@ def replay_warehouse(
     topics: Sequence[str] | None = None,
     batch_size: int = 2000,
     progress: Progress | None = None,
-) -> ReplayStats:
+) -> SinkStats:
     """Write ``topics`` (default: the live sink's three) from ``from_time`` (None: the beginning) into ``sink``.
 
     ``sink`` must have been opened with :func:`replay_group` as its group id. Raises
@@ -91,7 +73,7 @@ def replay_warehouse(
     topics = list(topics or sink_topics(settings))
     names = TopicNames(settings.topic_prefix)
     codec = Codec()
-    stats = ReplayStats()
+    stats = SinkStats()
     erasures = ErasureReader(settings)
     try:
         follow_erasures(sink, erasures.read_to_end())
@@ -135,19 +117,16 @@ def replay_warehouse(
         todo = reading.pending
         done = 0
         for wanted in reading.batches(batch_size, 1.0):
-            batch, bad = decode_batch(codec, wanted, names)
+            batch = decode_batch(codec, wanted, names)
             follow_erasures(sink, erasures.poll())
             if batch:
                 sink.write(batch)
-                stats.add(sink.flush())
-                stats.records += len(batch)
+                stats.add(len(batch), sink.flush())
             # Progress in offsets, not records: transaction markers and aborted records take offsets too,
             # and the bar must reach its total.
             done = total - sum(ends[tp] - _position(consumer, tp, starts) for tp in todo)
             if progress is not None:
                 progress(done if todo else total, total)
-            if bad is not None:
-                raise bad
     except KafkaException as exc:
         raise BrokerError(f"replay of {', '.join(topics)} failed: {exc}") from exc
     finally:

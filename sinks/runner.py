@@ -11,15 +11,14 @@ is the truth.
 
 Erased cards: before it subscribes, the loop reads the erased-cards topic (``consents.erased``, see
 :mod:`receiptflow.erasures`) to its end and brings the warehouse in step with it
-(:func:`~receiptflow.sinks.subject.record_erased`); then, on every turn of the loop, it takes what
+(:func:`~receiptflow.sinks.card_rows.record_erased`); then, on every turn of the loop, it takes what
 arrived there since (a non-blocking poll of an assigned reader) before it writes the next batch. So
-whichever warehouse the sink writes, the card's rows are left out or deleted (``sinks.subject``
+whichever warehouse the sink writes, the card's rows are left out or deleted (``sinks.card_rows``
 explains why none survives a race with ``erase``).
-
 
 No single record stops the sink. A record it cannot use -- one that does not decode (``consents``
 is input from outside: registers, the customer app), or a purchase with a value past its column's
-type (written before a validation rule existed; :func:`~receiptflow.sinks.base.warehouse_problem`)
+type (written before a validation rule existed; :func:`~receiptflow.sinks.rows.warehouse_problem`)
 -- is dead-lettered (``checkouts.dlq``, with its reason and source position; counted in
 ``receiptflow_dead_letters_total``) and skipped, and the records around it are stored. Nothing is
 lost silently: the dead letter keeps the original bytes, and ``dlq replay --to-topic`` sends them
@@ -35,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,27 +45,27 @@ from ..codec import Codec
 from ..config import Settings
 from ..dlq import DeadLetterProducer, Rejected, decode_consent
 from ..erasures import ErasureReader
-from ..errors import BrokerError, ConfigError, ValidationError, WarehouseError
+from ..errors import BrokerError, ConfigError, ValidationError
 from ..metrics import Metrics
 from ..models import AnalyticsBasket, Purchase
 from ..policy import load_policy
 from ..secrets import erasure_salt
 from ..topics import TopicNames
-from .base import (
-    DEFAULT_GROUP,
+from .base import Sink
+from .card_rows import record_erased
+from .duckdb import DuckDBSink
+from .postgres import PostgresSink
+from .queries import sync_chains
+from .rows import (
     AnyRecord,
     BasketRecord,
-    ConsentRecord,
-    Sink,
+    SinkConsentRecord,
     SinkRecord,
     SkippedRecord,
-    WriteResult,
     chain_dimension_rows,
     warehouse_problem,
 )
-from .duckdb import DuckDBSink
-from .postgres import PostgresSink
-from .subject import record_erased
+from .tables import DEFAULT_GROUP, RowCounts
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP, migrations_dir:
     sink.setup()
     try:
         # The chain dimension follows the policy file the sink runs with (groups, level in force today).
-        sink.sync_chains(chain_dimension_rows(load_policy(settings.policy_file), datetime.now(UTC)))
+        sync_chains(sink.warehouse, chain_dimension_rows(load_policy(settings.policy_file), datetime.now(UTC)))
     except BaseException:
         sink.close()
         raise
@@ -116,16 +115,18 @@ def duckdb_path(url: str) -> Path:
 
 @dataclass
 class SinkStats:
-    """What one ``run_sink`` call did."""
+    """What one ``run_sink`` (or replay) call did."""
 
     batches: int = 0
     records: int = 0  # records read and written (redeliveries included)
-    receipts_inserted: int = 0  # new receipts; the other customer records were already there
-    items_inserted: int = 0
-    groups_inserted: int = 0
-    analytics_lines_inserted: int = 0
-    consent_changes_inserted: int = 0
-    baskets_inserted: int = 0
+    # Rows new to the warehouse; the other records' rows were already there.
+    inserted: RowCounts = field(default_factory=RowCounts)
+
+    def add(self, batch_records: int, inserted: RowCounts) -> None:
+        """Count one flushed batch."""
+        self.batches += 1
+        self.records += batch_records
+        self.inserted.add_counts(inserted)
 
 
 def run_sink(
@@ -151,9 +152,9 @@ def run_sink(
     with another) and must equal it, since the sink stores offsets under its own name.
     ``idle_exit_after``: also return after that many seconds without a record, counted from the
     latest partition assignment (joining the group is not idleness). The caller owns ``sink`` and
-    closes it. Raises :class:`WarehouseError` on a warehouse failure or an undecodable record and
-    :class:`BrokerError` on a Kafka failure; what was flushed before stays, and a restart resumes
-    right after it.
+    closes it. Raises :class:`WarehouseError` on a warehouse failure and :class:`BrokerError` on a
+    Kafka failure (a record that does not decode is dead-lettered, see the module docstring); what
+    was flushed before stays, and a restart resumes right after it.
     """
     if group_id is not None and group_id != sink.group_id:
         raise ConfigError(
@@ -204,7 +205,7 @@ def run_sink(
         while not stop.is_set():
             follow_erasures(sink, erasures.poll())
             messages = consumer.consume(batch_size, timeout=batch_timeout)
-            batch, bad = decode_batch(codec, messages, names)
+            batch = decode_batch(codec, messages, names)
             if batch:
                 idle_since = time.monotonic()
                 # Dead letters first: the batch then stores the offsets past them (see the docstring).
@@ -218,8 +219,6 @@ def run_sink(
                 _write(sink, batch, metrics, stats)
                 _commit_for_lag(consumer, batch)
                 _report_lag(consumer, group, metrics)
-            if bad is not None:
-                raise bad
             if not batch and idle_exit_after is not None and assigned_at:
                 start = max(idle_since, assigned_at[-1])
                 if time.monotonic() - start >= idle_exit_after:
@@ -238,7 +237,7 @@ def follow_erasures(sink: Sink, erased: dict[str, datetime]) -> None:
     """Record newly read erasures in the warehouse and delete what it held of those cards."""
     if not erased:
         return
-    deleted = record_erased(sink, erased)
+    deleted = record_erased(sink.warehouse, erased)
     log.info(
         "erased-cards record: %d card(s) recorded in the warehouse%s",
         len(erased),
@@ -278,13 +277,9 @@ def _fmt_offset(offset: int) -> str:
     return "beginning" if offset == OFFSET_BEGINNING else str(offset)
 
 
-def decode_batch(
-    codec: Codec, messages: list[Message], names: TopicNames | None = None
-) -> tuple[list[AnyRecord], WarehouseError | None]:
-    """The batch's records; a record the warehouse cannot use is a :class:`SkippedRecord` to dead-letter.
-
-    (The second value, an error that stops the sink, is kept for callers and is always None now: no
-    single record stops the sink.)
+def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None = None) -> list[AnyRecord]:
+    """The batch's records; a record the warehouse cannot use is a :class:`SkippedRecord` to dead-letter
+    (no single record stops the sink).
 
     With ``names``, records of the consents topic are consent changes and records of the analytics
     topic anonymous baskets; everything else is a customer purchase. A ``purchase`` record on the
@@ -317,7 +312,7 @@ def decode_batch(
                     batch.append(SkippedRecord(topic, partition, offset, exc, m.key(), m.value()))
                     continue
                 assert change is not None  # tombstones were handled above
-                batch.append(ConsentRecord(change, topic, partition, offset))
+                batch.append(SinkConsentRecord(change, topic, partition, offset))
                 continue
             if names is not None and topic == names.purchases_analytics:
                 decoded = codec.decode(m.value())
@@ -345,29 +340,18 @@ def decode_batch(
             batch.append(SkippedRecord(topic, partition, offset, rejected, m.key(), m.value()))
             continue
         batch.append(SinkRecord(purchase, topic, partition, offset))
-    return batch, None
+    return batch
 
 
 def _write(sink: Sink, batch: list[AnyRecord], metrics: Metrics, stats: SinkStats) -> None:
     started = time.perf_counter()
     sink.write(batch)
-    result: WriteResult = sink.flush()
-    stats.batches += 1
-    stats.records += len(batch)
-    stats.receipts_inserted += result.receipts
-    stats.items_inserted += result.items
-    stats.groups_inserted += result.groups
-    stats.analytics_lines_inserted += result.analytics_lines
-    stats.baskets_inserted += result.baskets
-    stats.consent_changes_inserted += result.consent_changes
+    result = sink.flush()
+    stats.add(len(batch), result)
     for topic, n in Counter(r.topic for r in batch).items():
         metrics.consumed_total.labels(topic).inc(n)
-    metrics.warehouse_rows_total.labels("receipts").inc(result.receipts)
-    metrics.warehouse_rows_total.labels("receipt_items").inc(result.items)
-    metrics.warehouse_rows_total.labels("receipt_groups").inc(result.groups)
-    metrics.warehouse_rows_total.labels("analytics.baskets").inc(result.baskets)
-    metrics.warehouse_rows_total.labels("analytics.basket_lines").inc(result.analytics_lines)
-    metrics.warehouse_rows_total.labels("consent_changes").inc(result.consent_changes)
+    for table, rows in result.by_table():
+        metrics.warehouse_rows_total.labels(table).inc(rows)
     customer = sum(1 for r in batch if isinstance(r, SinkRecord))
     duplicates = customer - result.receipts
     if duplicates:

@@ -118,7 +118,7 @@ class Snapshot:
 def _warehouse(sink: Any) -> tuple[int, int]:
     from .sinks import warehouse_counts
 
-    counts = warehouse_counts(sink)
+    counts = warehouse_counts(sink.warehouse)
     return int(counts["receipts"]), int(counts["total_cents"])
 
 

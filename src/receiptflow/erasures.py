@@ -7,7 +7,7 @@ compaction keeps every erased card's record for as long as the topic exists.
 
 It is the one record every store checks against, whichever store it is: each warehouse sink and
 ``sink replay`` reads it to its end before writing its first row and copies the hashes into that
-warehouse's ``erased_cards`` (``sinks.subject.record_erased``), then picks up new records before
+warehouse's ``erased_cards`` (``sinks.card_rows.record_erased``), then picks up new records before
 each batch with :meth:`ErasureReader.poll` — an assigned reader outside any consumer group, so
 polling costs no broker round trip and no rebalance. A warehouse that never saw the erasure (a new
 PostgreSQL, a restored backup) therefore learns it before any row of the card could reach it.

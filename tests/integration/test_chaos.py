@@ -438,7 +438,7 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
 
     # Every accepted receipt in the warehouse exactly once.
     with open_sink(settings) as sink:
-        stored = Counter(str(r) for (r,) in sink.query("SELECT receipt_id FROM receipts"))
+        stored = Counter(str(r) for (r,) in sink.warehouse.query("SELECT receipt_id FROM receipts"))
     lost["warehouse"] = len(set(valid) - set(stored))
     double["warehouse"] = sum(n - 1 for n in stored.values()) + len(set(stored) - set(valid))
 

@@ -141,14 +141,16 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
         time.sleep(0.2)
     stop.set()
     thread.join(30)
-    counts = warehouse_counts(sink)
-    analytics = sink.query(
+    counts = warehouse_counts(sink.warehouse)
+    analytics = sink.warehouse.query(
         "SELECT b.chain, count(*), sum(l.amount_cents) FROM analytics.basket_lines AS l "
         "JOIN analytics.baskets AS b USING (basket_id) GROUP BY b.chain"
     )
     columns_sql = "SELECT column_name FROM information_schema.columns WHERE table_name IN ('baskets', 'basket_lines')"
-    analytics_columns = {r[0] for r in sink.query(columns_sql)}
-    audit = sink.query("SELECT card_id, product_data_marketing, electronic_marketing FROM consent_changes ORDER BY 1")
+    analytics_columns = {r[0] for r in sink.warehouse.query(columns_sql)}
+    audit = sink.warehouse.query(
+        "SELECT card_id, product_data_marketing, electronic_marketing FROM consent_changes ORDER BY 1"
+    )
     sink.close()
     # The anonymous lines: every line of every receipt, per chain, with the same money.
     want: dict[str, list[int]] = {}

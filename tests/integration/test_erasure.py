@@ -43,7 +43,7 @@ from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import DEFAULT_GROUP, Sink, open_sink, run_sink
-from receiptflow.sinks.subject import delete_card
+from receiptflow.sinks.card_rows import delete_card
 from receiptflow.stack import free_port
 from receiptflow.topics import TopicNames, create_topics
 
@@ -97,11 +97,13 @@ def _rows_of(sink: Sink, card: str) -> dict[str, int]:
     p = "%s" if "Postgres" in type(sink).__name__ else "?"
     receipts = f"SELECT receipt_id FROM receipts WHERE card_id = {p}"
     return {
-        "receipts": int(sink.query(f"SELECT count(*) FROM receipts WHERE card_id = {p}", (card,))[0][0]),
+        "receipts": int(sink.warehouse.query(f"SELECT count(*) FROM receipts WHERE card_id = {p}", (card,))[0][0]),
         "receipt_items": int(
-            sink.query(f"SELECT count(*) FROM receipt_items WHERE receipt_id IN ({receipts})", (card,))[0][0]
+            sink.warehouse.query(f"SELECT count(*) FROM receipt_items WHERE receipt_id IN ({receipts})", (card,))[0][0]
         ),
-        "consent_changes": int(sink.query(f"SELECT count(*) FROM consent_changes WHERE card_id = {p}", (card,))[0][0]),
+        "consent_changes": int(
+            sink.warehouse.query(f"SELECT count(*) FROM consent_changes WHERE card_id = {p}", (card,))[0][0]
+        ),
     }
 
 
@@ -179,9 +181,9 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
     assert _warehouse_rows(fresh, card) == {"receipts": 0, "receipt_items": 0, "consent_changes": 0}
     sink = open_sink(fresh)
     try:
-        stored = int(sink.query("SELECT count(*) FROM receipts")[0][0])
+        stored = int(sink.warehouse.query("SELECT count(*) FROM receipts")[0][0])
         assert stored == len({p.receipt_id for p in others})
-        assert sink.query("SELECT card_hash FROM erased_cards") == [(erasure.subject,)]
+        assert sink.warehouse.query("SELECT card_hash FROM erased_cards") == [(erasure.subject,)]
     finally:
         sink.close()
 
@@ -368,7 +370,7 @@ def test_earlier_erasures_are_put_on_the_topic(make_settings: MakeSettings, redi
     store.client.sadd(ERASED_KEY, store.erased_hash(in_redis))
     sink = open_sink(settings)
     try:
-        delete_card(sink, in_warehouse, sink.card_hash(in_warehouse), earlier)
+        delete_card(sink.warehouse, in_warehouse, sink.card_hash(in_warehouse), earlier)
     finally:
         sink.close()
     assert erased_cards(settings) == {}

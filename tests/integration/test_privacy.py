@@ -35,10 +35,10 @@ from receiptflow.processors.router import Router
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import Sink, open_sink, run_sink
-from receiptflow.sinks.base import ANALYTICS_TABLES, CARD_TABLES
 from receiptflow.sinks.duckdb import DuckDBSink
 from receiptflow.sinks.postgres import PostgresSink
 from receiptflow.sinks.runner import duckdb_path
+from receiptflow.sinks.tables import ANALYTICS_TABLES, CARD_TABLES
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import read_all
@@ -147,11 +147,11 @@ def test_nothing_on_the_analytics_topic_names_a_receipt(traffic: Settings) -> No
 
 def _columns(sink: Sink, postgres: bool) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
     """(table, column, type) of the analytics tables and of the card-linked tables, from the catalogue."""
-    rows = sink.query(
+    rows = sink.warehouse.query(
         "SELECT table_catalog, table_schema, table_name, column_name, data_type FROM information_schema.columns"
     )
     analytics, cards = [], []
-    main = sink.query("SELECT current_database()")[0][0]
+    main = sink.warehouse.query("SELECT current_database()")[0][0]
     for catalog, schema, table, column, typ in rows:
         where = schema if postgres else catalog
         qualified = f"{where}.{table}"
@@ -190,11 +190,11 @@ def _assert_not_joinable(sink: Sink, postgres: bool, rids: set[str]) -> None:
     for at, a, ct, c, typ in pairs:
         on_hour = f" AND date_trunc('hour', x.{c}) <> x.{c}" if typ.startswith("TIMESTAMP") else ""
         sql = f"SELECT count(*) FROM {at} AS y JOIN {ct} AS x ON y.{a} = x.{c}{on_hour}"
-        assert sink.query(sql) == [(0,)], f"{at}.{a} joins {ct}.{c}"
+        assert sink.warehouse.query(sql) == [(0,)], f"{at}.{a} joins {ct}.{c}"
     # No value of the analytics tables equals or contains a receipt id.
     ids = Substrings(rids)
     for table in sorted(ANALYTICS_TABLES):
-        rows = sink.query(f"SELECT * FROM {table}")
+        rows = sink.warehouse.query(f"SELECT * FROM {table}")
         assert rows
         for row in rows:
             for value in row:
@@ -207,9 +207,11 @@ def test_the_duckdb_analytics_file_cannot_be_joined_back_and_holds_no_card(traff
     rids = _receipt_ids(settings)
     with open_sink(settings) as sink:
         assert isinstance(sink, DuckDBSink)
-        assert sink.query("SELECT count(*) FROM analytics.baskets")[0][0] > N * 0.9
+        assert sink.warehouse.query("SELECT count(*) FROM analytics.baskets")[0][0] > N * 0.9
         _assert_not_joinable(sink, False, rids)
-        cards = {str(c) for (c,) in sink.query("SELECT DISTINCT card_id FROM receipts WHERE card_id IS NOT NULL")}
+        cards = {
+            str(c) for (c,) in sink.warehouse.query("SELECT DISTINCT card_id FROM receipts WHERE card_id IS NOT NULL")
+        }
         main, analytics = sink.path, sink.analytics_path
     assert cards
     for path in (main, analytics):
@@ -251,7 +253,9 @@ def test_postgres_roles_see_only_their_store(traffic: Settings, pg_database: str
     rids = _receipt_ids(settings)
     with open_sink(settings) as sink:
         _assert_not_joinable(sink, True, rids)
-        cards = {str(c) for (c,) in sink.query("SELECT DISTINCT card_id FROM receipts WHERE card_id IS NOT NULL")}
+        cards = {
+            str(c) for (c,) in sink.warehouse.query("SELECT DISTINCT card_id FROM receipts WHERE card_id IS NOT NULL")
+        }
     run = uuid.uuid4().hex[:8]
     analyst, marketer = f"analyst_{run}", f"marketer_{run}"
     analyst_url = _login(pg_database, analyst, "receiptflow_analyst")

@@ -181,8 +181,8 @@ def pipeline(
     sink = open_sink(settings)
     try:
         run_sink(settings, sink, idle_exit_after=4.0)
-        counts = warehouse_counts(sink)
-        (changes,) = sink.query("SELECT count(*) FROM consent_changes")[0]
+        counts = warehouse_counts(sink.warehouse)
+        (changes,) = sink.warehouse.query("SELECT count(*) FROM consent_changes")[0]
     finally:
         sink.close()
     assert (counts["receipts"], counts["total_cents"]) == (truth.receipts, truth.spend_cents)
@@ -257,11 +257,11 @@ def test_rebuild_batches_and_a_second_rebuild_resets_what_it_rebuilds(pipeline: 
     try:
         started = time.perf_counter()
         metrics = Metrics()
-        first = rebuild(sink, target, metrics=metrics)
+        first = rebuild(sink.warehouse, target, metrics=metrics)
         elapsed = time.perf_counter() - started
         # Stale data in the target is replaced, not added to: the rebuild resets each card it writes.
         target.client.hset(target.keys_for(pipeline.cards[0]).profile, "v", 999)
-        second = rebuild(sink, target, cards_per_batch=40, events_per_round_trip=300)
+        second = rebuild(sink.warehouse, target, cards_per_batch=40, events_per_round_trip=300)
     finally:
         sink.close()
     events = first.purchases + first.consent_changes
@@ -280,7 +280,7 @@ def test_rebuild_from_postgresql_equals_the_live_profiles(pipeline: Pipeline, pg
     try:
         run_sink(pg, sink, idle_exit_after=4.0)
         target = _empty_store(pipeline, 9)
-        stats = rebuild(sink, target, cards_per_batch=64)
+        stats = rebuild(sink.warehouse, target, cards_per_batch=64)
     finally:
         sink.close()
     assert stats.purchases == pipeline.truth.receipts - pipeline.truth.anonymous
@@ -294,10 +294,10 @@ def _stored_segments(pipeline: Pipeline) -> dict[str, dict[str, str]]:
 def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) -> None:
     sink = open_sink(pipeline.settings)
     try:
-        (month,) = sink.query(
+        (month,) = sink.warehouse.query(
             "SELECT strftime(event_local_date, '%Y-%m') AS m FROM receipts GROUP BY m ORDER BY count(*) DESC LIMIT 1"
         )[0]
-        aggregates = read_month(sink, str(month))
+        aggregates = read_month(sink.warehouse, str(month))
     finally:
         sink.close()
     want = assign(aggregates, load_model())

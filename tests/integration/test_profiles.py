@@ -341,8 +341,8 @@ def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_i
     metrics = Metrics()
     with open_sink(worker.settings) as sink:
         stats = run_sink(worker.settings, sink, topic=names.consents, idle_exit_after=3, metrics=metrics)
-        assert stats.consent_changes_inserted >= 1
-        audit = sink.query(
+        assert stats.inserted.consent_changes >= 1
+        audit = sink.warehouse.query(
             "SELECT product_data_marketing, source_offset FROM consent_changes WHERE card_id = ?", (card,)
         )
         assert (False, offsets[1]) in [(bool(a), int(b)) for a, b in audit]
@@ -450,8 +450,8 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
         assert stats.records >= len(mine) + 1
         # New rows: only the drain markers, one purchase and one consent change per partition.
         markers = worker.settings.topic_partitions
-        assert (stats.receipts_inserted, stats.consent_changes_inserted) == (markers, markers)
-        assert sink.query("SELECT card_hash FROM erased_cards") == [(store.erased_hash(card),)]
+        assert (stats.inserted.receipts, stats.inserted.consent_changes) == (markers, markers)
+        assert sink.warehouse.query("SELECT card_hash FROM erased_cards") == [(store.erased_hash(card),)]
     finally:
         sink.close()
     replayed = worker.cli("sink", "replay", "--from-beginning")
@@ -463,9 +463,9 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     sink = open_sink(worker.settings)
     try:
         # Other cards' rows (the drain markers at least) are stored: only the erased card is left out.
-        stored = {str(r) for (r,) in sink.query("SELECT receipt_id FROM receipts")}
+        stored = {str(r) for (r,) in sink.warehouse.query("SELECT receipt_id FROM receipts")}
         assert any(r.startswith("marker-") for r in stored)
-        assert card not in {c for (c,) in sink.query("SELECT card_id FROM receipts")}
+        assert card not in {c for (c,) in sink.warehouse.query("SELECT card_id FROM receipts")}
         assert stored.isdisjoint(p.receipt_id for p in mine)
     finally:
         sink.close()

@@ -183,10 +183,11 @@ def _warehouse_matches_its_positions(settings: Settings, log: TopicLog) -> dict[
         stored = {
             t: sink.committed_offsets(t) for t in (names.purchases_customer, names.purchases_analytics, names.consents)
         }
-        receipts = [r for (r,) in sink.query("SELECT receipt_id FROM receipts")]
-        lines = [(b, int(n)) for b, n in sink.query("SELECT basket_id, line_seq FROM analytics.basket_lines")]
+        receipts = [r for (r,) in sink.warehouse.query("SELECT receipt_id FROM receipts")]
+        lines = [(b, int(n)) for b, n in sink.warehouse.query("SELECT basket_id, line_seq FROM analytics.basket_lines")]
         consents = [
-            (int(p), int(o)) for p, o in sink.query("SELECT source_partition, source_offset FROM consent_changes")
+            (int(p), int(o))
+            for p, o in sink.warehouse.query("SELECT source_partition, source_offset FROM consent_changes")
         ]
 
     def below(topic: str, p: int, o: int) -> bool:
@@ -345,14 +346,14 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
     )  # fmt: skip
 
     def per_chain(sink: Any, sql: str) -> dict[str, list[int]]:
-        return {str(chain): [int(n), int(cents)] for chain, n, cents in sink.query(sql)}
+        return {str(chain): [int(n), int(cents)] for chain, n, cents in sink.warehouse.query(sql)}
 
     with open_sink(settings) as sink:
-        counts = warehouse_counts(sink)
+        counts = warehouse_counts(sink.warehouse)
         assert counts["receipts"] == sent.truth.receipts == len(sent.checkouts)
         assert counts["total_cents"] == sent.truth.spend_cents
         assert {c: (v["receipts"], v["total_cents"]) for c, v in counts["per_chain"].items()} == truth_chains
-        assert sink.query("SELECT count(*) FROM receipts WHERE card_id IS NULL") == [(sent.truth.anonymous,)]
+        assert sink.warehouse.query("SELECT count(*) FROM receipts WHERE card_id IS NULL") == [(sent.truth.anonymous,)]
         assert per_chain(
             sink,
             "SELECT r.chain, count(*), sum(i.amount_cents) FROM receipt_items i JOIN receipts r USING (receipt_id) "
@@ -376,7 +377,7 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
         )
         stored_consents = Counter(
             (card, _millis(at), bool(p), bool(e), source)
-            for card, at, p, e, source in sink.query(
+            for card, at, p, e, source in sink.warehouse.query(
                 "SELECT card_id, changed_at, product_data_marketing, electronic_marketing, source FROM consent_changes"
             )
         )
@@ -384,7 +385,7 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
         # The first view an analyst opens agrees with the truth too.
         assert {
             str(c): (int(n), int(cents))
-            for c, n, cents in sink.query(
+            for c, n, cents in sink.warehouse.query(
                 "SELECT chain, sum(receipts), sum(sales_cents) FROM daily_sales GROUP BY chain"
             )
         } == truth_chains

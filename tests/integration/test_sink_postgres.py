@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from receiptflow.sinks import DEFAULT_GROUP, PostgresSink, Sink, WriteResult, warehouse_counts
-from receiptflow.sinks.base import migrations
-from receiptflow.sinks.subject import delete_card
+from receiptflow.errors import WarehouseError
+from receiptflow.sinks import DEFAULT_GROUP, PostgresSink, RowCounts, Sink, warehouse_counts
+from receiptflow.sinks.card_rows import delete_card
+from receiptflow.sinks.migrate import migrations
 
 from ..unit.sinks.test_contract import SALT, TOPIC, OpenSink, SinkContract, records
 
@@ -58,7 +59,7 @@ def test_concurrent_setups_apply_each_migration_once(pg_database: str) -> None:
         t.join(60)
     try:
         assert errors == []
-        rows = sinks[0].query("SELECT version FROM schema_migrations ORDER BY version")
+        rows = sinks[0].warehouse.query("SELECT version FROM schema_migrations ORDER BY version")
         assert rows == [(m.version,) for m in migrations("postgres")]
     finally:
         for s in sinks:
@@ -71,7 +72,7 @@ def test_two_sinks_writing_the_same_records_store_them_once(pg_database: str) ->
     a, b = PostgresSink(pg_database, erasure_salt=SALT), PostgresSink(pg_database, erasure_salt=SALT)
     a.setup()
     b.setup()
-    b_result: list[WriteResult] = []
+    b_result: list[RowCounts] = []
     b_errors: list[BaseException] = []
 
     def second() -> None:
@@ -90,7 +91,7 @@ def test_two_sinks_writing_the_same_records_store_them_once(pg_database: str) ->
         t.join(60)
         assert not t.is_alive() and b_errors == []
         assert ra.receipts + b_result[0].receipts == 400
-        assert warehouse_counts(a)["receipts"] == 400
+        assert warehouse_counts(a.warehouse)["receipts"] == 400
         assert a.committed_offsets(TOPIC) == {0: 400}
     finally:
         a.close()
@@ -109,7 +110,7 @@ def test_an_erasure_waits_for_the_batch_in_flight_and_the_next_batch_skips_the_c
 
     def erase() -> None:
         try:
-            deleted.append(delete_card(eraser, card, eraser.card_hash(card)))
+            deleted.append(delete_card(eraser.warehouse, card, eraser.card_hash(card)))
         except BaseException as exc:
             errors.append(exc)
 
@@ -126,8 +127,8 @@ def test_an_erasure_waits_for_the_batch_in_flight_and_the_next_batch_skips_the_c
         # The next batch (and a replay of the first) leaves the card out, the offsets move on.
         sink.write(recs)
         sink.flush()
-        assert card not in {c for (c,) in sink.query("SELECT card_id FROM receipts")}
-        assert warehouse_counts(sink)["receipts"] == len(recs) - len(mine)
+        assert card not in {c for (c,) in sink.warehouse.query("SELECT card_id FROM receipts")}
+        assert warehouse_counts(sink.warehouse)["receipts"] == len(recs) - len(mine)
         assert sink.committed_offsets(TOPIC) == {0: 300}
     finally:
         sink.close()
@@ -147,3 +148,15 @@ def test_a_read_does_not_leave_the_session_idle_in_transaction(pg_database: str)
         assert states == [("idle",)]
     finally:
         sink.close()
+
+
+def test_a_read_outside_a_write_runs_read_only(pg_database: str) -> None:
+    """Reads through ``sink.warehouse.query`` cannot change the warehouse; the sink writes on afterwards."""
+    with PostgresSink(pg_database, erasure_salt=SALT) as sink:
+        insert = "INSERT INTO erased_cards (card_hash, erased_at) VALUES ('not-a-read', now()) RETURNING 1"
+        with pytest.raises(WarehouseError, match="read-only transaction"):
+            sink.warehouse.query(insert)
+        assert sink.warehouse.query("SELECT count(*) FROM erased_cards") == [(0,)]
+        sink.write(records(5))
+        assert sink.flush().receipts == 5
+        assert warehouse_counts(sink.warehouse)["receipts"] == 5

@@ -41,15 +41,15 @@ from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import (
     DEFAULT_GROUP,
+    RowCounts,
     Sink,
     SinkRecord,
-    WriteResult,
     open_sink,
     run_sink,
     warehouse_counts,
 )
-from receiptflow.sinks.base import migrations
 from receiptflow.sinks.duckdb import analytics_path_for
+from receiptflow.sinks.migrate import migrations
 from receiptflow.sinks.replay import replay_group, replay_warehouse
 from receiptflow.sinks.runner import duckdb_path
 from receiptflow.topics import TopicNames, create_topics
@@ -131,11 +131,11 @@ def test_sink_stores_what_was_committed_and_replays_change_nothing(settings: Set
     metrics = Metrics()
     with open_sink(settings) as sink:
         stats = run_sink(settings, sink, batch_size=500, idle_exit_after=3, metrics=metrics)
-        assert stats.records == 1500 and stats.receipts_inserted == 1500
-        counts = warehouse_counts(sink)
+        assert stats.records == 1500 and stats.inserted.receipts == 1500
+        counts = warehouse_counts(sink.warehouse)
         assert counts == want
         items, groups = table_count(sink, "receipt_items"), table_count(sink, "receipt_groups")
-        assert (stats.items_inserted, stats.groups_inserted) == (items, groups)
+        assert (stats.inserted.items, stats.inserted.groups) == (items, groups)
         assert items > 0 and groups > 0
         stored = sink.committed_offsets(_topic(settings))
     assert _sample(metrics, "receiptflow_warehouse_rows_total", table="receipts") == 1500
@@ -147,15 +147,15 @@ def test_sink_stores_what_was_committed_and_replays_change_nothing(settings: Set
     with open_sink(settings) as sink:
         again = run_sink(settings, sink, idle_exit_after=2)
         assert again.records == 0
-        assert warehouse_counts(sink) == counts
+        assert warehouse_counts(sink.warehouse) == counts
 
     # A full replay under another consumer group re-reads everything and inserts nothing.
     metrics = Metrics()
     with open_sink(settings, group_id="replay-test") as sink:
         replay = run_sink(settings, sink, idle_exit_after=3, metrics=metrics)
-        assert replay.records == 1500 and replay.receipts_inserted == 0
-        assert (replay.items_inserted, replay.groups_inserted) == (0, 0)
-        assert warehouse_counts(sink) == counts
+        assert replay.records == 1500 and replay.inserted.receipts == 0
+        assert (replay.inserted.items, replay.inserted.groups) == (0, 0)
+        assert warehouse_counts(sink.warehouse) == counts
         assert (table_count(sink, "receipt_items"), table_count(sink, "receipt_groups")) == (items, groups)
         assert sink.committed_offsets(_topic(settings)) == stored
     assert _sample(metrics, "receiptflow_duplicates_total", stage="warehouse") == 1500
@@ -167,6 +167,8 @@ class CrashingSink(Sink):
     def __init__(self, inner: Sink, crash_at_flush: int, after_commit: bool) -> None:
         self.inner = inner
         self.group_id = inner.group_id
+        self.card_hash = inner.card_hash
+        self.warehouse = inner.warehouse
         self.crash_at_flush = crash_at_flush
         self.after_commit = after_commit
         self.flushes = 0
@@ -178,7 +180,7 @@ class CrashingSink(Sink):
     def write(self, batch: Sequence[SinkRecord]) -> None:
         self.inner.write(batch)
 
-    def flush(self) -> WriteResult:
+    def flush(self) -> RowCounts:
         self.flushes += 1
         if self.flushes == self.crash_at_flush and not self.after_commit:
             self.inner.rollback()
@@ -192,17 +194,8 @@ class CrashingSink(Sink):
     def rollback(self) -> None:
         self.inner.rollback()
 
-    def sync_chains(self, rows: Sequence[tuple[str, str, str, str, datetime]]) -> None:
-        self.inner.sync_chains(rows)
-
     def committed_offsets(self, topic: str) -> dict[int, int]:
         return self.inner.committed_offsets(topic)
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.inner.query(sql, params)
-
-    def transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
-        return self.inner.transaction(statements)
 
     def close(self) -> None:
         self.inner.close()
@@ -217,7 +210,7 @@ def test_a_crash_between_batches_loses_and_duplicates_nothing(settings: Settings
     crashing = CrashingSink(open_sink(settings), crash_at_flush=3, after_commit=after_commit)
     with pytest.raises(WarehouseError, match="simulated crash"):
         run_sink(settings, crashing, batch_size=100, idle_exit_after=3)
-    kept = warehouse_counts(crashing)["receipts"]
+    kept = warehouse_counts(crashing.warehouse)["receipts"]
     assert kept == crashing.inserted and 0 < kept < 900
     crashing.close()
 
@@ -225,8 +218,8 @@ def test_a_crash_between_batches_loses_and_duplicates_nothing(settings: Settings
         resumed = run_sink(settings, sink, batch_size=100, idle_exit_after=3)
         # Exactly the records the warehouse did not have are read again: none lost, none re-read.
         assert resumed.records == 900 - kept
-        assert resumed.receipts_inserted == 900 - kept
-        assert warehouse_counts(sink) == want
+        assert resumed.inserted.receipts == 900 - kept
+        assert warehouse_counts(sink.warehouse) == want
 
 
 def test_a_record_the_warehouse_cannot_use_is_dead_lettered_and_the_sink_goes_on(duckdb_settings: Settings) -> None:
@@ -253,7 +246,7 @@ def test_a_record_the_warehouse_cannot_use_is_dead_lettered_and_the_sink_goes_on
     for _ in range(2):  # and again after a restart: nothing is read, stored or dead-lettered twice
         with open_sink(settings) as sink:
             run_sink(settings, sink, idle_exit_after=3)
-            assert warehouse_counts(sink)["receipts"] == 10
+            assert warehouse_counts(sink.warehouse)["receipts"] == 10
             assert sink.committed_offsets(topic) == {1: 12}
     letters = [codec.decode(m.value(), expect="dead_letter").value for m in read_all(settings, names.checkouts_dlq)]
     assert sorted((d["source_offset"], d["reason"]) for d in letters) == [(5, "unknown_schema_id"), (6, "out_of_range")]
@@ -285,10 +278,12 @@ def test_an_undecodable_consent_record_is_dead_lettered_once_and_the_changes_aro
         metrics = Metrics()
         with open_sink(settings) as sink:
             stats = run_sink(settings, sink, idle_exit_after=2, metrics=metrics)
-            audit = sink.query("SELECT source_offset FROM consent_changes WHERE card_id = ? ORDER BY 1", (card,))
+            audit = sink.warehouse.query(
+                "SELECT source_offset FROM consent_changes WHERE card_id = ? ORDER BY 1", (card,)
+            )
             assert [int(o) for (o,) in audit] == [0, 2]
             assert sink.committed_offsets(topic)[2] == 3
-        assert stats.consent_changes_inserted == (2 if run == 0 else 0)
+        assert stats.inserted.consent_changes == (2 if run == 0 else 0)
         assert _sample(metrics, "receiptflow_dead_letters_total", reason="unknown_schema_id") == (1 if run == 0 else 0)
         assert [
             (d.reason, d.source_topic, d.source_partition, d.source_offset, d.original_value) for d in letters()
@@ -318,7 +313,7 @@ def test_kafka_committed_offsets_are_not_used_to_resume(duckdb_settings: Setting
     with open_sink(settings, group_id=group) as sink:
         stats = run_sink(settings, sink, group_id=group, idle_exit_after=3)
         assert stats.records == 60
-        assert warehouse_counts(sink)["receipts"] == 60
+        assert warehouse_counts(sink.warehouse)["receipts"] == 60
 
 
 def test_stop_event_ends_the_loop(duckdb_settings: Settings) -> None:
@@ -341,7 +336,7 @@ def test_stop_event_ends_the_loop(duckdb_settings: Settings) -> None:
         t.join(30)
         assert not t.is_alive()
         assert result and result[0].records == 20
-        assert warehouse_counts(sink)["receipts"] == 20
+        assert warehouse_counts(sink.warehouse)["receipts"] == 20
 
 
 def _end_offsets(settings: Settings) -> dict[int, int]:
@@ -365,7 +360,7 @@ REPLAYED_TABLES = (
 def _tables(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables the sink fills, sorted: what "the same tables" means."""
     with open_sink(settings) as sink:
-        return {t: sorted(sink.query(f"SELECT * FROM {t}"), key=repr) for t in REPLAYED_TABLES}
+        return {t: sorted(sink.warehouse.query(f"SELECT * FROM {t}"), key=repr) for t in REPLAYED_TABLES}
 
 
 def _delete(settings: Settings, lost: Sequence[Routed]) -> None:
@@ -584,7 +579,7 @@ def test_a_new_optional_field_does_not_stop_the_sink(settings: Settings, tmp_pat
     # The sink that knows the v2 schema stores both before the warehouse has a column for the field.
     with open_sink(settings) as sink:
         stats = run_sink(settings, sink, codec=new, idle_exit_after=3)
-        assert stats.records == 300 and stats.receipts_inserted == 300
+        assert stats.records == 300 and stats.inserted.receipts == 300
 
     # Adding the column is a migration: the next file, applied when the sink starts; the sink names the
     # columns it inserts, so the extra column does not disturb it.
@@ -592,11 +587,11 @@ def test_a_new_optional_field_does_not_stop_the_sink(settings: Settings, tmp_pat
     _produce_raw(settings, [new.encode("purchase", {**p.to_avro(), "loyalty_points": 3}) for p in ps[300:]])
     with open_sink(settings, migrations_dir=folder) as sink:
         version = len(migrations("duckdb")) + 1
-        assert sink.query(f"SELECT name FROM schema_migrations WHERE version = {version}") == [(name,)]
+        assert sink.warehouse.query(f"SELECT name FROM schema_migrations WHERE version = {version}") == [(name,)]
         stats = run_sink(settings, sink, codec=new, idle_exit_after=3)
-        assert stats.records == 50 and stats.receipts_inserted == 50
-        assert warehouse_counts(sink) == expected_counts([SinkRecord(p, "", 0, 0) for p in ps])
-        assert sink.query("SELECT count(*) FROM receipts WHERE loyalty_points IS NULL") == [(350,)]
+        assert stats.records == 50 and stats.inserted.receipts == 50
+        assert warehouse_counts(sink.warehouse) == expected_counts([SinkRecord(p, "", 0, 0) for p in ps])
+        assert sink.warehouse.query("SELECT count(*) FROM receipts WHERE loyalty_points IS NULL") == [(350,)]
     # Started again without the new file (an older build): refused rather than run against a schema
     # it does not know.
     with pytest.raises(WarehouseError, match="does not know"):

@@ -118,7 +118,7 @@ def test_layers_import_one_way() -> None:
         ("receiptflow.codec", "receiptflow.jobs.subject", False),
         ("receiptflow.sinks.base", "receiptflow.jobs.segments", False),
         ("receiptflow.jobs.subject", "receiptflow.cli", False),
-        ("receiptflow.jobs.subject", "receiptflow.sinks.subject", True),
+        ("receiptflow.jobs.subject", "receiptflow.sinks.card_rows", True),
         ("receiptflow.processors.router", "receiptflow.validation", True),
         ("receiptflow.cli", "receiptflow.jobs.segments", True),
         ("receiptflow.web.data", "receiptflow.jobs.subject", True),

@@ -74,7 +74,7 @@ def add_profile(sub: Subparsers) -> None:
 def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., T]) -> T:
     """Run a batch job over the warehouse and the profile store, with a progress bar on stderr.
 
-    ``job(sink, store, progress=..., metrics=...)``; the job's metrics go to
+    ``job(warehouse, store, progress=..., metrics=...)``; the job's metrics go to
     ``RECEIPTFLOW_METRICS_TEXTFILE`` when it is set, since nothing scrapes a batch command live.
     """
     from ..metrics import Metrics, write_textfile
@@ -88,7 +88,7 @@ def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., 
         with progress_bar(what, unit, err_console) as bar:
             task = bar.add_task(what, total=None)
             result = job(
-                sink,
+                sink.warehouse,
                 store,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 metrics=metrics,
@@ -189,7 +189,7 @@ def bar_chart(title: str, rows: Sequence[tuple[str, int]], total: int, width: in
 
 def months_with_data(settings: Settings) -> str:
     """Which months the warehouse holds receipts for (by the register's local date), for an empty month."""
-    from ..sinks.query import query
+    from ..sinks.read_only import query
 
     found = query(
         settings,

@@ -83,10 +83,11 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
             )
     finally:
         sink.close()
+    new = stats.inserted
     console.print(
-        f"replayed {stats.records} records: {stats.receipts_inserted} receipts, {stats.items_inserted} item rows, "
-        f"{stats.groups_inserted} group rows, {stats.analytics_lines_inserted} analytics lines and "
-        f"{stats.consent_changes_inserted} consent changes were missing and are now stored"
+        f"replayed {stats.records} records: {new.receipts} receipts, {new.items} item rows, "
+        f"{new.groups} group rows, {new.analytics_lines} analytics lines and "
+        f"{new.consent_changes} consent changes were missing and are now stored"
     )
     return 0
 

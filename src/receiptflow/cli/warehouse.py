@@ -60,7 +60,7 @@ def table_of(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str |
 
 
 def cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    from ..sinks.query import query
+    from ..sinks.read_only import query
 
     print_data_dir(settings)
     require_warehouse(settings, "sql")

@@ -45,8 +45,7 @@ from ..models import CheckoutLine, ConsentChange, ConsentState, Granularity, Gro
 from ..processors.profile_rules import Rules, event_ms
 from ..processors.profile_store import ApplyResult, RedisProfileStore
 from ..processors.profiles import Profile, fold
-from ..sinks.base import Sink
-from ..sinks.postgres import PostgresSink
+from ..sinks.queries import Warehouse
 
 Progress = Callable[[int, int], None]  # (events done, events in all)
 Event = Purchase | ConsentChange
@@ -144,16 +143,12 @@ def apply_events(
 
 
 # --- reading the warehouse -----------------------------------------------------------------------
-def _p(sink: Sink) -> str:
-    return "%s" if isinstance(sink, PostgresSink) else "?"
-
-
-def card_pages(sink: Sink, page: int) -> Iterator[list[str]]:
+def card_pages(db: Warehouse, page: int) -> Iterator[list[str]]:
     """Every card with a receipt or a consent change, sorted, ``page`` at a time (keyset pagination)."""
-    p = _p(sink)
+    p = db.p
     after = ""
     while True:
-        rows = sink.query(
+        rows = db.query(
             f"SELECT card_id FROM (SELECT card_id FROM receipts WHERE card_id IS NOT NULL AND card_id > {p} "
             f"UNION SELECT card_id FROM consent_changes WHERE card_id > {p}) AS c ORDER BY card_id LIMIT {int(page)}",
             (after, after),
@@ -165,20 +160,20 @@ def card_pages(sink: Sink, page: int) -> Iterator[list[str]]:
         after = cards[-1]
 
 
-def read_events(sink: Sink, first: str, last: str) -> dict[str, list[Event]]:
+def read_events(db: Warehouse, first: str, last: str) -> dict[str, list[Event]]:
     """Purchases and consent changes of the cards ``first`` .. ``last`` (inclusive), per card, unordered."""
-    p = _p(sink)
+    p = db.p
     where = f"r.card_id >= {p} AND r.card_id <= {p}"
-    receipts = sink.query(f"SELECT {_RECEIPT_COLUMNS} FROM receipts AS r WHERE {where}", (first, last))
+    receipts = db.query(f"SELECT {_RECEIPT_COLUMNS} FROM receipts AS r WHERE {where}", (first, last))
     items: dict[str, list[tuple[Any, ...]]] = {}
-    for row in sink.query(
+    for row in db.query(
         "SELECT i.receipt_id, i.line_no, i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents "
         f"FROM receipt_items AS i JOIN receipts AS r ON r.receipt_id = i.receipt_id WHERE {where}",
         (first, last),
     ):
         items.setdefault(str(row[0]), []).append(row[1:])
     groups: dict[str, list[tuple[Any, ...]]] = {}
-    for row in sink.query(
+    for row in db.query(
         "SELECT g.receipt_id, g.product_group, g.quantity, g.amount_cents, g.lines "
         f"FROM receipt_groups AS g JOIN receipts AS r ON r.receipt_id = g.receipt_id WHERE {where} "
         "ORDER BY g.receipt_id, g.product_group",
@@ -191,7 +186,7 @@ def read_events(sink: Sink, first: str, last: str) -> dict[str, list[Event]]:
         purchase = purchase_from_rows(row, items.get(rid, ()), groups.get(rid, ()))
         assert purchase.card_id is not None
         out.setdefault(purchase.card_id, []).append(purchase)
-    for row in sink.query(
+    for row in db.query(
         "SELECT card_id, changed_at, product_data_marketing, electronic_marketing, source FROM consent_changes "
         f"WHERE card_id >= {p} AND card_id <= {p}",
         (first, last),
@@ -201,10 +196,10 @@ def read_events(sink: Sink, first: str, last: str) -> dict[str, list[Event]]:
     return out
 
 
-def count_events(sink: Sink) -> int:
+def count_events(db: Warehouse) -> int:
     """Purchases with a card plus consent changes: the total a rebuild's progress counts towards."""
-    (receipts,) = sink.query("SELECT count(*) FROM receipts WHERE card_id IS NOT NULL")[0]
-    (changes,) = sink.query("SELECT count(*) FROM consent_changes")[0]
+    (receipts,) = db.query("SELECT count(*) FROM receipts WHERE card_id IS NOT NULL")[0]
+    (changes,) = db.query("SELECT count(*) FROM consent_changes")[0]
     return int(receipts) + int(changes)
 
 
@@ -221,7 +216,7 @@ class RebuildStats:
 
 
 def rebuild(
-    sink: Sink,
+    db: Warehouse,
     store: RedisProfileStore,
     *,
     cards_per_batch: int = 500,
@@ -229,19 +224,19 @@ def rebuild(
     progress: Progress | None = None,
     metrics: Metrics | None = None,
 ) -> RebuildStats:
-    """Rebuild every profile the warehouse ``sink`` knows into ``store`` (see the module docstring).
+    """Rebuild every profile the warehouse ``db`` knows into ``store`` (see the module docstring).
 
     Cards are read ``cards_per_batch`` at a time; their keys are reset and their events applied in
     pipelines of about ``events_per_round_trip`` scripts (a card's events never span two pipelines
     out of order: pipelines of one connection run in sequence).
     """
     stats = RebuildStats()
-    total = count_events(sink)
+    total = count_events(db)
     done = 0
     if progress is not None:
         progress(0, total)
-    for cards in card_pages(sink, cards_per_batch):
-        per_card = read_events(sink, cards[0], cards[-1])
+    for cards in card_pages(db, cards_per_batch):
+        per_card = read_events(db, cards[0], cards[-1])
         queue: list[Event] = []
         reset: list[str] = []
         for card in cards:

@@ -40,8 +40,7 @@ from ..errors import ConfigError
 from ..metrics import Metrics
 from ..processors.profile_keys import SEGMENT_FIELDS
 from ..processors.profile_store import RedisProfileStore
-from ..sinks.base import Sink
-from ..sinks.postgres import PostgresSink
+from ..sinks.queries import Warehouse
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +211,11 @@ def month_bounds(month: str) -> tuple[date, date]:
     return first, date(year + mon // 12, mon % 12 + 1, 1)
 
 
-def read_month(sink: Sink, month: str, default_product_data: bool = False) -> list[CardMonth]:
+def read_month(db: Warehouse, month: str, default_product_data: bool = False) -> list[CardMonth]:
     """Each active card's month from the warehouse (local dates of the receipts), sorted by card."""
-    p = "%s" if isinstance(sink, PostgresSink) else "?"
+    p = db.p
     first, nxt = month_bounds(month)
-    totals = sink.query(
+    totals = db.query(
         "SELECT card_id, count(*), sum(total_cents) FROM receipts WHERE card_id IS NOT NULL "
         f"AND event_local_date >= {p} AND event_local_date < {p} GROUP BY card_id",
         (first, nxt),
@@ -225,11 +224,11 @@ def read_month(sink: Sink, month: str, default_product_data: bool = False) -> li
     consent += "max(CASE WHEN NOT product_data_marketing THEN changed_at END) AS last_withdrawal "
     consent += "FROM consent_changes GROUP BY card_id"
     allowed: dict[str, bool] = {}
-    for card, last_grant, last_withdrawal in sink.query(consent):
+    for card, last_grant, last_withdrawal in db.query(consent):
         # The newest change decides; at the same time the stricter one (as the profile records it).
         allowed[str(card)] = last_withdrawal is None or (last_grant is not None and last_grant > last_withdrawal)
     mix: dict[str, dict[str, int]] = {}
-    for card, group, cents in sink.query(
+    for card, group, cents in db.query(
         f"WITH c AS ({consent}) SELECT r.card_id, g.product_group, sum(g.amount_cents) FROM receipts AS r "
         "JOIN receipt_groups AS g ON g.receipt_id = r.receipt_id LEFT JOIN c ON c.card_id = r.card_id "
         f"WHERE r.card_id IS NOT NULL AND r.event_local_date >= {p} AND r.event_local_date < {p} "
@@ -303,7 +302,7 @@ class SegmentRun:
 
 
 def run_segments(
-    sink: Sink,
+    db: Warehouse,
     store: RedisProfileStore,
     month: str,
     model: SegmentModel,
@@ -314,7 +313,7 @@ def run_segments(
     metrics: Metrics | None = None,
 ) -> SegmentRun:
     """Assign ``month``'s active cards and store the result in their profiles, ``batch`` cards a round trip."""
-    assignments = list(assign(read_month(sink, month, default_product_data), model).values())
+    assignments = list(assign(read_month(db, month, default_product_data), model).values())
     run = SegmentRun(month, model.version, cards=len(assignments))
     for a in assignments:
         key = a.grocery_segment or "-"

@@ -117,22 +117,23 @@ class Backend:
         """Chains per window and the newest consent state from the warehouse; None when it cannot be opened
         (a DuckDB file that a running sink holds, a PostgreSQL that does not answer)."""
         at = now or datetime.now(UTC)
-        p = "%s" if self.settings.resolved_warehouse_url.startswith("postgres") else "?"
         try:
             sink = open_sink(self.settings)
         except ReceiptflowError:
             return None
         try:
+            db = sink.warehouse
+            p = db.p
             chains: dict[str, dict[str, dict[str, int]]] = {}
             for n in WINDOWS:
-                rows = sink.query(
+                rows = db.query(
                     f"SELECT chain, COUNT(*), SUM(total_cents) FROM receipts WHERE card_id = {p} "
                     f"AND event_time > {p} GROUP BY chain ORDER BY chain",
                     (card, at - timedelta(days=n)),
                 )
                 for chain, visits, cents in rows:
                     chains.setdefault(str(chain), {})[f"{n}d"] = {"visits": int(visits), "spend_cents": int(cents)}
-            consent = sink.query(
+            consent = db.query(
                 "SELECT product_data_marketing, electronic_marketing, changed_at FROM consent_changes "
                 f"WHERE card_id = {p} ORDER BY changed_at DESC LIMIT 1",
                 (card,),

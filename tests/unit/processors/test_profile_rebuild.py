@@ -29,8 +29,8 @@ from receiptflow.processors.core import process
 from receiptflow.processors.profile_rules import delta, load_rules
 from receiptflow.processors.profiles import fold
 from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import ConsentRecord, DuckDBSink, SinkRecord, to_rows
-from receiptflow.sinks.base import RECEIPTS
+from receiptflow.sinks import DuckDBSink, SinkConsentRecord, SinkRecord, to_rows
+from receiptflow.sinks.tables import RECEIPTS
 
 from .profile_strategies import purchase_lists
 
@@ -121,27 +121,27 @@ def test_a_consent_change_goes_before_a_purchase_of_the_same_millisecond() -> No
 def test_read_events_returns_what_the_sink_wrote(tmp_path: Path) -> None:
     sim = Simulator(21, stores=30, customers=40)
     policy = load_policy()
-    records: list[SinkRecord | ConsentRecord] = []
+    records: list[SinkRecord | SinkConsentRecord] = []
     purchases = []
     for i, c in enumerate(sim.stream(400, NOW - timedelta(days=20), rate=400 / (20 * 86_400))):
         p = process(c, policy, ConsentState(i % 2 == 0, True, True), NOW).customer
         purchases.append(p)
         records.append(SinkRecord(p, "purchases.customer", 0, i))
     changes = [ConsentChange(card, NOW - timedelta(days=5), False, True) for card in sorted(sim.truth.per_card)[:5]]
-    records += [ConsentRecord(c, "consents", 0, i) for i, c in enumerate(changes)]
+    records += [SinkConsentRecord(c, "consents", 0, i) for i, c in enumerate(changes)]
     sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=b"test-erasure-salt-0123456789")
     sink.setup()
     try:
         sink.write(records)
         sink.flush()
-        pages = list(card_pages(sink, 7))
+        pages = list(card_pages(sink.warehouse, 7))
         cards = [c for page in pages for c in page]
         assert cards == sorted(set(sim.truth.per_card) | {c.card_id for c in changes})
         assert all(len(page) <= 7 for page in pages)
-        assert count_events(sink) == sum(1 for p in purchases if p.card_id) + len(changes)
+        assert count_events(sink.warehouse) == sum(1 for p in purchases if p.card_id) + len(changes)
         got: dict[str, list[Any]] = {}
         for page in pages:
-            got.update(read_events(sink, page[0], page[-1]))
+            got.update(read_events(sink.warehouse, page[0], page[-1]))
     finally:
         sink.close()
     assert sorted(got) == cards

@@ -27,7 +27,7 @@ from receiptflow.models import ConsentChange, ConsentState
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import ConsentRecord, DuckDBSink, SinkRecord
+from receiptflow.sinks import DuckDBSink, SinkConsentRecord, SinkRecord
 
 MODEL = load_model()
 GROUPS = [*MODEL.groups, "fuel", "clothing", "household"]  # non-grocery groups do not count
@@ -158,7 +158,7 @@ NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 def test_read_month_counts_the_month_and_respects_consent(tmp_path: Path) -> None:
     sim = Simulator(31, stores=30, customers=30)
     policy = load_policy()
-    records: list[SinkRecord | ConsentRecord] = []
+    records: list[SinkRecord | SinkConsentRecord] = []
     start = datetime(2026, 10, 25, tzinfo=UTC)
     purchases = []
     for i, c in enumerate(sim.stream(600, start, rate=600 / (30 * 86_400))):
@@ -176,14 +176,14 @@ def test_read_month_counts_the_month_and_respects_consent(tmp_path: Path) -> Non
         ConsentChange(regranted, mid, False, True),
         ConsentChange(regranted, mid + timedelta(days=2), True, True),
     ]
-    records += [ConsentRecord(c, "consents", 0, i) for i, c in enumerate(changes)]
+    records += [SinkConsentRecord(c, "consents", 0, i) for i, c in enumerate(changes)]
     sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=b"test-erasure-salt-0123456789")
     sink.setup()
     try:
         sink.write(records)
         sink.flush()
-        got = {m.card_id: m for m in read_month(sink, "2026-11")}
-        default_on = {m.card_id: m for m in read_month(sink, "2026-11", default_product_data=True)}
+        got = {m.card_id: m for m in read_month(sink.warehouse, "2026-11")}
+        default_on = {m.card_id: m for m in read_month(sink.warehouse, "2026-11", default_product_data=True)}
     finally:
         sink.close()
     november = [p for p in purchases if p.card_id and p.event_time.strftime("%Y-%m") == "2026-11"]

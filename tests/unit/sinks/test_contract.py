@@ -22,9 +22,11 @@ from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import DEFAULT_GROUP, ConsentRecord, Sink, SinkRecord, to_rows, warehouse_counts
-from receiptflow.sinks.base import BasketRecord, chain_dimension_rows, migrations
-from receiptflow.sinks.subject import delete_card, is_erased, record_erased
+from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkConsentRecord, SinkRecord, to_rows, warehouse_counts
+from receiptflow.sinks.card_rows import delete_card, is_erased, record_erased
+from receiptflow.sinks.migrate import migrations
+from receiptflow.sinks.queries import sync_chains
+from receiptflow.sinks.rows import BasketRecord, chain_dimension_rows
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPIC = "purchases.customer"
@@ -59,9 +61,9 @@ def analytics_records(n: int, seed: int = 5) -> list[BasketRecord]:
     return out
 
 
-def consent_records(n: int) -> list[ConsentRecord]:
+def consent_records(n: int) -> list[SinkConsentRecord]:
     return [
-        ConsentRecord(ConsentChange(f"card-{i % 7}", NOW, i % 2 == 0, i % 3 == 0, "app"), "consents", i % 3, i // 3)
+        SinkConsentRecord(ConsentChange(f"card-{i % 7}", NOW, i % 2 == 0, i % 3 == 0, "app"), "consents", i % 3, i // 3)
         for i in range(n)
     ]
 
@@ -81,7 +83,7 @@ def expected_counts(recs: Sequence[SinkRecord]) -> dict[str, Any]:
 
 
 def table_count(sink: Sink, table: str) -> int:
-    return int(sink.query(f"SELECT count(*) FROM {table}")[0][0])
+    return int(sink.warehouse.query(f"SELECT count(*) FROM {table}")[0][0])
 
 
 class SinkContract:
@@ -102,7 +104,7 @@ class SinkContract:
         sink.write(recs)
         again = sink.flush()
         assert (again.receipts, again.items, again.groups) == (0, 0, 0)
-        assert warehouse_counts(sink) == expected_counts(recs)
+        assert warehouse_counts(sink.warehouse) == expected_counts(recs)
         assert table_count(sink, "receipt_items") == len(rows.items)
         assert table_count(sink, "receipt_groups") == len(rows.groups)
 
@@ -113,7 +115,7 @@ class SinkContract:
         redelivered = [dataclasses.replace(r, offset=r.offset + 1000) for r in recs[:10]]
         sink.write(recs + redelivered)
         assert sink.flush().receipts == 40
-        assert warehouse_counts(sink)["receipts"] == 40
+        assert warehouse_counts(sink.warehouse)["receipts"] == 40
 
     def test_offsets_round_trip_per_group_and_topic(self, open_sink: OpenSink) -> None:
         sink = open_sink()
@@ -132,7 +134,7 @@ class SinkContract:
         sink.write(recs[:30])  # a zombie finishing an old batch after a rebalance
         sink.flush()
         assert sink.committed_offsets(TOPIC) == {0: 60}
-        assert warehouse_counts(sink)["receipts"] == 60
+        assert warehouse_counts(sink.warehouse)["receipts"] == 60
 
     def test_several_writes_commit_in_one_flush(self, open_sink: OpenSink) -> None:
         recs = records(90)
@@ -141,7 +143,7 @@ class SinkContract:
         sink.write(recs[45:])
         result = sink.flush()
         assert result.receipts == 90
-        assert warehouse_counts(sink) == expected_counts(recs)
+        assert warehouse_counts(sink.warehouse) == expected_counts(recs)
         assert sink.committed_offsets(TOPIC) == {0: 30, 1: 30, 2: 30}
 
     def test_rollback_drops_rows_and_offsets_together(self, open_sink: OpenSink) -> None:
@@ -151,7 +153,7 @@ class SinkContract:
         sink.flush()
         sink.write(recs[20:])
         sink.rollback()
-        assert warehouse_counts(sink)["receipts"] == 20
+        assert warehouse_counts(sink.warehouse)["receipts"] == 20
         assert sink.committed_offsets(TOPIC) == {0: 20}
         # Nothing pending survives into the next flush.
         assert sink.flush().receipts == 0
@@ -163,7 +165,7 @@ class SinkContract:
         sink.write(recs)
         sink.close()
         again = open_sink()
-        assert warehouse_counts(again)["receipts"] == 0
+        assert warehouse_counts(again.warehouse)["receipts"] == 0
         assert again.committed_offsets(TOPIC) == {}
 
     def test_failed_write_rolls_back_and_the_sink_stays_usable(self, open_sink: OpenSink) -> None:
@@ -176,11 +178,11 @@ class SinkContract:
         with pytest.raises(WarehouseError):
             sink.write([broken])  # NOT NULL violation: the whole open transaction is dropped
         assert sink.flush().receipts == 0
-        assert warehouse_counts(sink)["receipts"] == 10
+        assert warehouse_counts(sink.warehouse)["receipts"] == 10
         assert sink.committed_offsets(TOPIC) == {0: 10}
         sink.write(recs[10:])
         sink.flush()
-        assert warehouse_counts(sink) == expected_counts(recs)
+        assert warehouse_counts(sink.warehouse) == expected_counts(recs)
 
     def test_empty_batch_is_a_no_op(self, open_sink: OpenSink) -> None:
         sink = open_sink()
@@ -197,9 +199,9 @@ class SinkContract:
         sink.close()
         for _ in range(2):
             sink = open_sink()
-            rows = sink.query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            rows = sink.warehouse.query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
             assert rows == [(m.version, m.name, m.checksum) for m in migrations("duckdb")]
-            assert warehouse_counts(sink)["receipts"] == 5
+            assert warehouse_counts(sink.warehouse)["receipts"] == 5
 
     def test_an_edited_migration_is_refused(self, open_sink: OpenSink) -> None:
         sink = open_sink()
@@ -215,7 +217,7 @@ class SinkContract:
         self.execute(sink, "UPDATE schema_migrations SET checksum = NULL")
         sink.close()
         sink = open_sink()
-        assert sink.query("SELECT checksum FROM schema_migrations WHERE version = 1") == [
+        assert sink.warehouse.query("SELECT checksum FROM schema_migrations WHERE version = 1") == [
             (migrations("duckdb")[0].checksum,)
         ]
 
@@ -225,19 +227,19 @@ class SinkContract:
         sink = open_sink()
         sink.write(recs)
         sink.flush()
-        stored = sink.query(
+        stored = sink.warehouse.query(
             "SELECT receipt_id, chain, store_id, card_id, event_time, event_local_date, payment_method, currency, "
             "total_cents, granularity, item_count, policy_version, consent_product_data_marketing, "
             "consent_electronic_marketing, consent_known, processed_at, source_topic, source_partition, "
             "source_offset FROM receipts ORDER BY receipt_id"
         )
         assert stored == sorted(rows.receipts)  # datetimes compare as instants, whatever the zone
-        items = sink.query(
+        items = sink.warehouse.query(
             "SELECT receipt_id, line_no, sku, product_group, quantity, unit_price_cents, amount_cents "
             "FROM receipt_items ORDER BY receipt_id, line_no"
         )
         assert items == sorted(rows.items)
-        groups = sink.query(
+        groups = sink.warehouse.query(
             "SELECT receipt_id, product_group, quantity, amount_cents, lines FROM receipt_groups "
             "ORDER BY receipt_id, product_group"
         )
@@ -251,16 +253,16 @@ class SinkContract:
         sink = open_sink()
         sink.write(recs)
         sink.flush()
-        levels = {str(g): n for g, n in sink.query("SELECT granularity, count(*) FROM receipts GROUP BY 1")}
+        levels = {str(g): n for g, n in sink.warehouse.query("SELECT granularity, count(*) FROM receipts GROUP BY 1")}
         assert set(levels) == {str(g) for g in Granularity}, "the sample must cover every granularity"
         with_items = dict(
-            sink.query(
+            sink.warehouse.query(
                 "SELECT r.granularity, count(DISTINCT i.receipt_id) FROM receipts r "
                 "JOIN receipt_items i USING (receipt_id) GROUP BY 1"
             )
         )
         with_groups = dict(
-            sink.query(
+            sink.warehouse.query(
                 "SELECT r.granularity, count(DISTINCT g.receipt_id) FROM receipts r "
                 "JOIN receipt_groups g USING (receipt_id) GROUP BY 1"
             )
@@ -283,7 +285,7 @@ class SinkContract:
             d[1] += p.total_cents
             d[2] += p.card_id is not None
             d[3] += p.total_cents if p.card_id is not None else 0
-        rows = sink.query(
+        rows = sink.warehouse.query(
             "SELECT sales_date, chain, store_id, receipts, sales_cents, card_receipts, card_sales_cents "
             "FROM daily_sales"
         )
@@ -297,7 +299,7 @@ class SinkContract:
         chain_total: Counter[str] = Counter()
         for (chain, _), cents in mix.items():
             chain_total[chain] += cents
-        rows = sink.query("SELECT chain, product_group, amount_cents, share_of_chain FROM product_group_mix")
+        rows = sink.warehouse.query("SELECT chain, product_group, amount_cents, share_of_chain FROM product_group_mix")
         assert {(c, g): int(a) for c, g, a, _ in rows} == mix
         for c, _group, a, share in rows:
             assert share == pytest.approx(int(a) / chain_total[c])
@@ -313,7 +315,7 @@ class SinkContract:
             b[1] += p.total_cents
             b[2] += lines > 0
             b[3] += lines
-        rows = sink.query(
+        rows = sink.warehouse.query(
             "SELECT chain, sales_date, receipts, avg_basket_cents, receipts_with_lines, avg_lines FROM basket_size"
         )
         assert len(rows) == len(basket)
@@ -323,7 +325,7 @@ class SinkContract:
             assert avg_cents == pytest.approx(want[1] / want[0])
             assert avg_lines == (pytest.approx(want[3] / want[2]) if want[2] else None)
 
-        rows = sink.query("SELECT chain, sales_date, card_receipt_share, card_sales_share FROM card_share")
+        rows = sink.warehouse.query("SELECT chain, sales_date, card_receipt_share, card_sales_share FROM card_share")
         for chain, day, by_receipts, by_money in rows:
             day_ps = [p for p in ps if p.chain == chain and p.event_time.date() == day]
             carded = [p for p in day_ps if p.card_id is not None]
@@ -343,9 +345,9 @@ class SinkContract:
         assert table_count(sink, "analytics.basket_lines") == lines
         assert table_count(sink, "consent_changes") == 40
         assert table_count(sink, "receipts") == 20  # analytics records are not receipts of a customer
-        cents = sink.query("SELECT sum(amount_cents) FROM analytics.basket_lines")[0][0]
+        cents = sink.warehouse.query("SELECT sum(amount_cents) FROM analytics.basket_lines")[0][0]
         assert int(cents) == sum(r.basket.total_cents for r in anonymous)
-        total = sink.query("SELECT sum(total_cents), sum(line_count) FROM analytics.baskets")[0]
+        total = sink.warehouse.query("SELECT sum(total_cents), sum(line_count) FROM analytics.baskets")[0]
         assert (int(total[0]), int(total[1])) == (int(cents), lines)
         assert sink.committed_offsets("consents") == {0: 14, 1: 13, 2: 13}
         last = {p: max(r.offset for r in anonymous if r.partition == p) + 1 for p in {r.partition for r in anonymous}}
@@ -375,14 +377,14 @@ class SinkContract:
         sink = open_sink()
         sink.write(anonymous)
         sink.flush()
-        daily = sink.query("SELECT sum(baskets), sum(sales_cents) FROM analytics.daily_sales")[0]
+        daily = sink.warehouse.query("SELECT sum(baskets), sum(sales_cents) FROM analytics.daily_sales")[0]
         assert (int(daily[0]), int(daily[1])) == (len(anonymous), sum(r.basket.total_cents for r in anonymous))
-        mix = sink.query("SELECT chain, sum(share_of_chain) FROM analytics.product_group_mix GROUP BY chain")
+        mix = sink.warehouse.query("SELECT chain, sum(share_of_chain) FROM analytics.product_group_mix GROUP BY chain")
         assert mix and all(share == pytest.approx(1.0) for _, share in mix)
         # A store's local hour is its UTC hour shifted by the store's offset: the same cells.
         cells = Counter((r.basket.store_id, r.basket.event_hour, r.basket.event_tz_offset_minutes) for r in anonymous)
         assert max(cells.values()) >= 5 and min(cells.values()) < 5  # both kinds of cell are there
-        shown = sink.query("SELECT store_id, baskets FROM analytics.store_hour_sales")
+        shown = sink.warehouse.query("SELECT store_id, baskets FROM analytics.store_hour_sales")
         # Only cells with at least 5 baskets are shown, and those with all their baskets.
         assert all(int(n) >= 5 for _, n in shown)
         assert sum(int(n) for _, n in shown) == sum(n for n in cells.values() if n >= 5)
@@ -393,30 +395,30 @@ class SinkContract:
         card = max(cards, key=lambda c: cards[c])
         mine = [r for r in recs if r.purchase.card_id == card]
         items = sum(len(r.purchase.items) for r in mine if r.purchase.granularity is Granularity.ITEM)
-        consent = ConsentRecord(ConsentChange(card, NOW, True, True, "app"), "consents", 0, 0)
-        others = [ConsentRecord(ConsentChange("someone-else", NOW, True, True, "app"), "consents", 0, 1)]
+        consent = SinkConsentRecord(ConsentChange(card, NOW, True, True, "app"), "consents", 0, 0)
+        others = [SinkConsentRecord(ConsentChange("someone-else", NOW, True, True, "app"), "consents", 0, 1)]
         sink = open_sink()
         sink.write([*recs[:150], consent])
         sink.flush()
-        deleted = delete_card(sink, card, sink.card_hash(card))
+        deleted = delete_card(sink.warehouse, card, sink.card_hash(card))
         assert deleted["receipts"] == sum(1 for r in recs[:150] if r.purchase.card_id == card) > 0
         assert deleted["consent_changes"] == 1
         hashed = sink.card_hash(card)
-        assert is_erased(sink, hashed) and not is_erased(sink, card)
-        assert [r[0] for r in sink.query("SELECT card_hash FROM erased_cards")] == [hashed]  # no card id
+        assert is_erased(sink.warehouse, hashed) and not is_erased(sink.warehouse, card)
+        assert [r[0] for r in sink.warehouse.query("SELECT card_hash FROM erased_cards")] == [hashed]  # no card id
 
         # The whole topic again (a replay) and the rest: every row but the erased card's is stored.
         sink.write([*recs, consent, *others])
         result = sink.flush()
         kept = [r for r in recs if r.purchase.card_id != card]
         assert result.receipts == len(kept) - (150 - deleted["receipts"])
-        assert warehouse_counts(sink) == expected_counts(kept)
+        assert warehouse_counts(sink.warehouse) == expected_counts(kept)
         assert table_count(sink, "consent_changes") == 1
-        assert card not in {r[0] for r in sink.query("SELECT card_id FROM receipts")}
-        assert card not in {r[0] for r in sink.query("SELECT card_id FROM consent_changes")}
+        assert card not in {r[0] for r in sink.warehouse.query("SELECT card_id FROM receipts")}
+        assert card not in {r[0] for r in sink.warehouse.query("SELECT card_id FROM consent_changes")}
         for table in ("receipt_items", "receipt_groups"):
             orphans = f"SELECT count(*) FROM {table} WHERE receipt_id NOT IN (SELECT receipt_id FROM receipts)"
-            assert sink.query(orphans) == [(0,)]
+            assert sink.warehouse.query(orphans) == [(0,)]
         assert items > 0 and table_count(sink, "receipt_items") == sum(
             len(r.purchase.items) for r in kept if r.purchase.granularity is Granularity.ITEM
         )
@@ -429,49 +431,49 @@ class SinkContract:
         recs = records(300, seed=43)
         cards = Counter(r.purchase.card_id for r in recs if r.purchase.card_id is not None)
         card, other = (c for c, _ in cards.most_common(2))
-        consent = ConsentRecord(ConsentChange(card, NOW, True, True, "app"), "consents", 0, 0)
+        consent = SinkConsentRecord(ConsentChange(card, NOW, True, True, "app"), "consents", 0, 0)
         sink = open_sink()
         sink.write([*recs[:200], consent])
         sink.flush()
         held = sum(1 for r in recs[:200] if r.purchase.card_id == card)
         assert held > 0
-        before = warehouse_counts(sink)["receipts"]
+        before = warehouse_counts(sink.warehouse)["receipts"]
 
         erased = {sink.card_hash(card): NOW, "0" * 32: NOW}  # a hash of a card this warehouse never saw
-        deleted = record_erased(sink, erased)
+        deleted = record_erased(sink.warehouse, erased)
         assert deleted["receipts"] == held and deleted["consent_changes"] == 1
-        assert warehouse_counts(sink)["receipts"] == before - held
-        assert sorted(r[0] for r in sink.query("SELECT card_hash FROM erased_cards")) == sorted(erased)
-        assert other in {r[0] for r in sink.query("SELECT card_id FROM receipts")}
+        assert warehouse_counts(sink.warehouse)["receipts"] == before - held
+        assert sorted(r[0] for r in sink.warehouse.query("SELECT card_hash FROM erased_cards")) == sorted(erased)
+        assert other in {r[0] for r in sink.warehouse.query("SELECT card_id FROM receipts")}
         for table in ("receipt_items", "receipt_groups"):
             orphans = f"SELECT count(*) FROM {table} WHERE receipt_id NOT IN (SELECT receipt_id FROM receipts)"
-            assert sink.query(orphans) == [(0,)]
+            assert sink.warehouse.query(orphans) == [(0,)]
         # Again (a sink restarting): nothing left to delete. The rest of the topic: the card stays out.
-        assert record_erased(sink, erased) == {}
+        assert record_erased(sink.warehouse, erased) == {}
         sink.write(recs)
         sink.flush()
-        assert card not in {r[0] for r in sink.query("SELECT card_id FROM receipts")}
-        assert warehouse_counts(sink) == expected_counts([r for r in recs if r.purchase.card_id != card])
+        assert card not in {r[0] for r in sink.warehouse.query("SELECT card_id FROM receipts")}
+        assert warehouse_counts(sink.warehouse) == expected_counts([r for r in recs if r.purchase.card_id != card])
 
     def test_chain_dimension_follows_the_policy_and_the_views_join_it(self, open_sink: OpenSink) -> None:
         policy = load_policy()
         recs = records(300, seed=37)
         sink = open_sink()
-        sink.sync_chains(chain_dimension_rows(policy, NOW))
+        sync_chains(sink.warehouse, chain_dimension_rows(policy, NOW))
         sink.write(recs)
         sink.flush()
         # Upserted again with a renamed group (a policy edit): updated in place, not duplicated.
         renamed = [
             (c, "S-ryhmä" if g == "S Group" else g, lvl, v, t) for c, g, lvl, v, t in chain_dimension_rows(policy, NOW)
         ]
-        sink.sync_chains(renamed)
+        sync_chains(sink.warehouse, renamed)
         assert table_count(sink, "dim_chains") == len(policy.chains)
 
         sold: Counter[str] = Counter(r.purchase.chain for r in recs)
         stores: dict[str, set[str]] = {}
         for r in recs:
             stores.setdefault(r.purchase.chain, set()).add(r.purchase.store_id)
-        rows = sink.query("SELECT chain, chain_group, current_level, stores, receipts FROM chains")
+        rows = sink.warehouse.query("SELECT chain, chain_group, current_level, stores, receipts FROM chains")
         got = {c: (g, lvl, int(n_stores), int(n)) for c, g, lvl, n_stores, n in rows}
         want = {}
         for chain, cp in policy.chains.items():
@@ -479,7 +481,7 @@ class SinkContract:
             level = policy.version_at(chain, NOW).level.value.lower()
             want[chain] = (group, level, len(stores.get(chain, ())), sold[chain])
         assert got == want
-        store_rows = sink.query("SELECT store_id, chain, chain_group, receipts FROM stores")
+        store_rows = sink.warehouse.query("SELECT store_id, chain, chain_group, receipts FROM stores")
         assert {s for s, *_ in store_rows} == {r.purchase.store_id for r in recs}
         for store_id, chain, group, n in store_rows:
             assert store_id in stores[chain]
@@ -490,16 +492,16 @@ class SinkContract:
         recs = records(20, partitions=1)
         odd = dataclasses.replace(recs[0], purchase=dataclasses.replace(recs[0].purchase, chain="NEW_CHAIN"))
         sink = open_sink()
-        sink.sync_chains(chain_dimension_rows(load_policy(), NOW))
+        sync_chains(sink.warehouse, chain_dimension_rows(load_policy(), NOW))
         sink.write([odd])
         sink.flush()
-        assert sink.query("SELECT chain_group, receipts FROM chains WHERE chain = 'NEW_CHAIN'") == [(None, 1)]
+        assert sink.warehouse.query("SELECT chain_group, receipts FROM chains WHERE chain = 'NEW_CHAIN'") == [(None, 1)]
 
     def test_query_errors_are_warehouse_errors(self, open_sink: OpenSink) -> None:
         sink = open_sink()
         with pytest.raises(WarehouseError):
-            sink.query("SELECT no_such_column FROM receipts")
-        assert warehouse_counts(sink)["receipts"] == 0  # and the sink still works
+            sink.warehouse.query("SELECT no_such_column FROM receipts")
+        assert warehouse_counts(sink.warehouse)["receipts"] == 0  # and the sink still works
 
     def test_default_group(self, open_sink: OpenSink) -> None:
         assert open_sink().group_id == DEFAULT_GROUP

@@ -14,7 +14,7 @@ import pytest
 from receiptflow.config import Settings
 from receiptflow.errors import WarehouseError
 from receiptflow.sinks import DEFAULT_GROUP, DuckDBSink, Sink, open_sink, warehouse_counts
-from receiptflow.sinks.base import migrations
+from receiptflow.sinks.migrate import migrations
 
 from .test_contract import SALT, OpenSink, SinkContract, records
 
@@ -96,7 +96,7 @@ def test_batch_of_a_thousand_goes_in_as_one_statement_per_table(tmp_path: Path, 
     sink.write(recs)
     assert sink.flush().receipts == 1000
     assert statements == ["receipts", "receipt_items", "receipt_groups"]
-    assert warehouse_counts(sink)["receipts"] == 1000
+    assert warehouse_counts(sink.warehouse)["receipts"] == 1000
     sink.close()
 
 
@@ -117,7 +117,7 @@ def test_a_warehouse_from_before_checksums_opens_and_keeps_its_data(tmp_path: Pa
 
     with DuckDBSink(path, erasure_salt=SALT) as sink:
         assert sink.committed_offsets("purchases.customer") == {0: 42}
-        rows = sink.query("SELECT version, checksum FROM schema_migrations ORDER BY version")
+        rows = sink.warehouse.query("SELECT version, checksum FROM schema_migrations ORDER BY version")
         # The old migration gets its checksum recorded; the later ones are applied on top.
         assert rows == [(m.version, m.checksum) for m in migrations("duckdb")]
         assert rows[0] == (1, first.checksum)

@@ -17,7 +17,7 @@ from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DuckDBSink, SinkRecord, open_sink, to_rows, warehouse_counts
-from receiptflow.sinks.base import migrations
+from receiptflow.sinks.migrate import migrations
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -64,7 +64,7 @@ def test_write_twice_gives_no_duplicates_and_offsets_round_trip(tmp_path: Path) 
     sink.write(recs)
     again = sink.flush()
     assert again.receipts == 0 and again.items == 0 and again.groups == 0
-    counts = warehouse_counts(sink)
+    counts = warehouse_counts(sink.warehouse)
     assert counts["receipts"] == 300
     assert counts["total_cents"] == sum(r.purchase.total_cents for r in recs)
     assert sink.committed_offsets("purchases.customer") == {0: 100, 1: 100, 2: 100}
@@ -79,7 +79,7 @@ def test_rollback_drops_rows_and_offsets_together(tmp_path: Path) -> None:
     sink.flush()
     sink.write(recs[20:])
     sink.rollback()
-    assert warehouse_counts(sink)["receipts"] == 20
+    assert warehouse_counts(sink.warehouse)["receipts"] == 20
     assert sum(sink.committed_offsets("purchases.customer").values()) == 20
     sink.close()
 
@@ -91,8 +91,8 @@ def test_reopen_keeps_data_and_applies_migrations_once(tmp_path: Path) -> None:
     sink.flush()
     sink.close()
     sink = _sink(path)
-    assert sink.query("SELECT count(*) FROM schema_migrations") == [(len(migrations("duckdb")),)]
-    assert warehouse_counts(sink)["receipts"] == 5
+    assert sink.warehouse.query("SELECT count(*) FROM schema_migrations") == [(len(migrations("duckdb")),)]
+    assert warehouse_counts(sink.warehouse)["receipts"] == 5
     sink.close()
 
 
@@ -102,7 +102,7 @@ def test_purchase_lineage_is_stored(tmp_path: Path) -> None:
     sink.write(recs)
     sink.flush()
     p: Purchase = recs[0].purchase
-    row = sink.query(
+    row = sink.warehouse.query(
         "SELECT policy_version, granularity, consent_known, event_local_date FROM receipts WHERE receipt_id = ?",
         [p.receipt_id],
     )
@@ -125,7 +125,7 @@ def test_the_analytics_file_is_separate_owner_only_and_card_free(tmp_path: Path)
             baskets = analytics_records(50)
             sink.write([*_records(50), *baskets])
             sink.flush()
-            cards = {c for (c,) in sink.query("SELECT card_id FROM receipts WHERE card_id IS NOT NULL")}
+            cards = {c for (c,) in sink.warehouse.query("SELECT card_id FROM receipts WHERE card_id IS NOT NULL")}
             analytics = sink.analytics_path
     finally:
         os.umask(old)

@@ -14,20 +14,10 @@ from receiptflow.config import Settings
 from receiptflow.errors import BrokerError, ConfigError, WarehouseError
 from receiptflow.models import ConsentChange, Granularity
 from receiptflow.sinks import DuckDBSink, open_sink, run_sink, to_rows
-from receiptflow.sinks.base import (
-    RECEIPT_GROUPS,
-    RECEIPT_ITEMS,
-    RECEIPTS,
-    BasketRecord,
-    SinkRecord,
-    SkippedRecord,
-    item_count,
-    migrations,
-    next_offsets,
-    plan_migrations,
-    split_sql,
-)
+from receiptflow.sinks.migrate import migrations, plan_migrations, split_sql
+from receiptflow.sinks.rows import BasketRecord, SinkRecord, SkippedRecord, item_count, next_offsets
 from receiptflow.sinks.runner import decode_batch, duckdb_path
+from receiptflow.sinks.tables import RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS
 from receiptflow.topics import TopicNames
 
 from .test_contract import analytics_records, purchases, records
@@ -235,8 +225,7 @@ def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_re
             value=codec.encode("analytics_basket", basket.to_avro()),
         ),
     ]
-    batch, error = decode_batch(codec, messages, names)
-    assert error is None
+    batch = decode_batch(codec, messages, names)
     assert [type(r).__name__ for r in batch] == ["BasketRecord"]  # the legacy record is skipped
     assert isinstance(batch[0], BasketRecord) and batch[0].basket == basket and batch[0].offset == 1
     assert not any(legacy.receipt_id in str(v) for row in to_rows(batch).baskets for v in row)
@@ -248,7 +237,7 @@ def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_re
     odd = Message(
         topic=names.purchases_analytics, partition=0, offset=2, value=codec.encode("consent_change", change.to_avro())
     )
-    batch, error = decode_batch(codec, [odd], names)
-    assert error is None and len(batch) == 1 and isinstance(batch[0], SkippedRecord)
+    batch = decode_batch(codec, [odd], names)
+    assert len(batch) == 1 and isinstance(batch[0], SkippedRecord)
     assert batch[0].error.reason == "wrong_subject" and "analytics_basket" in str(batch[0].error)
     assert to_rows(batch).baskets == [] and to_rows(batch).receipts == []

@@ -1,9 +1,9 @@
 """Subject access and erasure in the warehouse: every row held about one card, deleting them, and
 keeping the warehouse in step with the erased-cards record on Kafka.
 
-Works on an open :class:`~receiptflow.sinks.base.Sink` through its ``query`` and ``transaction``
-(the sink's own connection, so DuckDB's single-writer file and PostgreSQL credentials are handled as
-the sink handles them).
+Works on the :class:`~receiptflow.sinks.queries.Warehouse` of an open sink (``sink.warehouse``: the
+sink's own connection, so DuckDB's single-writer file and PostgreSQL credentials are handled as the
+sink handles them), in its dialect.
 
 ``delete_card`` is the warehouse step of ``receiptflow erase``: one transaction in which the card's
 salted hash joins ``erased_cards`` (migration 0005; no card id kept), whose rows the sinks never
@@ -36,12 +36,11 @@ Why no erased row survives, whatever the interleaving:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from .base import ERASED_INSERT, Sink
-from .postgres import ERASURE_LOCK, PostgresSink
+from .queries import ERASED_INSERT, Warehouse
 
 # Tables with rows linked to a card: (table, columns exported, how a row belongs to the card).
 _CARD_ROWS = (
@@ -52,79 +51,69 @@ _CARD_ROWS = (
 )
 
 
-def _placeholder(sink: Sink) -> str:
-    return "%s" if isinstance(sink, PostgresSink) else "?"
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value
 
 
-def export_rows(sink: Sink, card_id: str) -> dict[str, list[dict[str, Any]]]:
+def export_rows(db: Warehouse, card_id: str) -> dict[str, list[dict[str, Any]]]:
     """Every warehouse row about ``card_id``, per table, as JSON-ready dicts."""
-    p = _placeholder(sink)
+    p = db.p
     out: dict[str, list[dict[str, Any]]] = {}
     for table, where in _CARD_ROWS:
         columns = [
             str(r[0])
-            for r in sink.query(
+            for r in db.query(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = "
                 + p
                 + " ORDER BY ordinal_position",
                 (table,),
             )
         ]
-        rows = sink.query(
-            f"SELECT {', '.join(columns)} FROM {table} WHERE {where.format(p=p)} ORDER BY 1, 2", (card_id,)
-        )
+        rows = db.query(f"SELECT {', '.join(columns)} FROM {table} WHERE {where.format(p=p)} ORDER BY 1, 2", (card_id,))
         out[table] = [{c: _plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
     return out
 
 
-def delete_card(sink: Sink, card_id: str, card_hash: str, at: datetime | None = None) -> dict[str, int]:
+def delete_card(db: Warehouse, card_id: str, card_hash: str, at: datetime | None = None) -> dict[str, int]:
     """Record ``card_hash`` as erased and delete every warehouse row about ``card_id``, in one
     transaction; returns rows deleted per table."""
-    p = _placeholder(sink)
-    statements: list[tuple[str, tuple[Any, ...]]] = []
-    if isinstance(sink, PostgresSink):
-        statements.append(("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,)))
+    p = db.p
+    statements: list[tuple[str, Sequence[Any]]] = [*db.erasure_lock()]
     statements.append((ERASED_INSERT.format(p=p), (card_hash, at or datetime.now(UTC))))
     # Children first: their membership is found through the receipts still present.
     tables = (*_CARD_ROWS[1:3], _CARD_ROWS[0], _CARD_ROWS[3])
     for table, where in tables:
         statements.append((f"DELETE FROM {table} WHERE {where.format(p=p)} RETURNING 1", (card_id,)))
-    results = sink.transaction(statements)[-len(tables) :]
+    results = db.transaction(statements)[-len(tables) :]
     return {table: len(rows) for (table, _), rows in zip(tables, results, strict=True)}
 
 
-def is_erased(sink: Sink, card_hash: str) -> bool:
+def is_erased(db: Warehouse, card_hash: str) -> bool:
     """Whether the warehouse's erased-cards record holds ``card_hash``."""
-    p = _placeholder(sink)
-    return bool(sink.query(f"SELECT 1 FROM erased_cards WHERE card_hash = {p}", (card_hash,)))
+    p = db.p
+    return bool(db.query(f"SELECT 1 FROM erased_cards WHERE card_hash = {p}", (card_hash,)))
 
 
-def record_erased(sink: Sink, erased: Mapping[str, datetime]) -> dict[str, int]:
+def record_erased(db: Warehouse, erased: Mapping[str, datetime]) -> dict[str, int]:
     """Bring the warehouse in step with the erased-cards record: add the hashes of ``erased``
     (salted hash → erased at) to ``erased_cards``, then delete every row of those cards the warehouse
     already holds. Returns rows deleted per table (empty when none). Call it between flushes.
     """
     if not erased:
         return {}
-    p = _placeholder(sink)
-    lock: list[tuple[str, tuple[Any, ...]]] = []
-    if isinstance(sink, PostgresSink):
-        lock.append(("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,)))
+    p = db.p
+    lock = db.erasure_lock()
     inserts = [(ERASED_INSERT.format(p=p), (h, at)) for h, at in sorted(erased.items())]
     # First the hashes, committed: every batch from here on leaves the cards out (see the docstring).
-    sink.transaction([*lock, *inserts])
+    db.transaction([*lock, *inserts])
     # Then the rows stored before: the warehouse keeps card ids, the record only their hashes.
-    held = sink.query(
+    held = db.query(
         "SELECT DISTINCT card_id FROM receipts WHERE card_id IS NOT NULL "
         "UNION SELECT DISTINCT card_id FROM consent_changes WHERE card_id IS NOT NULL"
     )
-    cards = sorted(str(c) for (c,) in held if sink.card_hash(str(c)) in erased)
+    cards = sorted(str(c) for (c,) in held if db.card_hash(str(c)) in erased)
     if not cards:
         return {}
     tables = (*_CARD_ROWS[1:3], _CARD_ROWS[0], _CARD_ROWS[3])
@@ -133,7 +122,7 @@ def record_erased(sink: Sink, erased: Mapping[str, datetime]) -> dict[str, int]:
         for card in cards
         for table, where in tables
     ]
-    results = sink.transaction([*lock, *deletes])[len(lock) :]
+    results = db.transaction([*lock, *deletes])[len(lock) :]
     out: dict[str, int] = {}
     for (sql, _), rows in zip(deletes, results, strict=True):
         table = sql.split()[2]

@@ -1,0 +1,249 @@
+"""Records read from Kafka and the table rows they become (pure).
+
+A decoded record keeps where it was read (topic, partition, offset): the offset becomes the stored
+position (:func:`next_offsets`), committed with the rows. :func:`to_rows` maps a batch to rows in the
+column order of ``sinks.tables``; a record the warehouse cannot store
+(:func:`warehouse_problem`) or decode is a :class:`SkippedRecord` with no rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..errors import ValidationError, WarehouseError
+from ..models import AnalyticsBasket, ConsentChange, Granularity, Purchase
+from ..policy import Policy
+from ..validation import MAX_INT32
+from .tables import BASKET_LINES, BASKETS, CARD_TABLES, CONSENT_CHANGES, RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS, Table
+
+
+def chain_dimension_rows(policy: Policy, now: datetime) -> list[tuple[str, str, str, str, datetime]]:
+    """Rows of ``dim_chains`` (pure): chain, group, level and policy version in force on ``now``'s date."""
+    return [(chain, group, level, version, now) for chain, group, level, version in policy.describe_at(now.date())]
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    """A decoded ``purchases.customer`` record and where it was read: the offset becomes the stored position."""
+
+    purchase: Purchase
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class BasketRecord:
+    """A decoded ``purchases.analytics`` record (an anonymous basket) and where it was read."""
+
+    basket: AnalyticsBasket
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConsentRecord:
+    """A decoded consent change and where it was read (for the consent audit table)."""
+
+    change: ConsentChange
+    topic: str
+    partition: int
+    offset: int
+
+
+_INT64 = 2**63 - 1  # BIGINT; INTEGER columns hold the contract's 32-bit ints (MAX_INT32)
+
+
+def warehouse_problem(p: Purchase) -> str | None:
+    """Why ``p`` cannot be stored (a value past its column's type), or None.
+
+    The processor validates every checkout, so this only catches records written before a
+    validation rule existed, or by something else: they are dead-lettered, never allowed to fail a
+    batch on every restart.
+    """
+    if len(p.items) > MAX_INT32 or len(p.groups) > MAX_INT32:
+        return "too many lines"
+    if abs(p.total_cents) > _INT64:
+        return f"total_cents {p.total_cents} does not fit a BIGINT"
+    for item in p.items:
+        if not -MAX_INT32 - 1 <= item.line_no <= MAX_INT32:
+            return f"line_no {item.line_no} does not fit an INTEGER"
+        if abs(item.amount_cents) > _INT64 or abs(item.unit_price_cents) > _INT64:
+            return f"line {item.line_no}: an amount does not fit a BIGINT"
+    for g in p.groups:
+        if abs(g.amount_cents) > _INT64 or not 0 <= g.lines <= MAX_INT32:
+            return f"group {g.product_group!r}: a value does not fit its column"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRecord:
+    """A record that could not be decoded or stored and went to the dead-letter topic instead: it has
+    no rows, but its offset is stored like any other, so the sink does not read it again."""
+
+    topic: str
+    partition: int
+    offset: int
+    error: ValidationError
+    key: bytes | None = None
+    value: bytes | None = None
+
+
+AnyRecord = SinkRecord | SinkConsentRecord | BasketRecord | SkippedRecord
+
+
+@dataclass
+class Rows:
+    receipts: list[tuple[Any, ...]]
+    items: list[tuple[Any, ...]]
+    groups: list[tuple[Any, ...]]
+    consents: list[tuple[Any, ...]] = field(default_factory=list)
+    baskets: list[tuple[Any, ...]] = field(default_factory=list)
+    basket_lines: list[tuple[Any, ...]] = field(default_factory=list)
+    # Per table of CARD_TABLES, the card each row belongs to (None: anonymous), parallel to its rows.
+    cards: dict[str, list[str | None]] = field(default_factory=lambda: {name: [] for name in sorted(CARD_TABLES)})
+
+    def by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
+        """The card-linked store's tables and their rows."""
+        return [
+            (RECEIPTS, self.receipts),
+            (RECEIPT_ITEMS, self.items),
+            (RECEIPT_GROUPS, self.groups),
+            (CONSENT_CHANGES, self.consents),
+        ]
+
+    def analytics_by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
+        """The anonymous analytics store's tables and their rows."""
+        return [(BASKETS, self.baskets), (BASKET_LINES, self.basket_lines)]
+
+
+def item_count(p: Purchase) -> int:
+    """Receipt lines the record carries or summarises; 0 when the policy kept no line information."""
+    if p.granularity is Granularity.ITEM:
+        return len(p.items)
+    if p.granularity is Granularity.PRODUCT_GROUP:
+        return sum(g.lines for g in p.groups)
+    return 0
+
+
+def to_rows(batch: Sequence[AnyRecord]) -> Rows:
+    """Records → table rows (pure). Items only at ITEM granularity, groups at ITEM and PRODUCT_GROUP;
+    analytics baskets become anonymous basket and line rows, consent records audit rows.
+
+    Rows follow the column order of the :class:`~receiptflow.sinks.tables.Table` definitions.
+    """
+    rows = Rows([], [], [])
+    seen: set[str] = set()
+    for r in batch:
+        if isinstance(r, SkippedRecord):
+            continue
+        if isinstance(r, SinkConsentRecord):
+            c = r.change
+            rows.consents.append(
+                (
+                    c.card_id,
+                    c.event_time,
+                    c.product_data_marketing,
+                    c.electronic_marketing,
+                    c.source,
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                )
+            )
+            rows.cards[CONSENT_CHANGES.name].append(c.card_id)
+            continue
+        if isinstance(r, BasketRecord):
+            _add_basket(rows, r.basket)
+            continue
+        p = r.purchase
+        # A redelivered receipt inside one batch: keep the first, as the primary key does across batches.
+        if p.receipt_id in seen:
+            continue
+        seen.add(p.receipt_id)
+        rows.receipts.append(
+            (
+                p.receipt_id,
+                p.chain,
+                p.store_id,
+                p.card_id,
+                p.event_time,
+                p.event_time.date(),  # the register's local date: what daily store reports group by
+                p.payment_method,
+                p.currency,
+                p.total_cents,
+                str(p.granularity),
+                item_count(p),
+                p.policy_version,
+                p.consent.product_data_marketing,
+                p.consent.electronic_marketing,
+                p.consent.known,
+                p.processed_at,
+                r.topic,
+                r.partition,
+                r.offset,
+            )
+        )
+        rows.cards[RECEIPTS.name].append(p.card_id)
+        # The processor already truncated the record to its granularity; checking it again here keeps
+        # a processor bug from putting finer data into the warehouse than the policy allowed.
+        if p.granularity is Granularity.ITEM:
+            rows.items.extend(
+                (p.receipt_id, i.line_no, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
+                for i in p.items
+            )
+            rows.cards[RECEIPT_ITEMS.name].extend([p.card_id] * len(p.items))
+        if p.granularity is not Granularity.RECEIPT:
+            rows.groups.extend(
+                (p.receipt_id, g.product_group, float(g.quantity), g.amount_cents, g.lines) for g in p.groups
+            )
+            rows.cards[RECEIPT_GROUPS.name].extend([p.card_id] * len(p.groups))
+    return rows
+
+
+def _add_basket(rows: Rows, b: AnalyticsBasket) -> None:
+    # The analytics topic is anonymous by construction; a basket that does not look like a pseudonym
+    # (a receipt id, a card) or has an exact time is a processor bug, and the warehouse must not
+    # become the place where it leaks.
+    if len(b.basket_id) != 32 or any(ch not in "0123456789abcdef" for ch in b.basket_id):
+        raise WarehouseError("analytics basket whose id is not a basket pseudonym: refusing to store it")
+    if b.event_hour.minute or b.event_hour.second or b.event_hour.microsecond:
+        raise WarehouseError(f"analytics basket {b.basket_id} has an exact time, not an hour: refusing to store it")
+    local = b.event_hour.astimezone(UTC) + timedelta(minutes=b.event_tz_offset_minutes)
+    rows.baskets.append(
+        (
+            b.basket_id,
+            b.key_period,
+            b.chain,
+            b.store_id,
+            b.event_hour,
+            local.replace(tzinfo=None),
+            b.payment_method,
+            b.currency,
+            b.total_cents,
+            len(b.lines),
+        )
+    )
+    rows.basket_lines.extend(
+        (b.basket_id, seq, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
+        for seq, i in enumerate(b.lines, start=1)
+    )
+
+
+def next_offsets(batch: Sequence[AnyRecord], analytics: bool = False) -> list[tuple[str, int, int]]:
+    """(topic, partition, offset to resume from) after this batch, sorted: of the analytics baskets
+    with ``analytics``, else of every other record.
+
+    Sorted so that two writers upserting the same partitions lock the rows in the same order.
+    """
+    out: dict[tuple[str, int], int] = {}
+    for r in batch:
+        if isinstance(r, BasketRecord) != analytics:
+            continue
+        key = (r.topic, r.partition)
+        out[key] = max(out.get(key, 0), r.offset + 1)
+    return [(t, p, o) for (t, p), o in sorted(out.items())]

@@ -1,0 +1,152 @@
+"""The tables a sink writes: their names, columns in row order and natural keys.
+
+Card-linked tables (receipts, their items and groups, consent changes) and the anonymous analytics
+store (``analytics.baskets``, ``analytics.basket_lines``) live apart: in the ``analytics`` schema on
+PostgreSQL and in a DuckDB file of their own attached as ``analytics`` (see ``sinks.duckdb``). Rows
+of the analytics store are baskets under a keyed pseudonym: nothing in them equals a receipt id,
+register, card or exact time of the card-linked tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_GROUP = "receiptflow-warehouse"
+
+Dialect = Literal["duckdb", "postgres"]
+
+# The schema (PostgreSQL) or attached database (DuckDB) of the anonymous analytics store.
+ANALYTICS_SCHEMA = "analytics"
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table the sink writes: its columns in row order and its natural key."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+
+RECEIPTS = Table(
+    "receipts",
+    (
+        "receipt_id",
+        "chain",
+        "store_id",
+        "card_id",
+        "event_time",
+        "event_local_date",
+        "payment_method",
+        "currency",
+        "total_cents",
+        "granularity",
+        "item_count",
+        "policy_version",
+        "consent_product_data_marketing",
+        "consent_electronic_marketing",
+        "consent_known",
+        "processed_at",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+    ),
+    ("receipt_id",),
+)
+RECEIPT_ITEMS = Table(
+    "receipt_items",
+    ("receipt_id", "line_no", "sku", "product_group", "quantity", "unit_price_cents", "amount_cents"),
+    ("receipt_id", "line_no"),
+)
+RECEIPT_GROUPS = Table(
+    "receipt_groups",
+    ("receipt_id", "product_group", "quantity", "amount_cents", "lines"),
+    ("receipt_id", "product_group"),
+)
+# The anonymous analytics store: one row per basket and per line, no column of a receipt, card or
+# register. The basket id is the processor's keyed pseudonym; ``local_hour`` is the store's wall
+# clock hour (a TIMESTAMP without zone) for daily and hourly views in local time.
+BASKETS = Table(
+    "analytics.baskets",
+    (
+        "basket_id",
+        "key_period",
+        "chain",
+        "store_id",
+        "event_hour",
+        "local_hour",
+        "payment_method",
+        "currency",
+        "total_cents",
+        "line_count",
+    ),
+    ("basket_id",),
+)
+BASKET_LINES = Table(
+    "analytics.basket_lines",
+    ("basket_id", "line_seq", "sku", "product_group", "quantity", "unit_price_cents", "amount_cents"),
+    ("basket_id", "line_seq"),
+)
+CONSENT_CHANGES = Table(
+    "consent_changes",
+    (
+        "card_id",
+        "changed_at",
+        "product_data_marketing",
+        "electronic_marketing",
+        "source",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+    ),
+    # The compacted topic's positions identify a change: replays and other groups see the same ones.
+    ("source_topic", "source_partition", "source_offset"),
+)
+TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES, BASKETS, BASKET_LINES)
+# Tables of the anonymous analytics store (written with their own offsets, see ``sinks.queries``).
+ANALYTICS_TABLES = frozenset(t.name for t in (BASKETS, BASKET_LINES))
+# Tables whose rows belong to a card: their inserts leave out the rows of erased cards.
+CARD_TABLES = frozenset(t.name for t in (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES))
+
+
+@dataclass
+class RowCounts:
+    """Rows inserted per table: what a flush, a sink run and a replay report, and what the metrics count.
+
+    Conflicts on the natural keys are not counted: a redelivered or replayed row that was already
+    there adds nothing.
+    """
+
+    receipts: int = 0
+    items: int = 0
+    groups: int = 0
+    analytics_lines: int = 0  # lines of analytics baskets
+    consent_changes: int = 0
+    baskets: int = 0
+
+    def add(self, table: str, n: int) -> None:
+        """Count ``n`` rows of ``table`` (a :class:`Table` name)."""
+        field = _FIELDS.get(table)
+        if field is not None:
+            setattr(self, field, getattr(self, field) + n)
+
+    def add_counts(self, other: RowCounts) -> None:
+        """Add every table's count of ``other``."""
+        for table, n in other.by_table():
+            self.add(table, n)
+
+    def by_table(self) -> list[tuple[str, int]]:
+        """(table name, rows) for every table a sink writes, zeros included."""
+        return [(table, int(getattr(self, field))) for table, field in _FIELDS.items()]
+
+
+# Which RowCounts field counts which table, in the order the metrics list them.
+_FIELDS = {
+    RECEIPTS.name: "receipts",
+    RECEIPT_ITEMS.name: "items",
+    RECEIPT_GROUPS.name: "groups",
+    BASKETS.name: "baskets",
+    BASKET_LINES.name: "analytics_lines",
+    CONSENT_CHANGES.name: "consent_changes",
+}
