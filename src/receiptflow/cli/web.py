@@ -43,7 +43,13 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_web(sub: Subparsers) -> None:
     s = sub.add_parser("web", help="serve the card holder's web page, or print a one-time sign-in link for it")
-    s.add_argument("action", nargs="?", choices=("serve", "link"), default="serve")
+    s.add_argument(
+        "action",
+        nargs="?",
+        choices=("serve", "link"),
+        default="serve",
+        help="serve the page, or print a one-time sign-in link",
+    )
     s.add_argument("subject", nargs="?", metavar="CARD", help="web link: the card (or the staff login's name)")
     s.add_argument(
         "--role",
