@@ -58,6 +58,8 @@ from confluent_kafka import (
 from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError, ConfigError, ValidationError
+from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
+from ..lag import LagReporter
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange, ConsentState, Purchase
 from ..policy import UNKNOWN_CHAIN_VERSION, Policy, load_policy
@@ -113,6 +115,7 @@ class _Staged:
     consumed: Counter[str] = field(default_factory=Counter)  # topic -> records
     routed: Counter[str] = field(default_factory=Counter)  # output topic -> records
     processed: Counter[str] = field(default_factory=Counter)  # chain -> receipts routed
+    stores: Counter[str] = field(default_factory=Counter)  # store -> receipts routed
     dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> records
     duplicates: int = 0
     consent_changes: int = 0
@@ -143,6 +146,7 @@ class Router:
         name: str = "router",
         on_hang: Callable[[str], None] | None = None,
         baskets: BasketPseudonymiser | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.settings = settings
         # The analytics key stays in this process: only the router makes basket pseudonyms.
@@ -150,6 +154,8 @@ class Router:
         self.names = TopicNames(settings.topic_prefix)
         self.policy = policy or load_policy(settings.policy_file)
         self.metrics = metrics or Metrics()
+        self.readiness = readiness or Readiness(name, CONSUMER_CHECKS)
+        self.lag = LagReporter(self.metrics, settings.processor_id)
         self.codec = codec or Codec()
         self.encoder = PurchaseEncoder(self.codec)
         self.basket_encoder = BasketEncoder(self.codec)
@@ -283,11 +289,15 @@ class Router:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
+        self.readiness.mark(PARTITIONS_ASSIGNED)
+        self.readiness.mark(STATE_RESTORED, False)
         self._restore(partitions)
+        self.readiness.mark(STATE_RESTORED)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), i.e. between transactions: nothing is half-written here.
         log.info("%s: revoked %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
+        self.readiness.mark(PARTITIONS_ASSIGNED, False)
         numbers = {tp.partition for tp in partitions}
         for p in numbers:
             self.state.pop(p, None)
@@ -328,6 +338,7 @@ class Router:
             while not stop.is_set():
                 waiting = self._merge.pending() > 0
                 msgs = self._consumer.consume(batch_max, timeout=0.1 if waiting else 0.5)
+                self.lag.report(self._consumer)
                 if self._buffer(msgs):
                     self._last_delivery = time.monotonic()
                 ready = self._merge.release(
@@ -510,6 +521,8 @@ class Router:
             m.routed_total.labels(topic).inc(n)
         for chain, n in staged.processed.items():
             m.processed_total.labels(chain).inc(n)
+        for store, n in staged.stores.items():
+            m.store_checkouts_total.labels(store).inc(n)
         for reason, n in staged.dead_letters.items():
             m.dead_letters_total.labels(reason).inc(n)
         if staged.duplicates:
@@ -639,6 +652,7 @@ class Router:
         at = _ms(checkout.event_time)
         staged.seen[(partition, rid)] = at  # to the changelog at the end of the transaction
         staged.processed[checkout.chain] += 1
+        staged.stores[checkout.store_id] += 1
 
     def _send(self, topic: str, key: bytes, value: bytes, staged: _Staged) -> None:
         self._produce(topic, key, value)

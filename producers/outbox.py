@@ -87,8 +87,9 @@ class Outbox:
         self._db = self._connect(shared=True)
         self._db_lock = threading.Lock()
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT coalesce(sum(length(value)), 0) FROM outbox").fetchone()
-        self._bytes = int(row[0])
+        row = self._db.execute("SELECT count(*), coalesce(sum(length(value)), 0) FROM outbox").fetchone()
+        self._bytes = int(row[1])
+        self._depth(int(row[0]), self._bytes)
         self._bytes_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,6 +151,7 @@ class Outbox:
                     "INSERT INTO outbox (receipt_id, topic, key, value, accepted_at) VALUES (?, ?, ?, ?, ?)", batch
                 )
                 self._db.execute("COMMIT")
+                self._depth(len(batch), size)
             except sqlite3.Error as exc:
                 with self._bytes_lock:
                     self._bytes -= size
@@ -192,8 +194,14 @@ class Outbox:
 
     def close(self) -> None:
         self.stop()
+        self._depth(-self.pending(), -self._bytes)  # what is left stays on disk, no longer this process's
         with self._db_lock:
             self._db.close()
+
+    def _depth(self, records: int, size: int) -> None:
+        """Move the exported outbox depth (records and bytes waiting for the broker's acknowledgement)."""
+        self.metrics.outbox_depth_records.inc(records)
+        self.metrics.outbox_depth_bytes.inc(size)
 
     def _run(self) -> None:
         db = self._connect()
@@ -298,4 +306,5 @@ class Outbox:
         db.execute("COMMIT")
         with self._bytes_lock:
             self._bytes -= sizes
+        self._depth(-len(seqs), -sizes)
         self.acked += len(seqs)

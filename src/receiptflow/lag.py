@@ -1,0 +1,169 @@
+"""Consumer lag: per group and partition, as each worker sees it and as the broker records it.
+
+Two views of the same figure:
+
+* in a worker (:class:`LagReporter`): for each partition assigned to it, the partition's end minus
+  the worker's position, from what its consumer already knows (the end from the latest fetch, no
+  broker call), set on ``receiptflow_consumer_lag_records{group, topic, partition}`` at most once a
+  second; the series of partitions the worker no longer holds are removed, so a rebalance leaves no
+  stale lag behind;
+* from outside (:func:`group_lag`, used by ``receiptflow status``): each group's committed offsets
+  (the admin API's ``list_consumer_group_offsets``) against the partitions' ends, as
+  ``kafka-consumer-groups --describe`` shows them.
+
+The readers are read-committed, so a partition's end is its last stable offset. A producer's
+transaction leaves a commit marker after its records: a group that has read everything of a
+transactional topic (``purchases.*``) still shows up to one record of lag per partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from .config import Settings
+from .errors import BrokerError
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]  # (topic, partition)
+_REPORT_EVERY = 1.0  # seconds
+
+
+class LagGauge:
+    """One group's lag series on ``receiptflow_consumer_lag_records``, exactly the partitions last reported."""
+
+    def __init__(self, metrics: Metrics, group: str) -> None:
+        self._gauge = metrics.consumer_lag
+        self.group = group
+        self._lock = threading.Lock()
+        self._shown: set[Partition] = set()
+
+    def update(self, lags: Mapping[Partition, int]) -> None:
+        with self._lock:
+            for topic, partition in self._shown - set(lags):
+                self._gauge.remove(self.group, topic, str(partition))
+            for (topic, partition), n in lags.items():
+                self._gauge.labels(self.group, topic, str(partition)).set(max(n, 0))
+            self._shown = set(lags)
+
+
+def consumer_lag(consumer: Consumer) -> dict[Partition, int]:
+    """Records behind the end per assigned partition, from the consumer's cached ends (no broker call).
+
+    A partition not fetched from yet (no position or no known end) is left out.
+    """
+    lags: dict[Partition, int] = {}
+    for tp in consumer.position(consumer.assignment()):
+        if tp.offset < 0:
+            continue
+        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0:
+            lags[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
+    return lags
+
+
+class LagReporter:
+    """Reports a confluent-kafka consumer's lag, at most once every ``every`` seconds (cheap to call often)."""
+
+    def __init__(self, metrics: Metrics, group: str, every: float = _REPORT_EVERY) -> None:
+        self.gauge = LagGauge(metrics, group)
+        self.every = every
+        self._last = 0.0
+
+    def report(self, consumer: Consumer, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        self._last = now
+        try:
+            self.gauge.update(consumer_lag(consumer))
+        except (KafkaException, RuntimeError) as exc:  # RuntimeError: the consumer is closed
+            log.debug("lag not available: %s", exc)
+
+
+# --- from outside: the broker's record of each group ----------------------------------------------
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition of one group: its committed offset (None: nothing committed), end and lag."""
+
+    group: str
+    topic: str
+    partition: int
+    committed: int | None
+    end: int
+
+    @property
+    def lag(self) -> int:
+        """Records after the committed offset (all of the partition's records when nothing is committed)."""
+        return max(self.end - (self.committed if self.committed is not None else 0), 0)
+
+
+def group_lag(
+    settings: Settings, groups: Sequence[str], *, topics: Mapping[str, Sequence[str]] | None = None, timeout: float = 10
+) -> dict[str, list[PartitionLag]]:
+    """Each group's lag per partition of the topics it committed offsets for (or of ``topics[group]``).
+
+    Raises :class:`BrokerError` when the cluster does not answer.
+    """
+    admin = AdminClient(settings.kafka_config(**{"client.id": "receiptflow-status"}))
+    committed: dict[str, dict[Partition, int | None]] = {}
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+        for group in groups:
+            future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
+            result = future[group].result(timeout)
+            offsets: dict[Partition, int | None] = {
+                (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in result.topic_partitions or []
+            }
+            for topic in (topics or {}).get(group, ()):
+                if topic in metadata.topics:
+                    for p in metadata.topics[topic].partitions:
+                        offsets.setdefault((topic, p), None)
+            committed[group] = offsets
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read consumer group offsets from {settings.bootstrap_servers}: {exc}") from exc
+    ends = _ends(settings, {p for offsets in committed.values() for p in offsets}, timeout)
+    return {
+        group: [
+            PartitionLag(group, topic, partition, offset, ends[(topic, partition)])
+            for (topic, partition), offset in sorted(offsets.items())
+            if (topic, partition) in ends
+        ]
+        for group, offsets in committed.items()
+    }
+
+
+def _ends(settings: Settings, partitions: Iterable[Partition], timeout: float) -> dict[Partition, int]:
+    """The read-committed end of each partition (one watermark query each)."""
+    wanted = sorted(set(partitions))
+    if not wanted:
+        return {}
+    reader = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": "receiptflow-status",  # never joins: watermark queries only
+                "client.id": "receiptflow-status",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    try:
+        ends = {}
+        for topic, partition in wanted:
+            _low, high = reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+            ends[(topic, partition)] = high
+        return ends
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read partition ends from {settings.bootstrap_servers}: {exc}") from exc
+    finally:
+        reader.close()
