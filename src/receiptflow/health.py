@@ -109,14 +109,17 @@ class BrokerProbe:
             return ok
 
 
-def process_readiness(name: str, settings: Settings, parts: Iterable[Readiness]) -> Readiness:
-    """What ``/readyz`` of a process answers: every check of its roles (prefixed by role) and the broker probe."""
+def process_readiness(
+    name: str, settings: Settings, parts: Iterable[Readiness], broker: Callable[[], bool] | None = None
+) -> Readiness:
+    """What ``/readyz`` of a process answers: every check of its roles (prefixed by role) and the broker
+    probe (``broker``, default a :class:`BrokerProbe` of ``settings``)."""
 
     def answer(part: Readiness, check: str) -> Callable[[], bool]:
         return lambda: part.checks()[check]
 
     probes = {f"{p.role}.{check}": answer(p, check) for p in parts for check in p.checks()}
-    probes[BROKER_REACHABLE] = BrokerProbe(settings)
+    probes[BROKER_REACHABLE] = broker or BrokerProbe(settings)
     return Readiness(name, (), probes)
 
 
