@@ -55,19 +55,27 @@ class LagGauge:
             self._shown = set(lags)
 
 
-def consumer_lag(consumer: Consumer) -> dict[Partition, int]:
+def consumer_lag(consumer: Consumer, starts: Mapping[Partition, int]) -> tuple[dict[Partition, int], list[Partition]]:
     """Records behind the end per assigned partition, from the consumer's cached ends (no broker call).
 
-    A partition not fetched from yet (no position or no known end) is left out.
+    A partition nothing was read from since the assignment has no position yet: it counts from
+    ``starts`` (where the consumer begins: the committed offset, or the partition's beginning), and
+    when that is not known either it is returned in the second list. A partition whose end is not
+    known yet (no fetch answered) is left out.
     """
     lags: dict[Partition, int] = {}
+    unknown: list[Partition] = []
     for tp in consumer.position(consumer.assignment()):
-        if tp.offset < 0:
-            continue
+        where = (tp.topic, tp.partition)
         _low, high = consumer.get_watermark_offsets(tp, cached=True)
-        if high >= 0:
-            lags[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
-    return lags
+        if high < 0:
+            continue
+        position = tp.offset if tp.offset >= 0 else starts.get(where)
+        if position is None:
+            unknown.append(where)
+            continue
+        lags[where] = max(high - position, 0)
+    return lags, unknown
 
 
 class LagReporter:
@@ -77,6 +85,7 @@ class LagReporter:
         self.gauge = LagGauge(metrics, group)
         self.every = every
         self._last = 0.0
+        self._starts: dict[Partition, int] = {}  # where quiet partitions begin, for the current assignment
 
     def report(self, consumer: Consumer, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -84,7 +93,19 @@ class LagReporter:
             return
         self._last = now
         try:
-            self.gauge.update(consumer_lag(consumer))
+            lags, unknown = consumer_lag(consumer, self._starts)
+            if unknown:
+                # Once per quiet partition and assignment: its committed offset, or its beginning.
+                wanted = [TopicPartition(t, p) for t, p in unknown]
+                for tp in consumer.committed(wanted, timeout=5):
+                    low, high = consumer.get_watermark_offsets(tp, cached=True)
+                    start = tp.offset if tp.offset >= 0 else low
+                    if start >= 0:
+                        self._starts[(tp.topic, tp.partition)] = start
+                        lags[(tp.topic, tp.partition)] = max(high - start, 0)
+            assigned = set(lags) | set(unknown)
+            self._starts = {where: offset for where, offset in self._starts.items() if where in assigned}
+            self.gauge.update(lags)
         except (KafkaException, RuntimeError) as exc:  # RuntimeError: the consumer is closed
             log.debug("lag not available: %s", exc)
 
