@@ -8,8 +8,7 @@ Two views of the same figure:
   second; the series of partitions the worker no longer holds are removed, so a rebalance leaves no
   stale lag behind;
 * from outside (:func:`group_lag`, used by ``receiptflow status``): each group's committed offsets
-  (the admin API's ``list_consumer_group_offsets``) against the partitions' ends, as
-  ``kafka-consumer-groups --describe`` shows them.
+  against the partitions' ends, as ``kafka-consumer-groups --describe`` shows them.
 
 The readers are read-committed, so a partition's end is its last stable offset. A producer's
 transaction leaves a commit marker after its records: a group that has read everything of a
@@ -24,8 +23,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .config import Settings
 from .errors import BrokerError
@@ -128,30 +126,41 @@ class PartitionLag:
 
 
 def group_lag(
-    settings: Settings, groups: Sequence[str], *, topics: Mapping[str, Sequence[str]] | None = None, timeout: float = 10
+    settings: Settings, groups: Mapping[str, Sequence[str]], *, timeout: float = 30
 ) -> dict[str, list[PartitionLag]]:
-    """Each group's lag per partition of the topics it committed offsets for (or of ``topics[group]``).
+    """Each group's lag per partition of the topics it reads (``groups``: group -> topics).
 
-    Raises :class:`BrokerError` when the cluster does not answer.
+    The committed offsets are asked by a consumer in the group's name that never joins it (the
+    admin client's ``list_consumer_group_offsets`` crashes librdkafka 2.16 when the group's
+    coordinator is still loading). Raises :class:`BrokerError` when the cluster does not answer.
     """
-    admin = AdminClient(settings.kafka_config(**{"client.id": "receiptflow-status"}))
     committed: dict[str, dict[Partition, int | None]] = {}
-    try:
-        metadata = admin.list_topics(timeout=timeout)
-        for group in groups:
-            future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
-            result = future[group].result(timeout)
-            offsets: dict[Partition, int | None] = {
-                (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
-                for tp in result.topic_partitions or []
-            }
-            for topic in (topics or {}).get(group, ()):
-                if topic in metadata.topics:
-                    for p in metadata.topics[topic].partitions:
-                        offsets.setdefault((topic, p), None)
-            committed[group] = offsets
-    except KafkaException as exc:
-        raise BrokerError(f"cannot read consumer group offsets from {settings.bootstrap_servers}: {exc}") from exc
+    for group, topics in groups.items():
+        reader = Consumer(
+            settings.kafka_config(
+                **{
+                    "group.id": group,  # for its committed offsets only: it never subscribes
+                    "client.id": "receiptflow-status",
+                    "enable.auto.commit": False,
+                }
+            )
+        )
+        try:
+            metadata = reader.list_topics(timeout=timeout)
+            wanted = [
+                TopicPartition(topic, p)
+                for topic in topics
+                if topic in metadata.topics
+                for p in metadata.topics[topic].partitions
+            ]
+            positions = reader.committed(wanted, timeout=timeout) if wanted else []
+        except KafkaException as exc:
+            raise BrokerError(
+                f"cannot read the offsets of group {group!r} from {settings.bootstrap_servers}: {exc}"
+            ) from exc
+        finally:
+            reader.close()
+        committed[group] = {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in positions}
     ends = _ends(settings, {p for offsets in committed.values() for p in offsets}, timeout)
     return {
         group: [

@@ -7,7 +7,7 @@ does the work and print; long-running ones first print which broker, Redis and w
 One module per command group, each holding its commands' arguments (``add_<command>``) next to
 their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
 (topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
-:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments)
+:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.status`, :mod:`.profile_commands` (profile, profiles, segments)
 and :mod:`.privacy` (export, erase); :mod:`.common` holds the consoles and argument types. Handlers
 import their work lazily, so ``receiptflow --help`` stays fast. This module builds the parser in
 the order ``--help`` lists the commands and turns errors into one line and an exit code.
@@ -26,7 +26,7 @@ from rich.markup import escape
 from .. import __version__
 from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
-from . import contract, privacy, process, produce, profile_commands, read, servers, sink
+from . import contract, privacy, process, produce, profile_commands, read, servers, sink, status
 from .common import err_console
 
 __all__ = ["build_parser", "load_settings", "main"]
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_simulate(sub)
     produce.add_outbox(sub)
     read.add_dlq(sub)
+    status.add_status(sub)
     read.add_consume(sub)
     profile_commands.add_profile(sub)
     profile_commands.add_profiles(sub)
