@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,9 +38,9 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def _first_answers(base: str, proc: subprocess.Popen[bytes], log: Path) -> list[tuple[int, dict[str, object]]]:
+def _first_answers(base: str, proc: subprocess.Popen[bytes], log: Path) -> list[tuple[int, dict[str, Any]]]:
     """Every answer of /readyz from the first one the server gives until the first 200."""
-    answers: list[tuple[int, dict[str, object]]] = []
+    answers: list[tuple[int, dict[str, Any]]] = []
     deadline = time.monotonic() + READY_WITHIN
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -96,8 +97,8 @@ def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, r
         checks = {f"{role}.partitions_assigned", f"{role}.state_restored", "broker_reachable"}
         first_status, first = answers[0]
         assert first_status == 503 and first["ready"] is False
-        assert set(first["checks"]) == checks  # type: ignore[arg-type]
-        assert not all(first["checks"].values())  # type: ignore[attr-defined]
+        assert set(first["checks"]) == checks
+        assert not all(first["checks"].values())
         last_status, last = answers[-1]
         assert last_status == 200 and last["checks"] == dict.fromkeys(checks, True)
         status, body = _get(base + "/healthz")
