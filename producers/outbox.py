@@ -78,6 +78,10 @@ class Outbox:
         self.max_in_flight = max_in_flight
         self.codec = codec or Codec()
         self.metrics = metrics or Metrics()
+        for topic in (self.names.checkouts, self.names.consents):
+            # Series at 0 from the start: the first failure is then an increase an alert can see.
+            self.metrics.produced_total.labels(topic)
+            self.metrics.produce_errors_total.labels(topic)
         self._producer_overrides = producer_overrides
         if not path.parent.exists():
             private_dir(path.parent)
