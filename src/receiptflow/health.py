@@ -32,7 +32,8 @@ from prometheus_client import PlatformCollector, ProcessCollector, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from .config import Settings
-from .metrics import Metrics, port_in_use
+from .errors import ConfigError
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +197,11 @@ def serve(metrics: Metrics, readiness: Readiness, port: int, addr: str = "127.0.
     thread = threading.Thread(target=server.serve_forever, name=f"exporter:{port}", daemon=True)
     thread.start()
     return Exporter(addr, port, server, thread)
+
+
+def port_in_use(addr: str, port: int) -> ConfigError:
+    """The one-line error for an exporter port another process holds."""
+    return ConfigError(
+        f"metrics port {addr}:{port} is in use (another receiptflow process?): give this one another "
+        "with --metrics-port N or RECEIPTFLOW_METRICS_PORT (0 turns its exporter off)"
+    )

@@ -1,7 +1,7 @@
 """Prometheus metrics: every metric of the project is defined here, on an injectable registry.
 
 Components receive a :class:`Metrics` object (tests give each one a fresh ``CollectorRegistry``; the
-CLI builds one per process for its roles and serves it, see :mod:`receiptflow.health`). Names
+CLI builds one per process for its roles and serves it with :func:`receiptflow.health.serve`). Names
 follow Prometheus conventions: ``receiptflow_`` prefix, ``_total`` for counters and a unit suffix
 for everything measured (``_seconds``, ``_records``, ``_bytes``).
 
@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, write_to_textfile
-
-from .errors import ConfigError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
 Role = Literal["producer", "router", "profiles", "sink", "rebuild", "segments"]
 ROLES: tuple[Role, ...] = ("producer", "router", "profiles", "sink", "rebuild", "segments")
@@ -174,23 +172,3 @@ def write_textfile(metrics: Metrics, path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), metrics.registry)
-
-
-def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` only on ``addr:port`` (no-op when port is 0); ConfigError when the port is taken.
-
-    Long-running processes use :func:`receiptflow.health.serve`, which adds ``/healthz`` and ``/readyz``.
-    """
-    if port:
-        try:
-            start_http_server(port, addr=addr, registry=metrics.registry)
-        except OSError as exc:
-            raise port_in_use(addr, port) from exc
-
-
-def port_in_use(addr: str, port: int) -> ConfigError:
-    """The one-line error for an exporter port another process holds."""
-    return ConfigError(
-        f"metrics port {addr}:{port} is in use (another receiptflow process?): give this one another "
-        "with --metrics-port N or RECEIPTFLOW_METRICS_PORT (0 turns its exporter off)"
-    )

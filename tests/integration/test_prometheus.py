@@ -16,7 +16,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from receiptflow.metrics import Metrics, serve
+from receiptflow.health import Readiness, serve
+from receiptflow.metrics import Metrics
 from receiptflow.stack.process import free_port
 
 BUNDLE = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -58,7 +59,8 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Metrics]]:
     """A real Prometheus scraping a served Metrics registry every second, with the bundle's rules."""
     metrics = Metrics(CollectorRegistry())
     exporter = free_port()
-    serve(metrics, exporter)
+    server = serve(metrics, Readiness("router"), exporter)
+    assert server is not None
     shutil.copy(BUNDLE / "alerts.yml", tmp_path / "alerts.yml")
     config = (BUNDLE / "prometheus.yml").read_text(encoding="utf-8")
     config = config.replace("scrape_interval: 15s", "scrape_interval: 1s").replace(
@@ -82,6 +84,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[str, Metrics]]:
     finally:
         proc.terminate()
         proc.wait(30)
+        server.close()
 
 
 def _api(base: str, path: str, **params: str) -> dict[str, object]:
