@@ -106,6 +106,8 @@ class BrokerProbe:
             except KafkaException as exc:
                 log.info("broker not reachable: %s", exc)
                 ok = False
+            # The client's log lines wait in its queue until served: serve them (to Python logging).
+            self._admin.poll(0)
             self._answer = (time.monotonic(), ok)
             return ok
 
