@@ -73,17 +73,20 @@ def _lag_series(text: str) -> set[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("role", ["router", "profiles", "sink"])
-def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, role: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("process", ["router", "profiles", "sink", "all"])
+def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, process: str, tmp_path: Path) -> None:
     create_topics(settings)
     names = TopicNames(settings.topic_prefix)
-    argv, group, topic = {
-        "router": (["process", "--role", "router"], settings.processor_id, names.checkouts),
-        "profiles": (["process", "--role", "profiles"], f"{settings.processor_id}-profiles", names.purchases_customer),
-        "sink": (["sink", "run"], "receiptflow-warehouse", names.purchases_customer),
-    }[role]
+    # The roles the process runs, and the group and input topic of each.
+    inputs = {
+        "router": (settings.processor_id, names.checkouts),
+        "profiles": (f"{settings.processor_id}-profiles", names.purchases_customer),
+        "sink": ("receiptflow-warehouse", names.purchases_customer),
+    }
+    roles = ["router", "profiles"] if process == "all" else [process]
+    argv = ["sink", "run"] if process == "sink" else ["process", "--role", process]
     port = free_port()
-    log = tmp_path / f"{role}.log"
+    log = tmp_path / f"{process}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "receiptflow", *argv, "--metrics-port", str(port)],
@@ -94,7 +97,8 @@ def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, r
     base = f"http://127.0.0.1:{port}"
     try:
         answers = _first_answers(base, proc, log)
-        checks = {f"{role}.partitions_assigned", f"{role}.state_restored", "broker_reachable"}
+        checks = {f"{role}.{check}" for role in roles for check in ("partitions_assigned", "state_restored")}
+        checks.add("broker_reachable")
         first_status, first = answers[0]
         assert first_status == 503 and first["ready"] is False
         assert set(first["checks"]) == checks
@@ -104,15 +108,19 @@ def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, r
         status, body = _get(base + "/healthz")
         assert status == 200 and json.loads(body)["alive"] is True
 
-        # Only this role's metrics, with the process collector's.
+        # Only its roles' metrics, with the process collector's.
         status, text = _get(base + "/metrics")
         assert status == 200
         served = {n for n in _families(text) if n.startswith("receiptflow_") and not n.endswith("_created")}
-        assert served == {d.name for d in DEFINITIONS if role in d.roles}
+        assert served == {d.name for d in DEFINITIONS if set(roles) & set(d.roles)}
         assert "process_resident_memory_bytes" in _families(text)
 
-        # Lag per group and partition of the input topic, for every partition it holds (all three here).
-        wanted = {(group, topic, str(p)) for p in range(settings.topic_partitions)}
+        # Lag per group and partition of each input topic, for every partition it holds (all three here).
+        wanted = {
+            (group, topic, str(p))
+            for group, topic in (inputs[role] for role in roles)
+            for p in range(settings.topic_partitions)
+        }
         deadline = time.monotonic() + 60
         while not wanted <= _lag_series(_get(base + "/metrics")[1]):
             assert time.monotonic() < deadline, f"lag series {sorted(_lag_series(_get(base + '/metrics')[1]))}"
