@@ -40,9 +40,11 @@ from ..config import Settings
 from ..dlq import DeadLetterProducer, Rejected, decode_consent
 from ..erasures import ErasureReader
 from ..errors import BrokerError, ProfileStoreError, ValidationError
+from ..health import CONSUMER_CHECKS, STATE_RESTORED, Readiness
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
 from ..topics import TopicNames
+from .observe import watch
 from .profile_store import RedisProfileStore
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ def create_app(
     app_id: str | None = None,
     metrics: Metrics | None = None,
     profiles: RedisProfileStore | None = None,
+    readiness: Readiness | None = None,
 ) -> faust.App:
     """Build the faust app with its topics and agents (nothing connects until the worker starts)."""
     names = TopicNames(settings.topic_prefix)
@@ -141,6 +144,9 @@ def create_app(
         web_enabled=False,
         datadir=str(settings.data_dir / "faust"),
     )
+
+    readiness = readiness or Readiness("profiles", CONSUMER_CHECKS)
+    watch(app, readiness, metrics)
 
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, internal=False, allow_empty=True)
@@ -184,6 +190,7 @@ def create_app(
                 if erased:
                     added = await _retry(functools.partial(store.record_erased, erased), "erased-cards record")
                     log.info("erased-cards record: %d card(s), %d new to this profile store", len(erased), added)
+                readiness.mark(STATE_RESTORED)  # the erased cards known before the first purchase
                 await asyncio.sleep(ERASURE_POLL_SECONDS)
                 erased = await loop.run_in_executor(None, reader.poll)
         finally:

@@ -151,6 +151,7 @@ class RouteStep:
             staged.routed[o.topic] += 1
         staged.seen[(partition, rid)] = ms(checkout.event_time)  # to the changelog at the end of the transaction
         staged.processed[checkout.chain] += 1
+        staged.stores[checkout.store_id] += 1
         return result
 
     def dead_letter(self, exc: ValidationError, msg: InputRecord, staged: Staged, now: datetime) -> StepResult:

@@ -49,6 +49,8 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, KafkaE
 from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError
+from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
+from ..lag import LagReporter
 from ..metrics import Metrics
 from ..models import ConsentState
 from ..policy import Policy, load_policy
@@ -89,10 +91,13 @@ class Router:
         on_hang: Callable[[str], None] | None = None,
         baskets: BasketPseudonymiser | None = None,
         clients: RouterClients | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
         self.metrics = metrics or Metrics()
+        self.readiness = readiness or Readiness(name, CONSUMER_CHECKS)
+        self.lag = LagReporter(self.metrics, settings.processor_id)
         # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
         self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock
@@ -154,11 +159,15 @@ class Router:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
+        self.readiness.mark(PARTITIONS_ASSIGNED)
+        self.readiness.mark(STATE_RESTORED, False)
         self._restore(partitions)
+        self.readiness.mark(STATE_RESTORED)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), i.e. between transactions: nothing is half-written here.
         log.info("%s: revoked %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
+        self.readiness.mark(PARTITIONS_ASSIGNED, False)
         numbers = {tp.partition for tp in partitions}
         for p in numbers:
             self.state.pop(p, None)
@@ -199,6 +208,7 @@ class Router:
             while not stop.is_set():
                 waiting = self._merge.pending() > 0
                 msgs = self._consumer.consume(batch_max, timeout=0.1 if waiting else 0.5)
+                self.lag.report(self._consumer)
                 if self._buffer(msgs):
                     self._last_delivery = time.monotonic()
                 ready = self._merge.release(

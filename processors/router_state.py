@@ -76,6 +76,7 @@ class Staged:
     consumed: Counter[str] = field(default_factory=Counter)  # topic -> records
     routed: Counter[str] = field(default_factory=Counter)  # output topic -> records
     processed: Counter[str] = field(default_factory=Counter)  # chain -> receipts routed
+    stores: Counter[str] = field(default_factory=Counter)  # store -> receipts routed
     dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> records
     duplicates: int = 0
     consent_changes: int = 0
@@ -108,6 +109,8 @@ class Staged:
             m.routed_total.labels(topic).inc(n)
         for chain, n in self.processed.items():
             m.processed_total.labels(chain).inc(n)
+        for store, n in self.stores.items():
+            m.store_checkouts_total.labels(store).inc(n)
         for reason, n in self.dead_letters.items():
             m.dead_letters_total.labels(reason).inc(n)
         if self.duplicates:

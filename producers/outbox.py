@@ -78,6 +78,10 @@ class Outbox:
         self.max_in_flight = max_in_flight
         self.codec = codec or Codec()
         self.metrics = metrics or Metrics()
+        for topic in (self.names.checkouts, self.names.consents):
+            # Series at 0 from the start: the first failure is then an increase an alert can see.
+            self.metrics.produced_total.labels(topic)
+            self.metrics.produce_errors_total.labels(topic)
         self._producer_overrides = producer_overrides
         if not path.parent.exists():
             private_dir(path.parent)
@@ -87,8 +91,9 @@ class Outbox:
         self._db = self._connect(shared=True)
         self._db_lock = threading.Lock()
         self._db.executescript(_SCHEMA)
-        row = self._db.execute("SELECT coalesce(sum(length(value)), 0) FROM outbox").fetchone()
-        self._bytes = int(row[0])
+        row = self._db.execute("SELECT count(*), coalesce(sum(length(value)), 0) FROM outbox").fetchone()
+        self._bytes = int(row[1])
+        self._depth(int(row[0]), self._bytes)
         self._bytes_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,6 +155,7 @@ class Outbox:
                     "INSERT INTO outbox (receipt_id, topic, key, value, accepted_at) VALUES (?, ?, ?, ?, ?)", batch
                 )
                 self._db.execute("COMMIT")
+                self._depth(len(batch), size)
             except sqlite3.Error as exc:
                 with self._bytes_lock:
                     self._bytes -= size
@@ -192,8 +198,14 @@ class Outbox:
 
     def close(self) -> None:
         self.stop()
+        self._depth(-self.pending(), -self._bytes)  # what is left stays on disk, no longer this process's
         with self._db_lock:
             self._db.close()
+
+    def _depth(self, records: int, size: int) -> None:
+        """Move the exported outbox depth (records and bytes waiting for the broker's acknowledgement)."""
+        self.metrics.outbox_depth_records.inc(records)
+        self.metrics.outbox_depth_bytes.inc(size)
 
     def _run(self) -> None:
         db = self._connect()
@@ -298,4 +310,5 @@ class Outbox:
         db.execute("COMMIT")
         with self._bytes_lock:
             self._bytes -= sizes
+        self._depth(-len(seqs), -sizes)
         self.acked += len(seqs)

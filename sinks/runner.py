@@ -46,6 +46,8 @@ from ..config import Settings
 from ..dlq import DeadLetterProducer, Rejected, decode_consent
 from ..erasures import ErasureReader
 from ..errors import BrokerError, ConfigError, ValidationError
+from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
+from ..lag import LagReporter
 from ..metrics import Metrics
 from ..models import AnalyticsBasket, Purchase
 from ..policy import load_policy
@@ -141,6 +143,7 @@ def run_sink(
     idle_exit_after: float | None = None,
     metrics: Metrics | None = None,
     codec: Codec | None = None,
+    readiness: Readiness | None = None,
 ) -> SinkStats:
     """Consume the purchases and consents topics (or only ``topic``) into ``sink`` until ``stop`` is set.
 
@@ -168,6 +171,8 @@ def run_sink(
     stop = stop or threading.Event()
     codec = codec or Codec()
     stats = SinkStats()
+    readiness = readiness or Readiness("sink", CONSUMER_CHECKS)
+    lag = LagReporter(metrics, group)
 
     conf = settings.kafka_config(
         **{
@@ -201,10 +206,22 @@ def run_sink(
     try:
         # Before the first row: this warehouse may never have seen an erasure (a new one, a backup).
         follow_erasures(sink, erasures.read_to_end())
-        consumer.subscribe(topics, on_assign=_on_assign(sink, assigned_at, incremental=_is_incremental(conf)))
+        readiness.mark(STATE_RESTORED)
+        position = _on_assign(sink, assigned_at, incremental=_is_incremental(conf))
+
+        def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
+            position(c, partitions)
+            readiness.mark(PARTITIONS_ASSIGNED)
+
+        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+            # Eager: everything goes back to the group until the next assignment.
+            readiness.mark(PARTITIONS_ASSIGNED, _is_incremental(conf))
+
+        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
         while not stop.is_set():
             follow_erasures(sink, erasures.poll())
             messages = consumer.consume(batch_size, timeout=batch_timeout)
+            lag.report(consumer)
             batch = decode_batch(codec, messages, names)
             if batch:
                 idle_since = time.monotonic()
@@ -218,7 +235,6 @@ def run_sink(
                 )
                 _write(sink, batch, metrics, stats)
                 _commit_for_lag(consumer, batch)
-                _report_lag(consumer, group, metrics)
             if not batch and idle_exit_after is not None and assigned_at:
                 start = max(idle_since, assigned_at[-1])
                 if time.monotonic() - start >= idle_exit_after:
@@ -369,20 +385,3 @@ def _commit_for_lag(consumer: Consumer, batch: list[AnyRecord]) -> None:
         consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in last.items()], asynchronous=True)
     except KafkaException as exc:
         log.debug("offset commit for lag reporting failed: %s", exc)
-
-
-def _report_lag(consumer: Consumer, group: str, metrics: Metrics) -> None:
-    """Records behind the log end per topic over the assigned partitions, from the last fetch (no broker call)."""
-    lag: Counter[str] = Counter()
-    try:
-        for tp in consumer.position(consumer.assignment()):
-            if tp.offset < 0:
-                continue
-            _low, high = consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0:
-                lag[tp.topic] += max(high - tp.offset, 0)
-    except KafkaException as exc:
-        log.debug("lag not available: %s", exc)
-        return
-    for topic, n in lag.items():
-        metrics.consumer_lag.labels(group, topic).set(n)

@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     metrics_addr: str = Field(
         default="127.0.0.1", description="address the exporter binds (0.0.0.0 for a Prometheus on another host)"
     )
+    status_endpoints: str | None = Field(
+        default=None,
+        description="the processes `status` asks for /readyz, as name=host:port,... "
+        "(default: processor on metrics_port and sink on the next port, on this machine)",
+    )
     metrics_textfile: Path | None = Field(
         default=None,
         description="batch commands (profiles rebuild, segments run) write their metrics here when they finish, "

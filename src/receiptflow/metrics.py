@@ -1,94 +1,167 @@
 """Prometheus metrics: every metric of the project is defined here, on an injectable registry.
 
 Components receive a :class:`Metrics` object (tests give each one a fresh ``CollectorRegistry``; the
-CLI uses one registry per process and serves it on ``Settings.metrics_port``). Names follow
-Prometheus conventions: ``receiptflow_`` prefix, ``_total`` for counters, ``_seconds`` for durations.
+CLI builds one per process for its roles and serves it with :func:`receiptflow.health.serve`). Names
+follow Prometheus conventions: ``receiptflow_`` prefix, ``_total`` for counters and a unit suffix
+for everything measured (``_seconds``, ``_records``, ``_bytes``).
+
+Each metric belongs to the roles that change it (:data:`ROLES`). A process registers only its own
+roles' metrics on the registry it serves, so a sink never shows ``receiptflow_profile_updates_total
+0``; the others still exist as attributes (code shared between roles may touch them) but on a
+private registry nobody scrapes. The definitions are one table, :data:`DEFINITIONS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
-from .errors import ConfigError
+Role = Literal["producer", "router", "profiles", "sink", "rebuild", "segments"]
+ROLES: tuple[Role, ...] = ("producer", "router", "profiles", "sink", "rebuild", "segments")
 
-PREFIX = "receiptflow_"  # every metric name starts with it
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One metric: the attribute it is reached by, its kind, name, help, labels and roles."""
+
+    attr: str
+    kind: type[Counter] | type[Gauge] | type[Histogram]
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    roles: tuple[Role, ...]
+    buckets: Sequence[float] = ()
+
+
+def _d(
+    attr: str,
+    kind: type[Counter] | type[Gauge] | type[Histogram],
+    name: str,
+    help: str,
+    labels: tuple[str, ...] = (),
+    roles: tuple[Role, ...] = (),
+    buckets: Sequence[float] = (),
+) -> Definition:
+    return Definition(attr, kind, name, help, labels, roles, buckets)
+
+
+# Stages that consume records: the router, the profile agent and the warehouse sink.
+_CONSUMERS: tuple[Role, ...] = ("router", "profiles", "sink")
+
+DEFINITIONS: tuple[Definition, ...] = (
+    # Producers (registers' outboxes, the simulator, JSON Lines ingest)
+    _d("produced_total", Counter, "receiptflow_produced_total", "Records acknowledged by the broker.",
+       ("topic",), ("producer",)),
+    _d("produce_errors_total", Counter, "receiptflow_produce_errors_total",
+       "Records the broker did not acknowledge.", ("topic",), ("producer",)),
+    _d("rejected_input_total", Counter, "receiptflow_rejected_input_total",
+       "Input rejected before sending, by reason.", ("reason",), ("producer",)),
+    _d("outbox_depth_records", Gauge, "receiptflow_outbox_depth_records",
+       "Records accepted by a register's outbox and not yet acknowledged by the broker.", (), ("producer",)),
+    _d("outbox_depth_bytes", Gauge, "receiptflow_outbox_depth_bytes",
+       "Bytes of the records waiting in a register's outbox.", (), ("producer",)),
+    # Every consuming stage
+    _d("consumed_total", Counter, "receiptflow_consumed_total", "Records read by a processor.",
+       ("topic",), ("router", "sink")),
+    _d("duplicates_total", Counter, "receiptflow_duplicates_total",
+       "Deliveries dropped because the receipt id was seen.", ("stage",), _CONSUMERS),
+    _d("dead_letters_total", Counter, "receiptflow_dead_letters_total", "Records sent to the dead-letter topic.",
+       ("reason",), _CONSUMERS),
+    _d("batch_seconds", Histogram, "receiptflow_batch_seconds", "Time to process one batch.",
+       ("stage",), _CONSUMERS, _LATENCY_BUCKETS),
+    _d("batch_size", Histogram, "receiptflow_batch_size_records", "Records per processed batch.",
+       ("stage",), _CONSUMERS, _BATCH_BUCKETS),
+    _d("consumer_lag", Gauge, "receiptflow_consumer_lag_records",
+       "Records behind the partition's end (read-committed), per consumer group and assigned partition.",
+       ("group", "topic", "partition"), _CONSUMERS),
+    # Router
+    _d("processed_total", Counter, "receiptflow_processed_total", "Valid checkouts processed and routed.",
+       ("chain",), ("router",)),
+    _d("store_checkouts_total", Counter, "receiptflow_store_checkouts_total",
+       "Valid checkouts routed, per store (a store that goes quiet in opening hours is noticed).",
+       ("store",), ("router",)),
+    _d("routed_total", Counter, "receiptflow_routed_total", "Records written to an output topic.",
+       ("topic",), ("router",)),
+    _d("unknown_chain_total", Counter, "receiptflow_unknown_chain_total",
+       "Checkouts of chains the policy does not know.", ("chain",), ("router",)),
+    _d("consent_changes_total", Counter, "receiptflow_consent_changes_total",
+       "Consent changes applied to the processor's state.", (), ("router",)),
+    _d("transactions_total", Counter, "receiptflow_transactions_total",
+       "Processor transactions by outcome (committed, aborted).", ("outcome",), ("router",)),
+    _d("state_restore_seconds", Histogram, "receiptflow_state_restore_seconds",
+       "Time to rebuild dedup and consent state for newly assigned partitions.", (), ("router",), _LATENCY_BUCKETS),
+    # Profiles
+    _d("profile_updates_total", Counter, "receiptflow_profile_updates_total", "Purchases applied to Redis profiles.",
+       (), ("profiles",)),
+    _d("profile_late_total", Counter, "receiptflow_profile_late_total",
+       "Purchases refused by the profile store: older than the dedup horizon behind the card's newest receipt.",
+       (), ("profiles",)),
+    _d("profile_erased_total", Counter, "receiptflow_profile_erased_total",
+       "Purchases or consent changes of erased cards ignored.", (), ("profiles",)),
+    _d("profile_consent_changes_total", Counter, "receiptflow_profile_consent_changes_total",
+       "Consent changes recorded in profiles.", (), ("profiles",)),
+    _d("profile_rebuild_cards_total", Counter, "receiptflow_profile_rebuild_cards_total",
+       "Cards whose profile was rebuilt from the warehouse.", (), ("rebuild",)),
+    _d("segments_assigned_total", Counter, "receiptflow_segments_assigned_total",
+       "Cards assigned by a segments run, per grocery segment ('-': none, for lack of consent or grocery data).",
+       ("segment",), ("segments",)),
+    # Warehouse
+    _d("warehouse_rows_total", Counter, "receiptflow_warehouse_rows_total", "Rows written to the warehouse.",
+       ("table",), ("sink",)),
+)  # fmt: skip
 
 
 class Metrics:
-    """All receiptflow metrics on one registry."""
+    """The receiptflow metrics, those of ``roles`` on ``registry`` (default: every role)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    produced_total: Counter
+    produce_errors_total: Counter
+    rejected_input_total: Counter
+    outbox_depth_records: Gauge
+    outbox_depth_bytes: Gauge
+    consumed_total: Counter
+    duplicates_total: Counter
+    dead_letters_total: Counter
+    batch_seconds: Histogram
+    batch_size: Histogram
+    consumer_lag: Gauge
+    processed_total: Counter
+    store_checkouts_total: Counter
+    routed_total: Counter
+    unknown_chain_total: Counter
+    consent_changes_total: Counter
+    transactions_total: Counter
+    state_restore_seconds: Histogram
+    profile_updates_total: Counter
+    profile_late_total: Counter
+    profile_erased_total: Counter
+    profile_consent_changes_total: Counter
+    profile_rebuild_cards_total: Counter
+    segments_assigned_total: Counter
+    warehouse_rows_total: Counter
+
+    def __init__(self, registry: CollectorRegistry | None = None, roles: Collection[str] = ROLES) -> None:
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown metric roles {sorted(unknown)}; known: {', '.join(ROLES)}")
         self.registry = registry if registry is not None else CollectorRegistry()
-        counter, histogram = self._counter, self._histogram
-        # Producers
-        self.produced_total = counter("produced_total", "Records acknowledged by the broker.", "topic")
-        self.produce_errors_total = counter("produce_errors_total", "Records the broker did not acknowledge.", "topic")
-        self.rejected_input_total = counter(
-            "rejected_input_total", "Input rejected before sending, by reason.", "reason"
-        )
-        # Processor
-        self.consumed_total = counter("consumed_total", "Records read by a processor.", "topic")
-        self.processed_total = counter("processed_total", "Valid checkouts processed and routed.", "chain")
-        self.routed_total = counter("routed_total", "Records written to an output topic.", "topic")
-        self.duplicates_total = counter(
-            "duplicates_total", "Deliveries dropped because the receipt id was seen.", "stage"
-        )
-        self.dead_letters_total = counter("dead_letters_total", "Records sent to the dead-letter topic.", "reason")
-        self.unknown_chain_total = counter(
-            "unknown_chain_total", "Checkouts of chains the policy does not know.", "chain"
-        )
-        self.consent_changes_total = counter(
-            "consent_changes_total", "Consent changes applied to the processor's state."
-        )
-        self.transactions_total = counter(
-            "transactions_total", "Processor transactions by outcome (committed, aborted).", "outcome"
-        )
-        self.state_restore_seconds = histogram(
-            "state_restore_seconds", "Time to rebuild dedup and consent state for newly assigned partitions."
-        )
-        self.batch_seconds = histogram("batch_seconds", "Time to process one batch.", "stage")
-        self.batch_size = histogram(
-            "batch_size", "Records per processed batch.", "stage", buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
-        )
-        # Profiles
-        self.profile_updates_total = counter("profile_updates_total", "Purchases applied to Redis profiles.")
-        self.profile_late_total = counter(
-            "profile_late_total",
-            "Purchases refused by the profile store: older than the dedup horizon behind the card's newest receipt.",
-        )
-        self.profile_erased_total = counter(
-            "profile_erased_total", "Purchases or consent changes of erased cards ignored."
-        )
-        self.profile_consent_changes_total = counter(
-            "profile_consent_changes_total", "Consent changes recorded in profiles."
-        )
-        self.profile_rebuild_cards_total = counter(
-            "profile_rebuild_cards_total", "Cards whose profile was rebuilt from the warehouse."
-        )
-        self.segments_assigned_total = counter(
-            "segments_assigned_total",
-            "Cards assigned by a segments run, per grocery segment ('-': none, for lack of consent or grocery data).",
-            "segment",
-        )
-        # Warehouse
-        self.warehouse_rows_total = counter("warehouse_rows_total", "Rows written to the warehouse.", "table")
-        self.consumer_lag = Gauge(
-            f"{PREFIX}consumer_lag",
-            "Records behind the log end, per topic.",
-            ["group", "topic"],
-            registry=self.registry,
-        )
-
-    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
-        return Counter(PREFIX + name, documentation, labels, registry=self.registry)
-
-    def _histogram(
-        self, name: str, documentation: str, *labels: str, buckets: tuple[float, ...] = _LATENCY_BUCKETS
-    ) -> Histogram:
-        return Histogram(PREFIX + name, documentation, labels, buckets=buckets, registry=self.registry)
+        self.roles = frozenset(roles)
+        # Metrics of other roles: usable, never served (one registry keeps their names unique too).
+        self.unexported = CollectorRegistry()
+        for d in DEFINITIONS:
+            r = self.registry if self.roles.intersection(d.roles) else self.unexported
+            if d.kind is Histogram:
+                metric: Counter | Gauge | Histogram = Histogram(d.name, d.help, d.labels, buckets=d.buckets, registry=r)
+            else:
+                metric = d.kind(d.name, d.help, d.labels, registry=r)
+            setattr(self, d.attr, metric)
 
 
 def write_textfile(metrics: Metrics, path: Path) -> None:
@@ -99,15 +172,3 @@ def write_textfile(metrics: Metrics, path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), metrics.registry)
-
-
-def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``addr:port`` (no-op when port is 0); ConfigError when the port is taken."""
-    if port:
-        try:
-            start_http_server(port, addr=addr, registry=metrics.registry)
-        except OSError as exc:
-            raise ConfigError(
-                f"metrics port {addr}:{port} is in use (another receiptflow process?): give this one another "
-                "with --metrics-port N or RECEIPTFLOW_METRICS_PORT (0 turns its exporter off)"
-            ) from exc

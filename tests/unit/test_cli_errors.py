@@ -14,7 +14,8 @@ import pytest
 from receiptflow import cli
 from receiptflow.cli import main
 from receiptflow.errors import ConfigError, WarehouseError
-from receiptflow.metrics import Metrics, serve
+from receiptflow.health import Readiness, serve
+from receiptflow.metrics import Metrics
 from receiptflow.sinks.duckdb import DuckDBSink
 from receiptflow.stack import free_port
 
@@ -173,7 +174,7 @@ def test_a_metrics_port_in_use_is_a_clear_error() -> None:
     try:
         port = taken.getsockname()[1]
         with pytest.raises(ConfigError, match=rf"metrics port 127.0.0.1:{port} is in use .* --metrics-port"):
-            serve(Metrics(), port)
+            serve(Metrics(), Readiness("router"), port)
     finally:
         taken.close()
 

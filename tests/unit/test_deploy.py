@@ -9,6 +9,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import yaml
 from prometheus_client import CollectorRegistry
 
 from receiptflow.config import Settings
@@ -37,6 +38,19 @@ def test_alert_rules_only_use_metrics_the_project_exports() -> None:
     assert used <= exported_series_names(), f"not exported: {sorted(used - exported_series_names())}"
 
 
+def test_every_alert_has_a_promtool_test_that_fires_it_and_one_where_it_stays_quiet() -> None:
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text(encoding="utf-8"))
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    tests = yaml.safe_load((PROMETHEUS / "alerts.test.yml").read_text(encoding="utf-8"))["tests"]
+    fired, quiet = set(), set()
+    for test in tests:
+        for case in test.get("alert_rule_test", []):
+            (fired if case.get("exp_alerts") else quiet).add(case["alertname"])
+    assert alerts == fired, f"alerts no test fires: {sorted(alerts - fired)}"
+    assert alerts == quiet, f"alerts without a quiet case: {sorted(alerts - quiet)}"
+    # (promtool runs these tests: tests/integration/test_prometheus.py)
+
+
 def test_prometheus_config_points_at_files_in_the_bundle() -> None:
     text = (PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8")
     rule_files = re.findall(r"^rule_files:\n((?:\s+- .+\n)+)", text, flags=re.MULTILINE)
@@ -47,6 +61,7 @@ def test_prometheus_config_points_at_files_in_the_bundle() -> None:
     defaults = Settings.model_fields["metrics_port"].default
     assert f"localhost:{defaults}" in text
     assert f"localhost:{defaults + 1}" in text
+    assert f"localhost:{defaults + 2}" in text  # the simulated registers (producer metrics)
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:

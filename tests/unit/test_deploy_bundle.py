@@ -12,6 +12,7 @@ not matter); every metric in the Grafana dashboard's PromQL is one the code defi
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from receiptflow import health
 from receiptflow.config import Settings
 from receiptflow.metrics import Metrics
 
@@ -77,8 +79,10 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
     ("sink", "run"): {"bootstrap_servers", "warehouse_url", "warehouse_password", "erasure_salt"},
     ("simulate",): {"bootstrap_servers"},
 }
-LONG_RUNNING = (("process",), ("sink", "run"))
-METRICS_PATH = "/metrics"  # what the exporter (prometheus_client) serves; /healthz and /readyz do not exist yet
+LONG_RUNNING = (("process",), ("sink", "run"), ("simulate",))
+METRICS_PATH = "/metrics"
+LIVENESS_PATH = "/healthz"
+READINESS_PATH = "/readyz"
 
 
 # --- reading the bundle ------------------------------------------------------------------------------
@@ -223,7 +227,8 @@ def all_workloads() -> list[Workload]:
 
 
 def served_metrics_port(w: Workload) -> int | None:
-    """The port the code serves /metrics on for this workload (cli: process on the port, the sink on port + 1)."""
+    """The port the code serves /metrics on for this workload (cli: process on the port, the sink on
+    port + 1, the simulated registers on port + 2)."""
     if "--metrics-port" in w.argv:
         return int(w.argv[w.argv.index("--metrics-port") + 1])
     raw = w.env.get("RECEIPTFLOW_METRICS_PORT")
@@ -234,7 +239,24 @@ def served_metrics_port(w: Workload) -> int | None:
         return port
     if w.runs(("sink", "run")):
         return port + 1
+    if w.runs(("simulate",)):
+        return port + 2
     return None
+
+
+def served_status(path: str) -> int:
+    """The status the code's exporter answers ``path`` with (its WSGI app, called directly)."""
+    answer: list[int] = []
+    app = health.application(Metrics(CollectorRegistry()), health.Readiness("probe"))
+    environ = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": "GET",
+        "wsgi.input": io.BytesIO(),
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "1",
+    }
+    list(app(environ, lambda status, headers, *_: answer.append(int(status.split()[0]))))
+    return answer[0]
 
 
 # --- the CLI, asked in a subprocess ------------------------------------------------------------------
@@ -272,8 +294,11 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 
 
 def exported_series_names() -> set[str]:
+    """The project's series and those of the process and platform collectors every exporter adds."""
     names = set()
-    for family in Metrics(CollectorRegistry()).registry.collect():
+    metrics = Metrics(CollectorRegistry())
+    health.add_process_collectors(metrics)
+    for family in metrics.registry.collect():
         for suffix in _SUFFIXES[family.type]:
             names.add(family.name + suffix)
     return names
@@ -453,15 +478,24 @@ def test_probes_health_checks_and_scrape_targets_use_the_port_and_path_the_code_
         assert served is not None, f"{w.where}: its exporter is off"
         assert w.env.get("RECEIPTFLOW_METRICS_ADDR") == "0.0.0.0", f"{w.where}: exporter bound to loopback only"
         assert w.metrics_ports == {served}, f"{w.where}: probes/targets on {w.metrics_ports}, code serves {served}"
-        assert w.metrics_paths == {METRICS_PATH}, f"{w.where}: {w.metrics_paths}"
-    # Kubernetes: no readiness probe pretends that /readyz exists; Services point at the metrics port.
+        assert w.metrics_paths <= {METRICS_PATH, LIVENESS_PATH, READINESS_PATH}, f"{w.where}: {w.metrics_paths}"
+    # The exporter answers those paths (/readyz with 503 until ready), and nothing else.
+    assert served_status(METRICS_PATH) == 200 and served_status(LIVENESS_PATH) == 200
+    assert served_status(READINESS_PATH) == 200  # a readiness without checks is ready
+    assert served_status("/ready") == 404
+    # Kubernetes: liveness on /healthz, readiness on /readyz; Services point at the metrics port.
     for r in k8s_resources():
         if r["kind"] == "Service":
             assert [p["targetPort"] for p in r["spec"]["ports"]] == ["metrics"]
         if r["kind"] in ("Deployment", "StatefulSet"):
             for c in r["spec"]["template"]["spec"]["containers"]:
-                assert "readinessProbe" not in c and "livenessProbe" in c, r["metadata"]["name"]
+                assert c["livenessProbe"]["httpGet"]["path"] == LIVENESS_PATH, r["metadata"]["name"]
+                assert c["readinessProbe"]["httpGet"]["path"] == READINESS_PATH, r["metadata"]["name"]
                 assert c["resources"]["requests"] and c["resources"]["limits"]
+    # Compose: a receiptflow worker is healthy once it is ready.
+    for w in compose_workloads():
+        if w.runs(("process",)) or w.runs(("sink", "run")):
+            assert w.metrics_paths == {READINESS_PATH}, f"{w.where}: health check on {w.metrics_paths}"
     # Compose's Prometheus scrapes each receiptflow service on the port that service serves.
     ports = {
         name: served_metrics_port(w)
@@ -478,10 +512,10 @@ def test_probes_health_checks_and_scrape_targets_use_the_port_and_path_the_code_
                 assert ports.get(host) == int(port), f"{target}: service {host} serves on {ports.get(host)}"
                 targets.add(host)
     assert targets == {name for name, port in ports.items() if port is not None}
-    # The image exposes the two exporter ports.
+    # The image exposes the three exporter ports.
     exposed = {int(p) for instr, rest in stages()["runtime"] if instr == "EXPOSE" for p in rest.split()}
     default = int(Settings.model_fields["metrics_port"].default)
-    assert {default, default + 1} <= exposed
+    assert {default, default + 1, default + 2} <= exposed
 
 
 def test_compose_mounts_the_files_that_exist_and_runs_the_cluster_it_describes() -> None:
@@ -570,7 +604,10 @@ def test_the_dashboard_queries_only_metrics_the_code_defines() -> None:
         "receiptflow_routed_total",
         "receiptflow_dead_letters_total",
         "receiptflow_batch_seconds_bucket",
-        "receiptflow_consumer_lag",
+        "receiptflow_consumer_lag_records",
+        "receiptflow_store_checkouts_total",
+        "receiptflow_outbox_depth_records",
+        "process_resident_memory_bytes",
         "receiptflow_transactions_total",
         "receiptflow_profile_updates_total",
         "receiptflow_warehouse_rows_total",

@@ -7,7 +7,7 @@ does the work and print; long-running ones first print which broker, Redis and w
 One module per command group, each holding its commands' arguments (``add_<command>``) next to
 their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
 (topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
-:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.profile_commands` (profile, profiles, segments),
+:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.status`, :mod:`.profile_commands` (profile, profiles, segments),
 :mod:`.privacy` (export, erase), :mod:`.warehouse` (sql) and :mod:`.web` (the web page); :mod:`.common`
 holds the consoles and argument types. Handlers import their work lazily, so ``receiptflow --help``
 stays fast. This
@@ -28,7 +28,7 @@ from rich.markup import escape
 from .. import __version__
 from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
-from . import contract, privacy, process, produce, profile_commands, read, servers, sink, warehouse, web
+from . import contract, privacy, process, produce, profile_commands, read, servers, sink, status, warehouse, web
 from .common import err_console
 
 __all__ = ["build_parser", "load_settings", "main"]
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_simulate(sub)
     produce.add_outbox(sub)
     read.add_dlq(sub)
+    status.add_status(sub)
     read.add_consume(sub)
     profile_commands.add_profile(sub)
     profile_commands.add_profiles(sub)

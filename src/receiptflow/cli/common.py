@@ -93,6 +93,7 @@ def _number(kind: Callable[[str], float], low: float | None, high: float | None,
 positive_int = _number(int, 1, None, "a whole number of at least 1")
 non_negative_int = _number(int, 0, None, "a whole number of at least 0")
 positive_float = _number(float, 1e-9, None, "a number above 0")
+non_negative_float = _number(float, 0.0, None, "a number of at least 0")
 fraction = _number(float, 0.0, 1.0, "a share between 0 and 1")
 
 

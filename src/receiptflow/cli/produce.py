@@ -56,9 +56,16 @@ def add_produce(sub: Subparsers) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from ..health import process_readiness, serve
+    from ..metrics import Metrics
     from ..producers.run import simulate
 
     print_endpoints(settings, "simulate:")
+    # The registers' side: produce errors and the outbox depth, on the port after the sink's.
+    metrics = Metrics(roles=("producer",))
+    default_port = settings.metrics_port + 2 if settings.metrics_port else 0
+    port = default_port if args.metrics_port is None else args.metrics_port
+    exporter = serve(metrics, process_readiness("simulate", settings, []), port, settings.metrics_addr)
     truth = simulate(
         settings,
         stores=args.stores,
@@ -72,7 +79,10 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         consent_change_rate=args.consent_change_rate,
         out_of_order_rate=args.out_of_order_rate,
         outbox_path=Path(args.outbox) if args.outbox else None,
+        metrics=metrics,
     )
+    if exporter is not None:
+        exporter.close()
     if args.truth:
         truth.write(Path(args.truth))
     console.print(simulate_report(truth), soft_wrap=True)
@@ -108,6 +118,9 @@ def add_simulate(sub: Subparsers) -> None:
     s.add_argument("--out-of-order-rate", type=fraction, default=0.0, help="share of sales delivered late")
     s.add_argument("--outbox", help="outbox file (default: under the data dir)")
     s.add_argument("--truth", help="write the ground-truth JSON here")
+    s.add_argument(
+        "--metrics-port", type=int, default=None, help="override the exporter port (RECEIPTFLOW_METRICS_PORT + 2)"
+    )
     s.set_defaults(func=cmd_simulate)
 
 
