@@ -56,8 +56,14 @@ def _schema(version: SchemaVersion) -> Schema:
     return Schema(json.dumps(version.raw, sort_keys=True), "AVRO")
 
 
+def _brief(text: object, limit: int = 300) -> str:
+    """A registry's message on one line, cut to ``limit`` characters (Confluent's can be long)."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _where(exc: SchemaRegistryError) -> str:
-    return f"HTTP {exc.http_status_code}, error {exc.error_code}: {exc.error_message}"
+    return f"HTTP {exc.http_status_code}, error {exc.error_code}: {_brief(exc.error_message)}"
 
 
 class RegistrySync:
@@ -81,8 +87,9 @@ class RegistrySync:
             if exc.http_status_code == _CONFLICT:
                 raise IncompatibleSchemaError(
                     f"the schema registry refuses {version.subject} v{version.version} ({version.path}) under "
-                    f"subject {subject!r}: not {COMPATIBILITY} compatible with the versions registered there; "
-                    "give new fields defaults and keep old ones (receiptflow schemas check shows the problem)"
+                    f"subject {subject!r}: not {COMPATIBILITY} compatible with the versions registered there "
+                    f"({_brief(exc.error_message)}); give new fields defaults and keep old ones "
+                    "(receiptflow schemas check shows the problem)"
                 ) from exc
             raise SchemaError(
                 f"the schema registry at {self.url} refused {version.path} under {subject!r} ({_where(exc)})"
