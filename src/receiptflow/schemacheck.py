@@ -25,6 +25,7 @@ from typing import Any
 import avro.schema
 import fastavro
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+from fastavro.validation import validate
 
 from .codec import SchemaCatalog, SchemaVersion
 from .errors import IncompatibleSchemaError, SchemaError
@@ -111,6 +112,8 @@ def check_backward(directory: Path) -> list[Incompatibility]:
         for writer in catalog.versions(subject):
             for i, record in enumerate(load_samples(directory, writer)):
                 try:
+                    # validate, not only write: the writer takes "yes" for a boolean, for one.
+                    validate(record, writer.parsed, raise_errors=True)
                     fastavro.schemaless_writer(io.BytesIO(), writer.parsed, record)
                 except Exception as exc:  # noqa: BLE001 - a sample that does not fit its own schema
                     problems.append(
