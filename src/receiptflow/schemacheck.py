@@ -94,7 +94,8 @@ def _reference(version: SchemaVersion) -> avro.schema.Schema:
 
 def _incompatibility(reader: SchemaVersion, writer: SchemaVersion) -> str | None:
     """Why ``reader`` cannot read data written with ``writer`` (None: it can)."""
-    result = ReaderWriterCompatibilityChecker().get_compatibility(_reference(reader), _reference(writer))
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]  # avro leaves __init__ unannotated
+    result = checker.get_compatibility(_reference(reader), _reference(writer))
     if result.compatibility is SchemaCompatibilityType.compatible:
         return None
     kinds = ", ".join(sorted(i.name for i in result.incompatibilities))
