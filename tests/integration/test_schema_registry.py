@@ -2,8 +2,9 @@
 
 With ``RECEIPTFLOW_SCHEMA_REGISTRY_URL`` set, records carry the registry's ids under the topic-name
 strategy's subjects, each subject is BACKWARD, and a version the registry refuses stops a command
-with one line. The whole pipeline through the registry (producers, router, profile agent, sink) is
-the ``schema-registry`` run of tests/integration/test_end_to_end.py.
+with one line; the embedded registry keeps its ids across a restart. The whole pipeline through
+the registry (producers, router, profile agent, sink) is the ``schema-registry`` run of
+tests/integration/test_end_to_end.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from receiptflow.models import ConsentChange
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.registry import codec_for, registry_catalog, registry_client, value_subject
+from receiptflow.stack import free_port
+from receiptflow.stack.process import gone
+from receiptflow.stack.registry import API_PATH, EmbeddedRegistry
 from receiptflow.topics import TopicNames, create_topics
 
 from .conftest import MakeSettings
@@ -135,3 +139,28 @@ def test_a_command_stops_with_one_line_when_the_registry_refuses_the_contract(
     assert f"refuses consent_change v1 (consent_change/v1.avsc) under subject '{subject}'" in errors[0]
     assert "not BACKWARD compatible" in errors[0]
     assert read_all(reg_settings, names.consents) == []
+
+
+def test_the_embedded_registry_keeps_its_ids_across_a_restart(tmp_path: Path) -> None:
+    """``stack down`` / ``up`` of the registry: subjects and ids are still there, nothing is left running."""
+    url = f"http://127.0.0.1:{free_port()}{API_PATH}"
+    own = EmbeddedRegistry(Settings(data_dir=tmp_path / "data", schema_registry_url=url), ready_timeout=180)
+    assert own.status().state == "stopped"
+    try:
+        started = own.up()
+        assert (started.state, started.endpoint) == ("running", url)
+        assert own.up().pid == started.pid  # a second up leaves the running one alone
+        before = registry_catalog(SchemaCatalog.bundled(), TopicNames("restart."), registry_client(url), url)
+        pid = started.pid
+        assert own.down().state == "stopped"
+        assert pid is not None and gone(pid)
+        own.up()
+        subject = value_subject("restart.checkouts")
+        assert registry_client(url).get_latest_version(subject).schema_id == before.latest("checkout").schema_id
+        again = registry_catalog(SchemaCatalog.bundled(), TopicNames("restart."), registry_client(url), url)
+        assert [v.schema_id for s in again.subjects() for v in again.versions(s)] == [
+            v.schema_id for s in before.subjects() for v in before.versions(s)
+        ]
+    finally:
+        own.down()
+    assert own.status().state == "stopped"
