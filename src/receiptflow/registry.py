@@ -62,6 +62,13 @@ def _brief(text: object, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _unreachable(url: str, what: str, exc: Exception) -> SchemaError:
+    return SchemaError(
+        f"the schema registry at {url} cannot be reached to {what} ({type(exc).__name__}: {exc}); "
+        "start it (receiptflow stack up --with-registry) or fix RECEIPTFLOW_SCHEMA_REGISTRY_URL"
+    )
+
+
 def _where(exc: SchemaRegistryError) -> str:
     return f"HTTP {exc.http_status_code}, error {exc.error_code}: {_brief(exc.error_message)}"
 
@@ -73,12 +80,6 @@ class RegistrySync:
         # Any: SchemaRegistryClient, or the mock:// client of the same class in unit tests.
         self.client = client
         self.url = url
-
-    def _unreachable(self, what: str, exc: Exception) -> SchemaError:
-        return SchemaError(
-            f"the schema registry at {self.url} cannot be reached to {what} ({type(exc).__name__}: {exc}); "
-            "start it (receiptflow stack up --with-registry) or fix RECEIPTFLOW_SCHEMA_REGISTRY_URL"
-        )
 
     def _register(self, subject: str, version: SchemaVersion) -> int:
         try:
@@ -95,7 +96,7 @@ class RegistrySync:
                 f"the schema registry at {self.url} refused {version.path} under {subject!r} ({_where(exc)})"
             ) from exc
         except Exception as exc:  # connection refused, timeouts, TLS: the http client's own types
-            raise self._unreachable(f"register {version.path}", exc) from exc
+            raise _unreachable(self.url, f"register {version.path}", exc) from exc
 
     def _set_compatibility(self, subject: str) -> None:
         try:
@@ -106,7 +107,7 @@ class RegistrySync:
                 f"({_where(exc)})"
             ) from exc
         except Exception as exc:
-            raise self._unreachable(f"configure {subject!r}", exc) from exc
+            raise _unreachable(self.url, f"configure {subject!r}", exc) from exc
 
     def register(self, subject: str, versions: Iterable[SchemaVersion]) -> dict[int, int]:
         """Register ``versions`` (oldest first) under ``subject`` with BACKWARD compatibility: version -> id."""
@@ -140,6 +141,32 @@ def registry_catalog(catalog: SchemaCatalog, names: TopicNames, client: Any, url
         for v in catalog.versions(s)
         if (s, v.version) in ids
     )
+
+
+def check_against_registry(catalog: SchemaCatalog, names: TopicNames, client: Any, url: str) -> list[str]:
+    """Subjects whose registered versions the repo's newest version could not join (nothing is registered).
+
+    The registry's own compatibility endpoint answers for each topic subject; a subject that does
+    not exist yet accepts anything.
+    """
+    refused: list[str] = []
+    for registry_subject, repo_subject in topic_subjects(names, catalog):
+        latest = catalog.latest(repo_subject)
+        try:
+            ok = bool(client.test_compatibility(registry_subject, _schema(latest)))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:  # no such subject (or no version yet): nothing to break
+                continue
+            raise SchemaError(
+                f"the schema registry at {url} failed to test {registry_subject!r} ({_where(exc)})"
+            ) from exc
+        except Exception as exc:
+            raise _unreachable(url, f"test {registry_subject!r}", exc) from exc
+        if not ok:
+            refused.append(
+                f"{registry_subject}: the registry would refuse {latest.path} ({COMPATIBILITY} against what it holds)"
+            )
+    return refused
 
 
 def registry_client(url: str) -> SchemaRegistryClient:

@@ -73,6 +73,17 @@ def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settin
     subjects.append(value_subject(names.checkouts_dlq))
     assert set(subjects) <= set(registry.get_subjects())
     assert {registry.get_compatibility(s) for s in subjects} == {"BACKWARD"}
+    check = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "schemas", "check"],
+        env=env_for(reg_settings),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    said = " ".join(check.stdout.split())  # the console wraps long lines
+    assert f"the schema registry at {reg_settings.schema_registry_url} accepts each newest version" in said
 
 
 def test_the_registry_refuses_an_incompatible_new_version(reg_settings: Settings) -> None:
@@ -139,6 +150,20 @@ def test_a_command_stops_with_one_line_when_the_registry_refuses_the_contract(
     assert f"refuses consent_change v1 (consent_change/v1.avsc) under subject '{subject}'" in errors[0]
     assert "not BACKWARD compatible" in errors[0]
     assert read_all(reg_settings, names.consents) == []
+
+    # `schemas check` asks the registry too, and names the subject that would refuse the contract.
+    check = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "schemas", "check"],
+        env=env_for(reg_settings),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 1, check.stdout + check.stderr
+    refused = " ".join(check.stderr.split())
+    assert f"{subject}: the registry would refuse consent_change/v1.avsc" in refused
+    assert value_subject(names.checkouts) not in refused
 
 
 def test_the_embedded_registry_keeps_its_ids_across_a_restart(tmp_path: Path) -> None:
