@@ -49,10 +49,10 @@ def test_a_build_counts_only_with_its_marker_and_the_runner(tmp_path: Path) -> N
 
 def test_the_endpoint_comes_from_the_url_or_the_default(tmp_path: Path) -> None:
     default = EmbeddedRegistry(Settings(data_dir=tmp_path))
-    assert (default.url, default.host, default.port) == (DEFAULT_URL, "127.0.0.1", 8081)
+    assert (default.address, default.host, default.port) == (DEFAULT_URL, "127.0.0.1", 8081)
     assert DEFAULT_URL.endswith(API_PATH)
     own = EmbeddedRegistry(Settings(data_dir=tmp_path, schema_registry_url=f"http://127.0.0.1:18123{API_PATH}"))
-    assert (own.host, own.port, own.endpoint) == ("127.0.0.1", 18123, f"http://127.0.0.1:18123{API_PATH}")
+    assert (own.host, own.port, own.address) == ("127.0.0.1", 18123, f"http://127.0.0.1:18123{API_PATH}")
     assert own.pid_file == tmp_path.resolve() / "run" / "registry.pid"
 
 
