@@ -77,7 +77,7 @@ class RegistrySync:
     """Registers the repo's schema versions under their topics' subjects and collects the ids."""
 
     def __init__(self, client: Any, url: str) -> None:
-        # Any: SchemaRegistryClient, or the mock:// client of the same class in unit tests.
+        # Any: a SchemaRegistryClient, or an object with the same register/compatibility methods (tests).
         self.client = client
         self.url = url
 
@@ -170,7 +170,7 @@ def check_against_registry(catalog: SchemaCatalog, names: TopicNames, client: An
 
 
 def registry_client(url: str) -> SchemaRegistryClient:
-    # new_client: a mock:// URL gives the in-process mock (unit tests), anything else the HTTP client.
+    # new_client: a mock:// URL gives confluent-kafka's in-process mock, anything else the HTTP client.
     return SchemaRegistryClient.new_client({"url": url})
 
 
