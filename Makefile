@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-failover chaos fuzz lint typecheck unit integration bench clean stack-down
+.PHONY: setup registry demo test test-failover chaos fuzz lint typecheck unit integration bench clean stack-down
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ setup: $(VENV)/.installed
 tests/integration/browser/node_modules/.installed: tests/integration/browser/package.json
 	npm ci --prefix tests/integration/browser --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The embedded schema registry (Apicurio, Confluent's API), built from Maven Central once per machine;
+# `stack up --with-registry` and the integration tests build it on first use as well.
+registry: setup
+	$(BIN)/receiptflow stack fetch --with-registry
 
 demo: setup
 	$(BIN)/receiptflow demo

@@ -43,6 +43,7 @@ from ..errors import BrokerError, ProfileStoreError, ValidationError
 from ..health import CONSUMER_CHECKS, STATE_RESTORED, Readiness
 from ..metrics import Metrics
 from ..models import ConsentChange, Purchase
+from ..registry import codec_for
 from ..topics import TopicNames
 from .observe import watch
 from .profile_store import RedisProfileStore
@@ -122,7 +123,7 @@ def create_app(
 ) -> faust.App:
     """Build the faust app with its topics and agents (nothing connects until the worker starts)."""
     names = TopicNames(settings.topic_prefix)
-    codec = Codec()
+    codec = codec_for(settings)
     metrics = metrics or Metrics()
     store = profiles or RedisProfileStore.from_settings(settings)
 

@@ -54,6 +54,7 @@ from ..lag import LagReporter
 from ..metrics import Metrics
 from ..models import ConsentState
 from ..policy import Policy, load_policy
+from ..registry import codec_for
 from ..secrets import analytics_key
 from ..topics import TopicNames
 from .merge import TimeOrderedMerge
@@ -109,7 +110,7 @@ class Router:
         self.step = RouteStep(
             self.names,
             policy or load_policy(settings.policy_file),
-            codec or Codec(),
+            codec or codec_for(settings),
             # The analytics key stays in this process: only the router makes basket pseudonyms.
             baskets or BasketPseudonymiser(analytics_key(settings)),
             ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),

@@ -20,6 +20,7 @@ from ..config import Settings
 from ..errors import BrokerError, SchemaError, ValidationError
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
+from ..registry import codec_for
 from ..topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class RegisterClient:
         **producer_overrides: Any,
     ) -> None:
         self.names = TopicNames(settings.topic_prefix)
-        self.codec = codec or Codec()
+        self.codec = codec or codec_for(settings)
         self.metrics = metrics or Metrics()
         self.stats = DeliveryStats()
         conf = settings.kafka_config(

@@ -30,6 +30,7 @@ from ..errors import BrokerError, OutboxFullError, SchemaError, ValidationError
 from ..files import create_owner_only, private_dir
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
+from ..registry import codec_for
 from ..topics import TopicNames
 from .client import checkout_key
 
@@ -76,7 +77,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
-        self.codec = codec or Codec()
+        self.codec = codec or codec_for(settings)
         self.metrics = metrics or Metrics()
         for topic in (self.names.checkouts, self.names.consents):
             # Series at 0 from the start: the first failure is then an increase an alert can see.

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError
 from ..metrics import Metrics
 from ..progress import progress_bar
+from ..registry import codec_for
 from ..topics import TopicNames
 from .outbox import Outbox
 from .simulator import GroundTruth, Simulator, Traffic
@@ -62,7 +62,7 @@ def simulate(
     drain_timeout: float = 120.0,
 ) -> GroundTruth:
     """Sell ``rate * duration`` checkouts paced in real time; returns the ground truth once all are acknowledged."""
-    codec = Codec()
+    codec = codec_for(settings)
     sim = Simulator(seed, stores=stores, customers=customers)
     traffic = Traffic(
         sim,

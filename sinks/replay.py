@@ -29,11 +29,11 @@ from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from ..codec import Codec
 from ..config import Settings
 from ..erasures import ErasureReader
 from ..errors import BrokerError
 from ..kafka_read import ReadToEnd
+from ..registry import codec_for
 from ..topics import TopicNames
 from .base import Sink
 from .runner import SinkStats, decode_batch, follow_erasures
@@ -72,7 +72,7 @@ def replay_warehouse(
     """
     topics = list(topics or sink_topics(settings))
     names = TopicNames(settings.topic_prefix)
-    codec = Codec()
+    codec = codec_for(settings)
     stats = SinkStats()
     erasures = ErasureReader(settings)
     try:

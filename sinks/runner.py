@@ -51,6 +51,7 @@ from ..lag import LagReporter
 from ..metrics import Metrics
 from ..models import AnalyticsBasket, Purchase
 from ..policy import load_policy
+from ..registry import codec_for
 from ..secrets import erasure_salt
 from ..topics import TopicNames
 from .base import Sink
@@ -169,7 +170,7 @@ def run_sink(
     topics = [topic] if topic else [names.purchases_customer, names.purchases_analytics, names.consents]
     metrics = metrics or Metrics()
     stop = stop or threading.Event()
-    codec = codec or Codec()
+    codec = codec or codec_for(settings)
     stats = SinkStats()
     readiness = readiness or Readiness("sink", CONSUMER_CHECKS)
     lag = LagReporter(metrics, group)

@@ -5,12 +5,13 @@ the Avro binary body (fastavro ``schemaless_writer``), the framing Confluent's s
 schema registry and registry-aware consumers plug in without a format change.
 
 Schema ids come from a :class:`SchemaIdResolver`. Without a registry, :class:`RepoSchemaIds` reads
-``schemas/ids.json``: every ``(subject, version)`` kept in the repo has a fixed, never-reused id. A
+``schemas/ids.json``: every ``(subject, version)`` kept in the repo has a fixed, never-reused id; with
+one, :func:`receiptflow.registry.codec_for` gives the codec the catalogue keyed by the registry's ids. A
 reader always decodes with the *newest* version of the writer's subject as the reader schema
 (Avro schema resolution), so consumers keep working while producers still write older versions.
 
-fastavro is the hot path here; the Apache reference implementation (avro-python3) is used only in
-the interoperability tests.
+fastavro is the hot path here; the Apache reference implementation (``avro``) judges schema
+compatibility (:mod:`receiptflow.schemacheck`) and is checked against fastavro in the interoperability tests.
 
 Splicing (writing a record in parts, reusing bytes already encoded) is in :mod:`receiptflow.avro_splice`;
 :class:`Codec` offers it only where the schemas in hand allow it.

@@ -17,10 +17,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
-from .codec import Codec
 from .config import Settings
 from .errors import BrokerError, DecodeError
 from .kafka_read import ReadToEnd
+from .registry import codec_for
 
 
 def _jsonable(value: Any) -> Any:
@@ -64,7 +64,7 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
 def consume_json(
     settings: Settings, topic: str, *, from_beginning: bool = True, max_records: int | None = None, idle: float = 5.0
 ) -> Iterator[str]:
-    codec = Codec()
+    codec = codec_for(settings)
     consumer = reader(settings, "consume")
     try:
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END

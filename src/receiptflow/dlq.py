@@ -39,6 +39,7 @@ from .errors import BrokerError, DecodeError, ValidationError
 from .kafka_read import ReadToEnd
 from .metrics import Metrics
 from .models import ConsentChange
+from .registry import codec_for
 from .topics import TopicNames
 from .validation import dead_letter_record, validate_consent
 
@@ -89,7 +90,7 @@ def iter_dead_letters(
     With ``until`` (partition -> end offset), each partition is read only up to that offset.
     """
     topic = TopicNames(settings.topic_prefix).checkouts_dlq
-    codec = Codec()
+    codec = codec_for(settings)
     consumer = reader(settings, "dlq")
     try:
         partitions = partitions_of(consumer, topic)
@@ -259,7 +260,7 @@ class DeadLetterProducer:
         self.settings = settings
         self.processor = processor
         self.topic = TopicNames(settings.topic_prefix).checkouts_dlq
-        self.codec = codec or Codec()
+        self.codec = codec or codec_for(settings)
         self.metrics = metrics
         self._producer: Producer | None = None
 

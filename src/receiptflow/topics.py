@@ -84,7 +84,7 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         PURCHASES_ANALYTICS,
-        "purchase",
+        "analytics_basket",
         "store_id",
         "Anonymous line-level data: no card id, no register id, event time rounded to the hour.",
         {"retention.ms": str(90 * DAY_MS)},

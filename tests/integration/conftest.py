@@ -1,4 +1,4 @@
-"""Session-scoped real servers for the integration tests: Kafka, Redis, PostgreSQL.
+"""Session-scoped real servers for the integration tests: Kafka, Redis, PostgreSQL, a schema registry.
 
 Each of ``kafka_bootstrap`` (``host:port``), ``redis_url`` and ``postgres_url``
 (``postgresql://user@127.0.0.1:port/receiptflow``) takes, in this order:
@@ -14,6 +14,9 @@ Each of ``kafka_bootstrap`` (``host:port``), ``redis_url`` and ``postgres_url``
 A server that cannot be had fails the tests that need it (``pytest.fail``): nothing is skipped or
 mocked. What was used is recorded in ``tests/conftest.py``'s ``BACKENDS`` for the closing summary.
 The order is written once, in ``backends.py``; each fixture here adds only its embedded server.
+``schema_registry`` (the Confluent API URL, ``registry_server.py``) is
+``RECEIPTFLOW_TEST_SCHEMA_REGISTRY_URL`` when given, else the embedded Apicurio Registry of
+``receiptflow stack up --with-registry``; it is started only for the tests that ask for it.
 
 The embedded Redis runs as ``receiptflow stack`` runs it: ACL users on, ``default`` off, passwords
 generated per install (the session's data dir). ``redis_server`` says how each role logs in:
@@ -49,6 +52,7 @@ from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, St
 
 from ..conftest import BACKENDS
 from .backends import embedded_server, kafka_source, postgres_source, redis_source, session_server
+from .registry_server import schema_registry  # noqa: F401 - a fixture, found by pytest through this module
 
 MakeSettings = Callable[..., Settings]
 

@@ -35,6 +35,8 @@ def env_for(settings: Settings) -> dict[str, str]:
         env["RECEIPTFLOW_METRICS_TEXTFILE"] = str(settings.metrics_textfile)
     if settings.redis_cluster:
         env["RECEIPTFLOW_REDIS_CLUSTER"] = "true"
+    if settings.schema_registry_url:
+        env["RECEIPTFLOW_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
     return env
 
 

@@ -1,7 +1,9 @@
 """One receipt travels the whole way: Avro → Kafka → router → faust profile agent → Redis → warehouse row.
 
 Real parts only: the session's Kafka broker and Redis server, a DuckDB file, and the processor
-running as its own worker process (``python -m receiptflow process``), as in production.
+running as its own worker process (``python -m receiptflow process``), as in production. It runs
+twice: with the schema ids of ``schemas/ids.json``, and with every producer and consumer taking its
+ids from the session's schema registry (``RECEIPTFLOW_SCHEMA_REGISTRY_URL``).
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from .support import env_for
 N = 600
 
 
-@pytest.fixture
-def e2e_settings(kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path) -> Settings:
+@pytest.fixture(params=["repo-ids", "schema-registry"])
+def e2e_settings(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path
+) -> Settings:
     run = uuid.uuid4().hex[:8]
+    registry = request.getfixturevalue("schema_registry") if request.param == "schema-registry" else None
     redis.Redis.from_url(redis_server.admin_url).flushdb()
     return Settings(
         **redis_server.role_settings(),
@@ -47,6 +52,7 @@ def e2e_settings(kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path
         topic_partitions=3,
         processor_id=f"e2e-processor-{run}",
         metrics_port=0,
+        schema_registry_url=registry,
     )
 
 

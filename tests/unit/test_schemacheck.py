@@ -69,6 +69,24 @@ def test_breaking_change_fails_the_check(tmp_path: Path, breaking: Callable[[dic
         assert_backward_compatible(broken)
 
 
+def test_the_checker_names_the_break_and_where(tmp_path: Path) -> None:
+    problems = check_backward(_with_v2(tmp_path, "checkout", _add_required_field))
+    assert [str(p) for p in problems] == [
+        "checkout: v2 cannot read data written with v1: reader_field_missing_default_value (loyalty_tier) at /fields/11"
+    ]
+
+
+def test_a_sample_that_does_not_fit_its_schema_is_reported(tmp_path: Path) -> None:
+    target = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS, target)
+    samples = json.loads((target / "consent_change" / "v1.samples.json").read_text())
+    samples[0]["product_data_marketing"] = "yes"
+    (target / "consent_change" / "v1.samples.json").write_text(json.dumps(samples))
+    problems = check_backward(target)
+    assert [(p.subject, p.writer_version) for p in problems] == [("consent_change", 1)]
+    assert "sample 0 invalid" in problems[0].error
+
+
 def test_compatible_change_passes(tmp_path: Path) -> None:
     def add_optional(s: dict[str, Any]) -> None:
         s["fields"].append({"name": "loyalty_tier", "type": ["null", "string"], "default": None})

@@ -85,12 +85,22 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from ..schemacheck import check_backward
 
     directory = Path(args.dir) if args.dir else Path(str(resources.files("receiptflow.schemas")))
-    problems = check_backward(directory)
+    problems = [str(p) for p in check_backward(directory)]
+    url = settings.schema_registry_url
+    if url:
+        from ..codec import SchemaCatalog
+        from ..registry import check_against_registry, registry_client
+        from ..topics import TopicNames
+
+        catalog = SchemaCatalog.from_dir(directory)
+        problems += check_against_registry(catalog, TopicNames(settings.topic_prefix), registry_client(url), url)
     for p in problems:
-        err_console.print(f"[red]incompatible[/red] {p}")
+        err_console.print(f"[red]incompatible[/red] {p}", markup=True, highlight=False)
     if problems:
         return 1
     console.print(f"schemas in {directory}: every subject's newest version reads all older versions")
+    if url:
+        console.print(f"and the schema registry at {url} accepts each newest version under its topics' subjects")
     return 0
 
 

@@ -24,10 +24,10 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
     stack = Stack(settings)
     if args.action == "fetch":
-        statuses = [stack.fetch()]
+        statuses = stack.fetch(with_registry=args.with_registry)
     elif args.action == "up":
         print_endpoints(settings, "stack up:")
-        statuses = stack.up(with_postgres=args.with_postgres)
+        statuses = stack.up(with_postgres=args.with_postgres, with_registry=args.with_registry)
     elif args.action == "down":
         print_data_dir(settings)
         statuses = stack.down()
@@ -45,6 +45,13 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
             f"redis: ACL users on, default user off; role passwords in {secrets}/redis-<user> (owner only)",
             markup=False,
         )
+    registry = next((s for s in statuses if s.name == "registry"), None)
+    if registry is not None and not settings.schema_registry_url:
+        console.print(
+            f"registry: export RECEIPTFLOW_SCHEMA_REGISTRY_URL={registry.endpoint} so every producer and "
+            "consumer takes its schema ids from it",
+            markup=False,
+        )
     return 0
 
 
@@ -57,6 +64,11 @@ def add_stack(sub: Subparsers) -> None:
         "fetch: only download the Kafka jars",
     )
     s.add_argument("--with-postgres", action="store_true", help="also start a local PostgreSQL server")
+    s.add_argument(
+        "--with-registry",
+        action="store_true",
+        help="also start (fetch: build) the schema registry, Apicurio with Confluent's API",
+    )
     s.set_defaults(func=cmd_stack)
 
 

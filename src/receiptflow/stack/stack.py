@@ -1,6 +1,7 @@
 """The embedded stack as one unit: what ``receiptflow stack up|down|status|fetch`` does.
 
-``up`` starts what is missing -- the Kafka broker, Redis and, on request, PostgreSQL -- and leaves
+``up`` starts what is missing -- the Kafka broker, Redis and, on request, PostgreSQL and the schema
+registry (Apicurio, Confluent's API) -- and leaves
 alone a server of ours that already runs and answers, as well as an external server that answers at
 the configured endpoint; so it is harmless to run twice. ``down`` stops only the servers this data
 dir started (SIGTERM, a bounded wait, then SIGKILL), removes their PID files and leaves no process
@@ -23,13 +24,14 @@ from .kafka_dist import jars_complete, kafka_version, libs_dir, resolve_jars
 from .postgres import EmbeddedPostgres
 from .process import ComponentStatus
 from .redis import EmbeddedRedis
+from .registry import EmbeddedRegistry, build_registry, registry_version
 from .server import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
 
 class Stack:
-    """The embedded Kafka broker, Redis, optional PostgreSQL and the DuckDB file of one data dir."""
+    """The embedded Kafka broker, Redis, optional PostgreSQL and registry, and the DuckDB file of one data dir."""
 
     def __init__(self, settings: Settings, ready_timeout: float = 60.0) -> None:
         self.settings = settings
@@ -37,18 +39,25 @@ class Stack:
         self.redis = EmbeddedRedis(settings, ready_timeout=min(ready_timeout, 30.0))
         self.postgres = EmbeddedPostgres(settings, ready_timeout=ready_timeout)
         self.duckdb = DuckDBFile(settings)
+        self.registry = EmbeddedRegistry(settings, ready_timeout=max(ready_timeout, 90.0))
 
-    def fetch(self) -> ComponentStatus:
-        """Download the Kafka jars (once per machine) without starting anything."""
+    def fetch(self, with_registry: bool = False) -> list[ComponentStatus]:
+        """Download the Kafka jars (and build the registry) once per machine, without starting anything."""
         libs = resolve_jars(self.settings)
-        return ComponentStatus("kafka-jars", "cached", None, str(libs), f"Apache Kafka {kafka_version()}")
+        out = [ComponentStatus("kafka-jars", "cached", None, str(libs), f"Apache Kafka {kafka_version()}")]
+        if with_registry:
+            app = build_registry(self.settings)
+            out.append(ComponentStatus("registry-app", "cached", None, str(app), f"Apicurio {registry_version()}"))
+        return out
 
-    def up(self, with_postgres: bool = False) -> list[ComponentStatus]:
+    def up(self, with_postgres: bool = False, with_registry: bool = False) -> list[ComponentStatus]:
         """Start whatever is not running yet and wait until each answers; idempotent."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         out = [self.kafka.up(), self.redis.up()]
         if with_postgres:
             out.append(self.postgres.up())
+        if with_registry:
+            out.append(self.registry.up())
         out.append(self.duckdb.up())
         return out
 
@@ -59,6 +68,8 @@ class Stack:
         components: list[EmbeddedServer] = [self.redis, self.kafka]
         if self.postgres.pid() is not None:  # optional: only reported when this data dir started it
             components.append(self.postgres)
+        if self.registry.pid() is not None:
+            components.append(self.registry)
         for component in components:
             try:
                 out.append(component.down())
@@ -70,11 +81,13 @@ class Stack:
         return out
 
     def status(self) -> list[ComponentStatus]:
-        """Per component: running (ours, with PID), external, stopped; PostgreSQL only when it runs."""
+        """Per component: running (ours, with PID), external, stopped; PostgreSQL and registry only when ours run."""
         out = [self.kafka.status(), self.redis.status()]
         postgres = self.postgres.status()
         if postgres.state == "running":
             out.append(postgres)
+        if self.registry.pid() is not None:
+            out.append(self.registry.status())
         out.append(self.duckdb.status())
         return out
 

@@ -1,0 +1,191 @@
+"""The contract through a real schema registry (the session's Apicurio, Confluent's API).
+
+With ``RECEIPTFLOW_SCHEMA_REGISTRY_URL`` set, records carry the registry's ids under the topic-name
+strategy's subjects, each subject is BACKWARD, and a version the registry refuses stops a command
+with one line; the embedded registry keeps its ids across a restart. The whole pipeline through
+the registry (producers, router, profile agent, sink) is the ``schema-registry`` run of
+tests/integration/test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka.schema_registry import Schema
+
+from receiptflow.codec import Codec, SchemaCatalog, SchemaVersion, schema_id_of
+from receiptflow.config import Settings
+from receiptflow.errors import DecodeError, IncompatibleSchemaError
+from receiptflow.models import ConsentChange
+from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.simulator import Simulator
+from receiptflow.registry import codec_for, registry_catalog, registry_client, value_subject
+from receiptflow.stack import free_port
+from receiptflow.stack.process import gone
+from receiptflow.stack.registry import API_PATH, EmbeddedRegistry
+from receiptflow.topics import TopicNames, create_topics
+
+from .conftest import MakeSettings
+from .support import env_for, read_all
+
+
+@pytest.fixture
+def reg_settings(make_settings: MakeSettings, schema_registry: str) -> Settings:
+    return make_settings(schema_registry_url=schema_registry)
+
+
+def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settings: Settings) -> None:
+    create_topics(reg_settings)
+    names = TopicNames(reg_settings.topic_prefix)
+    client = RegisterClient(reg_settings)
+    sim = Simulator(seed=3, stores=3, customers=10)
+    checkouts = list(sim.stream(20, datetime.now(UTC), rate=1000))
+    for checkout in checkouts:
+        client.send(checkout)
+    client.send_consent(ConsentChange("6390000000001", datetime.now(UTC), True, False))
+    stats = client.flush()
+    assert (stats.acked, stats.failed) == (21, 0)
+
+    registry = registry_client(reg_settings.schema_registry_url or "")
+    checkout_id = registry.get_latest_version(value_subject(names.checkouts)).schema_id
+    consent_id = registry.get_latest_version(value_subject(names.consents)).schema_id
+    repo = SchemaCatalog.bundled()
+    assert checkout_id != repo.latest("checkout").schema_id  # the registry's numbering, not ids.json
+    on_topic = {schema_id_of(m.value()) for m in read_all(reg_settings, names.checkouts)}
+    assert on_topic == {checkout_id}
+    assert {schema_id_of(m.value()) for m in read_all(reg_settings, names.consents)} == {consent_id}
+
+    # A consumer of this deployment decodes them; one with the repo's ids does not know the id.
+    record = read_all(reg_settings, names.checkouts)[0].value()
+    assert codec_for(reg_settings).decode(record, expect="checkout").value["receipt_id"] in {
+        c.receipt_id for c in checkouts
+    }
+    with pytest.raises(DecodeError, match="unknown_schema_id"):
+        Codec(repo).decode(record)
+
+    subjects = [value_subject(names.physical(t)) for t in ("checkouts", "consents", "purchases.customer")]
+    subjects += [value_subject(names.physical(t)) for t in ("purchases.marketing", "purchases.analytics")]
+    subjects.append(value_subject(names.checkouts_dlq))
+    assert set(subjects) <= set(registry.get_subjects())
+    assert {registry.get_compatibility(s) for s in subjects} == {"BACKWARD"}
+    check = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "schemas", "check"],
+        env=env_for(reg_settings),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    said = " ".join(check.stdout.split())  # the console wraps long lines
+    assert f"the schema registry at {reg_settings.schema_registry_url} accepts each newest version" in said
+
+
+def test_the_registry_refuses_an_incompatible_new_version(reg_settings: Settings) -> None:
+    names = TopicNames(reg_settings.topic_prefix)
+    url = reg_settings.schema_registry_url or ""
+    bundled = SchemaCatalog.bundled()
+    v1 = bundled.latest("consent_change")
+
+    def with_v2(extra: dict[str, object]) -> SchemaCatalog:
+        raw = {**v1.raw, "fields": [*v1.raw["fields"], extra]}
+        v2 = SchemaVersion(99, "consent_change", 2, "consent_change/v2.avsc", raw)
+        return SchemaCatalog([*(v for s in bundled.subjects() for v in bundled.versions(s)), v2])
+
+    with pytest.raises(IncompatibleSchemaError) as caught:
+        registry_catalog(with_v2({"name": "tier", "type": "string"}), names, registry_client(url), url)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"under subject '{value_subject(names.consents)}': not BACKWARD compatible" in message
+
+    # The same change with a default is accepted, as version 2 of the subject.
+    catalog = registry_catalog(
+        with_v2({"name": "tier", "type": ["null", "string"], "default": None}), names, registry_client(url), url
+    )
+    assert [v.version for v in catalog.versions("consent_change")] == [1, 2]
+    assert registry_client(url).get_versions(value_subject(names.consents)) == [1, 2]
+
+
+def test_a_command_stops_with_one_line_when_the_registry_refuses_the_contract(
+    reg_settings: Settings, tmp_path: Path
+) -> None:
+    """Another producer's version is on the subject: the repo's cannot read its data, nothing is sent."""
+    names = TopicNames(reg_settings.topic_prefix)
+    create_topics(reg_settings)
+    registry = registry_client(reg_settings.schema_registry_url or "")
+    subject = value_subject(names.consents)
+    theirs = json.loads(json.dumps(SchemaCatalog.bundled().latest("consent_change").raw))
+    for field in theirs["fields"]:
+        if field["name"] == "card_id":
+            field["type"] = "long"  # a long card id cannot be read as the repo's string
+    registry.register_schema(subject, Schema(json.dumps(theirs), "AVRO"))
+    registry.set_compatibility(subject, "BACKWARD")
+
+    line = {
+        "card_id": "6390000000001",
+        "event_time": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+        "product_data_marketing": True,
+        "electronic_marketing": False,
+    }
+    path = tmp_path / "consents.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "produce", str(path), "--kind", "consent"],
+        env=env_for(reg_settings),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    # stderr holds the endpoints the command uses, then the error: one line.
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"refuses consent_change v1 (consent_change/v1.avsc) under subject '{subject}'" in errors[0]
+    assert "not BACKWARD compatible" in errors[0]
+    assert read_all(reg_settings, names.consents) == []
+
+    # `schemas check` asks the registry too, and names the subject that would refuse the contract.
+    check = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "schemas", "check"],
+        env=env_for(reg_settings),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 1, check.stdout + check.stderr
+    refused = " ".join(check.stderr.split())
+    assert f"{subject}: the registry would refuse consent_change/v1.avsc" in refused
+    assert value_subject(names.checkouts) not in refused
+
+
+def test_the_embedded_registry_keeps_its_ids_across_a_restart(tmp_path: Path) -> None:
+    """``stack down`` / ``up`` of the registry: subjects and ids are still there, nothing is left running."""
+    url = f"http://127.0.0.1:{free_port()}{API_PATH}"
+    own = EmbeddedRegistry(Settings(data_dir=tmp_path / "data", schema_registry_url=url), ready_timeout=180)
+    assert own.status().state == "stopped"
+    try:
+        started = own.up()
+        assert (started.state, started.endpoint) == ("running", url)
+        assert own.up().pid == started.pid  # a second up leaves the running one alone
+        before = registry_catalog(SchemaCatalog.bundled(), TopicNames("restart."), registry_client(url), url)
+        pid = started.pid
+        assert own.down().state == "stopped"
+        assert pid is not None and gone(pid)
+        own.up()
+        subject = value_subject("restart.checkouts")
+        assert registry_client(url).get_latest_version(subject).schema_id == before.latest("checkout").schema_id
+        again = registry_catalog(SchemaCatalog.bundled(), TopicNames("restart."), registry_client(url), url)
+        assert [v.schema_id for s in again.subjects() for v in again.versions(s)] == [
+            v.schema_id for s in before.subjects() for v in before.versions(s)
+        ]
+    finally:
+        own.down()
+    assert own.status().state == "stopped"
