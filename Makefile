@@ -15,6 +15,9 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# avro-python3 shares the module name `avro` with Apache's maintained package, so it gets a folder
+	# of its own; the interoperability tests run it in a child process with that folder on its path.
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps --upgrade --target $(VENV)/avro-python3 avro-python3
 	touch $@
 
 setup: $(VENV)/.installed
