@@ -1,7 +1,8 @@
 """Interoperability: every schema's samples written by fastavro read by Apache Avro, and back.
 
 ``avro`` is the Apache reference implementation (its compatibility checker judges the contract);
-fastavro is what the hot path uses; avro-python3 is checked in ``test_avro_python3_interop``. Both must agree byte for byte on the Avro binary body of every record the contract defines.
+fastavro is what the hot path uses (avro-python3 is checked in ``test_avro_python3_interop``). Both
+must agree byte for byte on the Avro binary body of every record the contract defines.
 """
 
 from __future__ import annotations
