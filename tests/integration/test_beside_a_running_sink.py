@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from receiptflow.config import Settings
-from receiptflow.jobs.subject import audit_log, is_erased
+from receiptflow.jobs.subject import audit_log, erased_in_profiles
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.redis_auth import RedisRole
 from receiptflow.stack import free_port
@@ -80,6 +80,6 @@ def test_commands_beside_a_running_duckdb_sink_stop_at_once_and_change_nothing(s
         log.close()
     # The refused erasure recorded nothing: no erased-cards record, no audit entry.
     assert read_all(settings, names.consents_erased, timeout=20) == []
-    assert not is_erased(settings, "CARD-BESIDE")
+    assert not erased_in_profiles(settings, "CARD-BESIDE")
     subject = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT).erased_hash("CARD-BESIDE")
     assert [e for e in audit_log(settings) if subject in e.values()] == []
