@@ -12,19 +12,17 @@ The broker needs the machine's JDK (17+) or ``RECEIPTFLOW_JAVA_HOME``.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import re
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import DependencyMissingError, StackError
+from .maven import build_into, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -75,63 +73,33 @@ def jars_complete(libs: Path, version: str) -> bool:
     return marked and (libs / f"kafka_2.13-{version}.jar").is_file()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # Two processes (a test session and `stack up`) may resolve at once: one downloads, the other waits.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def resolve_jars(settings: Settings, timeout: float = 900.0) -> Path:
     """The folder with the broker's jars, downloaded by Maven on first use (later calls return at once)."""
     version = kafka_version()
     libs = libs_dir(settings)
     if jars_complete(libs, version):
         return libs
-    with _file_lock(libs.parent / ".lock"):
+    with file_lock(libs.parent / ".lock"):
         if jars_complete(libs, version):
             return libs
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise DependencyMissingError(
-                "Maven (mvn) is needed once to download the Kafka jars: apt-get install maven (make setup does it)"
-            )
-        partial = Path(tempfile.mkdtemp(prefix="libs.partial-", dir=libs.parent))
-        argv = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(pom_path()),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={partial}",
-        ]
         log.info("resolving Apache Kafka %s jars with Maven into %s", version, libs)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=partial)
-        except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise StackError(f"Maven did not resolve the Kafka jars within {timeout:g}s") from exc
-        except OSError as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise StackError(f"cannot run Maven ({mvn}): {exc}") from exc
-        if done.returncode != 0 or not (partial / f"kafka_2.13-{version}.jar").is_file():
-            shutil.rmtree(partial, ignore_errors=True)
-            raise StackError(
-                f"Maven could not resolve the Kafka {version} jars (exit {done.returncode}):\n"
-                f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
-            )
-        jars = sorted(p.name for p in partial.glob("*.jar"))
-        (partial / _MARKER).write_text(f"kafka {version}\n" + "".join(f"{j}\n" for j in jars))
-        partial.chmod(0o755)  # mkdtemp made it private; the jars are no secret
-        shutil.rmtree(libs, ignore_errors=True)
-        partial.rename(libs)  # a crash mid-download never leaves a libs dir that looks complete
+        build_into(
+            libs,
+            lambda out: [
+                "-f",
+                str(pom_path()),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={out}",
+            ],
+            what=f"resolve the Kafka {version} jars",
+            produced=lambda out: (out / f"kafka_2.13-{version}.jar").is_file(),
+            marker=_MARKER,
+            marker_text=lambda out: f"kafka {version}\n" + "".join(f"{j.name}\n" for j in sorted(out.glob("*.jar"))),
+            hint="Maven (mvn) is needed once to download the Kafka jars: apt-get install maven (make setup does it)",
+            timeout=timeout,
+        )
+        jars = list(libs.glob("*.jar"))
         log.info("resolved %d jars for Apache Kafka %s", len(jars), version)
         return libs
 

@@ -26,23 +26,19 @@ API is used as it is ("external"); a port taken by something else is a
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import re
-import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import DependencyMissingError, StackError
 from .kafka_dist import java_binary
+from .maven import build_into, file_lock
 from .process import spawn
 from .server import EmbeddedServer
 
@@ -91,60 +87,32 @@ def build_complete(app: Path) -> bool:
     return (app / _MARKER).is_file() and runner_jar(app).is_file()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # A test session and `stack up` may build at once: one runs Maven, the other waits for it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def build_registry(settings: Settings, timeout: float = 1200.0) -> Path:
     """The folder of the built registry, built by Maven on first use (later calls return at once)."""
     app = app_dir(settings)
     if build_complete(app):
         return app
-    with _file_lock(app.parent / ".registry.lock"):
+    with file_lock(app.parent / ".registry.lock"):
         if build_complete(app):
             return app
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise DependencyMissingError(MAVEN_HINT)
-        partial = Path(tempfile.mkdtemp(prefix="registry.partial-", dir=app.parent))
-        argv = [
-            mvn,
-            "-q",
-            "-B",
-            "-s",
-            str(BUILD_DIR / "settings.xml"),
-            "-f",
-            str(pom_path()),
-            "install",
-            f"-Dregistry.output={partial}",
-        ]
         log.info("building Apicurio Registry %s with Maven into %s", registry_version(), app)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=partial)
-        except subprocess.TimeoutExpired as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise StackError(f"Maven did not build the schema registry within {timeout:g}s") from exc
-        except OSError as exc:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise StackError(f"cannot run Maven ({mvn}): {exc}") from exc
-        if done.returncode != 0 or not runner_jar(partial).is_file():
-            shutil.rmtree(partial, ignore_errors=True)
-            raise StackError(
-                f"Maven could not build the schema registry (exit {done.returncode}):\n"
-                f"{done.stdout[-3000:]}{done.stderr[-3000:]}"
-            )
-        (partial / _MARKER).write_text(f"apicurio-registry {registry_version()}\n")
-        partial.chmod(0o755)  # mkdtemp made it private; the jars are no secret
-        shutil.rmtree(app, ignore_errors=True)
-        partial.rename(app)  # a crash mid-build never leaves a folder that looks complete
+        build_into(
+            app,
+            lambda out: [
+                "-s",
+                str(BUILD_DIR / "settings.xml"),
+                "-f",
+                str(pom_path()),
+                "install",
+                f"-Dregistry.output={out}",
+            ],
+            what="build the schema registry",
+            produced=lambda out: runner_jar(out).is_file(),
+            marker=_MARKER,
+            marker_text=lambda out: f"apicurio-registry {registry_version()}\n",
+            hint=MAVEN_HINT,
+            timeout=timeout,
+        )
         log.info("built Apicurio Registry %s", registry_version())
         return app
 
