@@ -175,6 +175,16 @@ def postgres_sink(url: str, parts: list[Sequence[SinkRecord]]) -> float:
         sink.close()
 
 
+def postgres_bytes(url: str) -> int:
+    """Bytes of the card-linked tables with their indexes and TOAST (``pg_total_relation_size``)."""
+    with psycopg.connect(url) as con:
+        row = con.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE c.relkind = 'r' AND n.nspname = 'public'"
+        ).fetchone()
+    return int(row[0] or 0) if row else 0
+
+
 def postgres_executemany(url: str, parts: list[Rows]) -> float:
     con = postgres_schema(url)
 
@@ -233,6 +243,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="receiptflow-bench-") as tmp:
         d = Path(tmp)
         results.append(("DuckDB sink", all_rows, duckdb_sink(d / "sink.duckdb", parts)))
+        # What a day of receipts costs on disk (for docs/capacity.md): the sink's files after the run.
+        storage = {"DuckDB": sum(f.stat().st_size for f in d.glob("sink*.duckdb*"))}
         results.append(("DuckDB plain executemany", slow_rows, duckdb_executemany(d / "many.duckdb", slow_parts)))
         results.append(("DuckDB plain bulk", all_rows, duckdb_bulk(d / "bulk.duckdb", row_parts)))
 
@@ -245,7 +257,9 @@ def main() -> int:
             server.up()
             server_url = server.url
         try:
-            results.append(("PostgreSQL sink", all_rows, postgres_sink(fresh_database(server_url), parts)))
+            pg_url = fresh_database(server_url)
+            results.append(("PostgreSQL sink", all_rows, postgres_sink(pg_url, parts)))
+            storage["PostgreSQL"] = postgres_bytes(pg_url)
             many = postgres_executemany(fresh_database(server_url), slow_parts)
             results.append(("PostgreSQL plain executemany", slow_rows, many))
             results.append(("PostgreSQL plain COPY", all_rows, postgres_copy(fresh_database(server_url), row_parts)))
@@ -260,6 +274,9 @@ def main() -> int:
     print(f"\n{'path':<30}{'rows':>10}{'rows/s':>12}{'seconds':>10}")
     for name, rows, seconds in results:
         print(f"{name:<30}{rows:>10,}{rows / seconds:>12,.0f}{seconds:>10.2f}")
+    print(f"\n{'storage of the sink':<30}{'bytes':>14}{'bytes/receipt':>15}{'bytes/row':>11}")
+    for name, size in storage.items():
+        print(f"{name:<30}{size:>14,}{size / args.receipts:>15,.0f}{size / all_rows:>11,.0f}")
     return 0
 
 

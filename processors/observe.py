@@ -15,6 +15,7 @@ from typing import Any, cast
 import faust
 
 from ..health import PARTITIONS_ASSIGNED, Readiness
+from ..heartbeat import Heartbeat, counter_total
 from ..lag import LagGauge
 from ..metrics import Metrics
 
@@ -25,7 +26,7 @@ LAG_EVERY = 5.0  # seconds: each report asks the broker for the partitions' ends
 
 def watch(app: faust.App, readiness: Readiness, metrics: Metrics) -> None:
     """Connect the app's rebalance signals to ``readiness`` and report its lag on a timer."""
-    gauge = LagGauge(metrics, app.conf.id)
+    gauge = LagGauge(metrics, app.conf.id, Heartbeat("profiles", counter_total(metrics.profile_updates_total)))
 
     def revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         readiness.mark(PARTITIONS_ASSIGNED, False)

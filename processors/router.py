@@ -50,6 +50,7 @@ from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError
 from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
+from ..heartbeat import Heartbeat, counter_total
 from ..lag import LagReporter
 from ..metrics import Metrics
 from ..models import ConsentState
@@ -98,7 +99,9 @@ class Router:
         self.names = TopicNames(settings.topic_prefix)
         self.metrics = metrics or Metrics()
         self.readiness = readiness or Readiness(name, CONSUMER_CHECKS)
-        self.lag = LagReporter(self.metrics, settings.processor_id)
+        self.lag = LagReporter(
+            self.metrics, settings.processor_id, heartbeat=Heartbeat(name, counter_total(self.metrics.consumed_total))
+        )
         # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
         self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock

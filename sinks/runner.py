@@ -47,6 +47,7 @@ from ..dlq import DeadLetterProducer, Rejected, decode_consent
 from ..erasures import ErasureReader
 from ..errors import BrokerError, ConfigError, ValidationError
 from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
+from ..heartbeat import Heartbeat, counter_total
 from ..lag import LagReporter
 from ..metrics import Metrics
 from ..models import AnalyticsBasket, Purchase
@@ -173,7 +174,7 @@ def run_sink(
     codec = codec or codec_for(settings)
     stats = SinkStats()
     readiness = readiness or Readiness("sink", CONSUMER_CHECKS)
-    lag = LagReporter(metrics, group)
+    lag = LagReporter(metrics, group, heartbeat=Heartbeat("sink", counter_total(metrics.consumed_total)))
 
     conf = settings.kafka_config(
         **{

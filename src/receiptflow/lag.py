@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from .config import Settings
 from .errors import BrokerError
+from .heartbeat import Heartbeat
 from .metrics import Metrics
 
 
@@ -54,9 +55,10 @@ _REPORT_EVERY = 1.0  # seconds
 class LagGauge:
     """One group's lag series on ``receiptflow_consumer_lag_records``, exactly the partitions last reported."""
 
-    def __init__(self, metrics: Metrics, group: str) -> None:
+    def __init__(self, metrics: Metrics, group: str, heartbeat: Heartbeat | None = None) -> None:
         self._gauge = metrics.consumer_lag
         self.group = group
+        self.heartbeat = heartbeat  # the process's INFO line every 30 s, fed with the lag reported here
         self._lock = threading.Lock()
         self._shown: set[Partition] = set()
 
@@ -67,6 +69,8 @@ class LagGauge:
             for (topic, partition), n in lags.items():
                 self._gauge.labels(self.group, topic, str(partition)).set(max(n, 0))
             self._shown = set(lags)
+        if self.heartbeat is not None:
+            self.heartbeat.beat(sum(lags.values()) if lags else None)
 
 
 def consumer_lag(
@@ -97,8 +101,10 @@ def consumer_lag(
 class LagReporter:
     """Reports a confluent-kafka consumer's lag, at most once every ``every`` seconds (cheap to call often)."""
 
-    def __init__(self, metrics: Metrics, group: str, every: float = _REPORT_EVERY) -> None:
-        self.gauge = LagGauge(metrics, group)
+    def __init__(
+        self, metrics: Metrics, group: str, every: float = _REPORT_EVERY, heartbeat: Heartbeat | None = None
+    ) -> None:
+        self.gauge = LagGauge(metrics, group, heartbeat)
         self.every = every
         self._last = 0.0
         self._starts: dict[Partition, int] = {}  # where quiet partitions begin, for the current assignment

@@ -92,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The long-running processes' heartbeat (one line every 30 s) shows at INFO even when the rest is quiet.
+    logging.getLogger("receiptflow.heartbeat").setLevel(logging.INFO)
     # librdkafka reports every failed connection attempt; the commands say what is wrong themselves.
     KAFKA_LOGGER.setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     settings: Settings | None = None
