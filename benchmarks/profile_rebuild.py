@@ -114,7 +114,7 @@ def main() -> int:
             started = time.perf_counter()
             stats = rebuild(sink.warehouse, store)
             pipelined = time.perf_counter() - started
-            cards = [card for page in card_pages(sink, 500) for card in page]  # key names hold no card id
+            cards = [card for page in card_pages(sink.warehouse, 500) for card in page]  # key names hold no card id
             rebuilt = store.get_many(cards)
 
             started = time.perf_counter()

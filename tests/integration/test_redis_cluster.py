@@ -211,9 +211,9 @@ def test_the_live_agent_and_a_rebuild_on_the_cluster_equal_the_single_redis_run(
         run_sink(run.settings, sink, idle_exit_after=4.0)
         stale = run.store.keys_for(cards[0])
         run.store.client.hset(stale.profile, "v", 999)  # a rebuild replaces what it rebuilds
-        stats = rebuild(sink, run.store, cards_per_batch=40, events_per_round_trip=300)
+        stats = rebuild(sink.warehouse, run.store, cards_per_batch=40, events_per_round_trip=300)
         into_single = _single_redis(redis_server, 14)
-        rebuild(sink, into_single)
+        rebuild(sink.warehouse, into_single)
     finally:
         sink.close()
     assert stats.cards == len(cards) and stats.purchases == carded
