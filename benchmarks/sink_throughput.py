@@ -38,9 +38,9 @@ from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DuckDBSink, PostgresSink, SinkRecord, to_rows
-from receiptflow.sinks.migrate import migrations
+from receiptflow.sinks.duckdb import analytics_path_for
 from receiptflow.sinks.rows import Rows
-from receiptflow.sinks.tables import TABLES
+from receiptflow.sinks.tables import ANALYTICS_TABLES, TABLES
 from receiptflow.stack.postgres import EmbeddedPostgres
 from receiptflow.stack.process import free_port
 
@@ -72,10 +72,12 @@ def timed(fn: Callable[[], None]) -> float:
 
 # --- DuckDB ----------------------------------------------------------------------------------------
 def duckdb_schema(path: Path) -> duckdb.DuckDBPyConnection:
+    # The sink's own setup makes the schema (its migrations, in order); the baseline then writes raw.
+    sink = DuckDBSink(path, erasure_salt=secrets.token_bytes(32))
+    sink.setup()
+    sink.close()
     con = duckdb.connect(str(path))
-    for m in migrations("duckdb"):
-        for statement in m.statements:
-            con.execute(statement)
+    con.execute(f"ATTACH '{analytics_path_for(path)}' AS analytics")
     return con
 
 
@@ -122,11 +124,13 @@ def duckdb_bulk(path: Path, parts: list[Rows]) -> float:
             ).fetchall()
         )
         for t in TABLES
+        if t.name not in ANALYTICS_TABLES  # the purchases here carry no analytics baskets
     }
     sql = {
         t.name: f"INSERT INTO {t.name} ({', '.join(t.columns)}) SELECT "
         + ", ".join(f"unnest(CAST(? AS {types[t.name][c]}[]))" for c in t.columns)
         for t in TABLES
+        if t.name in types
     }
 
     def run() -> None:
@@ -152,12 +156,11 @@ def fresh_database(server_url: str) -> str:
 
 
 def postgres_schema(url: str) -> psycopg.Connection[Any]:
-    con = psycopg.connect(url)
-    for m in migrations("postgres"):
-        for statement in m.statements:
-            con.execute(statement)
-    con.commit()
-    return con
+    # The sink's own setup makes the schema (its migrations, in order); the baseline then writes raw.
+    sink = PostgresSink(url, erasure_salt=secrets.token_bytes(32))
+    sink.setup()
+    sink.close()
+    return psycopg.connect(url)
 
 
 def postgres_sink(url: str, parts: list[Sequence[SinkRecord]]) -> float:
