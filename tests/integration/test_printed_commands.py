@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_RUN = ("make demo", "make test", "make chaos", "receiptflow process", "receiptflow sink run", "receiptflow demo")
+TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b|\bwarning:", re.I)
 RUNNABLE = re.compile(r"<!-- runnable -->\s*\n```(?:bash|sh)\n(.*?)```", re.S)
 
 
@@ -73,6 +74,9 @@ def test_the_demo_and_the_readme_commands_run_as_printed(settings: Settings) -> 
         check=False,
     )
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    # A healthy run prints no warnings, errors or tracebacks (a person would think something broke).
+    troubles = [line for line in (demo.stdout + demo.stderr).splitlines() if TROUBLE.search(line)]
+    assert not troubles, troubles[:10]
     from_demo = printed_next(demo.stdout)
     assert len(from_demo) >= 4, demo.stdout[-2000:]
     assert any(" sql " in c for c in from_demo) and any(" profile " in c for c in from_demo)
