@@ -22,18 +22,18 @@ def _sample(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 def test_ages_land_in_their_buckets_and_records_without_a_timestamp_are_skipped() -> None:
     metrics = Metrics(CollectorRegistry(), roles=["sink"])
-    child = metrics.checkout_to_output_seconds.labels("sink")
+    child = metrics.checkout_to_output_seconds.labels("warehouse")
     # 0.2 s, 45 s and 20 min old; two records without a timestamp (0, and -1 as librdkafka reports none).
     observed = observe_ages(child, NOW, [NOW_MS - 200, NOW_MS - 45_000, NOW_MS - 1_200_000, 0, -1])
     assert observed == 3
     name = "receiptflow_checkout_to_output_seconds"
-    assert _sample(metrics, f"{name}_count", stage="sink") == 3
-    assert _sample(metrics, f"{name}_sum", stage="sink") == pytest.approx(0.2 + 45 + 1200)
-    assert _sample(metrics, f"{name}_bucket", stage="sink", le="0.1") == 0
-    assert _sample(metrics, f"{name}_bucket", stage="sink", le="0.25") == 1
-    assert _sample(metrics, f"{name}_bucket", stage="sink", le="30.0") == 1
-    assert _sample(metrics, f"{name}_bucket", stage="sink", le="60.0") == 2
-    assert _sample(metrics, f"{name}_bucket", stage="sink", le="1800.0") == 3
+    assert _sample(metrics, f"{name}_count", stage="warehouse") == 3
+    assert _sample(metrics, f"{name}_sum", stage="warehouse") == pytest.approx(0.2 + 45 + 1200)
+    assert _sample(metrics, f"{name}_bucket", stage="warehouse", le="0.1") == 0
+    assert _sample(metrics, f"{name}_bucket", stage="warehouse", le="0.25") == 1
+    assert _sample(metrics, f"{name}_bucket", stage="warehouse", le="30.0") == 1
+    assert _sample(metrics, f"{name}_bucket", stage="warehouse", le="60.0") == 2
+    assert _sample(metrics, f"{name}_bucket", stage="warehouse", le="1800.0") == 3
 
 
 def test_a_timestamp_ahead_of_the_clock_counts_as_no_time_not_a_negative_age() -> None:
