@@ -41,7 +41,7 @@ from ..dlq import DeadLetterProducer, Rejected, decode_consent
 from ..erasures import ErasureReader
 from ..errors import BrokerError, ProfileStoreError, ValidationError
 from ..health import CONSUMER_CHECKS, STATE_RESTORED, Readiness
-from ..metrics import Metrics
+from ..metrics import Metrics, observe_ages
 from ..models import ConsentChange, Purchase
 from ..registry import codec_for
 from ..topics import TopicNames
@@ -164,6 +164,7 @@ def create_app(
                 # No record stops the agent: one it cannot read goes to the dead-letter topic with
                 # its reason (restarting would only read it again, for ever).
                 await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
+            observe_ages(metrics.checkout_to_output_seconds.labels("profiles"), time.time(), stamps_ms(events))
             metrics.batch_seconds.labels("profiles").observe(time.perf_counter() - started)
 
     consents = topic(names.consents)
@@ -229,6 +230,14 @@ def decode_purchases(codec: Codec, messages: Sequence[Any]) -> tuple[list[Purcha
             error = ValidationError("undecodable", f"not a purchase: {exc}")
             rejected.append(Rejected(error, str(m.topic), int(m.partition), int(m.offset), m.key, m.value))
     return purchases, rejected
+
+
+def stamps_ms(events: Sequence[Any]) -> list[int]:
+    """The record timestamps (ms) of a batch of faust events (faust gives seconds; None when absent).
+
+    A purchase's timestamp is the append time of the checkout it was routed from (the router sets it).
+    """
+    return [int(e.message.timestamp * 1000) for e in events if e.message.timestamp]
 
 
 def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:

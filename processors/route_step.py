@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
 from ..codec import Codec
 from ..errors import ValidationError
 from ..models import Checkout, ConsentChange, ConsentState, Purchase
@@ -42,14 +44,20 @@ class InputRecord(Protocol):
 
     def value(self) -> bytes | None: ...
 
+    def timestamp(self) -> tuple[int, int]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """A record to produce in the open transaction; the partitioner places it by its key."""
+    """A record to produce in the open transaction; the partitioner places it by its key.
+
+    ``timestamp`` (ms) is the record's own; 0 lets the producer stamp the time of sending.
+    """
 
     topic: str
     key: bytes | None
     value: bytes
+    timestamp: int = 0
 
 
 @dataclass(slots=True)
@@ -135,15 +143,18 @@ class RouteStep:
         consent = effective_consent(history, checkout.event_time, self.default_consent)
         routed = route(checkout, decision, consent, now, self.baskets)
         key = _key(routed.customer)
+        # The card-linked records carry the checkout's append time, so the stages after the router
+        # measure end-to-end time from it (the anonymous basket keeps the time of sending).
+        appended = _appended(msg)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
         customer = enc.encode(routed.customer)
         out = result.outputs
-        out.append(Output(self.names.purchases_customer, key, customer))
+        out.append(Output(self.names.purchases_customer, key, customer, appended))
         if routed.marketing is routed.customer:
-            out.append(Output(self.names.purchases_marketing, key, customer))  # the same record: encoded once
+            out.append(Output(self.names.purchases_marketing, key, customer, appended))  # encoded once
         elif routed.marketing is not None:
-            out.append(Output(self.names.purchases_marketing, key, enc.encode(routed.marketing)))
+            out.append(Output(self.names.purchases_marketing, key, enc.encode(routed.marketing), appended))
         if routed.analytics is not None:
             value = self.basket_encoder.encode(routed.analytics)
             out.append(Output(self.names.purchases_analytics, routed.analytics.store_id.encode(), value))
@@ -152,6 +163,10 @@ class RouteStep:
         staged.seen[(partition, rid)] = ms(checkout.event_time)  # to the changelog at the end of the transaction
         staged.processed[checkout.chain] += 1
         staged.stores[checkout.store_id] += 1
+        staged.granularity[(checkout.chain, routed.customer.granularity)] += 1
+        staged.marketing[marketing_outcome(checkout.card_id is not None, consent)] += 1
+        if appended:
+            staged.appended.append(appended)
         return result
 
     def dead_letter(self, exc: ValidationError, msg: InputRecord, staged: Staged, now: datetime) -> StepResult:
@@ -168,6 +183,24 @@ class RouteStep:
         staged.dead_letters[exc.reason] += 1
         output = Output(self.names.checkouts_dlq, msg.key(), self.codec.encode("dead_letter", record))
         return StepResult([output], rejected=exc)
+
+
+def marketing_outcome(has_card: bool, consent: ConsentState) -> str:
+    """What a routed receipt gives marketing (the consent mix): ``product_data`` (the customer record),
+    ``product_groups`` (product groups at most), ``withheld`` (nothing) or ``anonymous`` (no card)."""
+    if not has_card:
+        return "anonymous"
+    if consent.product_data_marketing:
+        return "product_data"
+    if consent.electronic_marketing:
+        return "product_groups"
+    return "withheld"
+
+
+def _appended(msg: InputRecord) -> int:
+    """The record's broker append time (ms; ``checkouts`` is LogAppendTime); 0 when it has none."""
+    kind, at = msg.timestamp()
+    return at if kind != TIMESTAMP_NOT_AVAILABLE and at > 0 else 0
 
 
 def _key(p: Purchase) -> bytes:

@@ -330,7 +330,7 @@ class Router:
                 staged.consumed[topic] += 1
                 result = self.step.step(msg, self.state, staged, now)
                 for out in result.outputs:
-                    self._produce(out.topic, out.key, out.value)
+                    self._produce(out.topic, out.key, out.value, timestamp=out.timestamp)
                 if result.unknown_chain is not None:
                     self.metrics.unknown_chain_total.labels(result.unknown_chain).inc()
                     log.warning("unknown chain %r: applied the strictest level", result.unknown_chain)
@@ -347,7 +347,7 @@ class Router:
             self._abort(exc)
             return
         staged.commit_into(self.state)
-        staged.report(self.stats, self.metrics, len(msgs))
+        staged.report(self.stats, self.metrics, len(msgs), time.time())
         self.metrics.batch_size.labels("router").observe(len(msgs))
         self.metrics.batch_seconds.labels("router").observe(time.perf_counter() - started)
 
@@ -383,11 +383,12 @@ class Router:
         value: bytes,
         partition: int | None = None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        timestamp: int = 0,
     ) -> None:
         at = _ANY_PARTITION if partition is None else partition
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, partition=at, headers=headers)
+                self._producer.produce(topic, value=value, key=key, partition=at, headers=headers, timestamp=timestamp)
                 return
             except BufferError:
                 self._producer.poll(0.05)

@@ -69,6 +69,7 @@ class TransactionalProducer(Protocol):
         key: bytes | None = None,
         partition: int = -1,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        timestamp: int = 0,
     ) -> None: ...
 
     def poll(self, timeout: float = -1) -> int: ...

@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Message, TopicPart
 
 from ..errors import ValidationError
 from ..kafka_read import AssignableConsumer, ReadToEnd
-from ..metrics import Metrics
+from ..metrics import Metrics, observe_ages
 from ..models import ConsentChange
 from ..topics import TopicNames
 from .consent import ConsentHistory
@@ -78,6 +78,9 @@ class Staged:
     processed: Counter[str] = field(default_factory=Counter)  # chain -> receipts routed
     stores: Counter[str] = field(default_factory=Counter)  # store -> receipts routed
     dead_letters: Counter[str] = field(default_factory=Counter)  # reason -> records
+    granularity: Counter[tuple[str, str]] = field(default_factory=Counter)  # (chain, level applied) -> receipts
+    marketing: Counter[str] = field(default_factory=Counter)  # consent outcome for marketing -> receipts
+    appended: list[int] = field(default_factory=list)  # broker append time (ms) of each checkout routed
     duplicates: int = 0
     consent_changes: int = 0
 
@@ -93,8 +96,12 @@ class Staged:
         committed = state.get(partition)
         return (partition, receipt_id) in self.seen or (committed is not None and receipt_id in committed.seen)
 
-    def report(self, stats: RouterStats, metrics: Metrics, consumed: int) -> None:
-        """Add a committed transaction to the stats and metrics (per batch: per-record label lookups cost)."""
+    def report(self, stats: RouterStats, metrics: Metrics, consumed: int, committed_at: float) -> None:
+        """Add a committed transaction to the stats and metrics (per batch: per-record label lookups cost).
+
+        ``committed_at`` (seconds since the epoch) is when the transaction committed: the routed
+        checkouts' end-to-end time is measured from their append to it.
+        """
         m, st = metrics, stats
         st.batches += 1
         st.consumed += consumed
@@ -113,6 +120,12 @@ class Staged:
             m.store_checkouts_total.labels(store).inc(n)
         for reason, n in self.dead_letters.items():
             m.dead_letters_total.labels(reason).inc(n)
+        for (chain, level), n in self.granularity.items():
+            m.routed_granularity_total.labels(chain, level).inc(n)
+        for outcome, n in self.marketing.items():
+            m.marketing_consent_total.labels(outcome).inc(n)
+        if self.appended:
+            observe_ages(m.checkout_to_output_seconds.labels("router"), committed_at, self.appended)
         if self.duplicates:
             m.duplicates_total.labels("router").inc(self.duplicates)
         if self.consent_changes:

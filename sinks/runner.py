@@ -49,7 +49,7 @@ from ..errors import BrokerError, ConfigError, ValidationError
 from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
 from ..heartbeat import Heartbeat, counter_total
 from ..lag import LagReporter
-from ..metrics import Metrics
+from ..metrics import Metrics, observe_ages
 from ..models import AnalyticsBasket, Purchase
 from ..policy import load_policy
 from ..registry import codec_for
@@ -236,6 +236,8 @@ def run_sink(
                     ]
                 )
                 _write(sink, batch, metrics, stats)
+                stamps = written_stamps(messages, batch, names.purchases_customer)
+                observe_ages(metrics.checkout_to_output_seconds.labels(STAGE), time.time(), stamps)
                 _commit_for_lag(consumer, batch)
             if not batch and idle_exit_after is not None and assigned_at:
                 start = max(idle_since, assigned_at[-1])
@@ -359,6 +361,16 @@ def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None
             continue
         batch.append(SinkRecord(purchase, topic, partition, offset))
     return batch
+
+
+def written_stamps(messages: list[Message], batch: list[AnyRecord], customer_topic: str) -> list[int]:
+    """Timestamps (ms) of the batch's customer purchases not dead-lettered: their checkouts' append times."""
+    skipped = {(r.partition, r.offset) for r in batch if isinstance(r, SkippedRecord) and r.topic == customer_topic}
+    return [
+        m.timestamp()[1]
+        for m in messages
+        if m.error() is None and m.topic() == customer_topic and (m.partition(), m.offset()) not in skipped
+    ]
 
 
 def _write(sink: Sink, batch: list[AnyRecord], metrics: Metrics, stats: SinkStats) -> None:

@@ -13,7 +13,7 @@ private registry nobody scrapes. The definitions are one table, :data:`DEFINITIO
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +25,8 @@ ROLES: tuple[Role, ...] = ("producer", "router", "profiles", "sink", "rebuild", 
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+# End to end: sub-second when the pipeline keeps up, minutes to an hour while a backlog drains.
+_AGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,10 @@ DEFINITIONS: tuple[Definition, ...] = (
     _d("consumer_lag", Gauge, "receiptflow_consumer_lag_records",
        "Records behind the partition's end (read-committed), per consumer group and assigned partition.",
        ("group", "topic", "partition"), _CONSUMERS),
+    _d("checkout_to_output_seconds", Histogram, "receiptflow_checkout_to_output_seconds",
+       "Time from the broker's append of a checkout to the stage's committed output: the router's "
+       "transaction, the profile applied in Redis, the row committed in the warehouse.",
+       ("stage",), _CONSUMERS, _AGE_BUCKETS),
     # Router
     _d("processed_total", Counter, "receiptflow_processed_total", "Valid checkouts processed and routed.",
        ("chain",), ("router",)),
@@ -89,6 +95,13 @@ DEFINITIONS: tuple[Definition, ...] = (
        ("store",), ("router",)),
     _d("routed_total", Counter, "receiptflow_routed_total", "Records written to an output topic.",
        ("topic",), ("router",)),
+    _d("routed_granularity_total", Counter, "receiptflow_routed_granularity_total",
+       "Receipts routed, per chain and granularity applied to the customer record (ITEM, PRODUCT_GROUP, RECEIPT).",
+       ("chain", "granularity"), ("router",)),
+    _d("marketing_consent_total", Counter, "receiptflow_marketing_consent_total",
+       "Receipts routed, by what the card's consent gives marketing: product_data (the customer record), "
+       "product_groups (product groups at most), withheld (nothing), anonymous (no card).",
+       ("outcome",), ("router",)),
     _d("unknown_chain_total", Counter, "receiptflow_unknown_chain_total",
        "Checkouts of chains the policy does not know.", ("chain",), ("router",)),
     _d("consent_changes_total", Counter, "receiptflow_consent_changes_total",
@@ -132,9 +145,12 @@ class Metrics:
     batch_seconds: Histogram
     batch_size: Histogram
     consumer_lag: Gauge
+    checkout_to_output_seconds: Histogram
     processed_total: Counter
     store_checkouts_total: Counter
     routed_total: Counter
+    routed_granularity_total: Counter
+    marketing_consent_total: Counter
     unknown_chain_total: Counter
     consent_changes_total: Counter
     transactions_total: Counter
@@ -162,6 +178,21 @@ class Metrics:
             else:
                 metric = d.kind(d.name, d.help, d.labels, registry=r)
             setattr(self, d.attr, metric)
+
+
+def observe_ages(histogram: Histogram, now: float, stamps_ms: Iterable[int]) -> int:
+    """Observe ``now`` (seconds since the epoch) minus each record timestamp (ms); returns how many.
+
+    A timestamp of 0 or less (the record has none) is skipped; a timestamp ahead of ``now`` (clocks
+    of broker and worker apart) counts as no time at all rather than a negative age.
+    """
+    observed = 0
+    now_ms = now * 1000.0
+    for at in stamps_ms:
+        if at > 0:
+            histogram.observe(max(now_ms - at, 0.0) / 1000.0)
+            observed += 1
+    return observed
 
 
 def write_textfile(metrics: Metrics, path: Path) -> None:

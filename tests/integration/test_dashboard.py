@@ -37,6 +37,8 @@ from ..unit import test_deploy_bundle as bundle
 from .support import env_for
 
 SERIES_WITHIN = 240.0  # seconds for every query to have series, on a loaded machine
+E2E = "receiptflow_checkout_to_output_seconds"
+STAGES = {"router", "profiles", "warehouse"}  # the sink reports its stage as "warehouse"
 
 
 def _query(base: str, expr: str) -> list[dict[str, Any]]:
@@ -124,6 +126,15 @@ def test_every_dashboard_query_returns_series_from_prometheus_scraping_the_pipel
             except OSError:  # Prometheus still starting
                 continue
         assert not empty, f"queries without series: {empty}"
+        # End-to-end latency from every stage, each measured from its checkouts' append time (minutes
+        # at most here: a stage that measured from the register's event time or from nothing would not be).
+        stages: dict[str, float] = {}
+        while set(stages) != STAGES and time.monotonic() < deadline + 60:
+            time.sleep(2)
+            p99 = _query(base, f"histogram_quantile(0.99, sum by (le, stage) (rate({E2E}_bucket[5m])))")
+            stages = {s["metric"]["stage"]: float(s["value"][1]) for s in p99}
+        assert set(stages) == STAGES, stages
+        assert all(0 <= seconds < 120 for seconds in stages.values()), stages
         # Every scraped process is up under the job the dashboard and the alerts select.
         up = {s["metric"]["job"]: s["value"][1] for s in _query(base, 'up{job=~"receiptflow-.*"}')}
         assert up == {f"receiptflow-{role}": "1" for role in ports}

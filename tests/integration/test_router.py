@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from receiptflow.codec import Codec
@@ -370,6 +370,29 @@ def test_two_workers_give_the_same_outputs_as_one(make_settings: Callable[..., S
         numbers = {t: {p for topic, p in owned if topic == t} for t in {t for t, _ in owned}}
         assert len(numbers) == 2 and len(set(map(frozenset, numbers.values()))) == 1, owned
     assert outputs(one) == outputs(two)
+
+
+def test_card_linked_outputs_carry_the_append_time_of_their_checkout(settings: Settings) -> None:
+    """What the profile agent and the sink measure end-to-end latency from, through a real broker."""
+    _, emissions = _traffic(47, 300, datetime.now(UTC) - timedelta(hours=1), 0.5)
+    create_topics(settings)
+    names = TopicNames(settings.topic_prefix)
+    with _router(settings) as proc:
+        _send(settings, emissions)
+        _wait_caught_up(settings, [proc])
+    appended: dict[str, tuple[int, int]] = {}
+    for m in read_all(settings, names.checkouts):
+        receipt = CODEC.decode(m.value(), expect="checkout").value["receipt_id"]
+        appended.setdefault(receipt, m.timestamp())  # the first delivery is the one routed
+    assert {kind for kind, _ in appended.values()} == {TIMESTAMP_LOG_APPEND_TIME}
+    marketing = 0
+    for topic in (names.purchases_customer, names.purchases_marketing):
+        records = read_all(settings, topic)
+        marketing += len(records) if topic == names.purchases_marketing else 0
+        for m in records:
+            receipt = CODEC.decode(m.value(), expect="purchase").value["receipt_id"]
+            assert m.timestamp() == (TIMESTAMP_CREATE_TIME, appended[receipt][1]), (topic, receipt)
+    assert marketing > 0  # the traffic's consents sent some receipts to marketing
 
 
 def _assignments(settings: Settings) -> dict[str, set[tuple[str, int]]]:

@@ -33,6 +33,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+_CREATE_TIME = 1
 _LOG_APPEND_TIME = 2
 
 
@@ -66,8 +67,13 @@ class MemoryBroker:
         value: bytes | None,
         partition: int = -1,
         headers: list[tuple[str, Any]] | None = None,
+        timestamp: int = 0,
     ) -> int:
-        """Write one record outside any transaction (as the registers' idempotent producer does)."""
+        """Write one record outside any transaction (as the registers' idempotent producer does).
+
+        The broker stamps its append time, unless the producer gave the record a ``timestamp`` (ms):
+        then it keeps that as the record's create time (a topic with CreateTime, as the purchase topics).
+        """
         p = self.partition_for(topic, key) if partition < 0 else partition
         log = self.log(topic, p)
         self.clock_ms += 1
@@ -78,7 +84,7 @@ class MemoryBroker:
             key=key,
             value=value,
             headers=headers,
-            timestamp=(_LOG_APPEND_TIME, self.clock_ms),
+            timestamp=(_CREATE_TIME, timestamp) if timestamp > 0 else (_LOG_APPEND_TIME, self.clock_ms),
         )
         log.append(Entry(msg))
         return p
@@ -109,7 +115,7 @@ class MemoryProducer:
         self.broker = broker
         self.initialised = False
         self._open = False
-        self._records: list[tuple[str, bytes | None, bytes | None, int, Any]] = []
+        self._records: list[tuple[str, bytes | None, bytes | None, int, Any, int]] = []
         self._offsets: list[tuple[str, TopicPartition]] = []
 
     def init_transactions(self, timeout: float = -1) -> None:
@@ -127,9 +133,10 @@ class MemoryProducer:
         key: bytes | None = None,
         partition: int = -1,
         headers: Any = None,
+        timestamp: int = 0,
     ) -> None:
         assert self._open, "produce outside a transaction"
-        self._records.append((topic, key, value, partition, headers))
+        self._records.append((topic, key, value, partition, headers, timestamp))
 
     def poll(self, timeout: float = -1) -> int:
         return 0
@@ -149,8 +156,8 @@ class MemoryProducer:
             self.broker.fail_next_commit = False
             raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "commit timed out (in-memory broker)"))
         touched = set()
-        for topic, key, value, partition, headers in self._records:
-            touched.add((topic, self.broker.append(topic, key, value, partition, headers)))
+        for topic, key, value, partition, headers, timestamp in self._records:
+            touched.add((topic, self.broker.append(topic, key, value, partition, headers, timestamp)))
         for where in sorted(touched):
             self.broker.log(*where).append(Entry(None))  # the commit marker takes an offset
         for group, tp in self._offsets:

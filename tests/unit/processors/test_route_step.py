@@ -6,18 +6,20 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from receiptflow.codec import Codec
-from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
+from receiptflow.metrics import Metrics
+from receiptflow.models import Checkout, CheckoutLine, ConsentChange, ConsentState, PaymentMethod
 from receiptflow.policy import load_policy
 from receiptflow.processors.consent import ConsentHistory
 from receiptflow.processors.core import DEFAULT_CONSENT
 from receiptflow.processors.pseudonym import BasketPseudonymiser
-from receiptflow.processors.route_step import RouteStep
-from receiptflow.processors.router_state import PartitionState, Staged
+from receiptflow.processors.route_step import RouteStep, marketing_outcome
+from receiptflow.processors.router_state import PartitionState, RouterStats, Staged
 from receiptflow.topics import TopicNames
 
 from .strategies import NOW, checkouts
@@ -202,3 +204,76 @@ def test_every_record_is_routed_once_dropped_as_a_duplicate_or_dead_lettered(
     assert processed + staged.duplicates + sum(staged.dead_letters.values()) == len(sent)
     assert len(customer_ids) == len(set(customer_ids)) == processed
     assert {rid for _, rid in staged.seen} == set(customer_ids)
+
+
+def _stamped(msg: Message, at_ms: int) -> Message:
+    return Message(
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+        key=msg.key(),
+        value=msg.value(),
+        timestamp=(TIMESTAMP_LOG_APPEND_TIME, at_ms),
+    )
+
+
+def test_the_truncation_and_consent_mix_are_staged_per_routed_receipt() -> None:
+    staged, other = Staged(), "2710000000002"
+    STEP.step(_consent_msg(False, True, at_hours_ago=5), {}, staged, NOW)
+    STEP.step(_consent_msg(True, False, at_hours_ago=5, card=other), {}, staged, NOW)
+    STEP.step(_checkout_msg(_checkout("r-1")), {}, staged, NOW)  # electronic marketing only
+    STEP.step(_checkout_msg(_checkout("r-1")), {}, staged, NOW)  # a duplicate: not counted again
+    STEP.step(_checkout_msg(_checkout("r-2", card_id=other)), {}, staged, NOW)  # product data
+    STEP.step(_checkout_msg(_checkout("r-3", chain="PRISMA", card_id="6390000000099")), {}, staged, NOW)
+    STEP.step(_checkout_msg(_checkout("r-4", card_id=None)), {}, staged, NOW)
+    STEP.step(_checkout_msg(_checkout("r-5", total_cents=1)), {}, staged, NOW)  # dead letter: not routed
+    assert staged.granularity == {("SOKOS", "ITEM"): 3, ("PRISMA", "PRODUCT_GROUP"): 1}
+    assert staged.marketing == {"product_groups": 1, "product_data": 1, "withheld": 1, "anonymous": 1}
+
+
+def test_card_linked_outputs_carry_the_checkouts_append_time_and_the_basket_does_not() -> None:
+    staged, appended = Staged(), 1_700_000_000_123
+    STEP.step(_consent_msg(True, True, at_hours_ago=5), {}, staged, NOW)
+    result = STEP.step(_stamped(_checkout_msg(_checkout("r-1")), appended), {}, staged, NOW)
+    stamps = {o.topic: o.timestamp for o in result.outputs}
+    assert stamps == {
+        NAMES.purchases_customer: appended,
+        NAMES.purchases_marketing: appended,
+        NAMES.purchases_analytics: 0,  # stamped by the producer when sent
+    }
+    STEP.step(_checkout_msg(_checkout("r-2")), {}, staged, NOW)  # no timestamp: nothing to measure from
+    bad = STEP.step(_stamped(_checkout_msg(_checkout("r-3", total_cents=1)), appended + 1), {}, staged, NOW)
+    assert [o.timestamp for o in bad.outputs] == [0]
+    assert staged.appended == [appended]
+
+
+def test_a_committed_transaction_reports_the_mix_and_the_routers_end_to_end_time() -> None:
+    staged, appended = Staged(), 1_700_000_000_000
+    STEP.step(_stamped(_checkout_msg(_checkout("r-1")), appended), {}, staged, NOW)
+    STEP.step(_stamped(_checkout_msg(_checkout("r-2", chain="PRISMA", card_id=None)), appended + 500), {}, staged, NOW)
+    metrics = Metrics(CollectorRegistry(), roles=["router"])
+    staged.report(RouterStats(), metrics, consumed=2, committed_at=appended / 1000 + 2.0)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert sample("receiptflow_routed_granularity_total", chain="SOKOS", granularity="ITEM") == 1
+    assert sample("receiptflow_routed_granularity_total", chain="PRISMA", granularity="PRODUCT_GROUP") == 1
+    assert sample("receiptflow_marketing_consent_total", outcome="withheld") == 1
+    assert sample("receiptflow_marketing_consent_total", outcome="anonymous") == 1
+    assert sample("receiptflow_checkout_to_output_seconds_count", stage="router") == 2
+    assert sample("receiptflow_checkout_to_output_seconds_sum", stage="router") == pytest.approx(2.0 + 1.5)
+
+
+@pytest.mark.parametrize(
+    ("has_card", "pdm", "em", "outcome"),
+    [
+        (True, True, True, "product_data"),
+        (True, True, False, "product_data"),
+        (True, False, True, "product_groups"),
+        (True, False, False, "withheld"),
+        (False, True, True, "anonymous"),
+    ],
+)
+def test_the_marketing_outcome_follows_the_consent(has_card: bool, pdm: bool, em: bool, outcome: str) -> None:
+    assert marketing_outcome(has_card, ConsentState(pdm, em, known=True)) == outcome

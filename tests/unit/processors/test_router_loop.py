@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
@@ -118,6 +119,32 @@ def test_an_aborted_transaction_is_read_again_and_committed_once(broker: MemoryB
     assert sorted(_receipts(broker, NAMES.purchases_customer)) == ["r-1", "r-2", "r-3"]
     assert stats.duplicates == 0 and stats.routed == 3
     assert _committed_everything(broker, router.settings.processor_id)
+
+
+def test_card_linked_outputs_carry_the_checkouts_append_time_and_time_is_observed_once_committed(
+    broker: MemoryBroker, tmp_path: Path
+) -> None:
+    _send_consent(broker, True, True, hours_ago=5)
+    for rid in ("r-1", "r-2"):
+        _send_checkout(broker, _checkout(rid))
+    appended = {
+        CODEC.decode(m.value(), expect="checkout").value["receipt_id"]: m.timestamp()[1]
+        for m in broker.records(NAMES.checkouts)
+    }
+    broker.fail_next_commit = True  # the first attempt's records must not be observed
+    router = _router(broker, tmp_path)
+    router.run(max_idle=0.3)
+    for topic in (NAMES.purchases_customer, NAMES.purchases_marketing):
+        stamps = {
+            CODEC.decode(m.value(), expect="purchase").value["receipt_id"]: m.timestamp() for m in broker.records(topic)
+        }
+        assert stamps == {rid: (TIMESTAMP_CREATE_TIME, at) for rid, at in appended.items()}
+    assert {m.timestamp()[0] for m in broker.records(NAMES.purchases_analytics)} == {TIMESTAMP_LOG_APPEND_TIME}
+    registry = router.metrics.registry
+    assert registry.get_sample_value("receiptflow_checkout_to_output_seconds_count", {"stage": "router"}) == 2
+    counts = {"chain": "SOKOS", "granularity": "ITEM"}
+    assert registry.get_sample_value("receiptflow_routed_granularity_total", counts) == 2
+    assert registry.get_sample_value("receiptflow_marketing_consent_total", {"outcome": "product_data"}) == 2
 
 
 def test_a_restarted_worker_restores_receipts_seen_and_consent(broker: MemoryBroker, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from pydantic import SecretStr
 
 from receiptflow.codec import Codec
@@ -16,7 +16,7 @@ from receiptflow.models import ConsentChange, Granularity
 from receiptflow.sinks import DuckDBSink, open_sink, run_sink, to_rows
 from receiptflow.sinks.migrate import migrations, plan_migrations, split_sql
 from receiptflow.sinks.rows import BasketRecord, SinkRecord, SkippedRecord, item_count, next_offsets
-from receiptflow.sinks.runner import decode_batch, duckdb_path
+from receiptflow.sinks.runner import decode_batch, duckdb_path, written_stamps
 from receiptflow.sinks.tables import RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS
 from receiptflow.topics import TopicNames
 
@@ -241,3 +241,22 @@ def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_re
     assert len(batch) == 1 and isinstance(batch[0], SkippedRecord)
     assert batch[0].error.reason == "wrong_subject" and "analytics_basket" in str(batch[0].error)
     assert to_rows(batch).baskets == [] and to_rows(batch).receipts == []
+
+
+def test_end_to_end_time_is_measured_for_the_customer_purchases_the_warehouse_took() -> None:
+    codec = Codec()
+    names = TopicNames("")
+    good, stored_too = purchases(2)
+    change = ConsentChange("2710000000001", good.event_time, True, True)
+
+    def message(topic: str, offset: int, value: bytes, at: int) -> Message:
+        return Message(topic=topic, partition=0, offset=offset, value=value, timestamp=(TIMESTAMP_CREATE_TIME, at))
+
+    messages = [
+        message(names.purchases_customer, 0, codec.encode("purchase", good.to_avro()), 1_000),
+        message(names.purchases_customer, 1, b"not avro", 2_000),  # dead-lettered: no row
+        message(names.consents, 0, codec.encode("consent_change", change.to_avro()), 3_000),  # not a checkout
+        message(names.purchases_customer, 2, codec.encode("purchase", stored_too.to_avro()), 4_000),
+    ]
+    batch = decode_batch(codec, messages, names)
+    assert written_stamps(messages, batch, names.purchases_customer) == [1_000, 4_000]
