@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .models import Checkout, CheckoutLine, Granularity, GroupTotal
+from .receipt_parts import DEPOSIT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,11 @@ def group_totals(lines: Iterable[CheckoutLine]) -> tuple[GroupTotal, ...]:
             a[1] += line.amount_cents
             a[2] += 1
     return tuple([GroupTotal(g, float(q), amount, n) for g, (q, amount, n) in sorted(acc.items())])
+
+
+def deposit_cents(lines: Iterable[CheckoutLine]) -> int:
+    """Net bottle deposits of a receipt's lines: deposits charged less deposit refunds paid back."""
+    return sum([line.amount_cents for line in lines if line.kind in DEPOSIT_KINDS])
 
 
 def truncate(
