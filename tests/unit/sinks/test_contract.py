@@ -27,6 +27,7 @@ from receiptflow.sinks.card_rows import delete_card, is_erased, record_erased
 from receiptflow.sinks.migrate import migrations
 from receiptflow.sinks.queries import sync_chains
 from receiptflow.sinks.rows import BasketRecord, chain_dimension_rows
+from receiptflow.sinks.tables import RECEIPT_ITEMS, RECEIPTS
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPIC = "purchases.customer"
@@ -227,16 +228,10 @@ class SinkContract:
         sink = open_sink()
         sink.write(recs)
         sink.flush()
-        stored = sink.warehouse.query(
-            "SELECT receipt_id, chain, store_id, card_id, event_time, event_local_date, payment_method, currency, "
-            "total_cents, granularity, item_count, policy_version, consent_product_data_marketing, "
-            "consent_electronic_marketing, consent_known, processed_at, source_topic, source_partition, "
-            "source_offset FROM receipts ORDER BY receipt_id"
-        )
+        stored = sink.warehouse.query(f"SELECT {', '.join(RECEIPTS.columns)} FROM receipts ORDER BY receipt_id")
         assert stored == sorted(rows.receipts)  # datetimes compare as instants, whatever the zone
         items = sink.warehouse.query(
-            "SELECT receipt_id, line_no, sku, product_group, quantity, unit_price_cents, amount_cents "
-            "FROM receipt_items ORDER BY receipt_id, line_no"
+            f"SELECT {', '.join(RECEIPT_ITEMS.columns)} FROM receipt_items ORDER BY receipt_id, line_no"
         )
         assert items == sorted(rows.items)
         groups = sink.warehouse.query(
