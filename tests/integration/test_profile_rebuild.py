@@ -38,7 +38,8 @@ from receiptflow.processors.profile_keys import SEGMENT_FIELDS
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profiles import Profile
 from receiptflow.producers.client import RegisterClient
-from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
+from receiptflow.producers.simulator import Simulator, Traffic
+from receiptflow.producers.truth import GroundTruth
 from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, run_sink, warehouse_counts
 from receiptflow.topics import create_topics
@@ -165,8 +166,8 @@ def pipeline(
         stats = client.flush()
         assert stats.failed == 0
         truth = sim.truth
-        carded = truth.receipts - truth.anonymous
-        _wait(lambda: store.totals()[1] >= carded, 180, proc, log, "every visit in Redis")
+        carded = (sum(v[0] for v in truth.per_card.values()), sum(v[1] for v in truth.per_card.values()))
+        _wait(lambda: store.totals()[1:] == carded, 180, proc, log, "every visit and refund in Redis")
         _wait(consents_recorded, 60, proc, log, "every consent change in Redis")
         time.sleep(1.5)  # anything still in flight would show now
     finally:

@@ -42,7 +42,8 @@ from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, Purc
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.processors.pseudonym import BasketPseudonymiser
-from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
+from receiptflow.producers.simulator import Simulator, Traffic
+from receiptflow.producers.truth import GroundTruth
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, warehouse_counts
 from receiptflow.topics import TopicNames, create_topics
 
