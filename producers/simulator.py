@@ -335,7 +335,10 @@ class Traffic:
                     base = self.sim._make(at)
                 base = replace(base, total_cents=base.total_cents + 1 + self.rng.randrange(500))
             elif kind == "negative_amount":
-                base = replace(base, lines=(), total_cents=-1 - self.rng.randrange(10_000))
+                # A sale without lines that pays out money (a refund may: it says what it refunds).
+                total = -1 - self.rng.randrange(10_000)
+                base = replace(base, lines=(), total_cents=total, receipt_kind=ReceiptKind.SALE, payments=())
+                base = replace(base, original_receipt_id=None, adjustments=())
             elif kind == "missing_id":
                 base = replace(base, receipt_id="")
             else:
