@@ -30,7 +30,7 @@ from ..models import (
     Purchase,
     offset_minutes_of,
 )
-from ..policy import Decision, Policy, group_totals, truncate
+from ..policy import Decision, Policy, deposit_cents, group_totals, truncate
 from ..validation import validate
 from .pseudonym import BasketPseudonymiser, key_period
 
@@ -113,6 +113,10 @@ def route(
         policy_version=decision.version_id,
         consent=consent,
         processed_at=now,
+        receipt_kind=c.receipt_kind,
+        original_receipt_id=c.original_receipt_id,
+        deposit_cents=deposit_cents(c.lines),
+        adjustment_cents=sum([a.amount_cents for a in c.adjustments]),
     )
     marketing: Purchase | None = None
     if c.card_id is not None and (consent.product_data_marketing or consent.electronic_marketing):
@@ -148,6 +152,10 @@ def _with_detail(
         policy_version=p.policy_version,
         consent=p.consent,
         processed_at=p.processed_at,
+        receipt_kind=p.receipt_kind,
+        original_receipt_id=p.original_receipt_id,
+        deposit_cents=p.deposit_cents,
+        adjustment_cents=p.adjustment_cents,
     )
 
 

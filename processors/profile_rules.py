@@ -12,7 +12,10 @@ Where the facts come from:
 * nutrition, CO2e and origin: only item lines (``ITEM`` granularity) of SKUs in the shipped
   catalogue; nutrition only for food with a known net weight (``data/net_weights.csv``);
 * points: ``data/points.toml`` (or ``RECEIPTFLOW_POINTS_FILE``), points per euro per chain,
-  partners included.
+  partners included;
+* checkout v2: spend and points count goods net of returns, refunds, discounts and benefits, never
+  bottle deposits (``total_cents - deposit_cents``); a refund or cancelled receipt is no visit; product
+  facts are net of returned and voided lines (docs/design.md, "Receipts v2").
 
 No I/O beyond loading the shipped data once, no clock.
 """
@@ -36,7 +39,8 @@ from typing import Any
 
 from ..catalogue import load_catalogue
 from ..errors import ConfigError
-from ..models import Purchase
+from ..models import Purchase, ReceiptKind
+from ..receipt_parts import DEPOSIT_KINDS, GOODS_KINDS
 
 # Product groups whose purchase marks an affinity (ads for pet food or diapers only reach buyers).
 AFFINITY_GROUPS: Mapping[str, str] = MappingProxyType(
@@ -85,8 +89,10 @@ class Rules:
     keep_days: int = 365  # day buckets kept behind the card's newest day (the longest window)
 
     def points(self, chain: str, total_cents: int) -> int:
+        """Points for ``total_cents``; a negative amount (a refund) takes back what the same positive one gave."""
         rate = self.points_per_euro.get(chain, self.default_points_per_euro)
-        return int((Decimal(total_cents) * rate / 100).to_integral_value(rounding=ROUND_FLOOR))
+        earned = int((Decimal(abs(total_cents)) * rate / 100).to_integral_value(rounding=ROUND_FLOOR))
+        return earned if total_cents >= 0 else -earned
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class Delta:
     cents: int
     points: int
     consented: bool  # the purchase was processed under product-data consent
+    visits: int = 1  # 0 for a refund or a cancelled receipt: money moves (or not), nobody shopped
     groups: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
     affinity: Mapping[str, int] = field(default_factory=lambda: _EMPTY)  # kind -> event ms
     nutrition: Mapping[str, int] = field(default_factory=lambda: _EMPTY)
@@ -131,20 +138,25 @@ def _nonzero(d: dict[str, int]) -> Mapping[str, int]:
 def delta(p: Purchase, rules: Rules) -> Delta:
     """The increments ``p`` brings to its card's profile (pure)."""
     ms = event_ms(p)
+    goods = p.total_cents - p.deposit_cents  # spend and points: net of returns and refunds, without deposits
     groups: dict[str, int] = {}
     if p.groups:
         for g in p.groups:
             groups[g.product_group] = groups.get(g.product_group, 0) + g.amount_cents
     else:
         for line in p.items:
-            groups[line.product_group] = groups.get(line.product_group, 0) + line.amount_cents
-    affinity = {AFFINITY_GROUPS[g]: ms for g in groups if g in AFFINITY_GROUPS}
+            if line.kind not in DEPOSIT_KINDS:
+                groups[line.product_group] = groups.get(line.product_group, 0) + line.amount_cents
+    # Returning the dog food does not make a dog owner: only a group bought on balance marks one.
+    affinity = {AFFINITY_GROUPS[g]: ms for g, cents in groups.items() if g in AFFINITY_GROUPS and cents > 0}
     nutrition = dict.fromkeys(NUTRIENTS, 0)
     salt: dict[str, int] = {}
     sugar: dict[str, int] = {}
     for line in p.items:
         facts = rules.products.get(line.sku)
-        if facts is None:
+        # Goods only, signed: a return or void takes its grams and money back; a discount line's
+        # quantity is not more of the product, a deposit is no product at all.
+        if facts is None or line.kind not in GOODS_KINDS:
             continue
         nutrition["item_cents"] += line.amount_cents
         nutrition["co2e_g"] += round(line.quantity * facts.kg_co2e_per_unit * 1000)
@@ -167,9 +179,10 @@ def delta(p: Purchase, rules: Rules) -> Delta:
         receipt_key=receipt_key(p.receipt_id),
         event_ms=ms,
         day=epoch_day(p.event_time.date()),
-        cents=p.total_cents,
-        points=rules.points(p.chain, p.total_cents),
+        cents=goods,
+        points=rules.points(p.chain, goods),
         consented=p.consent.product_data_marketing,
+        visits=1 if p.receipt_kind is ReceiptKind.SALE else 0,
         groups=_nonzero(groups),
         affinity=MappingProxyType(affinity),
         nutrition=_nonzero(nutrition),

@@ -48,8 +48,9 @@ class ApplyArg(IntEnum):
     DEDUP_MS = 8
     KEEP_DAYS = 9
     CONSENTED = 10
-    ADD_PAIRS = 11
-    PAIRS_FROM = 12
+    VISITS = 11
+    ADD_PAIRS = 12
+    PAIRS_FROM = 13
 
 
 class ConsentKey(IntEnum):
@@ -88,6 +89,7 @@ def delta_args(d: Delta, rules: Rules) -> list[Any]:
         rules.dedup_ms,
         rules.keep_days,
         1 if d.consented else 0,
+        d.visits,
         len(adds) // 2,
         *adds,
     ]

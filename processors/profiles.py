@@ -15,6 +15,9 @@ What a profile holds per card:
   purchase of pet food / baby products / alcohol), nutrition and climate counters from item lines;
 * the newest consent state seen on the ``consents`` topic, and the bounded dedup set.
 
+A refund is a receipt of its own: it nets the card's spend, points and product data when it arrives,
+once, like any receipt (its own id is deduplicated), whether before or after the sale it refunds.
+
 Order: receipts are folded in any order with the same result, except a receipt whose event time
 is more than ``Rules.dedup_ms`` behind the card's newest receipt: its id can no longer be checked,
 so it is refused (counted as late) rather than risk counting it twice.
@@ -125,18 +128,18 @@ def apply_delta(profile: Profile, d: Delta, rules: Rules) -> tuple[Profile, Outc
     days = profile.days
     if d.day in days:
         v, c = days[d.day]
-        days = MappingProxyType({**days, d.day: (v + 1, c + d.cents)})
+        days = MappingProxyType({**days, d.day: (v + d.visits, c + d.cents)})
     else:
         newest = max([d.day, *days])
         if d.day > newest - rules.keep_days:
             kept = {k: x for k, x in days.items() if k > newest - rules.keep_days}
-            kept[d.day] = (1, d.cents)
+            kept[d.day] = (d.visits, d.cents)
             days = MappingProxyType(kept)
     seen = {k: ms for k, ms in profile.seen.items() if ms >= last - rules.dedup_ms}
     seen[d.receipt_key] = d.event_ms
     out = replace(
         profile,
-        visits=profile.visits + 1,
+        visits=profile.visits + d.visits,
         spend_cents=profile.spend_cents + d.cents,
         first_ms=d.event_ms if profile.first_ms is None else min(profile.first_ms, d.event_ms),
         last_ms=last,

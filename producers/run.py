@@ -21,7 +21,8 @@ from ..progress import progress_bar
 from ..registry import codec_for
 from ..topics import TopicNames
 from .outbox import Outbox
-from .simulator import GroundTruth, Simulator, Traffic
+from .simulator import Simulator, Traffic
+from .truth import GroundTruth
 
 # Waiting for the outbox to empty stops early when the broker has taken nothing for this long.
 DRAIN_STALL_SECONDS = 15.0

@@ -11,16 +11,17 @@ Euromarket) and partner fuel stations (Teboil, Neste), which hand over receipt t
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ..catalogue import Product, load_catalogue
-from ..models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
+from ..models import Checkout, CheckoutLine, ConsentChange, PaymentMethod, ReceiptKind, Unit
+from ..receipt_parts import Adjustment
+from . import receipt_mix
+from .truth import GroundTruth
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
 
@@ -64,6 +65,11 @@ CHAINS: dict[str, tuple[str, ChainType, int]] = {
     "NESTE": ("P", PARTNER_FUEL, 3),
 }
 
+# Chains whose baskets carry deposits, discounts, benefits, voids and returns (receipt_mix).
+GROCERY_TYPES = frozenset({HYPERMARKET, SUPERMARKET, NEIGHBOURHOOD})
+_UNITS = {"kg": Unit.KG, "l": Unit.L}
+_SOLD_KEPT = 500
+
 PAYMENT_WEIGHTS = (
     (PaymentMethod.CARD, 78),
     (PaymentMethod.MOBILE, 12),
@@ -98,50 +104,6 @@ def households_of(customers: Iterable[Customer]) -> dict[str, str]:
     return {card: c.household_id for c in customers for _, card in c.cards}
 
 
-@dataclass
-class GroundTruth:
-    """What the simulator sent, for exact end-to-end checks."""
-
-    receipts: int = 0
-    anonymous: int = 0
-    spend_cents: int = 0
-    per_card: dict[str, list[int]] = field(default_factory=dict)  # card -> [receipts, spend cents]
-    per_chain: dict[str, list[int]] = field(default_factory=dict)  # chain -> [receipts, spend cents]
-    duplicates: list[str] = field(default_factory=list)  # receipt ids delivered a second time
-    bad: list[dict[str, str]] = field(default_factory=list)  # {"label", "reason"} of each injected bad event
-    consents: list[dict[str, object]] = field(default_factory=list)  # every consent change sent
-    out_of_order: int = 0  # checkouts sent after later ones
-
-    def add(self, c: Checkout) -> None:
-        self.receipts += 1
-        self.spend_cents += c.total_cents
-        chain = self.per_chain.setdefault(c.chain, [0, 0])
-        chain[0] += 1
-        chain[1] += c.total_cents
-        if c.card_id is None:
-            self.anonymous += 1
-        else:
-            card = self.per_card.setdefault(c.card_id, [0, 0])
-            card[0] += 1
-            card[1] += c.total_cents
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "receipts": self.receipts,
-            "anonymous": self.anonymous,
-            "spend_cents": self.spend_cents,
-            "per_card": {k: {"receipts": v[0], "spend_cents": v[1]} for k, v in sorted(self.per_card.items())},
-            "per_chain": {k: {"receipts": v[0], "spend_cents": v[1]} for k, v in sorted(self.per_chain.items())},
-            "duplicates": self.duplicates,
-            "bad": self.bad,
-            "consents": self.consents,
-            "out_of_order": self.out_of_order,
-        }
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def _luhn_complete(body: str) -> str:
     """Append a Luhn check digit, as payment and loyalty card numbers carry."""
     total = 0
@@ -167,6 +129,7 @@ class Simulator:
         self.stores = self._make_stores(stores)
         self.customers = self._make_customers(customers)
         self._receipt_seq: dict[str, int] = {}
+        self._sold: list[Checkout] = []  # recent card receipts a refund may pay back
         self.truth = GroundTruth()
 
     def _make_stores(self, n: int) -> list[Store]:
@@ -211,7 +174,10 @@ class Simulator:
             else:
                 qty = round(self.rng.uniform(0.2, 40.0 if product.unit == "l" else 2.0), 3)
             amount = round(qty * product.price_cents)
-            lines.append(CheckoutLine(i + 1, product.sku, product.product_group, qty, product.price_cents, amount))
+            unit = _UNITS.get(product.unit, Unit.PIECE)
+            lines.append(
+                CheckoutLine(i + 1, product.sku, product.product_group, qty, product.price_cents, amount, unit=unit)
+            )
         return tuple(lines)
 
     def checkout(self, event_time: datetime) -> Checkout:
@@ -221,13 +187,21 @@ class Simulator:
         return c
 
     def _make(self, event_time: datetime, store: Store | None = None) -> Checkout:
+        if store is None and self._sold and self.rng.random() < receipt_mix.REFUND:
+            refund = self._refund(event_time)
+            if refund is not None:
+                return refund
         store = store or self.rng.choice(self.stores)
         programme, ctype, _ = CHAINS[store.chain]
         customer = self.rng.choice(self.customers)
         held = customer.card_for(programme)
         card = held if held is not None and self.rng.random() >= customer.anonymous_share else None
         lines = self._basket(ctype)
-        total = sum(line.amount_cents for line in lines)
+        adjustments: tuple[Adjustment, ...] = ()
+        if ctype in GROCERY_TYPES:
+            dressed = receipt_mix.dress(self.rng, lines, carded=card is not None)
+            lines, adjustments = dressed.lines, dressed.adjustments
+        total = sum(line.amount_cents for line in lines) + sum(a.amount_cents for a in adjustments)
         register = self.rng.randint(1, store.registers)
         seq = self._receipt_seq.get(store.store_id, 0) + 1
         self._receipt_seq[store.store_id] = seq
@@ -244,8 +218,37 @@ class Simulator:
             payment_method=method,
             total_cents=total,
             lines=lines if ctype.lines_on_receipt else (),
+            adjustments=adjustments,
+            payments=receipt_mix.payments(self.rng, total, method),
         )
+        if card is not None and c.lines:
+            self._sold.append(c)  # a receipt that may be refunded later
+            del self._sold[:-_SOLD_KEPT]
         return c
+
+    def _refund(self, event_time: datetime) -> Checkout | None:
+        """A refund, at its store's service desk, of some goods of an earlier card receipt (once)."""
+        original = self._sold.pop(self.rng.randrange(len(self._sold)))
+        lines = receipt_mix.refund_lines(self.rng, original.lines)
+        if not lines or event_time <= original.event_time:
+            return None
+        seq = self._receipt_seq.get(original.store_id, 0) + 1
+        self._receipt_seq[original.store_id] = seq
+        local = event_time.astimezone(HELSINKI)
+        total = sum(x.amount_cents for x in lines)
+        return Checkout(
+            receipt_id=f"{original.store_id}-{original.register_id}-{local:%Y%m%d%H%M%S}-{seq:06d}",
+            chain=original.chain,
+            store_id=original.store_id,
+            register_id=original.register_id,
+            card_id=original.card_id,
+            event_time=local,
+            payment_method=original.payment_method,
+            total_cents=total,
+            lines=lines,
+            receipt_kind=ReceiptKind.REFUND,
+            original_receipt_id=original.receipt_id,
+        )
 
     def stream(self, count: int, start: datetime, rate: float) -> Iterator[Checkout]:
         """``count`` checkouts with event times ``start + i / rate`` seconds (plus jitter)."""
@@ -332,7 +335,10 @@ class Traffic:
                     base = self.sim._make(at)
                 base = replace(base, total_cents=base.total_cents + 1 + self.rng.randrange(500))
             elif kind == "negative_amount":
-                base = replace(base, lines=(), total_cents=-1 - self.rng.randrange(10_000))
+                # A sale without lines that pays out money (a refund may: it says what it refunds).
+                total = -1 - self.rng.randrange(10_000)
+                base = replace(base, lines=(), total_cents=total, receipt_kind=ReceiptKind.SALE, payments=())
+                base = replace(base, original_receipt_id=None, adjustments=())
             elif kind == "missing_id":
                 base = replace(base, receipt_id="")
             else:

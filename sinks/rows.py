@@ -67,11 +67,13 @@ def warehouse_problem(p: Purchase) -> str | None:
     """
     if len(p.items) > MAX_INT32 or len(p.groups) > MAX_INT32:
         return "too many lines"
-    if abs(p.total_cents) > _INT64:
-        return f"total_cents {p.total_cents} does not fit a BIGINT"
+    if max(abs(p.total_cents), abs(p.deposit_cents), abs(p.adjustment_cents)) > _INT64:
+        return "total_cents, deposit_cents or adjustment_cents does not fit a BIGINT"
     for item in p.items:
         if not -MAX_INT32 - 1 <= item.line_no <= MAX_INT32:
             return f"line_no {item.line_no} does not fit an INTEGER"
+        if item.ref_line_no is not None and not -MAX_INT32 - 1 <= item.ref_line_no <= MAX_INT32:
+            return f"line {item.line_no}: ref_line_no {item.ref_line_no} does not fit an INTEGER"
         if abs(item.amount_cents) > _INT64 or abs(item.unit_price_cents) > _INT64:
             return f"line {item.line_no}: an amount does not fit a BIGINT"
     for g in p.groups:
@@ -186,6 +188,10 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
                 r.topic,
                 r.partition,
                 r.offset,
+                p.receipt_kind.value,
+                p.original_receipt_id,
+                p.deposit_cents,
+                p.adjustment_cents,
             )
         )
         rows.cards[RECEIPTS.name].append(p.card_id)
@@ -193,7 +199,18 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
         # a processor bug from putting finer data into the warehouse than the policy allowed.
         if p.granularity is Granularity.ITEM:
             rows.items.extend(
-                (p.receipt_id, i.line_no, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
+                (
+                    p.receipt_id,
+                    i.line_no,
+                    i.sku,
+                    i.product_group,
+                    float(i.quantity),
+                    i.unit_price_cents,
+                    i.amount_cents,
+                    i.kind.value,
+                    i.unit.value,
+                    i.ref_line_no,
+                )
                 for i in p.items
             )
             rows.cards[RECEIPT_ITEMS.name].extend([p.card_id] * len(p.items))

@@ -51,12 +51,28 @@ RECEIPTS = Table(
         "source_topic",
         "source_partition",
         "source_offset",
+        # receipts v2 (migration 0010)
+        "receipt_kind",
+        "original_receipt_id",
+        "deposit_cents",
+        "adjustment_cents",
     ),
     ("receipt_id",),
 )
 RECEIPT_ITEMS = Table(
     "receipt_items",
-    ("receipt_id", "line_no", "sku", "product_group", "quantity", "unit_price_cents", "amount_cents"),
+    (
+        "receipt_id",
+        "line_no",
+        "sku",
+        "product_group",
+        "quantity",
+        "unit_price_cents",
+        "amount_cents",
+        "line_kind",
+        "unit",
+        "ref_line_no",
+    ),
     ("receipt_id", "line_no"),
 )
 RECEIPT_GROUPS = Table(

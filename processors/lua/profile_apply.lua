@@ -2,14 +2,16 @@
 -- Named positions: the same names as profile_scripts.ApplyKey / ApplyArg in Python.
 -- KEYS: profile hash, seen zset, the card's erased marker (all three in the card's slot).
 -- ARGV: receipt key, event ms, week field, day, day's slot in the week, cents, points, dedup ms,
---       keep days, consented 0/1, number of add pairs, then from PAIRS_FROM the add pairs
+--       keep days, consented 0/1, visits (0 for a refund), number of add pairs, then from PAIRS_FROM the add pairs
 --       (field, increment), then max pairs (field, ms).
 local PROFILE, SEEN, ERASED = 1, 2, 3
-local RECEIPT_KEY, EVENT_MS, WEEK_FIELD, DAY, WEEK_SLOT, CENTS, POINTS, DEDUP_MS, KEEP_DAYS, CONSENTED, ADD_PAIRS, PAIRS_FROM = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+local RECEIPT_KEY, EVENT_MS, WEEK_FIELD, DAY, WEEK_SLOT, CENTS, POINTS, DEDUP_MS, KEEP_DAYS, CONSENTED, VISITS, ADD_PAIRS, PAIRS_FROM = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13
 -- Day buckets, seven to a field (see _FIELD_DOC): slots joined by ',', trailing empty ones left out;
--- a slot is '<cents>' for one visit or '<visits>:<cents>', both in base 36.
+-- a slot is '<cents>' for one visit or '<visits>:<cents>', both in base 36 ('-' before a negative
+-- number: a refund's day may pay back more than was bought).
 local function b36(n)
   if n == 0 then return '0' end
+  if n < 0 then return '-' .. b36(-n) end
   local out = ''
   while n > 0 do
     local r = n % 36
@@ -29,10 +31,15 @@ local function week_slots(text)
   end
   return out
 end
+local function num36(s)
+  -- tonumber(s, 36) does not take a sign
+  if string.byte(s, 1) == 45 then return -tonumber(string.sub(s, 2), 36) end
+  return tonumber(s, 36)
+end
 local function slot_parse(s)
   local colon = string.find(s, ':', 1, true)
-  if colon then return tonumber(string.sub(s, 1, colon - 1), 36), tonumber(string.sub(s, colon + 1), 36) end
-  return 1, tonumber(s, 36)
+  if colon then return num36(string.sub(s, 1, colon - 1)), num36(string.sub(s, colon + 1)) end
+  return 1, num36(s)
 end
 local function slot_text(v, c)
   if v == 1 then return b36(c) end
@@ -53,7 +60,8 @@ local lastv = redis.call('HGET', h, 'l')
 local last = lastv and tonumber(lastv)
 if last and ms < last - horizon then return 2 end
 if redis.call('ZADD', seen, 'NX', ARGV[EVENT_MS], ARGV[RECEIPT_KEY]) == 0 then return 0 end
-redis.call('HINCRBY', h, 'v', 1)
+local visits = tonumber(ARGV[VISITS])
+if visits ~= 0 then redis.call('HINCRBY', h, 'v', visits) end
 redis.call('HINCRBY', h, 's', ARGV[CENTS])
 if ARGV[POINTS] ~= '0' then redis.call('HINCRBY', h, 'pt', ARGV[POINTS]) end
 local first = redis.call('HGET', h, 'f')
@@ -68,7 +76,7 @@ local cur = redis.call('HGET', h, wf)
 local mine = week_slots(cur)
 if mine[slot] ~= '' then
   local v, c = slot_parse(mine[slot])
-  mine[slot] = slot_text(v + 1, c + tonumber(ARGV[CENTS]))
+  mine[slot] = slot_text(v + visits, c + tonumber(ARGV[CENTS]))
   redis.call('HSET', h, wf, week_text(mine))
 else
   -- A new day bucket: find the newest day, drop buckets that fell out of the longest window.
@@ -98,7 +106,7 @@ else
   end
   local cutoff = newest - keep
   if day > cutoff then
-    mine[slot] = slot_text(1, tonumber(ARGV[CENTS]))
+    mine[slot] = slot_text(visits, tonumber(ARGV[CENTS]))
     local base = day - slot + 1
     for i = 1, 7 do
       if base + i - 1 <= cutoff then mine[i] = '' end

@@ -195,7 +195,8 @@ def run_demo(
             console=console,
             start=datetime.now(UTC),
         )
-        carded = truth.receipts - truth.anonymous
+        # What the card profiles must hold: sales as visits (a refund is none), goods spend net of refunds.
+        carded = sum(v[0] for v in truth.per_card.values())
         carded_spend = sum(v[1] for v in truth.per_card.values())
         deadline = time.monotonic() + settle_timeout
         with console.status("waiting for the processor, profiles and warehouse to catch up...") as status:
@@ -204,13 +205,15 @@ def run_demo(
                     raise StackError(f"the processor exited with {processor.returncode}; see {logs / 'processor.log'}")
                 if sink_error:
                     raise sink_error[0]
-                _, visits, _ = store.totals()
+                _, visits, spend = store.totals()
                 rows = metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": "receipts"}) or 0
                 done_visits = visits - before.visits
                 status.update(
                     f"profiles {done_visits}/{carded} visits, warehouse {int(rows)}/{truth.receipts} receipts"
                 )
-                if visits - before.visits >= carded and rows >= truth.receipts:
+                # Spend too: a refund adds no visit, so visits alone may be complete before it is applied.
+                caught_up = visits - before.visits >= carded and spend - before.spend == carded_spend
+                if caught_up and rows >= truth.receipts:
                     break
                 if time.monotonic() > deadline:
                     console.print("[red]timed out waiting for the pipeline to catch up[/red]")

@@ -18,15 +18,18 @@ from typing import Any, ClassVar, Protocol, Self, cast
 
 from .errors import ValidationError
 from .field_values import local_time, offset_minutes_of, parse_time, required, to_utc
-
-
-class PaymentMethod(enum.StrEnum):
-    CARD = "CARD"
-    CASH = "CASH"
-    MOBILE = "MOBILE"
-    GIFT_CARD = "GIFT_CARD"
-    INVOICE = "INVOICE"
-    OTHER = "OTHER"
+from .receipt_parts import (
+    RECEIPT_KINDS,
+    Adjustment,
+    CheckoutLine,
+    LineKind,
+    Payment,
+    PaymentMethod,
+    ReceiptKind,
+    Unit,
+    enum_value,
+    json_list,
+)
 
 
 class Granularity(enum.StrEnum):
@@ -78,28 +81,6 @@ def _field_values(cls: type[_Fields]) -> Callable[[Mapping[str, Any]], tuple[Any
 
 
 @dataclass(frozen=True, slots=True)
-class CheckoutLine(_Fields):
-    line_no: int
-    sku: str
-    product_group: str
-    quantity: float
-    unit_price_cents: int
-    amount_cents: int
-
-    def to_avro(self) -> dict[str, Any]:
-        # Spelled out: every line of every checkout a register sends passes here, and the generic
-        # form costs three times as much.
-        return {
-            "line_no": self.line_no,
-            "sku": self.sku,
-            "product_group": self.product_group,
-            "quantity": self.quantity,
-            "unit_price_cents": self.unit_price_cents,
-            "amount_cents": self.amount_cents,
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class Checkout:
     """A completed checkout as a register emits it. ``event_time`` is aware (any zone)."""
 
@@ -113,20 +94,36 @@ class Checkout:
     total_cents: int
     lines: tuple[CheckoutLine, ...] = ()
     currency: str = "EUR"
+    # v2 (defaults: what a v1 record means)
+    receipt_kind: ReceiptKind = ReceiptKind.SALE
+    original_receipt_id: str | None = None
+    adjustments: tuple[Adjustment, ...] = ()
+    payments: tuple[Payment, ...] = ()
 
     def to_avro(self) -> dict[str, Any]:
         d = _sale_avro(self)
+        d["receipt_kind"] = self.receipt_kind.value
+        d["original_receipt_id"] = self.original_receipt_id
+        d["adjustments"] = [a.to_avro() for a in self.adjustments]
+        d["payments"] = [p.to_avro() for p in self.payments]
         d["lines"] = [line.to_avro() for line in self.lines]
         return d
 
     @classmethod
     def from_avro(cls, d: dict[str, Any]) -> Checkout:
+        kind = d.get("receipt_kind")
+        adjustments = d.get("adjustments")
+        payments = d.get("payments")
         return cls(
             **_sale_from_avro(d),
             register_id=d["register_id"],
             payment_method=PaymentMethod(d["payment_method"]),
             currency=d.get("currency", "EUR"),
             lines=tuple([CheckoutLine.from_avro(x) for x in d.get("lines", ())]),
+            receipt_kind=RECEIPT_KINDS[kind] if kind else ReceiptKind.SALE,
+            original_receipt_id=d.get("original_receipt_id"),
+            adjustments=tuple([Adjustment.from_avro(a) for a in adjustments]) if adjustments else (),
+            payments=tuple([Payment.from_avro(p) for p in payments]) if payments else (),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -144,20 +141,10 @@ class Checkout:
             lines_raw = d.get("lines", [])
             if not isinstance(lines_raw, list):
                 raise ValidationError("schema", "lines must be a list", "lines")
-            lines = []
-            for i, line in enumerate(lines_raw):
-                if not isinstance(line, dict):
-                    raise ValidationError("schema", "a line must be an object", f"lines[{i}]")
-                lines.append(
-                    CheckoutLine(
-                        line_no=required(line, "line_no", int, f"lines[{i}]."),
-                        sku=required(line, "sku", str, f"lines[{i}]."),
-                        product_group=required(line, "product_group", str, f"lines[{i}]."),
-                        quantity=float(required(line, "quantity", (int, float), f"lines[{i}].")),
-                        unit_price_cents=required(line, "unit_price_cents", int, f"lines[{i}]."),
-                        amount_cents=required(line, "amount_cents", int, f"lines[{i}]."),
-                    )
-                )
+            lines = [CheckoutLine.from_json(line, f"lines[{i}]") for i, line in enumerate(lines_raw)]
+            original = d.get("original_receipt_id")
+            if original is not None and not isinstance(original, str):
+                raise ValidationError("schema", "original_receipt_id must be a string or null", "original_receipt_id")
             card = d.get("card_id")
             if card is not None and not isinstance(card, str):
                 raise ValidationError("schema", "card_id must be a string or null", "card_id")
@@ -177,6 +164,12 @@ class Checkout:
                 currency=required(d, "currency", str) if d.get("currency") is not None else "EUR",
                 total_cents=required(d, "total_cents", int),
                 lines=tuple(lines),
+                receipt_kind=enum_value(ReceiptKind, d.get("receipt_kind") or "SALE", "receipt_kind"),
+                original_receipt_id=original,
+                adjustments=tuple(
+                    Adjustment.from_json(a, f"adjustments[{i}]") for i, a in enumerate(json_list(d, "adjustments"))
+                ),
+                payments=tuple(Payment.from_json(p, f"payments[{i}]") for i, p in enumerate(json_list(d, "payments"))),
             )
         except KeyError as exc:  # pragma: no cover - _req raises ValidationError first
             raise ValidationError("missing_field", "required field missing", str(exc)) from exc
@@ -242,6 +235,11 @@ class Purchase:
     policy_version: str
     consent: ConsentState
     processed_at: datetime
+    # v2 (defaults: what a v1 record means)
+    receipt_kind: ReceiptKind = ReceiptKind.SALE
+    original_receipt_id: str | None = None
+    deposit_cents: int = 0  # net bottle deposits within total_cents
+    adjustment_cents: int = 0  # receipt-level discounts and benefits within total_cents
 
     def to_avro(self, shared: dict[int, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
         """The Avro dict; ``shared`` memoises the item and group lists of records built from one receipt.
@@ -260,6 +258,10 @@ class Purchase:
     def head_avro(self) -> dict[str, Any]:
         """The fields before ``items`` (the router writes head, items, groups and tail separately)."""
         d = _sale_avro(self)
+        d["receipt_kind"] = self.receipt_kind.value
+        d["original_receipt_id"] = self.original_receipt_id
+        d["deposit_cents"] = self.deposit_cents
+        d["adjustment_cents"] = self.adjustment_cents
         d["granularity"] = str(self.granularity)
         return d
 
@@ -273,6 +275,7 @@ class Purchase:
 
     @classmethod
     def from_avro(cls, d: dict[str, Any]) -> Purchase:
+        kind = d.get("receipt_kind")
         return cls(
             **_sale_from_avro(d),
             register_id=d.get("register_id"),
@@ -284,6 +287,10 @@ class Purchase:
             policy_version=d["policy_version"],
             consent=ConsentState.from_avro(d["consent"]),
             processed_at=d["processed_at"],
+            receipt_kind=RECEIPT_KINDS[kind] if kind else ReceiptKind.SALE,
+            original_receipt_id=d.get("original_receipt_id"),
+            deposit_cents=d.get("deposit_cents", 0),
+            adjustment_cents=d.get("adjustment_cents", 0),
         )
 
 
@@ -392,6 +399,7 @@ def _avro_list(shared: dict[int, list[dict[str, Any]]], values: tuple[_ToAvro, .
 
 
 __all__ = [
+    "Adjustment",
     "AnalyticsBasket",
     "BasketLine",
     "Checkout",
@@ -400,8 +408,12 @@ __all__ = [
     "ConsentState",
     "Granularity",
     "GroupTotal",
+    "LineKind",
+    "Payment",
     "PaymentMethod",
     "Purchase",
+    "ReceiptKind",
+    "Unit",
     "local_time",
     "offset_minutes_of",
     "parse_time",

@@ -19,6 +19,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .models import Checkout, CheckoutLine, Granularity, GroupTotal
+from .receipt_parts import DEPOSIT_KINDS, GOODS_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +131,31 @@ def load_policy(path: Path | None = None) -> Policy:
 
 
 def group_totals(lines: Iterable[CheckoutLine]) -> tuple[GroupTotal, ...]:
-    """Aggregate lines by product group (quantity and amount), sorted by group name."""
+    """Net totals by product group (quantity and amount), sorted by group name.
+
+    Amounts are signed, so a group is net of returns, voids, line discounts and benefits. Quantities
+    count goods only (a discount line's quantity is not more of the product). Deposit lines are money
+    held for containers, not products: they are in no group (see :func:`deposit_cents`).
+    """
     acc: dict[str, list[Any]] = {}
     for line in lines:
+        kind = line.kind
+        if kind in DEPOSIT_KINDS:
+            continue
+        qty = line.quantity if kind in GOODS_KINDS else 0.0
         a = acc.get(line.product_group)
         if a is None:
-            acc[line.product_group] = [line.quantity, line.amount_cents, 1]
+            acc[line.product_group] = [qty, line.amount_cents, 1]
         else:
-            a[0] += line.quantity
+            a[0] += qty
             a[1] += line.amount_cents
             a[2] += 1
     return tuple([GroupTotal(g, float(q), amount, n) for g, (q, amount, n) in sorted(acc.items())])
+
+
+def deposit_cents(lines: Iterable[CheckoutLine]) -> int:
+    """Net bottle deposits of a receipt's lines: deposits charged less deposit refunds paid back."""
+    return sum([line.amount_cents for line in lines if line.kind in DEPOSIT_KINDS])
 
 
 def truncate(

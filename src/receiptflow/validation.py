@@ -13,11 +13,13 @@ import unicodedata
 from datetime import datetime, timedelta
 
 from .errors import ValidationError
-from .models import Checkout, ConsentChange
+from .models import Checkout, CheckoutLine, ConsentChange
+from .receipt_parts import AMOUNT_SIGN, LineKind, ReceiptKind
 
 # A single receipt above this is a data error, not a sale (100 000 EUR).
 MAX_TOTAL_CENTS = 10_000_000
 MAX_LINES = 2_000
+MAX_QUANTITY = 100_000  # pieces, kg or l on one line, either sign
 MAX_FUTURE = timedelta(minutes=10)  # register clocks drift; more than this is a broken clock
 EARLIEST_EVENT = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -64,9 +66,8 @@ def validate(c: Checkout, now: datetime) -> None:
         check_text(c.card_id, "card_id")
     if not _CURRENCY.match(c.currency):
         raise ValidationError("schema", f"currency {c.currency!r} is not an ISO 4217 code", "currency")
-    if c.total_cents < 0:
-        raise ValidationError("negative_amount", f"total_cents is {c.total_cents}", "total_cents")
-    if c.total_cents > MAX_TOTAL_CENTS:
+    _check_kind(c)
+    if abs(c.total_cents) > MAX_TOTAL_CENTS:
         raise ValidationError("absurd_amount", f"total_cents {c.total_cents} exceeds {MAX_TOTAL_CENTS}", "total_cents")
     if c.event_time > now + MAX_FUTURE:
         raise ValidationError(
@@ -93,19 +94,81 @@ def validate(c: Checkout, now: datetime) -> None:
         seen.add(line.line_no)
         check_text(line.sku, f"{where}.sku")
         check_text(line.product_group, f"{where}.product_group")
-        if line.amount_cents < 0 or line.unit_price_cents < 0:
-            raise ValidationError("negative_amount", f"line {line.line_no} has a negative amount", where)
-        if line.amount_cents > MAX_TOTAL_CENTS or line.unit_price_cents > MAX_TOTAL_CENTS:
-            raise ValidationError(
-                "absurd_amount", f"line {line.line_no} amount {line.amount_cents}, unit {line.unit_price_cents}", where
-            )
-        if not line.quantity > 0 or line.quantity > 100_000:
-            raise ValidationError("absurd_amount", f"line {line.line_no} quantity {line.quantity}", where)
+        _check_line(line, where)
         line_sum += line.amount_cents
-    if c.lines and line_sum != c.total_cents:
+    adjusted = 0
+    for i, adj in enumerate(c.adjustments):
+        check_text(adj.code, f"adjustments[{i}].code", required=False)
+        if adj.amount_cents > 0:
+            raise ValidationError("wrong_sign", f"a {adj.kind} of +{adj.amount_cents} cents", f"adjustments[{i}]")
+        if adj.amount_cents < -MAX_TOTAL_CENTS:
+            raise ValidationError("absurd_amount", f"a {adj.kind} of {adj.amount_cents} cents", f"adjustments[{i}]")
+        adjusted += adj.amount_cents
+    if c.lines and line_sum + adjusted != c.total_cents:
+        detail = f" and adjustments {adjusted}" if adjusted else ""
         raise ValidationError(
-            "totals_mismatch", f"lines add up to {line_sum} cents, total_cents is {c.total_cents}", "total_cents"
+            "totals_mismatch",
+            f"lines add up to {line_sum} cents{detail}, total_cents is {c.total_cents}",
+            "total_cents",
         )
+    if c.payments:
+        paid = sum(p.amount_cents for p in c.payments)
+        if paid != c.total_cents or any(abs(p.amount_cents) > MAX_TOTAL_CENTS for p in c.payments):
+            raise ValidationError(
+                "totals_mismatch", f"payments add up to {paid} cents, total is {c.total_cents}", "payments"
+            )
+
+
+def _check_kind(c: Checkout) -> None:
+    """The receipt kind's rules: a refund names the receipt it pays back; only a refund names one."""
+    if c.receipt_kind is ReceiptKind.REFUND:
+        original = c.original_receipt_id
+        if original is None or original == c.receipt_id:
+            raise ValidationError(
+                "missing_original", "a refund must name the receipt it refunds (not itself)", "original_receipt_id"
+            )
+        check_text(original, "original_receipt_id")
+        if c.total_cents > 0:
+            raise ValidationError("wrong_sign", f"a refund pays back, total_cents is +{c.total_cents}", "total_cents")
+        return
+    if c.original_receipt_id is not None:
+        raise ValidationError("schema", f"a {c.receipt_kind} receipt names an original receipt", "original_receipt_id")
+    if c.receipt_kind is ReceiptKind.CANCEL and c.total_cents != 0:
+        raise ValidationError("totals_mismatch", f"a cancelled receipt totals 0, not {c.total_cents}", "total_cents")
+    if c.total_cents < 0 and not c.lines:
+        # Without lines nothing says what was paid back: the v1 rule.
+        raise ValidationError("negative_amount", f"total_cents is {c.total_cents}", "total_cents")
+
+
+def _check_line(line: CheckoutLine, where: str) -> None:
+    """Magnitudes first (garbage), then the signs the line's kind requires (docs/design.md, Receipts v2)."""
+    amount, qty, kind = line.amount_cents, line.quantity, line.kind
+    if line.unit_price_cents < 0:
+        raise ValidationError("negative_amount", f"line {line.line_no} has a negative unit price", where)
+    if abs(amount) > MAX_TOTAL_CENTS or line.unit_price_cents > MAX_TOTAL_CENTS:
+        raise ValidationError(
+            "absurd_amount", f"line {line.line_no} amount {amount}, unit {line.unit_price_cents}", where
+        )
+    if not abs(qty) <= MAX_QUANTITY:  # also NaN
+        raise ValidationError("absurd_amount", f"line {line.line_no} quantity {qty}", where)
+    if line.ref_line_no is not None and not 0 < line.ref_line_no <= MAX_INT32:
+        raise ValidationError("out_of_range", f"ref_line_no {line.ref_line_no} is not in 1..{MAX_INT32}", where)
+    if kind is LineKind.SALE:
+        if amount < 0:
+            raise ValidationError("negative_amount", f"line {line.line_no} has a negative amount", where)
+        if not (qty > 0 or (qty == 0 and amount == 0)):  # quantity 0 and nothing charged: voided in place
+            raise ValidationError("absurd_amount", f"line {line.line_no} quantity {qty}", where)
+        return
+    if AMOUNT_SIGN[kind] > 0:
+        ok = amount >= 0 and qty > 0
+    elif kind in (LineKind.DISCOUNT, LineKind.BENEFIT):
+        ok = amount <= 0 and qty >= 0
+    elif kind is LineKind.VOID:
+        ok = amount <= 0 and qty <= 0
+    else:  # RETURN, DEPOSIT_REFUND: goods or deposit going back
+        ok = amount <= 0 and qty < 0
+    if not ok:
+        raise ValidationError("wrong_sign", f"a {kind} line {line.line_no} with amount {amount}, quantity {qty}", where)
 
 
 def dead_letter_record(

@@ -8,24 +8,28 @@ ids from the session's schema registry (``RECEIPTFLOW_SCHEMA_REGISTRY_URL``).
 
 from __future__ import annotations
 
+import io
+import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import fastavro
 import pytest
 import redis
 
+from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.consume import consume_json
 from receiptflow.metrics import Metrics
-from receiptflow.models import ConsentChange
+from receiptflow.models import Checkout, ConsentChange, LineKind, ReceiptKind, Unit
 from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.client import RegisterClient, checkout_key
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import open_sink, run_sink, warehouse_counts
 from receiptflow.topics import TopicNames, create_topics
@@ -98,12 +102,39 @@ def _wait(predicate, timeout: float, proc: subprocess.Popen[bytes], log: Path) -
         time.sleep(0.25)
 
 
+def _v1_shaped(c: Checkout) -> bool:
+    """Whether checkout v1 can carry ``c`` as it is: a sale of pieces, one tender, no adjustments."""
+    plain = all(x.kind is LineKind.SALE and x.unit is Unit.PIECE and x.quantity > 0 for x in c.lines)
+    return plain and c.receipt_kind is ReceiptKind.SALE and not c.adjustments and not c.payments
+
+
+def _v1_bytes(codec: Codec, c: Checkout) -> bytes:
+    """``c`` as a v1 register writes it: the v1 schema and its id (the repo's or the registry's)."""
+    v1 = codec.catalog.versions("checkout")[0]
+    buf = io.BytesIO()
+    buf.write(struct.pack(">bI", 0, v1.schema_id))
+    fastavro.schemaless_writer(buf, v1.parsed, c.to_avro())  # the v2 fields are left out
+    return buf.getvalue()
+
+
 def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processor: subprocess.Popen[bytes]) -> None:
     sim = Simulator(seed=42, stores=25, customers=80)
     client = RegisterClient(e2e_settings)
-    checkouts = list(sim.stream(N, datetime.now(UTC), rate=1000))
+    names = TopicNames(e2e_settings.topic_prefix)
+    # Yesterday at 100/s: a quarter of an hour of simulated traffic in every receipt shape of v2.
+    checkouts = list(sim.stream(N, datetime.now(UTC) - timedelta(days=1), rate=100))
+    kinds = {x.kind for c in checkouts for x in c.lines}
+    assert kinds >= {LineKind.SALE, LineKind.DEPOSIT, LineKind.DEPOSIT_REFUND, LineKind.DISCOUNT, LineKind.VOID}
+    refunds = [c for c in checkouts if c.receipt_kind is ReceiptKind.REFUND]
+    assert refunds and all(r.original_receipt_id in {c.receipt_id for c in checkouts} for r in refunds)
+    # Old registers write checkout v1 on the same topic: every other receipt v1 can carry goes as v1.
+    as_v1 = [c for c in checkouts if _v1_shaped(c)][::2]
+    assert len(as_v1) > N // 10
     for checkout in checkouts:
-        client.send(checkout)
+        if any(checkout is c for c in as_v1):
+            client.send_raw(names.checkouts, checkout_key(checkout), _v1_bytes(client.codec, checkout))
+        else:
+            client.send(checkout)
     consents = [
         ConsentChange(card, datetime.now(UTC), product_data_marketing=i % 2 == 0, electronic_marketing=True)
         for i, card in enumerate(sorted(sim.truth.per_card)[:3])
@@ -111,23 +142,24 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
     for change in consents:
         client.send_consent(change)
     # Bad input travels too, and must end in the dead-letter topic with its reason.
-    names = TopicNames(e2e_settings.topic_prefix)
     client.send_raw(names.checkouts, b"garbage-key", b"not avro at all")
     stats = client.flush()
     assert (stats.acked, stats.failed) == (N + 1 + len(consents), 0)
 
     truth = sim.truth
     store = RedisProfileStore.from_settings(e2e_settings)
-    carded = truth.receipts - truth.anonymous
+    # Sales are visits (a refund is none); spend is goods net of refunds: wait for both.
+    carded = sum(v[0] for v in truth.per_card.values())
+    spent = sum(v[1] for v in truth.per_card.values())
     log = e2e_settings.data_dir / "processor.log"
-    _wait(lambda: store.totals()[1] >= carded, 120, processor, log)
+    _wait(lambda: store.totals()[1:] == (carded, spent), 120, processor, log)
 
     # Every card's profile equals the simulator's ground truth exactly.
-    assert store.totals() == (len(truth.per_card), carded, sum(v[1] for v in truth.per_card.values()))
-    for card, (receipts, spend) in truth.per_card.items():
+    assert store.totals() == (len(truth.per_card), carded, spent)
+    for card, (visits, spend) in truth.per_card.items():
         profile = store.get(card)
         assert profile is not None, card
-        assert (profile.visits, profile.spend_cents) == (receipts, spend), card
+        assert (profile.visits, profile.spend_cents) == (visits, spend), card
 
     # The warehouse sink, reading purchases.customer, ends with exactly N receipt rows.
     sink = open_sink(e2e_settings)
@@ -157,14 +189,23 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
     audit = sink.warehouse.query(
         "SELECT card_id, product_data_marketing, electronic_marketing FROM consent_changes ORDER BY 1"
     )
+    net = {str(r[0]): int(r[1]) for r in sink.warehouse.query("SELECT receipt_id, net_cents FROM receipts_net")}
     sink.close()
+    # Each refunded sale nets its refunds in the warehouse, exactly, and nothing is counted twice.
+    by_id = {c.receipt_id: c for c in checkouts}
+    for r in refunds:
+        original = by_id[r.original_receipt_id or ""]
+        back = sum(x.total_cents for x in refunds if x.original_receipt_id == original.receipt_id)
+        assert net[original.receipt_id] == original.total_cents + back
+        assert r.receipt_id not in net
+    assert sum(net.values()) == truth.spend_cents
     # The anonymous lines: every line of every receipt, per chain, with the same money.
     want: dict[str, list[int]] = {}
     for c in checkouts:
         if c.lines:
             w = want.setdefault(c.chain, [0, 0])
             w[0] += len(c.lines)
-            w[1] += c.total_cents
+            w[1] += sum(x.amount_cents for x in c.lines)  # receipt-level benefits are on no line
     assert {chain: [int(n), int(cents)] for chain, n, cents in analytics} == want
     assert analytics_columns and not analytics_columns & {"card_id", "register_id", "receipt_id", "line_no"}
     assert audit == sorted((c.card_id, c.product_data_marketing, c.electronic_marketing) for c in consents)

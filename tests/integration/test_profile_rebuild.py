@@ -38,7 +38,8 @@ from receiptflow.processors.profile_keys import SEGMENT_FIELDS
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profiles import Profile
 from receiptflow.producers.client import RegisterClient
-from receiptflow.producers.simulator import GroundTruth, Simulator, Traffic
+from receiptflow.producers.simulator import Simulator, Traffic
+from receiptflow.producers.truth import GroundTruth
 from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, run_sink, warehouse_counts
 from receiptflow.topics import create_topics
@@ -165,8 +166,8 @@ def pipeline(
         stats = client.flush()
         assert stats.failed == 0
         truth = sim.truth
-        carded = truth.receipts - truth.anonymous
-        _wait(lambda: store.totals()[1] >= carded, 180, proc, log, "every visit in Redis")
+        carded = (sum(v[0] for v in truth.per_card.values()), sum(v[1] for v in truth.per_card.values()))
+        _wait(lambda: store.totals()[1:] == carded, 180, proc, log, "every visit and refund in Redis")
         _wait(consents_recorded, 60, proc, log, "every consent change in Redis")
         time.sleep(1.5)  # anything still in flight would show now
     finally:
@@ -190,8 +191,8 @@ def pipeline(
 
     cards = sorted(set(truth.per_card) | {str(c["card_id"]) for c in truth.consents})
     live = store.get_many(cards)
-    assert store.totals()[1:] == (carded, sum(v[1] for v in truth.per_card.values()))
-    assert {c: (p.visits, p.spend_cents) for c, p in live.items() if p.visits} == {
+    assert store.totals()[1:] == carded
+    assert {c: (p.visits, p.spend_cents) for c, p in live.items() if c in truth.per_card} == {
         c: (v[0], v[1]) for c, v in truth.per_card.items()
     }
     yield Pipeline(settings, truth, store, cards, live, redis_server)

@@ -28,7 +28,8 @@ from receiptflow.models import AnalyticsBasket, Checkout, ConsentChange, Granula
 from receiptflow.policy import load_policy
 from receiptflow.processors.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
-from receiptflow.producers.simulator import CHAINS, Emission, GroundTruth, Simulator, Traffic
+from receiptflow.producers.simulator import CHAINS, Emission, Simulator, Traffic
+from receiptflow.producers.truth import GroundTruth
 from receiptflow.secrets import analytics_key
 from receiptflow.topics import TopicNames, create_topics
 

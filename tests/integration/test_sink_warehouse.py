@@ -537,15 +537,18 @@ def test_replay_needs_a_starting_point(settings: Settings) -> None:
     assert "--from-time TIME or --from-beginning" in done.stderr
 
 
-def _schemas_with_purchase_v2(folder: Path) -> Codec:
-    """The bundled contract plus purchase v2: v1 and one new optional field (what a producer team adds)."""
+def _schemas_with_next_purchase(folder: Path) -> Codec:
+    """The bundled contract plus the next purchase version: the newest one and one new optional field
+    (what a producer team adds)."""
     shutil.copytree(Path(str(resources.files("receiptflow.schemas"))), folder)
-    v1 = json.loads((folder / "purchase" / "v1.avsc").read_text(encoding="utf-8"))
-    field = {"name": "loyalty_points", "type": ["null", "long"], "default": None, "doc": "points earned"}
-    v2 = {**v1, "fields": [*v1["fields"], field]}
-    (folder / "purchase" / "v2.avsc").write_text(json.dumps(v2), encoding="utf-8")
     ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-    ids["schemas"].append({"id": 99, "subject": "purchase", "version": 2, "file": "purchase/v2.avsc"})
+    newest = max((e for e in ids["schemas"] if e["subject"] == "purchase"), key=lambda e: e["version"])
+    current = json.loads((folder / newest["file"]).read_text(encoding="utf-8"))
+    field = {"name": "loyalty_points", "type": ["null", "long"], "default": None, "doc": "points earned"}
+    version = newest["version"] + 1
+    path = f"purchase/v{version}.avsc"
+    (folder / path).write_text(json.dumps({**current, "fields": [*current["fields"], field]}), encoding="utf-8")
+    ids["schemas"].append({"id": 99, "subject": "purchase", "version": version, "file": path})
     (folder / "ids.json").write_text(json.dumps(ids), encoding="utf-8")
     return Codec(SchemaCatalog.from_dir(folder))
 
@@ -559,7 +562,7 @@ def _migrations_with_a_new_column(folder: Path) -> tuple[Path, str]:
             (folder / entry.name).write_text(entry.read_text(encoding="utf-8"), encoding="utf-8")
     name = f"{len(shipped) + 1:04d}_receipts_loyalty_points.sql"
     (folder / name).write_text(
-        "-- purchase v2 carries loyalty points: a column for them (null until the row builder fills it).\n"
+        "-- the next purchase version carries loyalty points: a column (null until the row builder fills it).\n"
         "ALTER TABLE receipts ADD COLUMN loyalty_points BIGINT;\n",
         encoding="utf-8",
     )
@@ -567,16 +570,16 @@ def _migrations_with_a_new_column(folder: Path) -> tuple[Path, str]:
 
 
 def test_a_new_optional_field_does_not_stop_the_sink(settings: Settings, tmp_path: Path) -> None:
-    new = _schemas_with_purchase_v2(tmp_path / "schemas")
+    new = _schemas_with_next_purchase(tmp_path / "schemas")
     old = Codec()
     ps = purchases(350, seed=61)
-    # Producers still on v1 and producers already on v2 write to the same topic.
+    # Producers still on the current version and producers already on the next write to the same topic.
     values = [old.encode("purchase", p.to_avro()) for p in ps[:150]]
     values += [new.encode("purchase", {**p.to_avro(), "loyalty_points": 7}) for p in ps[150:300]]
-    assert schema_id_of(values[0]) == 3 and schema_id_of(values[-1]) == 99
+    assert schema_id_of(values[0]) == old.catalog.latest("purchase").schema_id and schema_id_of(values[-1]) == 99
     _produce_raw(settings, values)
 
-    # The sink that knows the v2 schema stores both before the warehouse has a column for the field.
+    # The sink that knows the next schema stores both before the warehouse has a column for the field.
     with open_sink(settings) as sink:
         stats = run_sink(settings, sink, codec=new, idle_exit_after=3)
         assert stats.records == 300 and stats.inserted.receipts == 300

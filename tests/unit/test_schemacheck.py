@@ -20,16 +20,18 @@ def test_repo_schemas_are_backward_compatible() -> None:
     assert check_backward(SCHEMAS) == []
 
 
-def _with_v2(tmp_path: Path, subject: str, change: Callable[[dict[str, Any]], None]) -> Path:
-    """Copy the schemas and add ``subject`` v2 = v1 with ``change`` applied."""
+def _with_next(tmp_path: Path, subject: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    """Copy the schemas and add the next version of ``subject``: its newest one with ``change`` applied."""
     target = tmp_path / "schemas"
     shutil.copytree(SCHEMAS, target)
-    v2 = json.loads((target / subject / "v1.avsc").read_text())
-    change(v2)
-    (target / subject / "v2.avsc").write_text(json.dumps(v2))
     ids = json.loads((target / "ids.json").read_text())
+    newest = max((e for e in ids["schemas"] if e["subject"] == subject), key=lambda e: e["version"])
+    schema = json.loads((target / newest["file"]).read_text())
+    change(schema)
+    version = newest["version"] + 1
+    (target / subject / f"v{version}.avsc").write_text(json.dumps(schema))
     next_id = max(e["id"] for e in ids["schemas"]) + 1
-    ids["schemas"].append({"id": next_id, "subject": subject, "version": 2, "file": f"{subject}/v2.avsc"})
+    ids["schemas"].append({"id": next_id, "subject": subject, "version": version, "file": f"{subject}/v{version}.avsc"})
     (target / "ids.json").write_text(json.dumps(ids))
     return target
 
@@ -61,19 +63,20 @@ def _rename_without_alias(s: dict[str, Any]) -> None:
     "breaking", [_add_required_field, _change_type, _drop_enum_symbol, _rename_without_alias], ids=lambda f: f.__name__
 )
 def test_breaking_change_fails_the_check(tmp_path: Path, breaking: Callable[[dict[str, Any]], None]) -> None:
-    broken = _with_v2(tmp_path, "checkout", breaking)
+    broken = _with_next(tmp_path, "checkout", breaking)
     problems = check_backward(broken)
     assert problems, "a breaking change must be reported"
-    assert all(p.subject == "checkout" and p.writer_version == 1 and p.reader_version == 2 for p in problems)
-    with pytest.raises(IncompatibleSchemaError, match="checkout: v2 cannot read data written with v1"):
+    # Every older version is checked against the new one: v1 and v2 data alike.
+    assert {p.writer_version for p in problems} == {1, 2}
+    assert all(p.subject == "checkout" and p.reader_version == 3 for p in problems)
+    with pytest.raises(IncompatibleSchemaError, match="checkout: v3 cannot read data written with v1"):
         assert_backward_compatible(broken)
 
 
 def test_the_checker_names_the_break_and_where(tmp_path: Path) -> None:
-    problems = check_backward(_with_v2(tmp_path, "checkout", _add_required_field))
-    assert [str(p) for p in problems] == [
-        "checkout: v2 cannot read data written with v1: reader_field_missing_default_value (loyalty_tier) at /fields/11"
-    ]
+    problems = check_backward(_with_next(tmp_path, "checkout", _add_required_field))
+    why = "reader_field_missing_default_value (loyalty_tier) at /fields/15"
+    assert [str(p) for p in problems] == [f"checkout: v3 cannot read data written with v{n}: {why}" for n in (1, 2)]
 
 
 def test_a_sample_that_does_not_fit_its_schema_is_reported(tmp_path: Path) -> None:
@@ -95,4 +98,4 @@ def test_compatible_change_passes(tmp_path: Path) -> None:
                 f["name"] = "shop_id"
                 f["aliases"] = ["store_id"]
 
-    assert check_backward(_with_v2(tmp_path, "checkout", add_optional)) == []
+    assert check_backward(_with_next(tmp_path, "checkout", add_optional)) == []

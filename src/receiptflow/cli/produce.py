@@ -17,7 +17,7 @@ from ..humanize import euros
 from .common import console, err_console, fraction, positive_float, positive_int, print_endpoints
 
 if TYPE_CHECKING:
-    from ..producers.simulator import GroundTruth
+    from ..producers.truth import GroundTruth
     from .common import Subparsers
 
 

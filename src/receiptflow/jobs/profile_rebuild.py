@@ -41,7 +41,17 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 from ..metrics import Metrics
-from ..models import CheckoutLine, ConsentChange, ConsentState, Granularity, GroupTotal, Purchase
+from ..models import (
+    CheckoutLine,
+    ConsentChange,
+    ConsentState,
+    Granularity,
+    GroupTotal,
+    LineKind,
+    Purchase,
+    ReceiptKind,
+    Unit,
+)
 from ..processors.profile_rules import Rules, event_ms
 from ..processors.profile_store import ApplyResult, RedisProfileStore
 from ..processors.profiles import Profile, fold
@@ -53,7 +63,7 @@ Event = Purchase | ConsentChange
 _RECEIPT_COLUMNS = (
     "receipt_id, chain, store_id, card_id, event_time, event_local_date, payment_method, currency, total_cents, "
     "granularity, policy_version, consent_product_data_marketing, consent_electronic_marketing, consent_known, "
-    "processed_at"
+    "processed_at, receipt_kind, original_receipt_id, deposit_cents, adjustment_cents"
 )
 
 
@@ -80,10 +90,13 @@ def purchase_from_rows(
     receipt: Sequence[Any], items: Iterable[Sequence[Any]], groups: Iterable[Sequence[Any]]
 ) -> Purchase:
     """The customer purchase a warehouse receipt row (``_RECEIPT_COLUMNS``) and its item and group rows
-    (``line_no, sku, product_group, quantity, unit_price_cents, amount_cents`` and ``product_group,
-    quantity, amount_cents, lines``) were written from. Not kept in the warehouse, and not used by
-    a profile: the register id."""
-    (rid, chain, store, card, at, local, method, currency, total, gran, version, pdm, em, known, processed) = receipt
+    (``line_no, sku, product_group, quantity, unit_price_cents, amount_cents, line_kind, unit,
+    ref_line_no`` and ``product_group, quantity, amount_cents, lines``) were written from. Not kept in
+    the warehouse, and not used by a profile: the register id."""
+    (rid, chain, store, card, at, local, method, currency, total, gran, version, pdm, em, known, processed, *v2) = (
+        receipt
+    )
+    kind, original, deposits, adjustments = v2
     return Purchase(
         receipt_id=str(rid),
         chain=str(chain),
@@ -96,13 +109,27 @@ def purchase_from_rows(
         total_cents=int(total),
         granularity=Granularity(gran),
         items=tuple(
-            CheckoutLine(int(n), str(sku), str(g), float(q), int(unit), int(amount))
-            for n, sku, g, q, unit, amount in sorted(items, key=lambda r: int(r[0]))
+            CheckoutLine(
+                int(n),
+                str(sku),
+                str(g),
+                float(q),
+                int(price),
+                int(amount),
+                LineKind(k),
+                Unit(u),
+                None if ref is None else int(ref),
+            )
+            for n, sku, g, q, price, amount, k, u, ref in sorted(items, key=lambda r: int(r[0]))
         ),
         groups=tuple(GroupTotal(str(g), float(q), int(amount), int(lines)) for g, q, amount, lines in groups),
         policy_version=str(version),
         consent=ConsentState(bool(pdm), bool(em), bool(known)),
         processed_at=processed,
+        receipt_kind=ReceiptKind(kind),
+        original_receipt_id=None if original is None else str(original),
+        deposit_cents=int(deposits),
+        adjustment_cents=int(adjustments),
     )
 
 
@@ -167,7 +194,8 @@ def read_events(db: Warehouse, first: str, last: str) -> dict[str, list[Event]]:
     receipts = db.query(f"SELECT {_RECEIPT_COLUMNS} FROM receipts AS r WHERE {where}", (first, last))
     items: dict[str, list[tuple[Any, ...]]] = {}
     for row in db.query(
-        "SELECT i.receipt_id, i.line_no, i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents "
+        "SELECT i.receipt_id, i.line_no, i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents, "
+        "i.line_kind, i.unit, i.ref_line_no "
         f"FROM receipt_items AS i JOIN receipts AS r ON r.receipt_id = i.receipt_id WHERE {where}",
         (first, last),
     ):

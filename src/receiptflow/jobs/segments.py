@@ -1,10 +1,11 @@
 """Monthly customer segments (``receiptflow segments run --month YYYY-MM``).
 
-Every card active in the month (at least one receipt) gets a *visits class* (receipts in the month)
-and a *money class* (cents in the month) from fixed, versioned bounds, and — only when its product
-data may be used for marketing — one of ten *grocery segments*: the named archetype whose prototype
-mix is nearest to the card's grocery mix in the month. The model (groups, class bounds, archetype
-prototypes, version) is the shipped ``data/segments.toml`` or ``RECEIPTFLOW_SEGMENTS_FILE``.
+Every card active in the month (at least one sale) gets a *visits class* (sales in the month) and a
+*money class* (cents in the month, net of refunds and returns, without bottle deposits) from fixed,
+versioned bounds, and — only when its product data may be used for marketing — one of ten *grocery
+segments*: the named archetype whose prototype mix is nearest to the card's grocery mix in the
+month. The model (groups, class bounds, archetype prototypes, version) is the shipped
+``data/segments.toml`` or ``RECEIPTFLOW_SEGMENTS_FILE``.
 
 Why named archetypes and not k-means on the mix: an archetype means the same thing every month and
 in every run (``meat_and_grill`` is defined by its prototype, not by where a clustering happened to
@@ -216,7 +217,10 @@ def read_month(db: Warehouse, month: str, default_product_data: bool = False) ->
     p = db.p
     first, nxt = month_bounds(month)
     totals = db.query(
-        "SELECT card_id, count(*), sum(total_cents) FROM receipts WHERE card_id IS NOT NULL "
+        # Net figures (receipts v2): visits are sales (a refund is none), money is net of refunds and
+        # returns and leaves deposits out, as a profile's spend does.
+        "SELECT card_id, count(*) FILTER (WHERE receipt_kind = 'SALE'), sum(total_cents - deposit_cents) "
+        "FROM receipts WHERE card_id IS NOT NULL "
         f"AND event_local_date >= {p} AND event_local_date < {p} GROUP BY card_id",
         (first, nxt),
     )
@@ -236,6 +240,7 @@ def read_month(db: Warehouse, month: str, default_product_data: bool = False) ->
         "GROUP BY r.card_id, g.product_group",
         (first, nxt),
     ):
+        # Net of returns; a group returned on balance this month weighs 0 in nearest_archetype.
         mix.setdefault(str(card), {})[str(group)] = int(cents)
     out = []
     for card, visits, spend in totals:

@@ -11,6 +11,7 @@ from receiptflow.models import Checkout, ConsentState, Purchase
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 
+from .receipt_shapes import any_shape
 from .strategies import NOW, checkouts
 
 POLICY = load_policy()
@@ -25,7 +26,8 @@ def to_purchase(c: Checkout, product_consent: bool) -> Purchase:
 @st.composite
 def purchase_lists(draw: st.DrawFn, max_size: int = 25, span_days: int = 20 * 365) -> list[Purchase]:
     """Distinct receipts of a few cards, event times within ``span_days`` before NOW, mixed consent."""
-    cs = draw(st.lists(checkouts(), max_size=max_size))
+    # v1-like sales and the shapes of checkout v2 (refunds, returns, deposits, discounts, voids...).
+    cs = draw(st.lists(st.one_of(checkouts(), any_shape), max_size=max_size))
     out = []
     seen: set[str] = set()
     for c in cs:

@@ -95,10 +95,10 @@ def test_records_whose_items_are_not_the_checkout_lines_take_the_ordinary_path()
 
 def test_no_splice_when_the_checkout_lines_differ_from_purchase_items(tmp_path: object) -> None:
     catalog = CODEC.catalog
-    versions = [v for s in catalog.subjects() for v in catalog.versions(s) if s != "checkout"]
-    raw = copy.deepcopy(dict(catalog.latest("checkout").raw))
-    raw["fields"][-1]["type"]["items"]["fields"][3]["type"] = "float"  # quantity: float, not double
     old = catalog.latest("checkout")
+    versions = [v for s in catalog.subjects() for v in catalog.versions(s) if v is not old]
+    raw = copy.deepcopy(dict(old.raw))
+    raw["fields"][-1]["type"]["items"]["fields"][3]["type"] = "float"  # quantity: float, not double
     versions.append(SchemaVersion(old.schema_id, "checkout", old.version, old.path, raw))
     codec = Codec(SchemaCatalog(versions))
     data = codec.encode("checkout", _sample())

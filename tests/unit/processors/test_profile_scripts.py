@@ -85,6 +85,7 @@ def test_delta_args_follow_the_named_positions() -> None:
         ApplyArg.DEDUP_MS: rules.dedup_ms,
         ApplyArg.KEEP_DAYS: rules.keep_days,
         ApplyArg.CONSENTED: 1,
+        ApplyArg.VISITS: 1,
         ApplyArg.ADD_PAIRS: 1,
     }
     assert args[ApplyArg.PAIRS_FROM - 1 :] == ["Pg:dairy", 1000, "Pa:pet", 1_700_000_000_000]

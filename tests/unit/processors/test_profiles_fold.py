@@ -11,7 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receiptflow.models import CheckoutLine, ConsentChange, ConsentState, Granularity, Purchase
+from receiptflow.models import CheckoutLine, ConsentChange, ConsentState, Granularity, Purchase, ReceiptKind
 from receiptflow.processors.profile_rules import (
     AFFINITY_GROUPS,
     delta,
@@ -22,6 +22,7 @@ from receiptflow.processors.profile_rules import (
     receipt_key,
 )
 from receiptflow.processors.profiles import Outcome, Profile, apply_consent, apply_delta, fold, update, windows
+from receiptflow.receipt_parts import DEPOSIT_KINDS, GOODS_KINDS
 
 from .profile_strategies import purchase_lists, to_purchase
 from .strategies import NOW
@@ -50,30 +51,39 @@ def test_within_the_dedup_horizon_order_does_not_matter_with_shipped_rules(
     assert fold(noisy, RULES) == expected
 
 
+def _group_cents(p: Purchase) -> dict[str, int]:
+    """Money per product group: from the groups where the purchase carries them, else its items
+    (deposits are in no group); receipt-level purchases have neither."""
+    out: dict[str, int] = {}
+    if p.groups:
+        for g in p.groups:
+            out[g.product_group] = out.get(g.product_group, 0) + g.amount_cents
+    else:
+        for i in p.items:
+            if i.kind not in DEPOSIT_KINDS:
+                out[i.product_group] = out.get(i.product_group, 0) + i.amount_cents
+    return out
+
+
 @given(purchase_lists())
 def test_visits_spend_points_and_mix_add_up(purchases: list[Purchase]) -> None:
     profiles = fold(purchases, WIDE)
-    assert sum(p.visits for p in profiles.values()) == len(purchases)
-    assert sum(p.spend_cents for p in profiles.values()) == sum(p.total_cents for p in purchases)
-    assert sum(p.points for p in profiles.values()) == sum(WIDE.points(p.chain, p.total_cents) for p in purchases)
+    # Refunds are no visits; spend and points count goods net of refunds, never deposits.
+    assert sum(p.visits for p in profiles.values()) == sum(p.receipt_kind is ReceiptKind.SALE for p in purchases)
+    goods = {p.receipt_id: p.total_cents - p.deposit_cents for p in purchases}
+    assert sum(p.spend_cents for p in profiles.values()) == sum(goods.values())
+    assert sum(p.points for p in profiles.values()) == sum(WIDE.points(p.chain, goods[p.receipt_id]) for p in purchases)
     for prof in profiles.values():
         mine = [p for p in purchases if p.card_id == prof.card_id]
         consented = [p for p in mine if p.consent.product_data_marketing]
         # The mix holds exactly the group money of consented receipts: groups where the purchase
         # carries them, else its items (receipt-level purchases have neither).
-        assert sum(prof.groups.values()) == sum(
-            sum(g.amount_cents for g in p.groups) or sum(i.amount_cents for i in p.items) for p in consented
-        )
-        assert sum(prof.groups.values()) <= prof.spend_cents
+        assert sum(prof.groups.values()) == sum(sum(_group_cents(p).values()) for p in consented)
         assert prof.first_ms == min(int(p.event_time.timestamp() * 1000) for p in mine)
         assert prof.last_ms == max(int(p.event_time.timestamp() * 1000) for p in mine)
-        # Every affinity is the newest consented receipt of its group.
+        # Every affinity is the newest consented receipt that bought its group (on balance).
         for group, kind in AFFINITY_GROUPS.items():
-            having = [
-                int(p.event_time.timestamp() * 1000)
-                for p in consented
-                if group in {g.product_group for g in p.groups} | {i.product_group for i in p.items}
-            ]
+            having = [int(p.event_time.timestamp() * 1000) for p in consented if _group_cents(p).get(group, 0) > 0]
             assert prof.affinity.get(kind) == (max(having) if having else None)
 
 
@@ -87,7 +97,9 @@ def test_windows_equal_a_brute_force_count(purchases: list[Purchase], today: dat
             if (newest - (today - timedelta(days=n - 1))).days >= 365:
                 continue
             inside = [p for p in mine if today - timedelta(days=n) < p.event_time.date() <= today]
-            assert (visits, cents) == (len(inside), sum(p.total_cents for p in inside)), (card, n)
+            # A refund is no visit; money is net of refunds and returns, without deposits.
+            sales = [p for p in inside if p.receipt_kind is ReceiptKind.SALE]
+            assert (visits, cents) == (len(sales), sum(p.total_cents - p.deposit_cents for p in inside)), (card, n)
 
 
 @given(purchase_lists())
@@ -99,14 +111,16 @@ def test_nutrition_comes_only_from_consented_item_lines(purchases: list[Purchase
             for p in purchases
             if p.card_id == card and p.consent.product_data_marketing
             for line in p.items
-            if line.sku in facts
+            if line.sku in facts and line.kind in GOODS_KINDS  # a discount line is no more of the product
         ]
         assert prof.nutrition.get("item_cents", 0) == sum(line.amount_cents for line in lines)
         domestic = sum(line.amount_cents for line in lines if facts[line.sku].domestic)
         assert prof.nutrition.get("domestic_cents", 0) == domestic
         assert sum(prof.salt_by_group.values()) == prof.nutrition.get("salt_mg", 0)
         assert sum(prof.sugar_by_group.values()) == prof.nutrition.get("sugar_mg", 0)
-        assert prof.nutrition.get("vegfruit_g", 0) <= prof.nutrition.get("food_g", 0)
+        # Net of returns: signed grams of the vegetable and fruit lines among them.
+        veg = [x for x in lines if facts[x.sku].vegetable_or_fruit and facts[x.sku].net_g is not None]
+        assert prof.nutrition.get("vegfruit_g", 0) == sum(round(x.quantity * (facts[x.sku].net_g or 0)) for x in veg)
 
 
 def _purchase(

@@ -23,7 +23,7 @@ from receiptflow.jobs.segments import (
     parse_model,
     read_month,
 )
-from receiptflow.models import ConsentChange, ConsentState
+from receiptflow.models import ConsentChange, ConsentState, ReceiptKind
 from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.producers.simulator import Simulator
@@ -188,9 +188,12 @@ def test_read_month_counts_the_month_and_respects_consent(tmp_path: Path) -> Non
         sink.close()
     november = [p for p in purchases if p.card_id and p.event_time.strftime("%Y-%m") == "2026-11"]
     assert sorted(got) == sorted({p.card_id for p in november if p.card_id})
+    assert any(p.receipt_kind is ReceiptKind.REFUND for p in november)
     for card, m in got.items():
         mine = [p for p in november if p.card_id == card]
-        assert (m.visits, m.spend_cents) == (len(mine), sum(p.total_cents for p in mine))
+        # Net figures: sales are visits (a refund is none), money net of refunds without deposits.
+        sales = sum(p.receipt_kind is ReceiptKind.SALE for p in mine)
+        assert (m.visits, m.spend_cents) == (sales, sum(p.total_cents - p.deposit_cents for p in mine))
     assert got[withdrawn].groups is None  # the newest change withdrew product data
     want: dict[str, int] = {}
     for p in november:

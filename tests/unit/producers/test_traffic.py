@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from receiptflow.codec import Codec
+from receiptflow.errors import ValidationError
+from receiptflow.models import Checkout
 from receiptflow.producers.simulator import BAD_KINDS, Simulator, Traffic, day_of_checkouts, is_open
+from receiptflow.validation import validate
 
 START = datetime(2026, 11, 24, 7, tzinfo=UTC)
 
@@ -60,3 +65,18 @@ def test_a_day_follows_opening_hours_and_peaks() -> None:
     assert all(is_open(c.chain, c.event_time.hour) for c in day)
     assert hours[17] > hours[8] > hours[6]
     assert sum(hours[h] for h in range(0, 6)) == 0
+
+
+def test_each_bad_record_is_refused_for_the_reason_recorded_and_every_checkout_is_valid() -> None:
+    # Bad records are made from ordinary traffic, refunds and v2 shapes included: the one change
+    # injected must be what the router refuses them for, and nothing else may be refused.
+    codec = Codec()
+    for seed in (9, 10, 11):
+        _, out = _traffic(seed)
+        for e in out:
+            if e.kind == "bad" and e.reason != "undecodable":
+                with pytest.raises(ValidationError) as info:
+                    validate(Checkout.from_avro(codec.decode(e.raw).value), START + timedelta(hours=1))
+                assert info.value.reason == e.reason
+            elif e.checkout is not None:
+                validate(e.checkout, START + timedelta(hours=1))

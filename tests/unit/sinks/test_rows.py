@@ -84,7 +84,8 @@ def test_duplicates_inside_a_batch_keep_the_first() -> None:
     later = [dataclasses.replace(r, offset=r.offset + 100) for r in recs[:4]]
     rows = to_rows(recs + later)
     assert len(rows.receipts) == 10
-    assert [r[-1] for r in rows.receipts] == [r.offset for r in recs]
+    at = RECEIPTS.columns.index("source_offset")
+    assert [r[at] for r in rows.receipts] == [r.offset for r in recs]
 
 
 def test_next_offsets_are_one_past_the_highest_per_partition_and_sorted() -> None:
