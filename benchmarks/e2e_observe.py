@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.kafka_read import ReadToEnd
 from receiptflow.processors.profile_rules import receipt_key
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.topics import TopicNames
@@ -44,6 +45,24 @@ def tree_cpu(pid: int) -> float:
         if fields is not None and (int(entry.name) == pid or int(fields[1]) == pid):
             total += (int(fields[11]) + int(fields[12])) / TICK
     return total
+
+
+def lines_in(settings: Settings, topic: str) -> int:
+    """Checkout lines in the whole of ``topic``, read to its end."""
+    codec = Codec()
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": f"bench-read-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True})
+    )
+    try:
+        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)]
+        total = 0
+        for m in ReadToEnd(consumer, parts, what=f"reading {topic}", stall=60).records(5000):
+            value = m.value()
+            if value is not None:
+                total += len(codec.decode(value, expect="checkout").value.get("lines") or ())
+        return total
+    finally:
+        consumer.close()
 
 
 def peak_rss(pid: int) -> int | None:

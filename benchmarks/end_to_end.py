@@ -50,14 +50,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_report
 import processor_throughput
-from e2e_observe import Observer, peak_rss, tree_cpu
+from e2e_observe import Observer, lines_in, peak_rss, tree_cpu
 
-from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.demo import end_offsets
 from receiptflow.processors.profile_store import RedisProfileStore
@@ -243,37 +241,6 @@ def live(
     return figures(receipts, lines_in(settings, checkouts) - lines_before, acked, profiles_at, warehouse_at)
 
 
-def lines_in(settings: Settings, topic: str) -> int:
-    """Checkout lines in the whole topic (the saturation phase runs first, so it holds only that phase)."""
-    codec = Codec()
-    total = 0
-    for value in read_topic(settings, topic):
-        record = codec.decode(value, expect="checkout").value
-        total += len(record.get("lines") or ())
-    return total
-
-
-def read_topic(settings: Settings, topic: str) -> list[bytes]:
-    c = Consumer(settings.kafka_config(**{"group.id": f"bench-read-{uuid.uuid4().hex[:6]}"}))
-    out: list[bytes] = []
-    try:
-        ends = {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(settings.topic_partitions)
-        }
-        c.assign([TopicPartition(topic, p, 0) for p in ends])
-        pos = dict.fromkeys(ends, 0)
-        deadline = time.monotonic() + 300
-        while any(pos[p] < ends[p] for p in ends) and time.monotonic() < deadline:
-            for m in c.consume(5000, timeout=0.5):
-                if m.error() is None and m.value() is not None:
-                    out.append(m.value())
-                    pos[m.partition()] = m.offset() + 1
-        return out
-    finally:
-        c.close()
-
-
 def latency(
     pipe: Pipeline, store: RedisProfileStore, rate: float, seconds: float, sample: int, tmp: Path
 ) -> dict[str, Any]:
@@ -391,6 +358,7 @@ def main() -> int:
         "machine": e2e_report.machine(),
         "python": platform.python_version(),
         "partitions": args.partitions,
+        "sample": args.sample,
         "saturation": drained,
         "live": sat_live,
         "latency": lat,
