@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup registry demo test test-failover chaos fuzz lint typecheck unit integration bench clean stack-down
 
@@ -65,6 +66,13 @@ unit: $(VENV)/.installed
 
 integration: setup
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+# The end-to-end benchmark on its own embedded stack, every stage its own process (about 8.5 minutes on
+# 2 cores; BENCH_ARGS=--quick about 2); figures to .receiptflow/end_to_end.json and standard output,
+# BENCH_ARGS=--markdown-out docs/performance.md rewrites the "End to end" section there.
+bench: setup
+	mkdir -p .receiptflow
+	$(BIN)/python benchmarks/end_to_end.py --json-out .receiptflow/end_to_end.json $(BENCH_ARGS)
 
 stack-down: $(VENV)/.installed
 	$(BIN)/receiptflow stack down

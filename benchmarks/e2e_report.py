@@ -1,0 +1,122 @@
+"""The pure parts of the end-to-end benchmark: percentiles, the machine, the Markdown table and its section."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+SECTION = "## End to end"
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100) of an ascending list: a value that was measured."""
+    if not sorted_values:
+        raise ValueError("no values")
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def summary(values: list[float]) -> dict[str, float | int | None]:
+    """Count, p50/p95/p99 and max of ``values`` (None for each figure when there are none)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    return {
+        "count": len(ordered),
+        "p50": percentile(ordered, 50),
+        "p95": percentile(ordered, 95),
+        "p99": percentile(ordered, 99),
+        "max": ordered[-1],
+    }
+
+
+def machine() -> dict[str, Any]:
+    ram = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "ram_bytes": ram}
+
+
+def _ms(v: float | int | None) -> str:
+    return "-" if v is None else f"{v * 1000:,.0f}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The 'End to end' section for docs/performance.md from one run's results."""
+    sat, live, m = r["saturation"], r["live"], r["machine"]
+    out = [
+        SECTION,
+        "",
+        f"Measured {r['date'][:10]} ({r['mode']} run) by `python benchmarks/end_to_end.py"
+        f"{' --quick' if r['mode'] == 'quick' else ''}`"
+        f" on {m['cores']} cores and {m['ram_bytes'] / 2**30:.0f} GiB of RAM, other work running beside;"
+        f" {r['partitions']} partitions, every stage its own process, PostgreSQL as the warehouse.",
+        "",
+        "*Backlog drained*: the simulator sells first, then router, profile agent and sink start and drain"
+        " the checkouts (timed from the first `purchases.customer` record to the last receipt visible in both"
+        " Redis and the warehouse). *Sold live*: the same number sold unpaced while the pipeline runs (first"
+        " checkout acknowledged to last receipt visible); the simulator's outbox then shares the two cores."
+        " Latencies run from a checkout's produce time (its broker timestamp) to its `purchases.customer`"
+        " record's broker timestamp, to its card's dedup set in Redis (polled every 50 ms) and to its"
+        f" warehouse row (polled every 100 ms), for every {r.get('sample', 5)}th receipt. PostgreSQL, not DuckDB,"
+        " because a DuckDB file cannot be read beside the sink that holds it open. Rerunning with"
+        " `--markdown-out docs/performance.md` replaces this section.",
+        "",
+        "| saturation | backlog drained | sold live |",
+        "| --- | ---: | ---: |",
+        f"| receipts (lines) | {sat['receipts']:,} ({sat['lines']:,}) | {live['receipts']:,} ({live['lines']:,}) |",
+        f"| receipts/s through the whole pipeline | {sat['receipts_per_s']:,.0f} | {live['receipts_per_s']:,.0f} |",
+        f"| lines/s | {sat['lines_per_s']:,.0f} | {live['lines_per_s']:,.0f} |",
+        f"| / router alone ({r['router_alone_receipts_per_s']:,.0f}/s, same run) "
+        f"| {r['end_to_end_vs_router']:.2f}x | {r['live_vs_router']:.2f}x |",
+        f"| last receipt in profiles, in warehouse (s) "
+        f"| {sat['profiles_seconds']:,.1f}, {sat['warehouse_seconds']:,.1f} "
+        f"| {live['profiles_seconds']:,.1f}, {live['warehouse_seconds']:,.1f} |",
+        "",
+        f"The simulator alone sold {sat['producer_receipts_per_s']:,.0f} receipts/s into the outbox and Kafka.",
+        "",
+        "| offered/s (sold/s) | to `purchases.customer` p50 / p95 / p99 ms | to the profile | to the warehouse "
+        "| not seen (topic / profile / warehouse) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for lat in r["latency"]:
+        cells = []
+        for key in ("customer_topic_s", "profile_s", "warehouse_s"):
+            s = lat[key]
+            cells.append(f"{_ms(s['p50'])} / {_ms(s['p95'])} / {_ms(s['p99'])}")
+        miss = lat["not_seen"]
+        out.append(
+            f"| {lat['offered_receipts_per_s']:,.0f} ({lat['achieved_offered_per_s']:,.0f}) | "
+            + " | ".join(cells)
+            + f" | {miss['customer_topic']} / {miss['profile']} / {miss['warehouse']} |"
+        )
+    out += ["", "| process | CPU s per million receipts (backlog drain) | peak RSS MiB |", "| --- | ---: | ---: |"]
+    cpu, rss = sat["cpu_seconds_per_million_receipts"], r["peak_rss_bytes"]
+    for name in cpu:
+        peak = rss.get(name)
+        out.append(f"| {name} | {cpu[name]:,.0f} | {'-' if peak is None else f'{peak / 2**20:,.0f}'} |")
+    b = r["redis_bytes_per_card"]
+    if b["count"]:
+        out += [
+            "",
+            f"Redis bytes per card (MEMORY USAGE, {b['count']} cards): median {b['p50']:,.0f}, p99 {b['p99']:,.0f}.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def update_section(path: Path, section: str) -> None:
+    """Replace the 'End to end' section of ``path`` (up to the next ``## `` heading), or append it."""
+    text = path.read_text() if path.exists() else ""
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")

@@ -1,0 +1,382 @@
+"""End to end on the embedded stack: registers → router → profile agent (Redis) and warehouse sink (PostgreSQL).
+
+Every stage runs in its own process, as in production: ``receiptflow process --role router``,
+``process --role profiles``, ``sink run`` and, per phase, ``receiptflow simulate`` (the seeded fleet
+through its on-disk outbox). The embedded Kafka, Redis and PostgreSQL are started in a temporary
+data dir and stopped afterwards. The warehouse is PostgreSQL because its rows can be polled while
+the sink writes; a DuckDB file is locked by the sink that holds it open.
+
+Phases, in one run:
+
+1. **backlog**: the simulator sells ``--receipts`` checkouts unpaced before the pipeline runs (the
+   producer's own rate), then the pipeline's three processes start and drain them; timed from the
+   first ``purchases.customer`` record to the last receipt visible both in the profiles (visits in
+   Redis) and in the warehouse (rows of ``receipts``): the pipeline at saturation, without the
+   simulator competing for the cores. CPU seconds per receipt are taken over this drain.
+2. **live**: the same number sold unpaced while the pipeline runs; timed from the first checkout
+   acknowledged by Kafka to the last receipt visible in profiles and warehouse. On a small machine
+   the simulator's outbox takes cores from the pipeline, so this rate is the lower of the two.
+3. **latency** at each ``--loads`` rate for ``--latency-seconds`` (see ``e2e_observe.py``): from the
+   checkout's produce time (its broker timestamp) to its ``purchases.customer`` record's broker
+   timestamp, to its card's dedup set in Redis and to its warehouse row (those two sampled, polled
+   every 50 and 100 ms). "sold/s" says what the simulator managed: a fleet that cannot keep up with
+   the offered rate sells slower, and the latencies are those of the rate it did sell.
+4. **router alone**: ``benchmarks/processor_throughput.py``'s router path on a fresh topic, after
+   the pipeline is stopped: the same-run baseline the end-to-end rate is compared with.
+
+CPU is ``/proc/<pid>/stat`` of each process (PostgreSQL's live backends added to its postmaster; the
+simulator's from ``getrusage`` of reaped children); peak RSS is ``VmHWM``. Redis bytes per card are
+``MEMORY USAGE`` of the sampled cards' keys via the profile store.
+
+Usage: ``python benchmarks/end_to_end.py [--quick] [--json-out FILE] [--markdown-out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e_report
+import processor_throughput
+from e2e_observe import Observer, lines_in, peak_rss, tree_cpu
+
+from receiptflow.config import Settings
+from receiptflow.demo import end_offsets
+from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.simulator import Simulator
+from receiptflow.stack import Stack
+from receiptflow.stack.process import free_port
+from receiptflow.topics import TopicNames, create_topics
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env.update(
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        RECEIPTFLOW_REDIS_URL=settings.redis_url,
+        RECEIPTFLOW_WAREHOUSE_URL=str(settings.warehouse_url),
+        RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
+        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        RECEIPTFLOW_METRICS_PORT="0",
+    )
+    return env
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, logs: Path) -> None:
+        cmds = {
+            "router": ["process", "--role", "router", "--loglevel", "warning"],
+            "profiles": ["process", "--role", "profiles", "--loglevel", "warning"],
+            "sink": ["sink", "run"],
+        }
+        for name, args in cmds.items():
+            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - child keeps it
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "receiptflow", *args], env=env_for(self.settings), stdout=out, stderr=out
+            )
+
+    def pids(self) -> dict[str, int]:
+        out = {name: p.pid for name, p in self.procs.items()}
+        for server in ("kafka", "redis", "postgres"):
+            pid_file = self.settings.data_dir / "run" / f"{server}.pid"
+            if pid_file.is_file():
+                out[server] = int(pid_file.read_text().split()[0])
+        return out
+
+    def check(self) -> None:
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                raise SystemExit(f"{name} exited with {p.returncode}; see its log under {self.settings.data_dir}/logs")
+
+    def stop(self) -> None:
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def simulate(settings: Settings, rate: float, count: int, seed: int, truth: Path) -> subprocess.Popen[bytes]:
+    args = ["simulate", "--rate", str(rate), "--duration", str(count / rate), "--seed", str(seed)]
+    args += ["--stores", "60", "--customers", "3000", "--truth", str(truth), "--metrics-port", "0"]
+    args += ["--outbox", str(settings.data_dir / "outbox" / f"bench-{seed}.sqlite3")]
+    return subprocess.Popen(
+        [sys.executable, "-m", "receiptflow", *args],
+        env=env_for(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def warehouse_receipts(conn: psycopg.Connection[Any]) -> int:
+    try:
+        row = conn.execute("SELECT count(*) FROM receipts").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def first_ack(settings: Settings, topic: str, base: int, sim: subprocess.Popen[bytes]) -> float:
+    """The moment the first new record shows in ``topic`` (polled every 20 ms)."""
+    while end_offsets(settings, topic) <= base:
+        if sim.poll() not in (None, 0):
+            raise SystemExit(f"simulate exited with {sim.returncode}")
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def sold(tmp: Path, name: str) -> tuple[int, int]:
+    """(receipts, carded receipts) a simulator run sold, from its ground truth."""
+    truth = json.loads((tmp / f"truth-{name}.json").read_text())
+    return int(truth["receipts"]), int(truth["receipts"]) - int(truth["anonymous"])
+
+
+def wait_visible(
+    pipe: Pipeline,
+    conn: psycopg.Connection[Any],
+    store: RedisProfileStore,
+    base: tuple[int, int],
+    receipts: int,
+    carded: int,
+) -> tuple[float, float]:
+    """When ``carded`` more visits than ``base`` are in the profiles and ``receipts`` more rows in the warehouse."""
+    base_visits, base_rows = base
+    profiles_at = warehouse_at = None
+    deadline = time.monotonic() + 900
+    while profiles_at is None or warehouse_at is None:
+        pipe.check()
+        if time.monotonic() > deadline:
+            raise SystemExit("the pipeline did not catch up in 900 s")
+        if profiles_at is None and store.totals()[1] - base_visits >= carded:
+            profiles_at = time.monotonic()
+        if warehouse_at is None and warehouse_receipts(conn) - base_rows >= receipts:
+            warehouse_at = time.monotonic()
+        time.sleep(0.1)
+    return profiles_at, warehouse_at
+
+
+def figures(receipts: int, lines: int, start: float, profiles_at: float, warehouse_at: float) -> dict[str, Any]:
+    elapsed = max(profiles_at, warehouse_at) - start
+    return {
+        "receipts": receipts,
+        "lines": lines,
+        "seconds": elapsed,
+        "receipts_per_s": receipts / elapsed,
+        "lines_per_s": lines / elapsed,
+        "profiles_seconds": profiles_at - start,
+        "warehouse_seconds": warehouse_at - start,
+    }
+
+
+def backlog(
+    pipe: Pipeline, conn: psycopg.Connection[Any], store: RedisProfileStore, count: int, tmp: Path
+) -> dict[str, Any]:
+    """Sell ``count`` before the pipeline runs, then time the pipeline draining them."""
+    settings = pipe.settings
+    names = TopicNames(settings.topic_prefix)
+    base = store.totals()[1], warehouse_receipts(conn)
+    child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sim = simulate(settings, 1_000_000.0, count, seed=11, truth=tmp / "truth-backlog.json")
+    acked = first_ack(settings, names.checkouts, 0, sim)
+    if sim.wait() != 0:
+        raise SystemExit(f"simulate exited with {sim.returncode}")
+    producer_s = time.monotonic() - acked
+    child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    receipts, carded = sold(tmp, "backlog")
+    lines = lines_in(settings, names.checkouts)
+    pipe.start(settings.data_dir / "logs")
+    while end_offsets(settings, names.purchases_customer) == 0:
+        pipe.check()
+        time.sleep(0.02)
+    start, pids = time.monotonic(), pipe.pids()
+    cpu0 = {n: tree_cpu(p) for n, p in pids.items()}
+    profiles_at, warehouse_at = wait_visible(pipe, conn, store, base, receipts, carded)
+    cpu = {n: tree_cpu(p) - cpu0[n] for n, p in pids.items()}
+    cpu["simulate"] = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
+    return {
+        **figures(receipts, lines, start, profiles_at, warehouse_at),
+        "producer_receipts_per_s": receipts / producer_s,
+        "cpu_seconds_per_million_receipts": {n: v / receipts * 1e6 for n, v in cpu.items()},
+        "simulate_peak_rss_bytes": child1.ru_maxrss * 1024,
+    }
+
+
+def live(
+    pipe: Pipeline, conn: psycopg.Connection[Any], store: RedisProfileStore, count: int, tmp: Path, lines_before: int
+) -> dict[str, Any]:
+    """Sell ``count`` unpaced while the pipeline runs: first checkout acknowledged to last receipt visible."""
+    settings = pipe.settings
+    checkouts = TopicNames(settings.topic_prefix).checkouts
+    offsets, base = end_offsets(settings, checkouts), (store.totals()[1], warehouse_receipts(conn))
+    sim = simulate(settings, 1_000_000.0, count, seed=12, truth=tmp / "truth-live.json")
+    acked = first_ack(settings, checkouts, offsets, sim)
+    if sim.wait() != 0:
+        raise SystemExit(f"simulate exited with {sim.returncode}")
+    receipts, carded = sold(tmp, "live")
+    profiles_at, warehouse_at = wait_visible(pipe, conn, store, base, receipts, carded)
+    return figures(receipts, lines_in(settings, checkouts) - lines_before, acked, profiles_at, warehouse_at)
+
+
+def latency(
+    pipe: Pipeline, store: RedisProfileStore, rate: float, seconds: float, sample: int, tmp: Path
+) -> dict[str, Any]:
+    conn = psycopg.connect(str(pipe.settings.warehouse_url), autocommit=True)
+    obs = Observer(pipe.settings, store, conn, sample)
+    threads = [threading.Thread(target=t, daemon=True) for t in (obs.follow, obs.poll_profiles, obs.poll_warehouse)]
+    for t in threads:
+        t.start()
+    obs.ready.wait(30)  # the follower holds its partitions before the first sale
+    time.sleep(1)
+    count = int(rate * seconds)
+    checkouts = TopicNames(pipe.settings.topic_prefix).checkouts
+    offsets = end_offsets(pipe.settings, checkouts)
+    sim = simulate(pipe.settings, rate, count, seed=int(rate) + 100, truth=tmp / f"truth-{rate:.0f}.json")
+    acked = first_ack(pipe.settings, checkouts, offsets, sim)
+    if sim.wait() != 0:
+        raise SystemExit(f"simulate exited with {sim.returncode}")
+    sold_in = time.monotonic() - acked
+    # Let the tail arrive: up to a minute after the last sale.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (obs.seen < count or obs.pending_profile or obs.pending_warehouse):
+        pipe.check()
+        time.sleep(0.2)
+    obs.give_up = time.time()
+    obs.stop.set()
+    for t in threads:
+        t.join(30)
+    conn.close()
+    return {
+        "offered_receipts_per_s": rate,
+        "achieved_offered_per_s": count / sold_in,
+        "receipts": count,
+        "customer_topic_s": e2e_report.summary(obs.customer),
+        "profile_s": e2e_report.summary(obs.profile),
+        "warehouse_s": e2e_report.summary(obs.warehouse),
+        "not_seen": {
+            "customer_topic": count - obs.seen,
+            "profile": len(obs.pending_profile),
+            "warehouse": len(obs.pending_warehouse),
+        },
+        "cards": sorted(obs.cards)[:500],
+    }
+
+
+def router_alone(settings: Settings, receipts: int) -> float:
+    s = settings.model_copy(
+        update={"topic_prefix": f"bench-router-{uuid.uuid4().hex[:6]}.", "processor_id": "bench-router"}
+    )
+    create_topics(s)
+    client = RegisterClient(s)
+    for c in Simulator(42, stores=60, customers=3000).stream(receipts, datetime.now(UTC) - timedelta(hours=2), 10.0):
+        client.send(c)
+    client.flush(120)
+    return receipts / processor_throughput.router(s, receipts)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a ~3 minute run: fewer receipts, shorter phases")
+    parser.add_argument("--receipts", type=int, help="saturation phase (default 60,000; quick 10,000)")
+    parser.add_argument("--loads", type=float, nargs="+", default=[500.0, 2000.0], help="offered receipts/s")
+    parser.add_argument("--latency-seconds", type=float, help="seconds of selling per load (default 60; quick 15)")
+    parser.add_argument("--sample", type=int, default=5, help="poll profile and warehouse for every N-th receipt")
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
+    parser.add_argument("--markdown-out", type=Path, help="update the 'End to end' section of this Markdown file")
+    args = parser.parse_args()
+    receipts = args.receipts or (10_000 if args.quick else 60_000)
+    seconds = args.latency_seconds or (15.0 if args.quick else 60.0)
+
+    with tempfile.TemporaryDirectory(prefix="receiptflow-e2e-") as tmp_name:
+        tmp = Path(tmp_name)
+        pg_port = free_port()
+        settings = Settings(
+            data_dir=tmp / "data",
+            bootstrap_servers=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
+            redis_url=f"redis://127.0.0.1:{free_port()}/0",
+            warehouse_url=f"postgresql://postgres@127.0.0.1:{pg_port}/receiptflow",
+            metrics_port=0,
+            topic_partitions=args.partitions,
+        )
+        stack = Stack(settings)
+        pipe = Pipeline(settings)
+        started = time.monotonic()
+        try:
+            print("starting Kafka, Redis and PostgreSQL ...", flush=True)
+            stack.up(with_postgres=True)
+            create_topics(settings)
+            (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+            store = RedisProfileStore.from_settings(settings)
+            conn = psycopg.connect(str(settings.warehouse_url), autocommit=True)
+            print(f"backlog: {receipts:,} receipts sold, then drained by the pipeline ...", flush=True)
+            drained = backlog(pipe, conn, store, receipts, tmp)
+            print(f"live: {receipts:,} receipts sold unpaced while the pipeline runs ...", flush=True)
+            sat_live = live(pipe, conn, store, receipts, tmp, drained["lines"])
+            conn.close()
+            lat = []
+            for rate in args.loads:
+                print(f"latency at {rate:,.0f} receipts/s for {seconds:.0f} s ...", flush=True)
+                lat.append(latency(pipe, store, rate, seconds, args.sample, tmp))
+            peak = {n: peak_rss(p) for n, p in pipe.pids().items()}
+            peak["simulate"] = drained.pop("simulate_peak_rss_bytes")
+            cards = sorted({c for run in lat for c in run.pop("cards")})
+            sizes = [store.memory_bytes(c) for c in cards]
+            pipe.stop()
+            print("router alone (same-run baseline) ...", flush=True)
+            router_rate = router_alone(settings, 5_000 if args.quick else 20_000)
+        finally:
+            pipe.stop()
+            stack.down()
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": e2e_report.machine(),
+        "python": platform.python_version(),
+        "partitions": args.partitions,
+        "sample": args.sample,
+        "saturation": drained,
+        "live": sat_live,
+        "latency": lat,
+        "peak_rss_bytes": peak,
+        "redis_bytes_per_card": e2e_report.summary([float(s) for s in sizes]),
+        "router_alone_receipts_per_s": router_rate,
+        "end_to_end_vs_router": drained["receipts_per_s"] / router_rate,
+        "live_vs_router": sat_live["receipts_per_s"] / router_rate,
+        "wall_seconds": time.monotonic() - started,
+    }
+    text = json.dumps(result, indent=2)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+    print(e2e_report.markdown(result))
+    if args.markdown_out:
+        e2e_report.update_section(args.markdown_out, e2e_report.markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

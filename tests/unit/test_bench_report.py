@@ -1,0 +1,54 @@
+"""The end-to-end benchmark's pure helpers: nearest-rank percentiles, the summary and the docs section."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+
+def _report() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "e2e_report.py"
+    spec = importlib.util.spec_from_file_location("e2e_report", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("e2e_report", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _report()
+
+
+def test_percentiles_are_nearest_rank_values() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert report.percentile(values, 50) == 50.0
+    assert report.percentile(values, 95) == 95.0
+    assert report.percentile(values, 99) == 99.0
+    assert report.percentile(values, 100) == 100.0
+    assert report.percentile([7.0], 99) == 7.0
+    assert report.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+
+
+def test_percentile_of_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        report.percentile([], 50)
+
+
+def test_summary_sorts_and_counts() -> None:
+    s = report.summary([0.3, 0.1, 0.2, 5.0])
+    assert s == {"count": 4, "p50": 0.2, "p95": 5.0, "p99": 5.0, "max": 5.0}
+    assert report.summary([]) == {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+
+
+def test_section_is_replaced_in_place_or_appended(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Figures\n\n## Other\n\ntext\n")
+    report.update_section(doc, "## End to end\n\nfirst\n")
+    assert doc.read_text() == "# Figures\n\n## Other\n\ntext\n\n## End to end\n\nfirst\n"
+    doc.write_text(doc.read_text() + "\n## Later\n\nkept\n")
+    report.update_section(doc, "## End to end\n\nsecond\n")
+    assert doc.read_text() == "# Figures\n\n## Other\n\ntext\n\n## End to end\n\nsecond\n\n## Later\n\nkept\n"
