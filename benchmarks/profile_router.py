@@ -1,0 +1,196 @@
+"""Where the exactly-once router's time goes: a sampling profile of one router worker on a filled topic.
+
+An embedded broker is started, ``checkouts`` is filled with simulated receipts (the same simulator
+and seed as ``processor_throughput.py``), then ``receiptflow process --role router`` is started and,
+once its first output record is there, sampled by py-spy (``--nonblocking``: the worker is not
+paused to take a sample) for ``--seconds``. The summary lists the functions with the most samples
+on their own (self) and under them (cumulative), by project-relative module and line, and the
+shares of the big buckets: Avro decode/encode, the pure core (models, validation, policy, route),
+the Kafka client calls and the rest.
+
+Usage: ``python benchmarks/profile_router.py [--receipts N] [--seconds S] [--out FILE]``; the
+environment (e.g. ``RECEIPTFLOW_FAST_PATH``) is passed to the router, so both paths can be profiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from receiptflow.config import Settings
+from receiptflow.producers.client import RegisterClient
+from receiptflow.producers.simulator import Simulator
+from receiptflow.stack import Stack
+from receiptflow.stack.process import free_port
+from receiptflow.topics import TopicNames, create_topics
+
+# py-spy's raw (collapsed) frame: "function (path/to/file.py:line)".
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+# Which bucket a frame's file belongs to, first match wins (checked from the leaf up).
+_BUCKETS = (
+    ("native extension (receiptflow_fast)", ("receiptflow_fast",)),
+    ("Avro encode/decode (fastavro, splicing)", ("fastavro/", "avro_splice.py", "codec.py", "encoding.py")),
+    (
+        "pure core (models, validation, policy, route)",
+        ("models.py", "receipt_parts.py", "field_values.py", "validation.py", "policy.py", "core.py", "consent.py"),
+    ),
+    ("Kafka client (confluent-kafka calls)", ("confluent_kafka/",)),
+)
+
+
+def _short(path: str) -> str:
+    """A frame's file without machine-specific folders: from the package (or library) name on."""
+    for marker in ("site-packages/", "receiptflow/", "lib/python"):
+        at = path.rfind(marker)
+        if at >= 0:
+            return path[at + len(marker) :] if marker != "receiptflow/" else "receiptflow/" + path[at + len(marker) :]
+    return Path(path).name
+
+
+def _frames(stack: str) -> list[tuple[str, str]]:
+    out = []
+    for raw in stack.split(";"):
+        m = _FRAME.match(raw.strip())
+        if m is None:
+            out.append((raw.strip(), ""))
+        else:
+            out.append((m["func"], _short(m["file"])))
+    return out
+
+
+def _bucket(frames: list[tuple[str, str]]) -> str:
+    for _, file in reversed(frames):
+        for name, marks in _BUCKETS:
+            if any(mark in file for mark in marks):
+                return name
+    # A C call made from the router loop itself (consume, produce, commit) has no Python frame below it.
+    leaf = frames[-1][0] if frames else ""
+    if leaf in {"consume", "produce", "commit_transaction", "begin_transaction", "send_offsets_to_transaction", "poll"}:
+        return "Kafka client (confluent-kafka calls)"
+    return "other Python (router loop, merge, state, metrics)"
+
+
+def summarise(collapsed: str, seconds: float, rate: int, top: int = 25) -> str:
+    """A text summary of py-spy's collapsed stacks: totals, buckets, top self and cumulative functions."""
+    self_: Counter[str] = Counter()
+    cumulative: Counter[str] = Counter()
+    buckets: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = _frames(stack)
+        names = [f"{func} ({file})" for func, file in frames]
+        total += n
+        self_[names[-1]] += n
+        for name in set(names):
+            cumulative[name] += n
+        buckets[_bucket(frames)] += n
+    expected = seconds * rate
+    lines = [
+        f"samples of the main thread while busy: {total} of {expected:.0f} taken ({total / expected:.0%} busy)",
+        "",
+        "share of busy samples by bucket:",
+    ]
+    lines += [f"  {share / total:6.1%}  {name}" for name, share in buckets.most_common()]
+    for title, counter in (("self", self_), ("cumulative", cumulative)):
+        lines += ["", f"top {top} functions by {title} samples (share of busy samples):"]
+        lines += [f"  {n / total:6.1%}  {name}" for name, n in counter.most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
+def _records(settings: Settings, topic: str) -> int:
+    c = Consumer(settings.kafka_config(**{"group.id": f"profile-peek-{uuid.uuid4().hex[:6]}"}))
+    try:
+        total = 0
+        for p in range(settings.topic_partitions):
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        c.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--receipts", type=int, default=60_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=int, default=200, help="samples per second")
+    parser.add_argument("--out", type=Path, help="write the summary here as well")
+    args = parser.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with tempfile.TemporaryDirectory(prefix="receiptflow-profile-") as tmp:
+        data = Path(tmp)
+        settings = Settings(
+            bootstrap_servers=f"127.0.0.1:{free_port()}",
+            kafka_controller_port=free_port(),
+            data_dir=data,
+            metrics_port=0,
+            topic_partitions=6,
+            topic_prefix="profile.",
+            processor_id="profile-router",
+        )
+        stack = Stack(settings)
+        stack.kafka.up()
+        try:
+            create_topics(settings)
+            client = RegisterClient(settings)
+            start = datetime.now(UTC) - timedelta(hours=2)
+            for c in Simulator(42, stores=50, customers=3000).stream(args.receipts, start, rate=10.0):
+                client.send(c)
+            client.flush(120)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_") or k.endswith("FAST_PATH")}
+            env.update(
+                RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+                RECEIPTFLOW_DATA_DIR=str(data),
+                RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
+                RECEIPTFLOW_TOPIC_PARTITIONS="6",
+                RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
+                RECEIPTFLOW_METRICS_PORT="0",
+            )
+            cmd = [sys.executable, "-m", "receiptflow", "process", "--role", "router"]
+            router = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                out_topic = TopicNames(settings.topic_prefix).purchases_customer
+                while _records(settings, out_topic) == 0:
+                    if router.poll() is not None:
+                        raise SystemExit("the router ended before routing anything")
+                    time.sleep(0.05)
+                raw = data / "stacks.txt"
+                spy_cmd = [spy, "record", "--pid", str(router.pid), "--duration", str(int(args.seconds))]
+                spy_cmd += ["--rate", str(args.rate), "--nonblocking", "--format", "raw", "-o", str(raw)]
+                subprocess.run(spy_cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                routed = _records(settings, out_topic)
+            finally:
+                router.terminate()
+                router.wait(30)
+            if routed >= args.receipts:
+                print(f"warning: all {args.receipts} receipts routed within the profile; idle time is included")
+            summary = summarise(raw.read_text(encoding="utf-8"), args.seconds, args.rate)
+        finally:
+            stack.down()
+    mode = os.environ.get("RECEIPTFLOW_FAST_PATH", "default")
+    head = f"router profile: {args.receipts} receipts in checkouts, {args.seconds:.0f} s sampled, fast path {mode}\n\n"
+    print(head + summary, end="")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(head + summary, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
