@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -186,6 +187,18 @@ class Codec:
         """The split writer of purchases, when the newest purchase schema has ``items`` then ``groups``."""
         return self._layout
 
+    def writer(self, subject: str) -> tuple[bytes, Mapping[str, Any]]:
+        """The header (magic byte and schema id) and the ``.avsc`` document records of ``subject`` are written with."""
+        try:
+            header, _ = self._writers[subject]
+        except KeyError as exc:
+            raise SchemaError(f"unknown subject {subject!r}") from exc
+        return header, self.catalog.latest(subject).raw
+
+    def splices_lines(self, schema_id: int) -> bool:
+        """Whether a purchase may carry the encoded ``lines`` of a checkout of this writer schema as its items."""
+        return self._lines_split(schema_id) is not None
+
     def _lines_split(self, schema_id: int) -> LinesSplit | None:
         if schema_id in self._splits:
             return self._splits[schema_id]
@@ -219,7 +232,7 @@ class Codec:
             start = buf.tell()
             value["lines"] = fastavro.schemaless_reader(buf, split.lines, None)
         except Exception as exc:  # the same failures as decode(): truncated or garbage bodies
-            raise DecodeError("undecodable", f"cannot decode 'checkout' body: {exc}") from exc
+            raise DecodeError("undecodable", f"cannot decode 'checkout' body: {_described(exc)}") from exc
         if buf.tell() != len(data):
             raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the record")
         return Decoded(split.subject, split.version, value), data[start:]
@@ -264,12 +277,21 @@ class Codec:
         try:
             value = fastavro.schemaless_reader(buf, writer, reader)
         except Exception as exc:  # truncated or garbage bodies raise EOFError, ValueError, IndexError...
-            raise DecodeError("undecodable", f"cannot decode {subject!r} body: {exc}") from exc
+            raise DecodeError("undecodable", f"cannot decode {subject!r} body: {_described(exc)}") from exc
         if buf.tell() != len(data):
             raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the record")
         if not isinstance(value, dict):
             raise DecodeError("undecodable", "record body is not an Avro record")
         return Decoded(subject, version, value)
+
+
+# fastavro names the buffer it read from ("cannot read double from <_io.BytesIO object at 0x...>").
+_BUFFER_REPR = re.compile(r" from <[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _described(exc: Exception) -> str:
+    """A decoding failure in words that do not change from run to run (no object addresses)."""
+    return _BUFFER_REPR.sub("", str(exc))
 
 
 def schema_id_of(data: bytes) -> int:
