@@ -23,9 +23,17 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 	bash deploy/setup-system.sh
+	$(MAKE) --no-print-directory $(VENV)/.fast-path
 	bash deploy/k8s/install-kustomize.sh $(BIN)
 	$(BIN)/receiptflow stack fetch
 	$(MAKE) --no-print-directory tests/integration/browser/node_modules/.installed
+
+# The router's compiled fast path (rust/receiptflow_fast, PyO3 built by maturin), rebuilt only when its
+# sources change; cargo keeps its build cache in rust/receiptflow_fast/target.
+FAST_PATH := rust/receiptflow_fast
+$(VENV)/.fast-path: $(VENV)/.installed $(wildcard $(FAST_PATH)/src/*.rs) $(FAST_PATH)/Cargo.toml $(FAST_PATH)/Cargo.lock $(FAST_PATH)/pyproject.toml $(FAST_PATH)/receiptflow_fast.pyi
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release --locked -q -m $(FAST_PATH)/Cargo.toml
+	touch $@
 
 # axe-core (pinned in package.json and its lock) for the browser tests' accessibility check, from the npm registry.
 tests/integration/browser/node_modules/.installed: tests/integration/browser/package.json
@@ -58,10 +66,10 @@ chaos: setup
 	$(BIN)/pytest -m chaos -s -q tests/integration/test_chaos.py $(PYTEST_ARGS)
 
 # 100,000 inputs per fuzz target (the ordinary test run tries 1,500 of each).
-fuzz: $(VENV)/.installed
+fuzz: $(VENV)/.fast-path
 	RECEIPTFLOW_FUZZ_EXAMPLES=100000 $(BIN)/pytest -q tests/unit/test_fuzz.py $(PYTEST_ARGS)
 
-unit: $(VENV)/.installed
+unit: $(VENV)/.fast-path
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 integration: setup

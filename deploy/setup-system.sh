@@ -20,6 +20,8 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# Builds the router's compiled fast path (rust/receiptflow_fast).
+command -v cargo >/dev/null 2>&1 || missing+=(cargo)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -119,9 +119,8 @@ def route(
         adjustment_cents=sum([a.amount_cents for a in c.adjustments]),
     )
     marketing: Purchase | None = None
-    if c.card_id is not None and (consent.product_data_marketing or consent.electronic_marketing):
-        # Without product-data consent, marketing sees product groups at most.
-        level = decision.level if consent.product_data_marketing else decision.level.coarsest(Granularity.PRODUCT_GROUP)
+    level = marketing_level(c.card_id is not None, consent, decision.level)
+    if level is not None:
         if level is decision.level:
             marketing = customer
         else:
@@ -130,6 +129,17 @@ def route(
     # Anonymous line-level data: no card, no register, no receipt id, the hour of the sale only.
     analytics = analytics_basket(c, baskets) if c.lines and baskets is not None else None
     return Routed(customer, marketing, analytics)
+
+
+def marketing_level(has_card: bool, consent: ConsentState, level: Granularity) -> Granularity | None:
+    """The level of the marketing record of a receipt routed at ``level``; None: no marketing record.
+
+    Only a card holder's receipt, and only with some marketing consent; without product-data
+    consent, marketing sees product groups at most.
+    """
+    if not has_card or not (consent.product_data_marketing or consent.electronic_marketing):
+        return None
+    return level if consent.product_data_marketing else level.coarsest(Granularity.PRODUCT_GROUP)
 
 
 def _with_detail(

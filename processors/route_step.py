@@ -20,13 +20,16 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
 from ..codec import Codec
 from ..errors import ValidationError
-from ..models import Checkout, ConsentChange, ConsentState, Purchase
-from ..policy import UNKNOWN_CHAIN_VERSION, Policy
+from ..field_values import local_time
+from ..models import Checkout, ConsentChange, ConsentState, Granularity
+from ..policy import UNKNOWN_CHAIN_VERSION, Decision, Policy
 from ..topics import TopicNames
 from ..validation import dead_letter_record, validate, validate_consent
+from . import fast_path
 from .consent import ConsentHistory, effective_consent
-from .core import route
+from .core import marketing_level, route
 from .encoding import BasketEncoder, PurchaseEncoder
+from .fast_path import FastRouter
 from .pseudonym import BasketPseudonymiser
 from .router_state import PartitionState, Staged, ms
 
@@ -78,6 +81,7 @@ class RouteStep:
         baskets: BasketPseudonymiser,
         default_consent: ConsentState,
         processor: str,
+        fast: bool = True,
     ) -> None:
         self.names = names
         self.policy = policy
@@ -87,6 +91,7 @@ class RouteStep:
         self.processor = processor  # names the worker in its dead letters
         self.encoder = PurchaseEncoder(codec)
         self.basket_encoder = BasketEncoder(codec)
+        self.fast = fast_path.build(codec, baskets, fast)
 
     def step(self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime) -> StepResult:
         """The records ``msg`` makes; what it changes is recorded in ``staged``."""
@@ -124,6 +129,10 @@ class RouteStep:
     def checkout(
         self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
     ) -> StepResult:
+        if self.fast is not None:
+            result = self._fast_checkout(self.fast, msg, state, staged, now)
+            if result is not None:
+                return result
         partition = msg.partition() or 0
         try:
             decoded, lines_raw = self.codec.decode_checkout(msg.value())
@@ -135,36 +144,87 @@ class RouteStep:
         if staged.is_duplicate(state, partition, rid):
             staged.duplicates += 1
             return StepResult()
-        result = StepResult()
         decision = self.policy.version_at(checkout.chain, checkout.event_time)
-        if decision.version_id == UNKNOWN_CHAIN_VERSION:
-            result.unknown_chain = checkout.chain
         history = staged.history(state, partition, checkout.card_id) if checkout.card_id else None
         consent = effective_consent(history, checkout.event_time, self.default_consent)
         routed = route(checkout, decision, consent, now, self.baskets)
-        key = _key(routed.customer)
-        # The card-linked records carry the checkout's append time, so the stages after the router
-        # measure end-to-end time from it (the anonymous basket keeps the time of sending).
-        appended = _appended(msg)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
         customer = enc.encode(routed.customer)
+        marketing = None
+        if routed.marketing is routed.customer:
+            marketing = customer  # encoded once
+        elif routed.marketing is not None:
+            marketing = enc.encode(routed.marketing)
+        basket = self.basket_encoder.encode(routed.analytics) if routed.analytics is not None else None
+        c = checkout
+        routed_as = _Routed(c.receipt_id, c.chain, c.store_id, c.card_id, c.event_time, routed.customer.granularity)
+        return self._emit(msg, partition, staged, routed_as, decision, consent, (customer, marketing, basket))
+
+    def _fast_checkout(
+        self, fast: FastRouter, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+    ) -> StepResult | None:
+        """The compiled path; None when it is not sure of the checkout (the Python core then decides)."""
+        value = msg.value()
+        now_ms = fast_path.millis(now)
+        facts = fast.decode(value, now_ms) if value is not None else None
+        if value is None or facts is None:
+            return None
+        rid, chain, store_id, card_id, event_ms, offset = facts
+        partition = msg.partition() or 0
+        if staged.is_duplicate(state, partition, rid):
+            staged.duplicates += 1
+            return StepResult()
+        event_time = local_time(fast_path.utc_time(event_ms), offset)
+        decision = self.policy.version_at(chain, event_time)
+        history = staged.history(state, partition, card_id) if card_id else None
+        consent = effective_consent(history, event_time, self.default_consent)
+        level = marketing_level(card_id is not None, consent, decision.level)
+        encoded = fast.route(
+            value,
+            fast_path.RANK[decision.level],
+            None if level is None else fast_path.RANK[level],
+            decision.version_id,
+            (consent.product_data_marketing, consent.electronic_marketing, consent.known),
+            now_ms,
+        )
+        if encoded is None:
+            return None
+        routed_as = _Routed(rid, chain, store_id, card_id, event_time, decision.level)
+        return self._emit(msg, partition, staged, routed_as, decision, consent, encoded)
+
+    def _emit(
+        self,
+        msg: InputRecord,
+        partition: int,
+        staged: Staged,
+        c: _Routed,
+        decision: Decision,
+        consent: ConsentState,
+        encoded: tuple[bytes, bytes | None, bytes | None],
+    ) -> StepResult:
+        """The outputs of a routed checkout, and what its routing stages (both paths end here)."""
+        customer, marketing, basket = encoded
+        result = StepResult()
+        if decision.version_id == UNKNOWN_CHAIN_VERSION:
+            result.unknown_chain = c.chain
+        key = (c.card_id or c.store_id).encode()
+        # The card-linked records carry the checkout's append time, so the stages after the router
+        # measure end-to-end time from it (the anonymous basket keeps the time of sending).
+        appended = _appended(msg)
         out = result.outputs
         out.append(Output(self.names.purchases_customer, key, customer, appended))
-        if routed.marketing is routed.customer:
-            out.append(Output(self.names.purchases_marketing, key, customer, appended))  # encoded once
-        elif routed.marketing is not None:
-            out.append(Output(self.names.purchases_marketing, key, enc.encode(routed.marketing), appended))
-        if routed.analytics is not None:
-            value = self.basket_encoder.encode(routed.analytics)
-            out.append(Output(self.names.purchases_analytics, routed.analytics.store_id.encode(), value))
+        if marketing is not None:
+            out.append(Output(self.names.purchases_marketing, key, marketing, appended))
+        if basket is not None:
+            out.append(Output(self.names.purchases_analytics, c.store_id.encode(), basket))
         for o in out:
             staged.routed[o.topic] += 1
-        staged.seen[(partition, rid)] = ms(checkout.event_time)  # to the changelog at the end of the transaction
-        staged.processed[checkout.chain] += 1
-        staged.stores[checkout.store_id] += 1
-        staged.granularity[(checkout.chain, routed.customer.granularity)] += 1
-        staged.marketing[marketing_outcome(checkout.card_id is not None, consent)] += 1
+        staged.seen[(partition, c.receipt_id)] = ms(c.event_time)  # to the changelog at the end of the transaction
+        staged.processed[c.chain] += 1
+        staged.stores[c.store_id] += 1
+        staged.granularity[(c.chain, c.granularity)] += 1
+        staged.marketing[marketing_outcome(c.card_id is not None, consent)] += 1
         if appended:
             staged.appended.append(appended)
         return result
@@ -203,5 +263,13 @@ def _appended(msg: InputRecord) -> int:
     return at if kind != TIMESTAMP_NOT_AVAILABLE and at > 0 else 0
 
 
-def _key(p: Purchase) -> bytes:
-    return (p.card_id or p.store_id).encode()
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    """What the staging of a routed checkout needs to know of it."""
+
+    receipt_id: str
+    chain: str
+    store_id: str
+    card_id: str | None
+    event_time: datetime
+    granularity: Granularity

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         description="how long the router holds a partition's records for its other input (consents or "
         "checkouts) that is not read to its end, to apply both in the order they were written",
     )
+    fast_path: bool = Field(
+        default=True,
+        description="route checkouts with the compiled fast path when it is built (off: the Python core only; "
+        "both write the same bytes)",
+    )
     processor_dedup_days: int = Field(
         default=14, ge=1, description="how long (event time) a receipt id is remembered to drop duplicates"
     )
