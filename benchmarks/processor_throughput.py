@@ -5,7 +5,9 @@ All read the same simulated checkouts from the same broker and write to their ow
 * ``raw consume→produce``  confluent-kafka consumer → producer, bytes copied unchanged, no
                            transactions, no decoding: the ceiling the client and broker allow;
 * ``router (exactly-once)`` ``receiptflow process --role router``: decode, validate, policy, consent,
-                           dedup, encode three outputs, one Kafka transaction per batch;
+                           dedup, encode three outputs, one Kafka transaction per batch (decode,
+                           validation, truncation and encoding on the compiled fast path when built);
+* ``router, Python core``  the same with ``RECEIPTFLOW_FAST_PATH=off``: every checkout on the Python core;
 * ``single-output loop``   decode, validate, truncate, encode one record, produce (no consent, no
                            dedup, no transactions): the shape of the hand-written loop the
                            15k receipts/s target came from;
@@ -58,6 +60,7 @@ from receiptflow.topics import TopicNames, create_topics
 def _env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
     env.update(
+        RECEIPTFLOW_FAST_PATH="on" if settings.fast_path else "off",
         RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
         RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
         RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
@@ -330,6 +333,8 @@ def main() -> int:
                     raw_passthrough(s, names.checkouts, names.purchases_analytics, len(receipts)),
                 )
                 record("router (exactly-once)", router(fresh("router"), len(receipts)))
+                python_core = fresh("router-py").model_copy(update={"fast_path": False})
+                record("router, Python core", router(python_core, len(receipts)))
                 record("single-output loop", single_output(fresh("one"), len(receipts)))
                 two = fresh("router2", load=False)
                 record("router, 2 workers", router(two, len(receipts), workers=2, load=partial(send, two)))

@@ -4,9 +4,11 @@ An embedded broker is started, ``checkouts`` is filled with simulated receipts (
 and seed as ``processor_throughput.py``), then ``receiptflow process --role router`` is started and,
 once its first output record is there, sampled by py-spy (``--nonblocking``: the worker is not
 paused to take a sample) for ``--seconds``. The summary lists the functions with the most samples
-on their own (self) and under them (cumulative), by project-relative module and line, and the
-shares of the big buckets: Avro decode/encode, the pure core (models, validation, policy, route),
-the Kafka client calls and the rest.
+on their own (self, with the sampled line: a call into C shows as the line that makes it) and
+under them (cumulative), by project-relative module, and the shares of the big buckets: Avro
+decode/encode, the pure core (models, validation, policy, route), the compiled fast path's calls,
+the Kafka client's calls and the rest. Samples are of the main thread while it runs; the rest of the
+time it waits with the GIL released (broker round trips: fetches, transaction commits).
 
 Usage: ``python benchmarks/profile_router.py [--receipts N] [--seconds S] [--out FILE]``; the
 environment (e.g. ``RECEIPTFLOW_FAST_PATH``) is passed to the router, so both paths can be profiled.
@@ -15,6 +17,7 @@ environment (e.g. ``RECEIPTFLOW_FAST_PATH``) is passed to the router, so both pa
 from __future__ import annotations
 
 import argparse
+import linecache
 import os
 import re
 import shutil
@@ -40,7 +43,6 @@ from receiptflow.topics import TopicNames, create_topics
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 # Which bucket a frame's file belongs to, first match wins (checked from the leaf up).
 _BUCKETS = (
-    ("native extension (receiptflow_fast)", ("receiptflow_fast",)),
     ("Avro encode/decode (fastavro, splicing)", ("fastavro/", "avro_splice.py", "codec.py", "encoding.py")),
     (
         "pure core (models, validation, policy, route)",
@@ -59,26 +61,31 @@ def _short(path: str) -> str:
     return Path(path).name
 
 
-def _frames(stack: str) -> list[tuple[str, str]]:
+def _frames(stack: str) -> list[tuple[str, str, str]]:
+    """(function, short file, source text of the sampled line) from leaf-last collapsed frames."""
     out = []
     for raw in stack.split(";"):
         m = _FRAME.match(raw.strip())
         if m is None:
-            out.append((raw.strip(), ""))
+            out.append((raw.strip(), "", ""))
         else:
-            out.append((m["func"], _short(m["file"])))
+            text = linecache.getline(m["file"], int(m["line"])).strip() if m["line"] else ""
+            out.append((m["func"], _short(m["file"]) + (f":{m['line']}" if m["line"] else ""), text))
     return out
 
 
-def _bucket(frames: list[tuple[str, str]]) -> str:
-    for _, file in reversed(frames):
+def _bucket(frames: list[tuple[str, str, str]]) -> str:
+    # A call into C shows as the line of the Python frame that makes it: the extension's and the
+    # Kafka client's calls are told apart by that line's source.
+    _, _, text = frames[-1] if frames else ("", "", "")
+    if "fast.decode(" in text or "fast.route(" in text:
+        return "native extension (receiptflow_fast)"
+    if re.search(r"_(producer|consumer)\.\w+\(", text):
+        return "Kafka client (confluent-kafka calls)"
+    for _, file, _ in reversed(frames):
         for name, marks in _BUCKETS:
             if any(mark in file for mark in marks):
                 return name
-    # A C call made from the router loop itself (consume, produce, commit) has no Python frame below it.
-    leaf = frames[-1][0] if frames else ""
-    if leaf in {"consume", "produce", "commit_transaction", "begin_transaction", "send_offsets_to_transaction", "poll"}:
-        return "Kafka client (confluent-kafka calls)"
     return "other Python (router loop, merge, state, metrics)"
 
 
@@ -94,15 +101,16 @@ def summarise(collapsed: str, seconds: float, rate: int, top: int = 25) -> str:
             continue
         n = int(count)
         frames = _frames(stack)
-        names = [f"{func} ({file})" for func, file in frames]
         total += n
-        self_[names[-1]] += n
-        for name in set(names):
+        func, file, _ = frames[-1]
+        self_[f"{func} ({file})"] += n  # with the line: which call of a function the time is in
+        for name in {f"{func} ({file.rpartition(':')[0] or file})" for func, file, _ in frames}:
             cumulative[name] += n
         buckets[_bucket(frames)] += n
     expected = seconds * rate
     lines = [
-        f"samples of the main thread while busy: {total} of {expected:.0f} taken ({total / expected:.0%} busy)",
+        f"samples of the main thread while running: {total} of {expected:.0f} taken ({total / expected:.0%} running,"
+        " the rest waiting with the GIL released)",
         "",
         "share of busy samples by bucket:",
     ]

@@ -118,6 +118,7 @@ class Router:
             baskets or BasketPseudonymiser(analytics_key(settings)),
             ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
             self.transactional_id,
+            fast=settings.fast_path,
         )
         self._last_prune = time.monotonic()
         self._assigned_at = 0.0

@@ -63,6 +63,59 @@ impl Router {
         Some((reader.read(value, HEADER).ok()?, *splice))
     }
 
+    /// Write a receipt with every optional part once, so a field of the output schemas that has no
+    /// value in the mapping is found at start-up, not on the first receipt.
+    fn check(&self) -> Result<(), String> {
+        let line = checkout::Line {
+            line_no: 1,
+            sku: "s",
+            product_group: "g",
+            quantity: 1.0,
+            unit_price_cents: 1,
+            amount_cents: 1,
+            kind: checkout::SALE,
+            unit: 0,
+            ref_line_no: Some(1),
+        };
+        let c = Checkout {
+            receipt_id: "r",
+            chain: "c",
+            store_id: "s",
+            register_id: "1",
+            card_id: Some("card"),
+            currency: "EUR",
+            total_cents: 1,
+            original_receipt_id: Some("o"),
+            adjustments: vec![(0, "a", 0)],
+            payments: vec![(0, 1)],
+            lines: vec![line],
+            ..Checkout::default()
+        };
+        let groups = group_totals(&c.lines);
+        let consent = Consent {
+            product_data_marketing: true,
+            electronic_marketing: true,
+            known: true,
+        };
+        let p = Purchase {
+            c: &c,
+            granularity: outputs::ITEM,
+            lines_raw: None,
+            groups: &groups,
+            deposit_cents: 0,
+            adjustment_cents: 0,
+            policy_version: "v",
+            consent: &consent,
+            processed_ms: 0,
+        };
+        write(&mut Vec::new(), &self.purchase.schema, V::Rec(&p)).map_err(|e| format!("purchase: {e}"))?;
+        if let Some(w) = &self.basket {
+            let b = Basket::new(&c, "b", "1970-01");
+            write(&mut Vec::new(), &w.schema, V::Rec(&b)).map_err(|e| format!("analytics_basket: {e}"))?;
+        }
+        Ok(())
+    }
+
     fn basket_id(&self, key: &[u8], period: &str, receipt_id: &str) -> Option<String> {
         let mut cache = self.period_keys.lock().ok()?;
         if cache.len() > 1024 {
@@ -111,13 +164,15 @@ impl Router {
             }),
             None => None,
         };
-        Ok(Router {
+        let router = Router {
             readers,
             purchase,
             basket,
             key,
             period_keys: Mutex::new(HashMap::new()),
-        })
+        };
+        router.check().map_err(PyValueError::new_err)?;
+        Ok(router)
     }
 
     /// (receipt id, chain, store id, card id or None, event time in ms since the epoch, UTC offset in

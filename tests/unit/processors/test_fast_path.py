@@ -10,6 +10,7 @@ valid checkouts it is meant for, or the equality would prove nothing.
 from __future__ import annotations
 
 import io
+import json
 import struct
 from datetime import timedelta
 
@@ -188,3 +189,18 @@ def _sample() -> Checkout:
             ],
         }
     )
+
+
+def test_an_output_field_without_a_mapping_is_refused_at_start_up() -> None:
+    # A new schema version the fast path has no value for (here a basket line colour) must switch it
+    # off when the router starts, not write records without that field.
+    assert fast_path.FastRouter is not None
+    header, raw = CODEC.writer("analytics_basket")
+    changed = json.loads(json.dumps(raw))
+    changed["fields"][-1]["type"]["items"]["fields"].append({"name": "colour", "type": "string"})
+    checkouts = [(v.schema_id, json.dumps(v.raw), True) for v in CODEC.catalog.versions("checkout")]
+    purchase_header, purchase = CODEC.writer("purchase")
+    purchase_args = (purchase_header, json.dumps(purchase))
+    with pytest.raises(ValueError, match="colour"):
+        fast_path.FastRouter(checkouts, purchase_args, (header, json.dumps(changed)), BASKETS.key)
+    assert fast_path.FastRouter(checkouts, purchase_args, (header, json.dumps(raw)), BASKETS.key) is not None
