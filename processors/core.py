@@ -113,7 +113,7 @@ def route(
     object): callers may then encode it once. The analytics record needs ``baskets`` (the keyed
     pseudonymiser); without it, or for a checkout without lines, ``analytics`` is None.
     """
-    groups = group_totals(c.lines) if c.lines else ()
+    groups = group_totals(c.lines, c.adjustments) if c.lines else ()
     granularity, items, cgroups = truncate(c, decision.level, groups)
     customer = Purchase(
         receipt_id=c.receipt_id,
