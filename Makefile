@@ -55,8 +55,10 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
+# Two test processes (pytest-xdist), whole files to each: the integration tests mostly wait on servers,
+# so two of them share the two cores well. Each process starts its own servers on free ports.
 test: setup lint typecheck
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-failover: setup
 	$(BIN)/pytest -m failover tests/integration/test_cluster.py $(PYTEST_ARGS)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
 
+from ..adjustment_split import line_shares
 from ..models import (
     AnalyticsBasket,
     BasketLine,
@@ -52,22 +53,36 @@ def _round_to_hour(ts: datetime) -> datetime:
 
 
 # The canonical order of a basket's lines (a C-level key: this runs for every line of every receipt).
-_LINE_ORDER = attrgetter("product_group", "sku", "amount_cents", "quantity", "unit_price_cents")
+_LINE_ORDER = attrgetter(
+    "product_group", "sku", "amount_cents", "quantity", "unit_price_cents", "kind", "unit", "adjustment_cents"
+)
 
 
 def analytics_basket(c: Checkout, baskets: BasketPseudonymiser) -> AnalyticsBasket:
     """The anonymous analytics record of a valid checkout with lines.
 
     The lines are sorted into a canonical order: the register's line numbers and scanning order are
-    facts of the receipt that the card-linked items keep, so the basket does not.
+    facts of the receipt that the card-linked items keep, so the basket does not. Each goods line
+    carries its share of the receipt-level adjustments (:mod:`receiptflow.adjustment_split`), which
+    is what keeps the line numbers out: the share is worked out here, where they are known. A refund
+    names no original: baskets of one shopper stay unlinkable.
     """
     period = key_period(c.event_time)
-    lines = tuple(
-        [
-            BasketLine(i.sku, i.product_group, i.quantity, i.unit_price_cents, i.amount_cents)
-            for i in sorted(c.lines, key=_LINE_ORDER)
-        ]
-    )
+    shares = line_shares(c.lines, c.adjustments) if c.adjustments else {}
+    made = [
+        BasketLine(
+            i.sku,
+            i.product_group,
+            i.quantity,
+            i.unit_price_cents,
+            i.amount_cents,
+            i.kind,
+            i.unit,
+            shares.get(i.line_no, 0),
+        )
+        for i in c.lines
+    ]
+    lines = tuple(sorted(made, key=_LINE_ORDER))
     return AnalyticsBasket(
         basket_id=baskets.basket_id(c.receipt_id, period),
         key_period=period,
@@ -79,6 +94,9 @@ def analytics_basket(c: Checkout, baskets: BasketPseudonymiser) -> AnalyticsBask
         currency=c.currency,
         total_cents=c.total_cents,
         lines=lines,
+        receipt_kind=c.receipt_kind,
+        deposit_cents=deposit_cents(c.lines),
+        adjustment_cents=sum([a.amount_cents for a in c.adjustments]),
     )
 
 
@@ -95,7 +113,7 @@ def route(
     object): callers may then encode it once. The analytics record needs ``baskets`` (the keyed
     pseudonymiser); without it, or for a checkout without lines, ``analytics`` is None.
     """
-    groups = group_totals(c.lines) if c.lines else ()
+    groups = group_totals(c.lines, c.adjustments) if c.lines else ()
     granularity, items, cgroups = truncate(c, decision.level, groups)
     customer = Purchase(
         receipt_id=c.receipt_id,

@@ -77,7 +77,7 @@ class BasketEncoder:
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         self.layout: BasketLayout | None = codec.basket_layout
-        self._lines: dict[tuple[str, str, float, int, int], bytes] = {}
+        self._lines: dict[tuple[Any, ...], bytes] = {}
 
     def encode(self, b: AnalyticsBasket) -> bytes:
         layout = self.layout
@@ -86,7 +86,17 @@ class BasketEncoder:
         memo = self._lines
         parts = []
         for line in b.lines:
-            key = (line.sku, line.product_group, line.quantity, line.unit_price_cents, line.amount_cents)
+            # Every field of the line: two lines alike in all but kind or share are encoded apart.
+            key = (
+                line.sku,
+                line.product_group,
+                line.quantity,
+                line.unit_price_cents,
+                line.amount_cents,
+                line.kind,
+                line.unit,
+                line.adjustment_cents,
+            )
             raw = memo.get(key)
             if raw is None:
                 if len(memo) >= _LINES_MAX:

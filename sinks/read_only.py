@@ -1,4 +1,4 @@
-"""Read-only questions to the warehouse: ``receiptflow sql``.
+"""Reading the warehouse without changing it: ``receiptflow sql``, ``export`` and the card holder's page.
 
 A person's query must never change the warehouse or stand in the sink's way more than it has to.
 DuckDB: the warehouse file is opened read-only and its analytics file attached read-only as
@@ -7,11 +7,17 @@ does not exist is not created. DuckDB lets one process write a file and no other
 meanwhile, so beside a running ``sink run`` the query is refused at once with what to do.
 PostgreSQL: a read-only session, optionally under a group role (``receiptflow_analyst`` sees only
 the analytics and pseudonymous schemas; see docs/warehouse.md).
+
+:func:`open_warehouse` gives the same read-only connection as a
+:class:`~receiptflow.sinks.queries.Warehouse` (``query`` with ``{p}`` placeholders) for code that
+reads card rows: unlike opening a sink it runs no migration and writes no chain dimension, so a
+read never writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +26,15 @@ import duckdb
 import psycopg
 from psycopg import sql as pgsql
 
+from ..card_hash import CardHasher
 from ..config import Settings
 from ..errors import ConfigError, WarehouseError
-from .duckdb import analytics_path_for
+from ..secrets import erasure_salt
+from .duckdb import DuckDBWarehouse, analytics_path_for
+from .postgres import PostgresWarehouse
+from .queries import Warehouse
 from .runner import duckdb_path
+from .tables import ANALYTICS_SCHEMA
 
 IN_USE = (
     "the DuckDB warehouse {path} is in use by another process (a running `receiptflow sink run`?): "
@@ -52,6 +63,61 @@ def query(settings: Settings, statement: str, *, role: str | None = None) -> Que
     if url.split(":", 1)[0] in ("postgresql", "postgres"):
         return _postgres(settings.warehouse_connection_url(), statement, role)
     raise ConfigError(f"unsupported warehouse URL {url!r}: use duckdb:///abs/path.duckdb or postgresql://user@host/db")
+
+
+@contextmanager
+def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
+    """The warehouse of ``settings`` opened for reading only (closed on leaving the block).
+
+    A DuckDB file that does not exist is not created, and one a running sink holds is refused at once;
+    a PostgreSQL session runs every statement in a read-only transaction.
+    """
+    url = settings.resolved_warehouse_url
+    hasher = CardHasher(erasure_salt(settings))
+    db: Warehouse
+    if url.startswith("duckdb:"):
+        path = duckdb_path(url)
+        if not path.exists():
+            raise WarehouseError(f"no warehouse at {path}: `receiptflow sink run` creates it")
+        db = _ReadOnlyDuckDB(path, analytics_path_for(path), hasher)
+    elif url.split(":", 1)[0] in ("postgresql", "postgres"):
+        db = _ReadOnlyPostgres(settings.warehouse_connection_url(), hasher, lambda: None)
+    else:
+        raise ConfigError(
+            f"unsupported warehouse URL {url!r}: use duckdb:///abs/path.duckdb or postgresql://user@host/db"
+        )
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+class _ReadOnlyDuckDB(DuckDBWarehouse):
+    def __init__(self, path: Path, analytics_path: Path, card_hash: CardHasher) -> None:
+        super().__init__(path, analytics_path, card_hash)
+        try:
+            self._con = duckdb.connect(str(path), read_only=True)
+            if analytics_path.exists():
+                quoted = str(analytics_path).replace("'", "''")
+                self._con.execute(f"ATTACH '{quoted}' AS {ANALYTICS_SCHEMA} (READ_ONLY)")
+        except duckdb.Error as exc:
+            self.close()
+            if is_lock_error(exc):
+                raise WarehouseError(IN_USE.format(path=path)) from exc
+            raise WarehouseError(f"cannot open the DuckDB warehouse {path}: {_first_line(exc)}") from exc
+
+
+class _ReadOnlyPostgres(PostgresWarehouse):
+    def __init__(self, url: str, card_hash: CardHasher, on_failed_read: Callable[[], None]) -> None:
+        super().__init__(url, card_hash, on_failed_read)
+        try:
+            self._con = psycopg.connect(url, autocommit=False, application_name="receiptflow-read")
+        except psycopg.Error as exc:
+            raise WarehouseError(f"cannot reach the PostgreSQL warehouse: {_first_line(exc)}") from exc
+        self._con.read_only = True  # every transaction of this session: BEGIN READ ONLY
+
+    def commit(self) -> None:
+        raise WarehouseError("the warehouse was opened for reading only")
 
 
 def _duckdb(path: Path, statement: str) -> QueryResult:

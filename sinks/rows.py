@@ -243,10 +243,24 @@ def _add_basket(rows: Rows, b: AnalyticsBasket) -> None:
             b.currency,
             b.total_cents,
             len(b.lines),
+            b.receipt_kind.value,
+            b.deposit_cents,
+            b.adjustment_cents,
         )
     )
     rows.basket_lines.extend(
-        (b.basket_id, seq, i.sku, i.product_group, float(i.quantity), i.unit_price_cents, i.amount_cents)
+        (
+            b.basket_id,
+            seq,
+            i.sku,
+            i.product_group,
+            float(i.quantity),
+            i.unit_price_cents,
+            i.amount_cents,
+            i.kind.value,
+            i.unit.value,
+            i.adjustment_cents,
+        )
         for seq, i in enumerate(b.lines, start=1)
     )
 

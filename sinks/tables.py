@@ -96,12 +96,27 @@ BASKETS = Table(
         "currency",
         "total_cents",
         "line_count",
+        # analytics baskets v2 (migration 0011)
+        "receipt_kind",
+        "deposit_cents",
+        "adjustment_cents",
     ),
     ("basket_id",),
 )
 BASKET_LINES = Table(
     "analytics.basket_lines",
-    ("basket_id", "line_seq", "sku", "product_group", "quantity", "unit_price_cents", "amount_cents"),
+    (
+        "basket_id",
+        "line_seq",
+        "sku",
+        "product_group",
+        "quantity",
+        "unit_price_cents",
+        "amount_cents",
+        "line_kind",
+        "unit",
+        "adjustment_cents",
+    ),
     ("basket_id", "line_seq"),
 )
 CONSENT_CHANGES = Table(

@@ -40,3 +40,16 @@ def create_owner_only(path: Path) -> None:
         owner_only(path)
         return
     os.close(fd)
+
+
+def write_owner_only(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, mode 0600 from the start (not chmod-ed after writing).
+
+    Written to a temporary name beside it and renamed over it, so a reader sees the old or the new
+    file whole, never a half-written one.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, path)

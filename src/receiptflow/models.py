@@ -19,7 +19,9 @@ from typing import Any, ClassVar, Protocol, Self, cast
 from .errors import ValidationError
 from .field_values import local_time, offset_minutes_of, parse_time, required, to_utc
 from .receipt_parts import (
+    LINE_KINDS,
     RECEIPT_KINDS,
+    UNITS,
     Adjustment,
     CheckoutLine,
     LineKind,
@@ -295,7 +297,7 @@ class Purchase:
 
 
 @dataclass(frozen=True, slots=True)
-class BasketLine(_Fields):
+class BasketLine:
     """A line of an analytics basket: what was sold, without the register's line number."""
 
     sku: str
@@ -303,6 +305,36 @@ class BasketLine(_Fields):
     quantity: float
     unit_price_cents: int
     amount_cents: int
+    kind: LineKind = LineKind.SALE  # v2
+    unit: Unit = Unit.PIECE  # v2
+    adjustment_cents: int = 0  # v2: the line's share of the receipt-level adjustments
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "product_group": self.product_group,
+            "quantity": self.quantity,
+            "unit_price_cents": self.unit_price_cents,
+            "amount_cents": self.amount_cents,
+            "kind": self.kind.value,
+            "unit": self.unit.value,
+            "adjustment_cents": self.adjustment_cents,
+        }
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> BasketLine:
+        kind = d.get("kind")
+        unit = d.get("unit")
+        return cls(
+            d["sku"],
+            d["product_group"],
+            d["quantity"],
+            d["unit_price_cents"],
+            d["amount_cents"],
+            LINE_KINDS[kind] if kind else LineKind.SALE,
+            UNITS[unit] if unit else Unit.PIECE,
+            d.get("adjustment_cents", 0),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +343,8 @@ class AnalyticsBasket:
 
     No receipt, register or card id: ``basket_id`` is a keyed pseudonym of the receipt id
     (:mod:`receiptflow.processors.pseudonym`), made under the key of ``key_period``; ``event_hour`` is
-    the start of the hour of the sale in UTC.
+    the start of the hour of the sale in UTC. A refund basket (``receipt_kind`` REFUND) does not name
+    the sale it pays back: that link would join two visits of one shopper.
     """
 
     basket_id: str
@@ -324,6 +357,10 @@ class AnalyticsBasket:
     currency: str
     total_cents: int
     lines: tuple[BasketLine, ...]
+    # v2 (defaults: what a v1 record means); no original receipt: a refund basket links to no sale
+    receipt_kind: ReceiptKind = ReceiptKind.SALE
+    deposit_cents: int = 0
+    adjustment_cents: int = 0
 
     def to_avro(self) -> dict[str, Any]:
         return {**self.head_avro(), "lines": [line.to_avro() for line in self.lines]}
@@ -340,10 +377,14 @@ class AnalyticsBasket:
             "payment_method": self.payment_method,
             "currency": self.currency,
             "total_cents": self.total_cents,
+            "receipt_kind": self.receipt_kind.value,
+            "deposit_cents": self.deposit_cents,
+            "adjustment_cents": self.adjustment_cents,
         }
 
     @classmethod
     def from_avro(cls, d: dict[str, Any]) -> AnalyticsBasket:
+        kind = d.get("receipt_kind")
         return cls(
             basket_id=d["basket_id"],
             key_period=d["key_period"],
@@ -355,6 +396,9 @@ class AnalyticsBasket:
             currency=d["currency"],
             total_cents=d["total_cents"],
             lines=tuple(BasketLine.from_avro(x) for x in d.get("lines", ())),
+            receipt_kind=RECEIPT_KINDS[kind] if kind else ReceiptKind.SALE,
+            deposit_cents=d.get("deposit_cents", 0),
+            adjustment_cents=d.get("adjustment_cents", 0),
         )
 
 

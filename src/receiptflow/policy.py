@@ -17,9 +17,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .adjustment_split import line_shares
 from .errors import ConfigError
 from .models import Checkout, CheckoutLine, Granularity, GroupTotal
-from .receipt_parts import DEPOSIT_KINDS, GOODS_KINDS
+from .receipt_parts import DEPOSIT_KINDS, GOODS_KINDS, Adjustment
 
 log = logging.getLogger(__name__)
 
@@ -130,25 +131,31 @@ def load_policy(path: Path | None = None) -> Policy:
         raise ConfigError(f"cannot load policy {path or 'default'}: {exc}") from exc
 
 
-def group_totals(lines: Iterable[CheckoutLine]) -> tuple[GroupTotal, ...]:
+def group_totals(lines: Iterable[CheckoutLine], adjustments: Iterable[Adjustment] = ()) -> tuple[GroupTotal, ...]:
     """Net totals by product group (quantity and amount), sorted by group name.
 
     Amounts are signed, so a group is net of returns, voids, line discounts and benefits. Quantities
     count goods only (a discount line's quantity is not more of the product). Deposit lines are money
-    held for containers, not products: they are in no group (see :func:`deposit_cents`).
+    held for containers, not products: they are in no group (see :func:`deposit_cents`). Receipt-level
+    ``adjustments`` come off the groups too, each goods line's share by
+    :func:`~receiptflow.adjustment_split.line_shares`, so the groups add up to the goods net of every
+    discount (unless no goods line has a positive net amount to carry them).
     """
+    lines = tuple(lines)
+    shares = line_shares(lines, adjustments) if adjustments else {}
     acc: dict[str, list[Any]] = {}
     for line in lines:
         kind = line.kind
         if kind in DEPOSIT_KINDS:
             continue
         qty = line.quantity if kind in GOODS_KINDS else 0.0
+        amount = line.amount_cents + shares[line.line_no] if line.line_no in shares else line.amount_cents
         a = acc.get(line.product_group)
         if a is None:
-            acc[line.product_group] = [qty, line.amount_cents, 1]
+            acc[line.product_group] = [qty, amount, 1]
         else:
             a[0] += qty
-            a[1] += line.amount_cents
+            a[1] += amount
             a[2] += 1
     return tuple([GroupTotal(g, float(q), amount, n) for g, (q, amount, n) in sorted(acc.items())])
 
@@ -163,13 +170,13 @@ def truncate(
 ) -> tuple[Granularity, tuple[CheckoutLine, ...], tuple[GroupTotal, ...]]:
     """Cut a checkout down to ``level``: (granularity, items, groups). Totals are untouched.
 
-    ``groups`` may pass ``group_totals(checkout.lines)`` already computed (a receipt is truncated
-    to up to three levels, one per output topic; the aggregation is the costly part).
+    ``groups`` may pass ``group_totals(checkout.lines, checkout.adjustments)`` already computed (a
+    receipt is truncated to up to three levels, one per output topic; the aggregation is the costly part).
     """
     if level is Granularity.RECEIPT:
         return Granularity.RECEIPT, (), ()
     if groups is None:
-        groups = group_totals(checkout.lines)
+        groups = group_totals(checkout.lines, checkout.adjustments)
     if level is Granularity.ITEM:
         return level, checkout.lines, groups
     return level, (), groups

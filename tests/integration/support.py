@@ -1,14 +1,27 @@
-"""Helpers shared by integration tests: child-process environments and reading a topic to its end."""
+"""Helpers shared by integration tests: child-process environments, reading a topic to its end, and
+simulated purchases sent as the router would send them, with the visits they must add up to."""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
+from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.models import ConsentState, Purchase, ReceiptKind
+from receiptflow.policy import load_policy
+from receiptflow.processors.core import process
+from receiptflow.producers.simulator import Simulator
+from receiptflow.topics import TopicNames
+
+CODEC = Codec()
+POLICY = load_policy()
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -75,3 +88,30 @@ def read_all(settings: Settings, topic: str, timeout: float = 60.0) -> list[Mess
         return out
     finally:
         consumer.close()
+
+
+def send_purchases(settings: Settings, purchases: list[Purchase]) -> None:
+    """Publish purchases to ``purchases.customer`` keyed as the router keys them."""
+    topic = TopicNames(settings.topic_prefix).purchases_customer
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "linger.ms": 5}))
+    for p in purchases:
+        producer.produce(topic, key=(p.card_id or p.store_id).encode(), value=CODEC.encode("purchase", p.to_avro()))
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def simulated_purchases(seed: int, count: int, span: timedelta) -> tuple[Simulator, list[Purchase]]:
+    """Simulator checkouts over ``span`` up to now, routed by the pure core; a third with product consent."""
+    sim = Simulator(seed, stores=30, customers=150)
+    now = datetime.now(UTC)
+    rate = count / span.total_seconds()
+    out = []
+    for c in sim.stream(count, now - span - timedelta(minutes=5), rate):
+        consent = ConsentState(int(c.card_id[-3:]) % 3 == 0, True, True) if c.card_id else None
+        out.append(process(c, POLICY, consent, now).customer)
+    return sim, out
+
+
+def visits_by_card(purchases: Iterable[Purchase]) -> Counter[str]:
+    """The visits each card's profile must count: its sale receipts (a refund or a cancel is none)."""
+    return Counter(p.card_id for p in purchases if p.card_id is not None and p.receipt_kind is ReceiptKind.SALE)

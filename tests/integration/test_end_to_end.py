@@ -28,6 +28,7 @@ from receiptflow.config import Settings
 from receiptflow.consume import consume_json
 from receiptflow.metrics import Metrics
 from receiptflow.models import Checkout, ConsentChange, LineKind, ReceiptKind, Unit
+from receiptflow.policy import deposit_cents
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient, checkout_key
 from receiptflow.producers.simulator import Simulator
@@ -184,6 +185,11 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
         "SELECT b.chain, count(*), sum(l.amount_cents) FROM analytics.basket_lines AS l "
         "JOIN analytics.baskets AS b USING (basket_id) GROUP BY b.chain"
     )
+    # The analyst views: goods per chain net of returns, refunds and every discount, deposits in no group.
+    mix = sink.warehouse.query("SELECT chain, sum(amount_cents) FROM analytics.product_group_mix GROUP BY chain")
+    daily = sink.warehouse.query(
+        "SELECT sum(baskets), sum(refunds), sum(net_cents), sum(net_goods_cents) FROM analytics.daily_sales_net"
+    )[0]
     columns_sql = "SELECT column_name FROM information_schema.columns WHERE table_name IN ('baskets', 'basket_lines')"
     analytics_columns = {r[0] for r in sink.warehouse.query(columns_sql)}
     audit = sink.warehouse.query(
@@ -207,6 +213,18 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
             w[0] += len(c.lines)
             w[1] += sum(x.amount_cents for x in c.lines)  # receipt-level benefits are on no line
     assert {chain: [int(n), int(cents)] for chain, n, cents in analytics} == want
+    with_lines = [c for c in checkouts if c.lines]
+    goods: dict[str, int] = {}
+    for c in with_lines:
+        # Receipt-level benefits are shared out over the goods lines: each group is net of them.
+        goods[c.chain] = goods.get(c.chain, 0) + c.total_cents - deposit_cents(c.lines)
+    assert {chain: int(cents) for chain, cents in mix} == goods
+    assert tuple(int(v) for v in daily) == (
+        sum(c.receipt_kind is ReceiptKind.SALE for c in with_lines),
+        sum(c.receipt_kind is ReceiptKind.REFUND for c in with_lines),
+        sum(c.total_cents for c in with_lines),
+        sum(goods.values()),
+    )
     assert analytics_columns and not analytics_columns & {"card_id", "register_id", "receipt_id", "line_no"}
     assert audit == sorted((c.card_id, c.product_data_marketing, c.electronic_marketing) for c in consents)
     assert counts["receipts"] == N

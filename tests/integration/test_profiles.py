@@ -35,20 +35,18 @@ from receiptflow.jobs.subject import audit_log
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
 from receiptflow.processors.profile_keys import ERASED_KEY
 from receiptflow.processors.profile_rules import Rules, load_rules
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profiles import fold
 from receiptflow.producers.client import RegisterClient
-from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import open_sink, run_sink
 from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.processors.profile_strategies import CARDS, purchase_lists
 from .conftest import RedisServer
-from .support import env_for, read_all
+from .support import env_for, read_all, send_purchases, simulated_purchases
 
 CODEC = Codec()
 POLICY = load_policy()
@@ -205,28 +203,6 @@ def worker(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def send_purchases(settings: Settings, purchases: list[Purchase]) -> None:
-    """Publish purchases to ``purchases.customer`` keyed as the router keys them."""
-    topic = TopicNames(settings.topic_prefix).purchases_customer
-    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "linger.ms": 5}))
-    for p in purchases:
-        producer.produce(topic, key=(p.card_id or p.store_id).encode(), value=CODEC.encode("purchase", p.to_avro()))
-        producer.poll(0)
-    assert producer.flush(30) == 0
-
-
-def simulated_purchases(seed: int, count: int, span: timedelta) -> tuple[Simulator, list[Purchase]]:
-    """Simulator checkouts over ``span`` up to now, routed by the pure core; a third with product consent."""
-    sim = Simulator(seed, stores=30, customers=150)
-    now = datetime.now(UTC)
-    rate = count / span.total_seconds()
-    out = []
-    for c in sim.stream(count, now - span - timedelta(minutes=5), rate):
-        consent = ConsentState(int(c.card_id[-3:]) % 3 == 0, True, True) if c.card_id else None
-        out.append(process(c, POLICY, consent, now).customer)
-    return sim, out
 
 
 def test_duplicated_and_shuffled_traffic_equals_the_ground_truth(worker: ProfileWorker) -> None:

@@ -35,7 +35,7 @@ from receiptflow.erasures import record_erasure
 from receiptflow.jobs.profile_rebuild import rebuild
 from receiptflow.jobs.segments import store_segments
 from receiptflow.jobs.subject import erase_card, erased_in_profiles
-from receiptflow.models import ConsentChange, ConsentState, Purchase, ReceiptKind
+from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.processors.profile_keys import ERASED_KEY
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profiles import fold
@@ -46,8 +46,7 @@ from receiptflow.stack.redis_cluster import LocalRedisCluster
 from receiptflow.topics import TopicNames, create_topics
 
 from .conftest import RedisServer
-from .support import env_for
-from .test_profiles import send_purchases, simulated_purchases
+from .support import env_for, send_purchases, simulated_purchases, visits_by_card
 
 CODEC = Codec()
 SALT = b"test-erasure-salt-0123456789"  # the single-Redis reference store's (its key names only)
@@ -174,8 +173,7 @@ def test_the_live_agent_and_a_rebuild_on_the_cluster_equal_the_single_redis_run(
         client.send_consent(change)
     assert client.flush().failed == 0
     send_purchases(run.settings, deliveries)
-    # Refunds and cancelled receipts move money but are no visits.
-    carded = len([p for p in purchases if p.card_id is not None and p.receipt_kind is ReceiptKind.SALE])
+    carded = sum(visits_by_card(purchases).values())  # refunds and cancels move money but are no visits
     run.wait(lambda: sum(p.visits for p in run.store.get_many(cards).values()) >= carded, 180, "every visit")
     withdrawn = {c.card_id for c in withdrawals}
 

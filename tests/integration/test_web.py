@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from receiptflow.config import Settings
-from receiptflow.models import ConsentChange, ConsentState, ReceiptKind
+from receiptflow.models import ConsentChange, ConsentState
 from receiptflow.processors.profile_keys import profile_key, seen_key
 from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profile_views import render
@@ -43,8 +43,7 @@ from receiptflow.web.data import VIEWS_AUDIT_STREAM
 from receiptflow.web.i18n import euros, number, percent
 
 from .conftest import RedisServer
-from .support import env_for
-from .test_profiles import send_purchases, simulated_purchases
+from .support import env_for, send_purchases, simulated_purchases, visits_by_card
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
@@ -158,7 +157,8 @@ def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pyte
             client.send_consent(ConsentChange(card, datetime.now(UTC), True, True, "app"))
         client.flush()
         # Visits are sales: a refund of an earlier receipt is none (receipts v2).
-        expected = {c: sum(p.card_id == c and p.receipt_kind is ReceiptKind.SALE for p in mine) for c in cards.values()}
+        visits = visits_by_card(mine)
+        expected = {c: visits[c] for c in cards.values()}
 
         def arrived() -> bool:
             got = store.get_many(list(cards.values()), with_seen=False)

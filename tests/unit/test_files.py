@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from receiptflow.files import create_owner_only, owner_only, private_dir
+from receiptflow.files import create_owner_only, owner_only, private_dir, write_owner_only
 
 
 @pytest.fixture
@@ -48,3 +48,14 @@ def test_create_owner_only_and_private_dir(tmp_path: Path) -> None:
     path.chmod(0o644)
     create_owner_only(path)  # exists: only its mode changes
     assert _mode(path) == 0o600 and path.read_bytes() == b"kept"
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_write_owner_only_replaces_the_file_whole_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "users.acl"
+    path.write_text("old password\n")
+    path.chmod(0o644)
+    write_owner_only(path, "user profiles on\n")
+    assert _mode(path) == 0o600
+    assert path.read_text() == "user profiles on\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["users.acl"]  # no temporary file left beside it

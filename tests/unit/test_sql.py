@@ -8,8 +8,11 @@ import duckdb
 import pytest
 
 from receiptflow.cli import main
+from receiptflow.config import Settings
+from receiptflow.errors import WarehouseError
 from receiptflow.humanize import euros
 from receiptflow.sinks import DuckDBSink
+from receiptflow.sinks.read_only import open_warehouse
 
 from .sinks.test_contract import SALT, analytics_records, records
 
@@ -56,3 +59,28 @@ def test_sql_cannot_change_the_warehouse(warehouse: Path, capsys: pytest.Capture
     err = capsys.readouterr().err
     assert "the query failed" in err and "read-only" in err.lower() and "Traceback" not in err
     assert _count(warehouse) == before
+
+
+def test_open_warehouse_reads_card_rows_and_leaves_the_files_unchanged(warehouse: Path) -> None:
+    # export and the card holder's page read through it: no migration, no chain dimension written.
+    files = [warehouse, warehouse.with_name("warehouse-analytics.duckdb")]
+    before = [f.read_bytes() for f in files]
+    card = next(r.purchase.card_id for r in records(20) if r.purchase.card_id is not None)
+    with open_warehouse(Settings()) as db:
+        rows = db.query(db.sql("SELECT count(*) FROM receipts WHERE card_id = {p}"), (card,))
+        assert rows[0][0] >= 1
+        assert db.query("SELECT count(*) FROM analytics.baskets")[0][0] == len(analytics_records(20))
+        with pytest.raises(WarehouseError):
+            db.transaction([("DELETE FROM receipts", ())])
+    assert [f.read_bytes() for f in files] == before
+    assert _count(warehouse)[0] == 20
+
+
+def test_open_warehouse_refuses_a_missing_file_and_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("RECEIPTFLOW_WAREHOUSE_URL", raising=False)
+    with pytest.raises(WarehouseError, match=r"no warehouse at .*sink run` creates it"), open_warehouse(Settings()):
+        pass
+    assert not (tmp_path / "data" / "warehouse.duckdb").exists()

@@ -64,6 +64,7 @@ from ..processors.profile_views import render
 from ..redis_auth import RedisRole
 from ..sinks import Sink, open_sink
 from ..sinks.card_rows import delete_card, export_rows
+from ..sinks.read_only import open_warehouse
 from ..topics import CARD_LINKED, TopicNames, describe_topic_configs
 from .erasure_plan import STEPS, ErasurePlan, plan_erasure, steps_done, topic_retention
 
@@ -77,11 +78,8 @@ def export_card(settings: Settings, card_id: str, now: datetime | None = None) -
     store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     subject = store.erased_hash(card_id)
     profile = store.get(card_id)
-    sink = open_sink(settings)
-    try:
-        rows = export_rows(sink.warehouse, card_id)
-    finally:
-        sink.close()
+    with open_warehouse(settings) as warehouse:  # read-only: an export changes nothing
+        rows = export_rows(warehouse, card_id)
     consents = rows.pop("consent_changes")
     when = erased_at(settings, subject)
     names = TopicNames(settings.topic_prefix)

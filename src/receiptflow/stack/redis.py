@@ -25,7 +25,6 @@ recognised as ours by ``redis-server`` in the command line *and* its working dir
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -37,6 +36,7 @@ from redis.retry import Retry
 
 from ..config import Settings
 from ..errors import DependencyMissingError, StackError
+from ..files import write_owner_only
 from ..redis_auth import TEMPLATE_USERS, RedisRole, connection_url, embedded_acl, role_password, with_credentials
 from .process import spawn
 from .server import EmbeddedServer
@@ -169,15 +169,6 @@ class EmbeddedRedis(EmbeddedServer):
         with contextlib.suppress(OSError):
             self.home.chmod(0o700)
         if self.given_acl_file is None:
-            _write_private(self.acl_file, embedded_acl(self.settings))
-        _write_private(self.config_file, self._config())
+            write_owner_only(self.acl_file, embedded_acl(self.settings))
+        write_owner_only(self.config_file, self._config())
         return spawn([binary, str(self.config_file)], self.stdout_file, self.pid_file, cwd=self.home)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``path`` readable by its owner only (0600 from the start, not chmod-ed after writing)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)

@@ -36,6 +36,7 @@ from redis.retry import Retry
 
 from ..config import Settings
 from ..errors import ConfigError, DependencyMissingError, StackError
+from ..files import write_owner_only
 from ..redis_auth import TEMPLATE_USERS, RedisRole, embedded_acl, role_password, with_credentials
 from .process import ComponentStatus, free_port, owned_pid, spawn, stop_pid, tail, wait_until
 from .redis import redis_binary
@@ -167,7 +168,7 @@ class LocalRedisCluster:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(OSError):
             self.home.chmod(0o700)
-        _write_private(self.acl_file, embedded_acl(self.settings))  # creates the role passwords if missing
+        write_owner_only(self.acl_file, embedded_acl(self.settings))  # creates the role passwords if missing
         nodes = []
         for i in range(self.masters):
             home = self.home / f"node-{i}"
@@ -181,7 +182,7 @@ class LocalRedisCluster:
                 node.home.mkdir(parents=True, exist_ok=True, mode=0o700)
                 (node.home / "nodes.conf").unlink(missing_ok=True)  # a new cluster on every up
                 config = node.home / "redis.conf"
-                _write_private(config, node_config(node, self.acl_file))
+                write_owner_only(config, node_config(node, self.acl_file))
                 procs.append(spawn([binary, str(config)], node.home / "stdout.log", node.pid_file, cwd=node.home))
             for node, proc in zip(nodes, procs, strict=True):
                 wait_until(
@@ -238,12 +239,3 @@ class LocalRedisCluster:
                 stop_pid(pid, timeout=timeout)
             node.pid_file.unlink(missing_ok=True)
         self.nodes = []
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``path`` readable by its owner only (0600 from the start)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ from ..processors.profile_views import render
 from ..processors.profiles import WINDOWS, Profile
 from ..producers.client import RegisterClient
 from ..redis_auth import RedisRole
-from ..sinks import open_sink
+from ..sinks.read_only import open_warehouse
 from ..validation import validate_consent
 
 VIEWS_AUDIT_STREAM = "rf:audit:views"
@@ -117,12 +118,11 @@ class Backend:
         """Chains per window and the newest consent state from the warehouse; None when it cannot be opened
         (a DuckDB file that a running sink holds, a PostgreSQL that does not answer)."""
         at = now or datetime.now(UTC)
-        try:
-            sink = open_sink(self.settings)
-        except ReceiptflowError:
-            return None
-        try:
-            db = sink.warehouse
+        with contextlib.ExitStack() as stack:
+            try:
+                db = stack.enter_context(open_warehouse(self.settings))  # read-only: the page changes nothing
+            except ReceiptflowError:
+                return None
             p = db.p
             chains: dict[str, dict[str, dict[str, int]]] = {}
             for n in WINDOWS:
@@ -138,8 +138,6 @@ class Backend:
                 f"WHERE card_id = {p} ORDER BY changed_at DESC LIMIT 1",
                 (card,),
             )
-        finally:
-            sink.close()
         newest = None
         if consent:
             product, email, when = consent[0]

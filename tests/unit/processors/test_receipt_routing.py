@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from receiptflow.adjustment_split import net_amounts
 from receiptflow.codec import Codec
 from receiptflow.models import Checkout, CheckoutLine, ConsentState, Granularity, LineKind, Purchase, ReceiptKind
 from receiptflow.policy import Decision, group_totals
 from receiptflow.processors.core import route
+from receiptflow.processors.profile_rules import default_rules, delta
+from receiptflow.receipt_parts import Adjustment, AdjustmentKind
 
 from .receipt_shapes import SHAPES, any_shape
 from .strategies import NOW
@@ -20,6 +24,7 @@ from .test_receipt_shapes import EXAMPLES
 
 CODEC = Codec()
 CONSENT = ConsentState(product_data_marketing=True, electronic_marketing=True, known=True)
+RULES = default_rules()
 
 
 def _decision(level: Granularity) -> Decision:
@@ -81,9 +86,31 @@ def test_groups_deposits_and_adjustments_add_up_to_the_total(shape: str, data: s
     c = data.draw(SHAPES[shape])
     level = data.draw(st.sampled_from([Granularity.ITEM, Granularity.PRODUCT_GROUP]))
     p = route(c, _decision(level), CONSENT, NOW).customer
-    assert (
-        sum(g.amount_cents for g in p.groups) + p.deposit_cents + p.adjustment_cents == p.total_cents == c.total_cents
+    assert p.total_cents == c.total_cents
+    # Receipt-level adjustments are shared out over the groups whenever a goods line can carry them.
+    carried = any(v > 0 for v in net_amounts(c.lines).values())
+    unshared = 0 if carried else p.adjustment_cents
+    assert sum(g.amount_cents for g in p.groups) + p.deposit_cents + unshared == p.total_cents
+    # The profile's product-group mix is the same net figure.
+    assert sum(delta(p, RULES).groups.values()) == p.total_cents - p.deposit_cents - unshared
+
+
+def test_a_receipt_benefit_comes_off_the_groups_pro_rata() -> None:
+    c = EXAMPLES["pantti line"]
+    c = replace(
+        c,
+        adjustments=(Adjustment(AdjustmentKind.BENEFIT, "BONUS", -100),),
+        total_cents=c.total_cents - 100,
     )
+    for level in (Granularity.ITEM, Granularity.PRODUCT_GROUP):
+        p = route(c, _decision(level), CONSENT, NOW).customer
+        # dairy 258 and soft drinks 398 of 656 goods: 39.3 and 60.7 cents, rounded by largest remainder.
+        assert [(g.product_group, g.amount_cents, g.lines) for g in p.groups] == [
+            ("dairy", 258 - 39, 1),
+            ("soft_drinks", 398 - 61, 1),
+        ]
+        assert (p.deposit_cents, p.adjustment_cents) == (80, -100)
+    assert route(c, _decision(Granularity.RECEIPT), CONSENT, NOW).customer.groups == ()
 
 
 @settings(max_examples=80, deadline=None)

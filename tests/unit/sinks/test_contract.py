@@ -385,6 +385,49 @@ class SinkContract:
         assert all(int(n) >= 5 for _, n in shown)
         assert sum(int(n) for _, n in shown) == sum(n for n in cells.values() if n >= 5)
 
+    def test_analytics_views_are_net_of_refunds_and_keep_deposits_out(self, open_sink: OpenSink) -> None:
+        baskets = [r.basket for r in analytics_records(400, seed=37)]
+        kinds = Counter(b.receipt_kind.value for b in baskets)
+        line_kinds = {x.kind.value for b in baskets for x in b.lines}
+        assert kinds["REFUND"] and {"DEPOSIT", "RETURN"} <= line_kinds and any(b.adjustment_cents for b in baskets)
+        sink = open_sink()
+        sink.write(analytics_records(400, seed=37))
+        sink.flush()
+        db = sink.warehouse
+        net = db.query(
+            "SELECT sum(baskets), sum(refunds), sum(sales_cents), sum(refunded_cents), sum(net_cents), "
+            "sum(net_goods_cents) FROM analytics.daily_sales_net"
+        )[0]
+        refunded = sum(b.total_cents for b in baskets if b.receipt_kind.value == "REFUND")
+        total = sum(b.total_cents for b in baskets)
+        assert tuple(int(v) for v in net) == (
+            kinds["SALE"],
+            kinds["REFUND"],
+            total - refunded,
+            refunded,
+            total,
+            total - sum(b.deposit_cents for b in baskets),
+        )
+        # Product groups: goods net of returns, refunds and every discount, deposits in none.
+        want: Counter[tuple[str, str]] = Counter()
+        for b in baskets:
+            for x in b.lines:
+                if x.kind.value not in ("DEPOSIT", "DEPOSIT_REFUND"):
+                    want[(b.chain, x.product_group)] += x.amount_cents + x.adjustment_cents
+        mix = {
+            (c, g): int(cents)
+            for c, g, cents in db.query("SELECT chain, product_group, amount_cents FROM analytics.product_group_mix")
+        }
+        assert mix == dict(want)
+        # With every adjustment shared out, a chain's groups add up to its baskets' goods, net.
+        for chain in {b.chain for b in baskets}:
+            mine = [b for b in baskets if b.chain == chain]
+            if all(sum(x.adjustment_cents for x in b.lines) == b.adjustment_cents for b in mine):
+                goods = sum(b.total_cents - b.deposit_cents for b in mine)
+                assert sum(v for (c, _), v in mix.items() if c == chain) == goods
+        sizes = db.query("SELECT sum(baskets) FROM analytics.basket_size")[0]
+        assert int(sizes[0]) == kinds["SALE"]
+
     def test_an_erased_card_is_not_stored_again(self, open_sink: OpenSink) -> None:
         recs = records(300, seed=41)
         cards = Counter(r.purchase.card_id for r in recs if r.purchase.card_id is not None)

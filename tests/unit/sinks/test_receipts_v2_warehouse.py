@@ -12,6 +12,7 @@ from receiptflow.policy import load_policy
 from receiptflow.processors.core import process
 from receiptflow.processors.profile_rules import default_rules
 from receiptflow.processors.profiles import fold
+from receiptflow.receipt_parts import Adjustment, AdjustmentKind
 from receiptflow.sinks import DuckDBSink, SinkRecord
 
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -22,7 +23,8 @@ POLICY = load_policy()
 def _purchase(rid: str, when: datetime, lines: list[CheckoutLine], **kw: object) -> SinkRecord:
     c = Checkout(
         rid, "K_MARKET", "K_MARKET-0007", "1", CARD, when, PaymentMethod.CARD,
-        sum(x.amount_cents for x in lines), tuple(lines), **kw,  # type: ignore[arg-type]
+        sum(x.amount_cents for x in lines) + sum(a.amount_cents for a in kw.get("adjustments", ())),  # type: ignore[attr-defined]
+        tuple(lines), **kw,  # type: ignore[arg-type]
     )  # fmt: skip
     p = process(c, POLICY, ConsentState(True, True, True), NOW).customer
     return SinkRecord(p, "purchases.customer", 0, hash(rid) % 10_000)
@@ -90,5 +92,27 @@ def test_a_refund_whose_sale_is_not_held_is_its_own_row(tmp_path: Path) -> None:
         )
         sink.flush()
         assert sink.warehouse.query("SELECT receipt_id, net_cents FROM receipts_net") == [("S-9", -129)]
+    finally:
+        sink.close()
+
+
+def test_a_receipt_benefit_comes_off_the_stored_groups(tmp_path: Path) -> None:
+    sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=b"test-erasure-salt-0123456789")
+    sink.setup()
+    try:
+        bonus = (Adjustment(AdjustmentKind.BENEFIT, "BONUS", -100),)
+        record = _purchase("S-3", NOW - timedelta(days=1), SALE, adjustments=bonus)
+        assert record.purchase.total_cents == 288  # the lines' 388 less the benefit
+        sink.write([record])
+        sink.flush()
+        db = sink.warehouse
+        # dairy 258 and vegetables 150 of 408 goods: 63.2 and 36.8 cents of the benefit.
+        assert db.query("SELECT product_group, amount_cents FROM receipt_groups ORDER BY 1") == [
+            ("dairy", 258 - 63),
+            ("vegetables", 150 - 37),
+        ]
+        (month,) = read_month(db, "2026-11", default_product_data=True)
+        assert dict(month.groups or {}) == {"dairy": 195, "vegetables": 113}
+        assert month.spend_cents == 288 + 20 == sum(dict(month.groups or {}).values())
     finally:
         sink.close()
