@@ -10,6 +10,7 @@
 mod avro;
 mod checkout;
 mod outputs;
+mod split;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -91,7 +92,8 @@ impl Router {
             lines: vec![line],
             ..Checkout::default()
         };
-        let groups = group_totals(&c.lines);
+        let shares = split::line_shares(&c.lines, &c.adjustments);
+        let groups = group_totals(&c.lines, &shares);
         let consent = Consent {
             product_data_marketing: true,
             electronic_marketing: true,
@@ -110,7 +112,7 @@ impl Router {
         };
         write(&mut Vec::new(), &self.purchase.schema, V::Rec(&p)).map_err(|e| format!("purchase: {e}"))?;
         if let Some(w) = &self.basket {
-            let b = Basket::new(&c, "b", "1970-01");
+            let b = Basket::new(&c, "b", "1970-01", &shares, (0, 0));
             write(&mut Vec::new(), &w.schema, V::Rec(&b)).map_err(|e| format!("analytics_basket: {e}"))?;
         }
         Ok(())
@@ -212,7 +214,8 @@ impl Router {
             return None;
         }
         let (c, splice) = self.read(value)?;
-        let groups = group_totals(&c.lines);
+        let shares = split::line_shares(&c.lines, &c.adjustments);
+        let groups = group_totals(&c.lines, &shares);
         let consent = Consent {
             product_data_marketing: consent.0,
             electronic_marketing: consent.1,
@@ -253,7 +256,7 @@ impl Router {
             (Some(w), Some(key)) if !c.lines.is_empty() => {
                 let period = key_period(c.event_ms);
                 let id = self.basket_id(key, &period, c.receipt_id)?;
-                let b = Basket::new(&c, &id, &period);
+                let b = Basket::new(&c, &id, &period, &shares, (deposit_cents, adjustment_cents));
                 let mut out = Vec::with_capacity(value.len());
                 out.extend_from_slice(&w.header);
                 write(&mut out, &w.schema, V::Rec(&b)).ok()?;

@@ -141,10 +141,11 @@ impl Src for Group<'_> {
     }
 }
 
-/// Net totals by product group, sorted by name: deposits in no group, quantities of goods only.
-pub fn group_totals<'a>(lines: &[Line<'a>]) -> Vec<Group<'a>> {
+/// Net totals by product group, sorted by name: deposits in no group, quantities of goods only,
+/// amounts net of each line's share of the receipt-level adjustments (`shares`, aligned with `lines`).
+pub fn group_totals<'a>(lines: &[Line<'a>], shares: &[i64]) -> Vec<Group<'a>> {
     let mut groups: Vec<Group<'a>> = Vec::new();
-    for l in lines {
+    for (l, share) in lines.iter().zip(shares) {
         if l.kind == DEPOSIT || l.kind == DEPOSIT_REFUND {
             continue;
         }
@@ -154,16 +155,17 @@ pub fn group_totals<'a>(lines: &[Line<'a>]) -> Vec<Group<'a>> {
         } else {
             0.0
         };
+        let amount = l.amount_cents + share;
         match groups.iter_mut().find(|g| g.product_group == l.product_group) {
             Some(g) => {
                 g.quantity += qty;
-                g.amount_cents += l.amount_cents;
+                g.amount_cents += amount;
                 g.lines += 1;
             }
             None => groups.push(Group {
                 product_group: l.product_group,
                 quantity: qty,
-                amount_cents: l.amount_cents,
+                amount_cents: amount,
                 lines: 1,
             }),
         }
@@ -237,18 +239,25 @@ impl Src for Purchase<'_> {
     }
 }
 
-/// A line of an analytics basket: what was sold, without the register's line number.
-pub struct BasketLine<'a>(pub &'a Line<'a>);
+/// A line of an analytics basket: what was sold, without the register's line number, with its
+/// share of the receipt-level adjustments.
+pub struct BasketLine<'a> {
+    pub line: &'a Line<'a>,
+    pub adjustment_cents: i64,
+}
 
 impl Src for BasketLine<'_> {
     fn get(&self, name: &str) -> Option<V<'_>> {
-        let l = self.0;
+        let l = self.line;
         Some(match name {
             "sku" => V::Str(l.sku),
             "product_group" => V::Str(l.product_group),
             "quantity" => V::Double(l.quantity),
             "unit_price_cents" => V::Long(l.unit_price_cents),
             "amount_cents" => V::Long(l.amount_cents),
+            "kind" => V::Str(LINE_KINDS[usize::from(l.kind)]),
+            "unit" => V::Str(UNITS[usize::from(l.unit)]),
+            "adjustment_cents" => V::Long(self.adjustment_cents),
             _ => return None,
         })
     }
@@ -260,25 +269,44 @@ pub struct Basket<'a> {
     pub basket_id: &'a str,
     pub key_period: &'a str,
     pub lines: Vec<BasketLine<'a>>,
+    pub deposit_cents: i64,
+    pub adjustment_cents: i64,
 }
 
 impl<'a> Basket<'a> {
-    /// The basket of a checkout with lines, in the canonical order (group, SKU, amount, quantity, unit price).
-    pub fn new(c: &'a Checkout<'a>, basket_id: &'a str, key_period: &'a str) -> Self {
-        let mut lines: Vec<BasketLine<'a>> = c.lines.iter().map(BasketLine).collect();
+    /// The basket of a checkout with lines, in the canonical order (group, SKU, amount, quantity,
+    /// unit price, kind, unit, share; kinds and units compared by name, as the Python core does).
+    pub fn new(
+        c: &'a Checkout<'a>,
+        basket_id: &'a str,
+        key_period: &'a str,
+        shares: &[i64],
+        totals: (i64, i64),
+    ) -> Self {
+        let mut lines: Vec<BasketLine<'a>> = c
+            .lines
+            .iter()
+            .zip(shares)
+            .map(|(line, &adjustment_cents)| BasketLine { line, adjustment_cents })
+            .collect();
         // Stable, like Python's sorted; quantities are never NaN here (validation refuses them).
         lines.sort_by(|a, b| {
-            let (a, b) = (a.0, b.0);
-            (a.product_group, a.sku, a.amount_cents)
-                .cmp(&(b.product_group, b.sku, b.amount_cents))
-                .then(a.quantity.partial_cmp(&b.quantity).unwrap_or(std::cmp::Ordering::Equal))
-                .then(a.unit_price_cents.cmp(&b.unit_price_cents))
+            let (x, y) = (a.line, b.line);
+            (x.product_group, x.sku, x.amount_cents)
+                .cmp(&(y.product_group, y.sku, y.amount_cents))
+                .then(x.quantity.partial_cmp(&y.quantity).unwrap_or(std::cmp::Ordering::Equal))
+                .then(x.unit_price_cents.cmp(&y.unit_price_cents))
+                .then(LINE_KINDS[usize::from(x.kind)].cmp(LINE_KINDS[usize::from(y.kind)]))
+                .then(UNITS[usize::from(x.unit)].cmp(UNITS[usize::from(y.unit)]))
+                .then(a.adjustment_cents.cmp(&b.adjustment_cents))
         });
         Basket {
             c,
             basket_id,
             key_period,
             lines,
+            deposit_cents: totals.0,
+            adjustment_cents: totals.1,
         }
     }
 }
@@ -296,6 +324,9 @@ impl Src for Basket<'_> {
             "payment_method" => V::Str(PAYMENT_METHODS[usize::from(c.payment_method)]),
             "currency" => V::Str(c.currency),
             "total_cents" => V::Long(c.total_cents),
+            "receipt_kind" => V::Str(RECEIPT_KINDS[usize::from(c.receipt_kind)]),
+            "deposit_cents" => V::Long(self.deposit_cents),
+            "adjustment_cents" => V::Long(self.adjustment_cents),
             "lines" => V::List(self.lines.iter().map(|l| l as &dyn Src).collect()),
             _ => return None,
         })

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from dataclasses import replace
 from datetime import timedelta
 
 import fastavro
@@ -21,15 +22,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiptflow.codec import Codec
-from receiptflow.models import Checkout, ConsentChange, ConsentState, LineKind, ReceiptKind, Unit
+from receiptflow.models import (
+    Checkout,
+    CheckoutLine,
+    ConsentChange,
+    ConsentState,
+    LineKind,
+    PaymentMethod,
+    ReceiptKind,
+    Unit,
+)
 from receiptflow.policy import load_policy
 from receiptflow.processors import fast_path
 from receiptflow.processors.consent import ConsentHistory
 from receiptflow.processors.pseudonym import BasketPseudonymiser
 from receiptflow.processors.route_step import RouteStep, StepResult
 from receiptflow.processors.router_state import PartitionState, Staged
+from receiptflow.receipt_parts import Adjustment, AdjustmentKind
 from receiptflow.topics import TopicNames
 
+from ..test_adjustment_split import goods_lines
 from ..test_fuzz import edge_checkouts, framed_garbage, mutated, valid_checkouts
 from .receipt_shapes import any_shape
 from .strategies import NOW, checkouts
@@ -204,3 +216,42 @@ def test_an_output_field_without_a_mapping_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match="colour"):
         fast_path.FastRouter(checkouts, purchase_args, (header, json.dumps(changed)), BASKETS.key)
     assert fast_path.FastRouter(checkouts, purchase_args, (header, json.dumps(raw)), BASKETS.key) is not None
+
+
+@st.composite
+def adjusted_receipts(draw: st.DrawFn) -> Checkout:
+    """Receipts with receipt-level adjustments over goods, returns, deposits and reducing lines that name a line."""
+    # A deposit is charged with a positive quantity (the split's own strategy does not need that).
+    lines = [replace(x, quantity=abs(x.quantity)) if x.kind is LineKind.DEPOSIT else x for x in draw(goods_lines)]
+    for kind in draw(st.lists(st.sampled_from([LineKind.DISCOUNT, LineKind.BENEFIT, LineKind.VOID]), max_size=3)):
+        target = draw(st.sampled_from(lines))
+        off = draw(st.integers(0, 2_000))
+        qty = -1.0 if kind is LineKind.VOID else 0.0
+        no = len(lines) + 1
+        lines.append(CheckoutLine(no, "SKU", target.product_group, qty, 0, -off, kind, ref_line_no=target.line_no))
+    adjustments = tuple(
+        Adjustment(draw(st.sampled_from(list(AdjustmentKind))), "BONUS", -draw(st.integers(0, 20_000)))
+        for _ in range(draw(st.integers(1, 3)))
+    )
+    total = sum(x.amount_cents for x in lines) + sum(a.amount_cents for a in adjustments)
+    return Checkout(
+        receipt_id=f"R-{draw(st.integers(1, 10**9))}",
+        chain=draw(st.sampled_from(["SOKOS", "PRISMA", "K_MARKET"])),
+        store_id="S-1",
+        register_id="3",
+        card_id=draw(st.sampled_from([None, *CARDS])),
+        event_time=NOW - timedelta(minutes=draw(st.integers(1, 10_000))),
+        payment_method=PaymentMethod.CARD,
+        total_cents=total,
+        lines=tuple(lines),
+        adjustments=adjustments,
+    )
+
+
+@EQUAL
+@given(adjusted_receipts(), consent_states())
+def test_receipt_level_adjustments_are_split_the_same_way(c: Checkout, state: dict[int, PartitionState]) -> None:
+    value = CODEC.encode("checkout", c.to_avro())
+    assert FAST.fast is not None and FAST.fast.decode(value, fast_path.millis(NOW)) is not None
+    result, _ = _both(value, state)
+    assert result.rejected is None
