@@ -112,11 +112,11 @@ def summarise(collapsed: str, seconds: float, rate: int, top: int = 25) -> str:
         f"samples of the main thread while running: {total} of {expected:.0f} taken ({total / expected:.0%} running,"
         " the rest waiting with the GIL released)",
         "",
-        "share of busy samples by bucket:",
+        "share of running samples by bucket:",
     ]
     lines += [f"  {share / total:6.1%}  {name}" for name, share in buckets.most_common()]
     for title, counter in (("self", self_), ("cumulative", cumulative)):
-        lines += ["", f"top {top} functions by {title} samples (share of busy samples):"]
+        lines += ["", f"top {top} functions by {title} samples (share of running samples):"]
         lines += [f"  {n / total:6.1%}  {name}" for name, n in counter.most_common(top)]
     return "\n".join(lines) + "\n"
 
@@ -186,13 +186,17 @@ def main() -> int:
             finally:
                 router.terminate()
                 router.wait(30)
-            if routed >= args.receipts:
-                print(f"warning: all {args.receipts} receipts routed within the profile; idle time is included")
             summary = summarise(raw.read_text(encoding="utf-8"), args.seconds, args.rate)
         finally:
             stack.down()
     mode = os.environ.get("RECEIPTFLOW_FAST_PATH", "default")
-    head = f"router profile: {args.receipts} receipts in checkouts, {args.seconds:.0f} s sampled, fast path {mode}\n\n"
+    head = f"router profile: {args.receipts} receipts in checkouts, {args.seconds:.0f} s sampled, fast path {mode}\n"
+    if routed >= args.receipts:
+        head += (
+            f"(all {args.receipts} receipts were routed within the {args.seconds:.0f} s: the running share below"
+            " includes the idle end; the shares of the running samples are the profile)\n"
+        )
+    head += "\n"
     print(head + summary, end="")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
