@@ -9,6 +9,7 @@ from pathlib import Path
 
 import fastavro
 
+from receiptflow.checkout_json import checkout_from_json, checkout_to_json
 from receiptflow.codec import Codec
 from receiptflow.models import Checkout, LineKind, Purchase, ReceiptKind, Unit
 from receiptflow.receipt_parts import AdjustmentKind, PaymentMethod
@@ -57,7 +58,7 @@ def test_v2_samples_round_trip_through_the_model_and_json() -> None:
         data = CODEC.encode("checkout", sample)
         c = Checkout.from_avro(CODEC.decode(data).value)
         assert CODEC.encode("checkout", c.to_avro()) == data
-        assert Checkout.from_json(json.loads(json.dumps(c.to_json()))) == c
+        assert checkout_from_json(json.loads(json.dumps(checkout_to_json(c)))) == c
 
 
 def test_v2_fields_are_read_into_the_model() -> None:
@@ -80,5 +81,5 @@ def test_json_without_v2_fields_is_a_v1_sale() -> None:
     sample = json.loads((SCHEMAS / "checkout" / "v1.samples.json").read_text())[0]
     sample["event_time"] = "2026-11-24T10:00:00.123+02:00"
     sample.pop("event_tz_offset_minutes")
-    c = Checkout.from_json(sample)
+    c = checkout_from_json(sample)
     assert c.receipt_kind is ReceiptKind.SALE and all(line.kind is LineKind.SALE for line in c.lines)
