@@ -136,6 +136,24 @@ class CheckoutLine:
             "ref_line_no": self.ref_line_no,
         }
 
+    def returned(self, line_no: int) -> CheckoutLine:
+        """The RETURN line, numbered ``line_no`` on a later receipt, that gives this sold line back whole.
+
+        Quantity and amount change sign; SKU, group, unit price and unit stay (weighed goods go back in
+        kg); ``ref_line_no`` names this line on the receipt it was sold on.
+        """
+        return CheckoutLine(
+            line_no,
+            self.sku,
+            self.product_group,
+            -self.quantity,
+            self.unit_price_cents,
+            -self.amount_cents,
+            LineKind.RETURN,
+            self.unit,
+            self.line_no,
+        )
+
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> CheckoutLine:
         # Readers resolve to the newest schema, which fills the v2 fields; .get keeps plain v1 dicts working.
