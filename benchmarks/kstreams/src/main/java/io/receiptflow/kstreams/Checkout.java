@@ -41,7 +41,7 @@ record Checkout(
 
     static Checkout from(GenericRecord r) throws Rejected {
         long eventTime = (Long) r.get("event_time");
-        if (eventTime < MIN_MS || eventTime > MAX_MS) {
+        if (!representable(eventTime)) {
             throw new Rejected("undecodable", "cannot decode 'checkout' body: event_time out of range");
         }
         int offset = (Integer) r.get("event_tz_offset_minutes");
@@ -51,7 +51,7 @@ record Checkout(
                     "event_tz_offset_minutes");
         }
         long local = eventTime + offset * 60_000L;
-        if (local < MIN_MS || local > MAX_MS) {
+        if (!representable(local)) {
             throw new Rejected("out_of_range", "event time is out of range", "event_time");
         }
         List<Adjustment> adjustments = new ArrayList<>();
@@ -74,6 +74,11 @@ record Checkout(
                 str(r.get("register_id")), str(r.get("card_id")), eventTime, offset, str(r.get("payment_method")),
                 str(r.get("currency")), (Long) r.get("total_cents"), str(r.get("receipt_kind")),
                 str(r.get("original_receipt_id")), adjustments, payments, lines);
+    }
+
+    /** Whether the router can hold this instant (ms) as a time at all; it fails to decode others. */
+    static boolean representable(long ms) {
+        return ms >= MIN_MS && ms <= MAX_MS;
     }
 
     /** The local date printed on the receipt: the day the policy version is chosen by. */

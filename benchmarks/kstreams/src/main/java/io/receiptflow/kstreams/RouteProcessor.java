@@ -92,8 +92,12 @@ final class RouteProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         }
         GenericRecord r = wire.decode(record.value(), "consent_change");
         String card = r.get("card_id").toString();
+        long at = (Long) r.get("event_time");
+        if (!Checkout.representable(at)) {
+            throw new Rejected("undecodable", "cannot decode 'consent_change' body: event_time out of range");
+        }
         Validation.validateConsent(card, r.get("source").toString());
-        Consent.Change change = new Consent.Change((Long) r.get("event_time"),
+        Consent.Change change = new Consent.Change(at,
                 (Boolean) r.get("product_data_marketing"), (Boolean) r.get("electronic_marketing"));
         consents.put(card, Consent.toBytes(Consent.withChange(Consent.fromBytes(consents.get(card)), change)));
     }
