@@ -1,7 +1,9 @@
 package io.receiptflow.kstreams;
 
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -37,7 +39,7 @@ final class RouteProcessor implements Processor<byte[], byte[], byte[], byte[]> 
 
     /** What the processor is told at start; the defaults are the router's settings' defaults. */
     record Config(String consentsTopic, String processorName, Consent.State defaultConsent, long dedupMs,
-            java.nio.file.Path schemas, java.nio.file.Path policy, byte[] analyticsKey) {}
+            Path schemas, Path policy, byte[] analyticsKey) {}
 
     private final Config config;
     private ProcessorContext<byte[], byte[]> context;
@@ -60,7 +62,7 @@ final class RouteProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             // One per task: the Avro readers and writers are not thread-safe.
             wire = new WireFormat(config.schemas());
             policy = new Policy(config.policy());
-        } catch (java.io.IOException e) {
+        } catch (IOException e) {
             throw new IllegalStateException("cannot read the schemas or the policy: " + e.getMessage(), e);
         }
         route = new Route(wire, config.analyticsKey());
