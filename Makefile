@@ -74,6 +74,8 @@ integration: setup
 # BENCH_ARGS=--markdown-out docs/performance.md rewrites the "End to end" section there.
 bench: setup
 	mkdir -p .receiptflow
+	# The Kafka Streams peer of the router (Maven; built again only when its sources change).
+	$(BIN)/python benchmarks/peer_kstreams.py
 	$(BIN)/python benchmarks/end_to_end.py --json-out .receiptflow/end_to_end.json $(BENCH_ARGS)
 
 stack-down: $(VENV)/.installed

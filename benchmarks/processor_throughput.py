@@ -12,7 +12,10 @@ All read the same simulated checkouts from the same broker and write to their ow
 * ``router, 2 workers``    two such processes in one consumer group (partitions split between them;
                            the topics are filled once both hold partitions);
 * ``naive faust agent``    a faust-streaming agent doing the same core work one event at a time
-                           with ``await topic.send`` per output (faust's idiomatic shape).
+                           with ``await topic.send`` per output (faust's idiomatic shape);
+* ``Kafka Streams (EOS v2)`` the router's job as a Kafka Streams topology with
+                           ``processing.guarantee=exactly_once_v2``, one stream thread, state in
+                           RocksDB (``benchmarks/kstreams/``, started by ``peer_kstreams.py``).
 
 Each runs in its own process and is timed from its first output record to its last, so start-up
 and group joins are not counted. Usage:
@@ -39,6 +42,7 @@ from pathlib import Path
 import faust
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from peer_kstreams import PeerTopics, build, start
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
@@ -233,6 +237,17 @@ def naive_faust(settings: Settings, count: int) -> float:
         proc.wait(30)
 
 
+def kstreams_peer(settings: Settings, count: int) -> float:
+    """The Kafka Streams peer on its own topics, timed like the router (first output to last)."""
+    names = TopicNames(settings.topic_prefix)
+    proc = start(settings, PeerTopics.of(names), settings.processor_id, analytics_key(settings))
+    try:
+        return _time_until(settings, names.purchases_customer, count, lambda: proc.poll() is None)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
 def faust_worker() -> None:
     """The naive per-event faust agent (run in its own process by ``naive_faust``)."""
     settings = Settings()
@@ -279,6 +294,7 @@ def main() -> int:
     parser.add_argument("--bootstrap", help="use this broker instead of starting an embedded one")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all paths; medians are printed")
     parser.add_argument("--skip-faust", action="store_true", help="leave out the (slow) naive faust agent")
+    parser.add_argument("--skip-kstreams", action="store_true", help="leave out the Kafka Streams peer")
     parser.add_argument("--faust-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.faust_worker:
@@ -286,6 +302,8 @@ def main() -> int:
         faust_worker()
         return 0
 
+    if not args.skip_kstreams:
+        build()  # before the broker starts: a first build takes a minute
     with tempfile.TemporaryDirectory(prefix="receiptflow-bench-") as tmp:
         data = Path(tmp)
         stack: Stack | None = None
@@ -335,6 +353,8 @@ def main() -> int:
                 record("router, 2 workers", router(two, len(receipts), workers=2, load=partial(send, two)))
                 if not args.skip_faust:
                     record("naive faust agent", naive_faust(fresh("faust"), len(receipts)))
+                if not args.skip_kstreams:
+                    record("Kafka Streams (EOS v2)", kstreams_peer(fresh("kstreams"), len(receipts)))
 
             lines = sum(len(c.lines) for c in receipts) / len(receipts)
             print(
