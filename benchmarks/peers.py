@@ -18,7 +18,8 @@ Every path reads the same input topics and writes its own output topics, created
 ``LogAppendTime`` so a path is timed from its first output record to its last by the broker's clock
 (start-up and group joins are not counted). The outputs are read back read-committed, decoded
 (fastavro) and compared with the router's as multisets per topic (``peer_compare.py`` says which
-fields are left out and why). Usage: ``python benchmarks/peers.py [--receipts N] [--json-out FILE]``.
+fields are left out and why). Usage:
+``python benchmarks/peers.py [--receipts N] [--json-out FILE] [--markdown-out docs/performance.md]``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import e2e_report
 import peer_compare
 import processor_throughput
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -236,8 +238,11 @@ PATHS = {
 }
 
 
-def run(settings: Settings, receipts: int, skip: tuple[str, ...] = (), quix_path: Path = QUIX_PATH) -> dict[str, Any]:
-    """Fill the input on ``settings``' broker, run every path, compare; the results as a dict."""
+def run(
+    settings: Settings, receipts: int, how: str, skip: tuple[str, ...] = (), quix_path: Path = QUIX_PATH
+) -> dict[str, Any]:
+    """Fill the input on ``settings``' broker, run every path, compare; the results as a dict (``how``: the
+    words saying how it was run, for the report)."""
     tag = uuid.uuid4().hex[:6]
     base = settings.model_copy(update={"topic_prefix": f"peers-{tag}."})
     create_topics(base, output_specs())
@@ -303,22 +308,15 @@ def run(settings: Settings, receipts: int, skip: tuple[str, ...] = (), quix_path
         else:
             row["difference"] = peer_compare.first_difference(reference, decoded, PATHS[name])
     return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "how": how,
+        "cores": os.cpu_count(),
         "receipts": counts["receipts"],
         "input": counts,
         "partitions": base.topic_partitions,
         "ignored_fields": {t: sorted(f) for t, f in peer_compare.IGNORED.items()},
         "paths": rows,
     }
-
-
-def print_result(result: dict[str, Any]) -> None:
-    i = result["input"]
-    print(
-        f"\n{i['receipts']:,} receipts ({i['lines']:,} lines), {i['consent_changes']:,} consent changes,"
-        f" {i['duplicates']:,} repeated deliveries, {i['dead_letters']:,} bad records;"
-        f" {result['partitions']} partitions, one worker per path, one round\n"
-    )
-    print(peer_compare.table(result["paths"]))
 
 
 def main() -> int:
@@ -328,6 +326,7 @@ def main() -> int:
     parser.add_argument("--bootstrap", help="use this broker instead of starting an embedded one")
     parser.add_argument("--skip", nargs="*", default=[], choices=sorted(PATHS), help="leave these paths out")
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
+    parser.add_argument("--markdown-out", type=Path, help="update the peers section of this Markdown file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="receiptflow-peers-") as tmp:
         base = {"data_dir": Path(tmp), "metrics_port": 0, "topic_partitions": args.partitions}
@@ -339,15 +338,16 @@ def main() -> int:
             stack = Stack(settings)
             stack.kafka.up()
         try:
-            result = run(settings, args.receipts, tuple(args.skip))
+            how = "on its own embedded broker" if stack is not None else f"on the broker at {args.bootstrap}"
+            result = run(settings, args.receipts, how, tuple(args.skip))
         finally:
             if stack is not None:
                 stack.down()
-    result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
-    result["cores"] = os.cpu_count()
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print_result(result)
+    print(e2e_report.peers_section(result))
+    if args.markdown_out:
+        e2e_report.update_section(args.markdown_out, e2e_report.peers_section(result), e2e_report.PEERS_SECTION)
     return 0
 
 
