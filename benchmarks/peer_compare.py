@@ -116,7 +116,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         if r.get("error"):
-            out.append(f"| {r['path']} | - | - | not run: {r['error']} |")
+            out.append(f"| {r['path']} | - | - | {r['error']} |")
             continue
         rate = r["receipts_per_s"] / r["workers"]
         base = router["receipts_per_s"] / router["workers"] if router and not router.get("error") else None

@@ -124,4 +124,4 @@ def test_table_shows_rates_per_worker_ratios_and_the_first_difference() -> None:
     assert lines[2] == "| router (exactly-once) | 2,000 | 1.00x | (the reference) |"
     assert lines[3] == "| quixstreams (exactly-once) | 1,000 | 0.50x | yes |"
     assert lines[4] == "| naive faust agent | 500 | 0.25x | no: x differs |"
-    assert lines[5] == "| Kafka Streams (exactly-once) | - | - | not run: did not start: no jar |"
+    assert lines[5] == "| Kafka Streams (exactly-once) | - | - | did not start: no jar |"
