@@ -38,6 +38,14 @@ def summary(values: list[float]) -> dict[str, float | int | None]:
     }
 
 
+def expected_from_truth(truth: dict[str, Any]) -> tuple[int, int]:
+    """(receipts for the warehouse, visits for the profiles) a simulator run's ground truth promises.
+
+    Visits are the carded sales: a refund (receipts v2) is a carded receipt but no visit.
+    """
+    return int(truth["receipts"]), sum(int(card["visits"]) for card in truth["per_card"].values())
+
+
 def machine() -> dict[str, Any]:
     ram = 0
     try:

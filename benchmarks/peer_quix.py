@@ -28,7 +28,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+from peer_record import Record
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import Serializer
 
@@ -45,35 +45,6 @@ from receiptflow.topics import TopicNames
 
 # Keys in the state store (scoped by quixstreams to the message key, i.e. the card).
 SEEN, CONSENT = "seen:", "consent:"
-
-
-class _Record:
-    """One consumed record in the shape :class:`RouteStep` reads (``confluent_kafka.Message``'s methods)."""
-
-    __slots__ = ("_key", "_offset", "_partition", "_topic", "_ts", "_value")
-
-    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, ts: int):
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._key, self._value, self._ts = key, value, ts
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def timestamp(self) -> tuple[int, int]:
-        # Both inputs are LogAppendTime topics; quixstreams hands over the milliseconds only.
-        return TIMESTAMP_LOG_APPEND_TIME, self._ts
 
 
 class _Seen:
@@ -158,7 +129,7 @@ def main() -> int:
 
     def route(value: bytes | None, key: bytes | None, timestamp: int, headers: object, state: State) -> list[Output]:
         ctx = message_context()
-        msg = _Record(ctx.topic, ctx.partition, ctx.offset, key, value, timestamp)
+        msg = Record(ctx.topic, ctx.partition, ctx.offset, key, value, timestamp)
         view.bind(state)
         result = step.step(msg, {ctx.partition: view}, staged, datetime.now(UTC))  # type: ignore[dict-item]
         for (_, rid), at in staged.seen.items():

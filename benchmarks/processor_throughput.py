@@ -36,11 +36,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import faust
-from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from peer_record import Record
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
@@ -238,33 +238,6 @@ def naive_faust(settings: Settings, count: int) -> float:
         proc.wait(30)
 
 
-class _FaustRecord:
-    """A faust message in the shape the router's step reads (``confluent_kafka.Message``'s methods)."""
-
-    __slots__ = ("m",)
-
-    def __init__(self, message: Any) -> None:
-        self.m = message
-
-    def topic(self) -> str:
-        return str(self.m.topic)
-
-    def partition(self) -> int:
-        return int(self.m.partition)
-
-    def offset(self) -> int:
-        return int(self.m.offset)
-
-    def key(self) -> bytes | None:
-        return self.m.key  # type: ignore[no-any-return]
-
-    def value(self) -> bytes | None:
-        return self.m.value  # type: ignore[no-any-return]
-
-    def timestamp(self) -> tuple[int, int]:
-        return TIMESTAMP_LOG_APPEND_TIME, int(self.m.timestamp * 1000)
-
-
 def faust_worker() -> None:
     """The naive per-event faust agent (its own process; ``naive_faust`` and ``peers.py`` start it).
 
@@ -313,7 +286,9 @@ def faust_worker() -> None:
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             staged = Staged()
-            result = step.step(_FaustRecord(event.message), state, staged, datetime.now(UTC))
+            m = event.message
+            msg = Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
+            result = step.step(msg, state, staged, datetime.now(UTC))
             staged.commit_into(state)
             for out in result.outputs:
                 await sinks[out.topic].send(key=out.key, value=out.value)

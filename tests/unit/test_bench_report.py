@@ -71,3 +71,14 @@ def test_peers_section_names_the_input_the_ignored_fields_and_the_table() -> Non
     assert "10,000 receipts (80,000 lines) with 200 consent changes, 100 repeated deliveries and 50 bad" in text
     assert "`purchases.customer`: processed_at; `purchases.analytics`: nothing" in text
     assert text.splitlines()[-1] == "| quixstreams (exactly-once) | 1,500 | 0.50x | yes |"
+
+
+def test_visits_expected_count_carded_sales_only() -> None:
+    # Receipts v2: a refund is no visit, so the profiles hold fewer visits than carded receipts.
+    truth = {
+        "receipts": 5,
+        "anonymous": 1,
+        "refunds": 1,
+        "per_card": {"6001": {"visits": 2, "spend_cents": 900}, "6002": {"visits": 1, "spend_cents": 100}},
+    }
+    assert report.expected_from_truth(truth) == (5, 3)
