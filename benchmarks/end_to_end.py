@@ -356,7 +356,7 @@ def main() -> int:
             router_rate = router_alone(settings, 5_000 if args.quick else 20_000)
             peer_result = None
             if not args.skip_peers:
-                how = "in `make bench`, after the pipeline stopped, on its broker"
+                how = "called by `end_to_end.py` as `make bench` runs it, after the pipeline stopped, on its broker"
                 peer_result = peers.run(settings, args.peer_receipts or (3_000 if args.quick else 10_000), how)
         finally:
             pipe.stop()
