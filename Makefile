@@ -69,7 +69,7 @@ integration: setup
 
 # The end-to-end benchmark on its own embedded stack, every stage its own process, then the router beside
 # its peers (quixstreams, a naive faust agent; Kafka Streams when benchmarks/peer_kstreams.py is there) on
-# one job with their outputs compared (about 12 minutes on 2 cores; BENCH_ARGS=--quick about 4); figures to
+# one job with their outputs compared (about 8.5 + 4 minutes on 2 cores; BENCH_ARGS=--quick about 2 + 2); figures to
 # .receiptflow/end_to_end.json and standard output, BENCH_ARGS=--markdown-out docs/performance.md rewrites
 # the "End to end" section there.
 # quixstreams, the peer benchmarks/peers.py runs beside the router, pins an older confluent-kafka and
