@@ -76,7 +76,7 @@ $(VENV)/quixstreams/.installed: $(VENV)/.installed constraints-quixstreams.txt
 	touch $@
 
 # The end-to-end benchmark on its own embedded stack, every stage its own process, then the router beside
-# its peers (quixstreams, a naive faust agent; Kafka Streams when benchmarks/peer_kstreams.py is there) on
+# its peers (quixstreams, a naive faust agent, Kafka Streams in Java) on
 # one job with their outputs compared (about 8.5 + 4 minutes on 2 cores; BENCH_ARGS=--quick about 2 + 2); figures to
 # .receiptflow/end_to_end.json and standard output, BENCH_ARGS=--markdown-out docs/performance.md rewrites
 # the "End to end" and "The router beside its peers" sections there.
