@@ -77,11 +77,21 @@ unit: $(VENV)/.fast-path
 integration: setup
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-# The end-to-end benchmark on its own embedded stack, every stage its own process (about 8.5 minutes on
-# 2 cores; BENCH_ARGS=--quick about 2); figures to .receiptflow/end_to_end.json and standard output,
-# BENCH_ARGS=--markdown-out docs/performance.md rewrites the "End to end" section there.
-bench: setup
+# quixstreams, the peer benchmarks/peers.py runs beside the router, pins an older confluent-kafka and
+# pydantic than the project does: it gets a folder of its own, first on the path of its process only.
+$(VENV)/quixstreams/.installed: $(VENV)/.installed constraints-quixstreams.txt
+	$(BIN)/python -m pip install -q -c constraints-quixstreams.txt --upgrade --target $(VENV)/quixstreams quixstreams
+	touch $@
+
+# The end-to-end benchmark on its own embedded stack, every stage its own process, then the router beside
+# its peers (quixstreams, a naive faust agent, Kafka Streams in Java) on
+# one job with their outputs compared (about 8.5 + 4 minutes on 2 cores; BENCH_ARGS=--quick about 2 + 2); figures to
+# .receiptflow/end_to_end.json and standard output, BENCH_ARGS=--markdown-out docs/performance.md rewrites
+# the "End to end" and "The router beside its peers" sections there.
+bench: setup $(VENV)/quixstreams/.installed
 	mkdir -p .receiptflow
+	# The Kafka Streams peer of the router (Maven; built again only when its sources change).
+	$(BIN)/python benchmarks/peer_kstreams.py
 	$(BIN)/python benchmarks/end_to_end.py --json-out .receiptflow/end_to_end.json $(BENCH_ARGS)
 
 stack-down: $(VENV)/.installed

@@ -5,10 +5,15 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peer_compare
+
 SECTION = "## End to end"
+PEERS_SECTION = "## The router beside its peers"
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -31,6 +36,14 @@ def summary(values: list[float]) -> dict[str, float | int | None]:
         "p99": percentile(ordered, 99),
         "max": ordered[-1],
     }
+
+
+def expected_from_truth(truth: dict[str, Any]) -> tuple[int, int]:
+    """(receipts for the warehouse, visits for the profiles) a simulator run's ground truth promises.
+
+    Visits are the carded sales: a refund (receipts v2) is a carded receipt but no visit.
+    """
+    return int(truth["receipts"]), sum(int(card["visits"]) for card in truth["per_card"].values())
 
 
 def machine() -> dict[str, Any]:
@@ -111,10 +124,29 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def update_section(path: Path, section: str) -> None:
-    """Replace the 'End to end' section of ``path`` (up to the next ``## `` heading), or append it."""
+def peers_section(p: dict[str, Any]) -> str:
+    """The router beside its peers: the input, the table, what the comparison leaves out."""
+    i = p["input"]
+    ignored = "; ".join(f"`{t}`: {', '.join(f) or 'nothing'}" for t, f in p["ignored_fields"].items())
+    return (
+        f"{PEERS_SECTION}\n\n"
+        f"Measured {p['date'][:10]} by `python benchmarks/peers.py` ({p['how']}) on {p['cores']} cores, other work"
+        f" running beside: one input of {i['receipts']:,} receipts ({i['lines']:,} lines) with"
+        f" {i['consent_changes']:,} consent changes, {i['duplicates']:,} repeated deliveries and"
+        f" {i['dead_letters']:,} bad records after every card's sign-up consent; each path one worker, its own"
+        f" output topics, timed from its first output record to its last (broker append times), one round."
+        f" Outputs are compared with the router's as multisets per topic, leaving out {ignored}"
+        " (and masking the times inside a dead letter's message). The router and quixstreams take their two"
+        " inputs in the order they were written (aligned by timestamp); the naive faust agent takes them in"
+        " the order its fetches bring them, so on a backlog it can route a receipt before its card's consent"
+        " is read.\n\n" + peer_compare.table(p["paths"])
+    )
+
+
+def update_section(path: Path, section: str, heading: str = SECTION) -> None:
+    """Replace the section ``heading`` of ``path`` (up to the next ``## `` heading), or append it."""
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:

@@ -23,12 +23,15 @@ Phases, in one run:
    the offered rate sells slower, and the latencies are those of the rate it did sell.
 4. **router alone**: ``benchmarks/processor_throughput.py``'s router path on a fresh topic, after
    the pipeline is stopped: the same-run baseline the end-to-end rate is compared with.
+5. **peers**: ``benchmarks/peers.py`` on the same broker: the router, quixstreams, the naive faust
+   agent (and Kafka Streams when its peer is there) on one input, timed, outputs compared.
 
 CPU is ``/proc/<pid>/stat`` of each process (PostgreSQL's live backends added to its postmaster; the
 simulator's from ``getrusage`` of reaped children); peak RSS is ``VmHWM``. Redis bytes per card are
 ``MEMORY USAGE`` of the sampled cards' keys via the profile store.
 
-Usage: ``python benchmarks/end_to_end.py [--quick] [--json-out FILE] [--markdown-out FILE]``.
+Usage: ``python benchmarks/end_to_end.py [--quick] [--json-out FILE] [--markdown-out FILE]``
+(``--markdown-out`` replaces the "End to end" and "The router beside its peers" sections there).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_report
+import peers
 import processor_throughput
 from e2e_observe import Observer, lines_in, peak_rss, tree_cpu
 
@@ -150,9 +154,8 @@ def first_ack(settings: Settings, topic: str, base: int, sim: subprocess.Popen[b
 
 
 def sold(tmp: Path, name: str) -> tuple[int, int]:
-    """(receipts, carded receipts) a simulator run sold, from its ground truth."""
-    truth = json.loads((tmp / f"truth-{name}.json").read_text())
-    return int(truth["receipts"]), int(truth["receipts"]) - int(truth["anonymous"])
+    """(receipts, carded sales: the visits the profiles gain) a simulator run sold, from its ground truth."""
+    return e2e_report.expected_from_truth(json.loads((tmp / f"truth-{name}.json").read_text()))
 
 
 def wait_visible(
@@ -307,6 +310,8 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
     parser.add_argument("--markdown-out", type=Path, help="update the 'End to end' section of this Markdown file")
+    parser.add_argument("--peer-receipts", type=int, help="receipts for the peers (default 10,000; quick 3,000)")
+    parser.add_argument("--skip-peers", action="store_true", help="leave out the router's peers")
     args = parser.parse_args()
     receipts = args.receipts or (10_000 if args.quick else 60_000)
     seconds = args.latency_seconds or (15.0 if args.quick else 60.0)
@@ -349,6 +354,10 @@ def main() -> int:
             pipe.stop()
             print("router alone (same-run baseline) ...", flush=True)
             router_rate = router_alone(settings, 5_000 if args.quick else 20_000)
+            peer_result = None
+            if not args.skip_peers:
+                how = "called by `end_to_end.py` as `make bench` runs it, after the pipeline stopped, on its broker"
+                peer_result = peers.run(settings, args.peer_receipts or (3_000 if args.quick else 10_000), how)
         finally:
             pipe.stop()
             stack.down()
@@ -367,14 +376,20 @@ def main() -> int:
         "router_alone_receipts_per_s": router_rate,
         "end_to_end_vs_router": drained["receipts_per_s"] / router_rate,
         "live_vs_router": sat_live["receipts_per_s"] / router_rate,
+        "peers": peer_result,
         "wall_seconds": time.monotonic() - started,
     }
     text = json.dumps(result, indent=2)
     if args.json_out:
         args.json_out.write_text(text + "\n")
     print(e2e_report.markdown(result))
+    if peer_result is not None:
+        print(e2e_report.peers_section(peer_result))
     if args.markdown_out:
         e2e_report.update_section(args.markdown_out, e2e_report.markdown(result))
+        if peer_result is not None:
+            section = e2e_report.peers_section(peer_result)
+            e2e_report.update_section(args.markdown_out, section, e2e_report.PEERS_SECTION)
     return 0
 
 

@@ -13,8 +13,12 @@ All read the same simulated checkouts from the same broker and write to their ow
                            15k receipts/s target came from;
 * ``router, 2 workers``    two such processes in one consumer group (partitions split between them;
                            the topics are filled once both hold partitions);
-* ``naive faust agent``    a faust-streaming agent doing the same core work one event at a time
-                           with ``await topic.send`` per output (faust's idiomatic shape).
+* ``naive faust agent``    a faust-streaming agent doing the router's per-record work (the same
+                           step: validation, consent, dedup) one event at a time with
+                           ``await topic.send`` per output (faust's idiomatic shape);
+* ``Kafka Streams (EOS v2)`` the router's job as a Kafka Streams topology with
+                           ``processing.guarantee=exactly_once_v2``, one stream thread, state in
+                           RocksDB (``benchmarks/kstreams/``, started by ``peer_kstreams.py``).
 
 Each runs in its own process and is timed from its first output record to its last, so start-up
 and group joins are not counted. Usage:
@@ -41,16 +45,21 @@ from pathlib import Path
 import faust
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from peer_kstreams import PeerTopics, build, start
+from peer_record import Record
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.models import Checkout
+from receiptflow.models import Checkout, ConsentState
 from receiptflow.policy import load_policy
 from receiptflow.processors.app import faust_broker_url, run_worker
 from receiptflow.processors.core import process
 from receiptflow.processors.pseudonym import BasketPseudonymiser
+from receiptflow.processors.route_step import RouteStep
+from receiptflow.processors.router_state import PartitionState, Staged
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
+from receiptflow.registry import codec_for
 from receiptflow.secrets import analytics_key
 from receiptflow.stack import Stack
 from receiptflow.stack.process import free_port
@@ -236,12 +245,39 @@ def naive_faust(settings: Settings, count: int) -> float:
         proc.wait(30)
 
 
-def faust_worker() -> None:
-    """The naive per-event faust agent (run in its own process by ``naive_faust``)."""
-    settings = Settings()
+def kstreams_peer(settings: Settings, count: int) -> float:
+    """The Kafka Streams peer on its own topics, timed like the router (first output to last)."""
     names = TopicNames(settings.topic_prefix)
-    codec = Codec()
-    policy = load_policy()
+    proc = start(settings, PeerTopics.of(names), settings.processor_id, analytics_key(settings))
+    try:
+        return _time_until(settings, names.purchases_customer, count, lambda: proc.poll() is None)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def faust_worker() -> None:
+    """The naive per-event faust agent (its own process; ``naive_faust`` and ``peers.py`` start it).
+
+    The router's per-record step (:class:`RouteStep`) in the shape faust invites: one agent on both
+    inputs, one event at a time, ``await topic.send`` per output. Naive in what faust leaves to the
+    author: consent histories and receipt ids seen live in process memory, the sends are
+    at-least-once, and the inputs are taken in fetch order, not in the order they were written.
+    Outputs go to ``BENCH_OUTPUT_PREFIX``'s topics (default: the inputs' prefix).
+    """
+    settings = Settings()
+    inputs = TopicNames(settings.topic_prefix)
+    outputs = TopicNames(os.environ.get("BENCH_OUTPUT_PREFIX", settings.topic_prefix))
+    names = TopicNames(outputs.prefix)
+    names.consents = inputs.consents  # the step tells consents from checkouts by the input's name
+    step = RouteStep(
+        names,
+        load_policy(settings.policy_file),
+        codec_for(settings),
+        BasketPseudonymiser(analytics_key(settings)),
+        ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
+        "faust-naive",
+    )
     app = faust.App(
         f"{settings.processor_id}-naive",
         broker=faust_broker_url(settings),
@@ -250,27 +286,30 @@ def faust_worker() -> None:
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        datadir=str(settings.data_dir / "faust-naive"),
+        datadir=str(settings.data_dir / f"faust-naive-{settings.processor_id}"),
     )
-
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes, allow_empty=True)
-
-    baskets = BasketPseudonymiser(analytics_key(settings))
-    source, customer = topic(names.checkouts), topic(names.purchases_customer)
-    marketing, analytics = topic(names.purchases_marketing), topic(names.purchases_analytics)
+    source = app.topic(inputs.consents, inputs.checkouts, key_type=bytes, value_type=bytes, allow_empty=True)
+    sinks = {
+        name: app.topic(name, key_type=bytes, value_type=bytes, allow_empty=True)
+        for name in (
+            outputs.purchases_customer,
+            outputs.purchases_marketing,
+            outputs.purchases_analytics,
+            outputs.checkouts_dlq,
+        )
+    }
+    state: dict[int, PartitionState] = {}
 
     @app.agent(source)
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            c = Checkout.from_avro(codec.decode(event.message.value, expect="checkout").value)
-            routed = process(c, policy, None, datetime.now(UTC), baskets)
-            key = (c.card_id or c.store_id).encode()
-            await customer.send(key=key, value=codec.encode("purchase", routed.customer.to_avro()))
-            if routed.marketing is not None:
-                await marketing.send(key=key, value=codec.encode("purchase", routed.marketing.to_avro()))
-            if routed.analytics is not None:
-                await analytics.send(key=key, value=codec.encode("analytics_basket", routed.analytics.to_avro()))
+            staged = Staged()
+            m = event.message
+            msg = Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
+            result = step.step(msg, state, staged, datetime.now(UTC))
+            staged.commit_into(state)
+            for out in result.outputs:
+                await sinks[out.topic].send(key=out.key, value=out.value)
 
     run_worker(app)
 
@@ -282,6 +321,7 @@ def main() -> int:
     parser.add_argument("--bootstrap", help="use this broker instead of starting an embedded one")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all paths; medians are printed")
     parser.add_argument("--skip-faust", action="store_true", help="leave out the (slow) naive faust agent")
+    parser.add_argument("--skip-kstreams", action="store_true", help="leave out the Kafka Streams peer")
     parser.add_argument("--faust-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.faust_worker:
@@ -289,6 +329,8 @@ def main() -> int:
         faust_worker()
         return 0
 
+    if not args.skip_kstreams:
+        build()  # before the broker starts: a first build takes a minute
     with tempfile.TemporaryDirectory(prefix="receiptflow-bench-") as tmp:
         data = Path(tmp)
         stack: Stack | None = None
@@ -340,6 +382,8 @@ def main() -> int:
                 record("router, 2 workers", router(two, len(receipts), workers=2, load=partial(send, two)))
                 if not args.skip_faust:
                     record("naive faust agent", naive_faust(fresh("faust"), len(receipts)))
+                if not args.skip_kstreams:
+                    record("Kafka Streams (EOS v2)", kstreams_peer(fresh("kstreams"), len(receipts)))
 
             lines = sum(len(c.lines) for c in receipts) / len(receipts)
             print(

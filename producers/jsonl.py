@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from ..checkout_json import checkout_from_json, consent_change_from_json
 from ..errors import ValidationError
 from ..models import Checkout, CheckoutLine, ConsentChange
 
@@ -67,7 +68,7 @@ def parse_document(text: str, kind: Kind) -> Parsed:
         raise ValidationError("malformed_json", f"{exc.msg} at column {exc.colno}") from exc
     except RecursionError as exc:
         raise ValidationError("malformed_json", "nested too deeply") from exc
-    record = Checkout.from_json(doc) if kind == "checkout" else ConsentChange.from_json(doc)
+    record = checkout_from_json(doc) if kind == "checkout" else consent_change_from_json(doc)
     return Parsed(record, _unknown(doc, kind))
 
 

@@ -91,20 +91,7 @@ def refund_lines(rng: random.Random, sold: tuple[CheckoutLine, ...]) -> tuple[Ch
     if not goods:
         return ()
     back = rng.sample(goods, min(len(goods), rng.choice((1, 1, 2))))
-    return tuple(
-        CheckoutLine(
-            i + 1,
-            x.sku,
-            x.product_group,
-            -x.quantity,
-            x.unit_price_cents,
-            -x.amount_cents,
-            LineKind.RETURN,
-            x.unit,
-            ref_line_no=x.line_no,
-        )
-        for i, x in enumerate(back)
-    )
+    return tuple(x.returned(i + 1) for i, x in enumerate(back))
 
 
 def _minus(line: CheckoutLine, kind: LineKind, cents: int, sku: str) -> CheckoutLine:

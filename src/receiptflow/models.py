@@ -2,9 +2,8 @@
 
 The ``.avsc`` files are the source of truth; these classes are the typed Python view of them that
 the pure core (policy, consent, profile folds) works on. Each class converts to and from the plain
-dict that fastavro reads and writes (``to_avro`` / ``from_avro``) and to and from the JSON Lines
-shape documented in the README (``to_json`` / ``from_json``): the same field names, event times as
-ISO-8601 strings with their UTC offset, money as integer cents.
+dict that fastavro reads and writes (``to_avro`` / ``from_avro``); the JSON Lines shape documented in
+the README is read and written by :mod:`receiptflow.checkout_json`.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any, ClassVar, Protocol, Self, cast
 
-from .errors import ValidationError
-from .field_values import local_time, offset_minutes_of, parse_time, required, to_utc
+from .field_values import local_time, offset_minutes_of, parse_time, to_utc
 from .receipt_parts import (
     LINE_KINDS,
     RECEIPT_KINDS,
@@ -29,8 +27,6 @@ from .receipt_parts import (
     PaymentMethod,
     ReceiptKind,
     Unit,
-    enum_value,
-    json_list,
 )
 
 
@@ -128,54 +124,6 @@ class Checkout:
             payments=tuple([Payment.from_avro(p) for p in payments]) if payments else (),
         )
 
-    def to_json(self) -> dict[str, Any]:
-        d = self.to_avro()
-        d.pop("event_tz_offset_minutes")
-        d["event_time"] = self.event_time.isoformat()
-        return d
-
-    @classmethod
-    def from_json(cls, d: Any) -> Checkout:
-        """Build from the documented JSON shape; raises :class:`ValidationError` naming the field."""
-        if not isinstance(d, dict):
-            raise ValidationError("schema", "a checkout must be a JSON object")
-        try:
-            lines_raw = d.get("lines", [])
-            if not isinstance(lines_raw, list):
-                raise ValidationError("schema", "lines must be a list", "lines")
-            lines = [CheckoutLine.from_json(line, f"lines[{i}]") for i, line in enumerate(lines_raw)]
-            original = d.get("original_receipt_id")
-            if original is not None and not isinstance(original, str):
-                raise ValidationError("schema", "original_receipt_id must be a string or null", "original_receipt_id")
-            card = d.get("card_id")
-            if card is not None and not isinstance(card, str):
-                raise ValidationError("schema", "card_id must be a string or null", "card_id")
-            method = required(d, "payment_method", str)
-            try:
-                payment = PaymentMethod(method)
-            except ValueError as exc:
-                raise ValidationError("schema", f"unknown payment method {method!r}", "payment_method") from exc
-            return cls(
-                receipt_id=required(d, "receipt_id", str),
-                chain=required(d, "chain", str),
-                store_id=required(d, "store_id", str),
-                register_id=required(d, "register_id", str),
-                card_id=card,
-                event_time=parse_time(required(d, "event_time", str), "event_time"),
-                payment_method=payment,
-                currency=required(d, "currency", str) if d.get("currency") is not None else "EUR",
-                total_cents=required(d, "total_cents", int),
-                lines=tuple(lines),
-                receipt_kind=enum_value(ReceiptKind, d.get("receipt_kind") or "SALE", "receipt_kind"),
-                original_receipt_id=original,
-                adjustments=tuple(
-                    Adjustment.from_json(a, f"adjustments[{i}]") for i, a in enumerate(json_list(d, "adjustments"))
-                ),
-                payments=tuple(Payment.from_json(p, f"payments[{i}]") for i, p in enumerate(json_list(d, "payments"))),
-            )
-        except KeyError as exc:  # pragma: no cover - _req raises ValidationError first
-            raise ValidationError("missing_field", "required field missing", str(exc)) from exc
-
 
 @dataclass(frozen=True, slots=True)
 class ConsentChange(_Fields):
@@ -189,18 +137,6 @@ class ConsentChange(_Fields):
 
     def to_avro(self) -> dict[str, Any]:
         return {**_Fields.to_avro(self), "event_time": to_utc(self.event_time)}
-
-    @classmethod
-    def from_json(cls, d: Any) -> ConsentChange:
-        if not isinstance(d, dict):
-            raise ValidationError("schema", "a consent change must be a JSON object")
-        return cls(
-            card_id=required(d, "card_id", str),
-            event_time=parse_time(required(d, "event_time", str), "event_time"),
-            product_data_marketing=required(d, "product_data_marketing", bool),
-            electronic_marketing=required(d, "electronic_marketing", bool),
-            source=required(d, "source", str),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +233,7 @@ class Purchase:
 
 
 @dataclass(frozen=True, slots=True)
-class BasketLine:
+class BasketLine(_Fields):
     """A line of an analytics basket: what was sold, without the register's line number."""
 
     sku: str
@@ -310,19 +246,10 @@ class BasketLine:
     adjustment_cents: int = 0  # v2: the line's share of the receipt-level adjustments
 
     def to_avro(self) -> dict[str, Any]:
-        return {
-            "sku": self.sku,
-            "product_group": self.product_group,
-            "quantity": self.quantity,
-            "unit_price_cents": self.unit_price_cents,
-            "amount_cents": self.amount_cents,
-            "kind": self.kind.value,
-            "unit": self.unit.value,
-            "adjustment_cents": self.adjustment_cents,
-        }
+        return {**_Fields.to_avro(self), "kind": self.kind.value, "unit": self.unit.value}
 
     @classmethod
-    def from_avro(cls, d: Mapping[str, Any]) -> BasketLine:
+    def from_avro(cls, d: Mapping[str, Any]) -> BasketLine:  # v1 lines lack the v2 fields
         kind = d.get("kind")
         unit = d.get("unit")
         return cls(

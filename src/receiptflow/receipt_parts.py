@@ -5,7 +5,8 @@ what each line is (:class:`LineKind`) and keeps money signed: the kind fixes the
 amount and quantity (:data:`AMOUNT_SIGN`), so the signed lines and the receipt-level
 :class:`Adjustment` s add up to the total. A v1 record reads as a v2 sale whose lines are all ``SALE``
 in pieces (the schema defaults), so everything that worked on v1 means the same on v2.
-docs/design.md ("Receipts v2") gives the semantics with examples; :mod:`receiptflow.validation` enforces them.
+docs/design.md ("Receipts v2") gives the semantics with examples; :mod:`receiptflow.validation` enforces them
+and :mod:`receiptflow.checkout_json` reads them from JSON.
 """
 
 from __future__ import annotations
@@ -13,12 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from .errors import ValidationError
-from .field_values import required
-
-E = TypeVar("E", bound=enum.StrEnum)
+from typing import Any
 
 
 class PaymentMethod(enum.StrEnum):
@@ -95,16 +91,6 @@ class Adjustment:
     def from_avro(cls, d: Mapping[str, Any]) -> Adjustment:
         return cls(AdjustmentKind(d["kind"]), d["code"], d["amount_cents"])
 
-    @classmethod
-    def from_json(cls, d: Any, where: str) -> Adjustment:
-        if not isinstance(d, dict):
-            raise ValidationError("schema", "an adjustment must be an object", where)
-        return cls(
-            kind=enum_value(AdjustmentKind, required(d, "kind", str, f"{where}."), f"{where}.kind"),
-            code=required(d, "code", str, f"{where}."),
-            amount_cents=required(d, "amount_cents", int, f"{where}."),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Payment:
@@ -119,33 +105,6 @@ class Payment:
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> Payment:
         return cls(PaymentMethod(d["method"]), d["amount_cents"])
-
-    @classmethod
-    def from_json(cls, d: Any, where: str) -> Payment:
-        if not isinstance(d, dict):
-            raise ValidationError("schema", "a payment must be an object", where)
-        return cls(
-            method=enum_value(PaymentMethod, required(d, "method", str, f"{where}."), f"{where}.method"),
-            amount_cents=required(d, "amount_cents", int, f"{where}."),
-        )
-
-
-def enum_value(kind: type[E], value: str, field: str) -> E:
-    """``kind(value)``, or a ValidationError naming the field and the value."""
-    try:
-        return kind(value)
-    except ValueError as exc:
-        raise ValidationError("schema", f"unknown {kind.__name__} {value!r}", field) from exc
-
-
-def json_list(d: Mapping[str, Any], name: str) -> list[Any]:
-    """An optional JSON list field (absent or null: empty)."""
-    value = d.get(name)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise ValidationError("schema", f"{name} must be a list", name)
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +136,24 @@ class CheckoutLine:
             "ref_line_no": self.ref_line_no,
         }
 
+    def returned(self, line_no: int) -> CheckoutLine:
+        """The RETURN line, numbered ``line_no`` on a later receipt, that gives this sold line back whole.
+
+        Quantity and amount change sign; SKU, group, unit price and unit stay (weighed goods go back in
+        kg); ``ref_line_no`` names this line on the receipt it was sold on.
+        """
+        return CheckoutLine(
+            line_no,
+            self.sku,
+            self.product_group,
+            -self.quantity,
+            self.unit_price_cents,
+            -self.amount_cents,
+            LineKind.RETURN,
+            self.unit,
+            self.line_no,
+        )
+
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> CheckoutLine:
         # Readers resolve to the newest schema, which fills the v2 fields; .get keeps plain v1 dicts working.
@@ -192,24 +169,4 @@ class CheckoutLine:
             LINE_KINDS[kind] if kind else LineKind.SALE,
             UNITS[unit] if unit else Unit.PIECE,
             d.get("ref_line_no"),
-        )
-
-    @classmethod
-    def from_json(cls, line: Any, where: str) -> CheckoutLine:
-        if not isinstance(line, dict):
-            raise ValidationError("schema", "a line must be an object", where)
-        p = f"{where}."
-        ref = line.get("ref_line_no")
-        if ref is not None and (not isinstance(ref, int) or isinstance(ref, bool)):
-            raise ValidationError("schema", "ref_line_no must be an integer or null", f"{p}ref_line_no")
-        return cls(
-            line_no=required(line, "line_no", int, p),
-            sku=required(line, "sku", str, p),
-            product_group=required(line, "product_group", str, p),
-            quantity=float(required(line, "quantity", (int, float), p)),
-            unit_price_cents=required(line, "unit_price_cents", int, p),
-            amount_cents=required(line, "amount_cents", int, p),
-            kind=enum_value(LineKind, line.get("kind") or "SALE", f"{p}kind"),
-            unit=enum_value(Unit, line.get("unit") or "PIECE", f"{p}unit"),
-            ref_line_no=ref,
         )

@@ -50,7 +50,9 @@ N = 900
 # Columns the analytics share by name with the card-linked tables. They say what was sold where and
 # for how much -- the analytics themselves -- and name no receipt: each value is shared by many
 # receipts. The basket sum (total_cents) with store and hour is the quasi-identifier that
-# docs/privacy.md names as the residual risk for someone who holds both stores.
+# docs/privacy.md names as the residual risk for someone who holds both stores; the deposits and
+# receipt-level adjustments of receipts v2 are money of that same kind, the kinds and units are
+# categories shared by most receipts.
 DESCRIPTIVE = frozenset(
     {
         "chain",
@@ -63,6 +65,11 @@ DESCRIPTIVE = frozenset(
         "quantity",
         "unit_price_cents",
         "amount_cents",
+        "receipt_kind",
+        "deposit_cents",
+        "adjustment_cents",
+        "line_kind",
+        "unit",
     }
 )
 

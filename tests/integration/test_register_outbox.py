@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from receiptflow.checkout_json import checkout_to_json
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import Checkout
@@ -133,11 +134,11 @@ def test_produce_reports_each_bad_line_and_sends_the_good_ones(
     sim = Simulator(12, stores=10, customers=20)
     good = [c for c in sim.stream(5, datetime.now(UTC), rate=1) if c.lines][:3]
     assert len(good) == 3
-    docs = [json.dumps(c.to_json()) for c in good]
-    missing_field = {k: v for k, v in good[0].to_json().items() if k != "store_id"}
+    docs = [json.dumps(checkout_to_json(c)) for c in good]
+    missing_field = {k: v for k, v in checkout_to_json(good[0]).items() if k != "store_id"}
     missing_field["receipt_id"] = "missing-field"
-    negative = {**good[1].to_json(), "receipt_id": "negative", "total_cents": -100, "lines": []}
-    mismatch = {**good[2].to_json(), "receipt_id": "mismatch", "total_cents": good[2].total_cents + 1}
+    negative = {**checkout_to_json(good[1]), "receipt_id": "negative", "total_cents": -100, "lines": []}
+    mismatch = {**checkout_to_json(good[2]), "receipt_id": "mismatch", "total_cents": good[2].total_cents + 1}
     lines = [
         docs[0],
         "{this is not json",

@@ -73,6 +73,9 @@ def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settin
     subjects.append(value_subject(names.checkouts_dlq))
     assert set(subjects) <= set(registry.get_subjects())
     assert {registry.get_compatibility(s) for s in subjects} == {"BACKWARD"}
+    # Every version kept in the repo is registered: the registry took analytics_basket v2 as BACKWARD compatible.
+    analytics = value_subject(names.physical("purchases.analytics"))
+    assert registry.get_versions(analytics) == [v.version for v in repo.versions("analytics_basket")] == [1, 2]
     check = subprocess.run(
         [sys.executable, "-m", "receiptflow", "schemas", "check"],
         env=env_for(reg_settings),

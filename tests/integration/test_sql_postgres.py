@@ -37,5 +37,7 @@ def test_sql_reads_postgres_read_only_and_as_the_analyst_role(
     # As the analyst: the anonymous analytics, never the card-linked tables.
     assert main(["sql", "--role", "receiptflow_analyst", "SELECT sum(baskets) AS b FROM analytics.daily_sales"]) == 0
     capsys.readouterr()
+    assert main(["sql", "--role", "receiptflow_analyst", "SELECT sum(refunds) FROM analytics.daily_sales_net"]) == 0
+    capsys.readouterr()
     assert main(["sql", "--role", "receiptflow_analyst", "SELECT count(*) FROM receipts"]) == 1
     assert "permission denied" in capsys.readouterr().err

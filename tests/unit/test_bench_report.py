@@ -52,3 +52,33 @@ def test_section_is_replaced_in_place_or_appended(tmp_path: Path) -> None:
     doc.write_text(doc.read_text() + "\n## Later\n\nkept\n")
     report.update_section(doc, "## End to end\n\nsecond\n")
     assert doc.read_text() == "# Figures\n\n## Other\n\ntext\n\n## End to end\n\nsecond\n\n## Later\n\nkept\n"
+
+
+def test_peers_section_names_the_input_the_ignored_fields_and_the_table() -> None:
+    peers = {
+        "date": "2026-12-01T22:00:00+00:00",
+        "how": "on its own embedded broker",
+        "cores": 2,
+        "input": {"receipts": 10_000, "lines": 80_000, "consent_changes": 200, "duplicates": 100, "dead_letters": 50},
+        "ignored_fields": {"purchases.customer": ["processed_at"], "purchases.analytics": []},
+        "paths": [
+            {"path": "router (exactly-once)", "workers": 1, "receipts_per_s": 3000.0, "difference": None},
+            {"path": "quixstreams (exactly-once)", "workers": 1, "receipts_per_s": 1500.0, "difference": None},
+        ],
+    }
+    text = report.peers_section(peers)
+    assert text.startswith("## The router beside its peers\n\nMeasured 2026-12-01 by `python benchmarks/peers.py`")
+    assert "10,000 receipts (80,000 lines) with 200 consent changes, 100 repeated deliveries and 50 bad" in text
+    assert "`purchases.customer`: processed_at; `purchases.analytics`: nothing" in text
+    assert text.splitlines()[-1] == "| quixstreams (exactly-once) | 1,500 | 0.50x | yes |"
+
+
+def test_visits_expected_count_carded_sales_only() -> None:
+    # Receipts v2: a refund is no visit, so the profiles hold fewer visits than carded receipts.
+    truth = {
+        "receipts": 5,
+        "anonymous": 1,
+        "refunds": 1,
+        "per_card": {"6001": {"visits": 2, "spend_cents": 900}, "6002": {"visits": 1, "spend_cents": 100}},
+    }
+    assert report.expected_from_truth(truth) == (5, 3)

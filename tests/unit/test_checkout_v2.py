@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import struct
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fastavro
 
+from receiptflow.checkout_json import checkout_from_json, checkout_to_json
 from receiptflow.codec import Codec
-from receiptflow.models import Checkout, LineKind, Purchase, ReceiptKind, Unit
+from receiptflow.models import Checkout, CheckoutLine, LineKind, Purchase, ReceiptKind, Unit
 from receiptflow.receipt_parts import AdjustmentKind, PaymentMethod
+from receiptflow.validation import validate
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 CODEC = Codec()
@@ -57,7 +60,7 @@ def test_v2_samples_round_trip_through_the_model_and_json() -> None:
         data = CODEC.encode("checkout", sample)
         c = Checkout.from_avro(CODEC.decode(data).value)
         assert CODEC.encode("checkout", c.to_avro()) == data
-        assert Checkout.from_json(json.loads(json.dumps(c.to_json()))) == c
+        assert checkout_from_json(json.loads(json.dumps(checkout_to_json(c)))) == c
 
 
 def test_v2_fields_are_read_into_the_model() -> None:
@@ -80,5 +83,18 @@ def test_json_without_v2_fields_is_a_v1_sale() -> None:
     sample = json.loads((SCHEMAS / "checkout" / "v1.samples.json").read_text())[0]
     sample["event_time"] = "2026-11-24T10:00:00.123+02:00"
     sample.pop("event_tz_offset_minutes")
-    c = Checkout.from_json(sample)
+    c = checkout_from_json(sample)
     assert c.receipt_kind is ReceiptKind.SALE and all(line.kind is LineKind.SALE for line in c.lines)
+
+
+def test_a_returned_line_gives_the_sold_line_back_in_its_unit() -> None:
+    sold = CheckoutLine(4, "2300000000000", "vegetables", 0.532, 299, 159, unit=Unit.KG)
+    back = sold.returned(1)
+    assert back == CheckoutLine(1, "2300000000000", "vegetables", -0.532, 299, -159, LineKind.RETURN, Unit.KG, 4)
+    # On a refund receipt of its own it is valid, and the sale and its return net to nothing.
+    refund = Checkout(
+        "R-2", "PRISMA", "P-1", "1", None, datetime(2026, 11, 2, 10, tzinfo=UTC), PaymentMethod.CARD, -159, (back,),
+        receipt_kind=ReceiptKind.REFUND, original_receipt_id="R-1",
+    )  # fmt: skip
+    validate(refund, datetime(2026, 11, 3, tzinfo=UTC))
+    assert sold.amount_cents + back.amount_cents == 0 and sold.quantity + back.quantity == 0

@@ -91,19 +91,7 @@ def returned_item(draw: st.DrawFn) -> Checkout:
 def refund(draw: st.DrawFn) -> Checkout:
     """A refund receipt of an earlier sale: its lines returned, a negative total."""
     sold = draw(sales())
-    back = [
-        CheckoutLine(
-            i + 1,
-            x.sku,
-            x.product_group,
-            -x.quantity,
-            x.unit_price_cents,
-            -x.amount_cents,
-            LineKind.RETURN,
-            ref_line_no=x.line_no,
-        )
-        for i, x in enumerate(sold)
-    ]
+    back = [x.returned(i + 1) for i, x in enumerate(sold)]
     return _receipt(draw, back, ReceiptKind.REFUND, original=f"R-{draw(st.integers(1, 10**9))}-ORIG")
 
 

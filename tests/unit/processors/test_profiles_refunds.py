@@ -50,19 +50,7 @@ def sale_and_refund(draw: st.DrawFn) -> tuple[Purchase, Purchase]:
     sale = _checkout("S-1", lines, sold_days_ago)
     goods = [x for x in lines if x.kind is LineKind.SALE]
     back = draw(st.lists(st.sampled_from(goods), min_size=1, max_size=len(goods), unique_by=lambda x: x.line_no))
-    returned = [
-        CheckoutLine(
-            i + 1,
-            x.sku,
-            x.product_group,
-            -x.quantity,
-            x.unit_price_cents,
-            -x.amount_cents,
-            LineKind.RETURN,
-            ref_line_no=x.line_no,
-        )
-        for i, x in enumerate(back)
-    ]
+    returned = [x.returned(i + 1) for i, x in enumerate(back)]
     refund = _checkout(
         "S-2",
         returned,
@@ -105,10 +93,7 @@ def test_a_full_refund_leaves_nothing_but_the_visit(goods: list[CheckoutLine], c
     assert sale.items
     if consent and any(x.sku in RULES.products for x in goods):
         assert fold([sale], RULES)[CARD].nutrition, "the sale alone leaves product facts"
-    returned = [
-        CheckoutLine(i + 1, x.sku, x.product_group, -x.quantity, x.unit_price_cents, -x.amount_cents, LineKind.RETURN)
-        for i, x in enumerate(goods)
-    ]
+    returned = [x.returned(i + 1) for i, x in enumerate(goods)]
     refund = _checkout("S-3", returned, 1, chain="K_MARKET", receipt_kind=ReceiptKind.REFUND, original_receipt_id="S-1")
     p = fold([sale, to_purchase(refund, consent)], RULES)[CARD]
     assert (p.visits, p.spend_cents, p.points) == (1, 0, 0)
