@@ -187,6 +187,17 @@ def wait_done(
         time.sleep(0.25)
 
 
+def first_error(log: Path) -> str:
+    """The line of a path's log that says why it stopped: its first error with the cause below it, or the
+    log's last line (a JVM's shutdown messages after an error would say nothing)."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if " ERROR " in f" {line} " or line.startswith(("Traceback", "Exception")):
+            cause = next((c for c in lines[i + 1 :] if "Exception" in c or "Error" in c), "")
+            return f"first error in its log: {line[:200]!r} {cause[:200]!r}".rstrip()
+    return f"its log ends: {lines[-1][:300]!r}" if lines else "its log is empty"
+
+
 def start_path(
     name: str, settings: Settings, prefix: str, env: dict[str, str], log: Path, quix_path: Path
 ) -> subprocess.Popen[bytes]:
@@ -283,8 +294,8 @@ def run(
             outputs={t: len(r) for t, r in reader.records.items()},
         )
         if got < expected:
-            tail = (logs / f"{name}.log").read_text(errors="replace")[-400:].strip()
-            row["error"] = f"{got:,} of {expected:,} customer records and dead letters; log ends: {tail!r}"
+            why = first_error(logs / f"{name}.log")
+            row["error"] = f"{got:,} of {expected:,} customer records and dead letters; {why}"
             continue
         decoded = reader.decoded(codec)
         if reference is None:
