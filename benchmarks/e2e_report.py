@@ -25,12 +25,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float | int | None]:
-    """Count, p50/p95/p99 and max of ``values`` (None for each figure when there are none)."""
+    """Count, mean, p50/p95/p99 and max of ``values`` (None for each figure when there are none)."""
     ordered = sorted(values)
     if not ordered:
-        return {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+        return {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
     return {
         "count": len(ordered),
+        "mean": sum(ordered) / len(ordered),
         "p50": percentile(ordered, 50),
         "p95": percentile(ordered, 95),
         "p99": percentile(ordered, 99),
@@ -108,6 +109,65 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             f"Redis bytes per card (MEMORY USAGE, {b['count']} cards): median {b['p50']:,.0f}, p99 {b['p99']:,.0f}.",
         ]
+    return "\n".join(out) + "\n"
+
+
+TARGETS_SECTION = "## Targets"
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """Issue 20's targets against one run's figures: (target, what was measured, met; None when the run
+    did not measure it). Every ratio is of two figures of the same run."""
+    paths = {p["path"]: p for p in (r.get("peers") or {}).get("paths", []) if not p.get("error")}
+
+    def rate(prefix: str) -> float | None:
+        found = [p["receipts_per_s"] / p["workers"] for name, p in paths.items() if name.startswith(prefix)]
+        return found[0] if found else None
+
+    router = rate("router (")
+    out: list[tuple[str, str, bool | None]] = []
+    raw = rate("raw ")
+    if router and raw:
+        out.append(("router, one worker, ≥ 1/10 of raw consume→produce", f"1/{raw / router:.1f}", router * 10 >= raw))
+    else:
+        out.append(("router, one worker, ≥ 1/10 of raw consume→produce", "not measured", None))
+    for peer in ("quixstreams", "Kafka Streams"):
+        theirs = rate(peer)
+        what = f"router ahead of {peer} per worker"
+        if router and theirs:
+            out.append((what, f"{router / theirs:.2f}x", router > theirs))
+        else:
+            out.append((what, "not measured", None))
+    at500 = [lat for lat in r.get("latency", []) if round(lat["offered_receipts_per_s"]) == 500]
+    p99 = at500[0]["profile_s"]["p99"] if at500 else None
+    if p99 is not None:
+        sold = at500[0]["achieved_offered_per_s"]
+        out.append(
+            ("p99 checkout → profile ≤ 250 ms at 500/s", f"{p99 * 1000:,.0f} ms ({sold:,.0f}/s sold)", p99 <= 0.25)
+        )
+    else:
+        out.append(("p99 checkout → profile ≤ 250 ms at 500/s", "not measured", None))
+    mean = (r.get("redis_bytes_per_card") or {}).get("mean")
+    if mean is not None:
+        out.append(("Redis ≤ 2 KB per active card, on average", f"{mean:,.0f} bytes", mean <= 2048))
+    else:
+        out.append(("Redis ≤ 2 KB per active card, on average", "not measured", None))
+    return out
+
+
+def targets_section(r: dict[str, Any]) -> str:
+    """The targets table (Markdown): each target, the figure of this run, met or not."""
+    out = [
+        TARGETS_SECTION,
+        "",
+        f"From the `make bench` run of {r['date'][:10]} ({r['mode']}); a target missed is a row marked *missed*,"
+        " and the sections above and below say where the time goes.",
+        "",
+        "| target | this run | met |",
+        "| --- | --- | --- |",
+    ]
+    for target, measured, met in targets(r):
+        out.append(f"| {target} | {measured} | {'-' if met is None else 'yes' if met else '*missed*'} |")
     return "\n".join(out) + "\n"
 
 

@@ -35,7 +35,8 @@ every stage to hold its partitions), e.g. ``--latency-only --loads 500 --latency
 quick check of a latency setting; it prints the latency table and writes no Markdown.
 
 Usage: ``python benchmarks/end_to_end.py [--quick | --latency-only] [--json-out FILE] [--markdown-out FILE]``
-(``--markdown-out`` replaces the "End to end" and "The router beside its peers" sections there).
+(``--markdown-out`` replaces the "End to end", "The router beside its peers" and "Targets" sections
+there; the targets table, each target of the issue against this run's figures, is printed last).
 """
 
 from __future__ import annotations
@@ -446,11 +447,13 @@ def main() -> int:
     print(e2e_report.markdown(result))
     if peer_result is not None:
         print(e2e_report.peers_section(peer_result))
+    print(e2e_report.targets_section(result))
     if args.markdown_out:
         e2e_report.update_section(args.markdown_out, e2e_report.markdown(result))
         if peer_result is not None:
             section = e2e_report.peers_section(peer_result)
             e2e_report.update_section(args.markdown_out, section, e2e_report.PEERS_SECTION)
+        e2e_report.update_section(args.markdown_out, e2e_report.targets_section(result), e2e_report.TARGETS_SECTION)
     return 0
 
 
