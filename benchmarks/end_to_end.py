@@ -30,8 +30,13 @@ CPU is ``/proc/<pid>/stat`` of each process (PostgreSQL's live backends added to
 simulator's from ``getrusage`` of reaped children); peak RSS is ``VmHWM``. Redis bytes per card are
 ``MEMORY USAGE`` of the sampled cards' keys via the profile store.
 
-Usage: ``python benchmarks/end_to_end.py [--quick] [--json-out FILE] [--markdown-out FILE]``
-(``--markdown-out`` replaces the "End to end" and "The router beside its peers" sections there).
+``--latency-only`` runs phase 3 alone (after a warm-up sale of a few hundred receipts that waits for
+every stage to hold its partitions), e.g. ``--latency-only --loads 500 --latency-seconds 30``: the
+quick check of a latency setting; it prints the latency table and writes no Markdown.
+
+Usage: ``python benchmarks/end_to_end.py [--quick | --latency-only] [--json-out FILE] [--markdown-out FILE]``
+(``--markdown-out`` replaces the "End to end", "The router beside its peers" and "Targets" sections
+there; the targets table, each target of the issue against this run's figures, is printed last).
 """
 
 from __future__ import annotations
@@ -69,9 +74,13 @@ from receiptflow.stack import Stack
 from receiptflow.stack.process import free_port
 from receiptflow.topics import TopicNames, create_topics
 
+# NAME=VALUE settings given with --set, for every process of the pipeline (e.g. PROCESSOR_BATCH_WAIT_MS=500).
+EXTRA_SETTINGS: dict[str, str] = {}
+
 
 def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
+    env.update({f"RECEIPTFLOW_{k.upper()}": v for k, v in EXTRA_SETTINGS.items()})
     env.update(
         RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
         RECEIPTFLOW_REDIS_URL=settings.redis_url,
@@ -300,6 +309,40 @@ def router_alone(settings: Settings, receipts: int) -> float:
     return receipts / processor_throughput.router(s, receipts)
 
 
+def latency_only(
+    pipe: Pipeline,
+    conn: psycopg.Connection[Any],
+    store: RedisProfileStore,
+    loads: list[float],
+    seconds: float,
+    sample: int,
+    tmp: Path,
+    json_out: Path | None,
+) -> int:
+    """Phase 3 alone: a warm-up sale (every stage joined and restored), then each load."""
+    settings = pipe.settings
+    print("warm-up: 500 receipts through the pipeline ...", flush=True)
+    pipe.start(settings.data_dir / "logs")
+    live(pipe, conn, store, 500, tmp, 0)
+    conn.close()
+    lat = []
+    for rate in loads:
+        print(f"latency at {rate:,.0f} receipts/s for {seconds:.0f} s ...", flush=True)
+        run = latency(pipe, store, rate, seconds, sample, tmp)
+        run.pop("cards")
+        lat.append(run)
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "latency-only",
+        "settings": EXTRA_SETTINGS,
+        "latency": lat,
+    }
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    print(e2e_report.latency_table(lat))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a ~3 minute run: fewer receipts, shorter phases")
@@ -308,11 +351,28 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, help="seconds of selling per load (default 60; quick 15)")
     parser.add_argument("--sample", type=int, default=5, help="poll profile and warehouse for every N-th receipt")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the latency phase (after a short warm-up), no saturation"
+    )
+    parser.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="a setting (without RECEIPTFLOW_) for every pipeline process, e.g. processor_batch_wait_ms=500",
+    )
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
     parser.add_argument("--markdown-out", type=Path, help="update the 'End to end' section of this Markdown file")
     parser.add_argument("--peer-receipts", type=int, help="receipts for the peers (default 10,000; quick 3,000)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out the router's peers")
     args = parser.parse_args()
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected NAME=VALUE")
+        EXTRA_SETTINGS[name] = value
+    if args.latency_only and args.markdown_out:
+        parser.error("--markdown-out needs the saturation phases; leave out --latency-only")
     receipts = args.receipts or (10_000 if args.quick else 60_000)
     seconds = args.latency_seconds or (15.0 if args.quick else 60.0)
 
@@ -338,6 +398,8 @@ def main() -> int:
             (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
             store = RedisProfileStore.from_settings(settings)
             conn = psycopg.connect(str(settings.warehouse_url), autocommit=True)
+            if args.latency_only:
+                return latency_only(pipe, conn, store, args.loads, seconds, args.sample, tmp, args.json_out)
             print(f"backlog: {receipts:,} receipts sold, then drained by the pipeline ...", flush=True)
             drained = backlog(pipe, conn, store, receipts, tmp)
             print(f"live: {receipts:,} receipts sold unpaced while the pipeline runs ...", flush=True)
@@ -385,11 +447,13 @@ def main() -> int:
     print(e2e_report.markdown(result))
     if peer_result is not None:
         print(e2e_report.peers_section(peer_result))
+    print(e2e_report.targets_section(result))
     if args.markdown_out:
         e2e_report.update_section(args.markdown_out, e2e_report.markdown(result))
         if peer_result is not None:
             section = e2e_report.peers_section(peer_result)
             e2e_report.update_section(args.markdown_out, section, e2e_report.PEERS_SECTION)
+        e2e_report.update_section(args.markdown_out, e2e_report.targets_section(result), e2e_report.TARGETS_SECTION)
     return 0
 
 

@@ -123,6 +123,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         ratio = f"{rate / base:.2f}x" if base else "-"
         if r["path"] == (router or {}).get("path"):
             equal = "(the reference)"
+        elif not r.get("compared", True):
+            equal = "(not compared: writes the input unchanged)"
         else:
             equal = "yes" if r["difference"] is None else f"no: {r['difference']}"
         out.append(f"| {r['path']} | {rate:,.0f} | {ratio} | {equal} |")

@@ -10,6 +10,8 @@ changes, repeated deliveries, bad records and late deliveries mixed in. Then, on
 * ``quixstreams (exactly-once)``: ``benchmarks/peer_quix.py`` (state in quixstreams' RocksDB store);
 * ``naive faust agent``: ``processor_throughput.py``'s per-event agent (state in process memory,
   ``await send`` per output, no transactions);
+* ``raw consume→produce``: the input's checkouts copied unchanged (``processor_throughput.py``'s
+  passthrough), the ceiling the client and broker allow on this machine, last;
 * ``Kafka Streams (exactly-once)``: ``benchmarks/peer_kstreams.py`` starts the Java topology of
   ``benchmarks/kstreams/`` (``processing.guarantee=exactly_once_v2``, state in RocksDB), built by
   Maven on first use.
@@ -187,6 +189,17 @@ def wait_done(
         time.sleep(0.25)
 
 
+def first_error(log: Path) -> str:
+    """The line of a path's log that says why it stopped: its first error with the cause below it, or the
+    log's last line (a JVM's shutdown messages after an error would say nothing)."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if " ERROR " in f" {line} " or line.startswith(("Traceback", "Exception")):
+            cause = next((c for c in lines[i + 1 :] if "Exception" in c or "Error" in c), "")
+            return f"first error in its log: {line[:200]!r} {cause[:200]!r}".rstrip()
+    return f"its log ends: {lines[-1][:300]!r}" if lines else "its log is empty"
+
+
 def start_path(
     name: str, settings: Settings, prefix: str, env: dict[str, str], log: Path, quix_path: Path
 ) -> subprocess.Popen[bytes]:
@@ -217,12 +230,26 @@ def start_path(
     return peer_kstreams.start(settings, topics, group, env["RECEIPTFLOW_ANALYTICS_KEY"].encode(), log=log)
 
 
+RAW = "raw consume→produce (bytes copied, no transactions)"
 PATHS = {
     "router": "router (exactly-once)",
     "quixstreams": "quixstreams (exactly-once)",
     "faust": "naive faust agent",
     "kstreams": "Kafka Streams (exactly-once)",
 }
+
+
+def raw_row(base: Settings, tag: str, receipts: int) -> dict[str, Any]:
+    """The ceiling on the same input: every ``checkouts`` record copied unchanged to a topic of its own by
+    a confluent-kafka consumer and producer (no decoding, no state, no transactions), timed from the first
+    record consumed to the last acknowledged and counted per receipt like the paths."""
+    raw = base.model_copy(update={"topic_prefix": f"peers-{tag}-raw."})
+    create_topics(raw, output_specs(only_outputs=True))
+    source = TopicNames(base.topic_prefix).checkouts
+    print(f"peers: {RAW} ...", flush=True)
+    count = processor_throughput._records(base, source)
+    seconds = processor_throughput.raw_passthrough(base, source, TopicNames(raw.topic_prefix).purchases_customer, count)
+    return {"path": RAW, "workers": 1, "seconds": seconds, "receipts_per_s": receipts / seconds, "compared": False}
 
 
 def run(
@@ -283,8 +310,8 @@ def run(
             outputs={t: len(r) for t, r in reader.records.items()},
         )
         if got < expected:
-            tail = (logs / f"{name}.log").read_text(errors="replace")[-400:].strip()
-            row["error"] = f"{got:,} of {expected:,} customer records and dead letters; log ends: {tail!r}"
+            why = first_error(logs / f"{name}.log")
+            row["error"] = f"{got:,} of {expected:,} customer records and dead letters; {why}"
             continue
         decoded = reader.decoded(codec)
         if reference is None:
@@ -292,6 +319,8 @@ def run(
             row["difference"] = None
         else:
             row["difference"] = peer_compare.first_difference(reference, decoded, PATHS[name])
+    if "raw" not in skip:
+        rows.append(raw_row(base, tag, counts["receipts"]))
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "how": how,
@@ -309,7 +338,7 @@ def main() -> int:
     parser.add_argument("--receipts", type=int, default=15_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--bootstrap", help="use this broker instead of starting an embedded one")
-    parser.add_argument("--skip", nargs="*", default=[], choices=sorted(PATHS), help="leave these paths out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=sorted([*PATHS, "raw"]), help="leave these paths out")
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
     parser.add_argument("--markdown-out", type=Path, help="update the peers section of this Markdown file")
     args = parser.parse_args()

@@ -51,8 +51,7 @@ from .profile_store import RedisProfileStore
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-BATCH_MAX = 1000
-BATCH_WITHIN = 0.5  # seconds: latency bound when traffic is light
+BATCH_MAX = 1000  # consent changes per batch at most
 CONSENT_WITHIN = 0.1  # seconds: consent withdrawal must show in the profile within one second
 ERASURE_POLL_SECONDS = 1.0  # how often the agent looks for new records on the erased-cards topic
 
@@ -156,7 +155,7 @@ def create_app(
 
     @app.agent(customer)
     async def update_profiles(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream):
+        async for events in _batches(stream, settings.profile_batch_max, settings.profile_batch_wait_ms / 1000):
             started = time.perf_counter()
             batch, rejected = decode_purchases(codec, [e.message for e in events])
             await _apply_profiles(store, batch, metrics)
@@ -240,10 +239,11 @@ def stamps_ms(events: Sequence[Any]) -> list[int]:
     return [int(e.message.timestamp * 1000) for e in events if e.message.timestamp]
 
 
-def _batches(stream: faust.StreamT[bytes]) -> AsyncIterator[Sequence[EventT[bytes]]]:
-    """Batches of events (with their offsets) from a faust stream: up to BATCH_MAX, or what came within BATCH_WITHIN."""
+def _batches(stream: faust.StreamT[bytes], most: int, within: float) -> AsyncIterator[Sequence[EventT[bytes]]]:
+    """Batches of events (with their offsets) from a faust stream: ``most`` events at once, or what came
+    within ``within`` seconds (faust hands over its buffer every ``within`` s, or when it is full)."""
     # take_events lives on the concrete Stream, not on the StreamT protocol faust annotates agents with.
-    return cast(faust.Stream[bytes], stream).take_events(BATCH_MAX, within=BATCH_WITHIN)
+    return cast(faust.Stream[bytes], stream).take_events(most, within=within)
 
 
 async def _retry(call: Callable[[], _T], what: str) -> _T:

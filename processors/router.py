@@ -209,10 +209,12 @@ class Router:
         )
         idle_since = time.monotonic()
         batch_max = self.settings.processor_batch_max
+        # consume() returns when batch_max records are there or the wait is over: under load the batch
+        # fills at once, under light load this wait is what a record spends before its transaction.
+        batch_wait = self.settings.processor_batch_wait_ms / 1000
         try:
             while not stop.is_set():
-                waiting = self._merge.pending() > 0
-                msgs = self._consumer.consume(batch_max, timeout=0.1 if waiting else 0.5)
+                msgs = self._consumer.consume(batch_max, timeout=batch_wait)
                 self.lag.report(self._consumer)
                 if self._buffer(msgs):
                     self._last_delivery = time.monotonic()

@@ -36,6 +36,9 @@ from .client import checkout_key
 
 log = logging.getLogger(__name__)
 
+# How long the idle sender sleeps between looks at the database; an accepted sale wakes it at once.
+_IDLE_WAIT = 0.05
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -97,6 +100,7 @@ class Outbox:
         self._depth(int(row[0]), self._bytes)
         self._bytes_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by every accepted sale: the sender forwards it now
         self._thread: threading.Thread | None = None
         self.acked = 0
         self.failed_deliveries = 0
@@ -157,6 +161,7 @@ class Outbox:
                 )
                 self._db.execute("COMMIT")
                 self._depth(len(batch), size)
+                self._wake.set()
             except sqlite3.Error as exc:
                 with self._bytes_lock:
                     self._bytes -= size
@@ -184,6 +189,7 @@ class Outbox:
         """Stop the sender, first waiting up to ``drain_timeout`` s for the outbox to empty."""
         drained = self.drain(drain_timeout) if drain_timeout > 0 else self.pending() == 0
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
             self._thread = None
@@ -247,9 +253,15 @@ class Outbox:
         # Consent changes in flight: nothing but consent changes accepted after them is produced
         # until the broker has them (see below).
         consents_in_flight: set[int] = set()
+        more = False  # the last look left rows behind: look again without sleeping
         try:
             while not self._stop.is_set():
-                producer.poll(0.05)
+                if not more:
+                    self._wake.wait(_IDLE_WAIT)
+                # Cleared before the look: a sale committed after it sets the flag again.
+                self._wake.clear()
+                more = False
+                producer.poll(0)
                 with lock:
                     acked, done[:] = list(done), []
                     failed, retry[:] = list(retry), []
@@ -264,9 +276,9 @@ class Outbox:
                 room = self.max_in_flight - len(in_flight)
                 if room <= 0:
                     continue
+                limit = min(room, self.batch_size)
                 rows = db.execute(
-                    "SELECT seq, topic, key, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (last_seq, min(room, self.batch_size)),
+                    "SELECT seq, topic, key, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (last_seq, limit)
                 ).fetchall()
                 for seq, topic, key, value in rows:
                     if consents_in_flight and topic != self.names.consents and seq not in in_flight:
@@ -290,6 +302,10 @@ class Outbox:
                         # in per-partition batches), and the router, which applies the two topics in
                         # append order, would route it under the consent the change replaced.
                         consents_in_flight.add(seq)
+                else:
+                    # Every row of a full look went out: more may be waiting (a backlog, after an outage).
+                    # A look cut short (queue full, consent changes in flight) waits for the next wake-up.
+                    more = len(rows) == limit
             # Orderly stop: give in-flight records a moment to be acknowledged so they are deleted.
             producer.flush(5)
             with lock:

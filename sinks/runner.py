@@ -140,7 +140,7 @@ def run_sink(
     topic: str | None = None,
     group_id: str | None = None,
     batch_size: int = 1000,
-    batch_timeout: float = 1.0,
+    batch_timeout: float = 0.25,
     stop: threading.Event | None = None,
     idle_exit_after: float | None = None,
     metrics: Metrics | None = None,

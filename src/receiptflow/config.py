@@ -75,9 +75,21 @@ class Settings(BaseSettings):
         "unique per concurrently running worker, the same across its restarts",
     )
     processor_batch_max: int = Field(default=2000, ge=1, description="records per processor transaction at most")
+    processor_batch_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="how long the router waits to fill a transaction before committing what it has: "
+        "records become visible downstream at the commit, so this bounds the latency it adds under light "
+        "load; longer means fewer, larger transactions (a backlog fills them at once either way)",
+    )
     sink_batch_max: int = Field(default=1000, ge=1, le=100_000, description="records per warehouse transaction at most")
     sink_batch_seconds: float = Field(
-        default=1.0, gt=0, le=60, description="how long the sink waits to fill a batch before writing what it has"
+        default=0.25,
+        gt=0,
+        le=60,
+        description="how long the sink waits to fill a batch before writing what it has: the latency it adds to "
+        "the warehouse under light load; longer means fewer, larger warehouse transactions",
     )
     sink_instance: str | None = Field(
         default=None,
@@ -150,6 +162,16 @@ class Settings(BaseSettings):
         ge=1,
         description="how long (event time, behind a card's newest receipt) the profile store remembers a receipt id; "
         "older receipts are refused as too late",
+    )
+    profile_batch_max: int = Field(
+        default=1000, ge=1, le=100_000, description="purchases per profile-store batch at most"
+    )
+    profile_batch_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="how often the profile agent applies what it has read (one Redis round trip per batch): "
+        "the latency it adds under light load; longer means fewer, larger batches",
     )
     points_file: Path | None = Field(default=None, description="points per euro per chain (default: the shipped one)")
     households_file: Path | None = Field(default=None, description="CSV card_id,household_id: household membership")

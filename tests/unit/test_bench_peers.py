@@ -119,9 +119,11 @@ def test_table_shows_rates_per_worker_ratios_and_the_first_difference() -> None:
         {"path": "quixstreams (exactly-once)", "workers": 1, "receipts_per_s": 1000.0, "difference": None},
         {"path": "naive faust agent", "workers": 1, "receipts_per_s": 500.0, "difference": "x differs"},
         {"path": "Kafka Streams (exactly-once)", "workers": 1, "error": "did not start: no jar"},
+        {"path": "raw consume→produce", "workers": 1, "receipts_per_s": 40000.0, "compared": False},
     ]
     lines = compare.table(rows).splitlines()
     assert lines[2] == "| router (exactly-once) | 2,000 | 1.00x | (the reference) |"
     assert lines[3] == "| quixstreams (exactly-once) | 1,000 | 0.50x | yes |"
     assert lines[4] == "| naive faust agent | 500 | 0.25x | no: x differs |"
     assert lines[5] == "| Kafka Streams (exactly-once) | - | - | did not start: no jar |"
+    assert lines[6] == "| raw consume→produce | 40,000 | 20.00x | (not compared: writes the input unchanged) |"

@@ -40,8 +40,8 @@ def test_percentile_of_nothing_is_refused() -> None:
 
 def test_summary_sorts_and_counts() -> None:
     s = report.summary([0.3, 0.1, 0.2, 5.0])
-    assert s == {"count": 4, "p50": 0.2, "p95": 5.0, "p99": 5.0, "max": 5.0}
-    assert report.summary([]) == {"count": 0, "p50": None, "p95": None, "p99": None, "max": None}
+    assert s == {"count": 4, "mean": 1.4, "p50": 0.2, "p95": 5.0, "p99": 5.0, "max": 5.0}
+    assert report.summary([]) == {"count": 0, "mean": None, "p50": None, "p95": None, "p99": None, "max": None}
 
 
 def test_section_is_replaced_in_place_or_appended(tmp_path: Path) -> None:
@@ -82,3 +82,32 @@ def test_visits_expected_count_carded_sales_only() -> None:
         "per_card": {"6001": {"visits": 2, "spend_cents": 900}, "6002": {"visits": 1, "spend_cents": 100}},
     }
     assert report.expected_from_truth(truth) == (5, 3)
+
+
+def test_targets_are_ratios_of_the_same_run_and_a_miss_is_marked() -> None:
+    run = {
+        "date": "2026-12-01T23:00:00+00:00",
+        "mode": "full",
+        "latency": [
+            {"offered_receipts_per_s": 500.0, "achieved_offered_per_s": 480.0, "profile_s": {"p99": 0.3}},
+            {"offered_receipts_per_s": 2000.0, "achieved_offered_per_s": 900.0, "profile_s": {"p99": 0.1}},
+        ],
+        "redis_bytes_per_card": {"mean": 700.0},
+        "peers": {
+            "paths": [
+                {"path": "router (exactly-once)", "workers": 1, "receipts_per_s": 2000.0},
+                {"path": "quixstreams (exactly-once)", "workers": 1, "receipts_per_s": 1000.0},
+                {"path": "Kafka Streams (exactly-once)", "workers": 1, "error": "did not start"},
+                {"path": "raw consume→produce (bytes copied)", "workers": 1, "receipts_per_s": 30000.0},
+            ]
+        },
+    }
+    got = {t: (m, ok) for t, m, ok in report.targets(run)}
+    assert got["router, one worker, ≥ 1/10 of raw consume→produce"] == ("1/15.0", False)
+    assert got["router ahead of quixstreams per worker"] == ("2.00x", True)
+    assert got["router ahead of Kafka Streams per worker"] == ("not measured", None)
+    assert got["p99 checkout → profile ≤ 250 ms at 500/s"] == ("300 ms (480/s sold)", False)
+    assert got["Redis ≤ 2 KB per active card, on average"] == ("700 bytes", True)
+    section = report.targets_section(run)
+    assert "| p99 checkout → profile ≤ 250 ms at 500/s | 300 ms (480/s sold) | *missed* |" in section
+    assert "| router ahead of Kafka Streams per worker | not measured | - |" in section
