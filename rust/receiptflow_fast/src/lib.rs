@@ -11,6 +11,7 @@ mod avro;
 mod checkout;
 mod outputs;
 mod split;
+mod validate;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
