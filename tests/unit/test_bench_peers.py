@@ -113,6 +113,19 @@ def test_a_dead_letter_with_another_reason_is_found() -> None:
     assert diff is not None and "checkouts/1/7 differs: reason 'future_event_time'" in diff
 
 
+def _undecodable(offset: int, message: str) -> dict[str, Any]:
+    return {**dead_letter(offset, reason="undecodable"), "message": message, "field": None}
+
+
+def test_the_avro_librarys_words_for_a_broken_body_are_ignored_but_not_the_subject() -> None:
+    router = outputs([], [_undecodable(3, "cannot decode 'checkout' body: Expected -636598 bytes, read 9")])
+    java = "cannot decode 'checkout' body: org.apache.avro.AvroRuntimeException: Malformed data. Length is negative"
+    assert compare.first_difference(router, outputs([], [_undecodable(3, java)])) is None
+    other = outputs([], [_undecodable(3, "cannot decode 'consent_change' body: Expected -636598 bytes, read 9")])
+    diff = compare.first_difference(router, other)
+    assert diff is not None and "checkouts/1/3 differs: message" in diff
+
+
 def test_table_shows_rates_per_worker_ratios_and_the_first_difference() -> None:
     rows = [
         {"path": "router (exactly-once)", "workers": 1, "receipts_per_s": 2000.0, "difference": None},

@@ -30,6 +30,9 @@ final class Route {
 
     private record Group(String name, double quantity, long amountCents, int lines) {}
 
+    /** A checkout line bound for the basket, with its share of the receipt-level adjustments. */
+    private record BasketLine(Checkout.Line line, long adjustmentCents) {}
+
     // Python compares strings by code point; String.compareTo by UTF-16 unit. They differ only
     // beyond the BMP, where a code point comparison keeps the router's order.
     static final Comparator<String> CODE_POINTS = (a, b) -> {
@@ -49,12 +52,16 @@ final class Route {
     // Python's float order: -0.0 equals 0.0 (Double.compare would order them).
     private static final Comparator<Double> FLOATS = (a, b) -> a < b ? -1 : (a > b ? 1 : 0);
     // The canonical order of a basket's lines: the register's scanning order is not the basket's.
-    private static final Comparator<Checkout.Line> BASKET_ORDER = Comparator
-            .comparing(Checkout.Line::productGroup, CODE_POINTS)
-            .thenComparing(Checkout.Line::sku, CODE_POINTS)
-            .thenComparingLong(Checkout.Line::amountCents)
-            .thenComparing(Checkout.Line::quantity, FLOATS)
-            .thenComparingLong(Checkout.Line::unitPriceCents);
+    // Kinds and units are string enums in the router, so they sort by name.
+    private static final Comparator<BasketLine> BASKET_ORDER = Comparator
+            .comparing((BasketLine b) -> b.line.productGroup(), CODE_POINTS)
+            .thenComparing(b -> b.line.sku(), CODE_POINTS)
+            .thenComparingLong(b -> b.line.amountCents())
+            .thenComparing(b -> b.line.quantity(), FLOATS)
+            .thenComparingLong(b -> b.line.unitPriceCents())
+            .thenComparing(b -> b.line.kind())
+            .thenComparing(b -> b.line.unit())
+            .thenComparingLong(BasketLine::adjustmentCents);
 
     private final Schema purchase;
     private final Schema item;
@@ -76,7 +83,9 @@ final class Route {
     }
 
     Routed route(Checkout c, Policy.Decision decision, Consent.State state, long nowMs) {
-        List<Group> groups = c.lines().isEmpty() ? List.of() : groupTotals(c.lines());
+        Map<Integer, Long> shares = c.adjustments().isEmpty()
+                ? Map.of() : AdjustmentSplit.lineShares(c.lines(), c.adjustments());
+        List<Group> groups = c.lines().isEmpty() ? List.of() : groupTotals(c.lines(), shares);
         GenericRecord customer = purchase(c, decision.level(), groups, decision.versionId(), state, nowMs);
         GenericRecord marketing = null;
         if (c.cardId() != null && (state.productData() || state.electronic())) {
@@ -86,7 +95,7 @@ final class Route {
             marketing = level == decision.level()
                     ? customer : purchase(c, level, groups, decision.versionId(), state, nowMs);
         }
-        GenericRecord analytics = c.lines().isEmpty() ? null : basket(c);
+        GenericRecord analytics = c.lines().isEmpty() ? null : basket(c, shares);
         return new Routed(customer, marketing, analytics);
     }
 
@@ -105,18 +114,8 @@ final class Route {
         p.put("total_cents", c.totalCents());
         p.put("receipt_kind", symbol("receipt_kind", c.receiptKind()));
         p.put("original_receipt_id", c.originalReceiptId());
-        long deposits = 0;
-        for (Checkout.Line l : c.lines()) {
-            if (isDeposit(l.kind())) {
-                deposits += l.amountCents();
-            }
-        }
-        long adjustments = 0;
-        for (Checkout.Adjustment a : c.adjustments()) {
-            adjustments += a.amountCents();
-        }
-        p.put("deposit_cents", deposits);
-        p.put("adjustment_cents", adjustments);
+        p.put("deposit_cents", depositCents(c));
+        p.put("adjustment_cents", adjustmentCents(c));
         p.put("granularity", symbol("granularity", level.name()));
         List<GenericRecord> items = new ArrayList<>();
         if (level == Policy.Level.ITEM) {
@@ -161,8 +160,11 @@ final class Route {
         return r;
     }
 
-    /** Net totals by product group, sorted by name; deposits are in no group, only goods count quantity. */
-    private static List<Group> groupTotals(List<Checkout.Line> lines) {
+    /**
+     * Net totals by product group, sorted by name; deposits are in no group, only goods count quantity,
+     * and each goods line counts with its share of the receipt-level adjustments.
+     */
+    private static List<Group> groupTotals(List<Checkout.Line> lines, Map<Integer, Long> shares) {
         Map<String, double[]> quantities = new TreeMap<>(CODE_POINTS);
         Map<String, long[]> amounts = new HashMap<>();
         for (Checkout.Line l : lines) {
@@ -170,15 +172,16 @@ final class Route {
                 continue;
             }
             double qty = isGoods(l.kind()) ? l.quantity() : 0.0;
+            long amount = l.amountCents() + shares.getOrDefault(l.lineNo(), 0L);
             double[] q = quantities.get(l.productGroup());
             if (q == null) {
                 // Starts at the first value, not 0.0 + it, so sums are the router's to the last bit.
                 quantities.put(l.productGroup(), new double[] {qty});
-                amounts.put(l.productGroup(), new long[] {l.amountCents(), 1});
+                amounts.put(l.productGroup(), new long[] {amount, 1});
             } else {
                 q[0] += qty;
                 long[] a = amounts.get(l.productGroup());
-                a[0] += l.amountCents();
+                a[0] += amount;
                 a[1] += 1;
             }
         }
@@ -191,7 +194,7 @@ final class Route {
     }
 
     /** The anonymous analytics record: a keyed basket id, the UTC hour, lines in canonical order. */
-    private GenericRecord basket(Checkout c) {
+    private GenericRecord basket(Checkout c, Map<Integer, Long> shares) {
         ZonedDateTime utc = Instant.ofEpochMilli(c.eventTimeMs()).atZone(ZoneOffset.UTC);
         String period = String.format("%04d-%02d", utc.getYear(), utc.getMonthValue());
         GenericRecord b = new GenericData.Record(basket);
@@ -204,16 +207,30 @@ final class Route {
         b.put("payment_method", c.paymentMethod());
         b.put("currency", c.currency());
         b.put("total_cents", c.totalCents());
-        List<Checkout.Line> sorted = new ArrayList<>(c.lines());
+        // The kind, but not the original receipt: that link would join two visits of one shopper.
+        b.put("receipt_kind", new GenericData.EnumSymbol(basket.getField("receipt_kind").schema(), c.receiptKind()));
+        b.put("deposit_cents", depositCents(c));
+        b.put("adjustment_cents", adjustmentCents(c));
+        // The share is looked up by line number before the sort: the basket keeps no line numbers.
+        List<BasketLine> sorted = new ArrayList<>(c.lines().size());
+        for (Checkout.Line l : c.lines()) {
+            sorted.add(new BasketLine(l, shares.getOrDefault(l.lineNo(), 0L)));
+        }
         sorted.sort(BASKET_ORDER); // stable, as Python's sort
+        Schema kind = basketLine.getField("kind").schema();
+        Schema unit = basketLine.getField("unit").schema();
         List<GenericRecord> lines = new ArrayList<>();
-        for (Checkout.Line l : sorted) {
+        for (BasketLine bl : sorted) {
+            Checkout.Line l = bl.line;
             GenericRecord r = new GenericData.Record(basketLine);
             r.put("sku", l.sku());
             r.put("product_group", l.productGroup());
             r.put("quantity", l.quantity());
             r.put("unit_price_cents", l.unitPriceCents());
             r.put("amount_cents", l.amountCents());
+            r.put("kind", new GenericData.EnumSymbol(kind, l.kind()));
+            r.put("unit", new GenericData.EnumSymbol(unit, l.unit()));
+            r.put("adjustment_cents", bl.adjustmentCents);
             lines.add(r);
         }
         b.put("lines", lines);
@@ -240,11 +257,29 @@ final class Route {
         return new GenericData.EnumSymbol(purchase.getField(field).schema(), value);
     }
 
+    private static long depositCents(Checkout c) {
+        long deposits = 0;
+        for (Checkout.Line l : c.lines()) {
+            if (isDeposit(l.kind())) {
+                deposits += l.amountCents();
+            }
+        }
+        return deposits;
+    }
+
+    private static long adjustmentCents(Checkout c) {
+        long adjustments = 0;
+        for (Checkout.Adjustment a : c.adjustments()) {
+            adjustments += a.amountCents();
+        }
+        return adjustments;
+    }
+
     private static boolean isDeposit(String kind) {
         return kind.equals("DEPOSIT") || kind.equals("DEPOSIT_REFUND");
     }
 
-    private static boolean isGoods(String kind) {
+    static boolean isGoods(String kind) {
         return kind.equals("SALE") || kind.equals("RETURN") || kind.equals("VOID");
     }
 }

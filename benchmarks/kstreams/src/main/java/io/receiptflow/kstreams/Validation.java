@@ -1,6 +1,10 @@
 package io.receiptflow.kstreams;
 
 import java.text.Normalizer;
+import java.time.Instant;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
 import java.util.HashSet;
 import java.util.Set;
 import java.util.regex.Pattern;
@@ -8,8 +12,8 @@ import java.util.regex.Pattern;
 /**
  * The router's validation rules (receiptflow.validation), with the same reason codes and fields.
  *
- * <p>The messages say the same thing in Java's words; the equality check compares reasons and
- * fields, not the text.
+ * <p>The messages are the router's text: the equality check compares them, with only the times in
+ * them masked (the router's "now" is not the peer's).
  */
 final class Validation {
     static final long MAX_TOTAL_CENTS = 10_000_000L;
@@ -20,6 +24,7 @@ final class Validation {
     static final int MAX_STRING_CHARS = 128;
     // Python's re.match with "$" also accepts one trailing newline; so does this, to agree with it.
     private static final Pattern CURRENCY = Pattern.compile("[A-Z]{3}\n?");
+    private static final DateTimeFormatter SECONDS = DateTimeFormatter.ofPattern("uuuu-MM-dd'T'HH:mm:ss");
 
     private Validation() {}
 
@@ -74,10 +79,14 @@ final class Validation {
             throw new Rejected("absurd_amount", "total_cents " + c.totalCents() + " exceeds " + MAX_TOTAL_CENTS, "total_cents");
         }
         if (c.eventTimeMs() > nowMs + MAX_FUTURE_MS) {
-            throw new Rejected("future_event_time", "event_time is after now (plus 10 min of clock drift allowed)", "event_time");
+            // Both times in the register's offset, as the router says them.
+            throw new Rejected("future_event_time", "event_time " + isoformat(c.eventTimeMs(), c.offsetMinutes())
+                    + " is after " + isoformat(nowMs, c.offsetMinutes()) + " (now, plus "
+                    + MAX_FUTURE_MS / 60_000 + " min of clock drift allowed)", "event_time");
         }
         if (c.eventTimeMs() < EARLIEST_EVENT_MS) {
-            throw new Rejected("absurd_event_time", "event_time is too old", "event_time");
+            throw new Rejected("absurd_event_time",
+                    "event_time " + isoformat(c.eventTimeMs(), c.offsetMinutes()) + " is too old", "event_time");
         }
         if (c.lines().size() > MAX_LINES) {
             throw new Rejected("absurd_amount", c.lines().size() + " lines on one receipt", "lines");
@@ -200,6 +209,15 @@ final class Validation {
                     Character.UNASSIGNED, Character.LINE_SEPARATOR, Character.PARAGRAPH_SEPARATOR -> true;
             default -> false;
         };
+    }
+
+    /** Python's datetime.isoformat() of an aware time: a fraction only if there is one, "+00:00" for UTC. */
+    static String isoformat(long ms, int offsetMinutes) {
+        OffsetDateTime t = Instant.ofEpochMilli(ms).atOffset(ZoneOffset.ofTotalSeconds(offsetMinutes * 60));
+        int micros = t.getNano() / 1_000;
+        int abs = Math.abs(offsetMinutes);
+        return t.format(SECONDS) + (micros == 0 ? "" : String.format(".%06d", micros))
+                + String.format("%s%02d:%02d", offsetMinutes < 0 ? "-" : "+", abs / 60, abs % 60);
     }
 
     private static String uplus(int cp) {
