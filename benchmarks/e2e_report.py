@@ -183,7 +183,8 @@ def peers_section(p: dict[str, Any]) -> str:
         f" {i['dead_letters']:,} bad records after every card's sign-up consent; each path one worker, its own"
         f" output topics, timed from its first output record to its last (broker append times), one round."
         f" Outputs are compared with the router's as multisets per topic, leaving out {ignored}"
-        " (and masking the times inside a dead letter's message). The router and quixstreams take their two"
+        " (and masking the times inside a dead letter's message, and the Avro decoder's own words on a"
+        " broken body). The router and quixstreams take their two"
         " inputs in the order they were written (aligned by timestamp); the naive faust agent takes them in"
         " the order its fetches bring them, so on a backlog it can route a receipt before its card's consent"
         " is read.\n\n" + peer_compare.table(p["paths"])
