@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from receiptflow.adjustment_split import line_shares
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, LineKind, Purchase
@@ -331,12 +332,13 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
             it = items.setdefault(c.chain, [0, 0])
             it[0] += len(c.lines)
             it[1] += sum(line.amount_cents for line in c.lines)
-        # Bottle deposits are in no product group (receipts v2).
+        # Bottle deposits are in no product group (receipts v2); receipt-level discounts come off the
+        # groups, split over the goods lines (the split's own properties are unit-tested: it adds up).
         goods = [line for line in c.lines if line.kind not in (LineKind.DEPOSIT, LineKind.DEPOSIT_REFUND)]
         if level is not Granularity.RECEIPT and goods:
             g = groups.setdefault(c.chain, [0, 0])
             g[0] += len({line.product_group for line in goods})
-            g[1] += sum(line.amount_cents for line in goods)
+            g[1] += sum(line.amount_cents for line in goods) + sum(line_shares(c.lines, c.adjustments).values())
         if c.lines:
             a = analytics.setdefault(c.chain, [0, 0])
             a[0] += len(c.lines)
