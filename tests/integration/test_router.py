@@ -50,7 +50,14 @@ def _traffic(seed: int, count: int, start: datetime, rate: float, **rates: float
 def _send(settings: Settings, emissions: list[Emission]) -> None:
     client = RegisterClient(settings)
     checkouts = TopicNames(settings.topic_prefix).checkouts
+    signing_up = True
     for e in emissions:
+        if signing_up and e.consent is None:
+            # The sign-up consents are on the broker before the first sale. Sent together, a batch of
+            # checkouts may be appended before the consents (another topic, another request), and the
+            # router rightly routes those sales without the consent.
+            assert client.flush(60).failed == 0
+            signing_up = False
         if e.checkout is not None:
             client.send(e.checkout)
         elif e.consent is not None:
