@@ -16,7 +16,6 @@ the supervisor below restarts it: 30 runs since, the hang in 2 of them, all pass
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Emission, Simulator, Traffic
 from receiptflow.secrets import analytics_key
 from receiptflow.stack.kafka_cluster import KafkaCluster
+from receiptflow.stack.process import free_port_run
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import env_for, read_all
@@ -44,33 +44,10 @@ from .support import env_for, read_all
 CODEC = Codec()
 
 
-def _free_port_run(count: int) -> int:
-    """A first port of ``count`` consecutive free ports (the cluster takes a port pair per node)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + count > 65_000:
-            continue
-        try:
-            held = []
-            for port in range(base, base + count):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-        return base
-    raise RuntimeError(f"no run of {count} free ports")
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     data = tmp_path_factory.mktemp("cluster")
-    settings = Settings(bootstrap_servers=f"127.0.0.1:{_free_port_run(6)}", data_dir=data, kafka_heap="384m")
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port_run(6)}", data_dir=data, kafka_heap="384m")
     kafka = KafkaCluster(settings, nodes=3)
     try:
         kafka.up()

@@ -24,6 +24,7 @@ from receiptflow.stack.kafka_dist import java_binary, pom_path
 from receiptflow.stack.process import (
     cmdline,
     ensure_port_free,
+    free_port_run,
     is_alive,
     owned_pid,
     port_open,
@@ -63,6 +64,17 @@ def test_free_port_is_bindable_and_never_repeats() -> None:
         assert not port_open("127.0.0.1", port)
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # would raise if the port were taken
+
+
+def test_free_port_runs_are_bindable_below_the_ephemeral_range_and_never_overlap() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    bases = [free_port_run(6) for _ in range(20)]
+    ports = [b + i for b in bases for i in range(6)]
+    assert len(set(ports)) == len(ports)  # no port handed out twice, within or across runs
+    assert all(p < low for p in ports)  # no client's outgoing connection can be given one
+    for port in ports[:6]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
 
 
 def test_port_taken_by_a_plain_listener_is_a_port_in_use_error(listener: int) -> None:

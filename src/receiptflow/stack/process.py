@@ -101,6 +101,20 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise StackError(f"no free TCP port found on {host}")
 
 
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive ports nothing is bound to on ``host`` right now (a local
+    cluster takes a pair per node), below the ephemeral range for the reasons :func:`free_port` gives."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(500):
+        base = rng.randrange(10000, max(10001, low - count))
+        ports = range(base, base + count)
+        if not _handed_out.intersection(ports) and all(_bindable(host, p) for p in ports):
+            _handed_out.update(ports)
+            return base
+    raise StackError(f"no run of {count} free TCP ports found on {host}")
+
+
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when something accepts TCP connections on host:port."""
     try:
