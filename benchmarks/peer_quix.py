@@ -28,19 +28,14 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from peer_record import Record
+from peer_record import Record, peer_step
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import Serializer
 
 from receiptflow.config import Settings
-from receiptflow.models import ConsentState
-from receiptflow.policy import load_policy
 from receiptflow.processors.consent import ConsentHistory, ConsentRecord
-from receiptflow.processors.pseudonym import BasketPseudonymiser
-from receiptflow.processors.route_step import Output, RouteStep
+from receiptflow.processors.route_step import Output
 from receiptflow.processors.router_state import Staged
-from receiptflow.registry import codec_for
-from receiptflow.secrets import analytics_key
 from receiptflow.topics import TopicNames
 
 # Keys in the state store (scoped by quixstreams to the message key, i.e. the card).
@@ -94,16 +89,7 @@ def main() -> int:
     out_prefix, group = sys.argv[1], sys.argv[2]
     settings = Settings()
     inputs, outputs = TopicNames(settings.topic_prefix), TopicNames(out_prefix)
-    names = TopicNames(out_prefix)
-    names.consents = inputs.consents  # the step tells consents from checkouts by the input's name
-    step = RouteStep(
-        names,
-        load_policy(settings.policy_file),
-        codec_for(settings),
-        BasketPseudonymiser(analytics_key(settings)),
-        ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
-        "quixstreams-peer",
-    )
+    step = peer_step(settings, out_prefix, "quixstreams-peer")
     app = Application(
         broker_address=settings.bootstrap_servers,
         consumer_group=group,

@@ -1,4 +1,5 @@
-"""A consumed record in the shape the router's per-record step reads, for the peers that are no confluent-kafka loop.
+"""What the Python peers share: the router's per-record step built for a peer, and a consumed record in
+the shape that step reads, for the peers that are no confluent-kafka loop.
 
 :class:`~receiptflow.processors.route_step.RouteStep` reads ``confluent_kafka.Message``'s methods;
 quixstreams and faust hand over the same facts as plain values. The inputs are ``LogAppendTime``
@@ -8,6 +9,29 @@ topics, so the timestamp is the broker's append time.
 from __future__ import annotations
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+from receiptflow.config import Settings
+from receiptflow.models import ConsentState
+from receiptflow.policy import load_policy
+from receiptflow.processors.pseudonym import BasketPseudonymiser
+from receiptflow.processors.route_step import RouteStep
+from receiptflow.registry import codec_for
+from receiptflow.secrets import analytics_key
+from receiptflow.topics import TopicNames
+
+
+def peer_step(settings: Settings, out_prefix: str, worker: str) -> RouteStep:
+    """The router's step reading ``settings``' input topics and writing ``out_prefix``'s outputs."""
+    names = TopicNames(out_prefix)
+    names.consents = TopicNames(settings.topic_prefix).consents  # the step tells consents apart by the input's name
+    return RouteStep(
+        names,
+        load_policy(settings.policy_file),
+        codec_for(settings),
+        BasketPseudonymiser(analytics_key(settings)),
+        ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
+        worker,
+    )
 
 
 class Record:

@@ -247,7 +247,7 @@ def raw_row(base: Settings, tag: str, receipts: int) -> dict[str, Any]:
     create_topics(raw, output_specs(only_outputs=True))
     source = TopicNames(base.topic_prefix).checkouts
     print(f"peers: {RAW} ...", flush=True)
-    count = processor_throughput._records(base, source)
+    count = processor_throughput.records_in(base, source)
     seconds = processor_throughput.raw_passthrough(base, source, TopicNames(raw.topic_prefix).purchases_customer, count)
     return {"path": RAW, "workers": 1, "seconds": seconds, "receipts_per_s": receipts / seconds, "compared": False}
 

@@ -46,20 +46,17 @@ import faust
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from peer_kstreams import PeerTopics, build, start
-from peer_record import Record
+from peer_record import Record, peer_step
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.models import Checkout, ConsentState
+from receiptflow.models import Checkout
 from receiptflow.policy import load_policy
 from receiptflow.processors.app import faust_broker_url, run_worker
 from receiptflow.processors.core import process
-from receiptflow.processors.pseudonym import BasketPseudonymiser
-from receiptflow.processors.route_step import RouteStep
 from receiptflow.processors.router_state import PartitionState, Staged
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
-from receiptflow.registry import codec_for
 from receiptflow.secrets import analytics_key
 from receiptflow.stack import Stack
 from receiptflow.stack.process import free_port
@@ -80,7 +77,8 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _records(settings: Settings, topic: str) -> int:
+def records_in(settings: Settings, topic: str) -> int:
+    """How many records ``topic`` holds now (the sum of its partitions' watermark spans)."""
     c = Consumer(settings.kafka_config(**{"group.id": f"bench-peek-{uuid.uuid4().hex[:6]}"}))
     try:
         total = 0
@@ -98,7 +96,7 @@ def _time_until(settings: Settings, topic: str, target: int, alive: Callable[[],
     first_at: float | None = None
     first_count = 0
     while True:
-        n = _records(settings, topic)
+        n = records_in(settings, topic)
         now = time.monotonic()
         if n and first_at is None:
             first_at, first_count = now, n
@@ -268,16 +266,7 @@ def faust_worker() -> None:
     settings = Settings()
     inputs = TopicNames(settings.topic_prefix)
     outputs = TopicNames(os.environ.get("BENCH_OUTPUT_PREFIX", settings.topic_prefix))
-    names = TopicNames(outputs.prefix)
-    names.consents = inputs.consents  # the step tells consents from checkouts by the input's name
-    step = RouteStep(
-        names,
-        load_policy(settings.policy_file),
-        codec_for(settings),
-        BasketPseudonymiser(analytics_key(settings)),
-        ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
-        "faust-naive",
-    )
+    step = peer_step(settings, outputs.prefix, "faust-naive")
     app = faust.App(
         f"{settings.processor_id}-naive",
         broker=faust_broker_url(settings),

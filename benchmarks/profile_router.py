@@ -25,12 +25,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from processor_throughput import records_in
 
 from receiptflow.config import Settings
 from receiptflow.producers.client import RegisterClient
@@ -121,18 +120,6 @@ def summarise(collapsed: str, seconds: float, rate: int, top: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _records(settings: Settings, topic: str) -> int:
-    c = Consumer(settings.kafka_config(**{"group.id": f"profile-peek-{uuid.uuid4().hex[:6]}"}))
-    try:
-        total = 0
-        for p in range(settings.topic_partitions):
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        c.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--receipts", type=int, default=60_000)
@@ -174,7 +161,7 @@ def main() -> int:
             router = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 out_topic = TopicNames(settings.topic_prefix).purchases_customer
-                while _records(settings, out_topic) == 0:
+                while records_in(settings, out_topic) == 0:
                     if router.poll() is not None:
                         raise SystemExit("the router ended before routing anything")
                     time.sleep(0.05)
@@ -182,7 +169,7 @@ def main() -> int:
                 spy_cmd = [spy, "record", "--pid", str(router.pid), "--duration", str(int(args.seconds))]
                 spy_cmd += ["--rate", str(args.rate), "--nonblocking", "--format", "raw", "-o", str(raw)]
                 subprocess.run(spy_cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                routed = _records(settings, out_topic)
+                routed = records_in(settings, out_topic)
             finally:
                 router.terminate()
                 router.wait(30)
