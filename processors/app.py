@@ -86,30 +86,37 @@ def faust_credentials(settings: Settings) -> Any:
     )
 
 
-class _ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
+class _ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads these attributes when the consumer starts (its Fetcher is built in start()).
         # faust reads read-committed only under its own exactly_once mode, which we do not use; the
-        # router's aborted transactions must stay invisible to profiles all the same. aiokafka reads
-        # this attribute when the consumer starts (its Fetcher is built in start()).
+        # router's aborted transactions must stay invisible to profiles all the same.
         consumer._isolation_level = "read_committed"
+        # faust fixes the fetch's wait on the broker at 1.5 s. All agents share this consumer, and
+        # aiokafka sends one fetch per broker at a time, leaving out partitions whose records are not
+        # yet handed over: a fetch for the idle consents topic alone then held every new purchase
+        # back for up to 1.5 s (measured: the p95 from checkout to profile was 1.6 s at 500/s).
+        consumer._fetch_max_wait_ms = cast(ProfilesApp, self.app).fetch_wait_ms
         return consumer
 
 
-class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+class _ProfilesConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
+        return _ProfilesConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class _ReadCommittedTransport(faust_aiokafka.Transport):
-    Consumer = _ReadCommittedConsumer
+class _ProfilesTransport(faust_aiokafka.Transport):
+    Consumer = _ProfilesConsumer
 
 
 class ProfilesApp(faust.App):
-    """A faust App whose consumers read only committed records."""
+    """A faust App whose consumers read only committed records, with a short wait on the broker."""
+
+    fetch_wait_ms = 100
 
     def _new_transport(self) -> Any:
-        return _ReadCommittedTransport(self.conf.broker_consumer, self)
+        return _ProfilesTransport(self.conf.broker_consumer, self)
 
 
 def create_app(
@@ -144,6 +151,7 @@ def create_app(
         web_enabled=False,
         datadir=str(settings.data_dir / "faust"),
     )
+    app.fetch_wait_ms = settings.profile_fetch_wait_ms
 
     readiness = readiness or Readiness("profiles", CONSUMER_CHECKS)
     watch(app, readiness, metrics)

@@ -173,6 +173,13 @@ class Settings(BaseSettings):
         description="how often the profile agent applies what it has read (one Redis round trip per batch): "
         "the latency it adds under light load; longer means fewer, larger batches",
     )
+    profile_fetch_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="how long the profile agent's fetch waits on the broker for new records: the agents share one "
+        "consumer, and while a fetch for the idle consents topic waits, no purchases are fetched from that broker",
+    )
     points_file: Path | None = Field(default=None, description="points per euro per chain (default: the shipped one)")
     households_file: Path | None = Field(default=None, description="CSV card_id,household_id: household membership")
     segments_file: Path | None = Field(
