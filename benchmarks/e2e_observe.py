@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+import e2e_report
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -53,6 +55,12 @@ def tree_cpu(pid: int) -> float:
         if fields is not None and (int(entry.name) == pid or int(fields[1]) == pid):
             total += (int(fields[11]) + int(fields[12])) / TICK
     return total
+
+
+def scrape(port: int) -> e2e_report.Samples:
+    """Every sample a pipeline process's Prometheus exporter serves now, keyed by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return e2e_report.samples(response.read().decode())
 
 
 def lines_in(settings: Settings, topic: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer_compare
+from prometheus_client.parser import text_string_to_metric_families
 
 SECTION = "## End to end"
 PEERS_SECTION = "## The router beside its peers"
@@ -98,6 +99,15 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         latency_table(r["latency"]),
     ]
+    for run in r["latency"]:
+        if run.get("stages"):
+            out += [
+                "",
+                f"Where a receipt's time went at {run['offered_receipts_per_s']:,.0f} receipts/s offered "
+                "(each stage's own metrics over the run):",
+                "",
+                stage_table(run),
+            ]
     out += ["", "| process | CPU s per million receipts (backlog drain) | peak RSS MiB |", "| --- | ---: | ---: |"]
     cpu, rss = sat["cpu_seconds_per_million_receipts"], r["peak_rss_bytes"]
     for name in cpu:
@@ -208,6 +218,79 @@ def latency_table(runs: list[dict[str, Any]]) -> str:
             f"| {lat['offered_receipts_per_s']:,.0f} ({lat['achieved_offered_per_s']:,.0f}) | "
             + " | ".join(cells)
             + f" | {miss['customer_topic']} / {miss['profile']} / {miss['warehouse']} |"
+        )
+    return "\n".join(out)
+
+
+# Samples of a process's exporter: (metric sample name, sorted label pairs) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+# Bounds (seconds) the stage table gives the share of receipts within; 0.25 is the profile target.
+WITHIN = (0.1, 0.25, 0.5, 1.0)
+_AGE = "receiptflow_checkout_to_output_seconds"
+
+
+def samples(text: str) -> Samples:
+    """The samples of a Prometheus text exposition, keyed by sample name and sorted label pairs."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def stage_breakdown(before: Samples, after: Samples, stage: str) -> dict[str, Any]:
+    """What one stage did between two scrapes of its exporter: batches, their mean size and time, and
+    the share of receipts whose checkout reached the stage's committed output within each bound of
+    ``WITHIN`` (from the histogram's buckets, so only at bucket bounds: no interpolation)."""
+    batches = _delta(before, after, "receiptflow_batch_seconds_count", stage=stage)
+    records = _delta(before, after, f"{_AGE}_count", stage=stage)
+    within: dict[str, float | None] = {}
+    for bound in WITHIN:
+        le = _delta(before, after, f"{_AGE}_bucket", stage=stage, le=repr(float(bound)))
+        within[f"{bound:g}"] = le / records if records else None
+    return {
+        "batches": int(batches),
+        "records": int(records),
+        # The profile agent observes no batch sizes; every record it applies has its age observed.
+        "mean_batch_records": (_delta(before, after, "receiptflow_batch_size_records_sum", stage=stage) or records)
+        / batches
+        if batches
+        else None,
+        "mean_batch_s": _delta(before, after, "receiptflow_batch_seconds_sum", stage=stage) / batches
+        if batches
+        else None,
+        "mean_age_s": _delta(before, after, f"{_AGE}_sum", stage=stage) / records if records else None,
+        "within": within,
+    }
+
+
+def stage_table(run: dict[str, Any]) -> str:
+    """Per stage of one latency run: batches, where the checkout's time went, and the cores it used."""
+    out = [
+        "| stage | batches | records per batch | ms per batch | mean ms checkout → committed output | "
+        + " | ".join(f"within {b * 1000:g} ms" for b in WITHIN)
+        + " |",
+        "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in WITHIN) + " |",
+    ]
+    for stage, st in run.get("stages", {}).items():
+        size = st["mean_batch_records"]
+        shares = [("-" if v is None else f"{v:.0%}") for v in st["within"].values()]
+        out.append(
+            f"| {stage} | {st['batches']:,} | {'-' if size is None else f'{size:,.0f}'} | {_ms(st['mean_batch_s'])} "
+            f"| {_ms(st['mean_age_s'])} | " + " | ".join(shares) + " |"
+        )
+    cores = run.get("cpu_cores")
+    if cores:
+        busy = ", ".join(f"{name} {share:.2f}" for name, share in sorted(cores.items(), key=lambda kv: -kv[1]))
+        out.append("")
+        out.append(
+            f"Cores busy while it ran (CPU seconds per second, of {os.cpu_count()}): {busy}; "
+            f"all together {sum(cores.values()):.2f}."
         )
     return "\n".join(out)
 

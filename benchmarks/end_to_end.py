@@ -32,7 +32,16 @@ simulator's from ``getrusage`` of reaped children); peak RSS is ``VmHWM``. Redis
 
 ``--latency-only`` runs phase 3 alone (after a warm-up sale of a few hundred receipts that waits for
 every stage to hold its partitions), e.g. ``--latency-only --loads 500 --latency-seconds 30``: the
-quick check of a latency setting; it prints the latency table and writes no Markdown.
+quick check of a latency setting; it prints the latency table and writes no Markdown. The broker's
+JIT warms up over the first minutes, so ``--loads 500 500 500`` shows the later runs nearer to a full
+run's latency phase. ``--profile-agent FILE`` samples the profile agent with py-spy during the last
+load and writes the summary (docs/profiles/ has one).
+
+Every latency run also reads each pipeline process's own metrics before and after it (their
+exporters, on ports of their own): per stage the batches, their mean size and time, the mean time
+from checkout to the stage's committed output and the share of receipts within 100, 250, 500 and
+1,000 ms of their checkout; and the CPU seconds per second each process used while the registers
+sold, so a run shows how busy the cores were.
 
 Usage: ``python benchmarks/end_to_end.py [--quick | --latency-only] [--json-out FILE] [--markdown-out FILE]``
 (``--markdown-out`` replaces the "End to end", "The router beside its peers" and "Targets" sections
@@ -46,6 +55,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,7 +73,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import e2e_report
 import peers
 import processor_throughput
-from e2e_observe import Observer, lines_in, peak_rss, tree_cpu
+from e2e_observe import Observer, lines_in, peak_rss, scrape, tree_cpu
+from profile_router import AGENT_BUCKETS, summarise
 
 from receiptflow.config import Settings
 from receiptflow.demo import end_offsets
@@ -96,6 +107,7 @@ def env_for(settings: Settings) -> dict[str, str]:
 class Pipeline:
     settings: Settings
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def start(self, logs: Path) -> None:
         cmds = {
@@ -105,9 +117,23 @@ class Pipeline:
         }
         for name, args in cmds.items():
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - child keeps it
+            self.metrics_ports[name] = free_port()
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "receiptflow", *args], env=env_for(self.settings), stdout=out, stderr=out
+                [sys.executable, "-m", "receiptflow", *args, "--metrics-port", str(self.metrics_ports[name])],
+                env=env_for(self.settings),
+                stdout=out,
+                stderr=out,
             )
+
+    def scrape(self) -> dict[str, Any]:
+        """Each pipeline process's metrics now (a process whose exporter does not answer is left out)."""
+        out = {}
+        for name, port in self.metrics_ports.items():
+            try:
+                out[name] = scrape(port)
+            except OSError:
+                continue
+        return out
 
     def pids(self) -> dict[str, int]:
         out = {name: p.pid for name, p in self.procs.items()}
@@ -254,7 +280,13 @@ def live(
 
 
 def latency(
-    pipe: Pipeline, store: RedisProfileStore, rate: float, seconds: float, sample: int, tmp: Path
+    pipe: Pipeline,
+    store: RedisProfileStore,
+    rate: float,
+    seconds: float,
+    sample: int,
+    tmp: Path,
+    profile_agent: Path | None = None,
 ) -> dict[str, Any]:
     conn = psycopg.connect(str(pipe.settings.warehouse_url), autocommit=True)
     obs = Observer(pipe.settings, store, conn, sample)
@@ -267,7 +299,18 @@ def latency(
     checkouts = TopicNames(pipe.settings.topic_prefix).checkouts
     offsets = end_offsets(pipe.settings, checkouts)
     sim = simulate(pipe.settings, rate, count, seed=int(rate) + 100, truth=tmp / f"truth-{rate:.0f}.json")
+    metrics0, pids = pipe.scrape(), {**pipe.pids(), "simulate": sim.pid}
+    cpu0 = {n: tree_cpu(p) for n, p in pids.items()}
+    cpu0["benchmark (observer)"] = _self_cpu()
+    started = time.monotonic()
+    cpu1, elapsed = dict(cpu0), 0.0
     acked = first_ack(pipe.settings, checkouts, offsets, sim)
+    spy = None if profile_agent is None else sample_agent(pipe, seconds, tmp)
+    # The cores' use while selling: read before the simulator is reaped (its /proc entry goes with it).
+    while sim.poll() is None:
+        cpu1 = {n: tree_cpu(p) for n, p in pids.items()}
+        cpu1["benchmark (observer)"], elapsed = _self_cpu(), time.monotonic() - started
+        time.sleep(0.2)
     if sim.wait() != 0:
         raise SystemExit(f"simulate exited with {sim.returncode}")
     sold_in = time.monotonic() - acked
@@ -276,6 +319,23 @@ def latency(
     while time.monotonic() < deadline and (obs.seen < count or obs.pending_profile or obs.pending_warehouse):
         pipe.check()
         time.sleep(0.2)
+    metrics1 = pipe.scrape()
+    if spy is not None and profile_agent is not None:
+        spy.wait()
+        raw = (tmp / "agent-stacks.txt").read_text(encoding="utf-8")
+        head = f"profile agent at {rate:,.0f} receipts/s offered, {SPY_RATE} samples/s for {int(seconds)} s:\n\n"
+        profile_agent.parent.mkdir(parents=True, exist_ok=True)
+        summary = summarise(raw, int(seconds), SPY_RATE, buckets=AGENT_BUCKETS, who="the agent's threads")
+        profile_agent.write_text(head + summary)
+    stages = {
+        label: e2e_report.stage_breakdown(metrics0[proc], metrics1[proc], stage)
+        for label, proc, stage in (
+            ("router", "router", "router"),
+            ("profiles", "profiles", "profiles"),
+            ("warehouse sink", "sink", "warehouse"),
+        )
+        if proc in metrics0 and proc in metrics1
+    }
     obs.give_up = time.time()
     obs.stop.set()
     for t in threads:
@@ -294,7 +354,25 @@ def latency(
             "warehouse": len(obs.pending_warehouse),
         },
         "cards": sorted(obs.cards)[:500],
+        "stages": stages,
+        "cpu_cores": {n: (cpu1[n] - cpu0[n]) / elapsed for n in cpu0} if elapsed else {},
     }
+
+
+SPY_RATE = 100  # samples per second: what py-spy takes from the two cores is in the figures it disturbs
+
+
+def sample_agent(pipe: Pipeline, seconds: float, tmp: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the running profile agent (every thread, not paused) while the registers sell."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    cmd = [spy, "record", "--pid", str(pipe.procs["profiles"].pid), "--duration", str(int(seconds))]
+    cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--format", "raw", "-o", str(tmp / "agent-stacks.txt")]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def router_alone(settings: Settings, receipts: int) -> float:
@@ -318,6 +396,7 @@ def latency_only(
     sample: int,
     tmp: Path,
     json_out: Path | None,
+    profile_agent: Path | None = None,
 ) -> int:
     """Phase 3 alone: a warm-up sale (every stage joined and restored), then each load."""
     settings = pipe.settings
@@ -326,9 +405,9 @@ def latency_only(
     live(pipe, conn, store, 500, tmp, 0)
     conn.close()
     lat = []
-    for rate in loads:
+    for i, rate in enumerate(loads):
         print(f"latency at {rate:,.0f} receipts/s for {seconds:.0f} s ...", flush=True)
-        run = latency(pipe, store, rate, seconds, sample, tmp)
+        run = latency(pipe, store, rate, seconds, sample, tmp, profile_agent if i == len(loads) - 1 else None)
         run.pop("cards")
         lat.append(run)
     result = {
@@ -340,6 +419,9 @@ def latency_only(
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
     print(e2e_report.latency_table(lat))
+    for run in lat:
+        print(f"\nStages at {run['offered_receipts_per_s']:,.0f} receipts/s offered:")
+        print(e2e_report.stage_table(run))
     return 0
 
 
@@ -361,6 +443,11 @@ def main() -> int:
         default=[],
         help="a setting (without RECEIPTFLOW_) for every pipeline process, e.g. processor_batch_wait_ms=500",
     )
+    parser.add_argument(
+        "--profile-agent",
+        type=Path,
+        help="with --latency-only: sample the profile agent with py-spy during the last load, summary to this file",
+    )
     parser.add_argument("--json-out", type=Path, help="write the results here as JSON")
     parser.add_argument("--markdown-out", type=Path, help="update the 'End to end' section of this Markdown file")
     parser.add_argument("--peer-receipts", type=int, help="receipts for the peers (default 10,000; quick 3,000)")
@@ -371,6 +458,8 @@ def main() -> int:
         if not sep:
             parser.error(f"--set {item!r}: expected NAME=VALUE")
         EXTRA_SETTINGS[name] = value
+    if args.profile_agent and not args.latency_only:
+        parser.error("--profile-agent needs --latency-only: the sampling would disturb the figures of a full run")
     if args.latency_only and args.markdown_out:
         parser.error("--markdown-out needs the saturation phases; leave out --latency-only")
     receipts = args.receipts or (10_000 if args.quick else 60_000)
@@ -399,7 +488,9 @@ def main() -> int:
             store = RedisProfileStore.from_settings(settings)
             conn = psycopg.connect(str(settings.warehouse_url), autocommit=True)
             if args.latency_only:
-                return latency_only(pipe, conn, store, args.loads, seconds, args.sample, tmp, args.json_out)
+                return latency_only(
+                    pipe, conn, store, args.loads, seconds, args.sample, tmp, args.json_out, args.profile_agent
+                )
             print(f"backlog: {receipts:,} receipts sold, then drained by the pipeline ...", flush=True)
             drained = backlog(pipe, conn, store, receipts, tmp)
             print(f"live: {receipts:,} receipts sold unpaced while the pipeline runs ...", flush=True)

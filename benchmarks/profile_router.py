@@ -53,6 +53,8 @@ _BUCKETS = (
 
 def _short(path: str) -> str:
     """A frame's file without machine-specific folders: from the package (or library) name on."""
+    if not Path(path).is_absolute():
+        return path  # py-spy gave it relative to its import root already (e.g. "redis/connection.py")
     for marker in ("site-packages/", "receiptflow/", "lib/python"):
         at = path.rfind(marker)
         if at >= 0:
@@ -73,26 +75,45 @@ def _frames(stack: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def _bucket(frames: list[tuple[str, str, str]]) -> str:
+# The same for the profile agent (``end_to_end.py --profile-agent``): a faust worker on asyncio.
+AGENT_BUCKETS = (
+    ("Redis client (commands packed, replies read)", ("redis/",)),
+    ("Avro decode (fastavro)", ("fastavro/", "codec.py")),
+    ("purchase objects (models)", ("models.py", "receipt_parts.py", "field_values.py")),
+    ("profile rules and store (pure fold, keys, scripts)", ("profile_", "profiles.py", "households.py")),
+    ("faust and mode (consumer, streams, agent, acks)", ("faust/", "mode/", "aiokafka/")),
+    ("asyncio event loop", ("asyncio/",)),
+)
+
+
+def _bucket(frames: list[tuple[str, str, str]], buckets: tuple[tuple[str, tuple[str, ...]], ...] = _BUCKETS) -> str:
     # A call into C shows as the line of the Python frame that makes it: the extension's and the
     # Kafka client's calls are told apart by that line's source.
     _, _, text = frames[-1] if frames else ("", "", "")
-    if "fast.decode(" in text or "fast.route(" in text:
-        return "native extension (receiptflow_fast)"
-    if re.search(r"_(producer|consumer)\.\w+\(", text):
-        return "Kafka client (confluent-kafka calls)"
+    if buckets is _BUCKETS:
+        if "fast.decode(" in text or "fast.route(" in text:
+            return "native extension (receiptflow_fast)"
+        if re.search(r"_(producer|consumer)\.\w+\(", text):
+            return "Kafka client (confluent-kafka calls)"
     for _, file, _ in reversed(frames):
-        for name, marks in _BUCKETS:
+        for name, marks in buckets:
             if any(mark in file for mark in marks):
                 return name
-    return "other Python (router loop, merge, state, metrics)"
+    return "other Python (router loop, merge, state, metrics)" if buckets is _BUCKETS else "other Python"
 
 
-def summarise(collapsed: str, seconds: float, rate: int, top: int = 25) -> str:
+def summarise(
+    collapsed: str,
+    seconds: float,
+    rate: int,
+    top: int = 25,
+    buckets: tuple[tuple[str, tuple[str, ...]], ...] = _BUCKETS,
+    who: str = "the main thread",
+) -> str:
     """A text summary of py-spy's collapsed stacks: totals, buckets, top self and cumulative functions."""
     self_: Counter[str] = Counter()
     cumulative: Counter[str] = Counter()
-    buckets: Counter[str] = Counter()
+    shares: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, count = line.rpartition(" ")
@@ -105,15 +126,15 @@ def summarise(collapsed: str, seconds: float, rate: int, top: int = 25) -> str:
         self_[f"{func} ({file})"] += n  # with the line: which call of a function the time is in
         for name in {f"{func} ({file.rpartition(':')[0] or file})" for func, file, _ in frames}:
             cumulative[name] += n
-        buckets[_bucket(frames)] += n
+        shares[_bucket(frames, buckets)] += n
     expected = seconds * rate
     lines = [
-        f"samples of the main thread while running: {total} of {expected:.0f} taken ({total / expected:.0%} running,"
+        f"samples of {who} while running: {total} of {expected:.0f} taken ({total / expected:.0%} running,"
         " the rest waiting with the GIL released)",
         "",
         "share of running samples by bucket:",
     ]
-    lines += [f"  {share / total:6.1%}  {name}" for name, share in buckets.most_common()]
+    lines += [f"  {share / total:6.1%}  {name}" for name, share in shares.most_common()]
     for title, counter in (("self", self_), ("cumulative", cumulative)):
         lines += ["", f"top {top} functions by {title} samples (share of running samples):"]
         lines += [f"  {n / total:6.1%}  {name}" for name, n in counter.most_common(top)]

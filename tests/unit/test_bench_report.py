@@ -111,3 +111,41 @@ def test_targets_are_ratios_of_the_same_run_and_a_miss_is_marked() -> None:
     section = report.targets_section(run)
     assert "| p99 checkout → profile ≤ 250 ms at 500/s | 300 ms (480/s sold) | *missed* |" in section
     assert "| router ahead of Kafka Streams per worker | not measured | - |" in section
+
+
+def _exposition(ages_s: list[float], batches: list[tuple[int, float]], stage: str = "profiles") -> str:
+    from prometheus_client import generate_latest
+
+    from receiptflow.metrics import Metrics, observe_ages
+
+    metrics = Metrics()
+    now = 1_800_000_000.0
+    observe_ages(metrics.checkout_to_output_seconds.labels(stage), now, [int((now - a) * 1000) for a in ages_s])
+    for size, seconds in batches:
+        metrics.batch_size.labels(stage).observe(size)
+        metrics.batch_seconds.labels(stage).observe(seconds)
+    return generate_latest(metrics.registry).decode()
+
+
+def test_a_stages_breakdown_is_what_it_did_between_two_scrapes() -> None:
+    before = report.samples(_exposition([0.04, 2.0], [(2, 0.5)]))
+    # Between the scrapes: 4 more receipts at 80, 120, 300 and 900 ms, in two batches of 2.
+    after = report.samples(_exposition([0.04, 2.0, 0.08, 0.12, 0.3, 0.9], [(2, 0.5), (2, 0.02), (2, 0.04)]))
+    st = report.stage_breakdown(before, after, "profiles")
+    assert st["batches"] == 2
+    assert st["records"] == 4
+    assert st["mean_batch_records"] == pytest.approx(2.0)
+    assert st["mean_batch_s"] == pytest.approx(0.03)
+    assert st["mean_age_s"] == pytest.approx((0.08 + 0.12 + 0.3 + 0.9) / 4, abs=0.002)
+    assert st["within"] == {"0.1": 0.25, "0.25": 0.5, "0.5": 0.75, "1": 1.0}
+
+
+def test_a_stage_that_did_nothing_has_no_shares_and_the_table_says_so() -> None:
+    same = report.samples(_exposition([0.04], [(1, 0.01)], stage="router"))
+    st = report.stage_breakdown(same, same, "router")
+    assert st["records"] == 0 and st["mean_age_s"] is None
+    assert set(st["within"].values()) == {None}
+    table = report.stage_table({"stages": {"router": st}, "cpu_cores": {"kafka": 0.5, "router": 0.25}})
+    row = next(line for line in table.splitlines() if line.startswith("| router"))
+    assert row.count("| - ") >= 4
+    assert "kafka 0.50, router 0.25; all together 0.75" in table
