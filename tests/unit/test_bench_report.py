@@ -8,6 +8,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from prometheus_client import generate_latest
+
+from receiptflow.metrics import Metrics, observe_ages
 
 
 def _report() -> ModuleType:
@@ -114,10 +117,6 @@ def test_targets_are_ratios_of_the_same_run_and_a_miss_is_marked() -> None:
 
 
 def _exposition(ages_s: list[float], batches: list[tuple[int, float]], stage: str = "profiles") -> str:
-    from prometheus_client import generate_latest
-
-    from receiptflow.metrics import Metrics, observe_ages
-
     metrics = Metrics()
     now = 1_800_000_000.0
     observe_ages(metrics.checkout_to_output_seconds.labels(stage), now, [int((now - a) * 1000) for a in ages_s])
