@@ -93,6 +93,26 @@ def first_difference(
     return None
 
 
+def differing_cards(
+    expected: Mapping[str, Iterable[Record]], actual: Mapping[str, Iterable[Record]], limit: int = 5
+) -> list[str]:
+    """The cards of the card-linked records (customer and marketing) found on one side only, at most
+    ``limit`` of them: whose input to keep when a peer and the router disagree."""
+    cards: list[str] = []
+    for topic in ("purchases.customer", "purchases.marketing"):
+        exp = Counter(canonical(topic, k, v) for k, v in expected.get(topic, ()))
+        act = Counter(canonical(topic, k, v) for k, v in actual.get(topic, ()))
+        only = (exp - act) + (act - exp)
+        for side in (expected, actual):
+            for k, v in side.get(topic, ()):
+                card = v.get("card_id")
+                if canonical(topic, k, v) in only and card and card not in cards:
+                    cards.append(card)
+                    if len(cards) == limit:
+                        return cards
+    return cards
+
+
 def _fields_differing(topic: str, router: Record, peer_record: Record, peer: str) -> str:
     if router[0] != peer_record[0]:
         return f"key {router[0]!r} in the router's, {peer_record[0]!r} in {peer}'s"

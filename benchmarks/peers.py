@@ -45,11 +45,13 @@ import e2e_report
 import peer_compare
 import peer_kstreams
 import processor_throughput
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.demo import end_offsets
+from receiptflow.errors import DecodeError
+from receiptflow.kafka_read import ReadToEnd
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator, Traffic
 from receiptflow.stack import Stack
@@ -230,6 +232,40 @@ def start_path(
     return peer_kstreams.start(settings, topics, group, env["RECEIPTFLOW_ANALYTICS_KEY"].encode(), log=log)
 
 
+def input_of_cards(settings: Settings, cards: list[str], codec: Codec) -> list[dict[str, Any]]:
+    """Every checkout and consent change of ``cards`` in the input, as written: topic, partition, offset,
+    broker append time, event time, and the receipt id or the consent state."""
+    names = TopicNames(settings.topic_prefix)
+    kinds = {names.checkouts: "checkout", names.consents: "consent_change"}
+    consumer = Consumer(settings.kafka_config(**{"group.id": f"peers-input-{uuid.uuid4().hex[:6]}"}))
+    out: list[dict[str, Any]] = []
+    try:
+        parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in kinds for p in range(settings.topic_partitions)]
+        for m in ReadToEnd(consumer, parts, what="reading the peers' input", stall=60).records(5000):
+            try:
+                value = codec.decode(m.value(), expect=kinds[m.topic() or ""]).value
+            except DecodeError:
+                continue  # a bad record of the input: it names no card
+            if value.get("card_id") not in cards:
+                continue
+            entry = {
+                "topic": kinds[m.topic() or ""],
+                "partition": m.partition(),
+                "offset": m.offset(),
+                "appended_at_ms": m.timestamp()[1],
+                "card_id": value["card_id"],
+                "event_time": str(value["event_time"]),
+            }
+            if "receipt_id" in value:
+                entry["receipt_id"] = value["receipt_id"]
+            else:
+                entry["consent"] = {k: value[k] for k in ("product_data_marketing", "electronic_marketing")}
+            out.append(entry)
+    finally:
+        consumer.close()
+    return sorted(out, key=lambda e: (e["appended_at_ms"], e["topic"] != "consent_change"))
+
+
 RAW = "raw consume→produce (bytes copied, no transactions)"
 PATHS = {
     "router": "router (exactly-once)",
@@ -319,6 +355,10 @@ def run(
             row["difference"] = None
         else:
             row["difference"] = peer_compare.first_difference(reference, decoded, PATHS[name])
+            cards = peer_compare.differing_cards(reference, decoded)
+            if cards:
+                # The input is gone with the broker after the run: keep what decides these cards' records.
+                row["input_of_differing_cards"] = input_of_cards(base, cards, codec)
     if "raw" not in skip:
         rows.append(raw_row(base, tag, counts["receipts"]))
     return {

@@ -140,3 +140,17 @@ def test_table_shows_rates_per_worker_ratios_and_the_first_difference() -> None:
     assert lines[4] == "| naive faust agent | 500 | 0.25x | no: x differs |"
     assert lines[5] == "| Kafka Streams (exactly-once) | - | - | did not start: no jar |"
     assert lines[6] == "| raw consume→produce | 40,000 | 20.00x | (not compared: writes the input unchanged) |"
+
+
+def test_the_cards_of_differing_records_are_named_so_their_input_can_be_kept() -> None:
+    same = [purchase("r1"), purchase("r2")]
+    assert compare.differing_cards(outputs(same), outputs([purchase("r1", processed=9), purchase("r2")])) == []
+    other = dict(purchase("r3"), card_id="6002")
+    peer = dict(purchase("r3", pdm=False), card_id="6002")
+    cards = compare.differing_cards(outputs([*same, other]), outputs([*same, peer]))
+    assert cards == ["6002"]
+    # A record only in the peer's output and one missing from it both count; a limit holds.
+    missing = compare.differing_cards(outputs([*same, other]), outputs(same))
+    assert missing == ["6002"]
+    many = [dict(purchase(f"x{i}"), card_id=f"70{i}") for i in range(8)]
+    assert len(compare.differing_cards(outputs(many), outputs([]), limit=3)) == 3
