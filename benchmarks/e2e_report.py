@@ -197,7 +197,8 @@ def peers_section(p: dict[str, Any]) -> str:
         " broken body). The router and quixstreams take their two"
         " inputs in the order they were written (aligned by timestamp); the naive faust agent takes them in"
         " the order its fetches bring them, so on a backlog it can route a receipt before its card's consent"
-        " is read.\n\n" + peer_compare.table(p["paths"])
+        " is read. Where a peer's card-linked records differ, the results (`--json-out`) keep those cards'"
+        " input as it was written (`input_of_differing_cards`).\n\n" + peer_compare.table(p["paths"])
     )
 
 
