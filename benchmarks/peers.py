@@ -237,7 +237,9 @@ def input_of_cards(settings: Settings, cards: list[str], codec: Codec) -> list[d
     broker append time, event time, and the receipt id or the consent state."""
     names = TopicNames(settings.topic_prefix)
     kinds = {names.checkouts: "checkout", names.consents: "consent_change"}
-    consumer = Consumer(settings.kafka_config(**{"group.id": f"peers-input-{uuid.uuid4().hex[:6]}"}))
+    consumer = Consumer(
+        settings.kafka_config(**{"group.id": f"peers-input-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True})
+    )
     out: list[dict[str, Any]] = []
     try:
         parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in kinds for p in range(settings.topic_partitions)]
