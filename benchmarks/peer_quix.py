@@ -52,7 +52,8 @@ class _Seen:
 
 
 class _Consents:
-    """``consent.get(card)`` answered from the state store (a history as JSON: [[iso time, product, electronic]])."""
+    """``consent.get(card)`` answered from the state store (a history as JSON: its changes as
+    [[iso time, product, electronic]], the append time of the newest and the changes before it)."""
 
     state: State
 
@@ -60,11 +61,21 @@ class _Consents:
         raw = self.state.get(CONSENT + card)
         if raw is None:
             return None
-        return ConsentHistory(tuple(ConsentRecord(datetime.fromisoformat(t), p, e) for t, p, e in raw))
+        before = raw["before_written"]
+        return ConsentHistory(_records(raw["changes"]), raw["written_ms"], None if before is None else _records(before))
 
 
-def _history_json(h: ConsentHistory) -> list[list[Any]]:
-    return [[r.event_time.isoformat(), r.product_data_marketing, r.electronic_marketing] for r in h.changes]
+def _records(raw: list[list[Any]]) -> tuple[ConsentRecord, ...]:
+    return tuple(ConsentRecord(datetime.fromisoformat(t), p, e) for t, p, e in raw)
+
+
+def _records_json(records: tuple[ConsentRecord, ...]) -> list[list[Any]]:
+    return [[r.event_time.isoformat(), r.product_data_marketing, r.electronic_marketing] for r in records]
+
+
+def _history_json(h: ConsentHistory) -> dict[str, Any]:
+    before = None if h.before_written is None else _records_json(h.before_written)
+    return {"changes": _records_json(h.changes), "written_ms": h.written_ms, "before_written": before}
 
 
 class _PartitionView:

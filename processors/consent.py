@@ -10,7 +10,8 @@ event time. For a receipt the processor takes the **more restrictive** of
 
 so withdrawing consent stops marketing use of older receipts processed later, and consent given
 after a purchase never reaches back to it. On a tie -- a change at the very instant of the purchase,
-or two changes at one instant -- the stricter reading wins, whatever order they arrived in. Where
+or two changes at one instant, or a change appended to the broker in the same millisecond as the
+checkout -- the stricter reading wins, whatever order they arrived in. Where
 either is unknown the configured default applies (privacy-safe: nothing for marketing). The
 router applies a card's consent changes and checkouts in the order they were written (see
 :mod:`receiptflow.processors.merge`). The consents topic is compacted, so after compaction only a
@@ -44,18 +45,35 @@ class ConsentRecord:
 
 @dataclass(frozen=True, slots=True)
 class ConsentHistory:
-    """A card's consent changes, oldest first (at most ``MAX_CHANGES_PER_CARD``)."""
+    """A card's consent changes, oldest first (at most ``MAX_CHANGES_PER_CARD``).
+
+    ``written_ms`` is the broker's append time (ms) of the newest consents record applied, and
+    ``before_written`` the changes as they were before the records appended in that millisecond
+    (None when no append time is known): a checkout appended in the same millisecond is a tie of
+    the write order, and takes the stricter of the two (:func:`effective_consent`).
+    """
 
     changes: tuple[ConsentRecord, ...] = ()
+    written_ms: int = -1
+    before_written: tuple[ConsentRecord, ...] | None = None
 
-    def with_change(self, change: ConsentChange, keep: int = MAX_CHANGES_PER_CARD) -> ConsentHistory:
-        """The history with ``change`` added in event-time order; applying the same change twice is a no-op."""
+    def with_change(
+        self, change: ConsentChange, keep: int = MAX_CHANGES_PER_CARD, written_ms: int | None = None
+    ) -> ConsentHistory:
+        """The history with ``change`` added in event-time order; applying the same change twice is a no-op.
+
+        ``written_ms``: when the broker appended the record that holds ``change``, if known.
+        """
         rec = ConsentRecord(change.event_time, change.product_data_marketing, change.electronic_marketing)
         if rec in self.changes:
             return self
         changes = list(self.changes)
         insort(changes, rec)
-        return ConsentHistory(tuple(changes[-keep:]))
+        if written_ms is None:
+            return ConsentHistory(tuple(changes[-keep:]))
+        # Several records of one millisecond: "before" is the state before the first of them.
+        before = self.before_written if written_ms == self.written_ms else self.changes
+        return ConsentHistory(tuple(changes[-keep:]), written_ms, before)
 
     def at(self, when: datetime) -> ConsentState | None:
         """The state in force at ``when``: the newest change at or before it; None if there is none.
@@ -94,10 +112,22 @@ def most_restrictive(a: ConsentState, b: ConsentState) -> ConsentState:
     )
 
 
-def effective_consent(history: ConsentHistory | None, event_time: datetime, default: ConsentState) -> ConsentState:
-    """The consent a receipt made at ``event_time`` is processed under (see the module docstring)."""
+def effective_consent(
+    history: ConsentHistory | None, event_time: datetime, default: ConsentState, written_ms: int | None = None
+) -> ConsentState:
+    """The consent a receipt made at ``event_time`` is processed under (see the module docstring).
+
+    ``written_ms``: when the broker appended the receipt's checkout, if known. The router applies
+    consent changes appended in the same millisecond before the checkout; that is a tie of the write
+    order, so the receipt takes the stricter of the states with and without them (a withdrawal of
+    that instant applies, a grant does not yet).
+    """
     if history is None or not history.changes:
         return default
     at_event = history.for_purchase(event_time, default)
     at_processing = history.latest() or default
-    return most_restrictive(at_event, at_processing)
+    consent = most_restrictive(at_event, at_processing)
+    if written_ms is not None and written_ms == history.written_ms and history.before_written is not None:
+        before = effective_consent(ConsentHistory(history.before_written), event_time, default)
+        consent = most_restrictive(consent, before)
+    return consent

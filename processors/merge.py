@@ -9,7 +9,9 @@ the records were written, the way Kafka Streams does across a task's co-partitio
 * records are buffered per (topic, partition); partition ``p`` of every input forms one group;
 * a group releases the head with the smallest record timestamp; on equal timestamps the input listed
   first wins (the router lists ``consents`` first, so a change written at the same instant as a
-  checkout is applied before it: the stricter reading);
+  checkout is applied before it; the checkout then takes the stricter of the consent with and
+  without the changes of that instant, so a withdrawal applies and a grant does not yet:
+  :func:`receiptflow.processors.consent.effective_consent`);
 * a group whose input buffer is empty may release from the other inputs only if that input is
   *caught up* (the consumer has read it to its end, so nothing written earlier can still arrive).
   Otherwise it waits, as Kafka Streams does (KIP-695, ``max.task.idle.ms``), for a bounded time:

@@ -122,7 +122,7 @@ class RouteStep:
                 staged.consent[(partition, key.decode())] = ConsentHistory()
             return StepResult()
         history = staged.history(state, partition, change.card_id) or ConsentHistory()
-        staged.consent[(partition, change.card_id)] = history.with_change(change)
+        staged.consent[(partition, change.card_id)] = history.with_change(change, written_ms=_appended(msg) or None)
         staged.consent_changes += 1
         return StepResult()
 
@@ -146,7 +146,7 @@ class RouteStep:
             return StepResult()
         decision = self.policy.version_at(checkout.chain, checkout.event_time)
         history = staged.history(state, partition, checkout.card_id) if checkout.card_id else None
-        consent = effective_consent(history, checkout.event_time, self.default_consent)
+        consent = effective_consent(history, checkout.event_time, self.default_consent, _appended(msg) or None)
         routed = route(checkout, decision, consent, now, self.baskets)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
@@ -178,7 +178,7 @@ class RouteStep:
         event_time = local_time(fast_path.utc_time(event_ms), offset)
         decision = self.policy.version_at(chain, event_time)
         history = staged.history(state, partition, card_id) if card_id else None
-        consent = effective_consent(history, event_time, self.default_consent)
+        consent = effective_consent(history, event_time, self.default_consent, _appended(msg) or None)
         level = marketing_level(card_id is not None, consent, decision.level)
         encoded = fast.route(
             value,

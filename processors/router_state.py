@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Message, TopicPartition
 
 from ..errors import ValidationError
 from ..kafka_read import AssignableConsumer, ReadToEnd
@@ -224,7 +224,9 @@ def restore(
         key = msg.key()
         if change is not None:
             history = state.consent.get(change.card_id, ConsentHistory())
-            state.consent[change.card_id] = history.with_change(change)
+            kind, at = msg.timestamp()
+            written = at if kind != TIMESTAMP_NOT_AVAILABLE and at > 0 else None
+            state.consent[change.card_id] = history.with_change(change, written_ms=written)
         elif key is not None:
             state.consent.pop(key.decode(), None)
     return states

@@ -205,3 +205,48 @@ def test_ties_with_the_purchase_instant_resolve_to_the_stricter_side(
         product, electronic = state if state is not None else (False, False)
         assert got.product_data_marketing <= product
         assert got.electronic_marketing <= electronic
+
+
+@given(
+    histories(),
+    st.lists(st.integers(0, 3), min_size=0, max_size=12),
+    st.datetimes(datetime(2006, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC)),
+    st.integers(0, 4),
+)
+def test_a_checkout_appended_with_consent_changes_takes_the_stricter_of_with_and_without_them(
+    changes: list[ConsentChange], appended: list[int], when: datetime, checkout_ms: int
+) -> None:
+    # Records are appended in non-decreasing milliseconds; the checkout is appended at checkout_ms.
+    stamps = sorted((appended + [0] * len(changes))[: len(changes)])
+    history = ConsentHistory()
+    for change, ms in zip(changes, stamps, strict=True):
+        history = history.with_change(change, written_ms=ms)
+    known = [c for c, ms in zip(changes, stamps, strict=True) if ms <= checkout_ms]
+    earlier = [c for c, ms in zip(changes, stamps, strict=True) if ms < checkout_ms]
+    got = effective_consent(history, when, DEFAULT_CONSENT, checkout_ms)
+    if not known:
+        return  # the checkout came first: the router never asks with this history
+    with_tie = effective_consent(_history(known), when, DEFAULT_CONSENT)
+    without_tie = effective_consent(_history(earlier), when, DEFAULT_CONSENT)
+    if known == changes and stamps and stamps[-1] == checkout_ms:
+        # A tie: never looser than either reading, and exactly their stricter combination.
+        assert got.product_data_marketing == (with_tie.product_data_marketing and without_tie.product_data_marketing)
+        assert got.electronic_marketing == (with_tie.electronic_marketing and without_tie.electronic_marketing)
+    elif known == changes:
+        # No change in the checkout's millisecond: the rule without append times.
+        assert got == effective_consent(_history(changes), when, DEFAULT_CONSENT)
+
+
+def test_changes_of_one_millisecond_count_from_the_state_before_the_first_of_them() -> None:
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    card = "6390000000001"
+    history = ConsentHistory().with_change(ConsentChange(card, t, False, False), written_ms=10)
+    history = history.with_change(ConsentChange(card, t + timedelta(seconds=1), True, False), written_ms=20)
+    history = history.with_change(ConsentChange(card, t + timedelta(seconds=2), True, True), written_ms=20)
+    assert history.written_ms == 20
+    assert history.before_written == (history.changes[0],)
+    purchase = t + timedelta(seconds=5)
+    assert effective_consent(history, purchase, DEFAULT_CONSENT, 20) == ConsentState(False, False, known=True)
+    assert effective_consent(history, purchase, DEFAULT_CONSENT, 21) == ConsentState(True, True, known=True)
+    # Without append times (a test, a record without a timestamp) the rule is as before.
+    assert effective_consent(history, purchase, DEFAULT_CONSENT) == ConsentState(True, True, known=True)

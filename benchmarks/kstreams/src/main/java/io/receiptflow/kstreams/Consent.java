@@ -25,6 +25,59 @@ final class Consent {
 
     record Change(long atMs, boolean productData, boolean electronic) {}
 
+    /**
+     * A card's changes, the broker's append time of the newest record applied ({@code -1}: none
+     * known) and the changes before the records of that millisecond ({@code null}: none known), as
+     * the router's ConsentHistory keeps them: a checkout appended in that millisecond is a tie of the
+     * write order and takes the stricter of the two.
+     */
+    record History(List<Change> changes, long writtenMs, List<Change> beforeWritten) {
+        static final History EMPTY = new History(List.of(), -1, null);
+
+        History withChange(Change change, long appendedMs) {
+            if (changes.contains(change)) {
+                return this;
+            }
+            List<Change> before = appendedMs == writtenMs ? beforeWritten : changes;
+            return new History(Consent.withChange(changes, change), appendedMs, before);
+        }
+
+        /** The consent a receipt made at {@code eventMs}, its checkout appended at {@code appendedMs}. */
+        State effective(long eventMs, long appendedMs, State fallback) {
+            State state = Consent.effective(changes, eventMs, fallback);
+            if (appendedMs == writtenMs && beforeWritten != null) {
+                state = state.strictest(Consent.effective(beforeWritten, eventMs, fallback));
+            }
+            return state;
+        }
+
+        byte[] toBytes() {
+            byte[] now = Consent.toBytes(changes);
+            byte[] before = beforeWritten == null ? new byte[0] : Consent.toBytes(beforeWritten);
+            ByteBuffer buf = ByteBuffer.allocate(12 + before.length + now.length);
+            buf.putLong(writtenMs).putInt(beforeWritten == null ? -1 : beforeWritten.size()).put(before).put(now);
+            return buf.array();
+        }
+
+        static History fromBytes(byte[] bytes) {
+            if (bytes == null) {
+                return EMPTY;
+            }
+            ByteBuffer buf = ByteBuffer.wrap(bytes);
+            long written = buf.getLong();
+            int nBefore = buf.getInt();
+            List<Change> before = null;
+            if (nBefore >= 0) {
+                byte[] raw = new byte[nBefore * 9];
+                buf.get(raw);
+                before = Consent.fromBytes(raw);
+            }
+            byte[] rest = new byte[buf.remaining()];
+            buf.get(rest);
+            return new History(Consent.fromBytes(rest), written, before);
+        }
+    }
+
     // The router's order of changes: by time, then false before true (a dataclass with order=True).
     private static final Comparator<Change> ORDER = Comparator.comparingLong(Change::atMs)
             .thenComparing(Change::productData).thenComparing(Change::electronic);

@@ -101,7 +101,8 @@ final class RouteProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         Validation.validateConsent(card, r.get("source").toString());
         Consent.Change change = new Consent.Change(at,
                 (Boolean) r.get("product_data_marketing"), (Boolean) r.get("electronic_marketing"));
-        consents.put(card, Consent.toBytes(Consent.withChange(Consent.fromBytes(consents.get(card)), change)));
+        Consent.History history = Consent.History.fromBytes(consents.get(card));
+        consents.put(card, history.withChange(change, record.timestamp()).toBytes());
     }
 
     private void checkout(Record<byte[], byte[]> record, long now) throws Rejected {
@@ -111,8 +112,10 @@ final class RouteProcessor implements Processor<byte[], byte[], byte[], byte[]> 
             return; // a duplicate from the registers' at-least-once outbox
         }
         Policy.Decision decision = policy.versionAt(c.chain(), c.localDate());
-        List<Consent.Change> history = c.cardId() == null ? null : Consent.fromBytes(consents.get(c.cardId()));
-        Consent.State state = Consent.effective(history, c.eventTimeMs(), config.defaultConsent());
+        Consent.State state = c.cardId() == null
+                ? config.defaultConsent()
+                : Consent.History.fromBytes(consents.get(c.cardId()))
+                        .effective(c.eventTimeMs(), record.timestamp(), config.defaultConsent());
         Route.Routed routed = route.route(c, decision, state, now);
         byte[] key = (c.cardId() != null ? c.cardId() : c.storeId()).getBytes(StandardCharsets.UTF_8);
         // The card-linked records keep the checkout's append time (the record's timestamp), as the router's do.
