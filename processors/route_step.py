@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
-
 from ..codec import Codec
 from ..errors import ValidationError
 from ..field_values import local_time
@@ -31,7 +29,7 @@ from .core import marketing_level, route
 from .encoding import BasketEncoder, PurchaseEncoder
 from .fast_path import FastRouter
 from .pseudonym import BasketPseudonymiser
-from .router_state import PartitionState, Staged, ms
+from .router_state import PartitionState, Staged, appended_ms, ms
 
 
 class InputRecord(Protocol):
@@ -122,7 +120,7 @@ class RouteStep:
                 staged.consent[(partition, key.decode())] = ConsentHistory()
             return StepResult()
         history = staged.history(state, partition, change.card_id) or ConsentHistory()
-        staged.consent[(partition, change.card_id)] = history.with_change(change, written_ms=_appended(msg) or None)
+        staged.consent[(partition, change.card_id)] = history.with_change(change, written_ms=appended_ms(msg) or None)
         staged.consent_changes += 1
         return StepResult()
 
@@ -146,7 +144,7 @@ class RouteStep:
             return StepResult()
         decision = self.policy.version_at(checkout.chain, checkout.event_time)
         history = staged.history(state, partition, checkout.card_id) if checkout.card_id else None
-        consent = effective_consent(history, checkout.event_time, self.default_consent, _appended(msg) or None)
+        consent = effective_consent(history, checkout.event_time, self.default_consent, appended_ms(msg) or None)
         routed = route(checkout, decision, consent, now, self.baskets)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
@@ -178,7 +176,7 @@ class RouteStep:
         event_time = local_time(fast_path.utc_time(event_ms), offset)
         decision = self.policy.version_at(chain, event_time)
         history = staged.history(state, partition, card_id) if card_id else None
-        consent = effective_consent(history, event_time, self.default_consent, _appended(msg) or None)
+        consent = effective_consent(history, event_time, self.default_consent, appended_ms(msg) or None)
         level = marketing_level(card_id is not None, consent, decision.level)
         encoded = fast.route(
             value,
@@ -211,7 +209,7 @@ class RouteStep:
         key = (c.card_id or c.store_id).encode()
         # The card-linked records carry the checkout's append time, so the stages after the router
         # measure end-to-end time from it (the anonymous basket keeps the time of sending).
-        appended = _appended(msg)
+        appended = appended_ms(msg)
         out = result.outputs
         out.append(Output(self.names.purchases_customer, key, customer, appended))
         if marketing is not None:
@@ -255,12 +253,6 @@ def marketing_outcome(has_card: bool, consent: ConsentState) -> str:
     if consent.electronic_marketing:
         return "product_groups"
     return "withheld"
-
-
-def _appended(msg: InputRecord) -> int:
-    """The record's broker append time (ms; ``checkouts`` is LogAppendTime); 0 when it has none."""
-    kind, at = msg.timestamp()
-    return at if kind != TIMESTAMP_NOT_AVAILABLE and at > 0 else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Message, TopicPartition
 
@@ -224,12 +225,20 @@ def restore(
         key = msg.key()
         if change is not None:
             history = state.consent.get(change.card_id, ConsentHistory())
-            kind, at = msg.timestamp()
-            written = at if kind != TIMESTAMP_NOT_AVAILABLE and at > 0 else None
-            state.consent[change.card_id] = history.with_change(change, written_ms=written)
+            state.consent[change.card_id] = history.with_change(change, written_ms=appended_ms(msg) or None)
         elif key is not None:
             state.consent.pop(key.decode(), None)
     return states
+
+
+class _Stamped(Protocol):
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+def appended_ms(msg: _Stamped) -> int:
+    """A record's broker append time (ms; the inputs are LogAppendTime topics); 0 when it has none."""
+    kind, at = msg.timestamp()
+    return at if kind != TIMESTAMP_NOT_AVAILABLE and at > 0 else 0
 
 
 def _restore_seen(state: PartitionState, msg: Message, horizon: int) -> None:
