@@ -111,9 +111,11 @@ class _ProfilesTransport(faust_aiokafka.Transport):
 
 
 class ProfilesApp(faust.App):
-    """A faust App whose consumers read only committed records, with a short wait on the broker."""
+    """A faust App whose consumers read only committed records and wait ``fetch_wait_ms`` on the broker."""
 
-    fetch_wait_ms = 100
+    def __init__(self, *args: Any, fetch_wait_ms: int, **kwargs: Any) -> None:
+        self.fetch_wait_ms = fetch_wait_ms
+        super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
         return _ProfilesTransport(self.conf.broker_consumer, self)
@@ -150,8 +152,8 @@ def create_app(
         producer_acks=-1,
         web_enabled=False,
         datadir=str(settings.data_dir / "faust"),
+        fetch_wait_ms=settings.profile_fetch_wait_ms,
     )
-    app.fetch_wait_ms = settings.profile_fetch_wait_ms
 
     readiness = readiness or Readiness("profiles", CONSUMER_CHECKS)
     watch(app, readiness, metrics)
