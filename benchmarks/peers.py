@@ -357,7 +357,7 @@ def run(
             row["difference"] = None
         else:
             row["difference"] = peer_compare.first_difference(reference, decoded, PATHS[name])
-            cards = peer_compare.differing_cards(reference, decoded)
+            cards = peer_compare.differing_cards(reference, decoded) if row["difference"] is not None else []
             if cards:
                 # The input is gone with the broker after the run: keep what decides these cards' records.
                 row["input_of_differing_cards"] = input_of_cards(base, cards, codec)
