@@ -1,9 +1,10 @@
 """The faust-streaming application: the profile agents.
 
-``purchases.customer`` → Redis profiles (``processors.profiles``), consumed in batches
-(``stream.take_events``) so per-event overhead stays out of the hot path. The effect is applied
-once per receipt id by the Redis script (its seen-set), so faust's at-least-once commit (offsets
-after the batch is handled) is enough here: a redelivered batch changes nothing.
+``purchases.customer`` → Redis profiles (``processors.profiles``), handed over a fetch at a time
+beneath faust's streams (``processors.profile_consumer``) so no per-record dispatch is on the hot
+path. The effect is applied once per receipt id by the Redis script (its seen-set), so faust's
+at-least-once commit (offsets after the batch is handled) is enough here: a redelivered batch
+changes nothing.
 
 ``consents`` → the same profiles: the newest consent state per card is recorded, and a withdrawal of
 product-data consent deletes the product-derived fields at once (the script is idempotent and
@@ -27,12 +28,11 @@ import functools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import EventT
+from faust.types import Message
 from faust.worker import Worker
 
 from ..codec import Codec
@@ -46,6 +46,7 @@ from ..models import ConsentChange, Purchase
 from ..registry import codec_for
 from ..topics import TopicNames
 from .observe import watch
+from .profile_consumer import ProfilesApp
 from .profile_store import RedisProfileStore
 
 log = logging.getLogger(__name__)
@@ -84,41 +85,6 @@ def faust_credentials(settings: Settings) -> Any:
         mechanism=settings.kafka_sasl_mechanism or "PLAIN",
         ssl_context=context,
     )
-
-
-class _ProfilesConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads these attributes when the consumer starts (its Fetcher is built in start()).
-        # faust reads read-committed only under its own exactly_once mode, which we do not use; the
-        # router's aborted transactions must stay invisible to profiles all the same.
-        consumer._isolation_level = "read_committed"
-        # faust fixes the fetch's wait on the broker at 1.5 s. All agents share this consumer, and
-        # aiokafka sends one fetch per broker at a time, leaving out partitions whose records are not
-        # yet handed over: a fetch for the idle consents topic alone then held every new purchase
-        # back for up to 1.5 s (measured: the p95 from checkout to profile was 1.6 s at 500/s).
-        consumer._fetch_max_wait_ms = cast(ProfilesApp, self.app).fetch_wait_ms
-        return consumer
-
-
-class _ProfilesConsumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _ProfilesConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _ProfilesTransport(faust_aiokafka.Transport):
-    Consumer = _ProfilesConsumer
-
-
-class ProfilesApp(faust.App):
-    """A faust App whose consumers read only committed records and wait ``fetch_wait_ms`` on the broker."""
-
-    def __init__(self, *args: Any, fetch_wait_ms: int, **kwargs: Any) -> None:
-        self.fetch_wait_ms = fetch_wait_ms
-        super().__init__(*args, **kwargs)
-
-    def _new_transport(self) -> Any:
-        return _ProfilesTransport(self.conf.broker_consumer, self)
 
 
 def create_app(
@@ -161,20 +127,21 @@ def create_app(
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, internal=False, allow_empty=True)
 
-    customer = topic(names.purchases_customer)
-
-    @app.agent(customer)
-    async def update_profiles(stream: faust.StreamT[bytes]) -> None:
-        async for events in _batches(stream, settings.profile_batch_max, settings.profile_batch_wait_ms / 1000):
+    async def update_profiles(messages: Sequence[Message]) -> None:
+        for first in range(0, len(messages), settings.profile_batch_max):
+            chunk = messages[first : first + settings.profile_batch_max]
             started = time.perf_counter()
-            batch, rejected = decode_purchases(codec, [e.message for e in events])
+            batch, rejected = decode_purchases(codec, chunk)
             await _apply_profiles(store, batch, metrics)
             if rejected:
                 # No record stops the agent: one it cannot read goes to the dead-letter topic with
                 # its reason (restarting would only read it again, for ever).
                 await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
-            observe_ages(metrics.checkout_to_output_seconds.labels("profiles"), time.time(), stamps_ms(events))
+            observe_ages(metrics.checkout_to_output_seconds.labels("profiles"), time.time(), stamps_ms(chunk))
             metrics.batch_seconds.labels("profiles").observe(time.perf_counter() - started)
+
+    # Purchases come a fetch at a time, beneath faust's streams (see processors.profile_consumer).
+    app.batches(topic(names.purchases_customer), update_profiles)
 
     consents = topic(names.consents)
 
@@ -241,19 +208,12 @@ def decode_purchases(codec: Codec, messages: Sequence[Any]) -> tuple[list[Purcha
     return purchases, rejected
 
 
-def stamps_ms(events: Sequence[Any]) -> list[int]:
-    """The record timestamps (ms) of a batch of faust events (faust gives seconds; None when absent).
+def stamps_ms(messages: Sequence[Message]) -> list[int]:
+    """The record timestamps (ms) of a batch of faust messages (faust gives seconds; None when absent).
 
     A purchase's timestamp is the append time of the checkout it was routed from (the router sets it).
     """
-    return [int(e.message.timestamp * 1000) for e in events if e.message.timestamp]
-
-
-def _batches(stream: faust.StreamT[bytes], most: int, within: float) -> AsyncIterator[Sequence[EventT[bytes]]]:
-    """Batches of events (with their offsets) from a faust stream: ``most`` events at once, or what came
-    within ``within`` seconds (faust hands over its buffer every ``within`` s, or when it is full)."""
-    # take_events lives on the concrete Stream, not on the StreamT protocol faust annotates agents with.
-    return cast(faust.Stream[bytes], stream).take_events(most, within=within)
+    return [int(m.timestamp * 1000) for m in messages if m.timestamp]
 
 
 async def _retry(call: Callable[[], _T], what: str) -> _T:

@@ -166,13 +166,6 @@ class Settings(BaseSettings):
     profile_batch_max: int = Field(
         default=1000, ge=1, le=100_000, description="purchases per profile-store batch at most"
     )
-    profile_batch_wait_ms: int = Field(
-        default=50,
-        ge=1,
-        le=10_000,
-        description="how often the profile agent applies what it has read (one Redis round trip per batch): "
-        "the latency it adds under light load; longer means fewer, larger batches",
-    )
     profile_fetch_wait_ms: int = Field(
         default=100,
         ge=1,

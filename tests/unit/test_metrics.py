@@ -45,10 +45,10 @@ def test_a_timestamp_ahead_of_the_clock_counts_as_no_time_not_a_negative_age() -
 
 
 def test_the_profile_agent_reads_faust_timestamps_in_seconds_as_milliseconds() -> None:
-    def event(timestamp: float | None) -> SimpleNamespace:
-        return SimpleNamespace(message=SimpleNamespace(timestamp=timestamp))
+    def message(timestamp: float | None) -> SimpleNamespace:
+        return SimpleNamespace(timestamp=timestamp)
 
-    assert stamps_ms([event(1_700_000_000.25), event(None), event(1_700_000_001.0)]) == [
+    assert stamps_ms([message(1_700_000_000.25), message(None), message(1_700_000_001.0)]) == [
         1_700_000_000_250,
         1_700_000_001_000,
     ]
