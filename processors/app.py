@@ -6,7 +6,8 @@ path. The effect is applied once per receipt id by the Redis script (its seen-se
 at-least-once commit (offsets after the batch is handled) is enough here: a redelivered batch
 changes nothing.
 
-``consents`` → the same profiles: the newest consent state per card is recorded, and a withdrawal of
+``consents`` → the same profiles, handed over the same way (a fetch's consent changes before its
+purchases): the newest consent state per card is recorded, and a withdrawal of
 product-data consent deletes the product-derived fields at once (the script is idempotent and
 ignores changes older than the one recorded, so replaying the compacted topic is harmless). This
 topic is input from outside: a record that does not decode is dead-lettered with its reason and
@@ -29,7 +30,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import faust
 from faust.types import Message
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 BATCH_MAX = 1000  # consent changes per batch at most
-CONSENT_WITHIN = 0.1  # seconds: consent withdrawal must show in the profile within one second
 ERASURE_POLL_SECONDS = 1.0  # how often the agent looks for new records on the erased-cards topic
 
 
@@ -127,6 +127,15 @@ def create_app(
     def topic(name: str) -> faust.TopicT:
         return app.topic(name, key_type=bytes, value_type=bytes, internal=False, allow_empty=True)
 
+    async def apply_consents(messages: Sequence[Message]) -> None:
+        for first in range(0, len(messages), BATCH_MAX):
+            changes, rejected = decode_consents(codec, messages[first : first + BATCH_MAX])
+            # The valid changes first: a withdrawal must not wait for the dead-letter topic.
+            await _retry(functools.partial(store.apply_consents, changes), "consent batch")
+            metrics.profile_consent_changes_total.inc(len(changes))
+            if rejected:
+                await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
+
     async def update_profiles(messages: Sequence[Message]) -> None:
         for first in range(0, len(messages), settings.profile_batch_max):
             chunk = messages[first : first + settings.profile_batch_max]
@@ -140,21 +149,10 @@ def create_app(
             observe_ages(metrics.checkout_to_output_seconds.labels("profiles"), time.time(), stamps_ms(chunk))
             metrics.batch_seconds.labels("profiles").observe(time.perf_counter() - started)
 
-    # Purchases come a fetch at a time, beneath faust's streams (see processors.profile_consumer).
+    # Both topics come a fetch at a time, beneath faust's streams (processors.profile_consumer), the
+    # consent changes of a fetch before its purchases: the stricter order when both concern a card.
+    app.batches(topic(names.consents), apply_consents)
     app.batches(topic(names.purchases_customer), update_profiles)
-
-    consents = topic(names.consents)
-
-    @app.agent(consents)
-    async def apply_consents(stream: faust.StreamT[bytes]) -> None:
-        # Batches here are short-waited: a withdrawal must reach the profile within a second.
-        async for events in cast(faust.Stream[bytes], stream).take_events(BATCH_MAX, within=CONSENT_WITHIN):
-            changes, rejected = decode_consents(codec, [e.message for e in events])
-            # The valid changes first: a withdrawal must not wait for the dead-letter topic.
-            await _retry(functools.partial(store.apply_consents, changes), "consent batch")
-            metrics.profile_consent_changes_total.inc(len(changes))
-            if rejected:
-                await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorator is not annotated
     async def follow_erasures() -> None:

@@ -41,7 +41,9 @@ class ProfilesApp(faust.App):
         super().__init__(*args, **kwargs)
 
     def batches(self, topic: faust.TopicT, handler: BatchHandler) -> None:
-        """Subscribe to ``topic`` and give its records to ``handler`` in lists, acked once it returns."""
+        """Subscribe to ``topic`` and give its records to ``handler`` in lists, acked once it returns.
+
+        The records of one fetch go to the handlers in the order their topics were registered."""
         for name in topic.topics:
             self.batch_handlers[name] = handler
         self.topics.add(topic)  # the conductor subscribes the consumer to it and enables its acks
@@ -78,11 +80,7 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                batches = await self._read_fetch(handlers)
-                for topic, messages in batches.items():
-                    # One wait per fetch, not per record: a rebalance (suspend_flow) or a stop cancels
-                    # the hand-over, and whatever it had not acked is read again.
-                    await self.wait_first(self.hand_over(handlers[topic], messages), self.suspend_flow.wait())
+                await self.drain_fetch(handlers)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -99,6 +97,15 @@ class ProfilesConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def drain_fetch(self, handlers: dict[str, BatchHandler]) -> None:
+        """Read one fetch and hand its records over, topic by topic in the order they were registered."""
+        batches = await self._read_fetch(handlers)
+        for topic, handler in handlers.items():
+            if topic in batches:
+                # One wait per fetch, not per record: a rebalance (suspend_flow) or a stop cancels the
+                # hand-over, and whatever it had not acked is read again.
+                await self.wait_first(self.hand_over(handler, batches[topic]), self.suspend_flow.wait())
 
     async def _read_fetch(self, handlers: dict[str, BatchHandler]) -> dict[str, list[Message]]:
         """Take one fetch from the client: records of other topics go to faust's conductor at once, those

@@ -28,6 +28,11 @@ def _message(topic: str, partition: int, offset: int, generation: int = 0) -> Co
 
 
 Handler = Callable[[Sequence[Message]], Awaitable[None]]
+OTHER = "some.other.topic"  # a topic of a faust agent: through the conductor
+
+
+async def _ignore(messages: Sequence[Message]) -> None:
+    return None
 
 
 async def _consumer(
@@ -36,6 +41,7 @@ async def _consumer(
     """The app's consumer, subscribed as a worker would be, with the purchases going to ``handler``
     and faust's conductor (the agents' streams) replaced by a list of what it was given."""
     app: Any = create_app(Settings(data_dir=tmp_path))
+    app.batch_handlers[CONSENTS] = _ignore  # registered first, as the app does
     app.batch_handlers[PURCHASES] = handler
     consumer: ProfilesConsumer = app.consumer
     await app.topics._update_indices()  # what subscribing does: the acking topics
@@ -60,10 +66,8 @@ async def _run(consumer: ProfilesConsumer, fetches: list[list[ConsumerMessage]])
             yield message.tp, message
 
     consumer.getmany = getmany  # type: ignore[method-assign]
-    handlers = consumer.app.batch_handlers  # type: ignore[attr-defined]
     for _ in fetches:
-        for topic, messages in (await consumer._read_fetch(handlers)).items():
-            await consumer.hand_over(handlers[topic], messages)
+        await consumer.drain_fetch(consumer.app.batch_handlers)  # type: ignore[attr-defined]
 
 
 async def _drain(
@@ -96,15 +100,41 @@ def test_a_fetch_of_purchases_reaches_the_handler_as_one_list_and_is_acked_after
 
 
 def test_records_of_other_topics_go_through_fausts_conductor(tmp_path: Path) -> None:
-    fetch = [_message(CONSENTS, 0, 0), _message(PURCHASES, 0, 0), _message(CONSENTS, 0, 1)]
+    fetch = [_message(OTHER, 0, 0), _message(PURCHASES, 0, 0), _message(OTHER, 0, 1)]
     handled: list[Message] = []
 
     async def handler(messages: Sequence[Message]) -> None:
         handled.extend(messages)
 
     _, conducted = asyncio.run(_drain(tmp_path, [fetch], handler))
-    assert [(m.topic, m.offset) for m in conducted] == [(CONSENTS, 0), (CONSENTS, 1)]
+    assert [(m.topic, m.offset) for m in conducted] == [(OTHER, 0), (OTHER, 1)]
     assert [(m.topic, m.offset) for m in handled] == [(PURCHASES, 0)]
+
+
+def test_the_consent_changes_of_a_fetch_are_applied_before_its_purchases(tmp_path: Path) -> None:
+    # A withdrawal read in the same fetch as a purchase of its card reaches the profile store first:
+    # the stricter order, whatever order the client returned them in.
+    calls: list[tuple[str, list[int]]] = []
+
+    async def purchases(messages: Sequence[Message]) -> None:
+        calls.append((PURCHASES, [m.offset for m in messages]))
+
+    async def consents(messages: Sequence[Message]) -> None:
+        calls.append((CONSENTS, [m.offset for m in messages]))
+
+    async def drain() -> None:
+        consumer, _ = await _consumer(tmp_path, purchases)
+        consumer.app.batch_handlers[CONSENTS] = consents  # type: ignore[attr-defined]
+        fetch = [_message(PURCHASES, 0, 7), _message(CONSENTS, 0, 3), _message(PURCHASES, 0, 8)]
+        await _run(consumer, [fetch])
+
+    asyncio.run(drain())
+    assert calls == [(CONSENTS, [3]), (PURCHASES, [7, 8])]
+
+
+def test_the_app_registers_the_consents_before_the_purchases(tmp_path: Path) -> None:
+    app: Any = create_app(Settings(data_dir=tmp_path))
+    assert list(app.batch_handlers) == [CONSENTS, PURCHASES]
 
 
 def test_a_handler_that_fails_leaves_the_fetch_unacked(tmp_path: Path) -> None:
