@@ -143,8 +143,7 @@ class RouteStep:
             staged.duplicates += 1
             return StepResult()
         decision = self.policy.version_at(checkout.chain, checkout.event_time)
-        history = staged.history(state, partition, checkout.card_id) if checkout.card_id else None
-        consent = effective_consent(history, checkout.event_time, self.default_consent, appended_ms(msg) or None)
+        consent = self._consent(msg, state, staged, partition, checkout.card_id, checkout.event_time)
         routed = route(checkout, decision, consent, now, self.baskets)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
@@ -175,8 +174,7 @@ class RouteStep:
             return StepResult()
         event_time = local_time(fast_path.utc_time(event_ms), offset)
         decision = self.policy.version_at(chain, event_time)
-        history = staged.history(state, partition, card_id) if card_id else None
-        consent = effective_consent(history, event_time, self.default_consent, appended_ms(msg) or None)
+        consent = self._consent(msg, state, staged, partition, card_id, event_time)
         level = marketing_level(card_id is not None, consent, decision.level)
         encoded = fast.route(
             value,
@@ -190,6 +188,20 @@ class RouteStep:
             return None
         routed_as = _Routed(rid, chain, store_id, card_id, event_time, decision.level)
         return self._emit(msg, partition, staged, routed_as, decision, consent, encoded)
+
+    def _consent(
+        self,
+        msg: InputRecord,
+        state: Mapping[int, PartitionState],
+        staged: Staged,
+        partition: int,
+        card_id: str | None,
+        event_time: datetime,
+    ) -> ConsentState:
+        """The consent a checkout is routed under (both paths): its card's history, at the checkout's
+        event time and append time (a tie of the write order takes the stricter reading)."""
+        history = staged.history(state, partition, card_id) if card_id else None
+        return effective_consent(history, event_time, self.default_consent, appended_ms(msg) or None)
 
     def _emit(
         self,
