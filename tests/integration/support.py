@@ -1,14 +1,19 @@
-"""Helpers shared by integration tests: child-process environments, reading a topic to its end, and
-simulated purchases sent as the router would send them, with the visits they must add up to."""
+"""Helpers shared by integration tests: child-process environments, starting and stopping a profile
+worker, reading a topic to its end, and simulated purchases sent as the router would send them, with
+the visits they must add up to."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
@@ -51,6 +56,28 @@ def env_for(settings: Settings) -> dict[str, str]:
     if settings.schema_registry_url:
         env["RECEIPTFLOW_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
     return env
+
+
+def start_profiles(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """A profile worker (``python -m receiptflow process --role profiles``) as its own process, as in
+    production, with ``settings`` and its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "receiptflow", "process", "--role", "profiles"],
+            env=env_for(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Stop a child process as a supervisor does: SIGTERM, and SIGKILL if it has not exited within 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def read_all(settings: Settings, topic: str, timeout: float = 60.0) -> list[Message]:

@@ -36,7 +36,7 @@ from receiptflow.sinks import open_sink, run_sink, warehouse_counts
 from receiptflow.topics import TopicNames, create_topics
 
 from .conftest import RedisServer
-from .support import env_for
+from .support import env_for, stop
 
 N = 600
 
@@ -84,12 +84,7 @@ def processor(e2e_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
         [sys.executable, "-m", "receiptflow", "process"], env=_env(e2e_settings), stdout=log, stderr=subprocess.STDOUT
     )
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
     log.close()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,8 +31,8 @@ from receiptflow.processors.profile_store import RedisProfileStore
 from receiptflow.processors.profiles import fold
 from receiptflow.topics import TopicNames, create_topics
 
-from .conftest import RedisServer
-from .support import env_for, simulated_purchases
+from .conftest import MakeSettings
+from .support import simulated_purchases, start_profiles, stop
 
 CODEC = Codec()
 PER_TRANSACTION = 10
@@ -44,14 +43,7 @@ def _start(settings: Settings, name: str) -> tuple[subprocess.Popen[bytes], Path
     # One data folder for both: it holds the install's secrets, and the profile keys are salted with them.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     log = settings.data_dir / f"profiles-{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "receiptflow", "process", "--role", "profiles"],
-            env=env_for(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, log
+    return start_profiles(settings, log), log
 
 
 def _send(settings: Settings, purchases: list[Purchase]) -> None:
@@ -95,21 +87,8 @@ def _wait(
         time.sleep(0.05)
 
 
-def test_workers_joining_and_leaving_mid_stream_count_every_receipt_once(
-    kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path
-) -> None:
-    run = uuid.uuid4().hex[:8]
-    settings = Settings(
-        **redis_server.role_settings(),
-        bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_server.url,
-        data_dir=tmp_path / "data",
-        warehouse_url=f"duckdb:///{tmp_path / 'warehouse.duckdb'}",
-        topic_prefix=f"rebal-{run}.",
-        topic_partitions=6,
-        processor_id=f"rebal-{run}",
-        metrics_port=0,
-    )
+def test_workers_joining_and_leaving_mid_stream_count_every_receipt_once(make_settings: MakeSettings) -> None:
+    settings = make_settings(topic_partitions=6)
     create_topics(settings)
     sim, purchases = simulated_purchases(seed=9191, count=1500, span=timedelta(days=28))
     rnd = random.Random(9191)
@@ -157,9 +136,4 @@ def test_workers_joining_and_leaving_mid_stream_count_every_receipt_once(
     finally:
         for proc, _ in workers.values():
             if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop(proc)

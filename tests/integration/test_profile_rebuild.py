@@ -45,7 +45,7 @@ from receiptflow.sinks import DEFAULT_GROUP, open_sink, run_sink, warehouse_coun
 from receiptflow.topics import create_topics
 
 from .conftest import RedisServer
-from .support import env_for
+from .support import env_for, stop
 
 SALES = 1500
 SPAN = timedelta(days=21)
@@ -171,12 +171,7 @@ def pipeline(
         _wait(consents_recorded, 60, proc, log, "every consent change in Redis")
         time.sleep(1.5)  # anything still in flight would show now
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
     # The warehouse sink loads the three topics (and stops when idle).
     sink = open_sink(settings)

@@ -46,7 +46,7 @@ from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.processors.profile_strategies import CARDS, purchase_lists
 from .conftest import RedisServer
-from .support import env_for, read_all, send_purchases, simulated_purchases
+from .support import env_for, read_all, send_purchases, simulated_purchases, start_profiles, stop
 
 CODEC = Codec()
 POLICY = load_policy()
@@ -189,20 +189,9 @@ def worker(
     create_topics(s)
     s.data_dir.mkdir(parents=True, exist_ok=True)
     log = s.data_dir / "profiles.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "receiptflow", "process", "--role", "profiles"],
-            env=env_for(s),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_profiles(s, log)
     yield ProfileWorker(s, proc, log, RedisProfileStore.from_settings(s), redis_server.admin_url)
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
 
 
 def test_duplicated_and_shuffled_traffic_equals_the_ground_truth(worker: ProfileWorker) -> None:

@@ -46,7 +46,7 @@ from receiptflow.stack.redis_cluster import LocalRedisCluster
 from receiptflow.topics import TopicNames, create_topics
 
 from .conftest import RedisServer
-from .support import env_for, send_purchases, simulated_purchases, visits_by_card
+from .support import env_for, send_purchases, simulated_purchases, start_profiles, stop, visits_by_card
 
 CODEC = Codec()
 SALT = b"test-erasure-salt-0123456789"  # the single-Redis reference store's (its key names only)
@@ -112,24 +112,13 @@ def run(kafka_bootstrap: str, redis_cluster: LocalRedisCluster) -> Iterator[Clus
     )
     create_topics(settings)
     log = settings.data_dir / f"profiles-{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "receiptflow", "process", "--role", "profiles"],
-            env=env_for(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = start_profiles(settings, log)
     store = RedisProfileStore.from_settings(settings)
     assert store.is_cluster
     try:
         yield ClusterRun(settings, proc, log, store)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _single_redis(server: RedisServer, db: int) -> RedisProfileStore:

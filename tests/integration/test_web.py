@@ -43,7 +43,7 @@ from receiptflow.web.data import VIEWS_AUDIT_STREAM
 from receiptflow.web.i18n import euros, number, percent
 
 from .conftest import RedisServer
-from .support import env_for, send_purchases, simulated_purchases, visits_by_card
+from .support import env_for, send_purchases, simulated_purchases, stop, visits_by_card
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
 
@@ -180,12 +180,7 @@ def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pyte
         for proc in (web, worker):
             if proc is None:
                 continue
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 @pytest.fixture(scope="module")
