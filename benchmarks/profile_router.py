@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,14 +41,33 @@ from receiptflow.topics import TopicNames, create_topics
 
 # py-spy's raw (collapsed) frame: "function (path/to/file.py:line)".
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-# Which bucket a frame's file belongs to, first match wins (checked from the leaf up).
-_BUCKETS = (
-    ("Avro encode/decode (fastavro, splicing)", ("fastavro/", "avro_splice.py", "codec.py", "encoding.py")),
-    (
-        "pure core (models, validation, policy, route)",
-        ("models.py", "receipt_parts.py", "field_values.py", "validation.py", "policy.py", "core.py", "consent.py"),
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """How samples are put in buckets: first by the source of the leaf frame's line (a call into C
+    shows as the line of the Python frame that makes it), then by the files of the frames, checked
+    from the leaf up, first match wins; ``other`` for the rest."""
+
+    by_line: tuple[tuple[str, re.Pattern[str]], ...]
+    by_file: tuple[tuple[str, tuple[str, ...]], ...]
+    other: str
+
+
+ROUTER_BUCKETS = Buckets(
+    by_line=(
+        ("native extension (receiptflow_fast)", re.compile(r"fast\.(decode|route)\(")),
+        ("Kafka client (confluent-kafka calls)", re.compile(r"_(producer|consumer)\.\w+\(")),
     ),
-    ("Kafka client (confluent-kafka calls)", ("confluent_kafka/",)),
+    by_file=(
+        ("Avro encode/decode (fastavro, splicing)", ("fastavro/", "avro_splice.py", "codec.py", "encoding.py")),
+        (
+            "pure core (models, validation, policy, route)",
+            ("models.py", "receipt_parts.py", "field_values.py", "validation.py", "policy.py", "core.py", "consent.py"),
+        ),
+        ("Kafka client (confluent-kafka calls)", ("confluent_kafka/",)),
+    ),
+    other="other Python (router loop, merge, state, metrics)",
 )
 
 
@@ -76,30 +96,30 @@ def _frames(stack: str) -> list[tuple[str, str, str]]:
 
 
 # The same for the profile agent (``end_to_end.py --profile-agent``): a faust worker on asyncio.
-AGENT_BUCKETS = (
-    ("Redis client (commands packed, replies read)", ("redis/",)),
-    ("Avro decode (fastavro)", ("fastavro/", "codec.py")),
-    ("purchase objects (models)", ("models.py", "receipt_parts.py", "field_values.py")),
-    ("profile rules and store (pure fold, keys, scripts)", ("profile_", "profiles.py", "households.py")),
-    ("faust and mode (consumer, streams, agent, acks)", ("faust/", "mode/", "aiokafka/")),
-    ("asyncio event loop", ("asyncio/",)),
+AGENT_BUCKETS = Buckets(
+    by_line=(),
+    by_file=(
+        ("Redis client (commands packed, replies read)", ("redis/",)),
+        ("Avro decode (fastavro)", ("fastavro/", "codec.py")),
+        ("purchase objects (models)", ("models.py", "receipt_parts.py", "field_values.py")),
+        ("profile rules and store (pure fold, keys, scripts)", ("profile_", "profiles.py", "households.py")),
+        ("faust and mode (consumer, streams, agent, acks)", ("faust/", "mode/", "aiokafka/")),
+        ("asyncio event loop", ("asyncio/",)),
+    ),
+    other="other Python",
 )
 
 
-def _bucket(frames: list[tuple[str, str, str]], buckets: tuple[tuple[str, tuple[str, ...]], ...] = _BUCKETS) -> str:
-    # A call into C shows as the line of the Python frame that makes it: the extension's and the
-    # Kafka client's calls are told apart by that line's source.
+def _bucket(frames: list[tuple[str, str, str]], buckets: Buckets = ROUTER_BUCKETS) -> str:
     _, _, text = frames[-1] if frames else ("", "", "")
-    if buckets is _BUCKETS:
-        if "fast.decode(" in text or "fast.route(" in text:
-            return "native extension (receiptflow_fast)"
-        if re.search(r"_(producer|consumer)\.\w+\(", text):
-            return "Kafka client (confluent-kafka calls)"
+    for name, pattern in buckets.by_line:
+        if pattern.search(text):
+            return name
     for _, file, _ in reversed(frames):
-        for name, marks in buckets:
+        for name, marks in buckets.by_file:
             if any(mark in file for mark in marks):
                 return name
-    return "other Python (router loop, merge, state, metrics)" if buckets is _BUCKETS else "other Python"
+    return buckets.other
 
 
 def summarise(
@@ -107,7 +127,7 @@ def summarise(
     seconds: float,
     rate: int,
     top: int = 25,
-    buckets: tuple[tuple[str, tuple[str, ...]], ...] = _BUCKETS,
+    buckets: Buckets = ROUTER_BUCKETS,
     who: str = "the main thread",
 ) -> str:
     """A text summary of py-spy's collapsed stacks: totals, buckets, top self and cumulative functions."""
