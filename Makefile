@@ -53,7 +53,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed
-	$(BIN)/mypy
+	$(BIN)/python tests/typecheck.py
 
 # Two test processes (pytest-xdist), whole files to each: the integration tests mostly wait on servers,
 # so two of them share the two cores well. Each process starts its own servers on free ports.

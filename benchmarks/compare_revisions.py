@@ -2,8 +2,10 @@
 
 A refactor must not cost speed, and a 2-core machine shared with the broker drifts by a third from one
 minute to the next, so a "before" figure from yesterday says little. This script checks the base
-revision out into a temporary worktree and runs ``benchmarks/processor_throughput.py`` (each tree's
-own copy, on its own code through ``PYTHONPATH``) for the base and the working tree in turn:
+revision out into a temporary worktree, installs each tree's package (without dependencies) into a
+folder of its own, since the top-level folders are mapped into the package by the build rather than
+linked, and runs ``benchmarks/processor_throughput.py`` (each tree's own copy, on its own code through
+``PYTHONPATH``) for the base and the working tree in turn:
 base, work, base, work, … Each run starts its own embedded broker. The medians of every path are
 printed side by side, with the work tree's rate relative to the base's.
 
@@ -26,8 +28,18 @@ ROOT = Path(__file__).resolve().parent.parent
 ROW = re.compile(r"^(?P<name>\S.*?)\s{2,}(?P<rate>[\d,]+)\s+[\d.]+x\s")
 
 
-def run_once(tree: Path, receipts: int) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+def install(tree: Path, target: Path) -> Path:
+    """The tree's package as its build lays it out, in ``target`` (a folder for ``PYTHONPATH``)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(tree)],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def run_once(tree: Path, site: Path, receipts: int) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=str(site))
     cmd = [sys.executable, "benchmarks/processor_throughput.py", "--skip-faust", "--repeat", "1"]
     out = subprocess.run(
         [*cmd, "--receipts", str(receipts)], cwd=tree, env=env, capture_output=True, text=True, check=False
@@ -61,10 +73,14 @@ def main() -> int:
         base_tree = Path(tmp) / "base"
         subprocess.run(["git", "worktree", "add", "-q", "--detach", str(base_tree), base_rev], cwd=ROOT, check=True)
         try:
+            sites = {
+                "base": install(base_tree, Path(tmp) / "base-site"),
+                "work": install(ROOT, Path(tmp) / "work-site"),
+            }
             results: dict[str, dict[str, list[float]]] = {"base": {}, "work": {}}
             for i in range(args.rounds):
                 for label, tree in (("base", base_tree), ("work", ROOT)):
-                    for name, rate in run_once(tree, args.receipts).items():
+                    for name, rate in run_once(tree, sites[label], args.receipts).items():
                         results[label].setdefault(name, []).append(rate)
                     print(f"round {i + 1}/{args.rounds} {label} done", file=sys.stderr)
         finally:

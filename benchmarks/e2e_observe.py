@@ -25,8 +25,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.kafka_read import ReadToEnd
-from receiptflow.processors.profile_rules import receipt_key
-from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles.rules import receipt_key
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.topics import TopicNames
 
 TICK = os.sysconf("SC_CLK_TCK")

@@ -78,7 +78,7 @@ from profile_router import AGENT_BUCKETS, summarise
 
 from receiptflow.config import Settings
 from receiptflow.demo import end_offsets
-from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.stack import Stack

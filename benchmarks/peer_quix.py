@@ -6,7 +6,7 @@ Same inputs (``checkouts`` and ``consents``), same per-record decisions, its own
   buffers the two and hands over same-numbered partitions in timestamp order, as the router's
   time-ordered merge does, so a consent change written before a checkout applies to it;
 * one stateful ``apply`` per record runs the router's own per-record code
-  (:class:`~receiptflow.processors.route_step.RouteStep`: decode, validate, policy, consent, dedup,
+  (:class:`~receiptflow.processors.router.step.RouteStep`: decode, validate, policy, consent, dedup,
   encode), so the comparison measures the framework, not a rewrite of the core. Its state -- each
   card's consent history and the receipt ids seen -- lives in quixstreams' RocksDB state store,
   scoped by the message key (the card id; the store id of an anonymous receipt), changelogged to
@@ -33,9 +33,9 @@ from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import Serializer
 
 from receiptflow.config import Settings
-from receiptflow.processors.consent import ConsentHistory, ConsentRecord
-from receiptflow.processors.route_step import Output
-from receiptflow.processors.router_state import Staged
+from receiptflow.processors.router.consent import ConsentHistory, ConsentRecord
+from receiptflow.processors.router.state import Staged
+from receiptflow.processors.router.step import Output
 from receiptflow.topics import TopicNames
 
 # Keys in the state store (scoped by quixstreams to the message key, i.e. the card).

@@ -1,7 +1,7 @@
 """What the Python peers share: the router's per-record step built for a peer, and a consumed record in
 the shape that step reads, for the peers that are no confluent-kafka loop.
 
-:class:`~receiptflow.processors.route_step.RouteStep` reads ``confluent_kafka.Message``'s methods;
+:class:`~receiptflow.processors.router.step.RouteStep` reads ``confluent_kafka.Message``'s methods;
 quixstreams and faust hand over the same facts as plain values. The inputs are ``LogAppendTime``
 topics, so the timestamp is the broker's append time.
 """
@@ -13,8 +13,8 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from receiptflow.config import Settings
 from receiptflow.models import ConsentState
 from receiptflow.policy import load_policy
-from receiptflow.processors.pseudonym import BasketPseudonymiser
-from receiptflow.processors.route_step import RouteStep
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.step import RouteStep
 from receiptflow.registry import codec_for
 from receiptflow.secrets import analytics_key
 from receiptflow.topics import TopicNames

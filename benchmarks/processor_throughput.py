@@ -52,9 +52,9 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import Checkout
 from receiptflow.policy import load_policy
-from receiptflow.processors.app import faust_broker_url, run_worker
-from receiptflow.processors.core import process
-from receiptflow.processors.router_state import PartitionState, Staged
+from receiptflow.processors.profiles.agent import faust_broker_url, run_worker
+from receiptflow.processors.router.route import process
+from receiptflow.processors.router.state import PartitionState, Staged
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.secrets import analytics_key

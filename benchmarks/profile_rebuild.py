@@ -34,8 +34,8 @@ from receiptflow.config import Settings
 from receiptflow.jobs.profile_rebuild import apply_events, card_pages, in_event_order, read_events, rebuild
 from receiptflow.models import ConsentChange, ConsentState
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
-from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.sinks import DuckDBSink, SinkConsentRecord, SinkRecord

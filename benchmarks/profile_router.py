@@ -63,7 +63,10 @@ ROUTER_BUCKETS = Buckets(
         ("Avro encode/decode (fastavro, splicing)", ("fastavro/", "avro_splice.py", "codec.py", "encoding.py")),
         (
             "pure core (models, validation, policy, route)",
-            ("models.py", "receipt_parts.py", "field_values.py", "validation.py", "policy.py", "core.py", "consent.py"),
+            (
+                *("models.py", "receipt_parts.py", "field_values.py", "validation.py", "policy.py"),
+                *("router/route.py", "router/consent.py"),
+            ),
         ),
         ("Kafka client (confluent-kafka calls)", ("confluent_kafka/",)),
     ),
@@ -79,6 +82,11 @@ def _short(path: str) -> str:
         at = path.rfind(marker)
         if at >= 0:
             return path[at + len(marker) :] if marker != "receiptflow/" else "receiptflow/" + path[at + len(marker) :]
+    # The top-level folders the build maps into the package (an editable install runs them in place).
+    for folder in ("processors/", "producers/", "sinks/"):
+        at = path.rfind("/" + folder)
+        if at >= 0:
+            return "receiptflow" + path[at:]
     return Path(path).name
 
 
@@ -102,7 +110,13 @@ AGENT_BUCKETS = Buckets(
         ("Redis client (commands packed, replies read)", ("redis/",)),
         ("Avro decode (fastavro)", ("fastavro/", "codec.py")),
         ("purchase objects (models)", ("models.py", "receipt_parts.py", "field_values.py")),
-        ("profile rules and store (pure fold, keys, scripts)", ("profile_", "profiles.py", "households.py")),
+        (
+            "profile rules and store (pure fold, keys, scripts)",
+            tuple(
+                f"profiles/{name}.py"
+                for name in ("rules", "fold", "keys", "scripts", "store", "households", "consumer")
+            ),
+        ),
         ("faust and mode (consumer, streams, agent, acks)", ("faust/", "mode/", "aiokafka/")),
         ("asyncio event loop", ("asyncio/",)),
     ),

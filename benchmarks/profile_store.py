@@ -37,9 +37,9 @@ import redis
 from receiptflow.config import Settings, redact_url
 from receiptflow.models import ConsentState, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
-from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.processors.profiles import fold
+from receiptflow.processors.profiles.fold import fold
+from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.stack import EmbeddedRedis

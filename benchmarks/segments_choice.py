@@ -29,7 +29,7 @@ from math import comb
 from receiptflow.jobs.segments import CardMonth, assign, load_model
 from receiptflow.models import ConsentState
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 
 Vector = tuple[float, ...]

@@ -35,7 +35,7 @@ import psycopg
 
 from receiptflow.config import Settings
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DuckDBSink, PostgresSink, SinkRecord, to_rows
 from receiptflow.sinks.duckdb import analytics_path_for

@@ -8,7 +8,7 @@ renders the endpoints a long-running command uses with credentials masked.
 Kafka security is a pass-through to librdkafka property names (``security.protocol``,
 ``sasl.mechanism``, ``ssl.ca.location`` ...), so a real cluster's settings can be copied over as
 they are; :meth:`Settings.kafka_config` builds the dict for confluent-kafka clients and
-:mod:`receiptflow.processors.app` translates the same settings for faust (aiokafka).
+:mod:`receiptflow.processors.profiles.agent` translates the same settings for faust (aiokafka).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from .config import Settings
 from .errors import BrokerError, StackError
 from .humanize import euros
 from .metrics import Metrics
-from .processors.profile_store import RedisProfileStore
+from .processors.profiles.store import RedisProfileStore
 from .producers.run import simulate
 from .topics import TopicNames, create_topics
 

@@ -269,7 +269,7 @@ class AnalyticsBasket:
     """The anonymous analytics record of one checkout (``purchases.analytics``).
 
     No receipt, register or card id: ``basket_id`` is a keyed pseudonym of the receipt id
-    (:mod:`receiptflow.processors.pseudonym`), made under the key of ``key_period``; ``event_hour`` is
+    (:mod:`receiptflow.processors.router.pseudonym`), made under the key of ``key_period``; ``event_hour`` is
     the start of the hour of the sale in UTC. A refund basket (``receipt_kind`` REFUND) does not name
     the sale it pays back: that link would join two visits of one shopper.
     """

@@ -21,7 +21,7 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import ConsentState, Purchase, ReceiptKind
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.topics import TopicNames
 

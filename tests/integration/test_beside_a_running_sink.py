@@ -18,7 +18,7 @@ import pytest
 
 from receiptflow.config import Settings
 from receiptflow.jobs.subject import audit_log, erased_in_profiles
-from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.redis_auth import RedisRole
 from receiptflow.stack import free_port
 from receiptflow.topics import TopicNames, create_topics

@@ -51,7 +51,7 @@ import pytest
 
 from receiptflow.codec import Codec
 from receiptflow.models import AnalyticsBasket, Checkout, ConsentChange, Purchase
-from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.outbox import Outbox
 from receiptflow.producers.simulator import Emission, Simulator, Traffic
 from receiptflow.sinks import DEFAULT_GROUP, open_sink

@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import Purchase
-from receiptflow.processors.pseudonym import BasketPseudonymiser, key_period
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Emission, Simulator, Traffic
 from receiptflow.secrets import analytics_key

@@ -14,7 +14,7 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq import iter_dead_letters, replay_letters
 from receiptflow.models import Purchase
-from receiptflow.processors.router import Router
+from receiptflow.processors.router.worker import Router
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.topics import TopicNames, create_topics

@@ -29,7 +29,7 @@ from receiptflow.consume import consume_json
 from receiptflow.metrics import Metrics
 from receiptflow.models import Checkout, ConsentChange, LineKind, ReceiptKind, Unit
 from receiptflow.policy import deposit_cents
-from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient, checkout_key
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import open_sink, run_sink, warehouse_counts

@@ -36,9 +36,9 @@ from receiptflow.errors import BrokerError, ErasureIncompleteError, ProfileStore
 from receiptflow.jobs.subject import STEPS, audit_log, erase_card, export_card, steps_done
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
-from receiptflow.processors.profile_keys import ERASED_KEY, card_keys
-from receiptflow.processors.profile_store import RedisProfileStore
+from receiptflow.processors.profiles.keys import ERASED_KEY, card_keys
+from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.router.route import process
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import RedisRole

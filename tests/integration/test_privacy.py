@@ -31,7 +31,7 @@ import pytest
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, Purchase
-from receiptflow.processors.router import Router
+from receiptflow.processors.router.worker import Router
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import Sink, open_sink, run_sink

@@ -27,8 +27,8 @@ from confluent_kafka.admin import AdminClient
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import Purchase
-from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.processors.profiles import fold
+from receiptflow.processors.profiles.fold import fold
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.topics import TopicNames, create_topics
 
 from .conftest import MakeSettings

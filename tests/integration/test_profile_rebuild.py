@@ -34,9 +34,9 @@ from receiptflow.jobs.profile_rebuild import rebuild
 from receiptflow.jobs.segments import assign, load_model, read_month, store_segments
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profile_keys import SEGMENT_FIELDS
-from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.processors.profiles import Profile
+from receiptflow.processors.profiles.fold import Profile
+from receiptflow.processors.profiles.keys import SEGMENT_FIELDS
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator, Traffic
 from receiptflow.producers.truth import GroundTruth

@@ -35,16 +35,16 @@ from receiptflow.jobs.subject import audit_log
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.profile_keys import ERASED_KEY
-from receiptflow.processors.profile_rules import Rules, load_rules
-from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.processors.profiles import fold
+from receiptflow.processors.profiles.fold import fold
+from receiptflow.processors.profiles.keys import ERASED_KEY
+from receiptflow.processors.profiles.rules import Rules, load_rules
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import open_sink, run_sink
 from receiptflow.topics import TopicNames, create_topics
 
-from ..unit.processors.profile_strategies import CARDS, purchase_lists
+from ..unit.profile_strategies import CARDS, purchase_lists
 from .conftest import RedisServer
 from .support import env_for, read_all, send_purchases, simulated_purchases, start_profiles, stop
 

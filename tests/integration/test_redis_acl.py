@@ -32,11 +32,11 @@ from receiptflow.errors import ProfileStoreError
 from receiptflow.jobs.subject import AUDIT_STREAM, audit_log, erase_card, erased_in_profiles
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
-from receiptflow.processors.profile_keys import ERASED_KEY, card_keys
-from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.processors.profile_views import render
-from receiptflow.processors.profiles import fold
+from receiptflow.processors.profiles.fold import fold
+from receiptflow.processors.profiles.keys import ERASED_KEY, card_keys
+from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.profiles.views import render
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, role_password
 from receiptflow.stack import EmbeddedRedis

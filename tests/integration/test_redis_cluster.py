@@ -36,9 +36,9 @@ from receiptflow.jobs.profile_rebuild import rebuild
 from receiptflow.jobs.segments import store_segments
 from receiptflow.jobs.subject import erase_card, erased_in_profiles
 from receiptflow.models import ConsentChange, ConsentState, Purchase
-from receiptflow.processors.profile_keys import ERASED_KEY
-from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.processors.profiles import fold
+from receiptflow.processors.profiles.fold import fold
+from receiptflow.processors.profiles.keys import ERASED_KEY
+from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.sinks import open_sink, run_sink

@@ -26,7 +26,7 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, Checkout, ConsentChange, Granularity, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.pseudonym import BasketPseudonymiser, key_period
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import CHAINS, Emission, Simulator, Traffic
 from receiptflow.producers.truth import GroundTruth

@@ -41,8 +41,8 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, LineKind, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
-from receiptflow.processors.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator, Traffic
 from receiptflow.producers.truth import GroundTruth
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, warehouse_counts

@@ -36,8 +36,8 @@ from receiptflow.errors import WarehouseError
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import Routed, process
-from receiptflow.processors.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.route import Routed, process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import (
     DEFAULT_GROUP,

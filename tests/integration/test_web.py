@@ -31,9 +31,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from receiptflow.config import Settings
 from receiptflow.models import ConsentChange, ConsentState
-from receiptflow.processors.profile_keys import profile_key, seen_key
-from receiptflow.processors.profile_store import RedisProfileStore
-from receiptflow.processors.profile_views import render
+from receiptflow.processors.profiles.keys import profile_key, seen_key
+from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.profiles.views import render
 from receiptflow.producers.client import RegisterClient
 from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import open_sink, run_sink

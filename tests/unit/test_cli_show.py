@@ -9,9 +9,9 @@ import pytest
 from rich.console import Console
 
 from receiptflow.cli.show import document_table, readable_rows
-from receiptflow.processors.profile_rules import epoch_day
-from receiptflow.processors.profile_views import render
-from receiptflow.processors.profiles import Profile
+from receiptflow.processors.profiles.fold import Profile
+from receiptflow.processors.profiles.rules import epoch_day
+from receiptflow.processors.profiles.views import render
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from receiptflow.codec import Codec
 from receiptflow.dlq import decode_consent
 from receiptflow.errors import ValidationError
 from receiptflow.models import ConsentChange
-from receiptflow.processors.app import decode_consents
+from receiptflow.processors.profiles.agent import decode_consents
 
 CODEC = Codec()
 CHANGE = ConsentChange("6390000000001", datetime(2026, 5, 1, 12, tzinfo=UTC), False, True, "app")

@@ -29,7 +29,7 @@ from receiptflow.models import Checkout, ConsentChange
 from receiptflow.producers.jsonl import parse_document
 from receiptflow.validation import validate
 
-from .processors.strategies import NOW, checkouts
+from .strategies import NOW, checkouts
 
 EXAMPLES = int(os.environ.get("RECEIPTFLOW_FUZZ_EXAMPLES", "1500"))
 FUZZ = settings(

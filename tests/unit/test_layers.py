@@ -4,48 +4,36 @@ From the bottom up:
 
 1. the shared core: every module of ``receiptflow`` outside the folders below (config, errors,
    models, codec, topics, metrics, validation, policy, catalogue, card hashing, erasure record, …);
-2. ``producers``, ``processors`` and ``sinks``, which use the core and never import each other;
+2. ``producers``, ``sinks`` and the two wings of ``processors`` (``processors.router`` and
+   ``processors.profiles``), which use the core and never import each other;
 3. ``jobs``: batch jobs that combine the layers below (profile rebuild, segments, subject export
    and erasure); ``web``, the card holder's page, stands beside them: it may import the jobs as
-   well, and neither the jobs nor anything below imports it;
+   well, and neither the jobs nor anything below imports it. Neither reads the router: what they
+   need of processing is the profiles wing;
 4. the commands on top (``cli``, ``demo``, ``__main__``), which may import anything.
 
 The check reads every import statement of the package (lazy ones inside functions too) with
-:mod:`ast`, so it runs without importing anything.
+:mod:`ast`, so it runs without importing anything. The files are found as the build maps them
+(``pyproject.toml``'s ``package-dir``), the same list ``make typecheck`` hands mypy.
 """
 
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 import pytest
 
-import receiptflow
+from ..typecheck import modules as _modules
 
 pytestmark = pytest.mark.unit
 
-PACKAGE_DIR = Path(receiptflow.__file__).parent
-LAYERS = ("producers", "processors", "sinks")
+ROUTER = "processors.router"
+PROFILES = "processors.profiles"
+LAYERS = ("producers", "sinks", ROUTER, PROFILES, "processors")
 JOBS = "jobs"
 WEB = "web"
 TOP = ("cli", "demo", "__main__")
-
-
-def _modules() -> dict[str, Path]:
-    """Dotted module name -> file, for every module of the package (the layer folders are symlinks)."""
-    found: dict[str, Path] = {}
-    for folder, _, files in os.walk(PACKAGE_DIR, followlinks=True):
-        for name in files:
-            if not name.endswith(".py"):
-                continue
-            path = Path(folder) / name
-            parts = ["receiptflow", *path.relative_to(PACKAGE_DIR).with_suffix("").parts]
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            found[".".join(parts)] = path
-    return found
 
 
 def _imports(module: str, path: Path) -> list[tuple[str, int]]:
@@ -69,9 +57,11 @@ def _imports(module: str, path: Path) -> list[tuple[str, int]]:
 
 
 def _layer(module: str) -> str:
-    """The layer of a dotted name: a layer folder, ``jobs``, ``web``, ``top`` or ``core``."""
+    """The layer of a dotted name: a layer folder or wing, ``jobs``, ``web``, ``top`` or ``core``."""
     parts = module.split(".")
     first = parts[1] if len(parts) > 1 else ""
+    if first == "processors" and len(parts) > 2 and f"processors.{parts[2]}" in (ROUTER, PROFILES):
+        return f"processors.{parts[2]}"
     if first in LAYERS or first in (JOBS, WEB):
         return first
     if first in TOP:
@@ -82,16 +72,18 @@ def _layer(module: str) -> str:
 def _allowed(source: str, target: str) -> bool:
     if source == target or target == "core" or source == "top":
         return True
+    # The jobs and the page read the profiles wing; the router is nobody's library.
+    readable = ("producers", "sinks", PROFILES)
     if source == JOBS:
-        return target in LAYERS
+        return target in readable
     if source == WEB:
-        return target in LAYERS or target == JOBS
+        return target in readable or target == JOBS
     return False
 
 
 def test_modules_are_found() -> None:
     modules = _modules()
-    for name in ("receiptflow.config", "receiptflow.processors.router", "receiptflow.sinks.base"):
+    for name in ("receiptflow.config", "receiptflow.processors.router.worker", "receiptflow.sinks.base"):
         assert name in modules
     assert any(_layer(m) == "producers" for m in modules)
     assert any(_layer(m) == JOBS for m in modules)
@@ -111,20 +103,27 @@ def test_layers_import_one_way() -> None:
 @pytest.mark.parametrize(
     ("source", "target", "allowed"),
     [
-        ("receiptflow.sinks.runner", "receiptflow.processors.policy", False),
-        ("receiptflow.processors.segments", "receiptflow.sinks.base", False),
-        ("receiptflow.producers.ingest", "receiptflow.processors.core", False),
-        ("receiptflow.dlq", "receiptflow.processors.core", False),
+        ("receiptflow.sinks.runner", "receiptflow.processors.router.route", False),
+        ("receiptflow.processors.profiles.store", "receiptflow.sinks.base", False),
+        ("receiptflow.producers.ingest", "receiptflow.processors.router.route", False),
+        ("receiptflow.dlq", "receiptflow.processors.router.route", False),
         ("receiptflow.codec", "receiptflow.jobs.subject", False),
         ("receiptflow.sinks.base", "receiptflow.jobs.segments", False),
         ("receiptflow.jobs.subject", "receiptflow.cli", False),
         ("receiptflow.jobs.subject", "receiptflow.sinks.card_rows", True),
-        ("receiptflow.processors.router", "receiptflow.validation", True),
+        ("receiptflow.processors.router.worker", "receiptflow.validation", True),
+        ("receiptflow.processors.router.step", "receiptflow.processors.router.consent", True),
+        ("receiptflow.processors.router.step", "receiptflow.processors.profiles.rules", False),
+        ("receiptflow.processors.profiles.agent", "receiptflow.processors.router.pseudonym", False),
+        ("receiptflow.jobs.profile_rebuild", "receiptflow.processors.profiles.fold", True),
+        ("receiptflow.jobs.profile_rebuild", "receiptflow.processors.router.route", False),
+        ("receiptflow.web.data", "receiptflow.processors.router.consent", False),
         ("receiptflow.cli", "receiptflow.jobs.segments", True),
+        ("receiptflow.cli.supervise", "receiptflow.processors.router.worker", True),
         ("receiptflow.web.data", "receiptflow.jobs.subject", True),
-        ("receiptflow.web.data", "receiptflow.processors.profile_views", True),
+        ("receiptflow.web.data", "receiptflow.processors.profiles.views", True),
         ("receiptflow.jobs.subject", "receiptflow.web.data", False),
-        ("receiptflow.processors.app", "receiptflow.web.app", False),
+        ("receiptflow.processors.profiles.agent", "receiptflow.web.app", False),
         ("receiptflow.config", "receiptflow.web.i18n", False),
         ("receiptflow.cli.web", "receiptflow.web.app", True),
     ],

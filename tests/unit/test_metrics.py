@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from receiptflow.metrics import Metrics, observe_ages
-from receiptflow.processors.app import stamps_ms
+from receiptflow.processors.profiles.agent import stamps_ms
 
 pytestmark = pytest.mark.unit
 

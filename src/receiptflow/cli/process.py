@@ -23,9 +23,9 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
 
     from ..health import CONSUMER_CHECKS, Readiness, process_readiness, serve
     from ..metrics import Metrics, Role
-    from ..processors.app import create_app, run_worker
-    from ..processors.router import Router
-    from ..processors.supervise import run_router, run_router_and_agent
+    from ..processors.profiles.agent import create_app, run_worker
+    from ..processors.router.worker import Router
+    from .supervise import run_router, run_router_and_agent
 
     if args.instance is not None:
         settings = settings.model_copy(update={"processor_instance": args.instance})

@@ -26,9 +26,9 @@ T = TypeVar("T")
 
 
 def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
-    from ..processors.households import load_households, members
-    from ..processors.profile_store import RedisProfileStore
-    from ..processors.profile_views import render
+    from ..processors.profiles.households import load_households, members
+    from ..processors.profiles.store import RedisProfileStore
+    from ..processors.profiles.views import render
     from ..redis_auth import RedisRole, given_password
 
     # Only the full view shows the dedup set (support's login); the others read profile hashes
@@ -78,7 +78,7 @@ def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., 
     ``RECEIPTFLOW_METRICS_TEXTFILE`` when it is set, since nothing scrapes a batch command live.
     """
     from ..metrics import Metrics, write_textfile
-    from ..processors.profile_store import RedisProfileStore
+    from ..processors.profiles.store import RedisProfileStore
     from ..sinks import open_sink
 
     metrics = Metrics()
@@ -111,7 +111,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
     require_broker(settings)  # it reads the erased-cards topic first
     from ..jobs.subject import record_erased_in_profiles
-    from ..processors.profile_store import RedisProfileStore
+    from ..processors.profiles.store import RedisProfileStore
 
     # Before any profile is written: the target may be a new Redis that never saw an erasure.
     record_erased_in_profiles(settings, RedisProfileStore.from_settings(settings))

@@ -1,6 +1,6 @@
 """A stored document (a profile view) as a person reads it: one row per fact, euros, local times, per cents.
 
-The views (:mod:`receiptflow.processors.profile_views`) keep stored units -- cents, UTC ISO times,
+The views (:mod:`receiptflow.processors.profiles.views`) keep stored units -- cents, UTC ISO times,
 shares between 0 and 1 -- which is what ``--json`` prints for machines. Here a key says how its
 value reads: ``*_cents`` is money, ``*_purchase``, ``as_of`` and ``*_at`` are moments, ``*share*``
 and the mixes are shares; nested figures fold into one row (``30d  4 visits, 120.50 €``).

@@ -5,7 +5,7 @@ is to be filled beside the old one. The warehouse keeps what the live path used:
 receipt as the policy allowed it (items, group totals), the consent state it was routed under
 (``consent_product_data_marketing``), its event time and local date, and the audit of consent
 changes. From those rows :func:`purchase_from_rows` rebuilds the very :class:`Purchase` the profile
-agent received (its :func:`~receiptflow.processors.profile_rules.delta` is the same, field for
+agent received (its :func:`~receiptflow.processors.profiles.rules.delta` is the same, field for
 field), and the rebuild writes through :func:`apply_events`: the profile store's own scripts with
 the live arguments, in pipelined batches. Rebuild and live path share every rule, so they cannot
 drift apart.
@@ -52,9 +52,9 @@ from ..models import (
     ReceiptKind,
     Unit,
 )
-from ..processors.profile_rules import Rules, event_ms
-from ..processors.profile_store import ApplyResult, RedisProfileStore
-from ..processors.profiles import Profile, fold
+from ..processors.profiles.fold import Profile, fold
+from ..processors.profiles.rules import Rules, event_ms
+from ..processors.profiles.store import ApplyResult, RedisProfileStore
 from ..sinks.queries import Warehouse
 
 Progress = Callable[[int, int], None]  # (events done, events in all)

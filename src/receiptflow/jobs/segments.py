@@ -39,8 +39,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..metrics import Metrics
-from ..processors.profile_keys import SEGMENT_FIELDS
-from ..processors.profile_store import RedisProfileStore
+from ..processors.profiles.keys import SEGMENT_FIELDS
+from ..processors.profiles.store import RedisProfileStore
 from ..sinks.queries import Warehouse
 
 

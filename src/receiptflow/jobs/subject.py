@@ -58,9 +58,9 @@ from confluent_kafka.admin import AdminClient
 from ..config import Settings
 from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
-from ..processors.profile_keys import ERASED_KEY
-from ..processors.profile_store import RedisProfileStore
-from ..processors.profile_views import render
+from ..processors.profiles.keys import ERASED_KEY
+from ..processors.profiles.store import RedisProfileStore
+from ..processors.profiles.views import render
 from ..redis_auth import RedisRole
 from ..sinks import Sink, open_sink
 from ..sinks.card_rows import delete_card, export_rows

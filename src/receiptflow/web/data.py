@@ -29,10 +29,10 @@ from ..config import Settings
 from ..errors import BrokerError, ProfileStoreError, ReceiptflowError
 from ..jobs.subject import erase_card, export_card
 from ..models import ConsentChange
-from ..processors.households import load_households, members
-from ..processors.profile_store import RedisProfileStore
-from ..processors.profile_views import render
-from ..processors.profiles import WINDOWS, Profile
+from ..processors.profiles.fold import WINDOWS, Profile
+from ..processors.profiles.households import load_households, members
+from ..processors.profiles.store import RedisProfileStore
+from ..processors.profiles.views import render
 from ..producers.client import RegisterClient
 from ..redis_auth import RedisRole
 from ..sinks.read_only import open_warehouse

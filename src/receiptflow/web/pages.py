@@ -13,8 +13,8 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ..processors.profile_rules import day_date
-from ..processors.profiles import Profile
+from ..processors.profiles.fold import Profile
+from ..processors.profiles.rules import day_date
 from .charts import Bar, bar_chart
 from .i18n import euros, local_time, month_label, number, percent
 from .texts import group_name, t

@@ -19,8 +19,8 @@ import pytest
 from receiptflow.errors import WarehouseError
 from receiptflow.models import ConsentChange, Granularity, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
-from receiptflow.processors.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkConsentRecord, SinkRecord, to_rows, warehouse_counts
 from receiptflow.sinks.card_rows import delete_card, is_erased, record_erased

@@ -14,7 +14,7 @@ from receiptflow.config import Settings
 from receiptflow.errors import ConfigError, WarehouseError
 from receiptflow.models import Granularity, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
+from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import DuckDBSink, SinkRecord, open_sink, to_rows, warehouse_counts
 from receiptflow.sinks.migrate import migrations

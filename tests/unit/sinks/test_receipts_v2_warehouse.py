@@ -9,9 +9,9 @@ from receiptflow.jobs.profile_rebuild import read_events
 from receiptflow.jobs.segments import read_month
 from receiptflow.models import Checkout, CheckoutLine, ConsentState, LineKind, PaymentMethod, ReceiptKind, Unit
 from receiptflow.policy import load_policy
-from receiptflow.processors.core import process
-from receiptflow.processors.profile_rules import default_rules
-from receiptflow.processors.profiles import fold
+from receiptflow.processors.profiles.fold import fold
+from receiptflow.processors.profiles.rules import default_rules
+from receiptflow.processors.router.route import process
 from receiptflow.receipt_parts import Adjustment, AdjustmentKind
 from receiptflow.sinks import DuckDBSink, SinkRecord
 

@@ -18,9 +18,9 @@ from starlette.testclient import TestClient
 
 from receiptflow.config import Settings
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profile_rules import epoch_day
-from receiptflow.processors.profile_views import render
-from receiptflow.processors.profiles import Profile
+from receiptflow.processors.profiles.fold import Profile
+from receiptflow.processors.profiles.rules import epoch_day
+from receiptflow.processors.profiles.views import render
 from receiptflow.web.app import SIGNIN_LIMIT, build_app
 from receiptflow.web.data import Backend, CustomerPage
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profiles import ConsentMark, Profile, apply_consent
+from receiptflow.processors.profiles.fold import ConsentMark, Profile, apply_consent
 from receiptflow.web.auth import Links, Login, RateLimiter, UsedLinks, csrf_ok, may_see_card
 from receiptflow.web.charts import Bar, bar_chart
 from receiptflow.web.i18n import NBSP, euros, local_time, negotiate, percent

@@ -1,0 +1,133 @@
+"""Consent as the processor sees it: a short history per card and the rule that picks the state.
+
+Pure functions on frozen values; no Kafka, no clock. A ``ConsentChange`` carries a card's *full*
+consent state as of its event time, so a card's history is the list of those states ordered by
+event time. For a receipt the processor takes the **more restrictive** of
+
+* the consent in force at the receipt's event time (the newest change before it; a change at exactly
+  that instant counts only where it is stricter), and
+* the consent in force at processing time (the newest change known at all),
+
+so withdrawing consent stops marketing use of older receipts processed later, and consent given
+after a purchase never reaches back to it. On a tie -- a change at the very instant of the purchase,
+or two changes at one instant, or a change appended to the broker in the same millisecond as the
+checkout -- the stricter reading wins, whatever order they arrived in. Where
+either is unknown the configured default applies (privacy-safe: nothing for marketing). The
+router applies a card's consent changes and checkouts in the order they were written (see
+:mod:`receiptflow.processors.router.merge`). The consents topic is compacted, so after compaction only a
+card's newest state survives a restart; the rule then falls back to that state and the default,
+which can only be stricter, never looser.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from dataclasses import dataclass
+from datetime import datetime
+from functools import reduce
+
+from receiptflow.models import ConsentChange, ConsentState
+
+# Changes kept per card: enough to answer "in force at event time" for receipts that arrive late,
+# small enough that a card flipping its consent every day does not grow without bound.
+MAX_CHANGES_PER_CARD = 32
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ConsentRecord:
+    event_time: datetime
+    product_data_marketing: bool
+    electronic_marketing: bool
+
+    def state(self) -> ConsentState:
+        return ConsentState(self.product_data_marketing, self.electronic_marketing, known=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentHistory:
+    """A card's consent changes, oldest first (at most ``MAX_CHANGES_PER_CARD``).
+
+    ``written_ms`` is the broker's append time (ms) of the newest consents record applied, and
+    ``before_written`` the changes as they were before the records appended in that millisecond
+    (None when no append time is known): a checkout appended in the same millisecond is a tie of
+    the write order, and takes the stricter of the two (:func:`effective_consent`).
+    """
+
+    changes: tuple[ConsentRecord, ...] = ()
+    written_ms: int = -1
+    before_written: tuple[ConsentRecord, ...] | None = None
+
+    def with_change(
+        self, change: ConsentChange, keep: int = MAX_CHANGES_PER_CARD, written_ms: int | None = None
+    ) -> ConsentHistory:
+        """The history with ``change`` added in event-time order; applying the same change twice is a no-op.
+
+        ``written_ms``: when the broker appended the record that holds ``change``, if known.
+        """
+        rec = ConsentRecord(change.event_time, change.product_data_marketing, change.electronic_marketing)
+        if rec in self.changes:
+            return self
+        changes = list(self.changes)
+        insort(changes, rec)
+        if written_ms is None:
+            return ConsentHistory(tuple(changes[-keep:]))
+        # Several records of one millisecond: "before" is the state before the first of them.
+        before = self.before_written if written_ms == self.written_ms else self.changes
+        return ConsentHistory(tuple(changes[-keep:]), written_ms, before)
+
+    def at(self, when: datetime) -> ConsentState | None:
+        """The state in force at ``when``: the newest change at or before it; None if there is none.
+
+        Two changes with the same event time (two channels at once) count as their more restrictive
+        combination, so the answer does not depend on the order they arrived in.
+        """
+        eligible = [rec for rec in self.changes if rec.event_time <= when]
+        return self._combined(eligible[-1].event_time) if eligible else None
+
+    def for_purchase(self, when: datetime, default: ConsentState) -> ConsentState:
+        """The state a purchase made at ``when`` was made under.
+
+        The newest change strictly before ``when`` (``default`` without one); a change at exactly
+        ``when`` is a tie between "before" and "after" the purchase, so it counts only as far as it
+        is stricter: a withdrawal at that instant applies, a grant does not yet.
+        """
+        before = [rec for rec in self.changes if rec.event_time < when]
+        state = (self._combined(before[-1].event_time) if before else None) or default
+        at_instant = self._combined(when)
+        return state if at_instant is None else most_restrictive(state, at_instant)
+
+    def latest(self) -> ConsentState | None:
+        return self._combined(self.changes[-1].event_time) if self.changes else None
+
+    def _combined(self, instant: datetime) -> ConsentState | None:
+        states = [rec.state() for rec in self.changes if rec.event_time == instant]
+        return reduce(most_restrictive, states) if states else None
+
+
+def most_restrictive(a: ConsentState, b: ConsentState) -> ConsentState:
+    return ConsentState(
+        product_data_marketing=a.product_data_marketing and b.product_data_marketing,
+        electronic_marketing=a.electronic_marketing and b.electronic_marketing,
+        known=a.known and b.known,
+    )
+
+
+def effective_consent(
+    history: ConsentHistory | None, event_time: datetime, default: ConsentState, written_ms: int | None = None
+) -> ConsentState:
+    """The consent a receipt made at ``event_time`` is processed under (see the module docstring).
+
+    ``written_ms``: when the broker appended the receipt's checkout, if known. The router applies
+    consent changes appended in the same millisecond before the checkout; that is a tie of the write
+    order, so the receipt takes the stricter of the states with and without them (a withdrawal of
+    that instant applies, a grant does not yet).
+    """
+    if history is None or not history.changes:
+        return default
+    at_event = history.for_purchase(event_time, default)
+    at_processing = history.latest() or default
+    consent = most_restrictive(at_event, at_processing)
+    if written_ms is not None and written_ms == history.written_ms and history.before_written is not None:
+        before = effective_consent(ConsentHistory(history.before_written), event_time, default)
+        consent = most_restrictive(consent, before)
+    return consent

@@ -1,0 +1,280 @@
+"""What the router does with one input record, without any I/O: the records to write and the state to stage.
+
+:meth:`RouteStep.step` takes a ``checkouts`` or ``consents`` record as read (undecoded), the
+committed partition state, the open transaction's :class:`~receiptflow.processors.router.state.Staged`
+changes and ``now``. It returns the records to produce (:class:`Output`: routed purchases or a dead
+letter) and records in ``staged`` what the transaction changes: receipt ids seen, consent histories and
+the counts reported once it commits. It sends, commits and logs nothing; the loop
+(:mod:`receiptflow.processors.router.worker`) does. Everything decided about a record is decided by the pure
+core (``validation``, ``core.route``, ``consent.effective_consent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from receiptflow.codec import Codec
+from receiptflow.errors import ValidationError
+from receiptflow.field_values import local_time
+from receiptflow.models import Checkout, ConsentChange, ConsentState, Granularity
+from receiptflow.policy import UNKNOWN_CHAIN_VERSION, Decision, Policy
+from receiptflow.topics import TopicNames
+from receiptflow.validation import dead_letter_record, validate, validate_consent
+
+from . import fast_path
+from .consent import ConsentHistory, effective_consent
+from .encoding import BasketEncoder, PurchaseEncoder
+from .fast_path import FastRouter
+from .pseudonym import BasketPseudonymiser
+from .route import marketing_level, route
+from .state import PartitionState, Staged, appended_ms, ms
+
+
+class InputRecord(Protocol):
+    """The parts of a consumed record the step reads (``confluent_kafka.Message`` has them)."""
+
+    def topic(self) -> str | None: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce in the open transaction; the partitioner places it by its key.
+
+    ``timestamp`` (ms) is the record's own; 0 lets the producer stamp the time of sending.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    timestamp: int = 0
+
+
+@dataclass(slots=True)
+class StepResult:
+    outputs: list[Output] = field(default_factory=list)
+    rejected: ValidationError | None = None  # why the record went to the dead-letter topic
+    unknown_chain: str | None = None  # a checkout of a chain the policy does not know
+
+
+class RouteStep:
+    """The per-record decisions of one router worker (its configuration; no state of its own)."""
+
+    def __init__(
+        self,
+        names: TopicNames,
+        policy: Policy,
+        codec: Codec,
+        baskets: BasketPseudonymiser,
+        default_consent: ConsentState,
+        processor: str,
+        fast: bool = True,
+    ) -> None:
+        self.names = names
+        self.policy = policy
+        self.codec = codec
+        self.baskets = baskets
+        self.default_consent = default_consent
+        self.processor = processor  # names the worker in its dead letters
+        self.encoder = PurchaseEncoder(codec)
+        self.basket_encoder = BasketEncoder(codec)
+        self.fast = fast_path.build(codec, baskets, fast)
+
+    def step(self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime) -> StepResult:
+        """The records ``msg`` makes; what it changes is recorded in ``staged``."""
+        if msg.topic() == self.names.consents:
+            return self.consent(msg, state, staged, now)
+        return self.checkout(msg, state, staged, now)
+
+    def consent_change(self, msg: InputRecord) -> ConsentChange | None:
+        """The change a ``consents`` record holds; None for a tombstone; ValidationError when unusable."""
+        value = msg.value()
+        if value is None:  # tombstone: the card was erased; its history goes with it
+            return None
+        change = ConsentChange.from_avro(self.codec.decode(value, expect="consent_change").value)
+        validate_consent(change)
+        return change
+
+    def consent(
+        self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+    ) -> StepResult:
+        partition = msg.partition() or 0
+        try:
+            change = self.consent_change(msg)
+        except ValidationError as exc:
+            return self.dead_letter(exc, msg, staged, now)
+        if change is None:
+            key = msg.key()
+            if key is not None:
+                staged.consent[(partition, key.decode())] = ConsentHistory()
+            return StepResult()
+        history = staged.history(state, partition, change.card_id) or ConsentHistory()
+        staged.consent[(partition, change.card_id)] = history.with_change(change, written_ms=appended_ms(msg) or None)
+        staged.consent_changes += 1
+        return StepResult()
+
+    def checkout(
+        self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+    ) -> StepResult:
+        if self.fast is not None:
+            result = self._fast_checkout(self.fast, msg, state, staged, now)
+            if result is not None:
+                return result
+        partition = msg.partition() or 0
+        try:
+            decoded, lines_raw = self.codec.decode_checkout(msg.value())
+            checkout = Checkout.from_avro(decoded.value)
+            validate(checkout, now)
+        except ValidationError as exc:
+            return self.dead_letter(exc, msg, staged, now)
+        rid = checkout.receipt_id
+        if staged.is_duplicate(state, partition, rid):
+            staged.duplicates += 1
+            return StepResult()
+        decision = self.policy.version_at(checkout.chain, checkout.event_time)
+        consent = self._consent(msg, state, staged, partition, checkout.card_id, checkout.event_time)
+        routed = route(checkout, decision, consent, now, self.baskets)
+        # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
+        enc = self.encoder.receipt(checkout.lines, lines_raw)
+        customer = enc.encode(routed.customer)
+        marketing = None
+        if routed.marketing is routed.customer:
+            marketing = customer  # encoded once
+        elif routed.marketing is not None:
+            marketing = enc.encode(routed.marketing)
+        basket = self.basket_encoder.encode(routed.analytics) if routed.analytics is not None else None
+        c = checkout
+        routed_as = _Routed(c.receipt_id, c.chain, c.store_id, c.card_id, c.event_time, routed.customer.granularity)
+        return self._emit(msg, partition, staged, routed_as, decision, consent, (customer, marketing, basket))
+
+    def _fast_checkout(
+        self, fast: FastRouter, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+    ) -> StepResult | None:
+        """The compiled path; None when it is not sure of the checkout (the Python core then decides)."""
+        value = msg.value()
+        now_ms = fast_path.millis(now)
+        facts = fast.decode(value, now_ms) if value is not None else None
+        if value is None or facts is None:
+            return None
+        rid, chain, store_id, card_id, event_ms, offset = facts
+        partition = msg.partition() or 0
+        if staged.is_duplicate(state, partition, rid):
+            staged.duplicates += 1
+            return StepResult()
+        event_time = local_time(fast_path.utc_time(event_ms), offset)
+        decision = self.policy.version_at(chain, event_time)
+        consent = self._consent(msg, state, staged, partition, card_id, event_time)
+        level = marketing_level(card_id is not None, consent, decision.level)
+        encoded = fast.route(
+            value,
+            fast_path.RANK[decision.level],
+            None if level is None else fast_path.RANK[level],
+            decision.version_id,
+            (consent.product_data_marketing, consent.electronic_marketing, consent.known),
+            now_ms,
+        )
+        if encoded is None:
+            return None
+        routed_as = _Routed(rid, chain, store_id, card_id, event_time, decision.level)
+        return self._emit(msg, partition, staged, routed_as, decision, consent, encoded)
+
+    def _consent(
+        self,
+        msg: InputRecord,
+        state: Mapping[int, PartitionState],
+        staged: Staged,
+        partition: int,
+        card_id: str | None,
+        event_time: datetime,
+    ) -> ConsentState:
+        """The consent a checkout is routed under (both paths): its card's history, at the checkout's
+        event time and append time (a tie of the write order takes the stricter reading)."""
+        history = staged.history(state, partition, card_id) if card_id else None
+        return effective_consent(history, event_time, self.default_consent, appended_ms(msg) or None)
+
+    def _emit(
+        self,
+        msg: InputRecord,
+        partition: int,
+        staged: Staged,
+        c: _Routed,
+        decision: Decision,
+        consent: ConsentState,
+        encoded: tuple[bytes, bytes | None, bytes | None],
+    ) -> StepResult:
+        """The outputs of a routed checkout, and what its routing stages (both paths end here)."""
+        customer, marketing, basket = encoded
+        result = StepResult()
+        if decision.version_id == UNKNOWN_CHAIN_VERSION:
+            result.unknown_chain = c.chain
+        key = (c.card_id or c.store_id).encode()
+        # The card-linked records carry the checkout's append time, so the stages after the router
+        # measure end-to-end time from it (the anonymous basket keeps the time of sending).
+        appended = appended_ms(msg)
+        out = result.outputs
+        out.append(Output(self.names.purchases_customer, key, customer, appended))
+        if marketing is not None:
+            out.append(Output(self.names.purchases_marketing, key, marketing, appended))
+        if basket is not None:
+            out.append(Output(self.names.purchases_analytics, c.store_id.encode(), basket))
+        for o in out:
+            staged.routed[o.topic] += 1
+        staged.seen[(partition, c.receipt_id)] = ms(c.event_time)  # to the changelog at the end of the transaction
+        staged.processed[c.chain] += 1
+        staged.stores[c.store_id] += 1
+        staged.granularity[(c.chain, c.granularity)] += 1
+        staged.marketing[marketing_outcome(c.card_id is not None, consent)] += 1
+        if appended:
+            staged.appended.append(appended)
+        return result
+
+    def dead_letter(self, exc: ValidationError, msg: InputRecord, staged: Staged, now: datetime) -> StepResult:
+        record = dead_letter_record(
+            exc,
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=msg.key(),
+            value=msg.value(),
+            now=now,
+            processor=self.processor,
+        )
+        staged.dead_letters[exc.reason] += 1
+        output = Output(self.names.checkouts_dlq, msg.key(), self.codec.encode("dead_letter", record))
+        return StepResult([output], rejected=exc)
+
+
+def marketing_outcome(has_card: bool, consent: ConsentState) -> str:
+    """What a routed receipt gives marketing (the consent mix): ``product_data`` (the customer record),
+    ``product_groups`` (product groups at most), ``withheld`` (nothing) or ``anonymous`` (no card)."""
+    if not has_card:
+        return "anonymous"
+    if consent.product_data_marketing:
+        return "product_data"
+    if consent.electronic_marketing:
+        return "product_groups"
+    return "withheld"
+
+
+@dataclass(frozen=True, slots=True)
+class _Routed:
+    """What the staging of a routed checkout needs to know of it."""
+
+    receipt_id: str
+    chain: str
+    store_id: str
+    card_id: str | None
+    event_time: datetime
+    granularity: Granularity

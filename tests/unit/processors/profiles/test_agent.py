@@ -1,0 +1,41 @@
+"""The profile agents' faust consumer: what it is built with (nothing connects here)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from receiptflow.config import Settings
+from receiptflow.processors.profiles.agent import create_app
+
+
+def _worker_consumer(settings: Settings) -> Any:
+    async def build() -> Any:
+        app = create_app(settings)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
+        await consumer.stop()  # built, never started: closes its client
+        return consumer
+
+    return asyncio.run(build())
+
+
+def test_the_agents_read_only_committed_records(tmp_path: Path) -> None:
+    consumer = _worker_consumer(Settings(data_dir=tmp_path))
+    assert consumer._isolation_level == "read_committed"
+
+
+@pytest.mark.parametrize("wait_ms", [20, 100, 750])
+def test_the_fetch_waits_on_the_broker_as_long_as_the_setting_says(tmp_path: Path, wait_ms: int) -> None:
+    # faust builds its consumer with a 1.5 s wait. One fetch per broker at a time means a fetch for
+    # the idle consents topic alone holds back every purchase behind it for that long.
+    consumer = _worker_consumer(Settings(data_dir=tmp_path, profile_fetch_wait_ms=wait_ms))
+    assert consumer._fetch_max_wait_ms == wait_ms
+
+
+def test_the_default_wait_is_short_beside_the_latency_target(tmp_path: Path) -> None:
+    # The target is 250 ms from checkout to profile at p99; a wait of its size would use it all up.
+    consumer = _worker_consumer(Settings(data_dir=tmp_path))
+    assert consumer._fetch_max_wait_ms <= 100
