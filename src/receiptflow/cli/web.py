@@ -15,10 +15,14 @@ from .common import console, err_console, print_endpoints
 if TYPE_CHECKING:
     from .common import Subparsers
 
+MAX_PORT = 65535
+
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "link":
         return _link(args, settings)
+    if not 1 <= args.port <= MAX_PORT:  # before uvicorn, whose bind would fail with a traceback
+        raise UsageError(f"--port {args.port} is not a valid port: give one from 1-{MAX_PORT}")
     import uvicorn
 
     from ..web.app import build_app

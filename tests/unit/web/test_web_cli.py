@@ -49,3 +49,25 @@ def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monk
     assert main(["web", "link", "1001"]) == 2
     out = capsys.readouterr().err
     assert "RECEIPTFLOW_WEB_SECRET_KEY is not set" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-1"])
+def test_a_port_out_of_range_is_one_line_and_a_usage_error(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    served: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw["port"]))
+    assert main(["web", "--port", port]) == 2
+    out = capsys.readouterr().err
+    assert f"--port {port}" in out and "1-65535" in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1 and served == []
+
+
+def test_the_highest_port_is_served(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    served: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw["port"]))
+    assert main(["web", "--port", "65535"]) == 0 and served == [65535]
