@@ -76,8 +76,8 @@ import processor_throughput
 from e2e_observe import Observer, lines_in, peak_rss, scrape, tree_cpu
 from profile_router import AGENT_BUCKETS, summarise
 
+from receiptflow.cli.demo import end_offsets
 from receiptflow.config import Settings
-from receiptflow.demo import end_offsets
 from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator

@@ -43,7 +43,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from ..codec import Codec
 from ..config import Settings
-from ..dlq import DeadLetterProducer, Rejected, decode_consent
+from ..consent_codec import decode_consent
+from ..dlq import DeadLetterProducer, Rejected
 from ..erasures import ErasureReader
 from ..errors import BrokerError, ConfigError, ValidationError
 from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness

@@ -38,7 +38,8 @@ from faust.worker import Worker
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.dlq import DeadLetterProducer, Rejected, decode_consent
+from receiptflow.consent_codec import decode_consent
+from receiptflow.dlq import DeadLetterProducer, Rejected
 from receiptflow.erasures import ErasureReader
 from receiptflow.errors import BrokerError, ProfileStoreError, ValidationError
 from receiptflow.health import CONSUMER_CHECKS, STATE_RESTORED, Readiness

@@ -2,7 +2,7 @@
 
 ``validate`` raises :class:`~receiptflow.errors.ValidationError` with a reason code the dead-letter
 topic records; :func:`dead_letter_record` is that record. The producers validate before they send,
-the router before it routes, and the dead-letter path (:mod:`receiptflow.dlq`) for consent changes:
+the router before it routes, and every reader of consent changes (:mod:`receiptflow.consent_codec`):
 so it sits below all of them. Nothing here touches Kafka, Redis or the clock: ``now`` is an argument.
 """
 

@@ -132,7 +132,7 @@ def add_cluster(sub: Subparsers) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from ..demo import run_demo
+    from .demo import run_demo
 
     return run_demo(
         settings, duration=args.duration, rate=args.rate, seed=args.seed, stores=args.stores, customers=args.customers
