@@ -36,7 +36,8 @@ from ..kafka_read import ReadToEnd
 from ..registry import codec_for
 from ..topics import TopicNames
 from .base import Sink
-from .runner import SinkStats, decode_batch, follow_erasures
+from .decode import decode_batch
+from .runner import SinkStats, follow_erasures
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,9 @@
 A decoded record keeps where it was read (topic, partition, offset): the offset becomes the stored
 position (:func:`next_offsets`), committed with the rows. :func:`to_rows` maps a batch to rows in the
 column order of ``sinks.tables``; a record the warehouse cannot store
-(:func:`warehouse_problem`) or decode is a :class:`SkippedRecord` with no rows.
+(:func:`warehouse_problem`) or decode is a :class:`~receiptflow.dlq.Rejected` with no rows: it goes to
+the dead-letter topic instead, but its offset is stored like any other, so the sink does not read it
+again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import ValidationError, WarehouseError
+from ..dlq import Rejected
+from ..errors import WarehouseError
 from ..models import AnalyticsBasket, ConsentChange, Granularity, Purchase
 from ..policy import Policy
 from ..validation import MAX_INT32
@@ -82,20 +85,8 @@ def warehouse_problem(p: Purchase) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class SkippedRecord:
-    """A record that could not be decoded or stored and went to the dead-letter topic instead: it has
-    no rows, but its offset is stored like any other, so the sink does not read it again."""
-
-    topic: str
-    partition: int
-    offset: int
-    error: ValidationError
-    key: bytes | None = None
-    value: bytes | None = None
-
-
-AnyRecord = SinkRecord | SinkConsentRecord | BasketRecord | SkippedRecord
+# A rejected record (dead-lettered) has no rows, but its offset is stored like any other.
+AnyRecord = SinkRecord | SinkConsentRecord | BasketRecord | Rejected
 
 
 @dataclass
@@ -141,7 +132,7 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
     rows = Rows([], [], [])
     seen: set[str] = set()
     for r in batch:
-        if isinstance(r, SkippedRecord):
+        if isinstance(r, Rejected):
             continue
         if isinstance(r, SinkConsentRecord):
             c = r.change

@@ -19,8 +19,10 @@ from receiptflow.health import (
     STATE_RESTORED,
     BrokerProbe,
     Readiness,
+    exporter_port,
     process_readiness,
     serve,
+    serving,
 )
 from receiptflow.lag import LagGauge, PartitionLag
 from receiptflow.metrics import DEFINITIONS, ROLES, Metrics
@@ -175,3 +177,26 @@ def test_partition_lag_counts_every_record_when_nothing_is_committed() -> None:
     assert PartitionLag("g", "checkouts", 0, None, 12).lag == 12
     assert PartitionLag("g", "checkouts", 0, 10, 12).lag == 2
     assert PartitionLag("g", "checkouts", 0, 15, 12).lag == 0
+
+
+def test_every_long_running_command_is_served_the_same_way_while_it_runs() -> None:
+    settings = Settings(_env_file=None, metrics_port=9100)  # type: ignore[call-arg]
+    # The processor on metrics_port, the sink on the next one, the simulator on the one after.
+    assert [exporter_port(settings, None, offset) for offset in (0, 1, 2)] == [9100, 9101, 9102]
+    assert exporter_port(settings, 0, 1) == 0 and exporter_port(settings, 9200, 1) == 9200  # --metrics-port
+    assert exporter_port(settings.model_copy(update={"metrics_port": 0}), None, 1) == 0  # off stays off
+    port = free_port()
+    with serving("process --role all", settings, ("router", "profiles"), port=port) as served:
+        assert set(served.readiness) == {"router", "profiles"}
+        assert served.readiness["router"].checks() == dict.fromkeys(CONSUMER_CHECKS, False)
+        assert served.exporter is not None and served.exporter.port == port
+        served.metrics.consumed_total.labels("checkouts").inc()
+        status, text = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and 'receiptflow_consumed_total{topic="checkouts"} 1.0' in text
+        assert "receiptflow_warehouse_rows_total" not in text  # the sink's, not this command's
+        status, body = _get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and json.loads(body)["role"] == "process --role all"
+    with pytest.raises(urllib.error.URLError):
+        _get(f"http://127.0.0.1:{port}/healthz")  # stopped with the command
+    with serving("simulate", settings, ("producer",), port=0) as served:
+        assert served.readiness == {} and served.exporter is None  # no consumer, no server on port 0

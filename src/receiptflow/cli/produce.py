@@ -56,33 +56,27 @@ def add_produce(sub: Subparsers) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from ..health import process_readiness, serve
-    from ..metrics import Metrics
+    from ..health import serving
     from ..producers.run import simulate
 
     print_endpoints(settings, "simulate:")
     # The registers' side: produce errors and the outbox depth, on the port after the sink's.
-    metrics = Metrics(roles=("producer",))
-    default_port = settings.metrics_port + 2 if settings.metrics_port else 0
-    port = default_port if args.metrics_port is None else args.metrics_port
-    exporter = serve(metrics, process_readiness("simulate", settings, []), port, settings.metrics_addr)
-    truth = simulate(
-        settings,
-        stores=args.stores,
-        customers=args.customers,
-        rate=args.rate,
-        duration=args.duration,
-        seed=args.seed,
-        console=err_console,
-        dup_rate=args.dup_rate,
-        bad_rate=args.bad_rate,
-        consent_change_rate=args.consent_change_rate,
-        out_of_order_rate=args.out_of_order_rate,
-        outbox_path=Path(args.outbox) if args.outbox else None,
-        metrics=metrics,
-    )
-    if exporter is not None:
-        exporter.close()
+    with serving("simulate", settings, ("producer",), port=args.metrics_port, port_offset=2) as served:
+        truth = simulate(
+            settings,
+            stores=args.stores,
+            customers=args.customers,
+            rate=args.rate,
+            duration=args.duration,
+            seed=args.seed,
+            console=err_console,
+            dup_rate=args.dup_rate,
+            bad_rate=args.bad_rate,
+            consent_change_rate=args.consent_change_rate,
+            out_of_order_rate=args.out_of_order_rate,
+            outbox_path=Path(args.outbox) if args.outbox else None,
+            metrics=served.metrics,
+        )
     if args.truth:
         truth.write(Path(args.truth))
     console.print(simulate_report(truth), soft_wrap=True)

@@ -20,8 +20,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from ..health import CONSUMER_CHECKS, Readiness, process_readiness, serve
-    from ..metrics import Metrics
+    from ..health import serving
     from ..sinks import open_sink, run_sink
 
     print_endpoints(settings, "warehouse sink:")
@@ -31,29 +30,25 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "replay":
         # A batch with its own summary: no exporter, so it never fights a running `sink run` for its port.
         return _sink_replay(args, settings)
-    metrics = Metrics(roles=("sink",))
-    readiness = Readiness("sink", CONSUMER_CHECKS)
     # The processor serves on metrics_port; the sink on the next port, so both run on one host.
-    default_port = settings.metrics_port + 1 if settings.metrics_port else 0
-    port = default_port if args.metrics_port is None else args.metrics_port
-    serve(metrics, process_readiness("sink run", settings, [readiness]), port, settings.metrics_addr)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sink = open_sink(settings)
-    try:
-        stats = run_sink(
-            settings,
-            sink,
-            stop=stop,
-            metrics=metrics,
-            readiness=readiness,
-            idle_exit_after=args.idle_exit,
-            batch_size=settings.sink_batch_max,
-            batch_timeout=settings.sink_batch_seconds,
-        )
-    finally:
-        sink.close()
+    with serving("sink run", settings, ("sink",), port=args.metrics_port, port_offset=1) as served:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        sink = open_sink(settings)
+        try:
+            stats = run_sink(
+                settings,
+                sink,
+                stop=stop,
+                metrics=served.metrics,
+                readiness=served.readiness["sink"],
+                idle_exit_after=args.idle_exit,
+                batch_size=settings.sink_batch_max,
+                batch_timeout=settings.sink_batch_seconds,
+            )
+        finally:
+            sink.close()
     console.print(f"sink stopped: {stats}")
     return 0
 
