@@ -21,6 +21,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError as PydanticValidationError
 from rich.markup import escape
@@ -45,8 +46,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """Says what is wrong with the arguments in one line, and where to read the usage (exit status 2).
+
+    The command's parsers are of this class too (``add_subparsers`` makes them of its parser's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        err_console.print(
+            f"[red]error:[/red] {escape(message)} (see `.venv/bin/{escape(self.prog)} --help`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        self.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p: argparse.ArgumentParser = Parser(
         prog="receiptflow",
         description=__doc__.splitlines()[0] if __doc__ else None,
         formatter_class=HelpFormatter,
