@@ -206,11 +206,18 @@ def test_a_duckdb_warehouse_held_by_another_process_is_named_as_such(tmp_path: P
 def test_with_redis_down_the_error_says_where_and_what_to_do(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    port = free_port()
+    monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", f"redis://:not-to-be-shown@127.0.0.1:{port}/0")
     monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", str(tmp_path))
     code, out = _run(capsys, "profile", "6390000000001")
     assert code == 1 and len(out.strip().splitlines()) == 1
-    assert "does not answer: start the embedded stack with `.venv/bin/receiptflow stack up`" in out
+    # What is wrong and what to do first; the client's own words, if at all, at the end.
+    assert out.startswith(
+        f"error: Redis at redis://:***@127.0.0.1:{port}/0 is not reachable: start it with "
+        "`.venv/bin/receiptflow stack up`, or set RECEIPTFLOW_REDIS_URL"
+    ), out
+    assert "not-to-be-shown" not in out
+    assert out.index("Error 111") > out.index("RECEIPTFLOW_REDIS_URL")
 
 
 @pytest.mark.parametrize(
