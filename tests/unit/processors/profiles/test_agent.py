@@ -39,3 +39,15 @@ def test_the_default_wait_is_short_beside_the_latency_target(tmp_path: Path) -> 
     # The target is 250 ms from checkout to profile at p99; a wait of its size would use it all up.
     consumer = _worker_consumer(Settings(data_dir=tmp_path))
     assert consumer._fetch_max_wait_ms <= 100
+
+
+def test_the_agents_subscribe_no_topic_outside_the_catalogue(tmp_path: Path) -> None:
+    # faust's leader election would add a topic of its own (<app id>-__assignor-__leader), which the
+    # catalogue does not create: the broker would answer "not found" on every metadata refresh.
+    async def subscribed() -> set[str]:
+        app: Any = create_app(Settings(data_dir=tmp_path))
+        await app._leader_assignor.on_start()  # where faust adds that topic
+        return {name for topic in app.topics for name in topic.topics}
+
+    topics = asyncio.run(subscribed())
+    assert topics and not [t for t in topics if "__assignor" in t], topics
