@@ -244,7 +244,23 @@ def test_an_argument_a_command_cannot_use_is_refused_before_any_server_is_asked(
     assert info.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and said in line, line
-    assert line.endswith(f"(see `.venv/bin/receiptflow {argv[0]} --help`)"), line
+    assert line.endswith(f"(see `{sys.executable} -m receiptflow {argv[0]} --help`)"), line
+
+
+@pytest.mark.parametrize(
+    "program", [[sys.executable, "-m", "receiptflow"], [str(Path(sys.executable).parent / "receiptflow")]]
+)
+def test_the_help_an_argument_error_points_to_runs_as_printed(program: list[str], tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [*program, "profile", ""], env=_without_kafka(tmp_path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    printed = refused.stderr.split("(see `", 1)[1].split("`)", 1)[0]
+    assert printed.split()[-2:] == ["profile", "--help"], printed
+    shown = subprocess.run(
+        printed, shell=True, env=_without_kafka(tmp_path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0 and "usage: receiptflow profile" in shown.stdout, shown.stderr
 
 
 def test_the_rate_bound_is_in_the_help() -> None:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from pydantic import ValidationError as PydanticValidationError
@@ -53,12 +55,22 @@ class Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("receiptflow")  # " profile" of "receiptflow profile"
         err_console.print(
-            f"[red]error:[/red] {escape(message)} (see `.venv/bin/{escape(self.prog)} --help`)",
+            f"[red]error:[/red] {escape(message)} (see `{escape(_program())}{escape(command)} --help`)",
             highlight=False,
             soft_wrap=True,
         )
         self.exit(2)
+
+
+def _program() -> str:
+    """receiptflow as the person ran it (``.venv/bin/receiptflow``, a path on PATH, ``python -m``), so a
+    command printed for them runs as printed."""
+    ran = sys.argv[0] if sys.argv else ""
+    if Path(ran).name == "receiptflow":
+        return shlex.quote(ran)
+    return f"{shlex.quote(sys.executable)} -m receiptflow"
 
 
 def build_parser() -> argparse.ArgumentParser:
