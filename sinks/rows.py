@@ -135,82 +135,90 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
         if isinstance(r, Rejected):
             continue
         if isinstance(r, SinkConsentRecord):
-            c = r.change
-            rows.consents.append(
-                (
-                    c.card_id,
-                    c.event_time,
-                    c.product_data_marketing,
-                    c.electronic_marketing,
-                    c.source,
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                )
-            )
-            rows.cards[CONSENT_CHANGES.name].append(c.card_id)
+            _add_consent(rows, r)
             continue
         if isinstance(r, BasketRecord):
             _add_basket(rows, r.basket)
             continue
-        p = r.purchase
         # A redelivered receipt inside one batch: keep the first, as the primary key does across batches.
-        if p.receipt_id in seen:
+        if r.purchase.receipt_id in seen:
             continue
-        seen.add(p.receipt_id)
-        rows.receipts.append(
+        seen.add(r.purchase.receipt_id)
+        _add_purchase(rows, r)
+    return rows
+
+
+def _add_consent(rows: Rows, r: SinkConsentRecord) -> None:
+    c = r.change
+    rows.consents.append(
+        (
+            c.card_id,
+            c.event_time,
+            c.product_data_marketing,
+            c.electronic_marketing,
+            c.source,
+            r.topic,
+            r.partition,
+            r.offset,
+        )
+    )
+    rows.cards[CONSENT_CHANGES.name].append(c.card_id)
+
+
+def _add_purchase(rows: Rows, r: SinkRecord) -> None:
+    p = r.purchase
+    rows.receipts.append(
+        (
+            p.receipt_id,
+            p.chain,
+            p.store_id,
+            p.card_id,
+            p.event_time,
+            p.event_time.date(),  # the register's local date: what daily store reports group by
+            p.payment_method,
+            p.currency,
+            p.total_cents,
+            str(p.granularity),
+            item_count(p),
+            p.policy_version,
+            p.consent.product_data_marketing,
+            p.consent.electronic_marketing,
+            p.consent.known,
+            p.processed_at,
+            r.topic,
+            r.partition,
+            r.offset,
+            p.receipt_kind.value,
+            p.original_receipt_id,
+            p.deposit_cents,
+            p.adjustment_cents,
+        )
+    )
+    rows.cards[RECEIPTS.name].append(p.card_id)
+    # The processor already truncated the record to its granularity; checking it again here keeps
+    # a processor bug from putting finer data into the warehouse than the policy allowed.
+    if p.granularity is Granularity.ITEM:
+        rows.items.extend(
             (
                 p.receipt_id,
-                p.chain,
-                p.store_id,
-                p.card_id,
-                p.event_time,
-                p.event_time.date(),  # the register's local date: what daily store reports group by
-                p.payment_method,
-                p.currency,
-                p.total_cents,
-                str(p.granularity),
-                item_count(p),
-                p.policy_version,
-                p.consent.product_data_marketing,
-                p.consent.electronic_marketing,
-                p.consent.known,
-                p.processed_at,
-                r.topic,
-                r.partition,
-                r.offset,
-                p.receipt_kind.value,
-                p.original_receipt_id,
-                p.deposit_cents,
-                p.adjustment_cents,
+                i.line_no,
+                i.sku,
+                i.product_group,
+                float(i.quantity),
+                i.unit_price_cents,
+                i.amount_cents,
+                i.kind.value,
+                i.unit.value,
+                i.ref_line_no,
             )
+            for i in p.items
         )
-        rows.cards[RECEIPTS.name].append(p.card_id)
-        # The processor already truncated the record to its granularity; checking it again here keeps
-        # a processor bug from putting finer data into the warehouse than the policy allowed.
-        if p.granularity is Granularity.ITEM:
-            rows.items.extend(
-                (
-                    p.receipt_id,
-                    i.line_no,
-                    i.sku,
-                    i.product_group,
-                    float(i.quantity),
-                    i.unit_price_cents,
-                    i.amount_cents,
-                    i.kind.value,
-                    i.unit.value,
-                    i.ref_line_no,
-                )
-                for i in p.items
-            )
-            rows.cards[RECEIPT_ITEMS.name].extend([p.card_id] * len(p.items))
-        if p.granularity is not Granularity.RECEIPT:
-            rows.groups.extend(
-                (p.receipt_id, g.product_group, float(g.quantity), g.amount_cents, g.lines) for g in p.groups
-            )
-            rows.cards[RECEIPT_GROUPS.name].extend([p.card_id] * len(p.groups))
-    return rows
+        rows.cards[RECEIPT_ITEMS.name].extend([p.card_id] * len(p.items))
+    if p.granularity is not Granularity.RECEIPT:
+        rows.groups.extend(
+            (p.receipt_id, g.product_group, float(g.quantity), g.amount_cents, g.lines) for g in p.groups
+        )
+        rows.cards[RECEIPT_GROUPS.name].extend([p.card_id] * len(p.groups))
 
 
 def _add_basket(rows: Rows, b: AnalyticsBasket) -> None:

@@ -133,6 +133,9 @@ def _faust_app(settings: Settings, app_name: str) -> ProfilesApp:
         topic_replication_factor=settings.topic_replication_factor,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,  # topics come from the catalogue (`receiptflow topics create`)
+        # No leader election: it subscribes a topic of its own (<app id>-__assignor-__leader), which is
+        # not in the catalogue, and only an `on_leader` task or timer would need it (there is none).
+        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,

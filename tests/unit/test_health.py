@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from receiptflow import lag
 from receiptflow.config import Settings
 from receiptflow.errors import ConfigError
 from receiptflow.health import (
@@ -200,3 +201,29 @@ def test_every_long_running_command_is_served_the_same_way_while_it_runs() -> No
         _get(f"http://127.0.0.1:{port}/healthz")  # stopped with the command
     with serving("simulate", settings, ("producer",), port=0) as served:
         assert served.readiness == {} and served.exporter is None  # no consumer, no server on port 0
+
+
+def test_partition_lag_counts_from_the_first_unread_record_past_the_committed_offset() -> None:
+    # Read to the end of a transactional partition: the commit marker after the last record is no lag.
+    assert PartitionLag("g", "purchases.customer", 0, 41, 42, unread=42).lag == 0
+    # Markers (or aborted records) before the next record are none either; those after it still count.
+    assert PartitionLag("g", "purchases.customer", 0, 10, 42, unread=12).lag == 30
+
+
+def test_first_unread_answers_each_group_from_one_look_at_the_lowest_committed_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[dict[tuple[str, int], int]] = []
+
+    def probe(
+        _settings: object, starts: dict[tuple[str, int], int], ends: object, timeout: float
+    ) -> dict[tuple[str, int], int]:
+        asked.append(dict(starts))
+        return {("t", 0): 42, ("t", 1): 7}  # partition 1's first unread record is at 7; 2 did not answer
+
+    monkeypatch.setattr(lag, "_probe", probe)
+    starts = [(("t", 0), 41), (("t", 0), 40), (("t", 1), 5), (("t", 1), 9), (("t", 2), 3)]
+    found = lag.first_unread(Settings(), starts, {("t", 0): 42, ("t", 1): 20, ("t", 2): 8}, 1.0)
+    assert asked == [{("t", 0): 40, ("t", 1): 5, ("t", 2): 3}]
+    # Past 9 of partition 1 it cannot tell (the record at 7 is before it): that group's committed offset counts.
+    assert found == {(("t", 0), 41): 42, (("t", 0), 40): 42, (("t", 1), 5): 7}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..errors import UsageError
 from ..humanize import euros
-from .common import console, err_console, fraction, positive_float, positive_int, print_endpoints
+from .common import RATE_HELP, console, err_console, fraction, positive_float, positive_int, print_endpoints, rate
 
 if TYPE_CHECKING:
     from ..producers.truth import GroundTruth
@@ -98,7 +98,7 @@ def add_simulate(sub: Subparsers) -> None:
     s = sub.add_parser("simulate", help="send simulated checkouts from a seeded fleet of registers")
     s.add_argument("--stores", type=positive_int, default=20, help="stores selling")
     s.add_argument("--customers", type=positive_int, default=200, help="card holders among the shoppers")
-    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second")
+    s.add_argument("--rate", type=rate, default=50.0, help=RATE_HELP)
     s.add_argument("--duration", type=positive_float, default=60.0, help="seconds")
     s.add_argument("--seed", type=int, default=1, help="seed of the simulated fleet (same seed, same sales)")
     s.add_argument("--dup-rate", type=fraction, default=0.0, help="share of sales delivered twice")

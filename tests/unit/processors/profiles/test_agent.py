@@ -59,3 +59,15 @@ def test_the_profile_agent_keeps_the_valid_changes_of_a_batch_and_rejects_the_ba
     assert [(r.topic, r.partition, r.offset, r.value, r.error.reason) for r in rejected] == [
         ("consents", 2, 7, b"garbage", "undecodable")
     ]
+
+
+def test_the_agents_subscribe_no_topic_outside_the_catalogue(tmp_path: Path) -> None:
+    # faust's leader election would add a topic of its own (<app id>-__assignor-__leader), which the
+    # catalogue does not create: the broker would answer "not found" on every metadata refresh.
+    async def subscribed() -> set[str]:
+        app: Any = create_app(Settings(data_dir=tmp_path))
+        await app._leader_assignor.on_start()  # where faust adds that topic
+        return {name for topic in app.topics for name in topic.topics}
+
+    topics = asyncio.run(subscribed())
+    assert topics and not [t for t in topics if "__assignor" in t], topics
