@@ -51,6 +51,16 @@ def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monk
     assert "RECEIPTFLOW_WEB_SECRET_KEY is not set" in out and "Traceback" not in out
 
 
+@pytest.mark.parametrize("subject", ["", "   ", "27100\u200b01"])
+def test_an_empty_or_invisible_subject_gets_no_link(
+    env: Path, subject: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["web", "link", subject]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no link was signed
+    assert "is not a card id" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("port", ["99999", "65536", "0", "-1"])
 def test_a_port_out_of_range_is_one_line_and_a_usage_error(
     env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, port: str
