@@ -76,8 +76,9 @@ import processor_throughput
 from e2e_observe import Observer, lines_in, peak_rss, scrape, tree_cpu
 from profile_router import AGENT_BUCKETS, summarise
 
+from receiptflow.cli.common import MAX_RATE
+from receiptflow.cli.demo import end_offsets
 from receiptflow.config import Settings
-from receiptflow.demo import end_offsets
 from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
@@ -159,6 +160,10 @@ class Pipeline:
                 p.wait()
 
 
+# The highest rate `simulate` takes: far above what it sells, so it sells as fast as it can.
+FLAT_OUT = float(MAX_RATE)
+
+
 def simulate(settings: Settings, rate: float, count: int, seed: int, truth: Path) -> subprocess.Popen[bytes]:
     args = ["simulate", "--rate", str(rate), "--duration", str(count / rate), "--seed", str(seed)]
     args += ["--stores", "60", "--customers", "3000", "--truth", str(truth), "--metrics-port", "0"]
@@ -238,7 +243,7 @@ def backlog(
     names = TopicNames(settings.topic_prefix)
     base = store.totals()[1], warehouse_receipts(conn)
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sim = simulate(settings, 1_000_000.0, count, seed=11, truth=tmp / "truth-backlog.json")
+    sim = simulate(settings, FLAT_OUT, count, seed=11, truth=tmp / "truth-backlog.json")
     acked = first_ack(settings, names.checkouts, 0, sim)
     if sim.wait() != 0:
         raise SystemExit(f"simulate exited with {sim.returncode}")
@@ -270,7 +275,7 @@ def live(
     settings = pipe.settings
     checkouts = TopicNames(settings.topic_prefix).checkouts
     offsets, base = end_offsets(settings, checkouts), (store.totals()[1], warehouse_receipts(conn))
-    sim = simulate(settings, 1_000_000.0, count, seed=12, truth=tmp / "truth-live.json")
+    sim = simulate(settings, FLAT_OUT, count, seed=12, truth=tmp / "truth-live.json")
     acked = first_ack(settings, checkouts, offsets, sim)
     if sim.wait() != 0:
         raise SystemExit(f"simulate exited with {sim.returncode}")

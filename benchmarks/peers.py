@@ -47,9 +47,9 @@ import peer_kstreams
 import processor_throughput
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from receiptflow.cli.demo import end_offsets
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.demo import end_offsets
 from receiptflow.errors import DecodeError
 from receiptflow.kafka_read import ReadToEnd
 from receiptflow.producers.client import RegisterClient

@@ -216,7 +216,21 @@ class Outbox:
 
     def _run(self) -> None:
         db = self._connect()
-        producer = Producer(
+        sender = _Sender(self, db, self._producer())
+        more = False  # the last look left rows behind: look again without sleeping
+        try:
+            while not self._stop.is_set():
+                if not more:
+                    self._wake.wait(_IDLE_WAIT)
+                # Cleared before the look: a sale committed after it sets the flag again.
+                self._wake.clear()
+                more = sender.step()
+            sender.finish()
+        finally:
+            db.close()
+
+    def _producer(self) -> Producer:
+        return Producer(
             self.settings.kafka_config(
                 **{
                     "enable.idempotence": True,
@@ -228,92 +242,6 @@ class Outbox:
                 }
             )
         )
-        in_flight: set[int] = set()
-        done: list[int] = []
-        retry: list[int] = []
-        lock = threading.Lock()
-
-        def delivered(seq: int) -> Callable[[KafkaError | None, Message], None]:
-            def report(err: KafkaError | None, msg: Message) -> None:
-                with lock:
-                    if err is None:
-                        done.append(seq)
-                    else:
-                        retry.append(seq)
-                if err is None:
-                    self.metrics.produced_total.labels(msg.topic() or "?").inc()
-                else:
-                    self.failed_deliveries += 1
-                    self.metrics.produce_errors_total.labels(msg.topic() or "?").inc()
-                    log.warning("outbox delivery failed, will resend: %s", err)
-
-            return report
-
-        last_seq = 0
-        # Consent changes in flight: nothing but consent changes accepted after them is produced
-        # until the broker has them (see below).
-        consents_in_flight: set[int] = set()
-        more = False  # the last look left rows behind: look again without sleeping
-        try:
-            while not self._stop.is_set():
-                if not more:
-                    self._wake.wait(_IDLE_WAIT)
-                # Cleared before the look: a sale committed after it sets the flag again.
-                self._wake.clear()
-                more = False
-                producer.poll(0)
-                with lock:
-                    acked, done[:] = list(done), []
-                    failed, retry[:] = list(retry), []
-                if acked:
-                    self._delete(db, acked)
-                    in_flight.difference_update(acked)
-                if failed:
-                    in_flight.difference_update(failed)
-                    # Resend from the oldest failed row on the next pass.
-                    last_seq = min(last_seq, min(failed) - 1)
-                consents_in_flight &= in_flight
-                room = self.max_in_flight - len(in_flight)
-                if room <= 0:
-                    continue
-                limit = min(room, self.batch_size)
-                rows = db.execute(
-                    "SELECT seq, topic, key, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (last_seq, limit)
-                ).fetchall()
-                for seq, topic, key, value in rows:
-                    if consents_in_flight and topic != self.names.consents and seq not in in_flight:
-                        break  # after the consent changes before it are acknowledged
-                    last_seq = max(last_seq, seq)
-                    if seq in in_flight:
-                        continue
-                    try:
-                        producer.produce(topic, value=value, key=key, on_delivery=delivered(seq))
-                    except BufferError:
-                        last_seq = seq - 1  # local queue full: try this row again next pass
-                        break
-                    except KafkaException as exc:
-                        log.error("outbox produce failed: %s", exc)
-                        last_seq = seq - 1
-                        break
-                    in_flight.add(seq)
-                    if topic == self.names.consents:
-                        # Kafka orders records within a partition only: a checkout sent after this
-                        # change could be appended before it (after an outage the backlog goes out
-                        # in per-partition batches), and the router, which applies the two topics in
-                        # append order, would route it under the consent the change replaced.
-                        consents_in_flight.add(seq)
-                else:
-                    # Every row of a full look went out: more may be waiting (a backlog, after an outage).
-                    # A look cut short (queue full, consent changes in flight) waits for the next wake-up.
-                    more = len(rows) == limit
-            # Orderly stop: give in-flight records a moment to be acknowledged so they are deleted.
-            producer.flush(5)
-            with lock:
-                acked = list(done)
-            if acked:
-                self._delete(db, acked)
-        finally:
-            db.close()
 
     def _delete(self, db: sqlite3.Connection, seqs: list[int]) -> None:
         sizes = 0
@@ -329,3 +257,97 @@ class Outbox:
             self._bytes -= sizes
         self._depth(-len(seqs), -sizes)
         self.acked += len(seqs)
+
+
+class _Sender:
+    """The sender thread's look at the outbox: what is in flight, acknowledged or to be sent again."""
+
+    def __init__(self, outbox: Outbox, db: sqlite3.Connection, producer: Producer) -> None:
+        self.outbox = outbox
+        self.db = db
+        self.producer = producer
+        self.in_flight: set[int] = set()
+        self.done: list[int] = []
+        self.retry: list[int] = []
+        self.lock = threading.Lock()
+        self.last_seq = 0
+        # Consent changes in flight: nothing but consent changes accepted after them is produced
+        # until the broker has them (see send).
+        self.consents_in_flight: set[int] = set()
+
+    def delivered(self, seq: int) -> Callable[[KafkaError | None, Message], None]:
+        outbox = self.outbox
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            with self.lock:
+                if err is None:
+                    self.done.append(seq)
+                else:
+                    self.retry.append(seq)
+            if err is None:
+                outbox.metrics.produced_total.labels(msg.topic() or "?").inc()
+            else:
+                outbox.failed_deliveries += 1
+                outbox.metrics.produce_errors_total.labels(msg.topic() or "?").inc()
+                log.warning("outbox delivery failed, will resend: %s", err)
+
+        return report
+
+    def step(self) -> bool:
+        """Settle what the broker answered and send what there is room for; True when more may be waiting."""
+        self.producer.poll(0)
+        with self.lock:
+            acked, self.done[:] = list(self.done), []
+            failed, self.retry[:] = list(self.retry), []
+        if acked:
+            self.outbox._delete(self.db, acked)
+            self.in_flight.difference_update(acked)
+        if failed:
+            self.in_flight.difference_update(failed)
+            # Resend from the oldest failed row on the next pass.
+            self.last_seq = min(self.last_seq, min(failed) - 1)
+        self.consents_in_flight &= self.in_flight
+        room = self.outbox.max_in_flight - len(self.in_flight)
+        if room <= 0:
+            return False
+        return self.send(min(room, self.outbox.batch_size))
+
+    def send(self, limit: int) -> bool:
+        """Produce up to ``limit`` rows after the last one sent; True when a full look went out."""
+        consents = self.outbox.names.consents
+        rows = self.db.execute(
+            "SELECT seq, topic, key, value FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (self.last_seq, limit)
+        ).fetchall()
+        for seq, topic, key, value in rows:
+            if self.consents_in_flight and topic != consents and seq not in self.in_flight:
+                return False  # after the consent changes before it are acknowledged
+            self.last_seq = max(self.last_seq, seq)
+            if seq in self.in_flight:
+                continue
+            try:
+                self.producer.produce(topic, value=value, key=key, on_delivery=self.delivered(seq))
+            except BufferError:
+                self.last_seq = seq - 1  # local queue full: try this row again next pass
+                return False
+            except KafkaException as exc:
+                log.error("outbox produce failed: %s", exc)
+                self.last_seq = seq - 1
+                return False
+            self.in_flight.add(seq)
+            if topic == consents:
+                # Kafka orders records within a partition only: a checkout sent after this
+                # change could be appended before it (after an outage the backlog goes out
+                # in per-partition batches), and the router, which applies the two topics in
+                # append order, would route it under the consent the change replaced.
+                self.consents_in_flight.add(seq)
+        # Every row of a full look went out: more may be waiting (a backlog, after an outage).
+        # A look cut short (queue full, consent changes in flight) waits for the next wake-up.
+        return len(rows) == limit
+
+    def finish(self) -> None:
+        """Orderly stop: give in-flight records a moment to be acknowledged so they are deleted."""
+        self.producer.flush(5)
+        with self.lock:
+            acked = list(self.done)
+        if acked:
+            self.outbox._delete(self.db, acked)

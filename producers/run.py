@@ -73,7 +73,6 @@ def simulate(
         consent_change_rate=consent_change_rate,
         out_of_order_rate=out_of_order_rate,
     )
-    names = TopicNames(settings.topic_prefix)
     outbox = Outbox(
         outbox_path or settings.data_dir / "outbox" / f"simulator-{seed}.sqlite3",
         settings,
@@ -81,32 +80,13 @@ def simulate(
         metrics=metrics,
     )
     outbox.start()
-    total = max(1, int(rate * duration))
     t0 = start or datetime.now(UTC)
     try:
         if initial_consents:
             for e in traffic.initial_consents(t0 - timedelta(days=1)):
                 assert e.consent is not None
                 outbox.accept_consent(e.consent)
-        begin = time.monotonic()
-        with progress_bar("registers", "checkouts", console) as progress:
-            task = progress.add_task("sell", total=total)
-            sold = 0
-            for e in traffic.emissions(total, t0, rate):
-                if e.kind == "checkout" and e.checkout is not None:
-                    # Pace in real time: a fleet sells at `rate`, it does not dump a backlog.
-                    ahead = begin + sold / rate - time.monotonic()
-                    if ahead > 0:
-                        time.sleep(ahead)
-                    outbox.accept(e.checkout)
-                    sold += 1
-                    progress.advance(task)
-                elif e.kind == "duplicate" and e.checkout is not None:
-                    outbox.accept(e.checkout)
-                elif e.kind == "consent" and e.consent is not None:
-                    outbox.accept_consent(e.consent)
-                elif e.raw is not None:
-                    outbox.accept_raw(names.checkouts, e.label.encode(), e.raw, e.label)
+        _sell(traffic, outbox, TopicNames(settings.topic_prefix), max(1, int(rate * duration)), t0, rate, console)
         if not _drain(outbox, drain_timeout):
             path = outbox.path
             raise BrokerError(
@@ -117,3 +97,34 @@ def simulate(
     finally:
         outbox.close()
     return sim.truth
+
+
+def _sell(
+    traffic: Traffic,
+    outbox: Outbox,
+    names: TopicNames,
+    total: int,
+    t0: datetime,
+    rate: float,
+    console: Console | None,
+) -> None:
+    """Hand ``total`` checkouts (and the faults that come with them) to the outbox at ``rate`` a second."""
+    begin = time.monotonic()
+    with progress_bar("registers", "checkouts", console) as progress:
+        task = progress.add_task("sell", total=total)
+        sold = 0
+        for e in traffic.emissions(total, t0, rate):
+            if e.kind == "checkout" and e.checkout is not None:
+                # Pace in real time: a fleet sells at `rate`, it does not dump a backlog.
+                ahead = begin + sold / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+                outbox.accept(e.checkout)
+                sold += 1
+                progress.advance(task)
+            elif e.kind == "duplicate" and e.checkout is not None:
+                outbox.accept(e.checkout)
+            elif e.kind == "consent" and e.consent is not None:
+                outbox.accept_consent(e.consent)
+            elif e.raw is not None:
+                outbox.accept_raw(names.checkouts, e.label.encode(), e.raw, e.label)

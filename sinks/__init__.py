@@ -8,12 +8,8 @@ summarises what a warehouse holds.
 A layer above the shared core: it never imports ``receiptflow.producers`` or
 ``receiptflow.processors`` (``tests/unit/test_layers.py`` holds that).
 
-This folder is the package ``receiptflow.sinks``: ``src/receiptflow/sinks`` is a link to it, and it
-is only ever imported under that name (``import receiptflow.sinks...``). That is why its modules can
-write ``from ..config import Settings``: ``..`` is ``receiptflow``. Imported as a top-level package
-from the repository root (``python -c "import sinks.base"``) the same line fails with
-"attempted relative import beyond top-level package"; install the project (``make setup``) and import
-``receiptflow.sinks`` instead.
+This folder is the package ``receiptflow.sinks`` of the distribution: ``pyproject.toml`` maps it
+(``[tool.setuptools] package-dir``), so it is imported under that name only.
 """
 
 from .base import Sink

@@ -29,6 +29,7 @@ from datetime import datetime
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from ..codec import Codec
 from ..config import Settings
 from ..erasures import ErasureReader
 from ..errors import BrokerError
@@ -36,7 +37,8 @@ from ..kafka_read import ReadToEnd
 from ..registry import codec_for
 from ..topics import TopicNames
 from .base import Sink
-from .runner import SinkStats, decode_batch, follow_erasures
+from .decode import decode_batch
+from .runner import SinkStats, follow_erasures
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +73,34 @@ def replay_warehouse(
     (the records before it are stored) and :class:`~receiptflow.errors.BrokerError` on a Kafka failure.
     """
     topics = list(topics or sink_topics(settings))
-    names = TopicNames(settings.topic_prefix)
     codec = codec_for(settings)
-    stats = SinkStats()
     erasures = ErasureReader(settings)
     try:
         follow_erasures(sink, erasures.read_to_end())
+        consumer = _consumer(settings, sink)
     except BaseException:
         erasures.close()
         raise
     try:
-        consumer = Consumer(
+        starts: dict[TopicPartitionKey, int] = {}
+        ends: dict[TopicPartitionKey, int] = {}
+        for topic in topics:
+            s, e = _bounds(consumer, topic, from_time)
+            starts.update(s)
+            ends.update(e)
+        return _replay(
+            sink, consumer, erasures, (codec, TopicNames(settings.topic_prefix)), (starts, ends), batch_size, progress
+        )
+    except KafkaException as exc:
+        raise BrokerError(f"replay of {', '.join(topics)} failed: {exc}") from exc
+    finally:
+        consumer.close()
+        erasures.close()
+
+
+def _consumer(settings: Settings, sink: Sink) -> Consumer:
+    try:
+        return Consumer(
             settings.kafka_config(
                 **{
                     "group.id": f"{sink.group_id}-{uuid.uuid4().hex[:8]}",  # never commits; the name is for logs
@@ -92,46 +111,48 @@ def replay_warehouse(
             )
         )
     except KafkaException as exc:
-        erasures.close()
         raise BrokerError(f"cannot create the replay consumer: {exc}") from exc
-    try:
-        starts: dict[TopicPartitionKey, int] = {}
-        ends: dict[TopicPartitionKey, int] = {}
-        for topic in topics:
-            s, e = _bounds(consumer, topic, from_time)
-            starts.update(s)
-            ends.update(e)
-        todo = {tp for tp in starts if starts[tp] < ends[tp]}
-        total = sum(ends[tp] - starts[tp] for tp in todo)
+
+
+def _replay(
+    sink: Sink,
+    consumer: Consumer,
+    erasures: ErasureReader,
+    decoding: tuple[Codec, TopicNames],
+    bounds: tuple[dict[TopicPartitionKey, int], dict[TopicPartitionKey, int]],
+    batch_size: int,
+    progress: Progress | None,
+) -> SinkStats:
+    """Read each partition from its start to its end (``bounds``) into ``sink``, the erasures first."""
+    codec, names = decoding
+    starts, ends = bounds
+    stats = SinkStats()
+    todo = {tp for tp in starts if starts[tp] < ends[tp]}
+    total = sum(ends[tp] - starts[tp] for tp in todo)
+    if progress is not None:
+        progress(0, total)
+    if not todo:
+        return stats
+    reading = ReadToEnd(
+        consumer,
+        [TopicPartition(t, p, starts[(t, p)]) for t, p in sorted(todo)],
+        what="replay consumer",
+        stops=ends,  # what was written after the replay started is the live sink's business
+        skip_transient=True,
+    )
+    todo = reading.pending
+    done = 0
+    for wanted in reading.batches(batch_size, 1.0):
+        batch = decode_batch(codec, wanted, names)
+        follow_erasures(sink, erasures.poll())
+        if batch:
+            sink.write(batch)
+            stats.add(len(batch), sink.flush())
+        # Progress in offsets, not records: transaction markers and aborted records take offsets too,
+        # and the bar must reach its total.
+        done = total - sum(ends[tp] - _position(consumer, tp, starts) for tp in todo)
         if progress is not None:
-            progress(0, total)
-        if not todo:
-            return stats
-        reading = ReadToEnd(
-            consumer,
-            [TopicPartition(t, p, starts[(t, p)]) for t, p in sorted(todo)],
-            what="replay consumer",
-            stops=ends,  # what was written after the replay started is the live sink's business
-            skip_transient=True,
-        )
-        todo = reading.pending
-        done = 0
-        for wanted in reading.batches(batch_size, 1.0):
-            batch = decode_batch(codec, wanted, names)
-            follow_erasures(sink, erasures.poll())
-            if batch:
-                sink.write(batch)
-                stats.add(len(batch), sink.flush())
-            # Progress in offsets, not records: transaction markers and aborted records take offsets too,
-            # and the bar must reach its total.
-            done = total - sum(ends[tp] - _position(consumer, tp, starts) for tp in todo)
-            if progress is not None:
-                progress(done if todo else total, total)
-    except KafkaException as exc:
-        raise BrokerError(f"replay of {', '.join(topics)} failed: {exc}") from exc
-    finally:
-        consumer.close()
-        erasures.close()
+            progress(done if todo else total, total)
     return stats
 
 

@@ -3,7 +3,9 @@
 A decoded record keeps where it was read (topic, partition, offset): the offset becomes the stored
 position (:func:`next_offsets`), committed with the rows. :func:`to_rows` maps a batch to rows in the
 column order of ``sinks.tables``; a record the warehouse cannot store
-(:func:`warehouse_problem`) or decode is a :class:`SkippedRecord` with no rows.
+(:func:`warehouse_problem`) or decode is a :class:`~receiptflow.dlq.Rejected` with no rows: it goes to
+the dead-letter topic instead, but its offset is stored like any other, so the sink does not read it
+again.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import ValidationError, WarehouseError
+from ..dlq import Rejected
+from ..errors import WarehouseError
 from ..models import AnalyticsBasket, ConsentChange, Granularity, Purchase
 from ..policy import Policy
 from ..validation import MAX_INT32
@@ -82,20 +85,8 @@ def warehouse_problem(p: Purchase) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class SkippedRecord:
-    """A record that could not be decoded or stored and went to the dead-letter topic instead: it has
-    no rows, but its offset is stored like any other, so the sink does not read it again."""
-
-    topic: str
-    partition: int
-    offset: int
-    error: ValidationError
-    key: bytes | None = None
-    value: bytes | None = None
-
-
-AnyRecord = SinkRecord | SinkConsentRecord | BasketRecord | SkippedRecord
+# A rejected record (dead-lettered) has no rows, but its offset is stored like any other.
+AnyRecord = SinkRecord | SinkConsentRecord | BasketRecord | Rejected
 
 
 @dataclass
@@ -141,85 +132,93 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
     rows = Rows([], [], [])
     seen: set[str] = set()
     for r in batch:
-        if isinstance(r, SkippedRecord):
+        if isinstance(r, Rejected):
             continue
         if isinstance(r, SinkConsentRecord):
-            c = r.change
-            rows.consents.append(
-                (
-                    c.card_id,
-                    c.event_time,
-                    c.product_data_marketing,
-                    c.electronic_marketing,
-                    c.source,
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                )
-            )
-            rows.cards[CONSENT_CHANGES.name].append(c.card_id)
+            _add_consent(rows, r)
             continue
         if isinstance(r, BasketRecord):
             _add_basket(rows, r.basket)
             continue
-        p = r.purchase
         # A redelivered receipt inside one batch: keep the first, as the primary key does across batches.
-        if p.receipt_id in seen:
+        if r.purchase.receipt_id in seen:
             continue
-        seen.add(p.receipt_id)
-        rows.receipts.append(
+        seen.add(r.purchase.receipt_id)
+        _add_purchase(rows, r)
+    return rows
+
+
+def _add_consent(rows: Rows, r: SinkConsentRecord) -> None:
+    c = r.change
+    rows.consents.append(
+        (
+            c.card_id,
+            c.event_time,
+            c.product_data_marketing,
+            c.electronic_marketing,
+            c.source,
+            r.topic,
+            r.partition,
+            r.offset,
+        )
+    )
+    rows.cards[CONSENT_CHANGES.name].append(c.card_id)
+
+
+def _add_purchase(rows: Rows, r: SinkRecord) -> None:
+    p = r.purchase
+    rows.receipts.append(
+        (
+            p.receipt_id,
+            p.chain,
+            p.store_id,
+            p.card_id,
+            p.event_time,
+            p.event_time.date(),  # the register's local date: what daily store reports group by
+            p.payment_method,
+            p.currency,
+            p.total_cents,
+            str(p.granularity),
+            item_count(p),
+            p.policy_version,
+            p.consent.product_data_marketing,
+            p.consent.electronic_marketing,
+            p.consent.known,
+            p.processed_at,
+            r.topic,
+            r.partition,
+            r.offset,
+            p.receipt_kind.value,
+            p.original_receipt_id,
+            p.deposit_cents,
+            p.adjustment_cents,
+        )
+    )
+    rows.cards[RECEIPTS.name].append(p.card_id)
+    # The processor already truncated the record to its granularity; checking it again here keeps
+    # a processor bug from putting finer data into the warehouse than the policy allowed.
+    if p.granularity is Granularity.ITEM:
+        rows.items.extend(
             (
                 p.receipt_id,
-                p.chain,
-                p.store_id,
-                p.card_id,
-                p.event_time,
-                p.event_time.date(),  # the register's local date: what daily store reports group by
-                p.payment_method,
-                p.currency,
-                p.total_cents,
-                str(p.granularity),
-                item_count(p),
-                p.policy_version,
-                p.consent.product_data_marketing,
-                p.consent.electronic_marketing,
-                p.consent.known,
-                p.processed_at,
-                r.topic,
-                r.partition,
-                r.offset,
-                p.receipt_kind.value,
-                p.original_receipt_id,
-                p.deposit_cents,
-                p.adjustment_cents,
+                i.line_no,
+                i.sku,
+                i.product_group,
+                float(i.quantity),
+                i.unit_price_cents,
+                i.amount_cents,
+                i.kind.value,
+                i.unit.value,
+                i.ref_line_no,
             )
+            for i in p.items
         )
-        rows.cards[RECEIPTS.name].append(p.card_id)
-        # The processor already truncated the record to its granularity; checking it again here keeps
-        # a processor bug from putting finer data into the warehouse than the policy allowed.
-        if p.granularity is Granularity.ITEM:
-            rows.items.extend(
-                (
-                    p.receipt_id,
-                    i.line_no,
-                    i.sku,
-                    i.product_group,
-                    float(i.quantity),
-                    i.unit_price_cents,
-                    i.amount_cents,
-                    i.kind.value,
-                    i.unit.value,
-                    i.ref_line_no,
-                )
-                for i in p.items
-            )
-            rows.cards[RECEIPT_ITEMS.name].extend([p.card_id] * len(p.items))
-        if p.granularity is not Granularity.RECEIPT:
-            rows.groups.extend(
-                (p.receipt_id, g.product_group, float(g.quantity), g.amount_cents, g.lines) for g in p.groups
-            )
-            rows.cards[RECEIPT_GROUPS.name].extend([p.card_id] * len(p.groups))
-    return rows
+        rows.cards[RECEIPT_ITEMS.name].extend([p.card_id] * len(p.items))
+    if p.granularity is not Granularity.RECEIPT:
+        rows.groups.extend(
+            (p.receipt_id, g.product_group, float(g.quantity), g.amount_cents, g.lines) for g in p.groups
+        )
+        rows.cards[RECEIPT_GROUPS.name].extend([p.card_id] * len(p.groups))
 
 
 def _add_basket(rows: Rows, b: AnalyticsBasket) -> None:

@@ -7,7 +7,8 @@ consumer is positioned at the offsets the warehouse committed (the beginning of 
 warehouse has never seen), so a crash at any point neither loses nor duplicates a row, whatever
 Kafka's own committed offsets say. Offsets are also committed to Kafka afterwards, asynchronously,
 for lag monitoring only (``kafka-consumer-groups --describe`` keeps working): the warehouse's copy
-is the truth.
+is the truth. The loop is a :class:`~receiptflow.worker_loop.KafkaWorker` (:class:`SinkWorker`), like
+the router: readiness, the heartbeat line and the idle exit work the same way in both.
 
 Erased cards: before it subscribes, the loop reads the erased-cards topic (``consents.erased``, see
 :mod:`receiptflow.erasures`) to its end and brings the warehouse in step with it
@@ -16,10 +17,11 @@ arrived there since (a non-blocking poll of an assigned reader) before it writes
 whichever warehouse the sink writes, the card's rows are left out or deleted (``sinks.card_rows``
 explains why none survives a race with ``erase``).
 
-No single record stops the sink. A record it cannot use -- one that does not decode (``consents``
-is input from outside: registers, the customer app), or a purchase with a value past its column's
-type (written before a validation rule existed; :func:`~receiptflow.sinks.rows.warehouse_problem`)
--- is dead-lettered (``checkouts.dlq``, with its reason and source position; counted in
+No single record stops the sink. A record it cannot use -- one that does not decode (``consents`` is
+input from outside: registers, the customer app), or a purchase with a value past its column's type
+(written before a validation rule existed; :func:`~receiptflow.sinks.rows.warehouse_problem`) -- is
+decoded as a :class:`~receiptflow.dlq.Rejected` (:mod:`.decode`) and dead-lettered
+(``checkouts.dlq``, with its reason and source position; counted in
 ``receiptflow_dead_letters_total``) and skipped, and the records around it are stored. Nothing is
 lost silently: the dead letter keeps the original bytes, and ``dlq replay --to-topic`` sends them
 back after a fix. The dead letter is acknowledged before the batch that stores the offset past it
@@ -33,42 +35,32 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from ..codec import Codec
 from ..config import Settings
-from ..dlq import DeadLetterProducer, Rejected, decode_consent
+from ..dlq import DeadLetterProducer, Rejected
 from ..erasures import ErasureReader
-from ..errors import BrokerError, ConfigError, ValidationError
-from ..health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
-from ..heartbeat import Heartbeat, counter_total
-from ..lag import LagReporter
+from ..errors import BrokerError, ConfigError
+from ..health import STATE_RESTORED, Readiness
 from ..metrics import Metrics, observe_ages
-from ..models import AnalyticsBasket, Purchase
 from ..policy import load_policy
 from ..registry import codec_for
 from ..secrets import erasure_salt
 from ..topics import TopicNames
+from ..worker_loop import KafkaWorker
 from .base import Sink
 from .card_rows import record_erased
+from .decode import decode_batch, written_stamps
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 from .queries import sync_chains
-from .rows import (
-    AnyRecord,
-    BasketRecord,
-    SinkConsentRecord,
-    SinkRecord,
-    SkippedRecord,
-    chain_dimension_rows,
-    warehouse_problem,
-)
+from .rows import AnyRecord, SinkRecord, chain_dimension_rows
 from .tables import DEFAULT_GROUP, RowCounts
 
 log = logging.getLogger(__name__)
@@ -166,16 +158,113 @@ def run_sink(
             f"run_sink(group_id={group_id!r}) but the sink stores offsets as {sink.group_id!r}: "
             "open the sink with the same group id"
         )
-    group = sink.group_id
-    names = TopicNames(settings.topic_prefix)
-    topics = [topic] if topic else [names.purchases_customer, names.purchases_analytics, names.consents]
-    metrics = metrics or Metrics()
-    stop = stop or threading.Event()
-    codec = codec or codec_for(settings)
-    stats = SinkStats()
-    readiness = readiness or Readiness("sink", CONSUMER_CHECKS)
-    lag = LagReporter(metrics, group, heartbeat=Heartbeat("sink", counter_total(metrics.consumed_total)))
+    worker = SinkWorker(
+        settings,
+        sink,
+        topic=topic,
+        batch_size=batch_size,
+        batch_timeout=batch_timeout,
+        metrics=metrics,
+        codec=codec,
+        readiness=readiness,
+    )
+    return worker.run(stop, idle_exit_after)
 
+
+class SinkWorker(KafkaWorker):
+    """The sink's consumer (a :class:`~receiptflow.worker_loop.KafkaWorker`): a turn is one batch, read,
+    decoded, dead-lettered and written; an assignment positions the consumer at the warehouse's offsets.
+
+    :func:`run_sink` says what the arguments mean; ``run`` consumes until ``stop`` is set (or idle).
+    """
+
+    consumer: Consumer
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        *,
+        topic: str | None = None,
+        batch_size: int = 1000,
+        batch_timeout: float = 0.25,
+        metrics: Metrics | None = None,
+        codec: Codec | None = None,
+        readiness: Readiness | None = None,
+    ) -> None:
+        self.sink = sink
+        self.names = TopicNames(settings.topic_prefix)
+        names = self.names
+        self.topics = [topic] if topic else [names.purchases_customer, names.purchases_analytics, names.consents]
+        self.batch_size, self.batch_timeout = batch_size, batch_timeout
+        self.codec = codec or codec_for(settings)
+        self.stats = SinkStats()
+        conf = consumer_config(settings, sink.group_id)
+        self.incremental = _is_incremental(conf)
+        try:
+            consumer = Consumer(conf)
+        except KafkaException as exc:  # e.g. an invalid librdkafka property in kafka_extra
+            raise BrokerError(f"cannot create the sink consumer: {exc}") from exc
+        super().__init__("sink", sink.group_id, consumer, metrics=metrics or Metrics(), readiness=readiness)
+        try:
+            self.erasures = ErasureReader(settings)
+        except BaseException:
+            consumer.close()
+            raise
+        processor = f"receiptflow-sink-{sink.group_id}"
+        self.dead_letters = DeadLetterProducer(settings, processor, codec=self.codec, metrics=self.metrics)
+
+    def run(self, stop: threading.Event | None = None, idle_exit_after: float | None = None) -> SinkStats:
+        """Consume until ``stop`` is set or, with ``idle_exit_after``, idle that long; closes its clients."""
+        try:
+            # Before the first row: this warehouse may never have seen an erasure (a new one, a backup).
+            follow_erasures(self.sink, self.erasures.read_to_end())
+            self.readiness.mark(STATE_RESTORED)
+            if self.loop(self.topics, stop or threading.Event(), idle_exit_after):
+                log.info("sink idle for %.1fs, exiting: %s", idle_exit_after, self.stats)
+        except KafkaException as exc:
+            raise BrokerError(f"sink consumer failed: {exc}") from exc
+        finally:
+            self.consumer.close()
+            self.erasures.close()
+            self.dead_letters.close()
+        return self.stats
+
+    def turn(self) -> bool:
+        """Erasures that arrived, then one batch: its dead letters first, then its rows and offsets."""
+        follow_erasures(self.sink, self.erasures.poll())
+        messages = self.consumer.consume(self.batch_size, timeout=self.batch_timeout)
+        self.heartbeat()
+        batch = decode_batch(self.codec, messages, self.names)
+        if not batch:
+            return False
+        # Dead letters first: the batch then stores the offsets past them (see the module docstring).
+        self.dead_letters.send([r for r in batch if isinstance(r, Rejected)])
+        _write(self.sink, batch, self.metrics, self.stats)
+        stamps = written_stamps(messages, batch, self.names.purchases_customer)
+        observe_ages(self.metrics.checkout_to_output_seconds.labels(STAGE), time.time(), stamps)
+        _commit_for_lag(self.consumer, batch)
+        return True
+
+    def assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Position each partition at the offset the warehouse committed (its beginning when none)."""
+        stored: dict[str, dict[int, int]] = {}
+        for tp in partitions:
+            if tp.topic not in stored:
+                stored[tp.topic] = self.sink.committed_offsets(tp.topic)
+            tp.offset = stored[tp.topic].get(tp.partition, OFFSET_BEGINNING)
+        log.info(
+            "sink assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{_fmt_offset(tp.offset)}" for tp in partitions)
+        )
+        # Assigning here (rather than leaving it to the client) is what makes the positions stick.
+        if self.incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
+
+
+def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """The sink consumer's librdkafka configuration: read-committed, no auto-commit, quick to hand over."""
     conf = settings.kafka_config(
         **{
             "group.id": group,
@@ -193,64 +282,7 @@ def run_sink(
         # Static membership: a sink restarted under the same name takes its partitions back at once
         # (no rebalance, no wait for the session timeout); where it resumes is still the warehouse's call.
         conf["group.instance.id"] = f"{group}-{settings.sink_instance}"
-    assigned_at: list[float] = []
-    try:
-        consumer = Consumer(conf)
-    except KafkaException as exc:  # e.g. an invalid librdkafka property in kafka_extra
-        raise BrokerError(f"cannot create the sink consumer: {exc}") from exc
-    try:
-        erasures = ErasureReader(settings)
-    except BaseException:
-        consumer.close()
-        raise
-    idle_since = time.monotonic()
-    dead_letters = DeadLetterProducer(settings, f"receiptflow-sink-{group}", codec=codec, metrics=metrics)
-    try:
-        # Before the first row: this warehouse may never have seen an erasure (a new one, a backup).
-        follow_erasures(sink, erasures.read_to_end())
-        readiness.mark(STATE_RESTORED)
-        position = _on_assign(sink, assigned_at, incremental=_is_incremental(conf))
-
-        def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
-            position(c, partitions)
-            readiness.mark(PARTITIONS_ASSIGNED)
-
-        def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
-            # Eager: everything goes back to the group until the next assignment.
-            readiness.mark(PARTITIONS_ASSIGNED, _is_incremental(conf))
-
-        consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
-        while not stop.is_set():
-            follow_erasures(sink, erasures.poll())
-            messages = consumer.consume(batch_size, timeout=batch_timeout)
-            lag.report(consumer)
-            batch = decode_batch(codec, messages, names)
-            if batch:
-                idle_since = time.monotonic()
-                # Dead letters first: the batch then stores the offsets past them (see the docstring).
-                dead_letters.send(
-                    [
-                        Rejected(r.error, r.topic, r.partition, r.offset, r.key, r.value)
-                        for r in batch
-                        if isinstance(r, SkippedRecord)
-                    ]
-                )
-                _write(sink, batch, metrics, stats)
-                stamps = written_stamps(messages, batch, names.purchases_customer)
-                observe_ages(metrics.checkout_to_output_seconds.labels(STAGE), time.time(), stamps)
-                _commit_for_lag(consumer, batch)
-            if not batch and idle_exit_after is not None and assigned_at:
-                start = max(idle_since, assigned_at[-1])
-                if time.monotonic() - start >= idle_exit_after:
-                    log.info("sink idle for %.1fs, exiting: %s", idle_exit_after, stats)
-                    break
-    except KafkaException as exc:
-        raise BrokerError(f"sink consumer failed: {exc}") from exc
-    finally:
-        consumer.close()
-        erasures.close()
-        dead_letters.close()
-    return stats
+    return conf
 
 
 def follow_erasures(sink: Sink, erased: dict[str, datetime]) -> None:
@@ -271,106 +303,8 @@ def _is_incremental(conf: dict[str, Any]) -> bool:
     return "cooperative" in strategy or str(conf.get("group.protocol", "")).lower() == "consumer"
 
 
-def _on_assign(
-    sink: Sink, assigned_at: list[float], *, incremental: bool
-) -> Callable[[Consumer, list[TopicPartition]], None]:
-    def on_assign(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        assigned_at.append(time.monotonic())
-        stored: dict[str, dict[int, int]] = {}
-        for tp in partitions:
-            if tp.topic not in stored:
-                stored[tp.topic] = sink.committed_offsets(tp.topic)
-            tp.offset = stored[tp.topic].get(tp.partition, OFFSET_BEGINNING)
-        log.info(
-            "sink assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{_fmt_offset(tp.offset)}" for tp in partitions)
-        )
-        # Assigning here (rather than leaving it to the client) is what makes the positions stick.
-        if incremental:
-            consumer.incremental_assign(partitions)
-        else:
-            consumer.assign(partitions)
-
-    return on_assign
-
-
 def _fmt_offset(offset: int) -> str:
     return "beginning" if offset == OFFSET_BEGINNING else str(offset)
-
-
-def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None = None) -> list[AnyRecord]:
-    """The batch's records; a record the warehouse cannot use is a :class:`SkippedRecord` to dead-letter
-    (no single record stops the sink).
-
-    With ``names``, records of the consents topic are consent changes and records of the analytics
-    topic anonymous baskets; everything else is a customer purchase. A ``purchase`` record on the
-    analytics topic was written before the analytics had basket pseudonyms: it carries the receipt
-    id, so it is skipped (logged), never stored. A consent record that does
-    not decode becomes a :class:`SkippedRecord` (for the caller to dead-letter) and decoding goes on.
-    """
-    batch: list[AnyRecord] = []
-    for m in messages:
-        err = m.error()
-        if err is not None:
-            if err.fatal():
-                raise BrokerError(f"sink consumer failed: {err}")
-            # Transient broker/network conditions, reported as events; librdkafka retries by itself.
-            log.warning("sink consumer: %s", err)
-            continue
-        where = f"{m.topic()}[{m.partition()}]@{m.offset()}"
-        topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
-        try:
-            if names is not None and topic == names.consents:
-                if m.value() is None:
-                    # A tombstone: the card was erased. Its audit rows go with `receiptflow erase`;
-                    # there is no change to record.
-                    log.info("consent tombstone at %s (erased card): nothing to audit", where)
-                    continue
-                try:
-                    change = decode_consent(codec, m.value())
-                except ValidationError as exc:
-                    log.warning("undecodable consent record at %s, skipped: %s", where, exc)
-                    batch.append(SkippedRecord(topic, partition, offset, exc, m.key(), m.value()))
-                    continue
-                assert change is not None  # tombstones were handled above
-                batch.append(SinkConsentRecord(change, topic, partition, offset))
-                continue
-            if names is not None and topic == names.purchases_analytics:
-                decoded = codec.decode(m.value())
-                if decoded.subject == "purchase":
-                    log.warning(
-                        "analytics record with a receipt id at %s (written by an older processor): skipped", where
-                    )
-                    continue
-                if decoded.subject != "analytics_basket":
-                    raise ValidationError(
-                        "wrong_subject", f"expected an 'analytics_basket' record, got {decoded.subject!r}"
-                    )
-                batch.append(BasketRecord(AnalyticsBasket.from_avro(decoded.value), topic, partition, offset))
-                continue
-            purchase = Purchase.from_avro(codec.decode(m.value(), expect="purchase").value)
-        except (ValidationError, KeyError, ValueError, TypeError) as exc:
-            rejected = exc if isinstance(exc, ValidationError) else ValidationError("undecodable", str(exc))
-            log.error("undecodable record at %s, dead-lettered: %s", where, rejected)
-            batch.append(SkippedRecord(topic, partition, offset, rejected, m.key(), m.value()))
-            continue
-        problem = warehouse_problem(purchase)
-        if problem is not None:
-            log.error("record at %s cannot be stored, dead-lettered: %s", where, problem)
-            rejected = ValidationError("out_of_range", problem)
-            batch.append(SkippedRecord(topic, partition, offset, rejected, m.key(), m.value()))
-            continue
-        batch.append(SinkRecord(purchase, topic, partition, offset))
-    return batch
-
-
-def written_stamps(messages: list[Message], batch: list[AnyRecord], customer_topic: str) -> list[int]:
-    """Timestamps (ms) of the batch's customer purchases not dead-lettered: their checkouts' append times."""
-    skipped = {(r.partition, r.offset) for r in batch if isinstance(r, SkippedRecord) and r.topic == customer_topic}
-    return [
-        m.timestamp()[1]
-        for m in messages
-        if m.error() is None and m.topic() == customer_topic and (m.partition(), m.offset()) not in skipped
-    ]
 
 
 def _write(sink: Sink, batch: list[AnyRecord], metrics: Metrics, stats: SinkStats) -> None:

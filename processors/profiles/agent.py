@@ -38,7 +38,8 @@ from faust.worker import Worker
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.dlq import DeadLetterProducer, Rejected, decode_consent
+from receiptflow.consent_codec import decode_consent
+from receiptflow.dlq import DeadLetterProducer, Rejected
 from receiptflow.erasures import ErasureReader
 from receiptflow.errors import BrokerError, ProfileStoreError, ValidationError
 from receiptflow.health import CONSUMER_CHECKS, STATE_RESTORED, Readiness
@@ -47,7 +48,7 @@ from receiptflow.models import ConsentChange, Purchase
 from receiptflow.registry import codec_for
 from receiptflow.topics import TopicNames
 
-from .consumer import ProfilesApp
+from .consumer import BatchHandler, ProfilesApp
 from .observe import watch
 from .store import RedisProfileStore
 
@@ -105,7 +106,24 @@ def create_app(
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app_name = app_id or f"{settings.processor_id}-profiles"
     dead_letters = DeadLetterProducer(settings, app_name, codec=codec, metrics=metrics)
-    app = ProfilesApp(
+    app = _faust_app(settings, app_name)
+    readiness = readiness or Readiness("profiles", CONSUMER_CHECKS)
+    watch(app, readiness, metrics)
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, internal=False, allow_empty=True)
+
+    # Both topics come a fetch at a time, beneath faust's streams (processors.profiles.consumer), the
+    # consent changes of a fetch before its purchases: the stricter order when both concern a card.
+    app.batches(topic(names.consents), _consent_batches(codec, store, dead_letters, metrics))
+    app.batches(topic(names.purchases_customer), _purchase_batches(settings, codec, store, dead_letters, metrics))
+    _follow_erasures(app, settings, store, readiness)
+    return app
+
+
+def _faust_app(settings: Settings, app_name: str) -> ProfilesApp:
+    """The faust app (raw bytes in and out, topics from the catalogue, no web server)."""
+    return ProfilesApp(
         app_name,
         broker=faust_broker_url(settings),
         broker_credentials=faust_credentials(settings),
@@ -115,6 +133,9 @@ def create_app(
         topic_replication_factor=settings.topic_replication_factor,
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,  # topics come from the catalogue (`receiptflow topics create`)
+        # No leader election: it subscribes a topic of its own (<app id>-__assignor-__leader), which is
+        # not in the catalogue, and only an `on_leader` task or timer would need it (there is none).
+        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,
@@ -122,11 +143,11 @@ def create_app(
         fetch_wait_ms=settings.profile_fetch_wait_ms,
     )
 
-    readiness = readiness or Readiness("profiles", CONSUMER_CHECKS)
-    watch(app, readiness, metrics)
 
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes, internal=False, allow_empty=True)
+def _consent_batches(
+    codec: Codec, store: RedisProfileStore, dead_letters: DeadLetterProducer, metrics: Metrics
+) -> BatchHandler:
+    """The handler of a fetch of ``consents``: the valid changes applied, then the rest dead-lettered."""
 
     async def apply_consents(messages: Sequence[Message]) -> None:
         for first in range(0, len(messages), BATCH_MAX):
@@ -136,6 +157,14 @@ def create_app(
             metrics.profile_consent_changes_total.inc(len(changes))
             if rejected:
                 await _retry(functools.partial(dead_letters.send, rejected), "dead letters")
+
+    return apply_consents
+
+
+def _purchase_batches(
+    settings: Settings, codec: Codec, store: RedisProfileStore, dead_letters: DeadLetterProducer, metrics: Metrics
+) -> BatchHandler:
+    """The handler of a fetch of ``purchases.customer``: profiles updated, records it cannot read dead-lettered."""
 
     async def update_profiles(messages: Sequence[Message]) -> None:
         for first in range(0, len(messages), settings.profile_batch_max):
@@ -150,10 +179,11 @@ def create_app(
             observe_ages(metrics.checkout_to_output_seconds.labels("profiles"), time.time(), stamps_ms(chunk))
             metrics.batch_seconds.labels("profiles").observe(time.perf_counter() - started)
 
-    # Both topics come a fetch at a time, beneath faust's streams (processors.profiles.consumer), the
-    # consent changes of a fetch before its purchases: the stricter order when both concern a card.
-    app.batches(topic(names.consents), apply_consents)
-    app.batches(topic(names.purchases_customer), update_profiles)
+    return update_profiles
+
+
+def _follow_erasures(app: faust.App, settings: Settings, store: RedisProfileStore, readiness: Readiness) -> None:
+    """Add the task that keeps the profile store in step with the erased-cards topic."""
 
     @app.task  # type: ignore[untyped-decorator]  # faust's decorator is not annotated
     async def follow_erasures() -> None:
@@ -173,7 +203,10 @@ def create_app(
         finally:
             reader.close()
 
-    return app
+
+def _rejected(error: ValidationError, m: Any) -> Rejected:
+    """A faust message rejected for ``error``: where it was read and its original bytes, to dead-letter."""
+    return Rejected(error, str(m.topic), int(m.partition), int(m.offset), m.key, m.value)
 
 
 def decode_consents(codec: Codec, messages: Sequence[Any]) -> tuple[list[ConsentChange], list[Rejected]]:
@@ -185,7 +218,7 @@ def decode_consents(codec: Codec, messages: Sequence[Any]) -> tuple[list[Consent
         try:
             change = decode_consent(codec, m.value)
         except ValidationError as exc:
-            rejected.append(Rejected(exc, str(m.topic), int(m.partition), int(m.offset), m.key, m.value))
+            rejected.append(_rejected(exc, m))
             continue
         if change is not None:
             changes.append(change)
@@ -200,10 +233,9 @@ def decode_purchases(codec: Codec, messages: Sequence[Any]) -> tuple[list[Purcha
         try:
             purchases.append(Purchase.from_avro(codec.decode(m.value, expect="purchase").value))
         except ValidationError as exc:
-            rejected.append(Rejected(exc, str(m.topic), int(m.partition), int(m.offset), m.key, m.value))
+            rejected.append(_rejected(exc, m))
         except (KeyError, TypeError, ValueError) as exc:
-            error = ValidationError("undecodable", f"not a purchase: {exc}")
-            rejected.append(Rejected(error, str(m.topic), int(m.partition), int(m.offset), m.key, m.value))
+            rejected.append(_rejected(ValidationError("undecodable", f"not a purchase: {exc}"), m))
     return purchases, rejected
 
 

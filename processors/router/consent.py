@@ -104,6 +104,15 @@ class ConsentHistory:
         return reduce(most_restrictive, states) if states else None
 
 
+def with_record(history: ConsentHistory | None, change: ConsentChange, appended_ms: int) -> ConsentHistory:
+    """A card's ``history`` (None: none yet) with the ``change`` a consents record holds applied.
+
+    ``appended_ms``: the record's broker append time, 0 when it has none. How the router applies a
+    consent change, both as it reads the topic and as it restores a partition's state from it.
+    """
+    return (history or ConsentHistory()).with_change(change, written_ms=appended_ms or None)
+
+
 def most_restrictive(a: ConsentState, b: ConsentState) -> ConsentState:
     return ConsentState(
         product_data_marketing=a.product_data_marketing and b.product_data_marketing,

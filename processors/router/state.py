@@ -29,7 +29,7 @@ from receiptflow.metrics import Metrics, observe_ages
 from receiptflow.models import ConsentChange
 from receiptflow.topics import TopicNames
 
-from .consent import ConsentHistory
+from .consent import ConsentHistory, with_record
 
 _MS = struct.Struct(">q")
 _SEEN_ENTRY = struct.Struct(">qH")  # event time (ms), length of the receipt id in bytes
@@ -225,8 +225,7 @@ def restore(
             continue  # it went to the dead-letter topic when it was first processed
         key = msg.key()
         if change is not None:
-            history = state.consent.get(change.card_id, ConsentHistory())
-            state.consent[change.card_id] = history.with_change(change, written_ms=appended_ms(msg) or None)
+            state.consent[change.card_id] = with_record(state.consent.get(change.card_id), change, appended_ms(msg))
         elif key is not None:
             state.consent.pop(key.decode(), None)
     return states

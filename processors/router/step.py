@@ -17,15 +17,16 @@ from datetime import datetime
 from typing import Protocol
 
 from receiptflow.codec import Codec
+from receiptflow.consent_codec import decode_consent
 from receiptflow.errors import ValidationError
 from receiptflow.field_values import local_time
 from receiptflow.models import Checkout, ConsentChange, ConsentState, Granularity
 from receiptflow.policy import UNKNOWN_CHAIN_VERSION, Decision, Policy
 from receiptflow.topics import TopicNames
-from receiptflow.validation import dead_letter_record, validate, validate_consent
+from receiptflow.validation import dead_letter_record, validate
 
 from . import fast_path
-from .consent import ConsentHistory, effective_consent
+from .consent import ConsentHistory, effective_consent, with_record
 from .encoding import BasketEncoder, PurchaseEncoder
 from .fast_path import FastRouter
 from .pseudonym import BasketPseudonymiser
@@ -100,12 +101,7 @@ class RouteStep:
 
     def consent_change(self, msg: InputRecord) -> ConsentChange | None:
         """The change a ``consents`` record holds; None for a tombstone; ValidationError when unusable."""
-        value = msg.value()
-        if value is None:  # tombstone: the card was erased; its history goes with it
-            return None
-        change = ConsentChange.from_avro(self.codec.decode(value, expect="consent_change").value)
-        validate_consent(change)
-        return change
+        return decode_consent(self.codec, msg.value())
 
     def consent(
         self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
@@ -115,13 +111,13 @@ class RouteStep:
             change = self.consent_change(msg)
         except ValidationError as exc:
             return self.dead_letter(exc, msg, staged, now)
-        if change is None:
+        if change is None:  # tombstone: the card was erased; its history goes with it
             key = msg.key()
             if key is not None:
                 staged.consent[(partition, key.decode())] = ConsentHistory()
             return StepResult()
-        history = staged.history(state, partition, change.card_id) or ConsentHistory()
-        staged.consent[(partition, change.card_id)] = history.with_change(change, written_ms=appended_ms(msg) or None)
+        history = staged.history(state, partition, change.card_id)
+        staged.consent[(partition, change.card_id)] = with_record(history, change, appended_ms(msg))
         staged.consent_changes += 1
         return StepResult()
 

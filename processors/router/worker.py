@@ -49,17 +49,16 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, KafkaE
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.errors import BrokerError
-from receiptflow.health import CONSUMER_CHECKS, PARTITIONS_ASSIGNED, STATE_RESTORED, Readiness
-from receiptflow.heartbeat import Heartbeat, counter_total
-from receiptflow.lag import LagReporter
+from receiptflow.health import STATE_RESTORED, Readiness
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentState
 from receiptflow.policy import Policy, load_policy
 from receiptflow.registry import codec_for
 from receiptflow.secrets import analytics_key
 from receiptflow.topics import TopicNames
+from receiptflow.worker_loop import KafkaWorker
 
-from .clients import RouterClients, check_copartitioned, kafka_clients
+from .clients import GroupConsumer, RouterClients, check_copartitioned, kafka_clients
 from .merge import TimeOrderedMerge
 from .pseudonym import BasketPseudonymiser
 from .state import SEEN_BATCH_HEADER, PartitionState, RouterStats, Staged, ms, restore, seen_records
@@ -76,11 +75,15 @@ HUNG_EXIT_CODE = 70
 _PRUNE_EVERY = 600.0
 
 
-class Router:
+class Router(KafkaWorker):
     """One worker of the exactly-once router. ``run(stop)`` blocks until ``stop`` is set.
 
+    A :class:`~receiptflow.worker_loop.KafkaWorker` (readiness, heartbeat, idleness): a turn is one
+    consume and at most one transaction; an assignment restores the partitions' state.
     ``clients``: the Kafka clients to use; by default the real ones (:func:`.router_clients.kafka_clients`).
     """
+
+    consumer: GroupConsumer
 
     def __init__(
         self,
@@ -98,15 +101,9 @@ class Router:
     ) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
-        self.metrics = metrics or Metrics()
-        self.readiness = readiness or Readiness(name, CONSUMER_CHECKS)
-        self.lag = LagReporter(
-            self.metrics, settings.processor_id, heartbeat=Heartbeat(name, counter_total(self.metrics.consumed_total))
-        )
         # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
         self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock
-        self.name = name
         self.dedup_window = timedelta(days=settings.processor_dedup_days)
         self.stats = RouterStats()
         self.state: dict[int, PartitionState] = {}
@@ -122,7 +119,6 @@ class Router:
             fast=settings.fast_path,
         )
         self._last_prune = time.monotonic()
-        self._assigned_at = 0.0
         # Consents first: on equal timestamps a consent change is applied before a checkout (stricter).
         self._merge: TimeOrderedMerge[Message] = TimeOrderedMerge(
             [self.names.consents, self.names.checkouts], max_wait=settings.processor_order_wait_ms / 1000
@@ -132,8 +128,13 @@ class Router:
         self._paused: set[tuple[str, int]] = set()
         self._last_delivery = time.monotonic()  # when consume() last returned a record
         self._clients = clients or kafka_clients(settings, self.transactional_id)
-        self._consumer = self._clients.consumer
         self._producer = self._clients.producer
+        super().__init__(
+            name, settings.processor_id, self._clients.consumer, metrics=metrics or Metrics(), readiness=readiness
+        )
+        # consume() returns when batch_max records are there or the wait is over: under load the batch
+        # fills at once, under light load this wait is what a record spends before its transaction.
+        self._batch_wait = settings.processor_batch_wait_ms / 1000
 
     # --- state ---------------------------------------------------------------------------------
     def _restore(self, partitions: list[TopicPartition]) -> None:
@@ -142,7 +143,7 @@ class Router:
         numbers = sorted({tp.partition for tp in partitions})
         inputs = [TopicPartition(t, p) for t in (self.names.consents, self.names.checkouts) for p in numbers]
         with self.watchdog.call("consumer.committed (state restore)", 30):
-            positions = self._consumer.committed(inputs, timeout=30)
+            positions = self.consumer.committed(inputs, timeout=30)
         committed = {(tp.topic, tp.partition): tp.offset for tp in positions}
         self._start_offsets.update(committed)
         horizon = ms(self.clock() - self.dedup_window)
@@ -160,20 +161,17 @@ class Router:
                 len(state.seen),
                 len(state.consent),
             )
-        self._assigned_at = time.monotonic()
         self.metrics.state_restore_seconds.observe(time.perf_counter() - started)
 
-    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("%s: assigned %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
-        self.readiness.mark(PARTITIONS_ASSIGNED)
         self.readiness.mark(STATE_RESTORED, False)
         self._restore(partitions)
         self.readiness.mark(STATE_RESTORED)
 
-    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), i.e. between transactions: nothing is half-written here.
         log.info("%s: revoked %s", self.name, sorted((tp.topic, tp.partition) for tp in partitions))
-        self.readiness.mark(PARTITIONS_ASSIGNED, False)
         numbers = {tp.partition for tp in partitions}
         for p in numbers:
             self.state.pop(p, None)
@@ -198,50 +196,41 @@ class Router:
     def run(self, stop: threading.Event | None = None, max_idle: float | None = None) -> RouterStats:
         """Route until ``stop`` is set (or, with ``max_idle``, until nothing arrived for that long)."""
         stop = stop or threading.Event()
-        check_copartitioned(self._consumer, (self.names.checkouts, self.names.consents, self.names.receipts_seen))
+        check_copartitioned(self.consumer, (self.names.checkouts, self.names.consents, self.names.receipts_seen))
         self.watchdog.start()
         try:
             with self.watchdog.call("init_transactions", 60):
                 self._producer.init_transactions(60)
         except KafkaException as exc:
             raise BrokerError(f"cannot initialise transactions as {self.transactional_id!r}: {exc}") from exc
-        self._consumer.subscribe(
-            [self.names.checkouts, self.names.consents], on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
-        idle_since = time.monotonic()
-        batch_max = self.settings.processor_batch_max
-        # consume() returns when batch_max records are there or the wait is over: under load the batch
-        # fills at once, under light load this wait is what a record spends before its transaction.
-        batch_wait = self.settings.processor_batch_wait_ms / 1000
         try:
-            while not stop.is_set():
-                msgs = self._consumer.consume(batch_max, timeout=batch_wait)
-                self.lag.report(self._consumer)
-                if self._buffer(msgs):
-                    self._last_delivery = time.monotonic()
-                ready = self._merge.release(
-                    time.monotonic(), self._caught_up_now(), limit=batch_max, last_delivery=self._last_delivery
-                )
-                self._flow_control()
-                if not ready:
-                    if msgs or self._merge.pending():
-                        idle_since = time.monotonic()  # records are arriving or waiting for their turn
-                        continue
-                    # Idle time counts once partitions are assigned and restored: joining is not idleness.
-                    idle_since = max(idle_since, self._assigned_at)
-                    if not self.state:
-                        idle_since = time.monotonic()
-                    elif max_idle is not None and time.monotonic() - idle_since > max_idle:
-                        break
-                    continue
-                idle_since = time.monotonic()
-                self._transaction(ready)
-                if time.monotonic() - self._last_prune > _PRUNE_EVERY:
-                    self._prune()
+            self.loop([self.names.checkouts, self.names.consents], stop, max_idle)
         finally:
             self.watchdog.stop()
             self.close()
         return self.stats
+
+    def turn(self) -> bool:
+        """One consume, and one transaction of what the merge releases; True unless nothing arrived or waits."""
+        batch_max = self.settings.processor_batch_max
+        msgs = self.consumer.consume(batch_max, timeout=self._batch_wait)
+        self.heartbeat()
+        if self._buffer(msgs):
+            self._last_delivery = time.monotonic()
+        ready = self._merge.release(
+            time.monotonic(), self._caught_up_now(), limit=batch_max, last_delivery=self._last_delivery
+        )
+        self._flow_control()
+        if not ready:
+            return bool(msgs) or self._merge.pending() > 0  # arriving, or waiting for their turn
+        self._transaction(ready)
+        if time.monotonic() - self._last_prune > _PRUNE_EVERY:
+            self._prune()
+        return True
+
+    def idle_counts(self) -> bool:
+        """Idle time counts while partitions are assigned and restored."""
+        return bool(self.state)
 
     # --- time order across the inputs ------------------------------------------------------------
     def _buffer(self, msgs: list[Message]) -> int:
@@ -277,8 +266,8 @@ class Router:
         """True: read to its end; False: records on the broker not delivered yet; None: not known."""
         tp = TopicPartition(topic, partition)
         try:
-            low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            position = self._consumer.position([tp])[0].offset
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            position = self.consumer.position([tp])[0].offset
         except KafkaException:
             return None  # unknown: wait (bounded by processor_order_wait_ms)
         if position < 0:
@@ -298,13 +287,13 @@ class Router:
         limit = 4 * self.settings.processor_batch_max
         for key in list(self._paused):
             if self._merge.buffered(*key) < self.settings.processor_batch_max:
-                self._consumer.resume([TopicPartition(*key)])
+                self.consumer.resume([TopicPartition(*key)])
                 self._paused.discard(key)
         for topic in (self.names.consents, self.names.checkouts):
             for partition in self.state:
                 key = (topic, partition)
                 if key not in self._paused and self._merge.buffered(topic, partition) > limit:
-                    self._consumer.pause([TopicPartition(topic, partition)])
+                    self.consumer.pause([TopicPartition(topic, partition)])
                     self._paused.add(key)
 
     def _exit_hung(self, message: str) -> None:
@@ -317,7 +306,7 @@ class Router:
 
     def close(self) -> None:
         try:
-            self._consumer.close()
+            self.consumer.close()
         except (KafkaException, RuntimeError) as exc:
             log.debug("consumer close: %s", exc)
         self._producer.flush(10)
@@ -344,7 +333,7 @@ class Router:
                 self._produce(self.names.receipts_seen, key, value, partition=p, headers=[SEEN_BATCH_HEADER])
             offsets = [TopicPartition(t, p, o) for (t, p), o in staged.offsets.items()]
             with self.watchdog.call("send_offsets_to_transaction", 30):
-                self._producer.send_offsets_to_transaction(offsets, self._consumer.consumer_group_metadata(), 30)
+                self._producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             with self.watchdog.call("commit_transaction", 60):
                 self._producer.commit_transaction(60)
         except KafkaException as exc:
@@ -371,14 +360,14 @@ class Router:
         # so whatever waited in the merge is read again.
         self._merge.clear()
         if self._paused:
-            self._consumer.resume([TopicPartition(t, p) for t, p in self._paused])
+            self.consumer.resume([TopicPartition(t, p) for t, p in self._paused])
             self._paused.clear()
-        assignment = self._consumer.assignment()
+        assignment = self.consumer.assignment()
         with self.watchdog.call("consumer.committed (rewind)", 30):
-            positions = self._consumer.committed(assignment, timeout=30)
+            positions = self.consumer.committed(assignment, timeout=30)
         for tp in positions:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
     def _produce(
         self,

@@ -11,14 +11,14 @@ starts there and skips letters whose bytes an earlier replay already sent (rejec
 is not fixed yet), so running it twice is harmless. ``--from-offset`` starts elsewhere on purpose;
 the router drops a receipt id it has already routed.
 
-Rejecting: :func:`decode_consent` is how every reader of ``consents`` (router, profile agent, sink)
-reads a record, and :class:`DeadLetterProducer` how the profile agent and the sink reject one they
-cannot decode, before they go on with the next. A dead letter is written before the reader's
-position moves past its record (the agent's offset commit, the sink's offsets in the warehouse),
-with an idempotent producer and the record's own key: a crash in between writes it again on the
-next start, so the dead-letter topic holds every rejected record at least once; a repeat has the
-same source topic, partition and offset and is harmless (its replay is rejected again, or applied
-once more by the idempotent consent readers after a fix).
+Rejecting: :class:`DeadLetterProducer` is how the profile agent and the sink reject a record they
+cannot decode (a ``consents`` record is read by :func:`receiptflow.consent_codec.decode_consent`, as
+every reader of the topic does), before they go on with the next. A dead letter is written before
+the reader's position moves past its record (the agent's offset commit, the sink's offsets in the
+warehouse), with an idempotent producer and the record's own key: a crash in between writes it again
+on the next start, so the dead-letter topic holds every rejected record at least once; a repeat has
+the same source topic, partition and offset and is harmless (its replay is rejected again, or
+applied once more by the idempotent consent readers after a fix).
 """
 
 from __future__ import annotations
@@ -35,13 +35,12 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from .codec import Codec
 from .config import Settings
 from .consume import partitions_of, reader
-from .errors import BrokerError, DecodeError, ValidationError
+from .errors import BrokerError, ValidationError
 from .kafka_read import ReadToEnd
 from .metrics import Metrics
-from .models import ConsentChange
 from .registry import codec_for
 from .topics import TopicNames
-from .validation import dead_letter_record, validate_consent
+from .validation import dead_letter_record
 
 log = logging.getLogger(__name__)
 
@@ -218,23 +217,6 @@ def _send_letters(
 
 
 # --- rejecting input -----------------------------------------------------------------------------
-def decode_consent(codec: Codec, value: bytes | None) -> ConsentChange | None:
-    """A ``consents`` record's change; None for a tombstone (an erased card's key).
-
-    Raises :class:`ValidationError` (a :class:`DecodeError` when the bytes are not a framed
-    ``consent_change`` record) for a record the caller must dead-letter.
-    """
-    if value is None:
-        return None
-    decoded = codec.decode(value, expect="consent_change")
-    try:
-        change = ConsentChange.from_avro(decoded.value)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DecodeError("undecodable", f"not a consent change: {exc}") from exc
-    validate_consent(change)  # e.g. a card id with invisible characters: a second card that looks the same
-    return change
-
-
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """A record a reader could not use, where it was read, and why."""

@@ -25,8 +25,9 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from .acknowledged import produce_acknowledged
 from .config import Settings
 from .errors import BrokerError
 from .topics import TopicNames
@@ -71,21 +72,7 @@ def record_erasures(settings: Settings, erased: Mapping[str, datetime], timeout:
     """Write the erased-cards records of ``erased`` (salted hash → erased at) and wait for all of them."""
     topic = TopicNames(settings.topic_prefix).consents_erased
     records = [encode_erasure(subject, at) for subject, at in sorted(erased.items())]
-    failed: list[str] = []
-
-    def report(err: object, _msg: object) -> None:
-        if err is not None:
-            failed.append(str(err))
-
-    try:
-        producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
-        for key, value in records:
-            producer.produce(topic, key=key, value=value, on_delivery=report)
-            producer.poll(0)
-        if producer.flush(timeout) or failed:
-            raise BrokerError(f"the erased-cards record on {topic} was not acknowledged: {failed or 'timeout'}")
-    except KafkaException as exc:
-        raise BrokerError(f"cannot write the erased-cards record to {topic}: {exc}") from exc
+    produce_acknowledged(settings, topic, records, what="the erased-cards record", timeout=timeout)
 
 
 class ErasureReader:

@@ -13,6 +13,10 @@
 
 Any other path is 404. The server is prometheus-client's threaded WSGI server with a dispatcher in
 front, so a slow scrape never blocks a probe.
+
+Every long-running command (``process``, ``sink run``, ``simulate``) wires these the same way, with
+:func:`serving`: the metrics of its roles, a :class:`Readiness` of each consuming role, and the
+server on its port for as long as the command runs.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -33,7 +38,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from .config import Settings
 from .errors import ConfigError
-from .metrics import Metrics
+from .metrics import CONSUMING_ROLES, Metrics, Role
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +212,43 @@ def port_in_use(addr: str, port: int) -> ConfigError:
         f"metrics port {addr}:{port} is in use (another receiptflow process?): give this one another "
         "with --metrics-port N or RECEIPTFLOW_METRICS_PORT (0 turns its exporter off)"
     )
+
+
+@dataclass
+class Served:
+    """What a long-running command is observed by: its metrics, a readiness per consuming role, its server."""
+
+    metrics: Metrics
+    readiness: dict[Role, Readiness]
+    exporter: Exporter | None  # None when the port is 0
+
+
+def exporter_port(settings: Settings, port: int | None = None, offset: int = 0) -> int:
+    """The port a command serves on: ``port`` (``--metrics-port``) when given, else ``metrics_port`` plus
+    the command's ``offset`` (the processor 0, the sink 1, the simulator 2: all of them on one host);
+    0 turns the server off."""
+    if port is not None:
+        return port
+    return settings.metrics_port + offset if settings.metrics_port else 0
+
+
+@contextmanager
+def serving(
+    command: str, settings: Settings, roles: tuple[Role, ...], *, port: int | None = None, port_offset: int = 0
+) -> Iterator[Served]:
+    """``/metrics``, ``/healthz`` and ``/readyz`` of a long-running command, served while the block runs.
+
+    The metrics are those of ``roles``; each consuming role (router, profiles, sink) gets a
+    :class:`Readiness` with the consumer checks, for the command's workers to mark, and ``/readyz``
+    answers for them all and the broker (:func:`process_readiness`, named ``command``). The port is
+    :func:`exporter_port`'s. Raises :class:`~receiptflow.errors.ConfigError` when the port is taken.
+    """
+    metrics = Metrics(roles=roles)
+    parts: dict[Role, Readiness] = {role: Readiness(role, CONSUMER_CHECKS) for role in roles if role in CONSUMING_ROLES}
+    readiness = process_readiness(command, settings, parts.values())
+    exporter = serve(metrics, readiness, exporter_port(settings, port, port_offset), settings.metrics_addr)
+    try:
+        yield Served(metrics, parts, exporter)
+    finally:
+        if exporter is not None:
+            exporter.close()

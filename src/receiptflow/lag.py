@@ -11,8 +11,13 @@ Two views of the same figure:
   against the partitions' ends, as ``kafka-consumer-groups --describe`` shows them.
 
 The readers are read-committed, so a partition's end is its last stable offset. A producer's
-transaction leaves a commit marker after its records: a group that has read everything of a
-transactional topic (``purchases.*``) still shows up to one record of lag per partition.
+transaction leaves a commit marker after its records, which takes an offset but is no record: a
+consumer's position moves past it, but a group commits the offset after the last record it read,
+so on a transactional topic (``purchases.*``) a group that has read everything has committed one
+offset short of the end. From outside, a partition whose committed offset is short of its end is
+therefore looked into from that offset (:func:`first_unread`), and the lag counts from the first
+record a read-committed reader would get there: none at all when only markers (or aborted records)
+are left. Markers between unread records still count, as they do for ``kafka-consumer-groups``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from .config import Settings
 from .errors import BrokerError
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]  # (topic, partition)
 _REPORT_EVERY = 1.0  # seconds
+PROBE_SECONDS = 5.0  # how long `status` looks past the committed offsets at most (then they count)
 
 
 class LagGauge:
@@ -135,18 +141,25 @@ class LagReporter:
 # --- from outside: the broker's record of each group ----------------------------------------------
 @dataclass(frozen=True)
 class PartitionLag:
-    """One partition of one group: its committed offset (None: nothing committed), end and lag."""
+    """One partition of one group: its committed offset (None: nothing committed), end and lag.
+
+    ``unread`` is the offset of the first record the group has not read, when only transaction
+    markers or aborted records lie between its committed offset and that record (None: not known,
+    the committed offset counts).
+    """
 
     group: str
     topic: str
     partition: int
     committed: int | None
     end: int
+    unread: int | None = None
 
     @property
     def lag(self) -> int:
-        """Records after the committed offset (all of the partition's records when nothing is committed)."""
-        return max(self.end - (self.committed if self.committed is not None else 0), 0)
+        """Offsets from the first unread record to the end (all of the partition's when nothing is committed)."""
+        start = self.unread if self.unread is not None else self.committed
+        return max(self.end - (start if start is not None else 0), 0)
 
 
 def group_lag(
@@ -158,42 +171,111 @@ def group_lag(
     admin client's ``list_consumer_group_offsets`` crashes librdkafka 2.16 when the group's
     coordinator is still loading). Raises :class:`BrokerError` when the cluster does not answer.
     """
-    committed: dict[str, dict[Partition, int | None]] = {}
-    for group, topics in groups.items():
-        reader = Consumer(
-            settings.kafka_config(
-                **{
-                    "group.id": group,  # for its committed offsets only: it never subscribes
-                    "client.id": "receiptflow-status",
-                    "enable.auto.commit": False,
-                }
-            )
-        )
-        try:
-            metadata = reader.list_topics(timeout=timeout)
-            wanted = [
-                TopicPartition(topic, p)
-                for topic in topics
-                if topic in metadata.topics
-                for p in metadata.topics[topic].partitions
-            ]
-            positions = reader.committed(wanted, timeout=timeout) if wanted else []
-        except KafkaException as exc:
-            raise BrokerError(
-                f"cannot read the offsets of group {group!r} from {settings.bootstrap_servers}: {exc}"
-            ) from exc
-        finally:
-            reader.close()
-        committed[group] = {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in positions}
+    committed = {group: _committed(settings, group, topics, timeout) for group, topics in groups.items()}
     ends = _ends(settings, {p for offsets in committed.values() for p in offsets}, timeout)
+    # Short of the end: only a commit marker may be left (see the module's docstring).
+    short = {
+        (where, offset)
+        for offsets in committed.values()
+        for where, offset in offsets.items()
+        if offset is not None and where in ends and offset < ends[where]
+    }
+    unread = first_unread(settings, short, ends, min(timeout, PROBE_SECONDS))
     return {
         group: [
-            PartitionLag(group, topic, partition, offset, ends[(topic, partition)])
-            for (topic, partition), offset in sorted(offsets.items())
-            if (topic, partition) in ends
+            PartitionLag(group, *where, offset, ends[where], None if offset is None else unread.get((where, offset)))
+            for where, offset in sorted(offsets.items())
+            if where in ends
         ]
         for group, offsets in committed.items()
     }
+
+
+def _committed(settings: Settings, group: str, topics: Sequence[str], timeout: float) -> dict[Partition, int | None]:
+    """The group's committed offset of each partition of ``topics`` (None: nothing committed)."""
+    reader = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": group,  # for its committed offsets only: it never subscribes
+                "client.id": "receiptflow-status",
+                "enable.auto.commit": False,
+            }
+        )
+    )
+    try:
+        metadata = reader.list_topics(timeout=timeout)
+        wanted = [
+            TopicPartition(topic, p)
+            for topic in topics
+            if topic in metadata.topics
+            for p in metadata.topics[topic].partitions
+        ]
+        positions = reader.committed(wanted, timeout=timeout) if wanted else []
+    except KafkaException as exc:
+        raise BrokerError(
+            f"cannot read the offsets of group {group!r} from {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    finally:
+        reader.close()
+    return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in positions}
+
+
+def first_unread(
+    settings: Settings, starts: Iterable[tuple[Partition, int]], ends: Mapping[Partition, int], timeout: float
+) -> dict[tuple[Partition, int], int]:
+    """For each (partition, offset) of ``starts``: the offset of the first record a read-committed reader
+    gets there, or the partition's end in ``ends`` when it gets none before it.
+
+    One reader, from the lowest offset asked of each partition: its own position moves past the
+    markers, so a partition that holds nothing more ends its fetch at once. What it cannot tell (a
+    higher offset asked of a partition than the record found, no answer within ``timeout`` s) is left out.
+    """
+    lowest: dict[Partition, int] = {}
+    for where, offset in starts:
+        lowest[where] = min(offset, lowest.get(where, offset))
+    found = _probe(settings, lowest, ends, timeout)
+    return {(where, offset): found[where] for where, offset in starts if where in found and offset <= found[where]}
+
+
+def _probe(
+    settings: Settings, starts: Mapping[Partition, int], ends: Mapping[Partition, int], timeout: float
+) -> dict[Partition, int]:
+    """The offset of the first record at or after each partition's start (its end when none is before)."""
+    if not starts:
+        return {}
+    reader = Consumer(
+        settings.kafka_config(
+            **{
+                "group.id": "receiptflow-status",  # never joins, never commits
+                "client.id": "receiptflow-status",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                # Only the first record of each partition is wanted: small fetches.
+                "max.partition.fetch.bytes": 65536,
+                "queued.max.messages.kbytes": 1024,
+            }
+        )
+    )
+    found: dict[Partition, int] = {}
+    try:
+        reader.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
+        deadline = time.monotonic() + timeout
+        while len(found) < len(starts) and time.monotonic() < deadline:
+            for message in reader.consume(500, timeout=0.1):
+                error = message.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    continue  # a transient error: librdkafka retries (or the time runs out)
+                where = (message.topic() or "", message.partition() or 0)
+                if where not in found:
+                    # A record (past the end as it was read: none before it), or the end reached without one.
+                    offset = message.offset()
+                    found[where] = ends[where] if error is not None or offset is None else min(offset, ends[where])
+    except KafkaException as exc:
+        log.debug("cannot look past the committed offsets: %s", exc)
+    finally:
+        reader.close()
+    return found
 
 
 def _ends(settings: Settings, partitions: Iterable[Partition], timeout: float) -> dict[Partition, int]:

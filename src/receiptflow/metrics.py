@@ -78,7 +78,8 @@ def _d(
 
 
 # Stages that consume records: the router, the profile agent and the warehouse sink.
-_CONSUMERS: tuple[Role, ...] = ("router", "profiles", "sink")
+CONSUMING_ROLES: tuple[Role, ...] = ("router", "profiles", "sink")
+_CONSUMERS = CONSUMING_ROLES
 
 DEFINITIONS: tuple[Definition, ...] = (
     # Producers (registers' outboxes, the simulator, JSON Lines ingest)

@@ -17,9 +17,7 @@ from typing import Any, ClassVar, Protocol, Self, cast
 
 from .field_values import local_time, offset_minutes_of, parse_time, to_utc
 from .receipt_parts import (
-    LINE_KINDS,
     RECEIPT_KINDS,
-    UNITS,
     Adjustment,
     CheckoutLine,
     LineKind,
@@ -27,6 +25,7 @@ from .receipt_parts import (
     PaymentMethod,
     ReceiptKind,
     Unit,
+    line_values,
 )
 
 
@@ -250,18 +249,7 @@ class BasketLine(_Fields):
 
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> BasketLine:  # v1 lines lack the v2 fields
-        kind = d.get("kind")
-        unit = d.get("unit")
-        return cls(
-            d["sku"],
-            d["product_group"],
-            d["quantity"],
-            d["unit_price_cents"],
-            d["amount_cents"],
-            LINE_KINDS[kind] if kind else LineKind.SALE,
-            UNITS[unit] if unit else Unit.PIECE,
-            d.get("adjustment_cents", 0),
-        )
+        return cls(*line_values(d), d.get("adjustment_cents", 0))
 
 
 @dataclass(frozen=True, slots=True)

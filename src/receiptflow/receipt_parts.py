@@ -76,6 +76,26 @@ UNITS: dict[str, Unit] = {u.value: u for u in Unit}
 RECEIPT_KINDS: dict[str, ReceiptKind] = {k.value: k for k in ReceiptKind}
 
 
+def line_values(d: Mapping[str, Any]) -> tuple[str, str, float, int, int, LineKind, Unit]:
+    """What a checkout line and an analytics basket line read alike from their Avro dicts, in field order:
+    SKU, product group, quantity, unit price, amount, kind and unit.
+
+    Readers resolve to the newest schema, which fills the v2 fields; ``.get`` keeps plain v1 dicts
+    working (a SALE line in pieces).
+    """
+    kind = d.get("kind")
+    unit = d.get("unit")
+    return (
+        d["sku"],
+        d["product_group"],
+        d["quantity"],
+        d["unit_price_cents"],
+        d["amount_cents"],
+        LINE_KINDS[kind] if kind else LineKind.SALE,
+        UNITS[unit] if unit else Unit.PIECE,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Adjustment:
     """A receipt-level discount or benefit (not tied to one line); ``amount_cents`` <= 0."""
@@ -156,17 +176,4 @@ class CheckoutLine:
 
     @classmethod
     def from_avro(cls, d: Mapping[str, Any]) -> CheckoutLine:
-        # Readers resolve to the newest schema, which fills the v2 fields; .get keeps plain v1 dicts working.
-        kind = d.get("kind")
-        unit = d.get("unit")
-        return cls(
-            d["line_no"],
-            d["sku"],
-            d["product_group"],
-            d["quantity"],
-            d["unit_price_cents"],
-            d["amount_cents"],
-            LINE_KINDS[kind] if kind else LineKind.SALE,
-            UNITS[unit] if unit else Unit.PIECE,
-            d.get("ref_line_no"),
-        )
+        return cls(d["line_no"], *line_values(d), d.get("ref_line_no"))

@@ -2,7 +2,7 @@
 
 ``validate`` raises :class:`~receiptflow.errors.ValidationError` with a reason code the dead-letter
 topic records; :func:`dead_letter_record` is that record. The producers validate before they send,
-the router before it routes, and the dead-letter path (:mod:`receiptflow.dlq`) for consent changes:
+the router before it routes, and every reader of consent changes (:mod:`receiptflow.consent_codec`):
 so it sits below all of them. Nothing here touches Kafka, Redis or the clock: ``now`` is an argument.
 """
 
@@ -79,23 +79,7 @@ def validate(c: Checkout, now: datetime) -> None:
         )
     if c.event_time < EARLIEST_EVENT:
         raise ValidationError("absurd_event_time", f"event_time {c.event_time.isoformat()} is too old", "event_time")
-    if len(c.lines) > MAX_LINES:
-        raise ValidationError("absurd_amount", f"{len(c.lines)} lines on one receipt", "lines")
-    seen: set[int] = set()
-    line_sum = 0
-    for i, line in enumerate(c.lines):
-        where = f"lines[{i}]"
-        if not 0 < line.line_no <= MAX_INT32:
-            raise ValidationError(
-                "out_of_range", f"line_no {line.line_no} is not in 1..{MAX_INT32}", f"{where}.line_no"
-            )
-        if line.line_no in seen:
-            raise ValidationError("duplicate_line", f"line_no {line.line_no} appears twice", f"{where}.line_no")
-        seen.add(line.line_no)
-        check_text(line.sku, f"{where}.sku")
-        check_text(line.product_group, f"{where}.product_group")
-        _check_line(line, where)
-        line_sum += line.amount_cents
+    line_sum = _check_lines(c)
     adjusted = 0
     for i, adj in enumerate(c.adjustments):
         check_text(adj.code, f"adjustments[{i}].code", required=False)
@@ -117,6 +101,28 @@ def validate(c: Checkout, now: datetime) -> None:
             raise ValidationError(
                 "totals_mismatch", f"payments add up to {paid} cents, total is {c.total_cents}", "payments"
             )
+
+
+def _check_lines(c: Checkout) -> int:
+    """Raise ValidationError for a line that must not be accepted; the lines' amounts added up."""
+    if len(c.lines) > MAX_LINES:
+        raise ValidationError("absurd_amount", f"{len(c.lines)} lines on one receipt", "lines")
+    seen: set[int] = set()
+    line_sum = 0
+    for i, line in enumerate(c.lines):
+        where = f"lines[{i}]"
+        if not 0 < line.line_no <= MAX_INT32:
+            raise ValidationError(
+                "out_of_range", f"line_no {line.line_no} is not in 1..{MAX_INT32}", f"{where}.line_no"
+            )
+        if line.line_no in seen:
+            raise ValidationError("duplicate_line", f"line_no {line.line_no} appears twice", f"{where}.line_no")
+        seen.add(line.line_no)
+        check_text(line.sku, f"{where}.sku")
+        check_text(line.product_group, f"{where}.product_group")
+        _check_line(line, where)
+        line_sum += line.amount_cents
+    return line_sum
 
 
 def _check_kind(c: Checkout) -> None:

@@ -491,3 +491,17 @@ def test_the_agent_follows_the_erased_cards_topic_into_its_store(worker: Profile
     assert producer.flush(30) == 0
     worker.wait(lambda: store.get(str(marker.card_id)) is not None, 60, "a purchase sent behind the card's")
     assert store.get(card) is None
+
+
+def test_the_agent_does_not_ask_for_a_topic_that_is_not_there(worker: ProfileWorker) -> None:
+    """faust's leader election wants a topic of its own (``<app>-__assignor-__leader``), which neither
+    ``topics create`` nor the agent (topics come from the catalogue) makes; nothing here runs on the
+    leader alone, so the agent goes without it, and logs no "not found" on each metadata refresh."""
+    sim, purchases = simulated_purchases(seed=6609, count=20, span=timedelta(days=1))
+    card = next(iter(sim.truth.per_card))
+    worker.unerase(card)
+    worker.store.client.delete(*worker.store.keys_for(card).data)
+    send_purchases(worker.settings, [p for p in purchases if p.card_id == card])
+    worker.wait(lambda: worker.store.get(card) is not None, 60, "the card's purchases in its profile")
+    log = worker.log.read_text(errors="replace")
+    assert "__assignor-__leader" not in log and "missing topic" not in log, log[-3000:]

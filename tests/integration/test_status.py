@@ -2,7 +2,9 @@
 
 The router's group lag is exact on ``checkouts`` (registers' records, no transaction markers): it is
 0 once the router has routed everything, rises by exactly the checkouts sent while the router is
-stopped (whose ``/readyz`` is then unreachable), and falls back to 0 after it restarts.
+stopped (whose ``/readyz`` is then unreachable), and falls back to 0 after it restarts. The sink's
+group reads the router's transactional output: once it has read everything its lag is 0 too, though
+its committed offsets stop short of each partition's end by the trailing commit marker.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator, Traffic
+from receiptflow.sinks import DEFAULT_GROUP
 from receiptflow.stack.process import free_port
 from receiptflow.topics import TopicNames, create_topics
 
@@ -151,3 +154,38 @@ def test_status_shows_the_router_lag_rise_while_it_is_stopped_and_fall_after_it_
         assert settings.processor_id in text and "ready" in text and "Lag per partition" in text
     finally:
         _stop(router)
+
+
+def _sink_lag(settings: Settings, port: int) -> tuple[int, str]:
+    group = next(g for g in _status(settings, port)["groups"] if g["group"] == DEFAULT_GROUP)
+    return group["lag"], "sink"
+
+
+def test_a_group_that_has_read_a_transactional_topic_to_its_end_shows_no_lag(
+    settings: Settings, tmp_path: Path
+) -> None:
+    create_topics(settings)
+    names = TopicNames(settings.topic_prefix)
+    port = free_port()
+    router = _router(settings, port, tmp_path / "router.log")
+    try:
+        _send(settings, 30, seed=3)
+        _until(lambda: _router_view(_status(settings, port), settings), (0, "ready"))
+    finally:
+        _stop(router)
+    # The sink reads the router's output (one transaction after another) to its end, then exits.
+    sink = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "sink", "run", "--idle-exit", "5", "--metrics-port", "0"],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert sink.returncode == 0, sink.stderr[-3000:]
+    _until(lambda: _sink_lag(settings, port), (0, "sink"), timeout=30)
+    group = next(g for g in _status(settings, port)["groups"] if g["group"] == DEFAULT_GROUP)
+    written = [p for p in group["partitions"] if p["topic"] == names.purchases_customer and p["end"] > 0]
+    assert written, group
+    # What was read is committed; the commit marker after it takes one more offset, and is no lag.
+    assert all(p["committed"] == p["end"] - 1 and p["lag"] == 0 for p in written), written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
@@ -205,8 +206,81 @@ def test_a_duckdb_warehouse_held_by_another_process_is_named_as_such(tmp_path: P
 def test_with_redis_down_the_error_says_where_and_what_to_do(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    port = free_port()
+    monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", f"redis://:not-to-be-shown@127.0.0.1:{port}/0")
     monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", str(tmp_path))
     code, out = _run(capsys, "profile", "6390000000001")
     assert code == 1 and len(out.strip().splitlines()) == 1
-    assert "does not answer: start the embedded stack with `.venv/bin/receiptflow stack up`" in out
+    # What is wrong and what to do first; the client's own words, if at all, at the end.
+    assert out.startswith(
+        f"error: Redis at redis://:***@127.0.0.1:{port}/0 is not reachable: start it with "
+        "`.venv/bin/receiptflow stack up`, or set RECEIPTFLOW_REDIS_URL"
+    ), out
+    assert "not-to-be-shown" not in out
+    assert out.index("Error 111") > out.index("RECEIPTFLOW_REDIS_URL")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["dlq", "list", "--from-offset", "-5"], "argument --from-offset: '-5' is not a whole number of at least 0"),
+        (["dlq", "replay", "--from-offset", "-1"], "argument --from-offset: '-1' is not a whole number of at least 0"),
+        (["sink", "replay", "--from-time", "yesterday-ish"], "argument --from-time: 'yesterday-ish' is not a time"),
+        (["sink", "replay", "--from-time", "2026-12-24T08:00"], "'2026-12-24T08:00' has no zone"),
+        (["profile", ""], "argument card: '' is not a card id"),
+        (["profile", "   "], "argument card: '   ' is not a card id"),
+        (["export", ""], "argument card: '' is not a card id"),
+        (["erase", " ", "--yes"], "argument card: ' ' is not a card id"),
+        (["simulate", "--rate", "1e12"], "'1e12' is not a rate above 0 and at most 100,000 checkouts per second"),
+        (["demo", "--rate", "100001"], "'100001' is not a rate above 0 and at most 100,000 checkouts per second"),
+    ],
+)
+def test_an_argument_a_command_cannot_use_is_refused_before_any_server_is_asked(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    # Refused while the arguments are parsed: no server is asked, and the usage status is 2.
+    with pytest.raises(SystemExit) as info:
+        cli.build_parser().parse_args(argv)
+    assert info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and said in line, line
+    assert line.endswith(f"(see `{sys.executable} -m receiptflow {argv[0]} --help`)"), line
+
+
+@pytest.mark.parametrize(
+    "program", [[sys.executable, "-m", "receiptflow"], [str(Path(sys.executable).parent / "receiptflow")]]
+)
+def test_the_help_an_argument_error_points_to_runs_as_printed(program: list[str], tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [*program, "profile", ""], env=_without_kafka(tmp_path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    printed = refused.stderr.split("(see `", 1)[1].split("`)", 1)[0]
+    assert printed.split()[-2:] == ["profile", "--help"], printed
+    shown = subprocess.run(
+        printed, shell=True, env=_without_kafka(tmp_path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0 and "usage: receiptflow profile" in shown.stdout, shown.stderr
+
+
+def test_the_rate_bound_is_in_the_help() -> None:
+    for command in ("simulate", "demo"):
+        sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+        text = " ".join(sub.choices[command].format_help().split())
+        assert "checkouts per second, at most 100,000" in text, command
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["sink", "replay"], "sink replay needs --from-time TIME or --from-beginning"),
+        (["sink", "replay", "--from-beginning", "--topic", "checkouts"], "not checkouts"),
+    ],
+)
+def test_sink_replay_without_a_starting_point_is_a_usage_error_before_kafka_is_asked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], said: str
+) -> None:
+    for name, value in _without_kafka(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    code, out = _run(capsys, *argv)
+    assert code == 2 and said in out and "Kafka" not in out, out

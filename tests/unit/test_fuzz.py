@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from receiptflow.codec import Codec
-from receiptflow.dlq import decode_consent
+from receiptflow.consent_codec import decode_consent
 from receiptflow.errors import ValidationError
 from receiptflow.models import Checkout, ConsentChange
 from receiptflow.producers.jsonl import parse_document

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from receiptflow import lag
 from receiptflow.config import Settings
 from receiptflow.errors import ConfigError
 from receiptflow.health import (
@@ -19,8 +20,10 @@ from receiptflow.health import (
     STATE_RESTORED,
     BrokerProbe,
     Readiness,
+    exporter_port,
     process_readiness,
     serve,
+    serving,
 )
 from receiptflow.lag import LagGauge, PartitionLag
 from receiptflow.metrics import DEFINITIONS, ROLES, Metrics
@@ -175,3 +178,52 @@ def test_partition_lag_counts_every_record_when_nothing_is_committed() -> None:
     assert PartitionLag("g", "checkouts", 0, None, 12).lag == 12
     assert PartitionLag("g", "checkouts", 0, 10, 12).lag == 2
     assert PartitionLag("g", "checkouts", 0, 15, 12).lag == 0
+
+
+def test_every_long_running_command_is_served_the_same_way_while_it_runs() -> None:
+    settings = Settings(_env_file=None, metrics_port=9100)  # type: ignore[call-arg]
+    # The processor on metrics_port, the sink on the next one, the simulator on the one after.
+    assert [exporter_port(settings, None, offset) for offset in (0, 1, 2)] == [9100, 9101, 9102]
+    assert exporter_port(settings, 0, 1) == 0 and exporter_port(settings, 9200, 1) == 9200  # --metrics-port
+    assert exporter_port(settings.model_copy(update={"metrics_port": 0}), None, 1) == 0  # off stays off
+    port = free_port()
+    with serving("process --role all", settings, ("router", "profiles"), port=port) as served:
+        assert set(served.readiness) == {"router", "profiles"}
+        assert served.readiness["router"].checks() == dict.fromkeys(CONSUMER_CHECKS, False)
+        assert served.exporter is not None and served.exporter.port == port
+        served.metrics.consumed_total.labels("checkouts").inc()
+        status, text = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and 'receiptflow_consumed_total{topic="checkouts"} 1.0' in text
+        assert "receiptflow_warehouse_rows_total" not in text  # the sink's, not this command's
+        status, body = _get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and json.loads(body)["role"] == "process --role all"
+    with pytest.raises(urllib.error.URLError):
+        _get(f"http://127.0.0.1:{port}/healthz")  # stopped with the command
+    with serving("simulate", settings, ("producer",), port=0) as served:
+        assert served.readiness == {} and served.exporter is None  # no consumer, no server on port 0
+
+
+def test_partition_lag_counts_from_the_first_unread_record_past_the_committed_offset() -> None:
+    # Read to the end of a transactional partition: the commit marker after the last record is no lag.
+    assert PartitionLag("g", "purchases.customer", 0, 41, 42, unread=42).lag == 0
+    # Markers (or aborted records) before the next record are none either; those after it still count.
+    assert PartitionLag("g", "purchases.customer", 0, 10, 42, unread=12).lag == 30
+
+
+def test_first_unread_answers_each_group_from_one_look_at_the_lowest_committed_offset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[dict[tuple[str, int], int]] = []
+
+    def probe(
+        _settings: object, starts: dict[tuple[str, int], int], ends: object, timeout: float
+    ) -> dict[tuple[str, int], int]:
+        asked.append(dict(starts))
+        return {("t", 0): 42, ("t", 1): 7}  # partition 1's first unread record is at 7; 2 did not answer
+
+    monkeypatch.setattr(lag, "_probe", probe)
+    starts = [(("t", 0), 41), (("t", 0), 40), (("t", 1), 5), (("t", 1), 9), (("t", 2), 3)]
+    found = lag.first_unread(Settings(), starts, {("t", 0): 42, ("t", 1): 20, ("t", 2): 8}, 1.0)
+    assert asked == [{("t", 0): 40, ("t", 1): 5, ("t", 2): 3}]
+    # Past 9 of partition 1 it cannot tell (the record at 7 is before it): that group's committed offset counts.
+    assert found == {(("t", 0), 41): 42, (("t", 0), 40): 42, (("t", 1), 5): 7}

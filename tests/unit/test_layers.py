@@ -10,7 +10,7 @@ From the bottom up:
    and erasure); ``web``, the card holder's page, stands beside them: it may import the jobs as
    well, and neither the jobs nor anything below imports it. Neither reads the router: what they
    need of processing is the profiles wing;
-4. the commands on top (``cli``, ``demo``, ``__main__``), which may import anything.
+4. the commands on top (``cli``, with the demo, and ``__main__``), which may import anything.
 
 The check reads every import statement of the package (lazy ones inside functions too) with
 :mod:`ast`, so it runs without importing anything. The files are found as the build maps them
@@ -33,7 +33,7 @@ PROFILES = "processors.profiles"
 LAYERS = ("producers", "sinks", ROUTER, PROFILES, "processors")
 JOBS = "jobs"
 WEB = "web"
-TOP = ("cli", "demo", "__main__")
+TOP = ("cli", "__main__")
 
 
 def _imports(module: str, path: Path) -> list[tuple[str, int]]:

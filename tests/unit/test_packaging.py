@@ -33,7 +33,7 @@ def test_every_package_folder_is_listed() -> None:
 def test_top_level_folders_are_mapped_not_linked(folder: str) -> None:
     assert package_roots()[f"receiptflow.{folder}"] == ROOT / folder
     assert (ROOT / folder / "__init__.py").is_file()
-    # No folder of the package is a link (two shipped data files still are: docs/layout.md says why).
+    # No folder or module of the package is a link (two shipped data files are: README, "Package map").
     folders = [ROOT / folder, *(ROOT / folder).rglob("*"), *(ROOT / "src").rglob("*")]
     assert [p for p in folders if p.is_symlink() and p.suffix in ("", ".py")] == []
 

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError as PydanticValidationError
 from rich.markup import escape
@@ -45,8 +48,33 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class Parser(argparse.ArgumentParser):
+    """Says what is wrong with the arguments in one line, and where to read the usage (exit status 2).
+
+    The command's parsers are of this class too (``add_subparsers`` makes them of its parser's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("receiptflow")  # " profile" of "receiptflow profile"
+        err_console.print(
+            f"[red]error:[/red] {escape(message)} (see `{escape(_program())}{escape(command)} --help`)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        self.exit(2)
+
+
+def _program() -> str:
+    """receiptflow as the person ran it (``.venv/bin/receiptflow``, a path on PATH, ``python -m``), so a
+    command printed for them runs as printed."""
+    ran = sys.argv[0] if sys.argv else ""
+    if Path(ran).name == "receiptflow":
+        return shlex.quote(ran)
+    return f"{shlex.quote(sys.executable)} -m receiptflow"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p: argparse.ArgumentParser = Parser(
         prog="receiptflow",
         description=__doc__.splitlines()[0] if __doc__ else None,
         formatter_class=HelpFormatter,
@@ -113,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             return 2
         if isinstance(exc, ReceiptflowError):
-            message = str(exc) + _server_hint(exc, settings)
+            message = _server_problem(exc, settings)
             err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
             return 1
         # A defect of ours: one line for the person, the traceback only on request.
@@ -126,26 +154,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _server_hint(exc: BaseException, settings: Settings | None) -> str:
-    """What to do when the error comes from a server that does not answer (empty when it does not)."""
+def _server_problem(exc: ReceiptflowError, settings: Settings | None) -> str:
+    """The error's line: when a server does not answer, which one and what to do first, and the
+    client's own words (``Error 111 connecting to ...``) only at the end."""
     cause = exc.__cause__
     local = settings is None or not settings.is_production
-    start = "start the embedded stack with `.venv/bin/receiptflow stack up`" if local else "check that it is up"
+    start = "start it with `.venv/bin/receiptflow stack up`" if local else "check that it is up"
     if type(cause).__module__.startswith("redis") and type(cause).__name__ == "AuthenticationError":
         # The usual reason on an embedded install: another data folder, whose role passwords Redis never saw.
         secrets = settings.data_dir / "secrets" if settings is not None else "the data folder"
         return (
-            f" -- Redis refused the login: the embedded stack keeps its role passwords in {secrets}; run from "
+            f"{exc} -- Redis refused the login: the embedded stack keeps its role passwords in {secrets}; run from "
             "the folder where `stack up` ran, set RECEIPTFLOW_DATA_DIR, or give the role's "
             "RECEIPTFLOW_REDIS_<ROLE>_PASSWORD"
         )
     if type(cause).__module__.startswith("redis") and "Connection" in type(cause).__name__:
-        where = redact_url(settings.redis_url) if settings is not None else "Redis"
-        return f" -- Redis at {where} does not answer: {start}, or set RECEIPTFLOW_REDIS_URL"
+        where = f"Redis at {redact_url(settings.redis_url)}" if settings is not None else "Redis"
+        return f"{where} is not reachable: {start}, or set RECEIPTFLOW_REDIS_URL ({exc})"
     if type(cause).__module__.startswith("psycopg") and "OperationalError" in type(cause).__name__:
-        where = redact_url(settings.resolved_warehouse_url) if settings is not None else "PostgreSQL"
-        return f" -- the warehouse at {where} does not answer: {start}, or set RECEIPTFLOW_WAREHOUSE_URL"
-    return ""
+        url = redact_url(settings.resolved_warehouse_url) if settings is not None else None
+        where = f"the warehouse at {url}" if url is not None else "the warehouse"
+        return f"{where} is not reachable: {start}, or set RECEIPTFLOW_WAREHOUSE_URL ({exc})"
+    return str(exc)
 
 
 def _settings_problem(exc: PydanticValidationError) -> str:

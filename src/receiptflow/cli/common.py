@@ -6,7 +6,7 @@ import argparse
 import logging
 import math
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,6 +95,12 @@ non_negative_int = _number(int, 0, None, "a whole number of at least 0")
 positive_float = _number(float, 1e-9, None, "a number above 0")
 non_negative_float = _number(float, 0.0, None, "a number of at least 0")
 fraction = _number(float, 0.0, 1.0, "a share between 0 and 1")
+# Checkouts per second a simulated fleet may be asked for: far above what a whole chain sells (tens a
+# second) and the simulator sends (about a thousand), so it only refuses a slip such as 1e12, which
+# would queue more sales than any outbox holds and never finish.
+MAX_RATE = 100_000
+rate = _number(float, 1e-9, MAX_RATE, f"a rate above 0 and at most {MAX_RATE:,} checkouts per second")
+RATE_HELP = f"checkouts per second, at most {MAX_RATE:,}"
 
 
 def iso_date(text: str) -> date:
@@ -102,3 +108,30 @@ def iso_date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date: use YYYY-MM-DD, e.g. 2026-12-24") from None
+
+
+def zoned_time(text: str) -> datetime:
+    """An ISO-8601 time with its zone, as ``--from-time`` takes it."""
+    from ..errors import ValidationError
+    from ..field_values import parse_time
+
+    try:
+        return parse_time(text, "time")
+    except ValidationError as exc:
+        problem = f"{text!r} has no zone" if exc.reason == "naive_time" else f"{text!r} is not a time"
+        raise argparse.ArgumentTypeError(
+            f"{problem}: use ISO-8601 with a zone, e.g. 2026-12-24T08:00:00+02:00"
+        ) from None
+
+
+def card_id(text: str) -> str:
+    """A loyalty card id as a command takes it: not empty or blank, nothing invisible in it (the
+    same rule as the card ids a checkout may carry, so no card that could be stored is refused)."""
+    from ..errors import ValidationError
+    from ..validation import check_text
+
+    try:
+        check_text(text, "it")  # "it is empty", "it contains U+200B"
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a card id: {exc.message}") from None
+    return text

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..humanize import euros, local_time
-from .common import console, err_console, print_data_dir, print_endpoints, require_warehouse
+from .common import card_id, console, err_console, print_data_dir, print_endpoints, require_warehouse
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -61,7 +61,7 @@ def add_export(sub: Subparsers) -> None:
     s = sub.add_parser(
         "export", help="subject access: everything held about a card, as JSON (a one-line summary on stderr)"
     )
-    s.add_argument("card", help="the loyalty card id")
+    s.add_argument("card", type=card_id, help="the loyalty card id")
     s.set_defaults(func=cmd_export)
 
 
@@ -102,7 +102,7 @@ def add_erase(sub: Subparsers) -> None:
         help="erase a card: record it on the erased-cards topic, then Redis, the warehouse and its consents; "
         "audited per step, refused before any change when a store is unavailable, resumable",
     )
-    s.add_argument("card", nargs="?", help="the loyalty card id")
+    s.add_argument("card", nargs="?", type=card_id, help="the loyalty card id")
     s.add_argument("--yes", action="store_true", help="really erase")
     s.add_argument(
         "--record-existing",

@@ -21,8 +21,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from ..health import CONSUMER_CHECKS, Readiness, process_readiness, serve
-    from ..metrics import Metrics, Role
+    from ..health import serving
+    from ..metrics import Role
     from ..processors.profiles.agent import create_app, run_worker
     from ..processors.router.worker import Router
     from .supervise import run_router, run_router_and_agent
@@ -40,26 +40,27 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     roles: tuple[Role, ...] = ("router", "profiles") if args.role == "all" else (args.role,)
-    metrics = Metrics(roles=roles)
-    parts = {role: Readiness(role, CONSUMER_CHECKS) for role in roles}
-    port = settings.metrics_port if args.metrics_port is None else args.metrics_port
-    serve(
-        metrics, process_readiness(f"process --role {args.role}", settings, parts.values()), port, settings.metrics_addr
-    )
-    if args.role == "profiles":
-        run_worker(create_app(settings, metrics=metrics, readiness=parts["profiles"]), loglevel=args.loglevel)
-        return 0
-    stop = threading.Event()
-    router = Router(settings, metrics=metrics, readiness=parts["router"])
-    if args.role == "router":
-        run_router(router, stop)
-        return 0
-    # Both: the router on a thread, the faust worker (which owns the event loop) on the main thread.
-    run_router_and_agent(
-        router,
-        stop,
-        lambda: run_worker(create_app(settings, metrics=metrics, readiness=parts["profiles"]), loglevel=args.loglevel),
-    )
+    with serving(f"process --role {args.role}", settings, roles, port=args.metrics_port) as served:
+        if args.role == "profiles":
+            run_worker(
+                create_app(settings, metrics=served.metrics, readiness=served.readiness["profiles"]),
+                loglevel=args.loglevel,
+            )
+            return 0
+        stop = threading.Event()
+        router = Router(settings, metrics=served.metrics, readiness=served.readiness["router"])
+        if args.role == "router":
+            run_router(router, stop)
+            return 0
+        # Both: the router on a thread, the faust worker (which owns the event loop) on the main thread.
+        run_router_and_agent(
+            router,
+            stop,
+            lambda: run_worker(
+                create_app(settings, metrics=served.metrics, readiness=served.readiness["profiles"]),
+                loglevel=args.loglevel,
+            ),
+        )
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..errors import UsageError
 from ..humanize import euros
-from .common import console, err_console, fraction, positive_float, positive_int, print_endpoints
+from .common import RATE_HELP, console, err_console, fraction, positive_float, positive_int, print_endpoints, rate
 
 if TYPE_CHECKING:
     from ..producers.truth import GroundTruth
@@ -56,33 +56,27 @@ def add_produce(sub: Subparsers) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from ..health import process_readiness, serve
-    from ..metrics import Metrics
+    from ..health import serving
     from ..producers.run import simulate
 
     print_endpoints(settings, "simulate:")
     # The registers' side: produce errors and the outbox depth, on the port after the sink's.
-    metrics = Metrics(roles=("producer",))
-    default_port = settings.metrics_port + 2 if settings.metrics_port else 0
-    port = default_port if args.metrics_port is None else args.metrics_port
-    exporter = serve(metrics, process_readiness("simulate", settings, []), port, settings.metrics_addr)
-    truth = simulate(
-        settings,
-        stores=args.stores,
-        customers=args.customers,
-        rate=args.rate,
-        duration=args.duration,
-        seed=args.seed,
-        console=err_console,
-        dup_rate=args.dup_rate,
-        bad_rate=args.bad_rate,
-        consent_change_rate=args.consent_change_rate,
-        out_of_order_rate=args.out_of_order_rate,
-        outbox_path=Path(args.outbox) if args.outbox else None,
-        metrics=metrics,
-    )
-    if exporter is not None:
-        exporter.close()
+    with serving("simulate", settings, ("producer",), port=args.metrics_port, port_offset=2) as served:
+        truth = simulate(
+            settings,
+            stores=args.stores,
+            customers=args.customers,
+            rate=args.rate,
+            duration=args.duration,
+            seed=args.seed,
+            console=err_console,
+            dup_rate=args.dup_rate,
+            bad_rate=args.bad_rate,
+            consent_change_rate=args.consent_change_rate,
+            out_of_order_rate=args.out_of_order_rate,
+            outbox_path=Path(args.outbox) if args.outbox else None,
+            metrics=served.metrics,
+        )
     if args.truth:
         truth.write(Path(args.truth))
     console.print(simulate_report(truth), soft_wrap=True)
@@ -104,7 +98,7 @@ def add_simulate(sub: Subparsers) -> None:
     s = sub.add_parser("simulate", help="send simulated checkouts from a seeded fleet of registers")
     s.add_argument("--stores", type=positive_int, default=20, help="stores selling")
     s.add_argument("--customers", type=positive_int, default=200, help="card holders among the shoppers")
-    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second")
+    s.add_argument("--rate", type=rate, default=50.0, help=RATE_HELP)
     s.add_argument("--duration", type=positive_float, default=60.0, help="seconds")
     s.add_argument("--seed", type=int, default=1, help="seed of the simulated fleet (same seed, same sales)")
     s.add_argument("--dup-rate", type=fraction, default=0.0, help="share of sales delivered twice")

@@ -17,7 +17,7 @@ from rich.table import Table
 from ..config import Settings
 from ..humanize import DEFAULT_ZONE, euros, percent
 from ..progress import progress_bar
-from .common import console, err_console, print_endpoints, require_data_dir, require_warehouse
+from .common import card_id, console, err_console, print_endpoints, require_data_dir, require_warehouse
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -60,7 +60,7 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_profile(sub: Subparsers) -> None:
     s = sub.add_parser("profile", help="show a card's profile from Redis, as one role sees it")
-    s.add_argument("card", help="the loyalty card id")
+    s.add_argument("card", type=card_id, help="the loyalty card id")
     s.add_argument(
         "--view",
         choices=("customer", "marketing", "full"),

@@ -127,7 +127,7 @@ def add_dlq(sub: Subparsers) -> None:
     s.add_argument("--reason", help="only dead letters of this reason code")
     s.add_argument(
         "--from-offset",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="dead-letter topic offset to start at (list default: 0; replay default: where the last replay stopped)",
     )

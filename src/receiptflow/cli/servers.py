@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..config import Settings
 from ..errors import StackError
-from .common import console, positive_float, positive_int, print_data_dir, print_endpoints
+from .common import RATE_HELP, console, positive_float, positive_int, print_data_dir, print_endpoints, rate
 
 if TYPE_CHECKING:
     from ..stack.kafka_cluster import KafkaCluster
@@ -132,7 +132,7 @@ def add_cluster(sub: Subparsers) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from ..demo import run_demo
+    from .demo import run_demo
 
     return run_demo(
         settings, duration=args.duration, rate=args.rate, seed=args.seed, stores=args.stores, customers=args.customers
@@ -144,7 +144,7 @@ def add_demo(sub: Subparsers) -> None:
         "demo", help="the main job on the embedded stack: registers → Kafka → processor → Redis + warehouse"
     )
     s.add_argument("--duration", type=positive_float, default=60.0, help="seconds of simulated traffic")
-    s.add_argument("--rate", type=positive_float, default=50.0, help="checkouts per second")
+    s.add_argument("--rate", type=rate, default=50.0, help=RATE_HELP)
     s.add_argument("--seed", type=int, default=2010, help="seed of the simulated fleet (same seed, same sales)")
     s.add_argument("--stores", type=positive_int, default=30, help="stores selling")
     s.add_argument("--customers", type=positive_int, default=300, help="card holders among the shoppers")

@@ -9,8 +9,9 @@ import argparse
 from typing import TYPE_CHECKING
 
 from ..config import Settings
+from ..errors import UsageError
 from ..progress import progress_bar
-from .common import console, err_console, positive_float, print_endpoints
+from .common import console, err_console, positive_float, print_endpoints, zoned_time
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -20,10 +21,11 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
-    from ..health import CONSUMER_CHECKS, Readiness, process_readiness, serve
-    from ..metrics import Metrics
+    from ..health import serving
     from ..sinks import open_sink, run_sink
 
+    if args.action == "replay":
+        _check_replay(args, settings)  # before any server is asked
     print_endpoints(settings, "warehouse sink:")
     from ..topics import require_broker
 
@@ -31,47 +33,45 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "replay":
         # A batch with its own summary: no exporter, so it never fights a running `sink run` for its port.
         return _sink_replay(args, settings)
-    metrics = Metrics(roles=("sink",))
-    readiness = Readiness("sink", CONSUMER_CHECKS)
     # The processor serves on metrics_port; the sink on the next port, so both run on one host.
-    default_port = settings.metrics_port + 1 if settings.metrics_port else 0
-    port = default_port if args.metrics_port is None else args.metrics_port
-    serve(metrics, process_readiness("sink run", settings, [readiness]), port, settings.metrics_addr)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    sink = open_sink(settings)
-    try:
-        stats = run_sink(
-            settings,
-            sink,
-            stop=stop,
-            metrics=metrics,
-            readiness=readiness,
-            idle_exit_after=args.idle_exit,
-            batch_size=settings.sink_batch_max,
-            batch_timeout=settings.sink_batch_seconds,
-        )
-    finally:
-        sink.close()
+    with serving("sink run", settings, ("sink",), port=args.metrics_port, port_offset=1) as served:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        sink = open_sink(settings)
+        try:
+            stats = run_sink(
+                settings,
+                sink,
+                stop=stop,
+                metrics=served.metrics,
+                readiness=served.readiness["sink"],
+                idle_exit_after=args.idle_exit,
+                batch_size=settings.sink_batch_max,
+                batch_timeout=settings.sink_batch_seconds,
+            )
+        finally:
+            sink.close()
     console.print(f"sink stopped: {stats}")
     return 0
 
 
-def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
-    from ..models import parse_time
-    from ..sinks import DEFAULT_GROUP, open_sink
-    from ..sinks.replay import replay_group, replay_warehouse, sink_topics
+def _check_replay(args: argparse.Namespace, settings: Settings) -> None:
+    """Raise UsageError for a replay without a starting point or of a topic the sink does not read."""
+    from ..sinks.replay import sink_topics
 
     if args.from_time is None and not args.from_beginning:
-        err_console.print("sink replay needs --from-time TIME or --from-beginning")
-        return 2
-    from_time = parse_time(args.from_time, "--from-time") if args.from_time is not None else None
+        raise UsageError("sink replay needs --from-time TIME or --from-beginning")
     known = sink_topics(settings)
     unknown = [t for t in args.topic or () if t not in known]
     if unknown:
-        err_console.print(f"sink replay reads {', '.join(known)}; not {', '.join(unknown)}")
-        return 2
+        raise UsageError(f"sink replay reads {', '.join(known)}; not {', '.join(unknown)}")
+
+
+def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from ..sinks import DEFAULT_GROUP, open_sink
+    from ..sinks.replay import replay_group, replay_warehouse
+
     sink = open_sink(settings, group_id=replay_group(DEFAULT_GROUP))
     # Offsets of the replayed topics, so the bar moves with what is read, including transaction markers.
     try:
@@ -80,7 +80,7 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
             stats = replay_warehouse(
                 settings,
                 sink,
-                from_time=from_time,
+                from_time=args.from_time,
                 topics=args.topic or None,
                 batch_size=settings.sink_batch_max,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
@@ -101,7 +101,11 @@ def add_sink(sub: Subparsers) -> None:
     s.add_argument(
         "action", choices=("run", "replay"), help="run: until stopped; replay: the retained topics, then exit"
     )
-    s.add_argument("--from-time", help="replay: from the first record at or after this ISO-8601 time (with zone)")
+    s.add_argument(
+        "--from-time",
+        type=zoned_time,
+        help="replay: from the first record at or after this ISO-8601 time (with zone, e.g. 2026-12-24T08:00:00+02:00)",
+    )
     s.add_argument("--from-beginning", action="store_true", help="replay: the whole retained topics")
     s.add_argument(
         "--topic",

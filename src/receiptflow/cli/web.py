@@ -10,15 +10,19 @@ from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import UsageError
-from .common import console, err_console, print_endpoints
+from .common import card_id, console, err_console, print_endpoints
 
 if TYPE_CHECKING:
     from .common import Subparsers
+
+MAX_PORT = 65535
 
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "link":
         return _link(args, settings)
+    if not 1 <= args.port <= MAX_PORT:  # before uvicorn, whose bind would fail with a traceback
+        raise UsageError(f"--port {args.port} is not a valid port: give one from 1-{MAX_PORT}")
     import uvicorn
 
     from ..web.app import build_app
@@ -35,7 +39,12 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.subject is None:
         raise UsageError("web link needs a CARD (or a staff login with --role support|cashier)")
-    url = Web(settings).link(args.role, args.subject)
+    try:
+        # The rule of every command's card argument; a staff login's name is held to it as well.
+        subject = card_id(args.subject)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(str(exc)) from None
+    url = Web(settings).link(args.role, subject)
     console.print(url, soft_wrap=True, highlight=False, markup=False)
     err_console.print(f"valid for {settings.web_link_minutes} minutes, once")
     return 0

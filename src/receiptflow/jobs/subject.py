@@ -52,9 +52,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from ..acknowledged import produce_acknowledged
 from ..config import Settings
 from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
@@ -142,19 +143,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _tombstone(settings: Settings, card_id: str) -> int:
     topic = TopicNames(settings.topic_prefix).consents
-    failed: list[str] = []
-
-    def report(err: object, _msg: object) -> None:
-        if err is not None:
-            failed.append(str(err))
-
-    try:
-        producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
-        producer.produce(topic, key=card_id.encode(), value=None, on_delivery=report)
-        if producer.flush(30) or failed:
-            raise BrokerError(f"tombstone for {topic} not acknowledged: {failed or 'timeout'}")
-    except KafkaException as exc:
-        raise BrokerError(f"cannot write tombstone to {topic}: {exc}") from exc
+    produce_acknowledged(settings, topic, [(card_id.encode(), None)], what="the tombstone")
     return 1
 
 
@@ -214,73 +203,93 @@ def erase_card(settings: Settings, card_id: str, now: datetime | None = None) ->
     try:
         subject = store.erased_hash(card_id)
         plan = plan_erasure(erased_at(settings, subject), now or datetime.now(UTC))
-        run = uuid.uuid4().hex[:12]
-        counts: dict[str, Any] = {"redis_keys": 0, "rows": {}, "tombstones": 0}
-        ids: list[str] = []
-
-        def profile() -> str:
-            keys = store.keys_for(card_id)
-            try:
-                # The marker and the deletion in one transaction: every key is in the card's slot.
-                pipe = store.client.pipeline(transaction=True)
-                pipe.execute_command("SET", keys.erased, int(plan.erased_at.timestamp() * 1000), "NX")
-                pipe.execute_command("DEL", *keys.data)
-                _, removed = pipe.execute()
-                store.client.sadd(ERASED_KEY, subject)  # the audit list, in another slot
-            except redis.RedisError as exc:
-                raise ProfileStoreError(f"cannot erase the profile: {exc}") from exc
-            counts["redis_keys"] = int(removed)
-            return f"redis_keys={int(removed)}"
-
-        def warehouse() -> str:
-            counts["rows"] = delete_card(sink.warehouse, card_id, subject, plan.erased_at)
-            return ",".join(f"{t}={n}" for t, n in sorted(counts["rows"].items()))
-
-        def consents() -> str:
-            counts["tombstones"] = _tombstone(settings, card_id)
-            return f"tombstones={counts['tombstones']}"
-
-        def record() -> str:
-            record_erasure(settings, subject, plan.erased_at)
-            return "recorded"
-
-        actions: dict[str, Callable[[], str]] = {
-            "record": record,
-            "profile": profile,
-            "warehouse": warehouse,
-            "consents": consents,
-        }
-        if plan.resumed:
-            ids.append(_audit(store, subject, plan, run, "record", "already recorded"))
-        for step in plan.steps:
-            try:
-                detail = actions[step]()
-            except ReceiptflowError as exc:
-                if step == "record":
-                    raise BrokerError(f"erase failed before changing anything: {_first_line(exc)}") from exc
-                raise ErasureIncompleteError(
-                    f"erasure stopped at step '{step}': {_first_line(exc)}. The card is recorded as erased, so "
-                    "no store takes it in again; fix the cause and run erase again for this card to complete it"
-                ) from exc
-            try:
-                ids.append(_audit(store, subject, plan, run, step, detail))
-            except ReceiptflowError as exc:
-                raise ErasureIncompleteError(
-                    f"erasure step '{step}' was done but its audit entry could not be written: {_first_line(exc)}. "
-                    "The card is recorded as erased; run erase again for this card to complete and audit it"
-                ) from exc
+        steps = _EraseSteps(settings, store, sink, card_id, subject, plan)
+        ids = _run_steps(store, subject, plan, steps.actions())
     finally:
         sink.close()
     return Erasure(
         subject,
         plan.erased_at,
-        counts["redis_keys"],
-        counts["rows"],
-        counts["tombstones"],
+        steps.redis_keys,
+        steps.rows,
+        steps.tombstones,
         ids[-1],
         plan.resumed,
         tuple(ids),
     )
+
+
+@dataclass
+class _EraseSteps:
+    """The steps of one card's erasure, each returning the detail of its audit entry, and what they removed."""
+
+    settings: Settings
+    store: RedisProfileStore
+    sink: Sink
+    card_id: str
+    subject: str
+    plan: ErasurePlan
+    redis_keys: int = 0
+    rows: Mapping[str, int] = field(default_factory=dict)
+    tombstones: int = 0
+
+    def actions(self) -> dict[str, Callable[[], str]]:
+        return {"record": self.record, "profile": self.profile, "warehouse": self.warehouse, "consents": self.consents}
+
+    def record(self) -> str:
+        record_erasure(self.settings, self.subject, self.plan.erased_at)
+        return "recorded"
+
+    def profile(self) -> str:
+        store = self.store
+        keys = store.keys_for(self.card_id)
+        try:
+            # The marker and the deletion in one transaction: every key is in the card's slot.
+            pipe = store.client.pipeline(transaction=True)
+            pipe.execute_command("SET", keys.erased, int(self.plan.erased_at.timestamp() * 1000), "NX")
+            pipe.execute_command("DEL", *keys.data)
+            _, removed = pipe.execute()
+            store.client.sadd(ERASED_KEY, self.subject)  # the audit list, in another slot
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot erase the profile: {exc}") from exc
+        self.redis_keys = int(removed)
+        return f"redis_keys={self.redis_keys}"
+
+    def warehouse(self) -> str:
+        self.rows = delete_card(self.sink.warehouse, self.card_id, self.subject, self.plan.erased_at)
+        return ",".join(f"{t}={n}" for t, n in sorted(self.rows.items()))
+
+    def consents(self) -> str:
+        self.tombstones = _tombstone(self.settings, self.card_id)
+        return f"tombstones={self.tombstones}"
+
+
+def _run_steps(
+    store: RedisProfileStore, subject: str, plan: ErasurePlan, actions: Mapping[str, Callable[[], str]]
+) -> list[str]:
+    """Do the plan's steps in order, each followed by its audit entry; the ids of the entries written."""
+    run = uuid.uuid4().hex[:12]
+    ids: list[str] = []
+    if plan.resumed:
+        ids.append(_audit(store, subject, plan, run, "record", "already recorded"))
+    for step in plan.steps:
+        try:
+            detail = actions[step]()
+        except ReceiptflowError as exc:
+            if step == "record":
+                raise BrokerError(f"erase failed before changing anything: {_first_line(exc)}") from exc
+            raise ErasureIncompleteError(
+                f"erasure stopped at step '{step}': {_first_line(exc)}. The card is recorded as erased, so "
+                "no store takes it in again; fix the cause and run erase again for this card to complete it"
+            ) from exc
+        try:
+            ids.append(_audit(store, subject, plan, run, step, detail))
+        except ReceiptflowError as exc:
+            raise ErasureIncompleteError(
+                f"erasure step '{step}' was done but its audit entry could not be written: {_first_line(exc)}. "
+                "The card is recorded as erased; run erase again for this card to complete and audit it"
+            ) from exc
+    return ids
 
 
 def _audit(store: RedisProfileStore, subject: str, plan: ErasurePlan, run: str, step: str, detail: str) -> str:

@@ -19,6 +19,9 @@ from .charts import Bar, bar_chart
 from .i18n import euros, local_time, month_label, number, percent
 from .texts import group_name, t
 
+# The card holder's pages, in the order the page's menu lists them (``/card/{card}/{page}``).
+CUSTOMER_PAGES = ("purchases", "mix", "nutrition", "climate", "consents", "data", "erase")
+
 
 def product_gap(profile: Profile, default_product_data: bool) -> str | None:
     """Why the card has no product-level facts (a text key), or None when it has them."""

@@ -11,12 +11,14 @@ from pydantic import SecretStr
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.dlq import Rejected
 from receiptflow.errors import BrokerError, ConfigError, WarehouseError
 from receiptflow.models import ConsentChange, Granularity
 from receiptflow.sinks import DuckDBSink, open_sink, run_sink, to_rows
+from receiptflow.sinks.decode import decode_batch, written_stamps
 from receiptflow.sinks.migrate import migrations, plan_migrations, split_sql
-from receiptflow.sinks.rows import BasketRecord, SinkRecord, SkippedRecord, item_count, next_offsets
-from receiptflow.sinks.runner import decode_batch, duckdb_path, written_stamps
+from receiptflow.sinks.rows import BasketRecord, SinkRecord, item_count, next_offsets
+from receiptflow.sinks.runner import duckdb_path
 from receiptflow.sinks.tables import RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS
 from receiptflow.topics import TopicNames
 
@@ -239,7 +241,7 @@ def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_re
         topic=names.purchases_analytics, partition=0, offset=2, value=codec.encode("consent_change", change.to_avro())
     )
     batch = decode_batch(codec, [odd], names)
-    assert len(batch) == 1 and isinstance(batch[0], SkippedRecord)
+    assert len(batch) == 1 and isinstance(batch[0], Rejected)
     assert batch[0].error.reason == "wrong_subject" and "analytics_basket" in str(batch[0].error)
     assert to_rows(batch).baskets == [] and to_rows(batch).receipts == []
 

@@ -17,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from receiptflow.config import Settings
+from receiptflow.errors import ProfileStoreError
 from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles.fold import Profile
 from receiptflow.processors.profiles.rules import epoch_day
@@ -144,6 +145,38 @@ def test_cashier_gets_403_on_every_profile_page_and_support_is_audited(backend: 
     page = s.get("/support/card/1001")
     assert page.status_code == 200 and '"card_id": "1001"' in html.unescape(page.text) and "1-1" in page.text
     assert backend.looks == [("1001", "anna")]
+
+
+def test_nobody_signed_in_gets_401_on_every_page_that_needs_a_login(backend: MemoryBackend) -> None:
+    c = client(backend)
+    for path in ["/", "/card/1001", "/card/1001/mix", "/card/1001/data.json", "/support", "/support/card/1001"]:
+        assert c.get(path).status_code == 401, path
+    for path in ["/card/1001/consents", "/card/1001/erase"]:
+        assert c.post(path, data={"confirm": "yes"}).status_code == 401, path
+    assert backend.consents == [] and backend.erased == [] and backend.looks == []
+
+
+class FailingBackend(MemoryBackend):
+    """A backend whose stores do not answer."""
+
+    def customer(self, card: str, now: datetime | None = None) -> CustomerPage | None:
+        raise ProfileStoreError("cannot read profile: Redis does not answer\nthe details")
+
+    def support_look(self, card: str, who: str, now: datetime | None = None) -> tuple[dict[str, Any] | None, str]:
+        raise ProfileStoreError("cannot write the audit entry\nthe details")
+
+
+def test_a_store_that_does_not_answer_is_503_with_its_first_line(backend: MemoryBackend) -> None:
+    failing = FailingBackend(backend.settings, {})
+    c = client(failing)
+    sign_in(c, "customer", "1001")
+    page = c.get("/card/1001/mix")
+    assert page.status_code == 503 and "Redis does not answer" in page.text and "the details" not in page.text
+    s = client(failing)
+    sign_in(s, "support", "anna")
+    page = s.get("/support/card/1001")
+    assert page.status_code == 503 and "cannot write the audit entry" in page.text
+    assert s.get("/support").status_code == 200  # no card asked for: nothing read
 
 
 def test_changes_need_the_csrf_token(backend: MemoryBackend) -> None:

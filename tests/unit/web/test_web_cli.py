@@ -49,3 +49,35 @@ def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monk
     assert main(["web", "link", "1001"]) == 2
     out = capsys.readouterr().err
     assert "RECEIPTFLOW_WEB_SECRET_KEY is not set" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("subject", ["", "   ", "27100\u200b01"])
+def test_an_empty_or_invisible_subject_gets_no_link(
+    env: Path, subject: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["web", "link", subject]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no link was signed
+    assert "is not a card id" in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "-1"])
+def test_a_port_out_of_range_is_one_line_and_a_usage_error(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, port: str
+) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    served: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw["port"]))
+    assert main(["web", "--port", port]) == 2
+    out = capsys.readouterr().err
+    assert f"--port {port}" in out and "1-65535" in out and "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1 and served == []
+
+
+def test_the_highest_port_is_served(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    served: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw["port"]))
+    assert main(["web", "--port", "65535"]) == 0 and served == [65535]

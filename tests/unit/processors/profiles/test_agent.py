@@ -1,15 +1,23 @@
-"""The profile agents' faust consumer: what it is built with (nothing connects here)."""
+"""The profile agents' faust consumer: what it is built with (nothing connects here); how a batch of
+``consents`` records is read (the valid changes, and the records to dead-letter)."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.processors.profiles.agent import create_app
+from receiptflow.models import ConsentChange
+from receiptflow.processors.profiles.agent import create_app, decode_consents
+
+CODEC = Codec()
+CHANGE = ConsentChange("6390000000001", datetime(2026, 5, 1, 12, tzinfo=UTC), False, True, "app")
 
 
 def _worker_consumer(settings: Settings) -> Any:
@@ -39,3 +47,27 @@ def test_the_default_wait_is_short_beside_the_latency_target(tmp_path: Path) -> 
     # The target is 250 ms from checkout to profile at p99; a wait of its size would use it all up.
     consumer = _worker_consumer(Settings(data_dir=tmp_path))
     assert consumer._fetch_max_wait_ms <= 100
+
+
+def test_the_profile_agent_keeps_the_valid_changes_of_a_batch_and_rejects_the_bad_ones() -> None:
+    def message(offset: int, value: bytes | None) -> SimpleNamespace:
+        return SimpleNamespace(topic="consents", partition=2, offset=offset, key=b"6390000000001", value=value)
+
+    good = CODEC.encode("consent_change", CHANGE.to_avro())
+    changes, rejected = decode_consents(CODEC, [message(7, b"garbage"), message(8, good), message(9, None)])
+    assert changes == [CHANGE]
+    assert [(r.topic, r.partition, r.offset, r.value, r.error.reason) for r in rejected] == [
+        ("consents", 2, 7, b"garbage", "undecodable")
+    ]
+
+
+def test_the_agents_subscribe_no_topic_outside_the_catalogue(tmp_path: Path) -> None:
+    # faust's leader election would add a topic of its own (<app id>-__assignor-__leader), which the
+    # catalogue does not create: the broker would answer "not found" on every metadata refresh.
+    async def subscribed() -> set[str]:
+        app: Any = create_app(Settings(data_dir=tmp_path))
+        await app._leader_assignor.on_start()  # where faust adds that topic
+        return {name for topic in app.topics for name in topic.topics}
+
+    topics = asyncio.run(subscribed())
+    assert topics and not [t for t in topics if "__assignor" in t], topics

@@ -1,18 +1,16 @@
-"""Reading ``consents`` as every reader does: a change, a tombstone, or a record to dead-letter."""
+"""Reading ``consents`` as every reader does: a change, a tombstone, or a record to reject."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 
 from receiptflow.codec import Codec
-from receiptflow.dlq import decode_consent
+from receiptflow.consent_codec import decode_consent
 from receiptflow.errors import ValidationError
 from receiptflow.models import ConsentChange
-from receiptflow.processors.profiles.agent import decode_consents
 
 CODEC = Codec()
 CHANGE = ConsentChange("6390000000001", datetime(2026, 5, 1, 12, tzinfo=UTC), False, True, "app")
@@ -54,15 +52,3 @@ def test_a_record_of_another_subject_is_rejected() -> None:
     with pytest.raises(ValidationError) as caught:
         decode_consent(CODEC, CODEC.encode("dead_letter", dead))
     assert caught.value.reason == "wrong_subject"
-
-
-def test_the_profile_agent_keeps_the_valid_changes_of_a_batch_and_rejects_the_bad_ones() -> None:
-    def message(offset: int, value: bytes | None) -> SimpleNamespace:
-        return SimpleNamespace(topic="consents", partition=2, offset=offset, key=b"6390000000001", value=value)
-
-    good = CODEC.encode("consent_change", CHANGE.to_avro())
-    changes, rejected = decode_consents(CODEC, [message(7, b"garbage"), message(8, good), message(9, None)])
-    assert changes == [CHANGE]
-    assert [(r.topic, r.partition, r.offset, r.value, r.error.reason) for r in rejected] == [
-        ("consents", 2, 7, b"garbage", "undecodable")
-    ]

@@ -29,13 +29,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from rich.console import Console
 from rich.table import Table
 
-from .config import Settings
-from .errors import BrokerError, StackError
-from .humanize import euros
-from .metrics import Metrics
-from .processors.profiles.store import RedisProfileStore
-from .producers.run import simulate
-from .topics import TopicNames, create_topics
+from ..config import Settings
+from ..errors import BrokerError, StackError
+from ..humanize import euros
+from ..metrics import Metrics
+from ..processors.profiles.store import RedisProfileStore
+from ..producers.run import simulate
+from ..topics import TopicNames, create_topics
 
 console = Console(highlight=False)
 
@@ -116,7 +116,7 @@ class Snapshot:
 
 
 def _warehouse(sink: Any) -> tuple[int, int]:
-    from .sinks import warehouse_counts
+    from ..sinks import warehouse_counts
 
     counts = warehouse_counts(sink.warehouse)
     return int(counts["receipts"]), int(counts["total_cents"])
@@ -148,42 +148,15 @@ def run_demo(
     customers: int = 300,
     settle_timeout: float = 180.0,
 ) -> int:
-    from .sinks import open_sink, run_sink
-    from .stack import Stack
+    from ..sinks import open_sink
 
-    d = settings.describe()
-    console.print(f"[bold]receiptflow demo[/bold]  kafka={d['kafka']}  redis={d['redis']}  warehouse={d['warehouse']}")
-    with console.status("starting the embedded stack (first run downloads the Kafka jars)..."):
-        for s in Stack(settings).up():
-            console.print(f"  {s.name:<10} {s.state:<9} {s.endpoint}")
-    create_topics(settings)
-
+    _start_stack(settings)
     metrics = Metrics()
     store = RedisProfileStore.from_settings(settings)  # the profile writer
     sink = open_sink(settings)
     before = _snapshot(settings, store, sink)
 
-    logs = settings.data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    proc_log = open(logs / "processor.log", "ab")  # noqa: SIM115 - closed in finally
-    processor = subprocess.Popen(
-        [sys.executable, "-m", "receiptflow", "process", "--metrics-port", "0", "--loglevel", "warning"],
-        stdout=proc_log,
-        stderr=subprocess.STDOUT,
-        env=os.environ.copy(),
-    )
-    stop = threading.Event()
-    sink_error: list[BaseException] = []
-
-    def sink_main() -> None:
-        try:
-            run_sink(settings, sink, stop=stop, metrics=metrics)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
-            sink_error.append(exc)
-
-    sink_thread = threading.Thread(target=sink_main, name="warehouse-sink", daemon=True)
-    sink_thread.start()
-    try:
+    with _Pipeline(settings, sink, metrics) as pipeline:
         console.print(f"registers selling for {duration:.0f} s at {rate:.0f} checkouts/s (seed {seed})")
         truth = simulate(
             settings,
@@ -198,41 +171,109 @@ def run_demo(
         # What the card profiles must hold: sales as visits (a refund is none), goods spend net of refunds.
         carded = sum(v[0] for v in truth.per_card.values())
         carded_spend = sum(v[1] for v in truth.per_card.values())
-        deadline = time.monotonic() + settle_timeout
-        with console.status("waiting for the processor, profiles and warehouse to catch up...") as status:
-            while True:
-                if processor.poll() is not None:
-                    raise StackError(f"the processor exited with {processor.returncode}; see {logs / 'processor.log'}")
-                if sink_error:
-                    raise sink_error[0]
-                _, visits, spend = store.totals()
-                rows = metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": "receipts"}) or 0
-                done_visits = visits - before.visits
-                status.update(
-                    f"profiles {done_visits}/{carded} visits, warehouse {int(rows)}/{truth.receipts} receipts"
-                )
-                # Spend too: a refund adds no visit, so visits alone may be complete before it is applied.
-                caught_up = visits - before.visits >= carded and spend - before.spend == carded_spend
-                if caught_up and rows >= truth.receipts:
-                    break
-                if time.monotonic() > deadline:
-                    console.print("[red]timed out waiting for the pipeline to catch up[/red]")
-                    break
-                time.sleep(0.5)
-    finally:
-        stop.set()
-        sink_thread.join(timeout=30)
-        processor.terminate()
-        try:
-            processor.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            processor.kill()
-            processor.wait()
-        proc_log.close()
+        _wait_until_caught_up(pipeline, store, metrics, before, (truth.receipts, carded, carded_spend), settle_timeout)
 
     after = _snapshot(settings, store, sink)
     sink.close()
     return _summary(settings, truth, carded, carded_spend, before=before, after=after)
+
+
+def _start_stack(settings: Settings) -> None:
+    """The embedded stack up and the topics provisioned, saying what runs where."""
+    from ..stack import Stack
+
+    d = settings.describe()
+    console.print(f"[bold]receiptflow demo[/bold]  kafka={d['kafka']}  redis={d['redis']}  warehouse={d['warehouse']}")
+    with console.status("starting the embedded stack (first run downloads the Kafka jars)..."):
+        for s in Stack(settings).up():
+            console.print(f"  {s.name:<10} {s.state:<9} {s.endpoint}")
+    create_topics(settings)
+
+
+class _Pipeline:
+    """The processor as a worker process and the warehouse sink in a thread of this one, while the demo runs.
+
+    Started when made; stopped (the sink first, then the processor) when the ``with`` block ends.
+    """
+
+    def __init__(self, settings: Settings, sink: Any, metrics: Metrics) -> None:
+        logs = settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / "processor.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.processor = subprocess.Popen(
+            [sys.executable, "-m", "receiptflow", "process", "--metrics-port", "0", "--loglevel", "warning"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+        self._stop = threading.Event()
+        self._sink_error: list[BaseException] = []
+        self._sink_thread = threading.Thread(
+            target=self._run_sink, args=(settings, sink, metrics), name="warehouse-sink", daemon=True
+        )
+        self._sink_thread.start()
+
+    def _run_sink(self, settings: Settings, sink: Any, metrics: Metrics) -> None:
+        from ..sinks import run_sink
+
+        try:
+            run_sink(settings, sink, stop=self._stop, metrics=metrics)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+            self._sink_error.append(exc)
+
+    def check(self) -> None:
+        """Raise when the processor has exited or the sink has failed."""
+        if self.processor.poll() is not None:
+            raise StackError(f"the processor exited with {self.processor.returncode}; see {self.log_path}")
+        if self._sink_error:
+            raise self._sink_error[0]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sink_thread.join(timeout=30)
+        self.processor.terminate()
+        try:
+            self.processor.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.processor.kill()
+            self.processor.wait()
+        self._log.close()
+
+    def __enter__(self) -> _Pipeline:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def _wait_until_caught_up(
+    pipeline: _Pipeline,
+    store: RedisProfileStore,
+    metrics: Metrics,
+    before: Snapshot,
+    expected: tuple[int, int, int],
+    timeout: float,
+) -> None:
+    """Wait until the profiles and the warehouse hold the ``expected`` (receipts, card visits, card
+    spend) of this run, or ``timeout`` seconds have passed (said, not raised: the summary shows what is missing)."""
+    receipts, carded, carded_spend = expected
+    deadline = time.monotonic() + timeout
+    with console.status("waiting for the processor, profiles and warehouse to catch up...") as status:
+        while True:
+            pipeline.check()
+            _, visits, spend = store.totals()
+            rows = metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": "receipts"}) or 0
+            done_visits = visits - before.visits
+            status.update(f"profiles {done_visits}/{carded} visits, warehouse {int(rows)}/{receipts} receipts")
+            # Spend too: a refund adds no visit, so visits alone may be complete before it is applied.
+            caught_up = visits - before.visits >= carded and spend - before.spend == carded_spend
+            if caught_up and rows >= receipts:
+                return
+            if time.monotonic() > deadline:
+                console.print("[red]timed out waiting for the pipeline to catch up[/red]")
+                return
+            time.sleep(0.5)
 
 
 def _summary(
@@ -271,7 +312,7 @@ def _summary(
         console.print(f"  {line}", markup=False, soft_wrap=True)
     card = next(iter(sorted(truth.per_card)), None)
     if card:
-        from .web.app import Web
+        from ..web.app import Web
 
         # The link is printed, not a command: it works once, for a few minutes, in a browser.
         console.print(

@@ -1,0 +1,141 @@
+"""Kafka records → the sink's records (:mod:`.rows`), or rejected records to dead-letter.
+
+No single record stops the sink: a record it cannot use -- one that does not decode (``consents`` is
+input from outside: registers, the customer app), or a purchase with a value past its column's type
+(:func:`~receiptflow.sinks.rows.warehouse_problem`) -- becomes a :class:`~receiptflow.dlq.Rejected`
+with its reason, position and original bytes, for the loop to dead-letter before it stores the
+offsets past it (:mod:`.runner`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import Message
+
+from ..codec import Codec
+from ..consent_codec import decode_consent
+from ..dlq import Rejected
+from ..errors import BrokerError, ValidationError
+from ..models import AnalyticsBasket, Purchase
+from ..topics import TopicNames
+from .rows import AnyRecord, BasketRecord, SinkConsentRecord, SinkRecord, warehouse_problem
+
+log = logging.getLogger(__name__)
+
+# What decoding a record that is not what its topic holds raises (anything else is a bug, and stops the sink).
+_UNDECODABLE = (ValidationError, KeyError, ValueError, TypeError)
+
+
+def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None = None) -> list[AnyRecord]:
+    """The batch's records; a record the warehouse cannot use is a :class:`~receiptflow.dlq.Rejected` to
+    dead-letter (no single record stops the sink).
+
+    With ``names``, records of the consents topic are consent changes and records of the analytics
+    topic anonymous baskets; everything else is a customer purchase. A ``purchase`` record on the
+    analytics topic was written before the analytics had basket pseudonyms: it carries the receipt
+    id, so it is skipped (logged), never stored. Neither is a consent tombstone (an erased card).
+    Broker events in the batch are logged, or raised as :class:`BrokerError` when fatal.
+    """
+    batch: list[AnyRecord] = []
+    for m in messages:
+        if _is_event(m):
+            continue
+        record = decode_record(codec, m, names)
+        if record is not None:
+            batch.append(record)
+    return batch
+
+
+def decode_record(codec: Codec, m: Message, names: TopicNames | None = None) -> AnyRecord | None:
+    """One record (see :func:`decode_batch`); None for one that is neither stored nor dead-lettered."""
+    topic = str(m.topic())
+    if names is not None and topic == names.consents:
+        return _consent(codec, m)
+    if names is not None and topic == names.purchases_analytics:
+        return _basket(codec, m)
+    return _purchase(codec, m)
+
+
+def _is_event(m: Message) -> bool:
+    """Whether ``m`` is a broker event rather than a record (raises when the event is fatal)."""
+    err = m.error()
+    if err is None:
+        return False
+    if err.fatal():
+        raise BrokerError(f"sink consumer failed: {err}")
+    # Transient broker/network conditions, reported as events; librdkafka retries by itself.
+    log.warning("sink consumer: %s", err)
+    return True
+
+
+def _where(m: Message) -> str:
+    return f"{m.topic()}[{m.partition()}]@{m.offset()}"
+
+
+def _position(m: Message) -> tuple[str, int, int]:
+    return str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
+
+
+def _rejected(error: ValidationError, m: Message) -> Rejected:
+    """``m`` rejected for ``error``, with its position and original bytes."""
+    topic, partition, offset = _position(m)
+    return Rejected(error, topic, partition, offset, m.key(), m.value())
+
+
+def _undecodable(exc: Exception, m: Message) -> Rejected:
+    error = exc if isinstance(exc, ValidationError) else ValidationError("undecodable", str(exc))
+    log.error("undecodable record at %s, dead-lettered: %s", _where(m), error)
+    return _rejected(error, m)
+
+
+def _consent(codec: Codec, m: Message) -> SinkConsentRecord | Rejected | None:
+    if m.value() is None:
+        # A tombstone: the card was erased. Its audit rows go with `receiptflow erase`; there is no
+        # change to record.
+        log.info("consent tombstone at %s (erased card): nothing to audit", _where(m))
+        return None
+    try:
+        change = decode_consent(codec, m.value())
+    except ValidationError as exc:
+        log.warning("undecodable consent record at %s, skipped: %s", _where(m), exc)
+        return _rejected(exc, m)
+    except _UNDECODABLE as exc:
+        return _undecodable(exc, m)
+    assert change is not None  # tombstones were handled above
+    return SinkConsentRecord(change, *_position(m))
+
+
+def _basket(codec: Codec, m: Message) -> BasketRecord | Rejected | None:
+    try:
+        decoded = codec.decode(m.value())
+        if decoded.subject == "purchase":
+            log.warning("analytics record with a receipt id at %s (written by an older processor): skipped", _where(m))
+            return None
+        if decoded.subject != "analytics_basket":
+            raise ValidationError("wrong_subject", f"expected an 'analytics_basket' record, got {decoded.subject!r}")
+        return BasketRecord(AnalyticsBasket.from_avro(decoded.value), *_position(m))
+    except _UNDECODABLE as exc:
+        return _undecodable(exc, m)
+
+
+def _purchase(codec: Codec, m: Message) -> SinkRecord | Rejected:
+    try:
+        purchase = Purchase.from_avro(codec.decode(m.value(), expect="purchase").value)
+    except _UNDECODABLE as exc:
+        return _undecodable(exc, m)
+    problem = warehouse_problem(purchase)
+    if problem is not None:
+        log.error("record at %s cannot be stored, dead-lettered: %s", _where(m), problem)
+        return _rejected(ValidationError("out_of_range", problem), m)
+    return SinkRecord(purchase, *_position(m))
+
+
+def written_stamps(messages: list[Message], batch: list[AnyRecord], customer_topic: str) -> list[int]:
+    """Timestamps (ms) of the batch's customer purchases not dead-lettered: their checkouts' append times."""
+    rejected = {(r.partition, r.offset) for r in batch if isinstance(r, Rejected) and r.topic == customer_topic}
+    return [
+        m.timestamp()[1]
+        for m in messages
+        if m.error() is None and m.topic() == customer_topic and (m.partition(), m.offset()) not in rejected
+    ]
