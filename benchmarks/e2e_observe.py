@@ -70,7 +70,7 @@ def lines_in(settings: Settings, topic: str) -> int:
         settings.kafka_config(**{"group.id": f"bench-read-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True})
     )
     try:
-        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.kafka.topic_partitions)]
         total = 0
         for m in ReadToEnd(consumer, parts, what=f"reading {topic}", stall=60).records(5000):
             value = m.value()
@@ -113,7 +113,7 @@ class Observer:
 
     def follow(self) -> None:
         codec = Codec()
-        names = TopicNames(self.settings.topic_prefix)
+        names = TopicNames(self.settings.kafka.topic_prefix)
         c = Consumer(
             self.settings.kafka_config(
                 **{

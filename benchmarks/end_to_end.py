@@ -94,11 +94,11 @@ def env_for(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
     env.update({f"RECEIPTFLOW_{k.upper()}": v for k, v in EXTRA_SETTINGS.items()})
     env.update(
-        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        RECEIPTFLOW_REDIS_URL=settings.redis_url,
-        RECEIPTFLOW_WAREHOUSE_URL=str(settings.warehouse_url),
-        RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
-        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        RECEIPTFLOW_REDIS_URL=settings.redis.url,
+        RECEIPTFLOW_WAREHOUSE_URL=str(settings.warehouse.url),
+        RECEIPTFLOW_DATA_DIR=str(settings.local.data_dir),
+        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.kafka.topic_partitions),
         RECEIPTFLOW_METRICS_PORT="0",
     )
     return env
@@ -139,7 +139,7 @@ class Pipeline:
     def pids(self) -> dict[str, int]:
         out = {name: p.pid for name, p in self.procs.items()}
         for server in ("kafka", "redis", "postgres"):
-            pid_file = self.settings.data_dir / "run" / f"{server}.pid"
+            pid_file = self.settings.local.data_dir / "run" / f"{server}.pid"
             if pid_file.is_file():
                 out[server] = int(pid_file.read_text().split()[0])
         return out
@@ -147,7 +147,9 @@ class Pipeline:
     def check(self) -> None:
         for name, p in self.procs.items():
             if p.poll() is not None:
-                raise SystemExit(f"{name} exited with {p.returncode}; see its log under {self.settings.data_dir}/logs")
+                raise SystemExit(
+                    f"{name} exited with {p.returncode}; see its log under {self.settings.local.data_dir}/logs"
+                )
 
     def stop(self) -> None:
         for p in self.procs.values():
@@ -167,7 +169,7 @@ FLAT_OUT = float(MAX_RATE)
 def simulate(settings: Settings, rate: float, count: int, seed: int, truth: Path) -> subprocess.Popen[bytes]:
     args = ["simulate", "--rate", str(rate), "--duration", str(count / rate), "--seed", str(seed)]
     args += ["--stores", "60", "--customers", "3000", "--truth", str(truth), "--metrics-port", "0"]
-    args += ["--outbox", str(settings.data_dir / "outbox" / f"bench-{seed}.sqlite3")]
+    args += ["--outbox", str(settings.local.data_dir / "outbox" / f"bench-{seed}.sqlite3")]
     return subprocess.Popen(
         [sys.executable, "-m", "receiptflow", *args],
         env=env_for(settings),
@@ -240,7 +242,7 @@ def backlog(
 ) -> dict[str, Any]:
     """Sell ``count`` before the pipeline runs, then time the pipeline draining them."""
     settings = pipe.settings
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     base = store.totals()[1], warehouse_receipts(conn)
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     sim = simulate(settings, FLAT_OUT, count, seed=11, truth=tmp / "truth-backlog.json")
@@ -251,7 +253,7 @@ def backlog(
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     receipts, carded = sold(tmp, "backlog")
     lines = lines_in(settings, names.checkouts)
-    pipe.start(settings.data_dir / "logs")
+    pipe.start(settings.local.data_dir / "logs")
     while end_offsets(settings, names.purchases_customer) == 0:
         pipe.check()
         time.sleep(0.02)
@@ -273,7 +275,7 @@ def live(
 ) -> dict[str, Any]:
     """Sell ``count`` unpaced while the pipeline runs: first checkout acknowledged to last receipt visible."""
     settings = pipe.settings
-    checkouts = TopicNames(settings.topic_prefix).checkouts
+    checkouts = TopicNames(settings.kafka.topic_prefix).checkouts
     offsets, base = end_offsets(settings, checkouts), (store.totals()[1], warehouse_receipts(conn))
     sim = simulate(settings, FLAT_OUT, count, seed=12, truth=tmp / "truth-live.json")
     acked = first_ack(settings, checkouts, offsets, sim)
@@ -293,7 +295,7 @@ def latency(
     tmp: Path,
     profile_agent: Path | None = None,
 ) -> dict[str, Any]:
-    conn = psycopg.connect(str(pipe.settings.warehouse_url), autocommit=True)
+    conn = psycopg.connect(str(pipe.settings.warehouse.url), autocommit=True)
     obs = Observer(pipe.settings, store, conn, sample)
     threads = [threading.Thread(target=t, daemon=True) for t in (obs.follow, obs.poll_profiles, obs.poll_warehouse)]
     for t in threads:
@@ -301,7 +303,7 @@ def latency(
     obs.ready.wait(30)  # the follower holds its partitions before the first sale
     time.sleep(1)
     count = int(rate * seconds)
-    checkouts = TopicNames(pipe.settings.topic_prefix).checkouts
+    checkouts = TopicNames(pipe.settings.kafka.topic_prefix).checkouts
     offsets = end_offsets(pipe.settings, checkouts)
     sim = simulate(pipe.settings, rate, count, seed=int(rate) + 100, truth=tmp / f"truth-{rate:.0f}.json")
     metrics0, pids = pipe.scrape(), {**pipe.pids(), "simulate": sim.pid}
@@ -382,7 +384,7 @@ def _self_cpu() -> float:
 
 def router_alone(settings: Settings, receipts: int) -> float:
     s = settings.model_copy(
-        update={"topic_prefix": f"bench-router-{uuid.uuid4().hex[:6]}.", "processor_id": "bench-router"}
+        update={"kafka": {"topic_prefix": f"bench-router-{uuid.uuid4().hex[:6]}."}, "router": {"id": "bench-router"}}
     )
     create_topics(s)
     client = RegisterClient(s)
@@ -406,7 +408,7 @@ def latency_only(
     """Phase 3 alone: a warm-up sale (every stage joined and restored), then each load."""
     settings = pipe.settings
     print("warm-up: 500 receipts through the pipeline ...", flush=True)
-    pipe.start(settings.data_dir / "logs")
+    pipe.start(settings.local.data_dir / "logs")
     live(pipe, conn, store, 500, tmp, 0)
     conn.close()
     lat = []
@@ -474,13 +476,11 @@ def main() -> int:
         tmp = Path(tmp_name)
         pg_port = free_port()
         settings = Settings(
-            data_dir=tmp / "data",
-            bootstrap_servers=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-            redis_url=f"redis://127.0.0.1:{free_port()}/0",
-            warehouse_url=f"postgresql://postgres@127.0.0.1:{pg_port}/receiptflow",
-            metrics_port=0,
-            topic_partitions=args.partitions,
+            local={"data_dir": tmp / "data", "kafka_controller_port": free_port()},
+            kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "topic_partitions": args.partitions},
+            redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
+            warehouse={"url": f"postgresql://postgres@127.0.0.1:{pg_port}/receiptflow"},
+            metrics={"port": 0},
         )
         stack = Stack(settings)
         pipe = Pipeline(settings)
@@ -489,9 +489,9 @@ def main() -> int:
             print("starting Kafka, Redis and PostgreSQL ...", flush=True)
             stack.up(with_postgres=True)
             create_topics(settings)
-            (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+            (settings.local.data_dir / "logs").mkdir(parents=True, exist_ok=True)
             store = RedisProfileStore.from_settings(settings)
-            conn = psycopg.connect(str(settings.warehouse_url), autocommit=True)
+            conn = psycopg.connect(str(settings.warehouse.url), autocommit=True)
             if args.latency_only:
                 return latency_only(
                     pipe, conn, store, args.loads, seconds, args.sample, tmp, args.json_out, args.profile_agent

@@ -114,7 +114,7 @@ def create_output_topics(settings: Settings, topics: PeerTopics, timeout: float 
     admin = AdminClient(settings.kafka_config())
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
-        NewTopic(t, num_partitions=1 if t == topics.dlq else settings.topic_partitions, replication_factor=-1)
+        NewTopic(t, num_partitions=1 if t == topics.dlq else settings.kafka.topic_partitions, replication_factor=-1)
         for t in topics.outputs().values()
         if t not in existing
     ]
@@ -124,8 +124,8 @@ def create_output_topics(settings: Settings, topics: PeerTopics, timeout: float 
 
 def policy_path(settings: Settings) -> Path:
     """The policy file the router loads: the configured one, else the one shipped with the package."""
-    if settings.policy_file is not None:
-        return settings.policy_file.resolve()
+    if settings.privacy.policy_file is not None:
+        return settings.privacy.policy_file.resolve()
     return Path(str(resources.files("receiptflow").joinpath("data/policy.toml")))
 
 
@@ -155,10 +155,10 @@ def start(
     java = shutil.which("java")
     if java is None:
         raise ConfigError("java is not installed: the Kafka Streams peer needs Java 17 or newer")
-    state = settings.data_dir.resolve() / "kstreams" / app_id
+    state = settings.local.data_dir.resolve() / "kstreams" / app_id
     state.mkdir(parents=True, exist_ok=True)
     args = {
-        "bootstrap": settings.bootstrap_servers,
+        "bootstrap": settings.kafka.bootstrap_servers,
         "app-id": app_id,
         "state-dir": str(state),
         "schemas": str(schemas_dir()),
@@ -171,10 +171,10 @@ def start(
         "dlq": topics.dlq,
         "processor": app_id,
         "threads": str(threads),
-        "order-wait-ms": str(settings.processor_order_wait_ms),
-        "dedup-days": str(settings.processor_dedup_days),
-        "default-product-data": str(settings.default_product_data_marketing).lower(),
-        "default-electronic": str(settings.default_electronic_marketing).lower(),
+        "order-wait-ms": str(settings.router.order_wait_ms),
+        "dedup-days": str(settings.router.dedup_days),
+        "default-product-data": str(settings.privacy.default_product_data_marketing).lower(),
+        "default-electronic": str(settings.privacy.default_electronic_marketing).lower(),
     }
     command = [java, *JVM_OPTIONS, "-jar", str(jar)]
     for name, value in args.items():

@@ -99,14 +99,14 @@ class _OutputValue(Serializer):
 def main() -> int:
     out_prefix, group = sys.argv[1], sys.argv[2]
     settings = Settings()
-    inputs, outputs = TopicNames(settings.topic_prefix), TopicNames(out_prefix)
+    inputs, outputs = TopicNames(settings.kafka.topic_prefix), TopicNames(out_prefix)
     step = peer_step(settings, out_prefix, "quixstreams-peer")
     app = Application(
-        broker_address=settings.bootstrap_servers,
+        broker_address=settings.kafka.bootstrap_servers,
         consumer_group=group,
         auto_offset_reset="earliest",
         processing_guarantee="exactly-once",
-        state_dir=str(settings.data_dir / f"quix-state-{group}"),
+        state_dir=str(settings.local.data_dir / f"quix-state-{group}"),
         loglevel="WARNING",
     )
 

@@ -23,13 +23,17 @@ from receiptflow.topics import TopicNames
 def peer_step(settings: Settings, out_prefix: str, worker: str) -> RouteStep:
     """The router's step reading ``settings``' input topics and writing ``out_prefix``'s outputs."""
     names = TopicNames(out_prefix)
-    names.consents = TopicNames(settings.topic_prefix).consents  # the step tells consents apart by the input's name
+    names.consents = TopicNames(
+        settings.kafka.topic_prefix
+    ).consents  # the step tells consents apart by the input's name
     return RouteStep(
         names,
-        load_policy(settings.policy_file),
+        load_policy(settings.privacy.policy_file),
         codec_for(settings),
         BasketPseudonymiser(analytics_key(settings)),
-        ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
+        ConsentState(
+            settings.privacy.default_product_data_marketing, settings.privacy.default_electronic_marketing, known=False
+        ),
         worker,
     )
 

@@ -93,7 +93,7 @@ def fill(settings: Settings, receipts: int, seed: int = 42) -> dict[str, int]:
         client.send_consent(e.consent)
     client.flush(120)  # the sign-ups are written before the first sale
     counts = {"receipts": 0, "dead_letters": 0, "lines": 0, "consent_changes": 0, "duplicates": 0}
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     for e in traffic.emissions(receipts, t0, rate=10.0):
         if e.kind in ("checkout", "duplicate") and e.checkout is not None:
             client.send(e.checkout)
@@ -220,7 +220,7 @@ def start_path(
         child = {**env, "RECEIPTFLOW_PROCESSOR_ID": group, "BENCH_OUTPUT_PREFIX": prefix}
         return subprocess.Popen(cmd, env=child, stdout=out, stderr=out)
     out.close()
-    inputs, outputs = TopicNames(settings.topic_prefix), TopicNames(prefix)
+    inputs, outputs = TopicNames(settings.kafka.topic_prefix), TopicNames(prefix)
     topics = peer_kstreams.PeerTopics(
         inputs.checkouts,
         inputs.consents,
@@ -235,14 +235,14 @@ def start_path(
 def input_of_cards(settings: Settings, cards: list[str], codec: Codec) -> list[dict[str, Any]]:
     """Every checkout and consent change of ``cards`` in the input, as written: topic, partition, offset,
     broker append time, event time, and the receipt id or the consent state."""
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     kinds = {names.checkouts: "checkout", names.consents: "consent_change"}
     consumer = Consumer(
         settings.kafka_config(**{"group.id": f"peers-input-{uuid.uuid4().hex[:6]}", "enable.partition.eof": True})
     )
     out: list[dict[str, Any]] = []
     try:
-        parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in kinds for p in range(settings.topic_partitions)]
+        parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in kinds for p in range(settings.kafka.topic_partitions)]
         for m in ReadToEnd(consumer, parts, what="reading the peers' input", stall=60).records(5000):
             try:
                 value = codec.decode(m.value(), expect=kinds[m.topic() or ""]).value
@@ -281,12 +281,14 @@ def raw_row(base: Settings, tag: str, receipts: int) -> dict[str, Any]:
     """The ceiling on the same input: every ``checkouts`` record copied unchanged to a topic of its own by
     a confluent-kafka consumer and producer (no decoding, no state, no transactions), timed from the first
     record consumed to the last acknowledged and counted per receipt like the paths."""
-    raw = base.model_copy(update={"topic_prefix": f"peers-{tag}-raw."})
+    raw = base.model_copy(update={"kafka": {"topic_prefix": f"peers-{tag}-raw."}})
     create_topics(raw, output_specs(only_outputs=True))
-    source = TopicNames(base.topic_prefix).checkouts
+    source = TopicNames(base.kafka.topic_prefix).checkouts
     print(f"peers: {RAW} ...", flush=True)
     count = processor_throughput.records_in(base, source)
-    seconds = processor_throughput.raw_passthrough(base, source, TopicNames(raw.topic_prefix).purchases_customer, count)
+    seconds = processor_throughput.raw_passthrough(
+        base, source, TopicNames(raw.kafka.topic_prefix).purchases_customer, count
+    )
     return {"path": RAW, "workers": 1, "seconds": seconds, "receipts_per_s": receipts / seconds, "compared": False}
 
 
@@ -296,9 +298,9 @@ def run(
     """Fill the input on ``settings``' broker, run every path, compare; the results as a dict (``how``: the
     words saying how it was run, for the report)."""
     tag = uuid.uuid4().hex[:6]
-    base = settings.model_copy(update={"topic_prefix": f"peers-{tag}."})
+    base = settings.model_copy(update={"kafka": {"topic_prefix": f"peers-{tag}."}})
     create_topics(base, output_specs())
-    logs = base.data_dir / "logs"
+    logs = base.local.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = {
         **processor_throughput._env(base),
@@ -313,9 +315,9 @@ def run(
     rows: list[dict[str, Any]] = []
     reference: dict[str, list[peer_compare.Record]] | None = None
     for name in [n for n in names if n not in skip]:
-        prefix = base.topic_prefix if name == "router" else f"peers-{tag}-{name}."
+        prefix = base.kafka.topic_prefix if name == "router" else f"peers-{tag}-{name}."
         if name != "router":
-            create_topics(base.model_copy(update={"topic_prefix": prefix}), output_specs(only_outputs=True))
+            create_topics(base.model_copy(update={"kafka": {"topic_prefix": prefix}}), output_specs(only_outputs=True))
         row: dict[str, Any] = {"path": PATHS[name], "workers": 1}
         rows.append(row)
         if name == "quixstreams" and not (quix_path / "quixstreams").is_dir():
@@ -369,7 +371,7 @@ def run(
         "cores": os.cpu_count(),
         "receipts": counts["receipts"],
         "input": counts,
-        "partitions": base.topic_partitions,
+        "partitions": base.kafka.topic_partitions,
         "ignored_fields": {t: sorted(f) for t, f in peer_compare.IGNORED.items()},
         "paths": rows,
     }
@@ -388,9 +390,13 @@ def main() -> int:
         base = {"data_dir": Path(tmp), "metrics_port": 0, "topic_partitions": args.partitions}
         stack: Stack | None = None
         if args.bootstrap:
-            settings = Settings(bootstrap_servers=args.bootstrap, **base)
+            settings = Settings(kafka={"bootstrap_servers": args.bootstrap}, **base)
         else:
-            settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(), **base)
+            settings = Settings(
+                kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+                local={"kafka_controller_port": free_port()},
+                **base,
+            )
             stack = Stack(settings)
             stack.kafka.up()
         try:

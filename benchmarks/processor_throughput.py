@@ -66,12 +66,12 @@ from receiptflow.topics import TopicNames, create_topics
 def _env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
     env.update(
-        RECEIPTFLOW_FAST_PATH="on" if settings.fast_path else "off",
-        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
-        RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
-        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.topic_partitions),
-        RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
+        RECEIPTFLOW_FAST_PATH="on" if settings.router.fast_path else "off",
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        RECEIPTFLOW_DATA_DIR=str(settings.local.data_dir),
+        RECEIPTFLOW_TOPIC_PREFIX=settings.kafka.topic_prefix,
+        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.kafka.topic_partitions),
+        RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
     return env
@@ -82,7 +82,7 @@ def records_in(settings: Settings, topic: str) -> int:
     c = Consumer(settings.kafka_config(**{"group.id": f"bench-peek-{uuid.uuid4().hex[:6]}"}))
     try:
         total = 0
-        for p in range(settings.topic_partitions):
+        for p in range(settings.kafka.topic_partitions):
             low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             total += high - low
         return total
@@ -168,7 +168,7 @@ def single_output(settings: Settings, count: int) -> float:
     was set from (which also wrote to Redis, not done here), for comparison with the router's
     three outputs in Kafka transactions.
     """
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     codec, policy = Codec(), load_policy()
 
     def customer_record(value: bytes, now: datetime) -> bytes:
@@ -201,7 +201,7 @@ def router(settings: Settings, count: int, workers: int = 1, load: Callable[[], 
             load()
         return _time_until(
             settings,
-            TopicNames(settings.topic_prefix).purchases_customer,
+            TopicNames(settings.kafka.topic_prefix).purchases_customer,
             count,
             lambda: all(p.poll() is None for p in procs),
         )
@@ -218,7 +218,7 @@ def _wait_for_members(settings: Settings, workers: int, timeout: float = 120) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            desc = admin.describe_consumer_groups([settings.processor_id])[settings.processor_id].result(10)
+            desc = admin.describe_consumer_groups([settings.router.id])[settings.router.id].result(10)
         except KafkaException:
             desc = None
         if desc is not None and sum(1 for m in desc.members if m.assignment.topic_partitions) >= workers:
@@ -236,7 +236,7 @@ def naive_faust(settings: Settings, count: int) -> float:
     )
     try:
         return _time_until(
-            settings, TopicNames(settings.topic_prefix).purchases_customer, count, lambda: proc.poll() is None
+            settings, TopicNames(settings.kafka.topic_prefix).purchases_customer, count, lambda: proc.poll() is None
         )
     finally:
         proc.terminate()
@@ -245,8 +245,8 @@ def naive_faust(settings: Settings, count: int) -> float:
 
 def kstreams_peer(settings: Settings, count: int) -> float:
     """The Kafka Streams peer on its own topics, timed like the router (first output to last)."""
-    names = TopicNames(settings.topic_prefix)
-    proc = start(settings, PeerTopics.of(names), settings.processor_id, analytics_key(settings))
+    names = TopicNames(settings.kafka.topic_prefix)
+    proc = start(settings, PeerTopics.of(names), settings.router.id, analytics_key(settings))
     try:
         return _time_until(settings, names.purchases_customer, count, lambda: proc.poll() is None)
     finally:
@@ -264,18 +264,18 @@ def faust_worker() -> None:
     Outputs go to ``BENCH_OUTPUT_PREFIX``'s topics (default: the inputs' prefix).
     """
     settings = Settings()
-    inputs = TopicNames(settings.topic_prefix)
-    outputs = TopicNames(os.environ.get("BENCH_OUTPUT_PREFIX", settings.topic_prefix))
+    inputs = TopicNames(settings.kafka.topic_prefix)
+    outputs = TopicNames(os.environ.get("BENCH_OUTPUT_PREFIX", settings.kafka.topic_prefix))
     step = peer_step(settings, outputs.prefix, "faust-naive")
     app = faust.App(
-        f"{settings.processor_id}-naive",
+        f"{settings.router.id}-naive",
         broker=faust_broker_url(settings),
         key_serializer="raw",
         value_serializer="raw",
         topic_allow_declare=False,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        datadir=str(settings.data_dir / f"faust-naive-{settings.processor_id}"),
+        datadir=str(settings.local.data_dir / f"faust-naive-{settings.router.id}"),
     )
     source = app.topic(inputs.consents, inputs.checkouts, key_type=bytes, value_type=bytes, allow_empty=True)
     sinks = {
@@ -325,9 +325,13 @@ def main() -> int:
         stack: Stack | None = None
         base = {"data_dir": data, "metrics_port": 0, "topic_partitions": args.partitions}
         if args.bootstrap:
-            settings = Settings(bootstrap_servers=args.bootstrap, **base)
+            settings = Settings(kafka={"bootstrap_servers": args.bootstrap}, **base)
         else:
-            settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(), **base)
+            settings = Settings(
+                kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+                local={"kafka_controller_port": free_port()},
+                **base,
+            )
             stack = Stack(settings)
             stack.kafka.up()
         try:
@@ -340,7 +344,9 @@ def main() -> int:
 
             def fresh(name: str, load: bool = True) -> Settings:
                 tag = f"{name}-{uuid.uuid4().hex[:6]}"
-                s = settings.model_copy(update={"topic_prefix": f"bench-{tag}.", "processor_id": f"bench-{tag}"})
+                s = settings.model_copy(
+                    update={"kafka": {"topic_prefix": f"bench-{tag}."}, "router": {"id": f"bench-{tag}"}}
+                )
                 create_topics(s)
                 if load:
                     send(s)
@@ -358,13 +364,13 @@ def main() -> int:
             # Rounds interleave the paths, so a slow spell of a shared machine hits them all alike.
             for _ in range(args.repeat):
                 s = fresh("raw")
-                names = TopicNames(s.topic_prefix)
+                names = TopicNames(s.kafka.topic_prefix)
                 record(
                     "raw consume→produce",
                     raw_passthrough(s, names.checkouts, names.purchases_analytics, len(receipts)),
                 )
                 record("router (exactly-once)", router(fresh("router"), len(receipts)))
-                python_core = fresh("router-py").model_copy(update={"fast_path": False})
+                python_core = fresh("router-py").model_copy(update={"router": {"fast_path": False}})
                 record("router, Python core", router(python_core, len(receipts)))
                 record("single-output loop", single_output(fresh("one"), len(receipts)))
                 two = fresh("router2", load=False)

@@ -48,7 +48,7 @@ def _rss_mib() -> float:
 
 def raw_librdkafka(settings: Settings, receipts: list[Checkout]) -> float:
     codec = Codec()
-    topic = TopicNames(settings.topic_prefix).checkouts
+    topic = TopicNames(settings.kafka.topic_prefix).checkouts
     encoded = [(checkout_key(c), codec.encode("checkout", c.to_avro())) for c in receipts]
     producer = Producer(
         settings.kafka_config(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4"})
@@ -119,25 +119,26 @@ def main() -> int:
         data = Path(tmp)
         stack: Stack | None = None
         if args.bootstrap:
-            settings = Settings(bootstrap_servers=args.bootstrap, data_dir=data, metrics_port=0)
+            settings = Settings(
+                kafka={"bootstrap_servers": args.bootstrap}, local={"data_dir": data}, metrics={"port": 0}
+            )
         else:
             settings = Settings(
-                bootstrap_servers=f"127.0.0.1:{free_port()}",
-                kafka_controller_port=free_port(),
-                data_dir=data,
-                metrics_port=0,
+                kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+                local={"kafka_controller_port": free_port(), "data_dir": data},
+                metrics={"port": 0},
             )
             stack = Stack(settings)
             stack.kafka.up()
         try:
-            settings = settings.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}."})
+            settings = settings.model_copy(update={"kafka": {"topic_prefix": f"bench{uuid.uuid4().hex[:6]}."}})
             create_topics(settings)
             receipts = list(
                 Simulator(42, stores=50, customers=2000).stream(args.receipts, datetime.now(UTC), rate=100.0)
             )
             lines = sum(len(c.lines) for c in receipts)
             each = lines / len(receipts)
-            print(f"{len(receipts)} simulated receipts ({each:.1f} lines each) to {settings.bootstrap_servers}")
+            print(f"{len(receipts)} simulated receipts ({each:.1f} lines each) to {settings.kafka.bootstrap_servers}")
 
             # Warm-up: topic metadata, the idempotent producer id and the broker's page cache are
             # paid for once here rather than by whichever path happens to run first.

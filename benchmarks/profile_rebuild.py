@@ -96,7 +96,9 @@ def main() -> int:
         server: EmbeddedRedis | None = None
         url = admin_url = args.redis
         if url is None:
-            settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=Path(tmp), metrics_port=0)
+            settings = Settings(
+                redis={"url": f"redis://127.0.0.1:{free_port()}/0"}, local={"data_dir": Path(tmp)}, metrics={"port": 0}
+            )
             server = EmbeddedRedis(settings)
             server.up()
             # Rebuilt as `profiles rebuild` runs, with the writer's login; flushed by the administrator.

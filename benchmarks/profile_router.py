@@ -186,13 +186,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="receiptflow-profile-") as tmp:
         data = Path(tmp)
         settings = Settings(
-            bootstrap_servers=f"127.0.0.1:{free_port()}",
-            kafka_controller_port=free_port(),
-            data_dir=data,
-            metrics_port=0,
-            topic_partitions=6,
-            topic_prefix="profile.",
-            processor_id="profile-router",
+            kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "topic_partitions": 6, "topic_prefix": "profile."},
+            local={"kafka_controller_port": free_port(), "data_dir": data},
+            metrics={"port": 0},
+            router={"id": "profile-router"},
         )
         stack = Stack(settings)
         stack.kafka.up()
@@ -205,17 +202,17 @@ def main() -> int:
             client.flush(120)
             env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_") or k.endswith("FAST_PATH")}
             env.update(
-                RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+                RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
                 RECEIPTFLOW_DATA_DIR=str(data),
-                RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
+                RECEIPTFLOW_TOPIC_PREFIX=settings.kafka.topic_prefix,
                 RECEIPTFLOW_TOPIC_PARTITIONS="6",
-                RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
+                RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
                 RECEIPTFLOW_METRICS_PORT="0",
             )
             cmd = [sys.executable, "-m", "receiptflow", "process", "--role", "router"]
             router = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                out_topic = TopicNames(settings.topic_prefix).purchases_customer
+                out_topic = TopicNames(settings.kafka.topic_prefix).purchases_customer
                 while records_in(settings, out_topic) == 0:
                     if router.poll() is not None:
                         raise SystemExit("the router ended before routing anything")

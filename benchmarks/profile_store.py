@@ -89,7 +89,9 @@ def main() -> int:
         if args.redis:
             url = admin_url = args.redis
         else:
-            settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", data_dir=Path(tmp), metrics_port=0)
+            settings = Settings(
+                redis={"url": f"redis://127.0.0.1:{free_port()}/0"}, local={"data_dir": Path(tmp)}, metrics={"port": 0}
+            )
             server = EmbeddedRedis(settings)
             server.up()
             # The store as the profile agent runs it; flushing and INFO as the administrator.

@@ -255,7 +255,9 @@ def main() -> int:
         server_url = args.postgres_url
         if server_url is None:
             port = free_port()
-            settings = Settings(data_dir=d / "pg", warehouse_url=f"postgresql://127.0.0.1:{port}/receiptflow")
+            settings = Settings(
+                local={"data_dir": d / "pg"}, warehouse={"url": f"postgresql://127.0.0.1:{port}/receiptflow"}
+            )
             server = EmbeddedPostgres(settings, port=port)
             server.up()
             server_url = server.url

@@ -50,7 +50,7 @@ class RegisterClient:
         metrics: Metrics | None = None,
         **producer_overrides: Any,
     ) -> None:
-        self.names = TopicNames(settings.topic_prefix)
+        self.names = TopicNames(settings.kafka.topic_prefix)
         self.codec = codec or codec_for(settings)
         self.metrics = metrics or Metrics()
         self.stats = DeliveryStats()

@@ -76,7 +76,7 @@ class Outbox:
     ) -> None:
         self.path = path
         self.settings = settings
-        self.names = TopicNames(settings.topic_prefix)
+        self.names = TopicNames(settings.kafka.topic_prefix)
         self.max_bytes = max_bytes
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight

@@ -74,7 +74,7 @@ def simulate(
         out_of_order_rate=out_of_order_rate,
     )
     outbox = Outbox(
-        outbox_path or settings.data_dir / "outbox" / f"simulator-{seed}.sqlite3",
+        outbox_path or settings.local.data_dir / "outbox" / f"simulator-{seed}.sqlite3",
         settings,
         codec=codec,
         metrics=metrics,
@@ -86,12 +86,12 @@ def simulate(
             for e in traffic.initial_consents(t0 - timedelta(days=1)):
                 assert e.consent is not None
                 outbox.accept_consent(e.consent)
-        _sell(traffic, outbox, TopicNames(settings.topic_prefix), max(1, int(rate * duration)), t0, rate, console)
+        _sell(traffic, outbox, TopicNames(settings.kafka.topic_prefix), max(1, int(rate * duration)), t0, rate, console)
         if not _drain(outbox, drain_timeout):
             path = outbox.path
             raise BrokerError(
-                f"Kafka at {settings.bootstrap_servers} is not taking records: {outbox.pending()} records are kept "
-                f"in the outbox {path} and nothing is lost; send them once it answers with "
+                f"Kafka at {settings.kafka.bootstrap_servers} is not taking records: {outbox.pending()} records are "
+                f"kept in the outbox {path} and nothing is lost; send them once it answers with "
                 f"`.venv/bin/receiptflow outbox drain {path}`"
             )
     finally:

@@ -53,7 +53,7 @@ def replay_group(live_group: str) -> str:
 
 def sink_topics(settings: Settings) -> list[str]:
     """The topics the live sink reads, in the order a replay reports them."""
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     return [names.purchases_customer, names.purchases_analytics, names.consents]
 
 
@@ -89,7 +89,13 @@ def replay_warehouse(
             starts.update(s)
             ends.update(e)
         return _replay(
-            sink, consumer, erasures, (codec, TopicNames(settings.topic_prefix)), (starts, ends), batch_size, progress
+            sink,
+            consumer,
+            erasures,
+            (codec, TopicNames(settings.kafka.topic_prefix)),
+            (starts, ends),
+            batch_size,
+            progress,
         )
     except KafkaException as exc:
         raise BrokerError(f"replay of {', '.join(topics)} failed: {exc}") from exc

@@ -73,7 +73,7 @@ def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP, migrations_dir:
     dimension written from the policy file) and ready to write.
 
     ``duckdb:///abs/path.duckdb`` → :class:`DuckDBSink`; ``postgresql://`` or ``postgres://`` →
-    :class:`PostgresSink` (with ``warehouse_password`` applied). Anything else is a :class:`ConfigError`.
+    :class:`PostgresSink` (with ``settings.warehouse.password`` applied). Anything else is a :class:`ConfigError`.
     ``migrations_dir`` replaces the shipped migrations (the shipped files plus new ones, in tests).
     """
     url = settings.warehouse_connection_url()
@@ -91,7 +91,7 @@ def open_sink(settings: Settings, group_id: str = DEFAULT_GROUP, migrations_dir:
     sink.setup()
     try:
         # The chain dimension follows the policy file the sink runs with (groups, level in force today).
-        sync_chains(sink.warehouse, chain_dimension_rows(load_policy(settings.policy_file), datetime.now(UTC)))
+        sync_chains(sink.warehouse, chain_dimension_rows(load_policy(settings.privacy.policy_file), datetime.now(UTC)))
     except BaseException:
         sink.close()
         raise
@@ -193,7 +193,7 @@ class SinkWorker(KafkaWorker):
         readiness: Readiness | None = None,
     ) -> None:
         self.sink = sink
-        self.names = TopicNames(settings.topic_prefix)
+        self.names = TopicNames(settings.kafka.topic_prefix)
         names = self.names
         self.topics = [topic] if topic else [names.purchases_customer, names.purchases_analytics, names.consents]
         self.batch_size, self.batch_timeout = batch_size, batch_timeout
@@ -278,10 +278,10 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
             "heartbeat.interval.ms": 1_000,
         }
     )
-    if settings.sink_instance:
+    if settings.sink.instance:
         # Static membership: a sink restarted under the same name takes its partitions back at once
         # (no rebalance, no wait for the session timeout); where it resumes is still the warehouse's call.
-        conf["group.instance.id"] = f"{group}-{settings.sink_instance}"
+        conf["group.instance.id"] = f"{group}-{settings.sink.instance}"
     return conf
 
 

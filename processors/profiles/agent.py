@@ -60,31 +60,31 @@ ERASURE_POLL_SECONDS = 1.0  # how often the agent looks for new records on the e
 
 
 def faust_broker_url(settings: Settings) -> str:
-    return ";".join(f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",") if h.strip())
+    return ";".join(f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",") if h.strip())
 
 
 def faust_credentials(settings: Settings) -> Any:
     """Translate the librdkafka-style security settings to faust (aiokafka) credentials."""
-    proto = settings.kafka_security_protocol
+    proto = settings.kafka.security_protocol
     if proto == "PLAINTEXT":
         return None
     context: ssl.SSLContext | None = None
     if proto in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location)
-        if settings.kafka_ssl_certificate_location:
-            password = settings.kafka_ssl_key_password
+        context = ssl.create_default_context(cafile=settings.kafka.ssl_ca_location)
+        if settings.kafka.ssl_certificate_location:
+            password = settings.kafka.ssl_key_password
             context.load_cert_chain(
-                settings.kafka_ssl_certificate_location,
-                settings.kafka_ssl_key_location,
+                settings.kafka.ssl_certificate_location,
+                settings.kafka.ssl_key_location,
                 password.get_secret_value() if password else None,
             )
     if proto == "SSL":
         return faust.SSLCredentials(context)
-    secret = settings.kafka_sasl_password
+    secret = settings.kafka.sasl_password
     return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
+        username=settings.kafka.sasl_username,
         password=secret.get_secret_value() if secret is not None else None,
-        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        mechanism=settings.kafka.sasl_mechanism or "PLAIN",
         ssl_context=context,
     )
 
@@ -98,13 +98,13 @@ def create_app(
     readiness: Readiness | None = None,
 ) -> faust.App:
     """Build the faust app with its topics and agents (nothing connects until the worker starts)."""
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     codec = codec_for(settings)
     metrics = metrics or Metrics()
     store = profiles or RedisProfileStore.from_settings(settings)
 
-    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app_name = app_id or f"{settings.processor_id}-profiles"
+    (settings.local.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    app_name = app_id or f"{settings.router.id}-profiles"
     dead_letters = DeadLetterProducer(settings, app_name, codec=codec, metrics=metrics)
     app = _faust_app(settings, app_name)
     readiness = readiness or Readiness("profiles", CONSUMER_CHECKS)
@@ -130,8 +130,8 @@ def _faust_app(settings: Settings, app_name: str) -> ProfilesApp:
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
-        topic_replication_factor=settings.topic_replication_factor,
-        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.kafka.topic_replication_factor,
+        topic_partitions=settings.kafka.topic_partitions,
         topic_allow_declare=False,  # topics come from the catalogue (`receiptflow topics create`)
         # No leader election: it subscribes a topic of its own (<app id>-__assignor-__leader), which is
         # not in the catalogue, and only an `on_leader` task or timer would need it (there is none).
@@ -139,8 +139,8 @@ def _faust_app(settings: Settings, app_name: str) -> ProfilesApp:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),
-        fetch_wait_ms=settings.profile_fetch_wait_ms,
+        datadir=str(settings.local.data_dir / "faust"),
+        fetch_wait_ms=settings.profiles.fetch_wait_ms,
     )
 
 
@@ -167,8 +167,8 @@ def _purchase_batches(
     """The handler of a fetch of ``purchases.customer``: profiles updated, records it cannot read dead-lettered."""
 
     async def update_profiles(messages: Sequence[Message]) -> None:
-        for first in range(0, len(messages), settings.profile_batch_max):
-            chunk = messages[first : first + settings.profile_batch_max]
+        for first in range(0, len(messages), settings.profiles.batch_max):
+            chunk = messages[first : first + settings.profiles.batch_max]
             started = time.perf_counter()
             batch, rejected = decode_purchases(codec, chunk)
             await _apply_profiles(store, batch, metrics)

@@ -98,13 +98,13 @@ class RedisProfileStore:
     @classmethod
     def from_settings(cls, settings: Settings, role: RedisRole = RedisRole.WRITER) -> RedisProfileStore:
         """The store as ``role`` sees it (its Redis user: see :mod:`receiptflow.redis_auth`)."""
-        rules = load_rules(settings.points_file, settings.profile_dedup_days)
+        rules = load_rules(settings.profiles.points_file, settings.profiles.dedup_days)
         try:
             return cls.from_url(
                 connection_url(settings, role),
                 rules,
                 erasure_salt=erasure_salt(settings),
-                cluster=settings.redis_cluster,
+                cluster=settings.redis.cluster,
             )
         except _REDIS_ERRORS as exc:  # a cluster client asks for the slot map when it is built
             raise ProfileStoreError(f"cannot connect to the Redis Cluster: {exc}") from exc

@@ -118,7 +118,7 @@ def kafka_clients(settings: Settings, transactional_id: str) -> RouterClients:
     consumer = Consumer(
         settings.kafka_config(
             **{
-                "group.id": settings.processor_id,
+                "group.id": settings.router.id,
                 "client.id": f"{transactional_id}-consumer",
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
@@ -153,7 +153,7 @@ def kafka_clients(settings: Settings, transactional_id: str) -> RouterClients:
         return Consumer(
             settings.kafka_config(
                 **{
-                    "group.id": f"{settings.processor_id}-restore",
+                    "group.id": f"{settings.router.id}-restore",
                     "client.id": f"{transactional_id}-restore",
                     "isolation.level": "read_committed",
                     "enable.auto.commit": False,

@@ -6,7 +6,7 @@ per-event path is several times slower than a batch loop (see ``benchmarks/proce
 The consume → transform → produce step therefore runs here, on confluent-kafka (librdkafka), with
 the guarantees Kafka itself gives (KIP-98 transactions, KIP-447 group-fenced offsets):
 
-* one read-committed consumer in the group ``Settings.processor_id`` subscribes to ``checkouts``
+* one read-committed consumer in the group ``Settings.router.id`` subscribes to ``checkouts``
   and ``consents``; the range assignor gives a worker the same partition numbers of both topics,
   and both are keyed by card id, so a card's consent is on the worker that routes its receipts;
 * each batch is one transaction: the routed purchases, dead letters, the dedup changelog entries
@@ -22,7 +22,7 @@ the guarantees Kafka itself gives (KIP-98 transactions, KIP-447 group-fenced off
   group's committed offset, then kept current by the stream itself;
 * consent changes and checkouts are applied in the order they were written, not in the order the
   fetches happened to bring them: records wait in a :class:`~receiptflow.processors.router.merge.TimeOrderedMerge`
-  until the other input of their partition is read to its end (or ``processor_order_wait_ms`` has
+  until the other input of their partition is read to its end (or ``settings.router.order_wait_ms`` has
   passed), so a withdrawal written before a checkout applies to it after a restart, a rebalance or
   under lag. Only released records are processed, and only their offsets are committed.
 
@@ -100,28 +100,32 @@ class Router(KafkaWorker):
         readiness: Readiness | None = None,
     ) -> None:
         self.settings = settings
-        self.names = TopicNames(settings.topic_prefix)
+        self.names = TopicNames(settings.kafka.topic_prefix)
         # Transactional calls that outlive their own timeout (a librdkafka defect) end the worker.
         self.watchdog = CallWatchdog(on_hang or self._exit_hung)
         self.clock = clock
-        self.dedup_window = timedelta(days=settings.processor_dedup_days)
+        self.dedup_window = timedelta(days=settings.router.dedup_days)
         self.stats = RouterStats()
         self.state: dict[int, PartitionState] = {}
-        self.transactional_id = f"{settings.processor_id}-{settings.processor_instance}"
+        self.transactional_id = f"{settings.router.id}-{settings.router.instance}"
         self.step = RouteStep(
             self.names,
-            policy or load_policy(settings.policy_file),
+            policy or load_policy(settings.privacy.policy_file),
             codec or codec_for(settings),
             # The analytics key stays in this process: only the router makes basket pseudonyms.
             baskets or BasketPseudonymiser(analytics_key(settings)),
-            ConsentState(settings.default_product_data_marketing, settings.default_electronic_marketing, known=False),
+            ConsentState(
+                settings.privacy.default_product_data_marketing,
+                settings.privacy.default_electronic_marketing,
+                known=False,
+            ),
             self.transactional_id,
-            fast=settings.fast_path,
+            fast=settings.router.fast_path,
         )
         self._last_prune = time.monotonic()
         # Consents first: on equal timestamps a consent change is applied before a checkout (stricter).
         self._merge: TimeOrderedMerge[Message] = TimeOrderedMerge(
-            [self.names.consents, self.names.checkouts], max_wait=settings.processor_order_wait_ms / 1000
+            [self.names.consents, self.names.checkouts], max_wait=settings.router.order_wait_ms / 1000
         )
         # Where consumption of each assigned partition started: its position until a record is read.
         self._start_offsets: dict[tuple[str, int], int] = {}
@@ -130,11 +134,11 @@ class Router(KafkaWorker):
         self._clients = clients or kafka_clients(settings, self.transactional_id)
         self._producer = self._clients.producer
         super().__init__(
-            name, settings.processor_id, self._clients.consumer, metrics=metrics or Metrics(), readiness=readiness
+            name, settings.router.id, self._clients.consumer, metrics=metrics or Metrics(), readiness=readiness
         )
         # consume() returns when batch_max records are there or the wait is over: under load the batch
         # fills at once, under light load this wait is what a record spends before its transaction.
-        self._batch_wait = settings.processor_batch_wait_ms / 1000
+        self._batch_wait = settings.router.batch_wait_ms / 1000
 
     # --- state ---------------------------------------------------------------------------------
     def _restore(self, partitions: list[TopicPartition]) -> None:
@@ -212,7 +216,7 @@ class Router(KafkaWorker):
 
     def turn(self) -> bool:
         """One consume, and one transaction of what the merge releases; True unless nothing arrived or waits."""
-        batch_max = self.settings.processor_batch_max
+        batch_max = self.settings.router.batch_max
         msgs = self.consumer.consume(batch_max, timeout=self._batch_wait)
         self.heartbeat()
         if self._buffer(msgs):
@@ -284,9 +288,9 @@ class Router(KafkaWorker):
 
     def _flow_control(self) -> None:
         """Pause inputs with many records waiting (the other input is behind), resume them once drained."""
-        limit = 4 * self.settings.processor_batch_max
+        limit = 4 * self.settings.router.batch_max
         for key in list(self._paused):
-            if self._merge.buffered(*key) < self.settings.processor_batch_max:
+            if self._merge.buffered(*key) < self.settings.router.batch_max:
                 self.consumer.resume([TopicPartition(*key)])
                 self._paused.discard(key)
         for topic in (self.names.consents, self.names.checkouts):

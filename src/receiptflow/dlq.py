@@ -88,7 +88,7 @@ def iter_dead_letters(
 
     With ``until`` (partition -> end offset), each partition is read only up to that offset.
     """
-    topic = TopicNames(settings.topic_prefix).checkouts_dlq
+    topic = TopicNames(settings.kafka.topic_prefix).checkouts_dlq
     codec = codec_for(settings)
     consumer = reader(settings, "dlq")
     try:
@@ -127,7 +127,7 @@ def _digest(letter: DeadLetter) -> bytes:
 
 
 def _replay_group(settings: Settings, reason: str | None) -> str:
-    return f"{settings.topic_prefix}receiptflow-dlq-replay-{reason or 'all'}"
+    return f"{settings.kafka.topic_prefix}receiptflow-dlq-replay-{reason or 'all'}"
 
 
 def replay_letters(
@@ -143,7 +143,7 @@ def replay_letters(
     Only the letters present when it starts; from ``from_offset``, else from where the last replay of
     this reason stopped (see the module docstring).
     """
-    topic = TopicNames(settings.topic_prefix).checkouts_dlq
+    topic = TopicNames(settings.kafka.topic_prefix).checkouts_dlq
     positions = Consumer(
         settings.kafka_config(**{"group.id": _replay_group(settings, reason), "enable.auto.commit": False})
     )
@@ -241,7 +241,7 @@ class DeadLetterProducer:
     ) -> None:
         self.settings = settings
         self.processor = processor
-        self.topic = TopicNames(settings.topic_prefix).checkouts_dlq
+        self.topic = TopicNames(settings.kafka.topic_prefix).checkouts_dlq
         self.codec = codec or codec_for(settings)
         self.metrics = metrics
         self._producer: Producer | None = None

@@ -70,7 +70,7 @@ def record_erasure(settings: Settings, subject: str, at: datetime, timeout: floa
 
 def record_erasures(settings: Settings, erased: Mapping[str, datetime], timeout: float = 30.0) -> None:
     """Write the erased-cards records of ``erased`` (salted hash → erased at) and wait for all of them."""
-    topic = TopicNames(settings.topic_prefix).consents_erased
+    topic = TopicNames(settings.kafka.topic_prefix).consents_erased
     records = [encode_erasure(subject, at) for subject, at in sorted(erased.items())]
     produce_acknowledged(settings, topic, records, what="the erased-cards record", timeout=timeout)
 
@@ -82,7 +82,7 @@ class ErasureReader:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.topic = TopicNames(settings.topic_prefix).consents_erased
+        self.topic = TopicNames(settings.kafka.topic_prefix).consents_erased
         try:
             self._consumer = Consumer(
                 settings.kafka_config(

@@ -229,7 +229,7 @@ def exporter_port(settings: Settings, port: int | None = None, offset: int = 0) 
     0 turns the server off."""
     if port is not None:
         return port
-    return settings.metrics_port + offset if settings.metrics_port else 0
+    return settings.metrics.port + offset if settings.metrics.port else 0
 
 
 @contextmanager
@@ -246,7 +246,7 @@ def serving(
     metrics = Metrics(roles=roles)
     parts: dict[Role, Readiness] = {role: Readiness(role, CONSUMER_CHECKS) for role in roles if role in CONSUMING_ROLES}
     readiness = process_readiness(command, settings, parts.values())
-    exporter = serve(metrics, readiness, exporter_port(settings, port, port_offset), settings.metrics_addr)
+    exporter = serve(metrics, readiness, exporter_port(settings, port, port_offset), settings.metrics.addr)
     try:
         yield Served(metrics, parts, exporter)
     finally:

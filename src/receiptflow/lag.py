@@ -213,7 +213,7 @@ def _committed(settings: Settings, group: str, topics: Sequence[str], timeout: f
         positions = reader.committed(wanted, timeout=timeout) if wanted else []
     except KafkaException as exc:
         raise BrokerError(
-            f"cannot read the offsets of group {group!r} from {settings.bootstrap_servers}: {exc}"
+            f"cannot read the offsets of group {group!r} from {settings.kafka.bootstrap_servers}: {exc}"
         ) from exc
     finally:
         reader.close()
@@ -300,6 +300,6 @@ def _ends(settings: Settings, partitions: Iterable[Partition], timeout: float) -
             ends[(topic, partition)] = high
         return ends
     except KafkaException as exc:
-        raise BrokerError(f"cannot read partition ends from {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"cannot read partition ends from {settings.kafka.bootstrap_servers}: {exc}") from exc
     finally:
         reader.close()

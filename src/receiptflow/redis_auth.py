@@ -66,22 +66,22 @@ TEMPLATE_USERS: Mapping[RedisRole, str] = {
 def role_user(settings: Settings, role: RedisRole) -> str:
     """The ACL user the role connects as."""
     if role is RedisRole.WRITER:
-        return settings.redis_writer_user
+        return settings.redis.writer_user
     if role is RedisRole.MARKETING:
-        return settings.redis_marketing_user
+        return settings.redis.marketing_user
     if role is RedisRole.SUPPORT:
-        return settings.redis_support_user
+        return settings.redis.support_user
     return TEMPLATE_USERS[role]
 
 
 def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
     """The role's password from the settings (None for admin, which only the embedded stack has)."""
     if role is RedisRole.WRITER:
-        return settings.redis_writer_password
+        return settings.redis.writer_password
     if role is RedisRole.MARKETING:
-        return settings.redis_marketing_password
+        return settings.redis.marketing_password
     if role is RedisRole.SUPPORT:
-        return settings.redis_support_password
+        return settings.redis.support_password
     return None
 
 
@@ -117,14 +117,14 @@ def connection_url(settings: Settings, role: RedisRole) -> str:
     """The URL a client of ``role`` connects with (see the module docstring for the order)."""
     given = given_password(settings, role)
     if given is not None:
-        return with_credentials(settings.redis_url, role_user(settings, role), given.get_secret_value())
-    parts = urlsplit(settings.redis_url)
-    if parts.username or parts.password or settings.redis_password is not None:
+        return with_credentials(settings.redis.url, role_user(settings, role), given.get_secret_value())
+    parts = urlsplit(settings.redis.url)
+    if parts.username or parts.password or settings.redis.password is not None:
         return settings.redis_connection_url()
     generated = role_password(settings, role)
     if generated is not None:
-        return with_credentials(settings.redis_url, role_user(settings, role), generated)
-    return settings.redis_url
+        return with_credentials(settings.redis.url, role_user(settings, role), generated)
+    return settings.redis.url
 
 
 def render_acl(template: str, users: Mapping[str, tuple[str, str]]) -> str:

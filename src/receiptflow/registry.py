@@ -177,8 +177,8 @@ def registry_client(url: str) -> SchemaRegistryClient:
 def codec_for(settings: Settings, catalog: SchemaCatalog | None = None) -> Codec:
     """The codec of this deployment: the repo's ids, or the registry's when one is configured."""
     catalog = catalog or SchemaCatalog.bundled()
-    url = settings.schema_registry_url
+    url = settings.kafka.schema_registry_url
     if not url:
         return Codec(catalog)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     return Codec(registry_catalog(catalog, names, registry_client(url), url))

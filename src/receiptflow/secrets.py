@@ -30,7 +30,7 @@ _ENV_NAMES = {"erasure_salt": "RECEIPTFLOW_ERASURE_SALT", "analytics_key": "RECE
 
 def secret_path(settings: Settings, name: str) -> Path:
     """Where the embedded install keeps the generated secret ``name``."""
-    return settings.data_dir.resolve() / SECRETS_DIR / name
+    return settings.local.data_dir.resolve() / SECRETS_DIR / name
 
 
 def install_secret(settings: Settings, name: str) -> bytes:
@@ -40,7 +40,7 @@ def install_secret(settings: Settings, name: str) -> bytes:
     """
     if name not in _ENV_NAMES:
         raise ValueError(f"unknown install secret {name!r}")
-    given = settings.erasure_salt if name == "erasure_salt" else settings.analytics_key
+    given = settings.privacy.erasure_salt if name == "erasure_salt" else settings.privacy.analytics_key
     if given is not None:
         value = given.get_secret_value()
         if len(value) < 16:

@@ -7,7 +7,7 @@ Everything comes from the cluster and the processes themselves, no Prometheus ne
   records/s written per topic;
 * the dead-letter topic, counted by reason (the same reader as ``dlq list``);
 * each process's ``/readyz`` (:mod:`receiptflow.health`): ready, not ready with the checks that fail,
-  or unreachable. The addresses are ``Settings.status_endpoints`` (``name=host:port,...``); by default
+  or unreachable. The addresses are ``Settings.metrics.status_endpoints`` (``name=host:port,...``); by default
   the processor and the sink on this machine's exporter ports.
 """
 
@@ -84,11 +84,11 @@ class Status:
 
 def endpoints(settings: Settings) -> dict[str, str]:
     """The processes to ask for ``/readyz``: name -> host:port."""
-    if settings.status_endpoints is None:
-        port = settings.metrics_port
+    if settings.metrics.status_endpoints is None:
+        port = settings.metrics.port
         return {"processor": f"127.0.0.1:{port}", "sink": f"127.0.0.1:{port + 1}"} if port else {}
     out = {}
-    for entry in settings.status_endpoints.split(","):
+    for entry in settings.metrics.status_endpoints.split(","):
         name, sep, address = entry.strip().partition("=")
         if not entry.strip():
             continue

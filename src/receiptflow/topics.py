@@ -32,10 +32,10 @@ class TopicSpec:
     key: str
     description: str
     config: dict[str, str] = field(default_factory=dict)
-    partitions: int | None = None  # None: the cluster-wide setting (Settings.topic_partitions)
+    partitions: int | None = None  # None: the cluster-wide setting (Settings.kafka.topic_partitions)
 
 
-# Logical names; the real topic name is Settings.topic_prefix + name (see TopicNames).
+# Logical names; the real topic name is Settings.kafka.topic_prefix + name (see TopicNames).
 CHECKOUTS = "checkouts"
 CONSENTS = "consents"
 PURCHASES_CUSTOMER = "purchases.customer"
@@ -131,7 +131,7 @@ def spec(name: str) -> TopicSpec:
 
 
 class TopicNames:
-    """Physical topic names for one deployment (applies ``Settings.topic_prefix``)."""
+    """Physical topic names for one deployment (applies ``Settings.kafka.topic_prefix``)."""
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
@@ -161,18 +161,18 @@ class ProvisionResult:
 def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, timeout: float = 30.0) -> ProvisionResult:
     """Create the missing topics; leave existing ones alone. Safe to run any number of times."""
     admin = AdminClient(settings.kafka_config())
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}") from exc
     created: list[str] = []
     existing: list[str] = []
     warnings: list[str] = []
     wanted: list[NewTopic] = []
     for s in specs:
         physical = names.physical(s.name)
-        partitions = s.partitions or settings.topic_partitions
+        partitions = s.partitions or settings.kafka.topic_partitions
         if physical in metadata.topics:
             existing.append(physical)
             have = len(metadata.topics[physical].partitions)
@@ -183,7 +183,7 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, ti
             NewTopic(
                 physical,
                 num_partitions=partitions,
-                replication_factor=settings.topic_replication_factor,
+                replication_factor=settings.kafka.topic_replication_factor,
                 config=dict(s.config),
             )
         )
@@ -245,7 +245,9 @@ def describe_topic_configs(
             out[resource.name] = {name: str(e.value) for name, e in entries.items() if e.value is not None}
         return out
     except KafkaException as exc:
-        raise BrokerError(f"cannot read the topic configuration from {settings.bootstrap_servers}: {exc}") from exc
+        raise BrokerError(
+            f"cannot read the topic configuration from {settings.kafka.bootstrap_servers}: {exc}"
+        ) from exc
 
 
 BROKER_CHECK_SECONDS = 10.0
@@ -259,15 +261,20 @@ def require_broker(settings: Settings, timeout: float = BROKER_CHECK_SECONDS) ->
         else "check the cluster, RECEIPTFLOW_BOOTSTRAP_SERVERS and the Kafka security settings"
     )
     # Nothing listening at any bootstrap address is known at once; librdkafka would retry until the timeout.
-    if not any(_accepts_connections(server) for server in settings.bootstrap_servers.split(",") if server.strip()):
+    if not any(
+        _accepts_connections(server) for server in settings.kafka.bootstrap_servers.split(",") if server.strip()
+    ):
         raise BrokerError(
-            f"Kafka at {settings.bootstrap_servers} does not answer (no server accepts a connection there): {hint}"
+            f"Kafka at {settings.kafka.bootstrap_servers} does not answer (no server accepts a connection there): "
+            f"{hint}"
         )
     admin = AdminClient(settings.kafka_config())
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise BrokerError(f"Kafka at {settings.bootstrap_servers} does not answer ({timeout:.0f} s): {hint}") from exc
+        raise BrokerError(
+            f"Kafka at {settings.kafka.bootstrap_servers} does not answer ({timeout:.0f} s): {hint}"
+        ) from exc
 
 
 def _accepts_connections(server: str, timeout: float = 3.0) -> bool:

@@ -66,13 +66,14 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     per machine, not once per session.
     """
     return Settings(
-        bootstrap_servers=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        data_dir=tmp_path_factory.mktemp("stack"),
-        topic_partitions=3,
-        kafka_heap="512m",
-        metrics_port=0,
+        kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "topic_partitions": 3},
+        local={
+            "kafka_controller_port": free_port(),
+            "data_dir": tmp_path_factory.mktemp("stack"),
+            "kafka_heap": "512m",
+        },
+        redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
+        metrics={"port": 0},
     )
 
 
@@ -129,7 +130,7 @@ def redis_server(stack_settings: Settings) -> Iterator[RedisServer]:
         with embedded_server("Redis", server):
             BACKENDS["Redis"] = f"{server.endpoint} (redis-server {server.server_version() or '?'}, ACL users)"
             passwords = {r: p for r in RedisRole if (p := role_password(stack_settings, r)) is not None}
-            yield RedisServer(stack_settings.redis_url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
+            yield RedisServer(stack_settings.redis.url, passwords, connection_url(stack_settings, RedisRole.ADMIN))
 
     yield from session_server(source, lambda url: RedisServer(url, admin_url=url), embedded)
 
@@ -196,13 +197,10 @@ def settings(make_settings: MakeSettings) -> Settings:
 def own_stack(tmp_path: Path) -> Iterator[Stack]:
     """A broker and Redis of this test's own (free ports, own data dir), for tests that stop or kill them."""
     stack_settings = Settings(
-        bootstrap_servers=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        data_dir=tmp_path / "own-stack",
-        kafka_heap="512m",
-        topic_partitions=3,
-        metrics_port=0,
+        kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "topic_partitions": 3},
+        local={"kafka_controller_port": free_port(), "data_dir": tmp_path / "own-stack", "kafka_heap": "512m"},
+        redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
+        metrics={"port": 0},
     )
     stack = Stack(stack_settings)
     yield stack

@@ -35,7 +35,9 @@ def schema_registry(stack_settings: Settings) -> Iterator[str]:
         yield given
         return
     url = f"http://127.0.0.1:{free_port()}{API_PATH}"
-    registry = EmbeddedRegistry(stack_settings.model_copy(update={"schema_registry_url": url}), ready_timeout=180)
+    registry = EmbeddedRegistry(
+        stack_settings.model_copy(update={"kafka": {"schema_registry_url": url}}), ready_timeout=180
+    )
     with embedded_server("schema registry", registry):
         BACKENDS["Schema registry"] = f"{url} (embedded Apicurio Registry {registry_version()})"
         _offset_ids(url)

@@ -33,28 +33,28 @@ def env_for(settings: Settings) -> dict[str, str]:
     """The environment that makes a child ``python -m receiptflow`` use ``settings``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIPTFLOW_")}
     env.update(
-        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        RECEIPTFLOW_REDIS_URL=settings.redis_url,
-        RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
-        RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
-        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.topic_partitions),
-        RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        RECEIPTFLOW_REDIS_URL=settings.redis.url,
+        RECEIPTFLOW_DATA_DIR=str(settings.local.data_dir),
+        RECEIPTFLOW_TOPIC_PREFIX=settings.kafka.topic_prefix,
+        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.kafka.topic_partitions),
+        RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
     for role in ("writer", "marketing", "support"):
-        password = getattr(settings, f"redis_{role}_password")
+        password = getattr(settings.redis, f"{role}_password")
         if password is not None:
             env[f"RECEIPTFLOW_REDIS_{role.upper()}_PASSWORD"] = password.get_secret_value()
-    if settings.policy_file is not None:
-        env["RECEIPTFLOW_POLICY_FILE"] = str(settings.policy_file)
-    if settings.warehouse_url:
-        env["RECEIPTFLOW_WAREHOUSE_URL"] = settings.warehouse_url
-    if settings.metrics_textfile is not None:
-        env["RECEIPTFLOW_METRICS_TEXTFILE"] = str(settings.metrics_textfile)
-    if settings.redis_cluster:
+    if settings.privacy.policy_file is not None:
+        env["RECEIPTFLOW_POLICY_FILE"] = str(settings.privacy.policy_file)
+    if settings.warehouse.url:
+        env["RECEIPTFLOW_WAREHOUSE_URL"] = settings.warehouse.url
+    if settings.metrics.textfile is not None:
+        env["RECEIPTFLOW_METRICS_TEXTFILE"] = str(settings.metrics.textfile)
+    if settings.redis.cluster:
         env["RECEIPTFLOW_REDIS_CLUSTER"] = "true"
-    if settings.schema_registry_url:
-        env["RECEIPTFLOW_SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
+    if settings.kafka.schema_registry_url:
+        env["RECEIPTFLOW_SCHEMA_REGISTRY_URL"] = settings.kafka.schema_registry_url
     return env
 
 
@@ -119,7 +119,7 @@ def read_all(settings: Settings, topic: str, timeout: float = 60.0) -> list[Mess
 
 def send_purchases(settings: Settings, purchases: list[Purchase]) -> None:
     """Publish purchases to ``purchases.customer`` keyed as the router keys them."""
-    topic = TopicNames(settings.topic_prefix).purchases_customer
+    topic = TopicNames(settings.kafka.topic_prefix).purchases_customer
     producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "linger.ms": 5}))
     for p in purchases:
         producer.produce(topic, key=(p.card_id or p.store_id).encode(), value=CODEC.encode("purchase", p.to_avro()))

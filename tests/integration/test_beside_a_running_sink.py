@@ -47,11 +47,11 @@ def _wait_for_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 9
 
 def test_commands_beside_a_running_duckdb_sink_stop_at_once_and_change_nothing(settings: Settings) -> None:
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     env = env_for(settings)
     env["RECEIPTFLOW_METRICS_PORT"] = str(free_port())  # the sink serves on the next port
-    warehouse = settings.data_dir / "warehouse.duckdb"
-    log = (settings.data_dir.parent / "sink.log").open("wb")
+    warehouse = settings.local.data_dir / "warehouse.duckdb"
+    log = (settings.local.data_dir.parent / "sink.log").open("wb")
     sink = subprocess.Popen(
         [sys.executable, "-m", "receiptflow", "sink", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
     )

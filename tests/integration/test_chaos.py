@@ -279,13 +279,13 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
     own_stack.up()
     settings = base.model_copy(
         update={
-            "topic_prefix": "chaos.",
-            "processor_id": "chaos",
-            "warehouse_url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}",
+            "kafka": {"topic_prefix": "chaos."},
+            "router": {"id": "chaos"},
+            "warehouse": {"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
         }
     )
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     plan = _plan(names)
     truth = plan.sim.truth
     valid: dict[str, Checkout] = {}
@@ -324,7 +324,7 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
         ),
     }
     supervisor = Supervisor(workers)
-    outbox = Outbox(settings.data_dir / "outbox" / "registers.sqlite3", settings, codec=CODEC)
+    outbox = Outbox(settings.local.data_dir / "outbox" / "registers.sqlite3", settings, codec=CODEC)
     outbox.start()
     accepted: list[float] = []
     sold_out = threading.Event()
@@ -400,7 +400,7 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
         corrupt_positions = {
             (m.partition(), m.offset()) for m in consents_log if (m.key() or b"").startswith(b"corrupt-consent-")
         }
-        profiles_processor = f"{settings.processor_id}-profiles"
+        profiles_processor = f"{settings.router.id}-profiles"
 
         def profile_letters_complete() -> bool:
             dead = read_all(settings, names.checkouts_dlq)
@@ -529,7 +529,7 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
 
     # The DLQ: exactly what was injected (see the module docstring for how it is counted).
     letters = [CODEC.decode(m.value(), expect="dead_letter").value for m in read_all(settings, names.checkouts_dlq)]
-    router_id = f"{settings.processor_id}-0"
+    router_id = f"{settings.router.id}-0"
     sink_id = f"receiptflow-sink-{DEFAULT_GROUP}"
     readers = {router_id: "router", profiles_processor: "profiles", sink_id: "sink"}
     unexpected = [d for d in letters if d["processor"] not in readers]
@@ -594,9 +594,9 @@ def test_after_a_broker_outage_consent_changes_are_appended_before_the_sales_acc
     # What the fault run found: the router applies consents and checkouts in the order the broker
     # appended them, so the outbox must not let a sale overtake a consent change accepted before it.
     own_stack.kafka.up()
-    settings = own_stack.settings.model_copy(update={"topic_prefix": "order."})
+    settings = own_stack.settings.model_copy(update={"kafka": {"topic_prefix": "order."}})
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     outbox = Outbox(tmp_path / "register.sqlite3", settings, codec=CODEC)
     outbox.start()
     sim = Simulator(SEED, stores=20, customers=60)

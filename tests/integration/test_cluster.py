@@ -47,7 +47,9 @@ CODEC = Codec()
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     data = tmp_path_factory.mktemp("cluster")
-    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port_run(6)}", data_dir=data, kafka_heap="384m")
+    settings = Settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{free_port_run(6)}"}, local={"data_dir": data, "kafka_heap": "384m"}
+    )
     kafka = KafkaCluster(settings, nodes=3)
     try:
         kafka.up()
@@ -58,15 +60,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 
 def _lag(settings: Settings) -> int:
     """Checkouts not yet committed by the router's group; -1 while a failover makes it unknowable."""
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     c = Consumer(
         settings.kafka_config(
-            **{"group.id": settings.processor_id, "enable.auto.commit": False, "isolation.level": "read_uncommitted"}
+            **{"group.id": settings.router.id, "enable.auto.commit": False, "isolation.level": "read_uncommitted"}
         )
     )
     try:
         lag = 0
-        tps = [TopicPartition(names.checkouts, p) for p in range(settings.topic_partitions)]
+        tps = [TopicPartition(names.checkouts, p) for p in range(settings.kafka.topic_partitions)]
         for tp in c.committed(tps, timeout=30):
             _, high = c.get_watermark_offsets(tp, timeout=30)
             lag += high - max(tp.offset, 0)
@@ -104,16 +106,18 @@ def _stacks(router: subprocess.Popen[bytes] | None, logs: Path) -> str:
 @pytest.mark.failover
 def test_losing_a_broker_loses_and_duplicates_nothing(cluster: KafkaCluster, tmp_path: Path) -> None:
     settings = Settings(
-        bootstrap_servers=cluster.bootstrap_servers,
-        data_dir=tmp_path,
-        topic_prefix="cl.",
-        topic_partitions=3,
-        topic_replication_factor=3,
-        processor_id="cluster-router",
-        metrics_port=0,
+        kafka={
+            "bootstrap_servers": cluster.bootstrap_servers,
+            "topic_prefix": "cl.",
+            "topic_partitions": 3,
+            "topic_replication_factor": 3,
+        },
+        local={"data_dir": tmp_path},
+        router={"id": "cluster-router"},
+        metrics={"port": 0},
     )
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     sim = Simulator(11, stores=20, customers=200)
     traffic = Traffic(sim, lambda c: CODEC.encode("checkout", c.to_avro()), dup_rate=0.1)
     emissions = list(traffic.emissions(3000, datetime.now(UTC) - timedelta(hours=3), rate=0.5))

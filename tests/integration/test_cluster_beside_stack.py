@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_cluster_up_refuses_while_the_single_node_broker_runs(stack_settings: Settings, kafka_bootstrap: str) -> None:
-    data_dir = stack_settings.data_dir
+    data_dir = stack_settings.local.data_dir
     env = {
         "PATH": "/usr/bin:/bin",
         "RECEIPTFLOW_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -47,4 +47,4 @@ def test_cluster_up_refuses_while_the_single_node_broker_runs(stack_settings: Se
     finally:
         if (data_dir / "kafka-cluster").exists():
             with contextlib.suppress(Exception):
-                KafkaCluster(stack_settings.model_copy(update={"bootstrap_servers": kafka_bootstrap})).down()
+                KafkaCluster(stack_settings.model_copy(update={"kafka": {"bootstrap_servers": kafka_bootstrap}})).down()

@@ -79,7 +79,7 @@ def _withdraw_then_sell_earlier(
 
 
 def _assert_no_product_data_reached_marketing(settings: Settings, receipts: set[str]) -> None:
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     marketing = {p.receipt_id: p for p in _purchases(settings, names.purchases_marketing) if p.receipt_id in receipts}
     leaked = sorted(rid for rid, p in marketing.items() if p.items or p.consent.product_data_marketing)
     assert not leaked, f"{len(leaked)} of {len(receipts)} receipts reached marketing with product data: {leaked[:5]}"
@@ -91,7 +91,7 @@ def _assert_no_product_data_reached_marketing(settings: Settings, receipts: set[
 
 
 def test_withdrawal_written_before_checkouts_applies_after_a_restart(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings(topic_partitions=3)
+    settings = make_settings(kafka={"topic_partitions": 3})
     create_topics(settings)
     now = datetime.now(UTC).replace(microsecond=0)
     cards = [f"63900000{i:05d}" for i in range(40)]
@@ -107,7 +107,7 @@ def test_withdrawal_written_before_checkouts_applies_after_a_restart(make_settin
 def test_withdrawal_written_before_checkouts_applies_when_a_second_worker_joins(
     make_settings: Callable[..., Settings],
 ) -> None:
-    settings = make_settings(topic_partitions=4)
+    settings = make_settings(kafka={"topic_partitions": 4})
     create_topics(settings)
     now = datetime.now(UTC).replace(microsecond=0)
     cards = [f"63910000{i:05d}" for i in range(60)]

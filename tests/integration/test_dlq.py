@@ -25,7 +25,7 @@ from .support import env_for, read_all
 def test_dead_letters_are_listed_and_replayed_after_a_fix(make_settings: Callable[..., Settings]) -> None:
     settings = make_settings()
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     codec = Codec()
     now = datetime.now(UTC)
     sales = list(Simulator(3, stores=5, customers=20).stream(40, now - timedelta(hours=1), rate=0.02))

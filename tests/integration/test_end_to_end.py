@@ -50,26 +50,28 @@ def e2e_settings(
     redis.Redis.from_url(redis_server.admin_url).flushdb()
     return Settings(
         **redis_server.role_settings(),
-        bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_server.url,
-        data_dir=tmp_path / "data",
-        topic_prefix=f"e2e-{run}.",
-        topic_partitions=3,
-        processor_id=f"e2e-processor-{run}",
-        metrics_port=0,
-        schema_registry_url=registry,
+        kafka={
+            "bootstrap_servers": kafka_bootstrap,
+            "topic_prefix": f"e2e-{run}.",
+            "topic_partitions": 3,
+            "schema_registry_url": registry,
+        },
+        redis={"url": redis_server.url},
+        local={"data_dir": tmp_path / "data"},
+        router={"id": f"e2e-processor-{run}"},
+        metrics={"port": 0},
     )
 
 
 def _env(settings: Settings) -> dict[str, str]:
     env = env_for(settings)  # the role passwords among them
     env.update(
-        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        RECEIPTFLOW_REDIS_URL=settings.redis_url,
-        RECEIPTFLOW_DATA_DIR=str(settings.data_dir),
-        RECEIPTFLOW_TOPIC_PREFIX=settings.topic_prefix,
-        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.topic_partitions),
-        RECEIPTFLOW_PROCESSOR_ID=settings.processor_id,
+        RECEIPTFLOW_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        RECEIPTFLOW_REDIS_URL=settings.redis.url,
+        RECEIPTFLOW_DATA_DIR=str(settings.local.data_dir),
+        RECEIPTFLOW_TOPIC_PREFIX=settings.kafka.topic_prefix,
+        RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.kafka.topic_partitions),
+        RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
     return env
@@ -78,8 +80,8 @@ def _env(settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def processor(e2e_settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     create_topics(e2e_settings)
-    e2e_settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(e2e_settings.data_dir / "processor.log", "wb")  # noqa: SIM115
+    e2e_settings.local.data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(e2e_settings.local.data_dir / "processor.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "receiptflow", "process"], env=_env(e2e_settings), stdout=log, stderr=subprocess.STDOUT
     )
@@ -116,7 +118,7 @@ def _v1_bytes(codec: Codec, c: Checkout) -> bytes:
 def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processor: subprocess.Popen[bytes]) -> None:
     sim = Simulator(seed=42, stores=25, customers=80)
     client = RegisterClient(e2e_settings)
-    names = TopicNames(e2e_settings.topic_prefix)
+    names = TopicNames(e2e_settings.kafka.topic_prefix)
     # Yesterday at 100/s: a quarter of an hour of simulated traffic in every receipt shape of v2.
     checkouts = list(sim.stream(N, datetime.now(UTC) - timedelta(days=1), rate=100))
     kinds = {x.kind for c in checkouts for x in c.lines}
@@ -147,7 +149,7 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
     # Sales are visits (a refund is none); spend is goods net of refunds: wait for both.
     carded = sum(v[0] for v in truth.per_card.values())
     spent = sum(v[1] for v in truth.per_card.values())
-    log = e2e_settings.data_dir / "processor.log"
+    log = e2e_settings.local.data_dir / "processor.log"
     _wait(lambda: store.totals()[1:] == (carded, spent), 120, processor, log)
 
     # Every card's profile equals the simulator's ground truth exactly.

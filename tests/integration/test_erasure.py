@@ -73,7 +73,7 @@ def _purchases(seed: int, card: str, count: int = 120) -> tuple[list[Purchase], 
 
 
 def _send(settings: Settings, purchases: list[Purchase], consents: list[ConsentChange]) -> None:
-    topic = TopicNames(settings.topic_prefix).purchases_customer
+    topic = TopicNames(settings.kafka.topic_prefix).purchases_customer
     producer = Producer(settings.kafka_config(**{"enable.idempotence": True}))
     for p in purchases:
         producer.produce(topic, key=(p.card_id or p.store_id).encode(), value=CODEC.encode("purchase", p.to_avro()))
@@ -157,14 +157,14 @@ def _subject_audit(settings: Settings, subject: str) -> list[dict[str, str]]:
 def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
     make_settings: MakeSettings, new_database: Callable[[], str], redis_server: RedisServer
 ) -> None:
-    settings = make_settings(warehouse_url=new_database())
+    settings = make_settings(warehouse={"url": new_database()})
     create_topics(settings)
     card = _card()
     mine, others = _purchases(3101, card)
     _send(settings, mine + others, [ConsentChange(card, datetime.now(UTC), True, True, "app")])
     _load(settings)
     # A second warehouse that loaded the card before the erasure (a copy, a restored backup).
-    before = settings.model_copy(update={"warehouse_url": new_database()})
+    before = settings.model_copy(update={"warehouse": {"url": new_database()}})
     _load(before)
     assert _warehouse_rows(settings, card)["receipts"] == len(mine)
     assert _warehouse_rows(before, card)["receipts"] == len(mine)
@@ -175,7 +175,7 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
 
     # A fresh PostgreSQL, filled by `sink replay --from-beginning` from the retained topics, which
     # still hold the card's records: none of them is stored, everybody else's are.
-    fresh = settings.model_copy(update={"warehouse_url": new_database()})
+    fresh = settings.model_copy(update={"warehouse": {"url": new_database()}})
     replayed = _cli(fresh, "sink", "replay", "--from-beginning")
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     assert _warehouse_rows(fresh, card) == {"receipts": 0, "receipt_items": 0, "consent_changes": 0}
@@ -208,7 +208,7 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
     assert doc["profile"] is None and all(rows == [] for rows in doc["warehouse"].values())
     assert doc["held"] is True and doc["erasure"]["complete"] is True
     assert doc["erasure"]["erased_at"] == erasure.at.isoformat()
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     topics = {t["topic"]: t for t in doc["topics"]}
     assert set(topics) == {
         names.checkouts,
@@ -237,10 +237,12 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
 # --- erase while the DuckDB sink runs ----------------------------------------------------------------
 def _sink_has_written(settings: Settings) -> bool:
     """Whether the live sink has stored a batch (it mirrors its positions to Kafka after each one)."""
-    topic = TopicNames(settings.topic_prefix).purchases_customer
+    topic = TopicNames(settings.kafka.topic_prefix).purchases_customer
     consumer = Consumer(settings.kafka_config(**{"group.id": DEFAULT_GROUP, "enable.auto.commit": False}))
     try:
-        found = consumer.committed([TopicPartition(topic, p) for p in range(settings.topic_partitions)], timeout=10)
+        found = consumer.committed(
+            [TopicPartition(topic, p) for p in range(settings.kafka.topic_partitions)], timeout=10
+        )
         return any(tp.offset >= 0 for tp in found)
     except KafkaException:  # a broker just started may not have its group coordinator yet: ask again
         return False
@@ -258,8 +260,8 @@ def test_erase_while_the_duckdb_sink_runs_refuses_before_changing_anything(setti
     assert store.get(card) is not None
     subject = store.erased_hash(card)
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = settings.data_dir / "sink.log"
+    settings.local.data_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.local.data_dir / "sink.log"
     with log.open("wb") as out:
         sink = subprocess.Popen(
             [sys.executable, "-m", "receiptflow", "sink", "run"],
@@ -305,7 +307,7 @@ def test_erase_while_the_duckdb_sink_runs_refuses_before_changing_anything(setti
 def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     make_settings: MakeSettings, new_database: Callable[[], str], postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = make_settings(warehouse_url=new_database())
+    settings = make_settings(warehouse={"url": new_database()})
     create_topics(settings)
     card = _card()
     mine, others = _purchases(3303, card)
@@ -314,7 +316,7 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     store = RedisProfileStore.from_settings(settings)
     store.apply(mine)
     subject = store.erased_hash(card)
-    database = urlsplit(str(settings.warehouse_url)).path.lstrip("/")
+    database = urlsplit(str(settings.warehouse.url)).path.lstrip("/")
     real_delete = subject_module.delete_card
 
     def warehouse_goes_away(sink: Any, *args: Any) -> dict[str, int]:
@@ -350,7 +352,7 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     assert "receipts=" + str(len(mine)) in audit[4]["detail"]
     assert set(steps_done(audit, subject)) == set(STEPS)
     assert not any(card in value for e in audit_log(settings) for value in e.values())
-    records = read_all(settings, TopicNames(settings.topic_prefix).consents_erased)
+    records = read_all(settings, TopicNames(settings.kafka.topic_prefix).consents_erased)
     assert [m.key() for m in records] == [subject.encode()]  # recorded once, by the first run
     assert export_card(settings, card)["erasure"]["complete"] is True
 
@@ -360,7 +362,9 @@ def test_earlier_erasures_are_put_on_the_topic(make_settings: MakeSettings, redi
     # A Redis database of its own: the session's default one holds other tests' erased-cards records.
     redis.Redis.from_url(redis_server.role_url(RedisRole.ADMIN, 12)).flushdb()
     parts = urlsplit(redis_server.url)
-    settings = make_settings(redis_url=urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment)))
+    settings = make_settings(
+        redis={"url": urlunsplit((parts.scheme, parts.netloc, "/12", parts.query, parts.fragment))}
+    )
     create_topics(settings)
     # As an earlier `erase` did it: with the login that may write the erased-cards record.
     store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
@@ -393,13 +397,15 @@ def test_erase_refuses_before_any_change_when_redis_or_kafka_do_not_answer(
     create_topics(settings)
     card = _card()
     subject = RedisProfileStore.from_settings(settings).erased_hash(card)
-    no_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    no_redis = settings.model_copy(update={"redis": {"url": f"redis://127.0.0.1:{free_port()}/0"}})
     with pytest.raises(ProfileStoreError, match="erase refused, nothing changed: Redis does not answer"):
         erase_card(no_redis, card)
-    no_kafka = settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    no_kafka = settings.model_copy(update={"kafka": {"bootstrap_servers": f"127.0.0.1:{free_port()}"}})
     with pytest.raises(BrokerError, match=r"erase refused, nothing changed: Kafka at .* does not answer"):
         erase_card(no_kafka, card)
-    no_topic = make_settings(data_dir=settings.data_dir)  # another prefix: its topics were never created
+    no_topic = make_settings(
+        local={"data_dir": settings.local.data_dir}
+    )  # another prefix: its topics were never created
     with pytest.raises(BrokerError, match=r"erase refused, nothing changed: topics .* do not exist"):
         erase_card(no_topic, card)
     # Nothing was recorded anywhere.

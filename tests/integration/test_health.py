@@ -76,11 +76,11 @@ def _lag_series(text: str) -> set[tuple[str, str, str]]:
 @pytest.mark.parametrize("process", ["router", "profiles", "sink", "all"])
 def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, process: str, tmp_path: Path) -> None:
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     # The roles the process runs, and the group and input topic of each.
     inputs = {
-        "router": (settings.processor_id, names.checkouts),
-        "profiles": (f"{settings.processor_id}-profiles", names.purchases_customer),
+        "router": (settings.router.id, names.checkouts),
+        "profiles": (f"{settings.router.id}-profiles", names.purchases_customer),
         "sink": ("receiptflow-warehouse", names.purchases_customer),
     }
     roles = ["router", "profiles"] if process == "all" else [process]
@@ -119,7 +119,7 @@ def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, p
         wanted = {
             (group, topic, str(p))
             for group, topic in (inputs[role] for role in roles)
-            for p in range(settings.topic_partitions)
+            for p in range(settings.kafka.topic_partitions)
         }
         deadline = time.monotonic() + 60
         while not wanted <= _lag_series(_get(base + "/metrics")[1]):

@@ -124,7 +124,7 @@ def make_module_settings(kafka_bootstrap: str, redis_url: str, tmp_path_factory:
 
 
 def _receipt_ids(settings: Settings) -> set[str]:
-    topic = TopicNames(settings.topic_prefix).purchases_customer
+    topic = TopicNames(settings.kafka.topic_prefix).purchases_customer
     return {
         Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value).receipt_id
         for m in read_all(settings, topic)
@@ -140,7 +140,7 @@ def test_nothing_on_the_analytics_topic_names_a_receipt(traffic: Settings) -> No
     rids = _receipt_ids(traffic)
     assert len(rids) > N * 0.9
     ids = Substrings(rids)
-    messages = read_all(traffic, TopicNames(traffic.topic_prefix).purchases_analytics)
+    messages = read_all(traffic, TopicNames(traffic.kafka.topic_prefix).purchases_analytics)
     assert len(messages) > N * 0.9
     for m in messages:
         # The whole record as written: Avro strings are their UTF-8 bytes, so any receipt id inside
@@ -209,7 +209,7 @@ def _assert_not_joinable(sink: Sink, postgres: bool, rids: set[str]) -> None:
 
 
 def test_the_duckdb_analytics_file_cannot_be_joined_back_and_holds_no_card(traffic: Settings) -> None:
-    settings = traffic.model_copy(update={"warehouse_url": None})
+    settings = traffic.model_copy(update={"warehouse": {"url": None}})
     _fill(settings)
     rids = _receipt_ids(settings)
     with open_sink(settings) as sink:
@@ -255,7 +255,7 @@ def _login(url: str, role: str, group: str) -> str:
 
 
 def test_postgres_roles_see_only_their_store(traffic: Settings, pg_database: str) -> None:
-    settings = traffic.model_copy(update={"warehouse_url": pg_database})
+    settings = traffic.model_copy(update={"warehouse": {"url": pg_database}})
     _fill(settings)
     rids = _receipt_ids(settings)
     with open_sink(settings) as sink:

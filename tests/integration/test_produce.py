@@ -49,7 +49,7 @@ def _produce(settings: Settings, path: Path, **env: str) -> subprocess.Completed
 
 def _sent(settings: Settings) -> set[str]:
     codec = Codec()
-    topic = TopicNames(settings.topic_prefix).checkouts
+    topic = TopicNames(settings.kafka.topic_prefix).checkouts
     return {codec.decode(m.value(), expect="checkout").value["receipt_id"] for m in read_all(settings, topic)}
 
 

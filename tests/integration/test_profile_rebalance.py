@@ -41,16 +41,16 @@ PACE = 0.2  # seconds between transactions: a part lasts about 10 s, longer than
 
 def _start(settings: Settings, name: str) -> tuple[subprocess.Popen[bytes], Path]:
     # One data folder for both: it holds the install's secrets, and the profile keys are salted with them.
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = settings.data_dir / f"profiles-{name}.log"
+    settings.local.data_dir.mkdir(parents=True, exist_ok=True)
+    log = settings.local.data_dir / f"profiles-{name}.log"
     return start_profiles(settings, log), log
 
 
 def _send(settings: Settings, purchases: list[Purchase]) -> None:
     """Write ``purchases`` to ``purchases.customer`` in paced transactions, keyed as the router keys them."""
-    topic = TopicNames(settings.topic_prefix).purchases_customer
+    topic = TopicNames(settings.kafka.topic_prefix).purchases_customer
     producer = Producer(
-        settings.kafka_config(**{"transactional.id": f"{settings.processor_id}-test-{uuid.uuid4().hex[:6]}"})
+        settings.kafka_config(**{"transactional.id": f"{settings.router.id}-test-{uuid.uuid4().hex[:6]}"})
     )
     producer.init_transactions(30)
     for first in range(0, len(purchases), PER_TRANSACTION):
@@ -63,13 +63,13 @@ def _send(settings: Settings, purchases: list[Purchase]) -> None:
 
 def _owners(settings: Settings) -> list[set[int]]:
     """The ``purchases.customer`` partitions each member of the profile workers' group owns."""
-    group = f"{settings.processor_id}-profiles"
+    group = f"{settings.router.id}-profiles"
     admin = AdminClient(settings.kafka_config())
     try:
         desc = admin.describe_consumer_groups([group])[group].result(timeout=30)
     except KafkaException:  # a group between generations: described again on the next look
         return []
-    topic = TopicNames(settings.topic_prefix).purchases_customer
+    topic = TopicNames(settings.kafka.topic_prefix).purchases_customer
     return [{tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic} for m in desc.members]
 
 
@@ -88,7 +88,7 @@ def _wait(
 
 
 def test_workers_joining_and_leaving_mid_stream_count_every_receipt_once(make_settings: MakeSettings) -> None:
-    settings = make_settings(topic_partitions=6)
+    settings = make_settings(kafka={"topic_partitions": 6})
     create_topics(settings)
     sim, purchases = simulated_purchases(seed=9191, count=1500, span=timedelta(days=28))
     rnd = random.Random(9191)

@@ -111,17 +111,15 @@ def pipeline(
     _flush(redis_server, 6)
     settings = Settings(
         **redis_server.role_settings(),
-        bootstrap_servers=kafka_bootstrap,
-        redis_url=_other_db(redis_server.url, 6),
-        data_dir=data / "data",
-        warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
-        topic_prefix=f"rebuild-{run}.",
-        topic_partitions=3,
-        processor_id=f"rebuild-{run}",
-        metrics_port=0,
+        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"rebuild-{run}.", "topic_partitions": 3},
+        redis={"url": _other_db(redis_server.url, 6)},
+        local={"data_dir": data / "data"},
+        warehouse={"url": f"duckdb:///{data / 'warehouse.duckdb'}"},
+        router={"id": f"rebuild-{run}"},
+        metrics={"port": 0},
     )
     create_topics(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.local.data_dir.mkdir(parents=True, exist_ok=True)
     sim = Simulator(6006, stores=30, customers=120)
     codec = Codec()
     traffic = Traffic(
@@ -135,7 +133,7 @@ def pipeline(
     every_card = sorted({card for c in sim.customers for _, card in c.cards})
     store.client.delete(*[k for card in every_card for k in store.keys_for(card).data])
 
-    log = settings.data_dir / "processor.log"
+    log = settings.local.data_dir / "processor.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "receiptflow", "process"],
@@ -228,10 +226,10 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
     assert any(len(p.days) >= 5 for p in live.values())
     assert any(not p.visits for p in live.values())  # known only from a consent change
 
-    target = _other_db(pipeline.settings.redis_url, 7)
+    target = _other_db(pipeline.settings.redis.url, 7)
     _flush(pipeline.server, 7)
-    textfile = pipeline.settings.data_dir / "metrics" / "rebuild.prom"
-    with_textfile = pipeline.settings.model_copy(update={"metrics_textfile": textfile})
+    textfile = pipeline.settings.local.data_dir / "metrics" / "rebuild.prom"
+    with_textfile = pipeline.settings.model_copy(update={"metrics": {"textfile": textfile}})
     result = pipeline.cli(
         "profiles", "rebuild", "--redis-url", target, "--cards-per-batch", "50", settings=with_textfile
     )
@@ -271,7 +269,7 @@ def test_rebuild_batches_and_a_second_rebuild_resets_what_it_rebuilds(pipeline: 
 
 
 def test_rebuild_from_postgresql_equals_the_live_profiles(pipeline: Pipeline, pg_database: str) -> None:
-    pg = pipeline.settings.model_copy(update={"warehouse_url": pg_database})
+    pg = pipeline.settings.model_copy(update={"warehouse": {"url": pg_database}})
     sink = open_sink(pg, group_id=f"{DEFAULT_GROUP}-rebuild-test")
     try:
         run_sink(pg, sink, idle_exit_after=4.0)
@@ -328,8 +326,8 @@ def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) ->
     assert all(stored[c] == {} for c in pipeline.cards if c not in want)
     assert len({a.grocery_segment for a in want.values()} - {None}) >= 3
 
-    textfile = pipeline.settings.data_dir / "metrics" / "segments.prom"
-    with_textfile = pipeline.settings.model_copy(update={"metrics_textfile": textfile})
+    textfile = pipeline.settings.local.data_dir / "metrics" / "segments.prom"
+    with_textfile = pipeline.settings.model_copy(update={"metrics": {"textfile": textfile}})
     second = pipeline.cli("segments", "run", "--month", str(month), settings=with_textfile)
     assert second.returncode == 0, second.stderr
     assert _stored_segments(pipeline) == stored

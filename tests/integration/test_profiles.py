@@ -177,18 +177,16 @@ def worker(
     data = tmp_path_factory.mktemp("profiles")
     s = Settings(
         **redis_server.role_settings(),
-        bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_server.url,
-        data_dir=data / "data",
-        warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
-        topic_prefix=f"prof-{run}.",
-        topic_partitions=3,
-        processor_id=f"prof-{run}",
-        metrics_port=0,
+        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"prof-{run}.", "topic_partitions": 3},
+        redis={"url": redis_server.url},
+        local={"data_dir": data / "data"},
+        warehouse={"url": f"duckdb:///{data / 'warehouse.duckdb'}"},
+        router={"id": f"prof-{run}"},
+        metrics={"port": 0},
     )
     create_topics(s)
-    s.data_dir.mkdir(parents=True, exist_ok=True)
-    log = s.data_dir / "profiles.log"
+    s.local.data_dir.mkdir(parents=True, exist_ok=True)
+    log = s.local.data_dir / "profiles.log"
     proc = start_profiles(s, log)
     yield ProfileWorker(s, proc, log, RedisProfileStore.from_settings(s), redis_server.admin_url)
     stop(proc)
@@ -274,7 +272,7 @@ def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_i
     assert store.get(card).has_product_data()  # type: ignore[union-attr]
 
     # On one partition of `consents`: a consent change in JSON instead of Avro, then a withdrawal.
-    names = TopicNames(worker.settings.topic_prefix)
+    names = TopicNames(worker.settings.kafka.topic_prefix)
     bad = json.dumps({"card_id": card, "product_data_marketing": True}).encode()
     withdrawal = ConsentChange(card, datetime.now(UTC), False, True, "app")
     offsets: list[int] = []
@@ -297,7 +295,7 @@ def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_i
     while not (letters := dead_letters()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [(d.processor, d.reason, d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
-        (f"{worker.settings.processor_id}-profiles", "undecodable", names.consents, 1, offsets[0])
+        (f"{worker.settings.router.id}-profiles", "undecodable", names.consents, 1, offsets[0])
     ]
     assert letters[0].original_key == card.encode() and letters[0].message
 
@@ -323,7 +321,7 @@ def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_i
 def _drained(worker: ProfileWorker, tag: str) -> Callable[[], bool]:
     """Send a marker behind everything already on each partition of both topics; the predicate is
     true once every marker is in Redis, i.e. the worker has consumed all that was sent before it."""
-    names = TopicNames(worker.settings.topic_prefix)
+    names = TopicNames(worker.settings.kafka.topic_prefix)
     producer = Producer(worker.settings.kafka_config())
     markers = []
     purchase = simulated_purchases(seed=1, count=40, span=timedelta(hours=1))[1]
@@ -381,7 +379,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     assert second["profile"] is None and second["consent_history"] == []
     assert all(rows == [] for rows in second["warehouse"].values())
     # No store holds it, but the topics do until their retention: "held" says so, with until when.
-    names = TopicNames(worker.settings.topic_prefix)
+    names = TopicNames(worker.settings.kafka.topic_prefix)
     assert second["held"] is True
     assert {t["topic"] for t in second["topics"]} >= {names.checkouts, names.purchases_customer, names.consents}
     assert all(h.startswith("topic:") for h in second["held_in"])
@@ -393,7 +391,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     assert not any(card in value for entry in audit_log(worker.settings) for value in entry.values())
     tombstones = [
         m
-        for m in read_all(worker.settings, TopicNames(worker.settings.topic_prefix).consents)
+        for m in read_all(worker.settings, TopicNames(worker.settings.kafka.topic_prefix).consents)
         if m.key() == card.encode()
     ]
     assert tombstones and tombstones[-1].value() is None
@@ -414,7 +412,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
         stats = run_sink(worker.settings, sink, idle_exit_after=3.0)
         assert stats.records >= len(mine) + 1
         # New rows: only the drain markers, one purchase and one consent change per partition.
-        markers = worker.settings.topic_partitions
+        markers = worker.settings.kafka.topic_partitions
         assert (stats.inserted.receipts, stats.inserted.consent_changes) == (markers, markers)
         assert sink.warehouse.query("SELECT card_hash FROM erased_cards") == [(store.erased_hash(card),)]
     finally:
@@ -446,7 +444,7 @@ def test_a_record_on_the_purchases_topic_that_is_not_a_purchase_is_dead_lettered
     mine = [p for p in purchases if p.card_id == card]
     store = worker.store
     store.client.delete(*store.keys_for(card).data)
-    names = TopicNames(worker.settings.topic_prefix)
+    names = TopicNames(worker.settings.kafka.topic_prefix)
     junk = b"\x00\x00\x00\x00\x03" + b"\xff" * 12  # framed as a purchase, but no purchase body
     offsets: list[int] = []
     producer = Producer(worker.settings.kafka_config(**{"enable.idempotence": True}))
@@ -463,7 +461,7 @@ def test_a_record_on_the_purchases_topic_that_is_not_a_purchase_is_dead_lettered
         assert time.monotonic() < deadline, "no dead letter for the record"
         time.sleep(0.2)
     assert [(d.processor, d.reason, d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
-        (f"{worker.settings.processor_id}-profiles", "undecodable", names.purchases_customer, 2, offsets[0])
+        (f"{worker.settings.router.id}-profiles", "undecodable", names.purchases_customer, 2, offsets[0])
     ]
 
 
@@ -484,7 +482,7 @@ def test_the_agent_follows_the_erased_cards_topic_into_its_store(worker: Profile
     store.client.delete(*store.keys_for(str(marker.card_id)).data)
     # The card's purchases, then another card's under the same key (so on the same partition, behind
     # them): once that one shows in its profile, the agent has read the erased card's purchases.
-    topic = TopicNames(worker.settings.topic_prefix).purchases_customer
+    topic = TopicNames(worker.settings.kafka.topic_prefix).purchases_customer
     producer = Producer(worker.settings.kafka_config(**{"enable.idempotence": True}))
     for p in [*mine, marker]:
         producer.produce(topic, key=card.encode(), value=CODEC.encode("purchase", p.to_avro()))

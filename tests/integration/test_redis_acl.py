@@ -52,7 +52,7 @@ class Embedded:
     settings: Settings  # the install: its URL (no credentials) and data dir, nothing else
 
     def client(self, role: RedisRole | None = None) -> redis.Redis:
-        url = self.settings.redis_url if role is None else connection_url(self.settings, role)
+        url = self.settings.redis.url if role is None else connection_url(self.settings, role)
         return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
     def password(self, role: RedisRole) -> str:
@@ -65,10 +65,10 @@ class Embedded:
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     tmp = tmp_path_factory.mktemp("redis-acl")
     settings = Settings(
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        bootstrap_servers="127.0.0.1:9092",  # an embedded install
-        data_dir=tmp / "data",
-        metrics_port=0,
+        redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
+        kafka={"bootstrap_servers": "127.0.0.1:9092"},  # an embedded install
+        local={"data_dir": tmp / "data"},
+        metrics={"port": 0},
     )
     server = EmbeddedRedis(settings)
     assert server.up().state == "running"
@@ -80,7 +80,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
 
 def test_an_unauthenticated_client_is_refused_and_passwords_are_the_owners_only(embedded: Embedded) -> None:
     # A bare PING on the wire, as any local process could send it.
-    host, port = embedded.settings.redis_url.split("//")[1].split("/")[0].split(":")
+    host, port = embedded.settings.redis.url.split("//")[1].split("/")[0].split(":")
     with socket.create_connection((host, int(port)), timeout=5) as raw:
         raw.sendall(b"PING\r\n")
         assert raw.recv(200).startswith(b"-NOAUTH")
@@ -98,11 +98,11 @@ def test_an_unauthenticated_client_is_refused_and_passwords_are_the_owners_only(
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis.Redis(host=host, port=int(port), username=user, password=password, socket_timeout=5).ping()
     with pytest.raises(ProfileStoreError):
-        RedisProfileStore.from_url(embedded.settings.redis_url, erasure_salt=b"test-erasure-salt-0123456789").apply(
+        RedisProfileStore.from_url(embedded.settings.redis.url, erasure_salt=b"test-erasure-salt-0123456789").apply(
             _purchases(5)
         )
 
-    data = embedded.settings.data_dir
+    data = embedded.settings.local.data_dir
     assert stat.S_IMODE((data / "secrets").stat().st_mode) == 0o700
     for role, user in TEMPLATE_USERS.items():
         file = data / "secrets" / f"redis-{user}"
@@ -131,12 +131,14 @@ def _purchases(n: int) -> list[Purchase]:
 def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Path) -> None:
     # Every process of the install finds its role's password in the data dir, nothing else given.
     settings = make_settings(
-        redis_url=embedded.settings.redis_url,
-        data_dir=embedded.settings.data_dir,
-        redis_writer_password=None,
-        redis_marketing_password=None,
-        redis_support_password=None,
-        warehouse_url=f"duckdb:///{tmp_path / 'warehouse.duckdb'}",
+        redis={
+            "url": embedded.settings.redis.url,
+            "writer_password": None,
+            "marketing_password": None,
+            "support_password": None,
+        },
+        local={"data_dir": embedded.settings.local.data_dir},
+        warehouse={"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
     )
 
     # The writer: purchases and consent changes through the store's scripts, exactly as the agents do.

@@ -56,7 +56,9 @@ SALT = b"test-erasure-salt-0123456789"  # the single-Redis reference store's (it
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
     """Three masters on free ports with this install's ACL users, for the whole session."""
     data = tmp_path_factory.mktemp("redis-cluster") / "data"
-    cluster = LocalRedisCluster(Settings(data_dir=data, bootstrap_servers="127.0.0.1:9092", metrics_port=0))
+    cluster = LocalRedisCluster(
+        Settings(local={"data_dir": data}, kafka={"bootstrap_servers": "127.0.0.1:9092"}, metrics={"port": 0})
+    )
     try:
         cluster.up()
     except Exception as exc:
@@ -100,18 +102,15 @@ def run(kafka_bootstrap: str, redis_cluster: LocalRedisCluster) -> Iterator[Clus
     """The profile agent of a fresh topic set, writing into the cluster."""
     name = uuid.uuid4().hex[:8]
     settings = Settings(
-        bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_cluster.url,
-        redis_cluster=True,
-        data_dir=redis_cluster.settings.data_dir,  # the install whose role passwords the nodes know
-        warehouse_url=f"duckdb:///{redis_cluster.settings.data_dir / f'warehouse-{name}.duckdb'}",
-        topic_prefix=f"cluster-{name}.",
-        topic_partitions=3,
-        processor_id=f"cluster-{name}",
-        metrics_port=0,
+        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"cluster-{name}.", "topic_partitions": 3},
+        redis={"url": redis_cluster.url, "cluster": True},
+        local={"data_dir": redis_cluster.settings.local.data_dir},  # the install whose role passwords the nodes know
+        warehouse={"url": f"duckdb:///{redis_cluster.settings.local.data_dir / f'warehouse-{name}.duckdb'}"},
+        router={"id": f"cluster-{name}"},
+        metrics={"port": 0},
     )
     create_topics(settings)
-    log = settings.data_dir / f"profiles-{name}.log"
+    log = settings.local.data_dir / f"profiles-{name}.log"
     proc = start_profiles(settings, log)
     store = RedisProfileStore.from_settings(settings)
     assert store.is_cluster
@@ -236,7 +235,7 @@ def test_erasure_on_the_cluster(run: ClusterRun) -> None:
     run.wait(lambda: bool(store.client.exists(store.keys_for(erased_on_topic).erased)), 15, "the card's marker")
     # ... and keeps its purchases out. Another card's purchase sent behind them under the same key
     # (so on the same partition): once that one shows, the agent has read the erased card's.
-    topic = TopicNames(run.settings.topic_prefix).purchases_customer
+    topic = TopicNames(run.settings.kafka.topic_prefix).purchases_customer
     producer = Producer(run.settings.kafka_config(**{"enable.idempotence": True}))
     behind = by_card[witness][0]
     for p in [*by_card[erased_on_topic], behind]:

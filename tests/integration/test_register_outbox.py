@@ -38,7 +38,7 @@ def test_registers_keep_selling_through_a_30s_broker_outage(own_stack: Stack) ->
     settings = own_stack.settings
     own_stack.kafka.up()
     create_topics(settings)
-    outbox = Outbox(settings.data_dir / "outbox" / "register-1.sqlite3", settings)
+    outbox = Outbox(settings.local.data_dir / "outbox" / "register-1.sqlite3", settings)
     outbox.start()
     accepted: list[str] = []
     stop = threading.Event()
@@ -69,7 +69,7 @@ def test_registers_keep_selling_through_a_30s_broker_outage(own_stack: Stack) ->
 
     assert during > 500, "registers must keep accepting while the broker is down"
     assert pending_in_outage >= during * 0.9
-    arrived = _receipt_ids(settings, TopicNames(settings.topic_prefix).checkouts)
+    arrived = _receipt_ids(settings, TopicNames(settings.kafka.topic_prefix).checkouts)
     missing = set(accepted) - set(arrived)
     assert not missing, f"{len(missing)} of {len(accepted)} accepted sales never arrived"
 
@@ -121,7 +121,7 @@ def test_register_sigkill_loses_no_accepted_sale(make_settings: Callable[..., Se
         check=False,
     )
     assert drain.returncode == 0, drain.stdout + drain.stderr
-    arrived = _receipt_ids(settings, TopicNames(settings.topic_prefix).checkouts)
+    arrived = _receipt_ids(settings, TopicNames(settings.kafka.topic_prefix).checkouts)
     missing = accepted - set(arrived)
     assert not missing, f"{len(missing)} of {len(accepted)} accepted sales missing after SIGKILLs"
 
@@ -164,7 +164,7 @@ def test_produce_reports_each_bad_line_and_sends_the_good_ones(
     assert "line 5: rejected (negative_amount)" in out
     assert "line 6: rejected (totals_mismatch)" in out
     assert "sent 3, acknowledged 3, failed 0, rejected 4" in " ".join(out.split())
-    arrived = _receipt_ids(settings, TopicNames(settings.topic_prefix).checkouts)
+    arrived = _receipt_ids(settings, TopicNames(settings.kafka.topic_prefix).checkouts)
     assert set(arrived) == {c.receipt_id for c in good}
 
 
@@ -183,7 +183,7 @@ def test_simulated_traffic_matches_its_ground_truth(make_settings: Callable[...,
         consent_change_rate=0.05,
         out_of_order_rate=0.05,
     )
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     codec = Codec()
     seen: dict[str, Checkout] = {}
     deliveries = 0

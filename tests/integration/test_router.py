@@ -49,7 +49,7 @@ def _traffic(seed: int, count: int, start: datetime, rate: float, **rates: float
 
 def _send(settings: Settings, emissions: list[Emission]) -> None:
     client = RegisterClient(settings)
-    checkouts = TopicNames(settings.topic_prefix).checkouts
+    checkouts = TopicNames(settings.kafka.topic_prefix).checkouts
     signing_up = True
     for e in emissions:
         if signing_up and e.consent is None:
@@ -71,8 +71,8 @@ def _send(settings: Settings, emissions: list[Emission]) -> None:
 
 @contextmanager
 def _router(settings: Settings, instance: str = "0", **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(settings.data_dir / f"router-{instance}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
+    settings.local.data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(settings.local.data_dir / f"router-{instance}-{uuid.uuid4().hex[:6]}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "receiptflow", "process", "--role", "router", "--instance", instance, *LOG_INFO],
         env={**env_for(settings), **env},
@@ -107,13 +107,13 @@ def _lag(settings: Settings) -> int:
 
 
 def _lag_once(settings: Settings) -> int:
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     # read_uncommitted: a read-committed consumer asks for *stable* offsets and would wait for the
     # open transaction of a just-killed router to be aborted; the last committed offsets are enough here.
     c = Consumer(
         settings.kafka_config(
             **{
-                "group.id": settings.processor_id,
+                "group.id": settings.router.id,
                 "enable.auto.commit": False,
                 "isolation.level": "read_uncommitted",
             }
@@ -121,7 +121,9 @@ def _lag_once(settings: Settings) -> int:
     )
     try:
         tps = [
-            TopicPartition(t, p) for t in (names.checkouts, names.consents) for p in range(settings.topic_partitions)
+            TopicPartition(t, p)
+            for t in (names.checkouts, names.consents)
+            for p in range(settings.kafka.topic_partitions)
         ]
         lag = 0
         for tp in c.committed(tps, timeout=30):
@@ -136,7 +138,7 @@ def _wait_caught_up(settings: Settings, procs: list[subprocess.Popen[bytes]], ti
     deadline = time.monotonic() + timeout
     while (lag := _lag(settings)) > 0:
         for p in procs:
-            assert p.poll() is None, f"router exited with {p.returncode}; see {settings.data_dir}"
+            assert p.poll() is None, f"router exited with {p.returncode}; see {settings.local.data_dir}"
         assert time.monotonic() < deadline, f"router still {lag} records behind after {timeout}s"
         time.sleep(0.5)
 
@@ -146,7 +148,7 @@ def _purchases(settings: Settings, topic: str) -> list[Purchase]:
 
 
 def _baskets(settings: Settings) -> list[AnalyticsBasket]:
-    topic = TopicNames(settings.topic_prefix).purchases_analytics
+    topic = TopicNames(settings.kafka.topic_prefix).purchases_analytics
     values = (CODEC.decode(m.value(), expect="analytics_basket").value for m in read_all(settings, topic))
     return [AnalyticsBasket.from_avro(v) for v in values]
 
@@ -161,7 +163,7 @@ def _uncommitted_count(settings: Settings, topic: str) -> int:
     c = Consumer(settings.kafka_config(**{"group.id": f"peek-{uuid.uuid4().hex[:6]}"}))
     try:
         total = 0
-        for p in range(settings.topic_partitions):
+        for p in range(settings.kafka.topic_partitions):
             low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
             total += high - low
         return total
@@ -178,7 +180,7 @@ def test_sigkilled_five_times_with_duplicates_every_receipt_once_on_every_topic(
 ) -> None:
     settings = make_settings()
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     truth, emissions = _traffic(
         11, 5000, datetime.now(UTC) - timedelta(hours=3), 0.5, dup_rate=0.1, bad_rate=0.03, consent_change_rate=0.02
     )
@@ -193,7 +195,7 @@ def test_sigkilled_five_times_with_duplicates_every_receipt_once_on_every_topic(
     while kills < 5:
         with _router(settings, **env) as proc:
             time.sleep(rng.uniform(2.0, 4.0))
-            assert proc.poll() is None, f"router died on its own; see {settings.data_dir}"
+            assert proc.poll() is None, f"router died on its own; see {settings.local.data_dir}"
             proc.kill()
             proc.wait()
             kills += 1
@@ -262,9 +264,9 @@ def test_policy_change_mid_run_and_consent_flips_are_respected_on_every_topic(
     change = (start + timedelta(days=1)).date()
     policy_file = tmp_path / "policy.toml"
     _policy_with_change(policy_file, change)
-    settings = make_settings(policy_file=policy_file)
+    settings = make_settings(privacy={"policy_file": policy_file})
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     truth, emissions = _traffic(23, 2000, start, 2000 / (40 * 3600), consent_change_rate=0.1)
     consents = [e for e in emissions if e.kind == "consent"]
     checkouts = [e for e in emissions if e.kind == "checkout"]
@@ -338,14 +340,14 @@ def test_two_workers_give_the_same_outputs_as_one(make_settings: Callable[..., S
     rest = [e for e in emissions if e.kind != "consent"]
 
     def outputs(settings: Settings) -> dict[str, dict[str, tuple[object, ...]]]:
-        names = TopicNames(settings.topic_prefix)
+        names = TopicNames(settings.kafka.topic_prefix)
         out: dict[str, dict[str, tuple[object, ...]]] = {}
         for topic in (names.purchases_customer, names.purchases_marketing):
             seen: dict[str, tuple[object, ...]] = {}
             for p in _purchases(settings, topic):
                 assert p.receipt_id not in seen
                 seen[p.receipt_id] = (p.granularity, p.items, p.groups, p.total_cents, p.consent, p.policy_version)
-            out[TopicNames(settings.topic_prefix).logical(topic)] = seen
+            out[TopicNames(settings.kafka.topic_prefix).logical(topic)] = seen
         # Both runs share the data dir, so the install's analytics key and the basket ids are the same.
         baskets: dict[str, tuple[object, ...]] = {}
         for b in _baskets(settings):
@@ -356,7 +358,7 @@ def test_two_workers_give_the_same_outputs_as_one(make_settings: Callable[..., S
         out["dlq"] = {str(i): (k,) for i, k in enumerate(sorted(m.key() or b"" for m in dead))}
         return out
 
-    one = make_settings(topic_partitions=4)
+    one = make_settings(kafka={"topic_partitions": 4})
     create_topics(one)
     with _router(one) as proc:
         _send(one, consents)
@@ -364,7 +366,7 @@ def test_two_workers_give_the_same_outputs_as_one(make_settings: Callable[..., S
         _send(one, rest)
         _wait_caught_up(one, [proc])
 
-    two = make_settings(topic_partitions=4)
+    two = make_settings(kafka={"topic_partitions": 4})
     create_topics(two)
     with _router(two, "0") as a, _router(two, "1") as b:
         _send(two, consents)
@@ -384,7 +386,7 @@ def test_card_linked_outputs_carry_the_append_time_of_their_checkout(settings: S
     """What the profile agent and the sink measure end-to-end latency from, through a real broker."""
     _, emissions = _traffic(47, 300, datetime.now(UTC) - timedelta(hours=1), 0.5)
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     with _router(settings) as proc:
         _send(settings, emissions)
         _wait_caught_up(settings, [proc])
@@ -406,5 +408,5 @@ def test_card_linked_outputs_carry_the_append_time_of_their_checkout(settings: S
 def _assignments(settings: Settings) -> dict[str, set[tuple[str, int]]]:
     """The router group's members and the partitions each owns, as the broker describes them."""
     admin = AdminClient(settings.kafka_config())
-    desc = admin.describe_consumer_groups([settings.processor_id])[settings.processor_id].result(timeout=30)
+    desc = admin.describe_consumer_groups([settings.router.id])[settings.router.id].result(timeout=30)
     return {m.client_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions} for m in desc.members}

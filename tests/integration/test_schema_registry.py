@@ -36,12 +36,12 @@ from .support import env_for, read_all
 
 @pytest.fixture
 def reg_settings(make_settings: MakeSettings, schema_registry: str) -> Settings:
-    return make_settings(schema_registry_url=schema_registry)
+    return make_settings(kafka={"schema_registry_url": schema_registry})
 
 
 def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settings: Settings) -> None:
     create_topics(reg_settings)
-    names = TopicNames(reg_settings.topic_prefix)
+    names = TopicNames(reg_settings.kafka.topic_prefix)
     client = RegisterClient(reg_settings)
     sim = Simulator(seed=3, stores=3, customers=10)
     checkouts = list(sim.stream(20, datetime.now(UTC), rate=1000))
@@ -51,7 +51,7 @@ def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settin
     stats = client.flush()
     assert (stats.acked, stats.failed) == (21, 0)
 
-    registry = registry_client(reg_settings.schema_registry_url or "")
+    registry = registry_client(reg_settings.kafka.schema_registry_url or "")
     checkout_id = registry.get_latest_version(value_subject(names.checkouts)).schema_id
     consent_id = registry.get_latest_version(value_subject(names.consents)).schema_id
     repo = SchemaCatalog.bundled()
@@ -86,12 +86,12 @@ def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settin
     )
     assert check.returncode == 0, check.stdout + check.stderr
     said = " ".join(check.stdout.split())  # the console wraps long lines
-    assert f"the schema registry at {reg_settings.schema_registry_url} accepts each newest version" in said
+    assert f"the schema registry at {reg_settings.kafka.schema_registry_url} accepts each newest version" in said
 
 
 def test_the_registry_refuses_an_incompatible_new_version(reg_settings: Settings) -> None:
-    names = TopicNames(reg_settings.topic_prefix)
-    url = reg_settings.schema_registry_url or ""
+    names = TopicNames(reg_settings.kafka.topic_prefix)
+    url = reg_settings.kafka.schema_registry_url or ""
     bundled = SchemaCatalog.bundled()
     v1 = bundled.latest("consent_change")
 
@@ -118,9 +118,9 @@ def test_a_command_stops_with_one_line_when_the_registry_refuses_the_contract(
     reg_settings: Settings, tmp_path: Path
 ) -> None:
     """Another producer's version is on the subject: the repo's cannot read its data, nothing is sent."""
-    names = TopicNames(reg_settings.topic_prefix)
+    names = TopicNames(reg_settings.kafka.topic_prefix)
     create_topics(reg_settings)
-    registry = registry_client(reg_settings.schema_registry_url or "")
+    registry = registry_client(reg_settings.kafka.schema_registry_url or "")
     subject = value_subject(names.consents)
     theirs = json.loads(json.dumps(SchemaCatalog.bundled().latest("consent_change").raw))
     for field in theirs["fields"]:
@@ -172,7 +172,9 @@ def test_a_command_stops_with_one_line_when_the_registry_refuses_the_contract(
 def test_the_embedded_registry_keeps_its_ids_across_a_restart(tmp_path: Path) -> None:
     """``stack down`` / ``up`` of the registry: subjects and ids are still there, nothing is left running."""
     url = f"http://127.0.0.1:{free_port()}{API_PATH}"
-    own = EmbeddedRegistry(Settings(data_dir=tmp_path / "data", schema_registry_url=url), ready_timeout=180)
+    own = EmbeddedRegistry(
+        Settings(local={"data_dir": tmp_path / "data"}, kafka={"schema_registry_url": url}), ready_timeout=180
+    )
     assert own.status().state == "stopped"
     try:
         started = own.up()

@@ -115,7 +115,7 @@ def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
     sim = Simulator(seed, stores=30, customers=80)
     traffic = Traffic(sim, lambda c: CODEC.encode("checkout", c.to_avro()), dup_rate=0.05, consent_change_rate=0.05)
     policy = load_policy()
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     sent = Sent(sim.truth)
     producer = Producer(settings.kafka_config(**{"transactional.id": f"crash-test-{uuid.uuid4().hex}"}))
     producer.init_transactions(30)
@@ -158,7 +158,7 @@ class TopicLog:
 
 
 def _topic_log(settings: Settings) -> TopicLog:
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     log = TopicLog([], [], [], {})
     for topic in (names.purchases_customer, names.purchases_analytics, names.consents):
         ends: dict[int, int] = {}
@@ -180,7 +180,7 @@ def _topic_log(settings: Settings) -> TopicLog:
 
 def _warehouse_matches_its_positions(settings: Settings, log: TopicLog) -> dict[str, dict[int, int]]:
     """Assert the warehouse holds exactly the records before its stored positions; return the positions."""
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     with open_sink(settings) as sink:
         stored = {
             t: sink.committed_offsets(t) for t in (names.purchases_customer, names.purchases_analytics, names.consents)
@@ -244,9 +244,9 @@ def _kill_from_outside(env: dict[str, str], settings: Settings, before: int, rng
 
 
 def _kafka_committed_all(settings: Settings) -> dict[str, dict[int, int]]:
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     every = {
-        t: dict.fromkeys(range(settings.topic_partitions), 0)
+        t: dict.fromkeys(range(settings.kafka.topic_partitions), 0)
         for t in (names.purchases_customer, names.purchases_analytics, names.consents)
     }
     return _kafka_committed(settings, every)
@@ -255,7 +255,7 @@ def _kafka_committed_all(settings: Settings) -> dict[str, dict[int, int]]:
 @pytest.fixture(params=["duckdb", "postgres"])
 def crash_settings(request: pytest.FixtureRequest, make_settings: MakeSettings, tmp_path: Path) -> Settings:
     url = f"duckdb:///{tmp_path / 'dw.duckdb'}" if request.param == "duckdb" else request.getfixturevalue("pg_database")
-    s = make_settings(warehouse_url=url)
+    s = make_settings(warehouse={"url": url})
     create_topics(s)
     return s
 

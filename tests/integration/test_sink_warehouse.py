@@ -65,7 +65,7 @@ def settings(request: pytest.FixtureRequest, make_settings: MakeSettings, tmp_pa
     """Settings on the session broker (fresh topic prefix) with an empty warehouse of each kind."""
     duckdb_url = f"duckdb:///{tmp_path / 'dw.duckdb'}"
     url = duckdb_url if request.param == "duckdb" else request.getfixturevalue("pg_database")
-    s = make_settings(warehouse_url=url)
+    s = make_settings(warehouse={"url": url})
     create_topics(s)
     return s
 
@@ -73,13 +73,13 @@ def settings(request: pytest.FixtureRequest, make_settings: MakeSettings, tmp_pa
 @pytest.fixture
 def duckdb_settings(make_settings: MakeSettings, tmp_path: Path) -> Settings:
     """For runner behaviour that does not depend on the warehouse kind."""
-    s = make_settings(warehouse_url=f"duckdb:///{tmp_path / 'dw.duckdb'}")
+    s = make_settings(warehouse={"url": f"duckdb:///{tmp_path / 'dw.duckdb'}"})
     create_topics(s)
     return s
 
 
 def _topic(settings: Settings) -> str:
-    return TopicNames(settings.topic_prefix).purchases_customer
+    return TopicNames(settings.kafka.topic_prefix).purchases_customer
 
 
 def _produce(settings: Settings, ps: Sequence[Purchase], *, abort: bool = False) -> None:
@@ -241,7 +241,7 @@ def test_a_record_the_warehouse_cannot_use_is_dead_lettered_and_the_sink_goes_on
         partition=1,
     )
     topic = _topic(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
 
     for _ in range(2):  # and again after a restart: nothing is read, stored or dead-lettered twice
         with open_sink(settings) as sink:
@@ -258,7 +258,7 @@ def test_an_undecodable_consent_record_is_dead_lettered_once_and_the_changes_aro
 ) -> None:
     settings = duckdb_settings
     codec = Codec()
-    topic = TopicNames(settings.topic_prefix).consents
+    topic = TopicNames(settings.kafka.topic_prefix).consents
     card = "6390000000042"
     changes = [ConsentChange(card, NOW, True, True, "app"), ConsentChange(card, NOW, False, True, "store")]
     bad = b"\x00\x00\x00\x00\x63not avro at all"
@@ -403,7 +403,7 @@ def _routed(n: int, seed: int) -> list[Routed]:
 def _produce_routed(settings: Settings, routed: Sequence[Routed], consents: Sequence[ConsentChange]) -> None:
     """The three sink topics as the router and the registers fill them, in one producer transaction."""
     codec = Codec()
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     producer = Producer(settings.kafka_config(**{"transactional.id": f"sink-test-{uuid.uuid4().hex}"}))
     producer.init_transactions(30)
     producer.begin_transaction()
@@ -507,7 +507,7 @@ def test_replay_restores_missing_rows_and_twice_gives_the_same_tables(settings: 
 
     # --topic limits a replay to one of the sink's topics; another name is refused.
     _delete(settings, lost)
-    consents_topic = TopicNames(settings.topic_prefix).consents
+    consents_topic = TopicNames(settings.kafka.topic_prefix).consents
     counts = _REPLAYED.search(_replay(settings, "--from-beginning", "--topic", consents_topic))
     assert counts is not None
     n = len(early_consents) + len(late_consents)

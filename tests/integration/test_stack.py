@@ -39,7 +39,7 @@ def _states(statuses: list[ComponentStatus]) -> dict[str, str]:
 
 
 def test_status_up_twice_and_down_leaves_no_process(own_stack: Stack) -> None:
-    data_dir = own_stack.settings.data_dir
+    data_dir = own_stack.settings.local.data_dir
     before = _states(own_stack.status())
     assert before["kafka"] == "stopped" and before["redis"] == "stopped"
 
@@ -134,7 +134,7 @@ def test_acknowledged_records_survive_a_broker_sigkill(own_stack: Stack) -> None
     crashed = {s.name: s for s in own_stack.status()}
     assert crashed["kafka"].state == "stopped" and crashed["kafka"].pid is None
     assert crashed["redis"].state == "running"
-    assert not (own_stack.settings.data_dir / "run" / "kafka.pid").exists(), "the stale PID file is removed"
+    assert not (own_stack.settings.local.data_dir / "run" / "kafka.pid").exists(), "the stale PID file is removed"
 
     restarted = {s.name: s for s in own_stack.up()}
     assert restarted["kafka"].state == "running"
@@ -149,7 +149,9 @@ def test_acknowledged_records_survive_a_broker_sigkill(own_stack: Stack) -> None
 
 def test_a_redis_that_already_answers_is_used_as_external(redis_server: RedisServer, tmp_path: Path) -> None:
     # Answering means answering the profile writer's login (given, as production gives it).
-    settings = Settings(**redis_server.role_settings(), redis_url=redis_server.url, data_dir=tmp_path / "data")
+    settings = Settings(
+        **redis_server.role_settings(), redis={"url": redis_server.url}, local={"data_dir": tmp_path / "data"}
+    )
     server = EmbeddedRedis(settings)
     assert server.up().state == "external"
     assert server.status().state == "external"

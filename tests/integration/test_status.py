@@ -86,7 +86,7 @@ def _status(settings: Settings, port: int) -> dict[str, Any]:
 
 
 def _router_view(answer: dict[str, Any], settings: Settings) -> tuple[int, str]:
-    group = next(g for g in answer["groups"] if g["group"] == settings.processor_id)
+    group = next(g for g in answer["groups"] if g["group"] == settings.router.id)
     (process,) = answer["processes"]
     return group["lag"], process["state"]
 
@@ -104,7 +104,7 @@ def test_status_shows_the_router_lag_rise_while_it_is_stopped_and_fall_after_it_
     settings: Settings, tmp_path: Path
 ) -> None:
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     port = free_port()
     log = tmp_path / "router.log"
     view = lambda: _router_view(_status(settings, port), settings)  # noqa: E731
@@ -119,10 +119,10 @@ def test_status_shows_the_router_lag_rise_while_it_is_stopped_and_fall_after_it_
     _send(settings, 60, seed=2)
     answer = _status(settings, port)
     assert _router_view(answer, settings) == (60, "unreachable")
-    group = next(g for g in answer["groups"] if g["group"] == settings.processor_id)
+    group = next(g for g in answer["groups"] if g["group"] == settings.router.id)
     # Every partition of both inputs, each with its committed offset, end and lag.
     assert {(p["topic"], p["partition"]) for p in group["partitions"]} == {
-        (t, p) for t in (names.checkouts, names.consents) for p in range(settings.topic_partitions)
+        (t, p) for t in (names.checkouts, names.consents) for p in range(settings.kafka.topic_partitions)
     }
     assert sum(p["end"] - (p["committed"] or 0) for p in group["partitions"]) == 60
     # Nothing was written or committed while the offsets were sampled.
@@ -151,7 +151,7 @@ def test_status_shows_the_router_lag_rise_while_it_is_stopped_and_fall_after_it_
             timeout=120,
             check=True,
         ).stdout
-        assert settings.processor_id in text and "ready" in text and "Lag per partition" in text
+        assert settings.router.id in text and "ready" in text and "Lag per partition" in text
     finally:
         _stop(router)
 
@@ -165,7 +165,7 @@ def test_a_group_that_has_read_a_transactional_topic_to_its_end_shows_no_lag(
     settings: Settings, tmp_path: Path
 ) -> None:
     create_topics(settings)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     port = free_port()
     router = _router(settings, port, tmp_path / "router.log")
     try:

@@ -83,9 +83,9 @@ class Site:
 
 def _env(settings: Settings) -> dict[str, str]:
     env = env_for(settings)
-    env["RECEIPTFLOW_WEB_BASE_URL"] = settings.web_base_url
-    if settings.households_file is not None:
-        env["RECEIPTFLOW_HOUSEHOLDS_FILE"] = str(settings.households_file)
+    env["RECEIPTFLOW_WEB_BASE_URL"] = settings.web.base_url
+    if settings.profiles.households_file is not None:
+        env["RECEIPTFLOW_HOUSEHOLDS_FILE"] = str(settings.profiles.households_file)
     return env
 
 
@@ -114,18 +114,16 @@ def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pyte
     port = free_port()
     s = Settings(
         **redis_server.role_settings(),
-        bootstrap_servers=kafka_bootstrap,
-        redis_url=redis_server.url,
-        data_dir=data / "data",
-        warehouse_url=f"duckdb:///{data / 'warehouse.duckdb'}",
-        topic_prefix=f"web-{run}.",
-        topic_partitions=3,
-        processor_id=f"web-{run}",
-        metrics_port=0,
-        web_base_url=f"http://127.0.0.1:{port}",
+        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"web-{run}.", "topic_partitions": 3},
+        redis={"url": redis_server.url},
+        local={"data_dir": data / "data"},
+        warehouse={"url": f"duckdb:///{data / 'warehouse.duckdb'}"},
+        router={"id": f"web-{run}"},
+        metrics={"port": 0},
+        web={"base_url": f"http://127.0.0.1:{port}"},
     )
     create_topics(s)
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.local.data_dir.mkdir(parents=True, exist_ok=True)
     sim, purchases = simulated_purchases(seed=4242, count=1200, span=timedelta(days=120))
     # The cards with the most receipts that kept their item lines (chains that keep totals only have none).
     with_items = sorted(sim.truth.per_card, key=lambda c: -sum(1 for p in purchases if p.card_id == c and p.items))
@@ -136,11 +134,11 @@ def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pyte
         f"card_id,household_id,share_points\n{cards['main']},h1,yes\n{cards['other']},h1,\n{cards['erase']},h1,no\n",
         encoding="utf-8",
     )
-    s = s.model_copy(update={"households_file": households})
+    s = s.model_copy(update={"profiles": {"households_file": households}})
     mine = [replace(p, consent=ConsentState(True, True, True)) for p in purchases if p.card_id in cards.values()]
     store = RedisProfileStore.from_settings(s)
     store.client.delete(*[k for c in cards.values() for k in (profile_key(c), seen_key(c))])
-    worker_log = s.data_dir / "profiles.log"
+    worker_log = s.local.data_dir / "profiles.log"
     with worker_log.open("wb") as out:
         worker = subprocess.Popen(
             [sys.executable, "-m", "receiptflow", "process", "--role", "profiles"],
@@ -148,7 +146,7 @@ def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pyte
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    web_log = s.data_dir / "web.log"
+    web_log = s.local.data_dir / "web.log"
     web = None
     try:
         send_purchases(s, mine)
@@ -174,8 +172,8 @@ def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pyte
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        _wait(lambda: _answers(s.web_base_url + "/"), 30, "the web page to answer")
-        yield Site(s, s.web_base_url, cards, web, web_log)
+        _wait(lambda: _answers(s.web.base_url + "/"), 30, "the web page to answer")
+        yield Site(s, s.web.base_url, cards, web, web_log)
     finally:
         for proc in (web, worker):
             if proc is None:

@@ -23,11 +23,11 @@ pytestmark = pytest.mark.unit
 
 
 def test_topics_list_has_a_header_whole_names_and_human_retention() -> None:
-    settings = Settings(topic_prefix="staging-eu-west.")
+    settings = Settings(kafka={"topic_prefix": "staging-eu-west."})
     lines = topics_lines(settings, 80)
     assert lines[0].split() == ["TOPIC", "KEPT", "KEY"]
     text = "\n".join(lines)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     for spec in CATALOGUE:
         assert f"\n{names.physical(spec.name)} " in text
     assert "14 days" in text and "retention.ms" not in text and "…" not in text

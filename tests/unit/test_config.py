@@ -37,17 +37,15 @@ def test_defaults_point_at_the_embedded_stack(monkeypatch: pytest.MonkeyPatch, t
     for k in list(__import__("os").environ):
         if k.startswith("RECEIPTFLOW_"):
             monkeypatch.delenv(k)
-    s = Settings(data_dir=tmp_path / "d")
-    assert s.bootstrap_servers == "127.0.0.1:9092"
+    s = Settings(local={"data_dir": tmp_path / "d"})
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
     assert s.resolved_warehouse_url == f"duckdb:///{(tmp_path / 'd' / 'warehouse.duckdb').resolve()}"
 
 
 def test_password_settings_override_urls() -> None:
     s = Settings(
-        redis_url="redis://cache:6379/0",
-        redis_password="pw1",
-        warehouse_url="postgresql://rf@db:5432/dw",
-        warehouse_password="pw2",
+        redis={"url": "redis://cache:6379/0", "password": "pw1"},
+        warehouse={"url": "postgresql://rf@db:5432/dw", "password": "pw2"},
     )
     assert s.redis_connection_url() == "redis://:pw1@cache:6379/0"
     assert s.warehouse_connection_url() == "postgresql://rf:pw2@db:5432/dw"
@@ -57,10 +55,8 @@ def test_password_settings_override_urls() -> None:
 @pytest.mark.parametrize("password", ["p@ss/w:rd#1?", "%41 spaces & ünïcode"])
 def test_passwords_with_url_characters_reach_the_clients_intact(password: str) -> None:
     s = Settings(
-        redis_url="redis://profile-writer@[::1]:6379/2",
-        redis_password=password,
-        warehouse_url="postgresql://rf@db:5432/dw",
-        warehouse_password=password,
+        redis={"url": "redis://profile-writer@[::1]:6379/2", "password": password},
+        warehouse={"url": "postgresql://rf@db:5432/dw", "password": password},
     )
     redis_kwargs = parse_url(s.redis_connection_url())
     assert (redis_kwargs["username"], redis_kwargs["password"]) == ("profile-writer", password)

@@ -18,14 +18,14 @@ def test_the_data_dir_is_absolute_once_and_says_where_it_comes_from(
     monkeypatch.delenv("RECEIPTFLOW_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     default = Settings()
-    assert default.data_dir == tmp_path.resolve() / ".receiptflow"
+    assert default.local.data_dir == tmp_path.resolve() / ".receiptflow"
     assert "default" in default.data_dir_origin
     monkeypatch.chdir("/")  # a later change of directory does not move it
-    assert default.data_dir == tmp_path.resolve() / ".receiptflow"
+    assert default.local.data_dir == tmp_path.resolve() / ".receiptflow"
     assert default.resolved_warehouse_url == f"duckdb:///{tmp_path.resolve()}/.receiptflow/warehouse.duckdb"
     monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", "relative/data")
     given = Settings()
-    assert given.data_dir == Path("/relative/data") and given.data_dir_origin == "set by RECEIPTFLOW_DATA_DIR"
+    assert given.local.data_dir == Path("/relative/data") and given.data_dir_origin == "set by RECEIPTFLOW_DATA_DIR"
 
 
 READERS = [

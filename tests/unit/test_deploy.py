@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 from prometheus_client import CollectorRegistry
 
-from receiptflow.config import Settings
+from receiptflow.config import VARIABLES
 from receiptflow.metrics import Metrics
 from receiptflow.redis_auth import TEMPLATE_USERS, acl_template, render_acl
 
@@ -58,7 +58,7 @@ def test_prometheus_config_points_at_files_in_the_bundle() -> None:
     for name in re.findall(r"- (\S+)", rule_files[0]):
         assert (PROMETHEUS / name).is_file(), name
     # The scrape targets are the exporters' default ports.
-    defaults = Settings.model_fields["metrics_port"].default
+    defaults = VARIABLES["RECEIPTFLOW_METRICS_PORT"].info.default
     assert f"localhost:{defaults}" in text
     assert f"localhost:{defaults + 1}" in text
     assert f"localhost:{defaults + 2}" in text  # the simulated registers (producer metrics)
@@ -66,7 +66,7 @@ def test_prometheus_config_points_at_files_in_the_bundle() -> None:
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    missing = [name for name in Settings.model_fields if f"`RECEIPTFLOW_{name.upper()}`" not in readme]
+    missing = [name for name in VARIABLES if f"`{name}`" not in readme]
     assert not missing, f"settings without a README row: {missing}"
 
 

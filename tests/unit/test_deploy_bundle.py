@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from receiptflow import health
-from receiptflow.config import Settings
+from receiptflow.config import VARIABLES, Settings
 from receiptflow.metrics import Metrics
 
 pytestmark = pytest.mark.unit
@@ -61,7 +61,7 @@ BUNDLE_TEXT_FILES = [
 ]
 SECRET_SETTINGS = {
     name
-    for name, info in Settings.model_fields.items()
+    for name, info in ((v.key, v.info) for v in VARIABLES.values())
     if info.annotation is not None and SecretStr in getattr(info.annotation, "__args__", (info.annotation,))
 }
 
@@ -232,7 +232,7 @@ def served_metrics_port(w: Workload) -> int | None:
     if "--metrics-port" in w.argv:
         return int(w.argv[w.argv.index("--metrics-port") + 1])
     raw = w.env.get("RECEIPTFLOW_METRICS_PORT")
-    port = int(raw) if raw is not None else int(Settings.model_fields["metrics_port"].default)
+    port = int(raw) if raw is not None else int(VARIABLES["RECEIPTFLOW_METRICS_PORT"].info.default)
     if port == 0:
         return None
     if w.runs(("process",)):
@@ -396,7 +396,7 @@ def test_kustomize_builds_the_bundle_into_valid_manifests() -> None:
 
 
 def test_every_receiptflow_variable_in_the_bundle_is_a_setting() -> None:
-    known = {env_name(name) for name in Settings.model_fields}
+    known = set(VARIABLES)
     for path in BUNDLE_TEXT_FILES:
         assert path.is_file(), path
         used = set(re.findall(r"\bRECEIPTFLOW_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(encoding="utf-8")))
@@ -514,7 +514,7 @@ def test_probes_health_checks_and_scrape_targets_use_the_port_and_path_the_code_
     assert targets == {name for name, port in ports.items() if port is not None}
     # The image exposes the three exporter ports.
     exposed = {int(p) for instr, rest in stages()["runtime"] if instr == "EXPOSE" for p in rest.split()}
-    default = int(Settings.model_fields["metrics_port"].default)
+    default = int(VARIABLES["RECEIPTFLOW_METRICS_PORT"].info.default)
     assert {default, default + 1, default + 2} <= exposed
 
 

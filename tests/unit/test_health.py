@@ -93,7 +93,7 @@ def test_the_broker_probe_answers_false_for_a_broker_that_is_not_there() -> None
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, never listening: connections are refused
-        probe = BrokerProbe(Settings(_env_file=None, bootstrap_servers=f"127.0.0.1:{port}"))  # type: ignore[call-arg]
+        probe = BrokerProbe(Settings(_env_file=None, kafka={"bootstrap_servers": f"127.0.0.1:{port}"}))  # type: ignore[call-arg]
         assert probe() is False
 
 
@@ -181,11 +181,11 @@ def test_partition_lag_counts_every_record_when_nothing_is_committed() -> None:
 
 
 def test_every_long_running_command_is_served_the_same_way_while_it_runs() -> None:
-    settings = Settings(_env_file=None, metrics_port=9100)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, metrics={"port": 9100})  # type: ignore[call-arg]
     # The processor on metrics_port, the sink on the next one, the simulator on the one after.
     assert [exporter_port(settings, None, offset) for offset in (0, 1, 2)] == [9100, 9101, 9102]
     assert exporter_port(settings, 0, 1) == 0 and exporter_port(settings, 9200, 1) == 9200  # --metrics-port
-    assert exporter_port(settings.model_copy(update={"metrics_port": 0}), None, 1) == 0  # off stays off
+    assert exporter_port(settings.model_copy(update={"metrics": {"port": 0}}), None, 1) == 0  # off stays off
     port = free_port()
     with serving("process --role all", settings, ("router", "profiles"), port=port) as served:
         assert set(served.readiness) == {"router", "profiles"}

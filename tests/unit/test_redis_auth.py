@@ -49,7 +49,7 @@ def test_render_switches_on_only_the_named_users_with_their_hash_and_keeps_the_r
 
 
 def test_the_embedded_acl_has_every_role_on_with_generated_passwords_in_private_files(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", bootstrap_servers="127.0.0.1:9092")
+    settings = Settings(local={"data_dir": tmp_path / "data"}, kafka={"bootstrap_servers": "127.0.0.1:9092"})
     rendered = embedded_acl(settings)
     assert "user default off" in rendered and "nopass" not in rendered
     for role, user in TEMPLATE_USERS.items():
@@ -72,21 +72,21 @@ def test_each_role_connects_as_its_own_user_in_order_of_the_sources(tmp_path: Pa
     for role in (RedisRole.WRITER, RedisRole.MARKETING, RedisRole.SUPPORT):
         assert _login(connection_url(Settings(**base), role)) == (TEMPLATE_USERS[role], generated[role])
     # Given per role (production): wins over the generated one, with the configured user name.
-    given = Settings(**base, redis_marketing_user="mkt", redis_marketing_password="p@ss/w:rd#1")
+    given = Settings(**base, redis={"marketing_user": "mkt", "marketing_password": "p@ss/w:rd#1"})
     assert _login(connection_url(given, RedisRole.MARKETING)) == ("mkt", "p@ss/w:rd#1")
     assert parse_url(connection_url(given, RedisRole.MARKETING))["db"] == 3
     # Credentials in the URL: one login for every role without a password of its own.
-    single = Settings(**base, redis_password="one", redis_support_password="dpo")
+    single = Settings(**base, redis={"password": "one", "support_password": "dpo"})
     assert _login(connection_url(single, RedisRole.WRITER)) == (None, "one")
     assert _login(connection_url(single, RedisRole.SUPPORT)) == ("support", "dpo")
     # A production install never uses generated files.
-    production = Settings(**base, deployment="production")
+    production = Settings(**base, privacy={"deployment": "production"})
     assert connection_url(production, RedisRole.WRITER) == "redis://h:7/3"
     assert role_password(production, RedisRole.ADMIN) is None
 
 
 def test_a_production_install_does_not_generate_role_passwords(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data", deployment="production")
+    settings = Settings(local={"data_dir": tmp_path / "data"}, privacy={"deployment": "production"})
     with pytest.raises(ConfigError, match="RECEIPTFLOW_REDIS_WRITER_PASSWORD"):
         embedded_acl(settings)
     assert not (tmp_path / "data" / "secrets").exists()

@@ -157,7 +157,7 @@ def test_an_unreachable_registry_is_one_line_saying_what_to_do() -> None:
 
 
 def test_without_a_url_the_codec_takes_the_repo_ids() -> None:
-    codec = codec_for(Settings(schema_registry_url=None))
+    codec = codec_for(Settings(kafka={"schema_registry_url": None}))
     repo = SchemaCatalog.bundled()
     # checkout v2 has id 6 in ids.json
     assert codec.catalog.latest("checkout").schema_id == repo.latest("checkout").schema_id == 6

@@ -14,7 +14,7 @@ from receiptflow.secrets import analytics_key, erasure_salt, secret_path
 
 
 def _settings(tmp_path: Path, **kw: object) -> Settings:
-    return Settings(data_dir=tmp_path, **kw)  # type: ignore[arg-type]
+    return Settings(local={"data_dir": tmp_path}, **kw)  # type: ignore[arg-type]
 
 
 def test_generated_once_per_install_and_owner_only(tmp_path: Path) -> None:

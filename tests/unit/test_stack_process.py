@@ -84,14 +84,16 @@ def test_port_taken_by_a_plain_listener_is_a_port_in_use_error(listener: int) ->
 
 
 def test_redis_refuses_a_port_taken_by_a_non_redis_program(listener: int, tmp_path: Path) -> None:
-    server = EmbeddedRedis(Settings(redis_url=f"redis://127.0.0.1:{listener}/0", data_dir=tmp_path), ready_timeout=2)
+    server = EmbeddedRedis(
+        Settings(redis={"url": f"redis://127.0.0.1:{listener}/0"}, local={"data_dir": tmp_path}), ready_timeout=2
+    )
     with pytest.raises(PortInUseError, match=str(listener)):
         server.up()
     assert not (tmp_path / "run" / "redis.pid").exists()
 
 
 def test_kafka_refuses_a_port_taken_by_a_non_kafka_program(listener: int, tmp_path: Path) -> None:
-    broker = EmbeddedKafka(Settings(bootstrap_servers=f"127.0.0.1:{listener}", data_dir=tmp_path))
+    broker = EmbeddedKafka(Settings(kafka={"bootstrap_servers": f"127.0.0.1:{listener}"}, local={"data_dir": tmp_path}))
     start = time.monotonic()
     with pytest.raises(PortInUseError, match=str(listener)):
         broker.up()
@@ -100,7 +102,10 @@ def test_kafka_refuses_a_port_taken_by_a_non_kafka_program(listener: int, tmp_pa
 
 
 def test_kafka_refuses_a_taken_controller_port(listener: int, tmp_path: Path) -> None:
-    settings = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", kafka_controller_port=listener, data_dir=tmp_path)
+    settings = Settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"},
+        local={"kafka_controller_port": listener, "data_dir": tmp_path},
+    )
     with pytest.raises(PortInUseError, match=f"{listener}.*controller"):
         EmbeddedKafka(settings).up()
 
@@ -183,7 +188,7 @@ def test_a_server_of_ours_without_pid_file_is_adopted(
 
 
 def test_stack_ignores_pid_files_of_foreign_processes(tmp_path: Path) -> None:
-    stack = Stack(Settings(data_dir=tmp_path, bootstrap_servers=f"127.0.0.1:{free_port()}"))
+    stack = Stack(Settings(local={"data_dir": tmp_path}, kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"}))
     run = tmp_path / "run"
     run.mkdir()
     for name in ("kafka", "redis", "postgres"):
@@ -217,7 +222,7 @@ def test_stop_pid_of_a_gone_process_returns(sleeper: tuple[subprocess.Popen[byte
 # --- dependencies and configuration ----------------------------------------------------------------------
 def test_missing_java_is_a_dependency_error_with_the_install_hint(tmp_path: Path) -> None:
     with pytest.raises(DependencyMissingError, match=r"RECEIPTFLOW_JAVA_HOME.*apt-get install openjdk-17"):
-        java_binary(Settings(java_home=tmp_path / "no-jdk", data_dir=tmp_path))
+        java_binary(Settings(local={"java_home": tmp_path / "no-jdk", "data_dir": tmp_path}))
 
 
 def test_kafka_version_comes_from_the_repo_pom() -> None:
@@ -235,7 +240,9 @@ def test_parse_bootstrap(bootstrap: str, expected: tuple[str, int]) -> None:
 
 
 def test_broker_config_is_single_node_kraft(tmp_path: Path) -> None:
-    settings = Settings(bootstrap_servers="127.0.0.1:19092", data_dir=tmp_path, topic_partitions=4)
+    settings = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:19092", "topic_partitions": 4}, local={"data_dir": tmp_path}
+    )
     props = EmbeddedKafka(settings).properties()
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.unit
 def test_the_version_is_the_poms_and_the_build_folder_is_per_version(tmp_path: Path) -> None:
     pinned = re.search(r"<apicurio\.version>([^<]+)<", pom_path().read_text())
     assert pinned is not None and registry_version() == pinned.group(1) == "2.4.2.Final"
-    settings = Settings(cache_dir=tmp_path)
+    settings = Settings(local={"cache_dir": tmp_path})
     assert app_dir(settings) == tmp_path.resolve() / "apicurio-registry-2.4.2.Final"
     assert (pom_path().parent / "settings.xml").is_file()
 
@@ -48,10 +48,12 @@ def test_a_build_counts_only_with_its_marker_and_the_runner(tmp_path: Path) -> N
 
 
 def test_the_endpoint_comes_from_the_url_or_the_default(tmp_path: Path) -> None:
-    default = EmbeddedRegistry(Settings(data_dir=tmp_path))
+    default = EmbeddedRegistry(Settings(local={"data_dir": tmp_path}))
     assert (default.address, default.host, default.port) == (DEFAULT_URL, "127.0.0.1", 8081)
     assert DEFAULT_URL.endswith(API_PATH)
-    own = EmbeddedRegistry(Settings(data_dir=tmp_path, schema_registry_url=f"http://127.0.0.1:18123{API_PATH}"))
+    own = EmbeddedRegistry(
+        Settings(local={"data_dir": tmp_path}, kafka={"schema_registry_url": f"http://127.0.0.1:18123{API_PATH}"})
+    )
     assert (own.host, own.port, own.address) == ("127.0.0.1", 18123, f"http://127.0.0.1:18123{API_PATH}")
     assert own.pid_file == tmp_path.resolve() / "run" / "registry.pid"
 
@@ -67,7 +69,8 @@ def test_a_port_taken_by_something_else_is_refused_in_one_line(tmp_path: Path) -
         squatter.listen()
         port = squatter.getsockname()[1]
         registry = EmbeddedRegistry(
-            Settings(data_dir=tmp_path, schema_registry_url=f"http://127.0.0.1:{port}{API_PATH}"), ready_timeout=1
+            Settings(local={"data_dir": tmp_path}, kafka={"schema_registry_url": f"http://127.0.0.1:{port}{API_PATH}"}),
+            ready_timeout=1,
         )
         with pytest.raises(PortInUseError, match=f"port 127.0.0.1:{port} \\(schema registry\\) is taken") as caught:
             registry.up()
@@ -75,7 +78,9 @@ def test_a_port_taken_by_something_else_is_refused_in_one_line(tmp_path: Path) -
 
 
 def test_a_remote_registry_is_never_started(tmp_path: Path) -> None:
-    registry = EmbeddedRegistry(Settings(data_dir=tmp_path, schema_registry_url=f"http://192.0.2.1:8081{API_PATH}"))
+    registry = EmbeddedRegistry(
+        Settings(local={"data_dir": tmp_path}, kafka={"schema_registry_url": f"http://192.0.2.1:8081{API_PATH}"})
+    )
     assert registry.ready() is False  # TEST-NET-1: nothing answers there
     with pytest.raises(StackError, match=r"only runs on 127\.0\.0\.1"):
         registry.up()
@@ -83,10 +88,12 @@ def test_a_remote_registry_is_never_started(tmp_path: Path) -> None:
 
 def test_stack_reports_the_registry_only_when_ours_runs(tmp_path: Path) -> None:
     settings = Settings(
-        data_dir=tmp_path,
-        bootstrap_servers=f"127.0.0.1:{free_port()}",
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        schema_registry_url=f"http://127.0.0.1:{free_port()}{API_PATH}",
+        local={"data_dir": tmp_path},
+        kafka={
+            "bootstrap_servers": f"127.0.0.1:{free_port()}",
+            "schema_registry_url": f"http://127.0.0.1:{free_port()}{API_PATH}",
+        },
+        redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
     )
     names = [s.name for s in Stack(settings).status()]
     assert "registry" not in names

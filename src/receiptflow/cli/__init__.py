@@ -162,14 +162,14 @@ def _server_problem(exc: ReceiptflowError, settings: Settings | None) -> str:
     start = "start it with `.venv/bin/receiptflow stack up`" if local else "check that it is up"
     if type(cause).__module__.startswith("redis") and type(cause).__name__ == "AuthenticationError":
         # The usual reason on an embedded install: another data folder, whose role passwords Redis never saw.
-        secrets = settings.data_dir / "secrets" if settings is not None else "the data folder"
+        secrets = settings.local.data_dir / "secrets" if settings is not None else "the data folder"
         return (
             f"{exc} -- Redis refused the login: the embedded stack keeps its role passwords in {secrets}; run from "
             "the folder where `stack up` ran, set RECEIPTFLOW_DATA_DIR, or give the role's "
             "RECEIPTFLOW_REDIS_<ROLE>_PASSWORD"
         )
     if type(cause).__module__.startswith("redis") and "Connection" in type(cause).__name__:
-        where = f"Redis at {redact_url(settings.redis_url)}" if settings is not None else "Redis"
+        where = f"Redis at {redact_url(settings.redis.url)}" if settings is not None else "Redis"
         return f"{where} is not reachable: {start}, or set RECEIPTFLOW_REDIS_URL ({exc})"
     if type(cause).__module__.startswith("psycopg") and "OperationalError" in type(cause).__name__:
         url = redact_url(settings.resolved_warehouse_url) if settings is not None else None

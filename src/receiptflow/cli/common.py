@@ -35,7 +35,7 @@ def print_endpoints(settings: Settings, what: str) -> None:
 
 def print_data_dir(settings: Settings) -> None:
     """One line on stderr naming the data folder a command uses (the one absolute path, see config)."""
-    err_console.print(f"data dir {settings.data_dir}", markup=False, highlight=False, soft_wrap=True)
+    err_console.print(f"data dir {settings.local.data_dir}", markup=False, highlight=False, soft_wrap=True)
 
 
 def duckdb_file(settings: Settings) -> Path | None:
@@ -52,10 +52,10 @@ def require_data_dir(settings: Settings, command: str) -> None:
     The embedded stack's role passwords and install secrets live there; a new, empty folder would
     get new ones that no server knows (a production install is given its secrets instead).
     """
-    if settings.is_production or settings.data_dir.is_dir():
+    if settings.is_production or settings.local.data_dir.is_dir():
         return
     raise ConfigError(
-        f"{command}: no data folder at {settings.data_dir} ({settings.data_dir_origin}); it holds the embedded "
+        f"{command}: no data folder at {settings.local.data_dir} ({settings.data_dir_origin}); it holds the embedded "
         "stack's passwords and warehouse: run it from the folder where `stack up` ran, or set RECEIPTFLOW_DATA_DIR"
     )
 
@@ -71,7 +71,7 @@ def require_warehouse(settings: Settings, command: str) -> None:
         return
     require_data_dir(settings, command)
     raise ConfigError(
-        f"{command}: no warehouse at {path} (data dir {settings.data_dir}: {settings.data_dir_origin}); "
+        f"{command}: no warehouse at {path} (data dir {settings.local.data_dir}: {settings.data_dir_origin}); "
         "run it from the folder that holds the stack's data, or set RECEIPTFLOW_DATA_DIR"
     )
 

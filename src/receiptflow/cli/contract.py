@@ -46,7 +46,7 @@ def topics_lines(settings: Settings, width: int) -> list[str]:
 
     from ..topics import CATALOGUE, TopicNames
 
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     rows = []
     for spec in CATALOGUE:
         config = dict(spec.config)
@@ -86,14 +86,14 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
 
     directory = Path(args.dir) if args.dir else Path(str(resources.files("receiptflow.schemas")))
     problems = [str(p) for p in check_backward(directory)]
-    url = settings.schema_registry_url
+    url = settings.kafka.schema_registry_url
     if url:
         from ..codec import SchemaCatalog
         from ..registry import check_against_registry, registry_client
         from ..topics import TopicNames
 
         catalog = SchemaCatalog.from_dir(directory)
-        problems += check_against_registry(catalog, TopicNames(settings.topic_prefix), registry_client(url), url)
+        problems += check_against_registry(catalog, TopicNames(settings.kafka.topic_prefix), registry_client(url), url)
     for p in problems:
         err_console.print(f"[red]incompatible[/red] {p}", markup=True, highlight=False)
     if problems:
@@ -114,7 +114,7 @@ def add_schemas(sub: Subparsers) -> None:
 def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     from ..policy import load_policy
 
-    policy = load_policy(settings.policy_file)
+    policy = load_policy(settings.privacy.policy_file)
     day = args.at or datetime.now(UTC).date()
     table = Table("chain", "group", "level", "version", title=f"granularity in force on {day.isoformat()}")
     for row in policy.describe_at(day):

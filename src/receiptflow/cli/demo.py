@@ -123,7 +123,7 @@ def _warehouse(sink: Any) -> tuple[int, int]:
 
 
 def _snapshot(settings: Settings, store: RedisProfileStore, sink: Any) -> Snapshot:
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     profiles, visits, spend = store.totals()
     receipts, cents = _warehouse(sink)
     return Snapshot(
@@ -197,7 +197,7 @@ class _Pipeline:
     """
 
     def __init__(self, settings: Settings, sink: Any, metrics: Metrics) -> None:
-        logs = settings.data_dir / "logs"
+        logs = settings.local.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / "processor.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -317,7 +317,7 @@ def _summary(
         # The link is printed, not a command: it works once, for a few minutes, in a browser.
         console.print(
             f"\n[bold]The card holder's page[/bold]: serve it with the first line, then open the link"
-            f" (one-time, {settings.web_link_minutes} min; the last line prints a new one)"
+            f" (one-time, {settings.web.link_minutes} min; the last line prints a new one)"
         )
         console.print(f"  {own_command()} web", markup=False, soft_wrap=True)
         console.print(f"  {Web(settings).link('customer', card)}", markup=False, soft_wrap=True)
@@ -352,7 +352,7 @@ def own_command() -> str:
 def next_commands(settings: Settings, *, card: str | None) -> list[str]:
     """The follow-up commands the demo prints, each a complete shell command line."""
     rf = own_command()
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     lines = [f"{rf} consume {shlex.quote(names.purchases_customer)} --from-beginning --max 5"]
     if card:
         lines.append(f"{rf} profile {shlex.quote(card)}")

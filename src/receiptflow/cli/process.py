@@ -28,8 +28,8 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     from .supervise import run_router, run_router_and_agent
 
     if args.instance is not None:
-        settings = settings.model_copy(update={"processor_instance": args.instance})
-    print_endpoints(settings, f"processor ({args.role}, instance {settings.processor_instance}):")
+        settings = settings.model_copy(update={"router": {"instance": args.instance}})
+    print_endpoints(settings, f"processor ({args.role}, instance {settings.router.instance}):")
     from ..topics import require_broker
 
     require_broker(settings)

@@ -42,8 +42,8 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
         err_console.print(f"no profile for card {args.card}")
         return 1
     household: dict[str, int] | None = None
-    if settings.households_file is not None and args.view != "marketing":
-        cards = members(load_households(settings.households_file), args.card)
+    if settings.profiles.households_file is not None and args.view != "marketing":
+        cards = members(load_households(settings.profiles.households_file), args.card)
         household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
     segments = store.segments(args.card)
     doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
@@ -95,8 +95,8 @@ def _profile_batch(settings: Settings, what: str, unit: str, job: Callable[..., 
             )
     finally:
         sink.close()
-    if settings.metrics_textfile is not None:
-        write_textfile(metrics, settings.metrics_textfile)
+    if settings.metrics.textfile is not None:
+        write_textfile(metrics, settings.metrics.textfile)
     return result
 
 
@@ -104,7 +104,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
     from ..jobs.profile_rebuild import rebuild
 
     if args.redis_url is not None:
-        settings = settings.model_copy(update={"redis_url": args.redis_url})
+        settings = settings.model_copy(update={"redis": {"url": args.redis_url}})
     print_endpoints(settings, "profiles rebuild:")
     require_warehouse(settings, "profiles rebuild")
     from ..topics import require_broker
@@ -140,7 +140,7 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
     from ..jobs.segments import load_model, month_bounds, run_segments
 
     month_bounds(args.month)  # a usage error before anything connects
-    model = load_model(settings.segments_file)
+    model = load_model(settings.profiles.segments_file)
     print_endpoints(settings, f"segments run ({args.month}, model {model.version}):")
     require_warehouse(settings, "segments run")
     run = _profile_batch(
@@ -151,7 +151,7 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> int:
             run_segments,
             month=args.month,
             model=model,
-            default_product_data=settings.default_product_data_marketing,
+            default_product_data=settings.privacy.default_product_data_marketing,
         ),
     )
     if run.cards == 0:

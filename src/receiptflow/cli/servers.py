@@ -39,14 +39,14 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row(s.name, s.state, str(s.pid or "-"), s.endpoint)
     console.print(table)
     ours = any(s.name == "redis" and s.state == "running" for s in statuses)
-    if args.action == "up" and ours and settings.redis_acl_file is None:
-        secrets = settings.data_dir.resolve() / "secrets"
+    if args.action == "up" and ours and settings.redis.acl_file is None:
+        secrets = settings.local.data_dir.resolve() / "secrets"
         console.print(
             f"redis: ACL users on, default user off; role passwords in {secrets}/redis-<user> (owner only)",
             markup=False,
         )
     registry = next((s for s in statuses if s.name == "registry"), None)
-    if registry is not None and not settings.schema_registry_url:
+    if registry is not None and not settings.kafka.schema_registry_url:
         console.print(
             f"registry: export RECEIPTFLOW_SCHEMA_REGISTRY_URL={registry.endpoint} so every producer and "
             "consumer takes its schema ids from it",
@@ -110,7 +110,7 @@ def refuse_cluster_beside_a_broker(settings: Settings, cluster: KafkaCluster) ->
     if single.state == "running":
         raise StackError(
             f"the single-node stack's broker runs at {single.endpoint} (pid {single.pid}, data dir "
-            f"{settings.data_dir}); a cluster beside it would be a second cluster: stop it first with "
+            f"{settings.local.data_dir}); a cluster beside it would be a second cluster: stop it first with "
             "`.venv/bin/receiptflow stack down`, then run `cluster up`"
         )
     foreign = [s.endpoint for s in cluster.status() if s.state == "external"]

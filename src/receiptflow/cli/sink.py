@@ -47,8 +47,8 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
                 metrics=served.metrics,
                 readiness=served.readiness["sink"],
                 idle_exit_after=args.idle_exit,
-                batch_size=settings.sink_batch_max,
-                batch_timeout=settings.sink_batch_seconds,
+                batch_size=settings.sink.batch_max,
+                batch_timeout=settings.sink.batch_seconds,
             )
         finally:
             sink.close()
@@ -82,7 +82,7 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
                 sink,
                 from_time=args.from_time,
                 topics=args.topic or None,
-                batch_size=settings.sink_batch_max,
+                batch_size=settings.sink.batch_max,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
     finally:

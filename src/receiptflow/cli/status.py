@@ -29,10 +29,10 @@ def _groups(settings: Settings) -> list[Group]:
     from ..status import Group
     from ..topics import TopicNames
 
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     return [
-        Group(settings.processor_id, "router", (names.checkouts, names.consents)),
-        Group(f"{settings.processor_id}-profiles", "profile agent", (names.purchases_customer, names.consents)),
+        Group(settings.router.id, "router", (names.checkouts, names.consents)),
+        Group(f"{settings.router.id}-profiles", "profile agent", (names.purchases_customer, names.consents)),
         Group(DEFAULT_GROUP, "warehouse sink", (names.purchases_customer, names.purchases_analytics, names.consents)),
     ]
 

@@ -29,7 +29,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
     print_endpoints(settings, "web:")
     app = build_app(settings)
-    err_console.print(f"serving the page at http://{args.host}:{args.port}/ (sign-in links: {settings.web_base_url})")
+    err_console.print(f"serving the page at http://{args.host}:{args.port}/ (sign-in links: {settings.web.base_url})")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0
 
@@ -46,7 +46,7 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from None
     url = Web(settings).link(args.role, subject)
     console.print(url, soft_wrap=True, highlight=False, markup=False)
-    err_console.print(f"valid for {settings.web_link_minutes} minutes, once")
+    err_console.print(f"valid for {settings.web.link_minutes} minutes, once")
     return 0
 
 

@@ -83,7 +83,7 @@ def export_card(settings: Settings, card_id: str, now: datetime | None = None) -
         rows = export_rows(warehouse, card_id)
     consents = rows.pop("consent_changes")
     when = erased_at(settings, subject)
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     physical = [names.physical(t) for t in CARD_LINKED]
     configs = describe_topic_configs(settings, physical)
     topics = [topic_retention(t, configs[t], when or now, erased=when is not None) for t in physical if t in configs]
@@ -142,18 +142,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _tombstone(settings: Settings, card_id: str) -> int:
-    topic = TopicNames(settings.topic_prefix).consents
+    topic = TopicNames(settings.kafka.topic_prefix).consents
     produce_acknowledged(settings, topic, [(card_id.encode(), None)], what="the tombstone")
     return 1
 
 
 def _check_kafka(settings: Settings) -> None:
-    names = TopicNames(settings.topic_prefix)
+    names = TopicNames(settings.kafka.topic_prefix)
     try:
         topics = AdminClient(settings.kafka_config()).list_topics(timeout=10).topics
     except KafkaException as exc:
         raise BrokerError(
-            f"erase refused, nothing changed: Kafka at {settings.bootstrap_servers} does not answer "
+            f"erase refused, nothing changed: Kafka at {settings.kafka.bootstrap_servers} does not answer "
             f"({_first_line(exc)}); start it and run erase again"
         ) from exc
     missing = [t for t in (names.consents_erased, names.consents) if t not in topics]

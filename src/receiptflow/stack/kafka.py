@@ -144,9 +144,9 @@ class EmbeddedKafka(EmbeddedServer):
     def __init__(self, settings: Settings, ready_timeout: float = 60.0, node: ClusterNode | None = None) -> None:
         self.settings = settings
         self.node = node
-        self.host, self.port = parse_bootstrap(settings.bootstrap_servers)
-        self.controller_port = settings.kafka_controller_port or self.port + 1
-        data_dir = settings.data_dir.expanduser().resolve()
+        self.host, self.port = parse_bootstrap(settings.kafka.bootstrap_servers)
+        self.controller_port = settings.local.kafka_controller_port or self.port + 1
+        data_dir = settings.local.data_dir.expanduser().resolve()
         self.home = data_dir / "kafka"
         self.pid_file = data_dir / "run" / "kafka.pid"
         if node is not None:
@@ -194,7 +194,7 @@ class EmbeddedKafka(EmbeddedServer):
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data),
             # Matches what `topics create` uses, for any topic created by other tools.
-            "num.partitions": str(self.settings.topic_partitions),
+            "num.partitions": str(self.settings.kafka.topic_partitions),
             "default.replication.factor": "1",
             "min.insync.replicas": "1",
             "offsets.topic.replication.factor": "1",
@@ -287,7 +287,7 @@ class EmbeddedKafka(EmbeddedServer):
         argv = [
             java,
             "-Xms256m",
-            f"-Xmx{self.settings.kafka_heap}",
+            f"-Xmx{self.settings.local.kafka_heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",

@@ -31,10 +31,10 @@ class KafkaCluster:
         if nodes < 2:
             raise StackError("a cluster has at least 2 nodes (the single-node broker is EmbeddedKafka)")
         self.settings = settings
-        host, base = parse_bootstrap(settings.bootstrap_servers)
+        host, base = parse_bootstrap(settings.kafka.bootstrap_servers)
         self.host = host
         self.ports = [(base + 2 * i, base + 2 * i + 1) for i in range(nodes)]
-        self.home = settings.data_dir.expanduser().resolve() / "kafka-cluster"
+        self.home = settings.local.data_dir.expanduser().resolve() / "kafka-cluster"
         self.ready_timeout = ready_timeout
         self._nodes: list[EmbeddedKafka] | None = None
         self.replication = min(nodes, 3)

@@ -64,7 +64,7 @@ def kafka_version() -> str:
 
 
 def libs_dir(settings: Settings) -> Path:
-    return settings.cache_dir.expanduser().resolve() / f"kafka-{kafka_version()}" / "libs"
+    return settings.local.cache_dir.expanduser().resolve() / f"kafka-{kafka_version()}" / "libs"
 
 
 def jars_complete(libs: Path, version: str) -> bool:
@@ -113,8 +113,8 @@ JAVA_HINT = (
 
 def java_binary(settings: Settings) -> str:
     """The ``java`` executable to run the broker with; DependencyMissingError with the install hint."""
-    if settings.java_home is not None:
-        java = settings.java_home / "bin" / "java"
+    if settings.local.java_home is not None:
+        java = settings.local.java_home / "bin" / "java"
         if not java.is_file():
             raise DependencyMissingError(f"no java at {java} (RECEIPTFLOW_JAVA_HOME). {JAVA_HINT}")
         return str(java)

@@ -127,11 +127,11 @@ class EmbeddedPostgres(EmbeddedServer):
         self, settings: Settings, port: int | None = None, pgdata: Path | None = None, ready_timeout: float = 60.0
     ) -> None:
         self.settings = settings
-        url = settings.warehouse_url or ""
+        url = settings.warehouse.url or ""
         parsed = urlsplit(url) if url.startswith("postgres") else None
         self.host = "127.0.0.1"
         self.port = port or (parsed.port if parsed is not None and parsed.port else 5432)
-        data_dir = settings.data_dir.expanduser().resolve()
+        data_dir = settings.local.data_dir.expanduser().resolve()
         self.pid_file = data_dir / "run" / "postgres.pid"
         self.log_file = data_dir / "logs" / "postgres.log"
         self._as_root = os.geteuid() == 0

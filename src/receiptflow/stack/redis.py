@@ -73,15 +73,15 @@ class EmbeddedRedis(EmbeddedServer):
 
     def __init__(self, settings: Settings, ready_timeout: float = 30.0) -> None:
         self.settings = settings
-        parts = urlsplit(settings.redis_url)
+        parts = urlsplit(settings.redis.url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
-        data_dir = settings.data_dir.expanduser().resolve()
+        data_dir = settings.local.data_dir.expanduser().resolve()
         self.home = data_dir / "redis"
         self.config_file = self.home / "redis.conf"
         self.log_file = self.home / "redis.log"
         self.pid_file = data_dir / "run" / "redis.pid"
-        self.given_acl_file = settings.redis_acl_file.expanduser().resolve() if settings.redis_acl_file else None
+        self.given_acl_file = settings.redis.acl_file.expanduser().resolve() if settings.redis.acl_file else None
         self.acl_file = self.given_acl_file or self.home / "users.acl"
         self.ready_timeout = ready_timeout
 
@@ -100,7 +100,7 @@ class EmbeddedRedis(EmbeddedServer):
         # install's admin password; otherwise the profile writer can PING too.
         admin = role_password(self.settings, RedisRole.ADMIN) if self.given_acl_file is None else None
         if admin is not None:
-            return with_credentials(self.settings.redis_url, TEMPLATE_USERS[RedisRole.ADMIN], admin)
+            return with_credentials(self.settings.redis.url, TEMPLATE_USERS[RedisRole.ADMIN], admin)
         return connection_url(self.settings, RedisRole.WRITER)
 
     def _client(self) -> redis.Redis:

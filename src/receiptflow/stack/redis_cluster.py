@@ -107,7 +107,7 @@ class LocalRedisCluster:
         self.settings = settings
         self.masters = masters
         self.ready_timeout = ready_timeout
-        data_dir = settings.data_dir.expanduser().resolve()
+        data_dir = settings.local.data_dir.expanduser().resolve()
         self.home = data_dir / "redis-cluster"
         self.run_dir = data_dir / "run"
         self.acl_file = self.home / "users.acl"

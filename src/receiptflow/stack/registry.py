@@ -75,7 +75,7 @@ def registry_version() -> str:
 
 
 def app_dir(settings: Settings) -> Path:
-    return settings.cache_dir.expanduser().resolve() / f"apicurio-registry-{registry_version()}"
+    return settings.local.cache_dir.expanduser().resolve() / f"apicurio-registry-{registry_version()}"
 
 
 def runner_jar(app: Path) -> Path:
@@ -140,11 +140,11 @@ class EmbeddedRegistry(EmbeddedServer):
 
     def __init__(self, settings: Settings, ready_timeout: float = 90.0, heap: str = "256m") -> None:
         self.settings = settings
-        self.url = settings.schema_registry_url or DEFAULT_URL
+        self.url = settings.kafka.schema_registry_url or DEFAULT_URL
         parts = urlsplit(self.url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 8081
-        data_dir = settings.data_dir.expanduser().resolve()
+        data_dir = settings.local.data_dir.expanduser().resolve()
         self.home = data_dir / "registry"
         self.log_file = self.home / "stdout.log"
         self.pid_file = data_dir / "run" / "registry.pid"

@@ -52,7 +52,7 @@ class Stack:
 
     def up(self, with_postgres: bool = False, with_registry: bool = False) -> list[ComponentStatus]:
         """Start whatever is not running yet and wait until each answers; idempotent."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.local.data_dir.mkdir(parents=True, exist_ok=True)
         out = [self.kafka.up(), self.redis.up()]
         if with_postgres:
             out.append(self.postgres.up())

@@ -39,7 +39,7 @@ def build_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         session_cookie="receiptflow_session",
         max_age=SESSION_HOURS * 3600,
         same_site="lax",
-        https_only=settings.web_base_url.startswith("https://"),
+        https_only=settings.web.base_url.startswith("https://"),
     )
     app = Starlette(
         routes=ROUTES,

@@ -2,7 +2,7 @@
 
 * A **sign-in link** carries a token signed with the install's web key (itsdangerous): the role
   (``customer``, ``support`` or ``cashier``), whom it names (a card, or a staff login) and a random
-  nonce. It is valid ``web_link_minutes`` after it was made and once: the server records each
+  nonce. It is valid ``settings.web.link_minutes`` after it was made and once: the server records each
   redeemed nonce in ``data_dir/web/used-links`` (kept until the link would have expired anyway), so
   a link opened twice — also across a restart of the server — signs in only the first time.
 * **Who may see what** (:func:`may_see_card`): a customer their own card only; support every card,
@@ -38,8 +38,8 @@ LINK_SALT = "receiptflow-web-sign-in-link"
 
 def web_key(settings: Settings) -> bytes:
     """The key that signs links and sessions: given in production, else generated per install."""
-    if settings.web_secret_key is not None:
-        value = settings.web_secret_key.get_secret_value()
+    if settings.web.secret_key is not None:
+        value = settings.web.secret_key.get_secret_value()
         if len(value) < 16:
             raise ConfigError("RECEIPTFLOW_WEB_SECRET_KEY is too short: use at least 16 random characters")
         return value.encode()

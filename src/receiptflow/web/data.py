@@ -77,8 +77,8 @@ class Backend:
         if profile is None:
             return None
         household: dict[str, int] | None = None
-        if self.settings.households_file is not None:
-            cards = members(load_households(self.settings.households_file), card)
+        if self.settings.profiles.households_file is not None:
+            cards = members(load_households(self.settings.profiles.households_file), card)
             household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
         segments = store.segments(card)
         view = render(profile, "customer", now or datetime.now(UTC), household=household, segments=segments)

@@ -109,7 +109,7 @@ async def customer_page(request: Request) -> Response:
         erased = t("erased", lang_of(request)) if request.session.pop("erased", False) else None
         return render(request, "nothing.html", **context, erased=erased)
     context["view"] = page.view
-    context["gap"] = pages.product_gap(page.profile, web.settings.default_product_data_marketing)
+    context["gap"] = pages.product_gap(page.profile, web.settings.privacy.default_product_data_marketing)
     context.update(await _page_context(web, request, name, card, page, context["saved"]))
     return render(request, f"{name}.html", **context)
 
@@ -132,8 +132,10 @@ async def _page_context(
     if name == "consents":
         facts = await run_in_threadpool(web.backend.warehouse_facts, card)
         newest = None if facts is None else facts["consent"]
-        email = newest["electronic_marketing"] if newest else web.settings.default_electronic_marketing
-        product = profile.consent.product_data if profile.consent else web.settings.default_product_data_marketing
+        email = newest["electronic_marketing"] if newest else web.settings.privacy.default_electronic_marketing
+        product = (
+            profile.consent.product_data if profile.consent else web.settings.privacy.default_product_data_marketing
+        )
         # Right after a change the stores may not have it yet: show what the broker acknowledged.
         just_saved = request.session.pop("consents_saved", None)
         if saved and isinstance(just_saved, list) and len(just_saved) == 2:

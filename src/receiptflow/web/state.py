@@ -25,7 +25,7 @@ class Web:
         self.settings = settings
         self.key = web_key(settings)
         self.links = Links(
-            self.key, settings.web_link_minutes, UsedLinks(settings.data_dir.resolve() / "web" / "used-links")
+            self.key, settings.web.link_minutes, UsedLinks(settings.local.data_dir.resolve() / "web" / "used-links")
         )
         self.failures = RateLimiter(SIGNIN_LIMIT, SIGNIN_WINDOW)
         self.requests = RateLimiter(REQUESTS_LIMIT, 60.0)
@@ -40,7 +40,7 @@ class Web:
 
     def link(self, role: str, subject: str) -> str:
         """The sign-in URL for ``subject`` in ``role``, as people open it."""
-        return f"{self.settings.web_base_url.rstrip('/')}/signin/{self.links.make(role, subject)}"
+        return f"{self.settings.web.base_url.rstrip('/')}/signin/{self.links.make(role, subject)}"
 
 
 def web_of(request: Request) -> Web:

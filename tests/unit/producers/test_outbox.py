@@ -20,7 +20,7 @@ START = datetime(2026, 11, 24, 9, tzinfo=UTC)
 
 def _settings(tmp_path: Path) -> Settings:
     # Nothing listens there: these tests never start the sender.
-    return Settings(bootstrap_servers="127.0.0.1:1", data_dir=tmp_path)
+    return Settings(kafka={"bootstrap_servers": "127.0.0.1:1"}, local={"data_dir": tmp_path})
 
 
 def test_accepted_sales_survive_reopen(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ class TestDuckDBSink(SinkContract):
 
 
 def test_open_sink_uses_the_default_file_under_the_data_dir(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(local={"data_dir": tmp_path / "data"})
     with open_sink(settings) as sink:
         assert isinstance(sink, DuckDBSink)
         assert sink.path == (tmp_path / "data" / "warehouse.duckdb").resolve()

@@ -112,7 +112,7 @@ def test_purchase_lineage_is_stored(tmp_path: Path) -> None:
 
 def test_unsupported_url_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mysql"):
-        open_sink(Settings(warehouse_url="mysql://x/y", data_dir=tmp_path))
+        open_sink(Settings(warehouse={"url": "mysql://x/y"}, local={"data_dir": tmp_path}))
 
 
 def test_the_analytics_file_is_separate_owner_only_and_card_free(tmp_path: Path) -> None:

@@ -150,7 +150,7 @@ def test_migration_plan() -> None:
 )
 def test_unsupported_warehouse_urls_are_config_errors(tmp_path: Path, url: str) -> None:
     with pytest.raises(ConfigError):
-        open_sink(Settings(warehouse_url=url, data_dir=tmp_path))
+        open_sink(Settings(warehouse={"url": url}, local={"data_dir": tmp_path}))
 
 
 @pytest.mark.parametrize(
@@ -166,7 +166,7 @@ def test_duckdb_urls_name_absolute_paths(url: str, path: str) -> None:
 
 def test_duckdb_url_selects_the_duckdb_sink(tmp_path: Path) -> None:
     path = tmp_path / "x" / "dw.duckdb"
-    sink = open_sink(Settings(warehouse_url=f"duckdb:///{path}"), group_id="g1")
+    sink = open_sink(Settings(warehouse={"url": f"duckdb:///{path}"}), group_id="g1")
     try:
         assert isinstance(sink, DuckDBSink)
         assert sink.path == path and sink.group_id == "g1"
@@ -179,7 +179,8 @@ def test_postgres_urls_select_the_postgres_sink(tmp_path: Path, scheme: str) -> 
     # Nothing listens on port 1: the PostgreSQL sink is chosen and its connection failure is wrapped,
     # without the password it was given.
     settings = Settings(
-        warehouse_url=f"{scheme}://rf@127.0.0.1:1/dw", warehouse_password=SecretStr("s3cret"), data_dir=tmp_path
+        warehouse={"url": f"{scheme}://rf@127.0.0.1:1/dw", "password": SecretStr("s3cret")},
+        local={"data_dir": tmp_path},
     )
     with pytest.raises(WarehouseError, match="cannot open PostgreSQL warehouse") as info:
         open_sink(settings)
@@ -187,13 +188,13 @@ def test_postgres_urls_select_the_postgres_sink(tmp_path: Path, scheme: str) -> 
 
 
 def test_run_sink_refuses_a_group_other_than_the_sinks(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(local={"data_dir": tmp_path})
     with open_sink(settings) as sink, pytest.raises(ConfigError, match="same group id"):
         run_sink(settings, sink, group_id="another-group")
 
 
 def test_a_bad_kafka_property_is_a_broker_error(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, kafka_extra={"no.such.property": "1"})
+    settings = Settings(local={"data_dir": tmp_path}, kafka={"extra": {"no.such.property": "1"}})
     with open_sink(settings) as sink, pytest.raises(BrokerError, match="cannot create the sink consumer"):
         run_sink(settings, sink, idle_exit_after=0.1)
 

@@ -62,7 +62,9 @@ class MemoryBackend(Backend):
 
 @pytest.fixture
 def backend(tmp_path: Path) -> MemoryBackend:
-    settings = Settings(data_dir=tmp_path / "data", bootstrap_servers="127.0.0.1:1", web_secret_key="k" * 32)
+    settings = Settings(
+        local={"data_dir": tmp_path / "data"}, kafka={"bootstrap_servers": "127.0.0.1:1"}, web={"secret_key": "k" * 32}
+    )
     today = epoch_day(datetime.now(UTC).date())
     profiles = {
         "1001": Profile(
@@ -120,7 +122,7 @@ def test_a_forged_or_expired_link_is_refused(backend: MemoryBackend) -> None:
     c = client(backend)
     token = c.app.state.web.links.make("customer", "1001")  # type: ignore[attr-defined]
     assert c.get(f"/signin/{token[:-2]}xx").status_code == 400
-    expired = backend.settings.model_copy(update={"web_link_minutes": 1})
+    expired = backend.settings.model_copy(update={"web": {"link_minutes": 1}})
     later = TestClient(build_app(expired, backend))
     old = later.app.state.web.links  # type: ignore[attr-defined]
     signed = old._serializer.dumps({"r": "customer", "s": "1001", "n": "x"})

@@ -27,18 +27,18 @@ def test_the_printed_link_signs_in_once_at_the_install_s_server(env: Path, capsy
     assert main(["web", "link", "2710000000000001"]) == 0
     url = capsys.readouterr().out.strip()
     assert url.startswith("http://shop.example:8080/signin/")
-    server = Web(Settings(data_dir=env))  # the key generated for this install by the command above
+    server = Web(Settings(local={"data_dir": env}))  # the key generated for this install by the command above
     token = url.rsplit("/", 1)[1]
     assert server.links.redeem(token) == Login("customer", "2710000000000001")
     assert server.links.redeem(token) is None
-    other_install = Web(Settings(data_dir=env.parent / "other"))
+    other_install = Web(Settings(local={"data_dir": env.parent / "other"}))
     assert other_install.links.check(token) is None
 
 
 def test_a_staff_link_names_its_role(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["web", "link", "till-12", "--role", "cashier"]) == 0
     token = capsys.readouterr().out.strip().rsplit("/", 1)[1]
-    assert Web(Settings(data_dir=env)).links.check(token) == Login("cashier", "till-12")
+    assert Web(Settings(local={"data_dir": env})).links.check(token) == Login("cashier", "till-12")
 
 
 def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

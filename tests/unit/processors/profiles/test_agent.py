@@ -31,7 +31,7 @@ def _worker_consumer(settings: Settings) -> Any:
 
 
 def test_the_agents_read_only_committed_records(tmp_path: Path) -> None:
-    consumer = _worker_consumer(Settings(data_dir=tmp_path))
+    consumer = _worker_consumer(Settings(local={"data_dir": tmp_path}))
     assert consumer._isolation_level == "read_committed"
 
 
@@ -39,13 +39,13 @@ def test_the_agents_read_only_committed_records(tmp_path: Path) -> None:
 def test_the_fetch_waits_on_the_broker_as_long_as_the_setting_says(tmp_path: Path, wait_ms: int) -> None:
     # faust builds its consumer with a 1.5 s wait. One fetch per broker at a time means a fetch for
     # the idle consents topic alone holds back every purchase behind it for that long.
-    consumer = _worker_consumer(Settings(data_dir=tmp_path, profile_fetch_wait_ms=wait_ms))
+    consumer = _worker_consumer(Settings(local={"data_dir": tmp_path}, profiles={"fetch_wait_ms": wait_ms}))
     assert consumer._fetch_max_wait_ms == wait_ms
 
 
 def test_the_default_wait_is_short_beside_the_latency_target(tmp_path: Path) -> None:
     # The target is 250 ms from checkout to profile at p99; a wait of its size would use it all up.
-    consumer = _worker_consumer(Settings(data_dir=tmp_path))
+    consumer = _worker_consumer(Settings(local={"data_dir": tmp_path}))
     assert consumer._fetch_max_wait_ms <= 100
 
 
@@ -65,7 +65,7 @@ def test_the_agents_subscribe_no_topic_outside_the_catalogue(tmp_path: Path) -> 
     # faust's leader election would add a topic of its own (<app id>-__assignor-__leader), which the
     # catalogue does not create: the broker would answer "not found" on every metadata refresh.
     async def subscribed() -> set[str]:
-        app: Any = create_app(Settings(data_dir=tmp_path))
+        app: Any = create_app(Settings(local={"data_dir": tmp_path}))
         await app._leader_assignor.on_start()  # where faust adds that topic
         return {name for topic in app.topics for name in topic.topics}
 

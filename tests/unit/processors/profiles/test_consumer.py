@@ -40,7 +40,7 @@ async def _consumer(
 ) -> tuple[ProfilesConsumer, list[Message]]:
     """The app's consumer, subscribed as a worker would be, with the purchases going to ``handler``
     and faust's conductor (the agents' streams) replaced by a list of what it was given."""
-    app: Any = create_app(Settings(data_dir=tmp_path))
+    app: Any = create_app(Settings(local={"data_dir": tmp_path}))
     app.batch_handlers[CONSENTS] = _ignore  # registered first, as the app does
     app.batch_handlers[PURCHASES] = handler
     consumer: ProfilesConsumer = app.consumer
@@ -133,7 +133,7 @@ def test_the_consent_changes_of_a_fetch_are_applied_before_its_purchases(tmp_pat
 
 
 def test_the_app_registers_the_consents_before_the_purchases(tmp_path: Path) -> None:
-    app: Any = create_app(Settings(data_dir=tmp_path))
+    app: Any = create_app(Settings(local={"data_dir": tmp_path}))
     assert list(app.batch_handlers) == [CONSENTS, PURCHASES]
 
 

@@ -98,7 +98,7 @@ def test_the_router_ends_a_hung_worker_at_once_with_its_stacks(tmp_path: Path) -
             "-c",
             "from receiptflow.config import Settings\n"
             "from receiptflow.processors.router.worker import Router\n"
-            "router = Router(Settings(bootstrap_servers='127.0.0.1:1', metrics_port=0))\n"
+            "router = Router(Settings(kafka={'bootstrap_servers': '127.0.0.1:1'}, metrics={'port': 0}))\n"
             # A call whose deadline (its timeout plus the grace) is already past.
             "with router.watchdog.call('send_offsets_to_transaction', -router.watchdog.grace - 1):\n"
             "    router.watchdog.check()\n"

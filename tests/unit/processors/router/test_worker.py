@@ -39,9 +39,14 @@ def broker() -> MemoryBroker:
 
 
 def _router(broker: MemoryBroker, tmp_path: Path, name: str = "router") -> Router:
-    settings = Settings(bootstrap_servers="127.0.0.1:1", metrics_port=0, data_dir=tmp_path, processor_order_wait_ms=50)
+    settings = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
+        metrics={"port": 0},
+        local={"data_dir": tmp_path},
+        router={"order_wait_ms": 50},
+    )
     clients = RouterClients(
-        MemoryGroupConsumer(broker, settings.processor_id), MemoryProducer(broker), lambda: MemoryRestoreReader(broker)
+        MemoryGroupConsumer(broker, settings.router.id), MemoryProducer(broker), lambda: MemoryRestoreReader(broker)
     )
     return Router(
         settings,
@@ -103,7 +108,7 @@ def test_a_transaction_commits_outputs_changelog_and_offsets(broker: MemoryBroke
     seen = [rid for m in broker.records(NAMES.receipts_seen) for rid, _ in unpack_seen(m.value() or b"")]
     assert sorted(seen) == ["r-1", "r-2", "r-3", "r-4"]
     assert all(SEEN_BATCH_HEADER in (m.headers() or []) for m in broker.records(NAMES.receipts_seen))
-    assert _committed_everything(broker, router.settings.processor_id)
+    assert _committed_everything(broker, router.settings.router.id)
     assert (stats.consumed, stats.routed, stats.duplicates, stats.dead_letters, stats.aborted) == (6, 4, 1, 1, 0)
     assert broker.aborts == 0 and broker.commits == stats.batches >= 1
 
@@ -118,7 +123,7 @@ def test_an_aborted_transaction_is_read_again_and_committed_once(broker: MemoryB
     assert broker.aborts == 1 and stats.aborted == 1
     assert sorted(_receipts(broker, NAMES.purchases_customer)) == ["r-1", "r-2", "r-3"]
     assert stats.duplicates == 0 and stats.routed == 3
-    assert _committed_everything(broker, router.settings.processor_id)
+    assert _committed_everything(broker, router.settings.router.id)
 
 
 def test_card_linked_outputs_carry_the_checkouts_append_time_and_time_is_observed_once_committed(

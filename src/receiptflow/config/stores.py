@@ -1,0 +1,210 @@
+"""Settings of the stores and services: Redis, the warehouse, the web page, privacy keys and
+policy, metrics, and this machine's folders and embedded broker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from .base import DEFAULT_DATA_DIR, SettingsGroup
+
+
+class RedisSettings(SettingsGroup):
+    """The profile store: where Redis is and the login of each role (:mod:`receiptflow.redis_auth`)."""
+
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias="RECEIPTFLOW_REDIS_URL", description="profile store"
+    )
+    cluster: bool = Field(
+        default=False,
+        validation_alias="RECEIPTFLOW_REDIS_CLUSTER",
+        description="the URL is one node of a Redis Cluster: the profile store uses a cluster client "
+        "(each card's keys share one hash slot)",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_PASSWORD",
+        description="overrides a password in the URL; that login serves every role without a password of its own",
+    )
+    acl_file: Path | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_ACL_FILE",
+        description="ACL file (users and password hashes, deploy/redis) the embedded redis-server loads "
+        "instead of the one it renders with the generated role passwords",
+    )
+    # One login per role (receiptflow.redis_auth); the embedded stack generates the passwords.
+    writer_user: str = Field(
+        default="profile-writer",
+        validation_alias="RECEIPTFLOW_REDIS_WRITER_USER",
+        description="Redis user of the profile writer role",
+    )
+    writer_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_WRITER_PASSWORD",
+        description="password of the profile writer role (agent, rebuild, segments)",
+    )
+    marketing_user: str = Field(
+        default="marketing-reader",
+        validation_alias="RECEIPTFLOW_REDIS_MARKETING_USER",
+        description="Redis user of the marketing role",
+    )
+    marketing_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_MARKETING_PASSWORD",
+        description="password of the marketing reader role (profile --view marketing|customer)",
+    )
+    support_user: str = Field(
+        default="support",
+        validation_alias="RECEIPTFLOW_REDIS_SUPPORT_USER",
+        description="Redis user of the support/DPO role",
+    )
+    support_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_SUPPORT_PASSWORD",
+        description="password of the support/DPO role (export, erase, profile --view full)",
+    )
+
+
+class WarehouseSettings(SettingsGroup):
+    """The warehouse the sink writes and the SQL commands read."""
+
+    url: str | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_WAREHOUSE_URL",
+        description="duckdb:///path/file.duckdb (default: under the data dir) or postgresql://user@host:port/db",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_WAREHOUSE_PASSWORD",
+        description="password for a PostgreSQL warehouse",
+    )
+
+
+class WebSettings(SettingsGroup):
+    """The web page (``web``): its signing key, its address and its sign-in links."""
+
+    secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_WEB_SECRET_KEY",
+        description="key that signs the web page's sign-in links and session cookies; required in production, "
+        "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    base_url: str = Field(
+        default="http://127.0.0.1:8080",
+        validation_alias="RECEIPTFLOW_WEB_BASE_URL",
+        description="the address people open the web page at (sign-in links)",
+    )
+    link_minutes: int = Field(
+        default=15,
+        ge=1,
+        le=24 * 60,
+        validation_alias="RECEIPTFLOW_WEB_LINK_MINUTES",
+        description="how long a sign-in link is valid",
+    )
+
+
+class PrivacySettings(SettingsGroup):
+    """The install's pseudonymisation keys, whether it is production, the granularity policy and the
+    consent assumed for a card that never gave any."""
+
+    erasure_salt: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_ERASURE_SALT",
+        description="key of the hashes in the erased-cards record; required in production, "
+        "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    analytics_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_ANALYTICS_KEY",
+        description="key of the basket pseudonyms on the anonymous analytics data; required in production, "
+        "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    deployment: Literal["auto", "embedded", "production"] = Field(
+        default="auto",
+        validation_alias="RECEIPTFLOW_DEPLOYMENT",
+        description="production refuses built-in or generated secrets; auto: production when any "
+        "bootstrap server is not on this machine",
+    )
+    policy_file: Path | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_POLICY_FILE",
+        description="granularity policy (default: the shipped one)",
+    )
+    default_product_data_marketing: bool = Field(
+        default=False,
+        validation_alias="RECEIPTFLOW_DEFAULT_PRODUCT_DATA_MARKETING",
+        description="consent assumed for a card with no consent record: product data for marketing",
+    )
+    default_electronic_marketing: bool = Field(
+        default=False,
+        validation_alias="RECEIPTFLOW_DEFAULT_ELECTRONIC_MARKETING",
+        description="consent assumed for a card with no consent record: e-mail/SMS marketing",
+    )
+
+
+class MetricsSettings(SettingsGroup):
+    """The Prometheus exporters, the batch commands' metrics file and the endpoints ``status`` asks."""
+
+    port: int = Field(
+        default=9108,
+        ge=0,
+        le=65535,
+        validation_alias="RECEIPTFLOW_METRICS_PORT",
+        description="Prometheus exporter port (0: off)",
+    )
+    addr: str = Field(
+        default="127.0.0.1",
+        validation_alias="RECEIPTFLOW_METRICS_ADDR",
+        description="address the exporter binds (0.0.0.0 for a Prometheus on another host)",
+    )
+    status_endpoints: str | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_STATUS_ENDPOINTS",
+        description="the processes `status` asks for /readyz, as name=host:port,... "
+        "(default: processor on the metrics port and sink on the next port, on this machine)",
+    )
+    textfile: Path | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_METRICS_TEXTFILE",
+        description="batch commands (profiles rebuild, segments run) write their metrics here when they finish, "
+        "in the Prometheus text format, for node_exporter's textfile collector",
+    )
+
+
+class LocalSettings(SettingsGroup):
+    """This machine: the data and cache folders, and the JVM of the embedded broker."""
+
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        validate_default=True,
+        validation_alias="RECEIPTFLOW_DATA_DIR",
+        description="embedded broker log, Redis dump, DuckDB file; relative to the working directory, "
+        "made absolute once when the settings are read",
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "receiptflow",
+        validation_alias="RECEIPTFLOW_CACHE_DIR",
+        description="downloaded Kafka jars (shared by every data dir)",
+    )
+    java_home: Path | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_JAVA_HOME",
+        description="JDK for the embedded broker (default: java on PATH)",
+    )
+    kafka_controller_port: int | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_CONTROLLER_PORT",
+        description="KRaft controller port of the embedded broker (default: broker port + 1)",
+    )
+    kafka_heap: str = Field(
+        default="768m", validation_alias="RECEIPTFLOW_KAFKA_HEAP", description="-Xmx of the embedded broker"
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once, here: every command then names and uses the same folder, whatever it does
+        # with the working directory later, and a person sees which folder that is.
+        return value.expanduser().resolve()
