@@ -1,11 +1,14 @@
 """The router's compiled fast path: whether it is used, and building it from the codec's schemas.
 
-``receiptflow_fast`` (``rust/receiptflow_fast``, built by ``make setup``) reads a checkout's bytes,
-says whether the Python core would accept it and writes the routed records' bytes: the customer and
-marketing purchases and the analytics basket. The Python core stays the reference: the fast path
-answers only where it is sure to write the same bytes (docs/performance.md says where, and the
-property tests in ``tests/unit/processors/test_fast_path.py`` check it), and hands everything else
-back. Dedup, consent and the transaction stay in Python.
+``receiptflow_fast`` (``rust/receiptflow_fast``, built by ``make setup``) reads a checkout's bytes
+once per checkout (``Router.handle``): when the Python core would surely accept it, it hands the
+facts dedup, policy and consent need (receipt id, chain, store, card, event time) to a callable of
+the route step, which answers with the decision, and writes the routed records' bytes from the same
+reading: the customer and marketing purchases and the analytics basket. The Python core stays the
+reference: the fast path answers only where it is sure to write the same bytes (docs/performance.md
+says where, and the property tests in ``tests/unit/processors/router/test_fast_path.py`` check it),
+and otherwise says why it left the checkout (:data:`DECLINED`) for the Python core to read and decide.
+Dedup, consent and the transaction stay in Python.
 
 :func:`build` is the one place that chooses: ``None`` (the Python core only) when ``RECEIPTFLOW_FAST_PATH``
 is off, when the extension is not built, or when it cannot read or write the schemas in hand (a
@@ -29,13 +32,17 @@ try:
 except ImportError:  # not built: the Python core routes everything
     FastRouter = None  # type: ignore[assignment,misc]
 
-__all__ = ["EPOCH", "RANK", "FastRouter", "available", "build", "millis", "utc_time"]
+__all__ = ["DECLINED", "EPOCH", "RANK", "FastRouter", "available", "build", "millis", "utc_time"]
 
 log = logging.getLogger(__name__)
 
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # The extension's granularity ranks (the order of the purchase schema's symbols).
 RANK: Final = {Granularity.ITEM: 0, Granularity.PRODUCT_GROUP: 1, Granularity.RECEIPT: 2}
+# Why ``Router.handle`` leaves a checkout to the Python core before any decision: not framed (or no
+# value), a schema id that is not a checkout it reads, a body it does not read exactly as fastavro
+# does, or a checkout the Python validation may refuse (or accept on grounds it does not check).
+DECLINED: Final = frozenset({"unframed", "unknown_schema", "unreadable", "unsure"})
 
 
 def available() -> bool:

@@ -124,23 +124,27 @@ class RouteStep:
     def checkout(
         self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
     ) -> StepResult:
-        if self.fast is not None:
-            result = self._fast_checkout(self.fast, msg, state, staged, now)
-            if result is not None:
-                return result
         partition = msg.partition() or 0
+        decided = None
+        if self.fast is not None:
+            fast = self._fast_checkout(self.fast, msg, state, staged, partition, now)
+            if isinstance(fast, StepResult):
+                return fast
+            decided = fast  # what the fast path decided when it could not write the records, else None
         try:
             decoded, lines_raw = self.codec.decode_checkout(msg.value())
             checkout = Checkout.from_avro(decoded.value)
             validate(checkout, now)
         except ValidationError as exc:
             return self.dead_letter(exc, msg, staged, now)
-        rid = checkout.receipt_id
-        if staged.is_duplicate(state, partition, rid):
-            staged.duplicates += 1
-            return StepResult()
-        decision = self.policy.version_at(checkout.chain, checkout.event_time)
-        consent = self._consent(msg, state, staged, partition, checkout.card_id, checkout.event_time)
+        if decided is None:
+            if staged.is_duplicate(state, partition, checkout.receipt_id):
+                staged.duplicates += 1
+                return StepResult()
+            decision = self.policy.version_at(checkout.chain, checkout.event_time)
+            consent = self._consent(msg, state, staged, partition, checkout.card_id, checkout.event_time)
+        else:
+            _, decision, consent = decided  # decided on the same checkout: dedup, policy and consent are done
         routed = route(checkout, decision, consent, now, self.baskets)
         # Lines and groups are encoded once per receipt (the lines not at all: the checkout's bytes).
         enc = self.encoder.receipt(checkout.lines, lines_raw)
@@ -156,35 +160,51 @@ class RouteStep:
         return self._emit(msg, partition, staged, routed_as, decision, consent, (customer, marketing, basket))
 
     def _fast_checkout(
-        self, fast: FastRouter, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
-    ) -> StepResult | None:
-        """The compiled path; None when it is not sure of the checkout (the Python core then decides)."""
+        self,
+        fast: FastRouter,
+        msg: InputRecord,
+        state: Mapping[int, PartitionState],
+        staged: Staged,
+        partition: int,
+        now: datetime,
+    ) -> StepResult | _Decided | None:
+        """The compiled path, one call that reads the checkout once: the step's result; or, when it decided
+        but could not write the records, its decision (the Python core then routes on it); or None when
+        it was not sure of the checkout (the Python core then reads and decides it all)."""
         value = msg.value()
-        now_ms = fast_path.millis(now)
-        facts = fast.decode(value, now_ms) if value is not None else None
-        if value is None or facts is None:
+        if value is None:
             return None
-        rid, chain, store_id, card_id, event_ms, offset = facts
-        partition = msg.partition() or 0
-        if staged.is_duplicate(state, partition, rid):
-            staged.duplicates += 1
+
+        def decide(
+            rid: str, chain: str, store_id: str, card_id: str | None, event_ms: int, offset: int
+        ) -> tuple[int, int | None, str, tuple[bool, bool, bool], _Decided] | None:
+            # Called by the extension with the facts of a checkout it read and is sure is valid.
+            if staged.is_duplicate(state, partition, rid):
+                staged.duplicates += 1
+                return None  # nothing to write
+            event_time = local_time(fast_path.utc_time(event_ms), offset)
+            decision = self.policy.version_at(chain, event_time)
+            consent = self._consent(msg, state, staged, partition, card_id, event_time)
+            level = marketing_level(card_id is not None, consent, decision.level)
+            routed_as = _Routed(rid, chain, store_id, card_id, event_time, decision.level)
+            return (
+                fast_path.RANK[decision.level],
+                None if level is None else fast_path.RANK[level],
+                decision.version_id,
+                (consent.product_data_marketing, consent.electronic_marketing, consent.known),
+                (routed_as, decision, consent),
+            )
+
+        handled = fast.handle(value, fast_path.millis(now), decide)
+        if handled is None:  # a duplicate, counted by decide
             return StepResult()
-        event_time = local_time(fast_path.utc_time(event_ms), offset)
-        decision = self.policy.version_at(chain, event_time)
-        consent = self._consent(msg, state, staged, partition, card_id, event_time)
-        level = marketing_level(card_id is not None, consent, decision.level)
-        encoded = fast.route(
-            value,
-            fast_path.RANK[decision.level],
-            None if level is None else fast_path.RANK[level],
-            decision.version_id,
-            (consent.product_data_marketing, consent.electronic_marketing, consent.known),
-            now_ms,
-        )
-        if encoded is None:
+        if isinstance(handled, str):  # why the fast path left it (fast_path.DECLINED): the Python core decides
             return None
-        routed_as = _Routed(rid, chain, store_id, card_id, event_time, decision.level)
-        return self._emit(msg, partition, staged, routed_as, decision, consent, encoded)
+        decided, customer, marketing, basket = handled
+        if customer is None:
+            return decided
+        routed_as, decision, consent = decided
+        return self._emit(msg, partition, staged, routed_as, decision, consent, (customer, marketing, basket))
 
     def _consent(
         self,
@@ -274,3 +294,7 @@ class _Routed:
     card_id: str | None
     event_time: datetime
     granularity: Granularity
+
+
+# What the fast path decided for a checkout: how it is staged, the policy version and the consent.
+_Decided = tuple[_Routed, Decision, ConsentState]

@@ -1,11 +1,16 @@
-//! The router's compiled fast path (`receiptflow.processors.fast_path` selects and wraps it).
+//! The router's compiled fast path (`receiptflow.processors.router.fast_path` selects and wraps it).
 //!
-//! `Router.decode` reads a framed checkout (Confluent wire format, Avro body) and says whether it is
-//! valid for sure, with the facts the Python side needs for dedup, policy and consent;
-//! `Router.route` then writes the routed records' bytes: the customer purchase, the marketing
+//! `Router.handle` reads a framed checkout (Confluent wire format, Avro body) once: when it is valid
+//! for sure, it hands the facts the Python side needs for dedup, policy and consent to a Python
+//! callable, which answers with the routing decision (or with `None`: nothing to write), and then
+//! writes the routed records' bytes from the same reading: the customer purchase, the marketing
 //! purchase when consent allows, the analytics basket. Consent state, dedup and transactions stay in
-//! Python. Both answer `None` for anything they are not sure of, and the Python core, which is the
-//! reference, takes the record.
+//! Python. For anything it is not sure of it says why, and the Python core, which is the reference,
+//! takes the record.
+//!
+//! `Router.decode` and `Router.route` are the older two-call form of the same (each reads the
+//! checkout); they are kept so that older revisions' Python code runs on this build
+//! (`benchmarks/compare_revisions.py`).
 
 mod avro;
 mod checkout;
@@ -19,7 +24,8 @@ use std::sync::Mutex;
 use hmac::{Hmac, Mac};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyBytes, PyString};
 use sha2::Sha256;
 
 use checkout::{Checkout, CheckoutReader, DEPOSIT, DEPOSIT_REFUND};
@@ -55,14 +61,94 @@ fn schema(text: &str, what: &str) -> PyResult<avro::Schema> {
     avro::parse(text).map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
 }
 
+/// Why `handle` left a checkout to the Python core before asking for a decision.
+const UNFRAMED: &str = "unframed"; // no value, too short or not the magic byte
+const UNKNOWN_SCHEMA: &str = "unknown_schema"; // not one of the checkout schema ids it reads
+const UNREADABLE: &str = "unreadable"; // not read exactly as fastavro reads it (or not at all)
+const UNSURE: &str = "unsure"; // read, but the Python validation may refuse it or want to look closer
+
 impl Router {
-    fn read<'a>(&self, value: &'a [u8]) -> Option<(Checkout<'a>, bool)> {
+    /// The checkout in `value` and whether its lines may be spliced; Err says why not.
+    fn read<'a>(&self, value: &'a [u8]) -> Result<(Checkout<'a>, bool), &'static str> {
         if value.len() < HEADER || value[0] != 0 {
+            return Err(UNFRAMED);
+        }
+        let id = u32::from_be_bytes(value[1..HEADER].try_into().map_err(|_| UNFRAMED)?);
+        let (reader, splice) = self.readers.get(&id).ok_or(UNKNOWN_SCHEMA)?;
+        let c = reader.read(value, HEADER).map_err(|()| UNREADABLE)?;
+        Ok((c, *splice))
+    }
+
+    /// The routed records of `c` (read from `value`): (customer, marketing or None, basket or None);
+    /// None when a record cannot be written.
+    #[allow(clippy::too_many_arguments)]
+    fn write_routed<'py>(
+        &self,
+        py: Python<'py>,
+        value: &[u8],
+        c: &Checkout<'_>,
+        splice: bool,
+        level: u8,
+        marketing_level: Option<u8>,
+        policy_version: &str,
+        consent: &Consent,
+        processed_ms: i64,
+    ) -> Option<Routed<'py>> {
+        if level > outputs::RECEIPT || marketing_level.is_some_and(|m| m > outputs::RECEIPT) {
             return None;
         }
-        let id = u32::from_be_bytes(value[1..HEADER].try_into().ok()?);
-        let (reader, splice) = self.readers.get(&id)?;
-        Some((reader.read(value, HEADER).ok()?, *splice))
+        let shares = split::line_shares(&c.lines, &c.adjustments);
+        let groups = group_totals(&c.lines, &shares);
+        let lines_raw = if splice { Some(&value[c.lines_at..]) } else { None };
+        let deposit_cents = c
+            .lines
+            .iter()
+            .filter(|l| l.kind == DEPOSIT || l.kind == DEPOSIT_REFUND)
+            .map(|l| l.amount_cents)
+            .sum();
+        let adjustment_cents = c.adjustments.iter().map(|a| a.2).sum();
+        let encode = |granularity: u8| -> Option<Vec<u8>> {
+            let p = Purchase {
+                c,
+                granularity,
+                lines_raw,
+                groups: &groups,
+                deposit_cents,
+                adjustment_cents,
+                policy_version,
+                consent,
+                processed_ms,
+            };
+            let mut out = Vec::with_capacity(value.len() + 128);
+            out.extend_from_slice(&self.purchase.header);
+            write(&mut out, &self.purchase.schema, V::Rec(&p)).ok()?;
+            Some(out)
+        };
+        let customer = encode(level)?;
+        let marketing = match marketing_level {
+            Some(m) if m != level => Some(encode(m)?),
+            _ => None,
+        };
+        let basket = match (&self.basket, &self.key) {
+            (Some(w), Some(key)) if !c.lines.is_empty() => {
+                let period = key_period(c.event_ms);
+                let id = self.basket_id(key, &period, c.receipt_id)?;
+                let b = Basket::new(c, &id, &period, &shares, (deposit_cents, adjustment_cents));
+                let mut out = Vec::with_capacity(value.len());
+                out.extend_from_slice(&w.header);
+                write(&mut out, &w.schema, V::Rec(&b)).ok()?;
+                Some(out)
+            }
+            _ => None,
+        };
+        // Python objects only once every record is written.
+        let customer = PyBytes::new(py, &customer);
+        let marketing = match (marketing_level, marketing) {
+            (None, _) => None,
+            (Some(_), None) => Some(customer.clone()), // the same level: the customer's own bytes
+            (Some(_), Some(m)) => Some(PyBytes::new(py, &m)),
+        };
+        Some((customer, marketing, basket.map(|b| PyBytes::new(py, &b))))
     }
 
     /// Write a receipt with every optional part once, so a field of the output schemas that has no
@@ -178,10 +264,87 @@ impl Router {
         Ok(router)
     }
 
+    /// One checkout, read once: `decide(receipt id, chain, store id, card id or None, event time in ms
+    /// since the epoch, UTC offset in minutes)` is called when the checkout is valid at `now_ms` for
+    /// sure, and answers None (nothing to write: a duplicate) or (level, marketing level or None,
+    /// policy version, (product data marketing, electronic marketing, known), context); the routed
+    /// records are then written from the same reading, with `now_ms` as their processing time.
+    ///
+    /// Returns a reason (str) when it left the checkout to the Python core without calling `decide`
+    /// ("unframed", "unknown_schema", "unreadable", "unsure"); None when `decide` answered None;
+    /// otherwise (context, customer, marketing or None, basket or None), where customer is None when
+    /// a record could not be written (the Python core then routes the checkout on that decision).
+    /// Levels are granularity ranks (0 item, 1 product group, 2 receipt); the marketing record is
+    /// the customer's own bytes when the levels are the same. An exception of `decide` is raised.
+    #[pyo3(signature = (value, now_ms, decide))]
+    fn handle<'py>(
+        &self,
+        py: Python<'py>,
+        value: &[u8],
+        now_ms: i64,
+        decide: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (c, splice) = match self.read(value) {
+            Ok(read) => read,
+            Err(why) => return Ok(PyString::intern(py, why).into_any()),
+        };
+        if !c.accepts(now_ms) {
+            return Ok(PyString::intern(py, UNSURE).into_any());
+        }
+        let facts = (
+            c.receipt_id,
+            c.chain,
+            c.store_id,
+            c.card_id,
+            c.event_ms,
+            c.offset_minutes,
+        );
+        let decided = decide.call1(facts)?;
+        if decided.is_none() {
+            return Ok(decided);
+        }
+        #[allow(clippy::type_complexity)]
+        let (level, marketing_level, policy_version, consent, context): (
+            u8,
+            Option<u8>,
+            PyBackedStr,
+            (bool, bool, bool),
+            Bound<'py, PyAny>,
+        ) = decided.extract()?;
+        let consent = Consent {
+            product_data_marketing: consent.0,
+            electronic_marketing: consent.1,
+            known: consent.2,
+        };
+        let routed = self.write_routed(
+            py,
+            value,
+            &c,
+            splice,
+            level,
+            marketing_level,
+            &policy_version,
+            &consent,
+            now_ms,
+        );
+        let out = match routed {
+            Some((customer, marketing, basket)) => (context, Some(customer), marketing, basket).into_pyobject(py)?,
+            None => (
+                context,
+                None::<Bound<'py, PyBytes>>,
+                None::<Bound<'py, PyBytes>>,
+                None::<Bound<'py, PyBytes>>,
+            )
+                .into_pyobject(py)?,
+        };
+        Ok(out.into_any())
+    }
+
     /// (receipt id, chain, store id, card id or None, event time in ms since the epoch, UTC offset in
     /// minutes) of a checkout valid at `now_ms`; None when the Python core must decide.
+    /// The first half of the older two-call form (`handle` is the one-call form).
     fn decode(&self, value: &[u8], now_ms: i64) -> Option<(String, String, String, Option<String>, i64, i32)> {
-        let (c, _) = self.read(value)?;
+        let (c, _) = self.read(value).ok()?;
         if !c.accepts(now_ms) {
             return None;
         }
@@ -195,10 +358,9 @@ impl Router {
         ))
     }
 
-    /// The routed records of a checkout `decode` accepted: (customer, marketing or None, basket or None).
-    /// `level` and `marketing_level` are granularity ranks (0 item, 1 product group, 2 receipt);
-    /// the marketing record is the customer's own bytes when the levels are the same. None when a
-    /// record cannot be written (the Python core then routes the checkout).
+    /// The routed records of a checkout `decode` accepted: (customer, marketing or None, basket or None),
+    /// as `handle` writes them; None when a record cannot be written (the Python core then routes the
+    /// checkout). The second half of the older two-call form: it reads the checkout again.
     #[pyo3(signature = (value, level, marketing_level, policy_version, consent, processed_ms))]
     #[allow(clippy::too_many_arguments)]
     fn route<'py>(
@@ -211,61 +373,23 @@ impl Router {
         consent: (bool, bool, bool),
         processed_ms: i64,
     ) -> Option<Routed<'py>> {
-        if level > outputs::RECEIPT || marketing_level.is_some_and(|m| m > outputs::RECEIPT) {
-            return None;
-        }
-        let (c, splice) = self.read(value)?;
-        let shares = split::line_shares(&c.lines, &c.adjustments);
-        let groups = group_totals(&c.lines, &shares);
+        let (c, splice) = self.read(value).ok()?;
         let consent = Consent {
             product_data_marketing: consent.0,
             electronic_marketing: consent.1,
             known: consent.2,
         };
-        let lines_raw = if splice { Some(&value[c.lines_at..]) } else { None };
-        let deposit_cents = c
-            .lines
-            .iter()
-            .filter(|l| l.kind == DEPOSIT || l.kind == DEPOSIT_REFUND)
-            .map(|l| l.amount_cents)
-            .sum();
-        let adjustment_cents = c.adjustments.iter().map(|a| a.2).sum();
-        let encode = |granularity: u8| -> Option<Vec<u8>> {
-            let p = Purchase {
-                c: &c,
-                granularity,
-                lines_raw,
-                groups: &groups,
-                deposit_cents,
-                adjustment_cents,
-                policy_version,
-                consent: &consent,
-                processed_ms,
-            };
-            let mut out = Vec::with_capacity(value.len() + 128);
-            out.extend_from_slice(&self.purchase.header);
-            write(&mut out, &self.purchase.schema, V::Rec(&p)).ok()?;
-            Some(out)
-        };
-        let customer = PyBytes::new(py, &encode(level)?);
-        let marketing = match marketing_level {
-            None => None,
-            Some(m) if m == level => Some(customer.clone()),
-            Some(m) => Some(PyBytes::new(py, &encode(m)?)),
-        };
-        let basket = match (&self.basket, &self.key) {
-            (Some(w), Some(key)) if !c.lines.is_empty() => {
-                let period = key_period(c.event_ms);
-                let id = self.basket_id(key, &period, c.receipt_id)?;
-                let b = Basket::new(&c, &id, &period, &shares, (deposit_cents, adjustment_cents));
-                let mut out = Vec::with_capacity(value.len());
-                out.extend_from_slice(&w.header);
-                write(&mut out, &w.schema, V::Rec(&b)).ok()?;
-                Some(PyBytes::new(py, &out))
-            }
-            _ => None,
-        };
-        Some((customer, marketing, basket))
+        self.write_routed(
+            py,
+            value,
+            &c,
+            splice,
+            level,
+            marketing_level,
+            policy_version,
+            &consent,
+            processed_ms,
+        )
     }
 }
 

@@ -14,6 +14,7 @@ import json
 import struct
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import fastavro
 import pytest
@@ -41,7 +42,7 @@ from receiptflow.processors.router.step import RouteStep, StepResult
 from receiptflow.receipt_parts import Adjustment, AdjustmentKind
 from receiptflow.topics import TopicNames
 
-from ...receipt_shapes import any_shape
+from ...receipt_shapes import any_shape, refund
 from ...strategies import NOW, checkouts
 from ...test_adjustment_split import goods_lines
 from ...test_fuzz import edge_checkouts, framed_garbage, mutated, valid_checkouts
@@ -98,10 +99,12 @@ def consent_states(draw: st.DrawFn) -> dict[int, PartitionState]:
     return {0: PartitionState(consent=consent)}
 
 
-def _both(value: bytes | None, state: dict[int, PartitionState]) -> tuple[StepResult, Staged]:
+def _both(
+    value: bytes | None, state: dict[int, PartitionState], fast_step: RouteStep = FAST
+) -> tuple[StepResult, Staged]:
     """Route ``value`` both ways; assert the results are equal and return the fast path's."""
     fast_staged, python_staged = Staged(), Staged()
-    fast = FAST.step(_message(value), state, fast_staged, NOW)
+    fast = fast_step.step(_message(value), state, fast_staged, NOW)
     python = PYTHON.step(_message(value), state, python_staged, NOW)
     assert fast.outputs == python.outputs
     assert (fast.rejected is None) == (python.rejected is None)
@@ -115,6 +118,36 @@ def _both(value: bytes | None, state: dict[int, PartitionState]) -> tuple[StepRe
     assert fast.unknown_chain == python.unknown_chain
     assert fast_staged == python_staged
     return fast, fast_staged
+
+
+# A decision for calling the extension directly: item level for both, a policy version, full consent.
+DECISION = (0, 0, "test-policy", (True, True, True))
+
+
+def _taken(value: bytes) -> bool:
+    """Whether the one-call form (``handle``) takes ``value``: it asks for a decision and writes the records.
+
+    It must agree with the older two-call form the extension keeps for older revisions (``decode``,
+    then ``route``): the same facts to decide on, the same records for the same decision, and a
+    reason it can name whenever ``decode`` declines.
+    """
+    fast = FAST.fast
+    assert fast is not None
+    asked = []
+
+    def decide(*facts: object) -> tuple[int, int | None, str, tuple[bool, bool, bool], str]:
+        asked.append(facts)
+        return (*DECISION, "context")
+
+    handled = fast.handle(value, fast_path.millis(NOW), decide)
+    facts = fast.decode(value, fast_path.millis(NOW))
+    assert asked == ([facts] if facts is not None else [])
+    if facts is None:
+        assert isinstance(handled, str) and handled in fast_path.DECLINED
+        return False
+    routed = fast.route(value, *DECISION, fast_path.millis(NOW))
+    assert routed is not None and handled == ("context", *routed)
+    return True
 
 
 def test_the_fast_path_is_built_and_takes_the_bundled_schemas() -> None:
@@ -131,6 +164,7 @@ def test_valid_checkouts_are_routed_to_the_same_bytes(c: Checkout, state: dict[i
     assert FAST.fast is not None
     # The generated checkouts are valid printable-ASCII receipts: the fast path must take every one.
     assert FAST.fast.decode(value, fast_path.millis(NOW)) is not None
+    assert _taken(value)
     result, staged = _both(value, state)
     assert result.rejected is None and sum(staged.routed.values()) == len(result.outputs) >= 1
 
@@ -140,12 +174,15 @@ def test_valid_checkouts_are_routed_to_the_same_bytes(c: Checkout, state: dict[i
 def test_v1_checkouts_are_routed_to_the_same_bytes(c: Checkout, state: dict[int, PartitionState]) -> None:
     value = _v1(c)
     assert FAST.fast is not None and FAST.fast.decode(value, fast_path.millis(NOW)) is not None
+    assert _taken(value)
     _both(value, state)
 
 
 @EQUAL
 @given(st.one_of(mutated(valid_checkouts), framed_garbage, edge_checkouts(), st.binary(max_size=64), st.none()))
 def test_garbage_gets_the_same_dead_letter_or_the_same_records(value: bytes | None) -> None:
+    if value is not None:
+        _taken(value)  # whichever way, the one-call form agrees with the two-call form
     _both(value, {})
 
 
@@ -166,6 +203,7 @@ def test_an_invalid_change_of_a_valid_receipt_is_left_to_the_python_core(c: Chec
             continue
         value = CODEC.encode("checkout", record)
         assert FAST.fast.decode(value, fast_path.millis(NOW)) is None
+        assert not _taken(value)
         _both(value, {})
 
 
@@ -242,5 +280,54 @@ def adjusted_receipts(draw: st.DrawFn) -> Checkout:
 def test_receipt_level_adjustments_are_split_the_same_way(c: Checkout, state: dict[int, PartitionState]) -> None:
     value = CODEC.encode("checkout", c.to_avro())
     assert FAST.fast is not None and FAST.fast.decode(value, fast_path.millis(NOW)) is not None
+    assert _taken(value)
     result, _ = _both(value, state)
     assert result.rejected is None
+
+
+class _CountingStep(RouteStep):
+    """A route step that counts its consent lookups (one per routed checkout, on either path)."""
+
+    lookups = 0
+
+    def _consent(self, *args: Any) -> ConsentState:
+        self.lookups += 1
+        return super()._consent(*args)
+
+
+def _unwritable_refunds() -> _CountingStep:
+    """A fast step whose purchase writer lacks the REFUND receipt kind, which the start-up check does not
+    write: the fast path decides a refund, cannot write it, and the Python core routes it."""
+    step = _CountingStep(NAMES, POLICY, CODEC, BASKETS, DEFAULT, "router-test-0", fast=True)
+    header, raw = CODEC.writer("purchase")
+    changed = json.loads(json.dumps(raw))
+    kind = next(f for f in changed["fields"] if f["name"] == "receipt_kind")
+    kind["type"]["symbols"].remove("REFUND")
+    checkouts = [
+        (v.schema_id, json.dumps(v.raw), CODEC.splices_lines(v.schema_id)) for v in CODEC.catalog.versions("checkout")
+    ]
+    basket_header, basket = CODEC.writer("analytics_basket")
+    step.fast = fast_path.FastRouter(
+        checkouts, (header, json.dumps(changed)), (basket_header, json.dumps(basket)), BASKETS.key
+    )
+    return step
+
+
+UNWRITABLE_REFUNDS = _unwritable_refunds()
+
+
+@EQUAL
+@given(refund(), consent_states())
+def test_a_decided_checkout_the_fast_path_cannot_write_is_routed_by_the_core_on_that_decision(
+    c: Checkout, state: dict[int, PartitionState]
+) -> None:
+    value = CODEC.encode("checkout", c.to_avro())
+    fast = UNWRITABLE_REFUNDS.fast
+    assert fast is not None
+    handled = fast.handle(value, fast_path.millis(NOW), lambda *facts: (*DECISION, "context"))
+    assert handled == ("context", None, None, None)  # decided, not written
+    before = UNWRITABLE_REFUNDS.lookups
+    result, _ = _both(value, state, UNWRITABLE_REFUNDS)
+    assert result.rejected is None and result.outputs
+    # The core routed on the fast path's decision: dedup, policy and consent were not done again.
+    assert UNWRITABLE_REFUNDS.lookups - before == 1
