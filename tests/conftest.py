@@ -10,6 +10,7 @@ integration test proves nothing, so the count is there to be looked at.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +29,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         elif (_HERE / "unit") in path.parents:
             item.add_marker(pytest.mark.unit)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist the fixtures fill BACKENDS in the workers: each hands its own to the controller,
+    # which writes the summary line (without this it said no server was used).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["receiptflow_backends"] = json.dumps(BACKENDS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist's hook on the controller when a worker ends: take the servers that worker used."""
+    output = getattr(node, "workeroutput", {})
+    for label, used in json.loads(output.get("receiptflow_backends", "{}")).items():
+        # Each worker starts servers of its own: name them all.
+        BACKENDS[label] = used if BACKENDS.get(label) in (None, used) else f"{BACKENDS[label]} and {used}"
 
 
 def integration_counts(stats: dict[str, list[object]]) -> Counter[str]:
