@@ -57,14 +57,20 @@ class Login:
     subject: str  # the card (customer) or the staff login's name
 
 
+def same_text(a: str, b: str) -> bool:
+    """Constant-time equality of two texts, any characters: ``compare_digest`` refuses non-ASCII ``str``
+    (a request's ``/card/é`` or ``csrf=ä`` raised, a 500), so both are compared as UTF-8 bytes."""
+    return secrets.compare_digest(a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass"))
+
+
 def may_see_card(login: Login | None, card: str) -> bool:
     """Whether ``login`` may see the customer pages of ``card`` (support uses its audited view instead)."""
-    return login is not None and login.role == "customer" and secrets.compare_digest(login.subject, card)
+    return login is not None and login.role == "customer" and same_text(login.subject, card)
 
 
 def csrf_ok(session_token: str | None, sent: str | None) -> bool:
     """Whether a form's CSRF token is the session's (constant-time)."""
-    return bool(session_token) and bool(sent) and secrets.compare_digest(str(session_token), str(sent))
+    return bool(session_token) and bool(sent) and same_text(str(session_token), str(sent))
 
 
 class UsedLinks:

@@ -181,6 +181,16 @@ def test_a_store_that_does_not_answer_is_503_with_its_first_line(backend: Memory
     assert s.get("/support").status_code == 200  # no card asked for: nothing read
 
 
+def test_non_ascii_card_or_token_is_refused_not_a_server_error(backend: MemoryBackend) -> None:
+    # secrets.compare_digest refuses non-ASCII str; an attacker's é or ä must meet the same 403 as any other.
+    c = client(backend)
+    sign_in(c, "customer", "1001")
+    assert c.get("/card/%C3%A9").status_code == 403
+    assert c.get("/card/1001%C3%A9/data.json").status_code == 403
+    assert c.post("/card/1001/consents", data={"product_data": "on", "csrf": "\u00e4"}).status_code == 403
+    assert c.post("/card/%C3%A9/consents", data={"product_data": "on", "csrf": "\u00e4"}).status_code == 403
+
+
 def test_changes_need_the_csrf_token(backend: MemoryBackend) -> None:
     c = client(backend)
     sign_in(c, "customer", "1001")

@@ -103,6 +103,9 @@ def test_who_may_see_a_card() -> None:
     assert not may_see_card(Login("cashier", "1001"), "1001")
     assert not may_see_card(None, "1001")
     assert csrf_ok("abc", "abc") and not csrf_ok("abc", "abd") and not csrf_ok(None, None) and not csrf_ok("", "")
+    # Non-ASCII is refused, not an error (compare_digest raises TypeError on non-ASCII str).
+    assert not may_see_card(Login("customer", "1001"), "\u00e9") and not csrf_ok("abc", "\u00e4")
+    assert may_see_card(Login("customer", "10\u00e901"), "10\u00e901") and csrf_ok("\u00e4", "\u00e4")
 
 
 def test_rate_limiter_slides() -> None:
