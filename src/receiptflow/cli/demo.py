@@ -312,7 +312,7 @@ def _summary(
         console.print(f"  {line}", markup=False, soft_wrap=True)
     card = next(iter(sorted(truth.per_card)), None)
     if card:
-        from ..web.app import Web
+        from ..web.state import Web
 
         # The link is printed, not a command: it works once, for a few minutes, in a browser.
         console.print(

@@ -35,7 +35,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _link(args: argparse.Namespace, settings: Settings) -> int:
-    from ..web.app import Web
+    from ..web.state import Web
 
     if args.subject is None:
         raise UsageError("web link needs a CARD (or a staff login with --role support|cashier)")

@@ -8,7 +8,7 @@ session's CSRF token first; sign-in is rate limited per client address.
 
 :mod:`.routes` holds the handlers, :mod:`.access` who may use each, :mod:`.render` how a page or a
 refusal is answered, :mod:`.state` the install's :class:`Web` that the handlers read from
-``app.state.web``. :class:`Web` and the rate limits are importable from here too, as before.
+``app.state.web``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from .access import RefusedError
 from .data import Backend
 from .render import refused_page, unavailable_page
 from .routes import ROUTES
-from .state import REQUESTS_LIMIT, SIGNIN_LIMIT, SIGNIN_WINDOW, Web
-
-__all__ = ["REQUESTS_LIMIT", "SIGNIN_LIMIT", "SIGNIN_WINDOW", "Web", "build_app"]
+from .state import Web
 
 SESSION_HOURS = 8
 

@@ -22,8 +22,9 @@ from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles.fold import Profile
 from receiptflow.processors.profiles.rules import epoch_day
 from receiptflow.processors.profiles.views import render
-from receiptflow.web.app import SIGNIN_LIMIT, build_app
+from receiptflow.web.app import build_app
 from receiptflow.web.data import Backend, CustomerPage
+from receiptflow.web.state import SIGNIN_LIMIT
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ import pytest
 
 from receiptflow.cli import main
 from receiptflow.config import Settings
-from receiptflow.web.app import Web
 from receiptflow.web.auth import Login
+from receiptflow.web.state import Web
 
 pytestmark = pytest.mark.unit
 
