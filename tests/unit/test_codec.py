@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,14 @@ def test_bundled_catalogue_matches_ids_file() -> None:
     assert {(e["subject"], e["version"]) for e in ids} == {
         (s, v.version) for s in catalog.subjects() for v in catalog.versions(s)
     }
-    assert sorted(catalog.subjects()) == ["analytics_basket", "checkout", "consent_change", "dead_letter", "purchase"]
+    assert sorted(catalog.subjects()) == [
+        "analytics_basket",
+        "analytics_cell",
+        "checkout",
+        "consent_change",
+        "dead_letter",
+        "purchase",
+    ]
 
 
 def test_wire_format_is_magic_byte_and_big_endian_id() -> None:
@@ -143,3 +150,15 @@ def test_a_truncated_body_is_described_the_same_every_time() -> None:
                 decode(encoded[:-cut])
             messages.add(info.value.message)
         assert all(" at 0x" not in m for m in messages), messages
+
+
+def test_analytics_cell_round_trip() -> None:
+    from receiptflow.cells import Cell, CellKey, Family
+
+    codec = Codec()
+    cell = Cell(
+        CellKey(Family.STORE_SKU, "prisma", date(2026, 11, 20), "prisma-017", None, "dairy", "641"), 12, 14, 15.5, 2990
+    )
+    decoded = codec.decode(codec.encode("analytics_cell", cell.to_avro(10)), expect="analytics_cell")
+    assert Cell.from_avro(decoded.value) == cell
+    assert decoded.value["k"] == 10 and decoded.value["window_id"] == "prisma/2026-11-20"
