@@ -188,6 +188,10 @@ class Connected(Warehouse, Generic[C]):
         super().__init__(card_hash)
         self._con: C | None = None
 
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect (driver errors unchanged); the sink's ``setup`` then migrates."""
+
     @property
     def con(self) -> C:
         if self._con is None:
