@@ -26,7 +26,7 @@ from receiptflow.policy import load_policy
 from receiptflow.processors.router.pseudonym import BasketPseudonymiser
 from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkConsentRecord, SinkRecord, to_rows, warehouse_counts
+from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkConsentRecord, SinkRecord, cell_counts, to_rows, warehouse_counts
 from receiptflow.sinks.card_rows import delete_card, is_erased, record_erased
 from receiptflow.sinks.migrate import apply_migrations, migrations
 from receiptflow.sinks.queries import Connected, sync_chains
@@ -531,6 +531,16 @@ class SinkContract:
         assert refunds, "the sample must have refunds"
         chain_days = db.query("SELECT chain, sales_date, baskets, sales_cents FROM analytics.chain_daily_sales")
         assert {(c, d): [int(n), int(cents)] for c, d, n, cents in chain_days} == sales
+        per_chain: dict[str, dict[str, int]] = defaultdict(lambda: {"baskets": 0, "sales_cents": 0})
+        for (chain, _day), (n, cents) in sales.items():
+            per_chain[chain]["baskets"] += n
+            per_chain[chain]["sales_cents"] += cents
+        windows = {r.cell.key.chain + str(r.cell.key.local_date) for r in recs}
+        assert cell_counts(db) == {
+            "cells": len(recs),
+            "windows": len(windows),
+            "per_chain": dict(sorted(per_chain.items())),
+        }
         stores = db.query(
             "SELECT chain, sales_date, sum(baskets), sum(sales_cents) FROM analytics.daily_sales GROUP BY 1, 2"
         )
