@@ -95,19 +95,25 @@ def warehouse_problem(p: Purchase) -> str | None:
     return None
 
 
+# The fewest baskets a stored cell may have whatever its k: a figure of one basket is that basket.
+MIN_CELL_BASKETS = 2
+
+
 def cell_problem(cell: Cell, k: int, window_id: str) -> tuple[str, str] | None:
     """Why ``cell`` must not be stored: (reason, message), or None.
 
-    The aggregator releases only cells of at least ``k`` baskets; one below its threshold would be
-    close to one basket, and the analytics store must not be where it leaks. The other checks catch
-    a record that contradicts itself (its key names another window, an hour past 23). Avro's long
-    and int fit the BIGINT and INTEGER columns by themselves.
+    The aggregator releases only cells of at least ``k`` baskets, and ``k`` is at least 2 by its
+    settings. A cell below that is close to one basket, and the analytics store must not be where
+    it leaks: one of fewer than :data:`MIN_CELL_BASKETS` is refused even under ``k = 1``. The other
+    checks catch a record that contradicts itself (its key names another window, an hour past 23).
+    Avro's long and int fit the BIGINT and INTEGER columns by themselves.
     """
     key = cell.key
+    least = max(k, MIN_CELL_BASKETS)
     if k < 1:
         return "out_of_range", f"k is {k}: a cell is released under a threshold of at least 1 basket"
-    if cell.baskets < k:
-        return "below_k", f"a {key.family} cell of {cell.baskets} basket(s) under k = {k}: not anonymous"
+    if cell.baskets < least:
+        return "below_k", f"a {key.family} cell of {cell.baskets} basket(s), fewer than {least} (k = {k})"
     if window_id != Window(key.chain, key.local_date).id:
         return "wrong_window", f"window_id {window_id!r} is not the cell's chain and date"
     if key.hour is not None and not 0 <= key.hour <= 23:

@@ -278,6 +278,7 @@ def test_the_sink_decodes_cells_and_dead_letters_everything_else_on_the_analytic
     ("change", "reason"),
     [
         ({"baskets": K - 1}, "below_k"),
+        ({"k": 1, "baskets": 1}, "below_k"),  # one basket is never a cell, whatever its k
         ({"k": 0, "baskets": 0}, "out_of_range"),
         ({"window_id": "SOMEONE_ELSE/2026-11-20"}, "wrong_window"),
         ({"family": "store_hour", "store_id": "S1", "hour": 24}, "out_of_range"),
