@@ -1,25 +1,37 @@
 """Kafka records → the sink's records (:mod:`.rows`), or rejected records to dead-letter.
 
 No single record stops the sink: a record it cannot use -- one that does not decode (``consents`` is
-input from outside: registers, the customer app), or a purchase with a value past its column's type
-(:func:`~receiptflow.sinks.rows.warehouse_problem`) -- becomes a :class:`~receiptflow.dlq.Rejected`
-with its reason, position and original bytes, for the loop to dead-letter before it stores the
-offsets past it (:mod:`.runner`).
+input from outside: registers, the customer app), a purchase with a value past its column's type
+(:func:`~receiptflow.sinks.rows.warehouse_problem`), or on ``purchases.analytics`` anything but a
+sound anonymous cell (:func:`~receiptflow.sinks.rows.cell_problem`), an anonymous basket of before
+the analytics cells included -- becomes a :class:`~receiptflow.dlq.Rejected` with its reason,
+position and original bytes, for the loop to dead-letter before it stores the offsets past it
+(:mod:`.runner`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 
 from confluent_kafka import Message
 
+from ..cells import Cell
 from ..codec import Codec
 from ..consent_codec import decode_consent
 from ..dlq import Rejected
 from ..errors import BrokerError, ValidationError
-from ..models import AnalyticsBasket, Purchase
+from ..models import Purchase
 from ..topics import TopicNames
-from .rows import AnyRecord, BasketRecord, SinkConsentRecord, SinkRecord, warehouse_problem
+from .rows import (
+    AnalyticsRejected,
+    AnyRecord,
+    CellRecord,
+    SinkConsentRecord,
+    SinkRecord,
+    cell_problem,
+    warehouse_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +44,12 @@ def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None
     dead-letter (no single record stops the sink).
 
     With ``names``, records of the consents topic are consent changes and records of the analytics
-    topic anonymous baskets; everything else is a customer purchase. A ``purchase`` record on the
-    analytics topic was written before the analytics had basket pseudonyms: it carries the receipt
-    id, so it is skipped (logged), never stored. Neither is a consent tombstone (an erased card).
-    Broker events in the batch are logged, or raised as :class:`BrokerError` when fatal.
+    topic anonymous cells; everything else is a customer purchase. An ``analytics_basket`` record on
+    the analytics topic was written before the analytics became cells: it is dead-lettered (reason
+    ``retired_subject``), never stored. A ``purchase`` record there is older still (before basket
+    pseudonyms): it carries the receipt id, so it is skipped (logged), never stored or copied.
+    Neither is a consent tombstone (an erased card). Broker events in the batch are logged, or raised
+    as :class:`BrokerError` when fatal.
     """
     batch: list[AnyRecord] = []
     for m in messages:
@@ -44,6 +58,7 @@ def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None
         record = decode_record(codec, m, names)
         if record is not None:
             batch.append(record)
+    _log_retired(batch)
     return batch
 
 
@@ -53,7 +68,7 @@ def decode_record(codec: Codec, m: Message, names: TopicNames | None = None) -> 
     if names is not None and topic == names.consents:
         return _consent(codec, m)
     if names is not None and topic == names.purchases_analytics:
-        return _basket(codec, m)
+        return _cell(codec, m)
     return _purchase(codec, m)
 
 
@@ -77,16 +92,18 @@ def _position(m: Message) -> tuple[str, int, int]:
     return str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
 
 
-def _rejected(error: ValidationError, m: Message) -> Rejected:
-    """``m`` rejected for ``error``, with its position and original bytes."""
+def _rejected(error: ValidationError, m: Message, *, analytics: bool = False) -> Rejected:
+    """``m`` rejected for ``error``, with its position and original bytes (``analytics``: a record of
+    the analytics topic, whose position the analytics store keeps)."""
     topic, partition, offset = _position(m)
-    return Rejected(error, topic, partition, offset, m.key(), m.value())
+    kind = AnalyticsRejected if analytics else Rejected
+    return kind(error, topic, partition, offset, m.key(), m.value())
 
 
-def _undecodable(exc: Exception, m: Message) -> Rejected:
+def _undecodable(exc: Exception, m: Message, *, analytics: bool = False) -> Rejected:
     error = exc if isinstance(exc, ValidationError) else ValidationError("undecodable", str(exc))
     log.error("undecodable record at %s, dead-lettered: %s", _where(m), error)
-    return _rejected(error, m)
+    return _rejected(error, m, analytics=analytics)
 
 
 def _consent(codec: Codec, m: Message) -> SinkConsentRecord | Rejected | None:
@@ -106,17 +123,43 @@ def _consent(codec: Codec, m: Message) -> SinkConsentRecord | Rejected | None:
     return SinkConsentRecord(change, *_position(m))
 
 
-def _basket(codec: Codec, m: Message) -> BasketRecord | Rejected | None:
+# The reason of an anonymous basket of before the analytics cells, left on the analytics topic.
+RETIRED = "retired_subject"
+
+
+def _cell(codec: Codec, m: Message) -> CellRecord | Rejected | None:
     try:
         decoded = codec.decode(m.value())
         if decoded.subject == "purchase":
             log.warning("analytics record with a receipt id at %s (written by an older processor): skipped", _where(m))
             return None
-        if decoded.subject != "analytics_basket":
-            raise ValidationError("wrong_subject", f"expected an 'analytics_basket' record, got {decoded.subject!r}")
-        return BasketRecord(AnalyticsBasket.from_avro(decoded.value), *_position(m))
+        if decoded.subject == "analytics_basket":
+            # Logged once per batch (_log_retired): after an upgrade the topic may hold many of them.
+            return _rejected(
+                ValidationError(
+                    RETIRED,
+                    "an anonymous basket written before the analytics became cells: the warehouse stores "
+                    "cells of at least k baskets only, never a basket",
+                ),
+                m,
+                analytics=True,
+            )
+        if decoded.subject != "analytics_cell":
+            raise ValidationError("wrong_subject", f"expected an 'analytics_cell' record, got {decoded.subject!r}")
+        cell, k, window_id = Cell.from_avro(decoded.value), int(decoded.value["k"]), str(decoded.value["window_id"])
     except _UNDECODABLE as exc:
-        return _undecodable(exc, m)
+        return _undecodable(exc, m, analytics=True)
+    problem = cell_problem(cell, k, window_id)
+    if problem is not None:
+        log.error("analytics cell at %s cannot be stored, dead-lettered: %s", _where(m), problem[1])
+        return _rejected(ValidationError(*problem), m, analytics=True)
+    return CellRecord(cell, k, *_position(m))
+
+
+def _log_retired(batch: list[AnyRecord]) -> None:
+    retired = Counter(r.topic for r in batch if isinstance(r, Rejected) and r.error.reason == RETIRED)
+    for topic, n in retired.items():
+        log.warning("%d anonymous basket(s) of before the analytics cells on %s: dead-lettered, not stored", n, topic)
 
 
 def _purchase(codec: Codec, m: Message) -> SinkRecord | Rejected:

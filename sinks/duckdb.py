@@ -1,14 +1,14 @@
 """DuckDB warehouse sink: the embedded default, a file (``duckdb:///abs/path.duckdb``) and its analytics file.
 
 Two database files. The warehouse file holds the card-linked tables and the sink's bookkeeping; the
-anonymous analytics (``analytics.baskets``, ``analytics.basket_lines`` and the views on them) are in
-a file of their own beside it, ``<name>-analytics.duckdb``, attached as ``analytics``. That file holds
-no card-linked table and can be handed to an analyst as it is. A DuckDB transaction writes one
-database file, so the analytics rows are written at ``flush`` in a transaction of their own, together
-with the positions of ``purchases.analytics`` (``analytics.sink_offsets``), right after the main
-transaction commits: each file keeps its rows and its positions together, and a crash between the
-two commits only makes the analytics side read its last batch again (inserts ignore what is there).
-Both files (and their WAL) are made readable by their owner only.
+anonymous analytics (``analytics.cells`` and the analyst views on it) are in a file of their own
+beside it, ``<name>-analytics.duckdb``, attached as ``analytics``. That file holds no card-linked
+table and can be handed to an analyst as it is. A DuckDB transaction writes one database file, so
+the cells are written at ``flush`` in a transaction of their own, together with the positions of
+``purchases.analytics`` (``analytics.sink_offsets``, the dead-lettered records' included), right
+after the main transaction commits: each file keeps its rows and its positions together, and a crash
+between the two commits only makes the analytics side read its last batch again (inserts ignore
+what is there). Both files (and their WAL) are made readable by their owner only.
 
 Bulk path: each table's rows of a batch go in as *one* statement whose parameters are whole
 columns, ``INSERT INTO t SELECT unnest(?::VARCHAR[]), unnest(?::BIGINT[]), ... ON CONFLICT DO
@@ -45,7 +45,7 @@ from ..files import owner_only
 from .base import Sink
 from .migrate import apply_migrations
 from .queries import ANALYTICS_OFFSETS_UPSERT, OFFSETS_UPSERT, Connected, Params
-from .rows import AnyRecord, BasketRecord, next_offsets, to_rows
+from .rows import AnyRecord, in_analytics_store, next_offsets, to_rows
 from .tables import ANALYTICS_SCHEMA, CARD_TABLES, DEFAULT_GROUP, TABLES, RowCounts, Table
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class DuckDBSink(Sink):
         self.warehouse = self._db = DuckDBWarehouse(self.path, self.analytics_path, self.card_hash)
         self._insert_sql: dict[str, str] = {}
         self._pending = RowCounts()
-        self._baskets: list[AnyRecord] = []  # written at flush, in the analytics file's own transaction
+        self._analytics: list[AnyRecord] = []  # written at flush, in the analytics file's own transaction
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
@@ -185,11 +185,10 @@ class DuckDBSink(Sink):
     def write(self, batch: Sequence[AnyRecord]) -> None:
         if not batch:
             return
-        baskets = [r for r in batch if isinstance(r, BasketRecord)]
-        if baskets:
-            to_rows(baskets)  # refuses a basket that is not anonymous now, not at flush
-            self._baskets.extend(baskets)
-            batch = [r for r in batch if not isinstance(r, BasketRecord)]
+        analytics = [r for r in batch if in_analytics_store(r)]
+        if analytics:
+            self._analytics.extend(analytics)
+            batch = [r for r in batch if not in_analytics_store(r)]
             if not batch:
                 return
         rows = to_rows(batch)
@@ -216,9 +215,9 @@ class DuckDBSink(Sink):
                 raise WarehouseError(f"DuckDB commit to {self.path} failed: {exc}") from exc
             finally:
                 self._db.in_write = False
-        if self._baskets:
-            baskets, self._baskets = self._baskets, []
-            self._write_analytics(baskets, result)
+        if self._analytics:
+            analytics, self._analytics = self._analytics, []
+            self._write_analytics(analytics, result)
         self._restrict()  # a new WAL file is created with the umask's mode
         return result
 
@@ -239,7 +238,7 @@ class DuckDBSink(Sink):
 
     def rollback(self) -> None:
         self._pending = RowCounts()
-        self._baskets = []
+        self._analytics = []
         if self._db.in_write:
             self._db.in_write = False
             self._db.abort()

@@ -14,9 +14,9 @@ recording hashes newly read from the erased-cards topic — takes exclusively: i
 batches in flight and the batches after it see the hash, so no row of the card can be committed
 around it (``sinks.card_rows`` gives the whole argument).
 
-The anonymous analytics go to the ``analytics`` schema (with the positions of ``purchases.analytics``
-in ``analytics.sink_offsets``, in the same transaction as everything else); the schemas and the
-roles that may read them are made by the migrations (0006, 0009).
+The anonymous analytics cells go to the ``analytics`` schema (with the positions of
+``purchases.analytics`` in ``analytics.sink_offsets``, in the same transaction as everything else);
+the schemas and the roles that may read them are made by the migrations (0006, 0009, 0014).
 
 Migrations (``sinks.migrate``) run under a transaction-scoped advisory lock, so several sinks
 starting at once apply each migration exactly once. They need the owner; against a migrated
@@ -238,5 +238,5 @@ class PostgresSink(Sink):
 
 
 def _stage(table: Table) -> str:
-    """The session's staging table of ``table`` (``analytics.baskets`` → ``stage_analytics_baskets``)."""
+    """The session's staging table of ``table`` (``analytics.cells`` → ``stage_analytics_cells``)."""
     return "stage_" + table.name.replace(".", "_")

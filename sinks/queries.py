@@ -188,6 +188,10 @@ class Connected(Warehouse, Generic[C]):
         super().__init__(card_hash)
         self._con: C | None = None
 
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect (driver errors unchanged); the sink's ``setup`` then migrates."""
+
     @property
     def con(self) -> C:
         if self._con is None:
@@ -224,4 +228,24 @@ def warehouse_counts(warehouse: Warehouse) -> dict[str, Any]:
         "receipts": int(total[0]),
         "total_cents": int(total[1]),
         "per_chain": {str(c): {"receipts": int(n), "total_cents": int(s)} for c, n, s in per_chain},
+    }
+
+
+def cell_counts(warehouse: Warehouse) -> dict[str, Any]:
+    """The analytics cells: how many, of how many windows, and each chain's published day figures.
+
+    ``{"cells": n, "windows": w, "per_chain": {chain: {"baskets": n, "sales_cents": c}}}``, the
+    per-chain figures summed over its ``chain_day`` cells (a window of fewer than ``k`` sale baskets
+    publishes none): what the demo and tests compare with the truth, as ``warehouse_counts`` does
+    for the receipts.
+    """
+    total = warehouse.query(f"SELECT count(*), count(DISTINCT window_id) FROM {ANALYTICS_SCHEMA}.cells")[0]
+    per_chain = warehouse.query(
+        f"SELECT chain, sum(baskets), sum(amount_cents) FROM {ANALYTICS_SCHEMA}.cells WHERE family = 'chain_day' "
+        "GROUP BY chain ORDER BY chain"
+    )
+    return {
+        "cells": int(total[0]),
+        "windows": int(total[1]),
+        "per_chain": {str(c): {"baskets": int(n), "sales_cents": int(s)} for c, n, s in per_chain},
     }

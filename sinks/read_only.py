@@ -2,7 +2,7 @@
 
 A person's query must never change the warehouse or stand in the sink's way more than it has to.
 DuckDB: the warehouse file is opened read-only and its analytics file attached read-only as
-``analytics`` (so ``analytics.product_group_mix`` reads the same on both engines); a file that
+``analytics`` (so ``analytics.daily_sales`` reads the same on both engines); a file that
 does not exist is not created. DuckDB lets one process write a file and no other process open it
 meanwhile, so beside a running ``sink run`` the query is refused at once with what to do.
 PostgreSQL: a read-only session, optionally under a group role (``receiptflow_analyst`` sees only

@@ -17,7 +17,8 @@ Erased cards: before its first row the replay reads the erased-cards topic to it
 warehouse (``runner.follow_erasures``), and it polls that topic before every batch, as the live sink
 does: a replay into a new warehouse never stores a card erased before or during it.
 
-A consent record that does not decode is skipped with a warning: the live readers dead-lettered it.
+A record the live sink dead-letters (a consent record that does not decode, an anonymous basket of
+before the analytics cells on ``purchases.analytics``, ...) is skipped: the live readers dead-lettered it.
 """
 
 from __future__ import annotations

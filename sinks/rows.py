@@ -3,24 +3,26 @@
 A decoded record keeps where it was read (topic, partition, offset): the offset becomes the stored
 position (:func:`next_offsets`), committed with the rows. :func:`to_rows` maps a batch to rows in the
 column order of ``sinks.tables``; a record the warehouse cannot store
-(:func:`warehouse_problem`) or decode is a :class:`~receiptflow.dlq.Rejected` with no rows: it goes to
-the dead-letter topic instead, but its offset is stored like any other, so the sink does not read it
-again.
+(:func:`warehouse_problem`, :func:`cell_problem`) or decode is a :class:`~receiptflow.dlq.Rejected`
+with no rows: it goes to the dead-letter topic instead, but its offset is stored like any other, so
+the sink does not read it again. Records of ``purchases.analytics`` (:class:`CellRecord`, and
+:class:`AnalyticsRejected` for the ones rejected) keep their positions in the analytics store, with
+the cells (:func:`in_analytics_store`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from ..cells import Cell, Window
 from ..dlq import Rejected
-from ..errors import WarehouseError
-from ..models import AnalyticsBasket, ConsentChange, Granularity, Purchase
+from ..models import ConsentChange, Granularity, Purchase
 from ..policy import Policy
 from ..validation import MAX_INT32
-from .tables import BASKET_LINES, BASKETS, CARD_TABLES, CONSENT_CHANGES, RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS, Table
+from .tables import CARD_TABLES, CELLS, CONSENT_CHANGES, RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS, Table
 
 
 def chain_dimension_rows(policy: Policy, now: datetime) -> list[tuple[str, str, str, str, datetime]]:
@@ -39,13 +41,21 @@ class SinkRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class BasketRecord:
-    """A decoded ``purchases.analytics`` record (an anonymous basket) and where it was read."""
+class CellRecord:
+    """A decoded ``purchases.analytics`` record (an anonymous cell, released under threshold ``k``) and
+    where it was read."""
 
-    basket: AnalyticsBasket
+    cell: Cell
+    k: int
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsRejected(Rejected):
+    """A ``purchases.analytics`` record dead-lettered: its position is stored with the cells, so that the
+    analytics store alone says where to resume on that topic (and a restart does not dead-letter it again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +95,39 @@ def warehouse_problem(p: Purchase) -> str | None:
     return None
 
 
+# The fewest baskets a stored cell may have whatever its k: a figure of one basket is that basket.
+MIN_CELL_BASKETS = 2
+
+
+def cell_problem(cell: Cell, k: int, window_id: str) -> tuple[str, str] | None:
+    """Why ``cell`` must not be stored: (reason, message), or None.
+
+    The aggregator releases only cells of at least ``k`` baskets, and ``k`` is at least 2 by its
+    settings. A cell below that is close to one basket, and the analytics store must not be where
+    it leaks: one of fewer than :data:`MIN_CELL_BASKETS` is refused even under ``k = 1``. The other
+    checks catch a record that contradicts itself (its key names another window, an hour past 23).
+    Avro's long and int fit the BIGINT and INTEGER columns by themselves.
+    """
+    key = cell.key
+    least = max(k, MIN_CELL_BASKETS)
+    if k < 1:
+        return "out_of_range", f"k is {k}: a cell is released under a threshold of at least 1 basket"
+    if cell.baskets < least:
+        return "below_k", f"a {key.family} cell of {cell.baskets} basket(s), fewer than {least} (k = {k})"
+    if window_id != Window(key.chain, key.local_date).id:
+        return "wrong_window", f"window_id {window_id!r} is not the cell's chain and date"
+    if key.hour is not None and not 0 <= key.hour <= 23:
+        return "out_of_range", f"hour {key.hour} is not an hour of the day"
+    return None
+
+
 # A rejected record (dead-lettered) has no rows, but its offset is stored like any other.
-AnyRecord = SinkRecord | SinkConsentRecord | BasketRecord | Rejected
+AnyRecord = SinkRecord | SinkConsentRecord | CellRecord | Rejected
+
+
+def in_analytics_store(r: AnyRecord) -> bool:
+    """Whether ``r``'s position is kept in the analytics store (a record of ``purchases.analytics``)."""
+    return isinstance(r, CellRecord | AnalyticsRejected)
 
 
 @dataclass
@@ -95,8 +136,7 @@ class Rows:
     items: list[tuple[Any, ...]]
     groups: list[tuple[Any, ...]]
     consents: list[tuple[Any, ...]] = field(default_factory=list)
-    baskets: list[tuple[Any, ...]] = field(default_factory=list)
-    basket_lines: list[tuple[Any, ...]] = field(default_factory=list)
+    cells: list[tuple[Any, ...]] = field(default_factory=list)
     # Per table of CARD_TABLES, the card each row belongs to (None: anonymous), parallel to its rows.
     cards: dict[str, list[str | None]] = field(default_factory=lambda: {name: [] for name in sorted(CARD_TABLES)})
 
@@ -111,7 +151,7 @@ class Rows:
 
     def analytics_by_table(self) -> list[tuple[Table, list[tuple[Any, ...]]]]:
         """The anonymous analytics store's tables and their rows."""
-        return [(BASKETS, self.baskets), (BASKET_LINES, self.basket_lines)]
+        return [(CELLS, self.cells)]
 
 
 def item_count(p: Purchase) -> int:
@@ -125,7 +165,7 @@ def item_count(p: Purchase) -> int:
 
 def to_rows(batch: Sequence[AnyRecord]) -> Rows:
     """Records → table rows (pure). Items only at ITEM granularity, groups at ITEM and PRODUCT_GROUP;
-    analytics baskets become anonymous basket and line rows, consent records audit rows.
+    analytics cells become rows of ``analytics.cells``, consent records audit rows.
 
     Rows follow the column order of the :class:`~receiptflow.sinks.tables.Table` definitions.
     """
@@ -137,8 +177,8 @@ def to_rows(batch: Sequence[AnyRecord]) -> Rows:
         if isinstance(r, SinkConsentRecord):
             _add_consent(rows, r)
             continue
-        if isinstance(r, BasketRecord):
-            _add_basket(rows, r.basket)
+        if isinstance(r, CellRecord):
+            _add_cell(rows, r)
             continue
         # A redelivered receipt inside one batch: keep the first, as the primary key does across batches.
         if r.purchase.receipt_id in seen:
@@ -221,58 +261,21 @@ def _add_purchase(rows: Rows, r: SinkRecord) -> None:
         rows.cards[RECEIPT_GROUPS.name].extend([p.card_id] * len(p.groups))
 
 
-def _add_basket(rows: Rows, b: AnalyticsBasket) -> None:
-    # The analytics topic is anonymous by construction; a basket that does not look like a pseudonym
-    # (a receipt id, a card) or has an exact time is a processor bug, and the warehouse must not
-    # become the place where it leaks.
-    if len(b.basket_id) != 32 or any(ch not in "0123456789abcdef" for ch in b.basket_id):
-        raise WarehouseError("analytics basket whose id is not a basket pseudonym: refusing to store it")
-    if b.event_hour.minute or b.event_hour.second or b.event_hour.microsecond:
-        raise WarehouseError(f"analytics basket {b.basket_id} has an exact time, not an hour: refusing to store it")
-    local = b.event_hour.astimezone(UTC) + timedelta(minutes=b.event_tz_offset_minutes)
-    rows.baskets.append(
-        (
-            b.basket_id,
-            b.key_period,
-            b.chain,
-            b.store_id,
-            b.event_hour,
-            local.replace(tzinfo=None),
-            b.payment_method,
-            b.currency,
-            b.total_cents,
-            len(b.lines),
-            b.receipt_kind.value,
-            b.deposit_cents,
-            b.adjustment_cents,
-        )
-    )
-    rows.basket_lines.extend(
-        (
-            b.basket_id,
-            seq,
-            i.sku,
-            i.product_group,
-            float(i.quantity),
-            i.unit_price_cents,
-            i.amount_cents,
-            i.kind.value,
-            i.unit.value,
-            i.adjustment_cents,
-        )
-        for seq, i in enumerate(b.lines, start=1)
-    )
+def _add_cell(rows: Rows, r: CellRecord) -> None:
+    # The Avro record's fields are the table's columns, by name, then the position.
+    fields = r.cell.to_avro(r.k)
+    rows.cells.append((*(fields[c] for c in CELLS.columns[: -len(CELLS.key)]), r.topic, r.partition, r.offset))
 
 
 def next_offsets(batch: Sequence[AnyRecord], analytics: bool = False) -> list[tuple[str, int, int]]:
-    """(topic, partition, offset to resume from) after this batch, sorted: of the analytics baskets
-    with ``analytics``, else of every other record.
+    """(topic, partition, offset to resume from) after this batch, sorted: of the records of the
+    analytics store (:func:`in_analytics_store`) with ``analytics``, else of every other record.
 
     Sorted so that two writers upserting the same partitions lock the rows in the same order.
     """
     out: dict[tuple[str, int], int] = {}
     for r in batch:
-        if isinstance(r, BasketRecord) != analytics:
+        if in_analytics_store(r) != analytics:
             continue
         key = (r.topic, r.partition)
         out[key] = max(out.get(key, 0), r.offset + 1)

@@ -141,8 +141,8 @@ def run_sink(
 ) -> SinkStats:
     """Consume the purchases and consents topics (or only ``topic``) into ``sink`` until ``stop`` is set.
 
-    ``purchases.customer`` fills the receipt tables, ``purchases.analytics`` the anonymous baskets
-    (the analytics store) and ``consents`` the consent audit.
+    ``purchases.customer`` fills the receipt tables, ``purchases.analytics`` the anonymous cells
+    (``analytics.cells``, the analytics store) and ``consents`` the consent audit.
 
     ``group_id`` is the Kafka consumer group, which is also the key of the offsets stored in the
     warehouse; it defaults to ``sink.group_id`` (``receiptflow-warehouse`` unless the sink was opened

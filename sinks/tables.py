@@ -1,10 +1,10 @@
 """The tables a sink writes: their names, columns in row order and natural keys.
 
 Card-linked tables (receipts, their items and groups, consent changes) and the anonymous analytics
-store (``analytics.baskets``, ``analytics.basket_lines``) live apart: in the ``analytics`` schema on
-PostgreSQL and in a DuckDB file of their own attached as ``analytics`` (see ``sinks.duckdb``). Rows
-of the analytics store are baskets under a keyed pseudonym: nothing in them equals a receipt id,
-register, card or exact time of the card-linked tables.
+store (``analytics.cells``) live apart: in the ``analytics`` schema on PostgreSQL and in a DuckDB file
+of their own attached as ``analytics`` (see ``sinks.duckdb``). Rows of the analytics store are
+*cells* (:mod:`receiptflow.cells`): figures of at least ``k`` baskets of one chain and local day,
+never a basket, so nothing in them can be matched to one receipt of the card-linked tables.
 """
 
 from __future__ import annotations
@@ -80,44 +80,33 @@ RECEIPT_GROUPS = Table(
     ("receipt_id", "product_group", "quantity", "amount_cents", "lines"),
     ("receipt_id", "product_group"),
 )
-# The anonymous analytics store: one row per basket and per line, no column of a receipt, card or
-# register. The basket id is the processor's keyed pseudonym; ``local_hour`` is the store's wall
-# clock hour (a TIMESTAMP without zone) for daily and hourly views in local time.
-BASKETS = Table(
-    "analytics.baskets",
+# The anonymous analytics store: one row per published cell (the Avro record ``analytics_cell``) and
+# where it was read. A cell has no natural key of its own that both engines can enforce (its
+# dimensions are null where its family has none), so, like the consent audit, it is identified by
+# its position: replays and other groups see the same ones.
+CELLS = Table(
+    "analytics.cells",
     (
-        "basket_id",
-        "key_period",
+        "window_id",
+        "family",
         "chain",
+        "local_date",
         "store_id",
-        "event_hour",
-        "local_hour",
-        "payment_method",
-        "currency",
-        "total_cents",
-        "line_count",
-        # analytics baskets v2 (migration 0011)
-        "receipt_kind",
-        "deposit_cents",
-        "adjustment_cents",
-    ),
-    ("basket_id",),
-)
-BASKET_LINES = Table(
-    "analytics.basket_lines",
-    (
-        "basket_id",
-        "line_seq",
-        "sku",
+        "hour",
         "product_group",
+        "sku",
+        "sku_b",
+        "size_bucket",
+        "baskets",
+        "lines",
         "quantity",
-        "unit_price_cents",
         "amount_cents",
-        "line_kind",
-        "unit",
-        "adjustment_cents",
+        "k",
+        "source_topic",
+        "source_partition",
+        "source_offset",
     ),
-    ("basket_id", "line_seq"),
+    ("source_topic", "source_partition", "source_offset"),
 )
 CONSENT_CHANGES = Table(
     "consent_changes",
@@ -134,9 +123,9 @@ CONSENT_CHANGES = Table(
     # The compacted topic's positions identify a change: replays and other groups see the same ones.
     ("source_topic", "source_partition", "source_offset"),
 )
-TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES, BASKETS, BASKET_LINES)
+TABLES = (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES, CELLS)
 # Tables of the anonymous analytics store (written with their own offsets, see ``sinks.queries``).
-ANALYTICS_TABLES = frozenset(t.name for t in (BASKETS, BASKET_LINES))
+ANALYTICS_TABLES = frozenset({CELLS.name})
 # Tables whose rows belong to a card: their inserts leave out the rows of erased cards.
 CARD_TABLES = frozenset(t.name for t in (RECEIPTS, RECEIPT_ITEMS, RECEIPT_GROUPS, CONSENT_CHANGES))
 
@@ -152,9 +141,8 @@ class RowCounts:
     receipts: int = 0
     items: int = 0
     groups: int = 0
-    analytics_lines: int = 0  # lines of analytics baskets
     consent_changes: int = 0
-    baskets: int = 0
+    cells: int = 0  # analytics cells
 
     def add(self, table: str, n: int) -> None:
         """Count ``n`` rows of ``table`` (a :class:`Table` name)."""
@@ -177,7 +165,6 @@ _FIELDS = {
     RECEIPTS.name: "receipts",
     RECEIPT_ITEMS.name: "items",
     RECEIPT_GROUPS.name: "groups",
-    BASKETS.name: "baskets",
-    BASKET_LINES.name: "analytics_lines",
+    CELLS.name: "cells",
     CONSENT_CHANGES.name: "consent_changes",
 }

@@ -13,6 +13,10 @@ analytics key) and the real sink into a DuckDB warehouse and a PostgreSQL one. T
 * on PostgreSQL a login that is a member of the analyst role gets "permission denied" on every
   card-linked table, reads the analytics and the pseudonymous card view (which holds no card id);
   a marketing login reads neither the card-linked tables nor the analytics.
+
+The analytics are cells (``analytics.cells``, issue 28). The same checks also run on warehouses the
+sink fills with the receipts and the released cells of the same simulated checkouts directly, and
+there the analyst's reads are checked relation by relation against the catalogue.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import stat
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -34,7 +39,7 @@ from receiptflow.models import AnalyticsBasket, Purchase
 from receiptflow.processors.router.worker import Router
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import Sink, open_sink, run_sink
+from receiptflow.sinks import Sink, cell_counts, open_sink, run_sink
 from receiptflow.sinks.duckdb import DuckDBSink
 from receiptflow.sinks.postgres import PostgresSink
 from receiptflow.sinks.runner import duckdb_path
@@ -46,30 +51,37 @@ from .support import read_all
 CODEC = Codec()
 SALT = b"test-erasure-salt-0123456789"  # the install secret these sinks hash erased cards with
 N = 900
+# What the analyst role reads in the analytics schema besides the cells (migration 0013).
+ANALYST_VIEWS = (
+    "daily_sales",
+    "chain_daily_sales",
+    "store_hour_sales",
+    "basket_sizes",
+    "group_sales",
+    "sku_sales",
+    "product_pairs",
+    "refunds",
+)
 
-# Columns the analytics share by name with the card-linked tables. They say what was sold where and
-# for how much -- the analytics themselves -- and name no receipt: each value is shared by many
-# receipts. The basket sum (total_cents) with store and hour is the quasi-identifier that
-# docs/privacy.md names as the residual risk for someone who holds both stores; the deposits and
-# receipt-level adjustments of receipts v2 are money of that same kind, the kinds and units are
-# categories shared by most receipts.
+# Columns the analytics cells share by name or by value with the card-linked tables. They say what
+# was sold where, on which local date and for how much -- the analytics themselves -- and name no
+# receipt: each value is shared by many receipts, and a cell's figures are those of at least k
+# baskets. The source position says where a row was read: the cells' on purchases.analytics, never a
+# position of a card-linked row.
 DESCRIPTIVE = frozenset(
     {
         "chain",
         "store_id",
-        "payment_method",
-        "currency",
-        "total_cents",
+        "local_date",
         "sku",
+        "sku_b",
         "product_group",
         "quantity",
-        "unit_price_cents",
         "amount_cents",
-        "receipt_kind",
-        "deposit_cents",
-        "adjustment_cents",
-        "line_kind",
-        "unit",
+        "lines",
+        "source_topic",
+        "source_partition",
+        "source_offset",
     }
 )
 
@@ -192,8 +204,8 @@ def _assert_not_joinable(sink: Sink, postgres: bool, rids: set[str]) -> None:
         for ct, c, ctyp in cards
         if atyp == ctyp and (_is_text(atyp) or _is_time(atyp)) and a not in DESCRIPTIVE and c not in DESCRIPTIVE
     ]
-    assert any(a == "basket_id" and c == "receipt_id" for _, a, _, c, _ in pairs)
-    assert any(a == "event_hour" and c == "event_time" for _, a, _, c, _ in pairs)
+    assert any(a == "window_id" and c == "receipt_id" for _, a, _, c, _ in pairs)
+    assert any(a == "window_id" and c == "card_id" for _, a, _, c, _ in pairs)
     for at, a, ct, c, typ in pairs:
         on_hour = f" AND date_trunc('hour', x.{c}) <> x.{c}" if typ.startswith("TIMESTAMP") else ""
         sql = f"SELECT count(*) FROM {at} AS y JOIN {ct} AS x ON y.{a} = x.{c}{on_hour}"
@@ -208,13 +220,35 @@ def _assert_not_joinable(sink: Sink, postgres: bool, rids: set[str]) -> None:
                 assert ids.found_in(str(value)) is None, (table, value)
 
 
+def _assert_the_analytics_file_stands_alone(path: Path, cards: set[str]) -> None:
+    """The DuckDB analytics file on its own, as an analyst receives it: cells and their views, no card."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = {str(t) for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert {"cells", "sink_offsets", *ANALYST_VIEWS} <= tables
+        assert not tables & CARD_TABLES and not tables & {"baskets", "basket_lines"}
+        columns = {str(c) for (c,) in con.execute("SELECT column_name FROM information_schema.columns").fetchall()}
+        assert not columns & {"card_id", "receipt_id", "register_id", "card_hash", "processed_at", "basket_id"}
+        ids = Substrings(cards)
+        rows = con.execute("SELECT * FROM cells").fetchall()
+        assert rows and not any(ids.found_in(str(v)) for row in rows for v in row)
+        # Every cell is of at least k baskets, and the views work without the warehouse.
+        assert con.execute("SELECT count(*) FROM cells WHERE baskets < k OR k < 2").fetchone() == (0,)
+        for view in ANALYST_VIEWS:
+            con.execute(f"SELECT count(*) FROM {view}").fetchone()
+        day = con.execute("SELECT count(*), min(baskets) FROM chain_daily_sales").fetchone()
+        assert day is not None and day[0] > 0
+    finally:
+        con.close()
+
+
 def test_the_duckdb_analytics_file_cannot_be_joined_back_and_holds_no_card(traffic: Settings) -> None:
     settings = traffic.model_copy(update={"warehouse": {"url": None}})
     _fill(settings)
     rids = _receipt_ids(settings)
     with open_sink(settings) as sink:
         assert isinstance(sink, DuckDBSink)
-        assert sink.warehouse.query("SELECT count(*) FROM analytics.baskets")[0][0] > N * 0.9
+        assert cell_counts(sink.warehouse)["cells"] > 0
         _assert_not_joinable(sink, False, rids)
         cards = {
             str(c) for (c,) in sink.warehouse.query("SELECT DISTINCT card_id FROM receipts WHERE card_id IS NOT NULL")
@@ -223,25 +257,31 @@ def test_the_duckdb_analytics_file_cannot_be_joined_back_and_holds_no_card(traff
     assert cards
     for path in (main, analytics):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-
-    # The analytics file on its own, as an analyst receives it.
-    con = duckdb.connect(str(analytics), read_only=True)
-    try:
-        tables = {str(t) for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        assert {"baskets", "basket_lines", "store_hour_sales", "daily_sales"} <= tables
-        assert not tables & CARD_TABLES
-        columns = {str(c) for (c,) in con.execute("SELECT column_name FROM information_schema.columns").fetchall()}
-        assert not columns & {"card_id", "receipt_id", "register_id", "card_hash", "processed_at", "line_no"}
-        ids = Substrings(cards)
-        for table in ("baskets", "basket_lines"):
-            for row in con.execute(f"SELECT * FROM {table}").fetchall():
-                assert not any(ids.found_in(str(v)) for v in row)
-        # The views work without the warehouse; small cells are left out.
-        shown = con.execute("SELECT min(baskets), count(*) FROM store_hour_sales").fetchone()
-        assert shown is not None and shown[1] > 0 and shown[0] >= 5
-    finally:
-        con.close()
+    _assert_the_analytics_file_stands_alone(analytics, cards)
     assert duckdb_path(settings.resolved_warehouse_url) == main
+
+
+def _direct(sink: Sink) -> tuple[set[str], set[str], int]:
+    """Fill ``sink`` with the receipts and the released cells of the same simulated checkouts (what the
+    router and the aggregator make of them); (receipt ids, card ids, cells). Released under k = 2 (the
+    least the aggregator takes), so that a sample this size has cells of every view, refunds included."""
+    from ..unit.sinks.test_contract import cell_records, records  # noqa: PLC0415 - shared builders
+
+    receipts, cells = records(1500, seed=37), cell_records(1500, seed=37, k=2)
+    sink.write([*receipts, *cells])
+    sink.flush()
+    rids = {r.purchase.receipt_id for r in receipts}
+    cards = {r.purchase.card_id for r in receipts if r.purchase.card_id is not None}
+    assert cells and cards
+    return rids, cards, len(cells)
+
+
+def test_duckdb_cells_cannot_be_joined_back_and_their_file_holds_no_card(tmp_path: Path) -> None:
+    with DuckDBSink(tmp_path / "warehouse.duckdb", erasure_salt=SALT) as sink:
+        rids, cards, _ = _direct(sink)
+        _assert_not_joinable(sink, False, rids)
+        analytics = sink.analytics_path
+    _assert_the_analytics_file_stands_alone(analytics, cards)
 
 
 def _login(url: str, role: str, group: str) -> str:
@@ -254,6 +294,49 @@ def _login(url: str, role: str, group: str) -> str:
     return urlunsplit((parts.scheme, f"{role}:{password}@{host}", parts.path, parts.query, parts.fragment))
 
 
+def _assert_the_analyst_reads_the_analytics_only(con: psycopg.Connection[Any], cards: set[str]) -> int:
+    """As an analyst: every relation outside the analytics and pseudonymous schemas refused, the cells and
+    their views read, nothing written; the number of cells read."""
+    relations = con.execute(
+        "SELECT n.nspname, c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'v', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg_%'"
+    ).fetchall()
+    card_linked = [f"{schema}.{name}" for schema, name in relations if schema in ("public", "marketing")]
+    assert {f"public.{t}" for t in CARD_TABLES} | {"public.erased_cards", "public.card_pseudonym_key"} <= set(
+        card_linked
+    )
+    for relation in [*card_linked, "analytics.sink_offsets"]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            con.execute(f"SELECT count(*) FROM {relation}")
+    readable = {f"analytics.{name}" for schema, name in relations if schema == "analytics"} - {"analytics.sink_offsets"}
+    assert readable == {"analytics.cells", *(f"analytics.{v}" for v in ANALYST_VIEWS)}
+    for relation in sorted(readable):
+        assert con.execute(f"SELECT count(*) FROM {relation}").fetchone() is not None
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        con.execute("INSERT INTO analytics.cells SELECT * FROM analytics.cells LIMIT 1")
+    months = con.execute("SELECT card_pseudonym, receipts FROM pseudonymous.card_months").fetchall()
+    assert months and all(len(p) == 32 for p, _ in months)
+    assert not {p for p, _ in months} & cards  # a pseudonym, never the card id
+    assert len({p for p, _ in months}) <= len(cards)
+    row = con.execute("SELECT count(*) FROM analytics.cells").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _assert_marketing_reads_neither_store(con: psycopg.Connection[Any]) -> None:
+    for relation in [
+        "receipts",
+        "consent_changes",
+        "analytics.cells",
+        "analytics.daily_sales",
+        "pseudonymous.card_months",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            con.execute(f"SELECT count(*) FROM {relation}")
+    assert con.execute("SELECT count(*) FROM marketing.card_share").fetchone() is not None
+
+
 def test_postgres_roles_see_only_their_store(traffic: Settings, pg_database: str) -> None:
     settings = traffic.model_copy(update={"warehouse": {"url": pg_database}})
     _fill(settings)
@@ -263,29 +346,39 @@ def test_postgres_roles_see_only_their_store(traffic: Settings, pg_database: str
         cards = {
             str(c) for (c,) in sink.warehouse.query("SELECT DISTINCT card_id FROM receipts WHERE card_id IS NOT NULL")
         }
+        cells = cell_counts(sink.warehouse)["cells"]
     run = uuid.uuid4().hex[:8]
     analyst, marketer = f"analyst_{run}", f"marketer_{run}"
     analyst_url = _login(pg_database, analyst, "receiptflow_analyst")
     marketing_url = _login(pg_database, marketer, "receiptflow_marketing")
     try:
         with psycopg.connect(analyst_url, autocommit=True) as con:
-            for table in [*sorted(CARD_TABLES), "erased_cards", "card_pseudonym_key", "sink_offsets"]:
-                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
-                    con.execute(f"SELECT count(*) FROM {table}")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
-                con.execute("INSERT INTO analytics.baskets SELECT * FROM analytics.baskets LIMIT 1")
-            baskets = con.execute("SELECT count(*) FROM analytics.baskets").fetchone()
-            assert baskets is not None and baskets[0] > N * 0.9
-            assert con.execute("SELECT count(*) FROM analytics.store_hour_sales").fetchone() is not None
-            months = con.execute("SELECT card_pseudonym, receipts FROM pseudonymous.card_months").fetchall()
-            assert months and all(len(p) == 32 for p, _ in months)
-            assert not {p for p, _ in months} & cards  # a pseudonym, never the card id
-            assert len({p for p, _ in months}) <= len(cards)
+            assert _assert_the_analyst_reads_the_analytics_only(con, cards) == cells > 0
         with psycopg.connect(marketing_url, autocommit=True) as con:
-            for table in ["receipts", "consent_changes", "analytics.baskets", "pseudonymous.card_months"]:
-                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
-                    con.execute(f"SELECT count(*) FROM {table}")
-            assert con.execute("SELECT count(*) FROM marketing.card_share").fetchone() is not None
+            _assert_marketing_reads_neither_store(con)
+    finally:
+        with psycopg.connect(pg_database, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE IF EXISTS {analyst}")
+            admin.execute(f"DROP ROLE IF EXISTS {marketer}")
+
+
+def test_the_analyst_reads_the_cells_and_their_views_and_nothing_card_linked(pg_database: str) -> None:
+    with PostgresSink(pg_database, erasure_salt=SALT) as sink:
+        rids, cards, cells = _direct(sink)
+        _assert_not_joinable(sink, True, rids)
+        views = {v: int(sink.warehouse.query(f"SELECT count(*) FROM analytics.{v}")[0][0]) for v in ANALYST_VIEWS}
+    assert all(views.values()), views  # every view has rows to read
+    run = uuid.uuid4().hex[:8]
+    analyst, marketer = f"analyst_{run}", f"marketer_{run}"
+    analyst_url = _login(pg_database, analyst, "receiptflow_analyst")
+    marketing_url = _login(pg_database, marketer, "receiptflow_marketing")
+    try:
+        with psycopg.connect(analyst_url, autocommit=True) as con:
+            assert _assert_the_analyst_reads_the_analytics_only(con, cards) == cells
+            for view, n in views.items():
+                assert con.execute(f"SELECT count(*) FROM analytics.{view}").fetchone() == (n,)
+        with psycopg.connect(marketing_url, autocommit=True) as con:
+            _assert_marketing_reads_neither_store(con)
     finally:
         with psycopg.connect(pg_database, autocommit=True) as admin:
             admin.execute(f"DROP ROLE IF EXISTS {analyst}")
@@ -293,7 +386,7 @@ def test_postgres_roles_see_only_their_store(traffic: Settings, pg_database: str
 
 
 def test_the_sink_writer_role_inserts_and_nothing_more(pg_database: str) -> None:
-    from ..unit.sinks.test_contract import analytics_records, records  # noqa: PLC0415 - shared builders
+    from ..unit.sinks.test_contract import cell_records, records  # noqa: PLC0415 - shared builders
 
     with PostgresSink(pg_database, erasure_salt=SALT):
         pass  # the owner migrates (creating the schemas and roles) once
@@ -301,15 +394,16 @@ def test_the_sink_writer_role_inserts_and_nothing_more(pg_database: str) -> None
     url = _login(pg_database, role, "receiptflow_sink")
     try:
         with PostgresSink(url, erasure_salt=SALT) as sink:
-            sink.write([*records(40), *analytics_records(40)])
+            sink.write([*records(40), *cell_records(40)])
             result = sink.flush()
-            assert (result.receipts, result.baskets) == (40, len(analytics_records(40)))
+            assert (result.receipts, result.cells) == (40, len(cell_records(40)))
             assert sink.committed_offsets("purchases.analytics")
         with psycopg.connect(url, autocommit=True) as con:
             for sql in (
                 "DELETE FROM receipts",
                 "UPDATE receipts SET card_id = NULL",
-                "DELETE FROM analytics.baskets",
+                "DELETE FROM analytics.cells",
+                "UPDATE analytics.cells SET baskets = 1",
                 "SELECT * FROM card_pseudonym_key",
                 "SELECT * FROM pseudonymous.card_months",
                 "CREATE TABLE stolen (x INT)",

@@ -2,9 +2,10 @@
 
 Simulated traffic (the seeded simulator: every chain, cards and anonymous sales, 5 % redelivered
 sales and consent changes) goes through the processor's core (``processors.core.process``, what the
-router runs per checkout) onto ``purchases.customer``, ``purchases.analytics`` and ``consents`` in
-Kafka transactions, redeliveries included. ``receiptflow sink run`` then runs as its own process in
-small batches and is SIGKILLed five times:
+router runs per checkout) onto ``purchases.customer`` and ``consents`` in Kafka transactions,
+redeliveries included; the anonymous baskets it makes become, window by window, the cells the
+aggregator publishes (``receiptflow.suppression.release``) on ``purchases.analytics``, keyed by window
+id. ``receiptflow sink run`` then runs as its own process in small batches and is SIGKILLed five times:
 
 * three times by itself at a chosen point of a chosen batch -- after the first table's rows of the
   batch are in the open transaction, after all rows and positions are staged but before COMMIT, and
@@ -14,8 +15,8 @@ small batches and is SIGKILLed five times:
 After every kill the warehouse must hold exactly the records before the positions it stored, on all
 three topics (a whole batch or none of it). After a last run to the end of the topics the tables
 must equal the simulator's ground truth: receipts and money per chain, item and group rows as the
-policy allowed them, every anonymous line, every consent change once. Runs on DuckDB and on the
-real PostgreSQL server.
+policy allowed them, every published cell once and each chain's sales in its day cells, every
+consent change once. Runs on DuckDB and on the real PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -37,15 +38,18 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from receiptflow.adjustment_split import line_shares
+from receiptflow.cells import DEFAULT_K, Cell, Window, window_of
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, LineKind, Purchase
+from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, LineKind, Purchase, ReceiptKind
 from receiptflow.policy import load_policy
 from receiptflow.processors.router.pseudonym import BasketPseudonymiser
 from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator, Traffic
 from receiptflow.producers.truth import GroundTruth
-from receiptflow.sinks import DEFAULT_GROUP, open_sink, warehouse_counts
+from receiptflow.sinks import DEFAULT_GROUP, cell_counts, open_sink, warehouse_counts
+from receiptflow.sinks.tables import CELLS
+from receiptflow.suppression import release
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import env_for, read_all
@@ -109,6 +113,7 @@ class Sent:
     checkouts: list[Any] = field(default_factory=list)  # distinct sales, in order
     consents: list[ConsentChange] = field(default_factory=list)
     redelivered: int = 0
+    cells: list[Cell] = field(default_factory=list)  # what the aggregator published
 
 
 def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
@@ -117,6 +122,7 @@ def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
     policy = load_policy()
     names = TopicNames(settings.kafka.topic_prefix)
     sent = Sent(sim.truth)
+    windows: dict[Window, list[AnalyticsBasket]] = {}
     producer = Producer(settings.kafka_config(**{"transactional.id": f"crash-test-{uuid.uuid4().hex}"}))
     producer.init_transactions(30)
     producer.begin_transaction()
@@ -137,12 +143,19 @@ def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
             c = routed.customer
             key = (c.card_id or c.store_id).encode()
             producer.produce(names.purchases_customer, key=key, value=CODEC.encode("purchase", c.to_avro()))
-            if routed.analytics is not None:
-                a = routed.analytics
-                value = CODEC.encode("analytics_basket", a.to_avro())
-                producer.produce(names.purchases_analytics, key=a.store_id.encode(), value=value)
+            if routed.analytics is not None:  # a redelivery's basket too: the aggregator takes each once
+                windows.setdefault(window_of(routed.analytics), []).append(routed.analytics)
         producer.poll(0)
     producer.commit_transaction(30)
+    # Each window closed: its cells in a transaction of their own, as the aggregator publishes them.
+    for window, baskets in sorted(windows.items()):
+        producer.begin_transaction()
+        for cell in release(baskets, DEFAULT_K).cells:
+            sent.cells.append(cell)
+            value = CODEC.encode("analytics_cell", cell.to_avro(DEFAULT_K))
+            producer.produce(names.purchases_analytics, key=window.id.encode(), value=value)
+        producer.commit_transaction(30)
+    assert len(sent.cells) > 100, "the traffic must publish cells"
     assert sent.redelivered > 0 and sent.consents, "the traffic must exercise redeliveries and consent changes"
     return sent
 
@@ -152,7 +165,7 @@ class TopicLog:
     """The keys every record of the three topics stores, by (topic, partition, offset)."""
 
     customer: list[tuple[int, int, str]]  # partition, offset, receipt id
-    analytics: list[tuple[int, int, list[tuple[str, int]]]]  # partition, offset, (basket id, line seq)s
+    analytics: list[tuple[int, int]]  # partition, offset (a cell's key in the warehouse)
     consents: list[tuple[int, int]]  # partition, offset
     ends: dict[str, dict[int, int]]  # topic -> partition -> offset after its last record
 
@@ -172,8 +185,8 @@ def _topic_log(settings: Settings) -> TopicLog:
                 purchase = Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value)
                 log.customer.append((p, o, purchase.receipt_id))
             else:
-                basket = AnalyticsBasket.from_avro(CODEC.decode(m.value(), expect="analytics_basket").value)
-                log.analytics.append((p, o, [(basket.basket_id, seq) for seq in range(1, len(basket.lines) + 1)]))
+                CODEC.decode(m.value(), expect="analytics_cell")
+                log.analytics.append((p, o))
         log.ends[topic] = ends
     return log
 
@@ -186,7 +199,10 @@ def _warehouse_matches_its_positions(settings: Settings, log: TopicLog) -> dict[
             t: sink.committed_offsets(t) for t in (names.purchases_customer, names.purchases_analytics, names.consents)
         }
         receipts = [r for (r,) in sink.warehouse.query("SELECT receipt_id FROM receipts")]
-        lines = [(b, int(n)) for b, n in sink.warehouse.query("SELECT basket_id, line_seq FROM analytics.basket_lines")]
+        cells = [
+            (int(p), int(o))
+            for p, o in sink.warehouse.query("SELECT source_partition, source_offset FROM analytics.cells")
+        ]
         consents = [
             (int(p), int(o))
             for p, o in sink.warehouse.query("SELECT source_partition, source_offset FROM consent_changes")
@@ -196,10 +212,10 @@ def _warehouse_matches_its_positions(settings: Settings, log: TopicLog) -> dict[
         return o < stored[topic].get(p, 0)
 
     want_receipts = {r for p, o, r in log.customer if below(names.purchases_customer, p, o)}
-    want_lines = {k for p, o, keys in log.analytics if below(names.purchases_analytics, p, o) for k in keys}
+    want_cells = {(p, o) for p, o in log.analytics if below(names.purchases_analytics, p, o)}
     want_consents = {(p, o) for p, o in log.consents if below(names.consents, p, o)}
     assert len(receipts) == len(set(receipts)) and set(receipts) == want_receipts
-    assert len(lines) == len(set(lines)) and set(lines) == want_lines
+    assert len(cells) == len(set(cells)) and set(cells) == want_cells
     assert len(consents) == len(set(consents)) and set(consents) == want_consents
     return stored
 
@@ -325,7 +341,7 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
     policy = load_policy()
     items: dict[str, list[int]] = {}
     groups: dict[str, list[int]] = {}
-    analytics: dict[str, list[int]] = {}
+    days: dict[tuple[str, Any], list[int]] = {}  # sale baskets and their money per chain and local date
     for c in sent.checkouts:
         level = policy.version_at(c.chain, c.event_time).level
         if level is Granularity.ITEM:
@@ -339,10 +355,10 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
             g = groups.setdefault(c.chain, [0, 0])
             g[0] += len({line.product_group for line in goods})
             g[1] += sum(line.amount_cents for line in goods) + sum(line_shares(c.lines, c.adjustments).values())
-        if c.lines:
-            a = analytics.setdefault(c.chain, [0, 0])
-            a[0] += len(c.lines)
-            a[1] += sum(line.amount_cents for line in c.lines)
+        if c.lines and c.receipt_kind is not ReceiptKind.REFUND:
+            d = days.setdefault((c.chain, c.event_time.date()), [0, 0])
+            d[0] += 1
+            d[1] += c.total_cents
     truth_chains = {chain: (n, cents) for chain, (n, cents) in sent.truth.per_chain.items()}
     consents = Counter(
         (c["card_id"], _millis(datetime.fromisoformat(str(c["event_time"]))), c["product_data_marketing"],
@@ -372,14 +388,20 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
             )
             == groups
         )
-        assert (
-            per_chain(
-                sink,
-                "SELECT b.chain, count(*), sum(l.amount_cents) FROM analytics.basket_lines l "
-                "JOIN analytics.baskets b USING (basket_id) GROUP BY b.chain",
+        # Every published cell once; each chain's day figures equal its sales wherever the day had k.
+        fields = CELLS.columns[: -len(CELLS.key)]
+        rows = sink.warehouse.query(f"SELECT {', '.join(fields)} FROM analytics.cells")
+        stored_cells = [dict(zip(fields, row, strict=True)) for row in rows]
+        assert Counter(Cell.from_avro(c) for c in stored_cells) == Counter(sent.cells)
+        assert {c["k"] for c in stored_cells} == {DEFAULT_K}
+        chain_days = {
+            (str(chain), day): [int(n), int(cents)]
+            for chain, day, n, cents in sink.warehouse.query(
+                "SELECT chain, sales_date, baskets, sales_cents FROM analytics.chain_daily_sales"
             )
-            == analytics
-        )
+        }
+        assert chain_days == {w: v for w, v in days.items() if v[0] >= DEFAULT_K}
+        assert len(chain_days) > 1 and cell_counts(sink.warehouse)["cells"] == len(sent.cells)
         stored_consents = Counter(
             (card, _millis(at), bool(p), bool(e), source)
             for card, at, p, e, source in sink.warehouse.query(

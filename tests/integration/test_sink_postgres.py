@@ -26,9 +26,10 @@ class TestPostgresSink(SinkContract):
     def open_sink(self, pg_database: str) -> Iterator[OpenSink]:
         opened: list[Sink] = []
 
-        def make(group_id: str = DEFAULT_GROUP) -> Sink:
+        def make(group_id: str = DEFAULT_GROUP, setup: bool = True) -> Sink:
             sink = PostgresSink(pg_database, group_id, erasure_salt=SALT)
-            sink.setup()
+            if setup:  # else only made: a test opens its warehouse by itself
+                sink.setup()
             opened.append(sink)
             return sink
 

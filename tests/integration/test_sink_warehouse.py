@@ -3,8 +3,9 @@
 Purchases are produced (encoded with the codec) to a fresh topic; ``run_sink`` consumes them into
 each warehouse. Counts and per-chain sums must equal what was committed to Kafka — an aborted
 producer transaction must not show up — and running the sink again, after a crash, or replaying the
-whole topic under another consumer group must change nothing. ``receiptflow sink run`` is also
-SIGKILLed mid-batch five times, and ``receiptflow sink replay`` restores rows that went missing.
+whole topic under another consumer group must change nothing. ``receiptflow sink replay`` restores
+rows that went missing, the analytics cells among them; a record on ``purchases.analytics`` that is
+not a cell (an anonymous basket of before the cells) is dead-lettered and the sink goes on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from receiptflow.cells import Cell, Window
 from receiptflow.codec import Codec, SchemaCatalog, schema_id_of
 from receiptflow.config import Settings
 from receiptflow.dlq import DeadLetter, iter_dead_letters
@@ -44,6 +47,7 @@ from receiptflow.sinks import (
     RowCounts,
     Sink,
     SinkRecord,
+    cell_counts,
     open_sink,
     run_sink,
     warehouse_counts,
@@ -52,12 +56,15 @@ from receiptflow.sinks.duckdb import analytics_path_for
 from receiptflow.sinks.migrate import migrations
 from receiptflow.sinks.replay import replay_group, replay_warehouse
 from receiptflow.sinks.runner import duckdb_path
+from receiptflow.sinks.tables import CELLS
 from receiptflow.topics import TopicNames, create_topics
 
-from ..unit.sinks.test_contract import NOW, expected_counts, purchases, table_count
+from ..unit.sinks.test_contract import NOW, K, analytics_baskets, expected_counts, purchases, released, table_count
 from .support import env_for, read_all
 
 MakeSettings = Callable[..., Settings]
+# The fields of an analytics cell record, which are also the first columns of analytics.cells.
+CELL_FIELDS = CELLS.columns[:-3]
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -351,10 +358,11 @@ REPLAYED_TABLES = (
     "receipts",
     "receipt_items",
     "receipt_groups",
-    "analytics.baskets",
-    "analytics.basket_lines",
+    "analytics.cells",
     "consent_changes",
 )
+
+Windows = list[tuple[Window, tuple[Cell, ...]]]
 
 
 def _tables(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
@@ -363,17 +371,14 @@ def _tables(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
         return {t: sorted(sink.warehouse.query(f"SELECT * FROM {t}"), key=repr) for t in REPLAYED_TABLES}
 
 
-def _delete(settings: Settings, lost: Sequence[Routed]) -> None:
+def _delete(settings: Settings, lost: Sequence[Routed], lost_windows: Windows) -> None:
     """Rows lost outside the sink (an older backup restored, a hand-made DELETE): these receipts with
-    their detail and their anonymous baskets, and the whole consent audit."""
+    their detail, the cells of these windows, and the whole consent audit."""
     url = settings.resolved_warehouse_url
     receipt_ids = [r.customer.receipt_id for r in lost]
-    basket_ids = [r.analytics.basket_id for r in lost if r.analytics is not None]
     tables = ("receipt_items", "receipt_groups", "receipts")
     statements = [(f"DELETE FROM {t} WHERE receipt_id = ANY(%s)", receipt_ids) for t in tables]
-    statements += [
-        (f"DELETE FROM analytics.{t} WHERE basket_id = ANY(%s)", basket_ids) for t in ("basket_lines", "baskets")
-    ]
+    statements.append(("DELETE FROM analytics.cells WHERE window_id = ANY(%s)", [w.id for w, _ in lost_windows]))
     if url.startswith("duckdb:"):
         path = duckdb_path(url)
         con = duckdb.connect(str(path))
@@ -391,17 +396,24 @@ def _delete(settings: Settings, lost: Sequence[Routed]) -> None:
             con.execute("DELETE FROM consent_changes")
 
 
-def _routed(n: int, seed: int) -> list[Routed]:
+def _routed(n: int, seed: int, start: datetime = datetime(2026, 11, 20, tzinfo=UTC)) -> list[Routed]:
     """What the processor's core makes of ``n`` simulated checkouts (customer and anonymous records)."""
     sim = Simulator(seed, stores=30, customers=50)
     policy = load_policy()
-    start = datetime(2026, 11, 20, tzinfo=UTC)
     baskets = BasketPseudonymiser(b"sink-test-analytics-key")
     return [process(c, policy, None, NOW, baskets) for c in sim.stream(n, start, rate=1)]
 
 
-def _produce_routed(settings: Settings, routed: Sequence[Routed], consents: Sequence[ConsentChange]) -> None:
-    """The three sink topics as the router and the registers fill them, in one producer transaction."""
+def _windows(routed: Sequence[Routed]) -> Windows:
+    """The windows of the routed baskets and the cells the aggregator publishes for each."""
+    return released([r.analytics for r in routed if r.analytics is not None])
+
+
+def _produce_routed(
+    settings: Settings, routed: Sequence[Routed], windows: Windows, consents: Sequence[ConsentChange]
+) -> None:
+    """The three sink topics as the router, the aggregator and the registers fill them, in one producer
+    transaction: the cells of a window keyed by its id, as the aggregator writes them."""
     codec = Codec()
     names = TopicNames(settings.kafka.topic_prefix)
     producer = Producer(settings.kafka_config(**{"transactional.id": f"sink-test-{uuid.uuid4().hex}"}))
@@ -414,11 +426,10 @@ def _produce_routed(settings: Settings, routed: Sequence[Routed], consents: Sequ
             key=(c.card_id or c.store_id).encode(),
             value=codec.encode("purchase", c.to_avro()),
         )
-        if r.analytics is not None:
-            a = r.analytics
-            producer.produce(
-                names.purchases_analytics, key=a.store_id.encode(), value=codec.encode("analytics_basket", a.to_avro())
-            )
+    for window, cells in windows:
+        for cell in cells:
+            value = codec.encode("analytics_cell", cell.to_avro(K))
+            producer.produce(names.purchases_analytics, key=window.id.encode(), value=value)
     for change in consents:
         producer.produce(
             names.consents, key=change.card_id.encode(), value=codec.encode("consent_change", change.to_avro())
@@ -427,7 +438,7 @@ def _produce_routed(settings: Settings, routed: Sequence[Routed], consents: Sequ
 
 
 _REPLAYED = re.compile(
-    r"replayed (\d+) records: (\d+) receipts, (\d+) item rows, (\d+) group rows, (\d+) analytics lines "
+    r"replayed (\d+) records: (\d+) receipts, (\d+) item rows, (\d+) group rows, (\d+) analytics cells "
     r"and (\d+) consent changes were missing"
 )
 
@@ -447,54 +458,63 @@ def _replay(settings: Settings, *args: str) -> str:
 
 def test_replay_restores_missing_rows_and_twice_gives_the_same_tables(settings: Settings) -> None:
     early = _routed(500, seed=51)
-    # Receipt ids encode store, register and time, so two simulated runs can share a few.
+    # Receipt ids encode store, register and time, so two simulated runs can share a few. The late
+    # sales are of the next day: their windows are others, closed and published after the early ones.
     early_ids = {r.customer.receipt_id for r in early}
-    late = [r for r in _routed(450, seed=52) if r.customer.receipt_id not in early_ids][:400]
+    next_day = _routed(450, seed=52, start=datetime(2026, 11, 21, tzinfo=UTC))
+    late = [r for r in next_day if r.customer.receipt_id not in early_ids][:400]
     assert len(late) == 400
+    early_windows, late_windows = _windows(early), _windows(late)
+    assert not {w for w, _ in early_windows} & {w for w, _ in late_windows}
     cards = sorted({r.customer.card_id for r in early + late if r.customer.card_id})
     early_consents = [ConsentChange(card, NOW, True, False, "app") for card in cards[:12]]
     late_consents = [ConsentChange(card, NOW, False, True, "store") for card in cards[:7]]
-    _produce_routed(settings, early, early_consents)
+    _produce_routed(settings, early, early_windows, early_consents)
     time.sleep(1.0)  # Kafka record timestamps: everything of `late` is after `middle`
     middle = datetime.now(UTC)
     time.sleep(0.1)
-    _produce_routed(settings, late, late_consents)
+    _produce_routed(settings, late, late_windows, late_consents)
     with open_sink(settings) as sink:
         run_sink(settings, sink, idle_exit_after=3)
+        # Every cell once, as published.
+        stored = sink.warehouse.query(f"SELECT {', '.join(CELL_FIELDS)} FROM analytics.cells")
+        published = [c for _, cells in early_windows + late_windows for c in cells]
+        assert Counter(Cell.from_avro(dict(zip(CELL_FIELDS, row, strict=True))) for row in stored) == Counter(published)
+        assert cell_counts(sink.warehouse)["windows"] == len(early_windows) + len(late_windows)
     full = _tables(settings)
     assert len(full["receipts"]) == 900
     assert len(full["consent_changes"]) == len(early_consents) + len(late_consents)
-    anonymous = [r.analytics for r in early + late if r.analytics is not None]
-    assert len(full["analytics.baskets"]) == len(anonymous)
-    assert len(full["analytics.basket_lines"]) == sum(len(a.lines) for a in anonymous) > 0
+    assert len(full["analytics.cells"]) == len(published) > 0
 
     lost = [*late[::3], *early[::7]]
-    _delete(settings, lost)
+    lost_windows = [*late_windows[::3], *early_windows[::7]]
+    _delete(settings, lost, lost_windows)
     assert len(_tables(settings)["receipts"]) == 900 - len(lost)
 
-    def lines_of(rs: Sequence[Routed]) -> int:
-        return sum(len(r.analytics.lines) for r in rs if r.analytics is not None)
+    def cells_of(windows: Windows) -> int:
+        return sum(len(cells) for _, cells in windows)
 
-    def records_of(rs: Sequence[Routed], consents: Sequence[ConsentChange]) -> int:
-        return 2 * len(rs) - sum(r.analytics is None for r in rs) + len(consents)
+    def records_of(rs: Sequence[Routed], windows: Windows, consents: Sequence[ConsentChange]) -> int:
+        return len(rs) + cells_of(windows) + len(consents)
 
     # From the time in the middle: only `late` is read, so only its lost rows come back.
     counts = _REPLAYED.search(_replay(settings, "--from-time", middle.isoformat()))
     assert counts is not None
-    records, receipts, _items, _groups, lines, consents = map(int, counts.groups())
-    assert (records, receipts) == (records_of(late, late_consents), len(late[::3]))
-    assert (lines, consents) == (lines_of(late[::3]), len(late_consents))
+    records, receipts, _items, _groups, cells, consents = map(int, counts.groups())
+    assert (records, receipts) == (records_of(late, late_windows, late_consents), len(late[::3]))
+    assert (cells, consents) == (cells_of(late_windows[::3]), len(late_consents))
     restored = _tables(settings)
     assert len(restored["receipts"]) == 900 - len(early[::7])
     assert len(restored["consent_changes"]) == len(late_consents)
+    assert len(restored["analytics.cells"]) == len(published) - cells_of(early_windows[::7])
 
     # From the beginning, twice: everything is back, and the second run changes nothing.
     counts = _REPLAYED.search(_replay(settings, "--from-beginning"))
     assert counts is not None
-    assert int(counts[1]) == records_of(early + late, early_consents + late_consents)
+    assert int(counts[1]) == records_of(early + late, early_windows + late_windows, early_consents + late_consents)
     assert (int(counts[2]), int(counts[5]), int(counts[6])) == (
         len(early[::7]),
-        lines_of(early[::7]),
+        cells_of(early_windows[::7]),
         len(early_consents),
     )
     assert _tables(settings) == full
@@ -506,7 +526,7 @@ def test_replay_restores_missing_rows_and_twice_gives_the_same_tables(settings: 
         assert sink.committed_offsets(_topic(settings)) == _end_offsets(settings)
 
     # --topic limits a replay to one of the sink's topics; another name is refused.
-    _delete(settings, lost)
+    _delete(settings, lost, lost_windows)
     consents_topic = TopicNames(settings.kafka.topic_prefix).consents
     counts = _REPLAYED.search(_replay(settings, "--from-beginning", "--topic", consents_topic))
     assert counts is not None
@@ -522,6 +542,50 @@ def test_replay_restores_missing_rows_and_twice_gives_the_same_tables(settings: 
         timeout=120,
     )
     assert refused.returncode == 2 and "not checkouts" in refused.stderr
+
+
+def test_an_old_basket_on_the_analytics_topic_is_dead_lettered_and_the_sink_goes_on(settings: Settings) -> None:
+    """After the upgrade to cells the analytics topic still holds anonymous baskets of before: each is
+    dead-lettered with its reason, none becomes a row, and the cells around them are stored once."""
+    codec = Codec()
+    names = TopicNames(settings.kafka.topic_prefix)
+    topic = names.purchases_analytics
+    window, cells = max(released(analytics_baskets(200, seed=81)), key=lambda wc: len(wc[1]))
+    assert len(cells) > 5
+    old = [b for b in analytics_baskets(20, seed=82) if b.lines][:2]
+    bad = b"\x00\x00\x00\x00\x63not avro at all"
+    values = [codec.encode("analytics_basket", old[0].to_avro())]
+    values += [codec.encode("analytics_cell", c.to_avro(K)) for c in cells[:3]]
+    values += [codec.encode("analytics_basket", old[1].to_avro()), bad]
+    values += [codec.encode("analytics_cell", c.to_avro(K)) for c in cells[3:]]
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
+    for v in values:
+        producer.produce(topic, key=window.id.encode(), value=v, partition=2)
+    assert producer.flush(30) == 0
+
+    def letters() -> list[DeadLetter]:
+        return list(iter_dead_letters(settings, idle=1.0))
+
+    for run in range(2):  # and again after a restart: nothing is read, stored or dead-lettered twice
+        metrics = Metrics()
+        with open_sink(settings) as sink:
+            stats = run_sink(settings, sink, idle_exit_after=3, metrics=metrics)
+            assert sink.committed_offsets(topic) == {2: len(values)}
+            rows = sink.warehouse.query(f"SELECT {', '.join(CELL_FIELDS)} FROM analytics.cells")
+            assert Counter(Cell.from_avro(dict(zip(CELL_FIELDS, r, strict=True))) for r in rows) == Counter(cells)
+            # The positions are the analytics store's alone.
+            db = sink.warehouse
+            assert db.query(db.sql("SELECT count(*) FROM sink_offsets WHERE topic = {p}"), (topic,)) == [(0,)]
+        assert stats.inserted.cells == (len(cells) if run == 0 else 0)
+        retired = _sample(metrics, "receiptflow_dead_letters_total", reason="retired_subject")
+        assert retired == (2 if run == 0 else 0)
+        assert sorted((d.source_topic, d.source_partition, d.source_offset, d.reason) for d in letters()) == [
+            (topic, 2, 0, "retired_subject"),
+            (topic, 2, 4, "retired_subject"),
+            (topic, 2, 5, "unknown_schema_id"),
+        ]
+    first = next(d for d in letters() if d.source_offset == 0)
+    assert first.original_value == values[0] and "before the analytics became cells" in first.message
 
 
 def test_replay_needs_a_starting_point(settings: Settings) -> None:

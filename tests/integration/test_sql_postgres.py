@@ -8,7 +8,7 @@ from receiptflow.cli import main
 from receiptflow.humanize import euros
 from receiptflow.sinks import PostgresSink
 
-from ..unit.sinks.test_contract import SALT, analytics_records, records
+from ..unit.sinks.test_contract import SALT, cell_records, records
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ def test_sql_reads_postgres_read_only_and_as_the_analyst_role(
 ) -> None:
     sink = PostgresSink(pg_database, erasure_salt=SALT)
     sink.setup()
-    sink.write([*records(20), *analytics_records(20)])
+    sink.write([*records(20), *cell_records(40)])
     sink.flush()
     (cents,) = sink.conn.execute("SELECT sum(total_cents) FROM receipts").fetchone() or (0,)
     sink.close()
@@ -37,7 +37,11 @@ def test_sql_reads_postgres_read_only_and_as_the_analyst_role(
     # As the analyst: the anonymous analytics, never the card-linked tables.
     assert main(["sql", "--role", "receiptflow_analyst", "SELECT sum(baskets) AS b FROM analytics.daily_sales"]) == 0
     capsys.readouterr()
-    assert main(["sql", "--role", "receiptflow_analyst", "SELECT sum(refunds) FROM analytics.daily_sales_net"]) == 0
+    day = sum(r.cell.baskets for r in cell_records(40) if r.cell.key.family.value == "chain_day")
+    chain_days = "SELECT sum(baskets) AS baskets FROM analytics.chain_daily_sales"
+    assert main(["sql", "--json", "--role", "receiptflow_analyst", chain_days]) == 0
+    assert f'"baskets": {day}' in capsys.readouterr().out
+    assert main(["sql", "--role", "receiptflow_analyst", "SELECT count(*) FROM analytics.cells"]) == 0
     capsys.readouterr()
     assert main(["sql", "--role", "receiptflow_analyst", "SELECT count(*) FROM receipts"]) == 1
     assert "permission denied" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from receiptflow.humanize import euros
 from receiptflow.sinks import DuckDBSink
 from receiptflow.sinks.read_only import open_warehouse
 
-from .sinks.test_contract import SALT, analytics_records, records
+from .sinks.test_contract import SALT, cell_records, records
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +24,7 @@ def warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "data" / "warehouse.duckdb"
     sink = DuckDBSink(path, erasure_salt=SALT)
     sink.setup()
-    sink.write([*records(20), *analytics_records(20)])
+    sink.write([*records(20), *cell_records(40)])
     sink.flush()
     sink.close()
     monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", str(tmp_path / "data"))
@@ -51,6 +51,9 @@ def test_sql_prints_rows_for_people_and_json_for_machines(warehouse: Path, capsy
     # The analytics file is attached read-only, under the name the views have on PostgreSQL too.
     assert main(["sql", "SELECT sum(baskets) AS baskets FROM analytics.daily_sales"]) == 0
     assert "baskets" in capsys.readouterr().out
+    day = sum(r.cell.baskets for r in cell_records(40) if r.cell.key.family.value == "chain_day")
+    assert main(["sql", "--json", "SELECT sum(baskets) AS baskets FROM analytics.chain_daily_sales"]) == 0
+    assert f'"baskets": {day}' in capsys.readouterr().out
 
 
 def test_sql_cannot_change_the_warehouse(warehouse: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,7 +72,7 @@ def test_open_warehouse_reads_card_rows_and_leaves_the_files_unchanged(warehouse
     with open_warehouse(Settings()) as db:
         rows = db.query(db.sql("SELECT count(*) FROM receipts WHERE card_id = {p}"), (card,))
         assert rows[0][0] >= 1
-        assert db.query("SELECT count(*) FROM analytics.baskets")[0][0] == len(analytics_records(20))
+        assert db.query("SELECT count(*) FROM analytics.cells")[0][0] == len(cell_records(40))
         with pytest.raises(WarehouseError):
             db.transaction([("DELETE FROM receipts", ())])
     assert [f.read_bytes() for f in files] == before

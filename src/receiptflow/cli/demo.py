@@ -329,8 +329,8 @@ def _summary(
 
 # What a person runs after the demo; every line is run as printed by tests/integration/test_printed_commands.py.
 NEXT_QUERY = (
-    "SELECT chain, product_group, amount_cents, share_of_chain "
-    "FROM analytics.product_group_mix ORDER BY chain, amount_cents DESC"
+    "SELECT chain, sales_date, product_group, baskets, amount_cents "
+    "FROM analytics.group_sales WHERE store_id IS NULL ORDER BY chain, sales_date, amount_cents DESC"
 )
 
 

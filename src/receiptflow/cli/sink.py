@@ -90,7 +90,7 @@ def _sink_replay(args: argparse.Namespace, settings: Settings) -> int:
     new = stats.inserted
     console.print(
         f"replayed {stats.records} records: {new.receipts} receipts, {new.items} item rows, "
-        f"{new.groups} group rows, {new.analytics_lines} analytics lines and "
+        f"{new.groups} group rows, {new.cells} analytics cells and "
         f"{new.consent_changes} consent changes were missing and are now stored"
     )
     return 0

@@ -91,8 +91,8 @@ def add_sql(sub: Subparsers) -> None:
     )
     s.add_argument(
         "statement",
-        help='one query, quoted: "SELECT * FROM analytics.product_group_mix"; '
-        "card-linked tables in the default schema, the anonymous ones in analytics.",
+        help='one query, quoted: "SELECT * FROM analytics.chain_daily_sales"; '
+        "card-linked tables in the default schema, the anonymous cells and their views in analytics.",
     )
     s.add_argument(
         "--role",

@@ -9,25 +9,30 @@ same warehouse each time it is called, so reopening is part of what is tested.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from receiptflow.errors import WarehouseError
-from receiptflow.models import ConsentChange, Granularity, Purchase
+from receiptflow.cells import Cell, CellKey, Family, Window, size_bucket, window_of
+from receiptflow.dlq import Rejected
+from receiptflow.errors import ValidationError, WarehouseError
+from receiptflow.models import AnalyticsBasket, ConsentChange, Granularity, Purchase, ReceiptKind
 from receiptflow.policy import load_policy
 from receiptflow.processors.router.pseudonym import BasketPseudonymiser
 from receiptflow.processors.router.route import process
 from receiptflow.producers.simulator import Simulator
-from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkConsentRecord, SinkRecord, to_rows, warehouse_counts
+from receiptflow.sinks import DEFAULT_GROUP, Sink, SinkConsentRecord, SinkRecord, cell_counts, to_rows, warehouse_counts
 from receiptflow.sinks.card_rows import delete_card, is_erased, record_erased
-from receiptflow.sinks.migrate import migrations
-from receiptflow.sinks.queries import sync_chains
-from receiptflow.sinks.rows import BasketRecord, chain_dimension_rows
-from receiptflow.sinks.tables import RECEIPT_ITEMS, RECEIPTS
+from receiptflow.sinks.migrate import apply_migrations, migrations
+from receiptflow.sinks.queries import Connected, sync_chains
+from receiptflow.sinks.rows import AnalyticsRejected, CellRecord, chain_dimension_rows
+from receiptflow.sinks.tables import CELLS, RECEIPT_ITEMS, RECEIPTS
+from receiptflow.suppression import release
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 TOPIC = "purchases.customer"
@@ -36,6 +41,10 @@ SALT = b"test-erasure-salt-0123456789"
 
 OpenSink = Callable[..., Sink]
 BASKETS = BasketPseudonymiser(b"contract-test-analytics-key")
+ANALYTICS = "purchases.analytics"
+# The threshold the test cells are released under: small, so that a few hundred checkouts publish
+# cells of every family (the aggregator's default is receiptflow.cells.DEFAULT_K).
+K = 3
 
 
 def purchases(n: int, seed: int = 5) -> list[Purchase]:
@@ -50,16 +59,37 @@ def records(n: int, seed: int = 5, topic: str = TOPIC, partitions: int = 3) -> l
     return [SinkRecord(p, topic, i % partitions, i // partitions) for i, p in enumerate(purchases(n, seed))]
 
 
-def analytics_records(n: int, seed: int = 5) -> list[BasketRecord]:
-    """The anonymous baskets the processor sends to purchases.analytics for ``n`` checkouts."""
+def analytics_baskets(n: int, seed: int = 5) -> list[AnalyticsBasket]:
+    """The anonymous baskets the router makes of ``n`` simulated checkouts (what the aggregator reads)."""
     sim = Simulator(seed, stores=30, customers=50)
     policy = load_policy()
-    out = []
-    for i, c in enumerate(sim.stream(n, datetime(2026, 11, 20, tzinfo=UTC), rate=1)):
-        anonymous = process(c, policy, None, NOW, BASKETS).analytics
-        if anonymous is not None:
-            out.append(BasketRecord(anonymous, "purchases.analytics", i % 3, i // 3))
+    routed = (process(c, policy, None, NOW, BASKETS) for c in sim.stream(n, datetime(2026, 11, 20, tzinfo=UTC), rate=1))
+    return [r.analytics for r in routed if r.analytics is not None]
+
+
+def released(baskets: Sequence[AnalyticsBasket], k: int = K) -> list[tuple[Window, tuple[Cell, ...]]]:
+    """Each window of ``baskets`` with the cells the aggregator publishes when it closes."""
+    windows: dict[Window, list[AnalyticsBasket]] = defaultdict(list)
+    for b in baskets:
+        windows[window_of(b)].append(b)
+    return [(w, release(bs, k).cells) for w, bs in sorted(windows.items())]
+
+
+def cell_records(n: int, seed: int = 5, k: int = K, partitions: int = 3) -> list[CellRecord]:
+    """The cells on purchases.analytics for the windows of ``n`` checkouts: a window's cells on one
+    partition (they are keyed by window id), consecutive offsets per partition."""
+    out: list[CellRecord] = []
+    offsets = [0] * partitions
+    for i, (_window, cells) in enumerate(released(analytics_baskets(n, seed), k)):
+        p = i % partitions
+        for cell in cells:
+            out.append(CellRecord(cell, k, ANALYTICS, p, offsets[p]))
+            offsets[p] += 1
     return out
+
+
+def cells_of(recs: Sequence[CellRecord], family: Family) -> list[Cell]:
+    return [r.cell for r in recs if r.cell.key.family is family]
 
 
 def consent_records(n: int) -> list[SinkConsentRecord]:
@@ -327,106 +357,264 @@ class SinkContract:
             assert by_receipts == pytest.approx(len(carded) / len(day_ps))
             assert by_money == pytest.approx(sum(p.total_cents for p in carded) / sum(p.total_cents for p in day_ps))
 
-    def test_analytics_baskets_and_consent_changes_are_stored_once(self, open_sink: OpenSink) -> None:
-        anonymous, consents = analytics_records(150, seed=29), consent_records(40)
-        lines = sum(len(r.basket.lines) for r in anonymous)
-        assert lines > 0
+    def test_analytics_cells_and_consent_changes_are_stored_once(self, open_sink: OpenSink) -> None:
+        cells, consents = cell_records(150, seed=29), consent_records(40)
+        assert {r.cell.key.family for r in cells} >= set(Family) - {Family.REFUNDS}
         sink = open_sink()
+        inserted = []
         for _ in range(2):  # the second time is a redelivery: nothing new
-            sink.write([*anonymous, *consents, *records(20)])
-            result = sink.flush()
-        assert (result.baskets, result.analytics_lines) == (0, 0)
-        assert table_count(sink, "analytics.baskets") == len(anonymous)
-        assert table_count(sink, "analytics.basket_lines") == lines
+            sink.write([*cells, *consents, *records(20)])
+            inserted.append(sink.flush().cells)
+        assert inserted == [len(cells), 0]
         assert table_count(sink, "consent_changes") == 40
         assert table_count(sink, "receipts") == 20  # analytics records are not receipts of a customer
-        cents = sink.warehouse.query("SELECT sum(amount_cents) FROM analytics.basket_lines")[0][0]
-        # The lines' money; receipt-level benefits are in the baskets' totals, on no line.
-        assert int(cents) == sum(line.amount_cents for r in anonymous for line in r.basket.lines)
-        total = sink.warehouse.query("SELECT sum(total_cents), sum(line_count) FROM analytics.baskets")[0]
-        assert (int(total[0]), int(total[1])) == (sum(r.basket.total_cents for r in anonymous), lines)
+        # Every cell once, as published: its fields, its threshold and where it was read.
+        stored = sink.warehouse.query(f"SELECT {', '.join(CELLS.columns)} FROM analytics.cells")
+        assert sorted(stored, key=lambda row: row[-3:]) == sorted(to_rows(cells).cells, key=lambda row: row[-3:])
+        named = [dict(zip(CELLS.columns, row, strict=True)) for row in stored]
+        assert Counter((Cell.from_avro(r), r["k"]) for r in named) == Counter((r.cell, K) for r in cells)
         assert sink.committed_offsets("consents") == {0: 14, 1: 13, 2: 13}
-        last = {p: max(r.offset for r in anonymous if r.partition == p) + 1 for p in {r.partition for r in anonymous}}
-        assert sink.committed_offsets("purchases.analytics") == last
+        last = {p: max(r.offset for r in cells if r.partition == p) + 1 for p in {r.partition for r in cells}}
+        assert sink.committed_offsets(ANALYTICS) == last
         # Reopened, the positions of both stores are still there (each committed with its rows).
         sink.close()
         again = open_sink()
-        assert again.committed_offsets("purchases.analytics") == last
+        assert again.committed_offsets(ANALYTICS) == last
         assert again.committed_offsets(TOPIC) == {0: 7, 1: 7, 2: 6}
 
-    def test_analyst_views_read_the_anonymous_store(self, open_sink: OpenSink) -> None:
-        anonymous = analytics_records(400, seed=31)
-        # Three baskets of a quiet hour of one store: a cell below the minimum.
-        quiet = [
-            dataclasses.replace(
-                r,
-                offset=1000 + i,
-                basket=dataclasses.replace(
-                    anonymous[0].basket,
-                    basket_id=f"{i:032x}",
-                    event_hour=anonymous[0].basket.event_hour.replace(hour=3),
-                ),
-            )
-            for i, r in enumerate(anonymous[:3])
-        ]
-        anonymous += quiet
+    def test_dead_lettered_analytics_records_keep_their_positions_with_the_cells(self, open_sink: OpenSink) -> None:
+        cells = cell_records(40, partitions=1)
+        n = len(cells)
+        basket = ValidationError("retired_subject", "an anonymous basket of before the analytics cells")
+        letter = AnalyticsRejected(basket, ANALYTICS, 0, n, None, b"old basket")
+        assert isinstance(letter, Rejected)  # the loop dead-letters it like any other
         sink = open_sink()
-        sink.write(anonymous)
-        sink.flush()
-        daily = sink.warehouse.query("SELECT sum(baskets), sum(sales_cents) FROM analytics.daily_sales")[0]
-        assert (int(daily[0]), int(daily[1])) == (len(anonymous), sum(r.basket.total_cents for r in anonymous))
-        mix = sink.warehouse.query("SELECT chain, sum(share_of_chain) FROM analytics.product_group_mix GROUP BY chain")
-        assert mix and all(share == pytest.approx(1.0) for _, share in mix)
-        # A store's local hour is its UTC hour shifted by the store's offset: the same cells.
-        cells = Counter((r.basket.store_id, r.basket.event_hour, r.basket.event_tz_offset_minutes) for r in anonymous)
-        assert max(cells.values()) >= 5 and min(cells.values()) < 5  # both kinds of cell are there
-        shown = sink.warehouse.query("SELECT store_id, baskets FROM analytics.store_hour_sales")
-        # Only cells with at least 5 baskets are shown, and those with all their baskets.
-        assert all(int(n) >= 5 for _, n in shown)
-        assert sum(int(n) for _, n in shown) == sum(n for n in cells.values() if n >= 5)
-
-    def test_analytics_views_are_net_of_refunds_and_keep_deposits_out(self, open_sink: OpenSink) -> None:
-        baskets = [r.basket for r in analytics_records(400, seed=37)]
-        kinds = Counter(b.receipt_kind.value for b in baskets)
-        line_kinds = {x.kind.value for b in baskets for x in b.lines}
-        assert kinds["REFUND"] and {"DEPOSIT", "RETURN"} <= line_kinds and any(b.adjustment_cents for b in baskets)
-        sink = open_sink()
-        sink.write(analytics_records(400, seed=37))
+        sink.write([*cells, letter, *records(6, partitions=1)])
+        assert sink.flush().cells == n
+        assert sink.committed_offsets(ANALYTICS) == {0: n + 1}
+        # A batch of dead letters only moves the position as well; none is left in the card-linked store,
+        # so the analytics store alone says where that topic resumes.
+        sink.write([dataclasses.replace(letter, offset=n + 1)])
         sink.flush()
         db = sink.warehouse
-        net = db.query(
-            "SELECT sum(baskets), sum(refunds), sum(sales_cents), sum(refunded_cents), sum(net_cents), "
-            "sum(net_goods_cents) FROM analytics.daily_sales_net"
-        )[0]
-        refunded = sum(b.total_cents for b in baskets if b.receipt_kind.value == "REFUND")
-        total = sum(b.total_cents for b in baskets)
-        assert tuple(int(v) for v in net) == (
-            kinds["SALE"],
-            kinds["REFUND"],
-            total - refunded,
-            refunded,
-            total,
-            total - sum(b.deposit_cents for b in baskets),
+        assert db.query(db.sql("SELECT count(*) FROM sink_offsets WHERE topic = {p}"), (ANALYTICS,)) == [(0,)]
+        sink.close()
+        again = open_sink()
+        assert again.committed_offsets(ANALYTICS) == {0: n + 2}
+        assert again.committed_offsets(TOPIC) == {0: 6}
+        assert table_count(again, "analytics.cells") == n
+
+    def test_analyst_views_are_the_cells(self, open_sink: OpenSink) -> None:
+        recs = cell_records(400, seed=31)
+        sink = open_sink()
+        sink.write(recs)
+        sink.flush()
+        db = sink.warehouse
+
+        def rows(sql: str) -> Counter[tuple[Any, ...]]:
+            return Counter(tuple(row) for row in db.query(sql))
+
+        def goods(c: Cell, *dims: Any) -> tuple[Any, ...]:
+            level = "store" if c.key.store_id is not None else "chain"
+            k = c.key
+            return (level, k.chain, k.store_id, k.local_date, *dims, c.baskets, c.lines, c.quantity, c.amount_cents)
+
+        day = {(c.key.chain, c.key.local_date): c.baskets for c in cells_of(recs, Family.CHAIN_DAY)}
+        assert rows(
+            "SELECT chain, store_id, sales_date, baskets, lines, sales_cents FROM analytics.daily_sales"
+        ) == Counter(
+            (c.key.chain, c.key.store_id, c.key.local_date, c.baskets, c.lines, c.amount_cents)
+            for c in cells_of(recs, Family.STORE_DAY)
         )
-        # Product groups: goods net of returns, refunds and every discount, deposits in none.
-        want: Counter[tuple[str, str]] = Counter()
-        for b in baskets:
-            for x in b.lines:
-                if x.kind.value not in ("DEPOSIT", "DEPOSIT_REFUND"):
-                    want[(b.chain, x.product_group)] += x.amount_cents + x.adjustment_cents
-        mix = {
-            (c, g): int(cents)
-            for c, g, cents in db.query("SELECT chain, product_group, amount_cents FROM analytics.product_group_mix")
+        assert rows(
+            "SELECT chain, sales_date, baskets, lines, sales_cents FROM analytics.chain_daily_sales"
+        ) == Counter(
+            (c.key.chain, c.key.local_date, c.baskets, c.lines, c.amount_cents)
+            for c in cells_of(recs, Family.CHAIN_DAY)
+        )
+        assert rows(
+            "SELECT chain, store_id, sales_date, hour, baskets, lines, sales_cents FROM analytics.store_hour_sales"
+        ) == Counter(
+            (c.key.chain, c.key.store_id, c.key.local_date, c.key.hour, c.baskets, c.lines, c.amount_cents)
+            for c in cells_of(recs, Family.STORE_HOUR)
+        )
+        sizes = db.query("SELECT chain, sales_date, size_bucket, baskets, share_of_day FROM analytics.basket_sizes")
+        want_sizes = {
+            (c.key.chain, c.key.local_date, c.key.size_bucket): c.baskets / day[(c.key.chain, c.key.local_date)]
+            for c in cells_of(recs, Family.BASKET_SIZE)
         }
-        assert mix == dict(want)
-        # With every adjustment shared out, a chain's groups add up to its baskets' goods, net.
-        for chain in {b.chain for b in baskets}:
-            mine = [b for b in baskets if b.chain == chain]
-            if all(sum(x.adjustment_cents for x in b.lines) == b.adjustment_cents for b in mine):
-                goods = sum(b.total_cents - b.deposit_cents for b in mine)
-                assert sum(v for (c, _), v in mix.items() if c == chain) == goods
-        sizes = db.query("SELECT sum(baskets) FROM analytics.basket_size")[0]
-        assert int(sizes[0]) == kinds["SALE"]
+        assert {(c, d, b): int(n) for c, d, b, n, _ in sizes} == {
+            (c.key.chain, c.key.local_date, c.key.size_bucket): c.baskets for c in cells_of(recs, Family.BASKET_SIZE)
+        }
+        assert {(c, d, b): share for c, d, b, _, share in sizes} == pytest.approx(want_sizes)
+        figures = "baskets, lines, quantity, amount_cents"
+        assert rows(
+            f"SELECT level, chain, store_id, sales_date, product_group, {figures} FROM analytics.group_sales"
+        ) == Counter(
+            goods(c, c.key.product_group)
+            for c in cells_of(recs, Family.CHAIN_GROUP) + cells_of(recs, Family.STORE_GROUP)
+        )
+        assert rows(
+            f"SELECT level, chain, store_id, sales_date, product_group, sku, {figures} FROM analytics.sku_sales"
+        ) == Counter(
+            goods(c, c.key.product_group, c.key.sku)
+            for c in cells_of(recs, Family.CHAIN_SKU) + cells_of(recs, Family.STORE_SKU)
+        )
+
+    def test_product_pairs_are_support_confidence_and_lift_of_the_cells(self, open_sink: OpenSink) -> None:
+        recs = cell_records(400, seed=31)
+        # And a window by hand where SKU X sits in two product groups (as receipt-level lines can).
+        day = CellKey(Family.CHAIN_DAY, "HAND", date(2026, 11, 21))
+        hand = [
+            Cell(day, 40, 90, 90.0, 100_000),
+            Cell(dataclasses.replace(day, family=Family.CHAIN_SKU, product_group="g1", sku="X"), 10, 10, 10.0, 900),
+            Cell(dataclasses.replace(day, family=Family.CHAIN_SKU, product_group="g2", sku="X"), 12, 12, 12.0, 700),
+            Cell(dataclasses.replace(day, family=Family.CHAIN_SKU, product_group="g1", sku="Y"), 20, 20, 20.0, 800),
+            Cell(dataclasses.replace(day, family=Family.SKU_PAIR, sku="X", sku_b="Y"), 5, 0, 0.0, 0),
+        ]
+        recs += [CellRecord(c, K, ANALYTICS, 9, i) for i, c in enumerate(hand)]
+        sink = open_sink()
+        sink.write(recs)
+        sink.flush()
+        # The expectation, from the cells: the day's baskets, and each SKU's baskets where the SKU has one
+        # chain_sku cell (a SKU in several product groups has no exact count of its own).
+        day = {(c.key.chain, c.key.local_date): c.baskets for c in cells_of(recs, Family.CHAIN_DAY)}
+        per_sku: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for c in cells_of(recs, Family.CHAIN_SKU):
+            per_sku[(c.key.chain, c.key.local_date, c.key.sku)].append(c.baskets)
+        want: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for c in cells_of(recs, Family.SKU_PAIR):
+            w = (c.key.chain, c.key.local_date)
+            a, b = per_sku[(*w, c.key.sku)], per_sku[(*w, c.key.sku_b)]
+            n_a = a[0] if len(a) == 1 else None
+            n_b = b[0] if len(b) == 1 else None
+            want[(*w, c.key.sku, c.key.sku_b)] = (
+                c.baskets,
+                c.baskets / day[w],
+                None if n_a is None else c.baskets / n_a,
+                None if n_b is None else c.baskets / n_b,
+                None if n_a is None or n_b is None else c.baskets * day[w] / (n_a * n_b),
+            )
+        rows = sink.warehouse.query(
+            "SELECT chain, sales_date, sku_a, sku_b, baskets, support, confidence_a_b, confidence_b_a, lift "
+            "FROM analytics.product_pairs"
+        )
+        got = {(c, d, a, b): (int(n), *figures) for c, d, a, b, n, *figures in rows}
+        assert len(rows) == len(got) == len(want) > 0
+        assert got.keys() == want.keys()
+        for key, figures in want.items():
+            assert got[key] == pytest.approx(figures), key
+        assert got[("HAND", date(2026, 11, 21), "X", "Y")] == (5, 5 / 40, None, 5 / 20, None)
+        lifts = [v[4] for v in want.values() if v[4] is not None]
+        assert len(lifts) > 100 and min(lifts) != max(lifts)
+
+    def test_every_published_figure_equals_the_truth_of_its_baskets(self, open_sink: OpenSink) -> None:
+        # Under k = 2 (the least a cell may have) nearly every figure is published, refunds included.
+        baskets = analytics_baskets(1500, seed=37)
+        recs = cell_records(1500, seed=37, k=2)
+        sink = open_sink()
+        sink.write(recs)
+        sink.flush()
+        db = sink.warehouse
+        sales: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+        stores: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+        refunds: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+        groups: Counter[tuple[Any, ...]] = Counter()
+        sizes: Counter[tuple[Any, ...]] = Counter()
+        for b in baskets:
+            w = (window_of(b).chain, window_of(b).local_date)
+            figures = refunds if b.receipt_kind is ReceiptKind.REFUND else sales
+            figures[w][0] += 1
+            figures[w][1] += b.total_cents
+            if b.receipt_kind is ReceiptKind.REFUND:
+                continue
+            stores[(*w, b.store_id)][0] += 1
+            stores[(*w, b.store_id)][1] += b.total_cents
+            goods = [x for x in b.lines if x.kind.value not in ("DEPOSIT", "DEPOSIT_REFUND")]
+            sizes[(*w, size_bucket(len({x.sku for x in goods})))] += 1
+            for x in goods:
+                groups[(*w, x.product_group)] += x.amount_cents + x.adjustment_cents
+
+        def published(sql: str) -> dict[tuple[Any, ...], list[Any]]:
+            """Rows of a view: the leading columns → the last two."""
+            found = {tuple(r[:-2]): [r[-2], r[-1]] for r in db.query(sql)}
+            assert found, sql
+            return found
+
+        # A day or refund figure has no parent: published exactly where it has 2 baskets.
+        days = published("SELECT chain, sales_date, baskets, sales_cents FROM analytics.chain_daily_sales")
+        assert days == {w: v for w, v in sales.items() if v[0] >= 2}
+        paid = published("SELECT chain, sales_date, refunds, refunded_cents FROM analytics.refunds")
+        assert paid == {w: v for w, v in refunds.items() if v[0] >= 2}
+        assert all(cents < 0 for _, cents in paid.values())
+        # The others may be suppressed (complementary suppression); what is published is the truth.
+        by_store = published("SELECT chain, sales_date, store_id, baskets, sales_cents FROM analytics.daily_sales")
+        assert by_store == {key: stores[key] for key in by_store}
+        mix = published(
+            "SELECT chain, sales_date, product_group, baskets, amount_cents FROM analytics.group_sales "
+            "WHERE level = 'chain'"
+        )
+        assert {k: v[1] for k, v in mix.items()} == {k: groups[k] for k in mix}
+        buckets = published("SELECT chain, sales_date, size_bucket, baskets, share_of_day FROM analytics.basket_sizes")
+        for (chain, day, bucket), (n, share) in buckets.items():
+            assert n == sizes[(chain, day, bucket)]
+            assert share == pytest.approx(n / sales[(chain, day)][0])
+        per_chain: dict[str, dict[str, int]] = defaultdict(lambda: {"baskets": 0, "sales_cents": 0})
+        for (chain, _day), (n, cents) in days.items():
+            per_chain[chain]["baskets"] += n
+            per_chain[chain]["sales_cents"] += cents
+        windows = {Window(r.cell.key.chain, r.cell.key.local_date) for r in recs}
+        assert cell_counts(db) == {
+            "cells": len(recs),
+            "windows": len(windows),
+            "per_chain": dict(sorted(per_chain.items())),
+        }
+
+    def test_the_upgrade_to_cells_drops_the_baskets_and_every_view_on_them(
+        self, open_sink: OpenSink, tmp_path: Path
+    ) -> None:
+        before = tmp_path / "migrations-before-cells"
+        before.mkdir()
+        for entry in resources.files("receiptflow.sinks").joinpath("migrations").iterdir():
+            if entry.name.endswith(".sql") and int(entry.name.split("_", 1)[0]) < 13:
+                (before / entry.name).write_text(entry.read_text(encoding="utf-8"), encoding="utf-8")
+        # A warehouse the previous release migrated, with a basket and its line as its sink wrote them:
+        # the rows that re-identified.
+        db = open_sink(setup=False).warehouse
+        assert isinstance(db, Connected)
+        db.open()
+        apply_migrations(db, "a warehouse before the cells", before)
+        basket = "'" + "ab" * 16 + "'"
+        db.transaction(
+            [
+                (
+                    "INSERT INTO analytics.baskets (basket_id, key_period, chain, store_id, event_hour, local_hour, "
+                    f"payment_method, currency, total_cents, line_count) VALUES ({basket}, '2026-11', 'PRISMA', 'S1', "
+                    "TIMESTAMPTZ '2026-11-20 10:00:00+00', TIMESTAMP '2026-11-20 12:00:00', 'CARD', 'EUR', 1234, 1)",
+                    (),
+                ),
+                (
+                    "INSERT INTO analytics.basket_lines (basket_id, line_seq, sku, product_group, quantity, "
+                    f"unit_price_cents, amount_cents) VALUES ({basket}, 1, '6410000000001', 'dairy', 1, 1234, 1234)",
+                    (),
+                ),
+            ]
+        )
+        assert db.query("SELECT count(*) FROM analytics.product_group_mix") == [(1,)]
+        db.close()
+
+        sink = open_sink()
+        for gone in ("baskets", "basket_lines", "daily_sales_net", "product_group_mix", "basket_size"):
+            with pytest.raises(WarehouseError):
+                sink.warehouse.query(f"SELECT count(*) FROM analytics.{gone}")
+        # The names analysts know are views of the cells now, empty until cells arrive.
+        assert table_count(sink, "analytics.daily_sales") == table_count(sink, "analytics.store_hour_sales") == 0
+        cells = cell_records(150, seed=29)
+        sink.write(cells)
+        sink.flush()
+        assert table_count(sink, "analytics.daily_sales") == len(cells_of(cells, Family.STORE_DAY)) > 0
+        rows = sink.warehouse.query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+        assert rows == [(m.version, m.name, m.checksum) for m in migrations("duckdb")]
 
     def test_an_erased_card_is_not_stored_again(self, open_sink: OpenSink) -> None:
         recs = records(300, seed=41)

@@ -24,13 +24,15 @@ class TestDuckDBSink(SinkContract):
     def open_sink(self, tmp_path: Path) -> Iterator[OpenSink]:
         opened: list[Sink] = []
 
-        def make(group_id: str = DEFAULT_GROUP) -> Sink:
+        def make(group_id: str = DEFAULT_GROUP, setup: bool = True) -> Sink:
             # DuckDB allows one connection per file and process at a time: close the previous one,
             # as a restarted sink process would have.
             for s in opened:
                 s.close()
+            (tmp_path / "dw").mkdir(exist_ok=True)
             sink = DuckDBSink(tmp_path / "dw" / "warehouse.duckdb", group_id, erasure_salt=SALT)
-            sink.setup()
+            if setup:  # else only made: a test opens its warehouse by itself
+                sink.setup()
             opened.append(sink)
             return sink
 

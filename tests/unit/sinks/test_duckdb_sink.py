@@ -116,14 +116,14 @@ def test_unsupported_url_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_the_analytics_file_is_separate_owner_only_and_card_free(tmp_path: Path) -> None:
-    from .test_contract import analytics_records  # noqa: PLC0415 - the contract's basket builder
+    from .test_contract import cell_records  # noqa: PLC0415 - the contract's cell builder
 
     path = tmp_path / "warehouse.duckdb"
     old = os.umask(0o022)
     try:
         with DuckDBSink(path, erasure_salt=b"test-erasure-salt-0123456789") as sink:
-            baskets = analytics_records(50)
-            sink.write([*_records(50), *baskets])
+            cells = cell_records(50)
+            sink.write([*_records(50), *cells])
             sink.flush()
             cards = {c for (c,) in sink.warehouse.query("SELECT card_id FROM receipts WHERE card_id IS NOT NULL")}
             analytics = sink.analytics_path
@@ -135,23 +135,21 @@ def test_the_analytics_file_is_separate_owner_only_and_card_free(tmp_path: Path)
     con = duckdb.connect(str(analytics), read_only=True)
     try:
         tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        assert {"baskets", "basket_lines", "sink_offsets"} <= tables
+        assert {"cells", "sink_offsets", "daily_sales", "product_pairs"} <= tables
         assert not tables & {"receipts", "receipt_items", "receipt_groups", "consent_changes", "erased_cards"}
-        values = {
-            str(v)
-            for table in ("baskets", "basket_lines")
-            for row in con.execute(f"SELECT * FROM {table}").fetchall()
-            for v in row
-        }
+        assert not tables & {"baskets", "basket_lines"}
+        values = {str(v) for row in con.execute("SELECT * FROM cells").fetchall() for v in row}
         assert values and not values & cards
-        assert con.execute("SELECT sum(baskets) FROM daily_sales").fetchone() == (len(baskets),)
+        # The views work on the file alone.
+        days = [r.cell.baskets for r in cells if r.cell.key.family.value == "chain_day"]
+        assert days and con.execute("SELECT sum(baskets) FROM chain_daily_sales").fetchone() == (sum(days),)
     finally:
         con.close()
-    # The main file holds no basket: the analytics are only in their own file.
+    # The main file holds no analytics: they are only in their own file.
     con = duckdb.connect(str(path), read_only=True)
     try:
         tables = {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        assert "receipts" in tables and not tables & {"baskets", "basket_lines", "analytics_lines"}
+        assert "receipts" in tables and not tables & {"cells", "baskets", "basket_lines", "analytics_lines"}
     finally:
         con.close()
 

@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from pydantic import SecretStr
 
+from receiptflow.cells import Family
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq import Rejected
@@ -17,12 +18,12 @@ from receiptflow.models import ConsentChange, Granularity
 from receiptflow.sinks import DuckDBSink, open_sink, run_sink, to_rows
 from receiptflow.sinks.decode import decode_batch, written_stamps
 from receiptflow.sinks.migrate import migrations, plan_migrations, split_sql
-from receiptflow.sinks.rows import BasketRecord, SinkRecord, item_count, next_offsets
+from receiptflow.sinks.rows import AnalyticsRejected, CellRecord, SinkRecord, item_count, next_offsets
 from receiptflow.sinks.runner import duckdb_path
-from receiptflow.sinks.tables import RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS
+from receiptflow.sinks.tables import CELLS, RECEIPT_GROUPS, RECEIPT_ITEMS, RECEIPTS
 from receiptflow.topics import TopicNames
 
-from .test_contract import analytics_records, purchases, records
+from .test_contract import K, analytics_baskets, cell_records, purchases, records
 
 
 def test_rows_have_the_table_columns_in_order() -> None:
@@ -105,9 +106,20 @@ def test_migrations_are_numbered_and_rendered_per_dialect() -> None:
     assert all("{" not in s for m in duck + pg for s in m.statements)
     # Roles and grants are PostgreSQL's: on DuckDB those files are recorded with no statements.
     only_pg = {m.name for m in pg if m.statements} - {m.name for m in duck if m.statements}
-    assert only_pg == {"0006_roles_and_schemas.sql", "0009_role_grants.sql", "0012_analytics_net_grants.sql"}
+    assert only_pg == {
+        "0006_roles_and_schemas.sql",
+        "0009_role_grants.sql",
+        "0012_analytics_net_grants.sql",
+        "0014_analytics_cells_grants.sql",
+    }
     views = " ".join(s for m in duck + pg if m.name == "0007_analytics_baskets.sql" for s in m.statements)
     assert "FROM baskets" in views and "FROM analytics.baskets" in views
+    # The analyst views of the cells read the cells of their own store, and nothing else.
+    cells = [s for m in duck + pg if m.name == "0013_analytics_cells.sql" for s in m.statements]
+    assert "FROM cells" in " ".join(cells) and "FROM analytics.cells" in " ".join(cells)
+    views = [s for s in cells if s.startswith("CREATE OR REPLACE VIEW")]
+    assert len(views) == 2 * 8
+    assert all("receipts" not in s and "basket_lines" not in s and "FROM baskets" not in s for s in views)
     first = " ".join(duck[0].statements)
     assert "DOUBLE NOT NULL" in first and "DOUBLE PRECISION" in " ".join(pg[0].statements)
     tables = {s.split()[5] for s in duck[0].statements if s.startswith("CREATE TABLE")}
@@ -199,52 +211,90 @@ def test_a_bad_kafka_property_is_a_broker_error(tmp_path: Path) -> None:
         run_sink(settings, sink, idle_exit_after=0.1)
 
 
-def test_an_analytics_basket_that_is_not_anonymous_is_refused() -> None:
-    anonymous = analytics_records(20)[0]
-    rows = to_rows([anonymous])
-    assert (len(rows.baskets), len(rows.basket_lines)) == (1, len(anonymous.basket.lines))
-    assert [line[1] for line in rows.basket_lines] == list(range(1, len(anonymous.basket.lines) + 1))
-    assert not rows.receipts and not rows.items  # a basket is not a receipt of a customer
-    by_receipt = dataclasses.replace(anonymous.basket, basket_id="S-PRISMA-0042-7-000123")
-    with pytest.raises(WarehouseError, match="not a basket pseudonym"):
-        to_rows([dataclasses.replace(anonymous, basket=by_receipt)])
-    exact = dataclasses.replace(anonymous.basket, event_hour=anonymous.basket.event_hour.replace(minute=7))
-    with pytest.raises(WarehouseError, match="exact time"):
-        to_rows([dataclasses.replace(anonymous, basket=exact)])
+def test_analytics_cells_become_rows_of_the_cells_table() -> None:
+    recs = cell_records(40)
+    rows = to_rows(recs)
+    assert len(rows.cells) == len(recs) > 0 and {len(r) for r in rows.cells} == {len(CELLS.columns)}
+    assert not rows.receipts and not rows.items and not rows.consents  # a cell is not a receipt of a customer
+    named = dict(zip(CELLS.columns, rows.cells[0], strict=True))
+    cell = recs[0].cell
+    assert named["window_id"] == f"{cell.key.chain}/{cell.key.local_date.isoformat()}"
+    assert (named["family"], named["baskets"], named["amount_cents"], named["k"]) == (
+        cell.key.family.value,
+        cell.baskets,
+        cell.amount_cents,
+        K,
+    )
+    assert (named["source_topic"], named["source_partition"], named["source_offset"]) == ("purchases.analytics", 0, 0)
+    # Their positions are the analytics store's, not the card-linked one's.
+    assert next_offsets(recs) == []
+    assert next_offsets(recs, analytics=True) == [
+        ("purchases.analytics", p, max(r.offset for r in recs if r.partition == p) + 1)
+        for p in sorted({r.partition for r in recs})
+    ]
 
 
-def test_the_sink_decodes_baskets_and_never_stores_an_analytics_record_with_a_receipt_id() -> None:
+def _message(codec: Codec, subject: str, value: dict[str, object], offset: int) -> Message:
+    """A record of the analytics topic (partition 0) as the consumer hands it over."""
+    return Message(topic="purchases.analytics", partition=0, offset=offset, value=codec.encode(subject, value))
+
+
+def test_the_sink_decodes_cells_and_dead_letters_everything_else_on_the_analytics_topic() -> None:
     codec = Codec()
     names = TopicNames("")
-    basket = analytics_records(5)[0].basket
-    legacy = purchases(5)[0]  # what the analytics topic carried before basket pseudonyms: a receipt id
+    cell = cell_records(40)[0].cell
+    basket = analytics_baskets(5)[0]  # what the analytics topic carried before the cells
+    legacy = purchases(5)[0]  # and before basket pseudonyms: a receipt id
+    change = ConsentChange("2710000000001", legacy.event_time, True, True)
     messages = [
-        Message(
-            topic=names.purchases_analytics, partition=0, offset=0, value=codec.encode("purchase", legacy.to_avro())
-        ),
-        Message(
-            topic=names.purchases_analytics,
-            partition=0,
-            offset=1,
-            value=codec.encode("analytics_basket", basket.to_avro()),
-        ),
+        _message(codec, "purchase", legacy.to_avro(), 0),
+        _message(codec, "analytics_cell", cell.to_avro(K), 1),
+        _message(codec, "analytics_basket", basket.to_avro(), 2),
+        _message(codec, "consent_change", change.to_avro(), 3),
+        Message(topic=names.purchases_analytics, partition=0, offset=4, value=b"\x00\x00\x00\x00\x63not avro"),
     ]
     batch = decode_batch(codec, messages, names)
-    assert [type(r).__name__ for r in batch] == ["BasketRecord"]  # the legacy record is skipped
-    assert isinstance(batch[0], BasketRecord) and batch[0].basket == basket and batch[0].offset == 1
-    assert not any(legacy.receipt_id in str(v) for row in to_rows(batch).baskets for v in row)
-    # Its position is stored with the analytics rows, not with the card-linked ones.
+    # The record with a receipt id is skipped (never stored nor copied); the cell is stored.
+    assert [type(r).__name__ for r in batch] == ["CellRecord", *["AnalyticsRejected"] * 3]
+    assert isinstance(batch[0], CellRecord) and (batch[0].cell, batch[0].k, batch[0].offset) == (cell, K, 1)
+    letters = [r for r in batch if isinstance(r, AnalyticsRejected)]
+    assert [(r.offset, r.error.reason) for r in letters] == [
+        (2, "retired_subject"),
+        (3, "wrong_subject"),
+        (4, "unknown_schema_id"),
+    ]
+    assert "before the analytics became cells" in str(letters[0].error) and letters[0].value == messages[2].value()
+    assert "analytics_cell" in str(letters[1].error)
+    assert all(isinstance(r, Rejected) for r in letters)  # the loop dead-letters them
+    # No basket row and no receipt anywhere; every position is the analytics store's, past all five.
+    rows = to_rows(batch)
+    assert len(rows.cells) == 1 and not rows.receipts and not rows.consents
+    assert not any(legacy.receipt_id in str(v) or basket.basket_id in str(v) for row in rows.cells for v in row)
     assert next_offsets(batch) == []
-    assert next_offsets(batch, analytics=True) == [(names.purchases_analytics, 0, 2)]
-    # Anything else on the analytics topic is dead-lettered with its reason; no record stops the sink.
-    change = ConsentChange("2710000000001", basket.event_hour, True, True)
-    odd = Message(
-        topic=names.purchases_analytics, partition=0, offset=2, value=codec.encode("consent_change", change.to_avro())
-    )
-    batch = decode_batch(codec, [odd], names)
-    assert len(batch) == 1 and isinstance(batch[0], Rejected)
-    assert batch[0].error.reason == "wrong_subject" and "analytics_basket" in str(batch[0].error)
-    assert to_rows(batch).baskets == [] and to_rows(batch).receipts == []
+    assert next_offsets(batch, analytics=True) == [(names.purchases_analytics, 0, 5)]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"baskets": K - 1}, "below_k"),
+        ({"k": 1, "baskets": 1}, "below_k"),  # one basket is never a cell, whatever its k
+        ({"k": 0, "baskets": 0}, "out_of_range"),
+        ({"window_id": "SOMEONE_ELSE/2026-11-20"}, "wrong_window"),
+        ({"family": "store_hour", "store_id": "S1", "hour": 24}, "out_of_range"),
+    ],
+)
+def test_a_cell_the_analytics_store_must_not_hold_is_dead_lettered(change: dict[str, object], reason: str) -> None:
+    codec = Codec()
+    names = TopicNames("")
+    good = cell_records(40)[0].cell.to_avro(K)
+    [rejected] = decode_batch(codec, [_message(codec, "analytics_cell", {**good, **change}, 7)], names)
+    assert isinstance(rejected, AnalyticsRejected) and rejected.error.reason == reason
+    assert to_rows([rejected]).cells == []
+    assert next_offsets([rejected], analytics=True) == [(names.purchases_analytics, 0, 8)]
+    # The same cell, sound, is stored.
+    [stored] = decode_batch(codec, [_message(codec, "analytics_cell", good, 7)], names)
+    assert isinstance(stored, CellRecord) and stored.cell.key.family in Family
 
 
 def test_end_to_end_time_is_measured_for_the_customer_purchases_the_warehouse_took() -> None:
