@@ -58,6 +58,7 @@ OLD_VARIABLES: dict[str, tuple[str, str, str, Any]] = {
     "RECEIPTFLOW_ANALYTICS_IDLE_CLOSE_SECONDS": ("aggregate", "idle_close_seconds", "30", 30),
     "RECEIPTFLOW_ANALYTICS_ID": ("aggregate", "id", "rf-aggregator", "rf-aggregator"),
     "RECEIPTFLOW_ANALYTICS_INSTANCE": ("aggregate", "instance", "agg-1", "agg-1"),
+    "RECEIPTFLOW_ANALYTICS_BATCH_MAX": ("aggregate", "batch_max", "50", 50),
     "RECEIPTFLOW_PROFILE_DEDUP_DAYS": ("profiles", "dedup_days", "40", 40),
     "RECEIPTFLOW_PROFILE_BATCH_MAX": ("profiles", "batch_max", "250", 250),
     "RECEIPTFLOW_PROFILE_FETCH_WAIT_MS": ("profiles", "fetch_wait_ms", "20", 20),

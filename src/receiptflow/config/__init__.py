@@ -11,7 +11,8 @@ The settings are grouped by the part of the system that uses them, one frozen mo
 ``settings.redis``, ``settings.warehouse``, ``settings.web``, ``settings.privacy`` (install keys,
 granularity policy, consent defaults), ``settings.metrics`` and ``settings.local`` (this machine's
 folders and the embedded broker). The variables keep their flat names: each field names its variable
-as its ``validation_alias`` (``KafkaSettings.bootstrap_servers`` is ``RECEIPTFLOW_BOOTSTRAP_SERVERS``), and :data:`VARIABLES` lists every one with where it lands.
+as its ``validation_alias`` (``KafkaSettings.bootstrap_servers`` is ``RECEIPTFLOW_BOOTSTRAP_SERVERS``),
+and :data:`VARIABLES` lists every one with where it lands.
 
 Explicit values are given per group, ``Settings(kafka={"bootstrap_servers": ...})`` (a mapping or a
 group object), or flat by the variable's name without the prefix in lower case,

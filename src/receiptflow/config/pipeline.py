@@ -149,10 +149,18 @@ class AggregateSettings(SettingsGroup):
         description="a partition that got no basket for this long closes its windows whose end plus the grace "
         "has passed on the wall clock (a quiet night or the last day of a backlog)",
     )
-    id: str = Field(
-        default="receiptflow-aggregator",
+    id: str | None = Field(
+        default=None,
         validation_alias="RECEIPTFLOW_ANALYTICS_ID",
-        description="the aggregator's consumer group and transactional-id prefix",
+        description="the aggregator's consumer group and transactional-id prefix (default: <RECEIPTFLOW_PROCESSOR_ID>"
+        "-aggregator, beside the router's and the profile agent's)",
+    )
+    batch_max: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        validation_alias="RECEIPTFLOW_ANALYTICS_BATCH_MAX",
+        description="basket records the aggregator reads per turn (and per transaction) at most",
     )
     instance: str = Field(
         default="0",
