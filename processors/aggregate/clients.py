@@ -30,8 +30,14 @@ def group_id(settings: Settings) -> str:
     return settings.aggregate.id or f"{settings.router.id}-aggregator"
 
 
+def instance(settings: Settings) -> str:
+    """This aggregator's name in its group: ``RECEIPTFLOW_ANALYTICS_INSTANCE``, else the router worker's."""
+    return settings.aggregate.instance or settings.router.instance
+
+
 def transactional_id(settings: Settings) -> str:
-    return f"{group_id(settings)}-{settings.aggregate.instance}"
+    """Its ``transactional.id`` and ``group.instance.id``: the same across restarts, unique per running aggregator."""
+    return f"{group_id(settings)}-{instance(settings)}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,13 @@ def cmd_aggregate(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from ..health import serving
+    from ..processors.aggregate.clients import instance
     from ..processors.aggregate.worker import Aggregator
     from ..topics import require_broker
 
     if args.instance is not None:
         settings = settings.model_copy(update={"aggregate": {"instance": args.instance}})
-    print_endpoints(settings, f"aggregator (instance {settings.aggregate.instance}):")
+    print_endpoints(settings, f"aggregator (instance {instance(settings)}):")
     require_broker(settings)
     with serving("aggregate run", settings, ("aggregate",), port=args.metrics_port, port_offset=PORT_OFFSET) as served:
         stop = threading.Event()

@@ -162,11 +162,12 @@ class AggregateSettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_ANALYTICS_BATCH_MAX",
         description="basket records the aggregator reads per turn (and per transaction) at most",
     )
-    instance: str = Field(
-        default="0",
+    instance: str | None = Field(
+        default=None,
         validation_alias="RECEIPTFLOW_ANALYTICS_INSTANCE",
-        description="this aggregator's stable name within its group (transactional.id suffix); unique per "
-        "concurrently running aggregator, the same across its restarts",
+        description="this aggregator's stable name within its group (transactional.id suffix and static "
+        "membership); unique per concurrently running aggregator, the same across its restarts (default: "
+        "RECEIPTFLOW_PROCESSOR_INSTANCE, so each `process` worker's aggregator has its own)",
     )
 
 
