@@ -154,6 +154,8 @@ class Aggregator(KafkaWorker):
             self.stats.records += turn.records
             self.metrics.consumed_total.labels(self.names.analytics_baskets).inc(turn.records)
         for p, windows in self.partitions.items():
+            if not windows.open:
+                continue
             for w in windows.due(self.timing, _ms(now), self._caught_up(p, windows)):
                 turn.close(windows.close(w, self.k, now))
         moved = any(w.committed() != self._committed.get(p) for p, w in self.partitions.items())
