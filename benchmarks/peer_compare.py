@@ -31,7 +31,7 @@ from typing import Any
 IGNORED: dict[str, frozenset[str]] = {
     "purchases.customer": frozenset({"processed_at"}),
     "purchases.marketing": frozenset({"processed_at"}),
-    "purchases.analytics": frozenset(),
+    "purchases.baskets": frozenset(),
     "checkouts.dlq": frozenset({"failed_at", "processor"}),
 }
 OUTPUTS = tuple(IGNORED)
@@ -39,7 +39,7 @@ OUTPUTS = tuple(IGNORED)
 _IDENTITY = {
     "purchases.customer": ("receipt_id",),
     "purchases.marketing": ("receipt_id",),
-    "purchases.analytics": ("basket_id",),
+    "purchases.baskets": ("basket_id",),
     "checkouts.dlq": ("source_topic", "source_partition", "source_offset"),
 }
 

@@ -87,7 +87,7 @@ class PeerTopics:
             names.consents,
             names.purchases_customer,
             names.purchases_marketing,
-            names.purchases_analytics,
+            names.analytics_baskets,
             names.checkouts_dlq,
         )
 
@@ -100,7 +100,7 @@ class PeerTopics:
             names.consents,
             out.purchases_customer,
             out.purchases_marketing,
-            out.purchases_analytics,
+            out.analytics_baskets,
             out.checkouts_dlq,
         )
 

@@ -118,7 +118,7 @@ def main() -> int:
         for name in (
             outputs.purchases_customer,
             outputs.purchases_marketing,
-            outputs.purchases_analytics,
+            outputs.analytics_baskets,
             outputs.checkouts_dlq,
         )
     }

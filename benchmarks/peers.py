@@ -2,7 +2,7 @@
 
 The job is the router's (``receiptflow process --role router``): decode, validate (dead letters with
 their reasons), truncate to the chain's policy, apply consent, drop duplicates, write
-``purchases.customer``, ``purchases.marketing``, ``purchases.analytics`` and ``checkouts.dlq``. The
+``purchases.customer``, ``purchases.marketing``, ``purchases.baskets`` and ``checkouts.dlq``. The
 input is filled once: every card's sign-up consent, then seeded simulator checkouts with consent
 changes, repeated deliveries, bad records and late deliveries mixed in. Then, one after the other:
 
@@ -62,7 +62,7 @@ HERE = Path(__file__).resolve().parent
 OUTPUT_SUBJECTS = {
     "purchases.customer": "purchase",
     "purchases.marketing": "purchase",
-    "purchases.analytics": "analytics_basket",
+    "purchases.baskets": "analytics_basket",
     "checkouts.dlq": "dead_letter",
 }
 # The folder `make bench` installs quixstreams into (its pins conflict with the project's).
@@ -226,7 +226,7 @@ def start_path(
         inputs.consents,
         outputs.purchases_customer,
         outputs.purchases_marketing,
-        outputs.purchases_analytics,
+        outputs.analytics_baskets,
         outputs.checkouts_dlq,
     )
     return peer_kstreams.start(settings, topics, group, env["RECEIPTFLOW_ANALYTICS_KEY"].encode(), log=log)

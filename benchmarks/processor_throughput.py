@@ -283,7 +283,7 @@ def faust_worker() -> None:
         for name in (
             outputs.purchases_customer,
             outputs.purchases_marketing,
-            outputs.purchases_analytics,
+            outputs.analytics_baskets,
             outputs.checkouts_dlq,
         )
     }
@@ -367,7 +367,7 @@ def main() -> int:
                 names = TopicNames(s.kafka.topic_prefix)
                 record(
                     "raw consume→produce",
-                    raw_passthrough(s, names.checkouts, names.purchases_analytics, len(receipts)),
+                    raw_passthrough(s, names.checkouts, names.analytics_baskets, len(receipts)),
                 )
                 record("router (exactly-once)", router(fresh("router"), len(receipts)))
                 python_core = fresh("router-py").model_copy(update={"router": {"fast_path": False}})

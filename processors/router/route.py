@@ -2,7 +2,8 @@
 
 Validation lives in :mod:`receiptflow.validation` (the producers and the dead-letter path use it too);
 ``process`` validates, then routes. ``route`` turns a valid checkout, the policy decision and the consent state into the
-records for ``purchases.customer``, ``purchases.marketing`` and ``purchases.analytics``. Nothing here
+records for ``purchases.customer``, ``purchases.marketing`` and ``purchases.baskets`` (the anonymous
+basket, which only the aggregator reads and publishes as analytics cells). Nothing here
 touches Kafka, Redis or the clock: ``now`` is an argument, so the same input always gives the same
 output.
 

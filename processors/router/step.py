@@ -244,7 +244,8 @@ class RouteStep:
         if marketing is not None:
             out.append(Output(self.names.purchases_marketing, key, marketing, appended))
         if basket is not None:
-            out.append(Output(self.names.purchases_analytics, c.store_id.encode(), basket))
+            # Keyed by chain: a window of the aggregator (one chain, one local day) is on one partition.
+            out.append(Output(self.names.analytics_baskets, c.chain.encode(), basket))
         for o in out:
             staged.routed[o.topic] += 1
         staged.seen[(partition, c.receipt_id)] = ms(c.event_time)  # to the changelog at the end of the transaction

@@ -20,8 +20,8 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 
-Role = Literal["producer", "router", "profiles", "sink", "rebuild", "segments"]
-ROLES: tuple[Role, ...] = ("producer", "router", "profiles", "sink", "rebuild", "segments")
+Role = Literal["producer", "router", "aggregate", "profiles", "sink", "rebuild", "segments"]
+ROLES: tuple[Role, ...] = ("producer", "router", "aggregate", "profiles", "sink", "rebuild", "segments")
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -77,8 +77,8 @@ def _d(
     return Definition(attr, kind, name, help, labels, roles, buckets)
 
 
-# Stages that consume records: the router, the profile agent and the warehouse sink.
-CONSUMING_ROLES: tuple[Role, ...] = ("router", "profiles", "sink")
+# Stages that consume records: the router, the aggregator, the profile agent and the warehouse sink.
+CONSUMING_ROLES: tuple[Role, ...] = ("router", "aggregate", "profiles", "sink")
 _CONSUMERS = CONSUMING_ROLES
 
 DEFINITIONS: tuple[Definition, ...] = (
@@ -95,7 +95,7 @@ DEFINITIONS: tuple[Definition, ...] = (
        "Bytes of the records waiting in a register's outbox.", (), ("producer",)),
     # Every consuming stage
     _d("consumed_total", Counter, "receiptflow_consumed_total", "Records read by a processor.",
-       ("topic",), ("router", "sink")),
+       ("topic",), ("router", "aggregate", "sink")),
     _d("duplicates_total", Counter, "receiptflow_duplicates_total",
        "Deliveries dropped because the receipt id was seen.", ("stage",), _CONSUMERS),
     _d("dead_letters_total", Counter, "receiptflow_dead_letters_total", "Records sent to the dead-letter topic.",
@@ -134,6 +134,18 @@ DEFINITIONS: tuple[Definition, ...] = (
        "Processor transactions by outcome (committed, aborted).", ("outcome",), ("router",)),
     _d("state_restore_seconds", Histogram, "receiptflow_state_restore_seconds",
        "Time to rebuild dedup and consent state for newly assigned partitions.", (), ("router",), _LATENCY_BUCKETS),
+    # Aggregator (analytics cells)
+    _d("windows_closed_total", Counter, "receiptflow_analytics_windows_closed_total",
+       "Windows (one chain, one local date) closed and published, per chain.", ("chain",), ("aggregate",)),
+    _d("cells_published_total", Counter, "receiptflow_analytics_cells_published_total",
+       "Analytics cells published to purchases.analytics, per family.", ("family",), ("aggregate",)),
+    _d("late_baskets_total", Counter, "receiptflow_analytics_late_baskets_total",
+       "Baskets of a window already closed: dropped, and counted in the window's close marker.",
+       ("chain",), ("aggregate",)),
+    _d("open_windows", Gauge, "receiptflow_analytics_open_windows",
+       "Windows open in the aggregator's memory (not closed yet).", (), ("aggregate",)),
+    _d("open_baskets", Gauge, "receiptflow_analytics_open_baskets_records",
+       "Basket records held in the aggregator's open windows.", (), ("aggregate",)),
     # Profiles
     _d("profile_updates_total", Counter, "receiptflow_profile_updates_total", "Purchases applied to Redis profiles.",
        (), ("profiles",)),
@@ -179,6 +191,11 @@ class Metrics:
     consent_changes_total: Counter
     transactions_total: Counter
     state_restore_seconds: Histogram
+    windows_closed_total: Counter
+    cells_published_total: Counter
+    late_baskets_total: Counter
+    open_windows: Gauge
+    open_baskets: Gauge
     profile_updates_total: Counter
     profile_late_total: Counter
     profile_erased_total: Counter

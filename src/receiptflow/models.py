@@ -254,7 +254,7 @@ class BasketLine(_Fields):
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsBasket:
-    """The anonymous analytics record of one checkout (``purchases.analytics``).
+    """The anonymous analytics record of one checkout (``purchases.baskets``, read by the aggregator only).
 
     No receipt, register or card id: ``basket_id`` is a keyed pseudonym of the receipt id
     (:mod:`receiptflow.processors.router.pseudonym`), made under the key of ``key_period``; ``event_hour`` is

@@ -5,7 +5,9 @@ exist are left alone (their partition count is reported if it differs), missing 
 
 Keys: checkouts and every customer-linked output are keyed by loyalty card id, so one customer's
 receipts stay in order on one partition and the consent table (keyed by card as well) is
-co-partitioned with purchases. Anonymous receipts are keyed by store id.
+co-partitioned with purchases. Anonymous receipts are keyed by store id. The anonymous baskets on
+their way to the aggregator are keyed by chain, so one chain's local day (a window) is on one
+partition; the published analytics cells and the aggregator's close markers by window id.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ CONSENTS = "consents"
 PURCHASES_CUSTOMER = "purchases.customer"
 PURCHASES_MARKETING = "purchases.marketing"
 PURCHASES_ANALYTICS = "purchases.analytics"
+ANALYTICS_BASKETS = "purchases.baskets"
+ANALYTICS_WINDOWS = "analytics.windows"
 CHECKOUTS_DLQ = "checkouts.dlq"
 RECEIPTS_SEEN = "processor.receipts-seen"
 CONSENTS_ERASED = "consents.erased"
@@ -83,11 +87,29 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         {"retention.ms": str(30 * DAY_MS)},
     ),
     TopicSpec(
-        PURCHASES_ANALYTICS,
+        ANALYTICS_BASKETS,
         "analytics_basket",
-        "store_id",
-        "Anonymous line-level data: no card id, no register id, event time rounded to the hour.",
+        "chain",
+        "Anonymous baskets (no card id, no register id, event time rounded to the hour) from the router to "
+        "the aggregator; internal: no other reader, kept only until the aggregator has closed their day.",
+        {"retention.ms": str(4 * DAY_MS)},
+    ),
+    TopicSpec(
+        PURCHASES_ANALYTICS,
+        "analytics_cell",
+        "window id (chain/local date)",
+        "The published analytics: cells of at least k baskets of one chain and local day, written once per "
+        "window by the aggregator when the window closes; no basket.",
         {"retention.ms": str(90 * DAY_MS)},
+    ),
+    TopicSpec(
+        ANALYTICS_WINDOWS,
+        '(none: JSON close marker {"window_id", "counted_through", totals, "late_baskets", ...})',
+        "window id (chain/local date)",
+        "The aggregator's closed windows: one marker per window, written in the same transaction as its "
+        "cells and rewritten when a late basket is counted; internal, read to its end before the aggregator "
+        "consumes.",
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": str(60 * 1000)},
     ),
     TopicSpec(
         CHECKOUTS_DLQ,
@@ -140,6 +162,8 @@ class TopicNames:
         self.purchases_customer = prefix + PURCHASES_CUSTOMER
         self.purchases_marketing = prefix + PURCHASES_MARKETING
         self.purchases_analytics = prefix + PURCHASES_ANALYTICS
+        self.analytics_baskets = prefix + ANALYTICS_BASKETS
+        self.analytics_windows = prefix + ANALYTICS_WINDOWS
         self.checkouts_dlq = prefix + CHECKOUTS_DLQ
         self.receipts_seen = prefix + RECEIPTS_SEEN
         self.consents_erased = prefix + CONSENTS_ERASED

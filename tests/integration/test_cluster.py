@@ -3,7 +3,7 @@
 The cluster replicates every topic three times with ``min.insync.replicas`` 2. While the router runs
 (as its own process) and registers keep sending with 10 % duplicated deliveries, the node leading
 ``checkouts`` partition 0 is SIGKILLed and started again later. A read-committed reader then finds
-every receipt exactly once on ``purchases.customer`` and ``purchases.analytics``. The router is run
+every receipt exactly once on ``purchases.customer`` and ``purchases.baskets``. The router is run
 under a supervisor loop, as in production: if it exits on a broker error it is started again, and
 the number of restarts is part of the report.
 
@@ -175,9 +175,9 @@ def test_losing_a_broker_loses_and_duplicates_nothing(cluster: KafkaCluster, tmp
     pseudonyms = BasketPseudonymiser(analytics_key(settings))
     baskets = Counter(
         CODEC.decode(m.value(), expect="analytics_basket").value["basket_id"]
-        for m in read_all(settings, names.purchases_analytics)
+        for m in read_all(settings, names.analytics_baskets)
     )
-    assert [b for b, n in baskets.items() if n > 1] == [], "purchases.analytics: duplicates"
+    assert [b for b, n in baskets.items() if n > 1] == [], "purchases.baskets: duplicates"
     with_lines = {
         pseudonyms.basket_id(e.checkout.receipt_id, key_period(e.checkout.event_time))
         for e in emissions

@@ -73,7 +73,7 @@ def _lag_series(text: str) -> set[tuple[str, str, str]]:
     return out
 
 
-@pytest.mark.parametrize("process", ["router", "profiles", "sink", "all"])
+@pytest.mark.parametrize("process", ["router", "profiles", "sink", "aggregate", "all"])
 def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, process: str, tmp_path: Path) -> None:
     create_topics(settings)
     names = TopicNames(settings.kafka.topic_prefix)
@@ -82,9 +82,10 @@ def test_readyz_is_503_until_the_process_is_ready_then_200(settings: Settings, p
         "router": (settings.router.id, names.checkouts),
         "profiles": (f"{settings.router.id}-profiles", names.purchases_customer),
         "sink": ("receiptflow-warehouse", names.purchases_customer),
+        "aggregate": (f"{settings.router.id}-aggregator", names.analytics_baskets),
     }
-    roles = ["router", "profiles"] if process == "all" else [process]
-    argv = ["sink", "run"] if process == "sink" else ["process", "--role", process]
+    roles = ["router", "aggregate", "profiles"] if process == "all" else [process]
+    argv = [process, "run"] if process in ("sink", "aggregate") else ["process", "--role", process]
     port = free_port()
     log = tmp_path / f"{process}.log"
     with log.open("wb") as out:

@@ -3,8 +3,9 @@
 Simulator traffic goes through the real router (in this process, with this install's generated
 analytics key) and the real sink into a DuckDB warehouse and a PostgreSQL one. Then, against both:
 
-* no value on ``purchases.analytics`` (key, any string inside the record) or in the analytics tables
-  equals or contains a receipt id of ``purchases.customer``;
+* no value on ``purchases.baskets`` (the router's anonymous baskets for the aggregator: key, any
+  string inside the record) or in the analytics tables equals or contains a receipt id of
+  ``purchases.customer``;
 * a join of the analytics tables to the card-linked tables on any shared column returns nothing:
   every pair of columns with the same name or of the same identifier-like type is found from the
   catalogue and joined;
@@ -148,11 +149,12 @@ def _fill(settings: Settings) -> None:
         run_sink(settings, sink, idle_exit_after=3)
 
 
-def test_nothing_on_the_analytics_topic_names_a_receipt(traffic: Settings) -> None:
+def test_nothing_on_the_baskets_topic_names_a_receipt(traffic: Settings) -> None:
     rids = _receipt_ids(traffic)
     assert len(rids) > N * 0.9
     ids = Substrings(rids)
-    messages = read_all(traffic, TopicNames(traffic.kafka.topic_prefix).purchases_analytics)
+    # The router's anonymous baskets, on their way to the aggregator (which publishes cells only).
+    messages = read_all(traffic, TopicNames(traffic.kafka.topic_prefix).analytics_baskets)
     assert len(messages) > N * 0.9
     for m in messages:
         # The whole record as written: Avro strings are their UTF-8 bytes, so any receipt id inside

@@ -148,9 +148,14 @@ def _purchases(settings: Settings, topic: str) -> list[Purchase]:
 
 
 def _baskets(settings: Settings) -> list[AnalyticsBasket]:
-    topic = TopicNames(settings.kafka.topic_prefix).purchases_analytics
-    values = (CODEC.decode(m.value(), expect="analytics_basket").value for m in read_all(settings, topic))
-    return [AnalyticsBasket.from_avro(v) for v in values]
+    """The anonymous baskets the router wrote for the aggregator (``purchases.baskets``), each keyed by its chain."""
+    topic = TopicNames(settings.kafka.topic_prefix).analytics_baskets
+    baskets = []
+    for m in read_all(settings, topic):
+        basket = AnalyticsBasket.from_avro(CODEC.decode(m.value(), expect="analytics_basket").value)
+        assert m.key() == basket.chain.encode()
+        baskets.append(basket)
+    return baskets
 
 
 def _basket_id(settings: Settings, c: Checkout) -> str:

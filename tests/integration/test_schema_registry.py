@@ -69,13 +69,16 @@ def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settin
         Codec(repo).decode(record)
 
     subjects = [value_subject(names.physical(t)) for t in ("checkouts", "consents", "purchases.customer")]
-    subjects += [value_subject(names.physical(t)) for t in ("purchases.marketing", "purchases.analytics")]
+    subjects += [value_subject(names.physical(t)) for t in ("purchases.marketing", "purchases.baskets")]
+    subjects.append(value_subject(names.physical("purchases.analytics")))
     subjects.append(value_subject(names.checkouts_dlq))
     assert set(subjects) <= set(registry.get_subjects())
     assert {registry.get_compatibility(s) for s in subjects} == {"BACKWARD"}
     # Every version kept in the repo is registered: the registry took analytics_basket v2 as BACKWARD compatible.
-    analytics = value_subject(names.physical("purchases.analytics"))
-    assert registry.get_versions(analytics) == [v.version for v in repo.versions("analytics_basket")] == [1, 2]
+    baskets = value_subject(names.physical("purchases.baskets"))
+    assert registry.get_versions(baskets) == [v.version for v in repo.versions("analytics_basket")] == [1, 2]
+    cells = value_subject(names.physical("purchases.analytics"))
+    assert registry.get_versions(cells) == [v.version for v in repo.versions("analytics_cell")] == [1]
     check = subprocess.run(
         [sys.executable, "-m", "receiptflow", "schemas", "check"],
         env=env_for(reg_settings),

@@ -54,7 +54,7 @@ def outputs(customer: list[Any], dlq: list[Any] = (), marketing: list[Any] = ())
     return {
         "purchases.customer": [(b"6001", p) for p in customer],
         "purchases.marketing": [(b"6001", p) for p in marketing],
-        "purchases.analytics": [],
+        "purchases.baskets": [],
         "checkouts.dlq": [(b"bad-1", d) for d in dlq],
     }
 

@@ -113,6 +113,7 @@ def _without_kafka(data_dir: Path) -> dict[str, str]:
         ["dlq", "list"],
         ["produce", "-"],
         ["sink", "run", "--idle-exit", "5"],
+        ["aggregate", "run", "--idle-exit", "5"],
         ["process", "--role", "router"],
         ["process", "--role", "profiles"],
     ],

@@ -128,6 +128,8 @@ def test_each_role_exports_its_own_metrics_and_every_metric_has_a_role() -> None
     assert "receiptflow_store_checkouts" in by_role["router"]
     assert "receiptflow_profile_updates" in by_role["profiles"] and "receiptflow_profile_updates" not in by_role["sink"]
     assert "receiptflow_produce_errors" not in by_role["router"] | by_role["profiles"] | by_role["sink"]
+    assert "receiptflow_analytics_late_baskets" in by_role["aggregate"]
+    assert "receiptflow_analytics_open_windows" not in by_role["router"] | by_role["sink"]
     everything = {f.name for f in Metrics(CollectorRegistry()).registry.collect()}
     assert everything == set().union(*by_role.values())
     assert all(d.roles for d in DEFINITIONS)
@@ -143,7 +145,8 @@ def test_metric_names_follow_the_prometheus_conventions(definition: Any) -> None
         assert name.endswith("_total")
     else:
         assert definition.kind in (Gauge, Histogram)
-        assert name.endswith(("_seconds", "_records", "_bytes")), f"{name}: no unit suffix"
+        # The unit of a count of things is the thing, in the plural (open windows are no records).
+        assert name.endswith(("_seconds", "_records", "_bytes", "_windows")), f"{name}: no unit suffix"
 
 
 def test_serve_refuses_a_port_in_use_in_one_line() -> None:

@@ -4,8 +4,8 @@ From the bottom up:
 
 1. the shared core: every module of ``receiptflow`` outside the folders below (config, errors,
    models, codec, topics, metrics, validation, policy, catalogue, card hashing, erasure record, …);
-2. ``producers``, ``sinks`` and the two wings of ``processors`` (``processors.router`` and
-   ``processors.profiles``), which use the core and never import each other;
+2. ``producers``, ``sinks`` and the three wings of ``processors`` (``processors.router``,
+   ``processors.aggregate`` and ``processors.profiles``), which use the core and never import each other;
 3. ``jobs``: batch jobs that combine the layers below (profile rebuild, segments, subject export
    and erasure); ``web``, the card holder's page, stands beside them: it may import the jobs as
    well, and neither the jobs nor anything below imports it. Neither reads the router: what they
@@ -29,8 +29,10 @@ from ..typecheck import modules as _modules
 pytestmark = pytest.mark.unit
 
 ROUTER = "processors.router"
+AGGREGATE = "processors.aggregate"
 PROFILES = "processors.profiles"
-LAYERS = ("producers", "sinks", ROUTER, PROFILES, "processors")
+WINGS = (ROUTER, AGGREGATE, PROFILES)
+LAYERS = ("producers", "sinks", *WINGS, "processors")
 JOBS = "jobs"
 WEB = "web"
 TOP = ("cli", "__main__")
@@ -60,7 +62,7 @@ def _layer(module: str) -> str:
     """The layer of a dotted name: a layer folder or wing, ``jobs``, ``web``, ``top`` or ``core``."""
     parts = module.split(".")
     first = parts[1] if len(parts) > 1 else ""
-    if first == "processors" and len(parts) > 2 and f"processors.{parts[2]}" in (ROUTER, PROFILES):
+    if first == "processors" and len(parts) > 2 and f"processors.{parts[2]}" in WINGS:
         return f"processors.{parts[2]}"
     if first in LAYERS or first in (JOBS, WEB):
         return first
@@ -88,6 +90,8 @@ def test_modules_are_found() -> None:
     assert any(_layer(m) == "producers" for m in modules)
     assert any(_layer(m) == JOBS for m in modules)
     assert any(_layer(m) == WEB for m in modules)
+    assert _layer("receiptflow.processors.aggregate.worker") == AGGREGATE
+    assert any(_layer(m) == AGGREGATE for m in modules)
 
 
 def test_layers_import_one_way() -> None:
@@ -126,6 +130,18 @@ def test_layers_import_one_way() -> None:
         ("receiptflow.processors.profiles.agent", "receiptflow.web.app", False),
         ("receiptflow.config", "receiptflow.web.i18n", False),
         ("receiptflow.cli.web", "receiptflow.web.app", True),
+        # The aggregator: a wing of its own, on the core (cells, suppression) only, and nobody's library.
+        ("receiptflow.processors.aggregate.worker", "receiptflow.suppression", True),
+        ("receiptflow.processors.aggregate.windows", "receiptflow.cells", True),
+        ("receiptflow.processors.aggregate.worker", "receiptflow.processors.router.watchdog", False),
+        ("receiptflow.processors.aggregate.worker", "receiptflow.sinks.runner", False),
+        ("receiptflow.processors.aggregate.worker", "receiptflow.processors.profiles.store", False),
+        ("receiptflow.processors.router.step", "receiptflow.processors.aggregate.windows", False),
+        ("receiptflow.processors.profiles.agent", "receiptflow.processors.aggregate.marker", False),
+        ("receiptflow.sinks.runner", "receiptflow.processors.aggregate.marker", False),
+        ("receiptflow.jobs.subject", "receiptflow.processors.aggregate.worker", False),
+        ("receiptflow.web.data", "receiptflow.processors.aggregate.worker", False),
+        ("receiptflow.cli.supervise", "receiptflow.processors.aggregate.worker", True),
     ],
 )
 def test_the_rule(source: str, target: str, allowed: bool) -> None:

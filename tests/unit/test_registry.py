@@ -71,7 +71,10 @@ def test_subjects_follow_the_topic_name_strategy_with_the_prefix() -> None:
     pairs = topic_subjects(TopicNames("staging."), SchemaCatalog.bundled())
     assert ("staging.checkouts-value", "checkout") in pairs
     assert ("staging.consents-value", "consent_change") in pairs
-    assert ("staging.purchases.analytics-value", "analytics_basket") in pairs
+    assert ("staging.purchases.baskets-value", "analytics_basket") in pairs
+    assert ("staging.purchases.analytics-value", "analytics_cell") in pairs
+    # The aggregator's close markers are JSON: no subject is registered for them.
+    assert not any(s.startswith("staging.analytics.windows") for s, _ in pairs)
     assert ("staging.checkouts.dlq-value", "dead_letter") in pairs
     purchase_topics = sorted(s for s, repo in pairs if repo == "purchase")
     assert purchase_topics == ["staging.purchases.customer-value", "staging.purchases.marketing-value"]

@@ -1,9 +1,10 @@
 """The grouped settings read the same environment variables as the flat class before them.
 
 ``OLD_VARIABLES`` is every variable of the flat ``Settings`` (60 fields, before the settings were grouped
-by component), with a value other than its default and where that value must now be read: each one is
-set alone and must arrive there, from the environment and from a ``.env`` file; the README's
-configuration table names no other variable, and the settings read no other.
+by component) and of the groups added since (the aggregator's), with a value other than its default and
+where that value must now be read: each one is set alone and must arrive there, from the environment and
+from a ``.env`` file; the README's configuration table names no other variable, and the settings read no
+other.
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ OLD_VARIABLES: dict[str, tuple[str, str, str, Any]] = {
     "RECEIPTFLOW_PROCESSOR_ORDER_WAIT_MS": ("router", "order_wait_ms", "900", 900),
     "RECEIPTFLOW_PROCESSOR_DEDUP_DAYS": ("router", "dedup_days", "7", 7),
     "RECEIPTFLOW_FAST_PATH": ("router", "fast_path", "off", False),
+    # The aggregator's group (issue 28), added after the settings were grouped.
+    "RECEIPTFLOW_ANALYTICS_K": ("aggregate", "k", "25", 25),
+    "RECEIPTFLOW_ANALYTICS_GRACE_SECONDS": ("aggregate", "grace_seconds", "600", 600),
+    "RECEIPTFLOW_ANALYTICS_IDLE_CLOSE_SECONDS": ("aggregate", "idle_close_seconds", "30", 30),
+    "RECEIPTFLOW_ANALYTICS_ID": ("aggregate", "id", "rf-aggregator", "rf-aggregator"),
+    "RECEIPTFLOW_ANALYTICS_INSTANCE": ("aggregate", "instance", "agg-1", "agg-1"),
+    "RECEIPTFLOW_ANALYTICS_BATCH_MAX": ("aggregate", "batch_max", "50", 50),
     "RECEIPTFLOW_PROFILE_DEDUP_DAYS": ("profiles", "dedup_days", "40", 40),
     "RECEIPTFLOW_PROFILE_BATCH_MAX": ("profiles", "batch_max", "250", 250),
     "RECEIPTFLOW_PROFILE_FETCH_WAIT_MS": ("profiles", "fetch_wait_ms", "20", 20),
@@ -211,6 +219,16 @@ def test_a_bad_variable_is_named_as_the_environment_names_it(monkeypatch: pytest
         Settings()
     problem = _settings_problem(caught.value)
     assert "RECEIPTFLOW_METRICS_PORT: " in problem and "RECEIPTFLOW_KAFKA_SECURITY_PROTOCOL: " in problem
+
+
+def test_the_aggregators_k_is_at_least_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    from receiptflow.cells import DEFAULT_K  # noqa: PLC0415
+
+    assert Settings().aggregate.k == DEFAULT_K
+    monkeypatch.setenv("RECEIPTFLOW_ANALYTICS_K", "1")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert "RECEIPTFLOW_ANALYTICS_K: " in _settings_problem(caught.value)
 
 
 def test_settings_and_groups_are_frozen() -> None:

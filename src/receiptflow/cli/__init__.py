@@ -7,12 +7,11 @@ does the work and print; long-running ones first print which broker, Redis and w
 One module per command group, each holding its commands' arguments (``add_<command>``) next to
 their handlers (``cmd_<command>``): :mod:`.servers` (stack, cluster, demo), :mod:`.contract`
 (topics, schemas, policy), :mod:`.produce` (produce, simulate, outbox), :mod:`.process`,
-:mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.status`, :mod:`.profile_commands` (profile, profiles, segments),
-:mod:`.privacy` (export, erase), :mod:`.warehouse` (sql) and :mod:`.web` (the web page); :mod:`.common`
-holds the consoles and argument types. Handlers import their work lazily, so ``receiptflow --help``
-stays fast. This
-module builds the parser in the order ``--help`` lists the commands and turns errors into one line
-and an exit code.
+:mod:`.aggregate`, :mod:`.sink`, :mod:`.read` (consume, dlq), :mod:`.status`, :mod:`.profile_commands`
+(profile, profiles, segments), :mod:`.privacy` (export, erase), :mod:`.warehouse` (sql) and :mod:`.web`
+(the web page); :mod:`.common` holds the consoles and argument types. Handlers import their work
+lazily, so ``receiptflow --help`` stays fast. This module builds the parser in the order ``--help``
+lists the commands and turns errors into one line and an exit code.
 """
 
 from __future__ import annotations
@@ -31,7 +30,20 @@ from rich.markup import escape
 from .. import __version__
 from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
-from . import contract, privacy, process, produce, profile_commands, read, servers, sink, status, warehouse, web
+from . import (
+    aggregate,
+    contract,
+    privacy,
+    process,
+    produce,
+    profile_commands,
+    read,
+    servers,
+    sink,
+    status,
+    warehouse,
+    web,
+)
 from .common import err_console
 
 __all__ = ["build_parser", "load_settings", "main"]
@@ -91,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     contract.add_policy(sub)
     produce.add_produce(sub)
     process.add_process(sub)
+    aggregate.add_aggregate(sub)
     sink.add_sink(sub)
     produce.add_simulate(sub)
     produce.add_outbox(sub)

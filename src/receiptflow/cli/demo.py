@@ -1,8 +1,8 @@
 """``receiptflow demo``: the main job on the embedded default, end to end, with a summary that adds up.
 
 Brings the stack up (Kafka, Redis; the DuckDB file lives under the data dir), provisions the topics,
-starts the processor (exactly-once router + faust profile agent) as a worker process and the
-warehouse sink in this process, lets a seeded fleet of registers sell for ``duration`` seconds,
+starts the processor (exactly-once router + faust profile agent + analytics aggregator) as a worker
+process and the warehouse sink in this process, lets a seeded fleet of registers sell for ``duration`` seconds,
 waits until every acknowledged checkout has reached Redis and the warehouse, and prints the counts
 of each stage side by side.
 

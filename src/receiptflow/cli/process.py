@@ -1,4 +1,4 @@
-"""The stream processor: ``process`` (the router, the profile agent, or both).
+"""The stream processor: ``process`` (the router, the profile agent, or both with the aggregator).
 
 Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
 """
@@ -23,9 +23,10 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
 
     from ..health import serving
     from ..metrics import Role
+    from ..processors.aggregate.worker import Aggregator
     from ..processors.profiles.agent import create_app, run_worker
     from ..processors.router.worker import Router
-    from .supervise import run_router, run_router_and_agent
+    from .supervise import run_workers
 
     if args.instance is not None:
         settings = settings.model_copy(update={"router": {"instance": args.instance}})
@@ -39,7 +40,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     )
     # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    roles: tuple[Role, ...] = ("router", "profiles") if args.role == "all" else (args.role,)
+    roles: tuple[Role, ...] = ("router", "aggregate", "profiles") if args.role == "all" else (args.role,)
     with serving(f"process --role {args.role}", settings, roles, port=args.metrics_port) as served:
         if args.role == "profiles":
             run_worker(
@@ -50,11 +51,13 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
         stop = threading.Event()
         router = Router(settings, metrics=served.metrics, readiness=served.readiness["router"])
         if args.role == "router":
-            run_router(router, stop)
+            run_workers([router], stop)
             return 0
-        # Both: the router on a thread, the faust worker (which owns the event loop) on the main thread.
-        run_router_and_agent(
-            router,
+        # All: the router and the aggregator on threads, the faust worker (which owns the event loop) on
+        # the main thread.
+        aggregator = Aggregator(settings, metrics=served.metrics, readiness=served.readiness["aggregate"])
+        run_workers(
+            [router, aggregator],
             stop,
             lambda: run_worker(
                 create_app(settings, metrics=served.metrics, readiness=served.readiness["profiles"]),
@@ -70,7 +73,8 @@ def add_process(sub: Subparsers) -> None:
         "--role",
         choices=("all", "router", "profiles"),
         default="all",
-        help="router: checkouts -> purchase topics (exactly-once); profiles: faust agent -> Redis; all: both",
+        help="router: checkouts -> purchase topics (exactly-once); profiles: faust agent -> Redis; all: both, "
+        "and the analytics aggregator (`aggregate run` alone)",
     )
     s.add_argument("--instance", help="stable worker name (RECEIPTFLOW_PROCESSOR_INSTANCE)")
     s.add_argument("--loglevel", default="warning", help="debug, info, warning or error")

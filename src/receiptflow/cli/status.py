@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 def _groups(settings: Settings) -> list[Group]:
-    """The groups of the router, the profile agent and the sink, with the topics each reads."""
+    """The groups of the router, the aggregator, the profile agent and the sink, with the topics each reads."""
+    from ..processors.aggregate.clients import group_id
     from ..sinks import DEFAULT_GROUP
     from ..status import Group
     from ..topics import TopicNames
@@ -32,6 +33,7 @@ def _groups(settings: Settings) -> list[Group]:
     names = TopicNames(settings.kafka.topic_prefix)
     return [
         Group(settings.router.id, "router", (names.checkouts, names.consents)),
+        Group(group_id(settings), "aggregator", (names.analytics_baskets,)),
         Group(f"{settings.router.id}-profiles", "profile agent", (names.purchases_customer, names.consents)),
         Group(DEFAULT_GROUP, "warehouse sink", (names.purchases_customer, names.purchases_analytics, names.consents)),
     ]

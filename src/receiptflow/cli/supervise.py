@@ -1,47 +1,67 @@
-"""Worker supervision: how ``receiptflow process`` runs the router, the profile agent, or both.
+"""Worker supervision: how ``receiptflow process`` runs its roles in one process.
 
-The router runs until its stop event is set (SIGTERM or SIGINT set it). With both roles in one
-process the router runs on a thread and the faust worker, which owns the event loop, on the main
-thread; a router failure stops the worker too (a SIGTERM to this process), so the two fail as one
-process, and the router's error is raised once the worker has stopped.
+The Kafka workers (the router, the aggregator) run until their stop event is set; SIGTERM or SIGINT
+sets it. One worker alone runs on the main thread. Several run on threads of their own, and the faust
+profile worker, which owns the event loop, on the main thread; a worker's failure stops the others too
+(the stop event, and a SIGTERM to this process for the faust worker), so they fail as one process, and
+the first error is raised once all of them have stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from receiptflow.processors.router.worker import Router
+
+class Worker(Protocol):
+    """A long-running Kafka worker (:class:`~receiptflow.worker_loop.KafkaWorker`): runs until ``stop`` is set."""
+
+    name: str
+
+    def run(self, stop: threading.Event | None = None, max_idle: float | None = None) -> object: ...
 
 
-def run_router(router: Router, stop: threading.Event) -> None:
-    """Run the router on this thread until SIGTERM or SIGINT."""
+def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    router.run(stop)
 
 
-def run_router_and_agent(router: Router, stop: threading.Event, run_agent: Callable[[], None]) -> None:
-    """The router on a thread, ``run_agent`` (the faust worker) on this one; either failing stops both."""
+def run_workers(workers: Sequence[Worker], stop: threading.Event, run_agent: Callable[[], None] | None = None) -> None:
+    """Run ``workers`` (and ``run_agent``, the faust worker, on this thread) until stopped; either failing stops all."""
+    if len(workers) == 1 and run_agent is None:
+        _stop_on_signals(stop)
+        workers[0].run(stop)
+        return
     failure: list[BaseException] = []
 
-    def route() -> None:
+    def guarded(worker: Worker) -> None:
         try:
-            router.run(stop)
+            worker.run(stop)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             failure.append(exc)
-            os.kill(os.getpid(), signal.SIGTERM)  # stop the faust worker too: fail as one process
+            stop.set()
+            if run_agent is not None:
+                os.kill(os.getpid(), signal.SIGTERM)  # stop the faust worker too: fail as one process
 
-    thread = threading.Thread(target=route, name="router", daemon=True)
-    thread.start()
+    if run_agent is None:
+        _stop_on_signals(stop)
+    threads = [threading.Thread(target=guarded, args=(w,), name=w.name, daemon=True) for w in workers]
+    for t in threads:
+        t.start()
     try:
-        run_agent()
-    except SystemExit:
-        pass
+        if run_agent is not None:
+            with contextlib.suppress(SystemExit):  # the faust worker's way of ending
+                run_agent()
+        else:
+            while not stop.wait(0.5) and any(t.is_alive() for t in threads):
+                pass
     finally:
         stop.set()
-        thread.join(60)
+        for t in threads:
+            t.join(60)
     if failure:
         raise failure[0]

@@ -7,11 +7,12 @@ renders the endpoints a long-running command uses with credentials masked.
 
 The settings are grouped by the part of the system that uses them, one frozen model per group:
 ``settings.kafka`` (cluster, security, topics, schema registry), ``settings.router``,
-``settings.profiles``, ``settings.sink``, ``settings.redis``, ``settings.warehouse``, ``settings.web``,
-``settings.privacy`` (install keys, granularity policy, consent defaults), ``settings.metrics`` and
-``settings.local`` (this machine's folders and the embedded broker). The variables keep their flat
-names: each field names its variable as its ``validation_alias`` (``KafkaSettings.bootstrap_servers``
-is ``RECEIPTFLOW_BOOTSTRAP_SERVERS``), and :data:`VARIABLES` lists every one with where it lands.
+``settings.aggregate`` (the analytics aggregator), ``settings.profiles``, ``settings.sink``,
+``settings.redis``, ``settings.warehouse``, ``settings.web``, ``settings.privacy`` (install keys,
+granularity policy, consent defaults), ``settings.metrics`` and ``settings.local`` (this machine's
+folders and the embedded broker). The variables keep their flat names: each field names its variable
+as its ``validation_alias`` (``KafkaSettings.bootstrap_servers`` is ``RECEIPTFLOW_BOOTSTRAP_SERVERS``),
+and :data:`VARIABLES` lists every one with where it lands.
 
 Explicit values are given per group, ``Settings(kafka={"bootstrap_servers": ...})`` (a mapping or a
 group object), or flat by the variable's name without the prefix in lower case,
@@ -21,8 +22,8 @@ the rest of its variables from the environment and ``.env``; explicit values win
 wins over a flat name for the same setting. :meth:`Settings.model_copy` takes ``update`` the same ways.
 
 The groups are defined beside this module: :mod:`.base` (how a group reads its variables),
-:mod:`.pipeline` (Kafka, router, profiles, sink) and :mod:`.stores` (Redis, warehouse, web, privacy,
-metrics, local).
+:mod:`.pipeline` (Kafka, router, aggregator, profiles, sink) and :mod:`.stores` (Redis, warehouse, web,
+privacy, metrics, local).
 
 Kafka security is a pass-through to librdkafka property names (``security.protocol``,
 ``sasl.mechanism``, ``ssl.ca.location`` ...), so a real cluster's settings can be copied over as
@@ -43,7 +44,14 @@ from pydantic_core import InitErrorDetails
 from pydantic_settings.sources import ENV_FILE_SENTINEL, DotenvType
 
 from .base import DEFAULT_DATA_DIR, ENV_PREFIX, KAFKA_LOGGER, SettingsGroup, redact_url, variable_name
-from .pipeline import KafkaSettings, ProfilesSettings, RouterSettings, SecurityProtocol, SinkSettings
+from .pipeline import (
+    AggregateSettings,
+    KafkaSettings,
+    ProfilesSettings,
+    RouterSettings,
+    SecurityProtocol,
+    SinkSettings,
+)
 from .stores import LocalSettings, MetricsSettings, PrivacySettings, RedisSettings, WarehouseSettings, WebSettings
 
 __all__ = [
@@ -52,6 +60,7 @@ __all__ = [
     "GROUPS",
     "KAFKA_LOGGER",
     "VARIABLES",
+    "AggregateSettings",
     "KafkaSettings",
     "LocalSettings",
     "MetricsSettings",
@@ -75,6 +84,7 @@ __all__ = [
 GROUPS: dict[str, type[SettingsGroup]] = {
     "kafka": KafkaSettings,
     "router": RouterSettings,
+    "aggregate": AggregateSettings,
     "profiles": ProfilesSettings,
     "sink": SinkSettings,
     "redis": RedisSettings,
@@ -123,6 +133,7 @@ class Settings(BaseModel):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    aggregate: AggregateSettings = Field(default_factory=AggregateSettings)
     profiles: ProfilesSettings = Field(default_factory=ProfilesSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)

@@ -1,4 +1,4 @@
-"""Settings of the streaming side: the Kafka cluster, the router, the profile agent and the sink."""
+"""Settings of the streaming side: the Kafka cluster, the router, the aggregator, the profile agent and the sink."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 
+from ..cells import DEFAULT_K
 from .base import SettingsGroup
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -122,6 +123,51 @@ class RouterSettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_FAST_PATH",
         description="route checkouts with the compiled fast path when it is built (off: the Python core only; "
         "both write the same bytes)",
+    )
+
+
+class AggregateSettings(SettingsGroup):
+    """The aggregator (``aggregate run``): when a window closes, the cells' threshold, its group and transactions."""
+
+    k: int = Field(
+        default=DEFAULT_K,
+        ge=2,
+        validation_alias="RECEIPTFLOW_ANALYTICS_K",
+        description="baskets behind every published analytics cell at least (and behind any difference of cells)",
+    )
+    grace_seconds: int = Field(
+        default=7200,
+        ge=0,
+        validation_alias="RECEIPTFLOW_ANALYTICS_GRACE_SECONDS",
+        description="how long after the end of a local day its window stays open for baskets that arrive late: "
+        "it closes once its partition's newest basket hour (stream time) is that far past the end",
+    )
+    idle_close_seconds: int = Field(
+        default=300,
+        ge=1,
+        validation_alias="RECEIPTFLOW_ANALYTICS_IDLE_CLOSE_SECONDS",
+        description="a partition that got no basket for this long closes its windows whose end plus the grace "
+        "has passed on the wall clock (a quiet night or the last day of a backlog)",
+    )
+    id: str | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_ANALYTICS_ID",
+        description="the aggregator's consumer group and transactional-id prefix (default: <RECEIPTFLOW_PROCESSOR_ID>"
+        "-aggregator, beside the router's and the profile agent's)",
+    )
+    batch_max: int = Field(
+        default=2000,
+        ge=1,
+        le=100_000,
+        validation_alias="RECEIPTFLOW_ANALYTICS_BATCH_MAX",
+        description="basket records the aggregator reads per turn (and per transaction) at most",
+    )
+    instance: str | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_ANALYTICS_INSTANCE",
+        description="this aggregator's stable name within its group (transactional.id suffix and static "
+        "membership); unique per concurrently running aggregator, the same across its restarts (default: "
+        "RECEIPTFLOW_PROCESSOR_INSTANCE, so each `process` worker's aggregator has its own)",
     )
 
 

@@ -73,19 +73,22 @@ def _by_topic(outputs: list[Any]) -> dict[str, Any]:
     return found
 
 
-def test_a_checkout_without_consent_goes_to_customer_and_analytics_only() -> None:
+def test_a_checkout_without_consent_goes_to_customer_and_the_aggregators_baskets_only() -> None:
     staged = Staged()
     result = STEP.step(_checkout_msg(_checkout()), {}, staged, NOW)
     out = _by_topic(result.outputs)
-    assert set(out) == {NAMES.purchases_customer, NAMES.purchases_analytics}
+    assert set(out) == {NAMES.purchases_customer, NAMES.analytics_baskets}
     customer = CODEC.decode(out[NAMES.purchases_customer].value, expect="purchase").value
     assert out[NAMES.purchases_customer].key == CARD.encode()
     assert customer["granularity"] == "ITEM" and customer["policy_version"] == "sokos-item-2010"
     assert customer["consent"] == {"product_data_marketing": False, "electronic_marketing": False, "known": False}
-    assert out[NAMES.purchases_analytics].key == b"SOKOS-0001"
+    # Keyed by chain, not store: one chain's local day (the aggregator's window) is on one partition.
+    assert out[NAMES.analytics_baskets].key == b"SOKOS"
+    basket = CODEC.decode(out[NAMES.analytics_baskets].value, expect="analytics_basket").value
+    assert (basket["chain"], basket["store_id"]) == ("SOKOS", "SOKOS-0001")
     assert staged.seen == {(0, "r-1"): int((NOW - timedelta(hours=1)).timestamp() * 1000)}
     assert staged.processed == {"SOKOS": 1}
-    assert staged.routed == {NAMES.purchases_customer: 1, NAMES.purchases_analytics: 1}
+    assert staged.routed == {NAMES.purchases_customer: 1, NAMES.analytics_baskets: 1}
     assert result.rejected is None and result.unknown_chain is None
 
 
@@ -239,7 +242,7 @@ def test_card_linked_outputs_carry_the_checkouts_append_time_and_the_basket_does
     assert stamps == {
         NAMES.purchases_customer: appended,
         NAMES.purchases_marketing: appended,
-        NAMES.purchases_analytics: 0,  # stamped by the producer when sent
+        NAMES.analytics_baskets: 0,  # stamped by the producer when sent
     }
     STEP.step(_checkout_msg(_checkout("r-2")), {}, staged, NOW)  # no timestamp: nothing to measure from
     bad = STEP.step(_stamped(_checkout_msg(_checkout("r-3", total_cents=1)), appended + 1), {}, staged, NOW)

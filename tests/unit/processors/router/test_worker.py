@@ -34,7 +34,7 @@ PARTITIONS = 2
 @pytest.fixture
 def broker() -> MemoryBroker:
     inputs = [NAMES.checkouts, NAMES.consents, NAMES.receipts_seen]
-    outputs = [NAMES.purchases_customer, NAMES.purchases_marketing, NAMES.purchases_analytics, NAMES.checkouts_dlq]
+    outputs = [NAMES.purchases_customer, NAMES.purchases_marketing, NAMES.analytics_baskets, NAMES.checkouts_dlq]
     return MemoryBroker({t: PARTITIONS for t in inputs} | {t: 1 for t in outputs})
 
 
@@ -144,7 +144,7 @@ def test_card_linked_outputs_carry_the_checkouts_append_time_and_time_is_observe
             CODEC.decode(m.value(), expect="purchase").value["receipt_id"]: m.timestamp() for m in broker.records(topic)
         }
         assert stamps == {rid: (TIMESTAMP_CREATE_TIME, at) for rid, at in appended.items()}
-    assert {m.timestamp()[0] for m in broker.records(NAMES.purchases_analytics)} == {TIMESTAMP_LOG_APPEND_TIME}
+    assert {m.timestamp()[0] for m in broker.records(NAMES.analytics_baskets)} == {TIMESTAMP_LOG_APPEND_TIME}
     registry = router.metrics.registry
     assert registry.get_sample_value("receiptflow_checkout_to_output_seconds_count", {"stage": "router"}) == 2
     counts = {"chain": "SOKOS", "granularity": "ITEM"}

@@ -128,7 +128,8 @@ final class RouteProcessor implements Processor<byte[], byte[], byte[], byte[]> 
         if (routed.analytics() != null) {
             // The anonymous basket gets the time of sending, not the checkout's: as the router sends it.
             byte[] value = wire.encode("analytics_basket", routed.analytics());
-            context.forward(new Record<>(c.storeId().getBytes(StandardCharsets.UTF_8), value, now), ANALYTICS);
+            // Keyed by chain, as the router keys it: the aggregator's window (chain, local day) on one partition.
+            context.forward(new Record<>(c.chain().getBytes(StandardCharsets.UTF_8), value, now), ANALYTICS);
         }
         seen.put(c.receiptId(), c.eventTimeMs());
     }
