@@ -212,7 +212,7 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
     """Return once the leader of every partition of ``topics`` serves it: a created topic is not usable before.
 
     The metadata names a partition's leader as soon as the controller has chosen it, but that broker
-    answers "not leader" until it has created the partition's log, up to a second later on a busy
+    answers "not leader" until it has created the partition's log, a few hundred milliseconds later on a busy
     node. Writing then can lose records: an idempotent producer's first request to the partition
     fails, its next one, already in flight, is accepted (the leader holds no sequence state for the
     producer yet, so any sequence number is taken as a start), and librdkafka reads that success as
