@@ -15,10 +15,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._listoffsets import OffsetSpec  # the package does not re-export it for mypy
 from confluent_kafka.cimpl import NewTopic
 
 from .config import Settings
@@ -230,8 +233,33 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, ti
 
 
 def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
-    """Return once every partition of ``topics`` has a leader: a created topic is not usable before."""
+    """Return once the leader of every partition of ``topics`` serves it: a created topic is not usable before.
+
+    The metadata names a partition's leader as soon as the controller has chosen it, but that broker
+    answers "not leader" until it has created the partition's log, a few hundred milliseconds later on a busy
+    node. Writing then can lose records: an idempotent producer's first request to the partition
+    fails, its next one, already in flight, is accepted (the leader holds no sequence state for the
+    producer yet, so any sequence number is taken as a start), and librdkafka reads that success as
+    proof that the first request was written too and reports its records delivered. So the wait ends
+    only when every leader answers a ListOffsets request for its partition.
+    """
     deadline = time.monotonic() + timeout
+    pending = _led_partitions(admin, topics, deadline, timeout)
+    while pending:
+        wait = max(0.5, min(10.0, deadline - time.monotonic()))
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]  # confluent-kafka leaves it unannotated
+        futures = admin.list_offsets(dict.fromkeys(pending, latest), request_timeout=wait)
+        pending = [tp for tp, fut in futures.items() if not _served(fut)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            where = ", ".join(f"{tp.topic} [{tp.partition}]" for tp in pending[:5])
+            raise BrokerError(f"created partitions are not served by their leaders after {timeout:.0f}s: {where}")
+        time.sleep(0.05)
+
+
+def _led_partitions(admin: AdminClient, topics: list[str], deadline: float, timeout: float) -> list[TopicPartition]:
+    """Every partition of ``topics``, once the metadata names a leader for each."""
     while True:
         md = admin.list_topics(timeout=timeout)
         ready = all(
@@ -242,10 +270,30 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
             for t in topics
         )
         if ready:
-            return
+            return [TopicPartition(t, p) for t in topics for p in sorted(md.topics[t].partitions)]
         if time.monotonic() > deadline:
             raise BrokerError(f"created topics have no partition leaders after {timeout:.0f}s: {topics}")
         time.sleep(0.1)
+
+
+# What a leader answers for a partition it does not serve yet.
+_NOT_SERVED_YET = frozenset(
+    {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.LEADER_NOT_AVAILABLE}
+)
+
+
+def _served(answer: Future[Any]) -> bool:
+    """False while the partition's leader does not serve it yet. Any other refusal (no permission to
+    describe the topic, say) ends the wait for that partition: it says nothing about the leader."""
+    try:
+        answer.result()
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError):
+            return False
+        # Codes below zero are the client's own (a request that timed out or did not get through): ask again.
+        return not (err.code() in _NOT_SERVED_YET or err.code() < 0 or err.retriable())
+    return True
 
 
 def describe_topic_configs(

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from receiptflow.adjustment_split import line_shares
 from receiptflow.cells import DEFAULT_K, Cell, Window, window_of
@@ -114,6 +114,9 @@ class Sent:
     consents: list[ConsentChange] = field(default_factory=list)
     redelivered: int = 0
     cells: list[Cell] = field(default_factory=list)  # what the aggregator published
+    # topic -> (partition, offset) of every record the producer was told was delivered; the offset is
+    # None where librdkafka acknowledged a record without the broker naming its offset (an implicit ack).
+    delivered: dict[str, list[tuple[int, int | None]]] = field(default_factory=dict)
 
 
 def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
@@ -123,7 +126,17 @@ def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
     names = TopicNames(settings.kafka.topic_prefix)
     sent = Sent(sim.truth)
     windows: dict[Window, list[AnalyticsBasket]] = {}
-    producer = Producer(settings.kafka_config(**{"transactional.id": f"crash-test-{uuid.uuid4().hex}"}))
+    failed: list[str] = []
+
+    def report(err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            failed.append(f"{msg.topic()} [{msg.partition()}]: {err}")
+        else:
+            sent.delivered.setdefault(str(msg.topic()), []).append((int(msg.partition() or 0), msg.offset()))
+
+    producer = Producer(
+        settings.kafka_config(**{"transactional.id": f"crash-test-{uuid.uuid4().hex}", "on_delivery": report})
+    )
     producer.init_transactions(30)
     producer.begin_transaction()
     for i, e in enumerate(traffic.emissions(n, START, rate=0.5)):
@@ -156,6 +169,7 @@ def _send_traffic(settings: Settings, n: int, seed: int) -> Sent:
             producer.produce(names.purchases_analytics, key=window.id.encode(), value=value)
         producer.commit_transaction(30)
     assert len(sent.cells) > 100, "the traffic must publish cells"
+    assert producer.flush(30) == 0 and not failed, failed  # every delivery report is in
     assert sent.redelivered > 0 and sent.consents, "the traffic must exercise redeliveries and consent changes"
     return sent
 
@@ -189,6 +203,29 @@ def _topic_log(settings: Settings) -> TopicLog:
                 log.analytics.append((p, o))
         log.ends[topic] = ends
     return log
+
+
+def _assert_the_topics_hold_what_was_sent(settings: Settings, sent: Sent, log: TopicLog) -> None:
+    """Before any sink runs: every partition holds as many records as the producer was told it delivered,
+    at the offsets the broker named. A record missing from the warehouse later was lost by the sink."""
+    names = TopicNames(settings.kafka.topic_prefix)
+    read = {
+        names.purchases_customer: [(p, o) for p, o, _ in log.customer],
+        names.purchases_analytics: list(log.analytics),
+        names.consents: log.consents,
+    }
+    assert sent.delivered[names.consents] and len(sent.delivered[names.consents]) == len(sent.consents)
+    for topic, held in read.items():
+        reports = sent.delivered.get(topic, [])
+        for partition in sorted({p for p, _ in reports} | {p for p, _ in held}):
+            acked = [o for p, o in reports if p == partition]
+            there = {o for p, o in held if p == partition}
+            implicit = sum(1 for o in acked if o is None)
+            assert len(acked) == len(there) and {o for o in acked if o is not None} <= there, (
+                f"{topic} [{partition}] holds {len(there)} records, the producer was told {len(acked)} were "
+                f"delivered ({implicit} without an offset: librdkafka acknowledges a record so when a later request "
+                "to the partition succeeded after its own failed): Kafka lost records before any sink read them"
+            )
 
 
 def _warehouse_matches_its_positions(settings: Settings, log: TopicLog) -> dict[str, dict[int, int]]:
@@ -280,6 +317,7 @@ def test_sink_sigkilled_five_times_mid_batch_ends_equal_to_the_ground_truth(cras
     settings = crash_settings
     sent = _send_traffic(settings, 1500, seed=77)
     log = _topic_log(settings)
+    _assert_the_topics_hold_what_was_sent(settings, sent, log)
     env = env_for(settings)
     # Small batches; a stable member name so that each restart takes the partitions back at once.
     env.update(
