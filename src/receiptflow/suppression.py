@@ -7,9 +7,14 @@ published. The rules, applied until nothing changes (suppression only grows, so 
 2. **Top-down.** A cell whose parent (see the table in :mod:`receiptflow.cells`) is suppressed is
    suppressed: a child of a hidden parent could otherwise be subtracted from a grandparent.
 3. **Complementary suppression.** For every published parent and each family of its children, the
-   baskets behind the suppressed children taken together (parent minus published children, the
-   difference anyone can compute) must be none or at least ``k``. While they are 1 to ``k - 1``,
-   the published child with the fewest baskets (then the lowest key) is suppressed too.
+   baskets behind some child but behind no published child (what the parent holds beyond its
+   published children) must be none or at least ``k``. While they are 1 to ``k - 1``, the
+   published child with the fewest baskets (then the lowest key) is suppressed too. Where the
+   children split the parent (stores of a day, hours of a store, size buckets, stores of a group or
+   of a SKU) these are the parent's figures minus its published children's, which anyone can
+   compute; where a basket is behind several children (groups, SKUs) it counts only once none of
+   its children is published. Baskets behind no child of a family (no goods: only deposits) are
+   the size bucket ``0``, which the size buckets' own rule covers.
 
 Product pairs have no additive parent (a basket holds many pairs), so only rules 1 and 2 apply to
 them: a pair is published only with both its SKUs' cells.
@@ -166,9 +171,10 @@ def _suppress(acc: dict[CellKey, _Acc], k: int) -> set[CellKey]:
         for (parent, _family), children in relations.items():
             if parent in hidden or parent not in acc:
                 continue
+            covered = set().union(*(acc[c].baskets for c in children))
             while True:
-                gone = set().union(*(acc[c].baskets for c in children if c in hidden))
                 shown = [c for c in children if c not in hidden]
+                gone = covered.difference(*(acc[c].baskets for c in shown))
                 if not gone or len(gone) >= k or not shown:
                     break
                 hidden.add(shown[0])
