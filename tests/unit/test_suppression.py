@@ -9,6 +9,7 @@ same rules, on drawn baskets and on simulated traffic.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -170,7 +171,7 @@ G1 = BasketLine("G1", "g", 1.0, 100, 100)
 H1 = BasketLine("H1", "h", 1.0, 100, 100)
 
 
-def _baskets(spec: list[tuple[str, tuple[BasketLine, ...]]]) -> list[AnalyticsBasket]:
+def _baskets(spec: Sequence[tuple[str, tuple[BasketLine, ...]]]) -> list[AnalyticsBasket]:
     """One basket per (store, lines), ids in the order given (the id order is the visiting order)."""
     return [
         AnalyticsBasket(f"{i:032x}", "2026-05", "SIWA", store, HOUR, 180, "CARD", "EUR", 100, lines)
