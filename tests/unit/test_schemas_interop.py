@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import random
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from receiptflow.codec import SchemaCatalog, SchemaVersion
 from receiptflow.schemacheck import load_samples
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+EPOCH = date(1970, 1, 1)
 CATALOG = SchemaCatalog.from_dir(SCHEMAS)
 VERSIONS = [v for s in CATALOG.subjects() for v in CATALOG.versions(s)]
 
@@ -31,9 +33,14 @@ def _ids(v: SchemaVersion) -> str:
 
 
 def _normalise(value: Any) -> Any:
-    """Samples write timestamp-millis as ints, the libraries read them as datetimes: compare as millis."""
+    """Samples write timestamp-millis and dates as ints, the libraries read them as datetimes and dates.
+
+    Compare as the ints: millis, and days since 1970-01-01.
+    """
     if hasattr(value, "timestamp") and hasattr(value, "tzinfo"):
         return round(value.timestamp() * 1000)
+    if isinstance(value, date):
+        return (value - EPOCH).days
     if isinstance(value, dict):
         return {k: _normalise(v) for k, v in value.items()}
     if isinstance(value, list):
