@@ -234,7 +234,7 @@ def test_release_equals_the_reference_on_simulated_traffic(k: int) -> None:
     assert release(bs, k) == reference_release(bs, k)
 
 
-def test_no_difference_under_k_in_a_realistic_day_of_traffic() -> None:
+def test_no_difference_under_k_in_three_days_of_realistic_traffic() -> None:
     """20,000 deliveries over three days in 30 stores of every chain: the published cells give nothing away."""
     bs = simulated_sales(7, 20_000).baskets
     acc = account(bs)
