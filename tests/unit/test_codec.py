@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from receiptflow.cells import Cell, CellKey, Family
 from receiptflow.codec import HEADER_SIZE, Codec, SchemaCatalog, schema_id_of
 from receiptflow.errors import DecodeError, SchemaError
 from receiptflow.models import Checkout, CheckoutLine, PaymentMethod
@@ -153,8 +154,6 @@ def test_a_truncated_body_is_described_the_same_every_time() -> None:
 
 
 def test_analytics_cell_round_trip() -> None:
-    from receiptflow.cells import Cell, CellKey, Family
-
     codec = Codec()
     cell = Cell(
         CellKey(Family.STORE_SKU, "prisma", date(2026, 11, 20), "prisma-017", None, "dairy", "641"), 12, 14, 15.5, 2990

@@ -22,9 +22,8 @@ from fastavro.utils import generate_many
 from receiptflow.codec import SchemaCatalog, SchemaVersion
 from receiptflow.schemacheck import load_samples
 
-EPOCH_DAY = date(1970, 1, 1)
-
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+EPOCH = date(1970, 1, 1)
 CATALOG = SchemaCatalog.from_dir(SCHEMAS)
 VERSIONS = [v for s in CATALOG.subjects() for v in CATALOG.versions(s)]
 
@@ -34,12 +33,14 @@ def _ids(v: SchemaVersion) -> str:
 
 
 def _normalise(value: Any) -> Any:
-    """Samples write timestamp-millis and date as ints, the libraries read them as datetimes and dates:
-    compare as millis and as days since 1970-01-01."""
+    """Samples write timestamp-millis and dates as ints, the libraries read them as datetimes and dates.
+
+    Compare as the ints: millis, and days since 1970-01-01.
+    """
     if hasattr(value, "timestamp") and hasattr(value, "tzinfo"):
         return round(value.timestamp() * 1000)
     if isinstance(value, date):
-        return (value - EPOCH_DAY).days
+        return (value - EPOCH).days
     if isinstance(value, dict):
         return {k: _normalise(v) for k, v in value.items()}
     if isinstance(value, list):
