@@ -16,19 +16,26 @@ published. The rules, applied until nothing changes (suppression only grows, so 
    its children is published. Baskets behind no child of a family (no goods: only deposits) are
    the size bucket ``0``, which the size buckets' own rule covers.
 
+4. **No certainty about goods.** Where goods are counted under a wider cell (product groups of a
+   store's or a chain's day, SKUs of a group), a child behind all but fewer than ``k`` of its
+   parent's baskets is suppressed. Otherwise the cells alone would say that (nearly) everyone who
+   shopped there that day took that group or SKU -- and so would tell it of a card whose chain keeps
+   only receipt or group totals against it, once its receipt is known to be in the parent.
+
 Product pairs have no additive parent (a basket holds many pairs), so only rules 1 and 2 apply to
 them: a pair is published only with both its SKUs' cells.
 
 Which child rule 3 suppresses can depend on what other relations suppressed before, so the order
 is part of the rules: each *pass* applies rule 2 to the last generation, then visits every
-(parent, child family) relation in the order its first child first appears (baskets in id order,
-each basket's cells in the order of the table, goods lines in their order), applying rule 3 to it
-until it holds; passes repeat until one changes nothing. Only a relation a suppression touched
-since it was last visited can change, so a pass visits only those (in the same order): the result
-is that of full sweeps. Windows share no cell, so each is released on its own.
+(parent, child family) relation in the order its first child appears among the cells sorted by
+key, applying rule 3 to it until it holds; passes repeat until one changes nothing. Only a relation
+a suppression touched since it was last visited can change, so a pass visits only those (in the
+same order): the result is that of full sweeps. Windows share no cell, so each is released on its own.
 
-Baskets are taken once per ``basket_id`` and in id order, so any order and any repetition of the
-same baskets give the same cells, figures included (float sums are summed in that one order).
+Baskets are taken once per ``basket_id``, and then ordered by what they hold, not by their id: any
+order and any repetition of the same baskets, and the same baskets under other pseudonyms (another
+key period, another key), give the same cells, figures included (float sums are summed in that one
+order).
 
 Pure: no I/O and no clock.
 """
@@ -38,7 +45,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from itertools import combinations
 from operator import itemgetter
@@ -51,6 +58,15 @@ F = Family
 # A cell within its window: (family, store, hour, product group, SKU, second SKU, size bucket), None
 # where the family has none -- CellKey without chain and date, in CellKey's order of fields.
 Key = tuple[Family, str | None, int | None, str | None, str | None, str | None, str | None]
+# (parent family, child family) where the child counts goods under a wider cell: rule 4.
+_GOODS_UNDER = frozenset(
+    {
+        (F.CHAIN_DAY, F.CHAIN_GROUP),
+        (F.CHAIN_GROUP, F.CHAIN_SKU),
+        (F.STORE_DAY, F.STORE_GROUP),
+        (F.STORE_GROUP, F.STORE_SKU),
+    }
+)
 # A CellKey's fields as a tuple: what the published cells are sorted by.
 _Order = tuple[Family, str, date, str | None, int | None, str | None, str | None, str | None, str | None]
 _DAY: Key = (F.CHAIN_DAY, None, None, None, None, None, None)
@@ -200,6 +216,13 @@ class _Suppression:
             rel.kids.sort(key=lambda c: (len(self.members[c]), keys[c]))
             if rel.cover is not None:
                 rel.cover = Counter(b for c in rel.kids for b in self.members[c])
+        # Rule 4: the goods children behind all but fewer than k of their parent's baskets.
+        self.certain = [
+            n
+            for n, key in enumerate(keys)
+            for p in map(index.__getitem__, parents(key))
+            if (keys[p][0], key[0]) in _GOODS_UNDER and len(self.members[p]) - len(self.members[n]) < k
+        ]
         self.hidden = bytearray(len(keys))
         self.fresh: list[int] = []  # suppressed since rule 2 last ran
         self.queue: list[int] = []  # relations to visit in this pass (a heap)
@@ -232,6 +255,9 @@ class _Suppression:
         self.queued = set(self.queue)
         for c, members in enumerate(self.members):
             if len(members) < self.k:
+                self.hide(c)
+        for c in self.certain:
+            if not self.hidden[c]:
                 self.hide(c)
         while self.queue or self.fresh:
             while self.fresh:  # rule 2 to the last generation: the start of a pass
@@ -275,15 +301,21 @@ def _pairs(
     ]
 
 
+def _content(b: AnalyticsBasket) -> str:
+    """What a basket holds, without its pseudonym: the order baskets are counted in."""
+    return repr(replace(b, basket_id="", key_period=""))
+
+
 def _window_cells(w: Window, baskets: list[AnalyticsBasket], k: int) -> list[tuple[_Order, Cell]]:
     """The publishable cells of one window, each with its key's fields (to sort by)."""
-    acc, pairs = accumulate(baskets)
-    keys = list(acc)
+    acc, pairs = accumulate(sorted(baskets, key=_content))
+    keys = sorted(acc)  # not in order of appearance: that would make the pseudonyms matter
     hidden = _Suppression(keys, acc, k).run()
     rows = [
         (key, len(a.members), a.lines, round(a.quantity, 3), a.amount_cents)
-        for n, (key, a) in enumerate(acc.items())
+        for n, key in enumerate(keys)
         if not hidden[n]
+        for a in (acc[key],)
     ]
     rows += _pairs(keys, hidden, pairs, k)
     out = []

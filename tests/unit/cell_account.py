@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from receiptflow.cells import Cell, CellKey, Family, Window, size_bucket
@@ -39,6 +39,17 @@ PARTITIONS = frozenset(
         (F.CHAIN_DAY, F.BASKET_SIZE),
         (F.CHAIN_GROUP, F.STORE_GROUP),
         (F.CHAIN_SKU, F.STORE_SKU),
+    }
+)
+
+
+# (parent family, child family) where the child counts goods under a wider cell (rule 4).
+GOODS_UNDER = frozenset(
+    {
+        (F.CHAIN_DAY, F.CHAIN_GROUP),
+        (F.CHAIN_GROUP, F.CHAIN_SKU),
+        (F.STORE_DAY, F.STORE_GROUP),
+        (F.STORE_GROUP, F.STORE_SKU),
     }
 )
 
@@ -95,7 +106,7 @@ class Figures:
 class Account:
     """Every candidate cell of some baskets: who is behind it, its figures, its parents and children."""
 
-    cells: dict[CellKey, Figures]  # in the order the cells first appear (baskets in id order)
+    cells: dict[CellKey, Figures]  # sorted by key
     parents: dict[CellKey, list[CellKey]]
     children: dict[tuple[CellKey, Family], list[CellKey]]  # (parent, child family) -> children
 
@@ -105,14 +116,16 @@ class Account:
 
 def account(baskets: Iterable[AnalyticsBasket]) -> Account:
     by_id = chosen(baskets)
-    cells: dict[CellKey, Figures] = {}
-    for basket_id in sorted(by_id):
+    found: dict[CellKey, Figures] = {}
+    # Counted in order of what the baskets hold, not of their pseudonyms (the float sums follow it).
+    for basket_id in sorted(by_id, key=lambda i: (repr(replace(by_id[i], basket_id="", key_period="")), i)):
         for key, lines, quantity, amount in contributions(by_id[basket_id]):
-            f = cells.setdefault(key, Figures())
+            f = found.setdefault(key, Figures())
             f.baskets.add(basket_id)
             f.lines += lines
             f.quantity += quantity
             f.amount_cents += amount
+    cells = {key: found[key] for key in sorted(found)}
     skus: dict[tuple[str, date, str | None], list[CellKey]] = defaultdict(list)
     for key in cells:
         if key.family is F.CHAIN_SKU:
@@ -150,6 +163,13 @@ def reference_release(baskets: Iterable[AnalyticsBasket], k: int) -> Release:
     # Rule 3's relations, in the order their first child appears; pairs have no additive parent.
     relations = {rel: kids for rel, kids in acc.children.items() if rel[1] is not F.SKU_PAIR}
     hidden = {key for key, f in acc.cells.items() if len(f.baskets) < k}
+    # Rule 4: goods behind all but fewer than k of the baskets of the cell they are counted under.
+    hidden |= {
+        key
+        for key, ps in acc.parents.items()
+        for p in ps
+        if (p.family, key.family) in GOODS_UNDER and len(acc.behind(p)) - len(acc.behind(key)) < k
+    }
     while True:
         before = len(hidden)
         top_down = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -21,7 +22,7 @@ from receiptflow.models import AnalyticsBasket, BasketLine, ReceiptKind
 from receiptflow.suppression import Release, release
 
 from .basket_strategies import basket_lists, baskets
-from .cell_account import PARTITIONS, Account, account, reference_release
+from .cell_account import GOODS_UNDER, PARTITIONS, Account, account, reference_release
 from .sales_data import simulated_sales
 
 F = Family
@@ -101,6 +102,18 @@ def test_any_order_and_any_repetition_give_the_same_release(
 
 
 @SLOW
+@given(basket_lists(), st.integers(1, 6), st.randoms(use_true_random=False))
+def test_the_same_baskets_under_other_pseudonyms_give_the_same_release(
+    bs: list[AnalyticsBasket], k: int, rnd: random.Random
+) -> None:
+    """Another key or key period: every id changes, in another order; the cells do not."""
+    ids = sorted({b.basket_id for b in bs})
+    other = dict(zip(ids, rnd.sample([f"{n:032x}" for n in range(10_000)], len(ids)), strict=True))
+    renamed = [replace(b, basket_id=other[b.basket_id], key_period="2027-01") for b in bs]
+    assert release(renamed, k).cells == release(bs, k).cells
+
+
+@SLOW
 @given(st.lists(baskets(ids=8), max_size=30), st.integers(1, 4), st.randoms(use_true_random=False))
 def test_different_records_under_one_id_give_the_same_release_in_any_order(
     bs: list[AnalyticsBasket], k: int, rnd: random.Random
@@ -142,9 +155,20 @@ def test_partitions_add_up(bs: list[AnalyticsBasket]) -> None:
             assert sum(acc.cells[c].amount_cents for c in kids) == acc.cells[parent].amount_cents
 
 
-def test_k_of_one_publishes_every_cell_and_k_below_one_is_refused() -> None:
+def test_k_of_one_publishes_every_cell_but_goods_every_basket_of_their_parent_holds() -> None:
     bs = simulated_sales(5, 300, days=1, stores=4).baskets
-    assert len(release(bs, 1).cells) == len(account(bs).cells)
+    acc = account(bs)
+    certain = {
+        key
+        for key, ps in acc.parents.items()
+        for p in ps
+        if (p.family, key.family) in GOODS_UNDER and acc.behind(p) == acc.behind(key)
+    }
+    shown = {c.key for c in release(bs, 1).cells}
+    assert certain, "the traffic must have a group or SKU in every basket of some store or group"
+    # Rule 4 and what rule 2 takes with it: every other cell is published at k = 1.
+    assert certain.isdisjoint(shown)
+    assert all(key in shown or key in certain or set(acc.parents[key]) - shown for key in acc.cells)
     with pytest.raises(ValueError, match="k must be at least 1"):
         release(bs, 0)
 
@@ -169,6 +193,7 @@ def test_small_cells_and_their_complements_are_suppressed() -> None:
 HOUR = datetime(2026, 5, 4, 9, tzinfo=UTC)
 G1 = BasketLine("G1", "g", 1.0, 100, 100)
 H1 = BasketLine("H1", "h", 1.0, 100, 100)
+J1 = BasketLine("J1", "j", 1.0, 100, 100)
 
 
 def _baskets(spec: Sequence[tuple[str, tuple[BasketLine, ...]]]) -> list[AnalyticsBasket]:
@@ -183,35 +208,41 @@ def _store_groups(r: Release) -> list[tuple[str | None, str | None, int]]:
     return [(c.key.store_id, c.key.product_group, c.baskets) for c in r.cells if c.key.family is F.STORE_GROUP]
 
 
-@pytest.mark.parametrize(("first", "shown"), [("S1", []), ("S3", [("S2", "g", 12)])])
-def test_the_order_relations_are_visited_in_is_part_of_the_rules(first: str, shown: list[object]) -> None:
-    """Which child rule 3 suppresses depends on what was suppressed before: the same baskets differ.
+@pytest.mark.parametrize("first", ["S1", "S2", "S3"])
+def test_the_pseudonyms_do_not_choose_what_is_suppressed(first: str) -> None:
+    """Which child rule 3 suppresses can depend on what was suppressed before; that order follows the
+    cells' keys, never the basket ids, so the same baskets under any pseudonyms give the same cells.
 
     Group g has 3 baskets in S1 (too few), 12 in S2 and 15 in S3; S3 also has 4 baskets of group h
-    only (too few). The stores of g must hide 7 more baskets, the groups of S3 at least 6 more. Met
-    first, g hides S2's 12; met first, S3 hides its g (15), after which g needs nothing more.
+    only (too few) and S1 10 of h. Every basket of S2 holds g, and S1's and S3's days leave fewer
+    than 10 baskets without h and without g: rule 4 hides those, rules 1 and 3 the rest. Whichever
+    basket has the lowest id, nothing of the stores' groups is published.
     """
     spec = [("S1", (G1,))] * 3 + [("S1", (H1,))] * 10 + [("S2", (G1,))] * 12 + [("S3", (G1,))] * 15
     spec += [("S3", (H1,))] * 4
-    spec.insert(0, spec.pop(spec.index((first, (G1,)))))  # the lowest id: its relations come first
+    spec.insert(0, spec.pop(spec.index((first, (G1,)))))  # the lowest id
     bs = _baskets(spec)
     r = release(bs, 10)
-    assert _store_groups(r) == shown
+    assert _store_groups(r) == []
+    assert r == release(_baskets(list(reversed(spec))), 10)  # the same baskets, other ids
     assert r == reference_release(bs, 10)
     assert differences_under_k(account(bs), r, 10) == []
 
 
 def test_a_relation_visited_before_a_suppression_is_visited_again() -> None:
-    """S3's groups are met first and hold; g then hides S3's g, which leaves 5 g-only baskets in S3.
+    """S1's groups are met first and hold; g's stores then hide S1's g, which leaves 5 g-only baskets in S1.
 
-    The next pass visits S3's groups again and hides h too: else store_day S3 (20) minus store
-    group (S3, h) (15) would be those 5 baskets.
+    (Relations are visited in the order of their first child's key: S1's groups, then g's stores.)
+    g's stores must hide more than S2's 3 baskets of g: the smallest published, S1's 11. The next
+    pass visits S1's groups again and hides j (10, the smallest): else store_day S1 (30) minus the
+    store groups (S1, h) and (S1, j) would be those 5 baskets. S2's h leaves 3 of its day's 13
+    baskets without it (rule 4).
     """
-    spec = [("S3", (G1,))] * 5 + [("S3", (G1, H1))] * 6 + [("S3", (H1,))] * 9
-    spec += [("S1", (G1,))] * 3 + [("S1", (H1,))] * 10 + [("S2", (G1,))] * 20
+    spec = [("S1", (G1,))] * 5 + [("S1", (G1, H1))] * 6 + [("S1", (H1,))] * 9 + [("S1", (J1,))] * 10
+    spec += [("S2", (G1,))] * 3 + [("S2", (H1,))] * 10 + [("S3", (G1,))] * 20 + [("S3", (H1,))] * 10
     bs = _baskets(spec)
     r = release(bs, 10)
-    assert _store_groups(r) == [("S2", "g", 20)]
+    assert _store_groups(r) == [("S1", "h", 15), ("S3", "g", 20), ("S3", "h", 10)]
     assert r == reference_release(bs, 10)
     assert differences_under_k(account(bs), r, 10) == []
 

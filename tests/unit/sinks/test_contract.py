@@ -358,7 +358,7 @@ class SinkContract:
             assert by_money == pytest.approx(sum(p.total_cents for p in carded) / sum(p.total_cents for p in day_ps))
 
     def test_analytics_cells_and_consent_changes_are_stored_once(self, open_sink: OpenSink) -> None:
-        cells, consents = cell_records(150, seed=29), consent_records(40)
+        cells, consents = cell_records(300, seed=29), consent_records(40)
         assert {r.cell.key.family for r in cells} >= set(Family) - {Family.REFUNDS}
         sink = open_sink()
         inserted = []
