@@ -636,7 +636,7 @@ def test_the_dashboard_queries_only_metrics_the_code_defines() -> None:
         assert not unknown, f"{where}: not defined in receiptflow.metrics: {sorted(unknown)}"
         used.update(n for n in names if n)
     # What the dashboard is for: throughput per stage, dead letters, batch times, lag, transactions,
-    # profile updates and warehouse rows.
+    # profile updates, warehouse rows and the aggregator's windows.
     for family in (
         "receiptflow_consumed_total",
         "receiptflow_routed_total",
@@ -649,6 +649,9 @@ def test_the_dashboard_queries_only_metrics_the_code_defines() -> None:
         "receiptflow_transactions_total",
         "receiptflow_profile_updates_total",
         "receiptflow_warehouse_rows_total",
+        "receiptflow_analytics_windows_closed_total",
+        "receiptflow_analytics_late_baskets_total",
+        "receiptflow_analytics_open_baskets_records",
     ):
         assert family in used, family
 
