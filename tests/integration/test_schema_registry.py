@@ -202,6 +202,7 @@ def test_an_upgrade_clears_the_old_analytics_basket_subject_before_the_first_cel
     assert refused.returncode == 1
     assert f"{subject}: the registry would refuse analytics_cell/v1.avsc" in " ".join(refused.stderr.split())
 
+    requests: list[urllib.request.Request]
     if clear == "delete the subject":
         # curl -X DELETE $URL/subjects/purchases.analytics-value, then the same with ?permanent=true: Apicurio
         # still checks new versions against soft-deleted ones.
@@ -218,9 +219,23 @@ def test_an_upgrade_clears_the_old_analytics_basket_subject_before_the_first_cel
                 method="PUT",
             )
         ]
-    for request in requests:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            assert response.status == 200
+
+    def clear_subject() -> None:
+        for request in requests:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+        cleared = _schemas_check(reg_settings)
+        assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+
+    clear_subject()
+    if clear == "compatibility NONE":
+        # A process of the earlier release starting now undoes it: it finds its analytics_basket versions
+        # and sets the subject to BACKWARD again. (After a permanent delete, this Apicurio gives the old ids
+        # back without making the subject again.)
+        RegistrySync(registry, url).register(subject, bundled.versions("analytics_basket"))
+        with pytest.raises(IncompatibleSchemaError, match="delete the subject or set its compatibility to NONE"):
+            codec_for(reg_settings)
+        clear_subject()
 
     # The next process registers analytics_cell there, and the subject is BACKWARD again for its evolution.
     codec = codec_for(reg_settings)
