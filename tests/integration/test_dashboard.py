@@ -149,6 +149,10 @@ def test_every_dashboard_query_returns_series_from_prometheus_scraping_the_pipel
             except OSError:  # Prometheus still starting
                 continue
         assert not empty, f"queries without series: {empty}"
+        # The alert on windows that do not close watches the oldest open window's end: today's, tonight
+        # (yesterday's closed at once), so later than now and at most a day (and an hour of DST) ahead.
+        (oldest,) = _query(base, "receiptflow_analytics_oldest_open_window_end_timestamp_seconds")
+        assert 0 < float(oldest["value"][1]) - time.time() <= 25 * 3600, oldest
         # End-to-end latency from every stage, each measured from its checkouts' append time (minutes
         # at most here: a stage that measured from the register's event time or from nothing would not be).
         stages: dict[str, float] = {}
