@@ -201,3 +201,8 @@ class PartitionWindows:
     @property
     def open_baskets(self) -> int:
         return sum(len(ow.baskets) for ow in self.open.values())
+
+    @property
+    def oldest_end_ms(self) -> int | None:
+        """The end of the oldest open window's day (epoch ms); None when none is open."""
+        return min((ow.end_ms for ow in self.open.values()), default=None)

@@ -369,6 +369,9 @@ class Aggregator(KafkaWorker):
     def _gauges(self) -> None:
         self.metrics.open_windows.set(sum(len(w.open) for w in self.partitions.values()))
         self.metrics.open_baskets.set(sum(w.open_baskets for w in self.partitions.values()))
+        # A window still open long after its day ended is one that does not close: an alert watches its age.
+        ends = [end for w in self.partitions.values() if (end := w.oldest_end_ms) is not None]
+        self.metrics.oldest_open_window_end.set(min(ends) / 1000 if ends else 0)
 
     def close(self) -> None:
         try:

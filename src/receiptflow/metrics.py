@@ -146,6 +146,9 @@ DEFINITIONS: tuple[Definition, ...] = (
        "Windows open in the aggregator's memory (not closed yet).", (), ("aggregate",)),
     _d("open_baskets", Gauge, "receiptflow_analytics_open_baskets_records",
        "Basket records held in the aggregator's open windows.", (), ("aggregate",)),
+    _d("oldest_open_window_end", Gauge, "receiptflow_analytics_oldest_open_window_end_timestamp_seconds",
+       "End of the local day of the oldest window open in the aggregator's memory, in seconds since the epoch; "
+       "0 when none is open.", (), ("aggregate",)),
     # Profiles
     _d("profile_updates_total", Counter, "receiptflow_profile_updates_total", "Purchases applied to Redis profiles.",
        (), ("profiles",)),
@@ -196,6 +199,7 @@ class Metrics:
     late_baskets_total: Counter
     open_windows: Gauge
     open_baskets: Gauge
+    oldest_open_window_end: Gauge
     profile_updates_total: Counter
     profile_late_total: Counter
     profile_erased_total: Counter

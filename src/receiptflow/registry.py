@@ -37,6 +37,14 @@ from .errors import IncompatibleSchemaError, SchemaError
 from .topics import CATALOGUE, TopicNames
 
 COMPATIBILITY = "BACKWARD"
+# What to do when the registry refuses a version: the repo's first version of a subject meets versions that
+# another record registered there (the topic carried another schema before), a later one an evolution.
+_REGISTERED_ELSEWHERE = (
+    "the subject holds another record's versions: if nothing writes them any more (analytics_basket on "
+    "purchases.analytics before the analytics cells), delete the subject or set its compatibility to NONE "
+    "(docs/operations.md), else find who registered them"
+)
+_EVOLVE = "give new fields defaults and keep old ones (receiptflow schemas check shows the problem)"
 # Apicurio answers an incompatible version with HTTP 409 and error_code 0, Confluent with 409/409.
 _CONFLICT = 409
 
@@ -81,7 +89,7 @@ class RegistrySync:
         self.client = client
         self.url = url
 
-    def _register(self, subject: str, version: SchemaVersion) -> int:
+    def _register(self, subject: str, version: SchemaVersion, first: bool) -> int:
         try:
             return int(self.client.register_schema(subject, _schema(version)))
         except SchemaRegistryError as exc:
@@ -89,8 +97,7 @@ class RegistrySync:
                 raise IncompatibleSchemaError(
                     f"the schema registry refuses {version.subject} v{version.version} ({version.path}) under "
                     f"subject {subject!r}: not {COMPATIBILITY} compatible with the versions registered there "
-                    f"({_brief(exc.error_message)}); give new fields defaults and keep old ones "
-                    "(receiptflow schemas check shows the problem)"
+                    f"({_brief(exc.error_message)}); {_REGISTERED_ELSEWHERE if first else _EVOLVE}"
                 ) from exc
             raise SchemaError(
                 f"the schema registry at {self.url} refused {version.path} under {subject!r} ({_where(exc)})"
@@ -113,7 +120,7 @@ class RegistrySync:
         """Register ``versions`` (oldest first) under ``subject`` with BACKWARD compatibility: version -> id."""
         ids: dict[int, int] = {}
         for i, version in enumerate(versions):
-            ids[version.version] = self._register(subject, version)
+            ids[version.version] = self._register(subject, version, first=i == 0)
             if i == 0:
                 # Set after the first registration: a subject must exist before some registries
                 # (Apicurio) accept its configuration; the first version needs no check anyway.

@@ -1,9 +1,11 @@
 """Every query of the Grafana dashboard returns series from a real Prometheus scraping a running pipeline.
 
-The pipeline runs as it is deployed, one process per role, each with its own exporter: the router and
-the profile agent (``process --role all``), the warehouse sink (``sink run``) and the registers
-(``simulate``, with repeated deliveries, bad input and consent changes, so that dead letters,
-duplicates and consent changes happen; plus one checkout of a chain the policy does not know). A
+The pipeline runs as it is deployed, one process per role, each with its own exporter: the router,
+the analytics aggregator and the profile agent (``process --role all``), the warehouse sink (``sink
+run``) and the registers (``simulate``, with repeated deliveries, bad input and consent changes, so
+that dead letters, duplicates and consent changes happen; plus one checkout of a chain the policy
+does not know). The aggregator runs without grace, and two anonymous checkouts of ``ABC`` (service
+stations, open day and night) sold a day ago close yesterday's window and then arrive late to it. A
 Prometheus from the Debian package scrapes the three every second under the bundle's job names; each
 panel's PromQL (parsed with ``promql-parser`` by the static checks, its Grafana interval variables
 replaced) is evaluated through Prometheus's HTTP API while the traffic flows.
@@ -19,7 +21,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ from receiptflow.topics import create_topics
 from ..unit import test_deploy_bundle as bundle
 from .support import env_for
 
-SERIES_WITHIN = 240.0  # seconds for every query to have series, on a loaded machine
+SERIES_WITHIN = 240.0
+CLOSED = "receiptflow_analytics_windows_closed_total"  # seconds for every query to have series, on a loaded machine
 E2E = "receiptflow_checkout_to_output_seconds"
 STAGES = {"router", "profiles", "warehouse"}  # the sink reports its stage as "warehouse"
 
@@ -57,6 +60,18 @@ def _unknown_chain_checkout(settings: Settings) -> None:
     assert emission.checkout is not None
     client = RegisterClient(settings)
     client.send(dataclasses.replace(emission.checkout, chain="NEWCHAIN"))
+    assert client.flush(60).failed == 0
+
+
+def _yesterdays_checkout(settings: Settings, n: int) -> None:
+    """Checkout ``n`` of chain ABC, anonymous, sold 24 hours ago: its window is yesterday's, which the
+    aggregator (no grace) closes as soon as it has read one of today's ABC baskets."""
+    sold = datetime.now(UTC) - timedelta(days=1)
+    checkout = Simulator(100 + n, stores=6, customers=5).checkout(sold)
+    client = RegisterClient(settings)
+    client.send(
+        dataclasses.replace(checkout, chain="ABC", store_id="ABC-0001", card_id=None, receipt_id=f"ABC-yesterday-{n}")
+    )
     assert client.flush(60).failed == 0
 
 
@@ -85,6 +100,8 @@ def test_every_dashboard_query_returns_series_from_prometheus_scraping_the_pipel
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    # No grace: yesterday's window closes once today's baskets of its chain are read.
+    env = {**env_for(settings), "RECEIPTFLOW_ANALYTICS_GRACE_SECONDS": "0"}
     web = free_port()
     procs = []
     try:
@@ -93,7 +110,7 @@ def test_every_dashboard_query_returns_series_from_prometheus_scraping_the_pipel
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "receiptflow", *argv, "--metrics-port", str(ports[role])],
-                        env=env_for(settings),
+                        env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )
@@ -112,6 +129,8 @@ def test_every_dashboard_query_returns_series_from_prometheus_scraping_the_pipel
                 )
             )
         _unknown_chain_checkout(settings)
+        _yesterdays_checkout(settings, 1)
+        late_sent = False
         base = f"http://127.0.0.1:{web}"
         exprs = [(where, bundle.grafana_to_promql(expr)) for where, expr in bundle.dashboard_exprs()]
         assert len(exprs) > 20
@@ -123,9 +142,17 @@ def test_every_dashboard_query_returns_series_from_prometheus_scraping_the_pipel
             time.sleep(2)
             try:
                 empty = [where for where, expr in exprs if not _query(base, expr)]
+                if not late_sent and _query(base, f'{CLOSED}{{chain="ABC"}}'):
+                    # Yesterday's window is closed: the next basket of it is late.
+                    _yesterdays_checkout(settings, 2)
+                    late_sent = True
             except OSError:  # Prometheus still starting
                 continue
         assert not empty, f"queries without series: {empty}"
+        # The alert on windows that do not close watches the oldest open window's end: today's, tonight
+        # (yesterday's closed at once), so later than now and at most a day (and an hour of DST) ahead.
+        (oldest,) = _query(base, "receiptflow_analytics_oldest_open_window_end_timestamp_seconds")
+        assert 0 < float(oldest["value"][1]) - time.time() <= 25 * 3600, oldest
         # End-to-end latency from every stage, each measured from its checkouts' append time (minutes
         # at most here: a stage that measured from the register's event time or from nothing would not be).
         stages: dict[str, float] = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,12 +25,13 @@ from receiptflow.errors import DecodeError, IncompatibleSchemaError
 from receiptflow.models import ConsentChange
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
-from receiptflow.registry import codec_for, registry_catalog, registry_client, value_subject
+from receiptflow.registry import RegistrySync, codec_for, registry_catalog, registry_client, value_subject
 from receiptflow.stack import free_port
 from receiptflow.stack.process import gone
 from receiptflow.stack.registry import API_PATH, EmbeddedRegistry
 from receiptflow.topics import TopicNames, create_topics
 
+from ..unit.processors.aggregate.baskets import basket
 from .conftest import MakeSettings
 from .support import env_for, read_all
 
@@ -170,6 +172,83 @@ def test_a_command_stops_with_one_line_when_the_registry_refuses_the_contract(
     refused = " ".join(check.stderr.split())
     assert f"{subject}: the registry would refuse consent_change/v1.avsc" in refused
     assert value_subject(names.checkouts) not in refused
+
+
+def _schemas_check(settings: Settings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "receiptflow", "schemas", "check"],
+        env=env_for(settings),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("clear", ["delete the subject", "compatibility NONE"])
+def test_an_upgrade_clears_the_old_analytics_basket_subject_before_the_first_cell(
+    reg_settings: Settings, clear: str
+) -> None:
+    """Before the analytics cells, purchases.analytics carried analytics_basket: its subject refuses
+    analytics_cell until it is deleted or set to NONE, with the HTTP calls docs/operations.md gives."""
+    names = TopicNames(reg_settings.kafka.topic_prefix)
+    url = reg_settings.kafka.schema_registry_url or ""
+    registry = registry_client(url)
+    subject = value_subject(names.purchases_analytics)
+    bundled = SchemaCatalog.bundled()
+    # What the release before left in the registry: analytics_basket v1 and v2 under BACKWARD.
+    old = RegistrySync(registry, url).register(subject, bundled.versions("analytics_basket"))
+    refused = _schemas_check(reg_settings)
+    assert refused.returncode == 1
+    assert f"{subject}: the registry would refuse analytics_cell/v1.avsc" in " ".join(refused.stderr.split())
+
+    requests: list[urllib.request.Request]
+    if clear == "delete the subject":
+        # curl -X DELETE $URL/subjects/purchases.analytics-value, then the same with ?permanent=true: Apicurio
+        # still checks new versions against soft-deleted ones.
+        requests = [
+            urllib.request.Request(f"{url}/subjects/{subject}", method="DELETE"),
+            urllib.request.Request(f"{url}/subjects/{subject}?permanent=true", method="DELETE"),
+        ]
+    else:  # curl -X PUT -H 'Content-Type: ...' -d '{"compatibility": "NONE"}' $URL/config/purchases.analytics-value
+        requests = [
+            urllib.request.Request(
+                f"{url}/config/{subject}",
+                data=json.dumps({"compatibility": "NONE"}).encode(),
+                headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+                method="PUT",
+            )
+        ]
+
+    def clear_subject() -> None:
+        for request in requests:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+        cleared = _schemas_check(reg_settings)
+        assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+
+    clear_subject()
+    if clear == "compatibility NONE":
+        # A process of the earlier release starting now undoes it: it finds its analytics_basket versions
+        # and sets the subject to BACKWARD again. (After a permanent delete, this Apicurio gives the old ids
+        # back without making the subject again.)
+        RegistrySync(registry, url).register(subject, bundled.versions("analytics_basket"))
+        with pytest.raises(IncompatibleSchemaError, match="delete the subject or set its compatibility to NONE"):
+            codec_for(reg_settings)
+        clear_subject()
+
+    # The next process registers analytics_cell there, and the subject is BACKWARD again for its evolution.
+    codec = codec_for(reg_settings)
+    latest = registry.get_latest_version(subject)
+    assert json.loads(latest.schema.schema_str or "")["name"] == "AnalyticsCell"
+    assert latest.schema_id == codec.catalog.latest("analytics_cell").schema_id
+    assert registry.get_compatibility(subject) == "BACKWARD"
+    assert _schemas_check(reg_settings).returncode == 0
+    # The old baskets left on purchases.analytics keep an id the codec knows (analytics_basket is on
+    # purchases.baskets now, one id per schema text): the sink dead-letters them as baskets, not as unknown.
+    record = codec.encode("analytics_basket", basket().to_avro())
+    assert schema_id_of(record) == old[2]
+    assert codec.decode(record, expect="analytics_basket").value["chain"] == "SOKOS"
 
 
 def test_the_embedded_registry_keeps_its_ids_across_a_restart(tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ def test_prometheus_config_points_at_files_in_the_bundle() -> None:
     assert f"localhost:{defaults}" in text
     assert f"localhost:{defaults + 1}" in text
     assert f"localhost:{defaults + 2}" in text  # the simulated registers (producer metrics)
+    assert f"localhost:{defaults + 3}" in text  # the analytics aggregator (aggregate run)
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:

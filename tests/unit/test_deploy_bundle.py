@@ -77,9 +77,15 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "erasure_salt",
     },
     ("sink", "run"): {"bootstrap_servers", "warehouse_url", "warehouse_password", "erasure_salt"},
+    # Kafka only: the baskets arrive pseudonymised (no analytics key), the cells go to Kafka (no database).
+    ("aggregate", "run"): {"bootstrap_servers", "analytics_instance"},
     ("simulate",): {"bootstrap_servers"},
 }
-LONG_RUNNING = (("process",), ("sink", "run"), ("simulate",))
+# The settings that name a worker stably (transactional ids, static group membership).
+STABLE_NAMES = ("RECEIPTFLOW_PROCESSOR_INSTANCE", "RECEIPTFLOW_SINK_INSTANCE", "RECEIPTFLOW_ANALYTICS_INSTANCE")
+LONG_RUNNING = (("process",), ("sink", "run"), ("aggregate", "run"), ("simulate",))
+# The exporter's port per command, as an offset from RECEIPTFLOW_METRICS_PORT (src/receiptflow/cli).
+PORT_OFFSETS = {("process",): 0, ("sink", "run"): 1, ("simulate",): 2, ("aggregate", "run"): 3}
 METRICS_PATH = "/metrics"
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
@@ -228,20 +234,15 @@ def all_workloads() -> list[Workload]:
 
 def served_metrics_port(w: Workload) -> int | None:
     """The port the code serves /metrics on for this workload (cli: process on the port, the sink on
-    port + 1, the simulated registers on port + 2)."""
+    port + 1, the simulated registers on port + 2, the aggregator on port + 3)."""
     if "--metrics-port" in w.argv:
         return int(w.argv[w.argv.index("--metrics-port") + 1])
     raw = w.env.get("RECEIPTFLOW_METRICS_PORT")
     port = int(raw) if raw is not None else int(VARIABLES["RECEIPTFLOW_METRICS_PORT"].info.default)
     if port == 0:
         return None
-    if w.runs(("process",)):
-        return port
-    if w.runs(("sink", "run")):
-        return port + 1
-    if w.runs(("simulate",)):
-        return port + 2
-    return None
+    offsets = [offset for prefix, offset in PORT_OFFSETS.items() if w.runs(prefix)]
+    return port + offsets[0] if offsets else None
 
 
 def served_status(path: str) -> int:
@@ -412,6 +413,10 @@ def test_each_workload_sets_what_its_command_needs() -> None:
         assert needs, f"{w.where}: `receiptflow {' '.join(w.argv)}` has no entry in NEEDS"
         missing = {name for name in needs[0] if env_name(name) not in w.env}
         assert not missing, f"{w.where}: missing {sorted(env_name(n) for n in missing)}"
+        # And no secret its command does not use (the aggregator no analytics key, no database password).
+        secrets = {k for k, v in w.env.items() if v.startswith("<secret:")}
+        extra = secrets - {env_name(name) for name in needs[0]}
+        assert not extra, f"{w.where}: given secrets its command does not use: {sorted(extra)}"
         assert w.env.get("RECEIPTFLOW_DEPLOYMENT") == "production", f"{w.where}: not marked production"
         assert "127.0.0.1" not in w.env["RECEIPTFLOW_BOOTSTRAP_SERVERS"], w.where
         # The values are accepted by the settings model (secrets and pod fields stand in as placeholders).
@@ -457,7 +462,7 @@ def test_stable_worker_names_come_from_the_pod_name_of_a_statefulset() -> None:
             continue
         for c in r["spec"]["template"]["spec"]["containers"]:
             env = {v["name"]: v for v in c.get("env", [])}
-            for identity in ("RECEIPTFLOW_PROCESSOR_INSTANCE", "RECEIPTFLOW_SINK_INSTANCE"):
+            for identity in STABLE_NAMES:
                 if identity in env:
                     assert r["kind"] == "StatefulSet", f"{r['metadata']['name']}: {identity} needs a stable pod name"
                     assert env[identity]["value"] == "$(POD_NAME)"
@@ -467,6 +472,36 @@ def test_stable_worker_names_come_from_the_pod_name_of_a_statefulset() -> None:
                     assert names.index("POD_NAME") < names.index(identity)
             if "router" in c["args"]:
                 assert "RECEIPTFLOW_PROCESSOR_INSTANCE" in env, "every router worker needs its own instance name"
+            if c["args"][:2] == ["aggregate", "run"]:
+                assert "RECEIPTFLOW_ANALYTICS_INSTANCE" in env, "every aggregator needs its own instance name"
+
+
+def runs_aggregator(w: Workload) -> bool:
+    """Whether the workload runs an analytics aggregator: `aggregate run`, or `process` with the role all
+    (its default), which runs one beside the router and the profile agent."""
+    if w.runs(("aggregate", "run")):
+        return True
+    if not w.runs(("process",)):
+        return False
+    role = w.argv[w.argv.index("--role") + 1] if "--role" in w.argv else "all"
+    return role == "all"
+
+
+def test_each_bundle_runs_the_aggregator_in_one_workload_of_its_own() -> None:
+    # A router workload with --role all would run one more aggregator per worker, beside the aggregator's own.
+    for where, workloads in (("compose", compose_workloads()), ("kubernetes", k8s_workloads())):
+        aggregators = [w.where for w in workloads if runs_aggregator(w)]
+        assert len(aggregators) == 1, f"{where}: the aggregator runs in {aggregators}"
+        assert [w.argv[:2] for w in workloads if runs_aggregator(w)] == [["aggregate", "run"]], where
+        routers = [w for w in workloads if w.runs(("process",))]
+        assert routers and all("--role" in w.argv for w in routers), f"{where}: a process without --role runs all"
+    # In Kubernetes it is a StatefulSet, disrupted one pod at a time like the other workers.
+    resources = k8s_resources()
+    (aggregate,) = [r for r in resources if r["kind"] == "StatefulSet" and r["metadata"]["name"].endswith("aggregate")]
+    name = aggregate["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+    budgets = [r for r in resources if r["kind"] == "PodDisruptionBudget"]
+    assert [b["spec"]["selector"]["matchLabels"] for b in budgets].count({"app.kubernetes.io/name": name}) == 1
+    assert aggregate["spec"]["serviceName"] in {r["metadata"]["name"] for r in resources if r["kind"] == "Service"}
 
 
 def test_probes_health_checks_and_scrape_targets_use_the_port_and_path_the_code_serves() -> None:
@@ -512,10 +547,13 @@ def test_probes_health_checks_and_scrape_targets_use_the_port_and_path_the_code_
                 assert ports.get(host) == int(port), f"{target}: service {host} serves on {ports.get(host)}"
                 targets.add(host)
     assert targets == {name for name, port in ports.items() if port is not None}
-    # The image exposes the three exporter ports.
+    # The image exposes every exporter port.
     exposed = {int(p) for instr, rest in stages()["runtime"] if instr == "EXPOSE" for p in rest.split()}
     default = int(VARIABLES["RECEIPTFLOW_METRICS_PORT"].info.default)
-    assert {default, default + 1, default + 2} <= exposed
+    assert {default + offset for offset in PORT_OFFSETS.values()} <= exposed
+    # The aggregator's offset is the one its command says it uses.
+    help_text = " ".join(cli_help("aggregate", "run").stdout.split())
+    assert f"RECEIPTFLOW_METRICS_PORT + {PORT_OFFSETS['aggregate', 'run']};" in help_text
 
 
 def test_compose_mounts_the_files_that_exist_and_runs_the_cluster_it_describes() -> None:
@@ -598,7 +636,7 @@ def test_the_dashboard_queries_only_metrics_the_code_defines() -> None:
         assert not unknown, f"{where}: not defined in receiptflow.metrics: {sorted(unknown)}"
         used.update(n for n in names if n)
     # What the dashboard is for: throughput per stage, dead letters, batch times, lag, transactions,
-    # profile updates and warehouse rows.
+    # profile updates, warehouse rows and the aggregator's windows.
     for family in (
         "receiptflow_consumed_total",
         "receiptflow_routed_total",
@@ -611,6 +649,9 @@ def test_the_dashboard_queries_only_metrics_the_code_defines() -> None:
         "receiptflow_transactions_total",
         "receiptflow_profile_updates_total",
         "receiptflow_warehouse_rows_total",
+        "receiptflow_analytics_windows_closed_total",
+        "receiptflow_analytics_late_baskets_total",
+        "receiptflow_analytics_open_baskets_records",
     ):
         assert family in used, family
 

@@ -137,6 +137,23 @@ def test_an_incompatible_version_is_refused_in_one_line_naming_subject_and_file(
     assert "not BACKWARD compatible" in message
     assert "Incompatible artifact" in message  # the registry's own reason is kept
 
+    assert "give new fields defaults" in message  # a later version: the contract's evolution is at fault
+
+
+def test_a_first_version_refused_by_another_records_versions_says_to_clear_the_subject() -> None:
+    # Before the analytics cells, purchases.analytics carried analytics_basket: its subject still holds them.
+    fake = FakeRegistry(refuse=('"name": "AnalyticsCell"',))
+    bundled = SchemaCatalog.bundled()
+    for version in bundled.versions("analytics_basket"):
+        fake.register_schema("purchases.analytics-value", Schema(json.dumps(version.raw, sort_keys=True), "AVRO"))
+    with pytest.raises(IncompatibleSchemaError) as caught:
+        registry_catalog(bundled, TopicNames(), fake, URL)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "analytics_cell v1 (analytics_cell/v1.avsc) under subject 'purchases.analytics-value'" in message
+    assert "delete the subject or set its compatibility to NONE (docs/operations.md)" in message
+    assert "give new fields defaults" not in message
+
 
 def test_a_registry_that_gives_one_schema_two_ids_is_refused() -> None:
     class PerSubjectIds(FakeRegistry):

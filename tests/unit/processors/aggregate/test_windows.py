@@ -130,6 +130,21 @@ def test_the_committed_offset_is_the_first_offset_of_the_oldest_open_window() ->
     assert w.committed() == 44
 
 
+def test_the_oldest_open_windows_end_is_what_the_not_closing_alert_watches() -> None:
+    w = _windows()
+    assert w.oldest_end_ms is None, "nothing open"
+    w.read(0, basket("SOKOS", day=1), NOW_MS)
+    assert w.oldest_end_ms == end_ms(1)
+    w.read(1, basket("PRISMA", day=0), NOW_MS)  # an older day opens after a newer one
+    w.read(2, basket("SOKOS", day=2), NOW_MS)
+    assert w.oldest_end_ms == end_ms(0)
+    w.close(window_of(basket("PRISMA", day=0)), K, NOW)
+    assert w.oldest_end_ms == end_ms(1)
+    for day in (1, 2):
+        w.close(window_of(basket("SOKOS", day=day)), K, NOW)
+    assert w.oldest_end_ms is None
+
+
 def test_progress_rides_in_the_offset_metadata_and_a_dead_letter_is_not_written_again() -> None:
     w = _windows(start=10)
     assert w.skip(10, NOW_MS) is True
