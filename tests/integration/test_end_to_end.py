@@ -23,16 +23,20 @@ import fastavro
 import pytest
 import redis
 
+from receiptflow.cells import Family
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.consume import consume_json
 from receiptflow.metrics import Metrics
 from receiptflow.models import Checkout, ConsentChange, LineKind, ReceiptKind, Unit
-from receiptflow.policy import deposit_cents
+from receiptflow.policy import load_policy
 from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.route import process
 from receiptflow.producers.client import RegisterClient, checkout_key
 from receiptflow.producers.simulator import Simulator
 from receiptflow.sinks import open_sink, run_sink, warehouse_counts
+from receiptflow.suppression import release
 from receiptflow.topics import TopicNames, create_topics
 
 from .conftest import RedisServer
@@ -73,6 +77,10 @@ def _env(settings: Settings) -> dict[str, str]:
         RECEIPTFLOW_TOPIC_PARTITIONS=str(settings.kafka.topic_partitions),
         RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
         RECEIPTFLOW_METRICS_PORT="0",
+        # The sales are days old: their windows close once the aggregator has read everything and
+        # heard nothing more for a while (long enough that the router's pauses do not make it late).
+        RECEIPTFLOW_ANALYTICS_GRACE_SECONDS="60",
+        RECEIPTFLOW_ANALYTICS_IDLE_CLOSE_SECONDS="10",
     )
     return env
 
@@ -119,8 +127,8 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
     sim = Simulator(seed=42, stores=25, customers=80)
     client = RegisterClient(e2e_settings)
     names = TopicNames(e2e_settings.kafka.topic_prefix)
-    # Yesterday at 100/s: a quarter of an hour of simulated traffic in every receipt shape of v2.
-    checkouts = list(sim.stream(N, datetime.now(UTC) - timedelta(days=1), rate=100))
+    # Three days ago at 100/s: a quarter of an hour of simulated traffic in every receipt shape of v2.
+    checkouts = list(sim.stream(N, datetime.now(UTC) - timedelta(days=3), rate=100))
     kinds = {x.kind for c in checkouts for x in c.lines}
     assert kinds >= {LineKind.SALE, LineKind.DEPOSIT, LineKind.DEPOSIT_REFUND, LineKind.DISCOUNT, LineKind.VOID}
     refunds = [c for c in checkouts if c.receipt_kind is ReceiptKind.REFUND]
@@ -165,29 +173,33 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
     metrics = Metrics()
     thread = threading.Thread(target=run_sink, args=(e2e_settings, sink), kwargs={"stop": stop, "metrics": metrics})
     thread.start()
-    lines = sum(len(c.lines) for c in checkouts)
+    # The cells the aggregator must publish: release() of the routed baskets, window by window (a
+    # basket's pseudonym changes nothing here but its id, and every id is distinct either way).
+    policy, baskets = load_policy(), BasketPseudonymiser(b"e2e-test-basket-key")
+    routed = [process(c, policy, None, datetime.now(UTC), baskets).analytics for c in checkouts]
+    want_cells = release([b for b in routed if b is not None], e2e_settings.aggregate.k).cells
+    assert want_cells, "the traffic must publish cells"
 
     def rows(table: str) -> float:
         return metrics.registry.get_sample_value("receiptflow_warehouse_rows_total", {"table": table}) or 0
 
-    deadline = time.monotonic() + 60
-    while rows("receipts") < N or rows("analytics.basket_lines") < lines or rows("consent_changes") < len(consents):
-        assert time.monotonic() < deadline, "warehouse did not receive every receipt, line and consent change"
+    deadline = time.monotonic() + 120
+    while rows("receipts") < N or rows("analytics.cells") < len(want_cells) or rows("consent_changes") < len(consents):
+        assert time.monotonic() < deadline, (
+            f"warehouse did not receive every receipt, cell and consent change: {rows('receipts'):.0f} of {N} "
+            f"receipts, {rows('analytics.cells'):.0f} of {len(want_cells)} cells, {rows('consent_changes'):.0f} of "
+            f"{len(consents)} consent changes; processor log tail:\n{log.read_text()[-3000:]}"
+        )
         assert thread.is_alive(), "sink stopped early"
         time.sleep(0.2)
     stop.set()
     thread.join(30)
     counts = warehouse_counts(sink.warehouse)
-    analytics = sink.warehouse.query(
-        "SELECT b.chain, count(*), sum(l.amount_cents) FROM analytics.basket_lines AS l "
-        "JOIN analytics.baskets AS b USING (basket_id) GROUP BY b.chain"
+    stored_cells = sink.warehouse.query(
+        "SELECT family, chain, local_date, store_id, hour, product_group, sku, sku_b, size_bucket, baskets, lines, "
+        "quantity, amount_cents FROM analytics.cells"
     )
-    # The analyst views: goods per chain net of returns, refunds and every discount, deposits in no group.
-    mix = sink.warehouse.query("SELECT chain, sum(amount_cents) FROM analytics.product_group_mix GROUP BY chain")
-    daily = sink.warehouse.query(
-        "SELECT sum(baskets), sum(refunds), sum(net_cents), sum(net_goods_cents) FROM analytics.daily_sales_net"
-    )[0]
-    columns_sql = "SELECT column_name FROM information_schema.columns WHERE table_name IN ('baskets', 'basket_lines')"
+    columns_sql = "SELECT column_name FROM information_schema.columns WHERE table_name = 'cells'"
     analytics_columns = {r[0] for r in sink.warehouse.query(columns_sql)}
     audit = sink.warehouse.query(
         "SELECT card_id, product_data_marketing, electronic_marketing FROM consent_changes ORDER BY 1"
@@ -202,27 +214,25 @@ def test_checkouts_reach_profiles_and_warehouse(e2e_settings: Settings, processo
         assert net[original.receipt_id] == original.total_cents + back
         assert r.receipt_id not in net
     assert sum(net.values()) == truth.spend_cents
-    # The anonymous lines: every line of every receipt, per chain, with the same money.
-    want: dict[str, list[int]] = {}
-    for c in checkouts:
-        if c.lines:
-            w = want.setdefault(c.chain, [0, 0])
-            w[0] += len(c.lines)
-            w[1] += sum(x.amount_cents for x in c.lines)  # receipt-level benefits are on no line
-    assert {chain: [int(n), int(cents)] for chain, n, cents in analytics} == want
-    with_lines = [c for c in checkouts if c.lines]
-    goods: dict[str, int] = {}
-    for c in with_lines:
-        # Receipt-level benefits are shared out over the goods lines: each group is net of them.
-        goods[c.chain] = goods.get(c.chain, 0) + c.total_cents - deposit_cents(c.lines)
-    assert {chain: int(cents) for chain, cents in mix} == goods
-    assert tuple(int(v) for v in daily) == (
-        sum(c.receipt_kind is ReceiptKind.SALE for c in with_lines),
-        sum(c.receipt_kind is ReceiptKind.REFUND for c in with_lines),
-        sum(c.total_cents for c in with_lines),
-        sum(goods.values()),
+    # The analytics: exactly the released cells of every window, once each; none under k.
+    got = sorted(
+        (Family(f), str(ch), d, st, h, g, sku, sku_b, size, int(n), int(lines), round(float(q), 3), int(cents))
+        for f, ch, d, st, h, g, sku, sku_b, size, n, lines, q, cents in stored_cells
     )
-    assert analytics_columns and not analytics_columns & {"card_id", "register_id", "receipt_id", "line_no"}
+    want = sorted(
+        (c.key.family, c.key.chain, c.key.local_date, c.key.store_id, c.key.hour, c.key.product_group, c.key.sku,
+         c.key.sku_b, c.key.size_bucket, c.baskets, c.lines, c.quantity, c.amount_cents)
+        for c in want_cells
+    )  # fmt: skip
+    assert got == want
+    assert min(row[9] for row in got) >= e2e_settings.aggregate.k
+    assert analytics_columns and not analytics_columns & {
+        "card_id",
+        "register_id",
+        "receipt_id",
+        "line_no",
+        "basket_id",
+    }
     assert audit == sorted((c.card_id, c.product_data_marketing, c.electronic_marketing) for c in consents)
     assert counts["receipts"] == N
     assert counts["total_cents"] == truth.spend_cents

@@ -37,6 +37,7 @@ import pytest
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, Purchase
+from receiptflow.processors.aggregate.worker import Aggregator
 from receiptflow.processors.router.worker import Router
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
@@ -105,14 +106,17 @@ class Substrings:
 @pytest.fixture(scope="module")
 def traffic(make_module_settings: Callable[..., Settings]) -> Settings:
     """Simulated checkouts routed by the real router: the topics every test here reads."""
-    settings = make_module_settings()
+    # Days that are over (plus a small grace), so the aggregator closes their windows and publishes
+    # their cells once it has read everything.
+    settings = make_module_settings(analytics_grace_seconds=60, analytics_idle_close_seconds=1)
     create_topics(settings)
-    start = datetime.now(UTC) - timedelta(hours=4)
+    start = datetime.now(UTC) - timedelta(days=3)
     client = RegisterClient(settings)
-    for c in Simulator(61, stores=12, customers=150).stream(N, start, rate=N / (3.5 * 3600)):
+    for c in Simulator(61, stores=12, customers=150).stream(N, start, rate=N / (36 * 3600)):
         client.send(c)
     client.flush()
     Router(settings, name="privacy-router").run(max_idle=3)
+    Aggregator(settings, name="privacy-aggregator").run(max_idle=5)
     return settings
 
 
