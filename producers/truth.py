@@ -29,12 +29,19 @@ class GroundTruth:
     bad: list[dict[str, str]] = field(default_factory=list)  # {"label", "reason"} of each injected bad event
     consents: list[dict[str, object]] = field(default_factory=list)  # every consent change sent
     out_of_order: int = 0  # checkouts sent after later ones
+    # Analytics window ("chain/local date") -> [baskets, total cents] of the checkouts with lines:
+    # what the aggregator counts (one basket per receipt with lines, in its chain's local day).
+    windows: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, c: Checkout) -> None:
         """Count a receipt: totals as the warehouse sums them; per card what its profile holds
         (visits are sales, spend is goods net of refunds without deposits)."""
         self.receipts += 1
         self.spend_cents += c.total_cents
+        if c.lines:
+            window = self.windows.setdefault(f"{c.chain}/{c.event_time.date().isoformat()}", [0, 0])
+            window[0] += 1
+            window[1] += c.total_cents
         chain = self.per_chain.setdefault(c.chain, [0, 0])
         chain[0] += 1
         chain[1] += c.total_cents

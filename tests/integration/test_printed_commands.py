@@ -63,7 +63,8 @@ def run_as_printed(command: str, env: dict[str, str]) -> subprocess.CompletedPro
 def test_the_demo_and_the_readme_commands_run_as_printed(settings: Settings) -> None:
     env = env_for(settings)
     env["COLUMNS"] = "80"  # a narrow terminal: printed commands must not be wrapped
-    short = ("--duration", "4", "--rate", "10", "--stores", "4", "--customers", "20", "--seed", "7")
+    # Enough sales that some chain-days publish cells of at least k baskets (the printed query reads them).
+    short = ("--duration", "8", "--rate", "30", "--stores", "4", "--customers", "40", "--seed", "7")
     demo = subprocess.run(
         [sys.executable, "-m", "receiptflow", "demo", *short],
         cwd=ROOT,

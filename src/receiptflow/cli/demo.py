@@ -36,6 +36,7 @@ from ..metrics import Metrics
 from ..processors.profiles.store import RedisProfileStore
 from ..producers.run import simulate
 from ..topics import TopicNames, create_topics
+from .demo_analytics import Check, analytics_checks, demo_env, sale_start, wait_for_windows
 
 console = Console(highlight=False)
 
@@ -166,16 +167,20 @@ def run_demo(
             duration=duration,
             seed=seed,
             console=console,
-            start=datetime.now(UTC),
+            start=sale_start(settings, datetime.now(UTC)),
         )
         # What the card profiles must hold: sales as visits (a refund is none), goods spend net of refunds.
         carded = sum(v[0] for v in truth.per_card.values())
         carded_spend = sum(v[1] for v in truth.per_card.values())
+        settle_until = time.monotonic() + settle_timeout
         _wait_until_caught_up(pipeline, store, metrics, before, (truth.receipts, carded, carded_spend), settle_timeout)
+        with console.status("waiting for the aggregator to close this run's days and the sink to store their cells..."):
+            markers = wait_for_windows(settings, metrics, truth, max(settle_until, time.monotonic() + 30))
 
     after = _snapshot(settings, store, sink)
+    analytics = analytics_checks(truth, markers, sink.warehouse)
     sink.close()
-    return _summary(settings, truth, carded, carded_spend, before=before, after=after)
+    return _summary(settings, truth, carded, carded_spend, before=before, after=after, analytics=analytics)
 
 
 def _start_stack(settings: Settings) -> None:
@@ -205,7 +210,7 @@ class _Pipeline:
             [sys.executable, "-m", "receiptflow", "process", "--metrics-port", "0", "--loglevel", "warning"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env=demo_env(os.environ.copy()),
         )
         self._stop = threading.Event()
         self._sink_error: list[BaseException] = []
@@ -277,7 +282,14 @@ def _wait_until_caught_up(
 
 
 def _summary(
-    settings: Settings, truth: Any, carded: int, carded_spend: int, *, before: Snapshot, after: Snapshot
+    settings: Settings,
+    truth: Any,
+    carded: int,
+    carded_spend: int,
+    *,
+    before: Snapshot,
+    after: Snapshot,
+    analytics: tuple[list[Check], str],
 ) -> int:
     sent = after.checkouts - before.checkouts
     processed = after.customer - before.customer
@@ -294,6 +306,7 @@ def _summary(
         ("spend added to Redis profiles", carded_spend, spend, euros),
         ("receipts added to the warehouse", truth.receipts, rows, str),
         ("warehouse total", truth.spend_cents, cents, euros),
+        *analytics[0],
     ]
     table = Table("stage", "expected (simulator)", "observed", "ok", title="end-to-end summary of this run")
     ok = True
@@ -306,6 +319,7 @@ def _summary(
         f"{truth.receipts} checkouts from {len(truth.per_chain)} chains, {truth.anonymous} without a card; "
         f"{after.profiles} profiles in Redis in total"
     )
+    console.print(analytics[1])
     console.print("\n[bold]Look at the data next[/bold] (from this folder, one command per line)")
     for line in next_commands(settings, card=next(iter(sorted(truth.per_card)), None)):
         # One line each, never wrapped: a person pastes them into a shell as they are.
