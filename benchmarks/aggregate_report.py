@@ -290,7 +290,7 @@ def markdown(r: dict[str, Any]) -> str:
             out[-1] += (
                 f" Within the {_mib(r['memory_limit_bytes'])} MiB limit of `deploy/k8s/aggregate.yaml`, less the"
                 f" {_mib(both['base_rss_bytes'])} MiB the aggregator held before its first basket, one aggregator"
-                f" releases a chain-day of about {most:,} baskets with nothing else open; every basket of"
+                f" releases a chain-day of about {round(most, -3):,} baskets with nothing else open; every basket of"
                 f" the other windows its partitions hold open then counts {each['held_bytes'] / 1024:,.1f} KiB."
             )
     return "\n".join(out) + "\n"

@@ -165,6 +165,10 @@ def test_the_section_states_the_scale_and_what_one_aggregator_holds() -> None:
     # 1,000 MiB above the base, and 500 MiB for 50,000 baskets at release: 100,000 baskets.
     assert report.capacity(_result()) == 100_000
     assert "one aggregator releases a chain-day of about 100,000 baskets" in text
+    # 5,000,000 bytes more hold 476 baskets more; the text says it to the thousand.
+    more = _result(memory_limit_bytes=1_100 * 2**20 + 5_000_000)
+    assert report.capacity(more) == 100_476
+    assert "chain-day of about 100,000 baskets" in report.markdown(more)
     assert "*not* as many" not in text
 
 
