@@ -83,11 +83,13 @@ $(VENV)/quixstreams/.installed: $(VENV)/.installed constraints-quixstreams.txt
 	$(BIN)/python -m pip install -q -c constraints-quixstreams.txt --upgrade --target $(VENV)/quixstreams quixstreams
 	touch $@
 
-# The end-to-end benchmark on its own embedded stack, every stage its own process, then the router beside
-# its peers (quixstreams, a naive faust agent, Kafka Streams in Java) on
-# one job with their outputs compared (about 8.5 + 4 minutes on 2 cores; BENCH_ARGS=--quick about 2 + 2); figures to
+# The end-to-end benchmark on its own embedded stack, every stage its own process, then the router with the
+# analytics aggregator (benchmarks/aggregate_throughput.py: the router alone, the aggregator alone, both at
+# once, and release() alone on chain-days of 50,000 and 200,000 baskets), then the router beside its peers
+# (quixstreams, a naive faust agent, Kafka Streams in Java) on one job with their outputs compared (about
+# 8.5 + 5 + 4 minutes on 2 cores; BENCH_ARGS=--quick about 2 + 1.5 + 2); figures to
 # .receiptflow/end_to_end.json and standard output, BENCH_ARGS=--markdown-out docs/performance.md rewrites
-# the "End to end" and "The router beside its peers" sections there.
+# the "End to end", "The router with the aggregator" and "The router beside its peers" sections there.
 bench: setup $(VENV)/quixstreams/.installed
 	mkdir -p .receiptflow
 	# The Kafka Streams peer of the router (Maven; built again only when its sources change).

@@ -23,7 +23,10 @@ Phases, in one run:
    the offered rate sells slower, and the latencies are those of the rate it did sell.
 4. **router alone**: ``benchmarks/processor_throughput.py``'s router path on a fresh topic, after
    the pipeline is stopped: the same-run baseline the end-to-end rate is compared with.
-5. **peers**: ``benchmarks/peers.py`` on the same broker: the router, quixstreams, the naive faust
+5. **aggregation**: ``benchmarks/aggregate_throughput.py`` on the same broker: the router alone, the
+   analytics aggregator alone over the router's baskets and the two at once over past days, to the
+   last cell committed; then ``release()`` alone on national-scale chain-days.
+6. **peers**: ``benchmarks/peers.py`` on the same broker: the router, quixstreams, the naive faust
    agent (and Kafka Streams when its peer is there) on one input, timed, outputs compared.
 
 CPU is ``/proc/<pid>/stat`` of each process (PostgreSQL's live backends added to its postmaster; the
@@ -44,8 +47,9 @@ from checkout to the stage's committed output and the share of receipts within 1
 sold, so a run shows how busy the cores were.
 
 Usage: ``python benchmarks/end_to_end.py [--quick | --latency-only] [--json-out FILE] [--markdown-out FILE]``
-(``--markdown-out`` replaces the "End to end", "The router beside its peers" and "Targets" sections
-there; the targets table, each target of the issue against this run's figures, is printed last).
+(``--markdown-out`` replaces the "End to end", "The router with the aggregator", "The router beside its
+peers" and "Targets" sections there; the targets table, each target of the issue against this run's
+figures, is printed last).
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import aggregate_report
+import aggregate_throughput
 import e2e_report
 import peers
 import processor_throughput
@@ -459,6 +465,16 @@ def main() -> int:
     parser.add_argument("--markdown-out", type=Path, help="update the 'End to end' section of this Markdown file")
     parser.add_argument("--peer-receipts", type=int, help="receipts for the peers (default 10,000; quick 3,000)")
     parser.add_argument("--skip-peers", action="store_true", help="leave out the router's peers")
+    parser.add_argument(
+        "--aggregate-receipts", type=int, help="receipts for the aggregation phase (default 20,000; quick 6,000)"
+    )
+    parser.add_argument(
+        "--window-sizes",
+        type=int,
+        nargs="*",
+        help="baskets of the chain-days release() runs on alone (default 50,000 and 200,000; quick 20,000)",
+    )
+    parser.add_argument("--skip-aggregate", action="store_true", help="leave out the aggregation phase")
     args = parser.parse_args()
     for item in args.set:
         name, sep, value = item.partition("=")
@@ -512,6 +528,15 @@ def main() -> int:
             pipe.stop()
             print("router alone (same-run baseline) ...", flush=True)
             router_rate = router_alone(settings, 5_000 if args.quick else 20_000)
+            agg_result = None
+            if not args.skip_aggregate:
+                sizes = args.window_sizes if args.window_sizes is not None else [20_000] if args.quick else None
+                agg_result = aggregate_throughput.run(
+                    settings,
+                    args.aggregate_receipts or (6_000 if args.quick else 20_000),
+                    "called by `end_to_end.py` as `make bench` runs it, after the pipeline stopped, on its broker",
+                    window_sizes=tuple(sizes if sizes is not None else (50_000, 200_000)),
+                )
             peer_result = None
             if not args.skip_peers:
                 how = "called by `end_to_end.py` as `make bench` runs it, after the pipeline stopped, on its broker"
@@ -534,6 +559,7 @@ def main() -> int:
         "router_alone_receipts_per_s": router_rate,
         "end_to_end_vs_router": drained["receipts_per_s"] / router_rate,
         "live_vs_router": sat_live["receipts_per_s"] / router_rate,
+        "aggregate": agg_result,
         "peers": peer_result,
         "wall_seconds": time.monotonic() - started,
     }
@@ -541,11 +567,16 @@ def main() -> int:
     if args.json_out:
         args.json_out.write_text(text + "\n")
     print(e2e_report.markdown(result))
+    if agg_result is not None:
+        print(aggregate_report.markdown(agg_result))
     if peer_result is not None:
         print(e2e_report.peers_section(peer_result))
     print(e2e_report.targets_section(result))
     if args.markdown_out:
         e2e_report.update_section(args.markdown_out, e2e_report.markdown(result))
+        if agg_result is not None:
+            section = aggregate_report.markdown(agg_result)
+            e2e_report.update_section(args.markdown_out, section, aggregate_report.SECTION)
         if peer_result is not None:
             section = e2e_report.peers_section(peer_result)
             e2e_report.update_section(args.markdown_out, section, e2e_report.PEERS_SECTION)
