@@ -322,7 +322,7 @@ class Traffic:
         )  # fmt: skip
         return Emission("consent", consent=change, label=f"consent:{card}")
 
-    def _bad(self, at: datetime) -> Emission:
+    def _bad(self, at: datetime, now: datetime | None) -> Emission:
         kind = self.rng.choice(BAD_KINDS)
         self._bad_seq += 1
         label = f"bad-{self._bad_seq:06d}"
@@ -341,19 +341,20 @@ class Traffic:
                 base = replace(base, original_receipt_id=None, adjustments=())
             elif kind == "missing_id":
                 base = replace(base, receipt_id="")
-            else:
-                base = replace(base, event_time=at + timedelta(days=2))
+            else:  # a register clock days ahead of the time the record is sent, however old the traffic
+                base = replace(base, event_time=max(at, (now or at).astimezone(at.tzinfo)) + timedelta(days=2))
             raw = self.encode(base)
         self.sim.truth.bad.append({"label": label, "reason": kind})
         return Emission("bad", raw=raw, label=label, reason=kind)
 
-    def emissions(self, count: int, start: datetime, rate: float) -> Iterator[Emission]:
-        """``count`` valid checkouts (plus injected extras) with event times ``start + i / rate``."""
+    def emissions(self, count: int, start: datetime, rate: float, now: datetime | None = None) -> Iterator[Emission]:
+        """``count`` valid checkouts (plus injected extras) with event times ``start + i / rate``; ``now``:
+        when back-dated traffic is sent (a bad record's future event time is ahead of it too)."""
         for i, c in enumerate(self.sim.stream(count, start, rate)):
             at = c.event_time
             r = self.rng.random()
             if r < self.bad_rate:
-                yield self._bad(at)
+                yield self._bad(at, now)
             if self.rng.random() < self.consent_change_rate and self.sim.customers:
                 customer = self.rng.choice(self.sim.customers)
                 _, card = self.rng.choice(customer.cards)

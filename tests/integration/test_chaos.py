@@ -1,15 +1,25 @@
 """The fault run (``make chaos``): the whole pipeline under kills and outages, then checked against the truth.
 
-A broker and Redis of the test's own (``own_stack``), and the three consumers as real processes
-(``process --role router``, ``process --role profiles``, ``sink run`` into DuckDB), each started
-again by a supervisor thread whenever it dies. Registers sell seeded simulator traffic through a
-durable outbox, paced in real time: sign-up consents, then sales with 10 % repeated deliveries,
-1 % bad records on ``checkouts`` (the simulator's five kinds), consent flips, and 1 % corrupt records
-on ``consents`` (raw bytes that are not a consent change, injected here: every 100th consent record).
+A broker and Redis of the test's own (``own_stack``), and the four consumers as real processes
+(``process --role router``, ``process --role profiles``, ``aggregate run``, ``sink run`` into
+DuckDB), each started again by a supervisor thread whenever it dies. Registers sell seeded simulator
+traffic through a durable outbox, paced in real time: sign-up consents, then sales with 10 % repeated
+deliveries, 1 % bad records on ``checkouts`` (the simulator's five kinds), consent flips, and 1 %
+corrupt records on ``consents`` (raw bytes that are not a consent change, injected here: every 100th
+consent record).
+
+The sales fall on three days that are over (``DAYS``), so every analytics window (one chain's local
+day) closes during the run: the first two days' windows while the faults go on, when the aggregator
+reads the next day's baskets (stream time), the last day's once everything has caught up, by the idle
+rule (in a last run of the aggregator, as of the sink). Between two days the registers close for the
+night: they sell the next day only when the router has routed every sale of the day before. A basket
+read after its window closed would be late (counted in the window's close marker and dropped, by
+design); the nights make sure none is, so that each window's cells can be checked against the truth.
 
 While they sell (seeded random moments):
 
-* the router and the sink are SIGKILLed, at least ``MIN_KILLS`` times in all;
+* the router, the aggregator and the sink are SIGKILLed, the router and the sink at least
+  ``MIN_KILLS`` times together, the aggregator at least ``MIN_AGGREGATOR_KILLS`` times;
 * Redis is SIGKILLed, kept down ``REDIS_DOWN`` s and started again (same data dir: its AOF);
 * the broker is SIGKILLed and kept down ``BROKER_DOWN`` s while the registers keep selling into
   their outbox, which must keep accepting and drain afterwards.
@@ -17,8 +27,10 @@ While they sell (seeded random moments):
 Then, with the kills stopped, everything catches up and is checked against the simulator's ground
 truth: every accepted receipt in the warehouse exactly once (and every table equal to the truth);
 every profile's visits and spend equal to the truth; each output topic, read committed, holding
-each receipt once; the dead-letter topic holding exactly what was injected; no product data on
-``purchases.marketing`` without consent.
+each receipt once, and ``purchases.baskets`` each receipt's basket once; every window closed once,
+its close marker counting each of its baskets once, its cells on ``purchases.analytics`` exactly
+``release()`` of its baskets, once each, and the same cells in the warehouse; the dead-letter topic
+holding exactly what was injected; no product data on ``purchases.marketing`` without consent.
 
 How "the DLQ holds exactly what was injected" is counted: a bad checkout is read by the router only,
 inside its transactions, so it must be dead-lettered exactly once -- one letter per injected record,
@@ -48,26 +60,49 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from confluent_kafka import KafkaException
 
+from receiptflow.cells import Cell, Window, window_of
 from receiptflow.codec import Codec
+from receiptflow.config import Settings
 from receiptflow.models import AnalyticsBasket, Checkout, ConsentChange, Purchase
+from receiptflow.policy import load_policy
+from receiptflow.processors.aggregate.marker import Marker
 from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.router.pseudonym import BasketPseudonymiser
+from receiptflow.processors.router.route import process
 from receiptflow.producers.outbox import Outbox
 from receiptflow.producers.simulator import Emission, Simulator, Traffic
+from receiptflow.secrets import analytics_key
 from receiptflow.sinks import DEFAULT_GROUP, open_sink
 from receiptflow.stack import Stack
 from receiptflow.stack.process import gone, wait_until
+from receiptflow.suppression import release
 from receiptflow.topics import TopicNames, create_topics
 
 from .support import env_for, read_all
-from .test_router import _basket_id, _consent_at, _consent_for_purchase, _lag
-from .test_sink_crash import Sent, _assert_equal_to_the_truth
+from .test_router import _consent_at, _consent_for_purchase, _lag
+from .test_sink_crash import Sent, _assert_equal_to_the_truth, _warehouse_cells
 
 CODEC = Codec()
 SEED = 15
-SALES = 3000  # valid checkouts
+# Valid checkouts per day. The nights between come after the broker's outage (a night lasts until the
+# router has caught up, and the registers must go on selling while the broker is down).
+DAYS = (2400, 300, 300)
+SALES = sum(DAYS)  # valid checkouts
+# The first day's date, the others following it: over, and well within the router's 14 days of dedup.
+DAYS_AGO = 6
 SELL_RATE = 30.0  # checkouts per second, wall clock: about 100 s of selling
 MIN_KILLS = 24  # SIGKILLs of the router and the sink together (the issue asks for 20)
+MIN_AGGREGATOR_KILLS = 8
+KILLED = ("router", "sink", "aggregate")  # the workers the killer picks from
+# Seconds the registers wait at most for the router to route the day's sales. The first night follows
+# the broker's outage: the router, still killed now and then, works off the backlog (about 70 s).
+NIGHT_DEADLINE = 240.0
+# The aggregator's windows close 60 s after their day (grace) on reading the next day's baskets; the
+# idle rule waits longer than any quiet spell the faults make (the broker is down 30 s), so that no
+# window closes before all its baskets are read. The last run, after the faults, closes the rest.
+ANALYTICS_GRACE, ANALYTICS_IDLE_CLOSE, LAST_IDLE_CLOSE = 60, 120, 5
 REDIS_KILL_AT, REDIS_DOWN = 12.0, 8.0  # seconds after the start of selling; seconds down
 BROKER_KILL_AT, BROKER_DOWN = 35.0, 30.0
 CORRUPT_CONSENT_EVERY = 100  # 1 % of the records on `consents`
@@ -97,7 +132,7 @@ class Worker:
 
 @dataclass
 class Supervisor:
-    """Keeps the three consumers running: a dead one is started again (its exit is counted)."""
+    """Keeps the consumers running: a dead one is started again (its exit is counted)."""
 
     workers: dict[str, Worker]
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -204,10 +239,12 @@ class Plan:
     sim: Simulator
     signups: list[Emission]
     sales: list[Emission]  # checkouts, duplicates, bad checkouts, consent flips, corrupt consents
+    mornings: set[int] = field(default_factory=set)  # indexes in sales where a day after the first begins
 
 
-def _plan(names: TopicNames) -> Plan:
+def _plan() -> Plan:
     sim = Simulator(SEED, stores=30, customers=200)
+    now = datetime.now(UTC)
     traffic = Traffic(
         sim,
         lambda c: CODEC.encode("checkout", c.to_avro()),
@@ -215,18 +252,28 @@ def _plan(names: TopicNames) -> Plan:
         bad_rate=0.01,
         consent_change_rate=0.05,
     )
-    start = datetime.now(UTC) - timedelta(hours=3)
-    signups = list(traffic.initial_consents(start - timedelta(days=1)))
-    # Event times 0.5 s apart: the 3,000 sales span 100 minutes of the last three hours.
-    emitted = list(traffic.emissions(SALES, start, rate=0.5))
+    # Days that are over, from 11:00 Helsinki time (09:00 UTC) on: every chain's stores are open.
+    first = now.replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=DAYS_AGO)
+    signups = list(traffic.initial_consents(first - timedelta(days=1)))
+    emitted: list[Emission] = []
+    mornings: set[int] = set()
+    for day, sales_of_day in enumerate(DAYS):
+        if day:
+            mornings.add(len(emitted))
+        # Event times 2 s apart: a day's sales span its late morning and early afternoon. Sent now: a bad
+        # record's future event time is ahead of now, not only of its day.
+        emitted.extend(traffic.emissions(sales_of_day, first + timedelta(days=day), rate=0.5, now=now))
     flips = sum(1 for e in emitted if e.kind == "consent")
     # 1 % of the records on `consents` corrupt, spread evenly over the flips (after every `every`-th).
     corrupt = max(4, round((len(signups) + flips) / (CORRUPT_CONSENT_EVERY - 1)))
     every = max(1, flips // corrupt)
     rng = random.Random(SEED)
+    plan_mornings: set[int] = set()
     sales: list[Emission] = []
     seen_flips = n = 0
-    for e in emitted:
+    for i, e in enumerate(emitted):
+        if i in mornings:
+            plan_mornings.add(len(sales))
         sales.append(e)
         if e.kind == "consent":
             seen_flips += 1
@@ -234,18 +281,56 @@ def _plan(names: TopicNames) -> Plan:
                 n += 1
                 raw = rng.choice(CORRUPT_CONSENTS)
                 sales.append(Emission("corrupt-consent", raw=raw, label=f"corrupt-consent-{n:04d}"))
-    return Plan(sim, signups, sales)
+    return Plan(sim, signups, sales, plan_mornings)
 
 
-def _sell(outbox: Outbox, names: TopicNames, plan: Plan, accepted: list[float], done: threading.Event) -> None:
-    """The registers: every emission into the outbox, checkouts paced at SELL_RATE (wall clock)."""
+@dataclass
+class Registers:
+    """What the registers' thread reports: when each sale was accepted, its nights, and when it is done."""
+
+    accepted: list[float] = field(default_factory=list)
+    nights: list[float] = field(default_factory=list)  # seconds each night lasted
+    problems: list[str] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _night(settings: Settings, outbox: Outbox) -> str | None:
+    """Wait until every sale accepted is routed (the outbox drained, the router's lag 0); why not, if it is not."""
+    deadline = time.monotonic() + NIGHT_DEADLINE
+    if not outbox.drain(NIGHT_DEADLINE):
+        return f"night: {outbox.pending()} records still in the outbox after {NIGHT_DEADLINE:.0f}s"
+    lag: int | str = "unknown"
+    while time.monotonic() < deadline:
+        try:
+            lag = _lag(settings)
+        except KafkaException as exc:  # the broker is up at night: this is worth a look
+            lag = f"unreadable ({exc})"
+        if lag == 0:
+            return None
+        time.sleep(0.2)
+    return f"night: the router's lag is {lag} after {NIGHT_DEADLINE:.0f}s"
+
+
+def _sell(settings: Settings, outbox: Outbox, plan: Plan, registers: Registers) -> None:
+    """The registers: every emission into the outbox, checkouts paced at SELL_RATE (wall clock); at each
+    night they wait until the day's sales are routed, so that no basket of a day comes after the next's."""
+    names = TopicNames(settings.kafka.topic_prefix)
+    accepted = registers.accepted
     try:
         for e in plan.signups:
             assert e.consent is not None
             outbox.accept_consent(e.consent)
         begin = time.monotonic()
         sold = 0
-        for e in plan.sales:
+        for i, e in enumerate(plan.sales):
+            if i in plan.mornings:
+                dusk = time.monotonic()
+                problem = _night(settings, outbox)
+                if problem is not None:
+                    registers.problems.append(problem)
+                    return
+                registers.nights.append(time.monotonic() - dusk)
+                begin += registers.nights[-1]  # the pace goes on from the morning, no rush to catch up
             if e.kind == "checkout" and e.checkout is not None:
                 ahead = begin + sold / SELL_RATE - time.monotonic()
                 if ahead > 0:
@@ -262,12 +347,96 @@ def _sell(outbox: Outbox, names: TopicNames, plan: Plan, accepted: list[float], 
             elif e.raw is not None:
                 outbox.accept_raw(names.checkouts, e.label.encode(), e.raw, e.label)
     finally:
-        done.set()
+        registers.done.set()
 
 
 def _decoded(change: ConsentChange) -> ConsentChange:
     """A consent change as the pipeline sees it: through the contract (millisecond times)."""
     return ConsentChange.from_avro(CODEC.decode(CODEC.encode("consent_change", change.to_avro())).value)
+
+
+@dataclass
+class Aggregates:
+    """What the aggregator published, checked against the truth's baskets window by window."""
+
+    windows: int = 0  # windows with a close marker
+    in_faults: int = 0  # of them, closed while the faults went on
+    cells: int = 0  # cell records on purchases.analytics
+    late: dict[str, int] = field(default_factory=dict)  # window id -> late baskets its marker counted
+    problems: list[str] = field(default_factory=list)
+    want: list[Cell] = field(default_factory=list)  # the cells of every window as the truth has them
+
+
+def _published(
+    settings: Settings, k: int, out: Aggregates
+) -> tuple[dict[Window, list[Marker]], dict[Window, Counter[Cell]]]:
+    """Every close marker on analytics.windows (in log order) and every cell on purchases.analytics, by window."""
+    names = TopicNames(settings.kafka.topic_prefix)
+    markers: dict[Window, list[Marker]] = {}
+    for m in read_all(settings, names.analytics_windows):
+        value = m.value()
+        if value is None:
+            out.problems.append(f"a tombstone for {m.key()!r} on analytics.windows")
+            continue
+        marker = Marker.from_json(value)
+        if m.key() != marker.window_id.encode():
+            out.problems.append(f"the marker of {marker.window_id} keyed {m.key()!r}")
+        markers.setdefault(marker.window, []).append(marker)
+    cells: dict[Window, Counter[Cell]] = {}
+    for m in read_all(settings, names.purchases_analytics):
+        value = CODEC.decode(m.value(), expect="analytics_cell").value
+        cell = Cell.from_avro(value)
+        window = Window(cell.key.chain, cell.key.local_date)
+        if m.key() != window.id.encode() or value["k"] != k:
+            out.problems.append(f"cell {cell.key} keyed {m.key()!r}, k {value['k']}")
+        cells.setdefault(window, Counter())[cell] += 1
+        out.cells += 1
+    return markers, cells
+
+
+def _check_aggregates(
+    settings: Settings, baskets: list[AnalyticsBasket], faults_over: datetime, lost: Counter[str], double: Counter[str]
+) -> Aggregates:
+    """Each window closed once, its marker counting each of its baskets once (counted + late), and its cells
+    on purchases.analytics release() of its baskets, each once. A late basket's window is reported, not
+    compared: which of its baskets the aggregator dropped is not on record."""
+    k = settings.aggregate.k
+    truth: dict[Window, list[AnalyticsBasket]] = {}
+    for b in baskets:
+        truth.setdefault(window_of(b), []).append(b)
+    out = Aggregates()
+    markers, cells = _published(settings, k, out)
+    for w in sorted(truth.keys() | markers.keys() | cells.keys()):
+        want, got, mine = truth.get(w, []), cells.get(w, Counter()), markers.get(w, [])
+        # A late basket rewrites its window's marker (the same close); a second close would be a marker of
+        # another moment.
+        closes, should = len({(x.partition, x.closed_at) for x in mine}), 1 if want else 0
+        lost["window closes"] += max(0, should - closes)
+        double["window closes"] += max(0, closes - should)
+        newest = mine[-1] if mine else None
+        counted = newest.sale_baskets + newest.refund_baskets + newest.late_baskets if newest is not None else 0
+        lost["baskets in close markers"] += max(0, len(want) - counted)
+        double["baskets in close markers"] += max(0, counted - len(want))
+        if newest is not None:
+            out.windows += 1
+            out.in_faults += newest.closed_at < faults_over
+        if newest is not None and newest.late_baskets:
+            out.late[w.id] = newest.late_baskets
+            double["cells published twice"] += sum(n - 1 for n in Counter(c.key for c in got.elements()).values())
+            continue
+        released = release(want, k)
+        out.want.extend(released.cells)
+        expected = Counter(released.cells)
+        lost["purchases.analytics cells"] += sum((expected - got).values())
+        double["purchases.analytics cells"] += sum((got - expected).values())
+        if newest is not None and want:
+            (t,) = released.totals
+            marked = (newest.sale_baskets, newest.sale_cents, newest.refund_baskets, newest.refund_cents, newest.cells)
+            if marked != (t.sale_baskets, t.sale_cents, t.refund_baskets, t.refund_cents, len(released.cells)):
+                out.problems.append(f"marker of {w.id}: {newest}, the truth {t} and {len(released.cells)} cells")
+            if newest.k != k:
+                out.problems.append(f"marker of {w.id} says k {newest.k}, the aggregator's is {k}")
+    return out
 
 
 @pytest.mark.chaos
@@ -286,7 +455,7 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
     )
     create_topics(settings)
     names = TopicNames(settings.kafka.topic_prefix)
-    plan = _plan(names)
+    plan = _plan()
     truth = plan.sim.truth
     valid: dict[str, Checkout] = {}
     for e in plan.sales:
@@ -301,6 +470,11 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
     logs.mkdir()
     env = env_for(settings)
     py = [sys.executable, "-m", "receiptflow"]
+    aggregate_env = {
+        **env,
+        "RECEIPTFLOW_ANALYTICS_GRACE_SECONDS": str(ANALYTICS_GRACE),
+        "RECEIPTFLOW_ANALYTICS_IDLE_CLOSE_SECONDS": str(ANALYTICS_IDLE_CLOSE),
+    }
     workers = {
         "router": Worker(
             "router",
@@ -310,6 +484,11 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
             logs / "router.log",
         ),
         "profiles": Worker("profiles", [*py, "process", "--role", "profiles"], env, logs / "profiles.log"),
+        # A stable name: a restarted aggregator takes its partitions back at once and aborts what its
+        # killed self left open (the same transactional id).
+        "aggregate": Worker(
+            "aggregate", [*py, "aggregate", "run", "--instance", "chaos"], aggregate_env, logs / "aggregate.log"
+        ),
         "sink": Worker(
             "sink",
             [*py, "sink", "run"],
@@ -326,17 +505,22 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
     supervisor = Supervisor(workers)
     outbox = Outbox(settings.local.data_dir / "outbox" / "registers.sqlite3", settings, codec=CODEC)
     outbox.start()
-    accepted: list[float] = []
-    sold_out = threading.Event()
-    seller = threading.Thread(target=_sell, args=(outbox, names, plan, accepted, sold_out), daemon=True)
+    registers = Registers()
+    accepted = registers.accepted
+    seller = threading.Thread(target=_sell, args=(settings, outbox, plan, registers), daemon=True)
     stop_kills = threading.Event()
     rng = random.Random(SEED)
 
     def killer() -> None:
-        # Random moments (seeded): every 1.5-4 s one of the two, if it has run for at least a second.
+        # Random moments (seeded): every 1.5-4 s one of the three, if it has run for at least a second
+        # (else the next of them that has).
         while not stop_kills.wait(rng.uniform(1.5, 4.0)):
-            role = rng.choice(("router", "sink"))
-            supervisor.kill(role, min_age=1.0) or supervisor.kill("sink" if role == "router" else "router", 1.0)
+            first = rng.randrange(len(KILLED))
+            any(supervisor.kill(role, min_age=1.0) for role in KILLED[first:] + KILLED[:first])
+
+    def enough_kills() -> bool:
+        k = supervisor.kills
+        return k["router"] + k["sink"] >= MIN_KILLS and k["aggregate"] >= MIN_AGGREGATOR_KILLS
 
     chaos = threading.Thread(target=killer, name="killer", daemon=True)
     outage: dict[str, float] = {}
@@ -374,11 +558,14 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
         own_stack.kafka.up()
         supervisor.timeline.append((_now_ms(), "broker up"))
 
-        assert sold_out.wait(RUN_DEADLINE), "the registers did not finish selling"
+        assert registers.done.wait(RUN_DEADLINE), "the registers did not finish selling"
         seller.join(10)
-        _wait(lambda: sum(supervisor.kills.values()) >= MIN_KILLS, 120, f"{MIN_KILLS} kills", workers)
+        assert not registers.problems, f"{registers.problems}\n{_log_tails(workers)}"
+        what = f"{MIN_KILLS} kills of the router and the sink, {MIN_AGGREGATOR_KILLS} of the aggregator"
+        _wait(enough_kills, 120, what, workers)
         stop_kills.set()
         chaos.join(10)
+        faults_over = datetime.now(UTC)
         # The outbox drains once the broker is back: every accepted sale reaches `checkouts`.
         assert outbox.drain(180), f"{outbox.pending()} records still in the outbox"
 
@@ -413,6 +600,19 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
         _wait(profile_letters_complete, remaining(), "the profile agent's dead letters", workers)
         time.sleep(1.5)  # anything still in flight (a visit counted twice) would show now
         supervisor.terminate("profiles")
+        # The aggregator to the end of its input: stop the supervised one, run it once more until idle.
+        # With no fault left to make a quiet spell, this run closes what is still open by the idle rule
+        # after a few seconds (the last day's windows, unless the supervised one had closed them).
+        supervisor.terminate("aggregate")
+        last = subprocess.run(
+            [*py, "aggregate", "run", "--instance", "chaos", "--idle-exit", str(2 * LAST_IDLE_CLOSE)],
+            env={**aggregate_env, "RECEIPTFLOW_ANALYTICS_IDLE_CLOSE_SECONDS": str(LAST_IDLE_CLOSE)},
+            capture_output=True,
+            text=True,
+            timeout=remaining(),
+            check=False,
+        )
+        assert last.returncode == 0, last.stderr[-3000:]
         # The sink to the end of its topics: stop the supervised one, run it once more until idle.
         supervisor.terminate("sink")
         final = subprocess.run(
@@ -436,12 +636,6 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
     double: Counter[str] = Counter()
     leaked: Counter[str] = Counter()
 
-    # Every accepted receipt in the warehouse exactly once.
-    with open_sink(settings) as sink:
-        stored = Counter(str(r) for (r,) in sink.warehouse.query("SELECT receipt_id FROM receipts"))
-    lost["warehouse"] = len(set(valid) - set(stored))
-    double["warehouse"] = sum(n - 1 for n in stored.values()) + len(set(stored) - set(valid))
-
     # Each output topic, read committed: each receipt once.
     customer = Counter(
         Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value).receipt_id
@@ -449,19 +643,38 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
     )
     lost["purchases.customer"] = len(set(valid) - set(customer))
     double["purchases.customer"] = sum(n - 1 for n in customer.values()) + len(set(customer) - set(valid))
-    baskets = Counter(
-        AnalyticsBasket.from_avro(CODEC.decode(m.value(), expect="analytics_basket").value).basket_id
-        for m in read_all(settings, names.purchases_analytics)
-    )
-    want_baskets = {_basket_id(settings, c) for c in valid.values() if c.lines}
-    lost["purchases.analytics"] = len(want_baskets - set(baskets))
-    double["purchases.analytics"] = sum(n - 1 for n in baskets.values()) + len(set(baskets) - want_baskets)
     marketing = [
         Purchase.from_avro(CODEC.decode(m.value(), expect="purchase").value)
         for m in read_all(settings, names.purchases_marketing)
     ]
     marketed = Counter(p.receipt_id for p in marketing)
     double["purchases.marketing"] = sum(n - 1 for n in marketed.values()) + len(set(marketed) - set(valid))
+    # The router's baskets, read committed: each receipt with lines once. The truth's are routed here
+    # with the install's analytics key (the same ids).
+    policy, pseudonyms, now = load_policy(), BasketPseudonymiser(analytics_key(settings)), datetime.now(UTC)
+    routed = [process(c, policy, None, now, pseudonyms).analytics for c in valid.values()]
+    truth_baskets = [b for b in routed if b is not None]
+    want_baskets = {b.basket_id for b in truth_baskets}
+    assert len(want_baskets) == len(truth_baskets) == sum(1 for c in valid.values() if c.lines)
+    baskets = Counter(
+        AnalyticsBasket.from_avro(CODEC.decode(m.value(), expect="analytics_basket").value).basket_id
+        for m in read_all(settings, names.analytics_baskets)
+    )
+    lost["purchases.baskets"] = len(want_baskets - set(baskets))
+    double["purchases.baskets"] = sum(n - 1 for n in baskets.values()) + len(set(baskets) - want_baskets)
+    # The aggregates: every window closed once, each of its baskets counted once, its cells as the truth's.
+    aggregates = _check_aggregates(settings, truth_baskets, faults_over, lost, double)
+
+    # Every accepted receipt in the warehouse exactly once, and every cell of the truth (the whole table
+    # is compared with the truth below).
+    with open_sink(settings) as sink:
+        stored = Counter(str(r) for (r,) in sink.warehouse.query("SELECT receipt_id FROM receipts"))
+        stored_cells = Counter(Cell.from_avro(c) for c in _warehouse_cells(sink))
+    lost["warehouse"] = len(set(valid) - set(stored))
+    double["warehouse"] = sum(n - 1 for n in stored.values()) + len(set(stored) - set(valid))
+    if not aggregates.late:  # else the truth's cells are not known (asserted below)
+        lost["warehouse cells"] = sum((Counter(aggregates.want) - stored_cells).values())
+        double["warehouse cells"] = sum((stored_cells - Counter(aggregates.want)).values())
 
     # Every profile's visits and spend equal the truth.
     profiles = RedisProfileStore.from_settings(settings).get_many(sorted(truth.per_card), with_seen=False)
@@ -562,29 +775,43 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
     restarts = sum(supervisor.restarts.values())
     k, r = supervisor.kills, supervisor.restarts
     other = ", ".join(f"{x} x{n}" for x, n in sorted(supervisor.exits.items()))
+    aggregate_keys = ("purchases.baskets", "window closes", "baskets in close markers", "purchases.analytics cells",
+                      "cells published twice", "warehouse cells")  # fmt: skip
     summary = (
-        f"chaos: {duration:.0f}s; kills {kills} (router {k['router']}, sink {k['sink']}), restarts {restarts} "
+        f"chaos: {duration:.0f}s; kills {kills} (router {k['router']}, aggregator {k['aggregate']}, "
+        f"sink {k['sink']}), restarts {restarts} "
         f"({', '.join(f'{role} {n}' for role, n in sorted(r.items()))}{'; other exits ' + other if other else ''}), "
         f"redis killed 1 for {REDIS_DOWN:.0f}s, broker killed 1 for {BROKER_DOWN:.0f}s (sold "
         f"{outage.get('accepted', 0):.0f} into the outbox meanwhile, pending {outage.get('pending_before', 0):.0f}"
         f"->{outage.get('pending_after', 0):.0f}); receipts {len(valid)}, duplicates {len(truth.duplicates)}, "
         f"corrupt records {len(truth.bad)} on checkouts + {len(corrupt_consents)} on consents, flips {flips}; "
         f"dead letters {len(letters)} (repeats: profiles {repeats['profiles']}, sink {repeats['sink']}); "
-        f"marketing {len(marketed)}; lost = {sum(lost.values())}, double-counted = {sum(double.values())}, "
-        f"leaked = {sum(leaked.values())}"
+        f"marketing {len(marketed)}; nights {', '.join(f'{n:.0f}s' for n in registers.nights)}, baskets "
+        f"{sum(baskets.values())} in {aggregates.windows} windows ({aggregates.in_faults} closed during the faults, "
+        f"late baskets {sum(aggregates.late.values())}), cells {aggregates.cells} (aggregates: lost "
+        f"{sum(lost[x] for x in aggregate_keys)}, double-counted {sum(double[x] for x in aggregate_keys)}); "
+        f"lost = {sum(lost.values())}, double-counted = {sum(double.values())}, leaked = {sum(leaked.values())}"
     )
     with capsys.disabled():  # on the terminal in any run, not only with -s
         print("\n" + summary)
-        for line in [*dlq_problems, *evidence[:25]]:
+        for line in [*dlq_problems, *aggregates.problems, *evidence[:25]]:
             print("  " + line)
-    assert kills >= MIN_KILLS
+    assert enough_kills(), dict(k)
     assert outage["accepted"] > 300 and outage["pending_after"] > outage["pending_before"], outage
     assert not +lost and not +double, (dict(+lost), dict(+double))
+    assert not aggregates.late, (
+        f"late baskets {aggregates.late}: none are expected in this run (each night the registers wait until "
+        f"the day is routed, and the idle rule waits {ANALYTICS_IDLE_CLOSE}s, longer than the faults' quiet "
+        "spells), and these windows' cells could not be checked against the truth"
+    )
+    assert not aggregates.problems, aggregates.problems
+    assert aggregates.in_faults > 0, "no window closed while the faults went on: the kills met no close"
     assert not +leaked, f"{dict(+leaked)}:\n" + "\n".join(evidence[:25])
     assert not dlq_problems, dlq_problems
     # And every table of the warehouse equal to the truth: items, groups, baskets, consent audit.
     consents = [e.consent for e in [*plan.signups, *plan.sales] if e.consent is not None]
-    _assert_equal_to_the_truth(settings, Sent(truth, list(valid.values()), consents, len(truth.duplicates)))
+    sent = Sent(truth, list(valid.values()), consents, len(truth.duplicates), cells=aggregates.want)
+    _assert_equal_to_the_truth(settings, sent)
     assert marketed, "consent flips and sign-ups must let some receipts reach marketing"
 
 

@@ -374,6 +374,13 @@ def _millis(t: datetime) -> datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
+def _warehouse_cells(sink: Any) -> list[dict[str, Any]]:
+    """Every row of ``analytics.cells`` as the fields of its cell (without its source position)."""
+    fields = CELLS.columns[: -len(CELLS.key)]
+    rows = sink.warehouse.query(f"SELECT {', '.join(fields)} FROM analytics.cells")
+    return [dict(zip(fields, row, strict=True)) for row in rows]
+
+
 def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
     """Every table against what the simulator sent, computed here from the checkouts and the policy."""
     policy = load_policy()
@@ -427,9 +434,7 @@ def _assert_equal_to_the_truth(settings: Settings, sent: Sent) -> None:
             == groups
         )
         # Every published cell once; each chain's day figures equal its sales wherever the day had k.
-        fields = CELLS.columns[: -len(CELLS.key)]
-        rows = sink.warehouse.query(f"SELECT {', '.join(fields)} FROM analytics.cells")
-        stored_cells = [dict(zip(fields, row, strict=True)) for row in rows]
+        stored_cells = _warehouse_cells(sink)
         assert Counter(Cell.from_avro(c) for c in stored_cells) == Counter(sent.cells)
         assert {c["k"] for c in stored_cells} == {DEFAULT_K}
         chain_days = {

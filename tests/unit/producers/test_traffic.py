@@ -80,3 +80,18 @@ def test_each_bad_record_is_refused_for_the_reason_recorded_and_every_checkout_i
                 assert info.value.reason == e.reason
             elif e.checkout is not None:
                 validate(e.checkout, START + timedelta(hours=1))
+
+
+def test_back_dated_traffic_still_has_event_times_in_the_future_of_when_it_is_sent() -> None:
+    # Days-old traffic sent now: a bad record's future event time is in the future of now, not of its day.
+    codec, now = Codec(), START + timedelta(days=9)
+    t = Traffic(Simulator(3, stores=10, customers=20), lambda c: codec.encode("checkout", c.to_avro()), bad_rate=0.2)
+    sent = t.emissions(400, START, rate=1, now=now)
+    future = [e for e in sent if e.kind == "bad" and e.reason == "future_event_time"]
+    assert future
+    for e in future:
+        checkout = Checkout.from_avro(codec.decode(e.raw).value)
+        assert checkout.event_time == now + timedelta(days=2)
+        with pytest.raises(ValidationError) as info:
+            validate(checkout, now + timedelta(hours=1))
+        assert info.value.reason == "future_event_time"
