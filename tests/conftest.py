@@ -1,4 +1,4 @@
-"""Suite-wide pytest wiring: markers by folder and the closing line about the real servers used.
+"""Suite-wide pytest wiring: markers by folder, the hypothesis profile, the closing line about the servers used.
 
 Everything under ``tests/unit`` is marked ``unit`` and everything under ``tests/integration`` is
 marked ``integration`` (the markers are registered in pyproject.toml; ``--strict-markers`` is on), so
@@ -15,6 +15,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Hypothesis's per-example deadline (200 ms) is a timing check: on a loaded two-core machine a
+# correct example can take longer and fail the suite. Speed is the benchmarks' business, so the
+# suite runs without it (tests that set their own settings keep them).
+settings.register_profile("receiptflow", deadline=None)
+settings.load_profile("receiptflow")
 
 # Filled by tests/integration/conftest.py: component label -> "endpoint (what it is)".
 BACKENDS: dict[str, str] = {}
