@@ -42,7 +42,6 @@ from receiptflow.health import STATE_RESTORED, Readiness
 from receiptflow.metrics import Metrics
 from receiptflow.registry import codec_for
 from receiptflow.topics import TopicNames
-from receiptflow.validation import dead_letter_record
 from receiptflow.worker_loop import KafkaWorker
 
 from .clients import AggregateClients, group_id, kafka_clients, read_closed, transactional_id
@@ -246,17 +245,7 @@ class Aggregator(KafkaWorker):
         ]
 
     def _dead_letter(self, r: Rejected) -> bytes:
-        record = dead_letter_record(
-            r.error,
-            topic=r.topic,
-            partition=r.partition,
-            offset=r.offset,
-            key=r.key,
-            value=r.value,
-            now=self.clock(),
-            processor=self.transactional_id,
-        )
-        return self.codec.encode("dead_letter", record)
+        return self.codec.encode("dead_letter", r.letter(self.clock(), self.transactional_id))
 
     def _report(self, turn: Turn) -> None:
         """Count a committed turn in the stats, the metrics and the log."""

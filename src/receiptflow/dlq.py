@@ -228,6 +228,19 @@ class Rejected:
     key: bytes | None
     value: bytes | None
 
+    def letter(self, now: datetime, processor: str) -> dict[str, Any]:
+        """The dead-letter record of this rejection, as ``processor`` writes it at ``now``."""
+        return dead_letter_record(
+            self.error,
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            key=self.key,
+            value=self.value,
+            now=now,
+            processor=processor,
+        )
+
 
 class DeadLetterProducer:
     """Writes rejected records to the dead-letter topic and waits until the broker has them.
@@ -268,16 +281,7 @@ class DeadLetterProducer:
         now = datetime.now(UTC)
         try:
             for r in rejected:
-                record = dead_letter_record(
-                    r.error,
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                    key=r.key,
-                    value=r.value,
-                    now=now,
-                    processor=self.processor,
-                )
+                record = r.letter(now, self.processor)
                 # The original key, as the router does: a repeat after a crash lands beside the first.
                 self._producer.produce(
                     self.topic, key=r.key, value=self.codec.encode("dead_letter", record), on_delivery=report
