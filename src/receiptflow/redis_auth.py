@@ -1,7 +1,7 @@
 """Redis roles: which ACL user each command connects as, where its password comes from, and the
 ACL the embedded server loads.
 
-Four roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
+Five roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
 
 * ``writer`` (``profile-writer``): the profile agent, ``profiles rebuild``, ``segments run``, the
   demo. Profile hashes and dedup sets (``rf:{hash}:p``, ``rf:{hash}:seen``) through the profile
@@ -15,6 +15,9 @@ Four roles, each granted the least it needs (``deploy/redis/users.acl`` is the o
   full``: reads and deletes a card's keys, adds to the erased-cards record, writes and reads the
   erasure audit stream. Kept apart from the writer so that the credentials every stream worker
   holds cannot take a card off the erased-cards record (and bring it back with a replay).
+* ``web_sessions`` (``web-sessions``): ``receiptflow web``'s server-side sessions: the session
+  records ``rf:web:s:*`` and the per-card session lists ``rf:web:c:*`` (keyed hashes, never a card
+  id), with the few commands they need; no profile, marker or audit key.
 * ``admin``: the embedded stack's own checks (``INFO``) and maintenance; on the embedded server only.
 
 Where a role's credentials come from, first match wins (:func:`connection_url`):
@@ -52,6 +55,7 @@ class RedisRole(StrEnum):
     MARKETING = "marketing"
     SUPPORT = "support"
     ADMIN = "admin"
+    WEB_SESSIONS = "web_sessions"
 
 
 # The user names of deploy/redis/users.acl.
@@ -60,6 +64,7 @@ TEMPLATE_USERS: Mapping[RedisRole, str] = {
     RedisRole.MARKETING: "marketing-reader",
     RedisRole.SUPPORT: "support",
     RedisRole.ADMIN: "admin",
+    RedisRole.WEB_SESSIONS: "web-sessions",
 }
 
 
@@ -71,6 +76,8 @@ def role_user(settings: Settings, role: RedisRole) -> str:
         return settings.redis.marketing_user
     if role is RedisRole.SUPPORT:
         return settings.redis.support_user
+    if role is RedisRole.WEB_SESSIONS:
+        return settings.redis.web_sessions_user
     return TEMPLATE_USERS[role]
 
 
@@ -82,6 +89,8 @@ def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
         return settings.redis.marketing_password
     if role is RedisRole.SUPPORT:
         return settings.redis.support_password
+    if role is RedisRole.WEB_SESSIONS:
+        return settings.redis.web_sessions_password
     return None
 
 

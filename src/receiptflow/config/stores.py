@@ -65,6 +65,16 @@ class RedisSettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_REDIS_SUPPORT_PASSWORD",
         description="password of the support/DPO role (export, erase, profile --view full)",
     )
+    web_sessions_user: str = Field(
+        default="web-sessions",
+        validation_alias="RECEIPTFLOW_REDIS_WEB_SESSIONS_USER",
+        description="Redis user of the web page's sessions",
+    )
+    web_sessions_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_WEB_SESSIONS_PASSWORD",
+        description="password of the web sessions role (the page's session records, nothing else)",
+    )
 
 
 class WarehouseSettings(SettingsGroup):
@@ -83,7 +93,7 @@ class WarehouseSettings(SettingsGroup):
 
 
 class WebSettings(SettingsGroup):
-    """The web page (``web``): its signing key, its address and its sign-in links."""
+    """The web page (``web``): its signing key, its address, its sign-in links and its sessions."""
 
     secret_key: SecretStr | None = Field(
         default=None,
@@ -102,6 +112,20 @@ class WebSettings(SettingsGroup):
         le=24 * 60,
         validation_alias="RECEIPTFLOW_WEB_LINK_MINUTES",
         description="how long a sign-in link is valid",
+    )
+    session_idle_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        validation_alias="RECEIPTFLOW_WEB_SESSION_IDLE_MINUTES",
+        description="a session not used for this long ends (its Redis record expires)",
+    )
+    session_hours: int = Field(
+        default=8,
+        ge=1,
+        le=7 * 24,
+        validation_alias="RECEIPTFLOW_WEB_SESSION_HOURS",
+        description="a session ends this long after sign-in, however much it is used",
     )
 
 
