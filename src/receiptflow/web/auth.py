@@ -12,8 +12,8 @@
 * **Rate limits** (:class:`RateLimiter`): per client address in a sliding window, sign-in attempts
   with a link that is not valid (guessing) and, more generously, sign-in requests of any kind.
 
-The session itself is Starlette's signed cookie (``SessionMiddleware``: itsdangerous, HttpOnly,
-SameSite=Lax, Secure when the page is served over HTTPS).
+The session itself lives server side, in Redis (:mod:`.sessions`): the cookie (HttpOnly,
+SameSite=Lax, Secure when the page is served over HTTPS) holds only its random id.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ LINK_SALT = "receiptflow-web-sign-in-link"
 
 
 def web_key(settings: Settings) -> bytes:
-    """The key that signs links and sessions: given in production, else generated per install."""
+    """The key that signs links (and keys the sessions' per-card lists): given in production, else generated
+    per install."""
     if settings.web.secret_key is not None:
         value = settings.web.secret_key.get_secret_value()
         if len(value) < 16:

@@ -11,6 +11,10 @@
   ``receiptflow produce --kind consent`` send them; the profile agent applies it within a second.
 * Download and erasure: :func:`receiptflow.jobs.subject.export_card` and ``erase_card``, the jobs
   behind ``receiptflow export`` and ``receiptflow erase`` (support role, warehouse, Kafka).
+* Whether a card is erased (:meth:`Backend.erased`): its erased marker in the profile store, read as
+  the ``support`` user on every request of a card's page and at sign-in. The marker is set in the
+  same Redis transaction that deletes the card's profile, and the profile scripts check it, so it is
+  what keeps the card out of the store; one ``EXISTS`` on a connection already open.
 * Chains and the e-mail consent: read from the warehouse, which is the only store that keeps them;
   None when it cannot be opened (the page then says so).
 """
@@ -105,6 +109,14 @@ class Backend:
         if profile is None:
             return None, audit_id
         return render(profile, "full", at, segments=store.segments(card)), audit_id
+
+    def erased(self, card: str) -> bool:
+        """Whether ``card`` is erased (its erased marker: see the module docstring)."""
+        store = self.support()
+        try:
+            return bool(store.client.exists(store.keys_for(card).erased))
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"cannot read whether the card is erased: {exc}") from exc
 
     def views_audit(self) -> list[dict[str, str]]:
         """Every support look recorded, oldest first."""

@@ -1,6 +1,7 @@
 """How the page answers: a template rendered in the visitor's language, with the headers every page has.
 
-Every page carries the session's CSRF token for its forms, says its language, is never kept by a
+Every page carries the session's CSRF token for its forms (made when a form prints it, so a page
+without one, a refusal say, leaves no session behind), says its language, is never kept by a
 shared cache and forbids scripts, framing and referrers. The message page answers a refused request
 (:class:`.access.RefusedError`) and a backend that is not there (a :class:`~receiptflow.errors.ReceiptflowError`, 503).
 """
@@ -45,6 +46,19 @@ def csrf_of(request: Request) -> str:
     return token
 
 
+class _Token:
+    """The session's CSRF token as a template prints it: made only when a template does (:func:`csrf_of`)."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def __str__(self) -> str:
+        return csrf_of(self.request)
+
+    def __html__(self) -> str:
+        return csrf_of(self.request)  # URL-safe base64: nothing to escape
+
+
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
     """The template ``name`` as the response to ``request``."""
     lang = lang_of(request)
@@ -53,7 +67,7 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
         lang=lang,
         t=lambda key, **v: t(key, lang, **v),
         login=login_of(request),
-        csrf=csrf_of(request),
+        csrf=_Token(request),
         path=request.url.path,
         quote=quote,
         pages=CUSTOMER_PAGES,

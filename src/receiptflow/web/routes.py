@@ -2,7 +2,9 @@
 
 Each handler reads the install's state from the request (:func:`.state.web_of`) and first checks
 who may use it (:mod:`.access`). The backend's calls block (Redis, Kafka, the warehouse), so they run
-in Starlette's thread pool.
+in Starlette's thread pool. Sessions are started, ended and revoked through
+:mod:`.session_middleware`: sign-out ends its session, erasure every session of the card, and a
+sign-in link for an erased card opens none.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from . import pages
-from .access import RefusedError, require_card, require_csrf, require_login
+from ..errors import ErasureIncompleteError
+from . import pages, session_middleware
+from .access import RefusedError, refuse_erased, require_card, require_csrf, require_login
+from .auth import Login
 from .data import CustomerPage
 from .i18n import LANGS
 from .pages import CUSTOMER_PAGES
 from .render import lang_of, render
 from .state import Web, web_of
-from .texts import t
 
 
 def _client(request: Request) -> str:
@@ -63,13 +66,21 @@ def _bad_link(web: Web, request: Request) -> RefusedError:
     return RefusedError(400, "signin_title", "signin_bad")
 
 
+async def _refuse_erased_card(request: Request, login: Login) -> None:
+    """A link made before its card was erased opens nothing (410)."""
+    if login.role == "customer":
+        await refuse_erased(request, login.subject)
+
+
 async def signin_page(request: Request) -> Response:
     """The page a sign-in link opens: a button that signs in, if the link is valid."""
     web = web_of(request)
     _refuse_when_throttled(web, request)
     token = request.path_params["token"]
-    if web.links.check(token) is None:
+    login = web.links.check(token)
+    if login is None:
         raise _bad_link(web, request)
+    await _refuse_erased_card(request, login)
     # A page with a button, not a sign-in on GET: a mail scanner that opens the link uses nothing up.
     return render(request, "signin.html", token=token)
 
@@ -79,24 +90,31 @@ async def signin(request: Request) -> Response:
     web = web_of(request)
     _refuse_when_throttled(web, request)
     form = await require_csrf(request)
-    login = web.links.redeem(form.get("token", ""))
+    token = form.get("token", "")
+    named = web.links.check(token)
+    if named is not None:
+        await _refuse_erased_card(request, named)
+    login = web.links.redeem(token)
     if login is None:
         raise _bad_link(web, request)
-    request.session.clear()  # a new session for the new login (no fixation)
-    request.session.update(role=login.role, subject=login.subject, csrf=secrets.token_urlsafe(24))
+    # A new session under a new id for the new login (no fixation); the old one ends.
+    await session_middleware.start(
+        request, {"role": login.role, "subject": login.subject, "csrf": secrets.token_urlsafe(24)}
+    )
     return RedirectResponse("/", 303)
 
 
 async def signout(request: Request) -> Response:
+    """End the session now: its record is deleted, so a copy of the cookie opens nothing either."""
     await require_csrf(request)
-    request.session.clear()
+    await session_middleware.end(request)
     return RedirectResponse("/", 303)
 
 
 async def customer_page(request: Request) -> Response:
     """One of the card holder's pages (:data:`.pages.CUSTOMER_PAGES`), or what is held when nothing is."""
     card = request.path_params["card"]
-    require_card(request, card)
+    await require_card(request, card)
     name = request.path_params.get("page", "purchases")
     if name not in CUSTOMER_PAGES:
         raise RefusedError(404, "not_found", "not_found")
@@ -106,8 +124,7 @@ async def customer_page(request: Request) -> Response:
     if page is None:
         if name in ("data", "erase", "consents"):
             return render(request, f"{name}.html", **context, view=None)
-        erased = t("erased", lang_of(request)) if request.session.pop("erased", False) else None
-        return render(request, "nothing.html", **context, erased=erased)
+        return render(request, "nothing.html", **context)
     context["view"] = page.view
     context["gap"] = pages.product_gap(page.profile, web.settings.privacy.default_product_data_marketing)
     context.update(await _page_context(web, request, name, card, page, context["saved"]))
@@ -149,7 +166,7 @@ async def _page_context(
 async def consents(request: Request) -> Response:
     """Send the card holder's consent change; the page then shows what the broker acknowledged."""
     card = request.path_params["card"]
-    require_card(request, card)
+    await require_card(request, card)
     form = await require_csrf(request)
     product, email = form.get("product_data") == "on", form.get("email") == "on"
     change = await run_in_threadpool(web_of(request).backend.set_consents, card, product, email)
@@ -160,7 +177,7 @@ async def consents(request: Request) -> Response:
 async def download(request: Request) -> Response:
     """Everything held about the card, as ``receiptflow export`` writes it."""
     card = request.path_params["card"]
-    require_card(request, card)
+    await require_card(request, card)
     doc = await run_in_threadpool(web_of(request).backend.export, card)
     return Response(
         json.dumps(doc, default=str, indent=2, ensure_ascii=False),
@@ -170,15 +187,24 @@ async def download(request: Request) -> Response:
 
 
 async def erase(request: Request) -> Response:
-    """Erase the card once its holder confirmed it."""
+    """Erase the card once its holder confirmed it; every session of the card ends with it."""
     card = request.path_params["card"]
-    require_card(request, card)
+    await require_card(request, card)
     form = await require_csrf(request)
     if form.get("confirm") != "yes":
         return render(request, "erase.html", 400, card=card, page="erase", step="confirm", must=True)
-    await run_in_threadpool(web_of(request).backend.erase, card)
-    request.session["erased"] = True  # the next page says so; a reload of it erases nothing again
-    return RedirectResponse(_card_url(card), 303)
+    try:
+        await run_in_threadpool(web_of(request).backend.erase, card)
+    except ErasureIncompleteError:
+        await session_middleware.revoke_card(request, card)  # recorded as erased: no session of it stays open
+        raise
+    await session_middleware.revoke_card(request, card)
+    return RedirectResponse("/erased", 303)  # a page of its own: a reload erases nothing and needs no session
+
+
+async def erased(request: Request) -> Response:
+    """Said once the card is erased (no login: its sessions have ended)."""
+    return render(request, "erased.html")
 
 
 async def support(request: Request) -> Response:
@@ -198,6 +224,7 @@ ROUTES = [
     Route("/signin/{token}", signin_page),
     Route("/signin", signin, methods=["POST"]),
     Route("/signout", signout, methods=["POST"]),
+    Route("/erased", erased),
     Route("/card/{card}", customer_page),
     Route("/card/{card}/data.json", download),
     Route("/card/{card}/consents", consents, methods=["POST"]),

@@ -1,4 +1,4 @@
-"""The page's state for one install: settings, sign-in links, rate limits, templates and the backend.
+"""The page's state for one install: settings, sign-in links, sessions, rate limits, templates and the backend.
 
 One :class:`Web` is made per application and held on ``app.state.web``; the handlers read it from
 the request (:func:`web_of`), so nothing else is shared between requests.
@@ -12,6 +12,7 @@ from starlette.requests import Request
 from ..config import Settings
 from .auth import Links, RateLimiter, UsedLinks, web_key
 from .data import Backend
+from .sessions import SessionStore
 
 SIGNIN_LIMIT = 10  # sign-in attempts with a link that is not valid, per client address ...
 SIGNIN_WINDOW = 600.0  # ... per this many seconds
@@ -19,14 +20,17 @@ REQUESTS_LIMIT = 120  # sign-in requests of any kind per client address per minu
 
 
 class Web:
-    """The page's state for one install: links, rate limits, templates and the backend."""
+    """The page's state for one install: links, sessions, rate limits, templates and the backend."""
 
-    def __init__(self, settings: Settings, backend: Backend | None = None) -> None:
+    def __init__(
+        self, settings: Settings, backend: Backend | None = None, sessions: SessionStore | None = None
+    ) -> None:
         self.settings = settings
         self.key = web_key(settings)
         self.links = Links(
             self.key, settings.web.link_minutes, UsedLinks(settings.local.data_dir.resolve() / "web" / "used-links")
         )
+        self.sessions = sessions or SessionStore.from_settings(settings, self.key)
         self.failures = RateLimiter(SIGNIN_LIMIT, SIGNIN_WINDOW)
         self.requests = RateLimiter(REQUESTS_LIMIT, 60.0)
         self.backend = backend or Backend(settings)

@@ -138,6 +138,12 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (Finnish, English)
     "erase_cancel": ("Peruuta", "Cancel"),
     "erase_must_confirm": ("Rastita vahvistus ennen poistoa.", "Tick the confirmation before erasing."),
     "erased": ("Tietosi on poistettu.", "Your data has been erased."),
+    "erased_title": ("Kortin tiedot on poistettu", "This card has been erased"),
+    "erased_text": (
+        "Tämän kortin tiedot on poistettu, eikä sillä voi enää tehdä mitään tällä sivulla. "
+        "Uusi kirjautuminen ei avaa sitä.",
+        "This card's data has been erased: nothing more can be done with it on this page, and no new sign-in opens it.",
+    ),
     "support_title": ("Tuki: kortin koko näkymä", "Support: a card's full view"),
     "support_audited": ("Tämä katselu on kirjattu lokiin ({id}).", "This look has been audited ({id})."),
     "support_card": ("Kortin numero", "Card number"),

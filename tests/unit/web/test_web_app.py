@@ -1,8 +1,9 @@
 """The web page's HTTP layer: sign-in links, who sees what, CSRF, rate limits, languages, the pages.
 
 The app runs in process (Starlette's TestClient) over a backend that holds profiles folded by the
-pure profile code in memory; the same routes against the real Redis, Kafka and warehouse are the
-browser tests' (tests/integration/test_web.py).
+pure profile code in memory, and the session store over the few Redis commands it uses, in memory
+(:mod:`.memory_redis`); the same routes against the real Redis, Kafka and warehouse are the browser
+tests' (tests/integration/test_web.py) and tests/integration/test_web_sessions.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from receiptflow.processors.profiles.rules import epoch_day
 from receiptflow.processors.profiles.views import render
 from receiptflow.web.app import build_app
 from receiptflow.web.data import Backend, CustomerPage
+from receiptflow.web.sessions import Limits, SessionStore
 from receiptflow.web.state import SIGNIN_LIMIT
+
+from .memory_redis import MemoryRedis
 
 pytestmark = pytest.mark.unit
 
@@ -37,7 +41,14 @@ class MemoryBackend(Backend):
         self.profiles = profiles
         self.consents: list[tuple[str, bool, bool]] = []
         self.looks: list[tuple[str, str]] = []
-        self.erased: list[str] = []
+        self.erasures: list[str] = []
+        self.now = 1_800_000_000.0  # the sessions' clock
+        self.sessions = SessionStore(
+            MemoryRedis(lambda: self.now),  # type: ignore[arg-type]
+            b"i" * 32,
+            Limits.from_settings(settings),
+            lambda: self.now,
+        )
 
     def customer(self, card: str, now: datetime | None = None) -> CustomerPage | None:
         p = self.profiles.get(card)
@@ -55,8 +66,11 @@ class MemoryBackend(Backend):
         p = self.profiles.get(card)
         return (None if p is None else render(p, "full", datetime.now(UTC))), f"1-{len(self.looks)}"
 
+    def erased(self, card: str) -> bool:
+        return card in self.erasures
+
     def erase(self, card: str) -> dict[str, Any]:
-        self.erased.append(card)
+        self.erasures.append(card)
         self.profiles.pop(card, None)
         return {}
 
@@ -82,7 +96,7 @@ def backend(tmp_path: Path) -> MemoryBackend:
 
 
 def client(backend: MemoryBackend, lang: str = "en") -> TestClient:
-    c = TestClient(build_app(backend.settings, backend), base_url="http://127.0.0.1:8080")
+    c = TestClient(build_app(backend.settings, backend, backend.sessions), base_url="http://127.0.0.1:8080")
     c.headers["Accept-Language"] = lang
     return c
 
@@ -124,7 +138,7 @@ def test_a_forged_or_expired_link_is_refused(backend: MemoryBackend) -> None:
     token = c.app.state.web.links.make("customer", "1001")  # type: ignore[attr-defined]
     assert c.get(f"/signin/{token[:-2]}xx").status_code == 400
     expired = backend.settings.model_copy(update={"web": {"link_minutes": 1}})
-    later = TestClient(build_app(expired, backend))
+    later = TestClient(build_app(expired, backend, backend.sessions))
     old = later.app.state.web.links  # type: ignore[attr-defined]
     signed = old._serializer.dumps({"r": "customer", "s": "1001", "n": "x"})
     import time as _time  # noqa: PLC0415
@@ -156,7 +170,7 @@ def test_nobody_signed_in_gets_401_on_every_page_that_needs_a_login(backend: Mem
         assert c.get(path).status_code == 401, path
     for path in ["/card/1001/consents", "/card/1001/erase"]:
         assert c.post(path, data={"confirm": "yes"}).status_code == 401, path
-    assert backend.consents == [] and backend.erased == [] and backend.looks == []
+    assert backend.consents == [] and backend.erasures == [] and backend.looks == []
 
 
 class FailingBackend(MemoryBackend):
@@ -198,7 +212,7 @@ def test_changes_need_the_csrf_token(backend: MemoryBackend) -> None:
     assert c.post("/card/1001/consents", data={"product_data": "on"}).status_code == 403
     assert c.post("/card/1001/consents", data={"product_data": "on", "csrf": "forged"}).status_code == 403
     assert c.post("/card/1001/erase", data={"confirm": "yes"}).status_code == 403
-    assert backend.consents == [] and backend.erased == []
+    assert backend.consents == [] and backend.erasures == []
     csrf = csrf_of(c, "/card/1001/consents")
     r = c.post("/card/1001/consents", data={"product_data": "on", "csrf": csrf}, follow_redirects=False)
     assert r.status_code == 303 and backend.consents == [("1001", True, False)]
@@ -211,12 +225,13 @@ def test_erasure_needs_the_confirmation_then_nothing_is_held(backend: MemoryBack
     sign_in(c, "customer", "1001")
     csrf = csrf_of(c, "/card/1001/erase?step=confirm")
     assert c.post("/card/1001/erase", data={"csrf": csrf}).status_code == 400
-    assert backend.erased == []
+    assert backend.erasures == []
     done = c.post("/card/1001/erase", data={"csrf": csrf, "confirm": "yes"})
     assert done.status_code == 200 and "Nothing is held about your card." in done.text
-    assert backend.erased == ["1001"] and "Your data has been erased." in done.text
-    again = c.get("/card/1001").text
-    assert "Nothing is held" in again and "has been erased" not in again
+    assert backend.erasures == ["1001"] and "Your data has been erased." in done.text
+    assert str(done.url).endswith("/erased")  # a page of its own: reloading it erases nothing
+    assert c.get("/card/1001").status_code == 401  # the session ended with the card
+    assert c.get("/erased").status_code == 200 and backend.erasures == ["1001"]
 
 
 def test_sign_in_is_rate_limited(backend: MemoryBackend) -> None:
