@@ -5,9 +5,9 @@ its own process, with the profile worker (``process --role profiles``) on the se
 session's Redis with its ACL users and a DuckDB warehouse the sink filled. Sign-in is by the link
 that ``receiptflow web link`` prints. The checks: the figures on the pages equal ``profile --view
 customer``; switching product-data consent off removes product data from the marketing view within
-a second; the download equals ``receiptflow export``; erasure empties the page; a cashier login gets
-403; requests without the CSRF token or for another card are refused; axe-core finds no serious or
-critical violation on any page. Each page's screenshot is saved under ``test-artifacts/web/``.
+a second; the download equals ``receiptflow export``; erasure empties the page and ends the session;
+a cashier login gets 403; requests without the CSRF token or for another card are refused; axe-core
+finds no serious or critical violation on any page. Each page's screenshot is saved under ``test-artifacts/web/``.
 """
 
 from __future__ import annotations
@@ -414,8 +414,10 @@ def test_erasure_with_confirmation_empties_the_page(site: Site, page: Page) -> N
     assert page.inner_text("#nothing-held") == "Nothing is held about your card."
     shoot(page, "erased")
     assert axe_violations(page) == []
-    page.goto(f"{site.url}/card/{card}")
-    assert page.inner_text("#nothing-held") == "Nothing is held about your card."
+    # The session ended with the card, and no sign-in link opens the card again.
+    assert page.goto(f"{site.url}/card/{card}").status == 401  # type: ignore[union-attr]
+    assert page.goto(site.link(card)).status == 410  # type: ignore[union-attr]
+    assert page.locator("#signin").count() == 0
     exported = json.loads(site.cli("export", card).stdout)
     assert exported["profile"] is None and all(rows == [] for rows in exported["warehouse"].values())
     assert exported["erasure"]["complete"] is True
