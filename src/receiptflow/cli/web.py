@@ -29,6 +29,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
     print_endpoints(settings, "web:")
     app = build_app(settings)
+    app.state.web.sessions.check()  # a session store that refuses its user: one line now, not a 503 per page
     err_console.print(f"serving the page at http://{args.host}:{args.port}/ (sign-in links: {settings.web.base_url})")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", proxy_headers=False)
     return 0

@@ -147,6 +147,13 @@ class SessionStore:
             redis_client(url, cluster=settings.redis.cluster), index_key_of(web_key), Limits.from_settings(settings)
         )
 
+    def check(self) -> None:
+        """Whether the store answers as its user (``web serve`` asks before it serves)."""
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise ProfileStoreError(f"the page's session store does not answer as its Redis user: {exc}") from exc
+
     def _fail(self, what: str, exc: redis.RedisError) -> ProfileStoreError:
         return ProfileStoreError(f"cannot {what} the session: {exc}; try again in a moment")
 

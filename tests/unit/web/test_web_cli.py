@@ -9,6 +9,7 @@ import pytest
 from receiptflow.cli import main
 from receiptflow.config import Settings
 from receiptflow.web.auth import Login
+from receiptflow.web.sessions import SessionStore
 from receiptflow.web.state import Web
 
 pytestmark = pytest.mark.unit
@@ -80,4 +81,19 @@ def test_the_highest_port_is_served(env: Path, monkeypatch: pytest.MonkeyPatch) 
 
     served: list[int] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw["port"]))
+    monkeypatch.setattr(SessionStore, "check", lambda self: None)  # no Redis here: the port is what is tested
     assert main(["web", "--port", "65535"]) == 0 and served == [65535]
+
+
+def test_serve_refuses_at_once_when_the_session_store_does_not_answer(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    served: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw["port"]))
+    monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    assert main(["web", "--port", "8080"]) == 1 and served == []
+    out = capsys.readouterr().err
+    problem = [line for line in out.splitlines() if "not reachable" in line]
+    assert len(problem) == 1 and "session store" in problem[0] and "Traceback" not in out
