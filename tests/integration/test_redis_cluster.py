@@ -8,7 +8,8 @@ from the warehouse into the cluster: both must equal, field for field, the profi
 input gives on one Redis (the session's server). Erasure works on the cluster from the topic's hash
 alone (the agent sets the card's marker, which then keeps the card's later purchases out), and
 through ``erase`` (support login, a transaction in the card's slot); a household whose members sit
-on different masters shows its points added up; and the roles keep their rights on every node.
+on different masters shows its points added up; the roles keep their rights on every node; and the
+web page's sessions of a card, spread over the masters, end together.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.sinks import open_sink, run_sink
 from receiptflow.stack.redis_cluster import LocalRedisCluster
 from receiptflow.topics import TopicNames, create_topics
+from receiptflow.web.sessions import SessionStore, session_key
 
 from .conftest import RedisServer
 from .support import env_for, send_purchases, simulated_purchases, start_profiles, stop, visits_by_card
@@ -328,3 +330,15 @@ def test_a_master_that_lost_the_scripts_gets_them_again_and_nothing_counts_twice
     result = run.store.apply_all(second)
     assert (result.applied, result.duplicates) == (len(second), 0)
     assert run.store.apply_all(carded).duplicates == len(carded)
+
+
+def test_the_web_page_s_sessions_of_a_card_end_together_across_masters(run: ClusterRun) -> None:
+    # The page's sessions and their card's list live on different slots: erasure still ends them all.
+    store = SessionStore.from_settings(run.settings, b"cluster-web-key-0123456789abcdef")
+    card = "4006009009"
+    ids = [store.create({"role": "customer", "subject": card, "csrf": "x"}) for _ in range(12)]
+    client: RedisCluster = store.client  # type: ignore[assignment]
+    assert len({client.get_node_from_key(session_key(i)).name for i in ids}) > 1  # spread over the masters
+    assert all(store.load(i) is not None for i in ids)
+    assert store.revoke_card(card) == len(ids)
+    assert all(store.load(i) is None for i in ids)
