@@ -16,10 +16,10 @@ The ``web-sessions`` Redis user reaches these two kinds of key only (``deploy/re
 
 Written here rather than taken from a library: Starlette's own session middleware is the signed
 cookie this replaces, and the server-side session packages for Starlette (``starsessions``,
-``starlette-session``) offer one lifetime, not an idle and an absolute limit, no list of a user's
-sessions to end together, and none guards against an in-flight request writing back a session that
-was just ended; each would still need all of that around it. What is needed fits in two small
-modules (this and :mod:`.session_middleware`).
+``starlette-session``) offer one lifetime, fixed or rolling, not an idle and an absolute limit
+together, no list of a user's sessions to end together, and none guards against an in-flight
+request writing back a session that was just ended; each would still need all of that around it.
+What is needed fits in two small modules (this and :mod:`.session_middleware`).
 
 A session that was ended is never written back: an existing session is only ever updated while its
 key exists (``SET ... XX``, ``EXPIRE``), a new one only created under a new id (``SET ... NX``).
