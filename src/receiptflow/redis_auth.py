@@ -1,7 +1,7 @@
 """Redis roles: which ACL user each command connects as, where its password comes from, and the
 ACL the embedded server loads.
 
-Four roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
+Five roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
 
 * ``writer`` (``profile-writer``): the profile agent, ``profiles rebuild``, ``segments run``, the
   demo. Profile hashes and dedup sets (``rf:{hash}:p``, ``rf:{hash}:seen``) through the profile
@@ -15,6 +15,10 @@ Four roles, each granted the least it needs (``deploy/redis/users.acl`` is the o
   full``: reads and deletes a card's keys, adds to the erased-cards record, writes and reads the
   erasure audit stream. Kept apart from the writer so that the credentials every stream worker
   holds cannot take a card off the erased-cards record (and bring it back with a replay).
+* ``dlq_vault`` (``dlq-vault``): every dead-letter writer (router, profile agent, sink, aggregator)
+  and ``dlq list|replay``: the cards' dead-letter data keys (``rf:{hash}:k``) read and created
+  (``SETNX``, through a script that refuses a card whose erased marker exists) only, the erased
+  markers read only; never a profile, never a delete (:mod:`receiptflow.dlq_vault`).
 * ``admin``: the embedded stack's own checks (``INFO``) and maintenance; on the embedded server only.
 
 Where a role's credentials come from, first match wins (:func:`connection_url`):
@@ -52,6 +56,7 @@ class RedisRole(StrEnum):
     MARKETING = "marketing"
     SUPPORT = "support"
     ADMIN = "admin"
+    DLQ_VAULT = "dlq_vault"
 
 
 # The user names of deploy/redis/users.acl.
@@ -60,6 +65,7 @@ TEMPLATE_USERS: Mapping[RedisRole, str] = {
     RedisRole.MARKETING: "marketing-reader",
     RedisRole.SUPPORT: "support",
     RedisRole.ADMIN: "admin",
+    RedisRole.DLQ_VAULT: "dlq-vault",
 }
 
 
@@ -71,6 +77,8 @@ def role_user(settings: Settings, role: RedisRole) -> str:
         return settings.redis.marketing_user
     if role is RedisRole.SUPPORT:
         return settings.redis.support_user
+    if role is RedisRole.DLQ_VAULT:
+        return settings.redis.dlq_vault_user
     return TEMPLATE_USERS[role]
 
 
@@ -82,6 +90,8 @@ def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
         return settings.redis.marketing_password
     if role is RedisRole.SUPPORT:
         return settings.redis.support_password
+    if role is RedisRole.DLQ_VAULT:
+        return settings.redis.dlq_vault_password
     return None
 
 

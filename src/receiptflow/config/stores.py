@@ -65,6 +65,16 @@ class RedisSettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_REDIS_SUPPORT_PASSWORD",
         description="password of the support/DPO role (export, erase, profile --view full)",
     )
+    dlq_vault_user: str = Field(
+        default="dlq-vault",
+        validation_alias="RECEIPTFLOW_REDIS_DLQ_VAULT_USER",
+        description="Redis user of the dead-letter vault role (the cards' dead-letter data keys)",
+    )
+    dlq_vault_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_DLQ_VAULT_PASSWORD",
+        description="password of the dead-letter vault role (router, profile agent, sink, aggregator, dlq)",
+    )
 
 
 class WarehouseSettings(SettingsGroup):
