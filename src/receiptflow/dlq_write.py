@@ -23,6 +23,7 @@ consumer group, and replay sends its bytes once.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -92,6 +93,7 @@ class LetterSealer:
         self.codec = codec or codec_for(settings)
         self._vault = vault
         self._hasher = hasher
+        self.backoff = VaultBackoff(processor)  # how its writer waits while the vault does not answer
 
     @property
     def vault(self) -> Vault:
@@ -142,6 +144,11 @@ class LetterSealer:
         # Keyed by the card hash: a repeat after a crash lands beside the first, and no card id is in the key.
         key = subject.encode() if subject is not None else (r.key if payload is Payload.CLEAR else r.topic.encode())
         return Letter(key, record)
+
+    def encoded(self, r: Rejected, now: datetime) -> tuple[bytes | None, bytes]:
+        """The letter of ``r`` as the Kafka key and value to produce (see :meth:`letter`)."""
+        letter = self.letter(r, now)
+        return letter.key, self.codec.encode("dead_letter", letter.record)
 
 
 class DeadLetterProducer:
@@ -203,3 +210,32 @@ class DeadLetterProducer:
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
+
+
+class VaultBackoff:
+    """How a dead-letter writer waits for the vault: its batch aborted, pauses doubling up to 30 s.
+
+    A letter written unsealed would carry the card id, a letter skipped would be lost: the writer keeps
+    its position before the batch, waits and reads the batch again, for as long as the vault is away.
+    """
+
+    def __init__(self, name: str, sleep: Callable[[float], None] = time.sleep, longest: float = 30.0) -> None:
+        self.name = name
+        self.failures = 0
+        self._sleep = sleep
+        self._longest = longest
+
+    def pause(self) -> float:
+        """How long the next wait is (0.5 s, doubling)."""
+        return float(min(0.5 * 2.0 ** max(self.failures - 1, 0), self._longest))
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        pause = self.pause()
+        log.warning(
+            "%s: cannot seal a dead letter (%s); the batch waits %.1f s and is read again", self.name, exc, pause
+        )
+        self._sleep(pause)
+
+    def succeeded(self) -> None:
+        self.failures = 0
