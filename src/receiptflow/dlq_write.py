@@ -227,7 +227,7 @@ class VaultBackoff:
 
     def pause(self) -> float:
         """How long the next wait is (0.5 s, doubling)."""
-        return float(min(0.5 * 2.0 ** max(self.failures - 1, 0), self._longest))
+        return min(0.5 * 2.0 ** min(max(self.failures - 1, 0), 16), self._longest)
 
     def failed(self, exc: Exception) -> None:
         self.failures += 1
