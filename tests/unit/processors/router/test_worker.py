@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
 
+from receiptflow.card_hash import erased_hash
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.card_hash import erased_hash
 from receiptflow.dlq import DeadLetter, LetterOpener
 from receiptflow.dlq_seal import Original
 from receiptflow.dlq_write import LetterSealer, VaultBackoff
