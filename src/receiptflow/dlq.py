@@ -87,6 +87,7 @@ class DeadLetter:
     payload: Payload = Payload.CLEAR
     card_hash: str | None = None
     sealed: bytes | None = None
+    partition: int = 0  # the dead-letter topic's partition holding it (``offset`` is in that partition)
 
     @property
     def consumer(self) -> str:
@@ -94,7 +95,7 @@ class DeadLetter:
         return self.consumer_group or self.processor
 
     @classmethod
-    def from_record(cls, offset: int, d: dict[str, Any]) -> DeadLetter:
+    def from_record(cls, offset: int, d: dict[str, Any], partition: int = 0) -> DeadLetter:
         return cls(
             offset=offset,
             reason=d["reason"],
@@ -111,6 +112,7 @@ class DeadLetter:
             payload=Payload(d.get("payload") or Payload.CLEAR),
             card_hash=d.get("card_hash"),
             sealed=d.get("sealed"),
+            partition=partition,
         )
 
 
@@ -140,7 +142,8 @@ def iter_dead_letters(
         ]
         letters = ReadToEnd(consumer, wanted, what=f"reading {topic}", stops=stops, stop_when_idle=True)
         for msg in letters.records(1, idle):
-            letter = DeadLetter.from_record(msg.offset() or 0, codec.decode(msg.value(), expect="dead_letter").value)
+            record = codec.decode(msg.value(), expect="dead_letter").value
+            letter = DeadLetter.from_record(msg.offset() or 0, record, msg.partition() or 0)
             if reason is None or letter.reason == reason:
                 yield letter
     except KafkaException as exc:
@@ -226,7 +229,7 @@ class ReplayResult:
     skipped_empty: int
     last_offset: int | None
     skipped_repeats: int = 0  # letters the same consumer wrote again for bytes an earlier replay sent
-    started_at: int = 0
+    started_at: int = 0  # the lowest offset this replay started at (each partition starts where its last stopped)
     sent: int = 0  # records sent: one per source topic and bytes
     erased: int = 0  # letters of erased cards: skipped, nothing restored
     unreadable: int = 0  # letters whose key is missing without an erasure, or that do not open
@@ -261,9 +264,10 @@ def replay_letters(
             committed = positions.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
         except KafkaException as exc:
             raise BrokerError(f"cannot read the positions of {topic}: {exc}") from exc
-        stored = [tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0]
-        start = from_offset if from_offset is not None else (min(stored) if stored else 0)
-        result = _send_letters(settings, start, reason, to_topic, progress, ends, opener or LetterOpener(settings))
+        # Where each partition's earlier replay stopped: offsets are per partition.
+        stored = {tp.partition: tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0}
+        starts = {p: from_offset if from_offset is not None else stored.get(p, 0) for p in partitions}
+        result = _send_letters(settings, starts, reason, to_topic, progress, ends, opener or LetterOpener(settings))
         try:
             positions.commit(offsets=[TopicPartition(topic, p, end) for p, end in ends.items()], asynchronous=False)
         except KafkaException as exc:
@@ -277,7 +281,7 @@ def replay_letters(
 class ReplayPass:
     """The decisions, counts and memory of one replay pass over the letters (no I/O)."""
 
-    start: int
+    starts: Mapping[int, int]  # dead-letter partition -> the first offset that is this replay's
     earlier: set[tuple[str, str, bytes]] = field(default_factory=set)
     sent_now: set[tuple[str, bytes]] = field(default_factory=set)
     replayed: int = 0
@@ -290,7 +294,7 @@ class ReplayPass:
 
     def target(self, letter: DeadLetter, opened: Original | Closed, to_topic: str | None) -> str | None:
         """Where this letter's record goes, or None when it is not sent (counted here)."""
-        before = letter.offset < self.start
+        before = letter.offset < self.starts.get(letter.partition, 0)
         if not before:
             self.last = letter.offset
         if isinstance(opened, Closed):
@@ -325,7 +329,7 @@ class ReplayPass:
             self.skipped,
             self.last,
             self.repeats,
-            self.start,
+            min(self.starts.values(), default=0),
             self.sent,
             self.erased,
             self.unreadable,
@@ -334,7 +338,7 @@ class ReplayPass:
 
 def _send_letters(
     settings: Settings,
-    start: int,
+    starts: Mapping[int, int],
     reason: str | None,
     to_topic: str | None,
     progress: Any,
@@ -348,9 +352,9 @@ def _send_letters(
         if err is not None:
             failures.append(str(err))
 
-    # One pass from the beginning: the letters before ``start`` are what earlier replays sent (their
-    # bytes coming back from the same consumer means rejected again); those from ``start`` on are this replay's.
-    replay = ReplayPass(start)
+    # One pass from the beginning: the letters before ``starts`` are what earlier replays sent (their
+    # bytes coming back from the same consumer means rejected again); those from ``starts`` on are this replay's.
+    replay = ReplayPass(starts)
     for letter in iter_dead_letters(settings, reason=reason, until=ends):
         opened = opener.open(letter)
         target = replay.target(letter, opened, to_topic)

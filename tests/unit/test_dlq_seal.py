@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,7 +200,7 @@ def _letter(offset: int, topic: str, consumer: str) -> DeadLetter:
 
 
 def test_one_record_rejected_by_two_consumers_is_sent_once_and_both_letters_count_as_replayed() -> None:
-    replay, record = ReplayPass(start=0), Original(b"card-hash", b"bytes")
+    replay, record = ReplayPass({0: 0}), Original(b"card-hash", b"bytes")
     targets = [replay.target(_letter(i, "consents", c), record, None) for i, c in enumerate(("router", "sink"))]
     assert targets == ["consents", None]
     result = replay.result()
@@ -207,19 +208,21 @@ def test_one_record_rejected_by_two_consumers_is_sent_once_and_both_letters_coun
 
 
 def test_the_same_bytes_from_two_topics_go_back_to_each() -> None:
-    replay, record = ReplayPass(start=0), Original(b"k", b"same bytes")
+    replay, record = ReplayPass({0: 0}), Original(b"k", b"same bytes")
     targets = [replay.target(_letter(i, t, "sink"), record, None) for i, t in enumerate(("consents", "checkouts"))]
     assert targets == ["consents", "checkouts"] and replay.result().sent == 2
 
 
 def test_only_what_the_same_consumer_rejected_again_after_an_earlier_replay_is_a_repeat() -> None:
-    replay, record = ReplayPass(start=2), Original(b"k", b"v")
+    replay, record = ReplayPass({0: 2, 1: 0}), Original(b"k", b"v")
     assert replay.target(_letter(0, "checkouts", "router"), record, None) is None  # an earlier replay's
     assert replay.target(_letter(1, "checkouts", "other"), Original(b"k", b"w"), None) is None
     assert replay.target(_letter(2, "checkouts", "router"), record, None) is None  # rejected again
     assert replay.target(_letter(3, "checkouts", "sink"), record, None) == "checkouts"  # another consumer's
     assert replay.target(_letter(4, "checkouts", "router"), Closed.ERASED, None) is None
     assert replay.target(_letter(5, "checkouts", "router"), Closed.UNREADABLE, None) is None
+    # Offsets are per partition: offset 0 of partition 1 is this replay's, not before offset 2 of partition 0.
+    other_partition = replace(_letter(0, "checkouts", "router"), partition=1)
+    assert replay.target(other_partition, Original(b"k", b"new"), None) == "checkouts"
     result = replay.result()
-    assert (result.replayed, result.sent, result.skipped_repeats, result.erased, result.unreadable) == (1, 1, 1, 1, 1)
-    assert result.last_offset == 5
+    assert (result.replayed, result.sent, result.skipped_repeats, result.erased, result.unreadable) == (2, 2, 1, 1, 1)
