@@ -18,6 +18,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import redis
+from confluent_kafka import Producer
+from pydantic import SecretStr
 
 from receiptflow.card_hash import erased_hash
 from receiptflow.codec import Codec
@@ -26,7 +28,7 @@ from receiptflow.dlq import Closed, LetterOpener, iter_dead_letters, replay_lett
 from receiptflow.dlq_seal import associated_data, open_sealed
 from receiptflow.dlq_vault import KeyState, RedisVault, data_key_name
 from receiptflow.jobs.subject import erase_card
-from receiptflow.models import Purchase
+from receiptflow.models import ConsentChange, Purchase
 from receiptflow.processors.router.worker import Router
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
@@ -256,3 +258,44 @@ def test_one_record_rejected_by_two_consumers_is_two_letters_and_replayed_once(
     assert len(list(iter_dead_letters(settings))) == 6
     again = replay_letters(settings)
     assert (again.replayed, again.sent, again.skipped_repeats, again.erased) == (0, 0, 3, 0)
+
+
+def test_the_sink_waits_for_the_vault_and_writes_no_letter_unsealed_and_loses_none(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Redis refusing the vault's login: the sink neither writes a letter without its seal nor moves past
+    the record; once the vault answers, the letter is written once and the change behind it stored once."""
+    settings = make_settings()
+    create_topics(settings)
+    names = TopicNames(settings.kafka.topic_prefix)
+    card = _card()
+    junk = b"\x00\x00\x00\x00\x02 not a consent change"
+    change = ConsentChange(card, datetime.now(UTC), True, True, "app")
+    producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
+    for value in (junk, Codec().encode("consent_change", change.to_avro())):
+        producer.produce(names.consents, key=card.encode(), value=value)
+    assert producer.flush(30) == 0
+
+    locked = settings.model_copy(update={"redis": {"dlq_vault_password": SecretStr("not-the-vault-password")}})
+    stop = threading.Event()
+    sink = open_sink(locked)
+    worker = threading.Thread(target=run_sink, args=(locked, sink), kwargs={"stop": stop}, daemon=True)
+    try:
+        worker.start()
+        time.sleep(8)  # several turns: each reads the batch, cannot seal its letter, reads it again
+        assert worker.is_alive()  # waiting, not stopped for good
+    finally:
+        stop.set()
+        worker.join(60)
+        sink.close()
+    assert read_all(settings, names.checkouts_dlq) == []
+    with open_sink(settings) as sink:
+        assert sink.committed_offsets(names.consents) == {}
+        assert sink.warehouse.query("SELECT count(*) FROM consent_changes WHERE card_id = ?", (card,)) == [(0,)]
+
+    _load(settings)
+    _load(settings)  # and again: nothing read or written twice
+    letters = list(iter_dead_letters(settings))
+    assert [(d.consumer_group, d.payload, d.source_offset) for d in letters] == [(DEFAULT_GROUP, "card", 0)]
+    with open_sink(settings) as sink:
+        assert sink.warehouse.query("SELECT count(*) FROM consent_changes WHERE card_id = ?", (card,)) == [(1,)]
