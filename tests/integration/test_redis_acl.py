@@ -136,6 +136,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
             "writer_password": None,
             "marketing_password": None,
             "support_password": None,
+            "dlq_vault_password": None,
         },
         local={"data_dir": embedded.settings.local.data_dir},
         warehouse={"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
