@@ -91,7 +91,7 @@ class RouteStep:
         self.codec = codec
         self.baskets = baskets
         self.default_consent = default_consent
-        self.processor = processor  # names the worker in its dead letters
+        self.processor = processor  # the worker's name (its loop's LetterSealer names it in dead letters)
         self.encoder = PurchaseEncoder(codec)
         self.basket_encoder = BasketEncoder(codec)
         self.fast = fast_path.build(codec, baskets, fast)
