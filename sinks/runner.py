@@ -23,10 +23,11 @@ input from outside: registers, the customer app), or a purchase with a value pas
 decoded as a :class:`~receiptflow.dlq.Rejected` (:mod:`.decode`) and dead-lettered
 (``checkouts.dlq``, with its reason and source position; counted in
 ``receiptflow_dead_letters_total``) and skipped, and the records around it are stored. Nothing is
-lost silently: the dead letter keeps the original bytes, and ``dlq replay --to-topic`` sends them
-back after a fix. The dead letter is acknowledged before the batch that stores the offset past it
-commits; a crash in between dead-letters it once more on restart (same source position; see
-:mod:`receiptflow.dlq`).
+lost silently: the dead letter keeps the original bytes, sealed under the card's data key, and
+``dlq replay --to-topic`` sends them back after a fix. The dead letter is acknowledged before the
+batch that stores the offset past it commits; a crash in between dead-letters it once more on
+restart (same source position; see :mod:`receiptflow.dlq`). When the vault (Redis) does not answer,
+the batch is read again after a pause: no letter is written unsealed, none is lost.
 """
 
 from __future__ import annotations
