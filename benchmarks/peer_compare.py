@@ -6,8 +6,12 @@ differ between two correct processors of the same input are left out (:data:`IGN
 
 * ``processed_at`` of a purchase (customer and marketing): the wall-clock time the record was made;
 * ``failed_at`` of a dead letter: likewise the time it was rejected;
-* ``processor`` of a dead letter: names the worker that rejected it (the router's transactional id,
-  ``quixstreams-peer``, ...), by design different per path;
+* ``processor`` and ``consumer_group`` of a dead letter: name the worker and group that rejected it
+  (the router's transactional id, ``quixstreams-peer``, ...), by design different per path;
+* how a dead letter keeps the rejected record -- its Kafka key, ``payload``, ``card_hash``, ``sealed``,
+  ``original_key``, ``original_value``: the router seals it under the card's data key with a random
+  nonce (docs/privacy.md, Dead letters), so no two writers' letters hold the same bytes; what is
+  sealed is tested in ``tests/integration/test_dlq.py``;
 * the times inside a dead letter's ``message`` (masked, the rest of the text is compared): a receipt
   from the future is rejected with "event_time ... is after <now plus the tolerance>";
 * the Avro library's own words after "cannot decode '<subject>' body: " (masked): a broken body fails
@@ -32,8 +36,21 @@ IGNORED: dict[str, frozenset[str]] = {
     "purchases.customer": frozenset({"processed_at"}),
     "purchases.marketing": frozenset({"processed_at"}),
     "purchases.baskets": frozenset(),
-    "checkouts.dlq": frozenset({"failed_at", "processor"}),
+    "checkouts.dlq": frozenset(
+        {
+            "failed_at",
+            "processor",
+            "consumer_group",
+            "payload",
+            "card_hash",
+            "sealed",
+            "original_key",
+            "original_value",
+        }
+    ),
 }
+# Output topics whose records' Kafka keys are the writer's own (a dead letter's: the card hash, or none).
+_KEY_IGNORED = frozenset({"checkouts.dlq"})
 OUTPUTS = tuple(IGNORED)
 # The field that names a record in a difference (the receipt, the basket, the rejected input).
 _IDENTITY = {
@@ -57,7 +74,8 @@ def canonical(topic: str, key: bytes | None, value: Mapping[str, Any]) -> str:
     kept = {k: v for k, v in value.items() if k not in IGNORED[topic]}
     if isinstance(kept.get("message"), str) and topic == "checkouts.dlq":
         kept["message"] = _DECODER_WORDS.sub(r"\1<decoder's words>", _TIME.sub("<time>", kept["message"]))
-    return json.dumps([key.hex() if key is not None else None, kept], sort_keys=True, default=repr)
+    shown_key = None if key is None or topic in _KEY_IGNORED else key.hex()
+    return json.dumps([shown_key, kept], sort_keys=True, default=repr)
 
 
 def _identity(topic: str, value: Mapping[str, Any]) -> str:

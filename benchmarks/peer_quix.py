@@ -28,7 +28,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from peer_record import Record, peer_step
+from peer_record import Record, peer_letters, peer_outputs, peer_step
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import Serializer
 
@@ -101,6 +101,7 @@ def main() -> int:
     settings = Settings()
     inputs, outputs = TopicNames(settings.kafka.topic_prefix), TopicNames(out_prefix)
     step = peer_step(settings, out_prefix, "quixstreams-peer")
+    letters = peer_letters(settings, "quixstreams-peer")
     app = Application(
         broker_address=settings.kafka.bootstrap_servers,
         consumer_group=group,
@@ -128,7 +129,8 @@ def main() -> int:
         ctx = message_context()
         msg = Record(ctx.topic, ctx.partition, ctx.offset, key, value, timestamp)
         view.bind(state)
-        result = step.step(msg, {ctx.partition: view}, staged, datetime.now(UTC))  # type: ignore[dict-item]
+        now = datetime.now(UTC)
+        result = step.step(msg, {ctx.partition: view}, staged, now)  # type: ignore[dict-item]
         for (_, rid), at in staged.seen.items():
             state.set(SEEN + rid, at)
         for (_, card), history in staged.consent.items():
@@ -136,7 +138,7 @@ def main() -> int:
         staged.seen.clear()
         staged.consent.clear()
         staged.appended.clear()
-        return result.outputs
+        return peer_outputs(step, result, letters, now)
 
     sdf = source(inputs.consents).concat(source(inputs.checkouts))
     sdf = sdf.apply(route, stateful=True, expand=True, metadata=True)

@@ -46,7 +46,7 @@ import faust
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from peer_kstreams import PeerTopics, build, start
-from peer_record import Record, peer_step
+from peer_record import Record, peer_letters, peer_outputs, peer_step
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
@@ -267,6 +267,7 @@ def faust_worker() -> None:
     inputs = TopicNames(settings.kafka.topic_prefix)
     outputs = TopicNames(os.environ.get("BENCH_OUTPUT_PREFIX", settings.kafka.topic_prefix))
     step = peer_step(settings, outputs.prefix, "faust-naive")
+    letters = peer_letters(settings, "faust-naive")
     app = faust.App(
         f"{settings.router.id}-naive",
         broker=faust_broker_url(settings),
@@ -295,9 +296,10 @@ def faust_worker() -> None:
             staged = Staged()
             m = event.message
             msg = Record(m.topic, m.partition, m.offset, m.key, m.value, int(m.timestamp * 1000))
-            result = step.step(msg, state, staged, datetime.now(UTC))
+            now = datetime.now(UTC)
+            result = step.step(msg, state, staged, now)
             staged.commit_into(state)
-            for out in result.outputs:
+            for out in peer_outputs(step, result, letters, now):
                 await sinks[out.topic].send(key=out.key, value=out.value)
 
     run_worker(app)

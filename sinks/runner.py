@@ -23,10 +23,11 @@ input from outside: registers, the customer app), or a purchase with a value pas
 decoded as a :class:`~receiptflow.dlq.Rejected` (:mod:`.decode`) and dead-lettered
 (``checkouts.dlq``, with its reason and source position; counted in
 ``receiptflow_dead_letters_total``) and skipped, and the records around it are stored. Nothing is
-lost silently: the dead letter keeps the original bytes, and ``dlq replay --to-topic`` sends them
-back after a fix. The dead letter is acknowledged before the batch that stores the offset past it
-commits; a crash in between dead-letters it once more on restart (same source position; see
-:mod:`receiptflow.dlq`).
+lost silently: the dead letter keeps the original bytes, sealed under the card's data key, and
+``dlq replay --to-topic`` sends them back after a fix. The dead letter is acknowledged before the
+batch that stores the offset past it commits; a crash in between dead-letters it once more on
+restart (same source position; see :mod:`receiptflow.dlq`). When the vault (Redis) does not answer,
+the batch is read again after a pause: no letter is written unsealed, none is lost.
 """
 
 from __future__ import annotations
@@ -40,13 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from ..codec import Codec
 from ..config import Settings
-from ..dlq import DeadLetterProducer, Rejected
+from ..dlq import DeadLetterProducer, LetterSealer, Rejected
 from ..erasures import ErasureReader
-from ..errors import BrokerError, ConfigError
+from ..errors import BrokerError, ConfigError, DeadLetterVaultError
 from ..health import STATE_RESTORED, Readiness
 from ..metrics import Metrics, observe_ages
 from ..policy import load_policy
@@ -212,7 +213,8 @@ class SinkWorker(KafkaWorker):
             consumer.close()
             raise
         processor = f"receiptflow-sink-{sink.group_id}"
-        self.dead_letters = DeadLetterProducer(settings, processor, codec=self.codec, metrics=self.metrics)
+        sealer = LetterSealer(settings, processor, sink.group_id, codec=self.codec)
+        self.dead_letters = DeadLetterProducer(settings, sealer, metrics=self.metrics)
 
     def run(self, stop: threading.Event | None = None, idle_exit_after: float | None = None) -> SinkStats:
         """Consume until ``stop`` is set or, with ``idle_exit_after``, idle that long; closes its clients."""
@@ -239,7 +241,14 @@ class SinkWorker(KafkaWorker):
         if not batch:
             return False
         # Dead letters first: the batch then stores the offsets past them (see the module docstring).
-        self.dead_letters.send([r for r in batch if isinstance(r, Rejected)])
+        try:
+            self.dead_letters.send([r for r in batch if isinstance(r, Rejected)])
+        except DeadLetterVaultError as exc:
+            # Nothing of the batch is written: read it again once the vault answers (never a letter unsealed).
+            _rewind(self.consumer, messages)
+            self.dead_letters.sealer.backoff.failed(exc)
+            return True
+        self.dead_letters.sealer.backoff.succeeded()
         _write(self.sink, batch, self.metrics, self.stats)
         stamps = written_stamps(messages, batch, self.names.purchases_customer)
         observe_ages(self.metrics.checkout_to_output_seconds.labels(STAGE), time.time(), stamps)
@@ -283,6 +292,17 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         # (no rebalance, no wait for the session timeout); where it resumes is still the warehouse's call.
         conf["group.instance.id"] = f"{group}-{settings.sink.instance}"
     return conf
+
+
+def _rewind(consumer: Consumer, messages: list[Message]) -> None:
+    """Seek each partition of ``messages`` back to the first of them: the next consume reads them again."""
+    first: dict[tuple[str, int], int] = {}
+    for m in messages:
+        if m.error() is None:
+            where = (m.topic() or "", m.partition() or 0)
+            first[where] = min(first.get(where, m.offset() or 0), m.offset() or 0)
+    for (topic, partition), offset in first.items():
+        consumer.seek(TopicPartition(topic, partition, offset))
 
 
 def follow_erasures(sink: Sink, erased: dict[str, datetime]) -> None:

@@ -36,8 +36,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.dlq import Rejected
-from receiptflow.errors import BrokerError
+from receiptflow.dlq import LetterSealer, Rejected
+from receiptflow.errors import BrokerError, DeadLetterVaultError
 from receiptflow.health import STATE_RESTORED, Readiness
 from receiptflow.metrics import Metrics
 from receiptflow.registry import codec_for
@@ -122,6 +122,8 @@ class Aggregator(KafkaWorker):
         self._committed: dict[int, int | None] = {}  # partition -> the offset its last transaction committed
         self._clients = clients or kafka_clients(settings)
         self._producer = self._clients.producer
+        # Baskets carry no card id: their letters keep the bytes as they are, and need no vault.
+        self.letters = LetterSealer(settings, self.transactional_id, group_id(settings), codec=self.codec)
         super().__init__(
             name, group_id(settings), self._clients.consumer, metrics=metrics or Metrics(), readiness=readiness
         )
@@ -223,13 +225,15 @@ class Aggregator(KafkaWorker):
             for marker in turn.markers.values():
                 self._produce(self.names.analytics_windows, marker.window_id.encode(), marker.to_json())
             for r in turn.dead:
-                self._produce(self.names.checkouts_dlq, r.key, self._dead_letter(r))
+                self._produce(self.names.checkouts_dlq, *self.letters.encoded(r, self.clock()))
             if offsets:
                 group = self.consumer.consumer_group_metadata()
                 self._producer.send_offsets_to_transaction(offsets, group, 30)
             self._producer.commit_transaction(60)
-        except KafkaException as exc:
+        except (KafkaException, DeadLetterVaultError) as exc:
             self._abort(exc)
+            if isinstance(exc, DeadLetterVaultError):  # unsealed a letter might name a card, skipped be lost
+                self.letters.backoff.failed(exc)
             return
         for tp in offsets:
             self._committed[tp.partition] = tp.offset
@@ -243,9 +247,6 @@ class Aggregator(KafkaWorker):
             for p, windows in sorted(self.partitions.items())
             if (offset := windows.committed()) is not None
         ]
-
-    def _dead_letter(self, r: Rejected) -> bytes:
-        return self.codec.encode("dead_letter", r.letter(self.clock(), self.transactional_id))
 
     def _report(self, turn: Turn) -> None:
         """Count a committed turn in the stats, the metrics and the log."""
@@ -274,7 +275,7 @@ class Aggregator(KafkaWorker):
             metrics.dead_letters_total.labels(r.error.reason).inc()
             log.warning("dead-lettered %s[%d]@%d: %s", r.topic, r.partition, r.offset, r.error)
 
-    def _abort(self, exc: KafkaException) -> None:
+    def _abort(self, exc: Exception) -> None:
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         if err is not None and err.fatal():
             raise BrokerError(f"fatal transaction error (fenced by another aggregator?): {err}") from exc

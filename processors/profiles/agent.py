@@ -39,7 +39,7 @@ from faust.worker import Worker
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.consent_codec import decode_consent
-from receiptflow.dlq import DeadLetterProducer, Rejected
+from receiptflow.dlq import DeadLetterProducer, LetterSealer, Rejected
 from receiptflow.erasures import ErasureReader
 from receiptflow.errors import BrokerError, ProfileStoreError, ValidationError
 from receiptflow.health import CONSUMER_CHECKS, STATE_RESTORED, Readiness
@@ -105,7 +105,10 @@ def create_app(
 
     (settings.local.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app_name = app_id or f"{settings.router.id}-profiles"
-    dead_letters = DeadLetterProducer(settings, app_name, codec=codec, metrics=metrics)
+    # The faust app id is its consumer group: the letters of this agent name it (the vault's waits: _retry).
+    dead_letters = DeadLetterProducer(
+        settings, LetterSealer(settings, app_name, app_name, codec=codec), metrics=metrics
+    )
     app = _faust_app(settings, app_name)
     readiness = readiness or Readiness("profiles", CONSUMER_CHECKS)
     watch(app, readiness, metrics)

@@ -2,11 +2,12 @@
 
 :meth:`RouteStep.step` takes a ``checkouts`` or ``consents`` record as read (undecoded), the
 committed partition state, the open transaction's :class:`~receiptflow.processors.router.state.Staged`
-changes and ``now``. It returns the records to produce (:class:`Output`: routed purchases or a dead
-letter) and records in ``staged`` what the transaction changes: receipt ids seen, consent histories and
-the counts reported once it commits. It sends, commits and logs nothing; the loop
-(:mod:`receiptflow.processors.router.worker`) does. Everything decided about a record is decided by the pure
-core (``validation``, ``core.route``, ``consent.effective_consent``).
+changes and ``now``. It returns the records to produce (:class:`Output`: routed purchases) or the
+rejected record the worker dead-letters (sealing it needs the vault), and records in ``staged`` what
+the transaction changes: receipt ids seen, consent histories and the counts reported once it commits.
+It sends, commits and logs nothing; the loop (:mod:`receiptflow.processors.router.worker`) does.
+Everything decided about a record is decided by the pure core (``validation``, ``core.route``,
+``consent.effective_consent``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import Protocol
 
 from receiptflow.codec import Codec
 from receiptflow.consent_codec import decode_consent
+from receiptflow.dlq_write import Rejected
 from receiptflow.errors import ValidationError
 from receiptflow.field_values import local_time
 from receiptflow.models import Checkout, ConsentChange, ConsentState, Granularity
 from receiptflow.policy import UNKNOWN_CHAIN_VERSION, Decision, Policy
 from receiptflow.topics import TopicNames
-from receiptflow.validation import dead_letter_record, validate
+from receiptflow.validation import validate
 
 from . import fast_path
 from .consent import ConsentHistory, effective_consent, with_record
@@ -67,6 +69,7 @@ class Output:
 class StepResult:
     outputs: list[Output] = field(default_factory=list)
     rejected: ValidationError | None = None  # why the record went to the dead-letter topic
+    letter: Rejected | None = None  # the rejected record, for the worker to seal and dead-letter
     unknown_chain: str | None = None  # a checkout of a chain the policy does not know
 
 
@@ -88,7 +91,7 @@ class RouteStep:
         self.codec = codec
         self.baskets = baskets
         self.default_consent = default_consent
-        self.processor = processor  # names the worker in its dead letters
+        self.processor = processor  # the worker's name (its loop's LetterSealer names it in dead letters)
         self.encoder = PurchaseEncoder(codec)
         self.basket_encoder = BasketEncoder(codec)
         self.fast = fast_path.build(codec, baskets, fast)
@@ -258,19 +261,10 @@ class RouteStep:
         return result
 
     def dead_letter(self, exc: ValidationError, msg: InputRecord, staged: Staged, now: datetime) -> StepResult:
-        record = dead_letter_record(
-            exc,
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            key=msg.key(),
-            value=msg.value(),
-            now=now,
-            processor=self.processor,
-        )
+        """The record is rejected: the worker seals its letter (that needs the vault, I/O) and writes it."""
+        letter = Rejected(exc, msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value())
         staged.dead_letters[exc.reason] += 1
-        output = Output(self.names.checkouts_dlq, msg.key(), self.codec.encode("dead_letter", record))
-        return StepResult([output], rejected=exc)
+        return StepResult([], rejected=exc, letter=letter)
 
 
 def marketing_outcome(has_card: bool, consent: ConsentState) -> str:

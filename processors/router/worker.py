@@ -26,11 +26,10 @@ the guarantees Kafka itself gives (KIP-98 transactions, KIP-447 group-fenced off
   passed), so a withdrawal written before a checkout applies to it after a restart, a rebalance or
   under lag. Only released records are processed, and only their offsets are committed.
 
-Everything decided about a record is decided without I/O by :mod:`.route_step` (on the pure core:
-``validation``, ``core.route``, ``consent.effective_consent``); the state and its changelog format are
-in :mod:`.router_state`. This module is the loop: it consumes, calls the step, produces, commits and
-counts, on the clients it is given (:mod:`.router_clients` builds the real ones), so tests can run it
-on in-memory stand-ins.
+Everything decided about a record is decided without I/O by :mod:`.step`; the state and its changelog
+in :mod:`.state`. This module is the loop: it consumes, calls the step, seals its dead letters (the
+vault, :mod:`receiptflow.dlq_write`: when it does not answer, the batch is aborted and read again after
+a pause), produces, commits and counts, on the clients it is given (:mod:`.clients`).
 """
 
 from __future__ import annotations
@@ -48,7 +47,8 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, KafkaE
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.errors import BrokerError
+from receiptflow.dlq_write import LetterSealer
+from receiptflow.errors import BrokerError, DeadLetterVaultError
 from receiptflow.health import STATE_RESTORED, Readiness
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentState
@@ -98,6 +98,7 @@ class Router(KafkaWorker):
         baskets: BasketPseudonymiser | None = None,
         clients: RouterClients | None = None,
         readiness: Readiness | None = None,
+        letters: LetterSealer | None = None,
     ) -> None:
         self.settings = settings
         self.names = TopicNames(settings.kafka.topic_prefix)
@@ -121,6 +122,9 @@ class Router(KafkaWorker):
             ),
             self.transactional_id,
             fast=settings.router.fast_path,
+        )
+        self.letters = letters or LetterSealer(
+            settings, self.transactional_id, settings.router.id, codec=self.step.codec
         )
         self._last_prune = time.monotonic()
         # Consents first: on equal timestamps a consent change is applied before a checkout (stricter).
@@ -331,6 +335,8 @@ class Router(KafkaWorker):
                 if result.unknown_chain is not None:
                     self.metrics.unknown_chain_total.labels(result.unknown_chain).inc()
                     log.warning("unknown chain %r: applied the strictest level", result.unknown_chain)
+                if result.letter is not None:
+                    self._produce(self.names.checkouts_dlq, *self.letters.encoded(result.letter, now))
                 if result.rejected is not None:
                     log.warning("rejected %s[%s]@%s: %s", topic, partition, offset, result.rejected)
             for p, key, value in seen_records(staged, self.transactional_id):
@@ -340,15 +346,18 @@ class Router(KafkaWorker):
                 self._producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             with self.watchdog.call("commit_transaction", 60):
                 self._producer.commit_transaction(60)
-        except KafkaException as exc:
+        except (KafkaException, DeadLetterVaultError) as exc:
             self._abort(exc)
+            if isinstance(exc, DeadLetterVaultError):  # a letter unsealed would name the card, skipped be lost
+                self.letters.backoff.failed(exc)
             return
+        self.letters.backoff.succeeded()
         staged.commit_into(self.state)
         staged.report(self.stats, self.metrics, len(msgs), time.time())
         self.metrics.batch_size.labels("router").observe(len(msgs))
         self.metrics.batch_seconds.labels("router").observe(time.perf_counter() - started)
 
-    def _abort(self, exc: KafkaException) -> None:
+    def _abort(self, exc: Exception) -> None:
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         if err is not None and err.fatal():
             raise BrokerError(f"fatal transaction error (fenced by another worker?): {err}") from exc

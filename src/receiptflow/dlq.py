@@ -1,46 +1,71 @@
 """The dead-letter topic as an operator sees it: list what was rejected and why; replay it after a fix.
 
-``checkouts.dlq`` holds one ``dead_letter`` record per rejected input: the reason code, a message,
-the culprit field, the original key and bytes and where they came from (topic, partition, offset).
-:func:`replay_letters` sends the original bytes, unchanged and with their original key, back to their source
-topic (or another one) so that a fixed processor sees them again. It replays only the dead letters
-that existed when it started (the topic's end offsets, taken first), so a processor that rejects
-them again while the replay runs does not feed the replay its own output. Each replay remembers
-where it stopped (the committed offset of a consumer group of its own, per reason), and the next one
-starts there and skips letters whose bytes an earlier replay already sent (rejected again: the cause
-is not fixed yet), so running it twice is harmless. ``--from-offset`` starts elsewhere on purpose;
-the router drops a receipt id it has already routed.
+``checkouts.dlq`` holds one ``dead_letter`` record per rejected input and consumer: the reason code, a
+message, the culprit field, where the record came from (topic, partition, offset), which consumer
+rejected it (``processor`` and ``consumer_group``: one source record rejected by the router, the
+profile agent and the sink is three letters), the card's salted hash, and the original key and value
+sealed under the card's data key (:mod:`.dlq_write` writes them; docs/privacy.md, Dead letters).
+Listing needs no key and shows no card id.
 
-Rejecting: :class:`DeadLetterProducer` is how the profile agent and the sink reject a record they
-cannot decode (a ``consents`` record is read by :func:`receiptflow.consent_codec.decode_consent`, as
-every reader of the topic does), before they go on with the next. A dead letter is written before
-the reader's position moves past its record (the agent's offset commit, the sink's offsets in the
-warehouse), with an idempotent producer and the record's own key: a crash in between writes it again
-on the next start, so the dead-letter topic holds every rejected record at least once; a repeat has
-the same source topic, partition and offset and is harmless (its replay is rejected again, or
-applied once more by the idempotent consent readers after a fix).
+:func:`replay_letters` opens each letter (:class:`LetterOpener`) and sends the original bytes, unchanged
+and with their original key, back to their source topic (or another one) so that a fixed processor
+sees them again. A letter of an erased card does not open (its data key went with the erasure, or it
+kept nothing): it is skipped and counted, never restored. Replay takes only the dead letters that
+existed when it started (the topic's end offsets, taken first), so a processor that rejects them again
+while the replay runs does not feed the replay its own output. Each replay remembers where it stopped
+(the committed offset of a consumer group of its own, per reason), and the next one starts there and
+skips letters that the same consumer wrote for the same bytes of the same source topic before it
+(:func:`~receiptflow.dlq_seal.replay_identity`: an earlier replay sent them and they were rejected
+again, their cause is not fixed yet), so running it twice is harmless. Letters of this replay that
+hold the same bytes of the same source topic (one record rejected by several consumers, or a letter
+written twice after a crash) send that record once: every consumer of the topic reads it.
+``--from-offset`` starts elsewhere on purpose; the router drops a receipt id it has already routed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from .card_hash import CardHasher
 from .codec import Codec
 from .config import Settings
 from .consume import partitions_of, reader
-from .errors import BrokerError, ValidationError
+from .dlq_seal import (
+    PSEUDONYMOUS_TOPICS,
+    Original,
+    Payload,
+    associated_data,
+    card_of,
+    open_sealed,
+    record_digest,
+    replay_identity,
+)
+from .dlq_vault import INSTALL_SUBJECT, KeyState, RedisVault, Vault
+from .dlq_write import DeadLetterProducer, LetterSealer, Rejected
+from .errors import BrokerError, SealError
 from .kafka_read import ReadToEnd
-from .metrics import Metrics
 from .registry import codec_for
+from .secrets import erasure_salt
 from .topics import TopicNames
-from .validation import dead_letter_record
+
+__all__ = [
+    "DeadLetter",
+    "DeadLetterProducer",
+    "LetterOpener",
+    "LetterSealer",
+    "Rejected",
+    "ReplayPass",
+    "ReplayResult",
+    "iter_dead_letters",
+    "replay_letters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +83,19 @@ class DeadLetter:
     original_value: bytes | None
     processor: str
     failed_at: datetime | None = None  # when it was rejected (the record's failed_at)
+    consumer_group: str | None = None  # None in letters of version 1
+    payload: Payload = Payload.CLEAR
+    card_hash: str | None = None
+    sealed: bytes | None = None
+    partition: int = 0  # the dead-letter topic's partition holding it (``offset`` is in that partition)
+
+    @property
+    def consumer(self) -> str:
+        """Who rejected it, as replay tells consumers apart: the group, else (version 1) the processor."""
+        return self.consumer_group or self.processor
 
     @classmethod
-    def from_record(cls, offset: int, d: dict[str, Any]) -> DeadLetter:
+    def from_record(cls, offset: int, d: dict[str, Any], partition: int = 0) -> DeadLetter:
         return cls(
             offset=offset,
             reason=d["reason"],
@@ -73,6 +108,11 @@ class DeadLetter:
             original_value=d["original_value"],
             processor=d["processor"],
             failed_at=d.get("failed_at"),
+            consumer_group=d.get("consumer_group"),
+            payload=Payload(d.get("payload") or Payload.CLEAR),
+            card_hash=d.get("card_hash"),
+            sealed=d.get("sealed"),
+            partition=partition,
         )
 
 
@@ -102,7 +142,8 @@ def iter_dead_letters(
         ]
         letters = ReadToEnd(consumer, wanted, what=f"reading {topic}", stops=stops, stop_when_idle=True)
         for msg in letters.records(1, idle):
-            letter = DeadLetter.from_record(msg.offset() or 0, codec.decode(msg.value(), expect="dead_letter").value)
+            record = codec.decode(msg.value(), expect="dead_letter").value
+            letter = DeadLetter.from_record(msg.offset() or 0, record, msg.partition() or 0)
             if reason is None or letter.reason == reason:
                 yield letter
     except KafkaException as exc:
@@ -111,19 +152,87 @@ def iter_dead_letters(
         consumer.close()
 
 
+class Closed(StrEnum):
+    """Why a letter's original record cannot be restored."""
+
+    ERASED = "erased"  # the card is erased: its key is gone, or the letter kept nothing
+    UNREADABLE = "unreadable"  # the key is missing without an erasure, or the envelope does not open
+
+
+class LetterOpener:
+    """Opens dead letters for replay: the original record, or why not. One per replay (it caches keys).
+
+    The vault is read as the ``dlq-vault`` role. A clear letter (version 1) is checked against the
+    erased markers too, by the card its bytes name (this needs the install's erasure salt).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        codec: Codec | None = None,
+        vault: Vault | None = None,
+        hasher: Callable[[str], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec or codec_for(settings)
+        self.names = TopicNames(settings.kafka.topic_prefix)
+        self._vault = vault
+        self._hasher = hasher
+        self._keys: dict[str, KeyState] = {}
+
+    def _key(self, subject: str) -> KeyState:
+        state = self._keys.get(subject)
+        if state is None:
+            if self._vault is None:
+                self._vault = RedisVault.from_settings(self.settings)
+            state = self._keys[subject] = self._vault.key_for_reading(subject)
+        return state
+
+    def _clear_card_erased(self, letter: DeadLetter) -> bool:
+        if self.names.logical(letter.source_topic) in PSEUDONYMOUS_TOPICS:
+            return False
+        card = card_of(lambda v: self.codec.decode(v).value, letter.original_key, letter.original_value)
+        if card is None:
+            return False
+        if self._hasher is None:
+            self._hasher = CardHasher(erasure_salt(self.settings))
+        return self._key(self._hasher(card)).erased
+
+    def open(self, letter: DeadLetter) -> Original | Closed:
+        """The letter's original key and value, or why they cannot be had."""
+        if letter.payload is Payload.CLEAR:
+            if self._clear_card_erased(letter):
+                return Closed.ERASED
+            return Original(letter.original_key, letter.original_value)
+        if letter.payload is Payload.WITHHELD:
+            return Closed.ERASED
+        subject = letter.card_hash if letter.payload is Payload.CARD else INSTALL_SUBJECT
+        if subject is None or letter.sealed is None:
+            return Closed.UNREADABLE
+        state = self._key(subject)
+        if state.erased:
+            return Closed.ERASED
+        if state.key is None:
+            return Closed.UNREADABLE
+        aad = associated_data(letter.source_topic, letter.source_partition, letter.source_offset, letter.card_hash)
+        try:
+            return open_sealed(state.key, letter.sealed, aad)
+        except SealError as exc:
+            log.warning("dead letter at offset %d does not open: %s", letter.offset, exc)
+            return Closed.UNREADABLE
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
-    replayed: int
+    replayed: int  # letters whose record this replay restored (sent, or sent once for several letters)
     skipped_empty: int
     last_offset: int | None
-    skipped_repeats: int = 0  # letters whose bytes an earlier replay already sent (rejected again)
-    started_at: int = 0
-
-
-def _digest(letter: DeadLetter) -> bytes:
-    return hashlib.blake2b(
-        (letter.original_key or b"") + b"\x00" + (letter.original_value or b""), digest_size=16
-    ).digest()
+    skipped_repeats: int = 0  # letters the same consumer wrote again for bytes an earlier replay sent
+    started_at: int = 0  # the lowest offset this replay started at (each partition starts where its last stopped)
+    sent: int = 0  # records sent: one per source topic and bytes
+    erased: int = 0  # letters of erased cards: skipped, nothing restored
+    unreadable: int = 0  # letters whose key is missing without an erasure, or that do not open
 
 
 def _replay_group(settings: Settings, reason: str | None) -> str:
@@ -137,6 +246,7 @@ def replay_letters(
     reason: str | None = None,
     to_topic: str | None = None,
     progress: Any = None,
+    opener: LetterOpener | None = None,
 ) -> ReplayResult:
     """Send dead letters' original bytes back to their source topic (or ``to_topic``); waits for acks.
 
@@ -154,9 +264,10 @@ def replay_letters(
             committed = positions.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
         except KafkaException as exc:
             raise BrokerError(f"cannot read the positions of {topic}: {exc}") from exc
-        stored = [tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0]
-        start = from_offset if from_offset is not None else (min(stored) if stored else 0)
-        result = _send_letters(settings, start, reason, to_topic, progress, ends)
+        # Where each partition's earlier replay stopped: offsets are per partition.
+        stored = {tp.partition: tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0}
+        starts = {p: from_offset if from_offset is not None else stored.get(p, 0) for p in partitions}
+        result = _send_letters(settings, starts, reason, to_topic, progress, ends, opener or LetterOpener(settings))
         try:
             positions.commit(offsets=[TopicPartition(topic, p, end) for p, end in ends.items()], asynchronous=False)
         except KafkaException as exc:
@@ -166,13 +277,73 @@ def replay_letters(
         positions.close()
 
 
+@dataclass
+class ReplayPass:
+    """The decisions, counts and memory of one replay pass over the letters (no I/O)."""
+
+    starts: Mapping[int, int]  # dead-letter partition -> the first offset that is this replay's
+    earlier: set[tuple[str, str, bytes]] = field(default_factory=set)
+    sent_now: set[tuple[str, bytes]] = field(default_factory=set)
+    replayed: int = 0
+    sent: int = 0
+    skipped: int = 0
+    repeats: int = 0
+    erased: int = 0
+    unreadable: int = 0
+    last: int | None = None
+
+    def target(self, letter: DeadLetter, opened: Original | Closed, to_topic: str | None) -> str | None:
+        """Where this letter's record goes, or None when it is not sent (counted here)."""
+        before = letter.offset < self.starts.get(letter.partition, 0)
+        if not before:
+            self.last = letter.offset
+        if isinstance(opened, Closed):
+            if not before:
+                if opened is Closed.ERASED:
+                    self.erased += 1
+                else:
+                    self.unreadable += 1
+            return None
+        identity = replay_identity(letter.source_topic, letter.consumer, opened)
+        if before:
+            self.earlier.add(identity)  # an earlier replay's: its bytes coming back means rejected again
+            return None
+        if opened.value is None:
+            self.skipped += 1  # a tombstone has nothing to replay
+            return None
+        if identity in self.earlier:
+            self.repeats += 1
+            return None
+        self.replayed += 1
+        target = to_topic or letter.source_topic
+        sent = (target, record_digest(opened))
+        if sent in self.sent_now:
+            return None  # the same record for another consumer's letter (or a repeated letter): sent once
+        self.sent_now.add(sent)
+        self.sent += 1
+        return target
+
+    def result(self) -> ReplayResult:
+        return ReplayResult(
+            self.replayed,
+            self.skipped,
+            self.last,
+            self.repeats,
+            min(self.starts.values(), default=0),
+            self.sent,
+            self.erased,
+            self.unreadable,
+        )
+
+
 def _send_letters(
     settings: Settings,
-    start: int,
+    starts: Mapping[int, int],
     reason: str | None,
     to_topic: str | None,
     progress: Any,
     ends: Mapping[int, int],
+    opener: LetterOpener,
 ) -> ReplayResult:
     producer = Producer(settings.kafka_config(**{"enable.idempotence": True, "acks": "all"}))
     failures: list[str] = []
@@ -181,122 +352,24 @@ def _send_letters(
         if err is not None:
             failures.append(str(err))
 
-    replayed = skipped = repeats = 0
-    last: int | None = None
-    # One pass from the beginning: the letters before ``start`` are what earlier replays sent (their
-    # bytes coming back means rejected again); those from ``start`` on are this replay's.
-    earlier: set[bytes] = set()
+    # One pass from the beginning: the letters before ``starts`` are what earlier replays sent (their
+    # bytes coming back from the same consumer means rejected again); those from ``starts`` on are this replay's.
+    replay = ReplayPass(starts)
     for letter in iter_dead_letters(settings, reason=reason, until=ends):
-        if letter.offset < start:
-            earlier.add(_digest(letter))
+        opened = opener.open(letter)
+        target = replay.target(letter, opened, to_topic)
+        if target is None or isinstance(opened, Closed):
             continue
-        last = letter.offset
-        if letter.original_value is None:
-            skipped += 1  # a tombstone has nothing to replay
-            continue
-        digest = _digest(letter)
-        if digest in earlier:
-            repeats += 1
-            continue
-        earlier.add(digest)  # the same bytes twice in the topic are sent once
-        target = to_topic or letter.source_topic
         while True:
             try:
-                producer.produce(target, value=letter.original_value, key=letter.original_key, on_delivery=report)
+                producer.produce(target, value=opened.value, key=opened.key, on_delivery=report)
                 break
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
-        replayed += 1
         if progress is not None:
-            progress(replayed)
+            progress(replay.sent)
     remaining = producer.flush(60)
     if remaining or failures:
         raise BrokerError(f"replay: {remaining} not acknowledged, {len(failures)} failed: {failures[:3]}")
-    return ReplayResult(replayed, skipped, last, repeats, start)
-
-
-# --- rejecting input -----------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A record a reader could not use, where it was read, and why."""
-
-    error: ValidationError
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-    def letter(self, now: datetime, processor: str) -> dict[str, Any]:
-        """The dead-letter record of this rejection, as ``processor`` writes it at ``now``."""
-        return dead_letter_record(
-            self.error,
-            topic=self.topic,
-            partition=self.partition,
-            offset=self.offset,
-            key=self.key,
-            value=self.value,
-            now=now,
-            processor=processor,
-        )
-
-
-class DeadLetterProducer:
-    """Writes rejected records to the dead-letter topic and waits until the broker has them.
-
-    ``processor`` names the rejecting component in each dead letter. The Kafka producer is created
-    on first use (an app that never rejects anything opens no connection for it).
-    """
-
-    def __init__(
-        self, settings: Settings, processor: str, *, codec: Codec | None = None, metrics: Metrics | None = None
-    ) -> None:
-        self.settings = settings
-        self.processor = processor
-        self.topic = TopicNames(settings.kafka.topic_prefix).checkouts_dlq
-        self.codec = codec or codec_for(settings)
-        self.metrics = metrics
-        self._producer: Producer | None = None
-
-    def send(self, rejected: list[Rejected], timeout: float = 30.0) -> None:
-        """Dead-letter ``rejected``; returns once every one is acknowledged, else raises BrokerError."""
-        if not rejected:
-            return
-        if self._producer is None:
-            try:
-                self._producer = Producer(
-                    self.settings.kafka_config(
-                        **{"enable.idempotence": True, "acks": "all", "client.id": f"{self.processor}-dlq"}
-                    )
-                )
-            except KafkaException as exc:
-                raise BrokerError(f"cannot create the dead-letter producer: {exc}") from exc
-        failures: list[str] = []
-
-        def report(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        now = datetime.now(UTC)
-        try:
-            for r in rejected:
-                record = r.letter(now, self.processor)
-                # The original key, as the router does: a repeat after a crash lands beside the first.
-                self._producer.produce(
-                    self.topic, key=r.key, value=self.codec.encode("dead_letter", record), on_delivery=report
-                )
-            remaining = self._producer.flush(timeout)
-        except (KafkaException, BufferError) as exc:
-            raise BrokerError(f"cannot write to {self.topic}: {exc}") from exc
-        if remaining or failures:
-            raise BrokerError(f"{self.topic}: {remaining} dead letters not acknowledged, failures: {failures[:3]}")
-        for r in rejected:
-            log.warning("dead-lettered %s[%d]@%d (%s): %s", r.topic, r.partition, r.offset, self.processor, r.error)
-            if self.metrics is not None:
-                self.metrics.dead_letters_total.labels(r.error.reason).inc()
-
-    def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None
+    return replay.result()

@@ -18,6 +18,8 @@ importing librdkafka, redis-py or psycopg types::
     ├── BrokerError                 Kafka refused or failed an operation (admin, produce, commit)
     ├── OutboxFullError             a register's outbox has spent its disk budget
     ├── ProfileStoreError           Redis failed
+    │   └── DeadLetterVaultError    the dead-letter vault (card data keys) did not answer
+    ├── SealError                   a dead letter's sealed record cannot be made or opened
     ├── WarehouseError              DuckDB / PostgreSQL failed
     └── ErasureIncompleteError      an erasure stopped after recording the card as erased: run it again
 """
@@ -85,6 +87,14 @@ class OutboxFullError(ReceiptflowError):
 
 class ProfileStoreError(ReceiptflowError):
     """Redis failed."""
+
+
+class DeadLetterVaultError(ProfileStoreError):
+    """The dead-letter vault (the card data keys in Redis) did not answer: a letter cannot be sealed yet."""
+
+
+class SealError(ReceiptflowError):
+    """A dead letter's sealed record cannot be made or opened (wrong key, altered letter, bad envelope)."""
 
 
 class WarehouseError(ReceiptflowError):

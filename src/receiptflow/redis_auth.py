@@ -1,7 +1,7 @@
 """Redis roles: which ACL user each command connects as, where its password comes from, and the
 ACL the embedded server loads.
 
-Five roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
+Six roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
 
 * ``writer`` (``profile-writer``): the profile agent, ``profiles rebuild``, ``segments run``, the
   demo. Profile hashes and dedup sets (``rf:{hash}:p``, ``rf:{hash}:seen``) through the profile
@@ -18,6 +18,10 @@ Five roles, each granted the least it needs (``deploy/redis/users.acl`` is the o
 * ``web_sessions`` (``web-sessions``): ``receiptflow web``'s server-side sessions: the session
   records ``rf:web:s:*`` and the per-card session lists ``rf:web:c:*`` (keyed hashes, never a card
   id), with the few commands they need; no profile, marker or audit key.
+* ``dlq_vault`` (``dlq-vault``): every dead-letter writer (router, profile agent, sink, aggregator)
+  and ``dlq list|replay``: the cards' dead-letter data keys (``rf:{hash}:k``) read and created
+  (``SETNX``, through a script that refuses a card whose erased marker exists) only, the erased
+  markers read only; never a profile, never a delete (:mod:`receiptflow.dlq_vault`).
 * ``admin``: the embedded stack's own checks (``INFO``) and maintenance; on the embedded server only.
 
 Where a role's credentials come from, first match wins (:func:`connection_url`):
@@ -56,6 +60,7 @@ class RedisRole(StrEnum):
     SUPPORT = "support"
     ADMIN = "admin"
     WEB_SESSIONS = "web_sessions"
+    DLQ_VAULT = "dlq_vault"
 
 
 # The user names of deploy/redis/users.acl.
@@ -65,6 +70,7 @@ TEMPLATE_USERS: Mapping[RedisRole, str] = {
     RedisRole.SUPPORT: "support",
     RedisRole.ADMIN: "admin",
     RedisRole.WEB_SESSIONS: "web-sessions",
+    RedisRole.DLQ_VAULT: "dlq-vault",
 }
 
 
@@ -78,6 +84,8 @@ def role_user(settings: Settings, role: RedisRole) -> str:
         return settings.redis.support_user
     if role is RedisRole.WEB_SESSIONS:
         return settings.redis.web_sessions_user
+    if role is RedisRole.DLQ_VAULT:
+        return settings.redis.dlq_vault_user
     return TEMPLATE_USERS[role]
 
 
@@ -91,6 +99,8 @@ def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
         return settings.redis.support_password
     if role is RedisRole.WEB_SESSIONS:
         return settings.redis.web_sessions_password
+    if role is RedisRole.DLQ_VAULT:
+        return settings.redis.dlq_vault_password
     return None
 
 

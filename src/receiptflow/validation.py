@@ -1,7 +1,7 @@
 """Validation of input records: the reasons a checkout or a consent change is refused.
 
 ``validate`` raises :class:`~receiptflow.errors.ValidationError` with a reason code the dead-letter
-topic records; :func:`dead_letter_record` is that record. The producers validate before they send,
+topic records (:mod:`receiptflow.dlq_write` makes the letter). The producers validate before they send,
 the router before it routes, and every reader of consent changes (:mod:`receiptflow.consent_codec`):
 so it sits below all of them. Nothing here touches Kafka, Redis or the clock: ``now`` is an argument.
 """
@@ -175,29 +175,3 @@ def _check_line(line: CheckoutLine, where: str) -> None:
         ok = amount <= 0 and qty < 0
     if not ok:
         raise ValidationError("wrong_sign", f"a {kind} line {line.line_no} with amount {amount}, quantity {qty}", where)
-
-
-def dead_letter_record(
-    exc: ValidationError,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    now: datetime,
-    processor: str,
-) -> dict[str, object]:
-    """The ``dead_letter`` record for rejected input: the original bytes, why, and where they came from."""
-    return {
-        "reason": exc.reason,
-        "message": exc.message,
-        "field": exc.field,
-        "source_topic": topic,
-        "source_partition": partition,
-        "source_offset": offset,
-        "original_key": key,
-        "original_value": value,
-        "failed_at": now,
-        "processor": processor,
-    }

@@ -1,6 +1,6 @@
 """Helpers shared by integration tests: child-process environments, starting and stopping a profile
-worker, reading a topic to its end, and simulated purchases sent as the router would send them, with
-the visits they must add up to."""
+worker, reading a topic to its end, dead letters opened, and simulated purchases sent as the router
+would send them, with the visits they must add up to."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.dlq import Closed, DeadLetter, LetterOpener, iter_dead_letters
 from receiptflow.models import ConsentState, Purchase, ReceiptKind
 from receiptflow.policy import load_policy
 from receiptflow.processors.router.route import process
@@ -41,7 +43,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
-    for role in ("writer", "marketing", "support", "web_sessions"):
+    for role in ("writer", "marketing", "support", "web_sessions", "dlq_vault"):
         password = getattr(settings.redis, f"{role}_password")
         if password is not None:
             env[f"RECEIPTFLOW_REDIS_{role.upper()}_PASSWORD"] = password.get_secret_value()
@@ -142,3 +144,15 @@ def simulated_purchases(seed: int, count: int, span: timedelta) -> tuple[Simulat
 def visits_by_card(purchases: Iterable[Purchase]) -> Counter[str]:
     """The visits each card's profile must count: its sale receipts (a refund or a cancel is none)."""
     return Counter(p.card_id for p in purchases if p.card_id is not None and p.receipt_kind is ReceiptKind.SALE)
+
+
+def opened_letters(settings: Settings, **read: Any) -> list[DeadLetter]:
+    """The dead letters (``iter_dead_letters(settings, **read)``) with their original key and value
+    opened as ``dlq replay`` opens them (the dead-letter vault); every one must open."""
+    opener = LetterOpener(settings)
+    out = []
+    for d in iter_dead_letters(settings, **read):
+        original = opener.open(d)
+        assert not isinstance(original, Closed), f"dead letter at {d.partition}@{d.offset}: {original}"
+        out.append(replace(d, original_key=original.key, original_value=original.value))
+    return out

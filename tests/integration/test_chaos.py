@@ -54,7 +54,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -80,7 +80,7 @@ from receiptflow.stack.process import gone, wait_until
 from receiptflow.suppression import release
 from receiptflow.topics import TopicNames, create_topics
 
-from .support import env_for, read_all
+from .support import env_for, opened_letters, read_all
 from .test_router import _consent_at, _consent_for_purchase, _lag
 from .test_sink_crash import Sent, _assert_equal_to_the_truth, _warehouse_cells
 
@@ -741,7 +741,7 @@ def test_chaos_run_loses_nothing_counts_nothing_twice_and_leaks_nothing(
         )
 
     # The DLQ: exactly what was injected (see the module docstring for how it is counted).
-    letters = [CODEC.decode(m.value(), expect="dead_letter").value for m in read_all(settings, names.checkouts_dlq)]
+    letters = [asdict(d) for d in opened_letters(settings)]
     router_id = f"{settings.router.id}-0"
     sink_id = f"receiptflow-sink-{DEFAULT_GROUP}"
     readers = {router_id: "router", profiles_processor: "profiles", sink_id: "sink"}

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.dlq import DeadLetter, iter_dead_letters
+from receiptflow.dlq import DeadLetter
 from receiptflow.erasures import record_erasure
 from receiptflow.jobs.subject import audit_log
 from receiptflow.metrics import Metrics
@@ -46,7 +46,7 @@ from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.profile_strategies import CARDS, purchase_lists
 from .conftest import RedisServer
-from .support import env_for, read_all, send_purchases, simulated_purchases, start_profiles, stop
+from .support import env_for, opened_letters, read_all, send_purchases, simulated_purchases, start_profiles, stop
 
 CODEC = Codec()
 POLICY = load_policy()
@@ -289,7 +289,7 @@ def test_a_malformed_consent_record_is_dead_lettered_and_the_withdrawal_behind_i
     assert worker.proc.poll() is None
 
     def dead_letters() -> list[DeadLetter]:
-        return [d for d in iter_dead_letters(worker.settings, idle=1.0) if d.original_value == bad]
+        return [d for d in opened_letters(worker.settings, idle=1.0) if d.original_value == bad]
 
     deadline = time.monotonic() + 30
     while not (letters := dead_letters()) and time.monotonic() < deadline:
@@ -457,7 +457,7 @@ def test_a_record_on_the_purchases_topic_that_is_not_a_purchase_is_dead_lettered
     assert worker.proc.poll() is None
 
     deadline = time.monotonic() + 30
-    while not (letters := [d for d in iter_dead_letters(worker.settings, idle=1.0) if d.original_value == junk]):
+    while not (letters := [d for d in opened_letters(worker.settings, idle=1.0) if d.original_value == junk]):
         assert time.monotonic() < deadline, "no dead letter for the record"
         time.sleep(0.2)
     assert [(d.processor, d.reason, d.source_topic, d.source_partition, d.source_offset) for d in letters] == [

@@ -137,6 +137,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
             "marketing_password": None,
             "support_password": None,
             "web_sessions_password": None,
+            "dlq_vault_password": None,
         },
         local={"data_dir": embedded.settings.local.data_dir},
         warehouse={"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},

@@ -60,7 +60,7 @@ from receiptflow.sinks.tables import CELLS
 from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.sinks.test_contract import NOW, K, analytics_baskets, expected_counts, purchases, released, table_count
-from .support import env_for, read_all
+from .support import env_for, opened_letters, read_all
 
 MakeSettings = Callable[..., Settings]
 # The fields of an analytics cell record, which are also the first columns of analytics.cells.
@@ -293,7 +293,8 @@ def test_an_undecodable_consent_record_is_dead_lettered_once_and_the_changes_aro
         assert stats.inserted.consent_changes == (2 if run == 0 else 0)
         assert _sample(metrics, "receiptflow_dead_letters_total", reason="unknown_schema_id") == (1 if run == 0 else 0)
         assert [
-            (d.reason, d.source_topic, d.source_partition, d.source_offset, d.original_value) for d in letters()
+            (d.reason, d.source_topic, d.source_partition, d.source_offset, d.original_value)
+            for d in opened_letters(settings, idle=1.0)
         ] == [("unknown_schema_id", topic, 2, 1, bad)]
         assert letters()[0].processor == f"receiptflow-sink-{DEFAULT_GROUP}"
 

@@ -80,11 +80,12 @@ def test_the_deploy_script_renders_the_acl_the_embedded_stack_loads() -> None:
         "SUPPORT_PASSWORD": "s-" + "3" * 30,
         "ADMIN_PASSWORD": "a-" + "4" * 30,
         "WEB_SESSIONS_PASSWORD": "ws-" + "5" * 30,
+        "DLQ_VAULT_PASSWORD": "d-" + "5" * 30,
     }
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **passwords}
     script = ROOT / "deploy" / "redis" / "set-passwords.sh"
     rendered = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30, check=True)
-    names = ("profile-writer", "marketing-reader", "support", "admin", "web-sessions")
+    names = ("profile-writer", "marketing-reader", "support", "admin", "web-sessions", "dlq-vault")
     users = dict(zip(names, passwords.values(), strict=True))
     expected = render_acl(acl_template(), {u: (u, hashlib.sha256(p.encode()).hexdigest()) for u, p in users.items()})
     assert rendered.stdout == expected

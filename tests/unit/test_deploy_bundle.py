@@ -69,14 +69,30 @@ SECRET_SETTINGS = {
 # (The defaults point at 127.0.0.1 and the embedded stack; production refuses generated secrets.)
 NEEDS: dict[tuple[str, ...], set[str]] = {
     ("topics", "create"): {"bootstrap_servers", "topic_partitions", "topic_replication_factor"},
-    ("process", "--role", "router"): {"bootstrap_servers", "processor_instance", "analytics_key"},
+    # The dead-letter writers seal their letters under the cards' data keys (Redis, role dlq-vault).
+    ("process", "--role", "router"): {
+        "bootstrap_servers",
+        "processor_instance",
+        "analytics_key",
+        "redis_url",
+        "redis_dlq_vault_password",
+        "erasure_salt",
+    },
     ("process", "--role", "profiles"): {
         "bootstrap_servers",
         "redis_url",
         "redis_writer_password",
+        "redis_dlq_vault_password",
         "erasure_salt",
     },
-    ("sink", "run"): {"bootstrap_servers", "warehouse_url", "warehouse_password", "erasure_salt"},
+    ("sink", "run"): {
+        "bootstrap_servers",
+        "warehouse_url",
+        "warehouse_password",
+        "erasure_salt",
+        "redis_url",
+        "redis_dlq_vault_password",
+    },
     # Kafka only: the baskets arrive pseudonymised (no analytics key), the cells go to Kafka (no database).
     ("aggregate", "run"): {"bootstrap_servers", "analytics_instance"},
     ("simulate",): {"bootstrap_servers"},

@@ -80,6 +80,8 @@ OLD_VARIABLES: dict[str, tuple[str, str, str, Any]] = {
     "RECEIPTFLOW_REDIS_SUPPORT_PASSWORD": ("redis", "support_password", "s-secret", SecretStr("s-secret")),
     "RECEIPTFLOW_REDIS_WEB_SESSIONS_USER": ("redis", "web_sessions_user", "ws", "ws"),
     "RECEIPTFLOW_REDIS_WEB_SESSIONS_PASSWORD": ("redis", "web_sessions_password", "ws-secret", SecretStr("ws-secret")),
+    "RECEIPTFLOW_REDIS_DLQ_VAULT_USER": ("redis", "dlq_vault_user", "d", "d"),
+    "RECEIPTFLOW_REDIS_DLQ_VAULT_PASSWORD": ("redis", "dlq_vault_password", "d-secret", SecretStr("d-secret")),
     "RECEIPTFLOW_WAREHOUSE_URL": ("warehouse", "url", "postgresql://rf@db/dw", "postgresql://rf@db/dw"),
     "RECEIPTFLOW_WAREHOUSE_PASSWORD": ("warehouse", "password", "pg-secret", SecretStr("pg-secret")),
     "RECEIPTFLOW_WEB_SECRET_KEY": ("web", "secret_key", "web-secret", SecretStr("web-secret")),

@@ -76,17 +76,34 @@ def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
         else ""
     )
     console.print(
-        f"replayed {result.replayed} dead letters from offset {result.started_at} "
+        f"replayed {result.replayed} dead letters from offset {result.started_at}, {result.sent} records sent "
         f"({result.skipped_empty} without a value){repeats}",
         soft_wrap=True,
     )
+    if result.erased:
+        console.print(
+            f"skipped {result.erased} dead letters of erased cards: their records are not restored", soft_wrap=True
+        )
+    if result.unreadable:
+        console.print(
+            f"skipped {result.unreadable} dead letters that do not open (their data key is missing without an "
+            "erasure, or the letter was altered): restore the vault's Redis from its backup to replay them",
+            soft_wrap=True,
+        )
     return 0
 
 
-DLQ_HEADER = ("offset", "rejected", "reason", "from", "why")
+DLQ_HEADER = ("offset", "rejected", "reason", "from", "consumer", "card", "why")
 
 
-def dead_letter_row(d: DeadLetter) -> tuple[str, str, str, str, str]:
+def card_cell(d: DeadLetter) -> str:
+    """The card of a letter as a list shows it: the start of its salted hash, never the card id."""
+    if d.card_hash is None:
+        return "-"
+    return d.card_hash[:12] + (" erased" if d.payload == "withheld" else "")
+
+
+def dead_letter_row(d: DeadLetter) -> tuple[str, str, str, str, str, str, str]:
     field = f" ({d.field})" if d.field else ""
     when = local_time(d.failed_at, seconds=False) if d.failed_at is not None else "-"
     return (
@@ -94,6 +111,8 @@ def dead_letter_row(d: DeadLetter) -> tuple[str, str, str, str, str]:
         when,
         d.reason,
         f"{d.source_topic}[{d.source_partition}]@{d.source_offset}",
+        d.consumer,
+        card_cell(d),
         d.message + field,
     )
 
@@ -113,16 +132,20 @@ def print_dead_letters(out: Console, letters: Sequence[DeadLetter]) -> None:
             table.add_row(*row)
         out.print(table)
         return
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(DLQ_HEADER[:4])]
+    last = len(DLQ_HEADER) - 1
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(DLQ_HEADER[:last])]
     for row in [DLQ_HEADER, *rows]:
         cells = [c.ljust(w) if i else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))]
-        out.print("  ".join([*cells, row[4]]), markup=False, highlight=False, soft_wrap=True)
+        out.print("  ".join([*cells, row[last]]), markup=False, highlight=False, soft_wrap=True)
 
 
 def add_dlq(sub: Subparsers) -> None:
     s = sub.add_parser("dlq", help="list dead letters, or replay them to their source topic after a fix")
     s.add_argument(
-        "action", choices=("list", "replay"), help="list: the letters and why; replay: send them back to their source"
+        "action",
+        choices=("list", "replay"),
+        help="list: the letters, why and who rejected them (a card by its salted hash, never its id); "
+        "replay: send them back to their source (never a record of an erased card)",
     )
     s.add_argument("--reason", help="only dead letters of this reason code")
     s.add_argument(

@@ -74,6 +74,15 @@ class RedisSettings(SettingsGroup):
         default=None,
         validation_alias="RECEIPTFLOW_REDIS_WEB_SESSIONS_PASSWORD",
         description="password of the web sessions role (the page's session records, nothing else)",
+    dlq_vault_user: str = Field(
+        default="dlq-vault",
+        validation_alias="RECEIPTFLOW_REDIS_DLQ_VAULT_USER",
+        description="Redis user of the dead-letter vault role (the cards' dead-letter data keys)",
+    )
+    dlq_vault_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_DLQ_VAULT_PASSWORD",
+        description="password of the dead-letter vault role (router, profile agent, sink, aggregator, dlq)",
     )
 
 

@@ -19,7 +19,9 @@ store holds something or any of those topics may still hold records of the card.
    the sinks and replays of every warehouse, whatever happens to the steps after.
 2. ``profile``: in one Redis transaction on the card's slot its erased marker ``rf:{hash}:x`` is set
    (which the live profile scripts check, so a replayed purchase or consent change never brings the
-   card back) and the card's profile keys are deleted; then the hash joins the audit list ``rf:erased``.
+   card back) and the card's profile keys and its dead-letter data key ``rf:{hash}:k`` are deleted
+   (the card's dead letters can no longer be opened: :mod:`receiptflow.dlq_vault`); then the hash
+   joins the audit list ``rf:erased``.
 3. ``warehouse``: in one transaction (``sinks.card_rows.delete_card``) the hash joins the warehouse's
    ``erased_cards`` and the card's rows are deleted (on PostgreSQL under the erasure lock, so batches
    in flight finish first and later ones see the hash).
@@ -36,7 +38,8 @@ the durable fact that the card is erased is the topic record.
 
 Records of the card on the purchase topics and ``checkouts`` are not compacted: they expire with
 each topic's retention (until then the erased-cards records keep them out of every store), and
-``export`` says until when.
+``export`` says until when. The card's dead letters stay on ``checkouts.dlq`` until its retention
+too, sealed under the deleted key: nobody can read them, and ``dlq replay`` skips them.
 
 ``record_erased_in_profiles`` copies the topic into a profile store's erased markers (``profiles
 rebuild`` calls it before writing into a Redis that may never have seen an erasure), and
@@ -57,6 +60,7 @@ from confluent_kafka.admin import AdminClient
 
 from ..acknowledged import produce_acknowledged
 from ..config import Settings
+from ..dlq_vault import data_key_name
 from ..erasures import erased_at, erased_cards, record_erasure, record_erasures
 from ..errors import BrokerError, ErasureIncompleteError, ProfileStoreError, ReceiptflowError, WarehouseError
 from ..processors.profiles.keys import ERASED_KEY
@@ -247,7 +251,8 @@ class _EraseSteps:
             # The marker and the deletion in one transaction: every key is in the card's slot.
             pipe = store.client.pipeline(transaction=True)
             pipe.execute_command("SET", keys.erased, int(self.plan.erased_at.timestamp() * 1000), "NX")
-            pipe.execute_command("DEL", *keys.data)
+            # With the profile, the card's dead-letter data key: its letters can no longer be opened.
+            pipe.execute_command("DEL", *keys.data, data_key_name(self.subject))
             _, removed = pipe.execute()
             store.client.sadd(ERASED_KEY, self.subject)  # the audit list, in another slot
         except redis.RedisError as exc:

@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
 
+from receiptflow.card_hash import erased_hash
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.dlq import DeadLetter, LetterOpener
+from receiptflow.dlq_seal import Original
+from receiptflow.dlq_write import LetterSealer, VaultBackoff
 from receiptflow.errors import BrokerError, ConfigError
 from receiptflow.metrics import Metrics
 from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
@@ -20,6 +24,7 @@ from receiptflow.processors.router.state import SEEN_BATCH_HEADER, unpack_seen
 from receiptflow.processors.router.worker import Router
 from receiptflow.topics import TopicNames
 
+from ...memory_vault import MemoryVault
 from ...strategies import NOW
 from .memory_kafka import MemoryBroker, MemoryGroupConsumer, MemoryProducer, MemoryRestoreReader
 
@@ -38,7 +43,17 @@ def broker() -> MemoryBroker:
     return MemoryBroker({t: PARTITIONS for t in inputs} | {t: 1 for t in outputs})
 
 
-def _router(broker: MemoryBroker, tmp_path: Path, name: str = "router") -> Router:
+def _sealer(settings: Settings, vault: MemoryVault) -> LetterSealer:
+    sealer = LetterSealer(settings, "router-test-0", settings.router.id, codec=CODEC, vault=vault, hasher=_hash)
+    sealer.backoff = VaultBackoff("router-test-0", sleep=lambda _s: None)
+    return sealer
+
+
+def _hash(card: str) -> str:
+    return erased_hash(card, b"router-loop-test-erasure-salt")
+
+
+def _router(broker: MemoryBroker, tmp_path: Path, name: str = "router", vault: MemoryVault | None = None) -> Router:
     settings = Settings(
         kafka={"bootstrap_servers": "127.0.0.1:1"},
         metrics={"port": 0},
@@ -55,6 +70,7 @@ def _router(broker: MemoryBroker, tmp_path: Path, name: str = "router") -> Route
         clock=lambda: NOW,
         name=name,
         baskets=BasketPseudonymiser(b"router-loop-test-analytics-key"),
+        letters=_sealer(settings, vault or MemoryVault()),
     )
 
 
@@ -111,6 +127,29 @@ def test_a_transaction_commits_outputs_changelog_and_offsets(broker: MemoryBroke
     assert _committed_everything(broker, router.settings.router.id)
     assert (stats.consumed, stats.routed, stats.duplicates, stats.dead_letters, stats.aborted) == (6, 4, 1, 1, 0)
     assert broker.aborts == 0 and broker.commits == stats.batches >= 1
+
+
+def test_a_dead_letter_waits_for_the_vault_and_never_names_the_card(broker: MemoryBroker, tmp_path: Path) -> None:
+    """Redis away: the batch is aborted and read again after a pause, no letter is written unsealed, none lost."""
+    bad = _checkout("r-bad", total=1)
+    _send_checkout(broker, _checkout("r-1"))
+    _send_checkout(broker, bad)
+    vault = MemoryVault(down_for=3)
+    pauses: list[float] = []
+    router = _router(broker, tmp_path, vault=vault)
+    router.letters.backoff = VaultBackoff("router-test-0", sleep=pauses.append)
+    stats = router.run(max_idle=0.3)
+    assert (stats.aborted, broker.aborts, pauses) == (3, 3, [0.5, 1.0, 2.0])
+    assert router.letters.backoff.failures == 0  # reset by the batch that went through
+    assert _receipts(broker, NAMES.purchases_customer) == ["r-1"]  # once, though read four times
+    assert _committed_everything(broker, router.settings.router.id)
+    [message] = broker.records(NAMES.checkouts_dlq)
+    letter = DeadLetter.from_record(0, CODEC.decode(message.value(), expect="dead_letter").value)
+    assert (letter.reason, letter.payload, letter.card_hash) == ("totals_mismatch", "card", _hash(CARD))
+    assert letter.consumer_group == router.settings.router.id and letter.original_value is None
+    assert CARD.encode() not in (message.value() or b"") and message.key() == _hash(CARD).encode()
+    opener = LetterOpener(Settings(), codec=CODEC, vault=vault, hasher=_hash)
+    assert opener.open(letter) == Original(CARD.encode(), CODEC.encode("checkout", bad.to_avro()))
 
 
 def test_an_aborted_transaction_is_read_again_and_committed_once(broker: MemoryBroker, tmp_path: Path) -> None:
