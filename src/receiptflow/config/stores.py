@@ -74,6 +74,7 @@ class RedisSettings(SettingsGroup):
         default=None,
         validation_alias="RECEIPTFLOW_REDIS_WEB_SESSIONS_PASSWORD",
         description="password of the web sessions role (the page's session records, nothing else)",
+    )
     dlq_vault_user: str = Field(
         default="dlq-vault",
         validation_alias="RECEIPTFLOW_REDIS_DLQ_VAULT_USER",
