@@ -75,6 +75,7 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "redis_url",
         "redis_writer_password",
         "erasure_salt",
+        "marketing_key",  # the marketing projections' names
     },
     ("sink", "run"): {"bootstrap_servers", "warehouse_url", "warehouse_password", "erasure_salt"},
     # Kafka only: the baskets arrive pseudonymised (no analytics key), the cells go to Kafka (no database).

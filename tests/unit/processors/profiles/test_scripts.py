@@ -15,6 +15,7 @@ from redis.crc import key_slot
 from receiptflow.card_hash import CardHasher
 from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles.keys import ERASED_KEY, WEEK_DAYS, card_keys, week_field
+from receiptflow.processors.profiles.projections import GUARD_LUA, WRITE_LUA, GuardArg, GuardKey, WriteArg
 from receiptflow.processors.profiles.rules import Delta, default_rules
 from receiptflow.processors.profiles.scripts import (
     APPLY_LUA,
@@ -49,6 +50,8 @@ def _members(e: type[IntEnum]) -> dict[str, int]:
     [
         ("profile_apply.lua", APPLY_LUA, ApplyKey, ApplyArg),
         ("profile_consent.lua", CONSENT_LUA, ConsentKey, ConsentArg),
+        ("projection_guard.lua", GUARD_LUA, GuardKey, GuardArg),
+        ("projection_write.lua", WRITE_LUA, GuardKey, WriteArg),
     ],
 )
 def test_the_scripts_name_the_positions_python_names(
