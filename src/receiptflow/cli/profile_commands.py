@@ -125,8 +125,15 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis": {"url": args.redis_url}})
-    print_endpoints(settings, "profiles rebuild:")
-    require_warehouse(settings, "profiles rebuild")
+    print_endpoints(settings, f"profiles {args.action}:")
+    require_warehouse(settings, f"profiles {args.action}")
+    if args.action == "project":
+        from ..jobs.profile_rebuild import project_all
+
+        job = partial(project_all, cards_per_batch=args.cards_per_batch)
+        written = _profile_batch(settings, "project", "cards", job)
+        console.print(f"rewrote {written} marketing projections as of today (UTC)")
+        return 0
     from ..topics import require_broker
 
     require_broker(settings)  # it reads the erased-cards topic first
@@ -149,8 +156,15 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_profiles(sub: Subparsers) -> None:
-    s = sub.add_parser("profiles", help="rebuild every customer profile from the warehouse")
-    s.add_argument("action", choices=("rebuild",), help="rebuild: from the warehouse, with the live path's rules")
+    s = sub.add_parser(
+        "profiles", help="rebuild every customer profile, or its marketing projection, from the warehouse"
+    )
+    s.add_argument(
+        "action",
+        choices=("rebuild", "project"),
+        help="rebuild: from the warehouse, with the live path's rules; project: rewrite every marketing "
+        "projection as of today (run daily)",
+    )
     s.add_argument("--redis-url", help="rebuild into this Redis instead of RECEIPTFLOW_REDIS_URL")
     s.add_argument("--cards-per-batch", type=int, default=500, help="cards read from the warehouse at a time")
     s.set_defaults(func=cmd_profiles)
