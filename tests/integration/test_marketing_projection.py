@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +28,15 @@ from receiptflow.errors import ConfigError
 from receiptflow.jobs.subject import erase_card
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
-from receiptflow.processors.profiles.marketing import PROJECTION_FIELDS, guard_key, projection_key, segments_of
-from receiptflow.processors.profiles.projections import MarketingReader
+from receiptflow.processors.profiles.keys import decode_profile
+from receiptflow.processors.profiles.marketing import (
+    PROJECTION_FIELDS,
+    guard_key,
+    project,
+    projection_key,
+    segments_of,
+)
+from receiptflow.processors.profiles.projections import WRITE_LUA, MarketingReader
 from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.processors.profiles.views import render
 from receiptflow.processors.router.route import process
@@ -241,3 +248,50 @@ def test_the_marketing_reader_works_without_the_erasure_salt(
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout) == json.loads(json.dumps(expected))
     assert not list(empty.rglob("*")), "the marketing process created secrets of its own"
+
+
+def test_a_projection_of_a_profile_read_before_a_withdrawal_or_an_erasure_is_not_written(
+    install: Install, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    # Two writers at once (the live agent and a rebuild, or two agents): the slow one took the card's
+    # token and read the profile with product data; meanwhile the other applied a withdrawal.
+    settings = _writer_settings(install, make_settings, tmp_path)
+    slow, fast = RedisProfileStore.from_settings(settings), RedisProfileStore.from_settings(settings)
+    purchases = _purchases(200, 6606)
+    slow.apply_all(purchases)
+    card, witness = _busiest(purchases), sorted({p.card_id for p in purchases if p.card_id} - {_busiest(purchases)})[0]
+    writer = slow.projections
+    assert writer is not None
+    reader = MarketingReader.from_settings(settings)
+    now = datetime.now(UTC)
+
+    def stale_write(of: str) -> Callable[[], int]:
+        """Take the token and read the profile now; return a function writing that projection later."""
+        assert writer is not None
+        (token,) = slow.run(writer.guards([of], frozenset()), "token")
+        h = slow.client.hgetall(slow.keys_for(of).profile)
+        fields = project(decode_profile(of, h, ()), segments_of(h), now)  # type: ignore[arg-type]
+        pairs = [x for kv in fields.items() for x in kv]
+
+        def later() -> int:
+            return int(slow.run([slow.script_call(WRITE_LUA, writer.keys(of), [token, *pairs])], "write")[0])
+
+        return later
+
+    write_later = stale_write(card)
+    assert fast.apply_consents([ConsentChange(card, datetime.now(UTC), False, True, "app")]) == 1
+    assert write_later() == 0
+    assert not [k for k in reader.fields(card) if k.startswith("P")] and reader.fields(card)["c"] == "0"
+
+    # The same for an erasure: the guard is gone, the projection stays gone.
+    write_later = stale_write(witness)
+    create_topics(settings)
+    erase_card(settings, witness)
+    assert write_later() == 0
+    assert reader.view(witness) is None
+    admin = install.client(RedisRole.ADMIN)
+    assert admin.exists(guard_key(reader.marketing_hash(witness))) == 0
+
+    # Without either in between, the token still holds and the write goes through.
+    write_later = stale_write(card)
+    assert write_later() == 1
