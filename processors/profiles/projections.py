@@ -29,6 +29,7 @@ It never computes the erasure hash, so a marketing process runs without the eras
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -46,6 +47,7 @@ from receiptflow.errors import ProfileStoreError
 from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.secrets import marketing_key
 
+from .fold import Outcome
 from .keys import decode_profile
 from .marketing import guard_key, marketing_doc, project, projection_key, segments_of
 
@@ -59,6 +61,7 @@ def _script(name: str) -> str:
 
 GUARD_LUA = _script("projection_guard.lua")
 WRITE_LUA = _script("projection_write.lua")
+READ_LUA = _script("projection_read.lua")
 
 
 class GuardKey(IntEnum):
@@ -76,10 +79,26 @@ class GuardArg(IntEnum):
 
 
 class WriteArg(IntEnum):
-    """ARGV positions of ``projection_write.lua``; field/value pairs run from ``PAIRS_FROM`` to the end."""
+    """ARGV positions of ``projection_write.lua``."""
 
     TOKEN = 1
-    PAIRS_FROM = 2
+    FIELDS = 2  # a JSON array [field, value, ...]; empty: delete
+
+
+class ReadKey(IntEnum):
+    """KEYS positions of ``projection_read.lua``."""
+
+    PROFILE = 1
+
+
+def _hash(reply: Any) -> dict[str, str]:
+    """The profile hash from ``projection_read.lua``'s reply (cjson writes an empty array as ``{}``)."""
+    flat = json.loads(reply) if reply else []
+    return dict(zip(flat[::2], flat[1::2], strict=True)) if isinstance(flat, list) else {}
+
+
+# Outcomes of a purchase script that leave the profile as it was.
+_UNCHANGED = frozenset({Outcome.DUPLICATE, Outcome.LATE})
 
 
 def _token() -> str:
@@ -116,6 +135,24 @@ class ProjectionWriter:
             for c in cards
         ]
 
+    def after_batch(
+        self,
+        cards: Sequence[str],
+        tokens: Sequence[str],
+        strip: frozenset[str],
+        scripted: Sequence[str],
+        outcomes: Sequence[int],
+        what: str,
+    ) -> int:
+        """Steps 2 and 3 after a batch whose scripts ran for the cards ``scripted`` with ``outcomes``.
+
+        A card whose purchases were all duplicates or late changed nothing (its projection stands); every
+        other card of ``cards`` (tokens from step 1) is followed."""
+        changed = {c for c, r in zip(scripted, outcomes, strict=True) if r not in _UNCHANGED}
+        unchanged = set(scripted) - changed - strip
+        follow = [(c, t) for c, t in zip(cards, tokens, strict=True) if c not in unchanged]
+        return self.follow([c for c, _ in follow], [t for _, t in follow], strip, what)
+
     def follow(self, cards: Sequence[str], tokens: Sequence[str], strip: frozenset[str], what: str) -> int:
         """Steps 2 and 3 for ``cards`` (tokens from step 1); returns how many projections were written."""
         if not cards:
@@ -124,18 +161,21 @@ class ProjectionWriter:
         tokens = list(tokens)
         again = [i for i, c in enumerate(cards) if c in strip]
         commands = [self._store.script_call(GUARD_LUA, self.keys(cards[i]), ["strip", _token()]) for i in again]
-        commands += [("HGETALL", self._store.keys_for(c).profile) for c in cards]
+        commands += [self._store.script_call(READ_LUA, (self._store.keys_for(c).profile,), ()) for c in cards]
         replies = self._store.run(commands, f"{what} (marketing projections)")
         for i, token in zip(again, replies[: len(again)], strict=True):
             tokens[i] = str(token)
         writes = []
-        for card, token, h in zip(cards, tokens, replies[len(again) :], strict=True):
-            fields: list[str] = []
-            if h:
-                for k, v in project(decode_profile(card, h, ()), segments_of(h), now).items():
-                    fields += [k, v]
-            writes.append(self._store.script_call(WRITE_LUA, self.keys(card), [token, *fields]))
+        for card, token, reply in zip(cards, tokens, replies[len(again) :], strict=True):
+            h = _hash(reply)
+            fields = project(decode_profile(card, h, ()), segments_of(h), now) if h else None
+            writes.append(self.write_call(card, token, fields))
         return sum(int(r) for r in self._store.run(writes, f"{what} (marketing projections)"))
+
+    def write_call(self, card_id: str, token: str, fields: Mapping[str, str] | None) -> tuple[Any, ...]:
+        """The command that replaces the card's projection with ``fields`` (None: deletes it) under ``token``."""
+        packed = "" if fields is None else json.dumps([x for kv in fields.items() for x in kv])
+        return self._store.script_call(WRITE_LUA, self.keys(card_id), [token, packed])
 
     def refresh(self, cards: Sequence[str], what: str = "refreshing marketing projections") -> int:
         """Rewrite the projections of ``cards`` from their profiles as of now (no consent change)."""

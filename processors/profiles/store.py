@@ -257,10 +257,10 @@ class RedisProfileStore:
         strip = frozenset([*reset, *(e.card_id for e in events if isinstance(e, ConsentChange))])
         guards = [] if self.projections is None else self.projections.guards(cards, strip)
         replies = self._run([*commands, *guards, *applied], what)
+        results = [int(x) for x in replies[len(commands) + len(guards) :]]
         if self.projections is not None:
             tokens = [str(t) for t in replies[len(commands) : len(commands) + len(guards)]]
-            self.projections.follow(cards, tokens, strip, what)
-        results = [int(x) for x in replies[len(commands) + len(guards) :]]
+            self.projections.after_batch(cards, tokens, strip, _event_cards(events), results, what)
         bought = [r for r, p in zip(results, is_purchase, strict=True) if p]
         consents = sum(1 for r, p in zip(results, is_purchase, strict=True) if not p and r == 1)
         outcome = ApplyResult(
@@ -369,6 +369,11 @@ class RedisProfileStore:
         if error is not None:
             raise ProfileStoreError(f"{what}: {error}") from error
         return rows
+
+
+def _event_cards(events: Sequence[Purchase | ConsentChange]) -> list[str]:
+    """The card of each event with one, in order (the events the batch sent a script for)."""
+    return [e.card_id for e in events if e.card_id is not None]
 
 
 def _evalsha(script: Script, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
