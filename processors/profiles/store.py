@@ -35,10 +35,11 @@ from receiptflow.config import Settings
 from receiptflow.errors import ProfileStoreError
 from receiptflow.models import ConsentChange, Purchase
 from receiptflow.redis_auth import RedisRole, connection_url
-from receiptflow.secrets import erasure_salt
+from receiptflow.secrets import erasure_salt, marketing_key
 
 from .fold import Outcome, Profile
 from .keys import ERASED_KEY, PROFILE_PATTERN, SEGMENT_FIELDS, CardKeys, card_keys, decode_profile
+from .projections import ProjectionWriter
 from .rules import Rules, default_rules, delta, load_rules
 from .scripts import APPLY_LUA, CONSENT_LUA, consent_args, delta_args
 
@@ -75,7 +76,14 @@ class ApplyResult:
 class RedisProfileStore:
     """Applies purchases and consent changes to profiles in Redis: once per receipt, one round trip per batch."""
 
-    def __init__(self, client: RedisClient, rules: Rules | None = None, *, erasure_salt: bytes) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        rules: Rules | None = None,
+        *,
+        erasure_salt: bytes,
+        marketing_key: bytes | None = None,
+    ) -> None:
         if not erasure_salt:
             raise ValueError("RedisProfileStore needs the install's erasure salt")
         self._r = client
@@ -88,23 +96,35 @@ class RedisProfileStore:
         self._apply = Script(client, APPLY_LUA)
         self._consent = Script(client, CONSENT_LUA)
         self._scripts: dict[str, Script] = {}
+        # The marketing projections (.projections), kept by every write when the install's marketing
+        # key is given (from_settings gives it to the writer and support roles).
+        self.projections = None if marketing_key is None else ProjectionWriter(self, marketing_key)
 
     @classmethod
     def from_url(
-        cls, url: str, rules: Rules | None = None, *, erasure_salt: bytes, cluster: bool = False
+        cls,
+        url: str,
+        rules: Rules | None = None,
+        *,
+        erasure_salt: bytes,
+        cluster: bool = False,
+        marketing_key: bytes | None = None,
     ) -> RedisProfileStore:
-        return cls(redis_client(url, cluster=cluster), rules, erasure_salt=erasure_salt)
+        return cls(redis_client(url, cluster=cluster), rules, erasure_salt=erasure_salt, marketing_key=marketing_key)
 
     @classmethod
     def from_settings(cls, settings: Settings, role: RedisRole = RedisRole.WRITER) -> RedisProfileStore:
-        """The store as ``role`` sees it (its Redis user: see :mod:`receiptflow.redis_auth`)."""
+        """The store as ``role`` sees it (its Redis user: see :mod:`receiptflow.redis_auth`); the writer
+        and support keep (and erase) the marketing projections, so they hold the marketing key."""
         rules = load_rules(settings.profiles.points_file, settings.profiles.dedup_days)
+        keeps_projections = role in (RedisRole.WRITER, RedisRole.SUPPORT)
         try:
             return cls.from_url(
                 connection_url(settings, role),
                 rules,
                 erasure_salt=erasure_salt(settings),
                 cluster=settings.redis.cluster,
+                marketing_key=marketing_key(settings) if keeps_projections else None,
             )
         except _REDIS_ERRORS as exc:  # a cluster client asks for the slot map when it is built
             raise ProfileStoreError(f"cannot connect to the Redis Cluster: {exc}") from exc
@@ -129,10 +149,19 @@ class RedisProfileStore:
     def run_script(self, text: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], what: str) -> list[Any]:
         """Run the script ``text`` once per (keys, args) of ``calls`` in one pipelined round trip (a
         script of another job: ``segments run``); its keys must be one card's (:meth:`keys_for`)."""
+        return self._run([self.script_call(text, keys, args) for keys, args in calls], what)
+
+    def script_call(self, text: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``EVALSHA`` command of the script ``text`` (loaded by :meth:`run` when a server lacks it);
+        its keys must share one slot."""
         script = self._scripts.get(text)
         if script is None:
             script = self._scripts[text] = Script(self._r, text)
-        return self._run([_evalsha(script, keys, args) for keys, args in calls], what)
+        return _evalsha(script, keys, args)
+
+    def run(self, commands: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
+        """Send ``commands`` in one pipelined round trip (see :meth:`_run`)."""
+        return self._run(commands, what)
 
     def _load_scripts(self) -> None:
         # SCRIPT LOAD goes to every primary on a cluster client. Redis 7 does not replicate scripts,
@@ -208,21 +237,30 @@ class RedisProfileStore:
         failure is a :class:`~receiptflow.errors.ProfileStoreError` "``what`` failed: ...".
         """
         commands: list[tuple[Any, ...]] = [("DEL", *self.keys_for(card).data) for card in reset]
+        applied: list[tuple[Any, ...]] = []
         is_purchase: list[bool] = []
         for e in events:
             if e.card_id is None:
                 continue
             keys = self.keys_for(e.card_id)
             if isinstance(e, ConsentChange):
-                commands.append(_evalsha(self._consent, (keys.profile, keys.erased), consent_args(e)))
+                applied.append(_evalsha(self._consent, (keys.profile, keys.erased), consent_args(e)))
                 is_purchase.append(False)
             else:
                 args = delta_args(delta(e, self.rules), self.rules)
-                commands.append(_evalsha(self._apply, (keys.profile, keys.seen, keys.erased), args))
+                applied.append(_evalsha(self._apply, (keys.profile, keys.seen, keys.erased), args))
                 is_purchase.append(True)
         if not is_purchase and not reset:
             return ApplyResult(), 0
-        results = [int(x) for x in self._run(commands, what)[len(reset) :]]
+        # The marketing projections' tokens go before the scripts (a consent change's strip: stricter first).
+        cards = list(dict.fromkeys([*reset, *(e.card_id for e in events if e.card_id is not None)]))
+        strip = frozenset([*reset, *(e.card_id for e in events if isinstance(e, ConsentChange))])
+        guards = [] if self.projections is None else self.projections.guards(cards, strip)
+        replies = self._run([*commands, *guards, *applied], what)
+        results = [int(x) for x in replies[len(commands) + len(guards) :]]
+        if self.projections is not None:
+            tokens = [str(t) for t in replies[len(commands) : len(commands) + len(guards)]]
+            self.projections.after_batch(cards, tokens, strip, _event_cards(events), results, what)
         bought = [r for r, p in zip(results, is_purchase, strict=True) if p]
         consents = sum(1 for r, p in zip(results, is_purchase, strict=True) if not p and r == 1)
         outcome = ApplyResult(
@@ -331,6 +369,11 @@ class RedisProfileStore:
         if error is not None:
             raise ProfileStoreError(f"{what}: {error}") from error
         return rows
+
+
+def _event_cards(events: Sequence[Purchase | ConsentChange]) -> list[str]:
+    """The card of each event with one, in order (the events the batch sent a script for)."""
+    return [e.card_id for e in events if e.card_id is not None]
 
 
 def _evalsha(script: Script, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:

@@ -1,4 +1,5 @@
-"""Salted hashes of card ids: what the erased-cards records keep instead of the card id.
+"""Salted hashes of card ids: what the erased-cards records keep instead of the card id, and the
+names of the marketing projections.
 
 Redis (the profile store's erased set), every warehouse (``erased_cards``) and the erasure topic
 must hash with the same key (:func:`receiptflow.secrets.erasure_salt`), or an erased card is not
@@ -9,6 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+
+
+def marketing_hash(card_id: str, key: bytes) -> str:
+    """The name of a card's marketing projection: a keyed hash with the install's marketing key
+    (:func:`receiptflow.secrets.marketing_key`), never the erasure salt, so the marketing reader finds
+    the projection without being able to compute :func:`erased_hash` (which names every other key of
+    the card). The domain prefix keeps the two hashes apart even if an install gave both the same key."""
+    if not key:
+        raise ValueError("marketing_hash needs the install's marketing key")
+    return hashlib.blake2b(b"marketing\x00" + card_id.encode(), key=key[:64], digest_size=16).hexdigest()
 
 
 def erased_hash(card_id: str, salt: bytes) -> str:

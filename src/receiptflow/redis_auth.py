@@ -1,20 +1,28 @@
 """Redis roles: which ACL user each command connects as, where its password comes from, and the
 ACL the embedded server loads.
 
-Six roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
+The roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
 
-* ``writer`` (``profile-writer``): the profile agent, ``profiles rebuild``, ``segments run``, the
-  demo. Profile hashes and dedup sets (``rf:{hash}:p``, ``rf:{hash}:seen``) through the profile
-  scripts; the cards' erased markers (``rf:{hash}:x``) read and created (``SETNX``) only, the
-  erased-cards list ``rf:erased`` added to (``SADD``) only: it may mark a card erased, never undo it;
-  no audit stream, no administration.
-* ``marketing`` (``marketing-reader``): ``profile --view marketing`` (and ``--view customer``, which
-  reads nothing else): ``HGET*`` on profile hashes only. Not the dedup sets, the erased markers
-  and record or the audit stream; no write, no scan, no script.
+* ``writer`` (``profile-writer``): the profile agent, ``profiles rebuild``/``project``, ``segments run``,
+  the demo. Profile hashes and dedup sets (``rf:{hash}:p``, ``rf:{hash}:seen``) through the profile
+  scripts, and the marketing projections with their guards (``rf:m:{mhash}``, ``rf:mg:{mhash}``); the
+  cards' erased markers (``rf:{hash}:x``) read and created (``SETNX``) only, the erased-cards list
+  ``rf:erased`` added to (``SADD``) only: it may mark a card erased, never undo it; no audit stream,
+  no administration. Holds the erasure salt and the marketing key.
+* ``marketing`` (``marketing-reader``): ``profile --view marketing`` and the page's marketing view:
+  ``HGET*`` on the marketing projections ``rf:m:{mhash}`` only, which hold what the marketing view shows
+  and nothing else (:mod:`receiptflow.processors.profiles.marketing`). Not a profile hash, the dedup
+  sets, the projections' guards, the erased markers and record or the audit stream; no write, no scan,
+  no script. Holds the marketing key, never the erasure salt: it cannot compute a card's hash, so it
+  cannot even name the card's other keys.
+* ``customer`` (``customer-reader``): the card holder's own view (``profile --view customer``, the
+  page's customer view, a household's points): ``HGET*`` on profile hashes ``rf:{hash}:p`` only, so
+  the card holder sees everything the profile holds. Not the dedup sets, the projections, the erased
+  markers and record or the audit stream; no write, no scan, no script.
 * ``support`` (``support``): the data-protection jobs, ``export``, ``erase`` and ``profile --view
-  full``: reads and deletes a card's keys, adds to the erased-cards record, writes and reads the
-  erasure audit stream. Kept apart from the writer so that the credentials every stream worker
-  holds cannot take a card off the erased-cards record (and bring it back with a replay).
+  full``: reads and deletes a card's keys (its projection too), adds to the erased-cards record,
+  writes and reads the erasure audit stream. Kept apart from the writer so that the credentials every
+  stream worker holds cannot take a card off the erased-cards record (and bring it back with a replay).
 * ``web_sessions`` (``web-sessions``): ``receiptflow web``'s server-side sessions: the session
   records ``rf:web:s:*`` and the per-card session lists ``rf:web:c:*`` (keyed hashes, never a card
   id), with the few commands they need; no profile, marker or audit key.
@@ -61,6 +69,7 @@ class RedisRole(StrEnum):
     ADMIN = "admin"
     WEB_SESSIONS = "web_sessions"
     DLQ_VAULT = "dlq_vault"
+    CUSTOMER = "customer"
 
 
 # The user names of deploy/redis/users.acl.
@@ -71,6 +80,7 @@ TEMPLATE_USERS: Mapping[RedisRole, str] = {
     RedisRole.ADMIN: "admin",
     RedisRole.WEB_SESSIONS: "web-sessions",
     RedisRole.DLQ_VAULT: "dlq-vault",
+    RedisRole.CUSTOMER: "customer-reader",
 }
 
 
@@ -86,6 +96,8 @@ def role_user(settings: Settings, role: RedisRole) -> str:
         return settings.redis.web_sessions_user
     if role is RedisRole.DLQ_VAULT:
         return settings.redis.dlq_vault_user
+    if role is RedisRole.CUSTOMER:
+        return settings.redis.customer_user
     return TEMPLATE_USERS[role]
 
 
@@ -101,6 +113,8 @@ def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
         return settings.redis.web_sessions_password
     if role is RedisRole.DLQ_VAULT:
         return settings.redis.dlq_vault_password
+    if role is RedisRole.CUSTOMER:
+        return settings.redis.customer_password
     return None
 
 

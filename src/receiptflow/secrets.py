@@ -1,17 +1,23 @@
 """Install secrets: the keys that pseudonymise card ids and baskets, and where they come from.
 
-Two keys turn identifiers into values that cannot be linked back without the key:
+Three keys turn identifiers into values that cannot be linked back without the key:
 
-* ``erasure_salt`` keys the hashes of erased cards (the erased-cards record keeps no card id);
-* ``analytics_key`` keys the basket pseudonyms on the anonymous analytics data.
+* ``erasure_salt`` keys the hashes of erased cards (the erased-cards record keeps no card id) and
+  names every card's profile keys; only the writer-side roles hold it (profile writer, router, sink,
+  support jobs, the customer's page);
+* ``analytics_key`` keys the basket pseudonyms on the anonymous analytics data;
+* ``marketing_key`` names the marketing projections (:mod:`receiptflow.processors.profiles.marketing`):
+  the marketing reader holds it instead of the erasure salt, so it finds a card's projection and
+  nothing else of the card.
 
 A production install (:attr:`Settings.is_production`) must be given each key in its environment
-(``RECEIPTFLOW_ERASURE_SALT``, ``RECEIPTFLOW_ANALYTICS_KEY``): a key written in the source, or one
-generated on a single machine, would either be known to everybody or differ between the machines
-that must agree, so :func:`install_secret` refuses with :class:`ConfigError`. The embedded stack
-generates each key once per install, 32 random bytes, kept in ``data_dir/secrets/<name>`` readable by
-its owner only (directory 0700, file 0600), so every process of that install agrees on it. The
-embedded Redis's role passwords are generated the same way (:mod:`receiptflow.redis_auth`).
+(``RECEIPTFLOW_ERASURE_SALT``, ``RECEIPTFLOW_ANALYTICS_KEY``, ``RECEIPTFLOW_MARKETING_KEY``): a key
+written in the source, or one generated on a single machine, would either be known to everybody or
+differ between the machines that must agree, so :func:`install_secret` refuses with
+:class:`ConfigError`. The embedded stack generates each key once per install, 32 random bytes, kept in
+``data_dir/secrets/<name>`` readable by its owner only (directory 0700, file 0600), so every process
+of that install agrees on it. The embedded Redis's role passwords are generated the same way
+(:mod:`receiptflow.redis_auth`).
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ import os
 import secrets
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from .config import Settings
 from .errors import ConfigError
 
 SECRETS_DIR = "secrets"
-_ENV_NAMES = {"erasure_salt": "RECEIPTFLOW_ERASURE_SALT", "analytics_key": "RECEIPTFLOW_ANALYTICS_KEY"}
+_ENV_NAMES = {
+    "erasure_salt": "RECEIPTFLOW_ERASURE_SALT",
+    "analytics_key": "RECEIPTFLOW_ANALYTICS_KEY",
+    "marketing_key": "RECEIPTFLOW_MARKETING_KEY",
+}
 
 
 def secret_path(settings: Settings, name: str) -> Path:
@@ -34,13 +46,13 @@ def secret_path(settings: Settings, name: str) -> Path:
 
 
 def install_secret(settings: Settings, name: str) -> bytes:
-    """The secret ``name`` ("erasure_salt" or "analytics_key"): from the settings, else generated per install.
+    """The secret ``name`` (a key of ``_ENV_NAMES``): from the settings, else generated per install.
 
     Raises ConfigError on a production install that was not given it.
     """
     if name not in _ENV_NAMES:
         raise ValueError(f"unknown install secret {name!r}")
-    given = settings.privacy.erasure_salt if name == "erasure_salt" else settings.privacy.analytics_key
+    given: SecretStr | None = getattr(settings.privacy, name)
     if given is not None:
         value = given.get_secret_value()
         if len(value) < 16:
@@ -102,3 +114,8 @@ def erasure_salt(settings: Settings) -> bytes:
 def analytics_key(settings: Settings) -> bytes:
     """The key of the basket pseudonyms on the analytics data; only the processor needs it."""
     return install_secret(settings, "analytics_key")
+
+
+def marketing_key(settings: Settings) -> bytes:
+    """The key of the marketing projections' names; the writer side and the marketing reader share it."""
+    return install_secret(settings, "marketing_key")

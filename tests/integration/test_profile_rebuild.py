@@ -36,7 +36,10 @@ from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles.fold import Profile
 from receiptflow.processors.profiles.keys import SEGMENT_FIELDS
+from receiptflow.processors.profiles.marketing import projection_key
+from receiptflow.processors.profiles.projections import MarketingReader
 from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.profiles.views import render
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator, Traffic
 from receiptflow.producers.truth import GroundTruth
@@ -243,6 +246,34 @@ def test_rebuild_from_the_warehouse_equals_the_live_profiles(pipeline: Pipeline)
         pipeline.server.role_url(RedisRole.WRITER, 7), erasure_salt=pipeline.store.salt
     ).get_many(pipeline.cards)
     _assert_equal_profiles(rebuilt, live)
+    _assert_projections(pipeline, target)
+
+
+def _assert_projections(pipeline: Pipeline, target: str) -> None:
+    """The live faust agent and the rebuild wrote every card's marketing projection, the same, equal to
+    the marketing view of the live profile; ``profiles project`` writes a missing one again."""
+    now = datetime.now(UTC)
+    live_reader = MarketingReader.from_settings(pipeline.settings)
+    rebuilt_reader = MarketingReader.from_settings(pipeline.settings.model_copy(update={"redis": {"url": target}}))
+    views = {c: live_reader.view(c) for c in pipeline.cards}
+    assert views == {c: render(p, "marketing", now) for c, p in pipeline.live.items()}
+    assert {c: rebuilt_reader.view(c) for c in pipeline.cards} == views
+    withdrawn = [c for c, p in pipeline.live.items() if p.consent is not None and not p.consent.product_data]
+    assert withdrawn and not [c for c in withdrawn if [k for k in live_reader.fields(c) if k.startswith("P")]]
+    assert sum(1 for v in views.values() if v and v.get("product_group_mix")) >= 10
+
+    # A lost projection comes back with `profiles project` (the daily refresh).
+    gone = pipeline.cards[0]
+    admin = redis.Redis.from_url(pipeline.server.role_url(RedisRole.ADMIN, 7))
+    try:
+        assert admin.delete(projection_key(rebuilt_reader.marketing_hash(gone))) == 1
+    finally:
+        admin.close()
+    assert rebuilt_reader.view(gone) is None
+    result = pipeline.cli("profiles", "project", "--redis-url", target)
+    assert result.returncode == 0, result.stderr
+    assert f"rewrote {len(pipeline.cards)} marketing projections" in result.stdout
+    assert rebuilt_reader.view(gone) == views[gone]
 
 
 def test_rebuild_batches_and_a_second_rebuild_resets_what_it_rebuilds(pipeline: Pipeline) -> None:

@@ -5,8 +5,9 @@ for the install (kept in the data dir, owner-only) and switches the ``default`` 
 is then used through the project's own code, with nothing but the data dir to find its password:
 the profile writer applies purchases and consent changes (the Lua scripts) and may mark a card
 erased, but cannot take a card off the erased-cards record nor delete its erased marker; the
-support role erases a card (marker, keys, record, audit stream); the marketing reader reads a
-profile hash, also through ``receiptflow profile --view marketing``, and is refused everything else;
+support role erases a card (marker, keys, record, audit stream); the customer reader reads a
+profile hash, also through ``receiptflow profile --view customer``, and is refused everything else;
+the marketing reader reads the card's marketing projection only (``test_marketing_projection.py``);
 a client that does not authenticate can run nothing. The production path
 (``deploy/redis/set-passwords.sh`` and per-role password settings) renders the same file: see
 ``tests/unit/test_deploy.py``.
@@ -138,6 +139,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
             "support_password": None,
             "web_sessions_password": None,
             "dlq_vault_password": None,
+            "customer_password": None,
         },
         local={"data_dir": embedded.settings.local.data_dir},
         warehouse={"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
@@ -159,8 +161,8 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
     assert writer.get_many(others) == {c: expected[c] for c in others}
     assert writer.totals()[1] == sum(p.visits for p in expected.values())  # refunds are no visits
 
-    # The marketing reader: the profile hash, and the marketing view of the CLI.
-    reader = RedisProfileStore.from_settings(settings, RedisRole.MARKETING)
+    # The customer reader: the profile hash; the marketing view of the CLI from the card's projection.
+    reader = RedisProfileStore.from_settings(settings, RedisRole.CUSTOMER)
     other = others[0]
     assert reader.get(other, with_seen=False) == replace(expected[other], seen={})
     assert reader.segments(other) == {}
@@ -180,7 +182,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
     assert doc == json.loads(json.dumps(render(expected[other], "marketing", datetime.now(UTC))))
 
     # The customer view with a household reads the members' profile hashes, not their dedup sets,
-    # so the reader's login serves it too.
+    # so the customer reader's login serves it too.
     households = tmp_path / "households.csv"
     households.write_text(f"card_id,household_id\n{other},h1\n{others[1]},h1\n")
     own = subprocess.run(
@@ -196,7 +198,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
 
     # ... and nothing else: no write, not the dedup set, the erased markers and record or the audit stream.
     keys = writer.keys_for(other)
-    r = embedded.client(RedisRole.MARKETING)
+    r = embedded.client(RedisRole.CUSTOMER)
     support = embedded.client(RedisRole.SUPPORT)
     support.hset("rf:other:p", "v", "1")  # a hash outside the profile keys
     support.xadd(AUDIT_STREAM, {"probe": "1"})

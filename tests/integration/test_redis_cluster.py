@@ -29,6 +29,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
@@ -39,7 +40,10 @@ from receiptflow.jobs.subject import erase_card, erased_in_profiles
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.processors.profiles.fold import fold
 from receiptflow.processors.profiles.keys import ERASED_KEY
+from receiptflow.processors.profiles.marketing import projection_key
+from receiptflow.processors.profiles.projections import MarketingReader
 from receiptflow.processors.profiles.store import RedisProfileStore
+from receiptflow.processors.profiles.views import render
 from receiptflow.producers.client import RegisterClient
 from receiptflow.redis_auth import RedisRole, connection_url
 from receiptflow.sinks import open_sink, run_sink
@@ -194,6 +198,23 @@ def test_the_live_agent_and_a_rebuild_on_the_cluster_equal_the_single_redis_run(
     visits, spend = sum(p.visits for p in live.values()), sum(p.spend_cents for p in live.values())
     assert run.store.totals() == (len(live), visits, spend)  # SCAN over every master
 
+    # The marketing projections sit in the slots of the cards' marketing hashes, apart from their profiles
+    # (so written in a step of their own), and read back as the marketing view; withdrawn, without product data.
+    marketing = MarketingReader.from_settings(run.settings)
+    now = datetime.now(UTC)
+    assert {c: marketing.view(c) for c in cards} == {c: render(p, "marketing", now) for c, p in live.items()}
+    projections = [projection_key(marketing.marketing_hash(c)) for c in cards]
+    assert _spread(run.store.client, projections) == _spread(  # type: ignore[arg-type]
+        run.store.client,  # type: ignore[arg-type]
+        [run.store.keys_for(c).profile for c in cards],
+    )
+    assert [
+        c
+        for c, k in zip(cards, projections, strict=True)
+        if key_slot(k.encode()) != key_slot(run.store.keys_for(c).profile.encode())
+    ]
+    assert not [c for c in withdrawn if c in live and [k for k in marketing.fields(c) if k.startswith("P")]]
+
     # The warehouse sink stores the same topics; `profiles rebuild` puts them back into the cluster.
     sink = open_sink(run.settings)
     try:
@@ -255,6 +276,9 @@ def test_erasure_on_the_cluster(run: ClusterRun) -> None:
     assert store.get(erased_by_job) is None
     assert store.apply(by_card[erased_by_job]) == 0
     assert store.apply_consents([ConsentChange(erased_by_job, datetime.now(UTC), True, True, "app")]) == 0
+    marketing = MarketingReader.from_settings(run.settings)
+    assert marketing.view(erased_by_job) is None  # its projection went with it, from another master
+    assert marketing.fields(witness)
     support = RedisCluster.from_url(connection_url(run.settings, RedisRole.SUPPORT), decode_responses=True)
     try:
         assert support.sismember(ERASED_KEY, erasure.subject) == 1
@@ -280,9 +304,24 @@ def test_the_roles_keep_their_rights_on_every_master(run: ClusterRun) -> None:
             for command in [("DEL", keys.erased), ("SET", keys.erased, "1", "PX", "1"), ("SREM", ERASED_KEY, "x")]:
                 with pytest.raises(redis.exceptions.NoPermissionError):
                     writer.execute_command(*command)  # type: ignore[no-untyped-call]
-            for command in [("EXISTS", keys.erased), ("ZRANGE", keys.seen, 0, -1), ("HSET", keys.profile, "v", 1)]:
+            for command in [
+                ("EXISTS", keys.erased),
+                ("ZRANGE", keys.seen, 0, -1),
+                ("HSET", keys.profile, "v", 1),
+                ("HGETALL", keys.profile),  # the marketing reader reads projections only
+                ("HGET", keys.profile, "v"),
+            ]:
                 with pytest.raises(redis.exceptions.NoPermissionError):
                     reader.execute_command(*command)  # type: ignore[no-untyped-call]
+        # The marketing reader reads its projections on every master.
+        masters: dict[str, str] = {}
+        i = 0
+        while len(masters) < len(writer.get_primaries()):
+            key = projection_key(f"{i:032x}")
+            masters.setdefault(writer.get_node_from_key(key).name, key)
+            i += 1
+        for key in masters.values():
+            assert reader.hgetall(key) == {}
     finally:
         writer.close()
         reader.close()

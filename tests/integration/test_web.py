@@ -32,8 +32,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from receiptflow.config import Settings
 from receiptflow.models import ConsentChange, ConsentState
 from receiptflow.processors.profiles.keys import profile_key, seen_key
+from receiptflow.processors.profiles.projections import MarketingReader
 from receiptflow.processors.profiles.store import RedisProfileStore
-from receiptflow.processors.profiles.views import render
 from receiptflow.producers.client import RegisterClient
 from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import open_sink, run_sink
@@ -296,10 +296,9 @@ def test_the_finnish_page_writes_euros_the_finnish_way(site: Site, browser: Brow
 
 def test_product_data_consent_off_leaves_the_marketing_view_within_a_second(site: Site, page: Page) -> None:
     card = site.cards["main"]
-    reader = RedisProfileStore.from_settings(site.settings, RedisRole.MARKETING)
-    before = reader.get(card, with_seen=False)
-    assert before is not None
-    assert render(before, "marketing", datetime.now(UTC))["product_group_mix"]
+    reader = MarketingReader.from_settings(site.settings)  # the card's marketing projection
+    before = reader.view(card)
+    assert before is not None and before["product_group_mix"]
     sign_in(page, site, card)
     page.goto(f"{site.url}/card/{card}/consents")
     assert page.is_checked("#product_data")
@@ -307,11 +306,11 @@ def test_product_data_consent_off_leaves_the_marketing_view_within_a_second(site
     page.click("#save-consents")
     page.wait_for_selector("#saved")
     saved = time.monotonic()  # the page answers once the broker acknowledged the change
-    assert reader.get(card, with_seen=False) is not None
+    assert reader.view(card) is not None
 
     def gone() -> bool:
-        p = reader.get(card, with_seen=False)
-        return p is not None and "product_group_mix" not in render(p, "marketing", datetime.now(UTC))
+        v = reader.view(card)
+        return v is not None and "product_group_mix" not in v and not [k for k in reader.fields(card) if k[0] == "P"]
 
     _wait(gone, 5, "product data to leave the marketing view")
     assert time.monotonic() - saved < 1.0
@@ -384,7 +383,7 @@ def test_requests_without_csrf_or_for_another_card_are_refused(site: Site, page:
     page.goto(f"{site.url}/card/{card}/consents")
     csrf = page.get_attribute('input[name="csrf"]', "value")
     assert csrf
-    reader = RedisProfileStore.from_settings(site.settings, RedisRole.MARKETING)
+    reader = RedisProfileStore.from_settings(site.settings, RedisRole.CUSTOMER)
     consent_before = {c: reader.get(c, with_seen=False).consent for c in (card, other)}  # type: ignore[union-attr]
     r = page.request.post(f"{site.url}/card/{card}/consents", form={"email": "on"})
     assert r.status == 403
@@ -407,7 +406,7 @@ def test_erasure_with_confirmation_empties_the_page(site: Site, page: Page) -> N
     page.click("#erase-continue")
     page.click("#erase-now")  # not confirmed yet
     assert page.locator('[role="alert"]').count() == 1
-    reader = RedisProfileStore.from_settings(site.settings, RedisRole.MARKETING)
+    reader = RedisProfileStore.from_settings(site.settings, RedisRole.CUSTOMER)
     assert reader.get(card, with_seen=False) is not None  # nothing erased without the confirmation
     page.check("#confirm")
     page.click("#erase-now")

@@ -81,11 +81,12 @@ def test_the_deploy_script_renders_the_acl_the_embedded_stack_loads() -> None:
         "ADMIN_PASSWORD": "a-" + "4" * 30,
         "WEB_SESSIONS_PASSWORD": "ws-" + "5" * 30,
         "DLQ_VAULT_PASSWORD": "d-" + "5" * 30,
+        "CUSTOMER_READER_PASSWORD": "c-" + "5" * 30,
     }
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **passwords}
     script = ROOT / "deploy" / "redis" / "set-passwords.sh"
     rendered = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30, check=True)
-    names = ("profile-writer", "marketing-reader", "support", "admin", "web-sessions", "dlq-vault")
+    names = ("profile-writer", "marketing-reader", "support", "admin", "web-sessions", "dlq-vault", "customer-reader")
     users = dict(zip(names, passwords.values(), strict=True))
     expected = render_acl(acl_template(), {u: (u, hashlib.sha256(p.encode()).hexdigest()) for u, p in users.items()})
     assert rendered.stdout == expected
@@ -103,9 +104,23 @@ def test_the_committed_acl_holds_no_password_and_switches_every_user_off() -> No
         assert "off" in rules and "on" not in rules and "nopass" not in rules
         assert not [r for r in rules if r.startswith((">", "#"))], "a password or hash is committed"
     assert "-@all" in users["default"] and not [r for r in users["default"] if r.startswith(("+", "~", "%"))]
-    # The marketing reader reads profile hashes only; the writer reads the erased markers (the scripts
-    # check them) but may only create them, and may only add to the erased-cards list.
-    assert [r for r in users["marketing-reader"] if "~" in r] == ["%R~rf:{*}:p"]
+    # The marketing reader reads its projections only, the customer reader profile hashes only, both
+    # with HGET* alone; the writer reads the erased markers (the scripts check them) but may only create
+    # them, and may only add to the erased-cards list.
+    assert [r for r in users["marketing-reader"] if "~" in r] == ["%R~rf:m:*"]
+    assert [r for r in users["customer-reader"] if "~" in r] == ["%R~rf:{*}:p"]
+    for reader in ("marketing-reader", "customer-reader"):
+        granted = sorted(r for r in users[reader] if r.startswith("+"))
+        assert granted == [
+            "+@connection",
+            "+cluster|slots",
+            "+hexists",
+            "+hget",
+            "+hgetall",
+            "+hlen",
+            "+hmget",
+            "+select",
+        ]
     writer = users["profile-writer"]
     assert (
         "%R~rf:{*}:x" in writer and "~rf:*" not in writer and "~rf:{*}:*" not in writer[: writer.index("-@dangerous")]

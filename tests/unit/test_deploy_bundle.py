@@ -84,6 +84,7 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "redis_writer_password",
         "redis_dlq_vault_password",
         "erasure_salt",
+        "marketing_key",  # the marketing projections' names
     },
     ("sink", "run"): {
         "bootstrap_servers",

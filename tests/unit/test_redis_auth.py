@@ -69,12 +69,15 @@ def test_each_role_connects_as_its_own_user_in_order_of_the_sources(tmp_path: Pa
     assert connection_url(Settings(**base), RedisRole.WRITER) == "redis://h:7/3"
     embedded_acl(Settings(**base))  # what `stack up` does
     generated = {role: role_password(Settings(**base), role) for role in RedisRole}
-    for role in (RedisRole.WRITER, RedisRole.MARKETING, RedisRole.SUPPORT):
+    for role in (RedisRole.WRITER, RedisRole.MARKETING, RedisRole.SUPPORT, RedisRole.CUSTOMER):
         assert _login(connection_url(Settings(**base), role)) == (TEMPLATE_USERS[role], generated[role])
+    assert len({generated[r] for r in RedisRole}) == len(RedisRole)  # a password of its own each
     # Given per role (production): wins over the generated one, with the configured user name.
     given = Settings(**base, redis={"marketing_user": "mkt", "marketing_password": "p@ss/w:rd#1"})
     assert _login(connection_url(given, RedisRole.MARKETING)) == ("mkt", "p@ss/w:rd#1")
     assert parse_url(connection_url(given, RedisRole.MARKETING))["db"] == 3
+    own = Settings(**base, redis={"customer_user": "cust", "customer_password": "c-secret"})
+    assert _login(connection_url(own, RedisRole.CUSTOMER)) == ("cust", "c-secret")
     # Credentials in the URL: one login for every role without a password of its own.
     single = Settings(**base, redis={"password": "one", "support_password": "dpo"})
     assert _login(connection_url(single, RedisRole.WRITER)) == (None, "one")

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from receiptflow.config import Settings
 from receiptflow.errors import ConfigError
-from receiptflow.secrets import analytics_key, erasure_salt, secret_path
+from receiptflow.secrets import analytics_key, erasure_salt, marketing_key, secret_path
 
 
 def _settings(tmp_path: Path, **kw: object) -> Settings:
@@ -56,6 +56,19 @@ def test_production_refuses_missing_secrets(tmp_path: Path, servers: str, deploy
             analytics_key(s)
         with pytest.raises(ConfigError, match="RECEIPTFLOW_ERASURE_SALT is not set"):
             erasure_salt(s)
+        with pytest.raises(ConfigError, match="RECEIPTFLOW_MARKETING_KEY is not set"):
+            marketing_key(s)
         assert not (tmp_path / "secrets").exists()
     else:
         assert len(analytics_key(s)) == 64
+
+
+def test_the_marketing_key_is_its_own_secret(tmp_path: Path) -> None:
+    # Generated per install apart from the erasure salt (the marketing reader holds one, not the other).
+    s = _settings(tmp_path, bootstrap_servers="127.0.0.1:9092")
+    assert marketing_key(s) != erasure_salt(s) and marketing_key(s) == marketing_key(s)
+    assert stat.S_IMODE(secret_path(s, "marketing_key").stat().st_mode) == 0o600
+    given = _settings(tmp_path, deployment="production", marketing_key=SecretStr("m" * 32))
+    assert marketing_key(given) == b"m" * 32
+    with pytest.raises(ConfigError, match="RECEIPTFLOW_MARKETING_KEY is too short"):
+        marketing_key(_settings(tmp_path, deployment="production", marketing_key=SecretStr("short")))

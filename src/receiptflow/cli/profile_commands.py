@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.table import Table
 
@@ -20,42 +20,62 @@ from ..progress import progress_bar
 from .common import card_id, console, err_console, print_endpoints, require_data_dir, require_warehouse
 
 if TYPE_CHECKING:
+    from ..redis_auth import RedisRole
     from .common import Subparsers
 
 T = TypeVar("T")
 
 
 def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
-    from ..processors.profiles.households import load_households, members
-    from ..processors.profiles.store import RedisProfileStore
-    from ..processors.profiles.views import render
     from ..redis_auth import RedisRole, given_password
 
-    # Only the full view shows the dedup set (support's login); the others read profile hashes
-    # alone, all the marketing reader may read (deploy/redis/users.acl).
-    role = RedisRole.SUPPORT if args.view == "full" else RedisRole.MARKETING
+    # Each view reads as its own role (deploy/redis/users.acl): marketing its projection only, with the
+    # marketing key and no erasure salt; the card holder's own view the profile hashes; full, support.
+    role = {"marketing": RedisRole.MARKETING, "customer": RedisRole.CUSTOMER}.get(args.view, RedisRole.SUPPORT)
     if given_password(settings, role) is None:
         require_data_dir(settings, "profile")  # the generated role passwords are there
-    store = RedisProfileStore.from_settings(settings, role)
-    profile = store.get(args.card, with_seen=args.view == "full")
-    if profile is None:
+    if args.view == "marketing":
+        from ..processors.profiles.projections import MarketingReader
+
+        reader = MarketingReader.from_settings(settings)
+        fields = reader.fields(args.card)
+        from ..processors.profiles.marketing import marketing_doc
+
+        doc = marketing_doc(args.card, fields) if fields else None
+        as_of = f", figures as of {fields['at']}" if fields.get("at") else ""
+    else:
+        doc = _profile_doc(settings, role, args.card, args.view)
+        as_of = ""
+    if doc is None:
         err_console.print(f"no profile for card {args.card}")
         return 1
-    household: dict[str, int] | None = None
-    if settings.profiles.households_file is not None and args.view != "marketing":
-        cards = members(load_households(settings.profiles.households_file), args.card)
-        household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
-    segments = store.segments(args.card)
-    doc = render(profile, args.view, datetime.now(UTC), household=household, segments=segments)
     if args.json:
         console.print_json(json.dumps(doc))
         return 0
     from .show import document_table
 
     shown = {k: v for k, v in doc.items() if k not in ("card_id", "view")}
-    console.print(f"card {doc['card_id']}, {args.view} view (times in {DEFAULT_ZONE})", markup=False)
+    console.print(f"card {doc['card_id']}, {args.view} view (times in {DEFAULT_ZONE}{as_of})", markup=False)
     console.print(document_table(shown))
     return 0
+
+
+def _profile_doc(settings: Settings, role: RedisRole, card: str, view: str) -> dict[str, Any] | None:
+    """The customer or full view of ``card`` read as ``role``; None when no profile is held."""
+    from ..processors.profiles.households import load_households, members
+    from ..processors.profiles.store import RedisProfileStore
+    from ..processors.profiles.views import render
+
+    store = RedisProfileStore.from_settings(settings, role)
+    profile = store.get(card, with_seen=view == "full")
+    if profile is None:
+        return None
+    household: dict[str, int] | None = None
+    if settings.profiles.households_file is not None:
+        cards = members(load_households(settings.profiles.households_file), card)
+        household = {c: p.points for c, p in store.get_many(cards, with_seen=False).items()}
+    segments = store.segments(card)
+    return render(profile, view, datetime.now(UTC), household=household, segments=segments)
 
 
 def add_profile(sub: Subparsers) -> None:
@@ -105,8 +125,15 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.redis_url is not None:
         settings = settings.model_copy(update={"redis": {"url": args.redis_url}})
-    print_endpoints(settings, "profiles rebuild:")
-    require_warehouse(settings, "profiles rebuild")
+    print_endpoints(settings, f"profiles {args.action}:")
+    require_warehouse(settings, f"profiles {args.action}")
+    if args.action == "project":
+        from ..jobs.profile_rebuild import project_all
+
+        job = partial(project_all, cards_per_batch=args.cards_per_batch)
+        written = _profile_batch(settings, "project", "cards", job)
+        console.print(f"rewrote {written} marketing projections as of today (UTC)")
+        return 0
     from ..topics import require_broker
 
     require_broker(settings)  # it reads the erased-cards topic first
@@ -129,8 +156,15 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_profiles(sub: Subparsers) -> None:
-    s = sub.add_parser("profiles", help="rebuild every customer profile from the warehouse")
-    s.add_argument("action", choices=("rebuild",), help="rebuild: from the warehouse, with the live path's rules")
+    s = sub.add_parser(
+        "profiles", help="rebuild every customer profile, or its marketing projection, from the warehouse"
+    )
+    s.add_argument(
+        "action",
+        choices=("rebuild", "project"),
+        help="rebuild: from the warehouse, with the live path's rules; project: rewrite every marketing "
+        "projection as of today (run daily)",
+    )
     s.add_argument("--redis-url", help="rebuild into this Redis instead of RECEIPTFLOW_REDIS_URL")
     s.add_argument("--cards-per-batch", type=int, default=500, help="cards read from the warehouse at a time")
     s.set_defaults(func=cmd_profiles)

@@ -53,7 +53,7 @@ class RedisSettings(SettingsGroup):
     marketing_password: SecretStr | None = Field(
         default=None,
         validation_alias="RECEIPTFLOW_REDIS_MARKETING_PASSWORD",
-        description="password of the marketing reader role (profile --view marketing|customer)",
+        description="password of the marketing reader role (profile --view marketing, the page's marketing view)",
     )
     support_user: str = Field(
         default="support",
@@ -84,6 +84,16 @@ class RedisSettings(SettingsGroup):
         default=None,
         validation_alias="RECEIPTFLOW_REDIS_DLQ_VAULT_PASSWORD",
         description="password of the dead-letter vault role (router, profile agent, sink, aggregator, dlq)",
+    )
+    customer_user: str = Field(
+        default="customer-reader",
+        validation_alias="RECEIPTFLOW_REDIS_CUSTOMER_USER",
+        description="Redis user of the card holder's own view",
+    )
+    customer_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_CUSTOMER_PASSWORD",
+        description="password of the customer reader role (profile --view customer, the page's customer view)",
     )
 
 
@@ -153,6 +163,13 @@ class PrivacySettings(SettingsGroup):
         default=None,
         validation_alias="RECEIPTFLOW_ANALYTICS_KEY",
         description="key of the basket pseudonyms on the anonymous analytics data; required in production, "
+        "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    marketing_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_MARKETING_KEY",
+        description="key of the names of the marketing projections (the profile writer, support and the "
+        "marketing reader hold it, never the erasure salt's holders alone); required in production, "
         "generated per install (data_dir/secrets) on the embedded stack",
     )
     deployment: Literal["auto", "embedded", "production"] = Field(

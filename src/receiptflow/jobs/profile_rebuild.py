@@ -292,3 +292,34 @@ def _flush(store: RedisProfileStore, queue: list[Event], reset: list[str], stats
     stats.late += result.late
     stats.erased += result.erased
     stats.consent_changes += consents
+
+
+def project_all(
+    db: Warehouse,
+    store: RedisProfileStore,
+    *,
+    cards_per_batch: int = 500,
+    progress: Progress | None = None,
+    metrics: Metrics | None = None,
+) -> int:
+    """Rewrite every card's marketing projection from its profile as of today (``profiles project``).
+
+    A projection holds the windows and affinities of the day it was written (see
+    :mod:`receiptflow.processors.profiles.marketing`); run daily so that a card without new purchases
+    leaves its windows as the days pass. Card ids come from the warehouse (profile keys carry none).
+    Returns how many projections were written or deleted (cards without a profile lose theirs).
+    """
+    del metrics  # no metric of its own: the job's output line says what it did
+    if store.projections is None:
+        raise ValueError("profiles project needs a store with the marketing key")
+    (total,) = db.query(
+        "SELECT count(*) FROM (SELECT card_id FROM receipts WHERE card_id IS NOT NULL "
+        "UNION SELECT card_id FROM consent_changes) AS c"
+    )[0]
+    done = written = 0
+    for cards in card_pages(db, cards_per_batch):
+        written += store.projections.refresh(cards)
+        done += len(cards)
+        if progress is not None:
+            progress(done, max(int(total), done))
+    return written

@@ -287,6 +287,8 @@ def store_segments(store: RedisProfileStore, rows: Sequence[tuple[str, Mapping[s
         keys = store.keys_for(card)
         calls.append(((keys.profile, keys.erased), args))
     results = [int(x) for x in store.run_script(_SEGMENTS_LUA, calls, "segment batch")]
+    if store.projections is not None:  # the classes are part of the marketing view
+        store.projections.refresh([card for card, _ in rows], "segment batch")
     for code, name in enumerate(_OUTCOMES):
         counts[name] = results.count(code)
     return counts

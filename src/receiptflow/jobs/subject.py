@@ -21,7 +21,8 @@ store holds something or any of those topics may still hold records of the card.
    (which the live profile scripts check, so a replayed purchase or consent change never brings the
    card back) and the card's profile keys and its dead-letter data key ``rf:{hash}:k`` are deleted
    (the card's dead letters can no longer be opened: :mod:`receiptflow.dlq_vault`); then the hash
-   joins the audit list ``rf:erased``.
+   joins the audit list ``rf:erased`` and the card's marketing projection (``rf:m:{mhash}``, another
+   slot) is deleted with its guard.
 3. ``warehouse``: in one transaction (``sinks.card_rows.delete_card``) the hash joins the warehouse's
    ``erased_cards`` and the card's rows are deleted (on PostgreSQL under the erasure lock, so batches
    in flight finish first and later ones see the hash).
@@ -255,10 +256,13 @@ class _EraseSteps:
             pipe.execute_command("DEL", *keys.data, data_key_name(self.subject))
             _, removed = pipe.execute()
             store.client.sadd(ERASED_KEY, self.subject)  # the audit list, in another slot
+            # The marketing projection and its guard, in the slot of the card's marketing hash: deleting
+            # the guard also stops a projection a writer made from the profile before it was deleted.
+            projection = store.client.delete(*store.projections.keys(self.card_id)) if store.projections else 0
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot erase the profile: {exc}") from exc
         self.redis_keys = int(removed)
-        return f"redis_keys={self.redis_keys}"
+        return f"redis_keys={self.redis_keys} projection_keys={int(projection)}"
 
     def warehouse(self) -> str:
         self.rows = delete_card(self.sink.warehouse, self.card_id, self.subject, self.plan.erased_at)

@@ -1,8 +1,10 @@
 """What the web page reads and changes, each through the path the command line uses, as the least role.
 
 * Views: the card holder's view is ``profile CARD --view customer`` (``profile_views.render`` over the
-  profile hash, the household's points added as the CLI adds them), read as the ``marketing`` Redis
-  user, which may read profile hashes and nothing else; the marketing view likewise.
+  profile hash, the household's points added as the CLI adds them), read as the ``customer`` Redis
+  user, which may read profile hashes and nothing else. The marketing view is ``profile CARD --view
+  marketing``: the card's marketing projection, read as the ``marketing`` user with the marketing key
+  only (:class:`~receiptflow.processors.profiles.projections.MarketingReader`), never the erasure salt.
 * Support's full view: read as the ``support`` user, and only after an audit entry for the look is
   written to ``rf:audit:views`` (the erasure audit's mechanism: an append-only Redis stream with the
   card's salted hash, never the card id); no entry, no view.
@@ -35,6 +37,7 @@ from ..jobs.subject import erase_card, export_card
 from ..models import ConsentChange
 from ..processors.profiles.fold import WINDOWS, Profile
 from ..processors.profiles.households import load_households, members
+from ..processors.profiles.projections import MarketingReader
 from ..processors.profiles.store import RedisProfileStore
 from ..processors.profiles.views import render
 from ..producers.client import RegisterClient
@@ -59,14 +62,22 @@ class Backend:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._reader: RedisProfileStore | None = None
+        self._marketing: MarketingReader | None = None
         self._support: RedisProfileStore | None = None
         self._producer: RegisterClient | None = None
 
     # --- stores, opened on first use -------------------------------------------------------------
     def reader(self) -> RedisProfileStore:
+        """The card holder's own view: profile hashes, read only (the ``customer`` role)."""
         if self._reader is None:
-            self._reader = RedisProfileStore.from_settings(self.settings, RedisRole.MARKETING)
+            self._reader = RedisProfileStore.from_settings(self.settings, RedisRole.CUSTOMER)
         return self._reader
+
+    def marketing_reader(self) -> MarketingReader:
+        """The marketing projections, read only (the ``marketing`` role and the marketing key)."""
+        if self._marketing is None:
+            self._marketing = MarketingReader.from_settings(self.settings)
+        return self._marketing
 
     def support(self) -> RedisProfileStore:
         if self._support is None:
@@ -88,13 +99,10 @@ class Backend:
         view = render(profile, "customer", now or datetime.now(UTC), household=household, segments=segments)
         return CustomerPage(view, profile)
 
-    def marketing(self, card: str, now: datetime | None = None) -> dict[str, Any] | None:
-        """``profile CARD --view marketing``: what marketing may see of the card."""
-        store = self.reader()
-        profile = store.get(card, with_seen=False)
-        if profile is None:
-            return None
-        return render(profile, "marketing", now or datetime.now(UTC), segments=store.segments(card))
+    def marketing(self, card: str) -> dict[str, Any] | None:
+        """``profile CARD --view marketing``: what marketing may see of the card, from its projection
+        (the figures of the day the profile writer computed it for)."""
+        return self.marketing_reader().view(card)
 
     def support_look(self, card: str, who: str, now: datetime | None = None) -> tuple[dict[str, Any] | None, str]:
         """The full view for support, after its audit entry; (view or None, audit entry id)."""

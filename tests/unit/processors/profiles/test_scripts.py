@@ -15,6 +15,15 @@ from redis.crc import key_slot
 from receiptflow.card_hash import CardHasher
 from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles.keys import ERASED_KEY, WEEK_DAYS, card_keys, week_field
+from receiptflow.processors.profiles.projections import (
+    GUARD_LUA,
+    READ_LUA,
+    WRITE_LUA,
+    GuardArg,
+    GuardKey,
+    ReadKey,
+    WriteArg,
+)
 from receiptflow.processors.profiles.rules import Delta, default_rules
 from receiptflow.processors.profiles.scripts import (
     APPLY_LUA,
@@ -49,13 +58,16 @@ def _members(e: type[IntEnum]) -> dict[str, int]:
     [
         ("profile_apply.lua", APPLY_LUA, ApplyKey, ApplyArg),
         ("profile_consent.lua", CONSENT_LUA, ConsentKey, ConsentArg),
+        ("projection_guard.lua", GUARD_LUA, GuardKey, GuardArg),
+        ("projection_write.lua", WRITE_LUA, GuardKey, WriteArg),
+        ("projection_read.lua", READ_LUA, ReadKey, None),
     ],
 )
 def test_the_scripts_name_the_positions_python_names(
-    name: str, text: str, keys: type[IntEnum], args: type[IntEnum]
+    name: str, text: str, keys: type[IntEnum], args: type[IntEnum] | None
 ) -> None:
     assert text == resources.files("receiptflow.processors.profiles").joinpath("lua", name).read_text(encoding="utf-8")
-    assert _lua_positions(text) == [_members(keys), _members(args)]
+    assert _lua_positions(text) == [_members(keys), *([] if args is None else [_members(args)])]
     # No bare position is left: every KEYS and ARGV index is a name (or the pair cursor).
     assert not re.search(r"(KEYS|ARGV)\[\d+\]", text)
 
