@@ -34,8 +34,10 @@ from datetime import UTC, datetime
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from .acknowledged import produce_acknowledged
+from .card_hash import CardHasher
 from .config import Settings
 from .errors import BrokerError
+from .secrets import erasure_salt
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,41 @@ class ErasedCards:
         """The ``cards`` whose hash is one of ``hashes``."""
         wanted = set(hashes)
         return [c for c in cards if self.card_hash(c) in wanted] if wanted else []
+
+
+class ErasedCheck:
+    """Whether a card is erased, as a consent writer asks before it sends a change for it.
+
+    The topic is read to its end on first use; later asks take what has arrived and, when the last
+    look at the topic's end is older than ``fresh_for`` seconds, read up to its end again. The router
+    is the gate that keeps every record of an erased card out; this check is the early refusal a
+    person or a register sees.
+    """
+
+    def __init__(self, settings: Settings, fresh_for: float = 1.0) -> None:
+        self.settings = settings
+        self.fresh_for = fresh_for
+        self._reader: ErasureReader | None = None
+        self._cards: ErasedCards | None = None
+        self._looked = 0.0
+
+    def __call__(self, card_id: str) -> bool:
+        if self._reader is None or self._cards is None:
+            self._cards = ErasedCards(CardHasher(erasure_salt(self.settings)))
+            self._reader = ErasureReader(self.settings)
+            self._cards.learn(self._reader.read_to_end())
+            self._looked = time.monotonic()
+        elif time.monotonic() - self._looked > self.fresh_for:
+            self._cards.learn(self._reader.catch_up())
+            self._looked = time.monotonic()
+        else:
+            self._cards.learn(self._reader.poll())
+        return card_id in self._cards
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 def erased_cards(settings: Settings) -> dict[str, datetime]:

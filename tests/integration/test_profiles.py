@@ -386,8 +386,8 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     assert second["erasure"]["complete"] is True and second["erasure"]["subject"] == store.erased_hash(card)
 
     audit = [e for e in audit_log(worker.settings) if e["subject"] == store.erased_hash(card)]
-    assert [e["step"] for e in audit] == ["record", "profile", "warehouse", "consents"]
-    assert "receipts=" + str(len(mine)) in audit[2]["detail"]
+    assert [e["step"] for e in audit] == ["record", "retraction", "profile", "warehouse", "consents"]
+    assert "receipts=" + str(len(mine)) in audit[3]["detail"]
     assert not any(card in value for entry in audit_log(worker.settings) for value in entry.values())
     tombstones = [
         m
