@@ -153,7 +153,9 @@ def test_produce_and_the_registers_client_refuse_a_consent_change_for_an_erased_
 
     done = _produce(settings, tmp_path, "consent", [_consent_doc(card, True, True), _consent_doc(other, True, True)])
     assert done.returncode == 1, done.stdout + done.stderr
-    [refusal] = [line for line in done.stderr.splitlines() if line.strip()]
+    said = [line for line in done.stderr.splitlines() if line.startswith("line ")]  # after the endpoints
+    assert len(said) == 1, done.stderr
+    [refusal] = said
     assert refusal.startswith("line 1: rejected (erased_card):") and "erased" in refusal.split(":", 2)[2]
     assert "Traceback" not in done.stderr and card not in refusal  # one line; the card id is not repeated
     assert "sent 1," in done.stdout
