@@ -216,6 +216,7 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
         names.purchases_customer,
         names.purchases_marketing,
         names.checkouts_dlq,
+        names.retractions,
     }
     purchases = topics[names.purchases_customer]
     assert purchases["retention_ms"] == 30 * 86_400_000 and purchases["cleanup_policy"] == "delete"
