@@ -91,9 +91,18 @@ class ErasureReader:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = TopicNames(settings.kafka.topic_prefix).consents_erased
+        self._settings = settings
+        self._consumer = self._client()
+        # Asks for the topic's end in catch_up(). Not the reading consumer: its connection to the
+        # leader carries a long-polling fetch, and a request behind it waits up to fetch.wait.max.ms.
+        self._ends: Consumer | None = None
+        self._assigned = False
+        self._partitions: list[int] = []
+
+    def _client(self) -> Consumer:
         try:
-            self._consumer = Consumer(
-                settings.kafka_config(
+            return Consumer(
+                self._settings.kafka_config(
                     **{
                         "group.id": f"receiptflow-erasures-{uuid.uuid4().hex[:8]}",  # never joins or commits
                         "enable.auto.commit": False,
@@ -104,8 +113,6 @@ class ErasureReader:
             )
         except KafkaException as exc:
             raise BrokerError(f"cannot create the erased-cards reader: {exc}") from exc
-        self._assigned = False
-        self._partitions: list[int] = []
 
     def read_to_end(self, timeout: float = _STALL_SECONDS) -> dict[str, datetime]:
         """Every erased card (salted hash → erased at) up to the topic's end at the time of the call."""
@@ -138,9 +145,11 @@ class ErasureReader:
             raise BrokerError("ErasureReader.catch_up() before read_to_end()")
         try:
             out = self._entries(self._consumer.consume(1000, timeout=0))
+            if self._ends is None:
+                self._ends = self._client()
             ends: dict[int, int] = {}
             for p in self._partitions:
-                _low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+                _low, high = self._ends.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
                 ends[p] = int(high)
             out.update(self._read_until(ends, timeout))
             return out
@@ -206,6 +215,8 @@ class ErasureReader:
 
     def close(self) -> None:
         self._consumer.close()
+        if self._ends is not None:
+            self._ends.close()
 
 
 @dataclass
