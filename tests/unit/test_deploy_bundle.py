@@ -69,7 +69,7 @@ SECRET_SETTINGS = {
 # (The defaults point at 127.0.0.1 and the embedded stack; production refuses generated secrets.)
 NEEDS: dict[tuple[str, ...], set[str]] = {
     ("topics", "create"): {"bootstrap_servers", "topic_partitions", "topic_replication_factor"},
-    ("process", "--role", "router"): {"bootstrap_servers", "processor_instance", "analytics_key"},
+    ("process", "--role", "router"): {"bootstrap_servers", "processor_instance", "analytics_key", "erasure_salt"},
     ("process", "--role", "profiles"): {
         "bootstrap_servers",
         "redis_url",
