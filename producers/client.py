@@ -5,6 +5,9 @@ An idempotent librdkafka producer (``enable.idempotence``, ``acks=all``) keyed b
 Every send has a delivery report; :meth:`RegisterClient.flush` returns how many the broker
 acknowledged and how many failed, and acknowledged receipt ids are kept for callers that need
 them (the outbox deletes only those).
+
+A consent change for an erased card is refused before it is sent (:class:`~receiptflow.erasures.ErasedCheck`
+reads the erased-cards topic on the first consent change): an erased card takes no consent.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ..codec import Codec
 from ..config import Settings
+from ..erasures import ErasedCheck
 from ..errors import BrokerError, SchemaError, ValidationError
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
@@ -51,6 +55,7 @@ class RegisterClient:
         **producer_overrides: Any,
     ) -> None:
         self.names = TopicNames(settings.kafka.topic_prefix)
+        self.erased = ErasedCheck(settings)
         self.codec = codec or codec_for(settings)
         self.metrics = metrics or Metrics()
         self.stats = DeliveryStats()
@@ -98,6 +103,13 @@ class RegisterClient:
         self._produce(topic, key, value)
 
     def send_consent(self, change: ConsentChange, tag: object = None) -> None:
+        """Send ``change``; ValidationError (reason ``erased_card``) when its card was erased."""
+        if self.erased(change.card_id):
+            raise ValidationError(
+                "erased_card",
+                "this card was erased, and an erased card takes no consent: leave the change out "
+                "(a card holder who comes back joins with a new card)",
+            )
         try:
             value = self.codec.encode("consent_change", change.to_avro())
         except SchemaError as exc:
@@ -122,6 +134,10 @@ class RegisterClient:
                     ) from exc
                 raise BrokerError(f"produce to {topic} failed: {exc}") from exc
         self._producer.poll(0)
+
+    def close(self) -> None:
+        """Close the erased-cards reader (the producer needs nothing more than :meth:`flush`)."""
+        self.erased.close()
 
     def flush(self, timeout: float = 30.0) -> DeliveryStats:
         remaining = self._producer.flush(timeout)

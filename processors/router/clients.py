@@ -1,25 +1,30 @@
 """The Kafka clients a router worker uses, as interfaces, and the factory of the real ones.
 
 :class:`~receiptflow.processors.router.worker.Router` is given its clients (:class:`RouterClients`): the
-group consumer of the inputs, the transactional producer and a way to open the reader of a state
-restore. :func:`check_copartitioned` checks the topics' metadata before it starts.
-:func:`kafka_clients` builds them on confluent-kafka (librdkafka) from the settings; tests
+group consumer of the inputs, the transactional producer, a way to open the reader of a state
+restore and one to open the reader of the erased-cards topic. :func:`check_copartitioned`
+checks the topics' metadata before it starts, :func:`produce` writes one record into the open
+transaction. :func:`kafka_clients` builds them on confluent-kafka (librdkafka) from the settings; tests
 pass in-memory stand-ins with the same methods, so the loop runs without a broker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Message, Producer, TopicPartition
 
 from receiptflow.config import Settings
+from receiptflow.erasures import ErasureReader
 from receiptflow.errors import BrokerError, ConfigError
 from receiptflow.kafka_read import AssignableConsumer
 
 Rebalance = Callable[[Any, list[TopicPartition]], None]
+# librdkafka's RD_KAFKA_PARTITION_UA: the partitioner picks the partition (by key).
+_ANY_PARTITION = -1
 
 
 class GroupConsumer(Protocol):
@@ -91,11 +96,24 @@ class RestoreReader(AssignableConsumer, Protocol):
     def close(self) -> None: ...
 
 
+class ErasureFeed(Protocol):
+    """The reader of the erased-cards topic (:class:`receiptflow.erasures.ErasureReader`): salted hash -> erased at."""
+
+    def read_to_end(self, timeout: float = ...) -> dict[str, datetime]: ...
+
+    def poll(self) -> dict[str, datetime]: ...
+
+    def catch_up(self, timeout: float = ...) -> dict[str, datetime]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RouterClients:
     consumer: GroupConsumer
     producer: TransactionalProducer
     restore_reader: Callable[[], RestoreReader]  # a new reader for each state restore
+    erasures: Callable[[], ErasureFeed]  # the reader of the erased-cards topic, opened once per run
 
 
 def check_copartitioned(consumer: GroupConsumer, topics: tuple[str, ...]) -> None:
@@ -111,6 +129,25 @@ def check_copartitioned(consumer: GroupConsumer, topics: tuple[str, ...]) -> Non
         counts[t] = len(md.topics[t].partitions)
     if len(set(counts.values())) != 1:
         raise ConfigError(f"{', '.join(topics)} must have the same number of partitions (co-partitioned): {counts}")
+
+
+def produce(
+    producer: TransactionalProducer,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    partition: int | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+    timestamp: int = 0,
+) -> None:
+    """Write one record into the open transaction, waiting for room when the local queue is full."""
+    at = _ANY_PARTITION if partition is None else partition
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, partition=at, headers=headers, timestamp=timestamp)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def kafka_clients(settings: Settings, transactional_id: str) -> RouterClients:
@@ -162,4 +199,29 @@ def kafka_clients(settings: Settings, transactional_id: str) -> RouterClients:
             )
         )
 
-    return RouterClients(consumer, producer, restore_reader)
+    return RouterClients(consumer, producer, restore_reader, lambda: ErasureReader(settings))
+
+
+def read_to_end(
+    consumer: GroupConsumer, topic: str, partition: int, start_offsets: Mapping[tuple[str, int], int]
+) -> bool | None:
+    """Whether the consumer has read an input partition to its (read-committed) end: True; False: records
+    on the broker not delivered yet; None: not known. ``start_offsets``: where each assigned partition
+    started (its committed offset), for a partition nothing was read from since the assignment."""
+    tp = TopicPartition(topic, partition)
+    try:
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
+        position = consumer.position([tp])[0].offset
+    except KafkaException:
+        return None  # unknown: wait (bounded by processor_order_wait_ms)
+    if position < 0:
+        # Nothing read from it since the assignment: it starts at the committed offset, or at the
+        # beginning of what the partition still holds.
+        position = start_offsets.get((topic, partition), OFFSET_INVALID)
+        if position < 0:
+            position = low
+    # The cached end comes from the latest fetch response (the last stable offset for this
+    # read-committed consumer); unknown (negative) until the first fetch answers.
+    if high < 0:
+        return None
+    return position >= high

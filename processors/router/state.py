@@ -65,6 +65,8 @@ class RouterStats:
     dead_letters: int = 0
     consent_changes: int = 0
     aborted: int = 0
+    erased: int = 0  # checkouts and consent changes of erased cards dropped
+    retractions: int = 0
 
 
 @dataclass
@@ -85,6 +87,11 @@ class Staged:
     appended: list[int] = field(default_factory=list)  # broker append time (ms) of each checkout routed
     duplicates: int = 0
     consent_changes: int = 0
+    erased: Counter[str] = field(default_factory=Counter)  # input kind (checkout, consent) -> dropped
+    retractions: Counter[str] = field(default_factory=Counter)  # scope -> retractions written
+    # Card ids the transaction routes or changes consent for: checked against erasures learned
+    # before it commits (kept in memory only, never written).
+    cards: set[str] = field(default_factory=set)
 
     def history(self, state: Mapping[int, PartitionState], partition: int, card: str) -> ConsentHistory | None:
         """The card's consent history as this transaction sees it: staged first, then committed."""
@@ -132,6 +139,12 @@ class Staged:
             m.duplicates_total.labels("router").inc(self.duplicates)
         if self.consent_changes:
             m.consent_changes_total.inc(self.consent_changes)
+        for kind, n in self.erased.items():
+            m.erased_dropped_total.labels(kind).inc(n)
+        st.erased += sum(self.erased.values())
+        for scope, n in self.retractions.items():
+            m.retractions_total.labels("withdrawal", scope).inc(n)
+        st.retractions += sum(self.retractions.values())
 
     def commit_into(self, state: dict[int, PartitionState]) -> None:
         """Merge the staged receipt ids and consent histories into ``state`` (the transaction committed)."""

@@ -8,6 +8,12 @@ the transaction changes: receipt ids seen, consent histories and the counts repo
 It sends, commits and logs nothing; the loop (:mod:`receiptflow.processors.router.worker`) does.
 Everything decided about a record is decided by the pure core (``validation``, ``core.route``,
 ``consent.effective_consent``).
+
+The erased cards are data too (``erased``: asked whether a clear card id is erased). A record of an
+erased card -- by its key or, for a checkout, its card id -- is dropped before anything else: no
+routed record, no dead letter (which would keep the card id in clear), no consent state; it is only
+counted. A consent change that narrows marketing use writes a retraction
+(:mod:`receiptflow.retractions`) in the same transaction.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from .consent import ConsentHistory, effective_consent, with_record
 from .encoding import BasketEncoder, PurchaseEncoder
 from .fast_path import FastRouter
 from .pseudonym import BasketPseudonymiser
+from .retract import withdrawal
 from .route import marketing_level, route
 from .state import PartitionState, Staged, appended_ms, ms
 
@@ -50,6 +57,17 @@ class InputRecord(Protocol):
     def value(self) -> bytes | None: ...
 
     def timestamp(self) -> tuple[int, int]: ...
+
+
+class Erased(Protocol):
+    """The erased cards, asked about clear card ids (:class:`receiptflow.erasures.ErasedCards`)."""
+
+    def __contains__(self, card_id: object) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+
+NONE_ERASED: Erased = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,18 +114,36 @@ class RouteStep:
         self.basket_encoder = BasketEncoder(codec)
         self.fast = fast_path.build(codec, baskets, fast)
 
-    def step(self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime) -> StepResult:
-        """The records ``msg`` makes; what it changes is recorded in ``staged``."""
-        if msg.topic() == self.names.consents:
-            return self.consent(msg, state, staged, now)
-        return self.checkout(msg, state, staged, now)
+    def step(
+        self,
+        msg: InputRecord,
+        state: Mapping[int, PartitionState],
+        staged: Staged,
+        now: datetime,
+        erased: Erased = NONE_ERASED,
+    ) -> StepResult:
+        """The records ``msg`` makes; what it changes is recorded in ``staged``. ``erased``: the erased cards."""
+        kind = "consent" if msg.topic() == self.names.consents else "checkout"
+        key = msg.key()
+        # A tombstone on consents (the erasure's own, keyed by the card) still clears the card's history.
+        tombstone = kind == "consent" and msg.value() is None
+        if erased and key is not None and not tombstone and key.decode(errors="replace") in erased:
+            return dropped_as_erased(staged, kind)
+        if kind == "consent":
+            return self.consent(msg, state, staged, now, erased)
+        return self.checkout(msg, state, staged, now, erased)
 
     def consent_change(self, msg: InputRecord) -> ConsentChange | None:
         """The change a ``consents`` record holds; None for a tombstone; ValidationError when unusable."""
         return decode_consent(self.codec, msg.value())
 
     def consent(
-        self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+        self,
+        msg: InputRecord,
+        state: Mapping[int, PartitionState],
+        staged: Staged,
+        now: datetime,
+        erased: Erased = NONE_ERASED,
     ) -> StepResult:
         partition = msg.partition() or 0
         try:
@@ -119,24 +155,44 @@ class RouteStep:
             if key is not None:
                 staged.consent[(partition, key.decode())] = ConsentHistory()
             return StepResult()
+        if change.card_id in erased:
+            return dropped_as_erased(staged, "consent")
         history = staged.history(state, partition, change.card_id)
-        staged.consent[(partition, change.card_id)] = with_record(history, change, appended_ms(msg))
+        updated = with_record(history, change, appended_ms(msg))
+        staged.consent[(partition, change.card_id)] = updated
         staged.consent_changes += 1
-        return StepResult()
+        staged.cards.add(change.card_id)
+        retraction = withdrawal(history, updated, change, self.default_consent, now, self.processor)
+        if retraction is None:
+            return StepResult()
+        staged.retractions[str(retraction.scope)] += 1
+        staged.routed[self.names.retractions] += 1
+        value = self.codec.encode("retraction", retraction.to_avro())
+        return StepResult([Output(self.names.retractions, change.card_id.encode(), value)])
 
     def checkout(
-        self, msg: InputRecord, state: Mapping[int, PartitionState], staged: Staged, now: datetime
+        self,
+        msg: InputRecord,
+        state: Mapping[int, PartitionState],
+        staged: Staged,
+        now: datetime,
+        erased: Erased = NONE_ERASED,
     ) -> StepResult:
         partition = msg.partition() or 0
         decided = None
         if self.fast is not None:
-            fast = self._fast_checkout(self.fast, msg, state, staged, partition, now)
+            fast = self._fast_checkout(self.fast, msg, (state, staged, erased), partition, now)
             if isinstance(fast, StepResult):
                 return fast
             decided = fast  # what the fast path decided when it could not write the records, else None
         try:
             decoded, lines_raw = self.codec.decode_checkout(msg.value())
             checkout = Checkout.from_avro(decoded.value)
+        except ValidationError as exc:
+            return self.dead_letter(exc, msg, staged, now)
+        if checkout.card_id is not None and checkout.card_id in erased:
+            return dropped_as_erased(staged, "checkout")  # never a dead letter: it would keep the card id
+        try:
             validate(checkout, now)
         except ValidationError as exc:
             return self.dead_letter(exc, msg, staged, now)
@@ -166,8 +222,7 @@ class RouteStep:
         self,
         fast: FastRouter,
         msg: InputRecord,
-        state: Mapping[int, PartitionState],
-        staged: Staged,
+        known: tuple[Mapping[int, PartitionState], Staged, Erased],
         partition: int,
         now: datetime,
     ) -> StepResult | _Decided | None:
@@ -177,11 +232,15 @@ class RouteStep:
         value = msg.value()
         if value is None:
             return None
+        state, staged, erased = known
 
         def decide(
             rid: str, chain: str, store_id: str, card_id: str | None, event_ms: int, offset: int
         ) -> tuple[int, int | None, str, tuple[bool, bool, bool], _Decided] | None:
             # Called by the extension with the facts of a checkout it read and is sure is valid.
+            if card_id is not None and card_id in erased:
+                dropped_as_erased(staged, "checkout")
+                return None  # nothing to write
             if staged.is_duplicate(state, partition, rid):
                 staged.duplicates += 1
                 return None  # nothing to write
@@ -199,7 +258,7 @@ class RouteStep:
             )
 
         handled = fast.handle(value, fast_path.millis(now), decide)
-        if handled is None:  # a duplicate, counted by decide
+        if handled is None:  # a duplicate or an erased card, counted by decide
             return StepResult()
         if isinstance(handled, str):  # why the fast path left it (fast_path.DECLINED): the Python core decides
             return None
@@ -252,6 +311,8 @@ class RouteStep:
         for o in out:
             staged.routed[o.topic] += 1
         staged.seen[(partition, c.receipt_id)] = ms(c.event_time)  # to the changelog at the end of the transaction
+        if c.card_id is not None:
+            staged.cards.add(c.card_id)
         staged.processed[c.chain] += 1
         staged.stores[c.store_id] += 1
         staged.granularity[(c.chain, c.granularity)] += 1
@@ -265,6 +326,12 @@ class RouteStep:
         letter = Rejected(exc, msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value())
         staged.dead_letters[exc.reason] += 1
         return StepResult([], rejected=exc, letter=letter)
+
+
+def dropped_as_erased(staged: Staged, kind: str) -> StepResult:
+    """A record of an erased card: counted, nothing written (``kind``: checkout or consent)."""
+    staged.erased[kind] += 1
+    return StepResult()
 
 
 def marketing_outcome(has_card: bool, consent: ConsentState) -> str:

@@ -24,7 +24,9 @@ the guarantees Kafka itself gives (KIP-98 transactions, KIP-447 group-fenced off
   fetches happened to bring them: records wait in a :class:`~receiptflow.processors.router.merge.TimeOrderedMerge`
   until the other input of their partition is read to its end (or ``settings.router.order_wait_ms`` has
   passed), so a withdrawal written before a checkout applies to it after a restart, a rebalance or
-  under lag. Only released records are processed, and only their offsets are committed.
+  under lag. Only released records are processed, and only their offsets are committed;
+* erased cards are kept out: the erased-cards topic is read to its end before the first transaction
+  and up to its end again before each commit (:mod:`.erased`); their records are dropped and counted.
 
 Everything decided about a record is decided without I/O by :mod:`.step`; the state and its changelog
 in :mod:`.state`. This module is the loop: it consumes, calls the step, seals its dead letters (the
@@ -43,8 +45,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_INVALID, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
+from receiptflow.card_hash import CardHasher
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq_write import LetterSealer
@@ -54,11 +57,12 @@ from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentState
 from receiptflow.policy import Policy, load_policy
 from receiptflow.registry import codec_for
-from receiptflow.secrets import analytics_key
+from receiptflow.secrets import analytics_key, erasure_salt
 from receiptflow.topics import TopicNames
 from receiptflow.worker_loop import KafkaWorker
 
-from .clients import GroupConsumer, RouterClients, check_copartitioned, kafka_clients
+from .clients import GroupConsumer, RouterClients, check_copartitioned, kafka_clients, produce, read_to_end
+from .erased import ErasureFollower
 from .merge import TimeOrderedMerge
 from .pseudonym import BasketPseudonymiser
 from .state import SEEN_BATCH_HEADER, PartitionState, RouterStats, Staged, ms, restore, seen_records
@@ -67,8 +71,6 @@ from .watchdog import CallWatchdog
 
 log = logging.getLogger(__name__)
 
-# librdkafka's RD_KAFKA_PARTITION_UA: the partitioner picks the partition (by key).
-_ANY_PARTITION = -1
 # Exit status of a worker that ended itself because a client call hung (EX_SOFTWARE).
 HUNG_EXIT_CODE = 70
 # How often in-memory dedup entries older than the dedup window are dropped.
@@ -137,6 +139,8 @@ class Router(KafkaWorker):
         self._last_delivery = time.monotonic()  # when consume() last returned a record
         self._clients = clients or kafka_clients(settings, self.transactional_id)
         self._producer = self._clients.producer
+        # The erasure salt stays with the writers: it turns a card id into the erased-cards record's key.
+        self.erased = ErasureFollower(self._clients.erasures, CardHasher(erasure_salt(settings)))
         super().__init__(
             name, settings.router.id, self._clients.consumer, metrics=metrics or Metrics(), readiness=readiness
         )
@@ -205,6 +209,7 @@ class Router(KafkaWorker):
         """Route until ``stop`` is set (or, with ``max_idle``, until nothing arrived for that long)."""
         stop = stop or threading.Event()
         check_copartitioned(self.consumer, (self.names.checkouts, self.names.consents, self.names.receipts_seen))
+        self.erased.start()  # before any record is routed
         self.watchdog.start()
         try:
             with self.watchdog.call("init_transactions", 60):
@@ -216,6 +221,7 @@ class Router(KafkaWorker):
         finally:
             self.watchdog.stop()
             self.close()
+            self.erased.close()
         return self.stats
 
     def turn(self) -> bool:
@@ -272,23 +278,7 @@ class Router(KafkaWorker):
 
     def _caught_up(self, topic: str, partition: int) -> bool | None:
         """True: read to its end; False: records on the broker not delivered yet; None: not known."""
-        tp = TopicPartition(topic, partition)
-        try:
-            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            position = self.consumer.position([tp])[0].offset
-        except KafkaException:
-            return None  # unknown: wait (bounded by processor_order_wait_ms)
-        if position < 0:
-            # Nothing read from it since the assignment: it starts at the committed offset, or at the
-            # beginning of what the partition still holds.
-            position = self._start_offsets.get((topic, partition), OFFSET_INVALID)
-            if position < 0:
-                position = low
-        # The cached end comes from the latest fetch response (the last stable offset for this
-        # read-committed consumer); unknown (negative) until the first fetch answers.
-        if high < 0:
-            return None
-        return position >= high
+        return read_to_end(self.consumer, topic, partition, self._start_offsets)
 
     def _flow_control(self) -> None:
         """Pause inputs with many records waiting (the other input is behind), resume them once drained."""
@@ -323,33 +313,40 @@ class Router(KafkaWorker):
         started = time.perf_counter()
         staged = Staged()
         now = self.clock()
+        self.erased.refresh()
+        erased_meanwhile: str | None = None
         self._producer.begin_transaction()
         try:
             for msg in msgs:  # released by the merge: records, never errors
                 topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
                 staged.offsets[(topic, partition)] = offset + 1
                 staged.consumed[topic] += 1
-                result = self.step.step(msg, self.state, staged, now)
+                result = self.step.step(msg, self.state, staged, now, self.erased.cards)
                 for out in result.outputs:
-                    self._produce(out.topic, out.key, out.value, timestamp=out.timestamp)
+                    produce(self._producer, out.topic, out.key, out.value, timestamp=out.timestamp)
                 if result.unknown_chain is not None:
                     self.metrics.unknown_chain_total.labels(result.unknown_chain).inc()
                     log.warning("unknown chain %r: applied the strictest level", result.unknown_chain)
                 if result.letter is not None:
-                    self._produce(self.names.checkouts_dlq, *self.letters.encoded(result.letter, now))
+                    produce(self._producer, self.names.checkouts_dlq, *self.letters.encoded(result.letter, now))
                 if result.rejected is not None:
                     log.warning("rejected %s[%s]@%s: %s", topic, partition, offset, result.rejected)
             for p, key, value in seen_records(staged, self.transactional_id):
-                self._produce(self.names.receipts_seen, key, value, partition=p, headers=[SEEN_BATCH_HEADER])
-            offsets = [TopicPartition(t, p, o) for (t, p), o in staged.offsets.items()]
-            with self.watchdog.call("send_offsets_to_transaction", 30):
-                self._producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-            with self.watchdog.call("commit_transaction", 60):
-                self._producer.commit_transaction(60)
+                produce(self._producer, self.names.receipts_seen, key, value, partition=p, headers=[SEEN_BATCH_HEADER])
+            erased_meanwhile = self._erased_meanwhile(staged)
+            if erased_meanwhile is None:
+                offsets = [TopicPartition(t, p, o) for (t, p), o in staged.offsets.items()]
+                with self.watchdog.call("send_offsets_to_transaction", 30):
+                    self._producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+                with self.watchdog.call("commit_transaction", 60):
+                    self._producer.commit_transaction(60)
         except (KafkaException, DeadLetterVaultError) as exc:
             self._abort(exc)
             if isinstance(exc, DeadLetterVaultError):  # a letter unsealed would name the card, skipped be lost
                 self.letters.backoff.failed(exc)
+            return
+        if erased_meanwhile is not None:
+            self._rewind(erased_meanwhile)  # the stricter reading: the batch is routed again without the card
             return
         self.letters.backoff.succeeded()
         staged.commit_into(self.state)
@@ -357,11 +354,23 @@ class Router(KafkaWorker):
         self.metrics.batch_size.labels("router").observe(len(msgs))
         self.metrics.batch_seconds.labels("router").observe(time.perf_counter() - started)
 
+    def _erased_meanwhile(self, staged: Staged) -> str | None:
+        """Before a commit: why the open transaction must not commit -- an erasure recorded meanwhile hits
+        one of its cards, or the end of the erased-cards topic is not known -- or None when it may."""
+        try:
+            erased = self.erased.confirm(staged.cards)
+        except BrokerError as exc:
+            return f"the erased-cards record cannot be read to its end: {exc}"
+        return f"{erased} card(s) of the open transaction were erased meanwhile" if erased else None
+
     def _abort(self, exc: Exception) -> None:
         err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
         if err is not None and err.fatal():
             raise BrokerError(f"fatal transaction error (fenced by another worker?): {err}") from exc
-        log.warning("%s: transaction aborted, rewinding to the committed offsets: %s", self.name, exc)
+        self._rewind(str(exc))
+
+    def _rewind(self, why: str) -> None:
+        log.warning("%s: transaction aborted, rewinding to the committed offsets: %s", self.name, why)
         self.stats.aborted += 1
         self.metrics.transactions_total.labels("aborted").inc()
         try:
@@ -381,20 +390,3 @@ class Router(KafkaWorker):
         for tp in positions:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-
-    def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None = None,
-        headers: list[tuple[str, str | bytes | None]] | None = None,
-        timestamp: int = 0,
-    ) -> None:
-        at = _ANY_PARTITION if partition is None else partition
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, partition=at, headers=headers, timestamp=timestamp)
-                return
-            except BufferError:
-                self._producer.poll(0.05)

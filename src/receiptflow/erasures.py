@@ -12,6 +12,11 @@ each batch with :meth:`ErasureReader.poll` — an assigned reader outside any co
 polling costs no broker round trip and no rebalance. A warehouse that never saw the erasure (a new
 PostgreSQL, a restored backup) therefore learns it before any row of the card could reach it.
 
+The router and the consent writers (``receiptflow produce``, the registers' client) keep the set
+as :class:`ErasedCards` and ask it about clear card ids; before the router commits a transaction and
+before a consent change is sent they :meth:`ErasureReader.catch_up` to the topic's end as it is at
+that moment, so an erasure acknowledged before then is never missed.
+
 A record with a key but a value this code cannot read still counts as an erasure (the stricter
 reading): its time is then the record's timestamp.
 """
@@ -22,14 +27,17 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from .acknowledged import produce_acknowledged
+from .card_hash import CardHasher
 from .config import Settings
 from .errors import BrokerError
+from .secrets import erasure_salt
 from .topics import TopicNames
 
 log = logging.getLogger(__name__)
@@ -83,9 +91,18 @@ class ErasureReader:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = TopicNames(settings.kafka.topic_prefix).consents_erased
+        self._settings = settings
+        self._consumer = self._client()
+        # Asks for the topic's end in catch_up(). Not the reading consumer: its connection to the
+        # leader carries a long-polling fetch, and a request behind it waits up to fetch.wait.max.ms.
+        self._ends: Consumer | None = None
+        self._assigned = False
+        self._partitions: list[int] = []
+
+    def _client(self) -> Consumer:
         try:
-            self._consumer = Consumer(
-                settings.kafka_config(
+            return Consumer(
+                self._settings.kafka_config(
                     **{
                         "group.id": f"receiptflow-erasures-{uuid.uuid4().hex[:8]}",  # never joins or commits
                         "enable.auto.commit": False,
@@ -96,7 +113,6 @@ class ErasureReader:
             )
         except KafkaException as exc:
             raise BrokerError(f"cannot create the erased-cards reader: {exc}") from exc
-        self._assigned = False
 
     def read_to_end(self, timeout: float = _STALL_SECONDS) -> dict[str, datetime]:
         """Every erased card (salted hash → erased at) up to the topic's end at the time of the call."""
@@ -107,29 +123,57 @@ class ErasureReader:
                 raise BrokerError(
                     f"topic {self.topic} (the erased-cards record) does not exist: run `receiptflow topics create`"
                 )
+            self._partitions = sorted(meta.partitions)
             ends: dict[int, int] = {}
-            for p in sorted(meta.partitions):
+            for p in self._partitions:
                 low, high = self._watermarks(p, timeout)
                 if high > low:
                     ends[p] = high
-            self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)])
+            self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in self._partitions])
             self._assigned = True
-            out: dict[str, datetime] = {}
-            deadline = time.monotonic() + timeout
-            while ends:
-                batch = self._consumer.consume(1000, timeout=0.5)
-                if batch:
-                    deadline = time.monotonic() + timeout
-                elif time.monotonic() > deadline:
-                    raise BrokerError(f"reading {self.topic} got nothing for {timeout:.0f} s before its end")
-                out.update(self._entries(batch))
-                # Positions, not the last offset seen: compaction leaves gaps, and the end may be one.
-                for tp in self._consumer.position([TopicPartition(self.topic, p) for p in list(ends)]):
-                    if tp.offset >= ends[tp.partition]:
-                        del ends[tp.partition]
+            return self._read_until(ends, timeout)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot read {self.topic}: {exc}") from exc
+
+    def catch_up(self, timeout: float = 10.0) -> dict[str, datetime]:
+        """The records that arrived since the last call, up to the topic's end as the broker reports it now.
+
+        Asks the broker for each partition's end (one round trip, never a cached answer): an erasure
+        acknowledged before this call is in the answer. BrokerError when the broker does not answer.
+        """
+        if not self._assigned:
+            raise BrokerError("ErasureReader.catch_up() before read_to_end()")
+        try:
+            out = self._entries(self._consumer.consume(1000, timeout=0))
+            if self._ends is None:
+                self._ends = self._client()
+            ends: dict[int, int] = {}
+            for p in self._partitions:
+                _low, high = self._ends.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout)
+                ends[p] = int(high)
+            out.update(self._read_until(ends, timeout))
             return out
         except KafkaException as exc:
             raise BrokerError(f"cannot read {self.topic}: {exc}") from exc
+
+    def _read_until(self, ends: dict[int, int], timeout: float) -> dict[str, datetime]:
+        """Consume until every partition's position reaches its entry in ``ends`` (offset, exclusive)."""
+        out: dict[str, datetime] = {}
+        deadline = time.monotonic() + timeout
+        while True:
+            # Positions, not the last offset seen: compaction leaves gaps, and the end may be one.
+            for tp in self._consumer.position([TopicPartition(self.topic, p) for p in list(ends)]):
+                if tp.offset >= ends[tp.partition] or ends[tp.partition] <= 0:
+                    del ends[tp.partition]
+            if not ends:
+                return out
+            batch = self._consumer.consume(1000, timeout=0.5)
+            if batch:
+                deadline = time.monotonic() + timeout
+            elif time.monotonic() > deadline:
+                raise BrokerError(f"reading {self.topic} got nothing for {timeout:.0f} s before its end")
+            for subject, at in self._entries(batch).items():
+                out[subject] = min(at, out.get(subject, at))
 
     def _watermarks(self, partition: int, timeout: float) -> tuple[int, int]:
         # A topic created a moment ago may not have a leader known to this client yet: retry a while.
@@ -171,6 +215,74 @@ class ErasureReader:
 
     def close(self) -> None:
         self._consumer.close()
+        if self._ends is not None:
+            self._ends.close()
+
+
+@dataclass
+class ErasedCards:
+    """The erased cards a process knows (salted hash -> erased at), asked about clear card ids.
+
+    ``card_hash`` is the install's keyed hash (:class:`receiptflow.card_hash.CardHasher`). No I/O:
+    the owner feeds it what its :class:`ErasureReader` reads (:meth:`learn`).
+    """
+
+    card_hash: Callable[[str], str]
+    hashes: dict[str, datetime] = field(default_factory=dict)
+
+    def __contains__(self, card_id: object) -> bool:
+        # Nothing erased (the common case): no hash computed at all.
+        return bool(self.hashes) and isinstance(card_id, str) and self.card_hash(card_id) in self.hashes
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def learn(self, found: Mapping[str, datetime]) -> set[str]:
+        """Add what a reader found; returns the hashes that were new."""
+        new = {h for h in found if h not in self.hashes}
+        for h, at in found.items():
+            self.hashes[h] = min(at, self.hashes.get(h, at))
+        return new
+
+    def among(self, cards: Iterable[str], hashes: Iterable[str]) -> list[str]:
+        """The ``cards`` whose hash is one of ``hashes``."""
+        wanted = set(hashes)
+        return [c for c in cards if self.card_hash(c) in wanted] if wanted else []
+
+
+class ErasedCheck:
+    """Whether a card is erased, as a consent writer asks before it sends a change for it.
+
+    The topic is read to its end on first use; later asks take what has arrived and, when the last
+    look at the topic's end is older than ``fresh_for`` seconds, read up to its end again. The router
+    is the gate that keeps every record of an erased card out; this check is the early refusal a
+    person or a register sees.
+    """
+
+    def __init__(self, settings: Settings, fresh_for: float = 1.0) -> None:
+        self.settings = settings
+        self.fresh_for = fresh_for
+        self._reader: ErasureReader | None = None
+        self._cards: ErasedCards | None = None
+        self._looked = 0.0
+
+    def __call__(self, card_id: str) -> bool:
+        if self._reader is None or self._cards is None:
+            self._cards = ErasedCards(CardHasher(erasure_salt(self.settings)))
+            self._reader = ErasureReader(self.settings)
+            self._cards.learn(self._reader.read_to_end())
+            self._looked = time.monotonic()
+        elif time.monotonic() - self._looked > self.fresh_for:
+            self._cards.learn(self._reader.catch_up())
+            self._looked = time.monotonic()
+        else:
+            self._cards.learn(self._reader.poll())
+        return card_id in self._cards
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 def erased_cards(settings: Settings) -> dict[str, datetime]:

@@ -167,6 +167,12 @@ DEFINITIONS: tuple[Definition, ...] = (
     # Warehouse
     _d("warehouse_rows_total", Counter, "receiptflow_warehouse_rows_total", "Rows written to the warehouse.",
        ("table",), ("sink",)),
+    # Erased cards and retractions (router)
+    _d("erased_dropped_total", Counter, "receiptflow_router_erased_dropped_total",
+       "Checkouts and consent changes of erased cards dropped by the router (nothing written for them), "
+       "by input (checkout, consent).", ("input",), ("router",)),
+    _d("retractions_total", Counter, "receiptflow_retractions_total",
+       "Retractions written to purchases.retractions, by reason and scope.", ("reason", "scope"), ("router",)),
 )  # fmt: skip
 
 
@@ -207,6 +213,8 @@ class Metrics:
     profile_rebuild_cards_total: Counter
     segments_assigned_total: Counter
     warehouse_rows_total: Counter
+    erased_dropped_total: Counter
+    retractions_total: Counter
 
     def __init__(self, registry: CollectorRegistry | None = None, roles: Collection[str] = ROLES) -> None:
         unknown = set(roles) - set(ROLES)

@@ -51,6 +51,13 @@ ANALYTICS_WINDOWS = "analytics.windows"
 CHECKOUTS_DLQ = "checkouts.dlq"
 RECEIPTS_SEEN = "processor.receipts-seen"
 CONSENTS_ERASED = "consents.erased"
+PURCHASES_RETRACTIONS = "purchases.retractions"
+
+# How long purchases.marketing keeps a record: purchases.retractions keeps each retraction longer
+# than any record it covers (retention plus one default segment.ms, which a record may outlive its
+# retention by), so a consumer that replays marketing from its start also finds every retraction.
+MARKETING_RETENTION_MS = 30 * DAY_MS
+RETRACTIONS_RETENTION_MS = MARKETING_RETENTION_MS + 7 * DAY_MS
 
 CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -87,7 +94,15 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         "purchase",
         "card_id",
         "Purchases of cards whose consent allows marketing use; group level unless product data consent.",
-        {"retention.ms": str(30 * DAY_MS)},
+        {"retention.ms": str(MARKETING_RETENTION_MS)},
+    ),
+    TopicSpec(
+        PURCHASES_RETRACTIONS,
+        "retraction",
+        "card_id",
+        "Retractions for the consumers of purchases.marketing: a withdrawal (the router, when a consent change "
+        "narrows marketing use) or an erasure (`receiptflow erase`); the contract is in docs/design.md.",
+        {"retention.ms": str(RETRACTIONS_RETENTION_MS)},
     ),
     TopicSpec(
         ANALYTICS_BASKETS,
@@ -145,7 +160,14 @@ CATALOGUE: tuple[TopicSpec, ...] = (
 
 # Topics whose records carry a card id (key or value): what `export` reports and `erase` cannot delete
 # (append-only logs); their records of a card expire with the topic's retention or compaction.
-CARD_LINKED: tuple[str, ...] = (CHECKOUTS, CONSENTS, PURCHASES_CUSTOMER, PURCHASES_MARKETING, CHECKOUTS_DLQ)
+CARD_LINKED: tuple[str, ...] = (
+    CHECKOUTS,
+    CONSENTS,
+    PURCHASES_CUSTOMER,
+    PURCHASES_MARKETING,
+    CHECKOUTS_DLQ,
+    PURCHASES_RETRACTIONS,
+)
 
 
 def spec(name: str) -> TopicSpec:
@@ -170,6 +192,7 @@ class TopicNames:
         self.checkouts_dlq = prefix + CHECKOUTS_DLQ
         self.receipts_seen = prefix + RECEIPTS_SEEN
         self.consents_erased = prefix + CONSENTS_ERASED
+        self.retractions = prefix + PURCHASES_RETRACTIONS
 
     def physical(self, logical: str) -> str:
         return self.prefix + logical

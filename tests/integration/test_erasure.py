@@ -216,6 +216,7 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
         names.purchases_customer,
         names.purchases_marketing,
         names.checkouts_dlq,
+        names.retractions,
     }
     purchases = topics[names.purchases_customer]
     assert purchases["retention_ms"] == 30 * 86_400_000 and purchases["cleanup_policy"] == "delete"
@@ -338,7 +339,7 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     assert first is not None
     assert store.get(card) is None and store.client.exists(store.keys_for(card).profile) == 0
     assert _warehouse_rows(settings, card)["receipts"] == len(mine)
-    assert [e["step"] for e in _subject_audit(settings, subject)] == ["record", "profile"]
+    assert [e["step"] for e in _subject_audit(settings, subject)] == ["record", "retraction", "profile"]
     assert export_card(settings, card)["erasure"]["complete"] is False
 
     again = _cli(settings, "erase", card, "--yes")
@@ -346,10 +347,13 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     assert "completed the erasure recorded at" in " ".join(again.stdout.split())
     assert _warehouse_rows(settings, card) == {"receipts": 0, "receipt_items": 0, "consent_changes": 0}
     audit = _subject_audit(settings, subject)
-    assert [e["step"] for e in audit] == ["record", "profile", "record", "profile", "warehouse", "consents"]
+    assert [e["step"] for e in audit] == [
+        *("record", "retraction", "profile"),
+        *("record", "retraction", "profile", "warehouse", "consents"),
+    ]
     assert {e["erased_at"] for e in audit} == {first.isoformat()}  # the resumed run keeps the first time
     assert len({e["run"] for e in audit}) == 2
-    assert "receipts=" + str(len(mine)) in audit[4]["detail"]
+    assert "receipts=" + str(len(mine)) in audit[6]["detail"]
     assert set(steps_done(audit, subject)) == set(STEPS)
     assert not any(card in value for e in audit_log(settings) for value in e.values())
     records = read_all(settings, TopicNames(settings.kafka.topic_prefix).consents_erased)

@@ -31,6 +31,7 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq import DeadLetter
 from receiptflow.erasures import record_erasure
+from receiptflow.errors import ValidationError
 from receiptflow.jobs.subject import audit_log
 from receiptflow.metrics import Metrics
 from receiptflow.models import ConsentChange, ConsentState, Purchase
@@ -386,8 +387,8 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     assert second["erasure"]["complete"] is True and second["erasure"]["subject"] == store.erased_hash(card)
 
     audit = [e for e in audit_log(worker.settings) if e["subject"] == store.erased_hash(card)]
-    assert [e["step"] for e in audit] == ["record", "profile", "warehouse", "consents"]
-    assert "receipts=" + str(len(mine)) in audit[2]["detail"]
+    assert [e["step"] for e in audit] == ["record", "retraction", "profile", "warehouse", "consents"]
+    assert "receipts=" + str(len(mine)) in audit[3]["detail"]
     assert not any(card in value for entry in audit_log(worker.settings) for value in entry.values())
     tombstones = [
         m
@@ -396,10 +397,15 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     ]
     assert tombstones and tombstones[-1].value() is None
 
-    # Replay the old events: the live path must not bring the card back.
+    # Replay the old events: the live path must not bring the card back. The registers' client refuses
+    # the consent change now, so it is sent past it, as an old register would.
     send_purchases(worker.settings, mine)
-    client.send_consent(change)
-    client.flush()
+    with pytest.raises(ValidationError, match="erased_card"):
+        client.send_consent(change)
+    raw = Producer(worker.settings.kafka_config(**{"enable.idempotence": True}))
+    consents = TopicNames(worker.settings.kafka.topic_prefix).consents
+    raw.produce(consents, key=card.encode(), value=CODEC.encode("consent_change", change.to_avro()))
+    assert raw.flush(30) == 0
     worker.wait(_drained(worker, uuid.uuid4().hex[:6]), 60, "the replay to be consumed")
     assert store.get(card) is None
     assert store.client.exists(*store.keys_for(card).data) == 0

@@ -289,4 +289,4 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
     assert writer.apply_consents([ConsentChange(other, datetime.now(UTC), True, True, "app")]) == 0
     audit = [e for e in audit_log(settings) if "subject" in e]
     assert {e["subject"] for e in audit} == {erasure.subject}  # one entry per step, all of this card
-    assert [e["step"] for e in audit] == ["record", "profile", "warehouse", "consents"]
+    assert [e["step"] for e in audit] == ["record", "retraction", "profile", "warehouse", "consents"]

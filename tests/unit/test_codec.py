@@ -49,6 +49,7 @@ def test_bundled_catalogue_matches_ids_file() -> None:
         "consent_change",
         "dead_letter",
         "purchase",
+        "retraction",
     ]
 
 

@@ -37,8 +37,11 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         stream = sys.stdin.buffer if source is None else source.open("rb")
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
-    with stream:
-        report = ingest(stream, args.kind, client, datetime.now(UTC))
+    try:
+        with stream:
+            report = ingest(stream, args.kind, client, datetime.now(UTC))
+    finally:
+        client.close()
     for note in sorted(report.rejected + report.failed + report.warnings, key=lambda n: n.lineno):
         label = "warning" if note.reason == "unknown_fields" else f"rejected ({note.reason})"
         err_console.print(f"line {note.lineno}: {label}: {note.message}", markup=False, highlight=False, soft_wrap=True)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 # The erasure's steps, in the order they run (see ``jobs.subject`` for why this order).
-STEPS = ("record", "profile", "warehouse", "consents")
+STEPS = ("record", "retraction", "profile", "warehouse", "consents")
 
 # Kafka's "no limit" for a *.lag.ms setting (Long.MAX_VALUE).
 _NO_LIMIT_MS = 9_223_372_036_854_775_807

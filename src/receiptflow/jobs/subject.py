@@ -16,17 +16,23 @@ store holds something or any of those topics may still hold records of the card.
    warehouse stays open until the end, so no sink can take the DuckDB file in between.
 1. ``record``: the card's salted hash goes to the erased-cards topic (``consents.erased``, acks=all,
    idempotent producer; :mod:`receiptflow.erasures`). From here on every reader keeps the card out:
-   the sinks and replays of every warehouse, whatever happens to the steps after.
-2. ``profile``: in one Redis transaction on the card's slot its erased marker ``rf:{hash}:x`` is set
+   the sinks and replays of every warehouse and the router, whatever happens to the steps after.
+2. ``retraction``: an erasure retraction for the card (reason ``erasure``, scope ``all``, effective at
+   the erasure time) on ``purchases.retractions`` (acks=all), so the consumers of
+   ``purchases.marketing`` delete what they hold of it (GDPR Art. 17(2), 19; the contract is in
+   docs/design.md). It follows the record: from then on the router writes nothing more of the card,
+   so the retraction covers every marketing record there will ever be of it. A resumed run publishes
+   it again with the same effective time (consumers apply a retraction idempotently).
+3. ``profile``: in one Redis transaction on the card's slot its erased marker ``rf:{hash}:x`` is set
    (which the live profile scripts check, so a replayed purchase or consent change never brings the
    card back) and the card's profile keys and its dead-letter data key ``rf:{hash}:k`` are deleted
    (the card's dead letters can no longer be opened: :mod:`receiptflow.dlq_vault`); then the hash
    joins the audit list ``rf:erased`` and the card's marketing projection (``rf:m:{mhash}``, another
    slot) is deleted with its guard.
-3. ``warehouse``: in one transaction (``sinks.card_rows.delete_card``) the hash joins the warehouse's
+4. ``warehouse``: in one transaction (``sinks.card_rows.delete_card``) the hash joins the warehouse's
    ``erased_cards`` and the card's rows are deleted (on PostgreSQL under the erasure lock, so batches
    in flight finish first and later ones see the hash).
-4. ``consents``: a tombstone (null value) for the card's key on the compacted ``consents`` topic, so
+5. ``consents``: a tombstone (null value) for the card's key on the compacted ``consents`` topic, so
    compaction drops its consent history and the router forgets it on its next restore.
 
 After each step an audit entry goes to the Redis stream ``rf:audit:erasures``: the step, when, the
@@ -68,6 +74,8 @@ from ..processors.profiles.keys import ERASED_KEY
 from ..processors.profiles.store import RedisProfileStore
 from ..processors.profiles.views import render
 from ..redis_auth import RedisRole
+from ..registry import codec_for
+from ..retractions import erasure_retraction
 from ..sinks import Sink, open_sink
 from ..sinks.card_rows import delete_card, export_rows
 from ..sinks.read_only import open_warehouse
@@ -161,7 +169,7 @@ def _check_kafka(settings: Settings) -> None:
             f"erase refused, nothing changed: Kafka at {settings.kafka.bootstrap_servers} does not answer "
             f"({_first_line(exc)}); start it and run erase again"
         ) from exc
-    missing = [t for t in (names.consents_erased, names.consents) if t not in topics]
+    missing = [t for t in (names.consents_erased, names.consents, names.retractions) if t not in topics]
     if missing:
         raise BrokerError(
             f"erase refused, nothing changed: topics {', '.join(missing)} do not exist; "
@@ -239,11 +247,24 @@ class _EraseSteps:
     tombstones: int = 0
 
     def actions(self) -> dict[str, Callable[[], str]]:
-        return {"record": self.record, "profile": self.profile, "warehouse": self.warehouse, "consents": self.consents}
+        return {
+            "record": self.record,
+            "retraction": self.retraction,
+            "profile": self.profile,
+            "warehouse": self.warehouse,
+            "consents": self.consents,
+        }
 
     def record(self) -> str:
         record_erasure(self.settings, self.subject, self.plan.erased_at)
         return "recorded"
+
+    def retraction(self) -> str:
+        retraction = erasure_retraction(self.card_id, self.plan.erased_at, datetime.now(UTC))
+        value = codec_for(self.settings).encode("retraction", retraction.to_avro())
+        topic = TopicNames(self.settings.kafka.topic_prefix).retractions
+        produce_acknowledged(self.settings, topic, [(self.card_id.encode(), value)], what="the erasure retraction")
+        return "published"
 
     def profile(self) -> str:
         store = self.store

@@ -27,8 +27,9 @@ def test_a_resumed_erasure_keeps_the_first_time_and_does_every_store_step_again(
     first = NOW - timedelta(hours=3)
     plan = plan_erasure(first, NOW)
     assert plan.resumed and plan.erased_at == first
-    # Stores are done again (idempotent, the stricter reading); the record is not written twice.
-    assert plan.steps == ("profile", "warehouse", "consents")
+    # Stores are done again (idempotent, the stricter reading), the retraction is published again
+    # (consumers apply it idempotently); the record is not written twice.
+    assert plan.steps == ("retraction", "profile", "warehouse", "consents")
 
 
 def test_steps_done_reads_only_the_subjects_entries_newest_last() -> None:

@@ -288,3 +288,48 @@ class MemoryGroupConsumer(_Reader):
 
     def consumer_group_metadata(self) -> Any:
         return self.group
+
+
+class MemoryErasureReader:
+    """The reader of the erased-cards topic on the in-memory broker (``ErasureReader``'s methods).
+
+    ``before_catch_up``: callables run (and removed) one per ``catch_up`` call, before it reads: a
+    test appends an erasure there to record it while a transaction is open.
+    """
+
+    def __init__(self, broker: MemoryBroker, topic: str) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.position = 0
+        self.before_catch_up: list[Callable[[], None]] = []
+        self.catch_ups = 0
+        self.closed = False
+
+    def _read(self) -> dict[str, Any]:
+        from receiptflow.erasures import decode_erasure  # noqa: PLC0415 - the stand-in decodes as the real one
+
+        out: dict[str, Any] = {}
+        log = self.broker.log(self.topic, 0)
+        while self.position < len(log):
+            entry = log[self.position]
+            self.position += 1
+            if entry.record is not None:
+                found = decode_erasure(entry.record.key(), entry.record.value(), entry.record.timestamp()[1])
+                if found is not None:
+                    out[found[0]] = found[1]
+        return out
+
+    def read_to_end(self, timeout: float = 60.0) -> dict[str, Any]:
+        return self._read()
+
+    def poll(self) -> dict[str, Any]:
+        return {}  # nothing fetched in the background: catch_up finds it
+
+    def catch_up(self, timeout: float = 10.0) -> dict[str, Any]:
+        self.catch_ups += 1
+        if self.before_catch_up:
+            self.before_catch_up.pop(0)()
+        return self._read()
+
+    def close(self) -> None:
+        self.closed = True

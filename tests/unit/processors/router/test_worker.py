@@ -15,6 +15,7 @@ from receiptflow.config import Settings
 from receiptflow.dlq import DeadLetter, LetterOpener
 from receiptflow.dlq_seal import Original
 from receiptflow.dlq_write import LetterSealer, VaultBackoff
+from receiptflow.erasures import encode_erasure
 from receiptflow.errors import BrokerError, ConfigError
 from receiptflow.metrics import Metrics
 from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
@@ -22,11 +23,13 @@ from receiptflow.processors.router.clients import RouterClients
 from receiptflow.processors.router.pseudonym import BasketPseudonymiser
 from receiptflow.processors.router.state import SEEN_BATCH_HEADER, unpack_seen
 from receiptflow.processors.router.worker import Router
+from receiptflow.retractions import Reason, Retraction, Scope
+from receiptflow.secrets import erasure_salt
 from receiptflow.topics import TopicNames
 
 from ...memory_vault import MemoryVault
 from ...strategies import NOW
-from .memory_kafka import MemoryBroker, MemoryGroupConsumer, MemoryProducer, MemoryRestoreReader
+from .memory_kafka import MemoryBroker, MemoryErasureReader, MemoryGroupConsumer, MemoryProducer, MemoryRestoreReader
 
 pytestmark = pytest.mark.unit
 
@@ -40,6 +43,7 @@ PARTITIONS = 2
 def broker() -> MemoryBroker:
     inputs = [NAMES.checkouts, NAMES.consents, NAMES.receipts_seen]
     outputs = [NAMES.purchases_customer, NAMES.purchases_marketing, NAMES.analytics_baskets, NAMES.checkouts_dlq]
+    outputs += [NAMES.retractions, NAMES.consents_erased]
     return MemoryBroker({t: PARTITIONS for t in inputs} | {t: 1 for t in outputs})
 
 
@@ -53,15 +57,25 @@ def _hash(card: str) -> str:
     return erased_hash(card, b"router-loop-test-erasure-salt")
 
 
-def _router(broker: MemoryBroker, tmp_path: Path, name: str = "router", vault: MemoryVault | None = None) -> Router:
+def _router(
+    broker: MemoryBroker,
+    tmp_path: Path,
+    name: str = "router",
+    vault: MemoryVault | None = None,
+    erasures: MemoryErasureReader | None = None,
+) -> Router:
     settings = Settings(
         kafka={"bootstrap_servers": "127.0.0.1:1"},
         metrics={"port": 0},
         local={"data_dir": tmp_path},
         router={"order_wait_ms": 50},
     )
+    reader = erasures or MemoryErasureReader(broker, NAMES.consents_erased)
     clients = RouterClients(
-        MemoryGroupConsumer(broker, settings.router.id), MemoryProducer(broker), lambda: MemoryRestoreReader(broker)
+        MemoryGroupConsumer(broker, settings.router.id),
+        MemoryProducer(broker),
+        lambda: MemoryRestoreReader(broker),
+        lambda: reader,
     )
     return Router(
         settings,
@@ -237,3 +251,73 @@ def test_inputs_that_are_not_co_partitioned_stop_the_worker_before_it_starts(tmp
     missing = MemoryBroker({NAMES.checkouts: 2, NAMES.consents: 2})
     with pytest.raises(BrokerError, match="receiptflow topics create"):
         _router(missing, tmp_path).run(max_idle=0.1)
+
+
+# --- erased cards and retractions --------------------------------------------------------------------
+def _erase(broker: MemoryBroker, router: Router, card: str = CARD) -> None:
+    """Record ``card`` on the erased-cards topic, keyed by its hash with the router's install salt."""
+    key, value = encode_erasure(erased_hash(card, erasure_salt(router.settings)), NOW - timedelta(minutes=5))
+    broker.append(NAMES.consents_erased, key, value)
+
+
+def _retractions(broker: MemoryBroker) -> list[Retraction]:
+    return [
+        Retraction.from_avro(CODEC.decode(m.value(), expect="retraction").value)
+        for m in broker.records(NAMES.retractions)
+    ]
+
+
+def test_an_erased_card_is_dropped_before_anything_and_counted(broker: MemoryBroker, tmp_path: Path) -> None:
+    other = "2710000000002"
+    _send_consent(broker, True, True, hours_ago=9)
+    _send_checkout(broker, _checkout("r-1"))
+    _send_checkout(broker, _checkout("r-bad", total=1))  # invalid: would be a dead letter holding the card id
+    _send_checkout(broker, _checkout("r-2", card=other))
+    router = _router(broker, tmp_path)
+    _erase(broker, router)
+    stats = router.run(max_idle=0.3)
+    assert _receipts(broker, NAMES.purchases_customer) == ["r-2"]
+    assert broker.records(NAMES.purchases_marketing) == []
+    assert broker.records(NAMES.checkouts_dlq) == [] and broker.records(NAMES.retractions) == []
+    assert len(broker.records(NAMES.analytics_baskets)) == 1  # r-2's only
+    assert (stats.erased, stats.routed, stats.consent_changes, stats.dead_letters) == (3, 1, 0, 0)
+    dropped = router.metrics.erased_dropped_total
+    assert dropped.labels("checkout")._value.get() == 2 and dropped.labels("consent")._value.get() == 1
+    assert all(CARD not in s.consent for s in router.state.values())
+    assert _committed_everything(broker, router.settings.router.id)
+
+
+def test_an_erasure_recorded_while_a_transaction_is_open_aborts_it_and_the_card_is_dropped(
+    broker: MemoryBroker, tmp_path: Path
+) -> None:
+    _send_checkout(broker, _checkout("r-1"))
+    _send_checkout(broker, _checkout("r-2", card="2710000000002"))
+    reader = MemoryErasureReader(broker, NAMES.consents_erased)
+    router = _router(broker, tmp_path, erasures=reader)
+    # The erasure is acknowledged after the transaction started and before it commits.
+    reader.before_catch_up.append(lambda: _erase(broker, router))
+    stats = router.run(max_idle=0.3)
+    assert broker.aborts == 1 and stats.aborted == 1
+    assert _receipts(broker, NAMES.purchases_customer) == ["r-2"]
+    assert len(broker.records(NAMES.analytics_baskets)) == 1
+    assert stats.erased == 1 and stats.routed == 1
+    assert reader.catch_ups >= 2 and reader.closed
+    assert _committed_everything(broker, router.settings.router.id)
+
+
+def test_a_withdrawal_writes_one_retraction_in_its_transaction(broker: MemoryBroker, tmp_path: Path) -> None:
+    _send_consent(broker, True, True, hours_ago=9)
+    _router(broker, tmp_path, "first").run(max_idle=0.3)
+    assert broker.records(NAMES.retractions) == []  # a grant narrows nothing
+    _send_consent(broker, False, True, hours_ago=3)  # product data withdrawn, e-mail kept
+    _send_consent(broker, False, True, hours_ago=3)  # the same change delivered again
+    router = _router(broker, tmp_path, "second")
+    stats = router.run(max_idle=0.3)
+    [retraction] = _retractions(broker)
+    assert (retraction.card_id, retraction.reason, retraction.scope) == (CARD, Reason.WITHDRAWAL, Scope.PRODUCT_DATA)
+    assert retraction.effective_at == NOW - timedelta(hours=3) and retraction.issued_at == NOW
+    assert retraction.issuer == router.transactional_id
+    assert [m.key() for m in broker.records(NAMES.retractions)] == [CARD.encode()]
+    assert stats.retractions == 1
+    assert router.metrics.retractions_total.labels("withdrawal", "product_data_marketing")._value.get() == 1
+    assert _committed_everything(broker, router.settings.router.id)
