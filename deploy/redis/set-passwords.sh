@@ -2,7 +2,7 @@
 # Renders users.acl (the roles, committed without any password) into a file redis-server loads with
 # `aclfile`: each role is switched on with the SHA-256 of its password, so the output holds hashes only.
 #
-#   PROFILE_WRITER_PASSWORD=... MARKETING_READER_PASSWORD=... SUPPORT_PASSWORD=... [ADMIN_PASSWORD=...] \
+#   PROFILE_WRITER_PASSWORD=... MARKETING_READER_PASSWORD=... SUPPORT_PASSWORD=... [ADMIN_PASSWORD=...] [AUDITOR_PASSWORD=...] \
 #     deploy/redis/set-passwords.sh [users.acl] > /etc/redis/users.acl
 #
 # A role whose password variable is unset or empty stays off. The default user stays off: a client
@@ -27,4 +27,5 @@ on profile-writer "${PROFILE_WRITER_PASSWORD:-}"
 on marketing-reader "${MARKETING_READER_PASSWORD:-}"
 on support "${SUPPORT_PASSWORD:-}"
 on admin "${ADMIN_PASSWORD:-}"
+on auditor "${AUDITOR_PASSWORD:-}"
 sed -e "${script#;}" "$src"

@@ -1,7 +1,7 @@
 """Redis roles: which ACL user each command connects as, where its password comes from, and the
 ACL the embedded server loads.
 
-Four roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
+Five roles, each granted the least it needs (``deploy/redis/users.acl`` is the one definition):
 
 * ``writer`` (``profile-writer``): the profile agent, ``profiles rebuild``, ``segments run``, the
   demo. Profile hashes and dedup sets (``rf:{hash}:p``, ``rf:{hash}:seen``) through the profile
@@ -12,9 +12,12 @@ Four roles, each granted the least it needs (``deploy/redis/users.acl`` is the o
   reads nothing else): ``HGET*`` on profile hashes only. Not the dedup sets, the erased markers
   and record or the audit stream; no write, no scan, no script.
 * ``support`` (``support``): the data-protection jobs, ``export``, ``erase`` and ``profile --view
-  full``: reads and deletes a card's keys, adds to the erased-cards record, writes and reads the
-  erasure audit stream. Kept apart from the writer so that the credentials every stream worker
+  full``: reads and deletes a card's keys, adds to the erased-cards record; on the audit streams
+  (``rf:audit:*``) it may append and read back only (``XADD``, ``XRANGE``…), never delete, trim,
+  rename or expire them. Kept apart from the writer so that the credentials every stream worker
   holds cannot take a card off the erased-cards record (and bring it back with a replay).
+* ``auditor`` (``auditor``): ``receiptflow audit``: reads the audit streams and is the only role that
+  may trim them (per the retention of docs/privacy.md); nothing else.
 * ``admin``: the embedded stack's own checks (``INFO``) and maintenance; on the embedded server only.
 
 Where a role's credentials come from, first match wins (:func:`connection_url`):
@@ -44,7 +47,7 @@ from pydantic import SecretStr
 
 from .config import Settings
 from .errors import ConfigError
-from .secrets import generated_secret, read_generated_secret
+from .secrets import checked, generated_secret, read_generated_secret
 
 
 class RedisRole(StrEnum):
@@ -52,6 +55,7 @@ class RedisRole(StrEnum):
     MARKETING = "marketing"
     SUPPORT = "support"
     ADMIN = "admin"
+    AUDITOR = "auditor"
 
 
 # The user names of deploy/redis/users.acl.
@@ -60,6 +64,7 @@ TEMPLATE_USERS: Mapping[RedisRole, str] = {
     RedisRole.MARKETING: "marketing-reader",
     RedisRole.SUPPORT: "support",
     RedisRole.ADMIN: "admin",
+    RedisRole.AUDITOR: "auditor",
 }
 
 
@@ -71,17 +76,29 @@ def role_user(settings: Settings, role: RedisRole) -> str:
         return settings.redis.marketing_user
     if role is RedisRole.SUPPORT:
         return settings.redis.support_user
+    if role is RedisRole.AUDITOR:
+        return settings.redis.auditor_user
     return TEMPLATE_USERS[role]
 
 
 def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
-    """The role's password from the settings (None for admin, which only the embedded stack has)."""
+    """The role's password from the settings (None for admin, which only the embedded stack has); a
+    production install refuses a placeholder or guessable one (:func:`receiptflow.secrets.checked`)."""
+    given = _given(settings, role)
+    if given is not None and settings.is_production:
+        checked(settings, f"RECEIPTFLOW_REDIS_{role.name}_PASSWORD", given.get_secret_value())
+    return given
+
+
+def _given(settings: Settings, role: RedisRole) -> SecretStr | None:
     if role is RedisRole.WRITER:
         return settings.redis.writer_password
     if role is RedisRole.MARKETING:
         return settings.redis.marketing_password
     if role is RedisRole.SUPPORT:
         return settings.redis.support_password
+    if role is RedisRole.AUDITOR:
+        return settings.redis.auditor_password
     return None
 
 
@@ -120,6 +137,8 @@ def connection_url(settings: Settings, role: RedisRole) -> str:
         return with_credentials(settings.redis.url, role_user(settings, role), given.get_secret_value())
     parts = urlsplit(settings.redis.url)
     if parts.username or parts.password or settings.redis.password is not None:
+        if settings.redis.password is not None and settings.is_production:
+            checked(settings, "RECEIPTFLOW_REDIS_PASSWORD", settings.redis.password.get_secret_value())
         return settings.redis_connection_url()
     generated = role_password(settings, role)
     if generated is not None:

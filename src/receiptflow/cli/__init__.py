@@ -32,6 +32,7 @@ from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
 from . import (
     aggregate,
+    audit,
     contract,
     privacy,
     process,
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile_commands.add_segments(sub)
     privacy.add_export(sub)
     privacy.add_erase(sub)
+    audit.add_audit(sub)
     warehouse.add_sql(sub)
     web.add_web(sub)
     servers.add_demo(sub)

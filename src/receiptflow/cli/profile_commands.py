@@ -17,7 +17,16 @@ from rich.table import Table
 from ..config import Settings
 from ..humanize import DEFAULT_ZONE, euros, percent
 from ..progress import progress_bar
-from .common import card_id, console, err_console, print_endpoints, require_data_dir, require_warehouse
+from .common import (
+    add_look_options,
+    card_id,
+    console,
+    err_console,
+    looker_of,
+    print_endpoints,
+    require_data_dir,
+    require_warehouse,
+)
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -33,10 +42,16 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
 
     # Only the full view shows the dedup set (support's login); the others read profile hashes
     # alone, all the marketing reader may read (deploy/redis/users.acl).
-    role = RedisRole.SUPPORT if args.view == "full" else RedisRole.MARKETING
+    full = args.view == "full"
+    who = looker_of(args, settings) if full else None  # before anything connects
+    role = RedisRole.SUPPORT if full else RedisRole.MARKETING
     if given_password(settings, role) is None:
         require_data_dir(settings, "profile")  # the generated role passwords are there
     store = RedisProfileStore.from_settings(settings, role)
+    if who is not None:
+        from ..jobs.looks import record_look
+
+        record_look(store.client, who, "profile-full", store.erased_hash(args.card))  # no entry, no look
     profile = store.get(args.card, with_seen=args.view == "full")
     if profile is None:
         err_console.print(f"no profile for card {args.card}")
@@ -68,6 +83,7 @@ def add_profile(sub: Subparsers) -> None:
         help="customer: the card holder's own view; marketing: only what consent allows; full: everything",
     )
     s.add_argument("--json", action="store_true", help="the stored values as JSON (cents, UTC), for machines")
+    add_look_options(s, " (--view full)")
     s.set_defaults(func=cmd_profile)
 
 

@@ -65,6 +65,16 @@ class RedisSettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_REDIS_SUPPORT_PASSWORD",
         description="password of the support/DPO role (export, erase, profile --view full)",
     )
+    auditor_user: str = Field(
+        default="auditor",
+        validation_alias="RECEIPTFLOW_REDIS_AUDITOR_USER",
+        description="Redis user of the auditor role",
+    )
+    auditor_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_AUDITOR_PASSWORD",
+        description="password of the auditor role (receiptflow audit: reads and trims the audit streams)",
+    )
 
 
 class WarehouseSettings(SettingsGroup):
@@ -120,6 +130,12 @@ class PrivacySettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_ANALYTICS_KEY",
         description="key of the basket pseudonyms on the anonymous analytics data; required in production, "
         "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    operator: str | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_OPERATOR",
+        description="the staff login of the person running commands that look at a card (export, profile "
+        "--view full, web link), recorded in the audit of looks; --as overrides it",
     )
     deployment: Literal["auto", "embedded", "production"] = Field(
         default="auto",
