@@ -9,10 +9,12 @@ the Redis role passwords, the PostgreSQL password):
   (:data:`PLACEHOLDERS`; ``tests/unit/test_secret_strength.py`` reads the bundle files, so a new
   placeholder that this list misses fails the tests);
 * a low-entropy value: fewer than :data:`MIN_LENGTH` characters, fewer than :data:`MIN_DISTINCT`
-  distinct characters, or an estimate below :data:`MIN_BITS` bits. The estimate is the value's
-  length times the Shannon entropy of its own character frequencies: ``"k" * 32`` scores 0,
-  ``"abcd" * 8`` 64 bits but only 4 distinct characters, a ``secrets.token_hex(32)`` about 240 bits.
-  It cannot prove a value random (nothing can); it catches the typed and the repeated.
+  distinct characters, an estimate below :data:`MIN_BITS` bits, a repetition of a shorter text
+  (``"0123456789" * 2``) or a value holding a common password word (:data:`COMMON_WORDS`). The
+  estimate is the value's length times the Shannon entropy of its own character frequencies:
+  ``"k" * 32`` scores 0, ``"abcd" * 8`` 64 bits but only 4 distinct characters, a
+  ``secrets.token_hex(32)`` about 240 bits. No check can prove a value random; these catch the
+  typed, the repeated and the well known.
 
 :func:`secret_problem` says what is wrong in one line, naming the variable and how to make a good one.
 """
@@ -44,6 +46,8 @@ PLACEHOLDERS = frozenset(
         "REPLACE-ME-not-a-real-password",
     }
 )
+# Words that make a value guessable; none is likely in 64 random hex or base64 characters (< 1e-5).
+COMMON_WORDS = ("password", "passwd", "secret", "changeme", "letmein", "qwerty", "123456", "abcdef", "admin")
 GENERATE = "generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))'"
 
 
@@ -56,6 +60,12 @@ def entropy_bits(value: str) -> float:
     return n * per_char
 
 
+def repeated(value: str) -> bool:
+    """Whether ``value`` is a shorter text repeated (the last repetition may be cut short)."""
+    n = len(value)
+    return any(value == (value[:p] * (n // p + 1))[:n] for p in range(1, n // 2 + 1))
+
+
 def secret_problem(variable: str, value: str) -> str | None:
     """What is wrong with ``value`` as the production secret ``variable``, in one line; None when it will do."""
     if PLACEHOLDER_MARK in value.lower() or value in PLACEHOLDERS:
@@ -66,7 +76,8 @@ def secret_problem(variable: str, value: str) -> str | None:
         return f"{variable} is too short: use at least {MIN_LENGTH} random characters; {GENERATE}"
     distinct = len(set(value))
     bits = entropy_bits(value)
-    if distinct < MIN_DISTINCT or bits < MIN_BITS:
+    lowered = value.lower()
+    if distinct < MIN_DISTINCT or bits < MIN_BITS or repeated(value) or any(w in lowered for w in COMMON_WORDS):
         return (
             f"{variable} is too easy to guess ({distinct} distinct characters, about {bits:.0f} bits; at least "
             f"{MIN_DISTINCT} and {MIN_BITS:.0f} are needed): {GENERATE}"

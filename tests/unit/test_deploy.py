@@ -79,11 +79,13 @@ def test_the_deploy_script_renders_the_acl_the_embedded_stack_loads() -> None:
         "MARKETING_READER_PASSWORD": "m-" + "2" * 30,
         "SUPPORT_PASSWORD": "s-" + "3" * 30,
         "ADMIN_PASSWORD": "a-" + "4" * 30,
+        "AUDITOR_PASSWORD": "u-" + "5" * 30,
     }
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **passwords}
     script = ROOT / "deploy" / "redis" / "set-passwords.sh"
     rendered = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30, check=True)
-    users = dict(zip(("profile-writer", "marketing-reader", "support", "admin"), passwords.values(), strict=True))
+    names = ("profile-writer", "marketing-reader", "support", "admin", "auditor")
+    users = dict(zip(names, passwords.values(), strict=True))
     expected = render_acl(acl_template(), {u: (u, hashlib.sha256(p.encode()).hexdigest()) for u, p in users.items()})
     assert rendered.stdout == expected
     assert not [p for p in passwords.values() if p in rendered.stdout]
@@ -108,3 +110,21 @@ def test_the_committed_acl_holds_no_password_and_switches_every_user_off() -> No
         "%R~rf:{*}:x" in writer and "~rf:*" not in writer and "~rf:{*}:*" not in writer[: writer.index("-@dangerous")]
     )
     assert "(~rf:{*}:x" in writer and "(~rf:erased" in writer
+
+
+def test_the_audit_streams_are_append_only_for_support_and_trimmed_by_the_auditor_only() -> None:
+    # (On the real server: tests/integration/test_looks.py.)
+    lines = (ROOT / "deploy" / "redis" / "users.acl").read_text(encoding="utf-8").splitlines()
+    users = {line.split()[1]: line for line in lines if line.strip()}
+    root, *selectors = users["support"].split(" (")
+    # Support's own keys are the cards' keys and the erased-cards list: no pattern reaches rf:audit:*.
+    assert [r for r in root.split() if "~" in r] == ["~rf:{*}:*", "~rf:erased"]
+    assert selectors == ["~rf:audit:* resetchannels -@all +xadd +xrange +xrevrange +xlen)"]
+    auditor_root, *auditor_selectors = users["auditor"].split(" (")
+    assert [r for r in auditor_root.split() if "~" in r] == ["%R~rf:audit:*"]
+    assert "+@write" not in auditor_root and "+xadd" not in users["auditor"]
+    assert auditor_selectors == ["~rf:audit:* resetchannels -@all +xtrim +hincrby)"]
+    # No other role reaches the audit streams at all.
+    for name, line in users.items():
+        if name not in ("support", "auditor", "admin"):
+            assert "rf:audit" not in line and "~rf:*" not in line and "~*" not in line, name

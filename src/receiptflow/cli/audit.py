@@ -9,8 +9,6 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from rich.table import Table
-
 from ..config import Settings
 from ..humanize import DEFAULT_ZONE, local_time
 from .common import card_id, console, err_console, iso_date, require_data_dir
@@ -61,12 +59,18 @@ def _streams(report: AuditReport) -> list[dict[str, object]]:
 
 
 def _print(report: AuditReport) -> None:
-    table = Table(f"when ({DEFAULT_ZONE})", "look", "who", "via", "reason", "card (salted hash)", "entry")
+    """One line per look, oldest first: when (local time), what, who, how, why, which card (its hash)."""
+    console.print(f"looks at cards, times in {DEFAULT_ZONE}:", highlight=False)
     for look in report.looks:
-        via = f"{look.via} ({look.os_user})" if look.os_user else look.via
-        what = f"{look.kind} {look.detail}".strip()
-        table.add_row(local_time(look.at), what, look.principal, via, look.reason or "-", look.subject, look.id)
-    console.print(table)
+        how = f"{look.via}, os user {look.os_user}" if look.os_user else look.via
+        what = f"{look.kind} ({look.detail})" if look.detail else look.kind
+        console.print(
+            f"{local_time(look.at)}  {what} by {look.principal} ({how}), reason: {look.reason or '-'}; "
+            f"card {look.subject}; entry {look.id}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"{len(report.looks)} looks", highlight=False)
 
 
