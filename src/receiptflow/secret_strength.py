@@ -40,6 +40,7 @@ PLACEHOLDERS = frozenset(
         "replace-me-redis-admin",
         "replace-me-warehouse",
         "replace-me-warehouse-sink",
+        "replace-me-warehouse-support",
         "replace-me-grafana",
         "REPLACE-ME-not-a-real-erasure-salt",
         "REPLACE-ME-not-a-real-analytics-key",

@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     privacy.add_erase(sub)
     audit.add_audit(sub)
     warehouse.add_sql(sub)
+    warehouse.add_warehouse(sub)
     web.add_web(sub)
     servers.add_demo(sub)
     # Each command's --help opens with the line the command list shows, and names its defaults.

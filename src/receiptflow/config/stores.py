@@ -90,6 +90,29 @@ class WarehouseSettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_WAREHOUSE_PASSWORD",
         description="password for a PostgreSQL warehouse",
     )
+    # The workers' logins that `warehouse setup` (run as the owner) creates; each worker then connects
+    # with its own login in RECEIPTFLOW_WAREHOUSE_URL and its password in RECEIPTFLOW_WAREHOUSE_PASSWORD.
+    sink_user: str = Field(
+        default="rf_sink",
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SINK_USER",
+        description="PostgreSQL login of the warehouse sink (a member of receiptflow_sink), made by warehouse setup",
+    )
+    sink_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SINK_PASSWORD",
+        description="warehouse setup: the sink login's password (the sink is given it as "
+        "RECEIPTFLOW_WAREHOUSE_PASSWORD)",
+    )
+    support_user: str = Field(
+        default="rf_support",
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SUPPORT_USER",
+        description="PostgreSQL login of export and erase (a member of receiptflow_support), made by warehouse setup",
+    )
+    support_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SUPPORT_PASSWORD",
+        description="warehouse setup: the support login's password",
+    )
 
 
 class WebSettings(SettingsGroup):
