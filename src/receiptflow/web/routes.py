@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ..jobs.looks import MAX_REASON
 from . import pages
 from .access import RefusedError, require_card, require_csrf, require_login
 from .data import CustomerPage
@@ -188,7 +189,8 @@ async def support(request: Request) -> Response:
     reason = " ".join(request.query_params.get("reason", "").split())
     if not card:
         return render(request, "support.html", doc=None, card=None, reason="")
-    if not reason:  # every staff look names its reason in the audit: ask for it, show nothing
+    if not reason or len(reason) > MAX_REASON or not reason.isprintable():
+        # Every staff look names its reason in the audit: ask for one it can record, show nothing.
         return render(request, "support.html", 400, doc=None, card=card, reason="", need_reason=True)
     backend = web_of(request).backend
     doc, audit_id = await run_in_threadpool(backend.support_look, card, login.subject, reason)

@@ -149,6 +149,7 @@ def test_cashier_gets_403_on_every_profile_page_and_support_is_audited(backend: 
     assert s.get("/card/1001").status_code == 403  # support has the audited view only
     page = s.get("/support/card/1001")  # no reason given: asked for, nothing looked at
     assert page.status_code == 400 and 'id="reason-needed"' in page.text and "card_id" not in page.text
+    assert s.get("/support/card/1001", params={"reason": "x" * 301}).status_code == 400  # not a 503
     assert backend.looks == []
     page = s.get("/support/card/1001", params={"reason": "  ticket\n 7 "})
     assert page.status_code == 200 and '"card_id": "1001"' in html.unescape(page.text) and "1-1" in page.text
