@@ -3,7 +3,7 @@
 # `aclfile`: each role is switched on with the SHA-256 of its password, so the output holds hashes only.
 #
 #   PROFILE_WRITER_PASSWORD=... MARKETING_READER_PASSWORD=... SUPPORT_PASSWORD=... CUSTOMER_READER_PASSWORD=... \
-#     DLQ_VAULT_PASSWORD=... [WEB_SESSIONS_PASSWORD=...] [ADMIN_PASSWORD=...] \
+#     DLQ_VAULT_PASSWORD=... [WEB_SESSIONS_PASSWORD=...] [ADMIN_PASSWORD=...] [AUDITOR_PASSWORD=...] \
 #     deploy/redis/set-passwords.sh [users.acl] > /etc/redis/users.acl
 #
 # A role whose password variable is unset or empty stays off. The default user stays off: a client
@@ -31,4 +31,5 @@ on web-sessions "${WEB_SESSIONS_PASSWORD:-}"
 on customer-reader "${CUSTOMER_READER_PASSWORD:-}"
 on admin "${ADMIN_PASSWORD:-}"
 on dlq-vault "${DLQ_VAULT_PASSWORD:-}"
+on auditor "${AUDITOR_PASSWORD:-}"
 sed -e "${script#;}" "$src"

@@ -20,9 +20,12 @@ The roles, each granted the least it needs (``deploy/redis/users.acl`` is the on
   the card holder sees everything the profile holds. Not the dedup sets, the projections, the erased
   markers and record or the audit stream; no write, no scan, no script.
 * ``support`` (``support``): the data-protection jobs, ``export``, ``erase`` and ``profile --view
-  full``: reads and deletes a card's keys (its projection too), adds to the erased-cards record,
-  writes and reads the erasure audit stream. Kept apart from the writer so that the credentials every
+  full``: reads and deletes a card's keys (its projection too), adds to the erased-cards record; on
+  the audit streams (``rf:audit:*``) it may append and read back only (``XADD``, ``XRANGE``…), never
+  delete, trim, rename or expire them. Kept apart from the writer so that the credentials every
   stream worker holds cannot take a card off the erased-cards record (and bring it back with a replay).
+* ``auditor`` (``auditor``): ``receiptflow audit``: reads the audit streams and is the only role that
+  may trim them (per the retention of docs/privacy.md); nothing else.
 * ``web_sessions`` (``web-sessions``): ``receiptflow web``'s server-side sessions: the session
   records ``rf:web:s:*`` and the per-card session lists ``rf:web:c:*`` (keyed hashes, never a card
   id), with the few commands they need; no profile, marker or audit key.
@@ -59,7 +62,7 @@ from pydantic import SecretStr
 
 from .config import Settings
 from .errors import ConfigError
-from .secrets import generated_secret, read_generated_secret
+from .secrets import checked, generated_secret, read_generated_secret
 
 
 class RedisRole(StrEnum):
@@ -70,6 +73,7 @@ class RedisRole(StrEnum):
     WEB_SESSIONS = "web_sessions"
     DLQ_VAULT = "dlq_vault"
     CUSTOMER = "customer"
+    AUDITOR = "auditor"
 
 
 # The user names of deploy/redis/users.acl.
@@ -81,6 +85,7 @@ TEMPLATE_USERS: Mapping[RedisRole, str] = {
     RedisRole.WEB_SESSIONS: "web-sessions",
     RedisRole.DLQ_VAULT: "dlq-vault",
     RedisRole.CUSTOMER: "customer-reader",
+    RedisRole.AUDITOR: "auditor",
 }
 
 
@@ -98,11 +103,21 @@ def role_user(settings: Settings, role: RedisRole) -> str:
         return settings.redis.dlq_vault_user
     if role is RedisRole.CUSTOMER:
         return settings.redis.customer_user
+    if role is RedisRole.AUDITOR:
+        return settings.redis.auditor_user
     return TEMPLATE_USERS[role]
 
 
 def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
-    """The role's password from the settings (None for admin, which only the embedded stack has)."""
+    """The role's password from the settings (None for admin, which only the embedded stack has); a
+    production install refuses a placeholder or guessable one (:func:`receiptflow.secrets.checked`)."""
+    given = _given(settings, role)
+    if given is not None and settings.is_production:
+        checked(settings, f"RECEIPTFLOW_REDIS_{role.name}_PASSWORD", given.get_secret_value())
+    return given
+
+
+def _given(settings: Settings, role: RedisRole) -> SecretStr | None:
     if role is RedisRole.WRITER:
         return settings.redis.writer_password
     if role is RedisRole.MARKETING:
@@ -115,6 +130,8 @@ def given_password(settings: Settings, role: RedisRole) -> SecretStr | None:
         return settings.redis.dlq_vault_password
     if role is RedisRole.CUSTOMER:
         return settings.redis.customer_password
+    if role is RedisRole.AUDITOR:
+        return settings.redis.auditor_password
     return None
 
 
@@ -153,6 +170,8 @@ def connection_url(settings: Settings, role: RedisRole) -> str:
         return with_credentials(settings.redis.url, role_user(settings, role), given.get_secret_value())
     parts = urlsplit(settings.redis.url)
     if parts.username or parts.password or settings.redis.password is not None:
+        if settings.redis.password is not None and settings.is_production:
+            checked(settings, "RECEIPTFLOW_REDIS_PASSWORD", settings.redis.password.get_secret_value())
         return settings.redis_connection_url()
     generated = role_password(settings, role)
     if generated is not None:

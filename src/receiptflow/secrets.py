@@ -12,12 +12,14 @@ Three keys turn identifiers into values that cannot be linked back without the k
 
 A production install (:attr:`Settings.is_production`) must be given each key in its environment
 (``RECEIPTFLOW_ERASURE_SALT``, ``RECEIPTFLOW_ANALYTICS_KEY``, ``RECEIPTFLOW_MARKETING_KEY``): a key
-written in the source, or one generated on a single machine, would either be known to everybody or
-differ between the machines that must agree, so :func:`install_secret` refuses with
-:class:`ConfigError`. The embedded stack generates each key once per install, 32 random bytes, kept in
-``data_dir/secrets/<name>`` readable by its owner only (directory 0700, file 0600), so every process
-of that install agrees on it. The embedded Redis's role passwords are generated the same way
-(:mod:`receiptflow.redis_auth`).
+written in the source, or one
+generated on a single machine, would either be known to everybody or differ between the machines
+that must agree, so :func:`install_secret` refuses with :class:`ConfigError`; it refuses a given
+placeholder (``REPLACE-ME…``) or guessable value too (:func:`checked`, every production secret's check:
+:mod:`receiptflow.secret_strength`). The embedded stack
+generates each key once per install, 32 random bytes, kept in ``data_dir/secrets/<name>`` readable by
+its owner only (directory 0700, file 0600), so every process of that install agrees on it. The
+embedded Redis's role passwords are generated the same way (:mod:`receiptflow.redis_auth`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pydantic import SecretStr
 
 from .config import Settings
 from .errors import ConfigError
+from .secret_strength import MIN_LENGTH, secret_problem
 
 SECRETS_DIR = "secrets"
 _ENV_NAMES = {
@@ -54,16 +57,25 @@ def install_secret(settings: Settings, name: str) -> bytes:
         raise ValueError(f"unknown install secret {name!r}")
     given: SecretStr | None = getattr(settings.privacy, name)
     if given is not None:
-        value = given.get_secret_value()
-        if len(value) < 16:
-            raise ConfigError(f"{_ENV_NAMES[name]} is too short: use at least 16 random characters")
-        return value.encode()
+        return checked(settings, _ENV_NAMES[name], given.get_secret_value()).encode()
     if settings.is_production:
         raise ConfigError(
             f"{_ENV_NAMES[name]} is not set: a production install needs its own secret "
             f"(generate one with: python3 -c 'import secrets; print(secrets.token_hex(32))')"
         )
     return _generated(secret_path(settings, name))
+
+
+def checked(settings: Settings, variable: str, value: str) -> str:
+    """``value``, the secret given as ``variable``, once it will do: on a production install not a placeholder
+    and not guessable (:func:`receiptflow.secret_strength.secret_problem`), elsewhere at least 16 characters."""
+    if settings.is_production:
+        problem = secret_problem(variable, value)
+        if problem is not None:
+            raise ConfigError(problem)
+    elif len(value) < MIN_LENGTH:
+        raise ConfigError(f"{variable} is too short: use at least {MIN_LENGTH} random characters")
+    return value
 
 
 def generated_secret(settings: Settings, name: str) -> bytes:

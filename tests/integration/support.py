@@ -43,7 +43,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
-    for role in ("writer", "marketing", "support", "customer", "web_sessions", "dlq_vault"):
+    for role in ("writer", "marketing", "support", "customer", "web_sessions", "dlq_vault", "auditor"):
         password = getattr(settings.redis, f"{role}_password")
         if password is not None:
             env[f"RECEIPTFLOW_REDIS_{role.upper()}_PASSWORD"] = password.get_secret_value()

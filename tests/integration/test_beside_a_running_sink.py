@@ -28,7 +28,7 @@ from .support import env_for, read_all
 pytestmark = pytest.mark.integration
 
 COMMANDS = [
-    ["export", "CARD-BESIDE"],
+    ["export", "CARD-BESIDE", "--as", "dpo", "--reason", "test"],
     ["segments", "run", "--month", "2026-12"],
     ["erase", "CARD-BESIDE", "--yes"],
     ["sink", "replay", "--from-beginning"],

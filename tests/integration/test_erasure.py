@@ -33,6 +33,7 @@ from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.erasures import erased_at, erased_cards
 from receiptflow.errors import BrokerError, ErasureIncompleteError, ProfileStoreError
+from receiptflow.jobs.looks import Looker
 from receiptflow.jobs.subject import STEPS, audit_log, erase_card, export_card, steps_done
 from receiptflow.models import ConsentChange, ConsentState, Purchase
 from receiptflow.policy import load_policy
@@ -54,6 +55,7 @@ MakeSettings = Callable[..., Settings]
 CODEC = Codec()
 POLICY = load_policy()
 CARD_TABLES = ("receipts", "receipt_items", "receipt_groups", "consent_changes")
+DPO = Looker("dpo", "the card holder's request", "cli", "")  # who exports, for the audit of looks
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
     assert redis.Redis.from_url(redis_server.role_url(RedisRole.ADMIN, 11)).sismember(ERASED_KEY, erasure.subject)
 
     # Export: nothing in any store, but the topics still hold the card, until their retention.
-    doc = export_card(settings, card)
+    doc = export_card(settings, card, who=DPO)
     assert doc["profile"] is None and all(rows == [] for rows in doc["warehouse"].values())
     assert doc["held"] is True and doc["erasure"]["complete"] is True
     assert doc["erasure"]["erased_at"] == erasure.at.isoformat()
@@ -229,7 +231,7 @@ def test_an_erased_card_stays_erased_after_a_replay_into_a_fresh_postgresql(
 
     # A card that was not erased: its topics are listed with their retention, counted from now.
     other = next(p.card_id for p in others if p.card_id is not None)
-    live = export_card(settings, other)
+    live = export_card(settings, other, who=DPO)
     assert live["held"] is True and live["erasure"] is None and live["warehouse"]["receipts"]
     assert {t["topic"] for t in live["topics"]} == set(topics)
     assert {t["topic"]: t["may_hold_until"] for t in live["topics"]}[names.consents] is None
@@ -340,7 +342,7 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     assert store.get(card) is None and store.client.exists(store.keys_for(card).profile) == 0
     assert _warehouse_rows(settings, card)["receipts"] == len(mine)
     assert [e["step"] for e in _subject_audit(settings, subject)] == ["record", "retraction", "profile"]
-    assert export_card(settings, card)["erasure"]["complete"] is False
+    assert export_card(settings, card, who=DPO)["erasure"]["complete"] is False
 
     again = _cli(settings, "erase", card, "--yes")
     assert again.returncode == 0, again.stderr
@@ -358,7 +360,7 @@ def test_a_failure_after_the_topic_record_is_completed_by_running_erase_again(
     assert not any(card in value for e in audit_log(settings) for value in e.values())
     records = read_all(settings, TopicNames(settings.kafka.topic_prefix).consents_erased)
     assert [m.key() for m in records] == [subject.encode()]  # recorded once, by the first run
-    assert export_card(settings, card)["erasure"]["complete"] is True
+    assert export_card(settings, card, who=DPO)["erasure"]["complete"] is True
 
 
 # --- cards erased before the topic existed --------------------------------------------------------

@@ -371,9 +371,9 @@ def test_segments_are_stored_and_the_same_on_a_second_run(pipeline: Pipeline) ->
 
     # Subject access shows them; the marketing view only while consent allows the grocery segment.
     card = sorted(with_segment)[0]
-    exported = json.loads(pipeline.cli("export", card).stdout)
+    exported = json.loads(pipeline.cli("export", card, "--as", "dpo", "--reason", "test").stdout)
     assert exported["profile"]["segments"] == stored[card]
-    summary = pipeline.cli("export", card).stderr
+    summary = pipeline.cli("export", card, "--as", "dpo", "--reason", "test").stderr
     assert f"card {card}: profile" in summary and " €" in summary and ("EET" in summary or "EEST" in summary)
     readable = pipeline.cli("profile", card)
     assert readable.returncode == 0 and " €" in readable.stdout and "spend_cents" not in readable.stdout

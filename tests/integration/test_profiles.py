@@ -367,7 +367,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     finally:
         sink.close()
 
-    first = json.loads(worker.cli("export", card).stdout)
+    first = json.loads(worker.cli("export", card, "--as", "dpo", "--reason", "test").stdout)
     assert first["held"] is True
     assert first["profile"]["visits"] == len(mine)
     assert sorted(r["receipt_id"] for r in first["warehouse"]["receipts"]) == sorted(p.receipt_id for p in mine)
@@ -376,7 +376,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
 
     erased = worker.cli("erase", card, "--yes")
     assert erased.returncode == 0, erased.stderr
-    second = json.loads(worker.cli("export", card).stdout)
+    second = json.loads(worker.cli("export", card, "--as", "dpo", "--reason", "test").stdout)
     assert second["profile"] is None and second["consent_history"] == []
     assert all(rows == [] for rows in second["warehouse"].values())
     # No store holds it, but the topics do until their retention: "held" says so, with until when.
@@ -409,7 +409,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     worker.wait(_drained(worker, uuid.uuid4().hex[:6]), 60, "the replay to be consumed")
     assert store.get(card) is None
     assert store.client.exists(*store.keys_for(card).data) == 0
-    assert json.loads(worker.cli("export", card).stdout)["profile"] is None
+    assert json.loads(worker.cli("export", card, "--as", "dpo", "--reason", "test").stdout)["profile"] is None
 
     # Nor the warehouse: the live sink reads the re-sent records, and a replay of the retained topics
     # from the beginning reads the card's original ones again; neither stores a row of the card.
@@ -426,7 +426,7 @@ def test_export_erase_export_and_a_replay_does_not_bring_the_card_back(worker: P
     replayed = worker.cli("sink", "replay", "--from-beginning")
     assert replayed.returncode == 0, replayed.stderr
     assert "replayed" in replayed.stdout and " 0 receipts" in replayed.stdout
-    third = json.loads(worker.cli("export", card).stdout)
+    third = json.loads(worker.cli("export", card, "--as", "dpo", "--reason", "test").stdout)
     assert third["profile"] is None
     assert all(rows == [] for rows in third["warehouse"].values()) and third["consent_history"] == []
     sink = open_sink(worker.settings)

@@ -140,6 +140,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
             "web_sessions_password": None,
             "dlq_vault_password": None,
             "customer_password": None,
+            "auditor_password": None,
         },
         local={"data_dir": embedded.settings.local.data_dir},
         warehouse={"url": f"duckdb:///{tmp_path / 'warehouse.duckdb'}"},
@@ -200,7 +201,7 @@ def test_the_roles(embedded: Embedded, make_settings: MakeSettings, tmp_path: Pa
     keys = writer.keys_for(other)
     r = embedded.client(RedisRole.CUSTOMER)
     support = embedded.client(RedisRole.SUPPORT)
-    support.hset("rf:other:p", "v", "1")  # a hash outside the profile keys
+    embedded.client(RedisRole.ADMIN).hset("rf:other:p", "v", "1")  # a hash outside the profile keys
     support.xadd(AUDIT_STREAM, {"probe": "1"})
     support.sadd(ERASED_KEY, "probe")
     refused: list[tuple[object, ...]] = [

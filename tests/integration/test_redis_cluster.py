@@ -342,8 +342,9 @@ def test_household_points_add_up_across_masters(run: ClusterRun, tmp_path: Path)
     households = tmp_path / "households.csv"
     households.write_text("card_id,household_id\n" + "".join(f"{c},h1\n" for c in cards))
     for view in ("customer", "full"):
+        looker = ["--as", "anna", "--reason", "test"] if view == "full" else []  # the full view is audited
         shown = run.cli(
-            "profile", cards[0], "--view", view, "--json", env={"RECEIPTFLOW_HOUSEHOLDS_FILE": str(households)}
+            "profile", cards[0], "--view", view, "--json", *looker, env={"RECEIPTFLOW_HOUSEHOLDS_FILE": str(households)}
         )
         assert shown.returncode == 0, shown.stderr
         assert json.loads(shown.stdout)["household"]["points"] == sum(points[c] for c in cards)

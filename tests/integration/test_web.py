@@ -30,6 +30,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from receiptflow.config import Settings
+from receiptflow.jobs.looks import LOOKS_STREAM
 from receiptflow.models import ConsentChange, ConsentState
 from receiptflow.processors.profiles.keys import profile_key, seen_key
 from receiptflow.processors.profiles.projections import MarketingReader
@@ -39,7 +40,6 @@ from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import open_sink, run_sink
 from receiptflow.stack import free_port
 from receiptflow.topics import create_topics
-from receiptflow.web.data import VIEWS_AUDIT_STREAM
 from receiptflow.web.i18n import euros, number, percent
 
 from .conftest import RedisServer
@@ -74,10 +74,11 @@ class Site:
         return result
 
     def link(self, subject: str, role: str = "customer") -> str:
-        return self.cli("web", "link", subject, "--role", role).stdout.strip()
+        return self.cli("web", "link", subject, "--role", role, "--as", "anna", "--reason", "test").stdout.strip()
 
     def view(self, card: str, kind: str) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self.cli("profile", card, "--view", kind, "--json").stdout)
+        looker = ("--as", "anna", "--reason", "test") if kind == "full" else ()
+        doc: dict[str, Any] = json.loads(self.cli("profile", card, "--view", kind, "--json", *looker).stdout)
         return doc
 
 
@@ -341,7 +342,7 @@ def test_the_download_equals_the_export(site: Site, page: Page, tmp_path: Path) 
     path = tmp_path / "my-data.json"
     info.value.save_as(path)
     downloaded = json.loads(path.read_text(encoding="utf-8"))
-    exported = json.loads(site.cli("export", card).stdout)
+    exported = json.loads(site.cli("export", card, "--as", "dpo", "--reason", "test").stdout)
     assert downloaded["profile"] is not None and downloaded["warehouse"]["receipts"]
     assert _stable(downloaded) == _stable(exported)
 
@@ -357,7 +358,7 @@ def test_a_cashier_gets_403_and_support_looks_are_audited(site: Site, page: Page
     subject = support.erased_hash(card)
 
     def looks() -> int:
-        return sum(1 for _, f in support.client.xrange(VIEWS_AUDIT_STREAM) if f.get("subject") == subject)
+        return sum(1 for _, f in support.client.xrange(LOOKS_STREAM) if f.get("subject") == subject)
 
     context = browser.new_context(bypass_csp=True, locale="en-GB")
     staff = context.new_page()
@@ -365,14 +366,20 @@ def test_a_cashier_gets_403_and_support_looks_are_audited(site: Site, page: Page
         sign_in(staff, site, "anna", "support")
         assert staff.goto(f"{site.url}/card/{card}").status == 403  # type: ignore[union-attr]
         before = looks()
+        assert staff.goto(f"{site.url}/support/card/{card}").status == 400  # type: ignore[union-attr]
+        assert looks() == before  # no reason, no look
         for expected in (before + 1, before + 2):
-            assert staff.goto(f"{site.url}/support/card/{card}").status == 200  # type: ignore[union-attr]
+            assert staff.goto(f"{site.url}/support/card/{card}?reason=ticket+7").status == 200  # type: ignore[union-attr]
             assert json.loads(staff.inner_text("#full-view"))["card_id"] == card
             assert looks() == expected
         shoot(staff, "support-full-view")
         assert axe_violations(staff) == []
-        entries = [f for _, f in support.client.xrange(VIEWS_AUDIT_STREAM) if f.get("subject") == subject]
-        assert entries[-1]["who"] == "anna" and not any(card in v for e in entries for v in e.values())
+        entries = [f for _, f in support.client.xrange(LOOKS_STREAM) if f.get("subject") == subject]
+        assert (
+            entries[-1]["principal"] == "anna"
+            and entries[-1]["reason"] == "ticket 7"
+            and not any(card in v for e in entries for v in e.values())
+        )
     finally:
         context.close()
 
@@ -417,6 +424,6 @@ def test_erasure_with_confirmation_empties_the_page(site: Site, page: Page) -> N
     assert page.goto(f"{site.url}/card/{card}").status == 401  # type: ignore[union-attr]
     assert page.goto(site.link(card)).status == 410  # type: ignore[union-attr]
     assert page.locator("#signin").count() == 0
-    exported = json.loads(site.cli("export", card).stdout)
+    exported = json.loads(site.cli("export", card, "--as", "dpo", "--reason", "test").stdout)
     assert exported["profile"] is None and all(rows == [] for rows in exported["warehouse"].values())
     assert exported["erasure"]["complete"] is True

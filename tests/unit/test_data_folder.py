@@ -29,7 +29,7 @@ def test_the_data_dir_is_absolute_once_and_says_where_it_comes_from(
 
 
 READERS = [
-    ["export", "CARD-1"],
+    ["export", "CARD-1", "--as", "dpo", "--reason", "test"],
     ["erase", "CARD-1", "--yes"],
     ["sql", "SELECT count(*) FROM receipts"],
     ["segments", "run", "--month", "2026-12"],

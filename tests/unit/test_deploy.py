@@ -82,11 +82,21 @@ def test_the_deploy_script_renders_the_acl_the_embedded_stack_loads() -> None:
         "WEB_SESSIONS_PASSWORD": "ws-" + "5" * 30,
         "DLQ_VAULT_PASSWORD": "d-" + "5" * 30,
         "CUSTOMER_READER_PASSWORD": "c-" + "5" * 30,
+        "AUDITOR_PASSWORD": "u-" + "5" * 30,
     }
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **passwords}
     script = ROOT / "deploy" / "redis" / "set-passwords.sh"
     rendered = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30, check=True)
-    names = ("profile-writer", "marketing-reader", "support", "admin", "web-sessions", "dlq-vault", "customer-reader")
+    names = (
+        "profile-writer",
+        "marketing-reader",
+        "support",
+        "admin",
+        "web-sessions",
+        "dlq-vault",
+        "customer-reader",
+        "auditor",
+    )
     users = dict(zip(names, passwords.values(), strict=True))
     expected = render_acl(acl_template(), {u: (u, hashlib.sha256(p.encode()).hexdigest()) for u, p in users.items()})
     assert rendered.stdout == expected
@@ -130,3 +140,21 @@ def test_the_committed_acl_holds_no_password_and_switches_every_user_off() -> No
     sessions = users["web-sessions"]
     assert [r for r in sessions if "~" in r] == ["~rf:web:s:*", "~rf:web:c:*"]
     assert not [r for r in sessions if r.startswith("+@") and r != "+@connection"] and "+eval" not in sessions
+
+
+def test_the_audit_streams_are_append_only_for_support_and_trimmed_by_the_auditor_only() -> None:
+    # (On the real server: tests/integration/test_looks.py.)
+    lines = (ROOT / "deploy" / "redis" / "users.acl").read_text(encoding="utf-8").splitlines()
+    users = {line.split()[1]: line for line in lines if line.strip()}
+    root, *selectors = users["support"].split(" (")
+    # Support's own keys are the cards' keys and the erased-cards list: no pattern reaches rf:audit:*.
+    assert [r for r in root.split() if "~" in r] == ["~rf:{*}:*", "~rf:erased", "~rf:m:*", "~rf:mg:*"]
+    assert selectors == ["~rf:audit:* resetchannels -@all +xadd +xrange +xrevrange +xlen)"]
+    auditor_root, *auditor_selectors = users["auditor"].split(" (")
+    assert [r for r in auditor_root.split() if "~" in r] == ["%R~rf:audit:*"]
+    assert "+@write" not in auditor_root and "+xadd" not in users["auditor"]
+    assert auditor_selectors == ["~rf:audit:* resetchannels -@all +xtrim +hincrby)"]
+    # No other role reaches the audit streams at all.
+    for name, line in users.items():
+        if name not in ("support", "auditor", "admin"):
+            assert "rf:audit" not in line and "~rf:*" not in line and "~*" not in line, name

@@ -94,6 +94,13 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "redis_url",
         "redis_dlq_vault_password",
     },
+    # The owner's one-shot: migrations and the workers' logins (no Kafka, no erasure salt).
+    ("warehouse", "setup"): {
+        "warehouse_url",
+        "warehouse_password",
+        "warehouse_sink_password",
+        "warehouse_support_password",
+    },
     # Kafka only: the baskets arrive pseudonymised (no analytics key), the cells go to Kafka (no database).
     ("aggregate", "run"): {"bootstrap_servers", "analytics_instance"},
     ("simulate",): {"bootstrap_servers"},
@@ -595,9 +602,9 @@ def test_compose_mounts_the_files_that_exist_and_runs_the_cluster_it_describes()
     # Redis loads the ACL file that set-passwords.sh renders from deploy/redis/users.acl.
     assert "--aclfile" in services["redis"]["command"]
     assert "set-passwords.sh" in " ".join(services["redis-acl"]["entrypoint"])
-    # Workers start after the topics exist.
+    # Workers start after the topics exist (the warehouse's setup job needs no Kafka: it runs beside them).
     for name, svc in compose_receiptflow_services().items():
-        if name != "topics":
+        if name not in ("topics", "warehouse-setup"):
             assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully", name
 
 
@@ -691,3 +698,37 @@ def test_grafana_provisioning_matches_the_dashboard_and_compose() -> None:
             assert panel["datasource"]["uid"] in uids, panel["title"]
             for target in panel["targets"]:
                 assert target["datasource"]["uid"] in uids, panel["title"]
+
+
+def _warehouse_user(w: Workload) -> str | None:
+    url = w.env.get("RECEIPTFLOW_WAREHOUSE_URL")
+    return None if url is None else url.split("//", 1)[1].split("@", 1)[0]
+
+
+def test_workers_use_their_postgresql_login_and_only_the_setup_job_the_owner_s() -> None:
+    # (What the login may do, against a real PostgreSQL: tests/integration/test_warehouse_logins.py.)
+    owner = "receiptflow"  # POSTGRES_USER of compose: the database's owner
+    assert compose()["services"]["postgres"]["environment"]["POSTGRES_USER"] == owner
+    sink_user = Settings(_env_file=None).warehouse.sink_user  # type: ignore[call-arg]
+    for where, workloads in (("compose", compose_workloads()), ("kubernetes", k8s_workloads())):
+        setups = [w for w in workloads if w.runs(("warehouse", "setup"))]
+        sinks = [w for w in workloads if w.runs(("sink",))]
+        assert len(setups) == 1 and sinks, where
+        assert _warehouse_user(setups[0]) == owner, where
+        for w in workloads:
+            if w in setups:
+                continue
+            assert _warehouse_user(w) in (None, sink_user), f"{w.where} connects as {_warehouse_user(w)}"
+            # No worker is given the owner's password (the secret the setup job reads as its password).
+            owner_secret = setups[0].env["RECEIPTFLOW_WAREHOUSE_PASSWORD"]
+            assert owner_secret not in w.env.values(), f"{w.where} holds the owner's password"
+            assert "RECEIPTFLOW_WAREHOUSE_SINK_PASSWORD" not in w.env, w.where
+        for w in sinks:
+            assert _warehouse_user(w) == sink_user, w.where
+            assert w.env["RECEIPTFLOW_WAREHOUSE_PASSWORD"] == setups[0].env["RECEIPTFLOW_WAREHOUSE_SINK_PASSWORD"]
+    # Compose starts the sink only once the setup has made its login.
+    sink = compose()["services"]["sink"]["depends_on"]
+    assert sink["warehouse-setup"] == {"condition": "service_completed_successfully"}
+    # No shared setting names the owner for every pod.
+    config = next(r for r in k8s_resources() if r["kind"] == "ConfigMap")["data"]
+    assert "RECEIPTFLOW_WAREHOUSE_URL" not in config

@@ -32,6 +32,7 @@ from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
 from . import (
     aggregate,
+    audit,
     contract,
     privacy,
     process,
@@ -115,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile_commands.add_segments(sub)
     privacy.add_export(sub)
     privacy.add_erase(sub)
+    audit.add_audit(sub)
     warehouse.add_sql(sub)
+    warehouse.add_warehouse(sub)
     web.add_web(sub)
     servers.add_demo(sub)
     # Each command's --help opens with the line the command list shows, and names its defaults.

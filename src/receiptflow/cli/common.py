@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     # What ``ArgumentParser.add_subparsers()`` returns: each command module adds its parsers to it.
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
+    from ..jobs.looks import Looker
+
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
 log = logging.getLogger("receiptflow")
@@ -135,3 +137,24 @@ def card_id(text: str) -> str:
     except ValidationError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a card id: {exc.message}") from None
     return text
+
+
+def add_look_options(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """``--as`` and ``--reason``: who looks at a card and why, recorded in the audit of looks before the look."""
+    parser.add_argument(
+        "--as",
+        dest="principal",
+        metavar="LOGIN",
+        help=f"your staff login, recorded in the audit of looks{when} (default: RECEIPTFLOW_OPERATOR; required)",
+    )
+    parser.add_argument(
+        "--reason",
+        help=f"why you look (a ticket, the card holder's request), recorded in the audit of looks{when}; required",
+    )
+
+
+def looker_of(args: argparse.Namespace, settings: Settings) -> Looker:
+    """Who looks and why, from ``--as``/``RECEIPTFLOW_OPERATOR`` and ``--reason``; UsageError when either is missing."""
+    from ..jobs.looks import looker
+
+    return looker(args.principal or settings.privacy.operator, args.reason)

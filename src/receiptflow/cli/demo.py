@@ -326,19 +326,29 @@ def _summary(
         console.print(f"  {line}", markup=False, soft_wrap=True)
     card = next(iter(sorted(truth.per_card)), None)
     if card:
-        from ..web.state import Web
-
-        # The link is printed, not a command: it works once, for a few minutes, in a browser.
-        console.print(
-            f"\n[bold]The card holder's page[/bold]: serve it with the first line, then open the link"
-            f" (one-time, {settings.web.link_minutes} min; the last line prints a new one)"
-        )
-        console.print(f"  {own_command()} web", markup=False, soft_wrap=True)
-        console.print(f"  {Web(settings).link('customer', card)}", markup=False, soft_wrap=True)
-        console.print(f"  {own_command()} web link {shlex.quote(card)}", markup=False, soft_wrap=True)
+        _print_link(settings, card)
     if not ok:
         console.print("[red]the counts do not agree[/red]")
     return 0 if ok else 1
+
+
+def _print_link(settings: Settings, card: str) -> None:
+    """A sign-in link for the demo's card, audited as `web link` is, and the command for a new one."""
+    from ..jobs.looks import audit_look, looker
+    from ..web.state import Web
+
+    # A link lets whoever opens it see the card: audited as `web link` is, before it is made.
+    reason = "make demo: a sign-in link for a simulated card"
+    audit_look(settings, looker("demo", reason), "web-link", card, detail="role=customer")
+    # The link is printed, not a command: it works once, for a few minutes, in a browser.
+    console.print(
+        f"\n[bold]The card holder's page[/bold]: serve it with the first line, then open the link"
+        f" (one-time, {settings.web.link_minutes} min; the last line prints a new one)"
+    )
+    console.print(f"  {own_command()} web", markup=False, soft_wrap=True)
+    console.print(f"  {Web(settings).link('customer', card)}", markup=False, soft_wrap=True)
+    again = f"web link {shlex.quote(card)} --as demo --reason 'a new link for the demo card'"
+    console.print(f"  {own_command()} {again}", markup=False, soft_wrap=True)
 
 
 # What a person runs after the demo; every line is run as printed by tests/integration/test_printed_commands.py.

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..humanize import euros, local_time
-from .common import card_id, console, err_console, print_data_dir, print_endpoints, require_warehouse
+from .common import (
+    add_look_options,
+    card_id,
+    console,
+    err_console,
+    looker_of,
+    print_data_dir,
+    print_endpoints,
+    require_warehouse,
+)
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -22,10 +31,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from ..jobs.subject import export_card
     from ..topics import require_broker
 
+    who = looker_of(args, settings)  # before anything connects
     print_data_dir(settings)
     require_warehouse(settings, "export")
     require_broker(settings)  # the export says what the topics still hold
-    doc = export_card(settings, args.card)
+    doc = export_card(settings, args.card, who=who)
     console.print_json(json.dumps(doc, default=str))
     err_console.print(export_summary(doc), markup=False, highlight=False, soft_wrap=True)
     return 0
@@ -62,6 +72,7 @@ def add_export(sub: Subparsers) -> None:
         "export", help="subject access: everything held about a card, as JSON (a one-line summary on stderr)"
     )
     s.add_argument("card", type=card_id, help="the loyalty card id")
+    add_look_options(s)
     s.set_defaults(func=cmd_export)
 
 
@@ -90,7 +101,8 @@ def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
     console.print(
         f"erased: {resumed}{e.redis_keys} Redis keys, warehouse rows: {rows}, {e.tombstones} tombstone(s); "
         f"{len(e.audit_ids)} audit entries up to {e.audit_id} (subject {e.subject}); "
-        f"`.venv/bin/receiptflow export {args.card}` says until when topics may still hold its records",
+        f"`.venv/bin/receiptflow export {args.card} --reason '...'` says until when topics may still hold its "
+        "records",
         soft_wrap=True,
     )
     return 0

@@ -17,9 +17,19 @@ from rich.table import Table
 from ..config import Settings
 from ..humanize import DEFAULT_ZONE, euros, percent
 from ..progress import progress_bar
-from .common import card_id, console, err_console, print_endpoints, require_data_dir, require_warehouse
+from .common import (
+    add_look_options,
+    card_id,
+    console,
+    err_console,
+    looker_of,
+    print_endpoints,
+    require_data_dir,
+    require_warehouse,
+)
 
 if TYPE_CHECKING:
+    from ..jobs.looks import Looker
     from ..redis_auth import RedisRole
     from .common import Subparsers
 
@@ -31,6 +41,7 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
 
     # Each view reads as its own role (deploy/redis/users.acl): marketing its projection only, with the
     # marketing key and no erasure salt; the card holder's own view the profile hashes; full, support.
+    who = looker_of(args, settings) if args.view == "full" else None  # before anything connects
     role = {"marketing": RedisRole.MARKETING, "customer": RedisRole.CUSTOMER}.get(args.view, RedisRole.SUPPORT)
     if given_password(settings, role) is None:
         require_data_dir(settings, "profile")  # the generated role passwords are there
@@ -44,7 +55,7 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
         doc = marketing_doc(args.card, fields) if fields else None
         as_of = f", figures as of {fields['at']}" if fields.get("at") else ""
     else:
-        doc = _profile_doc(settings, role, args.card, args.view)
+        doc = _profile_doc(settings, role, args.card, args.view, who)
         as_of = ""
     if doc is None:
         err_console.print(f"no profile for card {args.card}")
@@ -60,13 +71,20 @@ def cmd_profile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _profile_doc(settings: Settings, role: RedisRole, card: str, view: str) -> dict[str, Any] | None:
-    """The customer or full view of ``card`` read as ``role``; None when no profile is held."""
+def _profile_doc(
+    settings: Settings, role: RedisRole, card: str, view: str, who: Looker | None
+) -> dict[str, Any] | None:
+    """The customer or full view of ``card`` read as ``role``; None when no profile is held. A look by
+    ``who`` (the full view) is recorded in the audit of looks first: no entry, no look."""
     from ..processors.profiles.households import load_households, members
     from ..processors.profiles.store import RedisProfileStore
     from ..processors.profiles.views import render
 
     store = RedisProfileStore.from_settings(settings, role)
+    if who is not None:
+        from ..jobs.looks import record_look
+
+        record_look(store.client, who, "profile-full", store.erased_hash(card))
     profile = store.get(card, with_seen=view == "full")
     if profile is None:
         return None
@@ -88,6 +106,7 @@ def add_profile(sub: Subparsers) -> None:
         help="customer: the card holder's own view; marketing: only what consent allows; full: everything",
     )
     s.add_argument("--json", action="store_true", help="the stored values as JSON (cents, UTC), for machines")
+    add_look_options(s, " (--view full)")
     s.set_defaults(func=cmd_profile)
 
 

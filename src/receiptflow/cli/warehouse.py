@@ -1,4 +1,5 @@
-"""Questions to the warehouse: ``sql`` (one read-only query, printed for people or as JSON).
+"""The warehouse: ``sql`` (one read-only query, printed for people or as JSON) and ``warehouse setup``
+(the owner's job: migrations and the workers' PostgreSQL logins).
 
 Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
 """
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from ..config import Settings
 from ..humanize import euros, local_time, percent
-from .common import console, print_data_dir, require_warehouse
+from .common import console, print_data_dir, print_endpoints, require_warehouse
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -101,3 +102,38 @@ def add_sql(sub: Subparsers) -> None:
     )
     s.add_argument("--json", action="store_true", help="one JSON object per row, stored values (cents, UTC)")
     s.set_defaults(func=cmd_sql)
+
+
+def cmd_warehouse(args: argparse.Namespace, settings: Settings) -> int:
+    from ..errors import UsageError
+    from ..secrets import checked
+    from ..sinks.logins import SINK_GROUP, SUPPORT_GROUP, Login, set_up_logins
+
+    if not settings.resolved_warehouse_url.startswith("postgres"):
+        raise UsageError(
+            "warehouse setup is for a PostgreSQL warehouse: DuckDB has no logins (a sink migrates its file itself)"
+        )
+    w = settings.warehouse
+    logins = [
+        Login(user, group, checked(settings, variable, password.get_secret_value()))
+        for user, group, variable, password in (
+            (w.sink_user, SINK_GROUP, "RECEIPTFLOW_WAREHOUSE_SINK_PASSWORD", w.sink_password),
+            (w.support_user, SUPPORT_GROUP, "RECEIPTFLOW_WAREHOUSE_SUPPORT_PASSWORD", w.support_password),
+        )
+        if password is not None
+    ]
+    print_endpoints(settings, "warehouse setup:")
+    made = set_up_logins(settings.warehouse_connection_url(), logins)
+    which = f"; logins {', '.join(made)} set up" if made else "; no login password given, so no login changed"
+    console.print(f"warehouse migrated{which}", highlight=False)
+    return 0
+
+
+def add_warehouse(sub: Subparsers) -> None:
+    s = sub.add_parser(
+        "warehouse",
+        help="setup: as the PostgreSQL owner, apply the migrations and create or update the workers' logins "
+        "(RECEIPTFLOW_WAREHOUSE_SINK_PASSWORD, RECEIPTFLOW_WAREHOUSE_SUPPORT_PASSWORD)",
+    )
+    s.add_argument("action", choices=("setup",), help="setup: migrations, then the workers' logins")
+    s.set_defaults(func=cmd_warehouse)

@@ -1,4 +1,4 @@
-"""The web page: ``web serve`` (the default) and ``web link``.
+"""The web page: ``web serve`` (the default) and ``web link`` (audited as a look: ``--as``, ``--reason``).
 
 Each command's arguments (``add_<command>``) stand next to its handler (``cmd_<command>``).
 """
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..errors import UsageError
-from .common import card_id, console, err_console, print_endpoints
+from .common import add_look_options, card_id, console, err_console, looker_of, print_endpoints
 
 if TYPE_CHECKING:
     from .common import Subparsers
@@ -45,7 +45,13 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
         subject = card_id(args.subject)
     except argparse.ArgumentTypeError as exc:
         raise UsageError(str(exc)) from None
-    url = Web(settings).link(args.role, subject)
+    who = looker_of(args, settings)
+    web = Web(settings)  # its key first: a refused key audits no link
+    from ..jobs.looks import audit_look
+
+    # A link lets whoever opens it see the card (or act as the staff login): audited before it is made.
+    audit_look(settings, who, "web-link", subject, detail=f"role={args.role}")
+    url = web.link(args.role, subject)
     console.print(url, soft_wrap=True, highlight=False, markup=False)
     err_console.print(f"valid for {settings.web.link_minutes} minutes, once")
     return 0
@@ -67,6 +73,7 @@ def add_web(sub: Subparsers) -> None:
         default="customer",
         help="web link: whom the link signs in (support and cashier links name a staff login)",
     )
+    add_look_options(s, " (web link)")
     s.add_argument("--host", default="127.0.0.1", help="web serve: address to listen on")
     s.add_argument("--port", type=int, default=8080, help="web serve: port to listen on")
     s.set_defaults(func=cmd_web)

@@ -43,6 +43,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails
 from pydantic_settings.sources import ENV_FILE_SENTINEL, DotenvType
 
+from ..errors import ConfigError
+from ..secret_strength import secret_problem
 from .base import DEFAULT_DATA_DIR, ENV_PREFIX, KAFKA_LOGGER, SettingsGroup, redact_url, variable_name
 from .pipeline import (
     AggregateSettings,
@@ -236,6 +238,10 @@ class Settings(BaseModel):
         url = self.resolved_warehouse_url
         if self.warehouse.password is None or not url.startswith("postgres"):
             return url
+        if self.is_production:  # a placeholder of the bundles, or a guessable one, is refused
+            problem = secret_problem("RECEIPTFLOW_WAREHOUSE_PASSWORD", self.warehouse.password.get_secret_value())
+            if problem is not None:
+                raise ConfigError(problem)
         return _with_password(url, self.warehouse.password)
 
     def describe(self) -> dict[str, str]:

@@ -95,6 +95,16 @@ class RedisSettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_REDIS_CUSTOMER_PASSWORD",
         description="password of the customer reader role (profile --view customer, the page's customer view)",
     )
+    auditor_user: str = Field(
+        default="auditor",
+        validation_alias="RECEIPTFLOW_REDIS_AUDITOR_USER",
+        description="Redis user of the auditor role",
+    )
+    auditor_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_REDIS_AUDITOR_PASSWORD",
+        description="password of the auditor role (receiptflow audit: reads and trims the audit streams)",
+    )
 
 
 class WarehouseSettings(SettingsGroup):
@@ -109,6 +119,29 @@ class WarehouseSettings(SettingsGroup):
         default=None,
         validation_alias="RECEIPTFLOW_WAREHOUSE_PASSWORD",
         description="password for a PostgreSQL warehouse",
+    )
+    # The workers' logins that `warehouse setup` (run as the owner) creates; each worker then connects
+    # with its own login in RECEIPTFLOW_WAREHOUSE_URL and its password in RECEIPTFLOW_WAREHOUSE_PASSWORD.
+    sink_user: str = Field(
+        default="rf_sink",
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SINK_USER",
+        description="PostgreSQL login of the warehouse sink (a member of receiptflow_sink), made by warehouse setup",
+    )
+    sink_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SINK_PASSWORD",
+        description="warehouse setup: the sink login's password (the sink is given it as "
+        "RECEIPTFLOW_WAREHOUSE_PASSWORD)",
+    )
+    support_user: str = Field(
+        default="rf_support",
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SUPPORT_USER",
+        description="PostgreSQL login of export and erase (a member of receiptflow_support), made by warehouse setup",
+    )
+    support_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_WAREHOUSE_SUPPORT_PASSWORD",
+        description="warehouse setup: the support login's password",
     )
 
 
@@ -171,6 +204,12 @@ class PrivacySettings(SettingsGroup):
         description="key of the names of the marketing projections (the profile writer, support and the "
         "marketing reader hold it, never the erasure salt's holders alone); required in production, "
         "generated per install (data_dir/secrets) on the embedded stack",
+    )
+    operator: str | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_OPERATOR",
+        description="the staff login of the person running commands that look at a card (export, profile "
+        "--view full, web link), recorded in the audit of looks; --as overrides it",
     )
     deployment: Literal["auto", "embedded", "production"] = Field(
         default="auto",

@@ -81,16 +81,21 @@ from ..sinks.card_rows import delete_card, export_rows
 from ..sinks.read_only import open_warehouse
 from ..topics import CARD_LINKED, TopicNames, describe_topic_configs
 from .erasure_plan import STEPS, ErasurePlan, plan_erasure, steps_done, topic_retention
+from .looks import Looker, record_look
 
 AUDIT_STREAM = "rf:audit:erasures"
 
 
 # --- export --------------------------------------------------------------------------------------
-def export_card(settings: Settings, card_id: str, now: datetime | None = None) -> dict[str, Any]:
-    """Everything held about ``card_id`` as one JSON-ready document (see the module docstring)."""
+def export_card(
+    settings: Settings, card_id: str, now: datetime | None = None, *, who: Looker, kind: str = "export"
+) -> dict[str, Any]:
+    """Everything held about ``card_id`` as one JSON-ready document (see the module docstring), after
+    the look's entry in the audit of looks (``kind`` "export", or "download" from the page)."""
     now = now or datetime.now(UTC)
     store = RedisProfileStore.from_settings(settings, RedisRole.SUPPORT)
     subject = store.erased_hash(card_id)
+    record_look(store.client, who, kind, subject)  # no entry, no look: before anything is read
     profile = store.get(card_id)
     with open_warehouse(settings) as warehouse:  # read-only: an export changes nothing
         rows = export_rows(warehouse, card_id)

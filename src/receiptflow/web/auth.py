@@ -30,7 +30,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..secrets import generated_secret
+from ..secrets import checked, generated_secret
 
 ROLES = ("customer", "support", "cashier")
 LINK_SALT = "receiptflow-web-sign-in-link"
@@ -40,10 +40,7 @@ def web_key(settings: Settings) -> bytes:
     """The key that signs links (and keys the sessions' per-card lists): given in production, else generated
     per install."""
     if settings.web.secret_key is not None:
-        value = settings.web.secret_key.get_secret_value()
-        if len(value) < 16:
-            raise ConfigError("RECEIPTFLOW_WEB_SECRET_KEY is too short: use at least 16 random characters")
-        return value.encode()
+        return checked(settings, "RECEIPTFLOW_WEB_SECRET_KEY", settings.web.secret_key.get_secret_value()).encode()
     if settings.is_production:
         raise ConfigError(
             "RECEIPTFLOW_WEB_SECRET_KEY is not set: a production install needs its own key "

@@ -5,9 +5,10 @@
   user, which may read profile hashes and nothing else. The marketing view is ``profile CARD --view
   marketing``: the card's marketing projection, read as the ``marketing`` user with the marketing key
   only (:class:`~receiptflow.processors.profiles.projections.MarketingReader`), never the erasure salt.
-* Support's full view: read as the ``support`` user, and only after an audit entry for the look is
-  written to ``rf:audit:views`` (the erasure audit's mechanism: an append-only Redis stream with the
-  card's salted hash, never the card id); no entry, no view.
+* Support's full view: read as the ``support`` user, and only after an entry for the look, with the
+  staff login and the reason given, is written to the audit of looks (``rf:audit:looks``,
+  :mod:`receiptflow.jobs.looks`: an append-only Redis stream with the card's salted hash, never the
+  card id); no entry, no view. The card holder's download is audited there too.
 * Consent changes: a :class:`~receiptflow.models.ConsentChange` (source ``web``) validated and sent
   by :class:`~receiptflow.producers.client.RegisterClient`, exactly as the registers' app and
   ``receiptflow produce --kind consent`` send them; the profile agent applies it within a second.
@@ -33,6 +34,7 @@ import redis
 
 from ..config import Settings
 from ..errors import BrokerError, ProfileStoreError, ReceiptflowError
+from ..jobs.looks import card_holder, looker, record_look
 from ..jobs.subject import erase_card, export_card
 from ..models import ConsentChange
 from ..processors.profiles.fold import WINDOWS, Profile
@@ -44,8 +46,6 @@ from ..producers.client import RegisterClient
 from ..redis_auth import RedisRole
 from ..sinks.read_only import open_warehouse
 from ..validation import validate_consent
-
-VIEWS_AUDIT_STREAM = "rf:audit:views"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,15 +104,15 @@ class Backend:
         (the figures of the day the profile writer computed it for)."""
         return self.marketing_reader().view(card)
 
-    def support_look(self, card: str, who: str, now: datetime | None = None) -> tuple[dict[str, Any] | None, str]:
-        """The full view for support, after its audit entry; (view or None, audit entry id)."""
+    def support_look(
+        self, card: str, who: str, reason: str, now: datetime | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The full view for support login ``who``, after its entry in the audit of looks; (view or None, entry id)."""
         store = self.support()
         at = now or datetime.now(UTC)
-        entry = {"at": at.isoformat(), "subject": store.erased_hash(card), "who": who, "view": "full"}
-        try:
-            audit_id = str(store.client.xadd(VIEWS_AUDIT_STREAM, entry))  # type: ignore[arg-type]
-        except redis.RedisError as exc:
-            raise ProfileStoreError(f"cannot write the audit entry of the look, so nothing is shown: {exc}") from exc
+        audit_id = record_look(
+            store.client, looker(who, reason, "web", ""), "support-view", store.erased_hash(card), at=at
+        )
         profile = store.get(card, with_seen=True)
         if profile is None:
             return None, audit_id
@@ -125,14 +125,6 @@ class Backend:
             return bool(store.client.exists(store.keys_for(card).erased))
         except redis.RedisError as exc:
             raise ProfileStoreError(f"cannot read whether the card is erased: {exc}") from exc
-
-    def views_audit(self) -> list[dict[str, str]]:
-        """Every support look recorded, oldest first."""
-        try:
-            entries = self.support().client.xrange(VIEWS_AUDIT_STREAM)
-        except redis.RedisError as exc:
-            raise ProfileStoreError(f"cannot read the audit of looks: {exc}") from exc
-        return [{"id": str(i), **{str(k): str(v) for k, v in f.items()}} for i, f in entries]  # type: ignore[union-attr]
 
     def warehouse_facts(self, card: str, now: datetime | None = None) -> dict[str, Any] | None:
         """Chains per window and the newest consent state from the warehouse; None when it cannot be opened
@@ -179,8 +171,8 @@ class Backend:
         return change
 
     def export(self, card: str) -> dict[str, Any]:
-        """The same document as ``receiptflow export CARD``."""
-        return export_card(self.settings, card)
+        """The same document as ``receiptflow export CARD``, audited as the card holder's download."""
+        return export_card(self.settings, card, who=card_holder(), kind="download")
 
     def erase(self, card: str) -> Mapping[str, Any]:
         """``receiptflow erase CARD --yes``; what it did."""

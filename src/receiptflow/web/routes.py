@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..errors import ErasureIncompleteError
+from ..jobs.looks import MAX_REASON
 from . import pages, session_middleware
 from .access import RefusedError, refuse_erased, require_card, require_csrf, require_login
 from .auth import Login
@@ -211,11 +212,16 @@ async def support(request: Request) -> Response:
     """Support's full view of a card, audited per look (no look without its audit entry)."""
     login = require_login(request, lambda who: who.role == "support")
     card = request.path_params.get("card") or request.query_params.get("card")
+    reason = " ".join(request.query_params.get("reason", "").split())
     if not card:
-        return render(request, "support.html", doc=None, card=None)
-    doc, audit_id = await run_in_threadpool(web_of(request).backend.support_look, card, login.subject)
+        return render(request, "support.html", doc=None, card=None, reason="")
+    if not reason or len(reason) > MAX_REASON or not reason.isprintable():
+        # Every staff look names its reason in the audit: ask for one it can record, show nothing.
+        return render(request, "support.html", 400, doc=None, card=card, reason="", need_reason=True)
+    backend = web_of(request).backend
+    doc, audit_id = await run_in_threadpool(backend.support_look, card, login.subject, reason)
     text = json.dumps(doc, indent=2, ensure_ascii=False, default=str) if doc is not None else None
-    return render(request, "support.html", doc=text, card=card, audit_id=audit_id)
+    return render(request, "support.html", doc=text, card=card, reason=reason, audit_id=audit_id)
 
 
 ROUTES = [

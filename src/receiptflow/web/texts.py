@@ -148,6 +148,11 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (Finnish, English)
     "support_audited": ("Tämä katselu on kirjattu lokiin ({id}).", "This look has been audited ({id})."),
     "support_card": ("Kortin numero", "Card number"),
     "support_open": ("Avaa", "Open"),
+    "support_reason": ("Syy (tiketti, asiakkaan pyyntö)", "Reason (a ticket, the card holder's request)"),
+    "support_reason_needed": (
+        "Kerro katselun syy: se kirjataan lokiin ennen kuin mitään näytetään.",
+        "Give the reason for the look: it is audited before anything is shown.",
+    ),
     "chart_of": ("Kaavio: {what}", "Chart: {what}"),
     "no_days": ("Ei ostoja viimeisen vuoden ajalta.", "No purchases in the last year."),
 }

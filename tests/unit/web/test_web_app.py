@@ -61,8 +61,10 @@ class MemoryBackend(Backend):
         self.consents.append((card, product_data, email))
         return ConsentChange(card, datetime.now(UTC), product_data, email, "web")
 
-    def support_look(self, card: str, who: str, now: datetime | None = None) -> tuple[dict[str, Any] | None, str]:
-        self.looks.append((card, who))
+    def support_look(
+        self, card: str, who: str, reason: str, now: datetime | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
+        self.looks.append((card, who, reason))
         p = self.profiles.get(card)
         return (None if p is None else render(p, "full", datetime.now(UTC))), f"1-{len(self.looks)}"
 
@@ -162,9 +164,13 @@ def test_cashier_gets_403_on_every_profile_page_and_support_is_audited(backend: 
     s = client(backend)
     sign_in(s, "support", "anna")
     assert s.get("/card/1001").status_code == 403  # support has the audited view only
-    page = s.get("/support/card/1001")
+    page = s.get("/support/card/1001")  # no reason given: asked for, nothing looked at
+    assert page.status_code == 400 and 'id="reason-needed"' in page.text and "card_id" not in page.text
+    assert s.get("/support/card/1001", params={"reason": "x" * 301}).status_code == 400  # not a 503
+    assert backend.looks == []
+    page = s.get("/support/card/1001", params={"reason": "  ticket\n 7 "})
     assert page.status_code == 200 and '"card_id": "1001"' in html.unescape(page.text) and "1-1" in page.text
-    assert backend.looks == [("1001", "anna")]
+    assert backend.looks == [("1001", "anna", "ticket 7")]
 
 
 def test_nobody_signed_in_gets_401_on_every_page_that_needs_a_login(backend: MemoryBackend) -> None:
@@ -182,7 +188,9 @@ class FailingBackend(MemoryBackend):
     def customer(self, card: str, now: datetime | None = None) -> CustomerPage | None:
         raise ProfileStoreError("cannot read profile: Redis does not answer\nthe details")
 
-    def support_look(self, card: str, who: str, now: datetime | None = None) -> tuple[dict[str, Any] | None, str]:
+    def support_look(
+        self, card: str, who: str, reason: str, now: datetime | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
         raise ProfileStoreError("cannot write the audit entry\nthe details")
 
 
@@ -194,7 +202,7 @@ def test_a_store_that_does_not_answer_is_503_with_its_first_line(backend: Memory
     assert page.status_code == 503 and "Redis does not answer" in page.text and "the details" not in page.text
     s = client(failing)
     sign_in(s, "support", "anna")
-    page = s.get("/support/card/1001")
+    page = s.get("/support/card/1001", params={"reason": "ticket 7"})
     assert page.status_code == 503 and "cannot write the audit entry" in page.text
     assert s.get("/support").status_code == 200  # no card asked for: nothing read
 

@@ -1,4 +1,4 @@
-"""``receiptflow web link``: the printed URL signs in at a server of the same install; errors are one line."""
+"""``receiptflow web link``: refused without who asks and why, or without its audit entry; errors are one line."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from pathlib import Path
 import pytest
 
 from receiptflow.cli import main
-from receiptflow.config import Settings
-from receiptflow.web.auth import Login
 from receiptflow.web.sessions import SessionStore
-from receiptflow.web.state import Web
 
 pytestmark = pytest.mark.unit
 
@@ -21,25 +18,29 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RECEIPTFLOW_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RECEIPTFLOW_WEB_BASE_URL", "http://shop.example:8080/")
+    monkeypatch.setenv("RECEIPTFLOW_REDIS_URL", "redis://127.0.0.1:9/0")  # nothing listens there
+    monkeypatch.delenv("RECEIPTFLOW_OPERATOR", raising=False)
     return tmp_path / "data"
 
 
-def test_the_printed_link_signs_in_once_at_the_install_s_server(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["web", "link", "2710000000000001"]) == 0
-    url = capsys.readouterr().out.strip()
-    assert url.startswith("http://shop.example:8080/signin/")
-    server = Web(Settings(local={"data_dir": env}))  # the key generated for this install by the command above
-    token = url.rsplit("/", 1)[1]
-    assert server.links.redeem(token) == Login("customer", "2710000000000001")
-    assert server.links.redeem(token) is None
-    other_install = Web(Settings(local={"data_dir": env.parent / "other"}))
-    assert other_install.links.check(token) is None
-
-
-def test_a_staff_link_names_its_role(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["web", "link", "till-12", "--role", "cashier"]) == 0
-    token = capsys.readouterr().out.strip().rsplit("/", 1)[1]
-    assert Web(Settings(local={"data_dir": env})).links.check(token) == Login("cashier", "till-12")
+def test_a_link_needs_who_asks_and_why_and_is_not_made_without_its_audit_entry(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (Links made and audited on a real Redis: tests/integration/test_looks.py.)
+    for argv in (
+        ["web", "link", "2710000000000001"],
+        ["web", "link", "2710000000000001", "--reason", "ticket 7"],
+        ["web", "link", "till-12", "--role", "cashier", "--as", "anna"],
+    ):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "Traceback" not in captured.err
+        assert "--as" in captured.err or "--reason" in captured.err
+    # Nothing answers at the Redis address: the audit entry cannot be written, so no link is printed.
+    monkeypatch.setenv("RECEIPTFLOW_OPERATOR", "anna")
+    assert main(["web", "link", "2710000000000001", "--reason", "ticket 7"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
 
 
 def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,7 +48,7 @@ def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monk
     out = capsys.readouterr().err
     assert "web link needs a CARD" in out and len(out.strip().splitlines()) == 1
     monkeypatch.setenv("RECEIPTFLOW_DEPLOYMENT", "production")
-    assert main(["web", "link", "1001"]) == 2
+    assert main(["web", "link", "1001", "--as", "anna", "--reason", "ticket 7"]) == 2
     out = capsys.readouterr().err
     assert "RECEIPTFLOW_WEB_SECRET_KEY is not set" in out and "Traceback" not in out
 
@@ -56,7 +57,7 @@ def test_errors_are_one_line(env: Path, capsys: pytest.CaptureFixture[str], monk
 def test_an_empty_or_invisible_subject_gets_no_link(
     env: Path, subject: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["web", "link", subject]) == 2
+    assert main(["web", "link", subject, "--as", "anna", "--reason", "ticket 7"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""  # no link was signed
     assert "is not a card id" in captured.err and len(captured.err.strip().splitlines()) == 1
