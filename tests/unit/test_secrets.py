@@ -68,7 +68,10 @@ def test_the_marketing_key_is_its_own_secret(tmp_path: Path) -> None:
     s = _settings(tmp_path, bootstrap_servers="127.0.0.1:9092")
     assert marketing_key(s) != erasure_salt(s) and marketing_key(s) == marketing_key(s)
     assert stat.S_IMODE(secret_path(s, "marketing_key").stat().st_mode) == 0o600
-    given = _settings(tmp_path, deployment="production", marketing_key=SecretStr("m" * 32))
-    assert marketing_key(given) == b"m" * 32
+    good = "9f1c2e7a4b8d0f3e6a5c1b2d7e8f0a4c"
+    given = _settings(tmp_path, deployment="production", marketing_key=SecretStr(good))
+    assert marketing_key(given) == good.encode()
+    with pytest.raises(ConfigError, match="RECEIPTFLOW_MARKETING_KEY is too easy to guess"):
+        marketing_key(_settings(tmp_path, deployment="production", marketing_key=SecretStr("m" * 32)))
     with pytest.raises(ConfigError, match="RECEIPTFLOW_MARKETING_KEY is too short"):
         marketing_key(_settings(tmp_path, deployment="production", marketing_key=SecretStr("short")))

@@ -168,7 +168,7 @@ def test_erasure_ends_every_session_of_the_card_and_no_link_opens_one(backend: M
     assert len(_sessions(backend)) == 1  # support's only
     assert other.get("/card/1001").status_code == 401
     assert other.post("/card/1001/consents", data={"csrf": csrf, "product_data": "on"}).status_code == 401
-    assert staff.get("/support/card/1001").status_code == 200
+    assert staff.get("/support/card/1001?reason=a+test+look").status_code == 200
     late = client(backend)
     refused = late.get(f"/signin/{token}")
     assert refused.status_code == 410 and "This card has been erased" in refused.text
