@@ -32,6 +32,7 @@ from redis.exceptions import NoScriptError, RedisClusterException
 
 from receiptflow.card_hash import CardHasher
 from receiptflow.config import Settings
+from receiptflow.consent_codec import WrittenConsent, as_written
 from receiptflow.errors import ProfileStoreError
 from receiptflow.models import ConsentChange, Purchase
 from receiptflow.redis_auth import RedisRole, connection_url
@@ -195,7 +196,7 @@ class RedisProfileStore:
 
     def apply_events(
         self,
-        events: Sequence[Purchase | ConsentChange],
+        events: Sequence[Purchase | ConsentChange | WrittenConsent],
         reset: Sequence[str] = (),
         *,
         what: str = "profile batch",
@@ -213,8 +214,9 @@ class RedisProfileStore:
             if e.card_id is None:
                 continue
             keys = self.keys_for(e.card_id)
-            if isinstance(e, ConsentChange):
-                commands.append(_evalsha(self._consent, (keys.profile, keys.erased), consent_args(e)))
+            if isinstance(e, ConsentChange | WrittenConsent):
+                # A bare change (no append time known) is ordered by its event time.
+                commands.append(_evalsha(self._consent, (keys.profile, keys.erased), consent_args(as_written(e))))
                 is_purchase.append(False)
             else:
                 args = delta_args(delta(e, self.rules), self.rules)
@@ -241,7 +243,7 @@ class RedisProfileStore:
         """Apply a batch; returns how many were new (the rest were duplicates, late or erased)."""
         return self.apply_all(purchases).applied
 
-    def apply_consents(self, changes: Sequence[ConsentChange]) -> int:
+    def apply_consents(self, changes: Sequence[ConsentChange | WrittenConsent]) -> int:
         """Record consent changes (one round trip); returns how many changed a profile."""
         return self.apply_events(changes, what="consent batch")[1]
 

@@ -121,6 +121,7 @@ class Router(KafkaWorker):
             ),
             self.transactional_id,
             fast=settings.router.fast_path,
+            consent_max_age=settings.privacy.consent_max_age,
         )
         self._last_prune = time.monotonic()
         # Consents first: on equal timestamps a consent change is applied before a checkout (stricter).

@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import redis
 
 from receiptflow.config import Settings
@@ -109,7 +108,10 @@ def test_a_future_grant_never_outranks_a_later_withdrawal_and_1970_is_refused(
     log = settings.local.data_dir / "process.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "receiptflow", "process"], env=env_for(settings), stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "receiptflow", "process"],
+            env=env_for(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         _wait_caught_up(settings, [proc])

@@ -10,11 +10,16 @@ field), and the rebuild writes through :func:`apply_events`: the profile store's
 the live arguments, in pipelined batches. Rebuild and live path share every rule, so they cannot
 drift apart.
 
-**Order and consent.** Each card's purchases and consent changes are applied in event-time order
-(a consent change before a purchase of the same millisecond; it counts for that purchase only when
-it is stricter: a withdrawal at the purchase instant applies, a grant at it does not, which is what
-the live path gives in either processing order, see ``Profile.product_allowed_at``). That is what
-the live path converges to: a purchase routed under product-data consent adds product data unless
+**Order and consent.** Each card's consent changes are applied in the order they were written
+(``consent_changes.appended_at``, the broker's append time, as the live path reads them; of two
+written in one millisecond the stricter wins), and its purchases in event-time order between them: a
+change goes before the purchases made after it was written (before a purchase of the same
+millisecond; it counts for that purchase only when it is stricter: a withdrawal at the purchase
+instant applies, a grant at it does not, which is what the live path gives in either processing
+order, see ``Profile.product_allowed_at``). A change's own time still decides which purchases made
+before it a withdrawal reaches back to (``ConsentMark``), but never which change is the newest: a
+grant dated ahead cannot outrank a withdrawal written after it. That is what the live path
+converges to: a purchase routed under product-data consent adds product data unless
 a withdrawal at or after its event time exists (live: it is deleted when the withdrawal is
 recorded, or refused when the withdrawal was recorded first, even after a later re-grant) or the
 newest withdrawal before it was not followed by a grant strictly before it (live: refused). One
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
+from ..consent_codec import WrittenConsent, as_written, millis
 from ..metrics import Metrics
 from ..models import (
     CheckoutLine,
@@ -58,12 +64,19 @@ from ..processors.profiles.store import ApplyResult, RedisProfileStore
 from ..sinks.queries import Warehouse
 
 Progress = Callable[[int, int], None]  # (events done, events in all)
-Event = Purchase | ConsentChange
+Event = Purchase | ConsentChange | WrittenConsent  # a bare change: written at its event time
 
 _RECEIPT_COLUMNS = (
     "receipt_id, chain, store_id, card_id, event_time, event_local_date, payment_method, currency, total_cents, "
     "granularity, policy_version, consent_product_data_marketing, consent_electronic_marketing, consent_known, "
     "processed_at, receipt_kind, original_receipt_id, deposit_cents, adjustment_cents"
+)
+
+
+# The consent_changes columns consent_from_row reads (the rebuild, the page).
+CONSENT_COLUMNS = (
+    "card_id, changed_at, product_data_marketing, electronic_marketing, source, appended_at, principal, channel, "
+    "text_version"
 )
 
 
@@ -133,15 +146,21 @@ def purchase_from_rows(
     )
 
 
-def consent_from_row(row: Sequence[Any]) -> ConsentChange:
-    card, at, pdm, em, source = row
-    return ConsentChange(str(card), at, bool(pdm), bool(em), str(source))
+def consent_from_row(row: Sequence[Any]) -> WrittenConsent:
+    """A ``consent_changes`` row (``CONSENT_COLUMNS``) as the change and the time it was written."""
+    card, at, pdm, em, source, appended, principal, channel, text_version = row
+    change = ConsentChange(
+        str(card), at, bool(pdm), bool(em), str(source), str(principal), str(channel), str(text_version)
+    )
+    return WrittenConsent.of(change, None if appended is None else millis(appended))
 
 
 def _event_order(e: Event) -> tuple[int, int, str]:
-    if isinstance(e, ConsentChange):
-        # Of two changes at the same time the stricter one wins (apply_consent); order them so.
-        return int(e.event_time.timestamp() * 1000), 0, "1" if e.product_data_marketing else "0"
+    if isinstance(e, ConsentChange | WrittenConsent):
+        # A change counts from when it was written; of two written at once the stricter one wins
+        # (apply_consent), in either order.
+        w = as_written(e)
+        return w.written_ms, 0, "1" if w.change.product_data_marketing else "0"
     return event_ms(e), 1, e.receipt_id
 
 
@@ -215,8 +234,7 @@ def read_events(db: Warehouse, first: str, last: str) -> dict[str, list[Event]]:
         assert purchase.card_id is not None
         out.setdefault(purchase.card_id, []).append(purchase)
     for row in db.query(
-        "SELECT card_id, changed_at, product_data_marketing, electronic_marketing, source FROM consent_changes "
-        f"WHERE card_id >= {p} AND card_id <= {p}",
+        f"SELECT {CONSENT_COLUMNS} FROM consent_changes WHERE card_id >= {p} AND card_id <= {p}",
         (first, last),
     ):
         change = consent_from_row(row)

@@ -290,7 +290,7 @@ def test_a_grant_written_in_the_same_millisecond_as_a_checkout_does_not_reach_it
     step = RouteStep(
         NAMES, load_policy(), CODEC, BasketPseudonymiser(b"route-step-test-analytics-key"), DEFAULT_CONSENT, "r", fast
     )
-    appended = 1_700_000_000_123
+    appended = int(NOW.timestamp() * 1000) + 123  # consent changes are judged at their append time
     staged = Staged()
     step.step(_stamped(_consent_msg(False, False, at_hours_ago=48), appended - 60_000), {}, staged, NOW)
     step.step(_stamped(_consent_msg(True, True, at_hours_ago=5), appended), {}, staged, NOW)
@@ -309,7 +309,7 @@ def test_a_grant_written_in_the_same_millisecond_as_a_checkout_does_not_reach_it
 
 def test_the_tie_survives_the_transaction_and_a_restore() -> None:
     # The grant is committed in one transaction and the tied checkout comes in the next.
-    appended = 1_700_000_000_500
+    appended = int(NOW.timestamp() * 1000) + 500
     grant = ConsentChange(CARD, NOW - timedelta(hours=5), True, True)
     committed = ConsentHistory().with_change(grant, written_ms=appended)
     state = {0: PartitionState(consent={CARD: committed})}
