@@ -10,23 +10,24 @@ field), and the rebuild writes through :func:`apply_events`: the profile store's
 the live arguments, in pipelined batches. Rebuild and live path share every rule, so they cannot
 drift apart.
 
-**Order and consent.** Each card's consent changes are applied in the order they were written
-(``consent_changes.appended_at``, the broker's append time, as the live path reads them; of two
-written in one millisecond the stricter wins), and its purchases in event-time order between them: a
-change goes before the purchases made after it was written (before a purchase of the same
-millisecond; it counts for that purchase only when it is stricter: a withdrawal at the purchase
-instant applies, a grant at it does not, which is what the live path gives in either processing
-order, see ``Profile.product_allowed_at``). A change's own time still decides which purchases made
-before it a withdrawal reaches back to (``ConsentMark``), but never which change is the newest: a
-grant dated ahead cannot outrank a withdrawal written after it. That is what the live path
-converges to: a purchase routed under product-data consent adds product data unless
-a withdrawal at or after its event time exists (live: it is deleted when the withdrawal is
-recorded, or refused when the withdrawal was recorded first, even after a later re-grant) or the
-newest withdrawal before it was not followed by a grant strictly before it (live: refused). One
-difference remains, a race the live path resolves by processing order: a purchase made after a
-re-grant that the profile agent applied before it recorded the withdrawal the re-grant followed:
-live drops its product data (the withdrawal deletes everything when it is recorded), the rebuild
-keeps it — live is the stricter reading.
+**Order and consent.** Each card's purchases and consent changes are applied in event-time order (a
+consent change before a purchase of the same millisecond; it counts for that purchase only when it
+is stricter: a withdrawal at the purchase instant applies, a grant at it does not, which is what the
+live path gives in either processing order, see ``Profile.product_allowed_at``). Which change is the
+card's newest is decided by when it was written (``consent_changes.appended_at``, the broker's
+append time, with each change: the profile script skips a change written before the one it holds; of
+two written in one millisecond the stricter wins), as on the live path: a grant dated ahead never
+outranks a withdrawal written after it. That is what the live path converges to: a purchase routed
+under product-data consent adds product data unless a withdrawal at or after its event time exists
+(live: it is deleted when the withdrawal is recorded, or refused when the withdrawal was recorded
+first, even after a later re-grant) or the newest withdrawal before it was not followed by a grant
+strictly before it (live: refused). One difference remains, a race the live path resolves by
+processing order: a purchase made after a re-grant that the profile agent applied before it recorded
+the withdrawal the re-grant followed: live drops its product data (the withdrawal deletes everything
+when it is recorded), the rebuild keeps it — live is the stricter reading. Likewise when a card's
+changes were written in another order than their dates (a register's clock behind): the newest
+consent is the same, but a withdrawal that the rebuild meets after a change written later is skipped
+there, while live recorded it first (its time then holds back purchases made before it).
 
 Receipts more than ``RECEIPTFLOW_PROFILE_DEDUP_DAYS`` older than the card's newest one, which the
 live path refuses as too late, count in a rebuild (it applies them in order). The dedup set ends up
@@ -157,10 +158,10 @@ def consent_from_row(row: Sequence[Any]) -> WrittenConsent:
 
 def _event_order(e: Event) -> tuple[int, int, str]:
     if isinstance(e, ConsentChange | WrittenConsent):
-        # A change counts from when it was written; of two written at once the stricter one wins
-        # (apply_consent), in either order.
-        w = as_written(e)
-        return w.written_ms, 0, "1" if w.change.product_data_marketing else "0"
+        # Placed by its own time among the purchases; which change is the newest is decided by when
+        # it was written (the script skips one written before the recorded one), whatever the order.
+        change = as_written(e).change
+        return int(change.event_time.timestamp() * 1000), 0, "1" if change.product_data_marketing else "0"
     return event_ms(e), 1, e.receipt_id
 
 
