@@ -23,9 +23,11 @@ from datetime import UTC, datetime, timedelta
 import redis
 
 from receiptflow.config import Settings
+from receiptflow.consent_codec import WrittenConsent
 from receiptflow.jobs.profile_rebuild import rebuild
 from receiptflow.jobs.subject import export_card
 from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
+from receiptflow.processors.profiles.fold import fold
 from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.redis_auth import RedisRole
@@ -137,7 +139,9 @@ def test_a_future_grant_never_outranks_a_later_withdrawal_and_1970_is_refused(
     sink = open_sink(settings)
     try:
         run_sink(settings, sink, idle_exit_after=4.0)
-        rows = sink.warehouse.query("SELECT card_id, product_data_marketing FROM consent_changes ORDER BY card_id")
+        rows = sink.warehouse.query(
+            "SELECT card_id, product_data_marketing FROM consent_changes ORDER BY card_id, appended_at"
+        )
         provenance = sink.warehouse.query(
             "SELECT principal, channel, text_version FROM consent_changes WHERE card_id = ? ORDER BY appended_at",
             (B,),
@@ -183,3 +187,31 @@ def test_a_future_grant_never_outranks_a_later_withdrawal_and_1970_is_refused(
 def _empty_store(server: RedisServer) -> RedisProfileStore:
     redis.Redis.from_url(server.role_url(RedisRole.ADMIN, REBUILD_DB)).flushdb()
     return RedisProfileStore.from_url(server.role_url(RedisRole.WRITER, REBUILD_DB), erasure_salt=b"consent-time-salt")
+
+
+def test_the_profile_script_keeps_the_newest_written_change_whatever_order_it_is_given(
+    redis_server: RedisServer,
+) -> None:
+    """The Lua script against the pure fold: a withdrawal written after a grant dated tomorrow, applied in
+    either order, and a profile recorded before the append time was kept (no ``ca``: its event time counts)."""
+    store = _empty_store(redis_server)
+    now = datetime.now(UTC).replace(microsecond=0)
+    written = int(now.timestamp() * 1000)
+    grant = WrittenConsent(ConsentChange(A, now + timedelta(days=1), True, True), written)
+    withdrawal = WrittenConsent(ConsentChange(A, now, False, True), written + 1)
+    for order in ((grant, withdrawal), (withdrawal, grant)):
+        store.client.delete(*store.keys_for(A).data)
+        store.apply_consents(order)
+        got = store.get(A)
+        assert got is not None and got.consent is not None
+        assert not got.consent.product_data and got.consent.written_ms == written + 1
+        assert got == fold(order)[A]
+    # A profile of before: its consent recorded with the event time only. A change written before that
+    # time changes nothing; one written after it does.
+    key = store.keys_for(B).profile
+    store.client.delete(*store.keys_for(B).data)
+    store.client.hset(key, mapping={"c": "1", "ct": written})
+    store.apply_consents([WrittenConsent(ConsentChange(B, now - timedelta(hours=1), False, True), written - 1)])
+    assert store.client.hget(key, "c") == "1"
+    store.apply_consents([WrittenConsent(ConsentChange(B, now - timedelta(hours=1), False, True), written + 5)])
+    assert store.client.hget(key, "c") == "0"
