@@ -14,11 +14,13 @@ Every reader must end withdrawn (A, B) or with no consent at all (C): the router
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 
@@ -215,3 +217,47 @@ def test_the_profile_script_keeps_the_newest_written_change_whatever_order_it_is
     assert store.client.hget(key, "c") == "1"
     store.apply_consents([WrittenConsent(ConsentChange(B, now - timedelta(hours=1), False, True), written + 5)])
     assert store.client.hget(key, "c") == "0"
+
+
+def test_produce_kind_consent_stamps_its_principal_takes_the_text_version_and_refuses_bad_times(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    create_topics(settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def line(card: str, at: datetime, **more: str) -> str:
+        doc = {"card_id": card, "event_time": at.isoformat(), "product_data_marketing": True}
+        return json.dumps({**doc, "electronic_marketing": False, "source": "app", **more})
+
+    path = tmp_path / "consents.jsonl"
+    lines = [
+        line(A, now),  # channel from its source, text version from the option
+        line(B, now, channel="customer_service", text_version="cs-7", principal="someone-else"),
+        line(C, now + timedelta(days=1)),  # dated tomorrow
+        line(C, datetime(1970, 1, 2, tzinfo=UTC)),
+        line(C, now, channel="fax"),
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "produce", str(path), "--kind", "consent", "--text-version", "2026-03"],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    for n, reason in ((3, "future_event_time"), (4, "absurd_event_time"), (5, "unknown_channel")):
+        assert f"line {n}: rejected ({reason})" in done.stderr, done.stderr
+    assert "line 2: warning: not in the contract, not sent: principal" in done.stderr
+    records = read_all(settings, names_of(settings).consents)
+    sent = sorted((CODEC.decode(m.value(), expect="consent_change") for m in records), key=lambda d: d.value["card_id"])
+    assert [(d.writer_version, d.value["card_id"]) for d in sent] == [(2, A), (2, B)]
+    proof = [(d.value["principal"], d.value["channel"], d.value["text_version"]) for d in sent]
+    assert proof == [("anonymous", "app", "2026-03"), ("anonymous", "customer_service", "cs-7")]
+
+
+def names_of(settings: Settings) -> TopicNames:
+    return TopicNames(settings.kafka.topic_prefix)
