@@ -229,7 +229,7 @@ def decode_consents(
             rejected.append(_rejected(exc, m))
             continue
         if change is not None:
-            changes.append(WrittenConsent.of(change, appended))
+            changes.append(WrittenConsent.of(change, appended, int(m.offset)))
     return changes, rejected
 
 

@@ -61,11 +61,13 @@ class ConsentMark:
     withdrawn_ms: int | None = None
     regranted_ms: int | None = None
     written_ms: int | None = None  # None: recorded before the append time was (its event time then counts)
+    written_offset: int = 0  # the record's offset (0: unknown)
 
     @property
-    def order_ms(self) -> int:
-        """What a newer change must not be behind: when this one was written (else its event time)."""
-        return self.event_ms if self.written_ms is None else self.written_ms
+    def position(self) -> tuple[int, int]:
+        """What a newer change must not be behind: when this one was written (else its event time), and
+        its offset (the broker stamps a producer batch with one append time)."""
+        return (self.event_ms if self.written_ms is None else self.written_ms), self.written_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,25 +192,25 @@ def apply_consent(profile: Profile, written: ConsentChange | WrittenConsent) -> 
     """Record the newest consent; withdrawing product-data consent deletes every product-derived field.
 
     A change written before the one recorded changes nothing (the compacted topic is replayed on
-    restarts), whatever its event time; two changes written in the same millisecond count as the
-    stricter one. The newest withdrawal and the first grant after it are kept with the mark (by
-    their event times), for purchases made before the change. A bare :class:`ConsentChange` counts
-    as written at its event time.
+    restarts), whatever its event time; of two written in one millisecond the later offset counts,
+    and two at one position (no offsets known) count as the stricter one. The newest withdrawal and
+    the first grant after it are kept with the mark (by their event times), for purchases made
+    before the change. A bare :class:`ConsentChange` counts as written at its event time.
     """
     w = as_written(written)
     change, at = w.change, w.written_ms
     ms = int(change.event_time.timestamp() * 1000)
     old = profile.consent
-    if old is not None and (old.order_ms > at or (old.order_ms == at and not old.product_data)):
+    if old is not None and (old.position > w.position or (old.position == w.position and not old.product_data)):
         return profile
     if not change.product_data_marketing:
-        mark = ConsentMark(False, ms, withdrawn_ms=ms, written_ms=at)
+        mark = ConsentMark(False, ms, withdrawn_ms=ms, written_ms=at, written_offset=w.offset)
     else:
         withdrawn = None if old is None else old.withdrawn_ms
         regranted = None if old is None else old.regranted_ms
         if withdrawn is not None and regranted is None:
             regranted = ms  # the first grant after the newest withdrawal
-        mark = ConsentMark(True, ms, withdrawn, regranted, at)
+        mark = ConsentMark(True, ms, withdrawn, regranted, at, w.offset)
     out = replace(profile, consent=mark)
     return out if change.product_data_marketing else without_product_data(out)
 

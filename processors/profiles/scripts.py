@@ -67,6 +67,7 @@ class ConsentArg(IntEnum):
     EVENT_MS = 1
     PRODUCT_DATA = 2
     WRITTEN_MS = 3
+    OFFSET = 4
 
 
 def delta_args(d: Delta, rules: Rules) -> list[Any]:
@@ -104,4 +105,4 @@ def consent_args(written: WrittenConsent) -> list[Any]:
     """The ARGV of ``profile_consent.lua`` for one consent change, in :class:`ConsentArg` order."""
     change = written.change
     ms = int(change.event_time.timestamp() * 1000)
-    return [ms, "1" if change.product_data_marketing else "0", written.written_ms]
+    return [ms, "1" if change.product_data_marketing else "0", written.written_ms, written.offset]

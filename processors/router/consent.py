@@ -12,15 +12,17 @@ processor takes the **more restrictive** of
 * the consent in force at processing time (the newest change written at all),
 
 so withdrawing consent stops marketing use of older receipts processed later, and consent given
-after a purchase never reaches back to it: that is what a change's event time is still for. On a
-tie -- a change dated at the very instant of the purchase, two changes appended in one millisecond,
-or a change appended in the same millisecond as the checkout -- the stricter reading wins, whatever
-order they arrived in. Where either is unknown the configured default applies (privacy-safe:
-nothing for marketing). A change without an append time (none on a ``LogAppendTime`` topic) is
-placed by its event time. The router applies a card's consent changes and checkouts in the order
-they were written (see :mod:`receiptflow.processors.router.merge`). The consents topic is
-compacted, so after compaction only a card's newest state survives a restart; the rule then falls
-back to that state and the default, which can only be stricter, never looser.
+after a purchase never reaches back to it: that is what a change's event time is still for. On a tie
+-- a change dated at the very instant of the purchase, or a change appended in the same millisecond
+as the checkout -- the stricter reading wins, whatever order they arrived in. Two changes of a card
+appended in one millisecond (one producer batch: the broker stamps it with one time) are no tie: they
+are on one partition, and the later offset is the later word. Where either is unknown the
+configured default applies (privacy-safe: nothing for marketing). A change without an append time
+(none on a ``LogAppendTime`` topic) is placed by its event time. The router applies a card's consent
+changes and checkouts in the order they were written (see
+:mod:`receiptflow.processors.router.merge`). The consents topic is compacted, so after compaction
+only a card's newest state survives a restart; the rule then falls back to that state and the
+default, which can only be stricter, never looser.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ MAX_CHANGES_PER_CARD = 32
 
 @dataclass(frozen=True, slots=True, order=True)
 class ConsentRecord:
-    """One change as the history keeps it; ordered by when it was written, then by its own time."""
+    """One change as the history keeps it; ordered by when it was written (append time, then offset:
+    the broker stamps a whole producer batch with one append time), then by its own time."""
 
     written_ms: int  # the broker's append time; the event time in ms when the record had none
+    offset: int  # the record's offset on its partition (a card's changes share one); 0 when unknown
     event_time: datetime
     product_data_marketing: bool
     electronic_marketing: bool
@@ -65,14 +69,21 @@ class ConsentHistory:
     before_written: tuple[ConsentRecord, ...] | None = None
 
     def with_change(
-        self, change: ConsentChange, keep: int = MAX_CHANGES_PER_CARD, written_ms: int | None = None
+        self,
+        change: ConsentChange,
+        keep: int = MAX_CHANGES_PER_CARD,
+        written_ms: int | None = None,
+        offset: int = 0,
     ) -> ConsentHistory:
         """The history with ``change`` added in write order; applying the same record twice is a no-op.
 
-        ``written_ms``: when the broker appended the record that holds ``change``, if known.
+        ``written_ms``: when the broker appended the record that holds ``change``, if known; ``offset``
+        its offset (0: unknown).
         """
         order = written_ms if written_ms is not None else _ms(change.event_time)
-        rec = ConsentRecord(order, change.event_time, change.product_data_marketing, change.electronic_marketing)
+        rec = ConsentRecord(
+            order, offset, change.event_time, change.product_data_marketing, change.electronic_marketing
+        )
         if rec in self.changes:
             return self
         changes = list(self.changes)
@@ -87,8 +98,8 @@ class ConsentHistory:
         """The state in force at ``when``: of the changes dated at or before it, the newest written; None
         if there is none.
 
-        Changes written in one millisecond count as their more restrictive combination, so the
-        answer does not depend on the order they arrived in.
+        Changes at one write position (one millisecond, no offsets known) count as their more
+        restrictive combination, so the answer does not depend on the order they arrived in.
         """
         return newest_written([rec for rec in self.changes if rec.event_time <= when])
 
@@ -104,30 +115,34 @@ class ConsentHistory:
         return reduce(most_restrictive, at_instant, state)
 
     def latest(self) -> ConsentState | None:
-        """The state in force now: the newest change written (those of one millisecond combined)."""
+        """The state in force now: the newest change written (those at one write position combined)."""
         return newest_written(self.changes)
 
 
 def newest_written(records: list[ConsentRecord] | tuple[ConsentRecord, ...]) -> ConsentState | None:
-    """The state of the newest written of ``records`` (in write order), the records written in the same
-    millisecond as it combined to the stricter; None for no records."""
+    """The state of the newest written of ``records`` (in write order), the records at its write position
+    (the same millisecond and offset: no offsets known) combined to the stricter; None for no records."""
     if not records:
         return None
-    last = records[-1].written_ms
-    return reduce(most_restrictive, [rec.state() for rec in records if rec.written_ms == last])
+    last = records[-1]
+    tied = [rec.state() for rec in records if (rec.written_ms, rec.offset) == (last.written_ms, last.offset)]
+    return reduce(most_restrictive, tied)
 
 
 def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-def with_record(history: ConsentHistory | None, change: ConsentChange, appended_ms: int) -> ConsentHistory:
+def with_record(
+    history: ConsentHistory | None, change: ConsentChange, appended_ms: int, offset: int = 0
+) -> ConsentHistory:
     """A card's ``history`` (None: none yet) with the ``change`` a consents record holds applied.
 
-    ``appended_ms``: the record's broker append time, 0 when it has none. How the router applies a
-    consent change, both as it reads the topic and as it restores a partition's state from it.
+    ``appended_ms``: the record's broker append time, 0 when it has none; ``offset`` its offset. How
+    the router applies a consent change, both as it reads the topic and as it restores a partition's
+    state from it.
     """
-    return (history or ConsentHistory()).with_change(change, written_ms=appended_ms or None)
+    return (history or ConsentHistory()).with_change(change, written_ms=appended_ms or None, offset=offset)
 
 
 def most_restrictive(a: ConsentState, b: ConsentState) -> ConsentState:

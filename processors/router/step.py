@@ -124,7 +124,7 @@ class RouteStep:
                 staged.consent[(partition, key.decode())] = ConsentHistory()
             return StepResult()
         history = staged.history(state, partition, change.card_id)
-        staged.consent[(partition, change.card_id)] = with_record(history, change, appended_ms(msg))
+        staged.consent[(partition, change.card_id)] = with_record(history, change, appended_ms(msg), msg.offset() or 0)
         staged.consent_changes += 1
         return StepResult()
 

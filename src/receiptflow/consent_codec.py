@@ -67,23 +67,32 @@ def millis(at: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class WrittenConsent:
-    """A consent change with the time its record was written, what every reader orders changes by.
+    """A consent change with where its record was written, what every reader orders changes by.
 
     ``written_ms`` is the broker's append time (ms); for a change read where there is none (an older
-    warehouse row, a record without a timestamp), its event time in ms.
+    warehouse row, a record without a timestamp), its event time in ms. ``offset`` is the record's
+    offset: a card's changes are on one partition, and the broker stamps a whole producer batch with
+    one append time, so of changes written in one millisecond the later offset is the later word
+    (0: unknown; changes of one millisecond without offsets count as their stricter combination).
     """
 
     change: ConsentChange
     written_ms: int
+    offset: int = 0
 
     @property
     def card_id(self) -> str:
         return self.change.card_id
 
+    @property
+    def position(self) -> tuple[int, int]:
+        """Where the change stands in its card's write order."""
+        return self.written_ms, self.offset
+
     @classmethod
-    def of(cls, change: ConsentChange, appended_ms: int | None) -> WrittenConsent:
+    def of(cls, change: ConsentChange, appended_ms: int | None, offset: int = 0) -> WrittenConsent:
         """``change`` as written at ``appended_ms`` (0 or None: unknown, so at its event time)."""
-        return cls(change, appended_ms or int(change.event_time.timestamp() * 1000))
+        return cls(change, appended_ms or int(change.event_time.timestamp() * 1000), offset)
 
 
 def as_written(e: ConsentChange | WrittenConsent) -> WrittenConsent:
@@ -93,18 +102,18 @@ def as_written(e: ConsentChange | WrittenConsent) -> WrittenConsent:
 
 def in_write_order(changes: Iterable[WrittenConsent]) -> list[WrittenConsent]:
     """A card's changes in the order they were written (then by their own time: a stable order for ties)."""
-    return sorted(changes, key=lambda w: (w.written_ms, w.change.event_time))
+    return sorted(changes, key=lambda w: (w.position, w.change.event_time))
 
 
 def newest_written(changes: Iterable[WrittenConsent]) -> ConsentChange | None:
-    """The change in force now: the newest written, whatever its event time; of changes written in the
-    same millisecond the stricter combination, whatever order they came in (as the router and the
-    profile store decide). None without changes."""
+    """The change in force now: the newest written, whatever its event time; of changes at one position
+    (one millisecond, no offsets known) the stricter combination, whatever order they came in (as the
+    router and the profile store decide). None without changes."""
     ordered = in_write_order(changes)
     if not ordered:
         return None
     last = ordered[-1]
-    tied = [w.change for w in ordered if w.written_ms == last.written_ms]
+    tied = [w.change for w in ordered if w.position == last.position]
     return replace(
         last.change,
         product_data_marketing=all(c.product_data_marketing for c in tied),

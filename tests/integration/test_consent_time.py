@@ -142,10 +142,11 @@ def test_a_future_grant_never_outranks_a_later_withdrawal_and_1970_is_refused(
     try:
         run_sink(settings, sink, idle_exit_after=4.0)
         rows = sink.warehouse.query(
-            "SELECT card_id, product_data_marketing FROM consent_changes ORDER BY card_id, appended_at"
+            "SELECT card_id, product_data_marketing FROM consent_changes ORDER BY card_id, appended_at, source_offset"
         )
         provenance = sink.warehouse.query(
-            "SELECT principal, channel, text_version FROM consent_changes WHERE card_id = ? ORDER BY appended_at",
+            "SELECT principal, channel, text_version FROM consent_changes WHERE card_id = ? "
+            "ORDER BY appended_at, source_offset",
             (B,),
         )
         rebuilt_store = _empty_store(redis_server)
@@ -207,6 +208,14 @@ def test_the_profile_script_keeps_the_newest_written_change_whatever_order_it_is
         got = store.get(A)
         assert got is not None and got.consent is not None
         assert not got.consent.product_data and got.consent.written_ms == written + 1
+        assert got == fold(order)[A]
+    # One producer batch, one append time: the later offset is the later word, in either order.
+    regrant = WrittenConsent(ConsentChange(A, now, True, True), written + 1, offset=8)
+    for order in ((withdrawal, regrant), (regrant, withdrawal)):
+        store.client.delete(*store.keys_for(A).data)
+        store.apply_consents(order)
+        got = store.get(A)
+        assert got is not None and got.consent is not None and got.consent.product_data
         assert got == fold(order)[A]
     # A profile of before: its consent recorded with the event time only. A change written before that
     # time changes nothing; one written after it does.

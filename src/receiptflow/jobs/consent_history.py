@@ -30,7 +30,10 @@ NOT_RECORDED = "not recorded (given before consent texts and writers were record
 
 def consent_history(rows: Iterable[Mapping[str, Any]], zone: str = DEFAULT_ZONE) -> list[dict[str, Any]]:
     """The entries of a card's consent history, oldest written first (see the module docstring)."""
-    ordered = sorted(rows, key=lambda r: (_instant(_written(r)), _instant(r["changed_at"])))
+    # A card's changes are on one partition: of two written in one millisecond the later offset is later.
+    ordered = sorted(
+        rows, key=lambda r: (_instant(_written(r)), r.get("source_offset") or 0, _instant(r["changed_at"]))
+    )
     out: list[dict[str, Any]] = []
     before: Mapping[str, Any] | None = None
     for row in ordered:

@@ -15,19 +15,20 @@ consent change before a purchase of the same millisecond; it counts for that pur
 is stricter: a withdrawal at the purchase instant applies, a grant at it does not, which is what the
 live path gives in either processing order, see ``Profile.product_allowed_at``). Which change is the
 card's newest is decided by when it was written (``consent_changes.appended_at``, the broker's
-append time, with each change: the profile script skips a change written before the one it holds; of
-two written in one millisecond the stricter wins), as on the live path: a grant dated ahead never
-outranks a withdrawal written after it. That is what the live path converges to: a purchase routed
-under product-data consent adds product data unless a withdrawal at or after its event time exists
-(live: it is deleted when the withdrawal is recorded, or refused when the withdrawal was recorded
-first, even after a later re-grant) or the newest withdrawal before it was not followed by a grant
-strictly before it (live: refused). One difference remains, a race the live path resolves by
-processing order: a purchase made after a re-grant that the profile agent applied before it recorded
-the withdrawal the re-grant followed: live drops its product data (the withdrawal deletes everything
-when it is recorded), the rebuild keeps it — live is the stricter reading. Likewise when a card's
-changes were written in another order than their dates (a register's clock behind): the newest
-consent is the same, but a withdrawal that the rebuild meets after a change written later is skipped
-there, while live recorded it first (its time then holds back purchases made before it).
+append time, and ``source_offset`` with each change: the profile script skips a change written
+before the one it holds; of two written in one millisecond the later offset counts), as on the live
+path: a grant dated ahead never outranks a withdrawal written after it. That is what the live path
+converges to: a purchase routed under product-data consent adds product data unless a withdrawal at
+or after its event time exists (live: it is deleted when the withdrawal is recorded, or refused when
+the withdrawal was recorded first, even after a later re-grant) or the newest withdrawal before it
+was not followed by a grant strictly before it (live: refused). One difference remains, a race the
+live path resolves by processing order: a purchase made after a re-grant that the profile agent
+applied before it recorded the withdrawal the re-grant followed: live drops its product data (the
+withdrawal deletes everything when it is recorded), the rebuild keeps it — live is the stricter
+reading. Likewise when a card's changes were written in another order than their dates (a register's
+clock behind): the newest consent is the same, but a withdrawal that the rebuild meets after a
+change written later is skipped there, while live recorded it first (its time then holds back
+purchases made before it).
 
 Receipts more than ``RECEIPTFLOW_PROFILE_DEDUP_DAYS`` older than the card's newest one, which the
 live path refuses as too late, count in a rebuild (it applies them in order). The dedup set ends up
@@ -77,7 +78,7 @@ _RECEIPT_COLUMNS = (
 # The consent_changes columns consent_from_row reads (the rebuild, the page).
 CONSENT_COLUMNS = (
     "card_id, changed_at, product_data_marketing, electronic_marketing, source, appended_at, principal, channel, "
-    "text_version"
+    "text_version, source_offset"
 )
 
 
@@ -149,11 +150,11 @@ def purchase_from_rows(
 
 def consent_from_row(row: Sequence[Any]) -> WrittenConsent:
     """A ``consent_changes`` row (``CONSENT_COLUMNS``) as the change and the time it was written."""
-    card, at, pdm, em, source, appended, principal, channel, text_version = row
+    card, at, pdm, em, source, appended, principal, channel, text_version, offset = row
     change = ConsentChange(
         str(card), at, bool(pdm), bool(em), str(source), str(principal), str(channel), str(text_version)
     )
-    return WrittenConsent.of(change, None if appended is None else millis(appended))
+    return WrittenConsent.of(change, None if appended is None else millis(appended), int(offset))
 
 
 def _event_order(e: Event) -> tuple[int, int, str]:

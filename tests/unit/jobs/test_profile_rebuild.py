@@ -130,8 +130,8 @@ def test_read_events_returns_what_the_sink_wrote(tmp_path: Path) -> None:
         records.append(SinkRecord(p, "purchases.customer", 0, i))
     changes = [ConsentChange(card, NOW - timedelta(days=5), False, True) for card in sorted(sim.truth.per_card)[:5]]
     # Appended a few seconds after their date: the rebuild reads the append time back to order them by.
-    written = [WrittenConsent(c, int(c.event_time.timestamp() * 1000) + 2000 + i) for i, c in enumerate(changes)]
-    records += [SinkConsentRecord(w.change, "consents", 0, i, w.written_ms) for i, w in enumerate(written)]
+    written = [WrittenConsent(c, int(c.event_time.timestamp() * 1000) + 2000 + i, i) for i, c in enumerate(changes)]
+    records += [SinkConsentRecord(w.change, "consents", 0, w.offset, w.written_ms) for w in written]
     sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=b"test-erasure-salt-0123456789")
     sink.setup()
     try:

@@ -69,7 +69,7 @@ def test_the_profile_agent_keeps_the_valid_changes_of_a_batch_and_rejects_the_ba
     early = written - 11 * 60_000
     batch = [message(7, b"garbage"), message(8, good), message(9, None), message(10, good, early)]
     changes, rejected = decode_consents(CODEC, batch)
-    assert changes == [WrittenConsent(CHANGE, written)]
+    assert changes == [WrittenConsent(CHANGE, written, offset=8)]
     assert [(r.topic, r.partition, r.offset, r.value, r.error.reason) for r in rejected] == [
         ("consents", 2, 7, b"garbage", "undecodable"),
         ("consents", 2, 10, good, "future_event_time"),

@@ -316,3 +316,15 @@ def test_a_grant_dated_tomorrow_does_not_outrank_a_withdrawal_written_after_it()
             profile = apply_consent(profile, w)
         assert profile.consent is not None and not profile.consent.product_data
         assert not profile.product_allowed_at(written + 86_400_000 * 2)
+
+
+def test_of_one_producer_batch_the_later_offset_is_recorded() -> None:
+    card = "6390000000001"
+    grant = WrittenConsent(ConsentChange(card, NOW, True, True), 5, offset=10)
+    withdrawal = WrittenConsent(ConsentChange(card, NOW - timedelta(hours=1), False, True), 5, offset=11)
+    for order in ((grant, withdrawal), (withdrawal, grant)):
+        profile = Profile(card)
+        for w in order:
+            profile = apply_consent(profile, w)
+        assert profile.consent is not None and not profile.consent.product_data
+        assert profile.consent.position == (5, 11)

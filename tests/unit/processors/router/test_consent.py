@@ -304,3 +304,16 @@ def test_changes_of_one_millisecond_count_from_the_state_before_the_first_of_the
     # The two written in millisecond 20 count as their stricter combination, whatever their event times.
     assert effective_consent(history, purchase, DEFAULT_CONSENT, 21) == ConsentState(True, False, known=True)
     assert effective_consent(history, purchase, DEFAULT_CONSENT) == ConsentState(True, False, known=True)
+
+
+def test_changes_of_one_producer_batch_count_in_offset_order() -> None:
+    """The broker stamps a whole producer batch with one append time: a card's changes in it are on one
+    partition, and the later offset is the card holder's later word (a withdrawal then a re-grant)."""
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    withdrawal, regrant = ConsentChange(CARD, t, False, True), ConsentChange(CARD, t + timedelta(seconds=1), True, True)
+    for first, second, newest in ((withdrawal, regrant, True), (regrant, withdrawal, False)):
+        history = (
+            ConsentHistory().with_change(first, written_ms=5, offset=10).with_change(second, written_ms=5, offset=11)
+        )
+        latest = history.latest()
+        assert latest is not None and latest.product_data_marketing is newest
