@@ -43,7 +43,7 @@ from .test_router import _purchases, _wait_caught_up
 
 CHAIN = "K_CITYMARKET"  # keeps product-level lines: product data is there to leak
 A, B, C = "6390220000001", "6390220000002", "6390220000003"
-REBUILD_DB = 13  # a Redis database of this test's own for the rebuilt profiles
+REBUILD_DB = 15  # a Redis database of this test's own for the rebuilt profiles (the default Redis has 16)
 
 
 def _checkout(card: str, when: datetime) -> Checkout:
