@@ -13,7 +13,7 @@ reads the erased-cards topic on the first consent change): an erased card takes 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
 from ..registry import codec_for
 from ..topics import TopicNames
+from ..validation import CONSENT_CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,18 @@ class DeliveryStats:
     errors: list[str] = field(default_factory=list)
     # (tag given to send, error) for every failed delivery that had a tag, e.g. an input line number.
     failed_tags: list[tuple[object, str]] = field(default_factory=list)
+
+
+def principal_of(settings: Settings) -> str:
+    """The Kafka principal this process writes as (what a consent change records as its writer)."""
+    return settings.kafka.sasl_username or "anonymous"
+
+
+def stamped(change: ConsentChange, principal: str) -> ConsentChange:
+    """``change`` as written by ``principal``; a change that names no channel takes its ``source`` as
+    its channel when that is one (the v1 field meant the channel: app, web, store, customer_service)."""
+    channel = change.channel or (change.source if change.source in CONSENT_CHANNELS else "")
+    return replace(change, principal=principal, channel=channel)
 
 
 def checkout_key(c: Checkout) -> bytes:
@@ -59,6 +72,7 @@ class RegisterClient:
         self.codec = codec or codec_for(settings)
         self.metrics = metrics or Metrics()
         self.stats = DeliveryStats()
+        self.principal = principal_of(settings)
         conf = settings.kafka_config(
             **{
                 "enable.idempotence": True,
@@ -103,18 +117,24 @@ class RegisterClient:
         self._produce(topic, key, value)
 
     def send_consent(self, change: ConsentChange, tag: object = None) -> None:
-        """Send ``change``; ValidationError (reason ``erased_card``) when its card was erased."""
+        """Send ``change`` as written by this client: its principal stamped (:meth:`stamped`); ValidationError
+        (reason ``erased_card``) when its card was erased."""
         if self.erased(change.card_id):
             raise ValidationError(
                 "erased_card",
                 "this card was erased, and an erased card takes no consent: leave the change out "
                 "(a card holder who comes back joins with a new card)",
             )
+        change = self.stamped(change)
         try:
             value = self.codec.encode("consent_change", change.to_avro())
         except SchemaError as exc:
             raise ValidationError("schema", str(exc)) from exc
         self._produce(self.names.consents, change.card_id.encode(), value, tag)
+
+    def stamped(self, change: ConsentChange) -> ConsentChange:
+        """``change`` with this client's principal and, when it names none, its source as its channel."""
+        return stamped(change, self.principal)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, tag: object = None) -> None:
         report = self._delivered if tag is None else (lambda err, msg: self._delivered(err, msg, tag))

@@ -10,12 +10,12 @@ happens). Deliveries that fail later are traced back to their lines through the 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from ..errors import ValidationError
 from ..models import Checkout, ConsentChange
-from ..validation import validate, validate_consent
+from ..validation import CONSENT_MAX_AGE, validate, validate_consent
 from .client import RegisterClient
 from .jsonl import Kind, parse_document
 
@@ -25,6 +25,20 @@ class LineNote:
     lineno: int
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class ConsentDefaults:
+    """What ``produce --kind consent`` fills in for a line without it, and the horizon it checks."""
+
+    channel: str = ""
+    text_version: str = ""
+    max_age: timedelta = CONSENT_MAX_AGE
+
+    def fill(self, change: ConsentChange) -> ConsentChange:
+        return replace(
+            change, channel=change.channel or self.channel, text_version=change.text_version or self.text_version
+        )
 
 
 @dataclass
@@ -41,8 +55,20 @@ class IngestReport:
         return not self.rejected and not self.failed
 
 
-def ingest(raw_lines: Iterable[bytes], kind: Kind, client: RegisterClient, now: datetime) -> IngestReport:
-    """Send every good line of ``raw_lines`` (JSON, one record a line); report the rest by line number."""
+def ingest(
+    raw_lines: Iterable[bytes],
+    kind: Kind,
+    client: RegisterClient,
+    now: datetime,
+    consent: ConsentDefaults | None = None,
+) -> IngestReport:
+    """Send every good line of ``raw_lines`` (JSON, one record a line); report the rest by line number.
+
+    A consent change is sent with the client's principal, and the ``consent`` defaults for a line that
+    names no channel or text version; one that still lacks them, or whose time is out of bounds at
+    ``now``, is rejected (``validate_consent``).
+    """
+    consent = consent or ConsentDefaults()
     report = IngestReport()
     try:
         for lineno, raw in enumerate(raw_lines, start=1):
@@ -62,7 +88,8 @@ def ingest(raw_lines: Iterable[bytes], kind: Kind, client: RegisterClient, now: 
                     client.send(record, tag=lineno)
                 else:
                     assert isinstance(record, ConsentChange)
-                    validate_consent(record)
+                    record = client.stamped(consent.fill(record))
+                    validate_consent(record, now, consent.max_age)
                     client.send_consent(record, tag=lineno)
             except ValidationError as exc:
                 where = f" (field {exc.field})" if exc.field else ""

@@ -27,7 +27,8 @@ Kind = Literal["checkout", "consent"]
 
 _KNOWN = {
     "checkout": frozenset(f.name for f in fields(Checkout)),
-    "consent": frozenset(f.name for f in fields(ConsentChange)),
+    # The principal is not the line's to say: the client stamps the one it writes as.
+    "consent": frozenset(f.name for f in fields(ConsentChange)) - {"principal"},
 }
 _KNOWN_LINE = frozenset(f.name for f in fields(CheckoutLine))
 

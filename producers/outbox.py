@@ -32,7 +32,7 @@ from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
 from ..registry import codec_for
 from ..topics import TopicNames
-from .client import checkout_key
+from .client import checkout_key, principal_of, stamped
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ class Outbox:
         self._insert([(label, topic, key, value)])
 
     def accept_consent(self, change: ConsentChange) -> None:
+        change = stamped(change, principal_of(self.settings))  # the principal the outbox sends as
         try:
             value = self.codec.encode("consent_change", change.to_avro())
         except SchemaError as exc:

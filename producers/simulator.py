@@ -24,6 +24,7 @@ from . import receipt_mix
 from .truth import GroundTruth
 
 HELSINKI = ZoneInfo("Europe/Helsinki")
+CONSENT_TEXT = "sim-2026-01"  # the consent text version the simulated customers agree to
 
 GROCERY = (
     "dairy", "bread", "meat", "fish", "vegetables", "fruit", "pet_food", "baby_products",
@@ -315,11 +316,10 @@ class Traffic:
                 yield self._consent(card, at, self.rng.random() < 0.35, self.rng.random() < 0.55, "signup")
 
     def _consent(self, card: str, at: datetime, product: bool, electronic: bool, source: str) -> Emission:
-        change = ConsentChange(card, at.astimezone(HELSINKI), product, electronic, source)
-        self.sim.truth.consents.append(
-            {"card_id": card, "event_time": change.event_time.isoformat(), "product_data_marketing": product,
-             "electronic_marketing": electronic, "source": source}
-        )  # fmt: skip
+        channel = "store" if source == "signup" else source  # sign-up at a store, later changes in the app
+        change = ConsentChange(card, at.astimezone(HELSINKI), product, electronic, source, "", channel, CONSENT_TEXT)
+        self.sim.truth.consents.append({"card_id": card, "event_time": change.event_time.isoformat(), "source": source,
+            "product_data_marketing": product, "electronic_marketing": electronic})  # fmt: skip
         return Emission("consent", consent=change, label=f"consent:{card}")
 
     def _bad(self, at: datetime, now: datetime | None) -> Emission:

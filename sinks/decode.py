@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Message
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from ..cells import Cell
 from ..codec import Codec
-from ..consent_codec import decode_consent
+from ..consent_codec import decode_consent, written_at
 from ..dlq import Rejected
 from ..errors import BrokerError, ValidationError
 from ..models import Purchase
 from ..topics import TopicNames
+from ..validation import CONSENT_MAX_AGE
 from .rows import (
     AnalyticsRejected,
     AnyRecord,
@@ -39,7 +41,13 @@ log = logging.getLogger(__name__)
 _UNDECODABLE = (ValidationError, KeyError, ValueError, TypeError)
 
 
-def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None = None) -> list[AnyRecord]:
+def decode_batch(
+    codec: Codec,
+    messages: list[Message],
+    names: TopicNames | None = None,
+    *,
+    consent_max_age: timedelta = CONSENT_MAX_AGE,
+) -> list[AnyRecord]:
     """The batch's records; a record the warehouse cannot use is a :class:`~receiptflow.dlq.Rejected` to
     dead-letter (no single record stops the sink).
 
@@ -48,25 +56,28 @@ def decode_batch(codec: Codec, messages: list[Message], names: TopicNames | None
     the analytics topic was written before the analytics became cells: it is dead-lettered (reason
     ``retired_subject``), never stored. A ``purchase`` record there is older still (before basket
     pseudonyms): it carries the receipt id, so it is skipped (logged), never stored or copied.
-    Neither is a consent tombstone (an erased card). Broker events in the batch are logged, or raised
-    as :class:`BrokerError` when fatal.
+    Neither is a consent tombstone (an erased card). A consent change is judged at its record's
+    append time (older than ``consent_max_age`` then, or dated ahead of it: dead-lettered). Broker
+    events in the batch are logged, or raised as :class:`BrokerError` when fatal.
     """
     batch: list[AnyRecord] = []
     for m in messages:
         if _is_event(m):
             continue
-        record = decode_record(codec, m, names)
+        record = decode_record(codec, m, names, consent_max_age=consent_max_age)
         if record is not None:
             batch.append(record)
     _log_retired(batch)
     return batch
 
 
-def decode_record(codec: Codec, m: Message, names: TopicNames | None = None) -> AnyRecord | None:
+def decode_record(
+    codec: Codec, m: Message, names: TopicNames | None = None, *, consent_max_age: timedelta = CONSENT_MAX_AGE
+) -> AnyRecord | None:
     """One record (see :func:`decode_batch`); None for one that is neither stored nor dead-lettered."""
     topic = str(m.topic())
     if names is not None and topic == names.consents:
-        return _consent(codec, m)
+        return _consent(codec, m, consent_max_age)
     if names is not None and topic == names.purchases_analytics:
         return _cell(codec, m)
     return _purchase(codec, m)
@@ -106,21 +117,28 @@ def _undecodable(exc: Exception, m: Message, *, analytics: bool = False) -> Reje
     return _rejected(error, m, analytics=analytics)
 
 
-def _consent(codec: Codec, m: Message) -> SinkConsentRecord | Rejected | None:
+def _consent(codec: Codec, m: Message, max_age: timedelta) -> SinkConsentRecord | Rejected | None:
     if m.value() is None:
         # A tombstone: the card was erased. Its audit rows go with `receiptflow erase`; there is no
         # change to record.
         log.info("consent tombstone at %s (erased card): nothing to audit", _where(m))
         return None
+    appended = _appended_ms(m)
     try:
-        change = decode_consent(codec, m.value())
+        change = decode_consent(codec, m.value(), written_at(appended, datetime.now(UTC)), max_age)
     except ValidationError as exc:
         log.warning("undecodable consent record at %s, skipped: %s", _where(m), exc)
         return _rejected(exc, m)
     except _UNDECODABLE as exc:
         return _undecodable(exc, m)
     assert change is not None  # tombstones were handled above
-    return SinkConsentRecord(change, *_position(m))
+    return SinkConsentRecord(change, *_position(m), appended_ms=appended)
+
+
+def _appended_ms(m: Message) -> int:
+    """The record's broker append time (ms; ``consents`` is a LogAppendTime topic); 0 when it has none."""
+    kind, at = m.timestamp()
+    return at if kind != TIMESTAMP_NOT_AVAILABLE and at > 0 else 0
 
 
 # The reason of an anonymous basket of before the analytics cells, left on the analytics topic.

@@ -17,8 +17,10 @@ Erased cards: before its first row the replay reads the erased-cards topic to it
 warehouse (``runner.follow_erasures``), and it polls that topic before every batch, as the live sink
 does: a replay into a new warehouse never stores a card erased before or during it.
 
-A record the live sink dead-letters (a consent record that does not decode, an anonymous basket of
-before the analytics cells on ``purchases.analytics``, ...) is skipped: the live readers dead-lettered it.
+A record the live sink dead-letters (a consent record that does not decode or whose time was out of
+bounds when it was written, an anonymous basket of before the analytics cells on
+``purchases.analytics``, ...) is skipped: the live readers dead-lettered it. A consent record is
+judged at its append time, so a replay refuses exactly the records the live sink refused.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -93,7 +95,7 @@ def replay_warehouse(
             sink,
             consumer,
             erasures,
-            (codec, TopicNames(settings.kafka.topic_prefix)),
+            (codec, TopicNames(settings.kafka.topic_prefix), settings.privacy.consent_max_age),
             (starts, ends),
             batch_size,
             progress,
@@ -125,13 +127,13 @@ def _replay(
     sink: Sink,
     consumer: Consumer,
     erasures: ErasureReader,
-    decoding: tuple[Codec, TopicNames],
+    decoding: tuple[Codec, TopicNames, timedelta],
     bounds: tuple[dict[TopicPartitionKey, int], dict[TopicPartitionKey, int]],
     batch_size: int,
     progress: Progress | None,
 ) -> SinkStats:
     """Read each partition from its start to its end (``bounds``) into ``sink``, the erasures first."""
-    codec, names = decoding
+    codec, names, consent_max_age = decoding
     starts, ends = bounds
     stats = SinkStats()
     todo = {tp for tp in starts if starts[tp] < ends[tp]}
@@ -150,7 +152,7 @@ def _replay(
     todo = reading.pending
     done = 0
     for wanted in reading.batches(batch_size, 1.0):
-        batch = decode_batch(codec, wanted, names)
+        batch = decode_batch(codec, wanted, names, consent_max_age=consent_max_age)
         follow_erasures(sink, erasures.poll())
         if batch:
             sink.write(batch)

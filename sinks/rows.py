@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from ..cells import Cell, Window
+from ..consent_codec import written_at
 from ..dlq import Rejected
 from ..models import ConsentChange, Granularity, Purchase
 from ..policy import Policy
@@ -66,6 +67,7 @@ class SinkConsentRecord:
     topic: str
     partition: int
     offset: int
+    appended_ms: int = 0  # the record's broker append time; 0 when it has none (stored as its event time)
 
 
 _INT64 = 2**63 - 1  # BIGINT; INTEGER columns hold the contract's 32-bit ints (MAX_INT32)
@@ -200,6 +202,11 @@ def _add_consent(rows: Rows, r: SinkConsentRecord) -> None:
             r.topic,
             r.partition,
             r.offset,
+            # migration 0015: what every reader orders a card's changes by, and the proof of consent
+            written_at(r.appended_ms, c.event_time),
+            c.principal,
+            c.channel,
+            c.text_version,
         )
     )
     rows.cards[CONSENT_CHANGES.name].append(c.card_id)

@@ -199,6 +199,7 @@ class SinkWorker(KafkaWorker):
         self.topics = [topic] if topic else [names.purchases_customer, names.purchases_analytics, names.consents]
         self.batch_size, self.batch_timeout = batch_size, batch_timeout
         self.codec = codec or codec_for(settings)
+        self.consent_max_age = settings.privacy.consent_max_age
         self.stats = SinkStats()
         conf = consumer_config(settings, sink.group_id)
         self.incremental = _is_incremental(conf)
@@ -237,7 +238,7 @@ class SinkWorker(KafkaWorker):
         follow_erasures(self.sink, self.erasures.poll())
         messages = self.consumer.consume(self.batch_size, timeout=self.batch_timeout)
         self.heartbeat()
-        batch = decode_batch(self.codec, messages, self.names)
+        batch = decode_batch(self.codec, messages, self.names, consent_max_age=self.consent_max_age)
         if not batch:
             return False
         # Dead letters first: the batch then stores the offsets past them (see the module docstring).

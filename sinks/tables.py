@@ -119,6 +119,11 @@ CONSENT_CHANGES = Table(
         "source_topic",
         "source_partition",
         "source_offset",
+        # migration 0015
+        "appended_at",
+        "principal",
+        "channel",
+        "text_version",
     ),
     # The compacted topic's positions identify a change: replays and other groups see the same ones.
     ("source_topic", "source_partition", "source_offset"),

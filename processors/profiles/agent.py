@@ -30,6 +30,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import faust
@@ -38,15 +39,16 @@ from faust.worker import Worker
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
-from receiptflow.consent_codec import decode_consent
+from receiptflow.consent_codec import WrittenConsent, decode_consent, written_at
 from receiptflow.dlq import DeadLetterProducer, LetterSealer, Rejected
 from receiptflow.erasures import ErasureReader
 from receiptflow.errors import BrokerError, ProfileStoreError, ValidationError
 from receiptflow.health import CONSUMER_CHECKS, STATE_RESTORED, Readiness
 from receiptflow.metrics import Metrics, observe_ages
-from receiptflow.models import ConsentChange, Purchase
+from receiptflow.models import Purchase
 from receiptflow.registry import codec_for
 from receiptflow.topics import TopicNames
+from receiptflow.validation import CONSENT_MAX_AGE
 
 from .consumer import BatchHandler, ProfilesApp
 from .observe import watch
@@ -118,7 +120,8 @@ def create_app(
 
     # Both topics come a fetch at a time, beneath faust's streams (processors.profiles.consumer), the
     # consent changes of a fetch before its purchases: the stricter order when both concern a card.
-    app.batches(topic(names.consents), _consent_batches(codec, store, dead_letters, metrics))
+    consents = _consent_batches(codec, store, dead_letters, metrics, settings.privacy.consent_max_age)
+    app.batches(topic(names.consents), consents)
     app.batches(topic(names.purchases_customer), _purchase_batches(settings, codec, store, dead_letters, metrics))
     _follow_erasures(app, settings, store, readiness)
     return app
@@ -148,13 +151,13 @@ def _faust_app(settings: Settings, app_name: str) -> ProfilesApp:
 
 
 def _consent_batches(
-    codec: Codec, store: RedisProfileStore, dead_letters: DeadLetterProducer, metrics: Metrics
+    codec: Codec, store: RedisProfileStore, dead_letters: DeadLetterProducer, metrics: Metrics, max_age: timedelta
 ) -> BatchHandler:
     """The handler of a fetch of ``consents``: the valid changes applied, then the rest dead-lettered."""
 
     async def apply_consents(messages: Sequence[Message]) -> None:
         for first in range(0, len(messages), BATCH_MAX):
-            changes, rejected = decode_consents(codec, messages[first : first + BATCH_MAX])
+            changes, rejected = decode_consents(codec, messages[first : first + BATCH_MAX], max_age)
             # The valid changes first: a withdrawal must not wait for the dead-letter topic.
             await _retry(functools.partial(store.apply_consents, changes), "consent batch")
             metrics.profile_consent_changes_total.inc(len(changes))
@@ -212,19 +215,24 @@ def _rejected(error: ValidationError, m: Any) -> Rejected:
     return Rejected(error, str(m.topic), int(m.partition), int(m.offset), m.key, m.value)
 
 
-def decode_consents(codec: Codec, messages: Sequence[Any]) -> tuple[list[ConsentChange], list[Rejected]]:
-    """The consent changes of a batch of ``consents`` records (faust messages), and the records that
-    do not decode, to be dead-lettered. Tombstones (erased cards) are neither."""
-    changes: list[ConsentChange] = []
+def decode_consents(
+    codec: Codec, messages: Sequence[Any], max_age: timedelta = CONSENT_MAX_AGE
+) -> tuple[list[WrittenConsent], list[Rejected]]:
+    """The consent changes of a batch of ``consents`` records (faust messages), each with its append time,
+    and the records that are refused (they do not decode, or their time is out of bounds when they
+    were written), to be dead-lettered. Tombstones (erased cards) are neither."""
+    changes: list[WrittenConsent] = []
     rejected: list[Rejected] = []
+    now = datetime.now(UTC)
     for m in messages:
+        appended = round(m.timestamp * 1000) if m.timestamp else 0  # faust gives ms / 1000.0: round, never truncate
         try:
-            change = decode_consent(codec, m.value)
+            change = decode_consent(codec, m.value, written_at(appended, now), max_age)
         except ValidationError as exc:
             rejected.append(_rejected(exc, m))
             continue
         if change is not None:
-            changes.append(change)
+            changes.append(WrittenConsent.of(change, appended, int(m.offset)))
     return changes, rejected
 
 

@@ -32,6 +32,7 @@ from datetime import date
 from enum import IntEnum
 from types import MappingProxyType
 
+from receiptflow.consent_codec import WrittenConsent, as_written
 from receiptflow.models import ConsentChange, Purchase
 
 from .rules import Delta, Rules, default_rules, delta, epoch_day
@@ -45,6 +46,8 @@ WINDOWS = (30, 90, 365)
 class ConsentMark:
     """The newest consent change recorded for a card, with what purchases made before it are held to.
 
+    Newest is newest *written* (``written_ms``, the broker's append time of its record): a change
+    dated ahead never outranks one written after it. ``event_ms`` is the change's own time.
     ``withdrawn_ms`` is the event time of the newest withdrawal of product-data consent recorded,
     ``regranted_ms`` that of the first grant recorded after it (None when none). A purchase at ``t``
     may add product data only when no withdrawal at or after ``t`` is known and, after the newest
@@ -57,6 +60,14 @@ class ConsentMark:
     event_ms: int
     withdrawn_ms: int | None = None
     regranted_ms: int | None = None
+    written_ms: int | None = None  # None: recorded before the append time was (its event time then counts)
+    written_offset: int = 0  # the record's offset (0: unknown)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        """What a newer change must not be behind: when this one was written (else its event time), and
+        its offset (the broker stamps a producer batch with one append time)."""
+        return (self.event_ms if self.written_ms is None else self.written_ms), self.written_offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,30 +188,34 @@ def without_product_data(profile: Profile) -> Profile:
     )
 
 
-def apply_consent(profile: Profile, change: ConsentChange) -> Profile:
+def apply_consent(profile: Profile, written: ConsentChange | WrittenConsent) -> Profile:
     """Record the newest consent; withdrawing product-data consent deletes every product-derived field.
 
-    An older change than the one recorded changes nothing (the compacted topic is replayed on
-    restarts); two changes at the same time count as the stricter one. The newest withdrawal and
-    the first grant after it are kept with the mark, for purchases made before the change.
+    A change written before the one recorded changes nothing (the compacted topic is replayed on
+    restarts), whatever its event time; of two written in one millisecond the later offset counts,
+    and two at one position (no offsets known) count as the stricter one. The newest withdrawal and
+    the first grant after it are kept with the mark (by their event times), for purchases made
+    before the change. A bare :class:`ConsentChange` counts as written at its event time.
     """
+    w = as_written(written)
+    change, at = w.change, w.written_ms
     ms = int(change.event_time.timestamp() * 1000)
     old = profile.consent
-    if old is not None and (old.event_ms > ms or (old.event_ms == ms and not old.product_data)):
+    if old is not None and (old.position > w.position or (old.position == w.position and not old.product_data)):
         return profile
     if not change.product_data_marketing:
-        mark = ConsentMark(False, ms, withdrawn_ms=ms)
+        mark = ConsentMark(False, ms, withdrawn_ms=ms, written_ms=at, written_offset=w.offset)
     else:
         withdrawn = None if old is None else old.withdrawn_ms
         regranted = None if old is None else old.regranted_ms
         if withdrawn is not None and regranted is None:
             regranted = ms  # the first grant after the newest withdrawal
-        mark = ConsentMark(True, ms, withdrawn, regranted)
+        mark = ConsentMark(True, ms, withdrawn, regranted, at, w.offset)
     out = replace(profile, consent=mark)
     return out if change.product_data_marketing else without_product_data(out)
 
 
-def fold(events: Iterable[Purchase | ConsentChange], rules: Rules | None = None) -> dict[str, Profile]:
+def fold(events: Iterable[Purchase | ConsentChange | WrittenConsent], rules: Rules | None = None) -> dict[str, Profile]:
     """All profiles from purchases (and consent changes), applied in the order given.
 
     Anonymous purchases are skipped.
@@ -211,7 +226,7 @@ def fold(events: Iterable[Purchase | ConsentChange], rules: Rules | None = None)
         if e.card_id is None:
             continue
         prof = out.get(e.card_id) or Profile(e.card_id)
-        if isinstance(e, ConsentChange):
+        if isinstance(e, ConsentChange | WrittenConsent):
             out[e.card_id] = apply_consent(prof, e)
         else:
             out[e.card_id] = apply_delta(prof, delta(e, rules), rules)[0]

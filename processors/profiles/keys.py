@@ -38,7 +38,7 @@ v, s, f, l   lifetime visits, spend cents, first and last event ms
 pt           points
 w<base36 week> seven day buckets (week = epoch day // 7): slots joined by ",", trailing empty
              ones left out; a slot is <cents> for one visit or <visits>:<cents>, base 36
-c, ct        newest consent seen: product data "1"/"0" and its event ms
+c, ct, ca, co  newest consent written: product data "1"/"0", its event ms, its record's append ms and offset
 cw, cg       event ms of the newest withdrawal seen and of the first grant after it
 sv, sd, sn, sm  segment model version, month, visits class, money class (``segments run``)
 P...         product-derived (deleted on withdrawal): Pg:<group> cents, Pa:<kind> newest ms,
@@ -170,6 +170,8 @@ def decode_profile(card_id: str, h: Mapping[str, str], seen: Iterable[tuple[str,
             int(h["ct"]),
             None if withdrawn is None else int(withdrawn),
             None if regranted is None else int(regranted),
+            int(h["ca"]) if "ca" in h else None,
+            int(h.get("co", 0)),
         )
     return Profile(
         card_id=card_id,

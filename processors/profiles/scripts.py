@@ -14,7 +14,7 @@ from enum import IntEnum
 from importlib import resources
 from typing import Any
 
-from receiptflow.models import ConsentChange
+from receiptflow.consent_codec import WrittenConsent
 
 from .keys import _NUTRIENT_FIELD, WEEK_DAYS, week_field
 from .rules import Delta, Rules
@@ -66,6 +66,8 @@ class ConsentArg(IntEnum):
 
     EVENT_MS = 1
     PRODUCT_DATA = 2
+    WRITTEN_MS = 3
+    OFFSET = 4
 
 
 def delta_args(d: Delta, rules: Rules) -> list[Any]:
@@ -99,7 +101,8 @@ def delta_args(d: Delta, rules: Rules) -> list[Any]:
     return args
 
 
-def consent_args(change: ConsentChange) -> list[Any]:
+def consent_args(written: WrittenConsent) -> list[Any]:
     """The ARGV of ``profile_consent.lua`` for one consent change, in :class:`ConsentArg` order."""
+    change = written.change
     ms = int(change.event_time.timestamp() * 1000)
-    return [ms, "1" if change.product_data_marketing else "0"]
+    return [ms, "1" if change.product_data_marketing else "0", written.written_ms, written.offset]

@@ -32,6 +32,7 @@ from redis.exceptions import NoScriptError, RedisClusterException
 
 from receiptflow.card_hash import CardHasher
 from receiptflow.config import Settings
+from receiptflow.consent_codec import WrittenConsent, as_written
 from receiptflow.errors import ProfileStoreError
 from receiptflow.models import ConsentChange, Purchase
 from receiptflow.redis_auth import RedisRole, connection_url
@@ -224,7 +225,7 @@ class RedisProfileStore:
 
     def apply_events(
         self,
-        events: Sequence[Purchase | ConsentChange],
+        events: Sequence[Purchase | ConsentChange | WrittenConsent],
         reset: Sequence[str] = (),
         *,
         what: str = "profile batch",
@@ -243,8 +244,9 @@ class RedisProfileStore:
             if e.card_id is None:
                 continue
             keys = self.keys_for(e.card_id)
-            if isinstance(e, ConsentChange):
-                applied.append(_evalsha(self._consent, (keys.profile, keys.erased), consent_args(e)))
+            if isinstance(e, ConsentChange | WrittenConsent):
+                # A bare change (no append time known) is ordered by its event time.
+                applied.append(_evalsha(self._consent, (keys.profile, keys.erased), consent_args(as_written(e))))
                 is_purchase.append(False)
             else:
                 args = delta_args(delta(e, self.rules), self.rules)
@@ -254,7 +256,7 @@ class RedisProfileStore:
             return ApplyResult(), 0
         # The marketing projections' tokens go before the scripts (a consent change's strip: stricter first).
         cards = list(dict.fromkeys([*reset, *(e.card_id for e in events if e.card_id is not None)]))
-        strip = frozenset([*reset, *(e.card_id for e in events if isinstance(e, ConsentChange))])
+        strip = frozenset([*reset, *(e.card_id for e in events if isinstance(e, ConsentChange | WrittenConsent))])
         guards = [] if self.projections is None else self.projections.guards(cards, strip)
         replies = self._run([*commands, *guards, *applied], what)
         results = [int(x) for x in replies[len(commands) + len(guards) :]]
@@ -279,7 +281,7 @@ class RedisProfileStore:
         """Apply a batch; returns how many were new (the rest were duplicates, late or erased)."""
         return self.apply_all(purchases).applied
 
-    def apply_consents(self, changes: Sequence[ConsentChange]) -> int:
+    def apply_consents(self, changes: Sequence[ConsentChange | WrittenConsent]) -> int:
         """Record consent changes (one round trip); returns how many changed a profile."""
         return self.apply_events(changes, what="consent batch")[1]
 
@@ -371,7 +373,7 @@ class RedisProfileStore:
         return rows
 
 
-def _event_cards(events: Sequence[Purchase | ConsentChange]) -> list[str]:
+def _event_cards(events: Sequence[Purchase | ConsentChange | WrittenConsent]) -> list[str]:
     """The card of each event with one, in order (the events the batch sent a script for)."""
     return [e.card_id for e in events if e.card_id is not None]
 

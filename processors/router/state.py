@@ -238,7 +238,9 @@ def restore(
             continue  # it went to the dead-letter topic when it was first processed
         key = msg.key()
         if change is not None:
-            state.consent[change.card_id] = with_record(state.consent.get(change.card_id), change, appended_ms(msg))
+            state.consent[change.card_id] = with_record(
+                state.consent.get(change.card_id), change, appended_ms(msg), msg.offset() or 0
+            )
         elif key is not None:
             state.consent.pop(key.decode(), None)
     return states

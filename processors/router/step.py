@@ -20,18 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from receiptflow.codec import Codec
-from receiptflow.consent_codec import decode_consent
+from receiptflow.consent_codec import decode_consent, written_at
 from receiptflow.dlq_write import Rejected
 from receiptflow.errors import ValidationError
 from receiptflow.field_values import local_time
 from receiptflow.models import Checkout, ConsentChange, ConsentState, Granularity
 from receiptflow.policy import UNKNOWN_CHAIN_VERSION, Decision, Policy
 from receiptflow.topics import TopicNames
-from receiptflow.validation import validate
+from receiptflow.validation import CONSENT_MAX_AGE, validate
 
 from . import fast_path
 from .consent import ConsentHistory, effective_consent, with_record
@@ -103,6 +103,7 @@ class RouteStep:
         default_consent: ConsentState,
         processor: str,
         fast: bool = True,
+        consent_max_age: timedelta = CONSENT_MAX_AGE,
     ) -> None:
         self.names = names
         self.policy = policy
@@ -110,6 +111,7 @@ class RouteStep:
         self.baskets = baskets
         self.default_consent = default_consent
         self.processor = processor  # the worker's name (its loop's LetterSealer names it in dead letters)
+        self.consent_max_age = consent_max_age
         self.encoder = PurchaseEncoder(codec)
         self.basket_encoder = BasketEncoder(codec)
         self.fast = fast_path.build(codec, baskets, fast)
@@ -133,9 +135,14 @@ class RouteStep:
             return self.consent(msg, state, staged, now, erased)
         return self.checkout(msg, state, staged, now, erased)
 
-    def consent_change(self, msg: InputRecord) -> ConsentChange | None:
-        """The change a ``consents`` record holds; None for a tombstone; ValidationError when unusable."""
-        return decode_consent(self.codec, msg.value())
+    def consent_change(self, msg: InputRecord, now: datetime | None = None) -> ConsentChange | None:
+        """The change a ``consents`` record holds; None for a tombstone; ValidationError when unusable.
+
+        Judged at the record's append time, so a restore judges it as the stream did (``now``, the
+        wall clock by default, only for a record without one).
+        """
+        written = written_at(appended_ms(msg), now or datetime.now(UTC))
+        return decode_consent(self.codec, msg.value(), written, self.consent_max_age)
 
     def consent(
         self,
@@ -147,7 +154,7 @@ class RouteStep:
     ) -> StepResult:
         partition = msg.partition() or 0
         try:
-            change = self.consent_change(msg)
+            change = self.consent_change(msg, now)
         except ValidationError as exc:
             return self.dead_letter(exc, msg, staged, now)
         if change is None:  # tombstone: the card was erased; its history goes with it
@@ -158,7 +165,7 @@ class RouteStep:
         if change.card_id in erased:
             return dropped_as_erased(staged, "consent")
         history = staged.history(state, partition, change.card_id)
-        updated = with_record(history, change, appended_ms(msg))
+        updated = with_record(history, change, appended_ms(msg), msg.offset() or 0)
         staged.consent[(partition, change.card_id)] = updated
         staged.consent_changes += 1
         staged.cards.add(change.card_id)

@@ -124,6 +124,7 @@ class Router(KafkaWorker):
             ),
             self.transactional_id,
             fast=settings.router.fast_path,
+            consent_max_age=settings.privacy.consent_max_age,
         )
         self.letters = letters or LetterSealer(
             settings, self.transactional_id, settings.router.id, codec=self.step.codec

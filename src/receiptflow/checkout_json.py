@@ -86,7 +86,16 @@ def consent_change_from_json(d: Any) -> ConsentChange:
         product_data_marketing=required(d, "product_data_marketing", bool),
         electronic_marketing=required(d, "electronic_marketing", bool),
         source=required(d, "source", str),
+        channel=_optional_text(d, "channel"),
+        text_version=_optional_text(d, "text_version"),
     )
+
+
+def _optional_text(d: dict[str, Any], key: str) -> str:
+    value = d.get(key, "")
+    if not isinstance(value, str):
+        raise ValidationError("schema", f"{key} must be a string", key)
+    return value
 
 
 def line_from_json(line: Any, where: str) -> CheckoutLine:

@@ -126,16 +126,27 @@ class Checkout:
 
 @dataclass(frozen=True, slots=True)
 class ConsentChange(_Fields):
-    """A customer's full consent state as of ``event_time``."""
+    """A customer's full consent state as of ``event_time``; v2 adds the proof (the writer's Kafka
+    principal, the channel, the consent text's version), empty in a record written as v1."""
 
     card_id: str
     event_time: datetime
     product_data_marketing: bool
     electronic_marketing: bool
     source: str = "app"
+    principal: str = ""
+    channel: str = ""
+    text_version: str = ""
 
     def to_avro(self) -> dict[str, Any]:
         return {**_Fields.to_avro(self), "event_time": to_utc(self.event_time)}
+
+    @classmethod
+    def from_avro(cls, d: Mapping[str, Any]) -> Self:
+        # The v2 fields are absent from a v1 dict that was not read through the v2 schema.
+        proof = (d.get("principal", ""), d.get("channel", ""), d.get("text_version", ""))
+        pdm, em = d["product_data_marketing"], d["electronic_marketing"]
+        return cls(d["card_id"], d["event_time"], pdm, em, d["source"], *proof)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,10 @@ MAX_LINES = 2_000
 MAX_QUANTITY = 100_000  # pieces, kg or l on one line, either sign
 MAX_FUTURE = timedelta(minutes=10)  # register clocks drift; more than this is a broken clock
 EARLIEST_EVENT = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+# A consent change older than this when written is refused (the default of RECEIPTFLOW_CONSENT_MAX_AGE_DAYS).
+CONSENT_MAX_AGE = timedelta(days=90)
+# Where a customer can give or change consent (a v2 consent change's ``channel``).
+CONSENT_CHANNELS = frozenset({"app", "web", "store", "customer_service"})
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 # Ids, SKUs and group names: far below the broker's 1 MB message limit, and what a warehouse key
 # column and an index can hold. Avro ``int`` fields (and INTEGER columns) are 32-bit.
@@ -50,10 +54,55 @@ def check_text(value: str, field: str, *, required: bool = True) -> None:
         raise ValidationError("invalid_characters", f"{field} contains U+{ord(bad):04X}", field)
 
 
-def validate_consent(change: ConsentChange) -> None:
-    """Raise ValidationError for a consent change that must not be accepted."""
+def validate_consent(
+    change: ConsentChange, now: datetime, max_age: timedelta = CONSENT_MAX_AGE, *, proof: bool = True
+) -> None:
+    """Raise ValidationError for a consent change that must not be accepted at ``now``.
+
+    ``now`` is the time the change is judged against: for a record on the ``consents`` topic its
+    broker append time (:func:`receiptflow.consent_codec.decode_consent`), so a restore or a replay
+    judges it as it was judged when first read. ``proof``: the change must name its principal,
+    channel and consent text, as the page and ``produce --kind consent`` write it (readers check
+    only their form: a v1 record, or one of an older client, has none of them).
+    """
     check_text(change.card_id, "card_id")
     check_text(change.source, "source", required=False)
+    check_text(change.principal, "principal", required=proof)
+    check_text(change.channel, "channel", required=proof)
+    check_text(change.text_version, "text_version", required=proof)
+    if change.channel and change.channel not in CONSENT_CHANNELS:
+        raise ValidationError(
+            "unknown_channel",
+            f"channel {change.channel!r} is not one of {', '.join(sorted(CONSENT_CHANNELS))}",
+            "channel",
+        )
+    check_consent_time(change.event_time, now, max_age)
+
+
+def check_consent_time(event_time: datetime, now: datetime, max_age: timedelta = CONSENT_MAX_AGE) -> None:
+    """Raise ValidationError for a consent change's time outside its bounds at ``now``.
+
+    At most the registers' clock drift ahead (``MAX_FUTURE``, as checkouts), never before
+    ``EARLIEST_EVENT``, and not older than ``max_age`` (``RECEIPTFLOW_CONSENT_MAX_AGE_DAYS``): a change
+    dated ahead would outrank the card holder's own later changes until its date, one dated far back
+    is a broken clock or a record held back for no good reason.
+    """
+    if event_time > now + MAX_FUTURE:
+        raise ValidationError(
+            "future_event_time",
+            f"event_time {event_time.isoformat()} is after {now.astimezone(event_time.tzinfo).isoformat()} "
+            f"(when it was written, plus {MAX_FUTURE.seconds // 60} min of clock drift allowed)",
+            "event_time",
+        )
+    if event_time < EARLIEST_EVENT:
+        raise ValidationError("absurd_event_time", f"event_time {event_time.isoformat()} is too old", "event_time")
+    if event_time < now - max_age:
+        raise ValidationError(
+            "stale_consent_time",
+            f"event_time {event_time.isoformat()} is more than {max_age.days} days before "
+            f"{now.astimezone(event_time.tzinfo).isoformat()} (when it was written)",
+            "event_time",
+        )
 
 
 def validate(c: Checkout, now: datetime) -> None:

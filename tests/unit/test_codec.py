@@ -109,23 +109,24 @@ def test_record_not_fitting_schema_is_a_schema_error() -> None:
 
 
 def test_newer_reader_reads_older_writer(tmp_path: Path) -> None:
-    """A v2 with a new optional field: data framed with v1's id decodes with the default filled in."""
+    """A new version with a new optional field: data framed with the older id decodes with the default filled in."""
     target = tmp_path / "schemas"
     shutil.copytree(SCHEMAS, target)
-    v1 = json.loads((target / "consent_change" / "v1.avsc").read_text())
-    v2 = dict(v1)
-    v2["fields"] = [*v1["fields"], {"name": "sms_marketing", "type": "boolean", "default": False}]
-    (target / "consent_change" / "v2.avsc").write_text(json.dumps(v2))
+    latest = SchemaCatalog.from_dir(SCHEMAS).latest("consent_change")
+    newer = dict(latest.raw)
+    newer["fields"] = [*latest.raw["fields"], {"name": "sms_marketing", "type": "boolean", "default": False}]
+    file = f"consent_change/v{latest.version + 1}.avsc"
+    (target / file).write_text(json.dumps(newer))
     ids = json.loads((target / "ids.json").read_text())
     free = max(e["id"] for e in ids["schemas"]) + 1
-    ids["schemas"].append({"id": free, "subject": "consent_change", "version": 2, "file": "consent_change/v2.avsc"})
+    ids["schemas"].append({"id": free, "subject": "consent_change", "version": latest.version + 1, "file": file})
     (target / "ids.json").write_text(json.dumps(ids))
 
     old = Codec(SchemaCatalog.from_dir(SCHEMAS))
     new = Codec(SchemaCatalog.from_dir(target))
-    sample = load_samples(SCHEMAS, SchemaCatalog.from_dir(SCHEMAS).latest("consent_change"))[0]
+    sample = load_samples(SCHEMAS, latest)[0]
     decoded = new.decode(old.encode("consent_change", sample))
-    assert decoded.writer_version == 1
+    assert decoded.writer_version == latest.version
     assert decoded.value["sms_marketing"] is False
     assert decoded.value["card_id"] == sample["card_id"]
     assert schema_id_of(new.encode("consent_change", decoded.value)) == free

@@ -59,12 +59,15 @@ class FakeRegistry:
 
 
 def _with_v2(change: dict[str, Any]) -> SchemaCatalog:
-    """The bundled contract plus a ``consent_change`` v2 with ``change`` as an extra field."""
+    """The bundled contract plus a new ``consent_change`` version (v3) with ``change`` as an extra field."""
     bundled = SchemaCatalog.bundled()
-    v1 = bundled.latest("consent_change")
-    raw = {**v1.raw, "fields": [*v1.raw["fields"], change]}
-    v2 = SchemaVersion(99, "consent_change", 2, "consent_change/v2.avsc", raw)
-    return SchemaCatalog([*(v for s in bundled.subjects() for v in bundled.versions(s)), v2])
+    latest = bundled.latest("consent_change")
+    raw = {**latest.raw, "fields": [*latest.raw["fields"], change]}
+    new = SchemaVersion(99, "consent_change", NEW, f"consent_change/v{NEW}.avsc", raw)
+    return SchemaCatalog([*(v for s in bundled.subjects() for v in bundled.versions(s)), new])
+
+
+NEW = 3  # consent_change v1 and v2 are bundled
 
 
 def test_subjects_follow_the_topic_name_strategy_with_the_prefix() -> None:
@@ -122,8 +125,8 @@ def test_a_compatible_new_version_is_registered_after_the_old_one() -> None:
     catalog = registry_catalog(
         _with_v2({"name": "tier", "type": ["null", "string"], "default": None}), TopicNames(), fake, URL
     )
-    assert [v.version for v in catalog.versions("consent_change")] == [1, 2]
-    assert len(fake.subjects["consents-value"]) == 2
+    assert [v.version for v in catalog.versions("consent_change")] == [1, 2, NEW]
+    assert len(fake.subjects["consents-value"]) == NEW
 
 
 def test_an_incompatible_version_is_refused_in_one_line_naming_subject_and_file() -> None:
@@ -132,7 +135,7 @@ def test_an_incompatible_version_is_refused_in_one_line_naming_subject_and_file(
         registry_catalog(_with_v2({"name": "tier", "type": "string"}), TopicNames(), fake, URL)
     message = str(caught.value)
     assert "\n" not in message
-    assert "consent_change v2 (consent_change/v2.avsc)" in message
+    assert f"consent_change v{NEW} (consent_change/v{NEW}.avsc)" in message
     assert "'consents-value'" in message
     assert "not BACKWARD compatible" in message
     assert "Incompatible artifact" in message  # the registry's own reason is kept

@@ -105,6 +105,7 @@ OLD_VARIABLES: dict[str, tuple[str, str, str, Any]] = {
     "RECEIPTFLOW_POLICY_FILE": ("privacy", "policy_file", "/etc/rf/policy.toml", Path("/etc/rf/policy.toml")),
     "RECEIPTFLOW_DEFAULT_PRODUCT_DATA_MARKETING": ("privacy", "default_product_data_marketing", "true", True),
     "RECEIPTFLOW_DEFAULT_ELECTRONIC_MARKETING": ("privacy", "default_electronic_marketing", "true", True),
+    "RECEIPTFLOW_CONSENT_MAX_AGE_DAYS": ("privacy", "consent_max_age_days", "30", 30),
     "RECEIPTFLOW_METRICS_PORT": ("metrics", "port", "9200", 9200),
     "RECEIPTFLOW_METRICS_ADDR": ("metrics", "addr", "0.0.0.0", "0.0.0.0"),
     "RECEIPTFLOW_STATUS_ENDPOINTS": ("metrics", "status_endpoints", "router=h:9108", "router=h:9108"),

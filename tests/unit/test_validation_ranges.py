@@ -69,8 +69,8 @@ def test_an_oversize_sku_is_rejected_long_before_the_broker_limit() -> None:
 
 
 def test_consent_changes_are_checked_the_same_way() -> None:
-    validate_consent(ConsentChange("6390000000001", NOW, True, False))
+    validate_consent(ConsentChange("6390000000001", NOW, True, False), NOW, proof=False)
     for card, reason in (("6390000000001\u200b", "invalid_characters"), ("", "missing_id"), ("9" * 500, "too_long")):
         with pytest.raises(ValidationError) as info:
-            validate_consent(ConsentChange(card, NOW, True, False))
+            validate_consent(ConsentChange(card, NOW, True, False), NOW, proof=False)
         assert info.value.reason == reason

@@ -38,6 +38,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     doc = export_card(settings, args.card, who=who)
     console.print_json(json.dumps(doc, default=str))
     err_console.print(export_summary(doc), markup=False, highlight=False, soft_wrap=True)
+    for entry in doc.get("consent_history") or []:
+        err_console.print(f"  {entry['when']}: {entry['what']}; {entry['how']}", markup=False, highlight=False)
     return 0
 
 

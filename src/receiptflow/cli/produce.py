@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..config import Settings
 from ..errors import UsageError
 from ..humanize import euros
+from ..validation import CONSENT_CHANNELS
 from .common import RATE_HELP, console, err_console, fraction, positive_float, positive_int, print_endpoints, rate
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from ..producers.client import RegisterClient
-    from ..producers.ingest import ingest
+    from ..producers.ingest import ConsentDefaults, ingest
     from ..topics import require_broker
 
     source = None if args.file in (None, "-") else Path(args.file)
@@ -37,9 +38,10 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         stream = sys.stdin.buffer if source is None else source.open("rb")
     except OSError as exc:
         raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+    defaults = ConsentDefaults(args.channel or "", args.text_version or "", settings.privacy.consent_max_age)
     try:
         with stream:
-            report = ingest(stream, args.kind, client, datetime.now(UTC))
+            report = ingest(stream, args.kind, client, datetime.now(UTC), defaults)
     finally:
         client.close()
     for note in sorted(report.rejected + report.failed + report.warnings, key=lambda n: n.lineno):
@@ -55,6 +57,18 @@ def add_produce(sub: Subparsers) -> None:
     s = sub.add_parser("produce", help="publish checkouts (or consent changes) from a JSON Lines file")
     s.add_argument("file", nargs="?", help="file, or - / nothing for standard input")
     s.add_argument("--kind", choices=("checkout", "consent"), default="checkout", help="what each line holds")
+    s.add_argument(
+        "--text-version",
+        metavar="VERSION",
+        help="consent changes: the version of the consent text the customers saw, for lines without a "
+        "text_version (a consent change without one is refused)",
+    )
+    s.add_argument(
+        "--channel",
+        choices=sorted(CONSENT_CHANNELS),
+        help="consent changes: where the customers gave them, for lines without a channel "
+        "(default: the line's source when it is a channel)",
+    )
     s.set_defaults(func=cmd_produce)
 
 

@@ -3,6 +3,7 @@ policy, metrics, and this machine's folders and embedded broker."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -232,6 +233,18 @@ class PrivacySettings(SettingsGroup):
         validation_alias="RECEIPTFLOW_DEFAULT_ELECTRONIC_MARKETING",
         description="consent assumed for a card with no consent record: e-mail/SMS marketing",
     )
+    consent_max_age_days: int = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        validation_alias="RECEIPTFLOW_CONSENT_MAX_AGE_DAYS",
+        description="a consent change dated more than this many days before it was written is refused "
+        "(dead-lettered as stale_consent_time)",
+    )
+
+    @property
+    def consent_max_age(self) -> timedelta:
+        return timedelta(days=self.consent_max_age_days)
 
 
 class MetricsSettings(SettingsGroup):

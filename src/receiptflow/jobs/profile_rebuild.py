@@ -10,18 +10,25 @@ field), and the rebuild writes through :func:`apply_events`: the profile store's
 the live arguments, in pipelined batches. Rebuild and live path share every rule, so they cannot
 drift apart.
 
-**Order and consent.** Each card's purchases and consent changes are applied in event-time order
-(a consent change before a purchase of the same millisecond; it counts for that purchase only when
-it is stricter: a withdrawal at the purchase instant applies, a grant at it does not, which is what
-the live path gives in either processing order, see ``Profile.product_allowed_at``). That is what
-the live path converges to: a purchase routed under product-data consent adds product data unless
-a withdrawal at or after its event time exists (live: it is deleted when the withdrawal is
-recorded, or refused when the withdrawal was recorded first, even after a later re-grant) or the
-newest withdrawal before it was not followed by a grant strictly before it (live: refused). One
-difference remains, a race the live path resolves by processing order: a purchase made after a
-re-grant that the profile agent applied before it recorded the withdrawal the re-grant followed:
-live drops its product data (the withdrawal deletes everything when it is recorded), the rebuild
-keeps it — live is the stricter reading.
+**Order and consent.** Each card's purchases and consent changes are applied in event-time order (a
+consent change before a purchase of the same millisecond; it counts for that purchase only when it
+is stricter: a withdrawal at the purchase instant applies, a grant at it does not, which is what the
+live path gives in either processing order, see ``Profile.product_allowed_at``). Which change is the
+card's newest is decided by when it was written (``consent_changes.appended_at``, the broker's
+append time, and ``source_offset`` with each change: the profile script skips a change written
+before the one it holds; of two written in one millisecond the later offset counts), as on the live
+path: a grant dated ahead never outranks a withdrawal written after it. That is what the live path
+converges to: a purchase routed under product-data consent adds product data unless a withdrawal at
+or after its event time exists (live: it is deleted when the withdrawal is recorded, or refused when
+the withdrawal was recorded first, even after a later re-grant) or the newest withdrawal before it
+was not followed by a grant strictly before it (live: refused). One difference remains, a race the
+live path resolves by processing order: a purchase made after a re-grant that the profile agent
+applied before it recorded the withdrawal the re-grant followed: live drops its product data (the
+withdrawal deletes everything when it is recorded), the rebuild keeps it — live is the stricter
+reading. Likewise when a card's changes were written in another order than their dates (a register's
+clock behind): the newest consent is the same, but a withdrawal that the rebuild meets after a
+change written later is skipped there, while live recorded it first (its time then holds back
+purchases made before it).
 
 Receipts more than ``RECEIPTFLOW_PROFILE_DEDUP_DAYS`` older than the card's newest one, which the
 live path refuses as too late, count in a rebuild (it applies them in order). The dedup set ends up
@@ -40,6 +47,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
+from ..consent_codec import WrittenConsent, as_written, millis
 from ..metrics import Metrics
 from ..models import (
     CheckoutLine,
@@ -58,12 +66,19 @@ from ..processors.profiles.store import ApplyResult, RedisProfileStore
 from ..sinks.queries import Warehouse
 
 Progress = Callable[[int, int], None]  # (events done, events in all)
-Event = Purchase | ConsentChange
+Event = Purchase | ConsentChange | WrittenConsent  # a bare change: written at its event time
 
 _RECEIPT_COLUMNS = (
     "receipt_id, chain, store_id, card_id, event_time, event_local_date, payment_method, currency, total_cents, "
     "granularity, policy_version, consent_product_data_marketing, consent_electronic_marketing, consent_known, "
     "processed_at, receipt_kind, original_receipt_id, deposit_cents, adjustment_cents"
+)
+
+
+# The consent_changes columns consent_from_row reads (the rebuild, the page).
+CONSENT_COLUMNS = (
+    "card_id, changed_at, product_data_marketing, electronic_marketing, source, appended_at, principal, channel, "
+    "text_version, source_offset"
 )
 
 
@@ -133,15 +148,21 @@ def purchase_from_rows(
     )
 
 
-def consent_from_row(row: Sequence[Any]) -> ConsentChange:
-    card, at, pdm, em, source = row
-    return ConsentChange(str(card), at, bool(pdm), bool(em), str(source))
+def consent_from_row(row: Sequence[Any]) -> WrittenConsent:
+    """A ``consent_changes`` row (``CONSENT_COLUMNS``) as the change and the time it was written."""
+    card, at, pdm, em, source, appended, principal, channel, text_version, offset = row
+    change = ConsentChange(
+        str(card), at, bool(pdm), bool(em), str(source), str(principal), str(channel), str(text_version)
+    )
+    return WrittenConsent.of(change, None if appended is None else millis(appended), int(offset))
 
 
 def _event_order(e: Event) -> tuple[int, int, str]:
-    if isinstance(e, ConsentChange):
-        # Of two changes at the same time the stricter one wins (apply_consent); order them so.
-        return int(e.event_time.timestamp() * 1000), 0, "1" if e.product_data_marketing else "0"
+    if isinstance(e, ConsentChange | WrittenConsent):
+        # Placed by its own time among the purchases; which change is the newest is decided by when
+        # it was written (the script skips one written before the recorded one), whatever the order.
+        change = as_written(e).change
+        return int(change.event_time.timestamp() * 1000), 0, "1" if change.product_data_marketing else "0"
     return event_ms(e), 1, e.receipt_id
 
 
@@ -215,8 +236,7 @@ def read_events(db: Warehouse, first: str, last: str) -> dict[str, list[Event]]:
         assert purchase.card_id is not None
         out.setdefault(purchase.card_id, []).append(purchase)
     for row in db.query(
-        "SELECT card_id, changed_at, product_data_marketing, electronic_marketing, source FROM consent_changes "
-        f"WHERE card_id >= {p} AND card_id <= {p}",
+        f"SELECT {CONSENT_COLUMNS} FROM consent_changes WHERE card_id >= {p} AND card_id <= {p}",
         (first, last),
     ):
         change = consent_from_row(row)

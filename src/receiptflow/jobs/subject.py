@@ -1,7 +1,9 @@
 """Subject access and erasure for one loyalty card: ``receiptflow export`` and ``receiptflow erase``.
 
 ``export_card`` gathers everything held about a card: the Redis profile (full view, segments), its
-consent history (the warehouse's consent audit and the newest state in the profile), the warehouse
+consent history (the warehouse's consent audit, written order, in words and local time: when, what
+changed, through which channel, written by which principal, to which consent text; and the newest
+state in the profile), the warehouse
 rows (receipts, their items and groups) and, because Kafka topics are append-only logs that no
 erasure can edit, which topics may still hold its records, with their retention as the broker
 reports it and the time until which records may remain (:func:`topic_retention`). For an erased
@@ -80,6 +82,7 @@ from ..sinks import Sink, open_sink
 from ..sinks.card_rows import delete_card, export_rows
 from ..sinks.read_only import open_warehouse
 from ..topics import CARD_LINKED, TopicNames, describe_topic_configs
+from .consent_history import consent_history
 from .erasure_plan import STEPS, ErasurePlan, plan_erasure, steps_done, topic_retention
 from .looks import Looker, record_look
 
@@ -99,7 +102,7 @@ def export_card(
     profile = store.get(card_id)
     with open_warehouse(settings) as warehouse:  # read-only: an export changes nothing
         rows = export_rows(warehouse, card_id)
-    consents = rows.pop("consent_changes")
+    consents = consent_history(rows.pop("consent_changes"))  # as the card holder reads it, in local time
     when = erased_at(settings, subject)
     names = TopicNames(settings.kafka.topic_prefix)
     physical = [names.physical(t) for t in CARD_LINKED]

@@ -9,7 +9,8 @@
   staff login and the reason given, is written to the audit of looks (``rf:audit:looks``,
   :mod:`receiptflow.jobs.looks`: an append-only Redis stream with the card's salted hash, never the
   card id); no entry, no view. The card holder's download is audited there too.
-* Consent changes: a :class:`~receiptflow.models.ConsentChange` (source ``web``) validated and sent
+* Consent changes: a :class:`~receiptflow.models.ConsentChange` (source and channel ``web``, the
+  page's consent text version ``texts.CONSENT_TEXT_VERSION``, the page's Kafka principal) validated and sent
   by :class:`~receiptflow.producers.client.RegisterClient`, exactly as the registers' app and
   ``receiptflow produce --kind consent`` send them; the profile agent applies it within a second.
 * Download and erasure: :func:`receiptflow.jobs.subject.export_card` and ``erase_card``, the jobs
@@ -33,8 +34,10 @@ from typing import Any
 import redis
 
 from ..config import Settings
+from ..consent_codec import newest_written
 from ..errors import BrokerError, ProfileStoreError, ReceiptflowError
 from ..jobs.looks import card_holder, looker, record_look
+from ..jobs.profile_rebuild import CONSENT_COLUMNS, consent_from_row
 from ..jobs.subject import erase_card, export_card
 from ..models import ConsentChange
 from ..processors.profiles.fold import WINDOWS, Profile
@@ -46,6 +49,7 @@ from ..producers.client import RegisterClient
 from ..redis_auth import RedisRole
 from ..sinks.read_only import open_warehouse
 from ..validation import validate_consent
+from .texts import CONSENT_TEXT_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,24 +149,31 @@ class Backend:
                 )
                 for chain, visits, cents in rows:
                     chains.setdefault(str(chain), {})[f"{n}d"] = {"visits": int(visits), "spend_cents": int(cents)}
-            consent = db.query(
-                "SELECT product_data_marketing, electronic_marketing, changed_at FROM consent_changes "
-                f"WHERE card_id = {p} ORDER BY changed_at DESC LIMIT 1",
+            # Newest written (appended_at), never newest dated: a grant dated ahead must not outrank a
+            # withdrawal written after it (consent_codec.newest_written, as the router decides).
+            rows = db.query(
+                f"SELECT {CONSENT_COLUMNS} FROM consent_changes WHERE card_id = {p}",
                 (card,),
             )
+        change = newest_written(consent_from_row(r) for r in rows)
         newest = None
-        if consent:
-            product, email, when = consent[0]
-            newest = {"product_data_marketing": bool(product), "electronic_marketing": bool(email), "at": when}
+        if change is not None:
+            newest = {
+                "product_data_marketing": change.product_data_marketing,
+                "electronic_marketing": change.electronic_marketing,
+                "at": change.event_time,
+            }
         return {"chains": chains, "consent": newest}
 
     # --- changing ----------------------------------------------------------------------------------
     def set_consents(self, card: str, product_data: bool, email: bool, now: datetime | None = None) -> ConsentChange:
         """Publish the card's new consent state as the registers' app does; returns it once acknowledged."""
-        change = ConsentChange(card, now or datetime.now(UTC), product_data, email, source="web")
-        validate_consent(change)
         if self._producer is None:
             self._producer = RegisterClient(self.settings)
+        at = now or datetime.now(UTC)
+        change = ConsentChange(card, at, product_data, email, "web", channel="web", text_version=CONSENT_TEXT_VERSION)
+        change = self._producer.stamped(change)  # the principal the page writes as
+        validate_consent(change, at, self.settings.privacy.consent_max_age)
         failed = self._producer.stats.failed
         self._producer.send_consent(change)
         stats = self._producer.flush(10)

@@ -6,6 +6,10 @@ groups keep the catalogue's names (``dairy``, ``vegetables`` …) with a transla
 
 from __future__ import annotations
 
+# The version of the consent texts below ("consent_product", "consent_email"): what a consent change
+# sent from the page records as the text the card holder saw. Change it whenever those texts change.
+CONSENT_TEXT_VERSION = "web-2026-12"
+
 TEXTS: dict[str, tuple[str, str]] = {  # key: (Finnish, English)
     "site": ("Omat ostotietoni", "My purchase data"),
     "skip": ("Siirry sisältöön", "Skip to content"),

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from receiptflow.consent_codec import WrittenConsent
 from receiptflow.jobs.profile_rebuild import (
     _RECEIPT_COLUMNS,
     card_pages,
@@ -128,7 +129,9 @@ def test_read_events_returns_what_the_sink_wrote(tmp_path: Path) -> None:
         purchases.append(p)
         records.append(SinkRecord(p, "purchases.customer", 0, i))
     changes = [ConsentChange(card, NOW - timedelta(days=5), False, True) for card in sorted(sim.truth.per_card)[:5]]
-    records += [SinkConsentRecord(c, "consents", 0, i) for i, c in enumerate(changes)]
+    # Appended a few seconds after their date: the rebuild reads the append time back to order them by.
+    written = [WrittenConsent(c, int(c.event_time.timestamp() * 1000) + 2000 + i, i) for i, c in enumerate(changes)]
+    records += [SinkConsentRecord(w.change, "consents", 0, w.offset, w.written_ms) for w in written]
     sink = DuckDBSink(tmp_path / "w.duckdb", erasure_salt=b"test-erasure-salt-0123456789")
     sink.setup()
     try:
@@ -150,11 +153,9 @@ def test_read_events_returns_what_the_sink_wrote(tmp_path: Path) -> None:
     assert {p.receipt_id: delta(p, RULES) for p in read_purchases} == want
     assert len(read_purchases) == len(want)
     events = [e for v in got.values() for e in v]
-    read_changes = sorted(
-        (e.card_id, e.event_time, e.product_data_marketing) for e in events if isinstance(e, ConsentChange)
-    )
-    assert read_changes == sorted((c.card_id, c.event_time, c.product_data_marketing) for c in changes)
-    assert rebuild_fold([e for v in got.values() for e in v], RULES) == rebuild_fold([*purchases, *changes], RULES)
+    read_changes = sorted((e.card_id, e.written_ms, e.change) for e in events if isinstance(e, WrittenConsent))
+    assert read_changes == sorted((w.card_id, w.written_ms, w.change) for w in written)
+    assert rebuild_fold([e for v in got.values() for e in v], RULES) == rebuild_fold([*purchases, *written], RULES)
 
 
 @pytest.mark.parametrize("local_hour", [0, 1, 23])

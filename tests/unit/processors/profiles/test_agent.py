@@ -13,6 +13,7 @@ import pytest
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.consent_codec import WrittenConsent
 from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles.agent import create_app, decode_consents
 
@@ -50,14 +51,28 @@ def test_the_default_wait_is_short_beside_the_latency_target(tmp_path: Path) -> 
 
 
 def test_the_profile_agent_keeps_the_valid_changes_of_a_batch_and_rejects_the_bad_ones() -> None:
-    def message(offset: int, value: bytes | None) -> SimpleNamespace:
-        return SimpleNamespace(topic="consents", partition=2, offset=offset, key=b"6390000000001", value=value)
+    written = int(CHANGE.event_time.timestamp() * 1000) + 1234  # the append time (ms)
+
+    def message(offset: int, value: bytes | None, appended_ms: int = written) -> SimpleNamespace:
+        # faust gives the timestamp in seconds (the broker's ms / 1000.0)
+        return SimpleNamespace(
+            topic="consents",
+            partition=2,
+            offset=offset,
+            key=b"6390000000001",
+            value=value,
+            timestamp=appended_ms / 1000,
+        )
 
     good = CODEC.encode("consent_change", CHANGE.to_avro())
-    changes, rejected = decode_consents(CODEC, [message(7, b"garbage"), message(8, good), message(9, None)])
-    assert changes == [CHANGE]
+    # Judged at its append time: dated more than the clock drift after it, the same change is refused.
+    early = written - 11 * 60_000
+    batch = [message(7, b"garbage"), message(8, good), message(9, None), message(10, good, early)]
+    changes, rejected = decode_consents(CODEC, batch)
+    assert changes == [WrittenConsent(CHANGE, written, offset=8)]
     assert [(r.topic, r.partition, r.offset, r.value, r.error.reason) for r in rejected] == [
-        ("consents", 2, 7, b"garbage", "undecodable")
+        ("consents", 2, 7, b"garbage", "undecodable"),
+        ("consents", 2, 10, good, "future_event_time"),
     ]
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from receiptflow.consent_codec import WrittenConsent
 from receiptflow.models import CheckoutLine, ConsentChange, ConsentState, Granularity, Purchase, ReceiptKind
 from receiptflow.processors.profiles.fold import Outcome, Profile, apply_consent, apply_delta, fold, update, windows
 from receiptflow.processors.profiles.rules import (
@@ -277,3 +278,53 @@ def test_a_purchase_among_ordered_consent_changes_is_never_looser_than_the_state
         assert kept
     # Processed after every change (as a rebuild applies them), exactly the state at its instant.
     assert fold([*changes, purchase], RULES)[card].has_product_data() == kept
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 6), st.booleans(), st.integers(-3, 3)), min_size=1, max_size=6),
+    st.randoms(use_true_random=False),
+)
+def test_the_newest_written_change_is_recorded_whatever_its_date_and_the_order_applied(
+    changes: list[tuple[int, bool, int]], rnd: random.Random
+) -> None:
+    """Append times drawn apart from the event times: the mark holds the newest written change (those
+    written in one millisecond: the stricter), whatever order the script is given them in."""
+    card = "6390000000001"
+    written = [
+        WrittenConsent(ConsentChange(card, NOW + timedelta(days=days), product, True), ms)
+        for ms, product, days in changes
+    ]
+    shuffled = written[:]
+    rnd.shuffle(shuffled)
+    profile = Profile(card)
+    for w in shuffled:
+        profile = apply_consent(profile, w)
+    last = max(ms for ms, _, _ in changes)
+    assert profile.consent is not None
+    assert profile.consent.written_ms == last
+    assert profile.consent.product_data == all(product for ms, product, _ in changes if ms == last)
+
+
+def test_a_grant_dated_tomorrow_does_not_outrank_a_withdrawal_written_after_it() -> None:
+    card = "6390000000001"
+    written = int(NOW.timestamp() * 1000)
+    grant = WrittenConsent(ConsentChange(card, NOW + timedelta(days=1), True, True), written)
+    withdrawal = WrittenConsent(ConsentChange(card, NOW, False, True), written + 1)
+    for order in ((grant, withdrawal), (withdrawal, grant)):
+        profile = Profile(card)
+        for w in order:
+            profile = apply_consent(profile, w)
+        assert profile.consent is not None and not profile.consent.product_data
+        assert not profile.product_allowed_at(written + 86_400_000 * 2)
+
+
+def test_of_one_producer_batch_the_later_offset_is_recorded() -> None:
+    card = "6390000000001"
+    grant = WrittenConsent(ConsentChange(card, NOW, True, True), 5, offset=10)
+    withdrawal = WrittenConsent(ConsentChange(card, NOW - timedelta(hours=1), False, True), 5, offset=11)
+    for order in ((grant, withdrawal), (withdrawal, grant)):
+        profile = Profile(card)
+        for w in order:
+            profile = apply_consent(profile, w)
+        assert profile.consent is not None and not profile.consent.product_data
+        assert profile.consent.position == (5, 11)

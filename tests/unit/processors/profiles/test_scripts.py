@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from receiptflow.card_hash import CardHasher
+from receiptflow.consent_codec import WrittenConsent
 from receiptflow.models import ConsentChange
 from receiptflow.processors.profiles.keys import ERASED_KEY, WEEK_DAYS, card_keys, week_field
 from receiptflow.processors.profiles.projections import (
@@ -105,9 +106,10 @@ def test_delta_args_follow_the_named_positions() -> None:
 
 def test_consent_args_follow_the_named_positions() -> None:
     change = ConsentChange("2710000000001", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), False, True)
-    args = consent_args(change)
+    args = consent_args(WrittenConsent(change, 1_767_323_045_678))
     assert args[ConsentArg.EVENT_MS - 1] == int(change.event_time.timestamp() * 1000)
     assert args[ConsentArg.PRODUCT_DATA - 1] == "0"
+    assert args[ConsentArg.WRITTEN_MS - 1] == 1_767_323_045_678
     assert len(args) == len(ConsentArg)
 
 

@@ -49,7 +49,9 @@ class MemoryBroker:
     partitions: dict[str, int]  # topic -> number of partitions
     logs: dict[tuple[str, int], list[Entry]] = field(default_factory=dict)
     committed: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (group, topic, p) -> offset
-    clock_ms: int = 1_000_000
+    clock_ms: int = (
+        1_795_521_600_000  # the tests' NOW (2026-11-24 12:00 UTC): consent changes are judged at their append time
+    )
     fail_next_commit: bool = False
     commits: int = 0
     aborts: int = 0

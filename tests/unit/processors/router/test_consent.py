@@ -209,32 +209,86 @@ def test_ties_with_the_purchase_instant_resolve_to_the_stricter_side(
 
 @given(
     histories(),
-    st.lists(st.integers(0, 3), min_size=0, max_size=12),
+    st.lists(st.integers(1, 4), min_size=0, max_size=12),
     st.datetimes(datetime(2006, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC)),
-    st.integers(0, 4),
+    st.integers(1, 5),
 )
 def test_a_checkout_appended_with_consent_changes_takes_the_stricter_of_with_and_without_them(
     changes: list[ConsentChange], appended: list[int], when: datetime, checkout_ms: int
 ) -> None:
     # Records are appended in non-decreasing milliseconds; the checkout is appended at checkout_ms.
-    stamps = sorted((appended + [0] * len(changes))[: len(changes)])
-    history = ConsentHistory()
-    for change, ms in zip(changes, stamps, strict=True):
-        history = history.with_change(change, written_ms=ms)
-    known = [c for c, ms in zip(changes, stamps, strict=True) if ms <= checkout_ms]
-    earlier = [c for c, ms in zip(changes, stamps, strict=True) if ms < checkout_ms]
+    stamps = sorted((appended + [1] * len(changes))[: len(changes)])
+    pairs = list(zip(changes, stamps, strict=True))
+    history = _written_history(pairs)
+    known = [(c, ms) for c, ms in pairs if ms <= checkout_ms]
+    earlier = [(c, ms) for c, ms in pairs if ms < checkout_ms]
     got = effective_consent(history, when, DEFAULT_CONSENT, checkout_ms)
     if not known:
         return  # the checkout came first: the router never asks with this history
-    with_tie = effective_consent(_history(known), when, DEFAULT_CONSENT)
-    without_tie = effective_consent(_history(earlier), when, DEFAULT_CONSENT)
-    if known == changes and stamps and stamps[-1] == checkout_ms:
+    with_tie = effective_consent(_written_history(known), when, DEFAULT_CONSENT)
+    without_tie = effective_consent(_written_history(earlier), when, DEFAULT_CONSENT)
+    if len(known) == len(pairs) and stamps and stamps[-1] == checkout_ms:
         # A tie: never looser than either reading, and exactly their stricter combination.
         assert got.product_data_marketing == (with_tie.product_data_marketing and without_tie.product_data_marketing)
         assert got.electronic_marketing == (with_tie.electronic_marketing and without_tie.electronic_marketing)
-    elif known == changes:
-        # No change in the checkout's millisecond: the rule without append times.
-        assert got == effective_consent(_history(changes), when, DEFAULT_CONSENT)
+    elif len(known) == len(pairs):
+        # No change in the checkout's millisecond: the rule without the checkout's append time.
+        assert got == with_tie
+
+
+def _written_history(pairs: list[tuple[ConsentChange, int]]) -> ConsentHistory:
+    h = ConsentHistory()
+    for change, ms in pairs:
+        h = h.with_change(change, written_ms=ms)
+    return h
+
+
+def _newest_written(pairs: list[tuple[ConsentChange, int]]) -> tuple[bool, bool] | None:
+    """Brute force: the state of the newest written changes, those of one millisecond combined."""
+    if not pairs:
+        return None
+    last = max(ms for _, ms in pairs)
+    tied = [c for c, ms in pairs if ms == last]
+    return all(c.product_data_marketing for c in tied), all(c.electronic_marketing for c in tied)
+
+
+@given(histories(), st.data())
+def test_the_newest_written_change_is_in_force_whatever_the_event_times(
+    changes: list[ConsentChange], data: st.DataObject
+) -> None:
+    """Append times drawn apart from the event times (a grant dated ahead, a register clock behind): the
+    change written last rules "now", in whatever order the records are applied."""
+    stamps = data.draw(st.lists(st.integers(1, 8), min_size=len(changes), max_size=len(changes)))
+    pairs = list(zip(changes, stamps, strict=True))
+    order = data.draw(st.permutations(pairs))
+    history = _written_history(list(order))
+    latest = history.latest()
+    expected = _newest_written(pairs)
+    assert (None if latest is None else (latest.product_data_marketing, latest.electronic_marketing)) == expected
+    assert history.changes == _written_history(sorted(pairs, key=lambda p: p[1])).changes  # arrival order: no matter
+    when = data.draw(st.datetimes(datetime(2006, 1, 1), datetime(2027, 1, 1), timezones=st.just(UTC)))
+    got = effective_consent(history, when, DEFAULT_CONSENT)
+    if expected is not None:  # never looser than the newest written, whenever the purchase was made
+        assert got.product_data_marketing <= expected[0] and got.electronic_marketing <= expected[1]
+
+
+@given(
+    st.datetimes(datetime(2020, 1, 1), datetime(2026, 11, 1), timezones=st.just(UTC)),
+    st.timedeltas(timedelta(0), timedelta(days=400)),
+    st.timedeltas(timedelta(milliseconds=1), timedelta(days=30)),  # after the withdrawal: none before it
+)
+def test_a_grant_dated_ahead_never_outranks_a_withdrawal_written_after_it(
+    now: datetime, ahead: timedelta, purchase_after: timedelta
+) -> None:
+    """The issue's case: a grant dated ahead (by any amount), then the card holder's withdrawal dated now
+    and written later. No purchase, made at any time from now on, is routed with product data."""
+    grant = ConsentChange(CARD, now + ahead, True, True)
+    withdrawal = ConsentChange(CARD, now, False, True)
+    written = int(now.timestamp() * 1000)
+    history = _written_history([(grant, written), (withdrawal, written + 1)])
+    consent = effective_consent(history, now + purchase_after, DEFAULT_CONSENT)
+    assert not consent.product_data_marketing
+    assert consent.electronic_marketing  # the withdrawal kept e-mail marketing: not vacuous
 
 
 def test_changes_of_one_millisecond_count_from_the_state_before_the_first_of_them() -> None:
@@ -247,6 +301,19 @@ def test_changes_of_one_millisecond_count_from_the_state_before_the_first_of_the
     assert history.before_written == (history.changes[0],)
     purchase = t + timedelta(seconds=5)
     assert effective_consent(history, purchase, DEFAULT_CONSENT, 20) == ConsentState(False, False, known=True)
-    assert effective_consent(history, purchase, DEFAULT_CONSENT, 21) == ConsentState(True, True, known=True)
-    # Without append times (a test, a record without a timestamp) the rule is as before.
-    assert effective_consent(history, purchase, DEFAULT_CONSENT) == ConsentState(True, True, known=True)
+    # The two written in millisecond 20 count as their stricter combination, whatever their event times.
+    assert effective_consent(history, purchase, DEFAULT_CONSENT, 21) == ConsentState(True, False, known=True)
+    assert effective_consent(history, purchase, DEFAULT_CONSENT) == ConsentState(True, False, known=True)
+
+
+def test_changes_of_one_producer_batch_count_in_offset_order() -> None:
+    """The broker stamps a whole producer batch with one append time: a card's changes in it are on one
+    partition, and the later offset is the card holder's later word (a withdrawal then a re-grant)."""
+    t = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    withdrawal, regrant = ConsentChange(CARD, t, False, True), ConsentChange(CARD, t + timedelta(seconds=1), True, True)
+    for first, second, newest in ((withdrawal, regrant, True), (regrant, withdrawal, False)):
+        history = (
+            ConsentHistory().with_change(first, written_ms=5, offset=10).with_change(second, written_ms=5, offset=11)
+        )
+        latest = history.latest()
+        assert latest is not None and latest.product_data_marketing is newest

@@ -289,7 +289,7 @@ def test_a_grant_written_in_the_same_millisecond_as_a_checkout_does_not_reach_it
     step = RouteStep(
         NAMES, load_policy(), CODEC, BasketPseudonymiser(b"route-step-test-analytics-key"), DEFAULT_CONSENT, "r", fast
     )
-    appended = 1_700_000_000_123
+    appended = int(NOW.timestamp() * 1000) + 123  # consent changes are judged at their append time
     staged = Staged()
     step.step(_stamped(_consent_msg(False, False, at_hours_ago=48), appended - 60_000), {}, staged, NOW)
     step.step(_stamped(_consent_msg(True, True, at_hours_ago=5), appended), {}, staged, NOW)
@@ -308,7 +308,7 @@ def test_a_grant_written_in_the_same_millisecond_as_a_checkout_does_not_reach_it
 
 def test_the_tie_survives_the_transaction_and_a_restore() -> None:
     # The grant is committed in one transaction and the tied checkout comes in the next.
-    appended = 1_700_000_000_500
+    appended = int(NOW.timestamp() * 1000) + 500
     grant = ConsentChange(CARD, NOW - timedelta(hours=5), True, True)
     committed = ConsentHistory().with_change(grant, written_ms=appended)
     state = {0: PartitionState(consent={CARD: committed})}
@@ -316,3 +316,34 @@ def test_the_tie_survives_the_transaction_and_a_restore() -> None:
     assert NAMES.purchases_marketing not in tied
     later = _by_topic(STEP.step(_stamped(_checkout_msg(_checkout("r-2")), appended + 1), state, Staged(), NOW).outputs)
     assert NAMES.purchases_marketing in later
+
+
+def test_a_consent_record_is_judged_at_its_append_time_so_a_restore_judges_it_as_the_stream_did() -> None:
+    """A change dated 100 days back, appended a minute after its date: good when it was read, and still
+    good when a restore reads it today (the horizon is 90 days). Appended today it is stale."""
+    old = _consent_msg(False, True, at_hours_ago=100 * 24)
+    dated_ms = int((NOW - timedelta(days=100)).timestamp() * 1000)
+    assert STEP.consent_change(_stamped(old, dated_ms + 60_000), NOW) is not None
+    staged = Staged()
+    result = STEP.step(_stamped(old, int(NOW.timestamp() * 1000)), {}, staged, NOW)
+    assert result.rejected is not None and result.rejected.reason == "stale_consent_time"
+    assert staged.dead_letters == {"stale_consent_time": 1} and not staged.consent
+
+
+def test_a_grant_dated_tomorrow_is_dead_lettered_and_a_grant_inside_the_drift_never_outranks_a_later_withdrawal() -> (
+    None
+):
+    staged, appended = Staged(), int(NOW.timestamp() * 1000)
+    tomorrow = _consent_msg(True, True, at_hours_ago=-24)
+    rejected = STEP.step(_stamped(tomorrow, appended), {}, staged, NOW)
+    assert rejected.rejected is not None and rejected.rejected.reason == "future_event_time"
+    assert [o.topic for o in rejected.outputs] == [NAMES.checkouts_dlq]
+    # Eight minutes ahead is inside the registers' drift: accepted, but the withdrawal written after it rules.
+    STEP.step(_stamped(_consent_msg(True, True, at_hours_ago=-8 / 60), appended + 1), {}, staged, NOW)
+    STEP.step(_stamped(_consent_msg(False, True, at_hours_ago=0), appended + 2), {}, staged, NOW)
+    c = _checkout("r-ahead", "K_CITYMARKET", event_time=NOW + timedelta(minutes=9))  # an item-level chain
+    out = _by_topic(STEP.step(_stamped(_checkout_msg(c), appended + 3), {}, staged, NOW).outputs)
+    consent = CODEC.decode(out[NAMES.purchases_customer].value, expect="purchase").value["consent"]
+    assert consent == {"product_data_marketing": False, "electronic_marketing": True, "known": True}
+    marketing = CODEC.decode(out[NAMES.purchases_marketing].value, expect="purchase").value
+    assert marketing["granularity"] == "PRODUCT_GROUP" and not marketing["items"] and marketing["groups"]
