@@ -28,6 +28,7 @@ from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError, OutboxFullError, SchemaError, ValidationError
 from ..files import create_owner_only, private_dir
+from ..kafka_auth import KafkaPrincipal, as_principal
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
 from ..registry import codec_for
@@ -229,9 +230,17 @@ class Outbox:
         finally:
             db.close()
 
-    def _producer(self) -> Producer:
+    def _producer(self) -> _Producers:
+        # Checkouts go as the register's principal, consent changes as the consent writers' (only they may
+        # write `consents`); one producer when both are the same login.
+        consents = as_principal(self.settings, KafkaPrincipal.CONSENT_WRITER)
+        main = self._kafka_producer(self.settings)
+        same = consents.kafka.sasl_username == self.settings.kafka.sasl_username
+        return _Producers(main, main if same else self._kafka_producer(consents), self.names.consents)
+
+    def _kafka_producer(self, settings: Settings) -> Producer:
         return Producer(
-            self.settings.kafka_config(
+            settings.kafka_config(
                 **{
                     "enable.idempotence": True,
                     "acks": "all",
@@ -259,10 +268,32 @@ class Outbox:
         self.acked += len(seqs)
 
 
+class _Producers:
+    """The outbox's producers: consent changes through their own (the consent writers' login), the rest through
+    the register's; ``produce``, ``poll`` and ``flush`` as one producer."""
+
+    def __init__(self, main: Producer, consents: Producer, consents_topic: str) -> None:
+        self.main, self.consents, self.consents_topic = main, consents, consents_topic
+
+    def produce(self, topic: str, **kwargs: object) -> None:
+        (self.consents if topic == self.consents_topic else self.main).produce(topic, **kwargs)
+
+    def poll(self, timeout: float) -> None:
+        self.main.poll(timeout)
+        if self.consents is not self.main:
+            self.consents.poll(0)
+
+    def flush(self, timeout: float) -> int:
+        left: int = self.main.flush(timeout)
+        if self.consents is not self.main:
+            left += self.consents.flush(timeout)
+        return left
+
+
 class _Sender:
     """The sender thread's look at the outbox: what is in flight, acknowledged or to be sent again."""
 
-    def __init__(self, outbox: Outbox, db: sqlite3.Connection, producer: Producer) -> None:
+    def __init__(self, outbox: Outbox, db: sqlite3.Connection, producer: _Producers) -> None:
         self.outbox = outbox
         self.db = db
         self.producer = producer

@@ -183,6 +183,7 @@ class ProvisionResult:
     created: list[str]
     existing: list[str]
     warnings: list[str]
+    acls: int | None = None  # ACL bindings applied (receiptflow.kafka_acl); None: the cluster has no authorizer
 
 
 def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, timeout: float = 30.0) -> ProvisionResult:
@@ -229,7 +230,10 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, ti
                     raise BrokerError(f"cannot create topic {name}: {exc}") from exc
     if created:
         _wait_for_leaders(admin, created, timeout)
-    return ProvisionResult(sorted(created), sorted(existing), warnings)
+    # The ACLs name the catalogue's topics, so they come with them (kafka_acl imports this module).
+    from .kafka_acl import apply_acls  # noqa: PLC0415
+
+    return ProvisionResult(sorted(created), sorted(existing), warnings, apply_acls(settings, timeout))
 
 
 def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:

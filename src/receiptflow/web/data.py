@@ -28,6 +28,7 @@ import redis
 from ..config import Settings
 from ..errors import BrokerError, ProfileStoreError, ReceiptflowError
 from ..jobs.subject import erase_card, export_card
+from ..kafka_auth import KafkaPrincipal, as_principal
 from ..models import ConsentChange
 from ..processors.profiles.fold import WINDOWS, Profile
 from ..processors.profiles.households import load_households, members
@@ -150,7 +151,7 @@ class Backend:
         change = ConsentChange(card, now or datetime.now(UTC), product_data, email, source="web")
         validate_consent(change)
         if self._producer is None:
-            self._producer = RegisterClient(self.settings)
+            self._producer = RegisterClient(as_principal(self.settings, KafkaPrincipal.CONSENT_WRITER))
         failed = self._producer.stats.failed
         self._producer.send_consent(change)
         stats = self._producer.flush(10)
@@ -160,9 +161,9 @@ class Backend:
 
     def export(self, card: str) -> dict[str, Any]:
         """The same document as ``receiptflow export CARD``."""
-        return export_card(self.settings, card)
+        return export_card(as_principal(self.settings, KafkaPrincipal.SUPPORT), card)
 
     def erase(self, card: str) -> Mapping[str, Any]:
         """``receiptflow erase CARD --yes``; what it did."""
-        e = erase_card(self.settings, card)
+        e = erase_card(as_principal(self.settings, KafkaPrincipal.SUPPORT), card)
         return {"subject": e.subject, "audit_id": e.audit_id, "at": e.at.isoformat()}
