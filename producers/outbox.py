@@ -275,8 +275,16 @@ class _Producers:
     def __init__(self, main: Producer, consents: Producer, consents_topic: str) -> None:
         self.main, self.consents, self.consents_topic = main, consents, consents_topic
 
-    def produce(self, topic: str, **kwargs: object) -> None:
-        (self.consents if topic == self.consents_topic else self.main).produce(topic, **kwargs)
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes | None,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        producer = self.consents if topic == self.consents_topic else self.main
+        producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
 
     def poll(self, timeout: float) -> None:
         self.main.poll(timeout)

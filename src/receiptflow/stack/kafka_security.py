@@ -22,7 +22,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+from confluent_kafka.admin import AdminClient
+
+# The package does not re-export these for mypy.
+from confluent_kafka.admin._scram import (
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialAlteration,
+    UserScramCredentialUpsertion,
+)
 
 from ..errors import ConfigError, StackError
 from ..kafka_auth import SCRAM_MECHANISM, KafkaPrincipal
@@ -90,7 +98,7 @@ def admin_login(admin_password: str) -> dict[str, Any]:
 
 def upsert_credentials(admin_conf: Mapping[str, Any], passwords: Mapping[KafkaPrincipal, str], timeout: float) -> None:
     """Set every principal's SCRAM-SHA-512 credential but ``admin``'s (stored at format time)."""
-    upserts = [
+    upserts: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(
             principal.value, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS), password.encode()
         )
