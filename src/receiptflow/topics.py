@@ -344,13 +344,40 @@ def require_broker(settings: Settings, timeout: float = BROKER_CHECK_SECONDS) ->
             f"Kafka at {settings.kafka.bootstrap_servers} does not answer (no server accepts a connection there): "
             f"{hint}"
         )
-    admin = AdminClient(settings.kafka_config())
+    refused: list[KafkaError] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            refused.append(err)
+
+    admin = AdminClient(settings.kafka_config(error_cb=on_error))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        if refused:
+            raise BrokerError(_login_refused(settings)) from exc
+        if settings.kafka.sasl_username is None and not settings.is_production:
+            hint += (
+                "; a broker that requires logins sees none from this command: run it from the folder where "
+                "`stack up` ran (its passwords are in <data dir>/secrets), or set RECEIPTFLOW_DATA_DIR"
+            )
         raise BrokerError(
             f"Kafka at {settings.kafka.bootstrap_servers} does not answer ({timeout:.0f} s): {hint}"
         ) from exc
+
+
+def _login_refused(settings: Settings) -> str:
+    user = settings.kafka.sasl_username
+    where = (
+        f"the embedded stack keeps its principals' passwords in {settings.local.data_dir / 'secrets'}: run from the "
+        "folder where `stack up` ran, set RECEIPTFLOW_DATA_DIR, or give "
+        if not settings.is_production
+        else "give "
+    )
+    return (
+        f"Kafka at {settings.kafka.bootstrap_servers} refused the login as {user!r} (wrong password or unknown user): "
+        f"{where}the principal's RECEIPTFLOW_KAFKA_<ROLE>_PASSWORD"
+    )
 
 
 def _accepts_connections(server: str, timeout: float = 3.0) -> bool:

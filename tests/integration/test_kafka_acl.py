@@ -7,6 +7,10 @@ producer logged in as the principal under test, with the ACLs ``topics create`` 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -16,6 +20,7 @@ from receiptflow.kafka_auth import KafkaPrincipal, as_principal, with_login
 from receiptflow.topics import TopicNames, create_topics
 
 from .conftest import KafkaServer, MakeSettings
+from .support import env_for
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +102,29 @@ def test_registers_write_checkouts_and_nothing_downstream(secured: Settings) -> 
     for topic in (names.purchases_customer, names.checkouts_dlq, names.consents_erased):
         reports, _ = _write(registers, topic)
         assert reports[0] is not None and reports[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, topic
+
+
+def _produce_consents(env: dict[str, str]) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "receiptflow", "produce", "--kind", "consent", "-"],
+        env=env,
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    return done.returncode, " ".join(done.stderr.split())
+
+
+def test_a_command_with_a_wrong_or_no_password_says_so_in_one_line(secured: Settings, tmp_path: Path) -> None:
+    env = env_for(secured)
+    env[K.CONSENT_WRITER.variable] = "not-the-password"
+    code, err = _produce_consents(env)
+    assert code == 1 and "refused the login as 'consent-writer'" in err, err
+    assert "RECEIPTFLOW_KAFKA_<ROLE>_PASSWORD" in err and "Traceback" not in err, err
+    # Another data folder and no password given: no login at all, and the line says where they are.
+    bare = {k: v for k, v in env_for(secured).items() if not k.startswith("RECEIPTFLOW_KAFKA_")}
+    bare["RECEIPTFLOW_DATA_DIR"] = str(tmp_path / "other")
+    code, err = _produce_consents(bare)
+    assert code == 1 and "sees none from this command" in err and "Traceback" not in err, err
