@@ -354,6 +354,7 @@ def require_broker(settings: Settings, timeout: float = BROKER_CHECK_SECONDS) ->
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0)  # serves the error callbacks (the refused login) queued while waiting
         if refused:
             raise BrokerError(_login_refused(settings)) from exc
         if settings.kafka.sasl_username is None and not settings.is_production:
