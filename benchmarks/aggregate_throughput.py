@@ -66,6 +66,7 @@ from receiptflow.catalogue import load_catalogue
 from receiptflow.cells import Window, window_of
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.kafka_auth import KafkaPrincipal, as_principal
 from receiptflow.kafka_read import ReadToEnd
 from receiptflow.models import AnalyticsBasket, Checkout
 from receiptflow.policy import load_policy
@@ -483,6 +484,7 @@ def main() -> int:
             )
             stack = Stack(settings)
             stack.kafka.up()
+            settings = as_principal(settings, KafkaPrincipal.ADMIN)  # its password exists now
         try:
             how = "on its own embedded broker" if stack is not None else f"on the broker at {args.bootstrap}"
             result = run(settings, args.receipts, how, **aggregate_report.run_options(args))

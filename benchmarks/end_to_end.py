@@ -85,6 +85,7 @@ from profile_router import AGENT_BUCKETS, summarise
 from receiptflow.cli.common import MAX_RATE
 from receiptflow.cli.demo import end_offsets
 from receiptflow.config import Settings
+from receiptflow.kafka_auth import KafkaPrincipal, as_principal
 from receiptflow.processors.profiles.store import RedisProfileStore
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
@@ -504,6 +505,8 @@ def main() -> int:
         try:
             print("starting Kafka, Redis and PostgreSQL ...", flush=True)
             stack.up(with_postgres=True)
+            settings = as_principal(settings, KafkaPrincipal.ADMIN)  # its password exists now
+            pipe.settings = settings
             create_topics(settings)
             (settings.local.data_dir / "logs").mkdir(parents=True, exist_ok=True)
             store = RedisProfileStore.from_settings(settings)

@@ -51,6 +51,7 @@ from receiptflow.cli.demo import end_offsets
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.errors import DecodeError
+from receiptflow.kafka_auth import KafkaPrincipal, as_principal
 from receiptflow.kafka_read import ReadToEnd
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator, Traffic
@@ -387,7 +388,9 @@ def main() -> int:
     parser.add_argument("--markdown-out", type=Path, help="update the peers section of this Markdown file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="receiptflow-peers-") as tmp:
-        base = {"data_dir": Path(tmp), "metrics_port": 0, "topic_partitions": args.partitions}
+        # The peers (quixstreams, the Kafka Streams topology) connect without logins: their own broker runs
+        # without SASL and ACLs, which a throughput comparison does not need.
+        base = {"data_dir": Path(tmp), "metrics_port": 0, "topic_partitions": args.partitions, "kafka_auth": False}
         stack: Stack | None = None
         if args.bootstrap:
             settings = Settings(kafka={"bootstrap_servers": args.bootstrap}, **base)
@@ -399,6 +402,7 @@ def main() -> int:
             )
             stack = Stack(settings)
             stack.kafka.up()
+            settings = as_principal(settings, KafkaPrincipal.ADMIN)  # its password exists now
         try:
             how = "on its own embedded broker" if stack is not None else f"on the broker at {args.bootstrap}"
             result = run(settings, args.receipts, how, tuple(args.skip))

@@ -50,6 +50,7 @@ from peer_record import Record, peer_letters, peer_outputs, peer_step
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.kafka_auth import KafkaPrincipal, as_principal
 from receiptflow.models import Checkout
 from receiptflow.policy import load_policy
 from receiptflow.processors.profiles.agent import faust_broker_url, run_worker
@@ -336,6 +337,7 @@ def main() -> int:
             )
             stack = Stack(settings)
             stack.kafka.up()
+            settings = as_principal(settings, KafkaPrincipal.ADMIN)  # its password exists now
         try:
             receipts = list(
                 Simulator(42, stores=50, customers=3000).stream(

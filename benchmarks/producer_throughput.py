@@ -33,6 +33,7 @@ from confluent_kafka import Producer
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.kafka_auth import KafkaPrincipal, as_principal
 from receiptflow.models import Checkout
 from receiptflow.producers.client import RegisterClient, checkout_key
 from receiptflow.producers.outbox import Outbox
@@ -130,6 +131,7 @@ def main() -> int:
             )
             stack = Stack(settings)
             stack.kafka.up()
+            settings = as_principal(settings, KafkaPrincipal.ADMIN)  # its password exists now
         try:
             settings = settings.model_copy(update={"kafka": {"topic_prefix": f"bench{uuid.uuid4().hex[:6]}."}})
             create_topics(settings)

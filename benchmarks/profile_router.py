@@ -33,6 +33,7 @@ from pathlib import Path
 from processor_throughput import records_in
 
 from receiptflow.config import Settings
+from receiptflow.kafka_auth import KafkaPrincipal, as_principal
 from receiptflow.producers.client import RegisterClient
 from receiptflow.producers.simulator import Simulator
 from receiptflow.stack import Stack
@@ -193,6 +194,7 @@ def main() -> int:
         )
         stack = Stack(settings)
         stack.kafka.up()
+        settings = as_principal(settings, KafkaPrincipal.ADMIN)  # its password exists now
         try:
             create_topics(settings)
             client = RegisterClient(settings)

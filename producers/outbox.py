@@ -28,6 +28,7 @@ from ..codec import Codec
 from ..config import Settings
 from ..errors import BrokerError, OutboxFullError, SchemaError, ValidationError
 from ..files import create_owner_only, private_dir
+from ..kafka_auth import KafkaPrincipal, as_principal
 from ..metrics import Metrics
 from ..models import Checkout, ConsentChange
 from ..registry import codec_for
@@ -135,7 +136,8 @@ class Outbox:
         self._insert([(label, topic, key, value)])
 
     def accept_consent(self, change: ConsentChange) -> None:
-        change = stamped(change, principal_of(self.settings))  # the principal the outbox sends as
+        # The principal the outbox sends consent changes as: the consent writers' (checkouts go as the register's).
+        change = stamped(change, principal_of(as_principal(self.settings, KafkaPrincipal.CONSENT_WRITER)))
         try:
             value = self.codec.encode("consent_change", change.to_avro())
         except SchemaError as exc:
@@ -230,9 +232,17 @@ class Outbox:
         finally:
             db.close()
 
-    def _producer(self) -> Producer:
+    def _producer(self) -> _Producers:
+        # Checkouts go as the register's principal, consent changes as the consent writers' (only they may
+        # write `consents`); one producer when both are the same login.
+        consents = as_principal(self.settings, KafkaPrincipal.CONSENT_WRITER)
+        main = self._kafka_producer(self.settings)
+        same = consents.kafka.sasl_username == self.settings.kafka.sasl_username
+        return _Producers(main, main if same else self._kafka_producer(consents), self.names.consents)
+
+    def _kafka_producer(self, settings: Settings) -> Producer:
         return Producer(
-            self.settings.kafka_config(
+            settings.kafka_config(
                 **{
                     "enable.idempotence": True,
                     "acks": "all",
@@ -260,10 +270,40 @@ class Outbox:
         self.acked += len(seqs)
 
 
+class _Producers:
+    """The outbox's producers: consent changes through their own (the consent writers' login), the rest through
+    the register's; ``produce``, ``poll`` and ``flush`` as one producer."""
+
+    def __init__(self, main: Producer, consents: Producer, consents_topic: str) -> None:
+        self.main, self.consents, self.consents_topic = main, consents, consents_topic
+
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes | None,
+        on_delivery: Callable[[KafkaError | None, Message], None],
+    ) -> None:
+        producer = self.consents if topic == self.consents_topic else self.main
+        producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+
+    def poll(self, timeout: float) -> None:
+        self.main.poll(timeout)
+        if self.consents is not self.main:
+            self.consents.poll(0)
+
+    def flush(self, timeout: float) -> int:
+        left: int = self.main.flush(timeout)
+        if self.consents is not self.main:
+            left += self.consents.flush(timeout)
+        return left
+
+
 class _Sender:
     """The sender thread's look at the outbox: what is in flight, acknowledged or to be sent again."""
 
-    def __init__(self, outbox: Outbox, db: sqlite3.Connection, producer: Producer) -> None:
+    def __init__(self, outbox: Outbox, db: sqlite3.Connection, producer: _Producers) -> None:
         self.outbox = outbox
         self.db = db
         self.producer = producer

@@ -206,6 +206,7 @@ class ProvisionResult:
     created: list[str]
     existing: list[str]
     warnings: list[str]
+    acls: int | None = None  # ACL bindings applied (receiptflow.kafka_acl); None: the cluster has no authorizer
 
 
 def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, timeout: float = 30.0) -> ProvisionResult:
@@ -252,7 +253,10 @@ def create_topics(settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, ti
                     raise BrokerError(f"cannot create topic {name}: {exc}") from exc
     if created:
         _wait_for_leaders(admin, created, timeout)
-    return ProvisionResult(sorted(created), sorted(existing), warnings)
+    # The ACLs name the catalogue's topics, so they come with them (kafka_acl imports this module).
+    from .kafka_acl import apply_acls  # noqa: PLC0415
+
+    return ProvisionResult(sorted(created), sorted(existing), warnings, apply_acls(settings, timeout))
 
 
 def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
@@ -363,13 +367,41 @@ def require_broker(settings: Settings, timeout: float = BROKER_CHECK_SECONDS) ->
             f"Kafka at {settings.kafka.bootstrap_servers} does not answer (no server accepts a connection there): "
             f"{hint}"
         )
-    admin = AdminClient(settings.kafka_config())
+    refused: list[KafkaError] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            refused.append(err)
+
+    admin = AdminClient(settings.kafka_config(error_cb=on_error))
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0)  # serves the error callbacks (the refused login) queued while waiting
+        if refused:
+            raise BrokerError(_login_refused(settings)) from exc
+        if settings.kafka.sasl_username is None and not settings.is_production:
+            hint += (
+                "; a broker that requires logins sees none from this command: run it from the folder where "
+                "`stack up` ran (its passwords are in <data dir>/secrets), or set RECEIPTFLOW_DATA_DIR"
+            )
         raise BrokerError(
             f"Kafka at {settings.kafka.bootstrap_servers} does not answer ({timeout:.0f} s): {hint}"
         ) from exc
+
+
+def _login_refused(settings: Settings) -> str:
+    user = settings.kafka.sasl_username
+    where = (
+        f"the embedded stack keeps its principals' passwords in {settings.local.data_dir / 'secrets'}: run from the "
+        "folder where `stack up` ran, set RECEIPTFLOW_DATA_DIR, or give "
+        if not settings.is_production
+        else "give "
+    )
+    return (
+        f"Kafka at {settings.kafka.bootstrap_servers} refused the login as {user!r} (wrong password or unknown user): "
+        f"{where}the principal's RECEIPTFLOW_KAFKA_<ROLE>_PASSWORD"
+    )
 
 
 def _accepts_connections(server: str, timeout: float = 3.0) -> bool:

@@ -23,6 +23,12 @@ generated per install (the session's data dir). ``redis_server`` says how each r
 ``make_settings`` gives every test's settings the role passwords (as production passes them, in
 the settings), and ``redis_server.admin_url`` is for test setup and cleanup only.
 
+The embedded Kafka broker runs as ``receiptflow stack`` runs it too: SASL/SCRAM logins and ACLs, every
+principal's password generated per install. ``kafka_server`` says how each principal logs in;
+``make_settings`` (and ``kafka_server.auth_settings()`` for tests that build their own settings) logs in
+as the admin principal and gives every principal's password, so a child process started with
+``support.env_for`` logs in as its command's own principal, under the ACLs.
+
 ``make_settings`` builds :class:`~receiptflow.config.Settings` pointing at the session servers with a
 per-test data dir, topic prefix and processor id (tests share the broker, never their topics);
 ``settings`` is one such object. ``own_stack`` is a broker and Redis of a test's own, for tests that
@@ -47,6 +53,7 @@ import pytest
 from pydantic import SecretStr
 
 from receiptflow.config import Settings
+from receiptflow.kafka_auth import KafkaPrincipal, embedded_credentials, with_login
 from receiptflow.redis_auth import TEMPLATE_USERS, RedisRole, connection_url, role_password, with_credentials
 from receiptflow.stack import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, Stack, free_port, kafka_version
 
@@ -58,6 +65,17 @@ MakeSettings = Callable[..., Settings]
 
 
 # --- the session servers -------------------------------------------------------------------------------
+def with_kafka_logins(settings: Settings) -> Settings:
+    """``settings`` with its embedded install's Kafka passwords (generated now if missing) given, as
+    production gives them, and logged in as the admin principal: a client made from it authenticates,
+    and a child process (``env_for``) runs as its command's principal."""
+    passwords = embedded_credentials(settings)
+    given = settings.model_copy(
+        update={"kafka": {f"{p.name.lower()}_password": SecretStr(pw) for p, pw in passwords.items()}}
+    )
+    return with_login(given, KafkaPrincipal.ADMIN.value, passwords[KafkaPrincipal.ADMIN])
+
+
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for the session's locally started servers: free ports, a session data dir.
@@ -77,19 +95,47 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     )
 
 
+@dataclass(frozen=True)
+class KafkaServer:
+    """The session's Kafka broker: where it is, and how each principal logs in."""
+
+    bootstrap: str
+    passwords: dict[KafkaPrincipal, str] = field(default_factory=dict)  # empty: a broker without authentication
+
+    def auth_settings(self) -> dict[str, Any]:
+        """Settings keyword arguments that log in as the admin principal and give every principal's password."""
+        if not self.passwords:
+            return {}
+        return {
+            "kafka_security_protocol": "SASL_PLAINTEXT",
+            "kafka_sasl_mechanism": "SCRAM-SHA-512",
+            "kafka_sasl_username": KafkaPrincipal.ADMIN.value,
+            "kafka_sasl_password": SecretStr(self.passwords[KafkaPrincipal.ADMIN]),
+            **{f"kafka_{p.name.lower()}_password": SecretStr(pw) for p, pw in self.passwords.items()},
+        }
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(stack_settings: Settings) -> Iterator[str]:
-    """``host:port`` of a real Kafka broker for the whole session."""
+def kafka_server(stack_settings: Settings) -> Iterator[KafkaServer]:
+    """A real Kafka broker for the whole session, with its principals' logins (SASL/SCRAM, ACLs on)."""
     source = kafka_source()
 
     @contextlib.contextmanager
-    def embedded() -> Iterator[str]:
+    def embedded() -> Iterator[KafkaServer]:
         broker = EmbeddedKafka(stack_settings)
         with embedded_server("Kafka broker", broker):
-            BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft)"
-            yield broker.endpoint
+            auth = ", SASL/SCRAM and ACLs" if broker.auth else ""
+            BACKENDS["Kafka"] = f"{broker.endpoint} (embedded Apache Kafka {kafka_version()} KRaft{auth})"
+            passwords = embedded_credentials(stack_settings) if broker.auth else {}
+            yield KafkaServer(broker.endpoint, passwords)
 
-    yield from session_server(source, lambda bootstrap: bootstrap, embedded)
+    yield from session_server(source, KafkaServer, embedded)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_server: KafkaServer) -> str:
+    """``host:port`` of the session's Kafka broker (its logins: ``kafka_server``)."""
+    return kafka_server.bootstrap
 
 
 @dataclass(frozen=True)
@@ -166,14 +212,15 @@ def postgres_url(stack_settings: Settings) -> Iterator[str]:
 
 # --- per-test settings ---------------------------------------------------------------------------------
 @pytest.fixture
-def make_settings(kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path) -> MakeSettings:
+def make_settings(kafka_server: KafkaServer, redis_server: RedisServer, tmp_path: Path) -> MakeSettings:
     """A factory of Settings pointing at the session servers, with a per-test data dir and topic prefix."""
 
     def make(**overrides: Any) -> Settings:
         run = uuid.uuid4().hex[:8]
         base: dict[str, Any] = {
             **redis_server.role_settings(),
-            "bootstrap_servers": kafka_bootstrap,
+            **kafka_server.auth_settings(),
+            "bootstrap_servers": kafka_server.bootstrap,
             "redis_url": redis_server.url,
             "data_dir": tmp_path / "data",
             "topic_prefix": f"t-{run}.",
@@ -202,7 +249,7 @@ def own_stack(tmp_path: Path) -> Iterator[Stack]:
         redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
         metrics={"port": 0},
     )
-    stack = Stack(stack_settings)
+    stack = Stack(with_kafka_logins(stack_settings))
     yield stack
     stack.down()
 

@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
 from receiptflow.dlq import Closed, DeadLetter, LetterOpener, iter_dead_letters
+from receiptflow.kafka_auth import auth_environment
 from receiptflow.models import ConsentState, Purchase, ReceiptKind
 from receiptflow.policy import load_policy
 from receiptflow.processors.router.route import process
@@ -43,6 +44,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         RECEIPTFLOW_PROCESSOR_ID=settings.router.id,
         RECEIPTFLOW_METRICS_PORT="0",
     )
+    env.update(auth_environment(settings))  # the Kafka logins: the child logs in as its command's principal
     for role in ("writer", "marketing", "support", "customer", "web_sessions", "dlq_vault", "auditor"):
         password = getattr(settings.redis, f"{role}_password")
         if password is not None:

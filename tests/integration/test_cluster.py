@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient
 
 from receiptflow.codec import Codec
 from receiptflow.config import Settings
+from receiptflow.kafka_auth import embedded_credentials
 from receiptflow.models import Purchase
 from receiptflow.processors.router.pseudonym import BasketPseudonymiser, key_period
 from receiptflow.producers.client import RegisterClient
@@ -39,6 +40,7 @@ from receiptflow.stack.kafka_cluster import KafkaCluster
 from receiptflow.stack.process import free_port_run
 from receiptflow.topics import TopicNames, create_topics
 
+from .conftest import KafkaServer, with_kafka_logins
 from .support import env_for, read_all
 
 CODEC = Codec()
@@ -50,7 +52,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     settings = Settings(
         kafka={"bootstrap_servers": f"127.0.0.1:{free_port_run(6)}"}, local={"data_dir": data, "kafka_heap": "384m"}
     )
-    kafka = KafkaCluster(settings, nodes=3)
+    kafka = KafkaCluster(with_kafka_logins(settings), nodes=3)
     try:
         kafka.up()
         yield kafka
@@ -106,6 +108,7 @@ def _stacks(router: subprocess.Popen[bytes] | None, logs: Path) -> str:
 @pytest.mark.failover
 def test_losing_a_broker_loses_and_duplicates_nothing(cluster: KafkaCluster, tmp_path: Path) -> None:
     settings = Settings(
+        **KafkaServer(cluster.bootstrap_servers, embedded_credentials(cluster.settings)).auth_settings(),
         kafka={
             "bootstrap_servers": cluster.bootstrap_servers,
             "topic_prefix": "cl.",

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from receiptflow.config import Settings
-from receiptflow.stack.kafka import broker_answers
+from receiptflow.stack.kafka import EmbeddedKafka, broker_answers
 from receiptflow.stack.kafka_cluster import KafkaCluster
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def test_cluster_up_refuses_while_the_single_node_broker_runs(stack_settings: Se
         # Nothing of a cluster was made, and the broker still serves.
         assert not (data_dir / "kafka-cluster").exists()
         assert not list((data_dir / "run").glob("kafka-node-*.pid"))
-        assert broker_answers(kafka_bootstrap)
+        assert broker_answers(kafka_bootstrap, login=EmbeddedKafka(stack_settings).admin_login())
     finally:
         if (data_dir / "kafka-cluster").exists():
             with contextlib.suppress(Exception):

@@ -39,7 +39,7 @@ from receiptflow.sinks import open_sink, run_sink, warehouse_counts
 from receiptflow.suppression import release
 from receiptflow.topics import TopicNames, create_topics
 
-from .conftest import RedisServer
+from .conftest import KafkaServer, RedisServer
 from .support import env_for, stop
 
 N = 600
@@ -47,15 +47,16 @@ N = 600
 
 @pytest.fixture(params=["repo-ids", "schema-registry"])
 def e2e_settings(
-    request: pytest.FixtureRequest, kafka_bootstrap: str, redis_server: RedisServer, tmp_path: Path
+    request: pytest.FixtureRequest, kafka_server: KafkaServer, redis_server: RedisServer, tmp_path: Path
 ) -> Settings:
     run = uuid.uuid4().hex[:8]
     registry = request.getfixturevalue("schema_registry") if request.param == "schema-registry" else None
     redis.Redis.from_url(redis_server.admin_url).flushdb()
     return Settings(
         **redis_server.role_settings(),
+        **kafka_server.auth_settings(),
         kafka={
-            "bootstrap_servers": kafka_bootstrap,
+            "bootstrap_servers": kafka_server.bootstrap,
             "topic_prefix": f"e2e-{run}.",
             "topic_partitions": 3,
             "schema_registry_url": registry,

@@ -48,6 +48,7 @@ from receiptflow.sinks.runner import duckdb_path
 from receiptflow.sinks.tables import ANALYTICS_TABLES, CARD_TABLES
 from receiptflow.topics import TopicNames, create_topics
 
+from .conftest import KafkaServer
 from .support import read_all
 
 CODEC = Codec()
@@ -121,13 +122,14 @@ def traffic(make_module_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def make_module_settings(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def make_module_settings(kafka_server: KafkaServer, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     data_dir = tmp_path_factory.mktemp("privacy") / "data"
 
     def make(**overrides: Any) -> Settings:
         run = uuid.uuid4().hex[:8]
         base: dict[str, Any] = {
-            "bootstrap_servers": kafka_bootstrap,
+            **kafka_server.auth_settings(),
+            "bootstrap_servers": kafka_server.bootstrap,
             "redis_url": redis_url,
             "data_dir": data_dir,
             "topic_prefix": f"privacy-{run}.",

@@ -47,7 +47,7 @@ from receiptflow.redis_auth import RedisRole
 from receiptflow.sinks import DEFAULT_GROUP, open_sink, run_sink, warehouse_counts
 from receiptflow.topics import create_topics
 
-from .conftest import RedisServer
+from .conftest import KafkaServer, RedisServer
 from .support import env_for, stop
 
 SALES = 1500
@@ -105,7 +105,7 @@ def _wait(predicate: object, timeout: float, proc: subprocess.Popen[bytes], log:
 
 @pytest.fixture(scope="module")
 def pipeline(
-    kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    kafka_server: KafkaServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
     run = uuid.uuid4().hex[:8]
     data = tmp_path_factory.mktemp("rebuild")
@@ -114,7 +114,8 @@ def pipeline(
     _flush(redis_server, 6)
     settings = Settings(
         **redis_server.role_settings(),
-        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"rebuild-{run}.", "topic_partitions": 3},
+        **kafka_server.auth_settings(),
+        kafka={"bootstrap_servers": kafka_server.bootstrap, "topic_prefix": f"rebuild-{run}.", "topic_partitions": 3},
         redis={"url": _other_db(redis_server.url, 6)},
         local={"data_dir": data / "data"},
         warehouse={"url": f"duckdb:///{data / 'warehouse.duckdb'}"},

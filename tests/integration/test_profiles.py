@@ -46,7 +46,7 @@ from receiptflow.sinks import open_sink, run_sink
 from receiptflow.topics import TopicNames, create_topics
 
 from ..unit.profile_strategies import CARDS, purchase_lists
-from .conftest import RedisServer
+from .conftest import KafkaServer, RedisServer
 from .support import env_for, opened_letters, read_all, send_purchases, simulated_purchases, start_profiles, stop
 
 CODEC = Codec()
@@ -172,13 +172,14 @@ class ProfileWorker:
 
 @pytest.fixture(scope="module")
 def worker(
-    kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    kafka_server: KafkaServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProfileWorker]:
     run = uuid.uuid4().hex[:8]
     data = tmp_path_factory.mktemp("profiles")
     s = Settings(
         **redis_server.role_settings(),
-        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"prof-{run}.", "topic_partitions": 3},
+        **kafka_server.auth_settings(),
+        kafka={"bootstrap_servers": kafka_server.bootstrap, "topic_prefix": f"prof-{run}.", "topic_partitions": 3},
         redis={"url": redis_server.url},
         local={"data_dir": data / "data"},
         warehouse={"url": f"duckdb:///{data / 'warehouse.duckdb'}"},

@@ -51,7 +51,7 @@ from receiptflow.stack.redis_cluster import LocalRedisCluster
 from receiptflow.topics import TopicNames, create_topics
 from receiptflow.web.sessions import SessionStore, session_key
 
-from .conftest import RedisServer
+from .conftest import KafkaServer, RedisServer
 from .support import env_for, send_purchases, simulated_purchases, start_profiles, stop, visits_by_card
 
 CODEC = Codec()
@@ -104,11 +104,12 @@ class ClusterRun:
 
 
 @pytest.fixture(scope="module")
-def run(kafka_bootstrap: str, redis_cluster: LocalRedisCluster) -> Iterator[ClusterRun]:
+def run(kafka_server: KafkaServer, redis_cluster: LocalRedisCluster) -> Iterator[ClusterRun]:
     """The profile agent of a fresh topic set, writing into the cluster."""
     name = uuid.uuid4().hex[:8]
     settings = Settings(
-        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"cluster-{name}.", "topic_partitions": 3},
+        **kafka_server.auth_settings(),
+        kafka={"bootstrap_servers": kafka_server.bootstrap, "topic_prefix": f"cluster-{name}.", "topic_partitions": 3},
         redis={"url": redis_cluster.url, "cluster": True},
         local={"data_dir": redis_cluster.settings.local.data_dir},  # the install whose role passwords the nodes know
         warehouse={"url": f"duckdb:///{redis_cluster.settings.local.data_dir / f'warehouse-{name}.duckdb'}"},

@@ -42,7 +42,7 @@ from receiptflow.stack import free_port
 from receiptflow.topics import create_topics
 from receiptflow.web.i18n import euros, number, percent
 
-from .conftest import RedisServer
+from .conftest import KafkaServer, RedisServer
 from .support import env_for, send_purchases, simulated_purchases, stop, visits_by_card
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.slow]
@@ -109,13 +109,16 @@ def _answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def site(kafka_bootstrap: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(
+    kafka_server: KafkaServer, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Site]:
     run = uuid.uuid4().hex[:8]
     data = tmp_path_factory.mktemp("web")
     port = free_port()
     s = Settings(
         **redis_server.role_settings(),
-        kafka={"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"web-{run}.", "topic_partitions": 3},
+        **kafka_server.auth_settings(),
+        kafka={"bootstrap_servers": kafka_server.bootstrap, "topic_prefix": f"web-{run}.", "topic_partitions": 3},
         redis={"url": redis_server.url},
         local={"data_dir": data / "data"},
         warehouse={"url": f"duckdb:///{data / 'warehouse.duckdb'}"},

@@ -67,8 +67,15 @@ SECRET_SETTINGS = {
 
 # What each command needs set in its environment beyond the defaults, on a production deployment.
 # (The defaults point at 127.0.0.1 and the embedded stack; production refuses generated secrets.)
+KAFKA_LOGIN = {"kafka_security_protocol", "kafka_sasl_mechanism"}
 NEEDS: dict[tuple[str, ...], set[str]] = {
-    ("topics", "create"): {"bootstrap_servers", "topic_partitions", "topic_replication_factor"},
+    ("topics", "create"): {
+        "bootstrap_servers",
+        "topic_partitions",
+        "topic_replication_factor",
+        "kafka_admin_password",
+        *KAFKA_LOGIN,
+    },
     # The dead-letter writers seal their letters under the cards' data keys (Redis, role dlq-vault).
     ("process", "--role", "router"): {
         "bootstrap_servers",
@@ -77,6 +84,8 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "redis_url",
         "redis_dlq_vault_password",
         "erasure_salt",
+        "kafka_router_password",
+        *KAFKA_LOGIN,
     },
     ("process", "--role", "profiles"): {
         "bootstrap_servers",
@@ -85,6 +94,8 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "redis_dlq_vault_password",
         "erasure_salt",
         "marketing_key",  # the marketing projections' names
+        "kafka_profiles_password",
+        *KAFKA_LOGIN,
     },
     ("sink", "run"): {
         "bootstrap_servers",
@@ -93,6 +104,8 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "erasure_salt",
         "redis_url",
         "redis_dlq_vault_password",
+        "kafka_sink_password",
+        *KAFKA_LOGIN,
     },
     # The owner's one-shot: migrations and the workers' logins (no Kafka, no erasure salt).
     ("warehouse", "setup"): {
@@ -102,8 +115,9 @@ NEEDS: dict[tuple[str, ...], set[str]] = {
         "warehouse_support_password",
     },
     # Kafka only: the baskets arrive pseudonymised (no analytics key), the cells go to Kafka (no database).
-    ("aggregate", "run"): {"bootstrap_servers", "analytics_instance"},
-    ("simulate",): {"bootstrap_servers"},
+    ("aggregate", "run"): {"bootstrap_servers", "analytics_instance", "kafka_aggregator_password", *KAFKA_LOGIN},
+    # Simulated registers: checkouts as the registers, the consent changes given at the till as a consent writer.
+    ("simulate",): {"bootstrap_servers", "kafka_registers_password", "kafka_consent_writer_password", *KAFKA_LOGIN},
 }
 # The settings that name a worker stably (transactional ids, static group membership).
 STABLE_NAMES = ("RECEIPTFLOW_PROCESSOR_INSTANCE", "RECEIPTFLOW_SINK_INSTANCE", "RECEIPTFLOW_ANALYTICS_INSTANCE")
@@ -587,7 +601,7 @@ def test_compose_mounts_the_files_that_exist_and_runs_the_cluster_it_describes()
             source = volume.split(":", 1)[0]
             if source.startswith("."):
                 assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
-    kafka = [n for n, s in services.items() if str(s.get("image", "")).startswith("apache/kafka:")]
+    kafka = [n for n, s in services.items() if "KAFKA_NODE_ID" in (s.get("environment") or {})]
     assert len(kafka) == 3
     voters = {services[n]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] for n in kafka}
     assert voters == {",".join(f"{i + 1}@{n}:9093" for i, n in enumerate(kafka))}

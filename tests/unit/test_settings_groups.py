@@ -36,6 +36,14 @@ OLD_VARIABLES: dict[str, tuple[str, str, str, Any]] = {
     "RECEIPTFLOW_KAFKA_SASL_MECHANISM": ("kafka", "sasl_mechanism", "SCRAM-SHA-512", "SCRAM-SHA-512"),
     "RECEIPTFLOW_KAFKA_SASL_USERNAME": ("kafka", "sasl_username", "rf", "rf"),
     "RECEIPTFLOW_KAFKA_SASL_PASSWORD": ("kafka", "sasl_password", "sasl-secret", SecretStr("sasl-secret")),
+    "RECEIPTFLOW_KAFKA_ADMIN_PASSWORD": ("kafka", "admin_password", "adm-pw", SecretStr("adm-pw")),
+    "RECEIPTFLOW_KAFKA_ROUTER_PASSWORD": ("kafka", "router_password", "rou-pw", SecretStr("rou-pw")),
+    "RECEIPTFLOW_KAFKA_PROFILES_PASSWORD": ("kafka", "profiles_password", "pro-pw", SecretStr("pro-pw")),
+    "RECEIPTFLOW_KAFKA_AGGREGATOR_PASSWORD": ("kafka", "aggregator_password", "agg-pw", SecretStr("agg-pw")),
+    "RECEIPTFLOW_KAFKA_SINK_PASSWORD": ("kafka", "sink_password", "sin-pw", SecretStr("sin-pw")),
+    "RECEIPTFLOW_KAFKA_REGISTERS_PASSWORD": ("kafka", "registers_password", "reg-pw", SecretStr("reg-pw")),
+    "RECEIPTFLOW_KAFKA_CONSENT_WRITER_PASSWORD": ("kafka", "consent_writer_password", "con-pw", SecretStr("con-pw")),
+    "RECEIPTFLOW_KAFKA_SUPPORT_PASSWORD": ("kafka", "support_password", "sup-pw", SecretStr("sup-pw")),
     "RECEIPTFLOW_KAFKA_SSL_CA_LOCATION": ("kafka", "ssl_ca_location", "/etc/rf/ca.pem", "/etc/rf/ca.pem"),
     "RECEIPTFLOW_KAFKA_SSL_CERTIFICATE_LOCATION": ("kafka", "ssl_certificate_location", "/c.pem", "/c.pem"),
     "RECEIPTFLOW_KAFKA_SSL_KEY_LOCATION": ("kafka", "ssl_key_location", "/k.pem", "/k.pem"),
@@ -115,6 +123,7 @@ OLD_VARIABLES: dict[str, tuple[str, str, str, Any]] = {
     "RECEIPTFLOW_JAVA_HOME": ("local", "java_home", "/opt/jdk", Path("/opt/jdk")),
     "RECEIPTFLOW_KAFKA_CONTROLLER_PORT": ("local", "kafka_controller_port", "9095", 9095),
     "RECEIPTFLOW_KAFKA_HEAP": ("local", "kafka_heap", "2g", "2g"),
+    "RECEIPTFLOW_KAFKA_AUTH": ("local", "kafka_auth", "false", False),
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from receiptflow.config import Settings
-from receiptflow.errors import DependencyMissingError, PortInUseError, ReadinessTimeoutError, StackError
+from receiptflow.errors import ConfigError, DependencyMissingError, PortInUseError, ReadinessTimeoutError, StackError
 from receiptflow.stack import EmbeddedKafka, EmbeddedRedis, Stack, free_port, kafka_version, wait_until
 from receiptflow.stack.kafka import parse_bootstrap
 from receiptflow.stack.kafka_dist import java_binary, pom_path
@@ -246,11 +247,52 @@ def test_broker_config_is_single_node_kraft(tmp_path: Path) -> None:
     props = EmbeddedKafka(settings).properties()
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:19093"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
     assert props["transaction.state.log.min.isr"] == "1"
     assert props["auto.create.topics.enable"] == "false"
     assert props["log.dirs"] == str((tmp_path / "kafka" / "data").resolve())
     assert props["num.partitions"] == "4"
+
+
+def test_the_broker_requires_scram_logins_and_denies_what_no_acl_grants(tmp_path: Path) -> None:
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:19092"}, local={"data_dir": tmp_path})
+    broker = EmbeddedKafka(settings)
+    props = broker.properties()
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["super.users"] == "User:admin"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["listener.security.protocol.map"] == "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert "PLAINTEXT://" not in props["listeners"].replace("SASL_PLAINTEXT://", "")
+    # The admin password is generated per install (owner only) and is the one the broker's logins carry.
+    secret = tmp_path / "secrets" / "kafka-admin"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    password = secret.read_text().strip()
+    assert len(password) == 64
+    assert f'password="{password}"' in props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    assert f'user_admin="{password}"' in props["listener.name.controller.plain.sasl.jaas.config"]
+    assert broker.admin_login()["sasl.password"] == password
+    broker._write_config()
+    assert stat.S_IMODE(broker.config_file.stat().st_mode) == 0o600, "server.properties holds the password"
+
+
+def test_without_kafka_auth_the_broker_is_plaintext_without_acls(tmp_path: Path) -> None:
+    settings = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:19092"}, local={"data_dir": tmp_path, "kafka_auth": False}
+    )
+    props = EmbeddedKafka(settings).properties()
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert "authorizer.class.name" not in props and "super.users" not in props
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_a_given_admin_password_the_broker_cannot_carry_is_refused(tmp_path: Path) -> None:
+    settings = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:19092", "admin_password": 'a"b; c'}, local={"data_dir": tmp_path}
+    )
+    with pytest.raises(ConfigError, match="cannot be used by the embedded broker"):
+        EmbeddedKafka(settings).properties()
 
 
 def test_a_process_is_alive_until_its_last_thread_ends() -> None:

@@ -30,6 +30,7 @@ from rich.markup import escape
 from .. import __version__
 from ..config import KAFKA_LOGGER, Settings, load_settings, redact_url
 from ..errors import ConfigError, ReceiptflowError, UsageError
+from ..kafka_auth import KafkaPrincipal, as_principal
 from . import (
     aggregate,
     audit,
@@ -129,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The Kafka principal a command authenticates as (receiptflow.kafka_auth), unless it is the admin's;
+# None: the command gives each of its workers its own (process, the web page's consents and erasure).
+_PRINCIPALS: dict[str, KafkaPrincipal | None] = {
+    "process": None,
+    "web": None,
+    "aggregate": KafkaPrincipal.AGGREGATOR,
+    "sink": KafkaPrincipal.SINK,
+    "simulate": KafkaPrincipal.REGISTERS,
+    "outbox": KafkaPrincipal.REGISTERS,
+    "export": KafkaPrincipal.SUPPORT,
+    "erase": KafkaPrincipal.SUPPORT,
+}
+
+
+def kafka_principal(args: argparse.Namespace) -> KafkaPrincipal | None:
+    """Whom the command logs in to Kafka as: its component's principal, the admin for operators' commands."""
+    if args.command == "produce":
+        return KafkaPrincipal.CONSENT_WRITER if args.kind == "consent" else KafkaPrincipal.REGISTERS
+    return _PRINCIPALS.get(args.command, KafkaPrincipal.ADMIN)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -146,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = load_settings()
         except PydanticValidationError as exc:
             raise ConfigError(_settings_problem(exc)) from exc
+        principal = kafka_principal(args)
+        if principal is not None:
+            settings = as_principal(settings, principal)
         code: int = args.func(args, settings)
         return code
     except KeyboardInterrupt:

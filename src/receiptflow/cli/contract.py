@@ -34,6 +34,8 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"created  {name}")
     for name in result.existing:
         console.print(f"exists   {name}")
+    if result.acls is not None:
+        console.print(f"acls     {result.acls} bindings: each principal only its topics and groups")
     for w in result.warnings:
         err_console.print(f"[yellow]warning[/yellow] {w}")
     return 0

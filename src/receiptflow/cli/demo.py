@@ -151,7 +151,7 @@ def run_demo(
 ) -> int:
     from ..sinks import open_sink
 
-    _start_stack(settings)
+    settings = _start_stack(settings)
     metrics = Metrics()
     store = RedisProfileStore.from_settings(settings)  # the profile writer
     sink = open_sink(settings)
@@ -183,8 +183,10 @@ def run_demo(
     return _summary(settings, truth, carded, carded_spend, before=before, after=after, analytics=analytics)
 
 
-def _start_stack(settings: Settings) -> None:
-    """The embedded stack up and the topics provisioned, saying what runs where."""
+def _start_stack(settings: Settings) -> Settings:
+    """The embedded stack up and the topics provisioned, saying what runs where; ``settings`` logged in as
+    the admin principal (its password exists once the broker has started)."""
+    from ..kafka_auth import KafkaPrincipal, as_principal
     from ..stack import Stack
 
     d = settings.describe()
@@ -192,7 +194,9 @@ def _start_stack(settings: Settings) -> None:
     with console.status("starting the embedded stack (first run downloads the Kafka jars)..."):
         for s in Stack(settings).up():
             console.print(f"  {s.name:<10} {s.state:<9} {s.endpoint}")
+    settings = as_principal(settings, KafkaPrincipal.ADMIN)
     create_topics(settings)
+    return settings
 
 
 class _Pipeline:

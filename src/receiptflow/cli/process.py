@@ -22,6 +22,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     import threading
 
     from ..health import serving
+    from ..kafka_auth import KafkaPrincipal, as_principal
     from ..metrics import Role
     from ..processors.aggregate.worker import Aggregator
     from ..processors.profiles.agent import create_app, run_worker
@@ -33,7 +34,11 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     print_endpoints(settings, f"processor ({args.role}, instance {settings.router.instance}):")
     from ..topics import require_broker
 
-    require_broker(settings)
+    # Each worker logs in to Kafka as its own principal; ACLs give each only its topics.
+    router_settings = as_principal(settings, KafkaPrincipal.ROUTER)
+    profiles_settings = as_principal(settings, KafkaPrincipal.PROFILES)
+    own = profiles_settings if args.role == "profiles" else router_settings  # the process's checks
+    require_broker(own)
     # main() configured logging already (WARNING unless -v): --loglevel must replace that.
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
@@ -41,26 +46,30 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     # `kill -USR1 <pid>` prints every thread's stack to stderr: where a stuck worker waits.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     roles: tuple[Role, ...] = ("router", "aggregate", "profiles") if args.role == "all" else (args.role,)
-    with serving(f"process --role {args.role}", settings, roles, port=args.metrics_port) as served:
+    with serving(f"process --role {args.role}", own, roles, port=args.metrics_port) as served:
         if args.role == "profiles":
             run_worker(
-                create_app(settings, metrics=served.metrics, readiness=served.readiness["profiles"]),
+                create_app(profiles_settings, metrics=served.metrics, readiness=served.readiness["profiles"]),
                 loglevel=args.loglevel,
             )
             return 0
         stop = threading.Event()
-        router = Router(settings, metrics=served.metrics, readiness=served.readiness["router"])
+        router = Router(router_settings, metrics=served.metrics, readiness=served.readiness["router"])
         if args.role == "router":
             run_workers([router], stop)
             return 0
         # All: the router and the aggregator on threads, the faust worker (which owns the event loop) on
         # the main thread.
-        aggregator = Aggregator(settings, metrics=served.metrics, readiness=served.readiness["aggregate"])
+        aggregator = Aggregator(
+            as_principal(settings, KafkaPrincipal.AGGREGATOR),
+            metrics=served.metrics,
+            readiness=served.readiness["aggregate"],
+        )
         run_workers(
             [router, aggregator],
             stop,
             lambda: run_worker(
-                create_app(settings, metrics=served.metrics, readiness=served.readiness["profiles"]),
+                create_app(profiles_settings, metrics=served.metrics, readiness=served.readiness["profiles"]),
                 loglevel=args.loglevel,
             ),
         )

@@ -45,6 +45,14 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
             f"redis: ACL users on, default user off; role passwords in {secrets}/redis-<user> (owner only)",
             markup=False,
         )
+    kafka_ours = any(s.name == "kafka" and s.state == "running" for s in statuses)
+    if args.action == "up" and kafka_ours and settings.local.kafka_auth:
+        secrets = settings.local.data_dir.resolve() / "secrets"
+        console.print(
+            f"kafka: SASL/SCRAM logins and ACLs on; each component's principal and its password in "
+            f"{secrets}/kafka-<user> (owner only), admin the super user",
+            markup=False,
+        )
     registry = next((s for s in statuses if s.name == "registry"), None)
     if registry is not None and not settings.kafka.schema_registry_url:
         console.print(

@@ -32,6 +32,46 @@ class KafkaSettings(SettingsGroup):
     )
     sasl_username: str | None = Field(default=None, validation_alias="RECEIPTFLOW_KAFKA_SASL_USERNAME")
     sasl_password: SecretStr | None = Field(default=None, validation_alias="RECEIPTFLOW_KAFKA_SASL_PASSWORD")
+    admin_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_ADMIN_PASSWORD",
+        description="SCRAM password of the Kafka admin principal (super user: topics, ACLs, the stack's checks)",
+    )
+    router_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_ROUTER_PASSWORD",
+        description="SCRAM password of the Kafka principal of the router",
+    )
+    profiles_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_PROFILES_PASSWORD",
+        description="SCRAM password of the Kafka principal of the profile agent",
+    )
+    aggregator_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_AGGREGATOR_PASSWORD",
+        description="SCRAM password of the Kafka principal of the analytics aggregator",
+    )
+    sink_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_SINK_PASSWORD",
+        description="SCRAM password of the Kafka principal of the warehouse sink",
+    )
+    registers_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_REGISTERS_PASSWORD",
+        description="SCRAM password of the Kafka principal of the registers (checkouts)",
+    )
+    consent_writer_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_CONSENT_WRITER_PASSWORD",
+        description="SCRAM password of the Kafka principal of the consent writers (the web page, the registers' app)",
+    )
+    support_password: SecretStr | None = Field(
+        default=None,
+        validation_alias="RECEIPTFLOW_KAFKA_SUPPORT_PASSWORD",
+        description="SCRAM password of the Kafka principal of the data-protection jobs (export, erase)",
+    )
     ssl_ca_location: str | None = Field(default=None, validation_alias="RECEIPTFLOW_KAFKA_SSL_CA_LOCATION")
     ssl_certificate_location: str | None = Field(
         default=None, validation_alias="RECEIPTFLOW_KAFKA_SSL_CERTIFICATE_LOCATION"

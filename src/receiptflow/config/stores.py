@@ -304,6 +304,11 @@ class LocalSettings(SettingsGroup):
     kafka_heap: str = Field(
         default="768m", validation_alias="RECEIPTFLOW_KAFKA_HEAP", description="-Xmx of the embedded broker"
     )
+    kafka_auth: bool = Field(
+        default=True,
+        validation_alias="RECEIPTFLOW_KAFKA_AUTH",
+        description="the embedded broker requires SASL/SCRAM logins and enforces ACLs (off: PLAINTEXT, no ACLs)",
+    )
 
     @field_validator("data_dir")
     @classmethod

@@ -18,6 +18,8 @@ import logging
 
 from ..config import Settings
 from ..errors import StackError
+from ..kafka_acl import apply_acls
+from ..kafka_auth import KafkaPrincipal, as_principal
 from .duckdb import DuckDBFile
 from .kafka import EmbeddedKafka
 from .kafka_dist import jars_complete, kafka_version, libs_dir, resolve_jars
@@ -54,6 +56,9 @@ class Stack:
         """Start whatever is not running yet and wait until each answers; idempotent."""
         self.settings.local.data_dir.mkdir(parents=True, exist_ok=True)
         out = [self.kafka.up(), self.redis.up()]
+        if out[0].state == "running" and self.kafka.auth:
+            # The ACLs of this install's names, before any topic exists: `topics create` applies them again.
+            apply_acls(as_principal(self.settings, KafkaPrincipal.ADMIN))
         if with_postgres:
             out.append(self.postgres.up())
         if with_registry:

@@ -39,6 +39,7 @@ from ..errors import BrokerError, ProfileStoreError, ReceiptflowError
 from ..jobs.looks import card_holder, looker, record_look
 from ..jobs.profile_rebuild import CONSENT_COLUMNS, consent_from_row
 from ..jobs.subject import erase_card, export_card
+from ..kafka_auth import KafkaPrincipal, as_principal
 from ..models import ConsentChange
 from ..processors.profiles.fold import WINDOWS, Profile
 from ..processors.profiles.households import load_households, members
@@ -169,7 +170,7 @@ class Backend:
     def set_consents(self, card: str, product_data: bool, email: bool, now: datetime | None = None) -> ConsentChange:
         """Publish the card's new consent state as the registers' app does; returns it once acknowledged."""
         if self._producer is None:
-            self._producer = RegisterClient(self.settings)
+            self._producer = RegisterClient(as_principal(self.settings, KafkaPrincipal.CONSENT_WRITER))
         at = now or datetime.now(UTC)
         change = ConsentChange(card, at, product_data, email, "web", channel="web", text_version=CONSENT_TEXT_VERSION)
         change = self._producer.stamped(change)  # the principal the page writes as
@@ -183,9 +184,11 @@ class Backend:
 
     def export(self, card: str) -> dict[str, Any]:
         """The same document as ``receiptflow export CARD``, audited as the card holder's download."""
-        return export_card(self.settings, card, who=card_holder(), kind="download")
+        return export_card(
+            as_principal(self.settings, KafkaPrincipal.SUPPORT), card, who=card_holder(), kind="download"
+        )
 
     def erase(self, card: str) -> Mapping[str, Any]:
         """``receiptflow erase CARD --yes``; what it did."""
-        e = erase_card(self.settings, card)
+        e = erase_card(as_principal(self.settings, KafkaPrincipal.SUPPORT), card)
         return {"subject": e.subject, "audit_id": e.audit_id, "at": e.at.isoformat()}
