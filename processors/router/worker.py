@@ -118,9 +118,7 @@ class Router(KafkaWorker):
             # The analytics key stays in this process: only the router makes basket pseudonyms.
             baskets or BasketPseudonymiser(analytics_key(settings)),
             ConsentState(
-                settings.privacy.default_product_data_marketing,
-                settings.privacy.default_electronic_marketing,
-                known=False,
+                settings.privacy.default_product_data_marketing, settings.privacy.default_electronic_marketing, False
             ),
             self.transactional_id,
             fast=settings.router.fast_path,

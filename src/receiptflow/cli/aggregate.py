@@ -22,10 +22,10 @@ def cmd_aggregate(args: argparse.Namespace, settings: Settings) -> int:
     import signal
     import threading
 
+    from ..broker_check import require_broker
     from ..health import serving
     from ..processors.aggregate.clients import instance
     from ..processors.aggregate.worker import Aggregator
-    from ..topics import require_broker
 
     if args.instance is not None:
         settings = settings.model_copy(update={"aggregate": {"instance": args.instance}})

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
-    from ..topics import create_topics, require_broker
+    from ..broker_check import require_broker
+    from ..topics import create_topics
 
     if args.action == "list":
         for line in topics_lines(settings, console.width):

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from ..broker_check import require_broker
     from ..jobs.subject import export_card
-    from ..topics import require_broker
 
     who = looker_of(args, settings)  # before anything connects
     print_data_dir(settings)

@@ -32,7 +32,7 @@ def cmd_process(args: argparse.Namespace, settings: Settings) -> int:
     if args.instance is not None:
         settings = settings.model_copy(update={"router": {"instance": args.instance}})
     print_endpoints(settings, f"processor ({args.role}, instance {settings.router.instance}):")
-    from ..topics import require_broker
+    from ..broker_check import require_broker
 
     # Each worker logs in to Kafka as its own principal; ACLs give each only its topics.
     router_settings = as_principal(settings, KafkaPrincipal.ROUTER)

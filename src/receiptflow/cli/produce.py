@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from ..broker_check import require_broker
     from ..producers.client import RegisterClient
     from ..producers.ingest import ConsentDefaults, ingest
-    from ..topics import require_broker
 
     source = None if args.file in (None, "-") else Path(args.file)
     if source is not None and not source.is_file():

@@ -153,7 +153,7 @@ def cmd_profiles(args: argparse.Namespace, settings: Settings) -> int:
         written = _profile_batch(settings, "project", "cards", job)
         console.print(f"rewrote {written} marketing projections as of today (UTC)")
         return 0
-    from ..topics import require_broker
+    from ..broker_check import require_broker
 
     require_broker(settings)  # it reads the erased-cards topic first
     from ..jobs.subject import record_erased_in_profiles

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 
 def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
+    from ..broker_check import require_broker
     from ..consume import consume_json
-    from ..topics import require_broker
 
     require_broker(settings)
     count = 0
@@ -45,8 +45,8 @@ def add_consume(sub: Subparsers) -> None:
 def cmd_dlq(args: argparse.Namespace, settings: Settings) -> int:
     from collections import Counter
 
+    from ..broker_check import require_broker
     from ..dlq import iter_dead_letters, replay_letters
-    from ..topics import require_broker
 
     require_broker(settings)
     if args.action == "list":

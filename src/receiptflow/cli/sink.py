@@ -27,7 +27,7 @@ def cmd_sink(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "replay":
         _check_replay(args, settings)  # before any server is asked
     print_endpoints(settings, "warehouse sink:")
-    from ..topics import require_broker
+    from ..broker_check import require_broker
 
     require_broker(settings)
     if args.action == "replay":

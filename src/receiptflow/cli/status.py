@@ -40,8 +40,8 @@ def _groups(settings: Settings) -> list[Group]:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ..broker_check import require_broker
     from ..status import gather
-    from ..topics import require_broker
 
     require_broker(settings)
     processes = None

@@ -4,9 +4,9 @@ long a topic may keep a card's records. No I/O; ``jobs.subject`` is the shell ar
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # The erasure's steps, in the order they run (see ``jobs.subject`` for why this order).
@@ -98,3 +98,18 @@ def topic_retention(topic: str, config: Mapping[str, str], since: datetime, *, e
         "may_hold_until": None if until is None else until.isoformat(),
         "why": "; ".join(why),
     }
+
+
+def missing_from_topic(
+    on_topic: Mapping[str, datetime],
+    in_profiles: Iterable[str],
+    in_warehouse: Iterable[tuple[str, datetime | None]],
+    now: datetime,
+) -> dict[str, datetime]:
+    """Hashes the stores record as erased that the erased-cards topic lacks, with their erasure time
+    (the warehouse's when it has one, else ``now``; the earliest when both have it) (pure)."""
+    found: dict[str, datetime] = {str(h): now for h in in_profiles}
+    for h, at in in_warehouse:
+        when = now if at is None else (at if at.tzinfo is not None else at.replace(tzinfo=UTC))
+        found[str(h)] = min(when, found.get(str(h), when))
+    return {h: at for h, at in found.items() if h not in on_topic}

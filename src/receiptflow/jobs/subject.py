@@ -58,7 +58,7 @@ rebuild`` calls it before writing into a Redis that may never have seen an erasu
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -83,7 +83,7 @@ from ..sinks.card_rows import delete_card, export_rows
 from ..sinks.read_only import open_warehouse
 from ..topics import CARD_LINKED, TopicNames, describe_topic_configs
 from .consent_history import consent_history
-from .erasure_plan import STEPS, ErasurePlan, plan_erasure, steps_done, topic_retention
+from .erasure_plan import STEPS, ErasurePlan, missing_from_topic, plan_erasure, steps_done, topic_retention
 from .looks import Looker, record_look
 
 AUDIT_STREAM = "rf:audit:erasures"
@@ -353,21 +353,6 @@ def audit_log(settings: Settings) -> list[dict[str, str]]:
     except redis.RedisError as exc:
         raise ProfileStoreError(f"cannot read the erasure audit log: {exc}") from exc
     return [{"id": str(i), **{str(k): str(v) for k, v in fields.items()}} for i, fields in entries]  # type: ignore[union-attr]
-
-
-def missing_from_topic(
-    on_topic: Mapping[str, datetime],
-    in_profiles: Iterable[str],
-    in_warehouse: Iterable[tuple[str, datetime | None]],
-    now: datetime,
-) -> dict[str, datetime]:
-    """Hashes the stores record as erased that the erased-cards topic lacks, with their erasure time
-    (the warehouse's when it has one, else ``now``; the earliest when both have it) (pure)."""
-    found: dict[str, datetime] = {str(h): now for h in in_profiles}
-    for h, at in in_warehouse:
-        when = now if at is None else (at if at.tzinfo is not None else at.replace(tzinfo=UTC))
-        found[str(h)] = min(when, found.get(str(h), when))
-    return {h: at for h, at in found.items() if h not in on_topic}
 
 
 def record_existing(settings: Settings, now: datetime | None = None) -> int:

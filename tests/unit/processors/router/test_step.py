@@ -337,7 +337,9 @@ def test_a_grant_dated_tomorrow_is_dead_lettered_and_a_grant_inside_the_drift_ne
     tomorrow = _consent_msg(True, True, at_hours_ago=-24)
     rejected = STEP.step(_stamped(tomorrow, appended), {}, staged, NOW)
     assert rejected.rejected is not None and rejected.rejected.reason == "future_event_time"
-    assert [o.topic for o in rejected.outputs] == [NAMES.checkouts_dlq]
+    # The worker seals and dead-letters it (the vault is I/O); the step hands it over and writes nothing.
+    assert rejected.letter is not None and rejected.letter.error.reason == "future_event_time"
+    assert rejected.outputs == []
     # Eight minutes ahead is inside the registers' drift: accepted, but the withdrawal written after it rules.
     STEP.step(_stamped(_consent_msg(True, True, at_hours_ago=-8 / 60), appended + 1), {}, staged, NOW)
     STEP.step(_stamped(_consent_msg(False, True, at_hours_ago=0), appended + 2), {}, staged, NOW)

@@ -3,6 +3,7 @@ records before anything else, and a consent change that narrows marketing use wr
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import timedelta
 
@@ -43,9 +44,15 @@ def _erased(*cards: str) -> ErasedCards:
     return erased
 
 
+_APPENDED = itertools.count(int(NOW.timestamp() * 1000))
+
+
 def _msg(topic: str, value: bytes | None, key: bytes | None, offset: int = 0) -> Message:
+    # Each consent change appended a millisecond after the one before, at the step's now (they are judged
+    # at their append time: one of 1970 would be refused as dated in the future).
+    appended = next(_APPENDED) if topic == NAMES.consents else 1_000
     return Message(
-        topic=topic, partition=0, offset=offset, key=key, value=value, timestamp=(TIMESTAMP_LOG_APPEND_TIME, 1_000)
+        topic=topic, partition=0, offset=offset, key=key, value=value, timestamp=(TIMESTAMP_LOG_APPEND_TIME, appended)
     )
 
 
