@@ -26,8 +26,10 @@ import redis
 
 from receiptflow.config import Settings
 from receiptflow.consent_codec import WrittenConsent
+from receiptflow.jobs.looks import Looker
 from receiptflow.jobs.profile_rebuild import rebuild
 from receiptflow.jobs.subject import export_card
+from receiptflow.kafka_auth import KafkaPrincipal, as_principal
 from receiptflow.models import Checkout, CheckoutLine, ConsentChange, PaymentMethod
 from receiptflow.processors.profiles.fold import fold
 from receiptflow.processors.profiles.store import RedisProfileStore
@@ -38,7 +40,7 @@ from receiptflow.topics import TopicNames, create_topics
 from receiptflow.web.data import Backend
 
 from .conftest import RedisServer
-from .support import CODEC, env_for, read_all, stop
+from .support import CODEC, env_for, opened_letters, read_all, stop
 from .test_router import _purchases, _wait_caught_up
 
 CHAIN = "K_CITYMARKET"  # keeps product-level lines: product data is there to leak
@@ -57,7 +59,7 @@ def _checkout(card: str, when: datetime) -> Checkout:
 def _send(settings: Settings, now: datetime) -> None:
     """The consent changes in the order of the scenario (one producer: A's grant is written before its
     withdrawal), then one purchase per card."""
-    client = RegisterClient(settings)
+    client = RegisterClient(as_principal(settings, KafkaPrincipal.CONSENT_WRITER))  # as the registers' app writes
     for change in (
         ConsentChange(A, now + timedelta(days=1), True, True, channel="store", text_version="2026-01"),
         ConsentChange(B, now + timedelta(minutes=8), True, True, channel="store", text_version="2026-01"),
@@ -70,9 +72,10 @@ def _send(settings: Settings, now: datetime) -> None:
         client.send_consent(ConsentChange(card, now, False, True, channel="app", text_version="2026-02"))
     assert client.flush(60).failed == 0
     time.sleep(0.2)
+    registers = RegisterClient(as_principal(settings, KafkaPrincipal.REGISTERS))  # checkouts are the registers'
     for card, when in ((A, now + timedelta(seconds=1)), (B, now + timedelta(minutes=9)), (C, now)):
-        client.send(_checkout(card, when))
-    assert client.flush(60).failed == 0
+        registers.send(_checkout(card, when))
+    assert registers.flush(60).failed == 0
 
 
 def _wait_for_profiles(store: RedisProfileStore, proc: subprocess.Popen[bytes], settings: Settings) -> None:
@@ -90,10 +93,9 @@ def _consent_letters(settings: Settings) -> dict[str, set[tuple[str, str]]]:
     """The dead letters of ``consents`` records: card -> {(reason, processor)}."""
     names = TopicNames(settings.kafka.topic_prefix)
     out: dict[str, set[tuple[str, str]]] = {}
-    for m in read_all(settings, names.checkouts_dlq):
-        letter = CODEC.decode(m.value(), expect="dead_letter").value
-        if letter["source_topic"] == names.consents:
-            out.setdefault(letter["original_key"].decode(), set()).add((letter["reason"], letter["processor"]))
+    for letter in opened_letters(settings):  # sealed: opened as `dlq replay` opens them
+        if letter.source_topic == names.consents and letter.original_key is not None:
+            out.setdefault(letter.original_key.decode(), set()).add((letter.reason, letter.processor))
     return out
 
 
@@ -162,7 +164,10 @@ def test_a_future_grant_never_outranks_a_later_withdrawal_and_1970_is_refused(
 
     # The warehouse kept B's grant (inside the drift) and both withdrawals, with their provenance.
     assert [(str(c), bool(p)) for c, p in rows] == [(A, False), (B, True), (B, False)]
-    assert [tuple(r) for r in provenance] == [("anonymous", "store", "2026-01"), ("anonymous", "app", "2026-02")]
+    assert [tuple(r) for r in provenance] == [
+        ("consent-writer", "store", "2026-01"),
+        ("consent-writer", "app", "2026-02"),
+    ]
 
     # `profiles rebuild`: withdrawn as well.
     rebuilt = rebuilt_store.get_many([A, B, C])
@@ -180,10 +185,10 @@ def test_a_future_grant_never_outranks_a_later_withdrawal_and_1970_is_refused(
     assert facts_c is not None and facts_c["consent"] is None
 
     # The export reads the history as a card holder would: when, what, by whom and which text.
-    history = export_card(settings, B)["consent_history"]
+    history = export_card(settings, B, who=Looker("dpo", "the card holder's request", "cli", ""))["consent_history"]
     assert [(h["channel"], h["text_version"], h["principal"]) for h in history] == [
-        ("store", "2026-01", "anonymous"),
-        ("app", "2026-02", "anonymous"),
+        ("store", "2026-01", "consent-writer"),
+        ("app", "2026-02", "consent-writer"),
     ]
 
 
@@ -265,7 +270,8 @@ def test_produce_kind_consent_stamps_its_principal_takes_the_text_version_and_re
     sent = sorted((CODEC.decode(m.value(), expect="consent_change") for m in records), key=lambda d: d.value["card_id"])
     assert [(d.writer_version, d.value["card_id"]) for d in sent] == [(2, A), (2, B)]
     proof = [(d.value["principal"], d.value["channel"], d.value["text_version"]) for d in sent]
-    assert proof == [("anonymous", "app", "2026-03"), ("anonymous", "customer_service", "cs-7")]
+    # produce --kind consent logs in as the consent writers' principal (only they may write consents).
+    assert proof == [("consent-writer", "app", "2026-03"), ("consent-writer", "customer_service", "cs-7")]
 
 
 def names_of(settings: Settings) -> TopicNames:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from receiptflow.config import Settings
+from receiptflow.redis_auth import RedisRole
 
 from .support import env_for
 
@@ -19,8 +20,8 @@ def test_profile_with_another_data_folder_names_where_the_role_passwords_are(
     settings: Settings, tmp_path: Path
 ) -> None:
     env = env_for(settings)
-    for role in ("WRITER", "MARKETING", "SUPPORT"):
-        env.pop(f"RECEIPTFLOW_REDIS_{role}_PASSWORD", None)
+    for role in RedisRole:  # every role's password: each view reads as a role of its own
+        env.pop(f"RECEIPTFLOW_REDIS_{role.name}_PASSWORD", None)
     other = tmp_path / "other-data"
     other.mkdir()
     env["RECEIPTFLOW_DATA_DIR"] = str(other)

@@ -79,8 +79,10 @@ def _produce(
 ) -> subprocess.CompletedProcess[str]:
     path = tmp_path / f"{kind}-{uuid.uuid4().hex[:6]}.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    # A consent change names the consent text the card holder saw (produce refuses one without).
+    version = ["--text-version", "terms-2026-12"] if kind == "consent" else []
     return subprocess.run(
-        [sys.executable, "-m", "receiptflow", "produce", "--kind", kind, str(path)],
+        [sys.executable, "-m", "receiptflow", "produce", "--kind", kind, str(path), *version],
         env=env_for(settings),
         capture_output=True,
         text=True,

@@ -62,13 +62,14 @@ def test_records_carry_the_registry_ids_under_backward_topic_subjects(reg_settin
     assert on_topic == {checkout_id}
     assert {schema_id_of(m.value()) for m in read_all(reg_settings, names.consents)} == {consent_id}
 
-    # A consumer of this deployment decodes them; one with the repo's ids does not know the id.
+    # A consumer of this deployment decodes them; one with the repo's ids cannot: the registry's id is
+    # unknown to the repo, or (the registry numbers from 1 as well) the id of another of its schemas.
     record = read_all(reg_settings, names.checkouts)[0].value()
     assert codec_for(reg_settings).decode(record, expect="checkout").value["receipt_id"] in {
         c.receipt_id for c in checkouts
     }
-    with pytest.raises(DecodeError, match="unknown_schema_id"):
-        Codec(repo).decode(record)
+    with pytest.raises(DecodeError):
+        Codec(repo).decode(record, expect="checkout")
 
     subjects = [value_subject(names.physical(t)) for t in ("checkouts", "consents", "purchases.customer")]
     subjects += [value_subject(names.physical(t)) for t in ("purchases.marketing", "purchases.baskets")]
