@@ -24,6 +24,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from receiptflow.cli import main
 from receiptflow.config import Settings
 from receiptflow.jobs.subject import audit_log, erase_card
 from receiptflow.models import ConsentChange
@@ -36,7 +37,7 @@ from receiptflow.web.app import build_app
 from receiptflow.web.sessions import session_key
 
 from .conftest import RedisServer
-from .support import read_all
+from .support import env_for, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -177,6 +178,23 @@ def test_a_card_erased_elsewhere_has_no_page_action(site: Settings) -> None:
     assert browser.get(f"/card/{card}/mix").status_code in (401, 410)
     assert _consents_of(site, card) == on_topic
     assert _erasure_entries(site, card) == entries
+
+
+def test_web_link_refuses_an_erased_card_in_one_line(
+    site: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    card = "4006003004"
+    for name, value in env_for(site).items():
+        monkeypatch.setenv(name, value)
+    look = ["--as", "anna", "--reason", "ticket 9"]
+    assert main(["web", "link", card, *look]) == 0  # before the erasure: a link
+    assert "/signin/" in capsys.readouterr().out
+    erase_card(site, card)
+    assert main(["web", "link", card, *look]) == 2
+    captured = capsys.readouterr()
+    assert "/signin/" not in captured.out
+    said = captured.err.strip().splitlines()
+    assert len(said) == 1 and f"card {card} was erased" in said[0] and "Traceback" not in captured.err
 
 
 def test_the_cookie_holds_an_id_and_redis_the_session_as_its_own_user(

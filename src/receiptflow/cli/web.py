@@ -47,6 +47,9 @@ def _link(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(str(exc)) from None
     who = looker_of(args, settings)
     web = Web(settings)  # its key first: a refused key audits no link
+    if args.role == "customer" and web.backend.erased(subject):
+        # The page would refuse the link (410); making one would only put an erased card in the audit again.
+        raise UsageError(f"card {subject} was erased: an erased card has no page, so no sign-in link is made for it")
     from ..jobs.looks import audit_look
 
     # A link lets whoever opens it see the card (or act as the staff login): audited before it is made.
