@@ -412,6 +412,7 @@ def test_requests_without_csrf_or_for_another_card_are_refused(site: Site, page:
 def test_erasure_with_confirmation_empties_the_page(site: Site, page: Page) -> None:
     card = site.cards["erase"]
     sign_in(page, site, card)
+    unused = site.link(card)  # a link made before the erasure, opened after it
     page.goto(f"{site.url}/card/{card}/erase")
     page.click("#erase-continue")
     page.click("#erase-now")  # not confirmed yet
@@ -425,7 +426,7 @@ def test_erasure_with_confirmation_empties_the_page(site: Site, page: Page) -> N
     assert axe_violations(page) == []
     # The session ended with the card, and no sign-in link opens the card again.
     assert page.goto(f"{site.url}/card/{card}").status == 401  # type: ignore[union-attr]
-    assert page.goto(site.link(card)).status == 410  # type: ignore[union-attr]
+    assert page.goto(unused).status == 410  # type: ignore[union-attr]
     assert page.locator("#signin").count() == 0
     exported = json.loads(site.cli("export", card, "--as", "dpo", "--reason", "test").stdout)
     assert exported["profile"] is None and all(rows == [] for rows in exported["warehouse"].values())
